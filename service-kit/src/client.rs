@@ -1,0 +1,86 @@
+//! Opening an MCP client session over streamable HTTP, as the gateway does towards its
+//! upstreams and as shopping-service does towards the gateway.
+//!
+//! The reqwest client sets `TCP_NODELAY` and keeps pooled connections; the SSE reconnect
+//! backoff is capped (rmcp's default doubles without bound); concurrent POSTs are raised
+//! from rmcp's 16 so one session multiplexes a busy gateway's calls.
+
+use std::{sync::Arc, time::Duration};
+
+use rmcp::{
+    RoleClient, ServiceExt,
+    model::{ClientCapabilities, ClientConfig, Implementation},
+    service::RunningService,
+    transport::{
+        StreamableHttpClientTransport,
+        common::client_side_sse::ExponentialBackoff,
+        streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+
+/// How a client session is opened.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Name announced in `clientInfo`.
+    pub client_name: String,
+    /// Bearer token sent with every request, if any.
+    pub bearer: Option<String>,
+    /// Upper bound for connecting and the `initialize` handshake.
+    pub connect_timeout: Duration,
+    /// Concurrent POSTs multiplexed over the session.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            client_name: "mcp-client".into(),
+            bearer: None,
+            connect_timeout: Duration::from_secs(5),
+            max_concurrent_requests: 256,
+        }
+    }
+}
+
+/// An initialized client session; `.peer()` is cheap to clone and multiplexes calls.
+pub type ClientSession = RunningService<RoleClient, ClientConfig>;
+
+/// The reqwest client used for MCP traffic: pooled, `TCP_NODELAY`, bounded connect time.
+pub fn http_client(connect_timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .expect("reqwest client with static settings")
+}
+
+/// Opens and initializes an MCP session with the server at `url` (its MCP endpoint).
+pub async fn connect(url: &str, options: &ClientOptions) -> anyhow::Result<ClientSession> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string())
+        .max_concurrent_requests(options.max_concurrent_requests);
+    config.auth_header = options.bearer.clone();
+    let mut backoff = ExponentialBackoff::default();
+    backoff.max_times = Some(5);
+    backoff.base_duration = Duration::from_millis(200);
+    backoff.max_delay = Some(Duration::from_secs(5));
+    config.retry_config = Arc::new(backoff);
+    let transport = StreamableHttpClientTransport::with_client(
+        http_client(options.connect_timeout),
+        config,
+    );
+    let info = ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new(options.client_name.clone(), env!("CARGO_PKG_VERSION")),
+    );
+    let session = tokio::time::timeout(options.connect_timeout, info.serve(transport))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no MCP answer from {url} within {} ms",
+                options.connect_timeout.as_millis()
+            )
+        })?
+        .map_err(|e| anyhow::anyhow!("MCP initialize with {url} failed: {e}"))?;
+    Ok(session)
+}

@@ -1,0 +1,25 @@
+//! Shared plumbing for the three processes of the stack (gateway, shopping-service,
+//! user-service). Nothing here knows about products, users or the catalog.
+//!
+//! - [`serve`]: bind and serve an axum router with `TCP_NODELAY` on every accepted
+//!   socket and graceful shutdown driven by a [`CancellationToken`].
+//! - [`shutdown`]: a token cancelled on SIGTERM / Ctrl-C.
+//! - [`logging`]: `tracing` subscriber set-up (human or JSON lines).
+//! - [`registration`]: a service's self-registration with the gateway
+//!   (`POST /register`), retried with capped, jittered backoff.
+//! - [`client`]: opening an MCP client session over streamable HTTP.
+//! - [`mcp`]: the rmcp streamable-HTTP server configuration the services share.
+
+pub mod client;
+pub mod logging;
+pub mod mcp;
+pub mod registration;
+pub mod serve;
+pub mod shutdown;
+
+pub use tokio_util::sync::CancellationToken;
+
+/// The Bearer token every component uses when none is configured (`MCP_BEARER_TOKEN`).
+pub const DEFAULT_TOKEN: &str = "mcp-token-123";
+/// Default address of the gateway, as services see it.
+pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:3001";

@@ -1,0 +1,115 @@
+//! A service's self-registration with the gateway: `POST {gateway}/register` with
+//! `{"name","url"}` and the Bearer token, retried with capped, jittered exponential
+//! backoff while the gateway is unreachable or answers 5xx. A 4xx answer (bad token,
+//! refused URL) is final: retrying would not change it, so it is logged and given up.
+
+use std::time::Duration;
+
+use rand::Rng;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+/// What a service tells the gateway about itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct Registration {
+    /// Service name; tools that collide with another service's are qualified with it.
+    pub name: String,
+    /// The URL the gateway should use to reach this service's MCP endpoint.
+    pub url: String,
+}
+
+/// Where and how to register.
+#[derive(Debug, Clone)]
+pub struct GatewayTarget {
+    /// Base URL of the gateway, e.g. `http://127.0.0.1:3001`.
+    pub base_url: String,
+    /// Bearer token accepted by the gateway.
+    pub token: String,
+}
+
+/// How a registration attempt ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The gateway accepted the registration (2xx).
+    Registered,
+    /// The gateway refused it with a 4xx; retrying would not help.
+    Refused(String),
+    /// Shutdown was requested before the gateway answered.
+    Cancelled,
+}
+
+/// Backoff bounds: first retry after `INITIAL`, doubling up to `MAX`, each with ±25 %
+/// jitter so a fleet restarting together does not knock in lockstep.
+const INITIAL: Duration = Duration::from_millis(250);
+const MAX: Duration = Duration::from_secs(10);
+
+/// Registers, retrying until the gateway accepts, refuses, or `shutdown` is cancelled.
+pub async fn register_with_retry(
+    target: &GatewayTarget,
+    registration: &Registration,
+    shutdown: &CancellationToken,
+) -> Outcome {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("reqwest client with static settings");
+    let url = format!("{}/register", target.base_url.trim_end_matches('/'));
+    let mut delay = INITIAL;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let sent = client
+            .post(&url)
+            .bearer_auth(&target.token)
+            .json(registration)
+            .send();
+        let result = tokio::select! {
+            r = sent => r,
+            _ = shutdown.cancelled() => return Outcome::Cancelled,
+        };
+        match result {
+            Ok(resp) if resp.status().is_success() => {
+                tracing::info!(gateway = %target.base_url, name = %registration.name,
+                    url = %registration.url, attempt, "registered with gateway");
+                return Outcome::Registered;
+            }
+            Ok(resp) if resp.status().is_client_error() => {
+                let status = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                let why = format!("{status}: {body}");
+                tracing::error!(gateway = %target.base_url, name = %registration.name,
+                    "gateway refused registration: {why}");
+                return Outcome::Refused(why);
+            }
+            Ok(resp) => {
+                tracing::warn!(gateway = %target.base_url, status = %resp.status(), attempt,
+                    retry_in_ms = delay.as_millis() as u64, "registration failed, retrying");
+            }
+            Err(e) => {
+                tracing::warn!(gateway = %target.base_url, error = %e, attempt,
+                    retry_in_ms = delay.as_millis() as u64, "gateway unreachable, retrying");
+            }
+        }
+        let jittered = jitter(delay);
+        tokio::select! {
+            _ = tokio::time::sleep(jittered) => {}
+            _ = shutdown.cancelled() => return Outcome::Cancelled,
+        }
+        delay = (delay * 2).min(MAX);
+    }
+}
+
+/// Spawns [`register_with_retry`] in the background; the service keeps serving whether
+/// or not a gateway ever answers.
+pub fn spawn(
+    target: GatewayTarget,
+    registration: Registration,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<Outcome> {
+    tokio::spawn(async move { register_with_retry(&target, &registration, &shutdown).await })
+}
+
+fn jitter(d: Duration) -> Duration {
+    let factor = rand::rng().random_range(0.75..1.25);
+    d.mul_f64(factor)
+}
