@@ -1,1 +1,59 @@
-fn main() {}
+//! `gateway`: parse the command line and configuration, then run the library.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use gateway::config::{Config, Overrides};
+
+/// MCP federation gateway: one streamable-HTTP MCP endpoint (/mcp) in front of many MCP
+/// servers, which register with POST /register. Every route but /health needs
+/// "Authorization: Bearer <token>".
+///
+/// Configuration is layered: defaults, then the TOML file (--config), then environment
+/// (MCP_BEARER_TOKEN, GATEWAY_LISTEN, GATEWAY_STORE, GATEWAY_ALLOWED_HOSTS,
+/// GATEWAY_UPSTREAMS, GATEWAY_CALL_TIMEOUT_MS, GATEWAY_CONNECT_TIMEOUT_MS,
+/// GATEWAY_HEALTH_INTERVAL_MS, GATEWAY_MAX_BODY_BYTES, GATEWAY_LOG_JSON), then these flags.
+#[derive(Parser, Debug)]
+#[command(name = "gateway", version, about, long_about)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short, env = "GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:3001].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Registration store (SQLite file) [default: gateway.db].
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Log JSON lines instead of human-readable ones.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        listen: cli.listen,
+        store: cli.store,
+        log_json: cli.log_json.then_some(true),
+    };
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            std::process::exit(2);
+        }
+    };
+    service_kit::logging::init(config.log_json);
+    let shutdown = service_kit::shutdown::on_signal();
+    let result = async {
+        let listener = service_kit::serve::bind(&config.listen).await?;
+        gateway::run(config, listener, shutdown).await
+    }
+    .await;
+    if let Err(e) = result {
+        eprintln!("gateway: {e:#}");
+        std::process::exit(1);
+    }
+}

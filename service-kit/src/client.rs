@@ -8,12 +8,11 @@
 use std::{sync::Arc, time::Duration};
 
 use rmcp::{
-    RoleClient, ServiceExt,
+    ClientHandler, RoleClient, ServiceExt,
     model::{ClientCapabilities, ClientConfig, Implementation},
     service::RunningService,
     transport::{
-        StreamableHttpClientTransport,
-        common::client_side_sse::ExponentialBackoff,
+        StreamableHttpClientTransport, common::client_side_sse::ExponentialBackoff,
         streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
@@ -45,6 +44,14 @@ impl Default for ClientOptions {
 /// An initialized client session; `.peer()` is cheap to clone and multiplexes calls.
 pub type ClientSession = RunningService<RoleClient, ClientConfig>;
 
+/// The client identity announced in `initialize` for the given options.
+pub fn client_config(options: &ClientOptions) -> ClientConfig {
+    ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new(options.client_name.clone(), env!("CARGO_PKG_VERSION")),
+    )
+}
+
 /// The reqwest client used for MCP traffic: pooled, `TCP_NODELAY`, bounded connect time.
 pub fn http_client(connect_timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
@@ -57,6 +64,16 @@ pub fn http_client(connect_timeout: Duration) -> reqwest::Client {
 
 /// Opens and initializes an MCP session with the server at `url` (its MCP endpoint).
 pub async fn connect(url: &str, options: &ClientOptions) -> anyhow::Result<ClientSession> {
+    connect_with(url, options, client_config(options)).await
+}
+
+/// Like [`connect`], with a handler of the caller's that hears the server's
+/// notifications (list changes, logging, progress).
+pub async fn connect_with<H: ClientHandler>(
+    url: &str,
+    options: &ClientOptions,
+    handler: H,
+) -> anyhow::Result<RunningService<RoleClient, H>> {
     let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string())
         .max_concurrent_requests(options.max_concurrent_requests);
     config.auth_header = options.bearer.clone();
@@ -65,15 +82,9 @@ pub async fn connect(url: &str, options: &ClientOptions) -> anyhow::Result<Clien
     backoff.base_duration = Duration::from_millis(200);
     backoff.max_delay = Some(Duration::from_secs(5));
     config.retry_config = Arc::new(backoff);
-    let transport = StreamableHttpClientTransport::with_client(
-        http_client(options.connect_timeout),
-        config,
-    );
-    let info = ClientConfig::new(
-        ClientCapabilities::default(),
-        Implementation::new(options.client_name.clone(), env!("CARGO_PKG_VERSION")),
-    );
-    let session = tokio::time::timeout(options.connect_timeout, info.serve(transport))
+    let transport =
+        StreamableHttpClientTransport::with_client(http_client(options.connect_timeout), config);
+    let session = tokio::time::timeout(options.connect_timeout, handler.serve(transport))
         .await
         .map_err(|_| {
             anyhow::anyhow!(

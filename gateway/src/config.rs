@@ -1,0 +1,313 @@
+//! Gateway configuration: built-in defaults, then an optional TOML file, then environment
+//! variables, then command-line overrides (figment). [`Config::load`] validates every
+//! value and reports the first bad one in a single line that names its key.
+//!
+//! Environment: `MCP_BEARER_TOKEN` sets `token`; every other key is `GATEWAY_<KEY>`
+//! (`GATEWAY_LISTEN`, `GATEWAY_STORE`, `GATEWAY_CALL_TIMEOUT_MS`, ...). List-valued keys
+//! also accept a comma-separated string: `GATEWAY_ALLOWED_HOSTS=gateway,mcp.example.com`,
+//! `GATEWAY_UPSTREAMS=shopping-service=http://127.0.0.1:3002/mcp,user-service=...`.
+
+use std::{path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Default listen address of the gateway.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3001";
+
+/// Everything the gateway can be told at start-up.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    /// Address to listen on (`host:port`).
+    pub listen: String,
+    /// Bearer token every protected route requires (`MCP_BEARER_TOKEN`).
+    pub token: String,
+    /// Path of the embedded registration store (SQLite). Created if missing.
+    pub store: PathBuf,
+    /// Host names accepted in `Host`/`Origin` besides loopback (`*` accepts any).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub allowed_hosts: Vec<String>,
+    /// Upstreams connected at start-up, in addition to persisted registrations.
+    #[serde(deserialize_with = "upstreams_or_csv")]
+    pub upstreams: Vec<UpstreamSpec>,
+    /// Deadline for one proxied call, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// Deadline for connecting to an upstream and its `initialize`, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Interval between health pings of each upstream, in milliseconds.
+    pub health_interval_ms: u64,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Log one JSON object per line instead of human-readable lines.
+    pub log_json: bool,
+}
+
+/// An upstream named in the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UpstreamSpec {
+    pub name: String,
+    pub url: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.into(),
+            token: service_kit::DEFAULT_TOKEN.into(),
+            store: PathBuf::from("gateway.db"),
+            allowed_hosts: Vec::new(),
+            upstreams: Vec::new(),
+            call_timeout_ms: 30_000,
+            connect_timeout_ms: 5_000,
+            health_interval_ms: 10_000,
+            max_body_bytes: 4 * 1024 * 1024,
+            log_json: false,
+        }
+    }
+}
+
+/// A configuration value that cannot be used, named by its key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {why}")]
+pub struct ConfigError {
+    pub key: String,
+    pub why: String,
+}
+
+fn bad(key: impl Into<String>, why: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        why: why.into(),
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if given; it must exist), then the environment,
+    /// then `overrides` (command-line flags), validated.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(bad("config", format!("file {} not found", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment
+            .merge(
+                Env::raw()
+                    .only(&["MCP_BEARER_TOKEN"])
+                    .map(|_| "token".into()),
+            )
+            .merge(Env::prefixed("GATEWAY_").ignore(&["CONFIG", "URL"]))
+            .merge(Serialized::defaults(overrides));
+        let config: Config = figment.extract().map_err(|e| {
+            let key = e.path.join(".");
+            let key = if key.is_empty() {
+                "config".to_string()
+            } else {
+                key
+            };
+            bad(key, e.kind.to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot: non-empty token, parseable address, positive timeouts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.token.trim().is_empty() {
+            return Err(bad("token", "must not be empty"));
+        }
+        if self
+            .token
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(bad("token", "must not contain whitespace"));
+        }
+        match self.listen.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => {
+                return Err(bad(
+                    "listen",
+                    format!("expected host:port, got {:?}", self.listen),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("call_timeout_ms", self.call_timeout_ms),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("health_interval_ms", self.health_interval_ms),
+        ] {
+            if value == 0 {
+                return Err(bad(key, "must be greater than 0"));
+            }
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(bad("max_body_bytes", "must be at least 1024"));
+        }
+        for (i, up) in self.upstreams.iter().enumerate() {
+            crate::registry::validate_name(&up.name)
+                .map_err(|why| bad(format!("upstreams[{i}].name"), why))?;
+            crate::registry::normalize_url(&up.url)
+                .map_err(|why| bad(format!("upstreams[{i}].url"), why))?;
+        }
+        Ok(())
+    }
+
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn health_interval(&self) -> Duration {
+        Duration::from_millis(self.health_interval_ms)
+    }
+}
+
+/// Command-line values that override every other source when present.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_json: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ListOrCsv<T> {
+    List(Vec<T>),
+    Csv(String),
+}
+
+fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(match ListOrCsv::<String>::deserialize(d)? {
+        ListOrCsv::List(v) => v,
+        ListOrCsv::Csv(s) => split_csv(&s).map(str::to_string).collect(),
+    })
+}
+
+fn upstreams_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<UpstreamSpec>, D::Error> {
+    match ListOrCsv::<UpstreamSpec>::deserialize(d)? {
+        ListOrCsv::List(v) => Ok(v),
+        ListOrCsv::Csv(s) => split_csv(&s)
+            .map(|item| {
+                let (name, url) = item.split_once('=').ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "expected name=url in {item:?} (comma-separated list)"
+                    ))
+                })?;
+                Ok(UpstreamSpec {
+                    name: name.trim().to_string(),
+                    url: url.trim().to_string(),
+                })
+            })
+            .collect(),
+    }
+}
+
+fn split_csv(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|p| !p.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let c = Config::default();
+        assert_eq!(c.listen, "127.0.0.1:3001");
+        assert_eq!(c.token, "mcp-token-123");
+        c.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn toml_env_and_overrides_layer_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "gw.toml",
+                r#"
+                listen = "127.0.0.1:4000"
+                call_timeout_ms = 1234
+                allowed_hosts = ["gateway"]
+                [[upstreams]]
+                name = "shop"
+                url = "http://127.0.0.1:3002/mcp"
+                "#,
+            )?;
+            jail.set_env("MCP_BEARER_TOKEN", "secret-1");
+            jail.set_env("GATEWAY_CALL_TIMEOUT_MS", "999");
+            jail.set_env("GATEWAY_URL", "ignored: the services' variable");
+            let overrides = Overrides {
+                listen: Some("127.0.0.1:5000".into()),
+                ..Default::default()
+            };
+            let c = Config::load(Some("gw.toml".as_ref()), &overrides).expect("loads");
+            assert_eq!(c.listen, "127.0.0.1:5000");
+            assert_eq!(c.token, "secret-1");
+            assert_eq!(c.call_timeout_ms, 999);
+            assert_eq!(c.allowed_hosts, vec!["gateway".to_string()]);
+            assert_eq!(c.upstreams[0].name, "shop");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn csv_lists_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY_ALLOWED_HOSTS", "gateway, mcp.example.com");
+            jail.set_env(
+                "GATEWAY_UPSTREAMS",
+                "a=http://127.0.0.1:1/mcp,b=http://127.0.0.1:2",
+            );
+            let c = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(c.allowed_hosts, vec!["gateway", "mcp.example.com"]);
+            assert_eq!(c.upstreams.len(), 2);
+            assert_eq!(c.upstreams[1].url, "http://127.0.0.1:2");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY_CALL_TIMEOUT_MS", "soon");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert_eq!(e.key, "call_timeout_ms", "{e}");
+            jail.set_env("GATEWAY_CALL_TIMEOUT_MS", "0");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "invalid configuration: call_timeout_ms: must be greater than 0"
+            );
+            jail.set_env("GATEWAY_CALL_TIMEOUT_MS", "10");
+            jail.set_env("GATEWAY_LISTEN", "nowhere");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert_eq!(e.key, "listen");
+            jail.set_env("GATEWAY_LISTEN", "127.0.0.1:1");
+            jail.set_env("GATEWAY_UPSTREAMS", "a=ftp://x");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert_eq!(e.key, "upstreams[0].url", "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let e =
+            Config::load(Some("/nonexistent/gw.toml".as_ref()), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "config");
+    }
+}

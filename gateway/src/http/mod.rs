@@ -1,0 +1,51 @@
+//! The HTTP surface: the router and the tower layers every route passes through.
+//!
+//! ```text
+//! trace → body limit → auth (Bearer; all but /health) → handler
+//!   /mcp        mcp::entry (POST, GET, DELETE)
+//!   /register   admin::register (POST)
+//!   /services   admin::services (GET, POST)
+//!   /health     admin::health (GET, public)
+//! ```
+
+pub mod admin;
+pub mod auth;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    middleware,
+    routing::{any, get, post},
+};
+use http::StatusCode;
+use tower_http::trace::TraceLayer;
+
+use crate::{mcp::McpEndpoint, registry::Registry};
+
+pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, token: &str, max_body: usize) -> Router {
+    let admin = Router::new()
+        .route("/register", post(admin::register))
+        .route("/services", get(admin::services).post(admin::services))
+        .with_state(Arc::clone(&registry));
+    let mcp = Router::new()
+        .route("/mcp", any(crate::mcp::entry))
+        .with_state(mcp);
+    let protected = admin.merge(mcp).route_layer(middleware::from_fn_with_state(
+        auth::Auth::new(token),
+        auth::require_bearer,
+    ));
+    Router::new()
+        .route("/health", get(admin::health).with_state(registry))
+        .merge(protected)
+        .fallback(|| async {
+            admin::error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; the gateway serves /mcp, /register, /services and /health",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(TraceLayer::new_for_http())
+}

@@ -1,0 +1,259 @@
+//! The gateway's MCP server side: a [`ServerHandler`] over the registry's catalog, and
+//! the `/mcp` entry point that serves both kinds of client on one path:
+//!
+//! - MCP clients with sessions (`initialize`, then `Mcp-Session-Id`), SSE streams, and
+//!   the stateless 2026-07-28 revision: rmcp's streamable-HTTP service in session mode.
+//! - Sessionless JSON-RPC posts (curl): a POST without `Mcp-Session-Id` that is not an
+//!   `initialize` goes to a second rmcp service in stateless JSON mode, after an absent
+//!   `Accept` or `Content-Type` header is filled in, so
+//!   `curl -d '{"jsonrpc":"2.0","id":1,"method":"tools/list"}'` gets plain JSON back.
+
+use std::sync::Arc;
+
+use axum::{
+    body::{Body, to_bytes},
+    extract::{Request, State},
+    response::{IntoResponse, Response},
+};
+use http::{HeaderValue, Method, StatusCode, header};
+use rmcp::{
+    ErrorData, RoleServer, ServerHandler,
+    model::{
+        CallToolRequestParams, CallToolResponse, ErrorCode, Implementation, InitializeResult,
+        ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    },
+    service::{NotificationContext, RequestContext},
+    transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    },
+};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::{catalog::Lookup, registry::Registry, upstream::CallError};
+
+/// JSON-RPC code for "the service behind this tool is unavailable" (implementation range).
+pub const UPSTREAM_UNAVAILABLE: i32 = -32000;
+/// JSON-RPC code for "the service behind this tool did not answer in time".
+pub const UPSTREAM_TIMEOUT: i32 = -32001;
+
+/// One per session (or per stateless request): a cheap handle on the shared registry.
+#[derive(Clone)]
+pub struct GatewayHandler {
+    registry: Arc<Registry>,
+}
+
+impl GatewayHandler {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
+    }
+}
+
+impl ServerHandler for GatewayHandler {
+    fn get_info(&self) -> ServerConfig {
+        InitializeResult::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "mcp-gateway",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(
+            "MCP federation gateway: the tools of every registered service in one table. \
+             A tool name offered by several services is qualified as <service>__<tool>.",
+        )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(
+            self.registry.catalog().tools().to_vec(),
+        ))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.registry.catalog().tool(name).cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let (upstream, original) = {
+            let catalog = self.registry.catalog();
+            match catalog.lookup(&request.name) {
+                Lookup::Found(route) => (Arc::clone(&route.upstream), Arc::clone(&route.original)),
+                Lookup::Ambiguous(choices) => {
+                    return Err(ErrorData::invalid_params(
+                        format!(
+                            "tool \"{}\" is offered by several services; call one of: {}",
+                            request.name,
+                            choices.join(", ")
+                        ),
+                        Some(json!({ "tool": request.name, "candidates": choices })),
+                    ));
+                }
+                Lookup::Unknown => {
+                    return Err(ErrorData::invalid_params(
+                        format!("unknown tool: {}", request.name),
+                        Some(json!({ "tool": request.name })),
+                    ));
+                }
+            }
+        };
+        let mut forwarded = request;
+        forwarded.name = original.to_string().into();
+        upstream.call_tool(forwarded).await.map_err(|e| match e {
+            CallError::Upstream(e) => e,
+            CallError::Unavailable { ref service, .. } => ErrorData::new(
+                ErrorCode(UPSTREAM_UNAVAILABLE),
+                e.to_string(),
+                Some(json!({ "service": service, "reason": "unavailable" })),
+            ),
+            CallError::Timeout { ref service, ms } => ErrorData::new(
+                ErrorCode(UPSTREAM_TIMEOUT),
+                e.to_string(),
+                Some(json!({ "service": service, "reason": "timeout", "timeoutMs": ms })),
+            ),
+        })
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.registry.add_client(context.peer);
+    }
+}
+
+/// The two rmcp services behind `/mcp`.
+#[derive(Clone)]
+pub struct McpEndpoint {
+    sessions: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
+    sessionless: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
+    max_body_bytes: usize,
+}
+
+impl McpEndpoint {
+    pub fn new(
+        registry: Arc<Registry>,
+        allowed_hosts: &[String],
+        max_body_bytes: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let base = host_policy(
+            StreamableHttpServerConfig::default()
+                .with_cancellation_token(shutdown)
+                .with_max_request_body_bytes(max_body_bytes),
+            allowed_hosts,
+        );
+        let handler = GatewayHandler::new(registry);
+        let factory = {
+            let h = handler.clone();
+            move || Ok(h.clone())
+        };
+        let sessions = StreamableHttpService::new(
+            factory.clone(),
+            Arc::new(LocalSessionManager::default()),
+            base.clone(),
+        );
+        let sessionless = StreamableHttpService::new(
+            factory,
+            Arc::new(LocalSessionManager::default()),
+            base.with_legacy_session_mode(false)
+                .with_json_response(true)
+                .with_sse_retry(None),
+        );
+        Self {
+            sessions: Arc::new(sessions),
+            sessionless: Arc::new(sessionless),
+            max_body_bytes,
+        }
+    }
+}
+
+fn host_policy(
+    config: StreamableHttpServerConfig,
+    allowed_hosts: &[String],
+) -> StreamableHttpServerConfig {
+    if allowed_hosts.iter().any(|h| h == "*") {
+        return config.disable_allowed_hosts();
+    }
+    let hosts = service_kit::mcp::LOOPBACK_HOSTS
+        .iter()
+        .map(|h| h.to_string())
+        .chain(allowed_hosts.iter().cloned());
+    config.with_allowed_hosts(hosts)
+}
+
+/// `/mcp`, every method.
+pub async fn entry(State(endpoint): State<McpEndpoint>, request: Request) -> Response {
+    let sessionless_post =
+        request.method() == Method::POST && !request.headers().contains_key("mcp-session-id");
+    if !sessionless_post {
+        return into_axum(endpoint.sessions.handle(request).await);
+    }
+    let (mut parts, body) = request.into_parts();
+    let bytes = match to_bytes(body, endpoint.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(json!({
+                    "jsonrpc": "2.0", "id": null,
+                    "error": { "code": -32600, "message": format!(
+                        "request body exceeds the limit of {} bytes", endpoint.max_body_bytes) }
+                })),
+            )
+                .into_response();
+        }
+    };
+    if is_initialize(&bytes) {
+        let request = Request::from_parts(parts, Body::from(bytes));
+        return into_axum(endpoint.sessions.handle(request).await);
+    }
+    // A plain JSON-RPC post: answer in JSON whatever the client's tooling sent.
+    let h = &mut parts.headers;
+    let accept_ok = h
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json") && v.contains("text/event-stream"));
+    if !accept_ok {
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+    }
+    if !h.contains_key(header::CONTENT_TYPE) {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    let request = Request::from_parts(parts, Body::from(bytes));
+    into_axum(endpoint.sessionless.handle(request).await)
+}
+
+fn is_initialize(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow)]
+        method: Option<&'a str>,
+    }
+    serde_json::from_slice::<Probe>(body)
+        .ok()
+        .and_then(|p| p.method)
+        == Some("initialize")
+}
+
+fn into_axum<B>(response: http::Response<B>) -> Response
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    response.map(Body::new)
+}
