@@ -1,0 +1,86 @@
+//! Every route but `/health` needs the Bearer token.
+
+use serde_json::json;
+
+use crate::support::*;
+
+async fn assert_unauthorized(resp: reqwest::Response, route: &str) {
+    assert_eq!(resp.status().as_u16(), 401, "{route}");
+    let challenge = resp
+        .headers()
+        .get("www-authenticate")
+        .unwrap_or_else(|| panic!("{route}: no WWW-Authenticate"))
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(challenge.starts_with("Bearer"), "{route}: {challenge}");
+    let body: serde_json::Value = resp.json().await.expect("JSON body");
+    assert!(body["error"].is_string() && body["message"].is_string(), "{route}: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_routes_refuse_missing_and_wrong_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let c = http();
+    let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
+    let reg = json!({"name":"x","url":"http://127.0.0.1:9/mcp"});
+    for token in [None, Some("wrong-token"), Some("mcp-token-1234")] {
+        let with = |rb: reqwest::RequestBuilder| match token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        };
+        let r = with(c.post(gw.mcp_url()).json(&list)).send().await.expect("send");
+        assert_unauthorized(r, "POST /mcp").await;
+        let r = with(c.get(gw.mcp_url())).send().await.expect("send");
+        assert_unauthorized(r, "GET /mcp").await;
+        let r = with(c.post(format!("{}/register", gw.base())).json(&reg))
+            .send()
+            .await
+            .expect("send");
+        assert_unauthorized(r, "POST /register").await;
+        let r = with(c.post(format!("{}/services", gw.base()))).send().await.expect("send");
+        assert_unauthorized(r, "POST /services").await;
+        let r = with(c.get(format!("{}/services", gw.base()))).send().await.expect("send");
+        assert_unauthorized(r, "GET /services").await;
+    }
+    // A wrong scheme is refused too, and says why.
+    let r = c
+        .post(gw.mcp_url())
+        .header("Authorization", "Basic bWNwOnRva2Vu")
+        .json(&list)
+        .send()
+        .await
+        .expect("send");
+    assert_unauthorized(r, "Basic auth").await;
+    // Nothing was registered by the refused attempts.
+    assert_eq!(services(&gw).await["count"], 0);
+    // /health stays open.
+    let r = c.get(format!("{}/health", gw.base())).send().await.expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_token_replaces_the_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.token = "another-secret".into();
+    let gw = start_gateway(config).await;
+    let c = http();
+    let r = c
+        .get(format!("{}/services", gw.base()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+    let r = c
+        .get(format!("{}/services", gw.base()))
+        .bearer_auth("another-secret")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    gw.stop().await;
+}

@@ -1,0 +1,14 @@
+//! End-to-end tests of the whole stack: the gateway, shopping-service, user-service and
+//! fixture MCP servers run in-process on ephemeral loopback ports; every check goes over
+//! real HTTP (and real `curl` for the seed's commands).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod auth;
+mod compose;
+mod federation;
+mod persistence;
+mod registration;
+mod resilience;
+mod seed;

@@ -1,0 +1,99 @@
+//! A small MCP server for tests: offers the tools it is given; each answers with which
+//! server and tool ran and the arguments it got, so routing is visible in the result.
+
+use std::sync::Arc;
+
+use rmcp::{
+    ErrorData, RoleServer, ServerHandler,
+    model::{
+        CallToolRequestParams, CallToolResponse, CallToolResult, Implementation,
+        InitializeResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
+        ServerConfig, Tool,
+    },
+    service::RequestContext,
+    transport::streamable_http_server::{
+        StreamableHttpService, session::local::LocalSessionManager,
+    },
+};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct Fixture {
+    name: Arc<str>,
+    tools: Arc<Vec<Tool>>,
+}
+
+impl Fixture {
+    pub fn new(name: &str, tools: &[&str]) -> Self {
+        let tools = tools
+            .iter()
+            .map(|t| {
+                serde_json::from_value(json!({
+                    "name": t,
+                    "description": format!("{t} of {name}"),
+                    "inputSchema": {
+                        "$schema": "https://json-schema.org/draft/2020-12/schema",
+                        "type": "object",
+                        "properties": {"id": {"type": "string"}},
+                        "$defs": {"unused": {"type": "integer"}},
+                        "additionalProperties": false
+                    },
+                    "annotations": {"readOnlyHint": true}
+                }))
+                .expect("tool definition")
+            })
+            .collect();
+        Self {
+            name: name.into(),
+            tools: Arc::new(tools),
+        }
+    }
+
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let config = service_kit::mcp::server_config(&[], shutdown.clone());
+        let service = StreamableHttpService::new(
+            move || Ok(self.clone()),
+            Arc::new(LocalSessionManager::default()),
+            config,
+        );
+        let router = axum::Router::new().nest_service("/mcp", service);
+        service_kit::serve::serve(listener, router, shutdown).await?;
+        Ok(())
+    }
+}
+
+impl ServerHandler for Fixture {
+    fn get_info(&self) -> ServerConfig {
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(self.name.to_string(), "0.0.1"))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools.to_vec()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        if !self.tools.iter().any(|t| t.name == request.name) {
+            return Err(ErrorData::invalid_params(
+                format!("fixture {} has no tool {}", self.name, request.name),
+                None,
+            ));
+        }
+        Ok(CallToolResult::structured(json!({
+            "server": &*self.name,
+            "tool": request.name,
+            "arguments": request.arguments,
+        }))
+        .into())
+    }
+}

@@ -1,0 +1,266 @@
+//! Test support: start the real components in-process on ephemeral loopback ports and
+//! talk real HTTP to them.
+
+#![allow(dead_code)]
+
+pub mod fixture;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use service_kit::client::{ClientOptions, ClientSession};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "mcp-token-123";
+
+/// A component running in this process.
+pub struct Running {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    pub fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+    /// Stops the component and waits (bounded) until its port is closed.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(10), self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => panic!("component on {} failed: {e:#}", self.addr),
+            Ok(Err(e)) => panic!("component on {} panicked: {e}", self.addr),
+            Err(_) => panic!("component on {} did not stop within 10 s", self.addr),
+        }
+    }
+}
+
+async fn ephemeral() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.expect("bind ephemeral port")
+}
+
+fn spawn<F>(listener: TcpListener, f: impl FnOnce(TcpListener, CancellationToken) -> F) -> Running
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let addr = listener.local_addr().expect("local addr");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(f(listener, shutdown.clone()));
+    Running {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+/// A gateway configuration for tests: temp store, short timeouts, quick health checks.
+pub fn gateway_config(store: &Path) -> gateway::Config {
+    gateway::Config {
+        store: store.to_path_buf(),
+        call_timeout_ms: 5_000,
+        connect_timeout_ms: 2_000,
+        health_interval_ms: 500,
+        ..gateway::Config::default()
+    }
+}
+
+pub async fn start_gateway(config: gateway::Config) -> Running {
+    start_gateway_on(ephemeral().await, config)
+}
+
+pub fn start_gateway_on(listener: TcpListener, config: gateway::Config) -> Running {
+    spawn(listener, move |l, s| gateway::run(config, l, s))
+}
+
+/// shopping-service, registering with `gateway` (and calling through it) when given.
+pub async fn start_shopping(gateway: Option<&Running>) -> Running {
+    let config = shopping_service::Config {
+        gateway_url: gateway.map(Running::base),
+        register: gateway.is_some(),
+        ..shopping_service::Config::default()
+    };
+    spawn(ephemeral().await, move |l, s| shopping_service::run(config, l, s))
+}
+
+/// user-service, registering with `gateway` when given.
+pub async fn start_user(gateway: Option<&Running>) -> Running {
+    let config = user_service::Config {
+        gateway_url: gateway.map(Running::base),
+        ..user_service::Config::default()
+    };
+    spawn(ephemeral().await, move |l, s| user_service::run(config, l, s))
+}
+
+/// A fixture MCP server offering `tools` (each echoes its call).
+pub async fn start_fixture(name: &str, tools: &[&str]) -> Running {
+    let server = fixture::Fixture::new(name, tools);
+    spawn(ephemeral().await, move |l, s| server.serve(l, s))
+}
+
+/// The gateway and both services, registered, in a temp dir that lives with the value.
+pub struct Stack {
+    pub gateway: Running,
+    pub shopping: Running,
+    pub user: Running,
+    pub dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+        let shopping = start_shopping(Some(&gateway)).await;
+        let user = start_user(Some(&gateway)).await;
+        wait_for_services(&gateway, &["shopping-service", "user-service"]).await;
+        Self {
+            gateway,
+            shopping,
+            user,
+            dir,
+        }
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("gw.db")
+    }
+
+    pub async fn stop(self) {
+        self.shopping.stop().await;
+        self.user.stop().await;
+        self.gateway.stop().await;
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// Polls `check` every 25 ms until it holds, failing the test after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `GET /services` as JSON.
+pub async fn services(gateway: &Running) -> Value {
+    http()
+        .get(format!("{}/services", gateway.base()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET /services")
+        .json()
+        .await
+        .expect("services JSON")
+}
+
+/// The state of `name` in `/services`, if listed.
+pub async fn service_state(gateway: &Running, name: &str) -> Option<String> {
+    let s = services(gateway).await;
+    s["services"]
+        .as_array()?
+        .iter()
+        .find(|x| x["name"] == name)
+        .and_then(|x| x["state"].as_str().map(str::to_string))
+}
+
+/// Waits until every service in `names` is registered and up.
+pub async fn wait_for_services(gateway: &Running, names: &[&str]) {
+    for name in names {
+        wait_until(
+            &format!("{name} to be registered and up"),
+            Duration::from_secs(20),
+            || async { service_state(gateway, name).await.as_deref() == Some("up") },
+        )
+        .await;
+    }
+}
+
+/// A sessionless JSON-RPC post to `/mcp` with the token: (HTTP status, JSON body).
+pub async fn rpc(gateway: &Running, method: &str, params: Value) -> (u16, Value) {
+    let mut body = json!({"jsonrpc": "2.0", "id": 1, "method": method});
+    if !params.is_null() {
+        body["params"] = params;
+    }
+    let resp = http()
+        .post(gateway.mcp_url())
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /mcp");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, value)
+}
+
+/// `tools/call` over a sessionless post; returns the JSON-RPC response.
+pub async fn call(gateway: &Running, tool: &str, arguments: Value) -> Value {
+    rpc(gateway, "tools/call", json!({"name": tool, "arguments": arguments}))
+        .await
+        .1
+}
+
+/// Names in a sessionless `tools/list`.
+pub async fn tool_names(gateway: &Running) -> Vec<String> {
+    let (status, body) = rpc(gateway, "tools/list", Value::Null).await;
+    assert_eq!(status, 200, "{body}");
+    body["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools in {body}"))
+        .iter()
+        .map(|t| t["name"].as_str().expect("name").to_string())
+        .collect()
+}
+
+/// An rmcp client session with the gateway, authenticated.
+pub async fn mcp_client(gateway: &Running) -> ClientSession {
+    service_kit::client::connect(
+        &gateway.mcp_url(),
+        &ClientOptions {
+            client_name: "e2e-test".into(),
+            bearer: Some(TOKEN.into()),
+            ..ClientOptions::default()
+        },
+    )
+    .await
+    .expect("MCP session with the gateway")
+}
+
+/// POST /register with the token: (status, body).
+pub async fn register(gateway: &Running, name: &str, url: &str) -> (u16, Value) {
+    let resp = http()
+        .post(format!("{}/register", gateway.base()))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": name, "url": url}))
+        .send()
+        .await
+        .expect("POST /register");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("register JSON"))
+}
