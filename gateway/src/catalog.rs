@@ -41,6 +41,8 @@ pub enum Lookup<'a> {
 pub struct Catalog {
     /// Public definitions, in a stable order (by service, then upstream order).
     tools: Vec<Tool>,
+    /// Public name → index in `tools`.
+    index: HashMap<String, usize>,
     routes: HashMap<String, Route>,
     ambiguous: HashMap<String, Vec<String>>,
 }
@@ -88,6 +90,7 @@ impl Catalog {
                 };
                 catalog.routes.entry(qualified).or_insert(route);
                 let mut def = t.clone();
+                catalog.index.insert(public.clone(), catalog.tools.len());
                 def.name = public.into();
                 catalog.tools.push(def);
             }
@@ -111,7 +114,7 @@ impl Catalog {
 
     /// The public definition of a tool, by public name.
     pub fn tool(&self, name: &str) -> Option<&Tool> {
-        self.tools.iter().find(|t| t.name == name)
+        self.index.get(name).map(|i| &self.tools[*i])
     }
 
     /// Public names of one upstream's tools, paired with their original names.

@@ -212,7 +212,20 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, request: Request) -> Res
                 .into_response();
         }
     };
-    if is_initialize(&bytes) {
+    let method = match probe_method(&bytes) {
+        Ok(m) => m,
+        Err(why) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({
+                    "jsonrpc": "2.0", "id": null,
+                    "error": { "code": -32700, "message": why }
+                })),
+            )
+                .into_response();
+        }
+    };
+    if method.as_deref() == Some("initialize") {
         let request = Request::from_parts(parts, Body::from(bytes));
         return into_axum(endpoint.sessions.handle(request).await);
     }
@@ -238,16 +251,18 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, request: Request) -> Res
     into_axum(endpoint.sessionless.handle(request).await)
 }
 
-fn is_initialize(body: &[u8]) -> bool {
+/// The `method` of a JSON-RPC message, or a parse-error message for a body that is not
+/// JSON at all. A JSON value of another shape is left for rmcp to judge.
+fn probe_method(body: &[u8]) -> Result<Option<String>, String> {
     #[derive(serde::Deserialize)]
-    struct Probe<'a> {
-        #[serde(borrow)]
-        method: Option<&'a str>,
+    struct Probe {
+        method: Option<String>,
     }
-    serde_json::from_slice::<Probe>(body)
-        .ok()
-        .and_then(|p| p.method)
-        == Some("initialize")
+    match serde_json::from_slice::<Probe>(body) {
+        Ok(p) => Ok(p.method),
+        Err(e) if e.is_syntax() || e.is_eof() => Err(format!("parse error: {e}")),
+        Err(_) => Ok(None),
+    }
 }
 
 fn into_axum<B>(response: http::Response<B>) -> Response
