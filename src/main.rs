@@ -67,7 +67,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         r.map_err(|e| e.context(name))
     };
     let (g, s, u) = tokio::join!(
-        async { stop_all("gateway", gateway::run(config, gw_listener, shutdown.clone()).await) },
+        async {
+            stop_all(
+                "gateway",
+                gateway::run(config, gw_listener, shutdown.clone()).await,
+            )
+        },
         async {
             stop_all(
                 "shopping-service",

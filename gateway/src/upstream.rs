@@ -185,7 +185,7 @@ impl Upstream {
                     self.options.connect_timeout.as_millis()
                 )
             })?
-            .map_err(|e| format!("tools/list failed: {e}"))?;
+            .map_err(|e| format!("tools/list failed: {}", service_kit::client::describe(&e)))?;
         self.tools.store(Arc::new(tools.clone()));
         self.session.store(Some(Arc::new(session)));
         self.set_state(State::Up, None);
@@ -211,7 +211,7 @@ impl Upstream {
                 Err(CallError::Upstream(e))
             }
             Ok(Err(e)) => {
-                let cause = e.to_string();
+                let cause = service_kit::client::describe(&e);
                 self.lost(&session, &cause);
                 Err(CallError::Unavailable {
                     service: self.name.to_string(),
@@ -298,7 +298,10 @@ impl Upstream {
                         self.tools.store(Arc::new(tools));
                         listener.tools_changed(&self);
                     }
-                    Ok(Err(e)) => self.lost(&session, &format!("tools/list failed: {e}")),
+                    Ok(Err(e)) => self.lost(
+                        &session,
+                        &format!("tools/list failed: {}", service_kit::client::describe(&e)),
+                    ),
                     Err(_) => self.lost(&session, "tools/list timed out"),
                 }
                 continue;
@@ -311,7 +314,10 @@ impl Upstream {
                 }));
             match tokio::time::timeout(self.options.connect_timeout, ping).await {
                 Ok(Ok(_)) => self.set_state(State::Up, None),
-                Ok(Err(e)) => self.lost(&session, &format!("ping failed: {e}")),
+                Ok(Err(e)) => self.lost(
+                    &session,
+                    &format!("ping failed: {}", service_kit::client::describe(&e)),
+                ),
                 Err(_) => self.lost(&session, "ping timed out"),
             }
         }

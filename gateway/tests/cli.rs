@@ -16,10 +16,19 @@ fn gateway() -> Command {
 
 #[test]
 fn help_describes_the_gateway_and_its_environment() {
-    let out = gateway().arg("--help").output().expect("run gateway --help");
+    let out = gateway()
+        .arg("--help")
+        .output()
+        .expect("run gateway --help");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for needle in ["/mcp", "/register", "MCP_BEARER_TOKEN", "GATEWAY_LISTEN", "--config"] {
+    for needle in [
+        "/mcp",
+        "/register",
+        "MCP_BEARER_TOKEN",
+        "GATEWAY_LISTEN",
+        "--config",
+    ] {
         assert!(text.contains(needle), "--help lacks {needle}:\n{text}");
     }
 }

@@ -8,12 +8,13 @@
 use std::{sync::Arc, time::Duration};
 
 use rmcp::{
-    ClientHandler, RoleClient, ServiceExt,
+    ClientHandler, RoleClient, ServiceError, ServiceExt,
     model::{ClientCapabilities, ClientConfig, Implementation},
-    service::RunningService,
+    service::{ClientInitializeError, RunningService},
     transport::{
-        StreamableHttpClientTransport, common::client_side_sse::ExponentialBackoff,
-        streamable_http_client::StreamableHttpClientTransportConfig,
+        StreamableHttpClientTransport,
+        common::client_side_sse::ExponentialBackoff,
+        streamable_http_client::{StreamableHttpClientTransportConfig, StreamableHttpError},
     },
 };
 
@@ -92,6 +93,40 @@ pub async fn connect_with<H: ClientHandler>(
                 options.connect_timeout.as_millis()
             )
         })?
-        .map_err(|e| anyhow::anyhow!("MCP initialize with {url} failed: {e}"))?;
+        .map_err(|e| {
+            let why = match &e {
+                ClientInitializeError::TransportError { error, .. } => root_cause(error),
+                other => other.to_string(),
+            };
+            anyhow::anyhow!("MCP initialize with {url} failed: {why}")
+        })?;
     Ok(session)
+}
+
+/// A client-side call failure in words a person can act on: for transport failures the
+/// innermost cause ("Connection refused (os error 111)") rather than rmcp's type names.
+pub fn describe(e: &ServiceError) -> String {
+    match e {
+        ServiceError::TransportSend(d) => root_cause(d),
+        other => other.to_string(),
+    }
+}
+
+/// The innermost error of a chain ("Connection refused (os error 111)"), which is what a
+/// person needs to read; the outer layers only repeat where it happened.
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = e;
+    loop {
+        // rmcp wraps the HTTP client's error without exposing it as a source.
+        if let Some(StreamableHttpError::Client(inner)) =
+            current.downcast_ref::<StreamableHttpError<reqwest::Error>>()
+        {
+            current = inner;
+            continue;
+        }
+        match current.source() {
+            Some(next) => current = next,
+            None => return current.to_string(),
+        }
+    }
 }

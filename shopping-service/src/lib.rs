@@ -1,1 +1,150 @@
-//! placeholder
+//! shopping-service: the demo shop of the MCP federation, a streamable-HTTP MCP server
+//! (rmcp) mounted at `/mcp`, with `GET /health` next to it. It registers itself with
+//! the gateway and, for personalised recommendations, calls user-service *through the
+//! gateway* as an MCP client.
+//!
+//! Modules and what each owns:
+//! - [`data`]: the deterministic demo data (480 products in 8 categories, 600
+//!   historical orders), generated once from a fixed seed with a self-contained PRNG,
+//!   and the value types (`Product`, `Order`, `Category`).
+//! - [`store`]: the mutable state (stock, baskets, run-time orders) behind one mutex;
+//!   placing an order is atomic over all its lines.
+//! - [`search`]: read-only catalog queries (ranked text search, filters, category
+//!   summaries).
+//! - [`recommend`]: similar / trending / personalised recommendations and the gateway
+//!   MCP client that reads user preferences from user-service.
+//! - [`args`]: validation of tool arguments into precise, caller-readable messages.
+//! - [`tools`]: the tool table (JSON schemas) and the hand-written `ServerHandler`.
+//! - this file: [`Config`], [`run`] and the HTTP router.
+//!
+//! State: the catalog and the order history are rebuilt identically at every start.
+//! Baskets, stock changes and orders placed at run time live in memory only; nothing
+//! created at run time survives a restart.
+
+pub mod args;
+pub mod data;
+pub mod recommend;
+pub mod search;
+pub mod store;
+pub mod tools;
+
+use std::sync::Arc;
+
+use axum::{Json, Router, routing::get};
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpService, session::local::LocalSessionManager,
+};
+use serde_json::{Value, json};
+use service_kit::registration::{self, GatewayTarget, Registration};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    data::CATALOG,
+    recommend::GatewayClient,
+    tools::{Shop, ShopServer},
+};
+
+/// The name the service registers under and announces in `serverInfo`.
+pub const SERVICE_NAME: &str = "shopping-service";
+/// Where the binary listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3002";
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on; only used by `main.rs` to bind ([`run`] takes a bound listener).
+    pub listen: String,
+    /// The MCP URL the gateway should use; `None`: `http://{local address}/mcp`.
+    pub public_url: Option<String>,
+    /// Base URL of the gateway (e.g. `http://127.0.0.1:3001`): registered with in the
+    /// background (if `register`) and used for service-to-service calls. `None`: neither.
+    pub gateway_url: Option<String>,
+    /// `false`: do not self-register (`gateway_url` is still used for calls).
+    pub register: bool,
+    /// Bearer token for the gateway.
+    pub token: String,
+    /// Extra `Host` header names accepted besides loopback (`"*"`: any).
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.to_string(),
+            public_url: None,
+            gateway_url: Some(service_kit::DEFAULT_GATEWAY_URL.to_string()),
+            register: true,
+            token: service_kit::DEFAULT_TOKEN.to_string(),
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+/// Serves until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}/mcp"));
+    let gateway_url = config
+        .gateway_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty());
+    let gateway = gateway_url.map(|url| GatewayClient::new(url, &config.token, SERVICE_NAME));
+    let shop = Arc::new(Shop::new(gateway));
+    let app = router(shop, &config.allowed_hosts, shutdown.clone());
+
+    if config.register
+        && let Some(url) = gateway_url
+    {
+        registration::spawn(
+            GatewayTarget {
+                base_url: url.to_string(),
+                token: config.token.clone(),
+            },
+            Registration {
+                name: SERVICE_NAME.to_string(),
+                url: public_url.clone(),
+            },
+            shutdown.clone(),
+        );
+    }
+    tracing::info!(
+        %addr, mcp = %public_url, gateway = gateway_url.unwrap_or("none"),
+        register = config.register && gateway_url.is_some(),
+        products = CATALOG.products.len(), "shopping-service listening"
+    );
+    service_kit::serve::serve(listener, app, shutdown)
+        .await
+        .map_err(|e| anyhow::anyhow!("serving on {addr} failed: {e}"))?;
+    tracing::info!("shopping-service stopped");
+    Ok(())
+}
+
+/// `/mcp` (the MCP endpoint, one rmcp session per client) and `GET /health`.
+fn router(shop: Arc<Shop>, allowed_hosts: &[String], shutdown: CancellationToken) -> Router {
+    let mcp = StreamableHttpService::new(
+        move || Ok(ShopServer::new(shop.clone())),
+        Arc::new(LocalSessionManager::default()),
+        service_kit::mcp::server_config(allowed_hosts, shutdown),
+    );
+    Router::new()
+        .route("/health", get(health))
+        .nest_service("/mcp", mcp)
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "service": SERVICE_NAME,
+        "version": env!("CARGO_PKG_VERSION"),
+        "products": CATALOG.products.len(),
+    }))
+}

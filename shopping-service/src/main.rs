@@ -1,1 +1,83 @@
-fn main() {}
+//! The shopping-service binary: parses the command line (with environment fallbacks),
+//! sets up logging and signal handling, binds, and runs [`shopping_service::run`].
+
+use std::process::ExitCode;
+
+use clap::{Parser, builder::BoolishValueParser};
+use shopping_service::{Config, DEFAULT_LISTEN, run};
+
+/// Demo shop MCP server: a product catalog, baskets, orders and recommendations,
+/// served over streamable HTTP at /mcp (plus GET /health). Registers itself with the
+/// MCP gateway and reads user preferences from user-service through it.
+#[derive(Debug, Parser)]
+#[command(name = "shopping-service", version, long_about = None)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "SHOPPING_SERVICE_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: String,
+
+    /// MCP URL the gateway should use to reach this service [default: http://<listen address>/mcp].
+    #[arg(long, env = "SHOPPING_SERVICE_PUBLIC_URL")]
+    public_url: Option<String>,
+
+    /// Base URL of the gateway, for self-registration and service-to-service calls; empty disables both.
+    #[arg(long, env = "GATEWAY_URL", default_value = service_kit::DEFAULT_GATEWAY_URL)]
+    gateway_url: String,
+
+    /// Do not register with the gateway (it is still used for service-to-service calls).
+    #[arg(long, env = "NO_REGISTER", value_parser = BoolishValueParser::new(), default_value_t = false,
+        num_args = 0, default_missing_value = "true")]
+    no_register: bool,
+
+    /// Bearer token for the gateway.
+    #[arg(long, env = "MCP_BEARER_TOKEN", default_value = service_kit::DEFAULT_TOKEN, hide_env_values = true, hide_default_value = true)]
+    token: String,
+
+    /// Extra Host header names to accept besides loopback, comma-separated ("*" accepts any).
+    #[arg(long, env = "ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
+
+    /// Log one JSON object per line instead of human-readable text.
+    #[arg(long, env = "LOG_JSON", value_parser = BoolishValueParser::new(), default_value_t = false,
+        num_args = 0, default_missing_value = "true")]
+    log_json: bool,
+}
+
+impl Cli {
+    fn into_config(self) -> Config {
+        let gateway_url = Some(self.gateway_url.trim().to_string()).filter(|u| !u.is_empty());
+        Config {
+            listen: self.listen,
+            public_url: self.public_url.filter(|u| !u.trim().is_empty()),
+            gateway_url,
+            register: !self.no_register,
+            token: self.token,
+            allowed_hosts: self
+                .allowed_hosts
+                .into_iter()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect(),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    service_kit::logging::init(cli.log_json);
+    let config = cli.into_config();
+    let shutdown = service_kit::shutdown::on_signal();
+    let result = async {
+        let listener = service_kit::serve::bind(&config.listen).await?;
+        run(config, listener, shutdown).await
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shopping-service: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -15,7 +15,10 @@ async fn assert_unauthorized(resp: reqwest::Response, route: &str) {
         .to_string();
     assert!(challenge.starts_with("Bearer"), "{route}: {challenge}");
     let body: serde_json::Value = resp.json().await.expect("JSON body");
-    assert!(body["error"].is_string() && body["message"].is_string(), "{route}: {body}");
+    assert!(
+        body["error"].is_string() && body["message"].is_string(),
+        "{route}: {body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,7 +33,10 @@ async fn protected_routes_refuse_missing_and_wrong_tokens() {
             Some(t) => rb.bearer_auth(t),
             None => rb,
         };
-        let r = with(c.post(gw.mcp_url()).json(&list)).send().await.expect("send");
+        let r = with(c.post(gw.mcp_url()).json(&list))
+            .send()
+            .await
+            .expect("send");
         assert_unauthorized(r, "POST /mcp").await;
         let r = with(c.get(gw.mcp_url())).send().await.expect("send");
         assert_unauthorized(r, "GET /mcp").await;
@@ -39,9 +45,15 @@ async fn protected_routes_refuse_missing_and_wrong_tokens() {
             .await
             .expect("send");
         assert_unauthorized(r, "POST /register").await;
-        let r = with(c.post(format!("{}/services", gw.base()))).send().await.expect("send");
+        let r = with(c.post(format!("{}/services", gw.base())))
+            .send()
+            .await
+            .expect("send");
         assert_unauthorized(r, "POST /services").await;
-        let r = with(c.get(format!("{}/services", gw.base()))).send().await.expect("send");
+        let r = with(c.get(format!("{}/services", gw.base())))
+            .send()
+            .await
+            .expect("send");
         assert_unauthorized(r, "GET /services").await;
     }
     // A wrong scheme is refused too, and says why.
@@ -56,7 +68,11 @@ async fn protected_routes_refuse_missing_and_wrong_tokens() {
     // Nothing was registered by the refused attempts.
     assert_eq!(services(&gw).await["count"], 0);
     // /health stays open.
-    let r = c.get(format!("{}/health", gw.base())).send().await.expect("send");
+    let r = c
+        .get(format!("{}/health", gw.base()))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 200);
     gw.stop().await;
 }

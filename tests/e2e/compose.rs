@@ -29,7 +29,12 @@ fn compose_ports_commands_and_health_checks_match_the_defaults() {
     let c = compose();
     let services = &c["services"];
     let expected = [
-        ("gateway", port_of(gateway::config::DEFAULT_LISTEN), "GATEWAY_LISTEN", GATEWAY_CONFIG),
+        (
+            "gateway",
+            port_of(gateway::config::DEFAULT_LISTEN),
+            "GATEWAY_LISTEN",
+            GATEWAY_CONFIG,
+        ),
         (
             "shopping-service",
             port_of(shopping_service::DEFAULT_LISTEN),
@@ -51,9 +56,20 @@ fn compose_ports_commands_and_health_checks_match_the_defaults() {
     for (name, port, listen_var, source) in expected {
         let s = &services[name];
         assert_eq!(s["command"][0], name, "{name}: command is its binary");
-        assert!(DOCKERFILE.contains(&format!("/out/{name}")), "Dockerfile ships {name}");
-        assert_eq!(port_of(env(s, listen_var)), port, "{name}: listens on its default port");
-        assert_eq!(s["ports"][0], format!("{port}:{port}"), "{name}: publishes its port");
+        assert!(
+            DOCKERFILE.contains(&format!("/out/{name}")),
+            "Dockerfile ships {name}"
+        );
+        assert_eq!(
+            port_of(env(s, listen_var)),
+            port,
+            "{name}: listens on its default port"
+        );
+        assert_eq!(
+            s["ports"][0],
+            format!("{port}:{port}"),
+            "{name}: publishes its port"
+        );
         let health = s["healthcheck"]["test"]
             .as_array()
             .expect("healthcheck")
@@ -97,7 +113,10 @@ fn compose_starts_the_gateway_after_healthy_services_that_find_it() {
             "gateway waits for {dep}"
         );
         let gw_port = port_of(gateway::config::DEFAULT_LISTEN);
-        assert_eq!(env(&s[dep], "GATEWAY_URL"), format!("http://gateway:{gw_port}"));
+        assert_eq!(
+            env(&s[dep], "GATEWAY_URL"),
+            format!("http://gateway:{gw_port}")
+        );
         // The gateway reaches the service by its compose name, which it must accept.
         let public = env(
             &s[dep],
@@ -113,5 +132,8 @@ fn compose_starts_the_gateway_after_healthy_services_that_find_it() {
     }
     assert_eq!(env(&s["gateway"], "GATEWAY_ALLOWED_HOSTS"), "gateway");
     assert!(env(&s["gateway"], "GATEWAY_STORE").starts_with("/data/"));
-    assert_eq!(s["gateway"]["volumes"][0], "gateway-data:/data", "the store outlives the container");
+    assert_eq!(
+        s["gateway"]["volumes"][0], "gateway-data:/data",
+        "the store outlives the container"
+    );
 }

@@ -17,7 +17,10 @@ async fn merged_tools_list_contains_both_services_tools() {
         "getUserById",
         "getUserPreferences",
     ] {
-        assert!(names.contains(&expected.to_string()), "{expected} missing from {names:?}");
+        assert!(
+            names.contains(&expected.to_string()),
+            "{expected} missing from {names:?}"
+        );
     }
     // Definitions pass through: compare with what each service lists directly.
     let direct = service_kit::client::connect(&stack.shopping.mcp_url(), &Default::default())
@@ -32,7 +35,12 @@ async fn merged_tools_list_contains_both_services_tools() {
             .iter()
             .find(|t| t["name"] == tool.name.as_ref())
             .unwrap_or_else(|| panic!("{} not listed by the gateway", tool.name));
-        assert_eq!(through, &serde_json::to_value(tool).expect("json"), "{}", tool.name);
+        assert_eq!(
+            through,
+            &serde_json::to_value(tool).expect("json"),
+            "{}",
+            tool.name
+        );
     }
     stack.stop().await;
 }
@@ -51,7 +59,9 @@ async fn calls_route_to_the_service_that_owns_the_tool() {
     // The backend's own tool error passes through unchanged, as a result.
     let missing = call(&stack.gateway, "getProductById", json!({"id": "99999999"})).await;
     assert_eq!(missing["result"]["isError"], true, "{missing}");
-    let text = missing["result"]["content"][0]["text"].as_str().expect("text");
+    let text = missing["result"]["content"][0]["text"]
+        .as_str()
+        .expect("text");
     assert!(text.contains("99999999"), "{text}");
     stack.stop().await;
 }
@@ -62,7 +72,10 @@ async fn unknown_tool_is_invalid_params() {
     let r = call(&stack.gateway, "noSuchTool", json!({})).await;
     assert_eq!(r["error"]["code"], -32602, "{r}");
     assert!(
-        r["error"]["message"].as_str().expect("message").contains("noSuchTool"),
+        r["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("noSuchTool"),
         "{r}"
     );
     stack.stop().await;
@@ -73,7 +86,10 @@ async fn a_full_rmcp_client_session_through_the_gateway() {
     let stack = Stack::start().await;
     let client = mcp_client(&stack.gateway).await;
     let info = client.peer_info().expect("server info");
-    assert_eq!(info.server_info.as_ref().map(|i| i.name.as_str()), Some("mcp-gateway"));
+    assert_eq!(
+        info.server_info.as_ref().map(|i| i.name.as_str()),
+        Some("mcp-gateway")
+    );
     let tools = client.list_all_tools().await.expect("list");
     assert!(tools.iter().any(|t| t.name == "getUserById"));
     let mut params = CallToolRequestParams::new("getUserById");
@@ -125,7 +141,9 @@ async fn recommendations_read_preferences_through_the_gateway() {
     )
     .await;
     assert_eq!(unknown["result"]["isError"], true, "{unknown}");
-    let text = unknown["result"]["content"][0]["text"].as_str().expect("text");
+    let text = unknown["result"]["content"][0]["text"]
+        .as_str()
+        .expect("text");
     assert!(text.contains("99999999"), "{text}");
     stack.stop().await;
 }

@@ -29,13 +29,20 @@ async fn a_restarted_gateway_keeps_its_registrations() {
     let gw = start_gateway(gateway_config(&store)).await;
     let names = tool_names(&gw).await;
     assert_eq!(names, vec!["keepMe".to_string()]);
-    wait_until("kept to be marked down", Duration::from_secs(10), || async {
-        service_state(&gw, "kept").await.as_deref() == Some("down")
-    })
+    wait_until(
+        "kept to be marked down",
+        Duration::from_secs(10),
+        || async { service_state(&gw, "kept").await.as_deref() == Some("down") },
+    )
     .await;
     let r = call(&gw, "keepMe", json!({})).await;
     assert_eq!(r["error"]["code"], -32000, "{r}");
-    assert!(r["error"]["message"].as_str().expect("msg").contains("kept"));
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("kept")
+    );
     gw.stop().await;
 }
 
@@ -43,7 +50,9 @@ async fn a_restarted_gateway_keeps_its_registrations() {
 async fn configured_upstreams_connect_at_start_and_are_retried_until_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Reserve a port for a service that is not running yet.
-    let reserved = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let reserved = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = reserved.local_addr().expect("addr");
     drop(reserved);
     let mut config = gateway_config(&dir.path().join("gw.db"));

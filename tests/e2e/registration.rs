@@ -20,7 +20,10 @@ async fn a_third_server_adds_its_tools_and_collisions_get_qualified_names() {
 
     let names = tool_names(&stack.gateway).await;
     assert!(names.contains(&"countStock".to_string()), "{names:?}");
-    assert!(names.contains(&"inventory__getProductById".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"inventory__getProductById".to_string()),
+        "{names:?}"
+    );
     assert!(
         names.contains(&"shopping-service__getProductById".to_string()),
         "{names:?}"
@@ -30,18 +33,37 @@ async fn a_third_server_adds_its_tools_and_collisions_get_qualified_names() {
     assert!(names.contains(&"getUserById".to_string()), "{names:?}");
 
     // Each qualified name reaches its own service.
-    let via_fixture = call(&stack.gateway, "inventory__getProductById", json!({"id": "1"})).await;
-    assert_eq!(via_fixture["result"]["structuredContent"]["server"], "inventory");
-    assert_eq!(via_fixture["result"]["structuredContent"]["tool"], "getProductById");
+    let via_fixture = call(
+        &stack.gateway,
+        "inventory__getProductById",
+        json!({"id": "1"}),
+    )
+    .await;
+    assert_eq!(
+        via_fixture["result"]["structuredContent"]["server"],
+        "inventory"
+    );
+    assert_eq!(
+        via_fixture["result"]["structuredContent"]["tool"],
+        "getProductById"
+    );
     let via_shop = call(
         &stack.gateway,
         "shopping-service__getProductById",
         json!({"id": "123"}),
     )
     .await;
-    assert_eq!(via_shop["result"]["structuredContent"]["id"], "123", "{via_shop}");
+    assert_eq!(
+        via_shop["result"]["structuredContent"]["id"], "123",
+        "{via_shop}"
+    );
     // A qualified name works for a non-colliding tool too.
-    let q = call(&stack.gateway, "user-service__getUserById", json!({"id": "456"})).await;
+    let q = call(
+        &stack.gateway,
+        "user-service__getUserById",
+        json!({"id": "456"}),
+    )
+    .await;
     assert_eq!(q["result"]["structuredContent"]["id"], "456", "{q}");
     // The ambiguous bare name is refused with the choices.
     let amb = call(&stack.gateway, "getProductById", json!({"id": "123"})).await;
@@ -58,7 +80,10 @@ async fn a_third_server_adds_its_tools_and_collisions_get_qualified_names() {
         .find(|t| t["name"] == "countStock")
         .expect("countStock")
         .clone();
-    assert_eq!(count["inputSchema"]["$defs"]["unused"]["type"], "integer", "{count}");
+    assert_eq!(
+        count["inputSchema"]["$defs"]["unused"]["type"], "integer",
+        "{count}"
+    );
     assert_eq!(count["annotations"]["readOnlyHint"], true, "{count}");
 
     // Unregistering is not in this issue; stopping the fixture keeps its tools listed.
@@ -87,7 +112,10 @@ async fn registering_the_same_name_again_replaces_it() {
     let (s3, _) = register(&stack.gateway, "extra", &b.mcp_url()).await;
     assert_eq!(s3, 200);
     let names = tool_names(&stack.gateway).await;
-    assert!(names.contains(&"beta".to_string()) && !names.contains(&"alpha".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"beta".to_string()) && !names.contains(&"alpha".to_string()),
+        "{names:?}"
+    );
     let r = call(&stack.gateway, "beta", json!({})).await;
     assert_eq!(r["result"]["structuredContent"]["tool"], "beta", "{r}");
     a.stop().await;
@@ -123,13 +151,37 @@ async fn bad_registrations_are_refused_and_change_nothing() {
         ("{not json".into(), 400, "invalid registration body"),
         ("".into(), 400, "empty"),
         (r#"{"name":"x"}"#.into(), 400, "missing field `url`"),
-        (r#"{"name":5,"url":"http://127.0.0.1:1/mcp"}"#.into(), 400, "invalid type"),
-        (r#"{"name":"x","url":"http://127.0.0.1:1/mcp","extra":1}"#.into(), 400, "unknown field"),
-        (r#"{"name":"bad name","url":"http://127.0.0.1:1/mcp"}"#.into(), 422, "may only contain"),
-        (r#"{"name":"x","url":"file:///etc/passwd"}"#.into(), 422, "http or https"),
-        (r#"{"name":"x","url":"not a url"}"#.into(), 422, "invalid URL"),
+        (
+            r#"{"name":5,"url":"http://127.0.0.1:1/mcp"}"#.into(),
+            400,
+            "invalid type",
+        ),
+        (
+            r#"{"name":"x","url":"http://127.0.0.1:1/mcp","extra":1}"#.into(),
+            400,
+            "unknown field",
+        ),
+        (
+            r#"{"name":"bad name","url":"http://127.0.0.1:1/mcp"}"#.into(),
+            422,
+            "may only contain",
+        ),
+        (
+            r#"{"name":"x","url":"file:///etc/passwd"}"#.into(),
+            422,
+            "http or https",
+        ),
+        (
+            r#"{"name":"x","url":"not a url"}"#.into(),
+            422,
+            "invalid URL",
+        ),
         // Nothing listens on port 9 (discard) on loopback.
-        (r#"{"name":"x","url":"http://127.0.0.1:9/mcp"}"#.into(), 502, "does not answer MCP"),
+        (
+            r#"{"name":"x","url":"http://127.0.0.1:9/mcp"}"#.into(),
+            502,
+            "does not answer MCP",
+        ),
     ];
     for (body, status, needle) in cases {
         let resp = post(body.clone()).await.expect("send");
@@ -139,7 +191,12 @@ async fn bad_registrations_are_refused_and_change_nothing() {
         assert!(msg.contains(needle), "{body}: {json}");
     }
     // A server that answers HTTP but not MCP is refused as well.
-    let (status, body) = register(&stack.gateway, "x", &format!("{}/health", stack.shopping.base())).await;
+    let (status, body) = register(
+        &stack.gateway,
+        "x",
+        &format!("{}/health", stack.shopping.base()),
+    )
+    .await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(services(&stack.gateway).await, before);
     assert_eq!(tool_names(&stack.gateway).await, tools_before);

@@ -36,13 +36,19 @@ async fn a_stopped_service_fails_fast_with_its_name_and_keeps_its_tools_listed()
     assert_eq!(ok["result"]["structuredContent"]["id"], "123", "{ok}");
 
     // /services tells the truth within a health interval or two.
-    wait_until("user-service to be marked down", Duration::from_secs(10), || async {
-        service_state(&gateway, "user-service").await.as_deref() == Some("down")
-    })
+    wait_until(
+        "user-service to be marked down",
+        Duration::from_secs(10),
+        || async { service_state(&gateway, "user-service").await.as_deref() == Some("down") },
+    )
     .await;
     let again = call(&gateway, "getUserById", json!({"id": "456"})).await;
     assert_eq!(again["error"]["code"], -32000, "{again}");
-    assert!(tool_names(&gateway).await.contains(&"getUserById".to_string()));
+    assert!(
+        tool_names(&gateway)
+            .await
+            .contains(&"getUserById".to_string())
+    );
 
     shopping.stop().await;
     gateway.stop().await;

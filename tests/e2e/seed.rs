@@ -55,9 +55,18 @@ const SERVICES: &str = r#"curl -X POST http://localhost:3001/services \
 /// Runs one seed command against the stack: (status, body as JSON).
 async fn curl(command: &str, stack: &Stack) -> (u16, Value) {
     let command = command
-        .replace("localhost:3001", &format!("localhost:{}", stack.gateway.addr.port()))
-        .replace("localhost:3002", &format!("localhost:{}", stack.shopping.addr.port()))
-        .replace("localhost:3003", &format!("localhost:{}", stack.user.addr.port()));
+        .replace(
+            "localhost:3001",
+            &format!("localhost:{}", stack.gateway.addr.port()),
+        )
+        .replace(
+            "localhost:3002",
+            &format!("localhost:{}", stack.shopping.addr.port()),
+        )
+        .replace(
+            "localhost:3003",
+            &format!("localhost:{}", stack.user.addr.port()),
+        );
     let out = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(format!("{command} -sS -w '\\n%{{http_code}}'"))
@@ -65,10 +74,15 @@ async fn curl(command: &str, stack: &Stack) -> (u16, Value) {
         .await
         .expect("run curl (is curl installed?)");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{command}\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{command}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (body, status) = stdout.rsplit_once('\n').expect("status line");
     let status = status.trim().parse().expect("status code");
-    let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("{command}: not JSON ({e}): {body}"));
+    let body =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{command}: not JSON ({e}): {body}"));
     (status, body)
 }
 
@@ -98,7 +112,10 @@ async fn the_seed_curl_commands_work_as_written() {
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    assert!(names.contains(&"getProductById") && names.contains(&"getUserById"), "{names:?}");
+    assert!(
+        names.contains(&"getProductById") && names.contains(&"getUserById"),
+        "{names:?}"
+    );
 
     let (status, body) = curl(CALL_PRODUCT, s).await;
     assert_eq!(status, 200, "{body}");
@@ -111,7 +128,10 @@ async fn the_seed_curl_commands_work_as_written() {
     let (status, body) = curl(REGISTER, s).await;
     assert_eq!(status, 502, "{body}");
     let msg = body["message"].as_str().expect("message");
-    assert!(msg.contains("custom-service") && msg.contains("http://custom-service:3000/mcp"), "{msg}");
+    assert!(
+        msg.contains("custom-service") && msg.contains("http://custom-service:3000/mcp"),
+        "{msg}"
+    );
 
     let (status, body) = curl(SERVICES, s).await;
     assert_eq!(status, 200, "{body}");

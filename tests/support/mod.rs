@@ -45,7 +45,9 @@ impl Running {
 }
 
 async fn ephemeral() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.expect("bind ephemeral port")
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind ephemeral port")
 }
 
 fn spawn<F>(listener: TcpListener, f: impl FnOnce(TcpListener, CancellationToken) -> F) -> Running
@@ -88,7 +90,9 @@ pub async fn start_shopping(gateway: Option<&Running>) -> Running {
         register: gateway.is_some(),
         ..shopping_service::Config::default()
     };
-    spawn(ephemeral().await, move |l, s| shopping_service::run(config, l, s))
+    spawn(ephemeral().await, move |l, s| {
+        shopping_service::run(config, l, s)
+    })
 }
 
 /// user-service, registering with `gateway` when given.
@@ -97,7 +101,9 @@ pub async fn start_user(gateway: Option<&Running>) -> Running {
         gateway_url: gateway.map(Running::base),
         ..user_service::Config::default()
     };
-    spawn(ephemeral().await, move |l, s| user_service::run(config, l, s))
+    spawn(ephemeral().await, move |l, s| {
+        user_service::run(config, l, s)
+    })
 }
 
 /// A fixture MCP server offering `tools` (each echoes its call).
@@ -221,9 +227,13 @@ pub async fn rpc(gateway: &Running, method: &str, params: Value) -> (u16, Value)
 
 /// `tools/call` over a sessionless post; returns the JSON-RPC response.
 pub async fn call(gateway: &Running, tool: &str, arguments: Value) -> Value {
-    rpc(gateway, "tools/call", json!({"name": tool, "arguments": arguments}))
-        .await
-        .1
+    rpc(
+        gateway,
+        "tools/call",
+        json!({"name": tool, "arguments": arguments}),
+    )
+    .await
+    .1
 }
 
 /// Names in a sessionless `tools/list`.

@@ -1,1 +1,179 @@
-//! placeholder
+//! user-service: a demo user directory served as an MCP server over streamable HTTP.
+//!
+//! It answers four read-only tools (`getUserById`, `searchUsers`, `listUsers`,
+//! `getUserPreferences`) at `/mcp`, reports liveness at `GET /health`, and registers
+//! itself with the gateway so the gateway can federate its tools.
+//!
+//! - this file: the service's [`Config`], [`run`] (serve + self-registration),
+//!   [`router`] (`/mcp` and `/health`) and the MCP handler [`UserService`].
+//! - [`data`]: the user records, generated deterministically at start-up, and the
+//!   look-ups over them.
+//! - [`tools`]: the tool definitions (input and output JSON Schemas), argument
+//!   validation and the tool handlers.
+
+pub mod data;
+pub mod tools;
+
+use std::sync::Arc;
+
+use axum::{Json, Router, routing::get};
+use rmcp::{
+    ErrorData, RoleServer, ServerHandler,
+    model::{
+        CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
+        PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    },
+    service::RequestContext,
+    transport::streamable_http_server::{
+        StreamableHttpService, session::local::LocalSessionManager,
+    },
+};
+use serde_json::{Value, json};
+use service_kit::registration::{self, GatewayTarget, Registration};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The name this service registers under and announces in `serverInfo`.
+pub const SERVICE_NAME: &str = "user-service";
+/// Where the binary listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3003";
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to bind; only the binary uses it, [`run`] takes a bound listener.
+    pub listen: String,
+    /// The MCP URL the gateway should use. `None`: `http://{bound address}/mcp`, with an
+    /// unspecified bind address (`0.0.0.0`, `::`) replaced by loopback.
+    pub public_url: Option<String>,
+    /// Base URL of the gateway to self-register with; `None` disables registration.
+    pub gateway_url: Option<String>,
+    /// Bearer token presented to the gateway.
+    pub token: String,
+    /// Extra `Host` header names accepted on `/mcp` besides loopback (`"*"`: any).
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.into(),
+            public_url: None,
+            gateway_url: Some(service_kit::DEFAULT_GATEWAY_URL.into()),
+            token: service_kit::DEFAULT_TOKEN.into(),
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+/// Serves on `listener` until `shutdown` is cancelled. When `config.gateway_url` is set,
+/// registers with the gateway in the background (retrying while it is unreachable);
+/// the service serves whether or not that ever succeeds.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let public_url = config.public_url.clone().unwrap_or_else(|| {
+        let mut reachable = addr;
+        if reachable.ip().is_unspecified() {
+            reachable.set_ip(match addr {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{reachable}/mcp")
+    });
+    tracing::info!(%addr, %public_url, users = data::users().len(), "{SERVICE_NAME} listening");
+
+    if let Some(base_url) = config.gateway_url {
+        registration::spawn(
+            GatewayTarget {
+                base_url,
+                token: config.token,
+            },
+            Registration {
+                name: SERVICE_NAME.into(),
+                url: public_url,
+            },
+            shutdown.clone(),
+        );
+    }
+
+    let app = router(shutdown.clone(), &config.allowed_hosts);
+    service_kit::serve::serve(listener, app, shutdown)
+        .await
+        .map_err(|e| anyhow::anyhow!("{SERVICE_NAME} on {addr} stopped: {e}"))
+}
+
+/// The service's HTTP surface: the MCP endpoint at `/mcp` (sessions end when `shutdown`
+/// is cancelled) and `GET /health`.
+pub fn router(shutdown: CancellationToken, allowed_hosts: &[String]) -> Router {
+    let mcp = StreamableHttpService::new(
+        || Ok(UserService),
+        Arc::new(LocalSessionManager::default()),
+        service_kit::mcp::server_config(allowed_hosts, shutdown),
+    );
+    Router::new()
+        .route("/health", get(health))
+        .nest_service("/mcp", mcp)
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "service": SERVICE_NAME,
+        "version": VERSION,
+        "users": data::users().len(),
+    }))
+}
+
+/// The MCP server handler: a static tool table over the static directory, so one value
+/// per session costs nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserService;
+
+impl ServerHandler for UserService {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(
+                Implementation::new(SERVICE_NAME, VERSION).with_title("User directory"),
+            )
+            .with_instructions(
+                "A directory of demo shop users. Look a user up with getUserById, find \
+                 users by name, email or city with searchUsers, page through them with \
+                 listUsers (filter by membership tier or country), and read what a user \
+                 likes to buy with getUserPreferences. User ids are strings such as \"456\".",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(tools::tools().to_vec()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        tools::tool(name).cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let result = tools::call(&request.name, request.arguments.as_ref());
+        match &result {
+            Ok(r) if r.is_error == Some(true) => {
+                tracing::debug!(tool = %request.name, "tool call rejected: {:?}", r.content);
+            }
+            Ok(_) => tracing::debug!(tool = %request.name, "tool call answered"),
+            Err(e) => tracing::debug!(tool = %request.name, "tool call failed: {}", e.message),
+        }
+        result.map(CallToolResponse::from)
+    }
+}

@@ -1,1 +1,101 @@
-fn main() {}
+//! The `user-service` binary: command line and environment into a [`Config`], then
+//! [`user_service::run`] until SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+
+use clap::{Parser, builder::BoolishValueParser};
+use user_service::{Config, DEFAULT_LISTEN};
+
+/// Demo user directory served as an MCP server: tools getUserById, searchUsers,
+/// listUsers and getUserPreferences over streamable HTTP at /mcp, health at /health.
+/// On start-up it registers itself with the MCP federation gateway (unless
+/// --no-register), retrying while the gateway is unreachable.
+#[derive(Debug, Parser)]
+#[command(name = "user-service", version)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "USER_SERVICE_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: String,
+
+    /// MCP URL the gateway should use to reach this service
+    /// [default: http://<listen address>/mcp].
+    #[arg(long, env = "USER_SERVICE_PUBLIC_URL", value_parser = http_url)]
+    public_url: Option<String>,
+
+    /// Base URL of the gateway to register with.
+    #[arg(
+        long,
+        env = "GATEWAY_URL",
+        default_value = service_kit::DEFAULT_GATEWAY_URL,
+        value_parser = http_url
+    )]
+    gateway_url: String,
+
+    /// Do not register with the gateway.
+    #[arg(long, env = "NO_REGISTER", value_parser = BoolishValueParser::new())]
+    no_register: bool,
+
+    /// Bearer token presented to the gateway.
+    #[arg(
+        long,
+        env = "MCP_BEARER_TOKEN",
+        default_value = service_kit::DEFAULT_TOKEN,
+        hide_env_values = true
+    )]
+    token: String,
+
+    /// Extra Host header names accepted on /mcp besides loopback, comma-separated
+    /// ("*" accepts any).
+    #[arg(long, env = "ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
+
+    /// Log one JSON object per line instead of human-readable lines.
+    #[arg(long, env = "LOG_JSON", value_parser = BoolishValueParser::new())]
+    log_json: bool,
+}
+
+impl Cli {
+    fn into_config(self) -> Config {
+        Config {
+            listen: self.listen,
+            public_url: self.public_url,
+            gateway_url: (!self.no_register).then_some(self.gateway_url),
+            token: self.token,
+            allowed_hosts: self
+                .allowed_hosts
+                .into_iter()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect(),
+        }
+    }
+}
+
+/// Accepts absolute `http://` and `https://` URLs with a host.
+fn http_url(value: &str) -> Result<String, String> {
+    let url = url::Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("expected an http:// or https:// URL".into());
+    }
+    Ok(value.to_string())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    service_kit::logging::init(cli.log_json);
+    let config = cli.into_config();
+    let shutdown = service_kit::shutdown::on_signal();
+    let result = async {
+        let listener = service_kit::serve::bind(&config.listen).await?;
+        user_service::run(config, listener, shutdown).await
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("user-service: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! The service in-process on an ephemeral port, without a gateway: `/health` over real
+//! HTTP, and the MCP tools through a real rmcp client session.
+
+use std::{net::SocketAddr, time::Duration};
+
+use rmcp::{
+    ServiceError,
+    model::{CallToolRequestParams, CallToolResult, ErrorCode, JsonObject},
+};
+use serde_json::{Value, json};
+use service_kit::client::{ClientSession, connect};
+use shopping_service::{Config, run};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+struct Service {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start() -> Service {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let shutdown = CancellationToken::new();
+    let config = Config {
+        gateway_url: None,
+        ..Config::default()
+    };
+    let task = tokio::spawn(run(config, listener, shutdown.clone()));
+    Service {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+impl Service {
+    async fn client(&self) -> ClientSession {
+        connect(&format!("http://{}/mcp", self.addr), &Default::default())
+            .await
+            .expect("MCP session")
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("service stops within 10 s")
+            .expect("service task")
+            .expect("service ran without error");
+    }
+}
+
+fn args(v: Value) -> JsonObject {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("arguments must be an object, got {other}"),
+    }
+}
+
+async fn call(session: &ClientSession, tool: &str, arguments: Value) -> CallToolResult {
+    session
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args(arguments)))
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: {e}"))
+}
+
+fn ok(result: CallToolResult) -> Value {
+    assert_eq!(result.is_error, Some(false), "expected success: {result:?}");
+    let structured = result.structured_content.expect("structured content");
+    let text = result
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .map(|t| t.text.clone())
+        .expect("text content");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).expect("text is JSON"),
+        structured,
+        "text and structured content agree"
+    );
+    structured
+}
+
+fn error_text(result: &CallToolResult) -> String {
+    assert_eq!(result.is_error, Some(true), "expected isError: {result:?}");
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn health_over_http() {
+    let service = start().await;
+    let response = reqwest::get(format!("http://{}/health", service.addr))
+        .await
+        .expect("GET /health");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON body");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["service"], "shopping-service");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert!(body["products"].as_u64().expect("products") >= 400);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn tools_are_listed_with_descriptions_and_schemas() {
+    let service = start().await;
+    let session = service.client().await;
+    let info = session.peer_info().expect("server info");
+    assert_eq!(
+        info.server_info.as_ref().map(|i| i.name.as_str()),
+        Some("shopping-service")
+    );
+    assert!(info.capabilities.tools.is_some());
+    let tools = session.list_all_tools().await.expect("tools/list");
+    let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "addToBasket",
+            "filterProducts",
+            "getBasket",
+            "getOrderStats",
+            "getPersonalizedRecommendations",
+            "getProductById",
+            "getSimilarProducts",
+            "getTrendingProducts",
+            "getUserOrders",
+            "listCategories",
+            "placeOrder",
+            "searchProducts",
+        ]
+    );
+    for tool in &tools {
+        assert!(
+            tool.description.as_deref().is_some_and(|d| !d.is_empty()),
+            "{} has a description",
+            tool.name
+        );
+        assert_eq!(tool.input_schema["type"], "object", "{}", tool.name);
+        assert_eq!(
+            tool.input_schema["additionalProperties"], false,
+            "{}",
+            tool.name
+        );
+    }
+    drop(session);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn product_lookup_and_argument_errors() {
+    let service = start().await;
+    let session = service.client().await;
+
+    let product = ok(call(&session, "getProductById", json!({"id": "123"})).await);
+    assert_eq!(product["id"], "123");
+    assert!(product["name"].as_str().is_some_and(|n| !n.is_empty()));
+    assert!(product["price"].as_f64().is_some_and(|p| p > 0.0));
+
+    let cases = [
+        (json!({}), "missing required argument \"id\""),
+        (
+            json!({"id": 123}),
+            "argument \"id\" must be a string, got number",
+        ),
+        (json!({"id": "99999"}), "no product with id \"99999\""),
+        (
+            json!({"id": "1", "extra": true}),
+            "unknown argument \"extra\" (accepted: \"id\")",
+        ),
+    ];
+    for (arguments, message) in cases {
+        let result = call(&session, "getProductById", arguments.clone()).await;
+        assert_eq!(error_text(&result), message, "arguments {arguments}");
+    }
+    let result = call(
+        &session,
+        "searchProducts",
+        json!({"query": "coffee", "limit": 500}),
+    )
+    .await;
+    assert_eq!(
+        error_text(&result),
+        "argument \"limit\" must be between 1 and 100, got 500"
+    );
+
+    // An unknown tool is a protocol error: -32602 naming the tool.
+    let err = session
+        .call_tool(CallToolRequestParams::new("noSuchTool"))
+        .await
+        .expect_err("unknown tool");
+    match err {
+        ServiceError::McpError(e) => {
+            assert_eq!(e.code, ErrorCode::INVALID_PARAMS);
+            assert!(e.message.contains("noSuchTool"), "{}", e.message);
+        }
+        other => panic!("expected a JSON-RPC error, got {other}"),
+    }
+    drop(session);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn catalog_queries() {
+    let service = start().await;
+    let session = service.client().await;
+
+    let found = ok(call(
+        &session,
+        "searchProducts",
+        json!({"query": "wireless headphones"}),
+    )
+    .await);
+    assert!(found["total"].as_u64().expect("total") > 0);
+    let first = &found["products"][0];
+    assert!(
+        first["name"]
+            .as_str()
+            .expect("name")
+            .contains("Wireless Headphones")
+    );
+
+    let categories = ok(call(&session, "listCategories", json!({})).await);
+    assert_eq!(categories["categories"].as_array().map(Vec::len), Some(8));
+
+    let filtered = ok(call(
+        &session,
+        "filterProducts",
+        json!({"category": "Electronics", "maxPrice": 100, "inStock": true, "limit": 5}),
+    )
+    .await);
+    for p in filtered["products"].as_array().expect("products") {
+        assert_eq!(p["category"], "Electronics");
+        assert!(p["price"].as_f64().expect("price") <= 100.0);
+        assert!(p["stock"].as_u64().expect("stock") > 0);
+    }
+    let bad = call(
+        &session,
+        "filterProducts",
+        json!({"minPrice": 100, "maxPrice": 10}),
+    )
+    .await;
+    assert_eq!(
+        error_text(&bad),
+        "minPrice (100) must not be greater than maxPrice (10)"
+    );
+
+    let similar = ok(call(
+        &session,
+        "getSimilarProducts",
+        json!({"id": "123", "limit": 3}),
+    )
+    .await);
+    let products = similar["products"].as_array().expect("products");
+    assert_eq!(products.len(), 3);
+    assert!(
+        products
+            .iter()
+            .all(|p| p["category"] == similar["category"] && p["id"] != "123")
+    );
+
+    let trending = ok(call(
+        &session,
+        "getTrendingProducts",
+        json!({"category": "Books"}),
+    )
+    .await);
+    assert!(
+        trending["products"]
+            .as_array()
+            .expect("products")
+            .iter()
+            .all(|p| p["category"] == "Books")
+    );
+
+    let stats = ok(call(&session, "getOrderStats", json!({})).await);
+    assert!(stats["orderCount"].as_u64().expect("orderCount") >= 300);
+    assert!(stats["revenue"].as_f64().expect("revenue") > 0.0);
+
+    drop(session);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn basket_to_order_flow() {
+    let service = start().await;
+    let session = service.client().await;
+    let user = "test-user-1";
+
+    // A product with 3 to 100 in stock (100 is the largest quantity per call).
+    let listing = ok(call(
+        &session,
+        "filterProducts",
+        json!({"inStock": true, "limit": 100}),
+    )
+    .await);
+    let product = listing["products"]
+        .as_array()
+        .expect("products")
+        .iter()
+        .find(|p| p["stock"].as_u64().is_some_and(|s| (3..=100).contains(&s)))
+        .cloned()
+        .expect("a product with stock");
+    let id = product["id"].as_str().expect("id").to_string();
+    let stock = product["stock"].as_u64().expect("stock");
+
+    let basket = ok(call(
+        &session,
+        "addToBasket",
+        json!({"userId": user, "productId": id, "quantity": 2}),
+    )
+    .await);
+    assert_eq!(basket["items"][0]["quantity"], 2);
+    let too_many = call(
+        &session,
+        "addToBasket",
+        json!({"userId": user, "productId": id, "quantity": stock - 1}),
+    )
+    .await;
+    assert!(error_text(&too_many).contains("in stock"), "{too_many:?}");
+    let unknown = call(
+        &session,
+        "addToBasket",
+        json!({"userId": user, "productId": "99999"}),
+    )
+    .await;
+    assert_eq!(error_text(&unknown), "no product with id \"99999\"");
+
+    let basket = ok(call(&session, "getBasket", json!({"userId": user})).await);
+    assert_eq!(basket["items"].as_array().map(Vec::len), Some(1));
+    let total = basket["total"].as_f64().expect("total");
+    assert!((total - 2.0 * product["price"].as_f64().expect("price")).abs() < 1e-9);
+
+    let order = ok(call(&session, "placeOrder", json!({"userId": user})).await);
+    assert_eq!(order["userId"], user);
+    assert_eq!(order["status"], "confirmed");
+    assert_eq!(order["total"], basket["total"]);
+    assert!(
+        order["orderId"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("ORD-"))
+    );
+
+    let after = ok(call(&session, "getProductById", json!({"id": id})).await);
+    assert_eq!(after["stock"].as_u64(), Some(stock - 2));
+    let basket = ok(call(&session, "getBasket", json!({"userId": user})).await);
+    assert_eq!(basket["items"].as_array().map(Vec::len), Some(0));
+    let empty = call(&session, "placeOrder", json!({"userId": user})).await;
+    assert!(error_text(&empty).contains("is empty"));
+
+    let orders = ok(call(&session, "getUserOrders", json!({"userId": user})).await);
+    assert_eq!(orders["total"], 1);
+    assert_eq!(orders["orders"][0]["orderId"], order["orderId"]);
+
+    // Historical orders are there for the demo users, newest first.
+    let history = ok(call(
+        &session,
+        "getUserOrders",
+        json!({"userId": "31", "limit": 100}),
+    )
+    .await);
+    let dates: Vec<&str> = history["orders"]
+        .as_array()
+        .expect("orders")
+        .iter()
+        .map(|o| o["createdAt"].as_str().expect("createdAt"))
+        .collect();
+    assert!(!dates.is_empty());
+    assert!(dates.windows(2).all(|w| w[0] >= w[1]), "{dates:?}");
+
+    drop(session);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn recommendations_without_gateway_are_an_error_naming_the_gateway() {
+    let service = start().await;
+    let session = service.client().await;
+    let result = call(
+        &session,
+        "getPersonalizedRecommendations",
+        json!({"userId": "456"}),
+    )
+    .await;
+    let text = error_text(&result);
+    assert!(text.contains("gateway"), "{text}");
+    assert!(text.contains("\"456\""), "{text}");
+    drop(session);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_with_an_open_session() {
+    let service = start().await;
+    let session = service.client().await;
+    ok(call(&session, "getProductById", json!({"id": "1"})).await);
+    // The session stays open while the service shuts down.
+    service.stop().await;
+    drop(session);
+}

@@ -1,0 +1,385 @@
+//! End-to-end tests of user-service over real HTTP: the service runs in-process on an
+//! ephemeral port, and is reached with reqwest (`/health`, Host checks), an rmcp client
+//! session (`/mcp`), and a stand-in gateway that records the self-registration.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{Json, Router, http::HeaderMap, routing::post};
+use rmcp::{
+    model::{CallToolRequestParams, CallToolResult, ErrorCode, JsonObject},
+    service::ServiceError,
+};
+use serde_json::{Value, json};
+use service_kit::client::{ClientSession, connect};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use user_service::{Config, run};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A running service; cancelled when dropped so a failed test does not leak it.
+struct Running {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    async fn start(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(config, listener, shutdown.clone()));
+        Self {
+            addr,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    async fn standalone() -> Self {
+        Self::start(Config {
+            gateway_url: None,
+            ..Config::default()
+        })
+        .await
+    }
+
+    async fn session(&self) -> ClientSession {
+        connect(&format!("http://{}/mcp", self.addr), &Default::default())
+            .await
+            .expect("MCP session")
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("running");
+        let result = tokio::time::timeout(WAIT, task)
+            .await
+            .expect("run() returns promptly after shutdown")
+            .expect("run() did not panic");
+        result.expect("run() ends cleanly");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn call(session: &ClientSession, tool: &str, arguments: Value) -> CallToolResult {
+    let Value::Object(arguments) = arguments else {
+        panic!("arguments must be an object");
+    };
+    session
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(arguments))
+        .await
+        .unwrap_or_else(|e| panic!("{tool} failed at the protocol level: {e}"))
+}
+
+fn error_text(result: &CallToolResult) -> String {
+    assert_eq!(result.is_error, Some(true), "expected isError: {result:?}");
+    result
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .map(|t| t.text.clone())
+        .expect("an error message")
+}
+
+fn structured(result: CallToolResult) -> Value {
+    assert_ne!(result.is_error, Some(true), "unexpected error: {result:?}");
+    let value = result.structured_content.expect("structured content");
+    let text = result
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .expect("a text block");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text.text).expect("text is JSON"),
+        value
+    );
+    value
+}
+
+#[tokio::test]
+async fn health_reports_the_directory() {
+    let service = Running::standalone().await;
+    let response = reqwest::get(format!("http://{}/health", service.addr))
+        .await
+        .expect("GET /health");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON body");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["service"], "user-service");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(body["users"], user_service::data::USER_COUNT);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn tools_over_mcp() {
+    let service = Running::standalone().await;
+    let session = service.session().await;
+
+    let info = session.peer_info().expect("server info");
+    assert_eq!(
+        info.server_info.as_ref().map(|i| i.name.as_str()),
+        Some("user-service")
+    );
+    assert!(info.capabilities.tools.is_some());
+    assert!(info.instructions.is_some());
+
+    let tools = session.list_all_tools().await.expect("tools/list");
+    let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "getUserById",
+            "getUserPreferences",
+            "listUsers",
+            "searchUsers"
+        ]
+    );
+    for tool in &tools {
+        assert!(
+            tool.description.is_some(),
+            "{} has no description",
+            tool.name
+        );
+        let output = tool.output_schema.as_ref().expect("outputSchema");
+        assert_eq!(output["type"], "object");
+        assert_eq!(tool.input_schema["additionalProperties"], false);
+    }
+
+    // A known user.
+    let user = structured(call(&session, "getUserById", json!({ "id": "456" })).await);
+    assert_eq!(user["id"], "456");
+    let expected = user_service::data::user_by_id("456").expect("user 456");
+    assert_eq!(user["name"], expected.name);
+    assert_eq!(user["email"], expected.email);
+    for key in [
+        "city",
+        "country",
+        "joinedAt",
+        "membershipTier",
+        "preferences",
+    ] {
+        assert!(user.get(key).is_some(), "record lacks {key}");
+    }
+
+    // Bad arguments are tool errors that say what is wrong.
+    let cases = [
+        (json!({}), "missing required argument \"id\""),
+        (
+            json!({ "id": 456 }),
+            "argument \"id\" must be a string, got number",
+        ),
+        (json!({ "id": "99999" }), "no user with id \"99999\""),
+        (
+            json!({ "id": "456", "extra": 1 }),
+            "unknown argument \"extra\"; accepted arguments: \"id\"",
+        ),
+    ];
+    for (arguments, message) in cases {
+        let result = call(&session, "getUserById", arguments).await;
+        assert_eq!(error_text(&result), message);
+        assert!(result.structured_content.is_none());
+    }
+    let result = call(
+        &session,
+        "searchUsers",
+        json!({ "query": "a", "limit": 500 }),
+    )
+    .await;
+    assert_eq!(
+        error_text(&result),
+        "argument \"limit\" must be between 1 and 100, got 500"
+    );
+
+    // The preferences document shopping-service relies on.
+    let prefs = structured(call(&session, "getUserPreferences", json!({ "id": "456" })).await);
+    let keys: Vec<&str> = prefs
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "userId",
+            "favoriteCategories",
+            "preferredBrands",
+            "priceRange",
+            "newsletter"
+        ]
+    );
+    assert_eq!(prefs["userId"], "456");
+    assert!(
+        prefs["favoriteCategories"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+    );
+    assert!(prefs["preferredBrands"].is_array());
+    assert!(prefs["priceRange"]["min"].is_number());
+    assert!(prefs["priceRange"]["max"].is_number());
+    assert!(prefs["newsletter"].is_boolean());
+
+    // Search and list.
+    let found = structured(
+        call(
+            &session,
+            "searchUsers",
+            json!({ "query": "berlin", "limit": 5 }),
+        )
+        .await,
+    );
+    assert!(found["total"].as_u64().is_some_and(|t| t > 0));
+    assert!(
+        found["users"]
+            .as_array()
+            .is_some_and(|u| !u.is_empty() && u.len() <= 5)
+    );
+    let page = structured(call(&session, "listUsers", json!({ "offset": 10, "limit": 2 })).await);
+    assert_eq!(page["users"][0]["id"], "11");
+    assert_eq!(page["users"][1]["id"], "12");
+    assert_eq!(page["total"], user_service::data::USER_COUNT);
+
+    // An unknown tool is a protocol error naming it.
+    let err = session
+        .call_tool(CallToolRequestParams::new("deleteUser").with_arguments(JsonObject::new()))
+        .await
+        .expect_err("unknown tool");
+    match err {
+        ServiceError::McpError(e) => {
+            assert_eq!(e.code, ErrorCode::INVALID_PARAMS);
+            assert!(e.message.contains("deleteUser"), "{}", e.message);
+        }
+        other => panic!("expected a JSON-RPC error, got {other}"),
+    }
+
+    session.cancel().await.expect("close session");
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn only_loopback_hosts_are_served() {
+    let service = Running::standalone().await;
+    let client = reqwest::Client::new();
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": { "name": "test", "version": "0" }
+        }
+    });
+    let post = |host: Option<&str>| {
+        let mut request = client
+            .post(format!("http://{}/mcp", service.addr))
+            .header("Accept", "application/json, text/event-stream")
+            .json(&initialize);
+        if let Some(host) = host {
+            request = request.header("Host", host);
+        }
+        request.send()
+    };
+    let refused = post(Some("attacker.example")).await.expect("POST /mcp");
+    assert_eq!(refused.status(), 403);
+    // The same request with the loopback Host reqwest sends is served.
+    let served = post(None).await.expect("POST /mcp");
+    assert_eq!(served.status(), 200);
+    service.stop().await;
+}
+
+/// What the stand-in gateway saw.
+#[derive(Debug)]
+struct Seen {
+    authorization: Option<String>,
+    body: Value,
+}
+
+#[tokio::test]
+async fn registers_with_the_gateway() {
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
+    let gateway = Router::new().route(
+        "/register",
+        post(move |headers: HeaderMap, Json(body): Json<Value>| {
+            let seen_tx = seen_tx.clone();
+            async move {
+                let authorization = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let _ = seen_tx.send(Seen {
+                    authorization,
+                    body,
+                });
+                Json(json!({ "ok": true }))
+            }
+        }),
+    );
+    let gateway_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let gateway_addr = gateway_listener.local_addr().expect("addr");
+    let gateway_task = tokio::spawn(async move { axum::serve(gateway_listener, gateway).await });
+
+    let service = Running::start(Config {
+        gateway_url: Some(format!("http://{gateway_addr}")),
+        token: "registration-test-token".into(),
+        ..Config::default()
+    })
+    .await;
+
+    let seen = tokio::time::timeout(WAIT, seen_rx.recv())
+        .await
+        .expect("registration within the timeout")
+        .expect("gateway still listening");
+    let expected_url = format!("http://127.0.0.1:{}/mcp", service.addr.port());
+    assert_eq!(
+        seen.body,
+        json!({ "name": "user-service", "url": expected_url })
+    );
+    assert_eq!(
+        seen.authorization.as_deref(),
+        Some("Bearer registration-test-token")
+    );
+
+    service.stop().await;
+    gateway_task.abort();
+}
+
+#[tokio::test]
+async fn public_url_overrides_the_registered_url() {
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
+    let gateway = Router::new().route(
+        "/register",
+        post(move |Json(body): Json<Value>| {
+            let seen_tx = seen_tx.clone();
+            async move {
+                let _ = seen_tx.send(body);
+                Json(json!({ "ok": true }))
+            }
+        }),
+    );
+    let gateway_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let gateway_addr = gateway_listener.local_addr().expect("addr");
+    let gateway_task = tokio::spawn(async move { axum::serve(gateway_listener, gateway).await });
+
+    let service = Running::start(Config {
+        gateway_url: Some(format!("http://{gateway_addr}/")),
+        public_url: Some("http://users.internal:3003/mcp".into()),
+        ..Config::default()
+    })
+    .await;
+    let body = tokio::time::timeout(WAIT, seen_rx.recv())
+        .await
+        .expect("registration within the timeout")
+        .expect("gateway still listening");
+    assert_eq!(body["url"], "http://users.internal:3003/mcp");
+
+    service.stop().await;
+    gateway_task.abort();
+}
