@@ -14,7 +14,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use rmcp::model::Tool;
 
-use crate::upstream::Upstream;
+use crate::upstream::Service;
 
 /// Separator between service and tool in a qualified name. Service names may not
 /// contain it (see `registry::validate_name`), so the first occurrence splits cleanly.
@@ -24,9 +24,11 @@ const MAX_NAME: usize = 64;
 /// Where a public tool name leads.
 #[derive(Clone)]
 pub struct Route {
-    pub upstream: Arc<Upstream>,
+    pub service: Arc<Service>,
     /// The tool's name at the upstream.
     pub original: Arc<str>,
+    /// The tool declares itself read-only or idempotent: a failed call may be repeated.
+    pub retry_safe: bool,
 }
 
 /// What a name resolves to.
@@ -49,10 +51,10 @@ pub struct Catalog {
 
 impl Catalog {
     /// Builds the snapshot from upstreams (any order; sorted by name here).
-    pub fn build(upstreams: &[Arc<Upstream>]) -> Self {
-        let mut ups: Vec<&Arc<Upstream>> = upstreams.iter().collect();
+    pub fn build(upstreams: &[Arc<Service>]) -> Self {
+        let mut ups: Vec<&Arc<Service>> = upstreams.iter().collect();
         ups.sort_by(|a, b| a.name.cmp(&b.name));
-        let snapshots: Vec<(&Arc<Upstream>, Arc<Vec<Tool>>)> =
+        let snapshots: Vec<(&Arc<Service>, Arc<Vec<Tool>>)> =
             ups.into_iter().map(|u| (u, u.tools())).collect();
 
         let mut offered_by: HashMap<&str, usize> = HashMap::new();
@@ -73,9 +75,13 @@ impl Catalog {
                     continue; // an upstream listing one name twice: first wins
                 }
                 let qualified = qualify(&upstream.name, &t.name);
+                let retry_safe = t.annotations.as_ref().is_some_and(|a| {
+                    a.read_only_hint == Some(true) || a.idempotent_hint == Some(true)
+                });
                 let route = Route {
-                    upstream: Arc::clone(upstream),
+                    service: Arc::clone(upstream),
                     original: Arc::from(t.name.as_ref()),
+                    retry_safe,
                 };
                 let public = if offered_by[t.name.as_ref()] > 1 {
                     catalog
@@ -123,7 +129,7 @@ impl Catalog {
             .tools
             .iter()
             .filter_map(|t| match self.routes.get(t.name.as_ref()) {
-                Some(r) if &*r.upstream.name == service => {
+                Some(r) if &*r.service.name == service => {
                     Some((t.name.to_string(), r.original.to_string()))
                 }
                 _ => None,

@@ -15,6 +15,8 @@ use figment::{
 };
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::upstream::balance::Strategy;
+
 /// Default listen address of the gateway.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3001";
 
@@ -42,6 +44,15 @@ pub struct Config {
     pub health_interval_ms: u64,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// How calls spread over a service's instances: `round_robin`,
+    /// `least_outstanding` or `weighted`.
+    pub balance: Strategy,
+    /// Consecutive failures (timeouts, transport errors) that open an instance's circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses calls before one probe is let through, in ms.
+    pub breaker_cooldown_ms: u64,
+    /// On shutdown, how long in-flight calls may take to finish, in milliseconds.
+    pub drain_timeout_ms: u64,
     /// Log one JSON object per line instead of human-readable lines.
     pub log_json: bool,
 }
@@ -51,6 +62,12 @@ pub struct Config {
 pub struct UpstreamSpec {
     pub name: String,
     pub url: String,
+    /// Share of calls under the `weighted` strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Call deadline for this service, overriding `call_timeout_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_timeout_ms: Option<u64>,
 }
 
 impl Default for Config {
@@ -65,6 +82,10 @@ impl Default for Config {
             connect_timeout_ms: 5_000,
             health_interval_ms: 10_000,
             max_body_bytes: 4 * 1024 * 1024,
+            balance: Strategy::RoundRobin,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 5_000,
+            drain_timeout_ms: 10_000,
             log_json: false,
         }
     }
@@ -145,6 +166,8 @@ impl Config {
             ("call_timeout_ms", self.call_timeout_ms),
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("health_interval_ms", self.health_interval_ms),
+            ("breaker_failures", u64::from(self.breaker_failures)),
+            ("breaker_cooldown_ms", self.breaker_cooldown_ms),
         ] {
             if value == 0 {
                 return Err(bad(key, "must be greater than 0"));
@@ -158,6 +181,15 @@ impl Config {
                 .map_err(|why| bad(format!("upstreams[{i}].name"), why))?;
             crate::registry::normalize_url(&up.url)
                 .map_err(|why| bad(format!("upstreams[{i}].url"), why))?;
+            if up.weight == Some(0) {
+                return Err(bad(format!("upstreams[{i}].weight"), "must be at least 1"));
+            }
+            if up.call_timeout_ms == Some(0) {
+                return Err(bad(
+                    format!("upstreams[{i}].call_timeout_ms"),
+                    "must be greater than 0",
+                ));
+            }
         }
         Ok(())
     }
@@ -170,6 +202,23 @@ impl Config {
     }
     pub fn health_interval(&self) -> Duration {
         Duration::from_millis(self.health_interval_ms)
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// The knobs every upstream instance runs with.
+    pub fn upstream_options(&self) -> crate::upstream::Options {
+        crate::upstream::Options {
+            connect_timeout: self.connect_timeout(),
+            call_timeout: self.call_timeout(),
+            health_interval: self.health_interval(),
+            policy: crate::upstream::health::Policy {
+                failure_threshold: self.breaker_failures,
+                cooldown: Duration::from_millis(self.breaker_cooldown_ms),
+            },
+            strategy: self.balance,
+        }
     }
 }
 
@@ -211,6 +260,8 @@ fn upstreams_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<UpstreamSpec>
                 Ok(UpstreamSpec {
                     name: name.trim().to_string(),
                     url: url.trim().to_string(),
+                    weight: None,
+                    call_timeout_ms: None,
                 })
             })
             .collect(),
@@ -301,6 +352,21 @@ mod tests {
             jail.set_env("GATEWAY_UPSTREAMS", "a=ftp://x");
             let e = Config::load(None, &Overrides::default()).unwrap_err();
             assert_eq!(e.key, "upstreams[0].url", "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn balance_strategy_and_breaker_are_configurable() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY_BALANCE", "least_outstanding");
+            jail.set_env("GATEWAY_BREAKER_FAILURES", "2");
+            let c = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(c.balance, Strategy::LeastOutstanding);
+            assert_eq!(c.upstream_options().policy.failure_threshold, 2);
+            jail.set_env("GATEWAY_BALANCE", "random");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert_eq!(e.key, "balance", "{e}");
             Ok(())
         });
     }

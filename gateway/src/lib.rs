@@ -11,7 +11,11 @@
 //!   mcp        the MCP server side: ServerHandler over the catalog, /mcp entry point
 //!   registry   the set of upstreams, registration, persistence, change events
 //!   catalog    the merged, immutable tool table and the naming rule
-//!   upstream   one backend: client session, state, supervisor, forwarding
+//!   upstream   backends: services and their instances; sessions, supervisor,
+//!              forwarding, failover
+//!     health   state machine (starting/healthy/degraded/down) and circuit breaker
+//!     balance  choosing an instance: round robin, least outstanding, weighted,
+//!              session affinity
 //!   store      the embedded SQLite registration store
 //! config       figment: defaults, TOML, environment, CLI overrides; validation
 //! ```
@@ -37,13 +41,41 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let registry = registry::Registry::start(&config, shutdown.child_token())?;
+    // Shutdown in order: stop accepting (http_stop), let calls in flight finish
+    // (bounded), end MCP sessions and their streams (sessions_stop), close upstreams.
+    let upstreams_stop = CancellationToken::new();
+    let http_stop = CancellationToken::new();
+    let sessions_stop = CancellationToken::new();
+    let registry = registry::Registry::start(&config, upstreams_stop.clone())?;
     let endpoint = mcp::McpEndpoint::new(
         std::sync::Arc::clone(&registry),
         &config.allowed_hosts,
         config.max_body_bytes,
-        shutdown.child_token(),
+        sessions_stop.clone(),
     );
+    tokio::spawn({
+        let registry = std::sync::Arc::clone(&registry);
+        let (http_stop, sessions_stop) = (http_stop.clone(), sessions_stop.clone());
+        let drain = config.drain_timeout();
+        async move {
+            shutdown.cancelled().await;
+            http_stop.cancel();
+            let deadline = tokio::time::Instant::now() + drain;
+            while registry.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            let left = registry.in_flight();
+            if left > 0 {
+                tracing::warn!(
+                    calls = left,
+                    "drain timeout: cancelling calls still in flight"
+                );
+            } else {
+                tracing::info!("in-flight calls drained");
+            }
+            sessions_stop.cancel();
+        }
+    });
     let router = http::router(
         std::sync::Arc::clone(&registry),
         endpoint,
@@ -53,7 +85,9 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, store = %config.store.display(), "gateway listening; MCP at /mcp");
     }
-    let served = service_kit::serve::serve(listener, router, shutdown).await;
-    registry.close_all();
+    let served = service_kit::serve::serve(listener, router, http_stop).await;
+    sessions_stop.cancel();
+    registry.close_all().await;
+    upstreams_stop.cancel();
     served.map_err(Into::into)
 }

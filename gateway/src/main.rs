@@ -12,7 +12,9 @@ use gateway::config::{Config, Overrides};
 /// Configuration is layered: defaults, then the TOML file (--config), then environment
 /// (MCP_BEARER_TOKEN, GATEWAY_LISTEN, GATEWAY_STORE, GATEWAY_ALLOWED_HOSTS,
 /// GATEWAY_UPSTREAMS, GATEWAY_CALL_TIMEOUT_MS, GATEWAY_CONNECT_TIMEOUT_MS,
-/// GATEWAY_HEALTH_INTERVAL_MS, GATEWAY_MAX_BODY_BYTES, GATEWAY_LOG_JSON), then these flags.
+/// GATEWAY_HEALTH_INTERVAL_MS, GATEWAY_MAX_BODY_BYTES, GATEWAY_BALANCE,
+/// GATEWAY_BREAKER_FAILURES, GATEWAY_BREAKER_COOLDOWN_MS, GATEWAY_DRAIN_TIMEOUT_MS,
+/// GATEWAY_LOG_JSON), then these flags.
 #[derive(Parser, Debug)]
 #[command(name = "gateway", version, about, long_about)]
 struct Cli {

@@ -36,6 +36,9 @@ use crate::{catalog::Lookup, registry::Registry, upstream::CallError};
 pub const UPSTREAM_UNAVAILABLE: i32 = -32000;
 /// JSON-RPC code for "the service behind this tool did not answer in time".
 pub const UPSTREAM_TIMEOUT: i32 = -32001;
+/// JSON-RPC code for "the service's circuit breaker is open" (-32002 is taken by the
+/// specification for "resource not found").
+pub const CIRCUIT_OPEN: i32 = -32003;
 
 /// One per session (or per stateless request): a cheap handle on the shared registry.
 #[derive(Clone)]
@@ -84,12 +87,16 @@ impl ServerHandler for GatewayHandler {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let (upstream, original) = {
+        let (service, original, retry_safe) = {
             let catalog = self.registry.catalog();
             match catalog.lookup(&request.name) {
-                Lookup::Found(route) => (Arc::clone(&route.upstream), Arc::clone(&route.original)),
+                Lookup::Found(route) => (
+                    Arc::clone(&route.service),
+                    Arc::clone(&route.original),
+                    route.retry_safe,
+                ),
                 Lookup::Ambiguous(choices) => {
                     return Err(ErrorData::invalid_params(
                         format!(
@@ -108,21 +115,39 @@ impl ServerHandler for GatewayHandler {
                 }
             }
         };
+        // A client with an MCP session stays on one instance of each service.
+        let affinity = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok());
+        let _in_flight = self.registry.call_started();
         let mut forwarded = request;
         forwarded.name = original.to_string().into();
-        upstream.call_tool(forwarded).await.map_err(|e| match e {
-            CallError::Upstream(e) => e,
-            CallError::Unavailable { ref service, .. } => ErrorData::new(
-                ErrorCode(UPSTREAM_UNAVAILABLE),
-                e.to_string(),
-                Some(json!({ "service": service, "reason": "unavailable" })),
-            ),
-            CallError::Timeout { ref service, ms } => ErrorData::new(
-                ErrorCode(UPSTREAM_TIMEOUT),
-                e.to_string(),
-                Some(json!({ "service": service, "reason": "timeout", "timeoutMs": ms })),
-            ),
-        })
+        service
+            .call_tool(forwarded, affinity, retry_safe)
+            .await
+            .map_err(|e| match e {
+                CallError::Upstream(e) => e,
+                CallError::Unavailable { ref service, .. } => ErrorData::new(
+                    ErrorCode(UPSTREAM_UNAVAILABLE),
+                    e.to_string(),
+                    Some(json!({ "service": service, "reason": "unavailable" })),
+                ),
+                CallError::Timeout { ref service, ms } => ErrorData::new(
+                    ErrorCode(UPSTREAM_TIMEOUT),
+                    e.to_string(),
+                    Some(json!({ "service": service, "reason": "timeout", "timeoutMs": ms })),
+                ),
+                CallError::CircuitOpen {
+                    ref service,
+                    retry_in_ms,
+                } => ErrorData::new(
+                    ErrorCode(CIRCUIT_OPEN),
+                    e.to_string(),
+                    Some(json!({ "service": service, "reason": "circuit_open", "retryInMs": retry_in_ms })),
+                ),
+            })
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {

@@ -1,24 +1,27 @@
-//! The set of upstreams: registration, replacement, removal, persistence (through
+//! The set of services and their instances: registration, removal, persistence (through
 //! [`crate::store`]) and the catalog snapshot derived from them. Every change rebuilds the
 //! catalog and swaps it in atomically, then tells connected clients that the tool list
-//! changed.
+//! changed. It also counts calls in flight, so shutdown can drain them.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{SystemTime, UNIX_EPOCH},
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use arc_swap::ArcSwap;
-use rmcp::{Peer, RoleServer, model::Tool};
+use rmcp::{Peer, RoleServer};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     catalog::{Catalog, SEPARATOR},
     config::Config,
-    store::{Store, StoredService},
-    upstream::{self, Listener, Source, Upstream},
+    store::{Store, StoredInstance},
+    upstream::{self, Instance, Listener, Service, ServiceView, Source},
 };
 
 /// Why a registration was refused; each maps to an HTTP status in `http::admin`.
@@ -34,27 +37,52 @@ pub enum RegisterError {
     },
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Internal(String),
 }
 
-pub struct Registry {
-    upstreams: Mutex<HashMap<String, Arc<Upstream>>>,
-    catalog: ArcSwap<Catalog>,
-    store: Arc<Store>,
-    options: upstream::Options,
-    shutdown: CancellationToken,
-    clients: Arc<Mutex<Vec<Peer<RoleServer>>>>,
-    /// Serializes registrations so two concurrent ones for one name cannot interleave.
-    register_lock: tokio::sync::Mutex<()>,
+/// Why an unregistration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UnregisterError {
+    #[error("no service \"{0}\" is registered")]
+    UnknownService(String),
+    #[error("service \"{name}\" has no instance {which}")]
+    UnknownInstance { name: String, which: String },
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A registration request, as `/register` received it.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub name: String,
+    pub url: String,
+    /// Share of calls under the `weighted` strategy (default 1).
+    pub weight: Option<u32>,
+    /// Deadline for this service's calls (default: the gateway's `call_timeout_ms`).
+    pub call_timeout_ms: Option<u64>,
+    /// Replace every existing instance of the service instead of adding one.
+    pub replace: bool,
+}
+
+/// What a registration did.
+pub struct Registered {
+    pub service: Arc<Service>,
+    pub instance: Arc<Instance>,
+    /// The service did not exist before.
+    pub new_service: bool,
+    /// An instance with this URL existed and was re-registered (refreshed).
+    pub refreshed: bool,
 }
 
 /// One line of `/services`.
 #[derive(Debug, Serialize)]
-pub struct ServiceView {
-    pub name: String,
-    pub url: String,
-    pub source: Source,
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEntry {
     #[serde(flatten)]
-    pub status: upstream::Status,
+    pub service: ServiceView,
     pub tool_count: usize,
     pub tools: Vec<ToolView>,
 }
@@ -68,6 +96,18 @@ pub struct ToolView {
     pub original_name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+pub struct Registry {
+    services: Mutex<BTreeMap<String, Arc<Service>>>,
+    catalog: ArcSwap<Catalog>,
+    store: Arc<Store>,
+    options: upstream::Options,
+    shutdown: CancellationToken,
+    clients: Arc<Mutex<Vec<Peer<RoleServer>>>>,
+    /// Serializes registrations so two concurrent ones for one name cannot interleave.
+    register_lock: tokio::sync::Mutex<()>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// Service names: 1-64 of `[A-Za-z0-9_-]`, starting with a letter or digit, without the
@@ -135,10 +175,19 @@ fn now_ms() -> i64 {
 struct RegistryListener(std::sync::Weak<Registry>);
 
 impl Listener for RegistryListener {
-    fn tools_changed(&self, upstream: &Arc<Upstream>) {
+    fn tools_changed(&self, service: &str, instance: &Arc<Instance>) {
         if let Some(registry) = self.0.upgrade() {
-            registry.on_tools_changed(upstream);
+            registry.on_tools_changed(service, instance);
         }
+    }
+}
+
+/// Held while a call is in flight; shutdown waits for these to drop.
+pub struct CallGuard(Arc<AtomicUsize>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -149,49 +198,74 @@ impl Registry {
     pub fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
         let store = Arc::new(Store::open(&config.store)?);
         let registry = Arc::new(Self {
-            upstreams: Mutex::new(HashMap::new()),
+            services: Mutex::new(BTreeMap::new()),
             catalog: ArcSwap::from_pointee(Catalog::default()),
             store: Arc::clone(&store),
-            options: upstream::Options {
-                connect_timeout: config.connect_timeout(),
-                call_timeout: config.call_timeout(),
-                health_interval: config.health_interval(),
-            },
+            options: config.upstream_options(),
             shutdown,
             clients: Arc::new(Mutex::new(Vec::new())),
             register_lock: tokio::sync::Mutex::new(()),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         });
-        let stored = store.load()?;
-        let stored_names: std::collections::HashSet<String> =
-            stored.iter().map(|s| s.name.clone()).collect();
-        for s in stored {
-            tracing::info!(service = %s.name, url = %s.url, tools = s.tools.len(),
-                "restoring registration from store");
-            let up = Upstream::new(
-                &s.name,
-                &s.url,
-                Source::Registered,
-                s.tools,
-                registry.options.clone(),
-                &registry.shutdown,
-            );
-            registry.insert(up);
+        let mut restored: BTreeMap<String, Vec<StoredInstance>> = BTreeMap::new();
+        for s in store.load()? {
+            restored.entry(s.name.clone()).or_default().push(s);
         }
+        for (name, stored) in &restored {
+            let timeout = stored
+                .iter()
+                .rev()
+                .find_map(|s| s.call_timeout_ms)
+                .map(Duration::from_millis);
+            let service = Service::new(name, &registry.options, timeout);
+            let instances = stored
+                .iter()
+                .map(|s| {
+                    tracing::info!(service = %name, url = %s.url, tools = s.tools.len(),
+                        "restoring registration from store");
+                    Instance::new(
+                        name,
+                        &s.url,
+                        s.weight,
+                        Source::Registered,
+                        s.registered_at_ms.max(0) as u64,
+                        s.tools.clone(),
+                        registry.options.clone(),
+                        &registry.shutdown,
+                    )
+                })
+                .collect();
+            registry.add_service(service, instances);
+        }
+        let mut configured: BTreeMap<&str, Vec<&crate::config::UpstreamSpec>> = BTreeMap::new();
         for spec in &config.upstreams {
-            if stored_names.contains(&spec.name) {
+            configured.entry(spec.name.as_str()).or_default().push(spec);
+        }
+        for (name, specs) in configured {
+            if restored.contains_key(name) {
                 // A registration made at run time is newer than the file: it wins.
                 continue;
             }
-            let url = normalize_url(&spec.url).map_err(anyhow::Error::msg)?;
-            let up = Upstream::new(
-                &spec.name,
-                &url,
-                Source::Config,
-                Vec::new(),
-                registry.options.clone(),
-                &registry.shutdown,
-            );
-            registry.insert(up);
+            let timeout = specs
+                .iter()
+                .find_map(|s| s.call_timeout_ms)
+                .map(Duration::from_millis);
+            let service = Service::new(name, &registry.options, timeout);
+            let mut instances = Vec::new();
+            for spec in specs {
+                let url = normalize_url(&spec.url).map_err(anyhow::Error::msg)?;
+                instances.push(Instance::new(
+                    name,
+                    &url,
+                    spec.weight.unwrap_or(1),
+                    Source::Config,
+                    now_ms() as u64,
+                    Vec::new(),
+                    registry.options.clone(),
+                    &registry.shutdown,
+                ));
+            }
+            registry.add_service(service, instances);
         }
         registry.rebuild();
         Ok(registry)
@@ -201,37 +275,36 @@ impl Registry {
         Arc::new(RegistryListener(Arc::downgrade(self)))
     }
 
-    /// Puts `up` in the map (closing any previous one of that name) and supervises it.
-    fn insert(self: &Arc<Self>, up: Arc<Upstream>) -> Option<Arc<Upstream>> {
-        let old = self
-            .upstreams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(up.name.to_string(), Arc::clone(&up));
-        if let Some(old) = &old {
-            old.close();
-        }
-        tokio::spawn(Arc::clone(&up).supervise(self.listener()));
-        old
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Service>>> {
+        self.services.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn on_tools_changed(&self, up: &Arc<Upstream>) {
-        // Ignore a supervisor that lost a race with replacement.
+    fn add_service(self: &Arc<Self>, service: Arc<Service>, instances: Vec<Arc<Instance>>) {
+        for i in &instances {
+            tokio::spawn(Arc::clone(i).supervise(self.listener()));
+        }
+        service.set_instances(instances);
+        self.lock().insert(service.name.to_string(), service);
+    }
+
+    fn on_tools_changed(&self, service: &str, instance: &Arc<Instance>) {
+        // Ignore a supervisor that lost a race with removal or replacement.
         let current = self
-            .upstreams
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&*up.name)
-            .is_some_and(|u| Arc::ptr_eq(u, up));
+            .get(service)
+            .is_some_and(|s| s.instances().iter().any(|i| Arc::ptr_eq(i, instance)));
         if !current {
             return;
         }
-        if up.source == Source::Registered {
+        if instance.source == Source::Registered {
             let store = Arc::clone(&self.store);
-            let name = up.name.to_string();
-            let tools = up.tools();
+            let (name, url, tools) = (
+                service.to_string(),
+                instance.url.to_string(),
+                instance.tools(),
+            );
             tokio::task::spawn_blocking(move || {
-                if let Err(e) = store.update_tools(&name, &tools) {
+                if let Err(e) = store.update_tools(&name, &url, &tools) {
                     tracing::warn!("{e}");
                 }
             });
@@ -239,20 +312,11 @@ impl Registry {
         self.rebuild();
     }
 
-    /// Rebuilds the catalog from the current upstreams and announces the change.
+    /// Rebuilds the catalog from the current services and announces a change.
     fn rebuild(&self) {
-        let ups: Vec<Arc<Upstream>> = self
-            .upstreams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        let next = Catalog::build(&ups);
-        let changed = {
-            let prev = self.catalog.load();
-            prev.tools() != next.tools()
-        };
+        let services: Vec<Arc<Service>> = self.lock().values().cloned().collect();
+        let next = Catalog::build(&services);
+        let changed = self.catalog.load().tools() != next.tools();
         self.catalog.store(Arc::new(next));
         if changed {
             self.notify_clients();
@@ -262,6 +326,16 @@ impl Registry {
     /// The current merged table; cheap (an atomic load).
     pub fn catalog(&self) -> arc_swap::Guard<Arc<Catalog>> {
         self.catalog.load()
+    }
+
+    /// Counts a call in flight until the guard drops.
+    pub fn call_started(&self) -> CallGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        CallGuard(Arc::clone(&self.in_flight))
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// Remembers a connected MCP client session to tell it about tool list changes.
@@ -296,92 +370,182 @@ impl Registry {
         });
     }
 
-    /// Registers (or replaces) a service: connects, lists its tools, persists, publishes.
-    /// On any failure nothing changes.
+    /// Registers an instance: connects, lists its tools, persists, publishes. The same
+    /// name with a new URL adds an instance; the same name and URL refreshes it;
+    /// `replace` drops every other instance. On any failure nothing changes.
     pub async fn register(
         self: &Arc<Self>,
-        name: &str,
-        url: &str,
-    ) -> Result<(Arc<Upstream>, bool), RegisterError> {
-        validate_name(name).map_err(RegisterError::Invalid)?;
-        let url = normalize_url(url).map_err(RegisterError::Invalid)?;
+        reg: Registration,
+    ) -> Result<Registered, RegisterError> {
+        validate_name(&reg.name).map_err(RegisterError::Invalid)?;
+        let url = normalize_url(&reg.url).map_err(RegisterError::Invalid)?;
+        if reg.weight == Some(0) {
+            return Err(RegisterError::Invalid("weight must be at least 1".into()));
+        }
+        if reg.call_timeout_ms == Some(0) {
+            return Err(RegisterError::Invalid(
+                "callTimeoutMs must be greater than 0".into(),
+            ));
+        }
         let _serial = self.register_lock.lock().await;
-        let up = Upstream::new(
-            name,
+        let registered_at = now_ms();
+        let instance = Instance::new(
+            &reg.name,
             &url,
+            reg.weight.unwrap_or(1),
             Source::Registered,
+            registered_at as u64,
             Vec::new(),
             self.options.clone(),
             &self.shutdown,
         );
-        let tools: Vec<Tool> = up.connect().await.map_err(|cause| {
-            up.close();
-            RegisterError::Unreachable {
-                name: name.to_string(),
-                url: url.clone(),
-                cause,
+        let tools = match instance.connect().await {
+            Ok(tools) => tools,
+            Err(cause) => {
+                instance.close().await;
+                return Err(RegisterError::Unreachable {
+                    name: reg.name,
+                    url,
+                    cause,
+                });
             }
-        })?;
-        let stored = StoredService {
-            name: name.to_string(),
+        };
+        let stored = StoredInstance {
+            name: reg.name.clone(),
             url: url.clone(),
+            weight: instance.weight,
+            call_timeout_ms: reg.call_timeout_ms,
             tools,
-            registered_at_ms: now_ms(),
+            registered_at_ms: registered_at,
         };
         let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || store.upsert(&stored))
-            .await
-            .map_err(|e| RegisterError::Invalid(format!("store task failed: {e}")))
-            .and_then(|r| r.map_err(RegisterError::from))
-            .inspect_err(|_| up.close())?;
-        let replaced = self.insert(Arc::clone(&up)).is_some();
-        self.rebuild();
-        tracing::info!(service = %name, url = %url, tools = up.tools().len(), replaced, "service registered");
-        Ok((up, replaced))
-    }
-
-    /// Every upstream, by name, as `/services` shows it.
-    pub fn services(&self) -> Vec<ServiceView> {
-        let catalog = self.catalog();
-        let mut ups: Vec<Arc<Upstream>> = self
-            .upstreams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        ups.sort_by(|a, b| a.name.cmp(&b.name));
-        ups.iter().map(|u| view(u, &catalog)).collect()
-    }
-
-    /// One upstream as `/services` shows it.
-    pub fn service(&self, name: &str) -> Option<ServiceView> {
-        let up = self
-            .upstreams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()?;
-        Some(view(&up, &self.catalog()))
-    }
-
-    /// Closes every upstream session (gateway shutdown).
-    pub fn close_all(&self) {
-        for up in self
-            .upstreams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-        {
-            up.close();
+        let replace = reg.replace;
+        let saved = tokio::task::spawn_blocking(move || store.upsert(&stored, replace)).await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                instance.close().await;
+                return Err(e.into());
+            }
+            Err(e) => {
+                instance.close().await;
+                return Err(RegisterError::Internal(format!("store task failed: {e}")));
+            }
         }
+        let (service, new_service, removed, refreshed) = {
+            let mut services = self.lock();
+            let new_service = !services.contains_key(&reg.name);
+            let service = services
+                .entry(reg.name.clone())
+                .or_insert_with(|| Service::new(&reg.name, &self.options, None))
+                .clone();
+            if let Some(ms) = reg.call_timeout_ms {
+                service.set_call_timeout(Duration::from_millis(ms));
+            }
+            let current = service.instances();
+            let (removed, kept): (Vec<_>, Vec<_>) = current
+                .iter()
+                .cloned()
+                .partition(|i| replace || *i.url == *url);
+            let refreshed = removed.iter().any(|i| *i.url == *url);
+            let mut next = kept;
+            next.push(Arc::clone(&instance));
+            service.set_instances(next);
+            (service, new_service, removed, refreshed)
+        };
+        for old in removed {
+            tokio::spawn(async move { old.close().await });
+        }
+        tokio::spawn(Arc::clone(&instance).supervise(self.listener()));
+        self.rebuild();
+        tracing::info!(service = %reg.name, url = %url, tools = instance.tools().len(),
+            new_service, refreshed, "service registered");
+        Ok(Registered {
+            service,
+            instance,
+            new_service,
+            refreshed,
+        })
+    }
+
+    /// Removes a whole service, or one instance of it chosen by URL or instance id;
+    /// returns the number of instances removed.
+    pub async fn unregister(
+        &self,
+        name: &str,
+        which: Option<&str>,
+    ) -> Result<usize, UnregisterError> {
+        let _serial = self.register_lock.lock().await;
+        let service = self
+            .lock()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| UnregisterError::UnknownService(name.to_string()))?;
+        let instances = service.instances();
+        let normalized = which.and_then(|w| normalize_url(w).ok());
+        let (gone, kept): (Vec<_>, Vec<_>) = instances.iter().cloned().partition(|i| match which {
+            None => true,
+            Some(w) => i.id == w || *i.url == *w || normalized.as_deref() == Some(&*i.url),
+        });
+        if gone.is_empty() {
+            return Err(UnregisterError::UnknownInstance {
+                name: name.to_string(),
+                which: which.unwrap_or_default().to_string(),
+            });
+        }
+        for i in gone.iter().filter(|i| i.source == Source::Registered) {
+            let store = Arc::clone(&self.store);
+            let (n, u) = (name.to_string(), i.url.to_string());
+            tokio::task::spawn_blocking(move || store.remove(&n, Some(&u)))
+                .await
+                .map_err(|e| UnregisterError::Internal(format!("store task failed: {e}")))??;
+        }
+        {
+            let mut services = self.lock();
+            if kept.is_empty() {
+                services.remove(name);
+            } else {
+                service.set_instances(kept);
+            }
+        }
+        let count = gone.len();
+        for i in gone {
+            tokio::spawn(async move { i.close().await });
+        }
+        self.rebuild();
+        tracing::info!(service = %name, instances = count, "unregistered");
+        Ok(count)
+    }
+
+    /// Every service, by name, as `/services` shows it.
+    pub fn services(&self) -> Vec<ServiceEntry> {
+        let catalog = self.catalog();
+        let services: Vec<Arc<Service>> = self.lock().values().cloned().collect();
+        services.iter().map(|s| entry(s, &catalog)).collect()
+    }
+
+    /// One service as `/services` shows it.
+    pub fn service(&self, name: &str) -> Option<ServiceEntry> {
+        let service = self.lock().get(name).cloned()?;
+        Some(entry(&service, &self.catalog()))
+    }
+
+    /// Closes every upstream session (gateway shutdown), bounded in time.
+    pub async fn close_all(&self) {
+        let services: Vec<Arc<Service>> = self.lock().values().cloned().collect();
+        let closing = services
+            .iter()
+            .flat_map(|s| s.instances().iter().cloned().collect::<Vec<_>>())
+            .map(|i| async move { i.close().await });
+        let _ =
+            tokio::time::timeout(Duration::from_secs(3), futures::future::join_all(closing)).await;
     }
 }
 
-fn view(up: &Arc<Upstream>, catalog: &Catalog) -> ServiceView {
-    let defs = up.tools();
+fn entry(service: &Arc<Service>, catalog: &Catalog) -> ServiceEntry {
+    let defs = service.tools();
     let tools = catalog
-        .names_of(&up.name)
+        .names_of(&service.name)
         .into_iter()
         .map(|(public, original)| ToolView {
             description: defs
@@ -392,11 +556,8 @@ fn view(up: &Arc<Upstream>, catalog: &Catalog) -> ServiceView {
             original_name: original,
         })
         .collect::<Vec<_>>();
-    ServiceView {
-        name: up.name.to_string(),
-        url: up.url.to_string(),
-        source: up.source,
-        status: up.status(),
+    ServiceEntry {
+        service: service.view(),
         tool_count: tools.len(),
         tools,
     }

@@ -9,14 +9,17 @@
 use std::{path::Path, sync::Mutex};
 
 use rmcp::model::Tool;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
-/// One persisted registration.
+/// One persisted registration: an instance of a service.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoredService {
+pub struct StoredInstance {
     pub name: String,
     pub url: String,
-    /// Last tool definitions read from the service, exactly as it sent them.
+    pub weight: u32,
+    /// Per-service call deadline given at registration, if any.
+    pub call_timeout_ms: Option<u64>,
+    /// Last tool definitions read from the instance, exactly as it sent them.
     pub tools: Vec<Tool>,
     /// Unix time (ms) of the registration.
     pub registered_at_ms: i64,
@@ -61,11 +64,14 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(wrap)?;
         conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS services (
-                name TEXT PRIMARY KEY NOT NULL,
+            "CREATE TABLE IF NOT EXISTS instances (
+                name TEXT NOT NULL,
                 url TEXT NOT NULL,
+                weight INTEGER NOT NULL DEFAULT 1,
+                call_timeout_ms INTEGER,
                 tools TEXT NOT NULL,
-                registered_at_ms INTEGER NOT NULL
+                registered_at_ms INTEGER NOT NULL,
+                PRIMARY KEY (name, url)
             ) STRICT;",
         )
         .map_err(wrap)?;
@@ -89,33 +95,41 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Every stored registration, by name.
-    pub fn load(&self) -> Result<Vec<StoredService>, StoreError> {
+    /// Every stored instance, by service name then registration time.
+    pub fn load(&self) -> Result<Vec<StoredInstance>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT name, url, tools, registered_at_ms FROM services ORDER BY name")
+            .prepare(
+                "SELECT name, url, weight, call_timeout_ms, tools, registered_at_ms
+                 FROM instances ORDER BY name, registered_at_ms, url",
+            )
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (name, url, tools, registered_at_ms) = row.map_err(|e| self.err(e))?;
+            let (name, url, weight, timeout, tools, registered_at_ms) =
+                row.map_err(|e| self.err(e))?;
             let tools = serde_json::from_str(&tools).map_err(|source| StoreError::Corrupt {
                 path: self.path.clone(),
                 name: name.clone(),
                 source,
             })?;
-            out.push(StoredService {
+            out.push(StoredInstance {
                 name,
                 url,
+                weight: u32::try_from(weight).unwrap_or(1).max(1),
+                call_timeout_ms: timeout.and_then(|t| u64::try_from(t).ok()),
                 tools,
                 registered_at_ms,
             });
@@ -123,51 +137,58 @@ impl Store {
         Ok(out)
     }
 
-    /// Inserts or replaces the registration of `service.name`.
-    pub fn upsert(&self, service: &StoredService) -> Result<(), StoreError> {
-        let tools = serde_json::to_string(&service.tools).expect("tools serialize");
-        self.conn()
-            .execute(
-                "INSERT INTO services (name, url, tools, registered_at_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(name) DO UPDATE SET url = excluded.url, tools = excluded.tools,
-                 registered_at_ms = excluded.registered_at_ms",
-                params![service.name, service.url, tools, service.registered_at_ms],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+    /// Inserts or replaces one instance; with `replace_service`, first removes every other
+    /// instance of that service, in the same transaction.
+    pub fn upsert(&self, i: &StoredInstance, replace_service: bool) -> Result<(), StoreError> {
+        let tools = serde_json::to_string(&i.tools).expect("tools serialize");
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        if replace_service {
+            tx.execute("DELETE FROM instances WHERE name = ?1", params![i.name])
+                .map_err(|e| self.err(e))?;
+        }
+        tx.execute(
+            "INSERT INTO instances (name, url, weight, call_timeout_ms, tools, registered_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(name, url) DO UPDATE SET weight = excluded.weight,
+               call_timeout_ms = excluded.call_timeout_ms, tools = excluded.tools,
+               registered_at_ms = excluded.registered_at_ms",
+            params![
+                i.name,
+                i.url,
+                i.weight,
+                i.call_timeout_ms.map(|t| t as i64),
+                tools,
+                i.registered_at_ms
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
     }
 
-    /// Updates the last-known tools of a stored registration (no-op if absent).
-    pub fn update_tools(&self, name: &str, tools: &[Tool]) -> Result<(), StoreError> {
+    /// Updates the last-known tools of a stored instance (no-op if absent).
+    pub fn update_tools(&self, name: &str, url: &str, tools: &[Tool]) -> Result<(), StoreError> {
         let tools = serde_json::to_string(tools).expect("tools serialize");
         self.conn()
             .execute(
-                "UPDATE services SET tools = ?2 WHERE name = ?1",
-                params![name, tools],
+                "UPDATE instances SET tools = ?3 WHERE name = ?1 AND url = ?2",
+                params![name, url, tools],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    /// Removes a registration; returns whether it existed.
-    pub fn remove(&self, name: &str) -> Result<bool, StoreError> {
-        let n = self
-            .conn()
-            .execute("DELETE FROM services WHERE name = ?1", params![name])
-            .map_err(|e| self.err(e))?;
-        Ok(n > 0)
-    }
-
-    /// The stored URL of `name`, if registered.
-    pub fn url_of(&self, name: &str) -> Result<Option<String>, StoreError> {
-        self.conn()
-            .query_row(
-                "SELECT url FROM services WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+    /// Removes one instance (`url`) or every instance of a service; returns how many.
+    pub fn remove(&self, name: &str, url: Option<&str>) -> Result<usize, StoreError> {
+        let conn = self.conn();
+        let n = match url {
+            Some(url) => conn.execute(
+                "DELETE FROM instances WHERE name = ?1 AND url = ?2",
+                params![name, url],
+            ),
+            None => conn.execute("DELETE FROM instances WHERE name = ?1", params![name]),
+        };
+        n.map_err(|e| self.err(e))
     }
 }
 
@@ -197,39 +218,60 @@ mod tests {
         .expect("tool")
     }
 
+    fn instance(name: &str, url: &str, tool_name: &str, at: i64) -> StoredInstance {
+        StoredInstance {
+            name: name.into(),
+            url: url.into(),
+            weight: 1,
+            call_timeout_ms: None,
+            tools: vec![tool(tool_name)],
+            registered_at_ms: at,
+        }
+    }
+
     #[test]
-    fn registrations_survive_reopening_and_replace_by_name() {
+    fn instances_survive_reopening_and_are_keyed_by_name_and_url() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("gw.db");
         {
             let store = Store::open(&path).expect("open");
             store
-                .upsert(&StoredService {
-                    name: "a".into(),
-                    url: "http://127.0.0.1:1/mcp".into(),
-                    tools: vec![tool("t1")],
-                    registered_at_ms: 1,
-                })
+                .upsert(&instance("a", "http://h:1/mcp", "t1", 1), false)
                 .expect("insert");
             store
-                .upsert(&StoredService {
-                    name: "a".into(),
-                    url: "http://127.0.0.1:2/mcp".into(),
-                    tools: vec![tool("t2")],
-                    registered_at_ms: 2,
-                })
-                .expect("replace");
+                .upsert(&instance("a", "http://h:1/mcp", "t2", 2), false)
+                .expect("same url");
+            store
+                .upsert(&instance("a", "http://h:2/mcp", "t2", 3), false)
+                .expect("second");
+            let mut slow = instance("b", "http://h:3/mcp", "t3", 4);
+            slow.call_timeout_ms = Some(1500);
+            slow.weight = 3;
+            store.upsert(&slow, false).expect("b");
         }
         let store = Store::open(&path).expect("reopen");
         let all = store.load().expect("load");
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].url, "http://127.0.0.1:2/mcp");
+        assert_eq!(all.len(), 3);
         assert_eq!(all[0].tools, vec![tool("t2")]);
-        store.update_tools("a", &[tool("t3")]).expect("update");
-        assert_eq!(store.load().expect("load")[0].tools, vec![tool("t3")]);
-        assert!(store.remove("a").expect("remove"));
-        assert!(!store.remove("a").expect("remove again"));
-        assert!(store.load().expect("load").is_empty());
+        assert_eq!((all[2].weight, all[2].call_timeout_ms), (3, Some(1500)));
+        store
+            .update_tools("a", "http://h:2/mcp", &[tool("t9")])
+            .expect("update");
+        assert_eq!(store.load().expect("load")[1].tools, vec![tool("t9")]);
+        assert_eq!(
+            store
+                .remove("a", Some("http://h:1/mcp"))
+                .expect("remove one"),
+            1
+        );
+        assert_eq!(store.remove("a", None).expect("remove service"), 1);
+        assert_eq!(store.remove("a", None).expect("again"), 0);
+        store
+            .upsert(&instance("b", "http://h:4/mcp", "t4", 5), true)
+            .expect("replace");
+        let all = store.load().expect("load");
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].url, "http://h:4/mcp");
     }
 
     #[cfg(unix)]

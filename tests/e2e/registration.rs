@@ -92,25 +92,44 @@ async fn a_third_server_adds_its_tools_and_collisions_get_qualified_names() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registering_the_same_name_again_replaces_it() {
+async fn registering_again_is_idempotent_and_replace_swaps_the_service() {
     let stack = Stack::start().await;
     let a = start_fixture("extra", &["alpha"]).await;
     let b = start_fixture("extra", &["beta"]).await;
-    let (s1, _) = register(&stack.gateway, "extra", &a.mcp_url()).await;
-    assert_eq!(s1, 201);
+    let (s1, first) = register(&stack.gateway, "extra", &a.mcp_url()).await;
+    assert_eq!(s1, 201, "{first}");
+    assert_eq!(first["newService"], true);
+    // The same name and URL again: refreshed, not duplicated.
     let (s2, again) = register(&stack.gateway, "extra", &a.mcp_url()).await;
     assert_eq!(s2, 200, "{again}");
     assert_eq!(again["replaced"], true);
     let listed = services(&stack.gateway).await;
-    let extras = listed["services"]
+    let extra: Vec<_> = listed["services"]
         .as_array()
         .expect("services")
         .iter()
         .filter(|s| s["name"] == "extra")
-        .count();
-    assert_eq!(extras, 1, "{listed}");
-    let (s3, _) = register(&stack.gateway, "extra", &b.mcp_url()).await;
-    assert_eq!(s3, 200);
+        .collect();
+    assert_eq!(extra.len(), 1, "{listed}");
+    assert_eq!(
+        extra[0]["instances"].as_array().expect("instances").len(),
+        1,
+        "{listed}"
+    );
+    // "replace": true swaps every instance for the new one.
+    let (s3, swapped) = register_with(
+        &stack.gateway,
+        json!({"name": "extra", "url": b.mcp_url(), "replace": true}),
+    )
+    .await;
+    assert_eq!(s3, 201, "{swapped}");
+    assert_eq!(
+        swapped["registered"]["instances"]
+            .as_array()
+            .expect("instances")
+            .len(),
+        1
+    );
     let names = tool_names(&stack.gateway).await;
     assert!(
         names.contains(&"beta".to_string()) && !names.contains(&"alpha".to_string()),

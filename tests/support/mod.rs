@@ -194,13 +194,13 @@ pub async fn service_state(gateway: &Running, name: &str) -> Option<String> {
         .and_then(|x| x["state"].as_str().map(str::to_string))
 }
 
-/// Waits until every service in `names` is registered and up.
+/// Waits until every service in `names` is registered and healthy.
 pub async fn wait_for_services(gateway: &Running, names: &[&str]) {
     for name in names {
         wait_until(
-            &format!("{name} to be registered and up"),
+            &format!("{name} to be registered and healthy"),
             Duration::from_secs(20),
-            || async { service_state(gateway, name).await.as_deref() == Some("up") },
+            || async { service_state(gateway, name).await.as_deref() == Some("healthy") },
         )
         .await;
     }
@@ -264,10 +264,15 @@ pub async fn mcp_client(gateway: &Running) -> ClientSession {
 
 /// POST /register with the token: (status, body).
 pub async fn register(gateway: &Running, name: &str, url: &str) -> (u16, Value) {
+    register_with(gateway, json!({"name": name, "url": url})).await
+}
+
+/// POST /register with any body: (status, body).
+pub async fn register_with(gateway: &Running, body: Value) -> (u16, Value) {
     let resp = http()
         .post(format!("{}/register", gateway.base()))
         .bearer_auth(TOKEN)
-        .json(&json!({"name": name, "url": url}))
+        .json(&body)
         .send()
         .await
         .expect("POST /register");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::{
     Json,
     body::Bytes,
-    extract::State,
+    extract::{Path, Query, State},
     response::{IntoResponse, Response},
 };
 use http::StatusCode;
@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    registry::{RegisterError, Registry},
-    upstream::State as UpState,
+    registry::{RegisterError, Registration, Registry, UnregisterError},
+    upstream::health::State as UpState,
 };
 
 /// A JSON error body: `{"error": code, "message": text}`.
@@ -29,10 +29,16 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RegisterBody {
     name: String,
     url: String,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    call_timeout_ms: Option<u64>,
+    #[serde(default)]
+    replace: bool,
 }
 
 /// `POST /register {"name","url"}`: connect, list tools, add to the table.
@@ -50,19 +56,37 @@ pub async fn register(State(registry): State<Arc<Registry>>, body: Bytes) -> Res
             return error(StatusCode::BAD_REQUEST, "invalid_body", why);
         }
     };
-    match registry.register(&body.name, &body.url).await {
-        Ok((up, replaced)) => {
-            let view = registry.service(&up.name);
-            let status = if replaced {
+    let registration = Registration {
+        name: body.name,
+        url: body.url,
+        weight: body.weight,
+        call_timeout_ms: body.call_timeout_ms,
+        replace: body.replace,
+    };
+    match registry.register(registration).await {
+        Ok(done) => {
+            let view = registry.service(&done.service.name);
+            // 201 when something new exists (a service or an instance); 200 when an
+            // existing instance was refreshed.
+            let status = if done.refreshed {
                 StatusCode::OK
             } else {
                 StatusCode::CREATED
             };
             (
                 status,
-                Json(json!({ "registered": view, "replaced": replaced })),
+                Json(json!({
+                    "registered": view,
+                    "instance": done.instance.id,
+                    "newService": done.new_service,
+                    "replaced": done.refreshed,
+                })),
             )
                 .into_response()
+        }
+        Err(RegisterError::Internal(why)) => {
+            tracing::error!("{why}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal", why)
         }
         Err(RegisterError::Invalid(why)) => error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -85,6 +109,58 @@ pub async fn register(State(registry): State<Arc<Registry>>, body: Bytes) -> Res
     }
 }
 
+#[derive(Deserialize)]
+pub struct InstanceQuery {
+    url: Option<String>,
+}
+
+/// `DELETE /services/{name}` (every instance) or `DELETE /services/{name}?url=URL`
+/// (one instance).
+pub async fn unregister(
+    State(registry): State<Arc<Registry>>,
+    Path(name): Path<String>,
+    Query(q): Query<InstanceQuery>,
+) -> Response {
+    unregister_reply(&registry, &name, q.url.as_deref()).await
+}
+
+/// `DELETE /services/{name}/instances/{id}`.
+pub async fn unregister_instance(
+    State(registry): State<Arc<Registry>>,
+    Path((name, id)): Path<(String, String)>,
+) -> Response {
+    unregister_reply(&registry, &name, Some(&id)).await
+}
+
+async fn unregister_reply(registry: &Registry, name: &str, which: Option<&str>) -> Response {
+    match registry.unregister(name, which).await {
+        Ok(n) => Json(json!({ "unregistered": name, "instances": n })).into_response(),
+        Err(e @ (UnregisterError::UnknownService(_) | UnregisterError::UnknownInstance { .. })) => {
+            error(StatusCode::NOT_FOUND, "not_registered", e.to_string())
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_failed",
+                "the registration store could not be updated; nothing was changed",
+            )
+        }
+    }
+}
+
+/// `GET /services/{name}`.
+pub async fn service(State(registry): State<Arc<Registry>>, Path(name): Path<String>) -> Response {
+    match registry.service(&name) {
+        Some(s) => Json(s).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_registered",
+            format!("no service \"{name}\" is registered"),
+        ),
+    }
+}
+
 /// `GET|POST /services`: every registered service with URL, state and tools.
 pub async fn services(State(registry): State<Arc<Registry>>) -> Response {
     let services = registry.services();
@@ -95,19 +171,28 @@ pub async fn services(State(registry): State<Arc<Registry>>) -> Response {
 /// so it names services and states only (no URLs, no tools).
 pub async fn health(State(registry): State<Arc<Registry>>) -> Response {
     let services = registry.services();
-    let up = services
+    let healthy = services
         .iter()
-        .filter(|s| s.status.state == UpState::Up)
+        .filter(|s| s.service.state == UpState::Healthy)
         .count();
     let summary: Vec<_> = services
         .iter()
-        .map(|s| json!({ "name": s.name, "state": s.status.state, "tools": s.tool_count }))
+        .map(|s| {
+            let since = s.service.instances.iter().map(|i| i.health.since_ms).max();
+            json!({
+                "name": s.service.name,
+                "state": s.service.state,
+                "since": since,
+                "instances": s.service.instances.len(),
+                "tools": s.tool_count,
+            })
+        })
         .collect();
     Json(json!({
         "status": "ok",
         "service": "mcp-gateway",
         "version": env!("CARGO_PKG_VERSION"),
-        "upstreams": { "total": services.len(), "up": up, "notUp": services.len() - up },
+        "upstreams": { "total": services.len(), "healthy": healthy, "notHealthy": services.len() - healthy },
         "services": summary,
         "tools": registry.catalog().tools().len(),
     }))

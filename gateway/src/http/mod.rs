@@ -5,6 +5,8 @@
 //!   /mcp        mcp::entry (POST, GET, DELETE)
 //!   /register   admin::register (POST)
 //!   /services   admin::services (GET, POST)
+//!   /services/{name}                 GET one, DELETE (all instances, or ?url=)
+//!   /services/{name}/instances/{id}  DELETE one instance
 //!   /health     admin::health (GET, public)
 //! ```
 
@@ -28,6 +30,14 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, token: &str, max_body: 
     let admin = Router::new()
         .route("/register", post(admin::register))
         .route("/services", get(admin::services).post(admin::services))
+        .route(
+            "/services/{name}",
+            get(admin::service).delete(admin::unregister),
+        )
+        .route(
+            "/services/{name}/instances/{id}",
+            axum::routing::delete(admin::unregister_instance),
+        )
         .with_state(Arc::clone(&registry));
     let mcp = Router::new()
         .route("/mcp", any(crate::mcp::entry))

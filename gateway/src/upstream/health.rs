@@ -1,0 +1,325 @@
+//! One instance's health: the state machine (`starting` → `healthy` ⇄ `degraded` →
+//! `down` → back) and the circuit breaker, both fed by active pings and passive evidence
+//! from real calls. Pure bookkeeping under a short `std::sync::Mutex`; nothing here
+//! awaits.
+//!
+//! - A success (call or ping) closes the breaker and makes the instance `healthy`.
+//! - A failure (transport error or timeout; a backend's own error is not one) makes it
+//!   `degraded`; `failure_threshold` consecutive failures open the breaker and make it
+//!   `down`. A lost session (connect refused, stream closed) makes it `down` at once.
+//! - An open breaker refuses calls until `cooldown` has passed; then one probe (a call
+//!   or the next ping) is let through (half-open): success closes it, failure re-opens.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+/// Where an instance (or, aggregated, a service) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Registered or configured, not connected yet.
+    Starting,
+    /// Session open, last checks and calls succeeded.
+    Healthy,
+    /// Session open, but recent calls or pings failed or were slow.
+    Degraded,
+    /// Unreachable, session lost, or circuit open.
+    Down,
+}
+
+/// The breaker's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Breaker {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub failure_threshold: u32,
+    pub cooldown: Duration,
+}
+
+/// What `/services` shows of an instance's health.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub state: State,
+    /// When the state last changed (Unix ms) and from what.
+    pub since_ms: u64,
+    pub previous: Option<State>,
+    pub breaker: Breaker,
+    pub consecutive_failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Unix ms of the last ping or call outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_check_ms: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct Health {
+    policy: Policy,
+    state: State,
+    since: SystemTime,
+    previous: Option<State>,
+    breaker: Breaker,
+    open_until: Option<Instant>,
+    probe_in_flight: bool,
+    consecutive_failures: u32,
+    last_error: Option<String>,
+    last_check: Option<SystemTime>,
+}
+
+/// Whether a call may go to this instance now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    Allowed,
+    /// Allowed as the half-open probe: its outcome decides the breaker.
+    Probe,
+    /// The circuit is open for this long still.
+    Refused(Duration),
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Health {
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            state: State::Starting,
+            since: SystemTime::now(),
+            previous: None,
+            breaker: Breaker::Closed,
+            open_until: None,
+            probe_in_flight: false,
+            consecutive_failures: 0,
+            last_error: None,
+            last_check: None,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Moves to `state`, remembering the transition; returns whether it changed.
+    fn set(&mut self, state: State) -> bool {
+        if self.state == state {
+            return false;
+        }
+        self.previous = Some(self.state);
+        self.state = state;
+        self.since = SystemTime::now();
+        true
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            state: self.state,
+            since_ms: unix_ms(self.since),
+            previous: self.previous,
+            breaker: self.breaker,
+            consecutive_failures: self.consecutive_failures,
+            last_error: self.last_error.clone(),
+            last_check_ms: self.last_check.map(unix_ms),
+        }
+    }
+
+    /// Asks to send a call now.
+    pub fn admit(&mut self, now: Instant) -> Admission {
+        match self.breaker {
+            Breaker::Closed => Admission::Allowed,
+            Breaker::Open => match self.open_until {
+                Some(until) if now < until => Admission::Refused(until - now),
+                _ => {
+                    self.breaker = Breaker::HalfOpen;
+                    self.probe_in_flight = true;
+                    Admission::Probe
+                }
+            },
+            Breaker::HalfOpen if self.probe_in_flight => Admission::Refused(Duration::ZERO),
+            Breaker::HalfOpen => {
+                self.probe_in_flight = true;
+                Admission::Probe
+            }
+        }
+    }
+
+    /// How long calls would still be refused (without claiming a probe), if they are.
+    pub fn refusing(&self, now: Instant) -> Option<Duration> {
+        match self.breaker {
+            Breaker::Closed => None,
+            Breaker::Open => self.open_until.filter(|u| now < *u).map(|u| u - now),
+            Breaker::HalfOpen => self.probe_in_flight.then_some(Duration::ZERO),
+        }
+    }
+
+    pub fn is_open(&self, now: Instant) -> bool {
+        self.refusing(now).is_some()
+    }
+
+    /// A call or ping succeeded; returns whether the state changed.
+    pub fn success(&mut self) -> bool {
+        self.consecutive_failures = 0;
+        self.breaker = Breaker::Closed;
+        self.open_until = None;
+        self.probe_in_flight = false;
+        self.last_error = None;
+        self.last_check = Some(SystemTime::now());
+        self.set(State::Healthy)
+    }
+
+    /// A call or ping failed (timeout, transport error) while the session looked alive.
+    pub fn failure(&mut self, error: String, now: Instant) -> bool {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.last_error = Some(error);
+        self.last_check = Some(SystemTime::now());
+        let trip = self.breaker == Breaker::HalfOpen
+            || self.consecutive_failures >= self.policy.failure_threshold;
+        self.probe_in_flight = false;
+        if trip {
+            self.breaker = Breaker::Open;
+            self.open_until = Some(now + self.policy.cooldown);
+            self.set(State::Down)
+        } else {
+            self.set(State::Degraded)
+        }
+    }
+
+    /// The session is gone (refused connection, closed stream, failed connect).
+    pub fn lost(&mut self, error: String) -> bool {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.last_error = Some(error);
+        self.last_check = Some(SystemTime::now());
+        self.probe_in_flight = false;
+        self.set(State::Down)
+    }
+
+    /// A half-open probe was admitted but never sent (e.g. no session): free the slot.
+    pub fn release_probe(&mut self) {
+        self.probe_in_flight = false;
+    }
+}
+
+/// A service's state from its instances': healthy only if all are, down only if none
+/// can serve, starting while none has connected yet, degraded otherwise.
+pub fn aggregate(states: impl IntoIterator<Item = State>) -> State {
+    let (mut n, mut healthy, mut down, mut starting) = (0, 0, 0, 0);
+    for s in states {
+        n += 1;
+        match s {
+            State::Healthy => healthy += 1,
+            State::Down => down += 1,
+            State::Starting => starting += 1,
+            State::Degraded => {}
+        }
+    }
+    if n == 0 || down == n {
+        State::Down
+    } else if healthy == n {
+        State::Healthy
+    } else if starting == n {
+        State::Starting
+    } else if healthy == 0 && down + starting == n {
+        if down > 0 {
+            State::Down
+        } else {
+            State::Starting
+        }
+    } else {
+        State::Degraded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health() -> Health {
+        Health::new(Policy {
+            failure_threshold: 3,
+            cooldown: Duration::from_secs(5),
+        })
+    }
+
+    #[test]
+    fn failures_degrade_then_open_the_breaker() {
+        let mut h = health();
+        let t0 = Instant::now();
+        assert!(h.success());
+        assert_eq!(h.state(), State::Healthy);
+        h.failure("slow".into(), t0);
+        assert_eq!(h.state(), State::Degraded);
+        assert_eq!(h.admit(t0), Admission::Allowed);
+        h.failure("slow".into(), t0);
+        h.failure("slow".into(), t0);
+        assert_eq!(h.state(), State::Down);
+        assert_eq!(h.snapshot().breaker, Breaker::Open);
+        assert!(
+            matches!(h.admit(t0 + Duration::from_secs(1)), Admission::Refused(d) if d == Duration::from_secs(4))
+        );
+    }
+
+    #[test]
+    fn half_open_lets_one_probe_through_and_its_outcome_decides() {
+        let mut h = health();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            h.failure("x".into(), t0);
+        }
+        let later = t0 + Duration::from_secs(6);
+        assert_eq!(h.admit(later), Admission::Probe);
+        assert!(
+            matches!(h.admit(later), Admission::Refused(_)),
+            "only one probe"
+        );
+        // The probe fails: open again for a full cooldown.
+        h.failure("still failing".into(), later);
+        assert!(matches!(
+            h.admit(later + Duration::from_secs(1)),
+            Admission::Refused(_)
+        ));
+        let much_later = later + Duration::from_secs(6);
+        assert_eq!(h.admit(much_later), Admission::Probe);
+        h.success();
+        assert_eq!(h.admit(much_later), Admission::Allowed);
+        let snap = h.snapshot();
+        assert_eq!(
+            (snap.state, snap.breaker),
+            (State::Healthy, Breaker::Closed)
+        );
+        assert_eq!(snap.previous, Some(State::Down));
+    }
+
+    #[test]
+    fn a_lost_session_is_down_at_once() {
+        let mut h = health();
+        h.success();
+        h.lost("connection refused".into());
+        assert_eq!(h.state(), State::Down);
+        assert_eq!(
+            h.snapshot().last_error.as_deref(),
+            Some("connection refused")
+        );
+    }
+
+    #[test]
+    fn service_state_aggregates_instances() {
+        use State::*;
+        assert_eq!(aggregate([Healthy, Healthy]), Healthy);
+        assert_eq!(aggregate([Healthy, Down]), Degraded);
+        assert_eq!(aggregate([Down, Down]), Down);
+        assert_eq!(aggregate([Starting]), Starting);
+        assert_eq!(aggregate([Degraded]), Degraded);
+        assert_eq!(aggregate([Starting, Down]), Down);
+        assert_eq!(aggregate([]), Down);
+    }
+}

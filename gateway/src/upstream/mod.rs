@@ -1,0 +1,737 @@
+//! Backends. A [`Service`] is one name in the registry; it has one or more
+//! [`Instance`]s (the same MCP server at several URLs). An instance owns its client
+//! session, its health ([`health`]) and its last-known tools; this module is the only
+//! place that talks to a backend.
+//!
+//! Each instance has a supervisor task that keeps its session alive: connect (capped,
+//! jittered backoff while unreachable), list tools, ping on an interval, re-list on
+//! `tools/list_changed`, reconnect when a call or ping finds the session gone. A backend
+//! that restarted answers the old session id with 404: that never turns into an empty
+//! success; the call fails over or is retried once on the new session (a 404 means the
+//! request was not processed, so repeating it is safe).
+//!
+//! A call picks an instance ([`balance`]), takes a clone of its session handle (no lock
+//! is held across an upstream await) and classifies the outcome: success, the backend's
+//! own JSON-RPC error (passed through), or a failure that feeds the health state and the
+//! circuit breaker. Failures are retried on another instance only when repeating is
+//! safe: the request was never delivered, or the tool is annotated read-only or
+//! idempotent.
+
+pub mod balance;
+pub mod health;
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use rand::Rng;
+use rmcp::{
+    ClientHandler, RoleClient, ServiceError,
+    model::{
+        CallToolRequestParams, CallToolResponse, ClientConfig, ClientRequest, PingRequest, Tool,
+    },
+    service::{NotificationContext, RunningService},
+    transport::streamable_http_client::StreamableHttpError,
+};
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    balance::{Candidate, Strategy},
+    health::{Admission, Health, Policy, State},
+};
+
+/// Where an instance came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// `POST /register` (persisted in the store).
+    Registered,
+    /// The gateway's configuration file or environment.
+    Config,
+}
+
+/// Knobs shared by every upstream.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub connect_timeout: Duration,
+    pub call_timeout: Duration,
+    pub health_interval: Duration,
+    pub policy: Policy,
+    pub strategy: Strategy,
+}
+
+/// Why a proxied call failed at the gateway. A backend's own tool errors are results,
+/// and its JSON-RPC errors pass through as [`CallError::Upstream`].
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("service \"{service}\" is unavailable: {cause}")]
+    Unavailable { service: String, cause: String },
+    #[error("service \"{service}\" did not answer within {ms} ms")]
+    Timeout { service: String, ms: u64 },
+    #[error(
+        "service \"{service}\" is failing: circuit open after repeated failures, next attempt in {retry_in_ms} ms"
+    )]
+    CircuitOpen { service: String, retry_in_ms: u64 },
+    #[error("{0}")]
+    Upstream(rmcp::ErrorData),
+}
+
+/// How one attempt on one instance failed.
+#[derive(Debug)]
+enum Failure {
+    /// Not sent or not processed (no session, refused connection, expired session).
+    NotDelivered(String),
+    /// The session broke while the request was in flight: it may have run.
+    Lost(String),
+    Timeout(u64),
+    Upstream(rmcp::ErrorData),
+}
+
+type Session = RunningService<RoleClient, UpstreamClient>;
+
+/// What the supervisors report to the registry.
+pub trait Listener: Send + Sync + 'static {
+    /// An instance's tool list was (re)read; the service's tools may have changed.
+    fn tools_changed(&self, service: &str, instance: &Arc<Instance>);
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A short stable id for an instance URL, shown in `/services` and usable in
+/// `DELETE /services/{name}/instances/{id}`.
+pub fn instance_id(url: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in url.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{:08x}", (h >> 32) as u32 ^ h as u32)
+}
+
+// ---------------------------------------------------------------------------------------
+// Instance
+
+pub struct Instance {
+    pub id: String,
+    pub url: Arc<str>,
+    pub weight: u32,
+    pub source: Source,
+    pub registered_at_ms: u64,
+    service: Arc<str>,
+    options: Options,
+    health: Mutex<Health>,
+    /// Set while the health is anything but a clean `healthy`, so the call path can skip
+    /// the health lock when all is well.
+    dirty: AtomicBool,
+    session: ArcSwapOption<Session>,
+    /// Bumped each time a new session is installed.
+    generation: watch::Sender<u64>,
+    tools: ArcSwap<Vec<Tool>>,
+    /// When the tools were last read from the backend (0: only known from the store).
+    tools_at_ms: AtomicU64,
+    in_flight: AtomicUsize,
+    wake: Notify,
+    relist: AtomicBool,
+    cancel: CancellationToken,
+}
+
+/// What `/services` shows of an instance.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceView {
+    pub id: String,
+    pub url: String,
+    pub weight: u32,
+    pub source: Source,
+    pub registered_at_ms: u64,
+    pub in_flight: usize,
+    #[serde(flatten)]
+    pub health: health::Snapshot,
+}
+
+impl Instance {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        service: &str,
+        url: &str,
+        weight: u32,
+        source: Source,
+        registered_at_ms: u64,
+        tools: Vec<Tool>,
+        options: Options,
+        parent: &CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id: instance_id(url),
+            url: url.into(),
+            weight: weight.max(1),
+            source,
+            registered_at_ms,
+            service: service.into(),
+            health: Mutex::new(Health::new(options.policy)),
+            options,
+            dirty: AtomicBool::new(true),
+            session: ArcSwapOption::empty(),
+            generation: watch::Sender::new(0),
+            tools: ArcSwap::from_pointee(tools),
+            tools_at_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            wake: Notify::new(),
+            relist: AtomicBool::new(false),
+            cancel: parent.child_token(),
+        })
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `f` to the health, logging a state change and keeping `dirty` true to it.
+    fn update_health(&self, f: impl FnOnce(&mut Health) -> bool) {
+        let mut h = self.health();
+        let before = h.state();
+        if f(&mut h) {
+            let snap = h.snapshot();
+            tracing::info!(service = %self.service, instance = %self.url, from = ?before,
+                to = ?snap.state, error = snap.last_error.as_deref().unwrap_or(""),
+                "upstream state changed");
+        }
+        let clean = h.state() == State::Healthy && h.snapshot().consecutive_failures == 0;
+        self.dirty.store(!clean, Ordering::Release);
+    }
+
+    pub fn state(&self) -> State {
+        self.health().state()
+    }
+
+    pub fn view(&self) -> InstanceView {
+        InstanceView {
+            id: self.id.clone(),
+            url: self.url.to_string(),
+            weight: self.weight,
+            source: self.source,
+            registered_at_ms: self.registered_at_ms,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            health: self.health().snapshot(),
+        }
+    }
+
+    /// Last-known tool definitions, exactly as the backend sent them.
+    pub fn tools(&self) -> Arc<Vec<Tool>> {
+        self.tools.load_full()
+    }
+
+    pub fn tools_at_ms(&self) -> u64 {
+        self.tools_at_ms.load(Ordering::Acquire)
+    }
+
+    /// Can take a call now: a session is open and the breaker is not refusing.
+    fn available(&self, now: Instant) -> bool {
+        self.session.load().is_some()
+            && (!self.dirty.load(Ordering::Acquire) || !self.health().is_open(now))
+    }
+
+    /// Connects and lists tools once, within the connect deadline. Used by `/register`
+    /// (which must answer with the tools or a clear error) and by the supervisor.
+    pub async fn connect(self: &Arc<Self>) -> Result<Vec<Tool>, String> {
+        let options = service_kit::client::ClientOptions {
+            client_name: "mcp-gateway".into(),
+            bearer: None,
+            connect_timeout: self.options.connect_timeout,
+            max_concurrent_requests: 1024,
+        };
+        let handler = UpstreamClient {
+            info: service_kit::client::client_config(&options),
+            instance: Arc::downgrade(self),
+        };
+        let session = service_kit::client::connect_with(&self.url, &options, handler)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let tools = tokio::time::timeout(self.options.connect_timeout, session.list_all_tools())
+            .await
+            .map_err(|_| {
+                format!(
+                    "tools/list did not answer within {} ms",
+                    self.options.connect_timeout.as_millis()
+                )
+            })?
+            .map_err(|e| format!("tools/list failed: {}", service_kit::client::describe(&e)))?;
+        self.tools.store(Arc::new(tools.clone()));
+        self.tools_at_ms.store(now_ms(), Ordering::Release);
+        self.session.store(Some(Arc::new(session)));
+        self.generation.send_modify(|g| *g += 1);
+        self.update_health(Health::success);
+        Ok(tools)
+    }
+
+    /// One attempt of a `tools/call` on this instance.
+    async fn call(
+        &self,
+        params: CallToolRequestParams,
+        timeout: Duration,
+        admission: Admission,
+    ) -> Result<CallToolResponse, Failure> {
+        let Some(session) = self.session.load_full() else {
+            if admission == Admission::Probe {
+                self.health().release_probe();
+            }
+            return Err(Failure::NotDelivered(self.last_error_or("no session")));
+        };
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let outcome = tokio::time::timeout(timeout, session.peer().call_tool_once(params)).await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let result = match outcome {
+            Err(_) => Err(Failure::Timeout(timeout.as_millis() as u64)),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(classify(e)),
+        };
+        match &result {
+            Ok(_) | Err(Failure::Upstream(_)) => {
+                if self.dirty.load(Ordering::Acquire) {
+                    self.update_health(Health::success);
+                }
+            }
+            Err(Failure::Timeout(ms)) => {
+                let why = format!("call timed out after {ms} ms");
+                self.update_health(|h| h.failure(why, Instant::now()));
+            }
+            Err(Failure::NotDelivered(cause) | Failure::Lost(cause)) => self.lost(&session, cause),
+        }
+        result
+    }
+
+    fn last_error_or(&self, default: &str) -> String {
+        self.health()
+            .snapshot()
+            .last_error
+            .unwrap_or_else(|| default.to_string())
+    }
+
+    /// A call or ping found `session` broken: drop it (unless another task already
+    /// installed a fresh one), mark the instance down, and wake the supervisor.
+    fn lost(&self, session: &Arc<Session>, cause: &str) {
+        let current = self.session.load();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, session)) {
+            self.session.store(None);
+        }
+        self.update_health(|h| h.lost(cause.to_string()));
+        self.wake.notify_one();
+    }
+
+    /// Waits (bounded by the connect deadline) for the supervisor to install a new
+    /// session after `seen`; returns whether one arrived.
+    async fn await_new_session(&self, seen: u64) -> bool {
+        let mut rx = self.generation.subscribe();
+        let wait = rx.wait_for(|g| *g > seen);
+        matches!(
+            tokio::time::timeout(self.options.connect_timeout, wait).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Stops the supervisor and closes the session (the backend gets its DELETE).
+    pub async fn close(&self) {
+        self.cancel.cancel();
+        if let Some(session) = self.session.swap(None) {
+            match Arc::try_unwrap(session) {
+                Ok(session) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), session.cancel()).await;
+                }
+                Err(shared) => drop(shared), // a call still holds it; dropping ours is enough
+            }
+        }
+    }
+
+    /// Runs until the instance is closed: connect, watch, reconnect.
+    pub async fn supervise(self: Arc<Self>, listener: Arc<dyn Listener>) {
+        const MIN_BACKOFF: Duration = Duration::from_millis(200);
+        const MAX_BACKOFF: Duration = Duration::from_secs(30);
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            let Some(session) = self.session.load_full() else {
+                let result = tokio::select! {
+                    r = self.connect() => r,
+                    _ = self.cancel.cancelled() => return,
+                };
+                match result {
+                    Ok(_) => {
+                        backoff = MIN_BACKOFF;
+                        listener.tools_changed(&self.service, &self);
+                    }
+                    Err(e) => {
+                        self.update_health(|h| h.lost(e));
+                        let delay = backoff.mul_f64(rand::rng().random_range(0.75..1.25));
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = self.wake.notified() => {}
+                            _ = self.cancel.cancelled() => return,
+                        }
+                    }
+                }
+                continue;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(self.options.health_interval) => {}
+                _ = self.wake.notified() => {}
+                _ = self.cancel.cancelled() => return,
+            }
+            if self.session.load().is_none() {
+                continue; // a failed call dropped it: reconnect now
+            }
+            if self.relist.swap(false, Ordering::AcqRel) {
+                let listed =
+                    tokio::time::timeout(self.options.connect_timeout, session.list_all_tools())
+                        .await;
+                match listed {
+                    Ok(Ok(tools)) => {
+                        self.tools.store(Arc::new(tools));
+                        self.tools_at_ms.store(now_ms(), Ordering::Release);
+                        listener.tools_changed(&self.service, &self);
+                    }
+                    Ok(Err(e)) => self.lost(
+                        &session,
+                        &format!("tools/list failed: {}", service_kit::client::describe(&e)),
+                    ),
+                    Err(_) => self.update_health(|h| {
+                        h.failure("tools/list timed out".into(), Instant::now())
+                    }),
+                }
+                continue;
+            }
+            self.ping(&session).await;
+        }
+    }
+
+    async fn ping(&self, session: &Arc<Session>) {
+        let ping = session
+            .peer()
+            .send_request(ClientRequest::PingRequest(PingRequest {
+                method: Default::default(),
+                extensions: Default::default(),
+            }));
+        match tokio::time::timeout(self.options.connect_timeout, ping).await {
+            Ok(Ok(_)) => self.update_health(Health::success),
+            Ok(Err(e)) => match classify(e) {
+                Failure::Upstream(_) => self.update_health(Health::success),
+                Failure::NotDelivered(c) | Failure::Lost(c) => {
+                    self.lost(session, &format!("ping failed: {c}"))
+                }
+                other => self.update_health(|h| {
+                    h.failure(format!("ping failed: {other:?}"), Instant::now())
+                }),
+            },
+            Err(_) => {
+                let why = format!(
+                    "ping not answered within {} ms",
+                    self.options.connect_timeout.as_millis()
+                );
+                self.update_health(|h| h.failure(why, Instant::now()))
+            }
+        }
+    }
+}
+
+impl Candidate for Arc<Instance> {
+    fn key(&self) -> &str {
+        &self.id
+    }
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+}
+
+/// Sorts an rmcp client error into what the gateway does about it.
+fn classify(e: ServiceError) -> Failure {
+    match e {
+        ServiceError::McpError(e) if is_transport_closed(&e) => {
+            Failure::Lost(e.message.to_string())
+        }
+        ServiceError::McpError(e) => Failure::Upstream(e),
+        ServiceError::TransportClosed => Failure::NotDelivered("session closed".into()),
+        ServiceError::TransportSend(d) => {
+            let not_delivered = match d
+                .error
+                .downcast_ref::<StreamableHttpError<reqwest::Error>>()
+            {
+                Some(StreamableHttpError::SessionExpired) => true,
+                Some(StreamableHttpError::Client(inner)) => inner.is_connect(),
+                _ => false,
+            };
+            let cause = service_kit::client::root_cause(&d);
+            if not_delivered {
+                Failure::NotDelivered(cause)
+            } else {
+                Failure::Lost(cause)
+            }
+        }
+        other => Failure::Lost(service_kit::client::describe(&other)),
+    }
+}
+
+/// rmcp reports a response stream that closed before its answer as an internal error
+/// carrying a marker in `data`; for the gateway that is a lost backend, not a backend's
+/// own error.
+fn is_transport_closed(e: &rmcp::ErrorData) -> bool {
+    e.data
+        .as_ref()
+        .and_then(|d| d.get("io.modelcontextprotocol/transportClosed"))
+        .is_some()
+}
+
+/// The gateway's client-side handler for one upstream session: hears list changes.
+pub struct UpstreamClient {
+    info: ClientConfig,
+    instance: std::sync::Weak<Instance>,
+}
+
+impl ClientHandler for UpstreamClient {
+    fn get_info(&self) -> ClientConfig {
+        self.info.clone()
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        if let Some(i) = self.instance.upgrade() {
+            tracing::info!(service = %i.service, instance = %i.url, "upstream announced tools/list_changed");
+            i.relist.store(true, Ordering::Release);
+            i.wake.notify_one();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Service
+
+pub struct Service {
+    pub name: Arc<str>,
+    instances: ArcSwap<Vec<Arc<Instance>>>,
+    turn: AtomicUsize,
+    strategy: Strategy,
+    call_timeout_ms: AtomicU64,
+}
+
+/// What `/services` shows of a service.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceView {
+    pub name: String,
+    /// URL of the first instance (the only one for most services).
+    pub url: String,
+    pub state: State,
+    pub call_timeout_ms: u64,
+    pub instances: Vec<InstanceView>,
+}
+
+impl Service {
+    pub fn new(name: &str, options: &Options, call_timeout: Option<Duration>) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            instances: ArcSwap::from_pointee(Vec::new()),
+            turn: AtomicUsize::new(0),
+            strategy: options.strategy,
+            call_timeout_ms: AtomicU64::new(
+                call_timeout.unwrap_or(options.call_timeout).as_millis() as u64,
+            ),
+        })
+    }
+
+    pub fn instances(&self) -> Arc<Vec<Arc<Instance>>> {
+        self.instances.load_full()
+    }
+
+    pub fn set_instances(&self, instances: Vec<Arc<Instance>>) {
+        self.instances.store(Arc::new(instances));
+    }
+
+    pub fn set_call_timeout(&self, t: Duration) {
+        self.call_timeout_ms
+            .store(t.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// The service's tools: those most recently read from any of its instances.
+    pub fn tools(&self) -> Arc<Vec<Tool>> {
+        self.instances()
+            .iter()
+            .max_by_key(|i| (i.tools_at_ms(), !i.tools().is_empty()))
+            .map(|i| i.tools())
+            .unwrap_or_default()
+    }
+
+    pub fn state(&self) -> State {
+        health::aggregate(self.instances().iter().map(|i| i.state()))
+    }
+
+    pub fn view(&self) -> ServiceView {
+        let instances = self.instances();
+        ServiceView {
+            name: self.name.to_string(),
+            url: instances
+                .first()
+                .map(|i| i.url.to_string())
+                .unwrap_or_default(),
+            state: health::aggregate(instances.iter().map(|i| i.state())),
+            call_timeout_ms: self.call_timeout().as_millis() as u64,
+            instances: instances.iter().map(|i| i.view()).collect(),
+        }
+    }
+
+    /// Proxies one `tools/call` (name already translated to the backend's), choosing an
+    /// instance, failing over once when that is safe. `affinity` pins a client session
+    /// to an instance; `retry_safe` says the tool declares itself read-only/idempotent.
+    pub async fn call_tool(
+        &self,
+        params: CallToolRequestParams,
+        affinity: Option<&str>,
+        retry_safe: bool,
+    ) -> Result<CallToolResponse, CallError> {
+        let timeout = self.call_timeout();
+        let mut tried: Vec<Arc<Instance>> = Vec::new();
+        let mut waited = false;
+        loop {
+            let (instance, admission) = match self.choose(affinity, &tried) {
+                Ok(pick) => pick,
+                Err(e) => return Err(e),
+            };
+            let generation = *instance.generation.borrow();
+            let failure = match instance.call(params.clone(), timeout, admission).await {
+                Ok(response) => return Ok(response),
+                Err(f) => f,
+            };
+            let retry = tried.len() < 2
+                && match &failure {
+                    Failure::NotDelivered(_) => true,
+                    Failure::Lost(_) => retry_safe,
+                    _ => false,
+                };
+            if !retry {
+                return Err(self.error(failure, retry_safe));
+            }
+            tracing::debug!(service = %self.name, instance = %instance.url, ?failure, "retrying call");
+            // With no other instance to go to, a lost session is worth one short wait
+            // for the supervisor's reconnect (a restarted backend answers again quickly).
+            let others = self.instances().iter().any(|i| {
+                !Arc::ptr_eq(i, &instance)
+                    && !tried.iter().any(|t| Arc::ptr_eq(t, i))
+                    && i.available(Instant::now())
+            });
+            if !others && !waited && matches!(failure, Failure::NotDelivered(_) | Failure::Lost(_))
+            {
+                waited = true;
+                if instance.await_new_session(generation).await {
+                    continue;
+                }
+                return Err(self.error(failure, retry_safe));
+            }
+            tried.push(instance);
+        }
+    }
+
+    /// An instance that can take a call now, skipping `tried`.
+    fn choose(
+        &self,
+        affinity: Option<&str>,
+        tried: &[Arc<Instance>],
+    ) -> Result<(Arc<Instance>, Admission), CallError> {
+        let now = Instant::now();
+        let instances = self.instances();
+        let candidates: Vec<Arc<Instance>> = instances
+            .iter()
+            .filter(|i| !tried.iter().any(|t| Arc::ptr_eq(t, i)) && i.available(now))
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            return Err(self.unavailable(&instances, now));
+        }
+        let picked = &candidates[balance::pick(self.strategy, &candidates, affinity, &self.turn)];
+        let admission = if picked.dirty.load(Ordering::Acquire) {
+            picked.health().admit(now)
+        } else {
+            Admission::Allowed
+        };
+        match admission {
+            Admission::Refused(d) => Err(CallError::CircuitOpen {
+                service: self.name.to_string(),
+                retry_in_ms: d.as_millis() as u64,
+            }),
+            a => Ok((Arc::clone(picked), a)),
+        }
+    }
+
+    /// The error for "no instance can take this call", naming each one's cause.
+    fn unavailable(&self, instances: &[Arc<Instance>], now: Instant) -> CallError {
+        if instances.is_empty() {
+            return CallError::Unavailable {
+                service: self.name.to_string(),
+                cause: "no instance registered".into(),
+            };
+        }
+        // All refused by open breakers: say so, with the soonest retry.
+        let open: Vec<Duration> = instances
+            .iter()
+            .filter(|i| i.session.load().is_some())
+            .filter_map(|i| i.health().refusing(now))
+            .collect();
+        if open.len() == instances.len() {
+            return CallError::CircuitOpen {
+                service: self.name.to_string(),
+                retry_in_ms: open.iter().min().copied().unwrap_or_default().as_millis() as u64,
+            };
+        }
+        let causes: Vec<String> = instances
+            .iter()
+            .map(|i| {
+                let cause = i.last_error_or(match i.state() {
+                    State::Starting => "not connected yet",
+                    _ => "no session",
+                });
+                if instances.len() == 1 {
+                    cause
+                } else {
+                    format!("{}: {cause}", i.url)
+                }
+            })
+            .collect();
+        CallError::Unavailable {
+            service: self.name.to_string(),
+            cause: causes.join("; "),
+        }
+    }
+
+    fn error(&self, failure: Failure, retry_safe: bool) -> CallError {
+        let service = self.name.to_string();
+        match failure {
+            Failure::Upstream(e) => CallError::Upstream(e),
+            Failure::Timeout(ms) => CallError::Timeout { service, ms },
+            Failure::NotDelivered(cause) => CallError::Unavailable { service, cause },
+            Failure::Lost(cause) if !retry_safe => CallError::Unavailable {
+                service,
+                cause: format!(
+                    "{cause} (the call may have run; not retried because the tool is not declared read-only or idempotent)"
+                ),
+            },
+            Failure::Lost(cause) => CallError::Unavailable { service, cause },
+        }
+    }
+}
