@@ -29,6 +29,14 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Concurrent POSTs multiplexed over the session.
     pub max_concurrent_requests: usize,
+    /// Let rmcp re-initialize by itself and repeat requests when the server answers
+    /// 404 (session expired). The gateway turns this off: it wants to know, re-read the
+    /// backend's lists, and decide itself what may be repeated.
+    pub reinit_on_expired_session: bool,
+    /// How often a broken SSE response stream is resumed before the request fails, and
+    /// the first delay (doubling, capped at 5 s).
+    pub sse_retries: usize,
+    pub sse_retry_base: Duration,
 }
 
 impl Default for ClientOptions {
@@ -38,6 +46,9 @@ impl Default for ClientOptions {
             bearer: None,
             connect_timeout: Duration::from_secs(5),
             max_concurrent_requests: 256,
+            reinit_on_expired_session: true,
+            sse_retries: 5,
+            sse_retry_base: Duration::from_millis(200),
         }
     }
 }
@@ -78,9 +89,10 @@ pub async fn connect_with<H: ClientHandler>(
     let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string())
         .max_concurrent_requests(options.max_concurrent_requests);
     config.auth_header = options.bearer.clone();
+    config.reinit_on_expired_session = options.reinit_on_expired_session;
     let mut backoff = ExponentialBackoff::default();
-    backoff.max_times = Some(5);
-    backoff.base_duration = Duration::from_millis(200);
+    backoff.max_times = Some(options.sse_retries);
+    backoff.base_duration = options.sse_retry_base;
     backoff.max_delay = Some(Duration::from_secs(5));
     config.retry_config = Arc::new(backoff);
     let transport =

@@ -100,13 +100,77 @@ pub async fn register_with_retry(
 }
 
 /// Spawns [`register_with_retry`] in the background; the service keeps serving whether
-/// or not a gateway ever answers.
+/// or not a gateway ever answers. Keep the handle to unregister on graceful shutdown.
 pub fn spawn(
     target: GatewayTarget,
     registration: Registration,
     shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<Outcome> {
-    tokio::spawn(async move { register_with_retry(&target, &registration, &shutdown).await })
+) -> Handle {
+    let (t, r) = (target.clone(), registration.clone());
+    Handle {
+        task: tokio::spawn(async move { register_with_retry(&t, &r, &shutdown).await }),
+        target,
+        registration,
+    }
+}
+
+/// A background registration, to be undone when the service stops gracefully.
+pub struct Handle {
+    task: tokio::task::JoinHandle<Outcome>,
+    target: GatewayTarget,
+    registration: Registration,
+}
+
+impl Handle {
+    /// If the registration went through, removes this instance from the gateway
+    /// (`DELETE /services/{name}?url=...`), so the gateway stops routing to a service
+    /// that is going away. Bounded in time; a gateway that is gone is not an error.
+    pub async fn unregister(self) -> bool {
+        let outcome = match tokio::time::timeout(Duration::from_secs(1), self.task).await {
+            Ok(Ok(outcome)) => outcome,
+            _ => return false,
+        };
+        if outcome != Outcome::Registered {
+            return false;
+        }
+        match unregister(&self.target, &self.registration).await {
+            Ok(()) => {
+                tracing::info!(gateway = %self.target.base_url, name = %self.registration.name,
+                    "unregistered from gateway");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(gateway = %self.target.base_url, "could not unregister: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// `DELETE {gateway}/services/{name}?url={url}` with the token; a 404 (already gone)
+/// counts as done.
+pub async fn unregister(target: &GatewayTarget, registration: &Registration) -> Result<(), String> {
+    let base = format!(
+        "{}/services/{}",
+        target.base_url.trim_end_matches('/'),
+        registration.name
+    );
+    let url = url::Url::parse_with_params(&base, [("url", registration.url.as_str())])
+        .map_err(|e| format!("bad gateway URL {base}: {e}"))?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .delete(url)
+        .bearer_auth(&target.token)
+        .send()
+        .await
+        .map_err(|e| crate::client::root_cause(&e))?;
+    match resp.status() {
+        s if s.is_success() || s == reqwest::StatusCode::NOT_FOUND => Ok(()),
+        s => Err(format!("gateway answered {s}")),
+    }
 }
 
 fn jitter(d: Duration) -> Duration {

@@ -101,10 +101,10 @@ pub async fn run(
     let shop = Arc::new(Shop::new(gateway));
     let app = router(shop, &config.allowed_hosts, shutdown.clone());
 
-    if config.register
+    let registered = if config.register
         && let Some(url) = gateway_url
     {
-        registration::spawn(
+        Some(registration::spawn(
             GatewayTarget {
                 base_url: url.to_string(),
                 token: config.token.clone(),
@@ -114,8 +114,10 @@ pub async fn run(
                 url: public_url.clone(),
             },
             shutdown.clone(),
-        );
-    }
+        ))
+    } else {
+        None
+    };
     tracing::info!(
         %addr, mcp = %public_url, gateway = gateway_url.unwrap_or("none"),
         register = config.register && gateway_url.is_some(),
@@ -124,6 +126,9 @@ pub async fn run(
     service_kit::serve::serve(listener, app, shutdown)
         .await
         .map_err(|e| anyhow::anyhow!("serving on {addr} failed: {e}"))?;
+    if let Some(handle) = registered {
+        handle.unregister().await;
+    }
     tracing::info!("shopping-service stopped");
     Ok(())
 }

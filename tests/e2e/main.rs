@@ -7,8 +7,8 @@ mod support;
 
 mod auth;
 mod compose;
+mod faults;
 mod federation;
 mod persistence;
 mod registration;
-mod resilience;
 mod seed;

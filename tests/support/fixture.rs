@@ -1,7 +1,15 @@
 //! A small MCP server for tests: offers the tools it is given; each answers with which
 //! server and tool ran and the arguments it got, so routing is visible in the result.
+//! Tools named `hang*` never answer (until cancelled: the fixture counts cancellations);
+//! tools named `slow*` answer after 800 ms. Every call is counted.
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
@@ -22,6 +30,10 @@ use tokio_util::sync::CancellationToken;
 pub struct Fixture {
     name: Arc<str>,
     tools: Arc<Vec<Tool>>,
+    /// Calls received.
+    pub calls: Arc<AtomicUsize>,
+    /// `hang*` calls that were cancelled by the client (`notifications/cancelled`).
+    pub cancelled: Arc<AtomicUsize>,
 }
 
 impl Fixture {
@@ -39,7 +51,11 @@ impl Fixture {
                         "$defs": {"unused": {"type": "integer"}},
                         "additionalProperties": false
                     },
-                    "annotations": {"readOnlyHint": true}
+                    "annotations": if t.starts_with("write") {
+                        json!({"readOnlyHint": false, "destructiveHint": true})
+                    } else {
+                        json!({"readOnlyHint": true})
+                    }
                 }))
                 .expect("tool definition")
             })
@@ -47,6 +63,8 @@ impl Fixture {
         Self {
             name: name.into(),
             tools: Arc::new(tools),
+            calls: Arc::new(AtomicUsize::new(0)),
+            cancelled: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -84,8 +102,21 @@ impl ServerHandler for Fixture {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if request.name.starts_with("hang") {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = context.ct.cancelled() => {
+                    self.cancelled.fetch_add(1, Ordering::SeqCst);
+                    return Err(ErrorData::internal_error("cancelled", None));
+                }
+            }
+        }
+        if request.name.starts_with("slow") {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+        }
         if !self.tools.iter().any(|t| t.name == request.name) {
             return Err(ErrorData::invalid_params(
                 format!("fixture {} has no tool {}", self.name, request.name),

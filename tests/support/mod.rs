@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fixture;
+pub mod procs;
 
 use std::{
     net::SocketAddr,
@@ -23,6 +24,26 @@ pub struct Running {
     pub addr: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Anything with an HTTP base URL: an in-process component or a child process.
+pub trait Target {
+    fn base_url(&self) -> String;
+    fn mcp(&self) -> String {
+        format!("{}/mcp", self.base_url())
+    }
+}
+
+impl Target for Running {
+    fn base_url(&self) -> String {
+        self.base()
+    }
+}
+
+impl Target for procs::Proc {
+    fn base_url(&self) -> String {
+        self.base()
+    }
 }
 
 impl Running {
@@ -108,8 +129,17 @@ pub async fn start_user(gateway: Option<&Running>) -> Running {
 
 /// A fixture MCP server offering `tools` (each echoes its call).
 pub async fn start_fixture(name: &str, tools: &[&str]) -> Running {
-    let server = fixture::Fixture::new(name, tools);
-    spawn(ephemeral().await, move |l, s| server.serve(l, s))
+    serve_fixture(fixture::Fixture::new(name, tools)).await
+}
+
+/// Serves `fixture` (keep a clone to read its counters) on an ephemeral port.
+pub async fn serve_fixture(fixture: fixture::Fixture) -> Running {
+    serve_fixture_on(ephemeral().await, fixture)
+}
+
+/// Serves `fixture` on `listener`.
+pub fn serve_fixture_on(listener: TcpListener, fixture: fixture::Fixture) -> Running {
+    spawn(listener, move |l, s| fixture.serve(l, s))
 }
 
 /// The gateway and both services, registered, in a temp dir that lives with the value.
@@ -172,9 +202,9 @@ where
 }
 
 /// `GET /services` as JSON.
-pub async fn services(gateway: &Running) -> Value {
+pub async fn services(gateway: &impl Target) -> Value {
     http()
-        .get(format!("{}/services", gateway.base()))
+        .get(format!("{}/services", gateway.base_url()))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -185,7 +215,7 @@ pub async fn services(gateway: &Running) -> Value {
 }
 
 /// The state of `name` in `/services`, if listed.
-pub async fn service_state(gateway: &Running, name: &str) -> Option<String> {
+pub async fn service_state(gateway: &impl Target, name: &str) -> Option<String> {
     let s = services(gateway).await;
     s["services"]
         .as_array()?
@@ -195,7 +225,7 @@ pub async fn service_state(gateway: &Running, name: &str) -> Option<String> {
 }
 
 /// Waits until every service in `names` is registered and healthy.
-pub async fn wait_for_services(gateway: &Running, names: &[&str]) {
+pub async fn wait_for_services(gateway: &impl Target, names: &[&str]) {
     for name in names {
         wait_until(
             &format!("{name} to be registered and healthy"),
@@ -207,13 +237,13 @@ pub async fn wait_for_services(gateway: &Running, names: &[&str]) {
 }
 
 /// A sessionless JSON-RPC post to `/mcp` with the token: (HTTP status, JSON body).
-pub async fn rpc(gateway: &Running, method: &str, params: Value) -> (u16, Value) {
+pub async fn rpc(gateway: &impl Target, method: &str, params: Value) -> (u16, Value) {
     let mut body = json!({"jsonrpc": "2.0", "id": 1, "method": method});
     if !params.is_null() {
         body["params"] = params;
     }
     let resp = http()
-        .post(gateway.mcp_url())
+        .post(gateway.mcp())
         .bearer_auth(TOKEN)
         .json(&body)
         .send()
@@ -226,7 +256,7 @@ pub async fn rpc(gateway: &Running, method: &str, params: Value) -> (u16, Value)
 }
 
 /// `tools/call` over a sessionless post; returns the JSON-RPC response.
-pub async fn call(gateway: &Running, tool: &str, arguments: Value) -> Value {
+pub async fn call(gateway: &impl Target, tool: &str, arguments: Value) -> Value {
     rpc(
         gateway,
         "tools/call",
@@ -237,7 +267,7 @@ pub async fn call(gateway: &Running, tool: &str, arguments: Value) -> Value {
 }
 
 /// Names in a sessionless `tools/list`.
-pub async fn tool_names(gateway: &Running) -> Vec<String> {
+pub async fn tool_names(gateway: &impl Target) -> Vec<String> {
     let (status, body) = rpc(gateway, "tools/list", Value::Null).await;
     assert_eq!(status, 200, "{body}");
     body["result"]["tools"]
@@ -249,9 +279,9 @@ pub async fn tool_names(gateway: &Running) -> Vec<String> {
 }
 
 /// An rmcp client session with the gateway, authenticated.
-pub async fn mcp_client(gateway: &Running) -> ClientSession {
+pub async fn mcp_client(gateway: &impl Target) -> ClientSession {
     service_kit::client::connect(
-        &gateway.mcp_url(),
+        &gateway.mcp(),
         &ClientOptions {
             client_name: "e2e-test".into(),
             bearer: Some(TOKEN.into()),
@@ -263,14 +293,14 @@ pub async fn mcp_client(gateway: &Running) -> ClientSession {
 }
 
 /// POST /register with the token: (status, body).
-pub async fn register(gateway: &Running, name: &str, url: &str) -> (u16, Value) {
+pub async fn register(gateway: &impl Target, name: &str, url: &str) -> (u16, Value) {
     register_with(gateway, json!({"name": name, "url": url})).await
 }
 
 /// POST /register with any body: (status, body).
-pub async fn register_with(gateway: &Running, body: Value) -> (u16, Value) {
+pub async fn register_with(gateway: &impl Target, body: Value) -> (u16, Value) {
     let resp = http()
-        .post(format!("{}/register", gateway.base()))
+        .post(format!("{}/register", gateway.base_url()))
         .bearer_auth(TOKEN)
         .json(&body)
         .send()

@@ -88,7 +88,7 @@ pub async fn run(
     });
     tracing::info!(%addr, %public_url, users = data::users().len(), "{SERVICE_NAME} listening");
 
-    if let Some(base_url) = config.gateway_url {
+    let registered = config.gateway_url.map(|base_url| {
         registration::spawn(
             GatewayTarget {
                 base_url,
@@ -99,13 +99,17 @@ pub async fn run(
                 url: public_url,
             },
             shutdown.clone(),
-        );
-    }
+        )
+    });
 
     let app = router(shutdown.clone(), &config.allowed_hosts);
     service_kit::serve::serve(listener, app, shutdown)
         .await
-        .map_err(|e| anyhow::anyhow!("{SERVICE_NAME} on {addr} stopped: {e}"))
+        .map_err(|e| anyhow::anyhow!("{SERVICE_NAME} on {addr} stopped: {e}"))?;
+    if let Some(handle) = registered {
+        handle.unregister().await;
+    }
+    Ok(())
 }
 
 /// The service's HTTP surface: the MCP endpoint at `/mcp` (sessions end when `shutdown`

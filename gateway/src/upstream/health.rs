@@ -177,6 +177,23 @@ impl Health {
         self.set(State::Healthy)
     }
 
+    /// A health ping was answered. That proves the session, not the tools: it does not
+    /// forgive call failures, except as the probe of an open circuit whose cool-down has
+    /// passed.
+    pub fn ping_ok(&mut self, now: Instant) -> bool {
+        self.last_check = Some(SystemTime::now());
+        match self.breaker {
+            Breaker::HalfOpen => self.success(),
+            Breaker::Open if self.open_until.is_none_or(|u| now >= u) => self.success(),
+            Breaker::Open => false,
+            Breaker::Closed if self.consecutive_failures == 0 => {
+                self.last_error = None;
+                self.set(State::Healthy)
+            }
+            Breaker::Closed => false,
+        }
+    }
+
     /// A call or ping failed (timeout, transport error) while the session looked alive.
     pub fn failure(&mut self, error: String, now: Instant) -> bool {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
@@ -297,6 +314,27 @@ mod tests {
             (State::Healthy, Breaker::Closed)
         );
         assert_eq!(snap.previous, Some(State::Down));
+    }
+
+    #[test]
+    fn a_ping_does_not_forgive_call_failures_but_can_be_the_probe() {
+        let mut h = health();
+        let t0 = Instant::now();
+        h.success();
+        h.failure("call timed out".into(), t0);
+        h.ping_ok(t0);
+        assert_eq!(h.state(), State::Degraded);
+        assert_eq!(h.snapshot().consecutive_failures, 1);
+        h.failure("call timed out".into(), t0);
+        h.failure("call timed out".into(), t0);
+        assert_eq!(h.snapshot().breaker, Breaker::Open);
+        h.ping_ok(t0 + Duration::from_secs(1));
+        assert_eq!(h.snapshot().breaker, Breaker::Open, "still cooling down");
+        h.ping_ok(t0 + Duration::from_secs(6));
+        assert_eq!(
+            (h.state(), h.snapshot().breaker),
+            (State::Healthy, Breaker::Closed)
+        );
     }
 
     #[test]

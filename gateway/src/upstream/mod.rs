@@ -86,8 +86,11 @@ pub enum CallError {
 /// How one attempt on one instance failed.
 #[derive(Debug)]
 enum Failure {
-    /// Not sent or not processed (no session, refused connection, expired session).
+    /// Not sent or not processed (no session, refused connection).
     NotDelivered(String),
+    /// The backend answered 404 for the session: it restarted, did not process the
+    /// request, and a new session is worth waiting for.
+    Expired(String),
     /// The session broke while the request was in flight: it may have run.
     Lost(String),
     Timeout(u64),
@@ -251,6 +254,11 @@ impl Instance {
             bearer: None,
             connect_timeout: self.options.connect_timeout,
             max_concurrent_requests: 1024,
+            reinit_on_expired_session: false,
+            // A response stream that breaks is resumed briefly; a dead backend must
+            // fail the call fast, not after seconds of backoff.
+            sse_retries: 2,
+            sse_retry_base: Duration::from_millis(50),
         };
         let handler = UpstreamClient {
             info: service_kit::client::client_config(&options),
@@ -307,7 +315,9 @@ impl Instance {
                 let why = format!("call timed out after {ms} ms");
                 self.update_health(|h| h.failure(why, Instant::now()));
             }
-            Err(Failure::NotDelivered(cause) | Failure::Lost(cause)) => self.lost(&session, cause),
+            Err(Failure::NotDelivered(cause) | Failure::Lost(cause) | Failure::Expired(cause)) => {
+                self.lost(&session, cause)
+            }
         }
         result
     }
@@ -426,10 +436,10 @@ impl Instance {
                 extensions: Default::default(),
             }));
         match tokio::time::timeout(self.options.connect_timeout, ping).await {
-            Ok(Ok(_)) => self.update_health(Health::success),
+            Ok(Ok(_)) => self.update_health(|h| h.ping_ok(Instant::now())),
             Ok(Err(e)) => match classify(e) {
-                Failure::Upstream(_) => self.update_health(Health::success),
-                Failure::NotDelivered(c) | Failure::Lost(c) => {
+                Failure::Upstream(_) => self.update_health(|h| h.ping_ok(Instant::now())),
+                Failure::NotDelivered(c) | Failure::Lost(c) | Failure::Expired(c) => {
                     self.lost(session, &format!("ping failed: {c}"))
                 }
                 other => self.update_health(|h| {
@@ -468,19 +478,16 @@ fn classify(e: ServiceError) -> Failure {
         ServiceError::McpError(e) => Failure::Upstream(e),
         ServiceError::TransportClosed => Failure::NotDelivered("session closed".into()),
         ServiceError::TransportSend(d) => {
-            let not_delivered = match d
+            let cause = service_kit::client::root_cause(&d);
+            match d
                 .error
                 .downcast_ref::<StreamableHttpError<reqwest::Error>>()
             {
-                Some(StreamableHttpError::SessionExpired) => true,
-                Some(StreamableHttpError::Client(inner)) => inner.is_connect(),
-                _ => false,
-            };
-            let cause = service_kit::client::root_cause(&d);
-            if not_delivered {
-                Failure::NotDelivered(cause)
-            } else {
-                Failure::Lost(cause)
+                Some(StreamableHttpError::SessionExpired) => Failure::Expired(cause),
+                Some(StreamableHttpError::Client(inner)) if inner.is_connect() => {
+                    Failure::NotDelivered(cause)
+                }
+                _ => Failure::Lost(cause),
             }
         }
         other => Failure::Lost(service_kit::client::describe(&other)),
@@ -621,7 +628,7 @@ impl Service {
             };
             let retry = tried.len() < 2
                 && match &failure {
-                    Failure::NotDelivered(_) => true,
+                    Failure::NotDelivered(_) | Failure::Expired(_) => true,
                     Failure::Lost(_) => retry_safe,
                     _ => false,
                 };
@@ -629,19 +636,21 @@ impl Service {
                 return Err(self.error(failure, retry_safe));
             }
             tracing::debug!(service = %self.name, instance = %instance.url, ?failure, "retrying call");
-            // With no other instance to go to, a lost session is worth one short wait
-            // for the supervisor's reconnect (a restarted backend answers again quickly).
+            // With no other instance to go to, an expired session is worth one short wait
+            // for the supervisor's reconnect (the backend restarted and is answering).
             let others = self.instances().iter().any(|i| {
                 !Arc::ptr_eq(i, &instance)
                     && !tried.iter().any(|t| Arc::ptr_eq(t, i))
                     && i.available(Instant::now())
             });
-            if !others && !waited && matches!(failure, Failure::NotDelivered(_) | Failure::Lost(_))
-            {
+            if !others && !waited && matches!(failure, Failure::Expired(_)) {
                 waited = true;
                 if instance.await_new_session(generation).await {
                     continue;
                 }
+                return Err(self.error(failure, retry_safe));
+            }
+            if !others {
                 return Err(self.error(failure, retry_safe));
             }
             tried.push(instance);
@@ -724,7 +733,9 @@ impl Service {
         match failure {
             Failure::Upstream(e) => CallError::Upstream(e),
             Failure::Timeout(ms) => CallError::Timeout { service, ms },
-            Failure::NotDelivered(cause) => CallError::Unavailable { service, cause },
+            Failure::NotDelivered(cause) | Failure::Expired(cause) => {
+                CallError::Unavailable { service, cause }
+            }
             Failure::Lost(cause) if !retry_safe => CallError::Unavailable {
                 service,
                 cause: format!(

@@ -1,0 +1,490 @@
+//! Upstreams fail; the gateway does not. Real processes where a crash matters
+//! (SIGKILL), bounded loads, and no wall-clock assertions beyond generous sanity limits:
+//! the latencies are printed for the record.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use crate::support::{procs, *};
+
+/// A bounded closed-loop load: `workers` tasks each make `calls` calls of `tool`.
+/// Returns (successes, failures as (latency, error JSON)).
+async fn load(
+    gateway: String,
+    tool: &'static str,
+    args: Value,
+    workers: usize,
+    calls: usize,
+    pause: Duration,
+) -> (usize, Vec<(Duration, Value)>) {
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (gateway, args) = (gateway.clone(), args.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = http();
+            let mut ok = 0;
+            let mut failed = Vec::new();
+            for _ in 0..calls {
+                let started = Instant::now();
+                let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+                    "params":{"name": tool, "arguments": args}});
+                let resp: Value = client
+                    .post(format!("{gateway}/mcp"))
+                    .bearer_auth(TOKEN)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("gateway answers")
+                    .json()
+                    .await
+                    .expect("JSON");
+                if resp["result"].is_object() && resp["result"]["isError"] != true {
+                    ok += 1;
+                } else {
+                    failed.push((started.elapsed(), resp));
+                }
+                tokio::time::sleep(pause).await;
+            }
+            (ok, failed)
+        }));
+    }
+    let mut ok = 0;
+    let mut failed = Vec::new();
+    for t in tasks {
+        let (o, f) = t.await.expect("load task");
+        ok += o;
+        failed.extend(f);
+    }
+    (ok, failed)
+}
+
+fn p50_max(latencies: &mut [Duration]) -> (Duration, Duration) {
+    latencies.sort();
+    (
+        latencies
+            .get(latencies.len() / 2)
+            .copied()
+            .unwrap_or_default(),
+        latencies.last().copied().unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_service_fails_fast_the_other_keeps_answering_and_recovery_needs_no_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gp = procs::free_port();
+    let mut gateway = procs::gateway(gp, &dir.path().join("gw.db"), &[]).await;
+    let _shop = procs::service("shopping-service", procs::free_port(), gp, true).await;
+    let user_port = procs::free_port();
+    let mut user = procs::service("user-service", user_port, gp, true).await;
+    wait_for_services(&gateway, &["shopping-service", "user-service"]).await;
+
+    // Load on both services; user-service is killed while it runs.
+    let base = gateway.base();
+    let shop_load = tokio::spawn(load(
+        base.clone(),
+        "getProductById",
+        json!({"id": "123"}),
+        4,
+        60,
+        Duration::from_millis(10),
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    user.kill9().await;
+    let (user_ok, user_failed) = load(
+        base.clone(),
+        "getUserById",
+        json!({"id": "456"}),
+        2,
+        20,
+        Duration::from_millis(10),
+    )
+    .await;
+    let (shop_ok, shop_failed) = shop_load.await.expect("shopping load");
+    assert!(
+        shop_failed.is_empty(),
+        "calls to the healthy service failed: {shop_failed:?}"
+    );
+    assert_eq!(shop_ok, 240);
+    assert_eq!(user_ok, 0, "the dead service cannot answer");
+    let mut latencies: Vec<Duration> = user_failed.iter().map(|(d, _)| *d).collect();
+    for (_, e) in &user_failed {
+        assert_eq!(e["error"]["code"], -32000, "{e}");
+        assert_eq!(e["error"]["data"]["service"], "user-service", "{e}");
+    }
+    for (d, e) in user_failed
+        .iter()
+        .filter(|(d, _)| *d > Duration::from_millis(100))
+    {
+        eprintln!("slow failure after {d:?}: {e}");
+    }
+    let (p50, max) = p50_max(&mut latencies);
+    eprintln!(
+        "dead service: {} calls failed, p50 {p50:?}, max {max:?}; healthy service: {shop_ok} ok, 0 failed",
+        user_failed.len()
+    );
+    assert!(
+        max < Duration::from_secs(4),
+        "fail fast, not at the 5 s call timeout: {max:?}"
+    );
+    assert!(
+        tool_names(&gateway)
+            .await
+            .contains(&"getUserById".to_string())
+    );
+    wait_until(
+        "user-service down in /services",
+        Duration::from_secs(5),
+        || async { service_state(&gateway, "user-service").await.as_deref() == Some("down") },
+    )
+    .await;
+
+    // Restart it without self-registration: the gateway's own supervisor finds it.
+    let started = Instant::now();
+    let _user = procs::service("user-service", user_port, gp, false).await;
+    wait_for_services(&gateway, &["user-service"]).await;
+    eprintln!(
+        "user-service back in the gateway {:?} after its restart",
+        started.elapsed()
+    );
+    let r = call(&gateway, "getUserById", json!({"id": "456"})).await;
+    assert_eq!(r["result"]["structuredContent"]["id"], "456", "{r}");
+    assert!(
+        tool_names(&gateway)
+            .await
+            .contains(&"getUserById".to_string())
+    );
+    assert_eq!(gateway.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_with_one_killed_callers_see_no_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gp = procs::free_port();
+    let gateway = procs::gateway(gp, &dir.path().join("gw.db"), &[]).await;
+    let _a = procs::service("shopping-service", procs::free_port(), gp, true).await;
+    let mut b = procs::service("shopping-service", procs::free_port(), gp, true).await;
+    wait_until(
+        "two shopping-service instances",
+        Duration::from_secs(20),
+        || async {
+            let s = services(&gateway).await;
+            s["services"][0]["instances"].as_array().map(Vec::len) == Some(2)
+                && s["services"][0]["state"] == "healthy"
+        },
+    )
+    .await;
+
+    let base = gateway.base();
+    let running = tokio::spawn(load(
+        base,
+        "getProductById",
+        json!({"id": "123"}),
+        4,
+        80,
+        Duration::from_millis(5),
+    ));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    b.kill9().await;
+    let (ok, failed) = running.await.expect("load");
+    assert!(
+        failed.is_empty(),
+        "{} callers saw errors: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert_eq!(ok, 320);
+    wait_until(
+        "the killed instance marked down",
+        Duration::from_secs(5),
+        || async {
+            let s = services(&gateway).await;
+            s["services"][0]["state"] == "degraded"
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateway_comes_back_with_every_registration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("gw.db");
+    let gp = procs::free_port();
+    let mut gateway = procs::gateway(gp, &store, &[]).await;
+    let _shop = procs::service("shopping-service", procs::free_port(), gp, true).await;
+    let _user = procs::service("user-service", procs::free_port(), gp, true).await;
+    let extra = start_fixture("extra", &["extraTool"]).await;
+    let (status, _) = register(&gateway, "extra", &extra.mcp_url()).await;
+    assert_eq!(status, 201);
+    wait_for_services(&gateway, &["shopping-service", "user-service", "extra"]).await;
+    gateway.kill9().await;
+
+    let gateway = procs::gateway(gp, &store, &[]).await;
+    wait_for_services(&gateway, &["shopping-service", "user-service", "extra"]).await;
+    let r = call(&gateway, "extraTool", json!({})).await;
+    assert_eq!(r["result"]["structuredContent"]["server"], "extra", "{r}");
+    let r = call(&gateway, "getProductById", json!({"id": "123"})).await;
+    assert_eq!(r["result"]["structuredContent"]["id"], "123", "{r}");
+    extra.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_backend_times_out_by_name_is_cancelled_and_then_short_circuited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.breaker_failures = 2;
+    config.breaker_cooldown_ms = 60_000;
+    let gateway = start_gateway(config).await;
+    let shop = start_shopping(Some(&gateway)).await;
+    wait_for_services(&gateway, &["shopping-service"]).await;
+    let fixture = fixture::Fixture::new("stuck", &["hangForever"]);
+    let stuck = serve_fixture(fixture.clone()).await;
+    let (status, body) = register_with(
+        &gateway,
+        json!({"name": "stuck", "url": stuck.mcp_url(), "callTimeoutMs": 400}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    // While the stuck call waits, the other service answers.
+    let g = gateway.base();
+    let hung = tokio::spawn(async move {
+        let started = Instant::now();
+        let client = http();
+        let r: Value = client
+            .post(format!("{g}/mcp"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"hangForever","arguments":{}}}))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        (started.elapsed(), r)
+    });
+    let answered = Arc::new(AtomicUsize::new(0));
+    for _ in 0..10 {
+        let r = call(&gateway, "getProductById", json!({"id": "123"})).await;
+        assert_eq!(r["result"]["structuredContent"]["id"], "123", "{r}");
+        answered.fetch_add(1, Ordering::SeqCst);
+    }
+    let (took, r) = hung.await.expect("hung call");
+    eprintln!("hanging backend: timed out after {took:?}: {r}");
+    assert_eq!(r["error"]["code"], -32001, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("\"stuck\""),
+        "{r}"
+    );
+    assert_eq!(answered.load(Ordering::SeqCst), 10);
+    // The backend was told to stop working on it.
+    wait_until(
+        "notifications/cancelled at the backend",
+        Duration::from_secs(5),
+        || async { fixture.cancelled.load(Ordering::SeqCst) >= 1 },
+    )
+    .await;
+
+    // A second timeout opens the circuit: further calls fail at once, naming it.
+    let r = call(&gateway, "hangForever", json!({})).await;
+    assert_eq!(r["error"]["code"], -32001, "{r}");
+    let before = fixture.calls.load(Ordering::SeqCst);
+    let started = Instant::now();
+    let r = call(&gateway, "hangForever", json!({})).await;
+    eprintln!("circuit open answer after {:?}: {r}", started.elapsed());
+    assert_eq!(r["error"]["code"], -32003, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("circuit open"),
+        "{r}"
+    );
+    assert_eq!(
+        fixture.calls.load(Ordering::SeqCst),
+        before,
+        "nothing reached the backend"
+    );
+    assert_eq!(
+        service_state(&gateway, "stuck").await.as_deref(),
+        Some("down")
+    );
+    stuck.stop().await;
+    shop.stop().await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_closes_again_after_a_successful_probe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.breaker_failures = 1;
+    config.breaker_cooldown_ms = 300;
+    let gateway = start_gateway(config).await;
+    let stuck = start_fixture("flaky", &["hangOnce", "fine"]).await;
+    let (status, _) = register_with(
+        &gateway,
+        json!({"name": "flaky", "url": stuck.mcp_url(), "callTimeoutMs": 300}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let r = call(&gateway, "hangOnce", json!({})).await;
+    assert_eq!(r["error"]["code"], -32001, "{r}");
+    let r = call(&gateway, "fine", json!({})).await;
+    assert_eq!(
+        r["error"]["code"], -32003,
+        "open right after the failure: {r}"
+    );
+    // After the cool-down a probe goes through (a call or the health ping) and closes it.
+    wait_until("the circuit to close", Duration::from_secs(10), || async {
+        call(&gateway, "fine", json!({})).await["result"]["structuredContent"]["tool"] == "fine"
+    })
+    .await;
+    assert_eq!(
+        service_state(&gateway, "flaky").await.as_deref(),
+        Some("healthy")
+    );
+    stuck.stop().await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_backend_new_session_is_used_and_nothing_is_silently_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let first = fixture::Fixture::new("phoenix", &["readThing", "writeThing"]);
+    let backend = serve_fixture_on(listener, first.clone());
+    let (status, _) = register(&gateway, "phoenix", &backend.mcp_url()).await;
+    assert_eq!(status, 201);
+    let r = call(&gateway, "writeThing", json!({"id": "1"})).await;
+    assert_eq!(
+        r["result"]["structuredContent"]["tool"], "writeThing",
+        "{r}"
+    );
+
+    // The backend restarts on the same address: the gateway's session id is unknown
+    // there now (404). Both kinds of call must succeed on a new session, each exactly
+    // once: a 404 means the request was not processed, so repeating it is safe.
+    backend.stop().await;
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
+    let second = fixture::Fixture::new("phoenix", &["readThing", "writeThing", "newTool"]);
+    let backend = serve_fixture_on(listener, second.clone());
+    let r = call(&gateway, "writeThing", json!({"id": "2"})).await;
+    assert_eq!(
+        r["result"]["structuredContent"]["tool"], "writeThing",
+        "{r}"
+    );
+    let r = call(&gateway, "readThing", json!({"id": "3"})).await;
+    assert_eq!(r["result"]["structuredContent"]["tool"], "readThing", "{r}");
+    assert_eq!(
+        second.calls.load(Ordering::SeqCst),
+        2,
+        "each call ran exactly once"
+    );
+    // The new session's tool list is read again by itself.
+    wait_until(
+        "the restarted backend's new tool",
+        Duration::from_secs(5),
+        || async { tool_names(&gateway).await.contains(&"newTool".to_string()) },
+    )
+    .await;
+    backend.stop().await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stops_unregister_services_and_drain_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gp = procs::free_port();
+    let gateway = procs::gateway(gp, &dir.path().join("gw.db"), &[]).await;
+    let mut user = procs::service("user-service", procs::free_port(), gp, true).await;
+    wait_for_services(&gateway, &["user-service"]).await;
+    // SIGTERM: the service removes itself from the gateway on the way out.
+    assert_eq!(user.terminate().await, Some(0));
+    wait_until(
+        "user-service unregistered",
+        Duration::from_secs(5),
+        || async { service_state(&gateway, "user-service").await.is_none() },
+    )
+    .await;
+    assert!(
+        !tool_names(&gateway)
+            .await
+            .contains(&"getUserById".to_string())
+    );
+
+    // DELETE /services/{name} by an operator, and its errors.
+    let extra = start_fixture("extra", &["x1"]).await;
+    register(&gateway, "extra", &extra.mcp_url()).await;
+    let c = http();
+    let r = c
+        .delete(format!("{}/services/nope", gateway.base()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 404);
+    let r = c
+        .delete(format!("{}/services/extra", gateway.base()))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 401, "unregistering needs the token");
+    let r = c
+        .delete(format!("{}/services/extra", gateway.base()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(service_state(&gateway, "extra").await.is_none());
+    extra.stop().await;
+    drop(gateway);
+
+    // The gateway drains: a call in flight when shutdown starts still gets its answer.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let slow = start_fixture("slowpoke", &["slowAnswer"]).await;
+    register(&gateway, "slowpoke", &slow.mcp_url()).await;
+    let g = gateway.base();
+    let in_flight = tokio::spawn(async move {
+        let r: Value = http()
+            .post(format!("{g}/mcp"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"slowAnswer","arguments":{}}}))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        r
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let addr = gateway.addr;
+    gateway.stop().await;
+    let r = in_flight.await.expect("call");
+    assert_eq!(
+        r["result"]["structuredContent"]["tool"], "slowAnswer",
+        "{r}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the gateway no longer accepts connections"
+    );
+    slow.stop().await;
+}

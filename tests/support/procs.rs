@@ -1,0 +1,185 @@
+//! Real processes for fault tests: the workspace's own binaries (`gateway`,
+//! `shopping-service`, `user-service`), started on free loopback ports and killed with
+//! SIGKILL or stopped with SIGTERM. `cargo test --workspace` builds these binaries
+//! before any test runs (each package has integration tests).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use tokio::process::{Child, Command};
+
+use super::{TOKEN, http, wait_until};
+
+/// Builds the stack's binaries once per test run, so a test never runs a stale one
+/// (`cargo test -p mcp-federation` alone would not rebuild them).
+fn build_binaries() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--bins",
+                "-p",
+                "gateway",
+                "-p",
+                "shopping-service",
+                "-p",
+                "user-service",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the stack's binaries failed");
+    });
+}
+
+/// `target/<profile>/<name>`, next to this test binary's `deps/` directory.
+pub fn binary(name: &str) -> PathBuf {
+    build_binaries();
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (it builds every binary)",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A child process of the stack; killed when dropped.
+pub struct Proc {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Proc {
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// SIGKILL: no shutdown code runs (a crash).
+    pub async fn kill9(&mut self) {
+        self.child.kill().await.expect("SIGKILL");
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit; returns the exit code.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().expect("running").to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid}");
+        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit within 15 s of SIGTERM", self.name))
+            .expect("wait")
+            .code()
+    }
+
+    async fn wait_healthy(&self) {
+        let url = format!("{}/health", self.base());
+        wait_until(
+            &format!("{} to answer /health", self.name),
+            Duration::from_secs(20),
+            || async { matches!(http().get(&url).send().await, Ok(r) if r.status().is_success()) },
+        )
+        .await;
+    }
+}
+
+async fn start(name: &'static str, port: u16, args: &[String], envs: &[(&str, String)]) -> Proc {
+    let mut cmd = Command::new(binary(name));
+    cmd.args(args)
+        .env_remove("MCP_BEARER_TOKEN")
+        .env(
+            "RUST_LOG",
+            std::env::var("E2E_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .env("MCP_BEARER_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stdout(if std::env::var_os("E2E_CHILD_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GATEWAY_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let proc = Proc {
+        name,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        child,
+    };
+    proc.wait_healthy().await;
+    proc
+}
+
+/// The gateway on `port` with its store at `store`, fast health checks.
+pub async fn gateway(port: u16, store: &Path, envs: &[(&str, String)]) -> Proc {
+    let mut all = vec![
+        ("GATEWAY_HEALTH_INTERVAL_MS", "300".to_string()),
+        ("GATEWAY_CONNECT_TIMEOUT_MS", "2000".to_string()),
+        ("GATEWAY_CALL_TIMEOUT_MS", "5000".to_string()),
+    ];
+    all.extend(envs.iter().cloned());
+    start(
+        "gateway",
+        port,
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--store".into(),
+            store.display().to_string(),
+        ],
+        &all,
+    )
+    .await
+}
+
+/// A demo service (`shopping-service` or `user-service`) on `port`, registering with
+/// the gateway on `gateway_port` unless `register` is false.
+pub async fn service(name: &'static str, port: u16, gateway_port: u16, register: bool) -> Proc {
+    let mut args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--gateway-url".into(),
+        format!("http://127.0.0.1:{gateway_port}"),
+    ];
+    if !register {
+        args.push("--no-register".into());
+    }
+    start(name, port, &args, &[]).await
+}
