@@ -488,3 +488,47 @@ async fn graceful_stops_unregister_services_and_drain_calls() {
     );
     slow.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_plain_calls_and_a_session_stays_on_its_instance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let a = start_fixture("pool-a", &["whoAmI"]).await;
+    let b = start_fixture("pool-b", &["whoAmI"]).await;
+    for f in [&a, &b] {
+        let (status, body) = register(&gateway, "pool", &f.mcp_url()).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    wait_for_services(&gateway, &["pool"]).await;
+    // Plain calls (no session) are spread over both instances.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let r = call(&gateway, "whoAmI", json!({})).await;
+        seen.insert(
+            r["result"]["structuredContent"]["server"]
+                .as_str()
+                .expect("server")
+                .to_string(),
+        );
+    }
+    assert_eq!(seen.len(), 2, "round robin reached {seen:?}");
+    // A client with a session gets the same instance every time.
+    let client = mcp_client(&gateway).await;
+    let mut pinned = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let r = client
+            .call_tool(rmcp::model::CallToolRequestParams::new("whoAmI"))
+            .await
+            .expect("call");
+        pinned.insert(r.structured_content.expect("structured")["server"].to_string());
+    }
+    assert_eq!(
+        pinned.len(),
+        1,
+        "a session moved between instances: {pinned:?}"
+    );
+    client.cancel().await.expect("close");
+    a.stop().await;
+    b.stop().await;
+    gateway.stop().await;
+}
