@@ -44,6 +44,8 @@ pub struct Config {
     pub health_interval_ms: u64,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Entries per page of `tools/list` (clients follow `nextCursor` for the rest).
+    pub list_page_size: usize,
     /// How calls spread over a service's instances: `round_robin`,
     /// `least_outstanding` or `weighted`.
     pub balance: Strategy,
@@ -82,6 +84,7 @@ impl Default for Config {
             connect_timeout_ms: 5_000,
             health_interval_ms: 10_000,
             max_body_bytes: 4 * 1024 * 1024,
+            list_page_size: 100,
             balance: Strategy::RoundRobin,
             breaker_failures: 5,
             breaker_cooldown_ms: 5_000,
@@ -168,6 +171,7 @@ impl Config {
             ("health_interval_ms", self.health_interval_ms),
             ("breaker_failures", u64::from(self.breaker_failures)),
             ("breaker_cooldown_ms", self.breaker_cooldown_ms),
+            ("list_page_size", self.list_page_size as u64),
         ] {
             if value == 0 {
                 return Err(bad(key, "must be greater than 0"));

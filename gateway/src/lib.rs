@@ -51,6 +51,7 @@ pub async fn run(
         std::sync::Arc::clone(&registry),
         &config.allowed_hosts,
         config.max_body_bytes,
+        config.list_page_size,
         sessions_stop.clone(),
     );
     tokio::spawn({

@@ -14,6 +14,7 @@ use gateway::config::{Config, Overrides};
 /// GATEWAY_UPSTREAMS, GATEWAY_CALL_TIMEOUT_MS, GATEWAY_CONNECT_TIMEOUT_MS,
 /// GATEWAY_HEALTH_INTERVAL_MS, GATEWAY_MAX_BODY_BYTES, GATEWAY_BALANCE,
 /// GATEWAY_BREAKER_FAILURES, GATEWAY_BREAKER_COOLDOWN_MS, GATEWAY_DRAIN_TIMEOUT_MS,
+/// GATEWAY_LIST_PAGE_SIZE,
 /// GATEWAY_LOG_JSON), then these flags.
 #[derive(Parser, Debug)]
 #[command(name = "gateway", version, about, long_about)]

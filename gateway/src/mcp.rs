@@ -44,12 +44,37 @@ pub const CIRCUIT_OPEN: i32 = -32003;
 #[derive(Clone)]
 pub struct GatewayHandler {
     registry: Arc<Registry>,
+    page_size: usize,
 }
 
 impl GatewayHandler {
-    pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+    pub fn new(registry: Arc<Registry>, page_size: usize) -> Self {
+        Self {
+            registry,
+            page_size: page_size.max(1),
+        }
     }
+}
+
+/// One page of a merged list. Cursors are opaque to clients (`o<offset>`); the list is
+/// the current snapshot, so a page boundary never repeats or skips an entry unless the
+/// table changed in between (clients are told with `list_changed`).
+fn page<'a, T>(
+    items: &'a [T],
+    cursor: Option<&str>,
+    size: usize,
+) -> Result<(&'a [T], Option<String>), ErrorData> {
+    let start = match cursor {
+        None => 0,
+        Some(c) => c
+            .strip_prefix('o')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n <= items.len())
+            .ok_or_else(|| ErrorData::invalid_params(format!("invalid cursor: {c:?}"), None))?,
+    };
+    let end = (start + size).min(items.len());
+    let next = (end < items.len()).then(|| format!("o{end}"));
+    Ok((&items[start..end], next))
 }
 
 impl ServerHandler for GatewayHandler {
@@ -72,12 +97,18 @@ impl ServerHandler for GatewayHandler {
 
     async fn list_tools(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(
-            self.registry.catalog().tools().to_vec(),
-        ))
+        let catalog = self.registry.catalog();
+        let (tools, next) = page(
+            catalog.tools(),
+            request.and_then(|r| r.cursor).as_deref(),
+            self.page_size,
+        )?;
+        let mut result = ListToolsResult::with_all_items(tools.to_vec());
+        result.next_cursor = next;
+        Ok(result)
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -168,6 +199,7 @@ impl McpEndpoint {
         registry: Arc<Registry>,
         allowed_hosts: &[String],
         max_body_bytes: usize,
+        page_size: usize,
         shutdown: CancellationToken,
     ) -> Self {
         let base = host_policy(
@@ -176,7 +208,7 @@ impl McpEndpoint {
                 .with_max_request_body_bytes(max_body_bytes),
             allowed_hosts,
         );
-        let handler = GatewayHandler::new(registry);
+        let handler = GatewayHandler::new(registry, page_size);
         let factory = {
             let h = handler.clone();
             move || Ok(h.clone())
@@ -296,4 +328,29 @@ where
     B::Error: Into<axum::BoxError>,
 {
     response.map(Body::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page;
+
+    #[test]
+    fn pages_walk_the_whole_list_once() {
+        let items: Vec<u32> = (0..250).collect();
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let (chunk, next) = page(&items, cursor.as_deref(), 100).expect("page");
+            seen.extend_from_slice(chunk);
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, items);
+        assert!(page(&items, Some("garbage"), 100).is_err());
+        assert!(page(&items, Some("o999"), 100).is_err());
+        let (empty, next) = page::<u32>(&[], None, 100).expect("empty");
+        assert!(empty.is_empty() && next.is_none());
+    }
 }

@@ -3,7 +3,7 @@
 use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
 
-use crate::support::*;
+use crate::support::{fixture, *};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merged_tools_list_contains_both_services_tools() {
@@ -146,4 +146,47 @@ async fn recommendations_read_preferences_through_the_gateway() {
         .expect("text");
     assert!(text.contains("99999999"), "{text}");
     stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lists_are_paged_both_ways() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.list_page_size = 10;
+    let gateway = start_gateway(config).await;
+    // A backend that pages its own list: the gateway follows its nextCursor.
+    let names: Vec<String> = (0..25).map(|i| format!("tool{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let backend = serve_fixture(fixture::Fixture::new("long", &refs).paged(7)).await;
+    let (status, body) = register(&gateway, "long", &backend.mcp_url()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["registered"]["toolCount"], 25, "{body}");
+    // The gateway pages its merged list with opaque cursors.
+    let (_, first) = rpc(&gateway, "tools/list", Value::Null).await;
+    assert_eq!(
+        first["result"]["tools"].as_array().expect("tools").len(),
+        10
+    );
+    let cursor = first["result"]["nextCursor"]
+        .as_str()
+        .expect("nextCursor")
+        .to_string();
+    let (_, second) = rpc(&gateway, "tools/list", json!({"cursor": cursor})).await;
+    assert_eq!(second["result"]["tools"][0]["name"], "tool10", "{second}");
+    let (_, bad) = rpc(&gateway, "tools/list", json!({"cursor": "nonsense"})).await;
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    // An SDK client that follows cursors sees every tool exactly once.
+    let client = mcp_client(&gateway).await;
+    let mut all: Vec<String> = client
+        .list_all_tools()
+        .await
+        .expect("list all")
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    all.sort();
+    assert_eq!(all, names);
+    client.cancel().await.expect("close");
+    backend.stop().await;
+    gateway.stop().await;
 }

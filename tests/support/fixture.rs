@@ -34,6 +34,8 @@ pub struct Fixture {
     pub calls: Arc<AtomicUsize>,
     /// `hang*` calls that were cancelled by the client (`notifications/cancelled`).
     pub cancelled: Arc<AtomicUsize>,
+    /// Serve `tools/list` in pages of this size (cursor = offset).
+    page: Option<usize>,
 }
 
 impl Fixture {
@@ -65,7 +67,14 @@ impl Fixture {
             tools: Arc::new(tools),
             calls: Arc::new(AtomicUsize::new(0)),
             cancelled: Arc::new(AtomicUsize::new(0)),
+            page: None,
         }
+    }
+
+    /// Lists its tools `size` at a time, like a server with a long list.
+    pub fn paged(mut self, size: usize) -> Self {
+        self.page = Some(size);
+        self
     }
 
     pub async fn serve(
@@ -93,10 +102,24 @@ impl ServerHandler for Fixture {
 
     async fn list_tools(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.tools.to_vec()))
+        let Some(size) = self.page else {
+            return Ok(ListToolsResult::with_all_items(self.tools.to_vec()));
+        };
+        let start: usize = request
+            .and_then(|r| r.cursor)
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| ErrorData::invalid_params("bad cursor", None))
+            })
+            .transpose()?
+            .unwrap_or(0);
+        let end = (start + size).min(self.tools.len());
+        let mut result = ListToolsResult::with_all_items(self.tools[start.min(end)..end].to_vec());
+        result.next_cursor = (end < self.tools.len()).then(|| end.to_string());
+        Ok(result)
     }
 
     async fn call_tool(
