@@ -33,6 +33,10 @@ pub struct Config {
     /// Host names accepted in `Host`/`Origin` besides loopback (`*` accepts any).
     #[serde(deserialize_with = "list_or_csv")]
     pub allowed_hosts: Vec<String>,
+    /// Browser origins accepted in `Origin` on `/mcp` besides loopback ones (`*` accepts
+    /// any). A request with any other `Origin` gets 403 (DNS-rebinding protection).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub allowed_origins: Vec<String>,
     /// Upstreams connected at start-up, in addition to persisted registrations.
     #[serde(deserialize_with = "upstreams_or_csv")]
     pub upstreams: Vec<UpstreamSpec>,
@@ -79,6 +83,7 @@ impl Default for Config {
             token: service_kit::DEFAULT_TOKEN.into(),
             store: PathBuf::from("gateway.db"),
             allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
             upstreams: Vec::new(),
             call_timeout_ms: 30_000,
             connect_timeout_ms: 5_000,

@@ -49,9 +49,7 @@ pub async fn run(
     let registry = registry::Registry::start(&config, upstreams_stop.clone())?;
     let endpoint = mcp::McpEndpoint::new(
         std::sync::Arc::clone(&registry),
-        &config.allowed_hosts,
-        config.max_body_bytes,
-        config.list_page_size,
+        &config,
         sessions_stop.clone(),
     );
     tokio::spawn({

@@ -197,16 +197,18 @@ pub struct McpEndpoint {
 impl McpEndpoint {
     pub fn new(
         registry: Arc<Registry>,
-        allowed_hosts: &[String],
-        max_body_bytes: usize,
-        page_size: usize,
+        config: &crate::Config,
         shutdown: CancellationToken,
     ) -> Self {
-        let base = host_policy(
-            StreamableHttpServerConfig::default()
-                .with_cancellation_token(shutdown)
-                .with_max_request_body_bytes(max_body_bytes),
-            allowed_hosts,
+        let (max_body_bytes, page_size) = (config.max_body_bytes, config.list_page_size);
+        let base = origin_policy(
+            host_policy(
+                StreamableHttpServerConfig::default()
+                    .with_cancellation_token(shutdown)
+                    .with_max_request_body_bytes(max_body_bytes),
+                &config.allowed_hosts,
+            ),
+            &config.allowed_origins,
         );
         let handler = GatewayHandler::new(registry, page_size);
         let factory = {
@@ -245,6 +247,32 @@ fn host_policy(
         .map(|h| h.to_string())
         .chain(allowed_hosts.iter().cloned());
     config.with_allowed_hosts(hosts)
+}
+
+/// Origins of pages served from this machine, any port.
+const LOOPBACK_ORIGINS: &[&str] = &[
+    "http://localhost:*",
+    "http://127.0.0.1:*",
+    "http://[::1]:*",
+    "https://localhost:*",
+    "https://127.0.0.1:*",
+    "https://[::1]:*",
+];
+
+fn origin_policy(
+    config: StreamableHttpServerConfig,
+    allowed_origins: &[String],
+) -> StreamableHttpServerConfig {
+    if allowed_origins.iter().any(|o| o == "*") {
+        return config.disable_allowed_origins();
+    }
+    let origins = LOOPBACK_ORIGINS
+        .iter()
+        .map(|o| o.to_string())
+        .chain(allowed_origins.iter().cloned());
+    config
+        .with_allowed_origins(origins)
+        .enforce_origin_validation()
 }
 
 /// `/mcp`, every method.

@@ -10,5 +10,6 @@ mod compose;
 mod faults;
 mod federation;
 mod persistence;
+mod protocol;
 mod registration;
 mod seed;

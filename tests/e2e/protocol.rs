@@ -1,0 +1,114 @@
+//! Protocol strictness on `/mcp`: Host and Origin checks, sessions, versions, methods,
+//! malformed bodies.
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+async fn post(gateway: &Running, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut rb = http()
+        .post(gateway.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let resp = rb.body(body.to_string()).send().await.expect("send");
+    (resp.status().as_u16(), resp.text().await.expect("body"))
+}
+
+const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_origin_are_checked_against_the_allow_lists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.allowed_hosts = vec!["gateway.internal".into()];
+    config.allowed_origins = vec!["https://app.example.com".into()];
+    let gw = start_gateway(config).await;
+    let port = gw.addr.port().to_string();
+    let cases: Vec<(Vec<(&str, String)>, u16)> = vec![
+        (vec![("host", "evil.example.com".into())], 403),
+        (vec![("host", format!("gateway.internal:{port}"))], 200),
+        (vec![("origin", "http://evil.example.com".into())], 403),
+        (vec![("origin", format!("http://localhost:{port}"))], 200),
+        (vec![("origin", "https://app.example.com".into())], 200),
+        (vec![], 200),
+    ];
+    for (headers, expected) in cases {
+        let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, body) = post(&gw, &hs, LIST).await;
+        assert_eq!(status, expected, "{headers:?}: {body}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_versions_methods_and_bodies_get_the_specified_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let sse = ("accept", "application/json, text/event-stream");
+    // An unknown session is 404, on POST and GET.
+    let (status, _) = post(&gw, &[sse, ("mcp-session-id", "no-such-session")], LIST).await;
+    assert_eq!(status, 404);
+    let r = http()
+        .get(gw.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", "no-such-session")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 404);
+    // An unsupported protocol version is 400.
+    let (status, body) = post(&gw, &[("mcp-protocol-version", "1999-01-01")], LIST).await;
+    assert_eq!(status, 400, "{body}");
+    // Methods the endpoint does not serve are 405.
+    for method in [reqwest::Method::PUT, reqwest::Method::PATCH] {
+        let r = http()
+            .request(method.clone(), gw.mcp_url())
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 405, "{method}");
+    }
+    // Malformed JSON is a JSON-RPC parse error, not a hang or a crash.
+    let (status, body) = post(&gw, &[], r#"{"jsonrpc":"2.0","id":1,"method":"tools/li"#).await;
+    assert_eq!(status, 400);
+    let v: Value = serde_json::from_str(&body).expect("JSON error");
+    assert_eq!(v["error"]["code"], -32700, "{v}");
+    // A notification without a session is accepted with 202 and no body.
+    let (status, body) = post(
+        &gw,
+        &[],
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (202, ""));
+    // A plain post with no Accept header gets plain JSON.
+    let r = http()
+        .post(gw.mcp_url())
+        .bearer_auth(TOKEN)
+        .json(&json!({"jsonrpc":"2.0","id":"x","method":"ping"}))
+        .send()
+        .await
+        .expect("ping");
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["id"], "x");
+    assert!(v["result"].is_object(), "{v}");
+    // An oversized body is refused.
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"x","arguments":{{"pad":"{}"}}}}}}"#,
+        "a".repeat(5 * 1024 * 1024)
+    );
+    let (status, _) = post(&gw, &[], &huge).await;
+    assert_eq!(status, 413);
+    gw.stop().await;
+}
