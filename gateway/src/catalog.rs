@@ -12,7 +12,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use rmcp::model::Tool;
+use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
 
 use crate::upstream::Service;
 
@@ -39,14 +39,132 @@ pub enum Lookup<'a> {
     Unknown,
 }
 
-#[derive(Default)]
-pub struct Catalog {
+/// One merged list (tools, prompts or resources) under the naming rule.
+pub struct Merged<T> {
     /// Public definitions, in a stable order (by service, then upstream order).
-    tools: Vec<Tool>,
-    /// Public name → index in `tools`.
+    items: Vec<T>,
+    /// Public key → index in `items`.
     index: HashMap<String, usize>,
+    /// Public and qualified keys → where they lead.
     routes: HashMap<String, Route>,
     ambiguous: HashMap<String, Vec<String>>,
+}
+
+impl<T> Default for Merged<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            index: HashMap::new(),
+            routes: HashMap::new(),
+            ambiguous: HashMap::new(),
+        }
+    }
+}
+
+/// How one kind of entry is named and renamed.
+struct Naming<T> {
+    key: fn(&T) -> &str,
+    rename: fn(&mut T, String),
+    qualify: fn(&str, &str) -> String,
+    retry_safe: fn(&T) -> bool,
+}
+
+impl<T: Clone> Merged<T> {
+    fn build(sources: &[(&Arc<Service>, Vec<T>)], naming: Naming<T>) -> Self {
+        let mut offered_by: HashMap<&str, usize> = HashMap::new();
+        for (_, items) in sources {
+            let mut seen = std::collections::HashSet::new();
+            for t in items {
+                if seen.insert((naming.key)(t)) {
+                    *offered_by.entry((naming.key)(t)).or_default() += 1;
+                }
+            }
+        }
+        let mut merged = Merged::default();
+        for (service, items) in sources {
+            let mut seen = std::collections::HashSet::new();
+            for t in items {
+                let key = (naming.key)(t);
+                if !seen.insert(key) {
+                    continue; // an upstream listing one name twice: first wins
+                }
+                let qualified = (naming.qualify)(&service.name, key);
+                let route = Route {
+                    service: Arc::clone(service),
+                    original: Arc::from(key),
+                    retry_safe: (naming.retry_safe)(t),
+                };
+                let public = if offered_by[key] > 1 {
+                    merged
+                        .ambiguous
+                        .entry(key.to_string())
+                        .or_default()
+                        .push(qualified.clone());
+                    qualified.clone()
+                } else {
+                    merged.routes.insert(key.to_string(), route.clone());
+                    key.to_string()
+                };
+                merged.routes.entry(qualified).or_insert(route);
+                let mut def = t.clone();
+                merged.index.insert(public.clone(), merged.items.len());
+                if public != key {
+                    (naming.rename)(&mut def, public);
+                }
+                merged.items.push(def);
+            }
+        }
+        merged
+    }
+
+    pub fn items(&self) -> &[T] {
+        &self.items
+    }
+
+    pub fn lookup(&self, key: &str) -> Lookup<'_> {
+        if let Some(route) = self.routes.get(key) {
+            return Lookup::Found(route);
+        }
+        match self.ambiguous.get(key) {
+            Some(choices) => Lookup::Ambiguous(choices),
+            None => Lookup::Unknown,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&T> {
+        self.index.get(key).map(|i| &self.items[*i])
+    }
+
+    /// The public key under which `service` offers `original`, if listed.
+    pub fn public_key_of(&self, service: &str, original: &str) -> Option<&str> {
+        self.index.keys().map(String::as_str).find(|k| {
+            self.routes
+                .get(*k)
+                .is_some_and(|r| &*r.service.name == service && &*r.original == original)
+        })
+    }
+}
+
+/// What the backends declare between them.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+pub struct Offered {
+    pub prompts: bool,
+    pub resources: bool,
+    pub subscribe: bool,
+    pub completions: bool,
+    pub logging: bool,
+}
+
+#[derive(Default)]
+pub struct Catalog {
+    tools: Merged<Tool>,
+    prompts: Merged<Prompt>,
+    resources: Merged<Resource>,
+    /// Resource templates with the service that offers each (reads of URIs that are not
+    /// listed are routed by matching these).
+    templates: Vec<(Arc<Service>, ResourceTemplate)>,
+    offered: Offered,
+    instructions: Vec<(String, String)>,
 }
 
 impl Catalog {
@@ -54,81 +172,129 @@ impl Catalog {
     pub fn build(upstreams: &[Arc<Service>]) -> Self {
         let mut ups: Vec<&Arc<Service>> = upstreams.iter().collect();
         ups.sort_by(|a, b| a.name.cmp(&b.name));
-        let snapshots: Vec<(&Arc<Service>, Arc<Vec<Tool>>)> =
-            ups.into_iter().map(|u| (u, u.tools())).collect();
-
-        let mut offered_by: HashMap<&str, usize> = HashMap::new();
-        for (_, tools) in &snapshots {
-            let mut seen = std::collections::HashSet::new();
-            for t in tools.iter() {
-                if seen.insert(t.name.as_ref()) {
-                    *offered_by.entry(t.name.as_ref()).or_default() += 1;
-                }
+        let tools: Vec<(&Arc<Service>, Vec<Tool>)> =
+            ups.iter().map(|u| (*u, u.tools().to_vec())).collect();
+        let extras: Vec<(&Arc<Service>, Arc<crate::upstream::Extras>)> =
+            ups.iter().map(|u| (*u, u.extras())).collect();
+        let prompts: Vec<(&Arc<Service>, Vec<Prompt>)> = extras
+            .iter()
+            .map(|(u, e)| (*u, e.prompts.clone()))
+            .collect();
+        let resources: Vec<(&Arc<Service>, Vec<Resource>)> = extras
+            .iter()
+            .map(|(u, e)| (*u, e.resources.clone()))
+            .collect();
+        let mut offered = Offered::default();
+        let mut templates = Vec::new();
+        let mut instructions = Vec::new();
+        for (u, e) in &extras {
+            let c = &e.capabilities;
+            offered.prompts |= c.prompts.is_some();
+            offered.resources |= c.resources.is_some();
+            offered.subscribe |= c
+                .resources
+                .as_ref()
+                .is_some_and(|r| r.subscribe == Some(true));
+            offered.completions |= c.completions.is_some();
+            offered.logging |= c.logging.is_some();
+            for t in &e.templates {
+                templates.push((Arc::clone(u), t.clone()));
+            }
+            if let Some(text) = e.instructions.as_ref().filter(|t| !t.trim().is_empty()) {
+                instructions.push((u.name.to_string(), text.clone()));
             }
         }
-
-        let mut catalog = Catalog::default();
-        for (upstream, tools) in &snapshots {
-            let mut seen = std::collections::HashSet::new();
-            for t in tools.iter() {
-                if !seen.insert(t.name.as_ref()) {
-                    continue; // an upstream listing one name twice: first wins
-                }
-                let qualified = qualify(&upstream.name, &t.name);
-                let retry_safe = t.annotations.as_ref().is_some_and(|a| {
-                    a.read_only_hint == Some(true) || a.idempotent_hint == Some(true)
-                });
-                let route = Route {
-                    service: Arc::clone(upstream),
-                    original: Arc::from(t.name.as_ref()),
-                    retry_safe,
-                };
-                let public = if offered_by[t.name.as_ref()] > 1 {
-                    catalog
-                        .ambiguous
-                        .entry(t.name.to_string())
-                        .or_default()
-                        .push(qualified.clone());
-                    qualified.clone()
-                } else {
-                    catalog.routes.insert(t.name.to_string(), route.clone());
-                    t.name.to_string()
-                };
-                catalog.routes.entry(qualified).or_insert(route);
-                let mut def = t.clone();
-                catalog.index.insert(public.clone(), catalog.tools.len());
-                def.name = public.into();
-                catalog.tools.push(def);
-            }
+        Catalog {
+            tools: Merged::build(
+                &tools,
+                Naming {
+                    key: |t: &Tool| t.name.as_ref(),
+                    rename: |t, n| t.name = n.into(),
+                    qualify,
+                    retry_safe: |t| {
+                        t.annotations.as_ref().is_some_and(|a| {
+                            a.read_only_hint == Some(true) || a.idempotent_hint == Some(true)
+                        })
+                    },
+                },
+            ),
+            prompts: Merged::build(
+                &prompts,
+                Naming {
+                    key: |p: &Prompt| p.name.as_str(),
+                    rename: |p, n| p.name = n,
+                    qualify,
+                    retry_safe: |_| true,
+                },
+            ),
+            resources: Merged::build(
+                &resources,
+                Naming {
+                    key: |r: &Resource| r.uri.as_str(),
+                    rename: |r, n| r.uri = n,
+                    qualify: qualify_uri,
+                    retry_safe: |_| true,
+                },
+            ),
+            templates,
+            offered,
+            instructions,
         }
-        catalog
     }
 
     pub fn tools(&self) -> &[Tool] {
-        &self.tools
+        self.tools.items()
     }
 
     pub fn lookup(&self, name: &str) -> Lookup<'_> {
-        if let Some(route) = self.routes.get(name) {
-            return Lookup::Found(route);
-        }
-        match self.ambiguous.get(name) {
-            Some(choices) => Lookup::Ambiguous(choices),
-            None => Lookup::Unknown,
-        }
+        self.tools.lookup(name)
     }
 
     /// The public definition of a tool, by public name.
     pub fn tool(&self, name: &str) -> Option<&Tool> {
-        self.index.get(name).map(|i| &self.tools[*i])
+        self.tools.get(name)
+    }
+
+    pub fn prompts(&self) -> &Merged<Prompt> {
+        &self.prompts
+    }
+
+    pub fn resources(&self) -> &Merged<Resource> {
+        &self.resources
+    }
+
+    pub fn templates(&self) -> &[(Arc<Service>, ResourceTemplate)] {
+        &self.templates
+    }
+
+    pub fn offered(&self) -> Offered {
+        self.offered
+    }
+
+    /// Each service's `instructions`, by service.
+    pub fn instructions(&self) -> &[(String, String)] {
+        &self.instructions
+    }
+
+    /// Where a resource URI leads: a listed resource (by public or qualified URI), or a
+    /// URI that one service's template matches (passed on unchanged).
+    pub fn resource_route(&self, uri: &str) -> Option<(Arc<Service>, String)> {
+        if let Lookup::Found(r) = self.resources.lookup(uri) {
+            return Some((Arc::clone(&r.service), r.original.to_string()));
+        }
+        self.templates
+            .iter()
+            .find(|(_, t)| template_matches(&t.uri_template, uri))
+            .map(|(s, _)| (Arc::clone(s), uri.to_string()))
     }
 
     /// Public names of one upstream's tools, paired with their original names.
     pub fn names_of(&self, service: &str) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = self
             .tools
+            .items()
             .iter()
-            .filter_map(|t| match self.routes.get(t.name.as_ref()) {
+            .filter_map(|t| match self.tools.routes.get(t.name.as_ref()) {
                 Some(r) if &*r.service.name == service => {
                     Some((t.name.to_string(), r.original.to_string()))
                 }
@@ -138,6 +304,47 @@ impl Catalog {
         out.sort();
         out
     }
+}
+
+/// A colliding resource URI, qualified by service:
+/// `mcp-gateway://<service>/<percent-encoded original URI>`.
+pub fn qualify_uri(service: &str, uri: &str) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(uri.as_bytes()).collect();
+    format!("mcp-gateway://{service}/{encoded}")
+}
+
+/// Whether `uri` is an expansion of the RFC 6570 `template` (each `{...}` expression
+/// matches a non-empty run of characters; literal parts must match exactly).
+pub fn template_matches(template: &str, uri: &str) -> bool {
+    let mut literals: Vec<&str> = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        literals.push(&rest[..open]);
+        match rest[open..].find('}') {
+            Some(close) => rest = &rest[open + close + 1..],
+            None => return template == uri,
+        }
+    }
+    literals.push(rest);
+    if literals.len() == 1 {
+        return template == uri;
+    }
+    let (first, last) = (literals[0], literals[literals.len() - 1]);
+    let Some(mut body) = uri.strip_prefix(first) else {
+        return false;
+    };
+    let Some(stripped) = body.strip_suffix(last) else {
+        return false;
+    };
+    body = stripped;
+    // Middle literals in order, each after a non-empty variable part.
+    for lit in &literals[1..literals.len() - 1] {
+        match body.get(1..).and_then(|b| b.find(lit)) {
+            Some(at) => body = &body[1 + at + lit.len()..],
+            None => return false,
+        }
+    }
+    !body.is_empty()
 }
 
 /// `<service>__<tool>`, sanitized to `[a-zA-Z0-9_-]` and at most 64 characters.
@@ -182,6 +389,32 @@ mod tests {
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    }
+
+    #[test]
+    fn uri_templates_match_their_expansions_only() {
+        assert!(template_matches(
+            "test://template/{id}/data",
+            "test://template/42/data"
+        ));
+        assert!(!template_matches(
+            "test://template/{id}/data",
+            "test://template//data"
+        ));
+        assert!(!template_matches(
+            "test://template/{id}/data",
+            "test://other/42/data"
+        ));
+        assert!(template_matches("file:///{path}", "file:///a/b.txt"));
+        assert!(template_matches("db://{table}/{row}", "db://users/7"));
+        assert!(!template_matches("db://{table}/{row}", "db://users"));
+        assert!(template_matches("plain://x", "plain://x"));
+    }
+
+    #[test]
+    fn colliding_uris_qualify_reversibly() {
+        let q = qualify_uri("svc", "test://static-text?a=b");
+        assert_eq!(q, "mcp-gateway://svc/test%3A%2F%2Fstatic-text%3Fa%3Db");
     }
 
     #[test]

@@ -19,8 +19,14 @@ use http::{HeaderValue, Method, StatusCode, header};
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, ErrorCode, Implementation, InitializeResult,
-        ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+        CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest,
+        CompleteRequestParams, CompleteResult, ErrorCode, GetPromptRequest, GetPromptRequestParams,
+        GetPromptResponse, Implementation, InitializeResult, JsonObject, ListPromptsResult,
+        ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
+        PaginatedRequestParams, PromptsCapability, ReadResourceRequest, ReadResourceRequestParams,
+        ReadResourceResponse, Reference, ResourceContents, ResourceTemplate, ResourcesCapability,
+        ServerCapabilities, ServerConfig, ServerResult, SetLevelRequestParams, SubscribeRequest,
+        SubscribeRequestParams, Tool, UnsubscribeRequest, UnsubscribeRequestParams,
     },
     service::{NotificationContext, RequestContext},
     transport::streamable_http_server::{
@@ -30,7 +36,11 @@ use rmcp::{
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::{catalog::Lookup, registry::Registry, upstream::CallError};
+use crate::{
+    catalog::Lookup,
+    registry::Registry,
+    upstream::{CallError, Downstream, PrivateSessions, Service},
+};
 
 /// JSON-RPC code for "the service behind this tool is unavailable" (implementation range).
 pub const UPSTREAM_UNAVAILABLE: i32 = -32000;
@@ -40,19 +50,158 @@ pub const UPSTREAM_TIMEOUT: i32 = -32001;
 /// specification for "resource not found").
 pub const CIRCUIT_OPEN: i32 = -32003;
 
-/// One per session (or per stateless request): a cheap handle on the shared registry.
+/// What the gateway keeps per client session: its log level, its subscriptions and, if
+/// it declared sampling, elicitation or roots, its own upstream sessions. Dropped (and
+/// cleaned up) when rmcp drops the session's handler.
+pub struct SessionState {
+    id: u64,
+    registry: Arc<Registry>,
+    level: std::sync::Mutex<Option<LoggingLevel>>,
+    private: std::sync::OnceLock<Option<PrivateSessions>>,
+}
+
+impl Drop for SessionState {
+    fn drop(&mut self) {
+        let emptied = self.registry.forget_session(self.id);
+        if emptied.is_empty() {
+            return;
+        }
+        let registry = Arc::clone(&self.registry);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                for uri in emptied {
+                    unsubscribe_upstream(&registry, &uri).await;
+                }
+            });
+        }
+    }
+}
+
+async fn unsubscribe_upstream(registry: &Registry, uri: &str) {
+    let route = registry.catalog().resource_route(uri);
+    if let Some((service, original)) = route {
+        let request = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(
+            UnsubscribeRequestParams::new(original),
+        ));
+        if let Err(e) = service.request_plain(request).await {
+            tracing::debug!(%uri, "upstream unsubscribe failed: {e}");
+        }
+    }
+}
+
+/// One per session (or per stateless request): the shared registry plus the session's
+/// own state.
 #[derive(Clone)]
 pub struct GatewayHandler {
     registry: Arc<Registry>,
     page_size: usize,
+    session: Arc<SessionState>,
 }
 
 impl GatewayHandler {
     pub fn new(registry: Arc<Registry>, page_size: usize) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let session = Arc::new(SessionState {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            registry: Arc::clone(&registry),
+            level: std::sync::Mutex::new(None),
+            private: std::sync::OnceLock::new(),
+        });
         Self {
             registry,
             page_size: page_size.max(1),
+            session,
         }
+    }
+
+    /// Where relayed messages of this request go.
+    fn downstream<'a>(&'a self, context: &'a RequestContext<RoleServer>) -> Downstream<'a> {
+        let private = self
+            .session
+            .private
+            .get_or_init(|| {
+                let caps = context.peer.peer_info().map(|i| i.capabilities.clone())?;
+                let needs_own =
+                    caps.sampling.is_some() || caps.elicitation.is_some() || caps.roots.is_some();
+                needs_own.then(|| PrivateSessions::new(caps))
+            })
+            .as_ref();
+        Downstream {
+            peer: &context.peer,
+            ct: &context.ct,
+            progress_token: context.meta.get_progress_token(),
+            min_log_level: *self.session.level.lock().unwrap_or_else(|p| p.into_inner()),
+            private,
+        }
+    }
+
+    /// Forwards `request` to `service`, mapping gateway failures to JSON-RPC errors.
+    async fn forward(
+        &self,
+        service: &Arc<Service>,
+        request: ClientRequest,
+        context: &RequestContext<RoleServer>,
+        retry_safe: bool,
+    ) -> Result<ServerResult, ErrorData> {
+        // A client with an MCP session stays on one instance of each service.
+        let affinity = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok());
+        let _in_flight = self.registry.call_started();
+        let down = self.downstream(context);
+        service
+            .request(request, &down, affinity, retry_safe)
+            .await
+            .map_err(to_jsonrpc)
+    }
+}
+
+fn to_jsonrpc(e: CallError) -> ErrorData {
+    match e {
+        CallError::Upstream(e) => e,
+        CallError::Unavailable { ref service, .. } => ErrorData::new(
+            ErrorCode(UPSTREAM_UNAVAILABLE),
+            e.to_string(),
+            Some(json!({ "service": service, "reason": "unavailable" })),
+        ),
+        CallError::Timeout { ref service, ms } => ErrorData::new(
+            ErrorCode(UPSTREAM_TIMEOUT),
+            e.to_string(),
+            Some(json!({ "service": service, "reason": "timeout", "timeoutMs": ms })),
+        ),
+        CallError::CircuitOpen {
+            ref service,
+            retry_in_ms,
+        } => ErrorData::new(
+            ErrorCode(CIRCUIT_OPEN),
+            e.to_string(),
+            Some(json!({ "service": service, "reason": "circuit_open", "retryInMs": retry_in_ms })),
+        ),
+    }
+}
+
+fn unexpected(method: &str) -> ErrorData {
+    ErrorData::internal_error(
+        format!("the upstream answered {method} with an unexpected result"),
+        None,
+    )
+}
+
+fn not_found(kind: &str, name: &str, choices: Option<&[String]>) -> ErrorData {
+    match choices {
+        Some(choices) => ErrorData::invalid_params(
+            format!(
+                "{kind} \"{name}\" is offered by several services; use one of: {}",
+                choices.join(", ")
+            ),
+            Some(json!({ kind: name, "candidates": choices })),
+        ),
+        None => ErrorData::invalid_params(
+            format!("unknown {kind}: {name}"),
+            Some(json!({ kind: name })),
+        ),
     }
 }
 
@@ -79,20 +228,43 @@ fn page<'a, T>(
 
 impl ServerHandler for GatewayHandler {
     fn get_info(&self) -> ServerConfig {
-        InitializeResult::new(
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_tool_list_changed()
-                .build(),
-        )
-        .with_server_info(Implementation::new(
-            "mcp-gateway",
-            env!("CARGO_PKG_VERSION"),
-        ))
-        .with_instructions(
-            "MCP federation gateway: the tools of every registered service in one table. \
-             A tool name offered by several services is qualified as <service>__<tool>.",
-        )
+        let catalog = self.registry.catalog();
+        let offered = catalog.offered();
+        let caps = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .build();
+        let mut caps = caps;
+        if offered.prompts {
+            let mut p = PromptsCapability::default();
+            p.list_changed = Some(true);
+            caps.prompts = Some(p);
+        }
+        if offered.resources {
+            let mut r = ResourcesCapability::default();
+            r.list_changed = Some(true);
+            r.subscribe = offered.subscribe.then_some(true);
+            caps.resources = Some(r);
+        }
+        if offered.completions {
+            caps.completions = Some(JsonObject::new());
+        }
+        // The gateway answers logging/setLevel itself (it filters what it relays).
+        caps.logging = Some(JsonObject::new());
+        let mut instructions = String::from(
+            "MCP federation gateway: the tools, prompts and resources of every registered \
+             service in one place. A name offered by several services is qualified as \
+             <service>__<name>.",
+        );
+        for (service, text) in catalog.instructions() {
+            instructions.push_str(&format!("\n\n## {service}\n{text}"));
+        }
+        InitializeResult::new(caps)
+            .with_server_info(Implementation::new(
+                "mcp-gateway",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(instructions)
     }
 
     async fn list_tools(
@@ -129,60 +301,233 @@ impl ServerHandler for GatewayHandler {
                     route.retry_safe,
                 ),
                 Lookup::Ambiguous(choices) => {
-                    return Err(ErrorData::invalid_params(
-                        format!(
-                            "tool \"{}\" is offered by several services; call one of: {}",
-                            request.name,
-                            choices.join(", ")
-                        ),
-                        Some(json!({ "tool": request.name, "candidates": choices })),
-                    ));
+                    return Err(not_found("tool", &request.name, Some(choices)));
                 }
-                Lookup::Unknown => {
+                Lookup::Unknown => return Err(not_found("tool", &request.name, None)),
+            }
+        };
+        let mut forwarded = request;
+        forwarded.name = original.to_string().into();
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(forwarded));
+        match self
+            .forward(&service, request, &context, retry_safe)
+            .await?
+        {
+            ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
+            ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
+            _ => Err(unexpected("tools/call")),
+        }
+    }
+
+    async fn list_prompts(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let catalog = self.registry.catalog();
+        let (items, next) = page(
+            catalog.prompts().items(),
+            request.and_then(|r| r.cursor).as_deref(),
+            self.page_size,
+        )?;
+        let mut result = ListPromptsResult::with_all_items(items.to_vec());
+        result.next_cursor = next;
+        Ok(result)
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let (service, original) = {
+            let catalog = self.registry.catalog();
+            match catalog.prompts().lookup(&request.name) {
+                Lookup::Found(r) => (Arc::clone(&r.service), r.original.to_string()),
+                Lookup::Ambiguous(c) => return Err(not_found("prompt", &request.name, Some(c))),
+                Lookup::Unknown => return Err(not_found("prompt", &request.name, None)),
+            }
+        };
+        let mut forwarded = request;
+        forwarded.name = original;
+        let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(forwarded));
+        match self.forward(&service, request, &context, true).await? {
+            ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
+            _ => Err(unexpected("prompts/get")),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let catalog = self.registry.catalog();
+        let (items, next) = page(
+            catalog.resources().items(),
+            request.and_then(|r| r.cursor).as_deref(),
+            self.page_size,
+        )?;
+        let mut result = ListResourcesResult::with_all_items(items.to_vec());
+        result.next_cursor = next;
+        Ok(result)
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let catalog = self.registry.catalog();
+        let all: Vec<ResourceTemplate> =
+            catalog.templates().iter().map(|(_, t)| t.clone()).collect();
+        let (items, next) = page(
+            &all,
+            request.and_then(|r| r.cursor).as_deref(),
+            self.page_size,
+        )?;
+        let mut result = ListResourceTemplatesResult::with_all_items(items.to_vec());
+        result.next_cursor = next;
+        Ok(result)
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let Some((service, original)) = self.registry.catalog().resource_route(&request.uri) else {
+            return Err(ErrorData::resource_not_found(
+                format!("resource not found: {}", request.uri),
+                Some(json!({ "uri": request.uri })),
+            ));
+        };
+        let public = request.uri.clone();
+        let mut forwarded = request;
+        forwarded.uri = original.clone();
+        let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(forwarded));
+        match self.forward(&service, request, &context, true).await? {
+            ServerResult::ReadResourceResult(mut r) => {
+                // Contents name the URI the client asked for.
+                if public != original {
+                    for c in &mut r.contents {
+                        rename_contents(c, &original, &public);
+                    }
+                }
+                Ok(ReadResourceResponse::Complete(r))
+            }
+            ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
+            _ => Err(unexpected("resources/read")),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let Some((service, original)) = self.registry.catalog().resource_route(&request.uri) else {
+            return Err(ErrorData::resource_not_found(
+                format!("resource not found: {}", request.uri),
+                Some(json!({ "uri": request.uri })),
+            ));
+        };
+        let first = self
+            .registry
+            .subscribe(&request.uri, self.session.id, context.peer.clone());
+        if first {
+            let upstream = ClientRequest::SubscribeRequest(SubscribeRequest::new(
+                SubscribeRequestParams::new(original),
+            ));
+            if let Err(e) = service.request_plain(upstream).await {
+                self.registry.unsubscribe(&request.uri, self.session.id);
+                return Err(to_jsonrpc(e));
+            }
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        if self.registry.unsubscribe(&request.uri, self.session.id) {
+            unsubscribe_upstream(&self.registry, &request.uri).await;
+        }
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let mut forwarded = request;
+        let service = {
+            let catalog = self.registry.catalog();
+            match &mut forwarded.r#ref {
+                Reference::Prompt(p) => match catalog.prompts().lookup(&p.name) {
+                    Lookup::Found(r) => {
+                        p.name = r.original.to_string();
+                        Arc::clone(&r.service)
+                    }
+                    Lookup::Ambiguous(c) => return Err(not_found("prompt", &p.name, Some(c))),
+                    Lookup::Unknown => return Err(not_found("prompt", &p.name, None)),
+                },
+                Reference::Resource(t) => {
+                    let owner = catalog
+                        .templates()
+                        .iter()
+                        .find(|(_, tpl)| tpl.uri_template == t.uri)
+                        .map(|(s, _)| Arc::clone(s))
+                        .or_else(|| catalog.resource_route(&t.uri).map(|(s, _)| s));
+                    match owner {
+                        Some(s) => s,
+                        None => return Err(not_found("resource template", &t.uri, None)),
+                    }
+                }
+                _ => {
                     return Err(ErrorData::invalid_params(
-                        format!("unknown tool: {}", request.name),
-                        Some(json!({ "tool": request.name })),
+                        "unsupported completion reference",
+                        None,
                     ));
                 }
             }
         };
-        // A client with an MCP session stays on one instance of each service.
-        let affinity = context
-            .extensions
-            .get::<http::request::Parts>()
-            .and_then(|p| p.headers.get("mcp-session-id"))
-            .and_then(|v| v.to_str().ok());
-        let _in_flight = self.registry.call_started();
-        let mut forwarded = request;
-        forwarded.name = original.to_string().into();
-        service
-            .call_tool(forwarded, affinity, retry_safe)
-            .await
-            .map_err(|e| match e {
-                CallError::Upstream(e) => e,
-                CallError::Unavailable { ref service, .. } => ErrorData::new(
-                    ErrorCode(UPSTREAM_UNAVAILABLE),
-                    e.to_string(),
-                    Some(json!({ "service": service, "reason": "unavailable" })),
-                ),
-                CallError::Timeout { ref service, ms } => ErrorData::new(
-                    ErrorCode(UPSTREAM_TIMEOUT),
-                    e.to_string(),
-                    Some(json!({ "service": service, "reason": "timeout", "timeoutMs": ms })),
-                ),
-                CallError::CircuitOpen {
-                    ref service,
-                    retry_in_ms,
-                } => ErrorData::new(
-                    ErrorCode(CIRCUIT_OPEN),
-                    e.to_string(),
-                    Some(json!({ "service": service, "reason": "circuit_open", "retryInMs": retry_in_ms })),
-                ),
-            })
+        let request = ClientRequest::CompleteRequest(CompleteRequest::new(forwarded));
+        match self.forward(&service, request, &context, true).await? {
+            ServerResult::CompleteResult(r) => Ok(r),
+            _ => Err(unexpected("completion/complete")),
+        }
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        *self.session.level.lock().unwrap_or_else(|p| p.into_inner()) = Some(request.level);
+        Ok(())
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         self.registry.add_client(context.peer);
+    }
+}
+
+/// Gives resource contents read under a qualified URI the URI the client asked for.
+fn rename_contents(c: &mut ResourceContents, original: &str, public: &str) {
+    match c {
+        ResourceContents::TextResourceContents { uri, .. }
+        | ResourceContents::BlobResourceContents { uri, .. } => {
+            if uri == original {
+                *uri = public.to_string();
+            }
+        }
+        _ => {}
     }
 }
 
@@ -210,11 +555,7 @@ impl McpEndpoint {
             ),
             &config.allowed_origins,
         );
-        let handler = GatewayHandler::new(registry, page_size);
-        let factory = {
-            let h = handler.clone();
-            move || Ok(h.clone())
-        };
+        let factory = move || Ok(GatewayHandler::new(Arc::clone(&registry), page_size));
         let sessions = StreamableHttpService::new(
             factory.clone(),
             Arc::new(LocalSessionManager::default()),

@@ -108,6 +108,7 @@ pub struct Registry {
     /// Serializes registrations so two concurrent ones for one name cannot interleave.
     register_lock: tokio::sync::Mutex<()>,
     in_flight: Arc<AtomicUsize>,
+    subscribers: Mutex<Subscribers>,
 }
 
 /// Service names: 1-64 of `[A-Za-z0-9_-]`, starting with a letter or digit, without the
@@ -180,6 +181,23 @@ impl Listener for RegistryListener {
             registry.on_tools_changed(service, instance);
         }
     }
+
+    fn resource_updated(&self, service: &str, uri: &str) {
+        if let Some(registry) = self.0.upgrade() {
+            registry.on_resource_updated(service, uri);
+        }
+    }
+}
+
+/// Client sessions subscribed to each public resource URI.
+type Subscribers = BTreeMap<String, Vec<(u64, Peer<RoleServer>)>>;
+
+/// Which merged lists a rebuild changed.
+#[derive(Clone, Copy)]
+struct Changed {
+    tools: bool,
+    prompts: bool,
+    resources: bool,
 }
 
 /// Held while a call is in flight; shutdown waits for these to drop.
@@ -206,6 +224,7 @@ impl Registry {
             clients: Arc::new(Mutex::new(Vec::new())),
             register_lock: tokio::sync::Mutex::new(()),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            subscribers: Mutex::new(BTreeMap::new()),
         });
         let mut restored: BTreeMap<String, Vec<StoredInstance>> = BTreeMap::new();
         for s in store.load()? {
@@ -312,15 +331,100 @@ impl Registry {
         self.rebuild();
     }
 
-    /// Rebuilds the catalog from the current services and announces a change.
+    /// Rebuilds the catalog from the current services and announces what changed.
     fn rebuild(&self) {
         let services: Vec<Arc<Service>> = self.lock().values().cloned().collect();
         let next = Catalog::build(&services);
-        let changed = self.catalog.load().tools() != next.tools();
+        let prev = self.catalog.load();
+        let changed = Changed {
+            tools: prev.tools() != next.tools(),
+            prompts: prev.prompts().items() != next.prompts().items(),
+            resources: prev.resources().items() != next.resources().items()
+                || prev.templates().len() != next.templates().len(),
+        };
+        drop(prev);
         self.catalog.store(Arc::new(next));
-        if changed {
-            self.notify_clients();
+        if changed.tools || changed.prompts || changed.resources {
+            self.notify_clients(changed);
         }
+    }
+
+    fn on_resource_updated(&self, service: &str, uri: &str) {
+        let catalog = self.catalog();
+        let public = catalog
+            .resources()
+            .public_key_of(service, uri)
+            .unwrap_or(uri)
+            .to_string();
+        let peers: Vec<Peer<RoleServer>> = self
+            .subs()
+            .get(&public)
+            .map(|v| v.iter().map(|(_, p)| p.clone()).collect())
+            .unwrap_or_default();
+        if peers.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for peer in peers {
+                let _ = peer
+                    .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(
+                        public.clone(),
+                    ))
+                    .await;
+            }
+        });
+    }
+
+    fn subs(&self) -> std::sync::MutexGuard<'_, Subscribers> {
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a client session's subscription; true when it is the first for `uri`
+    /// (the caller then subscribes upstream).
+    pub fn subscribe(&self, uri: &str, session: u64, peer: Peer<RoleServer>) -> bool {
+        let mut subs = self.subs();
+        let list = subs.entry(uri.to_string()).or_default();
+        let first = list.is_empty();
+        if !list.iter().any(|(id, _)| *id == session) {
+            list.push((session, peer));
+        }
+        first
+    }
+
+    /// Removes a client session's subscription; true when nobody is left on `uri`
+    /// (the caller then unsubscribes upstream).
+    pub fn unsubscribe(&self, uri: &str, session: u64) -> bool {
+        let mut subs = self.subs();
+        let Some(list) = subs.get_mut(uri) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|(id, _)| *id != session);
+        let emptied = before > 0 && list.is_empty();
+        if list.is_empty() {
+            subs.remove(uri);
+        }
+        emptied
+    }
+
+    /// Forgets every subscription of a session that ended; returns the URIs nobody
+    /// watches any more.
+    pub fn forget_session(&self, session: u64) -> Vec<String> {
+        let mut subs = self.subs();
+        let mut emptied = Vec::new();
+        subs.retain(|uri, list| {
+            let before = list.len();
+            list.retain(|(id, _)| *id != session);
+            if list.is_empty() {
+                if before > 0 {
+                    emptied.push(uri.clone());
+                }
+                false
+            } else {
+                true
+            }
+        });
+        emptied
     }
 
     /// The current merged table; cheap (an atomic load).
@@ -346,7 +450,7 @@ impl Registry {
             .push(peer);
     }
 
-    fn notify_clients(&self) {
+    fn notify_clients(&self, changed: Changed) {
         let peers: Vec<Peer<RoleServer>> =
             std::mem::take(&mut *self.clients.lock().unwrap_or_else(|p| p.into_inner()));
         if peers.is_empty() {
@@ -359,7 +463,17 @@ impl Registry {
                 if peer.is_transport_closed() {
                     continue;
                 }
-                if peer.notify_tool_list_changed().await.is_ok() {
+                let mut ok = true;
+                if changed.tools {
+                    ok &= peer.notify_tool_list_changed().await.is_ok();
+                }
+                if changed.prompts && ok {
+                    ok &= peer.notify_prompt_list_changed().await.is_ok();
+                }
+                if changed.resources && ok {
+                    ok &= peer.notify_resource_list_changed().await.is_ok();
+                }
+                if ok {
                     alive.push(peer);
                 }
             }

@@ -19,6 +19,7 @@
 
 pub mod balance;
 pub mod health;
+pub mod relay;
 
 use std::{
     sync::{
@@ -31,20 +32,22 @@ use std::{
 use arc_swap::{ArcSwap, ArcSwapOption};
 use rand::Rng;
 use rmcp::{
-    ClientHandler, RoleClient, ServiceError,
+    Peer, RoleClient, RoleServer, ServiceError,
     model::{
-        CallToolRequestParams, CallToolResponse, ClientConfig, ClientRequest, PingRequest, Tool,
+        CancelledNotificationParam, ClientCapabilities, ClientRequest, LoggingLevel, PingRequest,
+        ProgressToken, Prompt, Resource, ResourceTemplate, ServerCapabilities, ServerResult, Tool,
     },
-    service::{NotificationContext, RunningService},
+    service::{PeerRequestOptions, RunningService},
     transport::streamable_http_client::StreamableHttpError,
 };
 use serde::Serialize;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use self::{
     balance::{Candidate, Strategy},
     health::{Admission, Health, Policy, State},
+    relay::{RelayMsg, Relays, UpstreamClient},
 };
 
 /// Where an instance came from.
@@ -94,15 +97,82 @@ enum Failure {
     /// The session broke while the request was in flight: it may have run.
     Lost(String),
     Timeout(u64),
+    /// The downstream client cancelled its request; the backend was told.
+    Cancelled,
     Upstream(rmcp::ErrorData),
 }
 
 type Session = RunningService<RoleClient, UpstreamClient>;
 
+/// Everything a backend offers besides tools, as last read, and what it declared.
+#[derive(Default)]
+pub struct Extras {
+    pub prompts: Vec<Prompt>,
+    pub resources: Vec<Resource>,
+    pub templates: Vec<ResourceTemplate>,
+    pub capabilities: ServerCapabilities,
+    pub instructions: Option<String>,
+}
+
+/// The downstream side of one request: where relayed messages go.
+pub struct Downstream<'a> {
+    /// The client's session peer (its messages go on this request's stream).
+    pub peer: &'a Peer<RoleServer>,
+    /// Cancelled when the client cancels the request or goes away.
+    pub ct: &'a CancellationToken,
+    /// The client's own progress token, if it asked for progress.
+    pub progress_token: Option<ProgressToken>,
+    /// Log messages below this level are not relayed (`logging/setLevel`).
+    pub min_log_level: Option<LoggingLevel>,
+    /// Present when the client declared sampling, elicitation or roots: its requests go
+    /// over upstream sessions of its own that declare the same capabilities.
+    pub private: Option<&'a PrivateSessions>,
+}
+
+/// A client's own upstream sessions, one per instance it used; closed when dropped.
+pub struct PrivateSessions {
+    capabilities: ClientCapabilities,
+    sessions: Mutex<std::collections::HashMap<String, Arc<Session>>>,
+}
+
+impl PrivateSessions {
+    pub fn new(capabilities: ClientCapabilities) -> Self {
+        Self {
+            capabilities,
+            sessions: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<Session>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn put(&self, key: String, session: Arc<Session>) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, session);
+    }
+
+    fn forget(&self, key: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
 /// What the supervisors report to the registry.
 pub trait Listener: Send + Sync + 'static {
-    /// An instance's tool list was (re)read; the service's tools may have changed.
+    /// An instance's lists were (re)read; the service's tools, prompts or resources may
+    /// have changed.
     fn tools_changed(&self, service: &str, instance: &Arc<Instance>);
+    /// A backend announced `notifications/resources/updated` for `uri`.
+    fn resource_updated(&self, service: &str, uri: &str);
 }
 
 fn now_ms() -> u64 {
@@ -148,6 +218,10 @@ pub struct Instance {
     wake: Notify,
     relist: AtomicBool,
     cancel: CancellationToken,
+    extras: ArcSwap<Extras>,
+    /// Relays of the shared session's calls in flight.
+    relays: Arc<Relays>,
+    events: std::sync::OnceLock<Arc<dyn Listener>>,
 }
 
 /// What `/services` shows of an instance.
@@ -194,6 +268,104 @@ impl Instance {
             wake: Notify::new(),
             relist: AtomicBool::new(false),
             cancel: parent.child_token(),
+            extras: ArcSwap::from_pointee(Extras::default()),
+            relays: Arc::new(Relays::default()),
+            events: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Prompts, resources, templates and capabilities as last read.
+    pub fn extras(&self) -> Arc<Extras> {
+        self.extras.load_full()
+    }
+
+    /// Asks the supervisor to read the lists again (the backend said they changed).
+    pub fn request_relist(&self) {
+        self.relist.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    fn resource_updated(&self, uri: &str) {
+        if let Some(events) = self.events.get() {
+            events.resource_updated(&self.service, uri);
+        }
+    }
+
+    fn client_options(&self, name: &str) -> service_kit::client::ClientOptions {
+        service_kit::client::ClientOptions {
+            client_name: name.into(),
+            bearer: None,
+            connect_timeout: self.options.connect_timeout,
+            max_concurrent_requests: 1024,
+            reinit_on_expired_session: false,
+            // A response stream that breaks is resumed briefly; a dead backend must
+            // fail the call fast, not after seconds of backoff.
+            sse_retries: 2,
+            sse_retry_base: Duration::from_millis(50),
+        }
+    }
+
+    /// A session of a client's own, declaring that client's capabilities.
+    async fn open_private(
+        self: &Arc<Self>,
+        capabilities: &ClientCapabilities,
+    ) -> Result<Session, String> {
+        let options = self.client_options("mcp-gateway");
+        let mut info = service_kit::client::client_config(&options);
+        info.capabilities = capabilities.clone();
+        let handler = UpstreamClient {
+            info,
+            instance: Arc::downgrade(self),
+            relays: Arc::new(Relays::for_one_client()),
+        };
+        service_kit::client::connect_with(&self.url, &options, handler)
+            .await
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// Reads prompts, resources and templates, as far as the backend declared them.
+    async fn read_extras(&self, session: &Session) -> Result<Extras, String> {
+        let info = session.peer().peer_info();
+        let capabilities = info
+            .as_ref()
+            .map(|i| i.capabilities.clone())
+            .unwrap_or_default();
+        let instructions = info.as_ref().and_then(|i| i.instructions.clone());
+        let t = self.options.connect_timeout;
+        let within = |what: &'static str| {
+            move |_| format!("{what} did not answer within {} ms", t.as_millis())
+        };
+        let failed = |what: &'static str| {
+            move |e: ServiceError| format!("{what} failed: {}", service_kit::client::describe(&e))
+        };
+        let prompts = if capabilities.prompts.is_some() {
+            tokio::time::timeout(t, session.list_all_prompts())
+                .await
+                .map_err(within("prompts/list"))?
+                .map_err(failed("prompts/list"))?
+        } else {
+            Vec::new()
+        };
+        let (resources, templates) = if capabilities.resources.is_some() {
+            (
+                tokio::time::timeout(t, session.list_all_resources())
+                    .await
+                    .map_err(within("resources/list"))?
+                    .map_err(failed("resources/list"))?,
+                tokio::time::timeout(t, session.list_all_resource_templates())
+                    .await
+                    .map_err(within("resources/templates/list"))?
+                    .map_err(failed("resources/templates/list"))?,
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        Ok(Extras {
+            prompts,
+            resources,
+            templates,
+            capabilities,
+            instructions,
         })
     }
 
@@ -249,20 +421,11 @@ impl Instance {
     /// Connects and lists tools once, within the connect deadline. Used by `/register`
     /// (which must answer with the tools or a clear error) and by the supervisor.
     pub async fn connect(self: &Arc<Self>) -> Result<Vec<Tool>, String> {
-        let options = service_kit::client::ClientOptions {
-            client_name: "mcp-gateway".into(),
-            bearer: None,
-            connect_timeout: self.options.connect_timeout,
-            max_concurrent_requests: 1024,
-            reinit_on_expired_session: false,
-            // A response stream that breaks is resumed briefly; a dead backend must
-            // fail the call fast, not after seconds of backoff.
-            sse_retries: 2,
-            sse_retry_base: Duration::from_millis(50),
-        };
+        let options = self.client_options("mcp-gateway");
         let handler = UpstreamClient {
             info: service_kit::client::client_config(&options),
             instance: Arc::downgrade(self),
+            relays: Arc::clone(&self.relays),
         };
         let session = service_kit::client::connect_with(&self.url, &options, handler)
             .await
@@ -276,6 +439,8 @@ impl Instance {
                 )
             })?
             .map_err(|e| format!("tools/list failed: {}", service_kit::client::describe(&e)))?;
+        let extras = self.read_extras(&session).await?;
+        self.extras.store(Arc::new(extras));
         self.tools.store(Arc::new(tools.clone()));
         self.tools_at_ms.store(now_ms(), Ordering::Release);
         self.session.store(Some(Arc::new(session)));
@@ -284,29 +449,41 @@ impl Instance {
         Ok(tools)
     }
 
-    /// One attempt of a `tools/call` on this instance.
+    /// One attempt of a request on this instance, relaying what the backend sends back
+    /// meanwhile to `down`.
     async fn call(
-        &self,
-        params: CallToolRequestParams,
+        self: &Arc<Self>,
+        request: ClientRequest,
+        down: &Downstream<'_>,
         timeout: Duration,
         admission: Admission,
-    ) -> Result<CallToolResponse, Failure> {
-        let Some(session) = self.session.load_full() else {
+    ) -> Result<ServerResult, Failure> {
+        let Some(shared) = self.session.load_full() else {
             if admission == Admission::Probe {
                 self.health().release_probe();
             }
             return Err(Failure::NotDelivered(self.last_error_or("no session")));
         };
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let outcome = tokio::time::timeout(timeout, session.peer().call_tool_once(params)).await;
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let result = match outcome {
-            Err(_) => Err(Failure::Timeout(timeout.as_millis() as u64)),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(classify(e)),
+        let private_key = format!("{}@{:p}", self.id, Arc::as_ptr(self));
+        let session = match down.private {
+            None => Arc::clone(&shared),
+            Some(private) => match private.get(&private_key) {
+                Some(s) => s,
+                None => match self.open_private(&private.capabilities).await {
+                    Ok(s) => {
+                        let s = Arc::new(s);
+                        private.put(private_key.clone(), Arc::clone(&s));
+                        s
+                    }
+                    Err(cause) => return Err(Failure::NotDelivered(cause)),
+                },
+            },
         };
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let result = forward(&session, request, down, timeout).await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         match &result {
-            Ok(_) | Err(Failure::Upstream(_)) => {
+            Ok(_) | Err(Failure::Upstream(_) | Failure::Cancelled) => {
                 if self.dirty.load(Ordering::Acquire) {
                     self.update_health(Health::success);
                 }
@@ -316,7 +493,10 @@ impl Instance {
                 self.update_health(|h| h.failure(why, Instant::now()));
             }
             Err(Failure::NotDelivered(cause) | Failure::Lost(cause) | Failure::Expired(cause)) => {
-                self.lost(&session, cause)
+                if let Some(private) = down.private {
+                    private.forget(&private_key);
+                }
+                self.lost(&shared, cause)
             }
         }
         result
@@ -366,6 +546,7 @@ impl Instance {
 
     /// Runs until the instance is closed: connect, watch, reconnect.
     pub async fn supervise(self: Arc<Self>, listener: Arc<dyn Listener>) {
+        let _ = self.events.set(Arc::clone(&listener));
         const MIN_BACKOFF: Duration = Duration::from_millis(200);
         const MAX_BACKOFF: Duration = Duration::from_secs(30);
         let mut backoff = MIN_BACKOFF;
@@ -410,6 +591,12 @@ impl Instance {
                         .await;
                 match listed {
                     Ok(Ok(tools)) => {
+                        match self.read_extras(&session).await {
+                            Ok(extras) => self.extras.store(Arc::new(extras)),
+                            Err(e) => {
+                                tracing::warn!(service = %self.service, "re-reading lists: {e}")
+                            }
+                        }
                         self.tools.store(Arc::new(tools));
                         self.tools_at_ms.store(now_ms(), Ordering::Release);
                         listener.tools_changed(&self.service, &self);
@@ -469,6 +656,117 @@ impl Candidate for Arc<Instance> {
     }
 }
 
+/// Sends `request` on `session` and waits for its answer, relaying progress, log messages
+/// and server-to-client requests to the downstream request meanwhile. On timeout or when
+/// the downstream client cancels, the backend gets `notifications/cancelled`.
+async fn forward(
+    session: &Session,
+    request: ClientRequest,
+    down: &Downstream<'_>,
+    timeout: Duration,
+) -> Result<ServerResult, Failure> {
+    let relays = Arc::clone(&session.service().relays);
+    let peer = session.peer().clone();
+    let handle = peer
+        .send_request_with_option(request, PeerRequestOptions::no_options())
+        .await
+        .map_err(classify)?;
+    let (tx, mut rx) = mpsc::channel(64);
+    let _relay = relays.register(handle.id.clone(), handle.progress_token.clone(), tx);
+    let mut abandon = CancelOnDrop {
+        peer: Some(peer.clone()),
+        id: handle.id.clone(),
+        reason: "the gateway's client went away",
+    };
+    let response = handle.await_response();
+    tokio::pin!(response);
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let outcome = loop {
+        tokio::select! {
+            r = &mut response => break r.map_err(classify),
+            Some(msg) = rx.recv() => relay_down(msg, down).await,
+            _ = &mut deadline => {
+                abandon.reason = "timed out at the gateway";
+                return Err(Failure::Timeout(timeout.as_millis() as u64));
+            }
+            _ = down.ct.cancelled() => {
+                abandon.reason = "cancelled by the client";
+                return Err(Failure::Cancelled);
+            }
+        }
+    };
+    abandon.peer = None;
+    outcome
+}
+
+/// Sends `notifications/cancelled` for a request abandoned before its answer.
+struct CancelOnDrop {
+    peer: Option<Peer<RoleClient>>,
+    id: rmcp::model::RequestId,
+    reason: &'static str,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(peer) = self.peer.take() {
+            let params = CancelledNotificationParam::new(
+                Some(self.id.clone()),
+                Some(self.reason.to_string()),
+            );
+            tokio::spawn(async move {
+                let _ = peer.notify_cancelled(params).await;
+            });
+        }
+    }
+}
+
+/// Delivers one relayed message on the downstream request's stream (this runs inside
+/// the downstream request's task, which is what ties it to that stream).
+#[allow(deprecated)] // logging and sampling are deprecated by SEP-2577 but still spoken
+async fn relay_down(msg: RelayMsg, down: &Downstream<'_>) {
+    match msg {
+        RelayMsg::Progress(mut p) => {
+            if let Some(token) = &down.progress_token {
+                p.progress_token = token.clone();
+                let _ = down.peer.notify_progress(p).await;
+            }
+        }
+        RelayMsg::Log(l) => {
+            if down
+                .min_log_level
+                .is_none_or(|min| level_rank(l.level) >= level_rank(min))
+            {
+                let _ = down.peer.notify_logging_message(l).await;
+            }
+        }
+        RelayMsg::Request(request, reply) => {
+            let answer = match down.peer.send_request(request).await {
+                Ok(result) => Ok(result),
+                Err(ServiceError::McpError(e)) => Err(e),
+                Err(e) => Err(rmcp::ErrorData::internal_error(
+                    format!("the client did not answer: {e}"),
+                    None,
+                )),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+fn level_rank(l: LoggingLevel) -> u8 {
+    match l {
+        LoggingLevel::Debug => 0,
+        LoggingLevel::Info => 1,
+        LoggingLevel::Notice => 2,
+        LoggingLevel::Warning => 3,
+        LoggingLevel::Error => 4,
+        LoggingLevel::Critical => 5,
+        LoggingLevel::Alert => 6,
+        LoggingLevel::Emergency => 7,
+    }
+}
+
 /// Sorts an rmcp client error into what the gateway does about it.
 fn classify(e: ServiceError) -> Failure {
     match e {
@@ -502,26 +800,6 @@ fn is_transport_closed(e: &rmcp::ErrorData) -> bool {
         .as_ref()
         .and_then(|d| d.get("io.modelcontextprotocol/transportClosed"))
         .is_some()
-}
-
-/// The gateway's client-side handler for one upstream session: hears list changes.
-pub struct UpstreamClient {
-    info: ClientConfig,
-    instance: std::sync::Weak<Instance>,
-}
-
-impl ClientHandler for UpstreamClient {
-    fn get_info(&self) -> ClientConfig {
-        self.info.clone()
-    }
-
-    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        if let Some(i) = self.instance.upgrade() {
-            tracing::info!(service = %i.service, instance = %i.url, "upstream announced tools/list_changed");
-            i.relist.store(true, Ordering::Release);
-            i.wake.notify_one();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -577,6 +855,15 @@ impl Service {
         Duration::from_millis(self.call_timeout_ms.load(Ordering::Relaxed))
     }
 
+    /// Prompts, resources, templates and capabilities of the instance read last.
+    pub fn extras(&self) -> Arc<Extras> {
+        self.instances()
+            .iter()
+            .max_by_key(|i| i.tools_at_ms())
+            .map(|i| i.extras())
+            .unwrap_or_default()
+    }
+
     /// The service's tools: those most recently read from any of its instances.
     pub fn tools(&self) -> Arc<Vec<Tool>> {
         self.instances()
@@ -604,15 +891,16 @@ impl Service {
         }
     }
 
-    /// Proxies one `tools/call` (name already translated to the backend's), choosing an
+    /// Proxies one request (names already translated to the backend's), choosing an
     /// instance, failing over once when that is safe. `affinity` pins a client session
     /// to an instance; `retry_safe` says the tool declares itself read-only/idempotent.
-    pub async fn call_tool(
+    pub async fn request(
         &self,
-        params: CallToolRequestParams,
+        request: ClientRequest,
+        down: &Downstream<'_>,
         affinity: Option<&str>,
         retry_safe: bool,
-    ) -> Result<CallToolResponse, CallError> {
+    ) -> Result<ServerResult, CallError> {
         let timeout = self.call_timeout();
         let mut tried: Vec<Arc<Instance>> = Vec::new();
         let mut waited = false;
@@ -622,7 +910,10 @@ impl Service {
                 Err(e) => return Err(e),
             };
             let generation = *instance.generation.borrow();
-            let failure = match instance.call(params.clone(), timeout, admission).await {
+            let failure = match instance
+                .call(request.clone(), down, timeout, admission)
+                .await
+            {
                 Ok(response) => return Ok(response),
                 Err(f) => f,
             };
@@ -654,6 +945,27 @@ impl Service {
                 return Err(self.error(failure, retry_safe));
             }
             tried.push(instance);
+        }
+    }
+
+    /// A request with no relaying and no failover (subscriptions): the shared session of
+    /// an instance that can take it.
+    pub async fn request_plain(&self, request: ClientRequest) -> Result<ServerResult, CallError> {
+        let (instance, admission) = self.choose(None, &[])?;
+        if admission == Admission::Probe {
+            instance.health().release_probe();
+        }
+        let Some(session) = instance.session.load_full() else {
+            return Err(self.unavailable(&self.instances(), Instant::now()));
+        };
+        let timeout = self.call_timeout();
+        match tokio::time::timeout(timeout, session.peer().send_request(request)).await {
+            Err(_) => Err(CallError::Timeout {
+                service: self.name.to_string(),
+                ms: timeout.as_millis() as u64,
+            }),
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(self.error(classify(e), false)),
         }
     }
 
@@ -733,6 +1045,10 @@ impl Service {
         match failure {
             Failure::Upstream(e) => CallError::Upstream(e),
             Failure::Timeout(ms) => CallError::Timeout { service, ms },
+            Failure::Cancelled => CallError::Upstream(rmcp::ErrorData::internal_error(
+                "request cancelled by the client",
+                None,
+            )),
             Failure::NotDelivered(cause) | Failure::Expired(cause) => {
                 CallError::Unavailable { service, cause }
             }
