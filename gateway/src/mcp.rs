@@ -522,10 +522,10 @@ impl ServerHandler for GatewayHandler {
 fn rename_contents(c: &mut ResourceContents, original: &str, public: &str) {
     match c {
         ResourceContents::TextResourceContents { uri, .. }
-        | ResourceContents::BlobResourceContents { uri, .. } => {
-            if uri == original {
-                *uri = public.to_string();
-            }
+        | ResourceContents::BlobResourceContents { uri, .. }
+            if uri == original =>
+        {
+            *uri = public.to_string();
         }
         _ => {}
     }

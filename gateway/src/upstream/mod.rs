@@ -309,6 +309,7 @@ impl Instance {
     async fn open_private(
         self: &Arc<Self>,
         capabilities: &ClientCapabilities,
+        owner: &Peer<RoleServer>,
     ) -> Result<Session, String> {
         let options = self.client_options("mcp-gateway");
         let mut info = service_kit::client::client_config(&options);
@@ -316,7 +317,7 @@ impl Instance {
         let handler = UpstreamClient {
             info,
             instance: Arc::downgrade(self),
-            relays: Arc::new(Relays::for_one_client()),
+            relays: Arc::new(Relays::for_one_client(owner.clone())),
         };
         service_kit::client::connect_with(&self.url, &options, handler)
             .await
@@ -469,7 +470,7 @@ impl Instance {
             None => Arc::clone(&shared),
             Some(private) => match private.get(&private_key) {
                 Some(s) => s,
-                None => match self.open_private(&private.capabilities).await {
+                None => match self.open_private(&private.capabilities, down.peer).await {
                     Ok(s) => {
                         let s = Arc::new(s);
                         private.put(private_key.clone(), Arc::clone(&s));
@@ -684,7 +685,18 @@ async fn forward(
     tokio::pin!(deadline);
     let outcome = loop {
         tokio::select! {
-            r = &mut response => break r.map_err(classify),
+            r = &mut response => {
+                // rmcp hands notifications to the client handler on tasks of their own,
+                // so ones sent just before the answer may still be on their way: let
+                // them land, then pass on whatever arrived.
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
+                while let Ok(msg) = rx.try_recv() {
+                    relay_down(msg, down).await;
+                }
+                break r.map_err(classify);
+            }
             Some(msg) = rx.recv() => relay_down(msg, down).await,
             _ = &mut deadline => {
                 abandon.reason = "timed out at the gateway";

@@ -54,6 +54,9 @@ pub struct Relays {
     /// Every call on this session comes from one client (a client's own session), so a
     /// message that arrived outside any request's stream still has one right recipient.
     single_client: bool,
+    /// That client, for messages that arrive when none of its calls is in flight (a log
+    /// line that trails the result on another stream): sent on its standalone stream.
+    owner: Option<rmcp::Peer<rmcp::RoleServer>>,
 }
 
 /// Unregisters a call's relay when the call ends, however it ends.
@@ -124,9 +127,10 @@ impl Relays {
     }
 
     /// Relays for calls that all come from one client.
-    pub fn for_one_client() -> Self {
+    pub fn for_one_client(owner: rmcp::Peer<rmcp::RoleServer>) -> Self {
         Self {
             single_client: true,
+            owner: Some(owner),
             ..Self::default()
         }
     }
@@ -138,10 +142,9 @@ impl Relays {
     fn for_origin(&self, extensions: &rmcp::model::Extensions) -> Option<mpsc::Sender<RelayMsg>> {
         if let Some(InboundStreamOrigin::OutboundRequest(id)) =
             extensions.get::<InboundStreamOrigin>()
+            && let Some(tx) = self.for_id(id)
         {
-            if let Some(tx) = self.for_id(id) {
-                return Some(tx);
-            }
+            return Some(tx);
         }
         let ids = self.lock_ids();
         if ids.len() == 1 || (self.single_client && !ids.is_empty()) {
@@ -179,9 +182,25 @@ impl Relays {
 
     /// Delivers a notification to its call, or holds it until the call registers.
     fn deliver(&self, extensions: &rmcp::model::Extensions, msg: RelayMsg) {
-        self.deliver_or_hold(Self::origin_key(extensions), msg, |r| {
-            r.for_origin(extensions)
-        });
+        if let (Some(owner), RelayMsg::Log(params)) = (&self.owner, &msg)
+            && self.lock_ids().is_empty()
+        {
+            let (owner, params) = (owner.clone(), params.clone());
+            tokio::spawn(async move {
+                let _ = owner.notify_logging_message(params).await;
+            });
+            return;
+        }
+        let key = Self::origin_key(extensions);
+        if matches!(key, Early::Unassociated) && !self.single_client {
+            // On a shared session an unattributable message is never guessed onto a
+            // later call, which may be another client's.
+            if let Some(tx) = self.for_origin(extensions) {
+                let _ = tx.try_send(msg);
+            }
+            return;
+        }
+        self.deliver_or_hold(key, msg, |r| r.for_origin(extensions));
     }
 
     /// Asks the downstream client (through the call that caused it) and waits.
