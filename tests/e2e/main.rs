@@ -13,3 +13,4 @@ mod persistence;
 mod protocol;
 mod registration;
 mod seed;
+mod transparency;

@@ -1,0 +1,324 @@
+//! What the conformance suite does not cover: server-to-client traffic routed to the
+//! right one of several clients, progress and cancellation with several backends at once,
+//! and list changes reaching connected clients.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use rmcp::{
+    ClientHandler, ErrorData, RoleClient,
+    model::{
+        CallToolRequest, CallToolRequestParams, ClientConfig, ClientRequest,
+        CreateMessageRequestParams, CreateMessageResult, Implementation, ProgressNotificationParam,
+        ProgressToken, ServerResult,
+    },
+    service::{NotificationContext, PeerRequestOptions, RequestContext, RunningService},
+};
+use serde_json::json;
+
+use crate::support::{fixture, *};
+
+/// A client that answers sampling with its own name and records what reaches it.
+#[derive(Clone, Default)]
+struct Probe {
+    name: String,
+    sampled: Arc<AtomicUsize>,
+    progress: Arc<Mutex<Vec<ProgressToken>>>,
+    tools_changed: Arc<AtomicUsize>,
+}
+
+impl ClientHandler for Probe {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            serde_json::from_value(json!({"sampling": {}})).expect("capabilities"),
+            Implementation::new(self.name.clone(), "1.0.0"),
+        )
+    }
+
+    #[allow(deprecated)]
+    async fn create_message(
+        &self,
+        _params: CreateMessageRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        self.sampled.fetch_add(1, Ordering::SeqCst);
+        serde_json::from_value(json!({
+            "role": "assistant",
+            "content": {"type": "text", "text": format!("answer from {}", self.name)},
+            "model": "test-model",
+            "stopReason": "endTurn"
+        }))
+        .map_err(|e| ErrorData::internal_error(e.to_string(), None))
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _c: NotificationContext<RoleClient>,
+    ) {
+        self.progress
+            .lock()
+            .expect("lock")
+            .push(params.progress_token);
+    }
+
+    async fn on_tool_list_changed(&self, _c: NotificationContext<RoleClient>) {
+        self.tools_changed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn probe_client(gateway: &Running, probe: Probe) -> RunningService<RoleClient, Probe> {
+    service_kit::client::connect_with(
+        &gateway.mcp_url(),
+        &service_kit::client::ClientOptions {
+            client_name: probe.name.clone(),
+            bearer: Some(TOKEN.into()),
+            ..Default::default()
+        },
+        probe,
+    )
+    .await
+    .expect("client session with the gateway")
+}
+
+/// The official suite's fixture server, registered under `name`.
+async fn conformance_backend(
+    gateway: &Running,
+    name: &str,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let _ = conformance::fixture::run(Default::default(), listener, stop).await;
+        }
+    });
+    let (status, body) = register(gateway, name, &url).await;
+    assert_eq!(status, 201, "{body}");
+    (stop, task)
+}
+
+fn text_of(result: &ServerResult) -> String {
+    match result {
+        ServerResult::CallToolResult(r) => serde_json::to_value(&r.content)
+            .ok()
+            .and_then(|c| c[0]["text"].as_str().map(str::to_string))
+            .unwrap_or_default(),
+        other => panic!("not a tool result: {other:?}"),
+    }
+}
+
+fn call_request(name: &str, args: serde_json::Value) -> ClientRequest {
+    let mut params = CallToolRequestParams::new(name.to_string());
+    params.arguments = args.as_object().cloned();
+    ClientRequest::CallToolRequest(CallToolRequest::new(params))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sampling_request_reaches_the_client_whose_call_caused_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let (stop, task) = conformance_backend(&gateway, "conf").await;
+    let alice = Probe {
+        name: "alice".into(),
+        ..Default::default()
+    };
+    let bob = Probe {
+        name: "bob".into(),
+        ..Default::default()
+    };
+    let a = probe_client(&gateway, alice.clone()).await;
+    let b = probe_client(&gateway, bob.clone()).await;
+    let args = json!({"prompt": "what is 2+2?"});
+    let (ra, rb) = tokio::join!(
+        a.peer()
+            .send_request(call_request("test_sampling", args.clone())),
+        b.peer()
+            .send_request(call_request("test_sampling", args.clone())),
+    );
+    assert_eq!(
+        text_of(&ra.expect("alice's call")),
+        "LLM response: answer from alice"
+    );
+    assert_eq!(
+        text_of(&rb.expect("bob's call")),
+        "LLM response: answer from bob"
+    );
+    assert_eq!(alice.sampled.load(Ordering::SeqCst), 1);
+    assert_eq!(bob.sampled.load(Ordering::SeqCst), 1);
+    // A client that did not declare sampling is not asked: the backend sees no capability.
+    let plain = mcp_client(&gateway).await;
+    let r = plain
+        .peer()
+        .send_request(call_request("test_sampling", args))
+        .await
+        .expect("call");
+    assert!(
+        text_of(&r).contains("did not declare the sampling capability"),
+        "{}",
+        text_of(&r)
+    );
+    for c in [a.cancel().await, b.cancel().await, plain.cancel().await] {
+        c.expect("close");
+    }
+    stop.cancel();
+    let _ = task.await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_from_two_backends_at_once_reaches_the_caller_under_its_own_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let (s1, t1) = conformance_backend(&gateway, "one").await;
+    let (s2, t2) = conformance_backend(&gateway, "two").await;
+    let probe = Probe {
+        name: "watcher".into(),
+        ..Default::default()
+    };
+    let client = probe_client(&gateway, probe.clone()).await;
+    let h1 = client
+        .peer()
+        .send_request_with_option(
+            call_request("one__test_tool_with_progress", json!({})),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("send one");
+    let h2 = client
+        .peer()
+        .send_request_with_option(
+            call_request("two__test_tool_with_progress", json!({})),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("send two");
+    let (tok1, tok2) = (h1.progress_token.clone(), h2.progress_token.clone());
+    let (r1, r2) = tokio::join!(h1.await_response(), h2.await_response());
+    r1.expect("one answered");
+    r2.expect("two answered");
+    wait_until(
+        "every progress notification",
+        Duration::from_secs(5),
+        || async { probe.progress.lock().expect("lock").len() >= 6 },
+    )
+    .await;
+    let seen = probe.progress.lock().expect("lock").clone();
+    assert_eq!(seen.iter().filter(|t| **t == tok1).count(), 3, "{seen:?}");
+    assert_eq!(seen.iter().filter(|t| **t == tok2).count(), 3, "{seen:?}");
+    client.cancel().await.expect("close");
+    for (s, t) in [(s1, t1), (s2, t2)] {
+        s.cancel();
+        let _ = t.await;
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_is_cancelled_at_its_backend_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let f1 = fixture::Fixture::new("left", &["hangLeft"]);
+    let f2 = fixture::Fixture::new("right", &["hangRight"]);
+    let b1 = serve_fixture(f1.clone()).await;
+    let b2 = serve_fixture(f2.clone()).await;
+    register(&gateway, "left", &b1.mcp_url()).await;
+    register(&gateway, "right", &b2.mcp_url()).await;
+    let client = mcp_client(&gateway).await;
+    let h1 = client
+        .peer()
+        .send_request_with_option(
+            call_request("hangLeft", json!({})),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("send left");
+    let h2 = client
+        .peer()
+        .send_request_with_option(
+            call_request("hangRight", json!({})),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("send right");
+    wait_until(
+        "both calls at their backends",
+        Duration::from_secs(5),
+        || async { f1.calls.load(Ordering::SeqCst) == 1 && f2.calls.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
+    h1.cancel(Some("changed my mind".into()))
+        .await
+        .expect("cancel");
+    wait_until(
+        "the left backend to see the cancellation",
+        Duration::from_secs(5),
+        || async { f1.cancelled.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        f2.cancelled.load(Ordering::SeqCst),
+        0,
+        "the other backend's call goes on"
+    );
+    h2.cancel(None).await.expect("cancel");
+    wait_until(
+        "the right backend to see its cancellation",
+        Duration::from_secs(5),
+        || async { f2.cancelled.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
+    client.cancel().await.expect("close");
+    b1.stop().await;
+    b2.stop().await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connected_clients_hear_that_the_tool_list_changed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let probe = Probe {
+        name: "listener".into(),
+        ..Default::default()
+    };
+    let client = probe_client(&gateway, probe.clone()).await;
+    let extra = start_fixture("late", &["lateArrival"]).await;
+    register(&gateway, "late", &extra.mcp_url()).await;
+    wait_until(
+        "tools/list_changed after a registration",
+        Duration::from_secs(5),
+        || async { probe.tools_changed.load(Ordering::SeqCst) >= 1 },
+    )
+    .await;
+    let before = probe.tools_changed.load(Ordering::SeqCst);
+    let r = http()
+        .delete(format!("{}/services/late", gateway.base()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 200);
+    wait_until(
+        "tools/list_changed after an unregistration",
+        Duration::from_secs(5),
+        || async { probe.tools_changed.load(Ordering::SeqCst) > before },
+    )
+    .await;
+    client.cancel().await.expect("close");
+    extra.stop().await;
+    gateway.stop().await;
+}
