@@ -534,10 +534,18 @@ fn rename_contents(c: &mut ResourceContents, original: &str, public: &str) {
 /// The two rmcp services behind `/mcp`.
 #[derive(Clone)]
 pub struct McpEndpoint {
+    /// Sessions of clients at protocol 2025-11-25 or later: SSE streams open with a
+    /// priming event (an id and empty data) so they can be resumed.
     sessions: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
+    /// Sessions of older clients, which choke on an event with empty data: no priming.
+    legacy: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
+    legacy_sessions: Arc<LocalSessionManager>,
     sessionless: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
     max_body_bytes: usize,
 }
+
+/// The first protocol revision whose clients expect SSE priming events.
+const PRIMING_SINCE: &str = "2025-11-25";
 
 impl McpEndpoint {
     pub fn new(
@@ -561,6 +569,14 @@ impl McpEndpoint {
             Arc::new(LocalSessionManager::default()),
             base.clone(),
         );
+        let mut legacy_manager = LocalSessionManager::default();
+        legacy_manager.session_config.sse_retry = None;
+        let legacy_sessions = Arc::new(legacy_manager);
+        let legacy = StreamableHttpService::new(
+            factory.clone(),
+            Arc::clone(&legacy_sessions),
+            base.clone().with_sse_retry(None),
+        );
         let sessionless = StreamableHttpService::new(
             factory,
             Arc::new(LocalSessionManager::default()),
@@ -570,6 +586,8 @@ impl McpEndpoint {
         );
         Self {
             sessions: Arc::new(sessions),
+            legacy: Arc::new(legacy),
+            legacy_sessions,
             sessionless: Arc::new(sessionless),
             max_body_bytes,
         }
@@ -618,9 +636,26 @@ fn origin_policy(
 
 /// `/mcp`, every method.
 pub async fn entry(State(endpoint): State<McpEndpoint>, request: Request) -> Response {
-    let sessionless_post =
-        request.method() == Method::POST && !request.headers().contains_key("mcp-session-id");
-    if !sessionless_post {
+    let session = request
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(id) = session {
+        let legacy = endpoint
+            .legacy_sessions
+            .sessions
+            .read()
+            .await
+            .contains_key(id.as_str());
+        let service = if legacy {
+            &endpoint.legacy
+        } else {
+            &endpoint.sessions
+        };
+        return into_axum(service.handle(request).await);
+    }
+    if request.method() != Method::POST {
         return into_axum(endpoint.sessions.handle(request).await);
     }
     let (mut parts, body) = request.into_parts();
@@ -638,7 +673,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, request: Request) -> Res
                 .into_response();
         }
     };
-    let method = match probe_method(&bytes) {
+    let (method, version) = match probe_method(&bytes) {
         Ok(m) => m,
         Err(why) => {
             return (
@@ -653,7 +688,13 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, request: Request) -> Res
     };
     if method.as_deref() == Some("initialize") {
         let request = Request::from_parts(parts, Body::from(bytes));
-        return into_axum(endpoint.sessions.handle(request).await);
+        let modern = version.as_deref().is_some_and(|v| v >= PRIMING_SINCE);
+        let service = if modern {
+            &endpoint.sessions
+        } else {
+            &endpoint.legacy
+        };
+        return into_axum(service.handle(request).await);
     }
     // A plain JSON-RPC post: answer in JSON whatever the client's tooling sent.
     let h = &mut parts.headers;
@@ -677,17 +718,26 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, request: Request) -> Res
     into_axum(endpoint.sessionless.handle(request).await)
 }
 
-/// The `method` of a JSON-RPC message, or a parse-error message for a body that is not
-/// JSON at all. A JSON value of another shape is left for rmcp to judge.
-fn probe_method(body: &[u8]) -> Result<Option<String>, String> {
+/// The `method` of a JSON-RPC message (and, for `initialize`, the protocol version the
+/// client asks for), or a parse-error message for a body that is not JSON at all. A JSON
+/// value of another shape is left for rmcp to judge.
+type Probed = (Option<String>, Option<String>);
+
+fn probe_method(body: &[u8]) -> Result<Probed, String> {
+    #[derive(serde::Deserialize)]
+    struct Params {
+        #[serde(rename = "protocolVersion")]
+        protocol_version: Option<String>,
+    }
     #[derive(serde::Deserialize)]
     struct Probe {
         method: Option<String>,
+        params: Option<Params>,
     }
     match serde_json::from_slice::<Probe>(body) {
-        Ok(p) => Ok(p.method),
+        Ok(p) => Ok((p.method, p.params.and_then(|p| p.protocol_version))),
         Err(e) if e.is_syntax() || e.is_eof() => Err(format!("parse error: {e}")),
-        Err(_) => Ok(None),
+        Err(_) => Ok((None, None)),
     }
 }
 

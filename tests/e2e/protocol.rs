@@ -112,3 +112,159 @@ async fn sessions_versions_methods_and_bodies_get_the_specified_answers() {
     assert_eq!(status, 413);
     gw.stop().await;
 }
+
+/// POSTs `body` with both Accept types; returns (status, session id, body text).
+async fn post_mcp(
+    gw: &Running,
+    headers: &[(&str, &str)],
+    body: serde_json::Value,
+) -> (u16, Option<String>, String) {
+    let mut rb = http()
+        .post(gw.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("accept", "application/json, text/event-stream")
+        .json(&body);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let resp = rb.send().await.expect("send");
+    let session = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (
+        resp.status().as_u16(),
+        session,
+        resp.text().await.expect("body"),
+    )
+}
+
+/// The JSON-RPC message in a JSON or SSE body (the last `data:` line that holds one).
+fn message(body: &str) -> Value {
+    if let Ok(v) = serde_json::from_str(body) {
+        return v;
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .last()
+        .unwrap_or_else(|| panic!("no JSON-RPC message in {body}"))
+}
+
+fn initialize(version: &str) -> Value {
+    json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion": version, "capabilities": {},
+        "clientInfo": {"name": format!("client-{version}"), "version": "1"}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_priming_events_only_for_clients_at_2025_11_25_or_later() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    for (version, primed) in [
+        ("2025-03-26", false),
+        ("2025-06-18", false),
+        ("2025-11-25", true),
+    ] {
+        let (status, session, body) = post_mcp(&gw, &[], initialize(version)).await;
+        assert_eq!(status, 200, "{version}: {body}");
+        assert!(session.is_some(), "{version}: a session id");
+        assert_eq!(body.contains("retry:"), primed, "{version}: {body}");
+        assert_eq!(
+            message(&body)["result"]["protocolVersion"],
+            version,
+            "{body}"
+        );
+        // Later requests of that session stay on its own kind of stream.
+        let session = session.expect("session");
+        let (status, _, body) = post_mcp(
+            &gw,
+            &[
+                ("mcp-session-id", &session),
+                ("mcp-protocol-version", version),
+            ],
+            json!({"jsonrpc":"2.0","id":2,"method":"ping"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{version}: {body}");
+        assert_eq!(body.contains("retry:"), primed, "{version}: {body}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2026_07_28_client_and_a_2025_06_18_client_use_one_gateway_together() {
+    let stack = Stack::start().await;
+    let gw = &stack.gateway;
+    // The session-era client: initialize, initialized, then calls in its session.
+    let (_, session, body) = post_mcp(gw, &[], initialize("2025-06-18")).await;
+    let session = session.unwrap_or_else(|| panic!("no session: {body}"));
+    let old = [
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let (status, _, _) = post_mcp(
+        gw,
+        &old,
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    // The stateless client: discovery, then self-contained requests with _meta.
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "stateless", "version": "1"}
+    });
+    let new = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "server/discover"),
+    ];
+    let (status, session_header, body) = post_mcp(
+        gw,
+        &new,
+        json!({"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta": meta}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(session_header.is_none(), "2026-07-28 has no sessions");
+    let discovered = message(&body);
+    assert!(
+        discovered.to_string().contains("2026-07-28"),
+        "discovery names the version: {discovered}"
+    );
+    // Both call tools at the same time.
+    let new_call = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "getUserById"),
+    ];
+    let (a, b) = tokio::join!(
+        post_mcp(
+            gw,
+            &old,
+            json!({"jsonrpc":"2.0","id":3,"method":"tools/call",
+                   "params":{"name":"getProductById","arguments":{"id":"123"}}}),
+        ),
+        post_mcp(
+            gw,
+            &new_call,
+            json!({"jsonrpc":"2.0","id":4,"method":"tools/call",
+                   "params":{"name":"getUserById","arguments":{"id":"456"},"_meta": meta}}),
+        ),
+    );
+    assert_eq!(
+        message(&a.2)["result"]["structuredContent"]["id"],
+        "123",
+        "{}",
+        a.2
+    );
+    assert_eq!(
+        message(&b.2)["result"]["structuredContent"]["id"],
+        "456",
+        "{}",
+        b.2
+    );
+    stack.stop().await;
+}
