@@ -2,6 +2,9 @@
 //! right one of several clients, progress and cancellation with several backends at once,
 //! and list changes reaching connected clients.
 
+// Sampling is deprecated by SEP-2577 but still part of the protocol the gateway relays.
+#![allow(deprecated)]
+
 use std::{
     sync::{
         Arc, Mutex,
