@@ -152,6 +152,53 @@ ensure_suite() {
     [ -f "$SUITE_JS" ] || die "the suite did not install into $SUITE_DIR"
 }
 
+INSPECTOR_VERSION="2.12.0"
+INSPECTOR_DIR="$CACHE/inspector-$INSPECTOR_VERSION"
+INSPECTOR_BIN="$INSPECTOR_DIR/node_modules/.bin/mcp-inspector"
+
+ensure_inspector() {
+    if [ -x "$INSPECTOR_BIN" ]; then
+        return
+    fi
+    ensure_npm
+    log "installing @modelcontextprotocol/inspector@${INSPECTOR_VERSION} into $INSPECTOR_DIR"
+    mkdir -p "$INSPECTOR_DIR"
+    PATH="$(dirname "$NODE"):$PATH" npm_quiet install --prefix "$INSPECTOR_DIR" \
+        "@modelcontextprotocol/inspector@${INSPECTOR_VERSION}"
+    [ -x "$INSPECTOR_BIN" ] || die "the Inspector did not install into $INSPECTOR_DIR"
+}
+
+# The MCP Inspector CLI (--cli, HTTP transport, Authorization header) lists the
+# gateway's tools and calls one of the fixture's through it.
+inspector_check() {
+    local gateway="$1" dir="$2" out
+    local inspector=(env "PATH=$(dirname "$NODE"):$PATH" "MCP_CATALOG_PATH=$WORK/inspector-catalog.json"
+        timeout 120 "$INSPECTOR_BIN" --cli "$gateway/mcp" --transport http
+        --header "Authorization: Bearer $TOKEN")
+    log "MCP Inspector CLI: tools/list and tools/call through the gateway"
+    out=$("${inspector[@]}" --method tools/list 2>&1) || {
+        printf '%s\n' "$out" >"$dir/inspector-list.txt"
+        log "Inspector tools/list failed (see $dir/inspector-list.txt)"
+        return 1
+    }
+    printf '%s\n' "$out" >"$dir/inspector-list.txt"
+    grep -q '"test_simple_text"' <<<"$out" && grep -q '"getProductById"' <<<"$out" || {
+        log "Inspector tools/list lacks the fixture's or the demo services' tools"
+        return 1
+    }
+    out=$("${inspector[@]}" --method tools/call --tool-name test_simple_text 2>&1) || {
+        printf '%s\n' "$out" >"$dir/inspector-call.txt"
+        log "Inspector tools/call failed (see $dir/inspector-call.txt)"
+        return 1
+    }
+    printf '%s\n' "$out" >"$dir/inspector-call.txt"
+    grep -q 'This is a simple text response for testing' <<<"$out" || {
+        log "Inspector tools/call did not return the fixture's text"
+        return 1
+    }
+    log "Inspector CLI: listed and called through the gateway"
+}
+
 # ---------------------------------------------------------------------------------------
 # Processes
 
@@ -292,6 +339,7 @@ run_gateway() {
     wait_http auth-proxy "http://127.0.0.1:$pport/health"
 
     run_suite "http://localhost:$pport/mcp" "$dir" || status=$?
+    inspector_check "$gateway" "$dir" || status=1
     stop_all
     log "gateway run: exit $status in $(($(now) - started))s; report: $dir (summary.txt, suite.log, results/, logs/)"
     return "$status"
@@ -303,6 +351,7 @@ total_started=$(now)
 ensure_curl
 ensure_node
 ensure_suite
+[ "$MODE" = fixture ] || ensure_inspector
 
 log "building"
 build_started=$(now)
