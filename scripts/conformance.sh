@@ -182,10 +182,10 @@ inspector_check() {
         return 1
     }
     printf '%s\n' "$out" >"$dir/inspector-list.txt"
-    grep -q '"test_simple_text"' <<<"$out" && grep -q '"getProductById"' <<<"$out" || {
+    if ! grep -q '"test_simple_text"' <<<"$out" || ! grep -q '"getProductById"' <<<"$out"; then
         log "Inspector tools/list lacks the fixture's or the demo services' tools"
         return 1
-    }
+    fi
     out=$("${inspector[@]}" --method tools/call --tool-name test_simple_text 2>&1) || {
         printf '%s\n' "$out" >"$dir/inspector-call.txt"
         log "Inspector tools/call failed (see $dir/inspector-call.txt)"
