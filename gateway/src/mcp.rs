@@ -25,10 +25,11 @@ use rmcp::{
         ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
         PaginatedRequestParams, PromptsCapability, ReadResourceRequest, ReadResourceRequestParams,
         ReadResourceResponse, Reference, ResourceContents, ResourceTemplate, ResourcesCapability,
-        ServerCapabilities, ServerConfig, ServerResult, SetLevelRequestParams, SubscribeRequest,
-        SubscribeRequestParams, Tool, UnsubscribeRequest, UnsubscribeRequestParams,
+        ServerCapabilities, ServerConfig, ServerNotification, ServerResult, SetLevelRequestParams,
+        SubscribeRequest, SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequest,
+        UnsubscribeRequestParams,
     },
-    service::{NotificationContext, RequestContext},
+    service::{NotificationContext, RequestContext, SubscriptionContext},
     transport::streamable_http_server::{
         StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
     },
@@ -38,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     catalog::Lookup,
-    registry::Registry,
+    registry::{Changed, Registry},
     upstream::{CallError, Downstream, PrivateSessions, Service},
 };
 
@@ -515,6 +516,60 @@ impl ServerHandler for GatewayHandler {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         self.registry.add_client(context.peer);
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let mut accepted = SubscriptionFilter::default();
+        accepted.tools_list_changed = requested.tools_list_changed;
+        accepted.prompts_list_changed = requested.prompts_list_changed;
+        accepted.resources_list_changed = requested.resources_list_changed;
+        Some(accepted)
+    }
+
+    /// `subscriptions/listen` (2026-07-28): list changes for clients without a session.
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let mut changes = self.registry.watch_changes();
+        loop {
+            let changed = tokio::select! {
+                _ = context.cancelled() => return Ok(()),
+                c = changes.recv() => match c {
+                    Ok(c) => c,
+                    // Missed some: say everything may have changed.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Changed {
+                        tools: true,
+                        prompts: true,
+                        resources: true,
+                    },
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+            };
+            let accepted = context.accepted();
+            let sink = context.sink();
+            if changed.tools && accepted.tools_list_changed == Some(true) {
+                let _ = sink
+                    .send(ServerNotification::ToolListChangedNotification(
+                        Default::default(),
+                    ))
+                    .await;
+            }
+            if changed.prompts && accepted.prompts_list_changed == Some(true) {
+                let _ = sink
+                    .send(ServerNotification::PromptListChangedNotification(
+                        Default::default(),
+                    ))
+                    .await;
+            }
+            if changed.resources && accepted.resources_list_changed == Some(true) {
+                let _ = sink
+                    .send(ServerNotification::ResourceListChangedNotification(
+                        Default::default(),
+                    ))
+                    .await;
+            }
+        }
     }
 }
 

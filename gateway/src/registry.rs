@@ -109,6 +109,9 @@ pub struct Registry {
     register_lock: tokio::sync::Mutex<()>,
     in_flight: Arc<AtomicUsize>,
     subscribers: Mutex<Subscribers>,
+    /// List changes, for `subscriptions/listen` (2026-07-28 clients have no session to
+    /// be notified on).
+    changes: tokio::sync::broadcast::Sender<Changed>,
 }
 
 /// Service names: 1-64 of `[A-Za-z0-9_-]`, starting with a letter or digit, without the
@@ -193,11 +196,11 @@ impl Listener for RegistryListener {
 type Subscribers = BTreeMap<String, Vec<(u64, Peer<RoleServer>)>>;
 
 /// Which merged lists a rebuild changed.
-#[derive(Clone, Copy)]
-struct Changed {
-    tools: bool,
-    prompts: bool,
-    resources: bool,
+#[derive(Clone, Copy, Debug)]
+pub struct Changed {
+    pub tools: bool,
+    pub prompts: bool,
+    pub resources: bool,
 }
 
 /// Held while a call is in flight; shutdown waits for these to drop.
@@ -225,6 +228,7 @@ impl Registry {
             register_lock: tokio::sync::Mutex::new(()),
             in_flight: Arc::new(AtomicUsize::new(0)),
             subscribers: Mutex::new(BTreeMap::new()),
+            changes: tokio::sync::broadcast::channel(64).0,
         });
         let mut restored: BTreeMap<String, Vec<StoredInstance>> = BTreeMap::new();
         for s in store.load()? {
@@ -345,8 +349,14 @@ impl Registry {
         drop(prev);
         self.catalog.store(Arc::new(next));
         if changed.tools || changed.prompts || changed.resources {
+            let _ = self.changes.send(changed);
             self.notify_clients(changed);
         }
+    }
+
+    /// List changes from now on.
+    pub fn watch_changes(&self) -> tokio::sync::broadcast::Receiver<Changed> {
+        self.changes.subscribe()
     }
 
     fn on_resource_updated(&self, service: &str, uri: &str) {

@@ -1,6 +1,8 @@
 //! Protocol strictness on `/mcp`: Host and Origin checks, sessions, versions, methods,
 //! malformed bodies.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -267,4 +269,55 @@ async fn a_2026_07_28_client_and_a_2025_06_18_client_use_one_gateway_together() 
         b.2
     );
     stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_client_listens_for_list_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{
+    "notifications": {"toolsListChanged": true},
+    "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "listener", "version": "1"}
+    }}});
+    let mut resp = http()
+        .post(gw.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .json(&body)
+        .send()
+        .await
+        .expect("listen");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut seen = String::new();
+    let read = |seen: &mut String, chunk: Option<bytes::Bytes>| {
+        if let Some(c) = chunk {
+            seen.push_str(&String::from_utf8_lossy(&c));
+        }
+    };
+    // Acknowledged first.
+    while !seen.contains("notifications/subscriptions/acknowledged") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
+            .await
+            .expect("acknowledgement in time")
+            .expect("stream");
+        read(&mut seen, chunk);
+    }
+    // A registration changes the tool list: the listener hears it.
+    let extra = start_fixture("news", &["fresh"]).await;
+    register(&gw, "news", &extra.mcp_url()).await;
+    while !seen.contains("notifications/tools/list_changed") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
+            .await
+            .expect("list_changed in time")
+            .expect("stream");
+        read(&mut seen, chunk);
+    }
+    drop(resp);
+    extra.stop().await;
+    gw.stop().await;
 }
