@@ -161,6 +161,13 @@ async fn long_lists_are_paged_both_ways() {
     let (status, body) = register(&gateway, "long", &backend.mcp_url()).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["registered"]["toolCount"], 25, "{body}");
+    // A second backend paging differently.
+    let other: Vec<String> = (0..13).map(|i| format!("other{i:02}")).collect();
+    let other_refs: Vec<&str> = other.iter().map(String::as_str).collect();
+    let backend2 = serve_fixture(fixture::Fixture::new("long2", &other_refs).paged(4)).await;
+    let (status, body) = register(&gateway, "long2", &backend2.mcp_url()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["registered"]["toolCount"], 13, "{body}");
     // The gateway pages its merged list with opaque cursors.
     let (_, first) = rpc(&gateway, "tools/list", Value::Null).await;
     assert_eq!(
@@ -173,6 +180,10 @@ async fn long_lists_are_paged_both_ways() {
         .to_string();
     let (_, second) = rpc(&gateway, "tools/list", json!({"cursor": cursor})).await;
     assert_eq!(second["result"]["tools"][0]["name"], "tool10", "{second}");
+    assert!(
+        second["result"]["nextCursor"].is_string(),
+        "38 tools: more pages"
+    );
     let (_, bad) = rpc(&gateway, "tools/list", json!({"cursor": "nonsense"})).await;
     assert_eq!(bad["error"]["code"], -32602, "{bad}");
     // An SDK client that follows cursors sees every tool exactly once.
@@ -185,8 +196,11 @@ async fn long_lists_are_paged_both_ways() {
         .map(|t| t.name.to_string())
         .collect();
     all.sort();
-    assert_eq!(all, names);
+    let mut expected = [other.clone(), names.clone()].concat();
+    expected.sort();
+    assert_eq!(all, expected);
     client.cancel().await.expect("close");
     backend.stop().await;
+    backend2.stop().await;
     gateway.stop().await;
 }
