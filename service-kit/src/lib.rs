@@ -2,20 +2,30 @@
 //! user-service). Nothing here knows about products, users or the catalog.
 //!
 //! - [`serve`]: bind and serve an axum router with `TCP_NODELAY` on every accepted
-//!   socket and graceful shutdown driven by a [`CancellationToken`].
+//!   socket and graceful shutdown driven by a [`CancellationToken`]; [`serve::main`],
+//!   the body of a service binary's `main`.
 //! - [`shutdown`]: a token cancelled on SIGTERM / Ctrl-C.
 //! - [`logging`]: `tracing` subscriber set-up (human or JSON lines).
 //! - [`registration`]: a service's self-registration with the gateway
-//!   (`POST /register`), retried with capped, jittered backoff.
+//!   (`POST /register`), retried with capped, jittered backoff, and
+//!   [`registration::serve_registered`], serving wrapped in registering and unregistering.
 //! - [`client`]: opening an MCP client session over streamable HTTP.
-//! - [`mcp`]: the rmcp streamable-HTTP server configuration the services share.
+//! - [`mcp`]: the demo services' HTTP surface (`/mcp` and `GET /health`), the rmcp
+//!   streamable-HTTP server configuration they share, and the shape of their tool
+//!   definitions.
+//! - [`tool_args`]: the sentences of the demo services' tool-argument errors and the
+//!   JSON type names they use.
+//! - [`prng`]: [`prng::SplitMix64`], the fully specified generator the demo services
+//!   build their deterministic data sets from.
 
 pub mod client;
 pub mod logging;
 pub mod mcp;
+pub mod prng;
 pub mod registration;
 pub mod serve;
 pub mod shutdown;
+pub mod tool_args;
 
 pub use tokio_util::sync::CancellationToken;
 

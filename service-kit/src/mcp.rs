@@ -1,6 +1,18 @@
-//! The rmcp streamable-HTTP server configuration shared by the demo services.
+//! What the demo services' MCP servers share: their HTTP surface (`/mcp` and
+//! `GET /health`), the rmcp streamable-HTTP server configuration (with its `Host`
+//! allow-list) and the shape of a tool definition.
 
-use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
+use std::sync::Arc;
+
+use axum::{Json, Router, routing::get};
+use rmcp::{
+    ServerHandler,
+    model::{JsonObject, Tool},
+    transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    },
+};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 /// Host names accepted in the `Host` header by default (DNS-rebinding protection):
@@ -22,4 +34,58 @@ pub fn server_config(
         .map(|h| h.to_string())
         .chain(allowed_hosts.iter().cloned());
     config.with_allowed_hosts(hosts)
+}
+
+/// A demo service's HTTP surface: its MCP server at `/mcp` (one `make_server()` per
+/// rmcp session, sessions ending when `shutdown` is cancelled, `Host` checked as
+/// [`server_config`] says) and `GET /health` answering `health()` as JSON.
+pub fn service_router<S>(
+    make_server: impl Fn() -> S + Send + Sync + 'static,
+    health: fn() -> Value,
+    allowed_hosts: &[String],
+    shutdown: CancellationToken,
+) -> Router
+where
+    S: ServerHandler + Send + 'static,
+{
+    let mcp = StreamableHttpService::new(
+        move || Ok(make_server()),
+        Arc::new(LocalSessionManager::default()),
+        server_config(allowed_hosts, shutdown),
+    );
+    Router::new()
+        .route("/health", get(move || async move { Json(health()) }))
+        .nest_service("/mcp", mcp)
+}
+
+/// The `--allowed-hosts` values as given on the command line, trimmed, blanks dropped.
+pub fn allowed_hosts(raw: Vec<String>) -> Vec<String> {
+    raw.into_iter()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .collect()
+}
+
+/// A tool definition with a title and input and output JSON Schemas; annotations are
+/// the caller's to add.
+///
+/// # Panics
+/// When a schema is not a JSON object: the tool tables are static, so that is a bug.
+pub fn tool(
+    name: &'static str,
+    title: &str,
+    description: &'static str,
+    input: Value,
+    output: Value,
+) -> Tool {
+    Tool::new(name, description, schema_object(input))
+        .with_title(title)
+        .with_raw_output_schema(schema_object(output))
+}
+
+fn schema_object(schema: Value) -> Arc<JsonObject> {
+    match schema {
+        Value::Object(map) => Arc::new(map),
+        other => panic!("a tool schema must be a JSON object, got {other}"),
+    }
 }

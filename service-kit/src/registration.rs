@@ -2,11 +2,14 @@
 //! `{"name","url"}` and the Bearer token, retried with capped, jittered exponential
 //! backoff while the gateway is unreachable or answers 5xx. A 4xx answer (bad token,
 //! refused URL) is final: retrying would not change it, so it is logged and given up.
+//! [`serve_registered`] wraps a service's serving in registering and unregistering.
 
 use std::time::Duration;
 
+use axum::Router;
 use rand::Rng;
 use serde::Serialize;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// What a service tells the gateway about itself.
@@ -112,6 +115,25 @@ pub fn spawn(
         target,
         registration,
     }
+}
+
+/// A service's whole serving life: registers in the background (when `gateway` is
+/// given: where, and as what), serves `router` on `listener` until `shutdown` is
+/// cancelled, then unregisters if the registration went through. A serving error is
+/// returned as it is, without unregistering.
+pub async fn serve_registered(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    gateway: Option<(GatewayTarget, Registration)>,
+) -> std::io::Result<()> {
+    let registered =
+        gateway.map(|(target, registration)| spawn(target, registration, shutdown.clone()));
+    crate::serve::serve(listener, router, shutdown).await?;
+    if let Some(handle) = registered {
+        handle.unregister().await;
+    }
+    Ok(())
 }
 
 /// A background registration, to be undone when the service stops gracefully.

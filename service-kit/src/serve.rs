@@ -1,8 +1,9 @@
 //! Serving an axum router: `TCP_NODELAY` on every accepted socket (axum does not set it,
 //! and without it a pooled client sees ~40 ms per call from Nagle + delayed ACK) and a
-//! graceful shutdown when the given token is cancelled.
+//! graceful shutdown when the given token is cancelled; and [`main`], the body of a
+//! service binary's `main` around it (signals, bind, run, exit code).
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, process::ExitCode};
 
 use axum::{Router, serve::ListenerExt};
 use tokio::net::TcpListener;
@@ -33,4 +34,28 @@ pub async fn serve(
     )
     .with_graceful_shutdown(async move { shutdown.cancelled().await })
     .await
+}
+
+/// A service binary's `main` once its command line is parsed and logging is set up:
+/// binds `listen`, runs `run` with the listener and a token cancelled on SIGTERM /
+/// Ctrl-C, and turns an error into a line `{error_prefix}: {error}` on stderr and a
+/// failing exit code.
+pub async fn main<F, Fut>(error_prefix: &str, listen: &str, run: F) -> ExitCode
+where
+    F: FnOnce(TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let shutdown = crate::shutdown::on_signal();
+    let result = async {
+        let listener = bind(listen).await?;
+        run(listener, shutdown).await
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{error_prefix}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! what was wrong, e.g. `missing required argument "id"` or
 //! `argument "id" must be a string, got number`. The tools layer reports these as
 //! `isError` tool results rather than JSON-RPC errors, so the caller sees the message.
+//! The sentences themselves are `service_kit::tool_args`'s, shared with user-service.
 //!
 //! An explicit `null` for an optional argument means "not given" (some clients send
 //! `null` for every optional parameter); for a required one it is a type error.
@@ -11,6 +12,7 @@
 use std::fmt;
 
 use serde_json::{Map, Value};
+use service_kit::tool_args;
 
 /// Longest accepted id (user ids, product ids).
 pub const MAX_ID_LEN: usize = 64;
@@ -28,18 +30,6 @@ impl fmt::Display for ArgError {
 impl std::error::Error for ArgError {}
 
 pub type ArgResult<T> = Result<T, ArgError>;
-
-/// The JSON type name of a value, as used in messages.
-pub fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
 
 /// A tool's arguments, checked against the names the tool accepts.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +64,7 @@ impl<'a> Args<'a> {
     fn required(&self, name: &str) -> ArgResult<&'a Value> {
         match self.map.and_then(|m| m.get(name)) {
             Some(v) => Ok(v),
-            None => Err(ArgError(format!("missing required argument \"{name}\""))),
+            None => Err(ArgError(tool_args::missing(name))),
         }
     }
 
@@ -115,9 +105,7 @@ impl<'a> Args<'a> {
             other => return Err(wrong_type(name, "a number", other)),
         };
         if !(min..=max).contains(&n) {
-            return Err(ArgError(format!(
-                "argument \"{name}\" must be between {min} and {max}, got {value}"
-            )));
+            return Err(ArgError(tool_args::out_of_range(name, min, max, value)));
         }
         Ok(Some(n))
     }
@@ -131,11 +119,7 @@ impl<'a> Args<'a> {
         let Value::Number(n) = value else {
             return Err(wrong_type(name, "an integer", value));
         };
-        let out_of_range = || {
-            ArgError(format!(
-                "argument \"{name}\" must be between {min} and {max}, got {value}"
-            ))
-        };
+        let out_of_range = || ArgError(tool_args::out_of_range(name, min, max, value));
         let int = if let Some(u) = n.as_u64() {
             u
         } else if n.as_i64().is_some() {
@@ -143,9 +127,7 @@ impl<'a> Args<'a> {
         } else {
             let f = n.as_f64().unwrap_or(f64::NAN);
             if f.fract() != 0.0 || !f.is_finite() {
-                return Err(ArgError(format!(
-                    "argument \"{name}\" must be an integer, got {value}"
-                )));
+                return Err(ArgError(tool_args::not_integer(name, value)));
             }
             if f < 0.0 || f > u64::MAX as f64 {
                 return Err(out_of_range());
@@ -171,13 +153,7 @@ impl<'a> Args<'a> {
         let s = as_str(name, value)?;
         match allowed.iter().find(|a| a.eq_ignore_ascii_case(s.trim())) {
             Some(canonical) => Ok(Some(canonical)),
-            None => {
-                let names: Vec<String> = allowed.iter().map(|n| format!("\"{n}\"")).collect();
-                Err(ArgError(format!(
-                    "argument \"{name}\" must be one of {}, got {value}",
-                    names.join(", ")
-                )))
-            }
+            None => Err(ArgError(tool_args::one_of(name, allowed, value))),
         }
     }
 }
@@ -190,17 +166,14 @@ fn as_str<'a>(name: &str, value: &'a Value) -> ArgResult<&'a str> {
 
 fn non_blank<'a>(name: &str, s: &'a str) -> ArgResult<&'a str> {
     if s.trim().is_empty() {
-        Err(ArgError(format!("argument \"{name}\" must not be empty")))
+        Err(ArgError(tool_args::empty(name)))
     } else {
         Ok(s)
     }
 }
 
 fn wrong_type(name: &str, expected: &str, got: &Value) -> ArgError {
-    ArgError(format!(
-        "argument \"{name}\" must be {expected}, got {}",
-        type_name(got)
-    ))
+    ArgError(tool_args::wrong_type(name, expected, got))
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The demo data: the product catalog and the historical orders, generated once at
-//! start-up ([`CATALOG`]) from a fixed seed with a tiny self-contained PRNG
-//! ([`SplitMix64`]). Only integer arithmetic feeds the generator (no `rand`, no libm
-//! transcendental functions), so the catalog is identical on every platform and never
-//! changes with a dependency upgrade; the `golden_values` test pins it.
+//! start-up ([`CATALOG`]) from a fixed seed with the tiny, fully specified PRNG
+//! [`SplitMix64`] (from `service_kit::prng`; this module owns the draws over it). Only
+//! integer arithmetic feeds the generator (no `rand`, no libm transcendental functions),
+//! so the catalog is identical on every platform and never changes with a dependency
+//! upgrade; the `golden_values` test pins it.
 //!
 //! This module also owns the value types shared by the rest of the crate
 //! ([`Category`], [`Product`], [`Order`]) and their JSON shapes, plus the UTC
@@ -14,6 +15,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
+use service_kit::prng::SplitMix64;
 
 /// Seed of the demo data. Changing it changes every product and order.
 pub const SEED: u64 = 0x005E_ED0F_5A0B_2025;
@@ -263,43 +265,36 @@ impl Catalog {
 }
 
 // ---------------------------------------------------------------------------------------
-// PRNG
+// Draws
 // ---------------------------------------------------------------------------------------
 
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and fully specified here, so the
-/// sequence is the same forever.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`; the modulo bias is irrelevant for demo data).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
+/// The catalog's draws over the shared [`SplitMix64`]. Every reduction to `0..n` is by
+/// modulo ([`SplitMix64::below_modulo`]): the catalog was generated that way and the
+/// `golden_values` test pins it.
+trait CatalogRng {
+    /// Uniform in `0..n` (`n > 0`).
+    fn below(&mut self, n: u64) -> u64;
     /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    fn range(&mut self, lo: u64, hi: u64) -> u64;
+    /// True with probability `percent`/100.
+    fn chance(&mut self, percent: u64) -> bool;
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T;
+}
+
+impl CatalogRng for SplitMix64 {
+    fn below(&mut self, n: u64) -> u64 {
+        self.below_modulo(n)
+    }
+
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi.saturating_sub(lo) + 1)
     }
 
-    /// True with probability `percent`/100.
-    pub fn chance(&mut self, percent: u64) -> bool {
+    fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
 
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
 }
@@ -985,14 +980,6 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
         }
-    }
-
-    #[test]
-    fn prng_is_splitmix64() {
-        // Reference values of SplitMix64 seeded with 0.
-        let mut r = SplitMix64::new(0);
-        assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
-        assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
     }
 
     #[test]

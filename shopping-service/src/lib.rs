@@ -5,7 +5,7 @@
 //!
 //! Modules and what each owns:
 //! - [`data`]: the deterministic demo data (480 products in 8 categories, 600
-//!   historical orders), generated once from a fixed seed with a self-contained PRNG,
+//!   historical orders), generated once from a fixed seed with service-kit's `SplitMix64`,
 //!   and the value types (`Product`, `Order`, `Category`).
 //! - [`store`]: the mutable state (stock, baskets, run-time orders) behind one mutex;
 //!   placing an order is atomic over all its lines.
@@ -30,10 +30,7 @@ pub mod tools;
 
 use std::sync::Arc;
 
-use axum::{Json, Router, routing::get};
-use rmcp::transport::streamable_http_server::{
-    StreamableHttpService, session::local::LocalSessionManager,
-};
+use axum::Router;
 use serde_json::{Value, json};
 use service_kit::registration::{self, GatewayTarget, Registration};
 use tokio::net::TcpListener;
@@ -101,10 +98,8 @@ pub async fn run(
     let shop = Arc::new(Shop::new(gateway));
     let app = router(shop, &config.allowed_hosts, shutdown.clone());
 
-    let registered = if config.register
-        && let Some(url) = gateway_url
-    {
-        Some(registration::spawn(
+    let registration = gateway_url.filter(|_| config.register).map(|url| {
+        (
             GatewayTarget {
                 base_url: url.to_string(),
                 token: config.token.clone(),
@@ -113,43 +108,35 @@ pub async fn run(
                 name: SERVICE_NAME.to_string(),
                 url: public_url.clone(),
             },
-            shutdown.clone(),
-        ))
-    } else {
-        None
-    };
+        )
+    });
     tracing::info!(
         %addr, mcp = %public_url, gateway = gateway_url.unwrap_or("none"),
-        register = config.register && gateway_url.is_some(),
+        register = registration.is_some(),
         products = CATALOG.products.len(), "shopping-service listening"
     );
-    service_kit::serve::serve(listener, app, shutdown)
+    registration::serve_registered(listener, app, shutdown, registration)
         .await
         .map_err(|e| anyhow::anyhow!("serving on {addr} failed: {e}"))?;
-    if let Some(handle) = registered {
-        handle.unregister().await;
-    }
     tracing::info!("shopping-service stopped");
     Ok(())
 }
 
 /// `/mcp` (the MCP endpoint, one rmcp session per client) and `GET /health`.
 fn router(shop: Arc<Shop>, allowed_hosts: &[String], shutdown: CancellationToken) -> Router {
-    let mcp = StreamableHttpService::new(
-        move || Ok(ShopServer::new(shop.clone())),
-        Arc::new(LocalSessionManager::default()),
-        service_kit::mcp::server_config(allowed_hosts, shutdown),
-    );
-    Router::new()
-        .route("/health", get(health))
-        .nest_service("/mcp", mcp)
+    service_kit::mcp::service_router(
+        move || ShopServer::new(shop.clone()),
+        health,
+        allowed_hosts,
+        shutdown,
+    )
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({
+fn health() -> Value {
+    json!({
         "status": "ok",
         "service": SERVICE_NAME,
         "version": env!("CARGO_PKG_VERSION"),
         "products": CATALOG.products.len(),
-    }))
+    })
 }

@@ -52,12 +52,7 @@ impl Cli {
             gateway_url,
             register: !self.no_register,
             token: self.token,
-            allowed_hosts: self
-                .allowed_hosts
-                .into_iter()
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-                .collect(),
+            allowed_hosts: service_kit::mcp::allowed_hosts(self.allowed_hosts),
         }
     }
 }
@@ -67,17 +62,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     service_kit::logging::init(cli.log_json);
     let config = cli.into_config();
-    let shutdown = service_kit::shutdown::on_signal();
-    let result = async {
-        let listener = service_kit::serve::bind(&config.listen).await?;
-        run(config, listener, shutdown).await
-    }
-    .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("shopping-service: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let listen = config.listen.clone();
+    service_kit::serve::main("shopping-service: error", &listen, |listener, shutdown| {
+        run(config, listener, shutdown)
+    })
+    .await
 }

@@ -23,6 +23,7 @@ use rmcp::{
     service::RequestContext,
 };
 use serde_json::{Value, json};
+use service_kit::mcp::tool;
 
 use crate::{
     SERVICE_NAME,
@@ -46,25 +47,6 @@ const MAX_PRICE: f64 = 1_000_000.0;
 pub fn tools() -> &'static [Tool] {
     static TOOLS: LazyLock<Vec<Tool>> = LazyLock::new(build_tools);
     &TOOLS
-}
-
-fn object(schema: Value) -> Arc<JsonObject> {
-    match schema {
-        Value::Object(map) => Arc::new(map),
-        other => panic!("a tool schema must be a JSON object, got {other}"),
-    }
-}
-
-fn tool(
-    name: &'static str,
-    title: &str,
-    description: &'static str,
-    input: Value,
-    output: Value,
-) -> Tool {
-    Tool::new(name, description, object(input))
-        .with_title(title)
-        .with_raw_output_schema(object(output))
 }
 
 fn input(properties: Value, required: &[&str]) -> Value {

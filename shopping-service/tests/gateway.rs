@@ -2,6 +2,8 @@
 //! exposes user-service's `getUserPreferences` at `/mcp` and accepts `POST /register`),
 //! and shopping-service is pointed at it.
 
+mod common;
+
 use std::{
     net::SocketAddr,
     sync::{
@@ -15,8 +17,8 @@ use axum::{Json, Router, http::HeaderMap, routing::post};
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, JsonObject,
-        ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
+        PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
     },
     service::RequestContext,
     transport::streamable_http_server::{
@@ -28,6 +30,8 @@ use service_kit::client::{ClientSession, connect};
 use shopping_service::{Config, run};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use common::{args, error_text};
 
 const TOKEN: &str = "test-token";
 
@@ -196,13 +200,6 @@ impl Stack {
     }
 }
 
-fn args(v: Value) -> JsonObject {
-    match v {
-        Value::Object(m) => m,
-        other => panic!("arguments must be an object, got {other}"),
-    }
-}
-
 async fn recommend(session: &ClientSession, user: &str) -> CallToolResult {
     session
         .call_tool(
@@ -211,15 +208,6 @@ async fn recommend(session: &ClientSession, user: &str) -> CallToolResult {
         )
         .await
         .expect("tools/call")
-}
-
-fn error_text(result: &CallToolResult) -> String {
-    assert_eq!(result.is_error, Some(true), "expected isError: {result:?}");
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect()
 }
 
 #[tokio::test]

@@ -1,17 +1,21 @@
 //! The service in-process on an ephemeral port, without a gateway: `/health` over real
 //! HTTP, and the MCP tools through a real rmcp client session.
 
+mod common;
+
 use std::{net::SocketAddr, time::Duration};
 
 use rmcp::{
     ServiceError,
-    model::{CallToolRequestParams, CallToolResult, ErrorCode, JsonObject},
+    model::{CallToolRequestParams, CallToolResult, ErrorCode},
 };
 use serde_json::{Value, json};
 use service_kit::client::{ClientSession, connect};
 use shopping_service::{Config, run};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
+
+use common::{args, error_text};
 
 struct Service {
     addr: SocketAddr,
@@ -52,13 +56,6 @@ impl Service {
     }
 }
 
-fn args(v: Value) -> JsonObject {
-    match v {
-        Value::Object(m) => m,
-        other => panic!("arguments must be an object, got {other}"),
-    }
-}
-
 async fn call(session: &ClientSession, tool: &str, arguments: Value) -> CallToolResult {
     session
         .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args(arguments)))
@@ -81,16 +78,6 @@ fn ok(result: CallToolResult) -> Value {
         "text and structured content agree"
     );
     structured
-}
-
-fn error_text(result: &CallToolResult) -> String {
-    assert_eq!(result.is_error, Some(true), "expected isError: {result:?}");
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[tokio::test]

@@ -1,14 +1,16 @@
 //! The demo user directory: its record types, the deterministic generator that builds it
 //! once at start-up, and the look-ups the tools run against it.
 //!
-//! The directory is generated from a fixed seed with a small self-contained PRNG
-//! ([`SplitMix64`]) rather than `rand`, so the data set is part of this crate's contract:
+//! The directory is generated from a fixed seed with the small, fully specified PRNG
+//! [`SplitMix64`] (from `service_kit::prng`; this module owns the draws over it) rather
+//! than `rand`, so the data set is part of this crate's contract:
 //! user `"456"` is the same person on every machine, in every build, after any crate
 //! upgrade. Ids are the decimal strings `"1"` to `"500"`, in order.
 
 use std::{collections::HashMap, sync::LazyLock};
 
 use serde::Serialize;
+use service_kit::prng::SplitMix64;
 
 /// How many users the directory holds.
 pub const USER_COUNT: usize = 500;
@@ -245,36 +247,27 @@ const BRANDS: [&[&str]; 8] = [
 const JOIN_EPOCH_DAYS: i64 = 16_801; // 2016-01-01 as days since 1970-01-01
 const JOIN_SPAN_DAYS: u64 = 3_500; // up to late 2025
 
-/// SplitMix64 (Steele, Lea & Flood): a tiny, fast, well-mixed 64-bit generator. Its
-/// output for a given seed is fixed forever, which is all the directory needs.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`), by multiply-high (Lemire) without rejection: the
-    /// bias is below 2^-50 for the small ranges used here.
-    pub fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-
+/// The directory's draws over the shared [`SplitMix64`]. Every reduction to `0..n` is
+/// by multiply-high ([`SplitMix64::below_multiply_high`]): the directory was generated
+/// that way and `the_data_set_is_pinned` pins it.
+trait DirectoryRng {
+    /// Uniform in `0..n` (`n > 0`).
+    fn below(&mut self, n: usize) -> usize;
     /// True with probability `percent` / 100.
-    pub fn chance(&mut self, percent: usize) -> bool {
+    fn chance(&mut self, percent: usize) -> bool;
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T;
+}
+
+impl DirectoryRng for SplitMix64 {
+    fn below(&mut self, n: usize) -> usize {
+        self.below_multiply_high(n as u64) as usize
+    }
+
+    fn chance(&mut self, percent: usize) -> bool {
         self.below(100) < percent
     }
 
-    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
         items[self.below(items.len())]
     }
 }

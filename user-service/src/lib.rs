@@ -14,9 +14,7 @@
 pub mod data;
 pub mod tools;
 
-use std::sync::Arc;
-
-use axum::{Json, Router, routing::get};
+use axum::Router;
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
@@ -24,9 +22,6 @@ use rmcp::{
         PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
     },
     service::RequestContext,
-    transport::streamable_http_server::{
-        StreamableHttpService, session::local::LocalSessionManager,
-    },
 };
 use serde_json::{Value, json};
 use service_kit::registration::{self, GatewayTarget, Registration};
@@ -88,8 +83,8 @@ pub async fn run(
     });
     tracing::info!(%addr, %public_url, users = data::users().len(), "{SERVICE_NAME} listening");
 
-    let registered = config.gateway_url.map(|base_url| {
-        registration::spawn(
+    let registration = config.gateway_url.map(|base_url| {
+        (
             GatewayTarget {
                 base_url,
                 token: config.token,
@@ -98,40 +93,29 @@ pub async fn run(
                 name: SERVICE_NAME.into(),
                 url: public_url,
             },
-            shutdown.clone(),
         )
     });
 
     let app = router(shutdown.clone(), &config.allowed_hosts);
-    service_kit::serve::serve(listener, app, shutdown)
+    registration::serve_registered(listener, app, shutdown, registration)
         .await
         .map_err(|e| anyhow::anyhow!("{SERVICE_NAME} on {addr} stopped: {e}"))?;
-    if let Some(handle) = registered {
-        handle.unregister().await;
-    }
     Ok(())
 }
 
 /// The service's HTTP surface: the MCP endpoint at `/mcp` (sessions end when `shutdown`
 /// is cancelled) and `GET /health`.
 pub fn router(shutdown: CancellationToken, allowed_hosts: &[String]) -> Router {
-    let mcp = StreamableHttpService::new(
-        || Ok(UserService),
-        Arc::new(LocalSessionManager::default()),
-        service_kit::mcp::server_config(allowed_hosts, shutdown),
-    );
-    Router::new()
-        .route("/health", get(health))
-        .nest_service("/mcp", mcp)
+    service_kit::mcp::service_router(|| UserService, health, allowed_hosts, shutdown)
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({
+fn health() -> Value {
+    json!({
         "status": "ok",
         "service": SERVICE_NAME,
         "version": VERSION,
         "users": data::users().len(),
-    }))
+    })
 }
 
 /// The MCP server handler: a static tool table over the static directory, so one value

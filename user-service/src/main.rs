@@ -61,12 +61,7 @@ impl Cli {
             public_url: self.public_url,
             gateway_url: (!self.no_register).then_some(self.gateway_url),
             token: self.token,
-            allowed_hosts: self
-                .allowed_hosts
-                .into_iter()
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-                .collect(),
+            allowed_hosts: service_kit::mcp::allowed_hosts(self.allowed_hosts),
         }
     }
 }
@@ -85,17 +80,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     service_kit::logging::init(cli.log_json);
     let config = cli.into_config();
-    let shutdown = service_kit::shutdown::on_signal();
-    let result = async {
-        let listener = service_kit::serve::bind(&config.listen).await?;
-        user_service::run(config, listener, shutdown).await
-    }
-    .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("user-service: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let listen = config.listen.clone();
+    service_kit::serve::main("user-service", &listen, |listener, shutdown| {
+        user_service::run(config, listener, shutdown)
+    })
+    .await
 }

@@ -16,6 +16,7 @@ use rmcp::{
 };
 use serde::Serialize;
 use serde_json::{Value, json};
+use service_kit::{mcp, tool_args};
 
 use crate::data::{self, CATEGORIES, ListFilter, Tier, User};
 
@@ -105,14 +106,8 @@ fn list_users(arguments: &JsonObject) -> Outcome {
     let tier = match args.optional_str("tier")? {
         None => None,
         Some(name) => Some(Tier::parse(name).ok_or_else(|| {
-            let tiers: Vec<String> = Tier::ALL
-                .iter()
-                .map(|t| format!("{:?}", t.as_str()))
-                .collect();
-            ToolError(format!(
-                "argument \"tier\" must be one of {}, got {name:?}",
-                tiers.join(", ")
-            ))
+            let tiers = Tier::ALL.map(Tier::as_str);
+            ToolError(tool_args::one_of("tier", &tiers, format_args!("{name:?}")))
         })?),
     };
     let country = args.optional_str("country")?.map(str::trim);
@@ -157,6 +152,9 @@ fn to_usize(n: i64) -> usize {
 // ---------------------------------------------------------------------------------------
 // Argument validation
 // ---------------------------------------------------------------------------------------
+//
+// The checks are this service's; the sentences are `service_kit::tool_args`'s, shared
+// with shopping-service.
 
 /// A tool's arguments, checked against the names it accepts.
 struct Args<'a> {
@@ -183,7 +181,7 @@ impl<'a> Args<'a> {
 
     fn required_str(&self, key: &str) -> Result<&'a str, ToolError> {
         match self.map.get(key) {
-            None => Err(ToolError(format!("missing required argument {key:?}"))),
+            None => Err(ToolError(tool_args::missing(key))),
             Some(value) => non_empty_str(key, value),
         }
     }
@@ -217,19 +215,13 @@ impl<'a> Args<'a> {
             match number.as_f64() {
                 // |f| < 2^63, so the cast is exact for integral values.
                 Some(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => f as i128,
-                _ => {
-                    return Err(ToolError(format!(
-                        "argument {key:?} must be an integer, got {number}"
-                    )));
-                }
+                _ => return Err(ToolError(tool_args::not_integer(key, number))),
             }
         };
         let in_range = n >= i128::from(min) && max.is_none_or(|max| n <= i128::from(max));
         match (in_range, max) {
             (true, _) => Ok(n as i64),
-            (false, Some(max)) => Err(ToolError(format!(
-                "argument {key:?} must be between {min} and {max}, got {number}"
-            ))),
+            (false, Some(max)) => Err(ToolError(tool_args::out_of_range(key, min, max, number))),
             (false, None) => Err(ToolError(format!(
                 "argument {key:?} must be at least {min}, got {number}"
             ))),
@@ -239,31 +231,14 @@ impl<'a> Args<'a> {
 
 fn non_empty_str<'a>(key: &str, value: &'a Value) -> Result<&'a str, ToolError> {
     match value {
-        Value::String(s) if s.is_empty() => {
-            Err(ToolError(format!("argument {key:?} must not be empty")))
-        }
+        Value::String(s) if s.is_empty() => Err(ToolError(tool_args::empty(key))),
         Value::String(s) => Ok(s),
         other => Err(wrong_type(key, "a string", other)),
     }
 }
 
 fn wrong_type(key: &str, expected: &str, got: &Value) -> ToolError {
-    ToolError(format!(
-        "argument {key:?} must be {expected}, got {}",
-        json_type(got)
-    ))
-}
-
-/// The JSON type name of `value`, as JSON Schema spells it.
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
+    ToolError(tool_args::wrong_type(key, expected, got))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -292,8 +267,8 @@ fn definitions() -> Vec<Tool> {
     });
     let users_array = json!({ "type": "array", "items": user_schema() });
 
-    vec![
-        define(
+    [
+        mcp::tool(
             GET_USER_BY_ID,
             "Get user by id",
             "Look up one user of the directory by id and return the full record: name, \
@@ -301,7 +276,7 @@ fn definitions() -> Vec<Tool> {
             id_input.clone(),
             user_schema(),
         ),
-        define(
+        mcp::tool(
             SEARCH_USERS,
             "Search users",
             "Find users whose name, email or city contains the query, ignoring case. \
@@ -334,7 +309,7 @@ fn definitions() -> Vec<Tool> {
                 "additionalProperties": false
             }),
         ),
-        define(
+        mcp::tool(
             LIST_USERS,
             "List users",
             "Page through the user directory in id order, optionally only one membership \
@@ -380,7 +355,7 @@ fn definitions() -> Vec<Tool> {
                 "additionalProperties": false
             }),
         ),
-        define(
+        mcp::tool(
             GET_USER_PREFERENCES,
             "Get user shopping preferences",
             "Return a user's shopping preferences: favourite product categories (the \
@@ -390,25 +365,21 @@ fn definitions() -> Vec<Tool> {
             preferences_schema(true),
         ),
     ]
+    .into_iter()
+    .map(read_only)
+    .collect()
 }
 
-fn define(
-    name: &'static str,
-    title: &str,
-    description: &'static str,
-    input: Value,
-    output: Value,
-) -> Tool {
-    Tool::new(name, description, object(input))
-        .with_title(title)
-        .with_raw_output_schema(object(output).into())
-        .with_annotations(
-            ToolAnnotations::with_title(title)
-                .read_only(true)
-                .destructive(false)
-                .idempotent(true)
-                .open_world(false),
-        )
+/// Every tool here only reads the static directory.
+fn read_only(tool: Tool) -> Tool {
+    let title = tool.title.clone().unwrap_or_default();
+    tool.with_annotations(
+        ToolAnnotations::with_title(title)
+            .read_only(true)
+            .destructive(false)
+            .idempotent(true)
+            .open_world(false),
+    )
 }
 
 fn user_schema() -> Value {
