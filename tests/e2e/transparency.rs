@@ -325,3 +325,31 @@ async fn connected_clients_hear_that_the_tool_list_changed() {
     extra.stop().await;
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_cancels_the_call_upstream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let f = fixture::Fixture::new("slowpoke", &["hangAround"]);
+    let backend = serve_fixture(f.clone()).await;
+    register(&gateway, "slowpoke", &backend.mcp_url()).await;
+    // A plain JSON-RPC client that times out and hangs up.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let r = impatient
+        .post(gateway.mcp_url())
+        .bearer_auth(TOKEN)
+        .json(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+                      "params":{"name":"hangAround","arguments":{}}}))
+        .send()
+        .await;
+    assert!(r.is_err(), "the client gave up");
+    wait_until("the backend to be told", Duration::from_secs(5), || async {
+        f.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    backend.stop().await;
+    gateway.stop().await;
+}
