@@ -63,6 +63,7 @@ pub struct SessionState {
 
 impl Drop for SessionState {
     fn drop(&mut self) {
+        self.registry.remove_client(self.id);
         let emptied = self.registry.forget_session(self.id);
         if emptied.is_empty() {
             return;
@@ -515,7 +516,7 @@ impl ServerHandler for GatewayHandler {
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        self.registry.add_client(context.peer);
+        self.registry.add_client(self.session.id, context.peer);
     }
 
     fn accepted_subscription_filter(

@@ -104,7 +104,9 @@ pub struct Registry {
     store: Arc<Store>,
     options: upstream::Options,
     shutdown: CancellationToken,
-    clients: Arc<Mutex<Vec<Peer<RoleServer>>>>,
+    /// Connected client sessions (by the gateway's session number), told about list
+    /// changes; a session removes itself when it ends.
+    clients: Arc<Mutex<std::collections::HashMap<u64, Peer<RoleServer>>>>,
     /// Serializes registrations so two concurrent ones for one name cannot interleave.
     register_lock: tokio::sync::Mutex<()>,
     in_flight: Arc<AtomicUsize>,
@@ -224,7 +226,7 @@ impl Registry {
             store: Arc::clone(&store),
             options: config.upstream_options(),
             shutdown,
-            clients: Arc::new(Mutex::new(Vec::new())),
+            clients: Arc::new(Mutex::new(std::collections::HashMap::new())),
             register_lock: tokio::sync::Mutex::new(()),
             in_flight: Arc::new(AtomicUsize::new(0)),
             subscribers: Mutex::new(BTreeMap::new()),
@@ -452,25 +454,39 @@ impl Registry {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    /// Remembers a connected MCP client session to tell it about tool list changes.
-    pub fn add_client(&self, peer: Peer<RoleServer>) {
+    /// Remembers a connected MCP client session to tell it about list changes.
+    pub fn add_client(&self, session: u64, peer: Peer<RoleServer>) {
         self.clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(peer);
+            .insert(session, peer);
+    }
+
+    /// Forgets a client session that ended.
+    pub fn remove_client(&self, session: u64) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&session);
     }
 
     fn notify_clients(&self, changed: Changed) {
-        let peers: Vec<Peer<RoleServer>> =
-            std::mem::take(&mut *self.clients.lock().unwrap_or_else(|p| p.into_inner()));
+        let peers: Vec<(u64, Peer<RoleServer>)> = self
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, p)| (*id, p.clone()))
+            .collect();
         if peers.is_empty() {
             return;
         }
         let clients = Arc::clone(&self.clients);
         tokio::spawn(async move {
-            let mut alive = Vec::with_capacity(peers.len());
-            for peer in peers {
+            let mut gone = Vec::new();
+            for (id, peer) in peers {
                 if peer.is_transport_closed() {
+                    gone.push(id);
                     continue;
                 }
                 let mut ok = true;
@@ -483,14 +499,14 @@ impl Registry {
                 if changed.resources && ok {
                     ok &= peer.notify_resource_list_changed().await.is_ok();
                 }
-                if ok {
-                    alive.push(peer);
+                if !ok {
+                    gone.push(id);
                 }
             }
-            clients
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(alive);
+            let mut clients = clients.lock().unwrap_or_else(|p| p.into_inner());
+            for id in gone {
+                clients.remove(&id);
+            }
         });
     }
 

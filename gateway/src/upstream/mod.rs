@@ -687,10 +687,16 @@ async fn forward(
         tokio::select! {
             r = &mut response => {
                 // rmcp hands notifications to the client handler on tasks of their own,
-                // so ones sent just before the answer may still be on their way: let
-                // them land, then pass on whatever arrived.
-                for _ in 0..3 {
-                    tokio::task::yield_now().await;
+                // so ones sent just before the answer may still be on their way: when the
+                // client wants any (progress, log messages, its own session), let them
+                // land, then pass on whatever arrived.
+                if down.progress_token.is_some()
+                    || down.min_log_level.is_some()
+                    || down.private.is_some()
+                {
+                    for _ in 0..3 {
+                        tokio::task::yield_now().await;
+                    }
                 }
                 while let Ok(msg) = rx.try_recv() {
                     relay_down(msg, down).await;
