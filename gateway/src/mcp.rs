@@ -153,8 +153,9 @@ impl GatewayHandler {
             .and_then(|v| v.to_str().ok());
         let _in_flight = self.registry.call_started();
         let down = self.downstream(context);
-        service
-            .request(request, &down, affinity, retry_safe)
+        // Boxed: rmcp copies the handler's future into each task it spawns, and this one
+        // is large.
+        Box::pin(service.request(request, &down, affinity, retry_safe))
             .await
             .map_err(to_jsonrpc)
     }

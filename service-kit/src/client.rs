@@ -68,6 +68,8 @@ pub fn client_config(options: &ClientOptions) -> ClientConfig {
 pub fn http_client(connect_timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .tcp_nodelay(true)
+        // An MCP endpoint that redirects is misconfigured; and the policy costs every call.
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .build()

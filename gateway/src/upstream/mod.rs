@@ -465,20 +465,22 @@ impl Instance {
             }
             return Err(Failure::NotDelivered(self.last_error_or("no session")));
         };
-        let private_key = format!("{}@{:p}", self.id, Arc::as_ptr(self));
-        let session = match down.private {
-            None => Arc::clone(&shared),
-            Some(private) => match private.get(&private_key) {
+        let private_key = down
+            .private
+            .map(|_| format!("{}@{:p}", self.id, Arc::as_ptr(self)));
+        let session = match (down.private, &private_key) {
+            (Some(private), Some(key)) => match private.get(key) {
                 Some(s) => s,
                 None => match self.open_private(&private.capabilities, down.peer).await {
                     Ok(s) => {
                         let s = Arc::new(s);
-                        private.put(private_key.clone(), Arc::clone(&s));
+                        private.put(key.clone(), Arc::clone(&s));
                         s
                     }
                     Err(cause) => return Err(Failure::NotDelivered(cause)),
                 },
             },
+            _ => Arc::clone(&shared),
         };
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = forward(&session, request, down, timeout).await;
@@ -494,8 +496,8 @@ impl Instance {
                 self.update_health(|h| h.failure(why, Instant::now()));
             }
             Err(Failure::NotDelivered(cause) | Failure::Lost(cause) | Failure::Expired(cause)) => {
-                if let Some(private) = down.private {
-                    private.forget(&private_key);
+                if let (Some(private), Some(key)) = (down.private, &private_key) {
+                    private.forget(key);
                 }
                 self.lost(&shared, cause)
             }
