@@ -1,0 +1,108 @@
+//! The benchmark never rots: `mcp-bench run --quick` runs every scenario briefly, against
+//! real child processes over loopback, and must produce every row with numbers and no
+//! errors. Speed is never asserted here (CI machines vary); only that it all works.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Every scenario the table must contain (row prefixes).
+const SCENARIOS: &[&str] = &[
+    "tools/call sequential p50 (session, 1 client)",
+    "tools/call sequential p90 (session, 1 client)",
+    "tools/call sequential p99 (session, 1 client)",
+    "tools/call sequential p50 (sessionless, 1 client)",
+    "tools/call sequential p90 (sessionless, 1 client)",
+    "tools/call sequential p99 (sessionless, 1 client)",
+    "tools/call throughput (16 clients",
+    "tools/call throughput (64 clients",
+    "tools/call p99 under load (16 clients)",
+    "tools/call p99 under load (64 clients)",
+    "CPU per call under load (16 clients)",
+    "CPU per call under load (64 clients)",
+    "session set-up rate",
+    "tools/list p50, 1 upstream (20 tools)",
+    "tools/list p50, one request, 10 upstreams (200 tools)",
+    "tools/list p50, one request, 100 upstreams (2000 tools)",
+    "tools/list p50, all pages, 10 upstreams (200 tools)",
+    "tools/list p50, all pages, 100 upstreams (2000 tools)",
+    "tools/list p50, all pages, 2000 tools: one server direct vs 100 upstreams via gateway",
+    "tools/call p50 via gateway, 100 upstreams",
+    "gateway RSS idle",
+    "gateway RSS with 100 idle sessions",
+    "gateway RSS with 200 idle sessions",
+    "gateway RSS per idle session",
+    "gateway RSS after closing",
+    "gateway RSS after a 2nd open/close cycle",
+];
+
+/// A cell holds a figure when it starts with a number (units follow).
+fn is_number(cell: &str) -> bool {
+    cell.split_whitespace()
+        .next()
+        .map(|n| n.trim_end_matches(['×', '/', 's']))
+        .is_some_and(|n| n.parse::<f64>().is_ok_and(f64::is_finite))
+}
+
+#[test]
+fn quick_run_reports_every_scenario_with_numbers_and_no_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("q.md");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-bench"))
+        .args(["run", "--quick", "--out"])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start mcp-bench");
+    // Bounded: a hung run fails the test instead of hanging CI.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for mcp-bench") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("mcp-bench run --quick did not finish within 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = child
+        .wait_with_output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    println!("{stdout}");
+    assert!(status.success(), "mcp-bench run --quick failed: {status}");
+
+    let table = std::fs::read_to_string(&out).expect("the results file was written");
+    assert!(table.contains("- run: --quick"), "{table}");
+    assert!(table.contains("- machine: "), "{table}");
+    assert!(table.contains("Errors: 0."), "{table}");
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| scenario"))
+        .map(|l| l.trim_matches('|').split(" | ").map(str::trim).collect())
+        .collect();
+    for scenario in SCENARIOS {
+        let row = rows
+            .iter()
+            .find(|r| r[0].starts_with(scenario))
+            .unwrap_or_else(|| panic!("no row for {scenario:?} in\n{table}"));
+        assert_eq!(row.len(), 7, "malformed row {row:?}");
+        let (direct, via, ratio, errors) = (row[1], row[2], row[3], row[6]);
+        assert!(
+            is_number(via),
+            "{scenario}: via gateway is not a number: {via}"
+        );
+        assert!(
+            direct == "—" || is_number(direct),
+            "{scenario}: direct is not a number: {direct}"
+        );
+        assert!(
+            ratio == "—" || is_number(ratio),
+            "{scenario}: ratio is not a number: {ratio}"
+        );
+        assert_eq!(errors, "0", "{scenario}: errors in\n{table}");
+    }
+}
