@@ -14,7 +14,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
 
-use crate::upstream::Service;
+use crate::upstream::{Service, balance::fnv1a};
 
 /// Separator between service and tool in a qualified name. Service names may not
 /// contain it (see `registry::validate_name`), so the first occurrence splits cleanly.
@@ -365,18 +365,9 @@ pub fn qualify(service: &str, tool: &str) -> String {
     }
     // Sanitizing or shortening could make two names equal: a hash of the exact original
     // keeps them apart.
-    let hash = format!("{:08x}", fnv1a(raw.as_bytes()) as u32);
+    let hash = format!("{:08x}", fnv1a(raw.bytes()) as u32);
     let keep = MAX_NAME.min(clean.len() + 1 + hash.len()) - hash.len() - 1;
     format!("{}_{hash}", &clean[..keep.min(clean.len())])
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
 }
 
 #[cfg(test)]

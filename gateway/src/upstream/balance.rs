@@ -79,13 +79,20 @@ fn rendezvous<C: Candidate>(client: &str, candidates: &[C]) -> usize {
         .unwrap_or(0)
 }
 
-fn score(client: &str, instance: &str) -> u64 {
-    // FNV-1a over both keys, then a final avalanche (splitmix64) so nearby ids spread.
+/// FNV-1a: the gateway's one small non-cryptographic hash (instance ids, rendezvous
+/// scores, the suffix of shortened qualified names).
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
-    for b in client.bytes().chain([0xff]).chain(instance.bytes()) {
+    for b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100000001b3);
     }
+    h
+}
+
+fn score(client: &str, instance: &str) -> u64 {
+    // FNV-1a over both keys, then a final avalanche (splitmix64) so nearby ids spread.
+    let mut h = fnv1a(client.bytes().chain([0xff]).chain(instance.bytes()));
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d049bb133111eb);
     h ^ (h >> 31)

@@ -185,11 +185,7 @@ fn now_ms() -> u64 {
 /// A short stable id for an instance URL, shown in `/services` and usable in
 /// `DELETE /services/{name}/instances/{id}`.
 pub fn instance_id(url: &str) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in url.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
+    let h = balance::fnv1a(url.bytes());
     format!("{:08x}", (h >> 32) as u32 ^ h as u32)
 }
 
