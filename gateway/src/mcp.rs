@@ -24,9 +24,9 @@ use rmcp::{
         GetPromptResponse, Implementation, InitializeResult, JsonObject, ListPromptsResult,
         ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
         PaginatedRequestParams, PromptsCapability, ReadResourceRequest, ReadResourceRequestParams,
-        ReadResourceResponse, Reference, ResourceContents, ResourceTemplate, ResourcesCapability,
-        ServerCapabilities, ServerConfig, ServerNotification, ServerResult, SetLevelRequestParams,
-        SubscribeRequest, SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequest,
+        ReadResourceResponse, Reference, ResourceContents, ResourcesCapability, ServerCapabilities,
+        ServerConfig, ServerNotification, ServerResult, SetLevelRequestParams, SubscribeRequest,
+        SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequest,
         UnsubscribeRequestParams,
     },
     service::{NotificationContext, RequestContext, SubscriptionContext},
@@ -384,14 +384,14 @@ impl ServerHandler for GatewayHandler {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
         let catalog = self.registry.catalog();
-        let all: Vec<ResourceTemplate> =
-            catalog.templates().iter().map(|(_, t)| t.clone()).collect();
         let (items, next) = page(
-            &all,
+            catalog.templates(),
             request.and_then(|r| r.cursor).as_deref(),
             self.page_size,
         )?;
-        let mut result = ListResourceTemplatesResult::with_all_items(items.to_vec());
+        let mut result = ListResourceTemplatesResult::with_all_items(
+            items.iter().map(|(_, t)| t.clone()).collect(),
+        );
         result.next_cursor = next;
         Ok(result)
     }
