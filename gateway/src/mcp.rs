@@ -35,12 +35,13 @@ use rmcp::{
     },
 };
 use serde_json::json;
+use service_kit::sse_resume::{self, Resumptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     catalog::Lookup,
     registry::{Changed, Registry},
-    upstream::{CallError, Downstream, PrivateSessions, Service},
+    upstream::{CallError, Downstream, PrivateSessions, Resumable, Service},
 };
 
 /// JSON-RPC code for "the service behind this tool is unavailable" (implementation range).
@@ -98,6 +99,14 @@ pub struct GatewayHandler {
     registry: Arc<Registry>,
     page_size: usize,
     session: Arc<SessionState>,
+    /// For sessions whose request streams can be closed and resumed.
+    streams: Option<Arc<Streams>>,
+}
+
+/// The session manager of resumable sessions and who waits for their streams to resume.
+pub struct Streams {
+    sessions: Arc<LocalSessionManager>,
+    resumptions: Arc<Resumptions>,
 }
 
 impl GatewayHandler {
@@ -113,7 +122,14 @@ impl GatewayHandler {
             registry,
             page_size: page_size.max(1),
             session,
+            streams: None,
         }
+    }
+
+    /// A handler whose requests' streams can be closed and resumed.
+    fn resumable(mut self, streams: Arc<Streams>) -> Self {
+        self.streams = Some(streams);
+        self
     }
 
     /// Where relayed messages of this request go.
@@ -134,6 +150,13 @@ impl GatewayHandler {
             progress_token: context.meta.get_progress_token(),
             min_log_level: *self.session.level.lock().unwrap_or_else(|p| p.into_inner()),
             private,
+            resumable: self.streams.as_deref().and_then(|s| {
+                Some(Resumable {
+                    parts: context.extensions.get::<http::request::Parts>()?,
+                    sessions: &s.sessions,
+                    resumptions: &s.resumptions,
+                })
+            }),
         }
     }
 
@@ -594,6 +617,7 @@ pub struct McpEndpoint {
     /// Sessions of clients at protocol 2025-11-25 or later: SSE streams open with a
     /// priming event (an id and empty data) so they can be resumed.
     sessions: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
+    streams: Arc<Streams>,
     /// Sessions of older clients, which choke on an event with empty data: no priming.
     legacy: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
     legacy_sessions: Arc<LocalSessionManager>,
@@ -621,11 +645,16 @@ impl McpEndpoint {
             &config.allowed_origins,
         );
         let factory = move || Ok(GatewayHandler::new(Arc::clone(&registry), page_size));
-        let sessions = StreamableHttpService::new(
-            factory.clone(),
-            Arc::new(LocalSessionManager::default()),
-            base.clone(),
-        );
+        let streams = Arc::new(Streams {
+            sessions: Arc::new(LocalSessionManager::default()),
+            resumptions: Arc::default(),
+        });
+        let modern = {
+            let (factory, streams) = (factory.clone(), Arc::clone(&streams));
+            move || factory().map(|h| h.resumable(Arc::clone(&streams)))
+        };
+        let sessions =
+            StreamableHttpService::new(modern, Arc::clone(&streams.sessions), base.clone());
         let mut legacy_manager = LocalSessionManager::default();
         legacy_manager.session_config.sse_retry = None;
         let legacy_sessions = Arc::new(legacy_manager);
@@ -643,6 +672,7 @@ impl McpEndpoint {
         );
         Self {
             sessions: Arc::new(sessions),
+            streams,
             legacy: Arc::new(legacy),
             legacy_sessions,
             sessionless: Arc::new(sessionless),
@@ -705,12 +735,15 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, request: Request) -> Res
             .read()
             .await
             .contains_key(id.as_str());
-        let service = if legacy {
-            &endpoint.legacy
-        } else {
-            &endpoint.sessions
-        };
-        return into_axum(service.handle(request).await);
+        if legacy {
+            return into_axum(endpoint.legacy.handle(request).await);
+        }
+        // Resumable streams: note which stream a POST rides on and when one is resumed.
+        let sessions = &endpoint.sessions;
+        return sse_resume::tracked(&endpoint.streams.resumptions, request, |r| async move {
+            into_axum(sessions.handle(r).await)
+        })
+        .await;
     }
     if request.method() != Method::POST {
         return into_axum(endpoint.sessions.handle(request).await);

@@ -14,7 +14,9 @@ use rmcp::{
     transport::{
         StreamableHttpClientTransport,
         common::client_side_sse::ExponentialBackoff,
-        streamable_http_client::{StreamableHttpClientTransportConfig, StreamableHttpError},
+        streamable_http_client::{
+            StreamableHttpClient, StreamableHttpClientTransportConfig, StreamableHttpError,
+        },
     },
 };
 
@@ -88,6 +90,17 @@ pub async fn connect_with<H: ClientHandler>(
     options: &ClientOptions,
     handler: H,
 ) -> anyhow::Result<RunningService<RoleClient, H>> {
+    connect_via(url, options, handler, http_client(options.connect_timeout)).await
+}
+
+/// Like [`connect_with`], over an HTTP client of the caller's (one that wraps
+/// [`http_client`] to watch the SSE streams, say).
+pub async fn connect_via<H: ClientHandler, C: StreamableHttpClient>(
+    url: &str,
+    options: &ClientOptions,
+    handler: H,
+    client: C,
+) -> anyhow::Result<RunningService<RoleClient, H>> {
     let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string())
         .max_concurrent_requests(options.max_concurrent_requests);
     config.auth_header = options.bearer.clone();
@@ -97,8 +110,7 @@ pub async fn connect_with<H: ClientHandler>(
     backoff.base_duration = options.sse_retry_base;
     backoff.max_delay = Some(Duration::from_secs(5));
     config.retry_config = Arc::new(backoff);
-    let transport =
-        StreamableHttpClientTransport::with_client(http_client(options.connect_timeout), config);
+    let transport = StreamableHttpClientTransport::with_client(client, config);
     let session = tokio::time::timeout(options.connect_timeout, handler.serve(transport))
         .await
         .map_err(|_| {

@@ -13,6 +13,8 @@
 //! - [`mcp`]: the demo services' HTTP surface (`/mcp` and `GET /health`), the rmcp
 //!   streamable-HTTP server configuration they share, and the shape of their tool
 //!   definitions.
+//! - [`sse_resume`]: closing a request's SSE stream mid-call and noticing when the client
+//!   resumes it (SEP-1699), for servers built on rmcp's session manager.
 //! - [`tool_args`]: the sentences of the demo services' tool-argument errors and the
 //!   JSON type names they use.
 //! - [`prng`]: [`prng::SplitMix64`], the fully specified generator the demo services
@@ -25,6 +27,7 @@ pub mod prng;
 pub mod registration;
 pub mod serve;
 pub mod shutdown;
+pub mod sse_resume;
 pub mod tool_args;
 
 pub use tokio_util::sync::CancellationToken;

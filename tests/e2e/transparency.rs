@@ -353,3 +353,145 @@ async fn a_client_that_gives_up_cancels_the_call_upstream() {
     backend.stop().await;
     gateway.stop().await;
 }
+
+/// Opens a session at `version` by hand (initialize, initialized); returns its id.
+async fn raw_session(gateway: &Running, version: &str) -> String {
+    let r = http()
+        .post(gateway.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+            "protocolVersion": version, "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"}}}),
+        )
+        .send()
+        .await
+        .expect("initialize");
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"]
+        .to_str()
+        .expect("session id")
+        .to_string();
+    let r = raw_post(
+        gateway,
+        &session,
+        version,
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    session
+}
+
+async fn raw_post(
+    gateway: &Running,
+    session: &str,
+    version: &str,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    http()
+        .post(gateway.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", version)
+        .json(&body)
+        .send()
+        .await
+        .expect("post")
+}
+
+/// The SSE events of a whole body: (id, retry, data) per event.
+fn sse_events(body: &str) -> Vec<(Option<String>, Option<String>, String)> {
+    body.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|event| {
+            let field = |name: &str| {
+                event
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+            };
+            (
+                field("id:"),
+                field("retry:"),
+                field("data:").unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+const RECONNECTED: &str = "Reconnection test completed successfully";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_closing_a_calls_stream_mid_call_is_passed_on_to_a_client_that_can_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let (stop, task) = conformance_backend(&gateway, "conf").await;
+    let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
+                      "params":{"name":"test_reconnection","arguments":{}}});
+
+    // A 2025-11-25 client: the gateway closes the call's stream as the backend did, with
+    // the backend's retry hint, and no answer on it...
+    let session = raw_session(&gateway, "2025-11-25").await;
+    let r = raw_post(&gateway, &session, "2025-11-25", call.clone()).await;
+    assert_eq!(r.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), r.text())
+        .await
+        .expect("the gateway closes the stream")
+        .expect("body");
+    let events = sse_events(&body);
+    assert!(
+        !body.contains(RECONNECTED),
+        "answered before the close: {body}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(_, retry, _)| retry.as_deref() == Some("500")),
+        "the backend's 500 ms retry hint is passed on: {body}"
+    );
+    let last_id = events
+        .iter()
+        .rev()
+        .find_map(|(id, _, _)| id.clone())
+        .expect("event ids to resume from");
+    // ...and the answer comes on the stream resumed with Last-Event-ID.
+    let resumed = http()
+        .get(gateway.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .expect("resume");
+    assert_eq!(resumed.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), resumed.text())
+        .await
+        .expect("the resumed stream ends after the answer")
+        .expect("body");
+    let answer = sse_events(&body)
+        .into_iter()
+        .filter_map(|(_, _, data)| serde_json::from_str::<serde_json::Value>(&data).ok())
+        .find(|m| m["id"] == 7)
+        .unwrap_or_else(|| panic!("the answer on the resumed stream: {body}"));
+    assert!(answer.to_string().contains(RECONNECTED), "{answer}");
+
+    // A 2025-06-18 client cannot resume (no priming, no event ids): the gateway follows
+    // the backend by itself and answers on the original stream.
+    let session = raw_session(&gateway, "2025-06-18").await;
+    let r = raw_post(&gateway, &session, "2025-06-18", call).await;
+    let body = tokio::time::timeout(Duration::from_secs(10), r.text())
+        .await
+        .expect("answered")
+        .expect("body");
+    assert!(body.contains(RECONNECTED), "{body}");
+    assert!(!body.contains("retry:"), "{body}");
+
+    stop.cancel();
+    let _ = task.await;
+    gateway.stop().await;
+}

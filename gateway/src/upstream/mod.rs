@@ -20,6 +20,7 @@
 pub mod balance;
 pub mod health;
 pub mod relay;
+pub mod resume;
 
 use std::{
     sync::{
@@ -31,6 +32,7 @@ use std::{
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use rand::Rng;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::{
     Peer, RoleClient, RoleServer, ServiceError,
     model::{
@@ -41,7 +43,8 @@ use rmcp::{
     transport::streamable_http_client::StreamableHttpError,
 };
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc, watch};
+use service_kit::sse_resume::Resumptions;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use self::{
@@ -127,6 +130,17 @@ pub struct Downstream<'a> {
     /// Present when the client declared sampling, elicitation or roots: its requests go
     /// over upstream sessions of its own that declare the same capabilities.
     pub private: Option<&'a PrivateSessions>,
+    /// Present when the client's request stream can be closed and resumed: a backend
+    /// that closes its stream mid-call (SEP-1699) has the gateway do the same.
+    pub resumable: Option<Resumable<'a>>,
+}
+
+/// A client request's stream that the gateway can close and the client resume (a
+/// session at protocol 2025-11-25 or later, its stream tracked by `sse_resume`).
+pub struct Resumable<'a> {
+    pub parts: &'a http::request::Parts,
+    pub sessions: &'a LocalSessionManager,
+    pub resumptions: &'a Resumptions,
 }
 
 /// A client's own upstream sessions, one per instance it used; closed when dropped.
@@ -301,6 +315,19 @@ impl Instance {
         }
     }
 
+    /// The HTTP client of one upstream session: pooled reqwest, its SSE streams watched
+    /// for the backend closing them mid-call.
+    fn http(
+        &self,
+        options: &service_kit::client::ClientOptions,
+        relays: &Arc<Relays>,
+    ) -> resume::WatchedHttp {
+        resume::WatchedHttp::new(
+            service_kit::client::http_client(options.connect_timeout),
+            Arc::clone(relays),
+        )
+    }
+
     /// A session of a client's own, declaring that client's capabilities.
     async fn open_private(
         self: &Arc<Self>,
@@ -310,12 +337,14 @@ impl Instance {
         let options = self.client_options("mcp-gateway");
         let mut info = service_kit::client::client_config(&options);
         info.capabilities = capabilities.clone();
+        let relays = Arc::new(Relays::for_one_client(owner.clone()));
+        let http = self.http(&options, &relays);
         let handler = UpstreamClient {
             info,
             instance: Arc::downgrade(self),
-            relays: Arc::new(Relays::for_one_client(owner.clone())),
+            relays,
         };
-        service_kit::client::connect_with(&self.url, &options, handler)
+        service_kit::client::connect_via(&self.url, &options, handler, http)
             .await
             .map_err(|e| format!("{e:#}"))
     }
@@ -424,7 +453,8 @@ impl Instance {
             instance: Arc::downgrade(self),
             relays: Arc::clone(&self.relays),
         };
-        let session = service_kit::client::connect_with(&self.url, &options, handler)
+        let http = self.http(&options, &self.relays);
+        let session = service_kit::client::connect_via(&self.url, &options, handler, http)
             .await
             .map_err(|e| format!("{e:#}"))?;
         let tools = tokio::time::timeout(self.options.connect_timeout, session.list_all_tools())
@@ -681,6 +711,8 @@ async fn forward(
     tokio::pin!(response);
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
+    // Fires when the client resumes a stream the gateway closed.
+    let mut resumed = None;
     let outcome = loop {
         tokio::select! {
             r = &mut response => {
@@ -697,11 +729,12 @@ async fn forward(
                     }
                 }
                 while let Ok(msg) = rx.try_recv() {
-                    relay_down(msg, down).await;
+                    // The answer is here: a closed stream has nothing left to resume for.
+                    relay_down(msg, down, &mut Some(None)).await;
                 }
                 break r.map_err(classify);
             }
-            Some(msg) = rx.recv() => relay_down(msg, down).await,
+            Some(msg) = rx.recv() => relay_down(msg, down, &mut resumed).await,
             _ = &mut deadline => {
                 abandon.reason = "timed out at the gateway";
                 return Err(Failure::Timeout(timeout.as_millis() as u64));
@@ -713,6 +746,15 @@ async fn forward(
         }
     };
     abandon.peer = None;
+    if let Some(Some(resumed)) = resumed {
+        // The answer goes out on the resumed stream: rmcp keeps no copy of an answer
+        // sent while the client is away, so wait for it to come back.
+        tokio::select! {
+            _ = resumed => {}
+            _ = &mut deadline => tracing::debug!("the client did not resume its stream in time"),
+            _ = down.ct.cancelled() => {}
+        }
+    }
     outcome
 }
 
@@ -740,8 +782,39 @@ impl Drop for CancelOnDrop {
 /// Delivers one relayed message on the downstream request's stream (this runs inside
 /// the downstream request's task, which is what ties it to that stream).
 #[allow(deprecated)] // logging and sampling are deprecated by SEP-2577 but still spoken
-async fn relay_down(msg: RelayMsg, down: &Downstream<'_>) {
+async fn relay_down(
+    msg: RelayMsg,
+    down: &Downstream<'_>,
+    resumed: &mut Option<Option<oneshot::Receiver<()>>>,
+) {
     match msg {
+        RelayMsg::StreamClosed(retry) => {
+            // Once per call; a backend that closes again is followed upstream only.
+            if resumed.is_some() {
+                return;
+            }
+            let Some(r) = &down.resumable else {
+                *resumed = Some(None);
+                return;
+            };
+            let retry = retry.unwrap_or(DEFAULT_RESUME_RETRY);
+            *resumed = Some(
+                match service_kit::sse_resume::close_request_stream(
+                    r.parts,
+                    r.sessions,
+                    r.resumptions,
+                    retry,
+                )
+                .await
+                {
+                    Ok(rx) => Some(rx),
+                    Err(why) => {
+                        tracing::debug!("the client's stream stays open: {why}");
+                        None
+                    }
+                },
+            );
+        }
         RelayMsg::Progress(mut p) => {
             if let Some(token) = &down.progress_token {
                 p.progress_token = token.clone();
@@ -769,6 +842,9 @@ async fn relay_down(msg: RelayMsg, down: &Downstream<'_>) {
         }
     }
 }
+
+/// The reconnection hint passed on when the backend closed its stream without one.
+const DEFAULT_RESUME_RETRY: Duration = Duration::from_secs(1);
 
 fn level_rank(l: LoggingLevel) -> u8 {
     match l {

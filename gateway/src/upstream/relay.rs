@@ -29,6 +29,9 @@ use super::Instance;
 pub enum RelayMsg {
     Progress(ProgressNotificationParam),
     Log(LoggingMessageNotificationParam),
+    /// The backend closed the request's SSE stream mid-call, with this reconnection
+    /// hint, and rmcp is resuming it (SEP-1699; see `resume`).
+    StreamClosed(Option<std::time::Duration>),
     /// A server-to-client request; the answer goes back through the sender.
     Request(
         ServerRequest,
@@ -119,6 +122,13 @@ impl Relays {
 
     fn for_id(&self, id: &RequestId) -> Option<mpsc::Sender<RelayMsg>> {
         self.lock_ids().get(id).cloned()
+    }
+
+    /// Sends `msg` to the call in flight as upstream request `id`, if there is one.
+    pub fn notify(&self, id: &RequestId, msg: RelayMsg) {
+        if let Some(tx) = self.for_id(id) {
+            let _ = tx.try_send(msg);
+        }
     }
 
     fn for_token(&self, token: &ProgressToken) -> Option<mpsc::Sender<RelayMsg>> {

@@ -1,0 +1,270 @@
+//! A backend's server-initiated disconnection of a request's SSE stream (SEP-1699),
+//! noticed so the gateway can do the same to its own client.
+//!
+//! A backend may close the SSE stream of a request it is still working on, after an
+//! event carrying a `retry` hint; the client is to come back with `GET` and
+//! `Last-Event-ID` and receive the rest there. rmcp's client does that by itself, so
+//! without help the gateway's client would never know. [`WatchedHttp`] is the upstream
+//! sessions' HTTP client: reqwest's, with every POST's SSE stream watched. When a stream
+//! ends, the last event id it carried is remembered with the request it belonged to; when
+//! rmcp then resumes from that id, the request was cut off mid-call by the backend, and
+//! its downstream call gets [`RelayMsg::StreamClosed`] with the backend's hint. A resumed
+//! stream is watched in turn, so a backend that closes again is followed every time.
+//!
+//! Streams that simply end after their answer are remembered too (which one will be
+//! resumed is only known later) in a short list that forgets the oldest.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use futures::{Stream, StreamExt, stream::BoxStream};
+use http::{HeaderName, HeaderValue};
+use rmcp::{
+    model::{ClientJsonRpcMessage, RequestId},
+    transport::streamable_http_client::{
+        SseError, StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
+    },
+};
+use sse_stream::Sse;
+
+use super::relay::{RelayMsg, Relays};
+
+/// How many ended streams are remembered per upstream session. rmcp resumes a stream a
+/// `retry` interval after it ended, while newer calls end theirs meanwhile.
+const REMEMBERED: usize = 256;
+
+type SseStream = BoxStream<'static, Result<Sse, SseError>>;
+type Error = StreamableHttpError<reqwest::Error>;
+
+/// The HTTP client of one upstream session (see the module documentation).
+#[derive(Clone)]
+pub struct WatchedHttp {
+    inner: reqwest::Client,
+    ended: Arc<Mutex<VecDeque<Ended>>>,
+    relays: Arc<Relays>,
+}
+
+/// A request's stream that ended: where it stopped, and the backend's last retry hint.
+struct Ended {
+    last_event_id: String,
+    request: RequestId,
+    retry: Option<u64>,
+}
+
+impl WatchedHttp {
+    pub fn new(inner: reqwest::Client, relays: Arc<Relays>) -> Self {
+        Self {
+            inner,
+            ended: Arc::default(),
+            relays,
+        }
+    }
+
+    fn watch(&self, stream: SseStream, request: RequestId) -> SseStream {
+        Box::pin(Watched {
+            inner: stream,
+            request: Some(request),
+            last_event_id: None,
+            retry: None,
+            ended: Arc::clone(&self.ended),
+        })
+    }
+
+    /// The request whose stream stopped at `last_event_id`, if one did.
+    fn take_ended(&self, last_event_id: &str) -> Option<Ended> {
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        let at = ended
+            .iter()
+            .rposition(|e| e.last_event_id == last_event_id)?;
+        ended.remove(at)
+    }
+}
+
+/// A POST's (or resumed GET's) SSE stream, passed through unchanged.
+struct Watched {
+    inner: SseStream,
+    request: Option<RequestId>,
+    last_event_id: Option<String>,
+    retry: Option<u64>,
+    ended: Arc<Mutex<VecDeque<Ended>>>,
+}
+
+impl Stream for Watched {
+    type Item = Result<Sse, SseError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let item = ready!(this.inner.poll_next_unpin(cx));
+        match &item {
+            Some(Ok(event)) => {
+                if let Some(id) = &event.id {
+                    this.last_event_id = Some(id.clone());
+                }
+                if event.retry.is_some() {
+                    this.retry = event.retry;
+                }
+            }
+            // A clean end; a broken stream is resumed by rmcp but was not the backend's
+            // decision, so there is nothing to pass on.
+            None => {
+                if let (Some(last_event_id), Some(request)) =
+                    (this.last_event_id.take(), this.request.take())
+                {
+                    let mut ended = this.ended.lock().unwrap_or_else(|p| p.into_inner());
+                    if ended.len() >= REMEMBERED {
+                        ended.pop_front();
+                    }
+                    ended.push_back(Ended {
+                        last_event_id,
+                        request,
+                        retry: this.retry,
+                    });
+                }
+            }
+            Some(Err(_)) => this.request = None,
+        }
+        Poll::Ready(item)
+    }
+}
+
+impl StreamableHttpClient for WatchedHttp {
+    type Error = reqwest::Error;
+
+    async fn post_message(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Result<StreamableHttpPostResponse, Error> {
+        let request = request_id(&message);
+        let response = self
+            .inner
+            .post_message(uri, message, session_id, auth_header, custom_headers)
+            .await?;
+        Ok(self.watch_response(response, request))
+    }
+
+    async fn post_message_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+        max_sse_event_size: usize,
+    ) -> Result<StreamableHttpPostResponse, Error> {
+        let request = request_id(&message);
+        let response = self
+            .inner
+            .post_message_with_max_sse_event_size(
+                uri,
+                message,
+                session_id,
+                auth_header,
+                custom_headers,
+                max_sse_event_size,
+            )
+            .await?;
+        Ok(self.watch_response(response, request))
+    }
+
+    async fn delete_session(
+        &self,
+        uri: Arc<str>,
+        session_id: Arc<str>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Result<(), Error> {
+        self.inner
+            .delete_session(uri, session_id, auth_header, custom_headers)
+            .await
+    }
+
+    async fn get_stream(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Result<SseStream, Error> {
+        let cut = self.cut_off(last_event_id.as_deref());
+        let stream = self
+            .inner
+            .get_stream(uri, session_id, last_event_id, auth_header, custom_headers)
+            .await?;
+        Ok(self.rewatch(stream, cut))
+    }
+
+    async fn get_stream_with_max_sse_event_size(
+        &self,
+        uri: Arc<str>,
+        session_id: Option<Arc<str>>,
+        last_event_id: Option<String>,
+        auth_header: Option<String>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+        max_sse_event_size: usize,
+    ) -> Result<SseStream, Error> {
+        let cut = self.cut_off(last_event_id.as_deref());
+        let stream = self
+            .inner
+            .get_stream_with_max_sse_event_size(
+                uri,
+                session_id,
+                last_event_id,
+                auth_header,
+                custom_headers,
+                max_sse_event_size,
+            )
+            .await?;
+        Ok(self.rewatch(stream, cut))
+    }
+}
+
+fn request_id(message: &ClientJsonRpcMessage) -> Option<RequestId> {
+    match message {
+        ClientJsonRpcMessage::Request(r) => Some(r.id.clone()),
+        _ => None,
+    }
+}
+
+impl WatchedHttp {
+    /// A request's SSE answer, watched.
+    fn watch_response(
+        &self,
+        response: StreamableHttpPostResponse,
+        request: Option<RequestId>,
+    ) -> StreamableHttpPostResponse {
+        match (response, request) {
+            (StreamableHttpPostResponse::Sse(stream, session), Some(request)) => {
+                StreamableHttpPostResponse::Sse(self.watch(stream, request), session)
+            }
+            (other, _) => other,
+        }
+    }
+
+    /// rmcp resumes from `last_event_id`: if a request's stream ended there, the backend
+    /// cut that request off mid-call; its downstream call hears of it.
+    fn cut_off(&self, last_event_id: Option<&str>) -> Option<RequestId> {
+        let ended = self.take_ended(last_event_id?)?;
+        let retry = ended.retry.map(Duration::from_millis);
+        tracing::debug!(request = %ended.request, ?retry, "backend closed a request's stream; resuming it");
+        self.relays
+            .notify(&ended.request, RelayMsg::StreamClosed(retry));
+        Some(ended.request)
+    }
+
+    fn rewatch(&self, stream: SseStream, cut: Option<RequestId>) -> SseStream {
+        match cut {
+            Some(request) => self.watch(stream, request),
+            None => stream,
+        }
+    }
+}
