@@ -9,6 +9,7 @@
 //! ```text
 //! http/        Router and tower layers (trace, body limit, auth); admin endpoints
 //!   mcp        the MCP server side: ServerHandler over the catalog, /mcp entry point
+//!   passthrough  tools/call carried as raw JSON, past rmcp's typed pipeline
 //!   registry   the set of upstreams, registration, persistence, change events
 //!   catalog    the merged, immutable tool table and the naming rule
 //!   upstream   backends: services and their instances; sessions, supervisor,
@@ -30,6 +31,7 @@ pub mod catalog;
 pub mod config;
 pub mod http;
 pub mod mcp;
+pub mod passthrough;
 pub mod registry;
 pub mod store;
 pub mod upstream;

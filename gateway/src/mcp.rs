@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     catalog::Lookup,
+    passthrough::Passthrough,
     registry::{Changed, Registry},
     upstream::{CallError, Downstream, PrivateSessions, Resumable, Service},
 };
@@ -184,7 +185,7 @@ impl GatewayHandler {
     }
 }
 
-fn to_jsonrpc(e: CallError) -> ErrorData {
+pub(crate) fn to_jsonrpc(e: CallError) -> ErrorData {
     match e {
         CallError::Upstream(e) => e,
         CallError::Unavailable { ref service, .. } => ErrorData::new(
@@ -622,6 +623,8 @@ pub struct McpEndpoint {
     legacy: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
     legacy_sessions: Arc<LocalSessionManager>,
     sessionless: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
+    /// `tools/call` past rmcp's typed pipeline, when nothing about the call needs it.
+    passthrough: Arc<Passthrough>,
     max_body_bytes: usize,
 }
 
@@ -644,6 +647,12 @@ impl McpEndpoint {
             ),
             &config.allowed_origins,
         );
+        let passthrough = Arc::new(Passthrough::new(
+            Arc::clone(&registry),
+            &config.allowed_hosts,
+            &config.allowed_origins,
+            LOOPBACK_ORIGINS,
+        ));
         let factory = move || Ok(GatewayHandler::new(Arc::clone(&registry), page_size));
         let streams = Arc::new(Streams {
             sessions: Arc::new(LocalSessionManager::default()),
@@ -676,6 +685,7 @@ impl McpEndpoint {
             legacy: Arc::new(legacy),
             legacy_sessions,
             sessionless: Arc::new(sessionless),
+            passthrough,
             max_body_bytes,
         }
     }
@@ -729,21 +739,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, request: Request) -> Res
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if let Some(id) = session {
-        let legacy = endpoint
-            .legacy_sessions
-            .sessions
-            .read()
-            .await
-            .contains_key(id.as_str());
-        if legacy {
-            return into_axum(endpoint.legacy.handle(request).await);
-        }
-        // Resumable streams: note which stream a POST rides on and when one is resumed.
-        let sessions = &endpoint.sessions;
-        return sse_resume::tracked(&endpoint.streams.resumptions, request, |r| async move {
-            into_axum(sessions.handle(r).await)
-        })
-        .await;
+        return in_session(&endpoint, request, id).await;
     }
     if request.method() != Method::POST {
         return into_axum(endpoint.sessions.handle(request).await);
@@ -751,18 +747,15 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, request: Request) -> Res
     let (mut parts, body) = request.into_parts();
     let bytes = match to_bytes(body, endpoint.max_body_bytes).await {
         Ok(b) => b,
-        Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                axum::Json(json!({
-                    "jsonrpc": "2.0", "id": null,
-                    "error": { "code": -32600, "message": format!(
-                        "request body exceeds the limit of {} bytes", endpoint.max_body_bytes) }
-                })),
-            )
-                .into_response();
-        }
+        Err(_) => return too_large(endpoint.max_body_bytes),
     };
+    if let Some(response) = endpoint
+        .passthrough
+        .sessionless_post(&parts.headers, &bytes)
+        .await
+    {
+        return response;
+    }
     let (method, version) = match probe_method(&bytes) {
         Ok(m) => m,
         Err(why) => {
@@ -777,14 +770,16 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, request: Request) -> Res
         }
     };
     if method.as_deref() == Some("initialize") {
-        let request = Request::from_parts(parts, Body::from(bytes));
+        let request = Request::from_parts(parts, Body::from(bytes.clone()));
         let modern = version.as_deref().is_some_and(|v| v >= PRIMING_SINCE);
         let service = if modern {
             &endpoint.sessions
         } else {
             &endpoint.legacy
         };
-        return into_axum(service.handle(request).await);
+        let response = into_axum(service.handle(request).await);
+        endpoint.passthrough.initialized(&bytes, &response);
+        return response;
     }
     // A plain JSON-RPC post: answer in JSON whatever the client's tooling sent.
     let h = &mut parts.headers;
@@ -806,6 +801,77 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, request: Request) -> Res
     }
     let request = Request::from_parts(parts, Body::from(bytes));
     into_axum(endpoint.sessionless.handle(request).await)
+}
+
+/// A request in session `id`: the pass-through path for the calls it carries, else the
+/// rmcp service the session belongs to.
+async fn in_session(endpoint: &McpEndpoint, mut request: Request, id: String) -> Response {
+    let fast = endpoint.passthrough.session(&id);
+    if let Some(fast) = &fast {
+        let manager = if fast.resumable() {
+            &endpoint.streams.sessions
+        } else {
+            &endpoint.legacy_sessions
+        };
+        let alive = manager.sessions.read().await.contains_key(id.as_str());
+        if !alive {
+            endpoint.passthrough.forget(&id);
+        } else if request.method() == Method::POST {
+            let (parts, body) = request.into_parts();
+            let bytes = match to_bytes(body, endpoint.max_body_bytes).await {
+                Ok(b) => b,
+                Err(_) => return too_large(endpoint.max_body_bytes),
+            };
+            if let Some(response) = endpoint
+                .passthrough
+                .session_post(&parts.headers, &bytes, &id, fast)
+                .await
+            {
+                return response;
+            }
+            request = Request::from_parts(parts, Body::from(bytes));
+        } else if request.method() == Method::GET
+            && let Some(last) = request
+                .headers()
+                .get("last-event-id")
+                .and_then(|v| v.to_str().ok())
+            && let Some(response) = endpoint.passthrough.resume(&id, last)
+        {
+            return response;
+        } else if request.method() == Method::DELETE {
+            endpoint.passthrough.forget(&id);
+        }
+    }
+    let legacy = match &fast {
+        Some(f) => !f.resumable(),
+        None => endpoint
+            .legacy_sessions
+            .sessions
+            .read()
+            .await
+            .contains_key(id.as_str()),
+    };
+    if legacy {
+        return into_axum(endpoint.legacy.handle(request).await);
+    }
+    // Resumable streams: note which stream a POST rides on and when one is resumed.
+    let sessions = &endpoint.sessions;
+    sse_resume::tracked(&endpoint.streams.resumptions, request, |r| async move {
+        into_axum(sessions.handle(r).await)
+    })
+    .await
+}
+
+fn too_large(limit: usize) -> Response {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        axum::Json(json!({
+            "jsonrpc": "2.0", "id": null,
+            "error": { "code": -32600, "message": format!(
+                "request body exceeds the limit of {limit} bytes") }
+        })),
+    )
+        .into_response()
 }
 
 /// The `method` of a JSON-RPC message (and, for `initialize`, the protocol version the

@@ -495,3 +495,154 @@ async fn a_backend_closing_a_calls_stream_mid_call_is_passed_on_to_a_client_that
     let _ = task.await;
     gateway.stop().await;
 }
+
+/// Opens a 2025-06-18 session declaring `capabilities`; returns its id.
+async fn raw_session_with(gateway: &Running, capabilities: serde_json::Value) -> String {
+    let r = http()
+        .post(gateway.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+            "protocolVersion": "2025-06-18", "capabilities": capabilities,
+            "clientInfo": {"name": "raw", "version": "1"}}}),
+        )
+        .send()
+        .await
+        .expect("initialize");
+    let session = r.headers()["mcp-session-id"]
+        .to_str()
+        .expect("session id")
+        .to_string();
+    let r = raw_post(
+        gateway,
+        &session,
+        "2025-06-18",
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    session
+}
+
+/// POSTs `body` in `session`: (content type, the JSON-RPC messages of the answer).
+async fn messages(
+    gateway: &Running,
+    session: &str,
+    body: serde_json::Value,
+) -> (String, Vec<serde_json::Value>) {
+    let r = raw_post(gateway, session, "2025-06-18", body).await;
+    assert_eq!(r.status(), 200);
+    let kind = r.headers()["content-type"]
+        .to_str()
+        .expect("content type")
+        .to_string();
+    let text = r.text().await.expect("body");
+    let messages = if kind.starts_with("application/json") {
+        vec![serde_json::from_str(&text).expect("JSON")]
+    } else {
+        sse_events(&text)
+            .into_iter()
+            .filter_map(|(_, _, data)| serde_json::from_str(&data).ok())
+            .collect()
+    };
+    (kind, messages)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_on_the_pass_through_path_are_answered_exactly_as_on_the_typed_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let (stop, task) = conformance_backend(&gateway, "conf").await;
+    let echo = start_fixture("echo", &["echoTool"]).await;
+    register(&gateway, "echo", &echo.mcp_url()).await;
+    // No sampling/elicitation/roots: the pass-through path. Sampling declared: the typed one.
+    let fast = raw_session_with(&gateway, json!({})).await;
+    let typed = raw_session_with(&gateway, json!({"sampling": {}})).await;
+    let calls = [
+        ("test_simple_text", json!({}), true),
+        ("test_image_content", json!({}), true),
+        ("test_embedded_resource", json!({}), true),
+        ("test_error_handling", json!({}), true),
+        (
+            "echoTool",
+            json!({"a": [1, {"b": "ü \"q\""}], "n": null}),
+            true,
+        ),
+        // Not this path's: an unknown tool, and arguments that are not an object.
+        ("no_such_tool", json!({}), false),
+        ("echoTool", json!("not an object"), false),
+    ];
+    for (i, (tool, args, passes_through)) in calls.into_iter().enumerate() {
+        let id = json!(format!("call-{i}"));
+        let body = json!({"jsonrpc":"2.0","id": id,"method":"tools/call",
+                          "params":{"name": tool, "arguments": args}});
+        let (fast_kind, fast_answer) = messages(&gateway, &fast, body.clone()).await;
+        let (typed_kind, typed_answer) = messages(&gateway, &typed, body).await;
+        assert_eq!(
+            fast_kind.starts_with("application/json"),
+            passes_through,
+            "{tool}: answered by the pass-through path: {fast_kind}"
+        );
+        assert!(typed_kind.starts_with("text/event-stream"), "{typed_kind}");
+        assert_eq!(
+            fast_answer, typed_answer,
+            "{tool}: the same answer both ways"
+        );
+        assert_eq!(fast_answer.last().expect("an answer")["id"], id);
+    }
+    // Sessionless: the same as a sessionless call the typed path takes (`_meta` sends it
+    // there).
+    let mut answers = Vec::new();
+    for meta in [None, Some(json!({}))] {
+        let mut params = json!({"name": "echoTool", "arguments": {"x": [1, "ü"]}});
+        if let Some(meta) = meta {
+            params["_meta"] = meta;
+        }
+        let (status, answer) = rpc(&gateway, "tools/call", params).await;
+        assert_eq!(status, 200);
+        assert!(answer["result"]["content"].is_array(), "{answer}");
+        answers.push(answer);
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "sessionless: the same answer both ways"
+    );
+    stop.cancel();
+    let _ = task.await;
+    echo.stop().await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_log_messages_on_the_pass_through_path_come_before_the_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let (stop, task) = conformance_backend(&gateway, "conf").await;
+    let session = raw_session_with(&gateway, json!({})).await;
+    let (kind, messages) = messages(
+        &gateway,
+        &session,
+        json!({"jsonrpc":"2.0","id":5,"method":"tools/call",
+               "params":{"name":"test_tool_with_logging","arguments":{}}}),
+    )
+    .await;
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    let logs = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/message")
+        .count();
+    // The fixture sends its three log messages 100, 50 and 0 ms before its answer, on
+    // its standalone stream: the last may lose the race against the answer on a busy
+    // machine (and is then not relayed, as on the typed path); the first cannot.
+    assert!(
+        (1..=3).contains(&logs),
+        "the log messages, relayed: {messages:?}"
+    );
+    let last = messages.last().expect("an answer");
+    assert_eq!(last["id"], 5, "the answer comes last: {messages:?}");
+    assert!(last["result"]["content"].is_array(), "{last}");
+    stop.cancel();
+    let _ = task.await;
+    gateway.stop().await;
+}

@@ -19,6 +19,7 @@
 
 pub mod balance;
 pub mod health;
+pub mod raw;
 pub mod relay;
 pub mod resume;
 
@@ -31,6 +32,7 @@ use std::{
 };
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::Bytes;
 use rand::Rng;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::{
@@ -103,6 +105,16 @@ enum Failure {
     /// The downstream client cancelled its request; the backend was told.
     Cancelled,
     Upstream(rmcp::ErrorData),
+}
+
+impl Failure {
+    /// The session the attempt went over is unusable afterwards.
+    fn broke_session(&self) -> bool {
+        matches!(
+            self,
+            Self::NotDelivered(_) | Self::Lost(_) | Self::Expired(_)
+        )
+    }
 }
 
 type Session = RunningService<RoleClient, UpstreamClient>;
@@ -315,17 +327,18 @@ impl Instance {
         }
     }
 
-    /// The HTTP client of one upstream session: pooled reqwest, its SSE streams watched
-    /// for the backend closing them mid-call.
+    /// The HTTP client of one upstream session (pooled reqwest, its SSE streams watched
+    /// for the backend closing them mid-call), and where the pass-through path sends that
+    /// session's raw calls, over the same connections.
     fn http(
         &self,
         options: &service_kit::client::ClientOptions,
         relays: &Arc<Relays>,
-    ) -> resume::WatchedHttp {
-        resume::WatchedHttp::new(
-            service_kit::client::http_client(options.connect_timeout),
-            Arc::clone(relays),
-        )
+    ) -> (resume::WatchedHttp, Arc<raw::RawTarget>) {
+        let client = service_kit::client::http_client(options.connect_timeout);
+        let target = Arc::new(raw::RawTarget::new(client.clone(), &self.url));
+        let http = resume::WatchedHttp::new(client, Arc::clone(relays), Arc::clone(&target));
+        (http, target)
     }
 
     /// A session of a client's own, declaring that client's capabilities.
@@ -338,11 +351,12 @@ impl Instance {
         let mut info = service_kit::client::client_config(&options);
         info.capabilities = capabilities.clone();
         let relays = Arc::new(Relays::for_one_client(owner.clone()));
-        let http = self.http(&options, &relays);
+        let (http, raw) = self.http(&options, &relays);
         let handler = UpstreamClient {
             info,
             instance: Arc::downgrade(self),
             relays,
+            raw,
         };
         service_kit::client::connect_via(&self.url, &options, handler, http)
             .await
@@ -448,12 +462,13 @@ impl Instance {
     /// (which must answer with the tools or a clear error) and by the supervisor.
     pub async fn connect(self: &Arc<Self>) -> Result<Vec<Tool>, String> {
         let options = self.client_options("mcp-gateway");
+        let (http, raw) = self.http(&options, &self.relays);
         let handler = UpstreamClient {
             info: service_kit::client::client_config(&options),
             instance: Arc::downgrade(self),
             relays: Arc::clone(&self.relays),
+            raw,
         };
-        let http = self.http(&options, &self.relays);
         let session = service_kit::client::connect_via(&self.url, &options, handler, http)
             .await
             .map_err(|e| format!("{e:#}"))?;
@@ -511,8 +526,20 @@ impl Instance {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = forward(&session, request, down, timeout).await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        match &result {
-            Ok(_) | Err(Failure::Upstream(_) | Failure::Cancelled) => {
+        if let (Err(f), Some(private), Some(key)) = (&result, down.private, &private_key)
+            && f.broke_session()
+        {
+            private.forget(key);
+        }
+        self.settle(result.as_ref().map(|_| ()), &shared);
+        result
+    }
+
+    /// Books the outcome of one call on `session`: health and breaker, and a broken
+    /// session handed to the supervisor.
+    fn settle(&self, outcome: Result<(), &Failure>, session: &Arc<Session>) {
+        match outcome {
+            Ok(()) | Err(Failure::Upstream(_) | Failure::Cancelled) => {
                 if self.dirty.load(Ordering::Acquire) {
                     self.update_health(Health::success);
                 }
@@ -522,13 +549,9 @@ impl Instance {
                 self.update_health(|h| h.failure(why, Instant::now()));
             }
             Err(Failure::NotDelivered(cause) | Failure::Lost(cause) | Failure::Expired(cause)) => {
-                if let (Some(private), Some(key)) = (down.private, &private_key) {
-                    private.forget(key);
-                }
-                self.lost(&shared, cause)
+                self.lost(session, cause)
             }
         }
-        result
     }
 
     fn last_error_or(&self, default: &str) -> String {
@@ -994,18 +1017,31 @@ impl Service {
         retry_safe: bool,
     ) -> Result<ServerResult, CallError> {
         let timeout = self.call_timeout();
+        self.with_failover(affinity, retry_safe, |instance, admission| {
+            let request = request.clone();
+            async move { instance.call(request, down, timeout, admission).await }
+        })
+        .await
+    }
+
+    /// Runs `attempt` on an instance chosen for `affinity`, and again on another (or on
+    /// the same one's next session) when the failure says that is safe.
+    async fn with_failover<T, F, Fut>(
+        &self,
+        affinity: Option<&str>,
+        retry_safe: bool,
+        mut attempt: F,
+    ) -> Result<T, CallError>
+    where
+        F: FnMut(Arc<Instance>, Admission) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
         let mut tried: Vec<Arc<Instance>> = Vec::new();
         let mut waited = false;
         loop {
-            let (instance, admission) = match self.choose(affinity, &tried) {
-                Ok(pick) => pick,
-                Err(e) => return Err(e),
-            };
+            let (instance, admission) = self.choose(affinity, &tried)?;
             let generation = *instance.generation.borrow();
-            let failure = match instance
-                .call(request.clone(), down, timeout, admission)
-                .await
-            {
+            let failure = match attempt(Arc::clone(&instance), admission).await {
                 Ok(response) => return Ok(response),
                 Err(f) => f,
             };
@@ -1038,6 +1074,37 @@ impl Service {
             }
             tried.push(instance);
         }
+    }
+
+    /// Opens a pass-through call (see `raw`): `body` with upstream id `id`, on an
+    /// instance chosen as for [`Self::request`], failing over while nothing has come
+    /// back yet. `relay`: pass on the log messages the backend sends for it elsewhere
+    /// than on the call's stream. Returns the exchange and its first event.
+    pub async fn open_raw(
+        &self,
+        id: Arc<str>,
+        body: Bytes,
+        affinity: Option<&str>,
+        retry_safe: bool,
+        relay: bool,
+    ) -> Result<(raw::Exchange, raw::Event), CallError> {
+        let timeout = self.call_timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let ms = timeout.as_millis() as u64;
+        self.with_failover(affinity, retry_safe, |instance, admission| {
+            let (id, body) = (Arc::clone(&id), body.clone());
+            async move {
+                instance
+                    .open_raw(id, body, admission, deadline, ms, relay)
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// The error a pass-through call's failure after its first event becomes.
+    pub fn raw_error(&self, failure: raw::Failed) -> CallError {
+        self.error(failure.0, false)
     }
 
     /// A request with no relaying and no failover (subscriptions): the shared session of

@@ -249,6 +249,8 @@ pub struct UpstreamClient {
     pub(super) info: ClientConfig,
     pub(super) instance: Weak<Instance>,
     pub(super) relays: Arc<Relays>,
+    /// Where this session's pass-through calls go.
+    pub(super) raw: Arc<super::raw::RawTarget>,
 }
 
 fn unexpected(what: &str) -> ErrorData {

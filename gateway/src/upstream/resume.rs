@@ -11,6 +11,8 @@
 //! its downstream call gets [`RelayMsg::StreamClosed`] with the backend's hint. A resumed
 //! stream is watched in turn, so a backend that closes again is followed every time.
 //!
+//! It also tells the session's [`RawTarget`] the session id the backend assigned.
+//!
 //! Streams that simply end after their answer are remembered too (which one will be
 //! resumed is only known later) in a short list that forgets the oldest.
 
@@ -32,7 +34,10 @@ use rmcp::{
 };
 use sse_stream::Sse;
 
-use super::relay::{RelayMsg, Relays};
+use super::{
+    raw::RawTarget,
+    relay::{RelayMsg, Relays},
+};
 
 /// How many ended streams are remembered per upstream session. rmcp resumes a stream a
 /// `retry` interval after it ended, while newer calls end theirs meanwhile.
@@ -47,6 +52,7 @@ pub struct WatchedHttp {
     inner: reqwest::Client,
     ended: Arc<Mutex<VecDeque<Ended>>>,
     relays: Arc<Relays>,
+    raw: Arc<RawTarget>,
 }
 
 /// A request's stream that ended: where it stopped, and the backend's last retry hint.
@@ -57,11 +63,12 @@ struct Ended {
 }
 
 impl WatchedHttp {
-    pub fn new(inner: reqwest::Client, relays: Arc<Relays>) -> Self {
+    pub fn new(inner: reqwest::Client, relays: Arc<Relays>, raw: Arc<RawTarget>) -> Self {
         Self {
             inner,
             ended: Arc::default(),
             relays,
+            raw,
         }
     }
 
@@ -242,6 +249,12 @@ impl WatchedHttp {
         response: StreamableHttpPostResponse,
         request: Option<RequestId>,
     ) -> StreamableHttpPostResponse {
+        // The session id the backend assigned, for the pass-through path.
+        if let StreamableHttpPostResponse::Sse(_, Some(id))
+        | StreamableHttpPostResponse::Json(_, Some(id)) = &response
+        {
+            self.raw.note_session(id);
+        }
         match (response, request) {
             (StreamableHttpPostResponse::Sse(stream, session), Some(request)) => {
                 StreamableHttpPostResponse::Sse(self.watch(stream, request), session)

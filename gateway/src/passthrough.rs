@@ -1,0 +1,685 @@
+//! `tools/call` without rmcp's typed pipeline: the call every client makes most, carried
+//! as JSON text from the client's POST to the backend and back.
+//!
+//! Routing a call needs its `id`, its tool `name` and nothing else; the arguments and
+//! the result are the client's and the backend's business. So when a call is one this
+//! path can carry exactly as the typed path would, [`Passthrough`] takes it before rmcp
+//! does: it reads the envelope (borrowing the arguments as raw JSON), looks the tool up
+//! in the catalog, builds the backend's request around the raw arguments, and sends it
+//! over the instance's own session (`upstream::raw`). The backend's result goes back
+//! inside a response with the client's id, byte for byte.
+//!
+//! A call takes this path only when nothing about it needs the typed machinery:
+//!
+//! - it is a `tools/call` request with a string or number id, `params` holding only
+//!   `name` and an object `arguments` (no `_meta`: no progress token, no per-request
+//!   protocol metadata of the 2026-07-28 revision), for a tool the catalog knows;
+//! - the request's `Host` and `Origin` are plainly allowed (anything doubtful is left to
+//!   rmcp's own checks);
+//! - sessionless, it carries no protocol version of the stateless revision; in a
+//!   session, the session is one this module saw initialized, by a client that declared
+//!   no sampling, elicitation or roots (those need the client's own upstream sessions)
+//!   and never set a log level, and the request carries that session's protocol version
+//!   and the media types rmcp would demand.
+//!
+//! Everything else (unknown tools, bad input, every other method) goes to rmcp, which
+//! answers it as before. In a session the answer is JSON when the backend sent nothing
+//! else first; otherwise an SSE stream relays what the backend sends (its log messages)
+//! and then the answer. If the backend closes the call's stream mid-call (SEP-1699), a
+//! client at 2025-11-25 or later sees its stream closed the same way (event id
+//! `fp/<n>`) and resumes it here with `Last-Event-ID`; others never notice. A client's
+//! `notifications/cancelled` for a call on this path reaches the backend.
+
+use std::{
+    borrow::Cow,
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{body::Body, response::Response};
+use bytes::Bytes;
+use dashmap::DashMap;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    catalog::Lookup,
+    registry::{CallGuard, Registry},
+    upstream::{
+        CallError, Service,
+        raw::{Event, Exchange, next_request_id},
+    },
+};
+
+/// The first revision whose requests carry their protocol metadata in `_meta` and which
+/// this path leaves to rmcp.
+const STATELESS_SINCE: &str = "2026-07-28";
+/// The first revision whose clients resume SSE streams (priming events, SEP-1699).
+const RESUMABLE_SINCE: &str = "2025-11-25";
+/// Revisions of sessions this path serves.
+const SESSION_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// Event ids of streams this module closed: `fp/<n>`.
+const PARKED_PREFIX: &str = "fp/";
+/// How long a closed stream waits for its client after the call's own deadline.
+const PARK_GRACE: Duration = Duration::from_secs(5);
+
+/// A session whose calls may take this path.
+#[derive(Clone)]
+pub struct FastSession {
+    version: Arc<str>,
+    resumable: bool,
+}
+
+impl FastSession {
+    /// Whether the session lives with the resumable (2025-11-25+) rmcp service.
+    pub fn resumable(&self) -> bool {
+        self.resumable
+    }
+}
+
+/// The pass-through path (see the module documentation).
+pub struct Passthrough {
+    registry: Arc<Registry>,
+    /// Allowed `Host` values; `None`: any.
+    hosts: Option<Vec<String>>,
+    /// Allowed `Origin` values (`scheme://host:*` patterns allowed); `None`: any.
+    origins: Option<Vec<String>>,
+    sessions: DashMap<String, FastSession>,
+    /// Calls in flight on this path in a session, by (session, client's id as JSON).
+    calls: DashMap<(String, String), CancellationToken>,
+    parked: DashMap<u64, Parked>,
+}
+
+struct Parked {
+    session: String,
+    /// A mutex only to make the parking lot `Sync` (the backend's stream is not).
+    live: std::sync::Mutex<Live>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    jsonrpc: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallParams<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    arguments: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct CancelParams<'a> {
+    #[serde(borrow, rename = "requestId")]
+    request_id: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+}
+
+/// A routed call, ready to send.
+struct Call {
+    client_id: String,
+    service: Arc<Service>,
+    upstream_id: Arc<str>,
+    body: Bytes,
+    retry_safe: bool,
+}
+
+impl Passthrough {
+    pub fn new(
+        registry: Arc<Registry>,
+        allowed_hosts: &[String],
+        allowed_origins: &[String],
+        loopback_origins: &[&str],
+    ) -> Self {
+        let hosts = (!allowed_hosts.iter().any(|h| h == "*")).then(|| {
+            service_kit::mcp::LOOPBACK_HOSTS
+                .iter()
+                .map(|h| h.to_string())
+                .chain(allowed_hosts.iter().cloned())
+                .collect()
+        });
+        let origins = (!allowed_origins.iter().any(|o| o == "*")).then(|| {
+            loopback_origins
+                .iter()
+                .map(|o| o.to_string())
+                .chain(allowed_origins.iter().cloned())
+                .collect()
+        });
+        Self {
+            registry,
+            hosts,
+            origins,
+            sessions: DashMap::new(),
+            calls: DashMap::new(),
+            parked: DashMap::new(),
+        }
+    }
+
+    /// The session `id`, if its calls may take this path.
+    pub fn session(&self, id: &str) -> Option<FastSession> {
+        self.sessions.get(id).map(|s| s.clone())
+    }
+
+    /// The session has ended (or is not what this module thought).
+    pub fn forget(&self, id: &str) {
+        self.sessions.remove(id);
+    }
+
+    /// After rmcp answered an `initialize` (`body`) with `response`: remembers the new
+    /// session if its calls may take this path.
+    pub fn initialized(&self, body: &[u8], response: &Response) {
+        #[derive(Deserialize)]
+        struct Params {
+            #[serde(rename = "protocolVersion")]
+            protocol_version: String,
+            #[serde(default)]
+            capabilities: serde_json::Map<String, serde_json::Value>,
+        }
+        #[derive(Deserialize)]
+        struct Init {
+            params: Params,
+        }
+        if response.status() != StatusCode::OK {
+            return;
+        }
+        let Some(id) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return;
+        };
+        let Ok(init) = serde_json::from_slice::<Init>(body) else {
+            return;
+        };
+        let version = init.params.protocol_version;
+        let declared = ["sampling", "elicitation", "roots"]
+            .iter()
+            .any(|c| init.params.capabilities.contains_key(*c));
+        if declared || !SESSION_VERSIONS.contains(&version.as_str()) {
+            return;
+        }
+        let resumable = version.as_str() >= RESUMABLE_SINCE;
+        self.sessions.insert(
+            id.to_string(),
+            FastSession {
+                version: version.into(),
+                resumable,
+            },
+        );
+    }
+
+    /// Allowed `Host` and `Origin`, by the same lists rmcp checks; `false` when in doubt.
+    fn trusted(&self, headers: &HeaderMap) -> bool {
+        let host_ok = match &self.hosts {
+            None => true,
+            Some(allowed) => headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|h| host_allowed(h, allowed)),
+        };
+        let origin_ok = match (headers.get(header::ORIGIN), &self.origins) {
+            (None, _) | (Some(_), None) => true,
+            (Some(o), Some(allowed)) => o.to_str().is_ok_and(|o| origin_allowed(o, allowed)),
+        };
+        host_ok && origin_ok
+    }
+
+    /// A POST in session `session_id`, body read: answered here when it is a call this
+    /// path carries. Also notes what changes the session's eligibility or cancels a call.
+    pub async fn session_post(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        body: &Bytes,
+        session_id: &str,
+        fast: &FastSession,
+    ) -> Option<Response> {
+        let envelope = serde_json::from_slice::<Envelope>(body).ok()?;
+        match envelope.method.as_deref()? {
+            "tools/call" => {}
+            "logging/setLevel" => {
+                // Log messages are now filtered per session: the typed path does that.
+                self.forget(session_id);
+                return None;
+            }
+            "notifications/cancelled" => {
+                let params = envelope.params?;
+                let cancel = serde_json::from_str::<CancelParams>(params.get()).ok()?;
+                let key = (session_id.to_string(), cancel.request_id?.get().to_string());
+                if let Some((_, token)) = self.calls.remove(&key) {
+                    token.cancel();
+                }
+                return None;
+            }
+            _ => return None,
+        }
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let accepts = header(header::ACCEPT.as_str())
+            .is_some_and(|a| a.contains("application/json") && a.contains("text/event-stream"));
+        let json = header(header::CONTENT_TYPE.as_str())
+            .is_some_and(|c| c.trim_start().starts_with("application/json"));
+        if header("mcp-protocol-version") != Some(&*fast.version)
+            || !accepts
+            || !json
+            || !self.trusted(headers)
+        {
+            return None;
+        }
+        let call = self.route(&envelope)?;
+        let key = (session_id.to_string(), call.client_id.clone());
+        let cancel = CancellationToken::new();
+        self.calls.insert(key.clone(), cancel.clone());
+        let slot = CallSlot {
+            passthrough: Arc::clone(self),
+            key,
+        };
+        Some(
+            self.run(
+                call,
+                Some(Streamed {
+                    session: session_id.to_string(),
+                    resumable: fast.resumable,
+                    cancel,
+                    _slot: slot,
+                }),
+            )
+            .await,
+        )
+    }
+
+    /// A POST without a session, body read: answered here when it is a call this path
+    /// carries. Always answered in JSON, as the sessionless rmcp service does.
+    pub async fn sessionless_post(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Option<Response> {
+        let stateless = headers
+            .get("mcp-protocol-version")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v >= STATELESS_SINCE);
+        if stateless || !self.trusted(headers) {
+            return None;
+        }
+        let envelope = serde_json::from_slice::<Envelope>(body).ok()?;
+        if envelope.method.as_deref() != Some("tools/call") {
+            return None;
+        }
+        let call = self.route(&envelope)?;
+        Some(self.run(call, None).await)
+    }
+
+    /// The call in `envelope`, routed, if this path carries it.
+    fn route(&self, envelope: &Envelope) -> Option<Call> {
+        if envelope.jsonrpc.as_deref() != Some("2.0") {
+            return None;
+        }
+        let id = envelope.id?.get();
+        if !(id.starts_with('"')
+            || id.starts_with('-')
+            || id.starts_with(|c: char| c.is_ascii_digit()))
+        {
+            return None;
+        }
+        let params = serde_json::from_str::<CallParams>(envelope.params?.get()).ok()?;
+        if params
+            .arguments
+            .is_some_and(|a| !a.get().trim_start().starts_with('{'))
+        {
+            return None;
+        }
+        let catalog = self.registry.catalog();
+        let Lookup::Found(route) = catalog.lookup(&params.name) else {
+            return None;
+        };
+        let upstream_id = next_request_id();
+        let name = serde_json::to_string(&*route.original).ok()?;
+        let body = match params.arguments {
+            Some(args) => format!(
+                r#"{{"jsonrpc":"2.0","id":"{upstream_id}","method":"tools/call","params":{{"name":{name},"arguments":{}}}}}"#,
+                args.get()
+            ),
+            None => format!(
+                r#"{{"jsonrpc":"2.0","id":"{upstream_id}","method":"tools/call","params":{{"name":{name}}}}}"#
+            ),
+        };
+        Some(Call {
+            client_id: id.to_string(),
+            service: Arc::clone(&route.service),
+            upstream_id,
+            body: Bytes::from(body),
+            retry_safe: route.retry_safe,
+        })
+    }
+
+    /// Carries `call` to its backend and answers the client: JSON when the answer is all
+    /// the backend sent, otherwise (in a session) an SSE stream.
+    async fn run(self: &Arc<Self>, call: Call, streamed: Option<Streamed>) -> Response {
+        let guard = self.registry.call_started();
+        let affinity = streamed.as_ref().map(|s| s.session.as_str());
+        let open = call.service.open_raw(
+            Arc::clone(&call.upstream_id),
+            call.body.clone(),
+            affinity,
+            call.retry_safe,
+            streamed.is_some(),
+        );
+        let opened = match &streamed {
+            Some(s) => tokio::select! {
+                r = open => r,
+                _ = s.cancel.cancelled() => return json_response(cancelled(&call.client_id)),
+            },
+            None => open.await,
+        };
+        let (exchange, first) = match opened {
+            Ok(pair) => pair,
+            Err(e) => return json_response(error_message(&call.client_id, e)),
+        };
+        let live = Live {
+            exchange,
+            service: call.service,
+            client_id: call.client_id,
+            streamed,
+            _guard: guard,
+        };
+        match first {
+            Event::Answer(answer) => json_response(answer_message(&live.client_id, &answer)),
+            first if live.streamed.is_some() => self.stream(live, Some(first)),
+            // Sessionless: nothing but the answer is sent, as rmcp's JSON mode does.
+            _ => json_response(live.finish_quietly().await),
+        }
+    }
+
+    /// The rest of the call as an SSE stream, starting with `first`.
+    fn stream(self: &Arc<Self>, live: Live, first: Option<Event>) -> Response {
+        let state = (Arc::clone(self), Some(live), first);
+        let events = futures::stream::unfold(state, |(pt, live, pending)| async move {
+            let mut live = live?;
+            let mut pending = pending;
+            loop {
+                let event = match pending.take() {
+                    Some(e) => Ok(e),
+                    None => match live.next().await {
+                        Some(r) => r,
+                        None => return None,
+                    },
+                };
+                let bytes = match event {
+                    Ok(Event::Message(m)) => sse_data(&m),
+                    Ok(Event::Answer(a)) => {
+                        let bytes = sse_data(&answer_message(&live.client_id, &a));
+                        return Some((Ok::<_, Infallible>(bytes), (pt, None, None)));
+                    }
+                    Ok(Event::Closed(retry)) if live.resumable() => {
+                        return Some((Ok(pt.park(live, retry)), (pt, None, None)));
+                    }
+                    // The client cannot resume: the call goes on, as the backend's does.
+                    Ok(Event::Closed(_)) => continue,
+                    Err(message) => {
+                        return Some((Ok(sse_data(&message)), (pt, None, None)));
+                    }
+                };
+                return Some((Ok(bytes), (pt, Some(live), None)));
+            }
+        });
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .header(header::CACHE_CONTROL, "no-cache")
+            .body(Body::from_stream(events))
+            .expect("static response parts")
+    }
+
+    /// The backend closed the call's stream and the client can resume: closes the
+    /// client's stream too (returning its last event) and keeps the call for the
+    /// resumption.
+    fn park(self: &Arc<Self>, live: Live, retry: Option<Duration>) -> Bytes {
+        let session = live
+            .streamed
+            .as_ref()
+            .map(|s| s.session.clone())
+            .unwrap_or_default();
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let retry = retry.unwrap_or(Duration::from_secs(1));
+        let until = live.exchange.deadline() + PARK_GRACE;
+        self.parked.insert(
+            n,
+            Parked {
+                session,
+                live: std::sync::Mutex::new(live),
+            },
+        );
+        let pt = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until).await;
+            // Never resumed: dropping the call tells the backend.
+            pt.parked.remove(&n);
+        });
+        Bytes::from(format!(
+            "id: {PARKED_PREFIX}{n}\nretry: {}\ndata: \n\n",
+            retry.as_millis()
+        ))
+    }
+
+    /// A `GET` resuming a stream this module closed (`Last-Event-ID: fp/<n>`).
+    pub fn resume(self: &Arc<Self>, session_id: &str, last_event_id: &str) -> Option<Response> {
+        let n: u64 = last_event_id.strip_prefix(PARKED_PREFIX)?.parse().ok()?;
+        let (_, parked) = self.parked.remove_if(&n, |_, p| p.session == session_id)?;
+        let live = parked.live.into_inner().unwrap_or_else(|p| p.into_inner());
+        Some(self.stream(live, None))
+    }
+}
+
+/// What a call in a session has that a sessionless one does not.
+struct Streamed {
+    session: String,
+    resumable: bool,
+    cancel: CancellationToken,
+    _slot: CallSlot,
+}
+
+/// A call in flight, after its first event.
+struct Live {
+    exchange: Exchange,
+    service: Arc<Service>,
+    client_id: String,
+    streamed: Option<Streamed>,
+    _guard: CallGuard,
+}
+
+impl Live {
+    /// The client's stream can be closed and resumed.
+    fn resumable(&self) -> bool {
+        self.streamed.as_ref().is_some_and(|s| s.resumable)
+    }
+
+    /// The next event, or the error message that ends the call; `None` when the client
+    /// cancelled (no answer is due then).
+    async fn next(&mut self) -> Option<Result<Event, String>> {
+        let advance = self.exchange.advance();
+        let result = match &self.streamed {
+            Some(s) => tokio::select! {
+                r = advance => r,
+                _ = s.cancel.cancelled() => {
+                    self.exchange.cancel_reason("cancelled by the client");
+                    return None;
+                }
+            },
+            None => advance.await,
+        };
+        Some(result.map_err(|f| error_message(&self.client_id, self.service.raw_error(f))))
+    }
+
+    /// Follows the call to its answer, dropping everything else; the response message.
+    async fn finish_quietly(mut self) -> String {
+        loop {
+            match self.next().await {
+                Some(Ok(Event::Answer(a))) => return answer_message(&self.client_id, &a),
+                Some(Ok(_)) => continue,
+                Some(Err(message)) => return message,
+                None => return cancelled(&self.client_id),
+            }
+        }
+    }
+}
+
+/// Unregisters a session call's cancellation token when the call ends.
+struct CallSlot {
+    passthrough: Arc<Passthrough>,
+    key: (String, String),
+}
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        self.passthrough.calls.remove(&self.key);
+    }
+}
+
+fn json_response(message: String) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(message))
+        .expect("static response parts")
+}
+
+/// One SSE event carrying `message` (a `data:` line per line of it).
+fn sse_data(message: &str) -> Bytes {
+    let mut out = String::with_capacity(message.len() + 8);
+    for line in message.split('\n') {
+        out.push_str("data: ");
+        out.push_str(line.strip_suffix('\r').unwrap_or(line));
+        out.push('\n');
+    }
+    out.push('\n');
+    Bytes::from(out)
+}
+
+/// The client's response: the backend's result or error under the client's id.
+fn answer_message(client_id: &str, upstream: &str) -> String {
+    match serde_json::from_str::<Answer>(upstream) {
+        Ok(Answer {
+            result: Some(result),
+            ..
+        }) => format!(
+            r#"{{"jsonrpc":"2.0","id":{client_id},"result":{}}}"#,
+            result.get()
+        ),
+        Ok(Answer {
+            error: Some(error), ..
+        }) => format!(
+            r#"{{"jsonrpc":"2.0","id":{client_id},"error":{}}}"#,
+            error.get()
+        ),
+        _ => error_message(
+            client_id,
+            CallError::Upstream(rmcp::ErrorData::internal_error(
+                "the backend's response has neither result nor error",
+                None,
+            )),
+        ),
+    }
+}
+
+fn error_message(client_id: &str, e: CallError) -> String {
+    let error = serde_json::to_string(&crate::mcp::to_jsonrpc(e)).unwrap_or_default();
+    format!(r#"{{"jsonrpc":"2.0","id":{client_id},"error":{error}}}"#)
+}
+
+fn cancelled(client_id: &str) -> String {
+    error_message(
+        client_id,
+        CallError::Upstream(rmcp::ErrorData::internal_error(
+            "request cancelled by the client",
+            None,
+        )),
+    )
+}
+
+/// `host` (a `Host` header) names one of `allowed` (names, or `name:port`).
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    allowed.iter().any(|a| {
+        a.eq_ignore_ascii_case(host)
+            || a.eq_ignore_ascii_case(name)
+            || a.trim_start_matches('[')
+                .trim_end_matches(']')
+                .eq_ignore_ascii_case(name)
+    })
+}
+
+/// `origin` is one of `allowed`, where `scheme://host:*` allows any port.
+fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+    allowed.iter().any(|a| {
+        a == origin
+            || a.strip_suffix(":*").is_some_and(|prefix| {
+                origin.strip_prefix(prefix).is_some_and(|rest| {
+                    rest.is_empty()
+                        || rest
+                            .strip_prefix(':')
+                            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                })
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{host_allowed, origin_allowed};
+
+    #[test]
+    fn hosts_and_origins_match_as_rmcp_lists_them() {
+        let hosts: Vec<String> = ["localhost", "127.0.0.1", "::1", "gw.internal:8080"]
+            .map(String::from)
+            .to_vec();
+        assert!(host_allowed("127.0.0.1:3001", &hosts));
+        assert!(host_allowed("localhost", &hosts));
+        assert!(host_allowed("[::1]:3001", &hosts));
+        assert!(host_allowed("gw.internal:8080", &hosts));
+        assert!(!host_allowed("gw.internal:9090", &hosts));
+        assert!(!host_allowed("evil.example.com", &hosts));
+        assert!(!host_allowed("127.0.0.1.evil.com", &hosts));
+        let origins: Vec<String> = ["http://localhost:*", "https://app.example.com"]
+            .map(String::from)
+            .to_vec();
+        assert!(origin_allowed("http://localhost:5173", &origins));
+        assert!(origin_allowed("http://localhost", &origins));
+        assert!(origin_allowed("https://app.example.com", &origins));
+        assert!(!origin_allowed("http://localhost.evil.com", &origins));
+        assert!(!origin_allowed("http://localhost:80x", &origins));
+        assert!(!origin_allowed("https://app.example.com.evil", &origins));
+    }
+}

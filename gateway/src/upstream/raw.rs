@@ -1,0 +1,576 @@
+//! The backend half of the pass-through path (`crate::passthrough`): one `tools/call`
+//! sent to a backend as the bytes the gateway built, over the instance's own MCP session
+//! (its session id, its negotiated protocol version, its pooled HTTP client), and the
+//! answer read back as JSON text, never as typed structs.
+//!
+//! What the backend sends on the call's stream comes out of [`Exchange::next`] as
+//! [`Event`]s: messages to pass on, the backend closing the stream mid-call (SEP-1699; the
+//! exchange resumes it with `Last-Event-ID` on the next `next`), and the answer. A
+//! request the backend makes of the client (`ping`, or a capability this client did not
+//! declare, which is why the call is on this path) is answered here. Health, breaker and
+//! in-flight counts are booked as for the typed path; an exchange dropped before its
+//! answer tells the backend `notifications/cancelled`.
+
+use std::{
+    borrow::Cow,
+    collections::VecDeque,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt, stream::BoxStream};
+use http::{HeaderValue, StatusCode, header};
+use rmcp::model::{CancelledNotificationParam, NumberOrString, ProgressToken, RequestId};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sse_stream::{Sse, SseStream};
+use tokio::{sync::mpsc, time::Instant};
+
+use super::{
+    Failure, Instance, Session,
+    health::Admission,
+    relay::{RelayGuard, RelayMsg},
+};
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+/// How often one call follows the backend to a resumed stream.
+const MAX_RESUMES: u32 = 8;
+
+/// Where one upstream session's raw requests go. Shared with its [`super::resume::WatchedHttp`],
+/// which learns the session id from the `initialize` answer.
+pub struct RawTarget {
+    http: reqwest::Client,
+    url: Option<reqwest::Url>,
+    session_id: OnceLock<HeaderValue>,
+    protocol_version: OnceLock<Option<HeaderValue>>,
+}
+
+impl RawTarget {
+    pub fn new(http: reqwest::Client, url: &str) -> Self {
+        Self {
+            http,
+            url: reqwest::Url::parse(url).ok(),
+            session_id: OnceLock::new(),
+            protocol_version: OnceLock::new(),
+        }
+    }
+
+    /// Remembers the session id the backend assigned (first one wins).
+    pub fn note_session(&self, id: &str) {
+        if self.session_id.get().is_none()
+            && let Ok(v) = HeaderValue::from_str(id)
+        {
+            let _ = self.session_id.set(v);
+        }
+    }
+
+    fn version(&self, session: &Session) -> Option<&HeaderValue> {
+        self.protocol_version
+            .get_or_init(|| {
+                let info = session.peer().peer_info()?;
+                HeaderValue::from_str(info.protocol_version.as_str()).ok()
+            })
+            .as_ref()
+    }
+
+    fn with_session(
+        &self,
+        rb: reqwest::RequestBuilder,
+        session: &Session,
+    ) -> reqwest::RequestBuilder {
+        let mut rb = rb;
+        if let Some(id) = self.session_id.get() {
+            rb = rb.header(SESSION_HEADER, id.clone());
+        }
+        if let Some(v) = self.version(session) {
+            rb = rb.header(VERSION_HEADER, v.clone());
+        }
+        rb
+    }
+}
+
+/// A fresh id for a request the gateway sends upstream on this path; distinct from
+/// rmcp's own (numbers) on the same session.
+pub fn next_request_id() -> Arc<str> {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("gw-{}", NEXT.fetch_add(1, Ordering::Relaxed)).into()
+}
+
+/// What the backend sent on the call's stream.
+#[derive(Debug)]
+pub enum Event {
+    /// A notification (log message, progress, ...) as JSON text.
+    Message(String),
+    /// The backend closed the stream mid-call, with this reconnection hint; the next
+    /// `next` resumes it.
+    Closed(Option<Duration>),
+    /// The JSON-RPC response to the call, as JSON text (its `id` is the gateway's).
+    Answer(String),
+}
+
+enum Phase {
+    Json(Bytes),
+    Events(BoxStream<'static, Result<Sse, sse_stream::Error>>),
+    Resume(Option<Duration>),
+    Done,
+}
+
+/// How a call failed after its first event (not retried); `Service::raw_error` words it.
+#[derive(Debug)]
+pub struct Failed(pub(super) Failure);
+
+/// One call in flight on the pass-through path.
+pub struct Exchange {
+    instance: Arc<Instance>,
+    session: Arc<Session>,
+    target: Arc<RawTarget>,
+    id: Arc<str>,
+    phase: Phase,
+    last_event_id: Option<String>,
+    retry: Option<Duration>,
+    resumes: u32,
+    deadline: Instant,
+    timeout_ms: u64,
+    settled: bool,
+    cancel_reason: &'static str,
+    /// What the session's client handler relays for this call (log messages a backend
+    /// sends on its standalone stream), when the client wants them.
+    relay: Option<(RelayGuard, mpsc::Receiver<RelayMsg>)>,
+    /// Relayed messages that arrived with the answer, to pass on before it.
+    queued: VecDeque<String>,
+    held: Option<String>,
+}
+
+impl Instance {
+    /// Sends `body` (a request whose id is `id`) and reads up to the first event, within
+    /// `deadline`. One attempt for `Service::with_failover`.
+    pub(super) async fn open_raw(
+        self: &Arc<Self>,
+        id: Arc<str>,
+        body: Bytes,
+        admission: Admission,
+        deadline: Instant,
+        timeout_ms: u64,
+        relay: bool,
+    ) -> Result<(Exchange, Event), Failure> {
+        let Some(session) = self.session.load_full() else {
+            if admission == Admission::Probe {
+                self.health().release_probe();
+            }
+            return Err(Failure::NotDelivered(self.last_error_or("no session")));
+        };
+        let target = Arc::clone(&session.service().raw);
+        // Registered before sending, so nothing the backend says can come too early.
+        let relay = relay.then(|| {
+            let (tx, rx) = mpsc::channel(64);
+            let request = RequestId::from(NumberOrString::String(Arc::clone(&id)));
+            let token = ProgressToken(NumberOrString::String(Arc::clone(&id)));
+            (session.service().relays.register(request, token, tx), rx)
+        });
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut exchange = Exchange {
+            instance: Arc::clone(self),
+            session,
+            target,
+            id,
+            phase: Phase::Done,
+            last_event_id: None,
+            retry: None,
+            resumes: 0,
+            deadline,
+            timeout_ms,
+            settled: false,
+            cancel_reason: "the gateway's client went away",
+            relay,
+            queued: VecDeque::new(),
+            held: None,
+        };
+        let sent = match tokio::time::timeout_at(deadline, exchange.send(body)).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::Timeout(timeout_ms)),
+        };
+        if let Err(f) = sent {
+            if matches!(f, Failure::Timeout(_)) {
+                exchange.cancel("timed out at the gateway");
+            }
+            exchange.settle(Err(&f));
+            return Err(f);
+        }
+        let first = exchange.next().await?;
+        Ok((exchange, first))
+    }
+}
+
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    method: Option<Cow<'a, str>>,
+}
+
+impl Exchange {
+    async fn send(&mut self, body: Bytes) -> Result<(), Failure> {
+        let Some(url) = &self.target.url else {
+            return Err(Failure::NotDelivered(format!(
+                "{} is not a URL",
+                self.instance.url
+            )));
+        };
+        let rb = self
+            .target
+            .http
+            .post(url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream");
+        let response = self
+            .target
+            .with_session(rb, &self.session)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                let cause = service_kit::client::root_cause(&e);
+                if e.is_connect() {
+                    Failure::NotDelivered(cause)
+                } else {
+                    Failure::Lost(cause)
+                }
+            })?;
+        let phase = self.answer_phase(response).await?;
+        self.phase = phase;
+        Ok(())
+    }
+
+    async fn answer_phase(&mut self, response: reqwest::Response) -> Result<Phase, Failure> {
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND && self.target.session_id.get().is_some() {
+            return Err(Failure::Expired(
+                "the backend no longer knows the session (HTTP 404)".into(),
+            ));
+        }
+        if status.is_client_error() {
+            return Err(Failure::NotDelivered(format!(
+                "the backend refused the request (HTTP {status})"
+            )));
+        }
+        if !status.is_success() || status == StatusCode::ACCEPTED {
+            return Err(Failure::Lost(format!(
+                "the backend answered HTTP {status} instead of a response"
+            )));
+        }
+        let kind = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if kind.starts_with("text/event-stream") {
+            return Ok(Phase::Events(
+                SseStream::from_bytes_stream(response.bytes_stream()).boxed(),
+            ));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Failure::Lost(service_kit::client::root_cause(&e)))?;
+        Ok(Phase::Json(bytes))
+    }
+
+    /// The next thing the backend sent after the first, within the call's deadline.
+    pub async fn advance(&mut self) -> Result<Event, Failed> {
+        self.next().await.map_err(Failed)
+    }
+
+    async fn next(&mut self) -> Result<Event, Failure> {
+        match tokio::time::timeout_at(self.deadline, self.next_event()).await {
+            Ok(Ok(event)) => {
+                if matches!(event, Event::Answer(_)) {
+                    self.settle(Ok(()));
+                }
+                Ok(event)
+            }
+            Ok(Err(f)) => {
+                self.settle(Err(&f));
+                Err(f)
+            }
+            Err(_) => {
+                let f = Failure::Timeout(self.timeout_ms);
+                self.cancel("timed out at the gateway");
+                self.settle(Err(&f));
+                Err(f)
+            }
+        }
+    }
+
+    async fn next_event(&mut self) -> Result<Event, Failure> {
+        loop {
+            if let Some(message) = self.queued.pop_front() {
+                return Ok(Event::Message(message));
+            }
+            if let Some(answer) = self.held.take() {
+                return Ok(Event::Answer(answer));
+            }
+            match &mut self.phase {
+                Phase::Done => return Err(Failure::Lost("the call has ended".into())),
+                Phase::Json(bytes) => {
+                    let bytes = std::mem::take(bytes);
+                    self.phase = Phase::Done;
+                    let text = String::from_utf8(bytes.into())
+                        .map_err(|_| Failure::Lost("the backend's answer is not UTF-8".into()))?;
+                    return match self.classify(&text) {
+                        Kind::Answer => Ok(self.answer(text)),
+                        _ => Err(Failure::Lost(
+                            "the backend answered with something other than the response".into(),
+                        )),
+                    };
+                }
+                Phase::Events(stream) => match match &mut self.relay {
+                    Some((_, rx)) => tokio::select! {
+                        biased;
+                        Some(msg) = rx.recv() => {
+                            if let Some(message) = relayed(msg) {
+                                return Ok(Event::Message(message));
+                            }
+                            continue;
+                        }
+                        event = stream.next() => event,
+                    },
+                    None => stream.next().await,
+                } {
+                    Some(Ok(event)) => {
+                        if let Some(id) = event.id {
+                            self.last_event_id = Some(id);
+                        }
+                        if let Some(ms) = event.retry {
+                            self.retry = Some(Duration::from_millis(ms));
+                        }
+                        let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
+                            continue;
+                        };
+                        match self.classify(&data) {
+                            Kind::Answer => {
+                                // Read the stream's end so its connection goes back to
+                                // the pool; a stream that lingers is drained aside.
+                                if let Phase::Events(mut rest) =
+                                    std::mem::replace(&mut self.phase, Phase::Done)
+                                    && rest.next().now_or_never().is_none()
+                                {
+                                    tokio::spawn(async move {
+                                        let drain = async { while rest.next().await.is_some() {} };
+                                        let _ = tokio::time::timeout(Duration::from_secs(5), drain)
+                                            .await;
+                                    });
+                                }
+                                return Ok(self.answer(data));
+                            }
+                            Kind::Request(id, method) => self.decline(&id, &method),
+                            Kind::Other => return Ok(Event::Message(data)),
+                        }
+                    }
+                    Some(Err(e)) if !self.can_resume() => {
+                        return Err(Failure::Lost(format!("the response stream broke: {e}")));
+                    }
+                    // Broken, not closed on purpose: resumed without a word downstream.
+                    Some(Err(_)) => self.phase = Phase::Resume(None),
+                    None if !self.can_resume() => {
+                        return Err(Failure::Lost(
+                            "the backend ended the response stream without an answer".into(),
+                        ));
+                    }
+                    None => {
+                        self.phase = Phase::Resume(self.retry);
+                        return Ok(Event::Closed(self.retry));
+                    }
+                },
+                Phase::Resume(wait) => {
+                    let wait = wait.unwrap_or_default().min(Duration::from_secs(5));
+                    tokio::time::sleep(wait).await;
+                    self.resumes += 1;
+                    let phase = self.resume().await?;
+                    self.phase = phase;
+                }
+            }
+        }
+    }
+
+    /// The answer, after whatever was relayed for the call in the meantime.
+    fn answer(&mut self, answer: String) -> Event {
+        if let Some((_, rx)) = &mut self.relay {
+            while let Ok(msg) = rx.try_recv() {
+                self.queued.extend(relayed(msg));
+            }
+        }
+        match self.queued.pop_front() {
+            Some(first) => {
+                self.held = Some(answer);
+                Event::Message(first)
+            }
+            None => Event::Answer(answer),
+        }
+    }
+
+    fn can_resume(&self) -> bool {
+        self.last_event_id.is_some() && self.resumes < MAX_RESUMES
+    }
+
+    /// `GET` with `Last-Event-ID`: the rest of the call's stream.
+    async fn resume(&mut self) -> Result<Phase, Failure> {
+        let (Some(url), Some(last)) = (&self.target.url, &self.last_event_id) else {
+            return Err(Failure::Lost("nothing to resume from".into()));
+        };
+        let rb = self
+            .target
+            .http
+            .get(url.clone())
+            .header(header::ACCEPT, "text/event-stream")
+            .header("last-event-id", last.as_str());
+        let response = self
+            .target
+            .with_session(rb, &self.session)
+            .send()
+            .await
+            .map_err(|e| Failure::Lost(service_kit::client::root_cause(&e)))?;
+        if !response.status().is_success() {
+            return Err(Failure::Lost(format!(
+                "resuming the response stream failed: HTTP {}",
+                response.status()
+            )));
+        }
+        Ok(Phase::Events(
+            SseStream::from_bytes_stream(response.bytes_stream()).boxed(),
+        ))
+    }
+
+    fn classify(&self, text: &str) -> Kind {
+        let Ok(probe) = serde_json::from_str::<Probe>(text) else {
+            return Kind::Other;
+        };
+        match (probe.id, probe.method) {
+            (Some(id), None) if is_our_id(id.get(), &self.id) => Kind::Answer,
+            (Some(id), Some(method)) => Kind::Request(id.get().to_string(), method.into_owned()),
+            _ => Kind::Other,
+        }
+    }
+
+    /// Answers a request the backend made of the client: this path only carries calls of
+    /// clients that declared no sampling, elicitation or roots, so only `ping` succeeds.
+    fn decline(&self, id: &str, method: &str) {
+        let body = if method == "ping" {
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#)
+        } else {
+            let message = serde_json::to_string(&format!(
+                "{method}: the client did not declare this capability"
+            ))
+            .unwrap_or_default();
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32601,"message":{message}}}}}"#
+            )
+        };
+        let Some(url) = self.target.url.clone() else {
+            return;
+        };
+        let rb = self
+            .target
+            .http
+            .post(url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream");
+        let request = self.target.with_session(rb, &self.session).body(body);
+        tokio::spawn(async move {
+            let _ = request.send().await;
+        });
+    }
+
+    /// When the call times out.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// From now on, ending early tells the backend this reason.
+    pub fn cancel_reason(&mut self, reason: &'static str) {
+        self.cancel_reason = reason;
+    }
+
+    fn cancel(&mut self, reason: &'static str) {
+        if self.settled {
+            return;
+        }
+        let peer = self.session.peer().clone();
+        let id = RequestId::from(NumberOrString::String(Arc::clone(&self.id)));
+        let params = CancelledNotificationParam::new(Some(id), Some(reason.to_string()));
+        tokio::spawn(async move {
+            let _ = peer.notify_cancelled(params).await;
+        });
+    }
+
+    fn settle(&mut self, outcome: Result<(), &Failure>) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        self.instance.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.instance.settle(outcome, &self.session);
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.cancel(self.cancel_reason);
+            self.settle(Err(&Failure::Cancelled));
+        }
+    }
+}
+
+/// A relayed message as the JSON text to pass on, if it is one to pass on. Requests of
+/// the backend's are declined: this path only carries calls of clients that declared no
+/// sampling, elicitation or roots.
+fn relayed(msg: RelayMsg) -> Option<String> {
+    match msg {
+        RelayMsg::Log(params) => serde_json::to_string(&serde_json::json!({
+            "jsonrpc": "2.0", "method": "notifications/message", "params": params
+        }))
+        .ok(),
+        RelayMsg::Request(_, reply) => {
+            let _ = reply.send(Err(rmcp::ErrorData::new(
+                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                "the client did not declare this capability",
+                None,
+            )));
+            None
+        }
+        RelayMsg::Progress(_) | RelayMsg::StreamClosed(_) => None,
+    }
+}
+
+enum Kind {
+    Answer,
+    /// A request of the backend's: its id (JSON text) and method.
+    Request(String, String),
+    Other,
+}
+
+/// `raw` (JSON text of an id) is the string `ours`.
+fn is_our_id(raw: &str, ours: &str) -> bool {
+    raw.len() == ours.len() + 2
+        && raw.starts_with('"')
+        && raw.ends_with('"')
+        && &raw[1..raw.len() - 1] == ours
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_our_id;
+
+    #[test]
+    fn ids_match_as_json_strings_only() {
+        assert!(is_our_id(r#""gw-7""#, "gw-7"));
+        assert!(!is_our_id(r#""gw-70""#, "gw-7"));
+        assert!(!is_our_id("7", "7"));
+        assert!(!is_our_id(r#""gw-7"#, "gw-7"));
+    }
+}
