@@ -59,12 +59,18 @@ pub const CIRCUIT_OPEN: i32 = -32003;
 pub struct SessionState {
     id: u64,
     registry: Arc<Registry>,
+    /// The session's `Mcp-Session-Id` (known from `notifications/initialized`), so the
+    /// pass-through path forgets the session when it ends.
+    key: std::sync::OnceLock<(Arc<Passthrough>, String)>,
     level: std::sync::Mutex<Option<LoggingLevel>>,
     private: std::sync::OnceLock<Option<PrivateSessions>>,
 }
 
 impl Drop for SessionState {
     fn drop(&mut self) {
+        if let Some((passthrough, key)) = self.key.get() {
+            passthrough.forget(key);
+        }
         self.registry.remove_client(self.id);
         let emptied = self.registry.forget_session(self.id);
         if emptied.is_empty() {
@@ -102,6 +108,7 @@ pub struct GatewayHandler {
     session: Arc<SessionState>,
     /// For sessions whose request streams can be closed and resumed.
     streams: Option<Arc<Streams>>,
+    passthrough: Option<Arc<Passthrough>>,
 }
 
 /// The session manager of resumable sessions and who waits for their streams to resume.
@@ -116,6 +123,7 @@ impl GatewayHandler {
         let session = Arc::new(SessionState {
             id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             registry: Arc::clone(&registry),
+            key: std::sync::OnceLock::new(),
             level: std::sync::Mutex::new(None),
             private: std::sync::OnceLock::new(),
         });
@@ -124,12 +132,19 @@ impl GatewayHandler {
             page_size: page_size.max(1),
             session,
             streams: None,
+            passthrough: None,
         }
     }
 
     /// A handler whose requests' streams can be closed and resumed.
     fn resumable(mut self, streams: Arc<Streams>) -> Self {
         self.streams = Some(streams);
+        self
+    }
+
+    /// A handler of sessions whose calls may take the pass-through path.
+    fn with_passthrough(mut self, passthrough: Arc<Passthrough>) -> Self {
+        self.passthrough = Some(passthrough);
         self
     }
 
@@ -541,6 +556,18 @@ impl ServerHandler for GatewayHandler {
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        if let Some(passthrough) = &self.passthrough
+            && let Some(key) = context
+                .extensions
+                .get::<http::request::Parts>()
+                .and_then(|p| p.headers.get("mcp-session-id"))
+                .and_then(|v| v.to_str().ok())
+        {
+            let _ = self
+                .session
+                .key
+                .set((Arc::clone(passthrough), key.to_string()));
+        }
         self.registry.add_client(self.session.id, context.peer);
     }
 
@@ -653,7 +680,13 @@ impl McpEndpoint {
             &config.allowed_origins,
             LOOPBACK_ORIGINS,
         ));
-        let factory = move || Ok(GatewayHandler::new(Arc::clone(&registry), page_size));
+        let factory = {
+            let passthrough = Arc::clone(&passthrough);
+            move || {
+                Ok(GatewayHandler::new(Arc::clone(&registry), page_size)
+                    .with_passthrough(Arc::clone(&passthrough)))
+            }
+        };
         let streams = Arc::new(Streams {
             sessions: Arc::new(LocalSessionManager::default()),
             resumptions: Arc::default(),

@@ -608,6 +608,25 @@ async fn calls_on_the_pass_through_path_are_answered_exactly_as_on_the_typed_pat
         answers[0], answers[1],
         "sessionless: the same answer both ways"
     );
+    // An ended session is not served by the pass-through path either.
+    let r = http()
+        .delete(gateway.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("mcp-session-id", &fast)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .expect("delete");
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = raw_post(
+        &gateway,
+        &fast,
+        "2025-06-18",
+        json!({"jsonrpc":"2.0","id":99,"method":"tools/call",
+               "params":{"name":"echoTool","arguments":{}}}),
+    )
+    .await;
+    assert_eq!(r.status(), 404);
     stop.cancel();
     let _ = task.await;
     echo.stop().await;
