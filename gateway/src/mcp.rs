@@ -268,6 +268,29 @@ fn page<'a, T>(
     Ok((&items[start..end], next))
 }
 
+/// Every page of the catalog's tools as `tools/list` results (JSON), built exactly as
+/// [`GatewayHandler::list_tools`] builds one and serialized as rmcp does for a peer before
+/// 2026-07-28; the pass-through path serves these to such peers.
+pub(crate) fn tool_pages(catalog: &crate::catalog::Catalog, size: usize) -> Vec<String> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let Ok((tools, next)) = page(catalog.tools(), cursor.as_deref(), size.max(1)) else {
+            return pages;
+        };
+        let mut result = ListToolsResult::with_all_items(tools.to_vec());
+        result.next_cursor = next.clone();
+        // As rmcp sends it to a peer before 2026-07-28 (the only ones served this way).
+        let mut result = ServerResult::ListToolsResult(result);
+        result.strip_result_type_for_legacy_peer();
+        pages.push(serde_json::to_string(&result).unwrap_or_default());
+        match next {
+            Some(n) => cursor = Some(n),
+            None => return pages,
+        }
+    }
+}
+
 impl ServerHandler for GatewayHandler {
     fn get_info(&self) -> ServerConfig {
         let catalog = self.registry.catalog();
@@ -676,6 +699,7 @@ impl McpEndpoint {
         );
         let passthrough = Arc::new(Passthrough::new(
             Arc::clone(&registry),
+            page_size,
             &config.allowed_hosts,
             &config.allowed_origins,
             LOOPBACK_ORIGINS,

@@ -40,6 +40,7 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwapOption;
 use axum::{body::Body, response::Response};
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -49,7 +50,7 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    catalog::Lookup,
+    catalog::{Catalog, Lookup},
     registry::{CallGuard, Registry},
     upstream::{
         CallError, Service,
@@ -86,6 +87,9 @@ impl FastSession {
 /// The pass-through path (see the module documentation).
 pub struct Passthrough {
     registry: Arc<Registry>,
+    page_size: usize,
+    /// `tools/list` pages of the current catalog, serialized once per catalog.
+    pages: ArcSwapOption<Pages>,
     /// Allowed `Host` values; `None`: any.
     hosts: Option<Vec<String>>,
     /// Allowed `Origin` values (`scheme://host:*` patterns allowed); `None`: any.
@@ -94,6 +98,19 @@ pub struct Passthrough {
     /// Calls in flight on this path in a session, by (session, client's id as JSON).
     calls: DashMap<(String, String), CancellationToken>,
     parked: DashMap<u64, Parked>,
+}
+
+struct Pages {
+    /// Held so its address cannot be reused by a later catalog while compared.
+    catalog: Arc<Catalog>,
+    results: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams<'a> {
+    #[serde(borrow)]
+    cursor: Option<Cow<'a, str>>,
 }
 
 struct Parked {
@@ -149,6 +166,7 @@ struct Call {
 impl Passthrough {
     pub fn new(
         registry: Arc<Registry>,
+        page_size: usize,
         allowed_hosts: &[String],
         allowed_origins: &[String],
         loopback_origins: &[&str],
@@ -169,6 +187,8 @@ impl Passthrough {
         });
         Self {
             registry,
+            page_size: page_size.max(1),
+            pages: ArcSwapOption::empty(),
             hosts,
             origins,
             sessions: DashMap::new(),
@@ -257,8 +277,20 @@ impl Passthrough {
         fast: &FastSession,
     ) -> Option<Response> {
         let envelope = serde_json::from_slice::<Envelope>(body).ok()?;
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
         match envelope.method.as_deref()? {
             "tools/call" => {}
+            "tools/list" => {
+                if header("mcp-protocol-version") != Some(&*fast.version) || !self.trusted(headers)
+                {
+                    return None;
+                }
+                return self.list_tools(&envelope).map(json_response);
+            }
             "logging/setLevel" => {
                 // Log messages are now filtered per session: the typed path does that.
                 self.forget(session_id);
@@ -275,11 +307,6 @@ impl Passthrough {
             }
             _ => return None,
         }
-        let header = |name| {
-            headers
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-        };
         let accepts = header(header::ACCEPT.as_str())
             .is_some_and(|a| a.contains("application/json") && a.contains("text/event-stream"));
         let json = header(header::CONTENT_TYPE.as_str())
@@ -328,25 +355,70 @@ impl Passthrough {
             return None;
         }
         let envelope = serde_json::from_slice::<Envelope>(body).ok()?;
-        if envelope.method.as_deref() != Some("tools/call") {
-            return None;
+        match envelope.method.as_deref()? {
+            "tools/call" => {}
+            "tools/list" => return self.list_tools(&envelope).map(json_response),
+            _ => return None,
         }
         let call = self.route(&envelope)?;
         Some(self.run(call, None).await)
     }
 
-    /// The call in `envelope`, routed, if this path carries it.
-    fn route(&self, envelope: &Envelope) -> Option<Call> {
+    /// A `tools/list` answered from the current catalog's serialized pages, if it asks
+    /// for one of them (anything else, including a bad cursor, is rmcp's to answer).
+    fn list_tools(&self, envelope: &Envelope) -> Option<String> {
+        let id = self.plain_id(envelope)?;
+        let cursor = match envelope.params {
+            None => None,
+            Some(p) => serde_json::from_str::<ListParams>(p.get()).ok()?.cursor,
+        };
+        let index = match cursor {
+            None => 0,
+            Some(c) => {
+                let offset: usize = c.strip_prefix('o')?.parse().ok()?;
+                offset
+                    .is_multiple_of(self.page_size)
+                    .then_some(offset / self.page_size)?
+            }
+        };
+        let catalog = self.registry.catalog();
+        let current = self
+            .pages
+            .load()
+            .as_ref()
+            .filter(|p| Arc::ptr_eq(&p.catalog, &catalog))
+            .cloned();
+        let pages = match current {
+            Some(p) => p,
+            None => {
+                let pages = Arc::new(Pages {
+                    results: crate::mcp::tool_pages(&catalog, self.page_size),
+                    catalog: Arc::clone(&catalog),
+                });
+                self.pages.store(Some(Arc::clone(&pages)));
+                pages
+            }
+        };
+        let page = pages.results.get(index)?;
+        Some(format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{page}}}"#))
+    }
+
+    /// The request's id as JSON text, if the envelope is a plain JSON-RPC 2.0 request
+    /// with a string or number id.
+    fn plain_id<'a>(&self, envelope: &Envelope<'a>) -> Option<&'a str> {
         if envelope.jsonrpc.as_deref() != Some("2.0") {
             return None;
         }
         let id = envelope.id?.get();
-        if !(id.starts_with('"')
+        let plain = id.starts_with('"')
             || id.starts_with('-')
-            || id.starts_with(|c: char| c.is_ascii_digit()))
-        {
-            return None;
-        }
+            || id.starts_with(|c: char| c.is_ascii_digit());
+        plain.then_some(id)
+    }
+
+    /// The call in `envelope`, routed, if this path carries it.
+    fn route(&self, envelope: &Envelope) -> Option<Call> {
+        let id = self.plain_id(envelope)?;
         let params = serde_json::from_str::<CallParams>(envelope.params?.get()).ok()?;
         if params
             .arguments

@@ -552,7 +552,9 @@ async fn messages(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_on_the_pass_through_path_are_answered_exactly_as_on_the_typed_path() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.list_page_size = 4;
+    let gateway = start_gateway(config).await;
     let (stop, task) = conformance_backend(&gateway, "conf").await;
     let echo = start_fixture("echo", &["echoTool"]).await;
     register(&gateway, "echo", &echo.mcp_url()).await;
@@ -608,6 +610,36 @@ async fn calls_on_the_pass_through_path_are_answered_exactly_as_on_the_typed_pat
         answers[0], answers[1],
         "sessionless: the same answer both ways"
     );
+    // tools/list pages (served from the serialized catalog), and a bad cursor (rmcp's).
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let params = match &cursor {
+            Some(c) => json!({"cursor": c}),
+            None => json!({}),
+        };
+        let body = json!({"jsonrpc":"2.0","id":"list","method":"tools/list","params": params});
+        let (fast_kind, fast_page) = messages(&gateway, &fast, body.clone()).await;
+        let (_, typed_page) = messages(&gateway, &typed, body).await;
+        assert!(fast_kind.starts_with("application/json"), "{fast_kind}");
+        assert_eq!(fast_page, typed_page, "page {pages}");
+        pages += 1;
+        cursor = fast_page[0]["result"]["nextCursor"]
+            .as_str()
+            .map(str::to_string);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(pages >= 4, "{pages} pages of 4 tools");
+    let bad = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"o3"}});
+    let (_, fast_error) = messages(&gateway, &fast, bad.clone()).await;
+    let (_, typed_error) = messages(&gateway, &typed, bad).await;
+    assert_eq!(fast_error, typed_error);
+    let (_, sessionless_fast) = rpc(&gateway, "tools/list", json!({"cursor": "o4"})).await;
+    let (_, sessionless_typed) =
+        rpc(&gateway, "tools/list", json!({"cursor": "o4", "_meta": {}})).await;
+    assert_eq!(sessionless_fast, sessionless_typed);
     // An ended session is not served by the pass-through path either.
     let r = http()
         .delete(gateway.mcp_url())
