@@ -103,7 +103,7 @@ pub struct Passthrough {
 struct Pages {
     /// Held so its address cannot be reused by a later catalog while compared.
     catalog: Arc<Catalog>,
-    results: Vec<String>,
+    results: Vec<Bytes>,
 }
 
 #[derive(Deserialize)]
@@ -289,7 +289,7 @@ impl Passthrough {
                 {
                     return None;
                 }
-                return self.list_tools(&envelope).map(json_response);
+                return self.list_tools(&envelope);
             }
             "logging/setLevel" => {
                 // Log messages are now filtered per session: the typed path does that.
@@ -357,7 +357,7 @@ impl Passthrough {
         let envelope = serde_json::from_slice::<Envelope>(body).ok()?;
         match envelope.method.as_deref()? {
             "tools/call" => {}
-            "tools/list" => return self.list_tools(&envelope).map(json_response),
+            "tools/list" => return self.list_tools(&envelope),
             _ => return None,
         }
         let call = self.route(&envelope)?;
@@ -366,7 +366,7 @@ impl Passthrough {
 
     /// A `tools/list` answered from the current catalog's serialized pages, if it asks
     /// for one of them (anything else, including a bad cursor, is rmcp's to answer).
-    fn list_tools(&self, envelope: &Envelope) -> Option<String> {
+    fn list_tools(&self, envelope: &Envelope) -> Option<Response> {
         let id = self.plain_id(envelope)?;
         let cursor = match envelope.params {
             None => None,
@@ -392,15 +392,27 @@ impl Passthrough {
             Some(p) => p,
             None => {
                 let pages = Arc::new(Pages {
-                    results: crate::mcp::tool_pages(&catalog, self.page_size),
+                    results: crate::mcp::tool_pages(&catalog, self.page_size)
+                        .into_iter()
+                        .map(Bytes::from)
+                        .collect(),
                     catalog: Arc::clone(&catalog),
                 });
                 self.pages.store(Some(Arc::clone(&pages)));
                 pages
             }
         };
-        let page = pages.results.get(index)?;
-        Some(format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{page}}}"#))
+        let page = pages.results.get(index)?.clone();
+        // The page itself is not copied: the body is three pieces.
+        let head = Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"#));
+        let body = Pieces(vec![head, page, Bytes::from_static(b"}")]);
+        Some(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::new(body))
+                .expect("static response parts"),
+        )
     }
 
     /// The request's id as JSON text, if the envelope is a plain JSON-RPC 2.0 request
@@ -631,6 +643,31 @@ struct CallSlot {
 impl Drop for CallSlot {
     fn drop(&mut self) {
         self.passthrough.calls.remove(&self.key);
+    }
+}
+
+/// A body of a few ready pieces, with its exact length (so it is sent with
+/// `Content-Length`, not chunked).
+struct Pieces(Vec<Bytes>);
+
+impl http_body::Body for Pieces {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let next = (!self.0.is_empty()).then(|| self.0.remove(0));
+        std::task::Poll::Ready(next.map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
     }
 }
 
