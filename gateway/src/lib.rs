@@ -18,6 +18,7 @@
 //!     balance  choosing an instance: round robin, least outstanding, weighted,
 //!              session affinity
 //!   store      the embedded SQLite registration store
+//!   trim       returning ended sessions' memory to the system (glibc malloc_trim)
 //! config       figment: defaults, TOML, environment, CLI overrides; validation
 //! ```
 //!
@@ -34,6 +35,7 @@ pub mod mcp;
 pub mod passthrough;
 pub mod registry;
 pub mod store;
+pub mod trim;
 pub mod upstream;
 
 use tokio::net::TcpListener;
@@ -58,6 +60,13 @@ pub async fn run(
         &config,
         sessions_stop.clone(),
     );
+    tokio::spawn(trim::run(upstreams_stop.clone(), {
+        let endpoint = endpoint.clone();
+        move || {
+            let endpoint = endpoint.clone();
+            async move { endpoint.shrink().await }
+        }
+    }));
     tokio::spawn({
         let registry = std::sync::Arc::clone(&registry);
         let (http_stop, sessions_stop) = (http_stop.clone(), sessions_stop.clone());

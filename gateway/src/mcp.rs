@@ -68,8 +68,11 @@ pub struct SessionState {
 
 impl Drop for SessionState {
     fn drop(&mut self) {
+        // Only sessions (a stateless request's handler has no key): their memory is
+        // worth a trim.
         if let Some((passthrough, key)) = self.key.get() {
             passthrough.forget(key);
+            crate::trim::session_ended();
         }
         self.registry.remove_client(self.id);
         let emptied = self.registry.forget_session(self.id);
@@ -676,6 +679,17 @@ pub struct McpEndpoint {
     /// `tools/call` past rmcp's typed pipeline, when nothing about the call needs it.
     passthrough: Arc<Passthrough>,
     max_body_bytes: usize,
+}
+
+impl McpEndpoint {
+    /// Gives back the room of session maps (rmcp's and ours) that once held many more
+    /// sessions than now; called before memory is returned to the system.
+    pub async fn shrink(&self) {
+        for manager in [&self.streams.sessions, &self.legacy_sessions] {
+            manager.sessions.write().await.shrink_to_fit();
+        }
+        self.passthrough.shrink();
+    }
 }
 
 /// The first protocol revision whose clients expect SSE priming events.

@@ -207,6 +207,13 @@ impl Passthrough {
         self.sessions.remove(id);
     }
 
+    /// Gives back the room of maps that once held many more entries than now.
+    pub fn shrink(&self) {
+        self.sessions.shrink_to_fit();
+        self.calls.shrink_to_fit();
+        self.parked.shrink_to_fit();
+    }
+
     /// After rmcp answered an `initialize` (`body`) with `response`: remembers the new
     /// session if its calls may take this path.
     pub fn initialized(&self, body: &[u8], response: &Response) {

@@ -464,10 +464,13 @@ impl Registry {
 
     /// Forgets a client session that ended.
     pub fn remove_client(&self, session: u64) {
-        self.clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&session);
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients.remove(&session);
+        // A map that once held thousands of sessions gives the room back.
+        if clients.capacity() > 1024 && clients.len() < clients.capacity() / 8 {
+            let keep = clients.len() * 2;
+            clients.shrink_to(keep);
+        }
     }
 
     fn notify_clients(&self, changed: Changed) {
