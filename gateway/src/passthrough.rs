@@ -16,7 +16,7 @@
 //!   protocol metadata of the 2026-07-28 revision), for a tool the catalog knows;
 //! - the request's `Host` and `Origin` are plainly allowed (anything doubtful is left to
 //!   rmcp's own checks);
-//! - sessionless, it carries no protocol version of the stateless revision; in a
+//! - sessionless, it carries no protocol version or one before the stateless revision; in a
 //!   session, the session is one this module saw initialized, by a client that declared
 //!   no sampling, elicitation or roots (those need the client's own upstream sessions)
 //!   and never set a log level, and the request carries that session's protocol version
@@ -54,16 +54,14 @@ use crate::{
     registry::{CallGuard, Registry},
     upstream::{
         CallError, Service,
-        raw::{Event, Exchange, next_request_id},
+        raw::{Answer, Event, Exchange, next_request_id},
     },
 };
 
-/// The first revision whose requests carry their protocol metadata in `_meta` and which
-/// this path leaves to rmcp.
-const STATELESS_SINCE: &str = "2026-07-28";
 /// The first revision whose clients resume SSE streams (priming events, SEP-1699).
 const RESUMABLE_SINCE: &str = "2025-11-25";
-/// Revisions of sessions this path serves.
+/// Revisions this path serves (those before the stateless 2026-07-28 revision, whose
+/// requests carry their protocol metadata in `_meta`).
 const SESSION_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 /// Event ids of streams this module closed: `fp/<n>`.
 const PARKED_PREFIX: &str = "fp/";
@@ -144,14 +142,6 @@ struct CallParams<'a> {
 struct CancelParams<'a> {
     #[serde(borrow, rename = "requestId")]
     request_id: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Answer<'a> {
-    #[serde(borrow)]
-    result: Option<&'a RawValue>,
-    #[serde(borrow)]
-    error: Option<&'a RawValue>,
 }
 
 /// A routed call, ready to send.
@@ -354,10 +344,14 @@ impl Passthrough {
         headers: &HeaderMap,
         body: &Bytes,
     ) -> Option<Response> {
-        let stateless = headers
-            .get("mcp-protocol-version")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v >= STATELESS_SINCE);
+        // No version, or one rmcp serves without the stateless revision's metadata (an
+        // unknown one is rmcp's to refuse).
+        let version = headers.get("mcp-protocol-version").map(|v| v.to_str());
+        let stateless = match version {
+            None => false,
+            Some(Ok(v)) => !SESSION_VERSIONS.contains(&v),
+            Some(Err(_)) => true,
+        };
         if stateless || !self.trusted(headers) {
             return None;
         }
@@ -699,22 +693,20 @@ fn sse_data(message: &str) -> Bytes {
 }
 
 /// The client's response: the backend's result or error under the client's id.
-fn answer_message(client_id: &str, upstream: &str) -> String {
-    match serde_json::from_str::<Answer>(upstream) {
-        Ok(Answer {
-            result: Some(result),
-            ..
-        }) => format!(
-            r#"{{"jsonrpc":"2.0","id":{client_id},"result":{}}}"#,
-            result.get()
-        ),
-        Ok(Answer {
-            error: Some(error), ..
-        }) => format!(
-            r#"{{"jsonrpc":"2.0","id":{client_id},"error":{}}}"#,
-            error.get()
-        ),
-        _ => error_message(
+fn answer_message(client_id: &str, answer: &Answer) -> String {
+    match answer.payload() {
+        Some((member, payload)) => {
+            let mut out = String::with_capacity(payload.len() + client_id.len() + 32);
+            out.push_str(r#"{"jsonrpc":"2.0","id":"#);
+            out.push_str(client_id);
+            out.push_str(",\"");
+            out.push_str(member);
+            out.push_str("\":");
+            out.push_str(payload);
+            out.push('}');
+            out
+        }
+        None => error_message(
             client_id,
             CallError::Upstream(rmcp::ErrorData::internal_error(
                 "the backend's response has neither result nor error",

@@ -24,6 +24,9 @@ use std::{
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt, stream::BoxStream};
 use http::{HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioExecutor};
 use rmcp::model::{CancelledNotificationParam, NumberOrString, ProgressToken, RequestId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -44,16 +47,29 @@ const MAX_RESUMES: u32 = 8;
 /// Where one upstream session's raw requests go. Shared with its [`super::resume::WatchedHttp`],
 /// which learns the session id from the `initialize` answer.
 pub struct RawTarget {
+    /// For the rare requests (resuming a stream, answering the backend).
     http: reqwest::Client,
     url: Option<reqwest::Url>,
+    /// For the calls: hyper's pooled client, without reqwest's layers (URL re-parsing,
+    /// redirect and retry policies) that cost a call more than the gateway's own work.
+    calls: CallClient,
+    uri: Option<http::Uri>,
     session_id: OnceLock<HeaderValue>,
     protocol_version: OnceLock<Option<HeaderValue>>,
 }
 
 impl RawTarget {
-    pub fn new(http: reqwest::Client, url: &str) -> Self {
+    pub fn new(http: reqwest::Client, url: &str, connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        let calls = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
         Self {
             http,
+            calls,
+            uri: url.parse().ok(),
             url: reqwest::Url::parse(url).ok(),
             session_id: OnceLock::new(),
             protocol_version: OnceLock::new(),
@@ -76,6 +92,16 @@ impl RawTarget {
                 HeaderValue::from_str(info.protocol_version.as_str()).ok()
             })
             .as_ref()
+    }
+
+    /// The session's headers on a call.
+    fn session_headers(&self, session: &Session, headers: &mut http::HeaderMap) {
+        if let Some(id) = self.session_id.get() {
+            headers.insert(SESSION_HEADER, id.clone());
+        }
+        if let Some(v) = self.version(session) {
+            headers.insert(VERSION_HEADER, v.clone());
+        }
     }
 
     fn with_session(
@@ -109,8 +135,8 @@ pub enum Event {
     /// The backend closed the stream mid-call, with this reconnection hint; the next
     /// `next` resumes it.
     Closed(Option<Duration>),
-    /// The JSON-RPC response to the call, as JSON text (its `id` is the gateway's).
-    Answer(String),
+    /// The JSON-RPC response to the call (its `id` is the gateway's).
+    Answer(Answer),
 }
 
 enum Phase {
@@ -143,7 +169,7 @@ pub struct Exchange {
     relay: Option<(RelayGuard, mpsc::Receiver<RelayMsg>)>,
     /// Relayed messages that arrived with the answer, to pass on before it.
     queued: VecDeque<String>,
-    held: Option<String>,
+    held: Option<Answer>,
 }
 
 impl Instance {
@@ -212,42 +238,62 @@ struct Probe<'a> {
     id: Option<&'a RawValue>,
     #[serde(borrow)]
     method: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
 }
+
+/// The backend's response to a call, read once: its text and where in it the result
+/// (or error) is.
+#[derive(Debug)]
+pub struct Answer {
+    text: String,
+    span: Option<(bool, std::ops::Range<usize>)>,
+}
+
+impl Answer {
+    /// `("result" | "error", its JSON)`, or `None` for a response with neither.
+    pub fn payload(&self) -> Option<(&'static str, &str)> {
+        let (error, range) = self.span.as_ref()?;
+        let member = if *error { "error" } else { "result" };
+        Some((member, self.text.get(range.clone())?))
+    }
+}
+
+type CallClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const ACCEPT_BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
 
 impl Exchange {
     async fn send(&mut self, body: Bytes) -> Result<(), Failure> {
-        let Some(url) = &self.target.url else {
+        let Some(uri) = &self.target.uri else {
             return Err(Failure::NotDelivered(format!(
                 "{} is not a URL",
                 self.instance.url
             )));
         };
-        let rb = self
-            .target
-            .http
-            .post(url.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, "application/json, text/event-stream");
-        let response = self
-            .target
-            .with_session(rb, &self.session)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                let cause = service_kit::client::root_cause(&e);
-                if e.is_connect() {
-                    Failure::NotDelivered(cause)
-                } else {
-                    Failure::Lost(cause)
-                }
-            })?;
+        let mut request = http::Request::post(uri.clone())
+            .body(Full::new(body))
+            .map_err(|e| Failure::NotDelivered(e.to_string()))?;
+        let headers = request.headers_mut();
+        headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
+        headers.insert(header::ACCEPT, ACCEPT_BOTH);
+        self.target.session_headers(&self.session, headers);
+        let response = self.target.calls.request(request).await.map_err(|e| {
+            let cause = service_kit::client::root_cause(&e);
+            if e.is_connect() {
+                Failure::NotDelivered(cause)
+            } else {
+                Failure::Lost(cause)
+            }
+        })?;
         let phase = self.answer_phase(response).await?;
         self.phase = phase;
         Ok(())
     }
 
-    async fn answer_phase(&mut self, response: reqwest::Response) -> Result<Phase, Failure> {
+    async fn answer_phase(&mut self, response: http::Response<Incoming>) -> Result<Phase, Failure> {
         let status = response.status();
         if status == StatusCode::NOT_FOUND && self.target.session_id.get().is_some() {
             return Err(Failure::Expired(
@@ -270,14 +316,14 @@ impl Exchange {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         if kind.starts_with("text/event-stream") {
-            return Ok(Phase::Events(
-                SseStream::from_bytes_stream(response.bytes_stream()).boxed(),
-            ));
+            return Ok(Phase::Events(SseStream::new(response.into_body()).boxed()));
         }
         let bytes = response
-            .bytes()
+            .into_body()
+            .collect()
             .await
-            .map_err(|e| Failure::Lost(service_kit::client::root_cause(&e)))?;
+            .map_err(|e| Failure::Lost(service_kit::client::root_cause(&e)))?
+            .to_bytes();
         Ok(Phase::Json(bytes))
     }
 
@@ -323,7 +369,7 @@ impl Exchange {
                     let text = String::from_utf8(bytes.into())
                         .map_err(|_| Failure::Lost("the backend's answer is not UTF-8".into()))?;
                     return match self.classify(&text) {
-                        Kind::Answer => Ok(self.answer(text)),
+                        Kind::Answer(span) => Ok(self.answer(Answer { text, span })),
                         _ => Err(Failure::Lost(
                             "the backend answered with something other than the response".into(),
                         )),
@@ -353,7 +399,7 @@ impl Exchange {
                             continue;
                         };
                         match self.classify(&data) {
-                            Kind::Answer => {
+                            Kind::Answer(span) => {
                                 // Read the stream's end so its connection goes back to
                                 // the pool; a stream that lingers is drained aside.
                                 if let Phase::Events(mut rest) =
@@ -366,7 +412,7 @@ impl Exchange {
                                             .await;
                                     });
                                 }
-                                return Ok(self.answer(data));
+                                return Ok(self.answer(Answer { text: data, span }));
                             }
                             Kind::Request(id, method) => self.decline(&id, &method),
                             Kind::Other => return Ok(Event::Message(data)),
@@ -399,7 +445,7 @@ impl Exchange {
     }
 
     /// The answer, after whatever was relayed for the call in the meantime.
-    fn answer(&mut self, answer: String) -> Event {
+    fn answer(&mut self, answer: Answer) -> Event {
         if let Some((_, rx)) = &mut self.relay {
             while let Ok(msg) = rx.try_recv() {
                 self.queued.extend(relayed(msg));
@@ -451,7 +497,17 @@ impl Exchange {
             return Kind::Other;
         };
         match (probe.id, probe.method) {
-            (Some(id), None) if is_our_id(id.get(), &self.id) => Kind::Answer,
+            (Some(id), None) if is_our_id(id.get(), &self.id) => {
+                let member = |raw: &RawValue| {
+                    let start = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+                    start..start + raw.get().len()
+                };
+                Kind::Answer(match (probe.result, probe.error) {
+                    (Some(result), _) => Some((false, member(result))),
+                    (None, Some(error)) => Some((true, member(error))),
+                    (None, None) => None,
+                })
+            }
             (Some(id), Some(method)) => Kind::Request(id.get().to_string(), method.into_owned()),
             _ => Kind::Other,
         }
@@ -548,7 +604,8 @@ fn relayed(msg: RelayMsg) -> Option<String> {
 }
 
 enum Kind {
-    Answer,
+    /// The call's response: whether it is an error, and where its result or error is.
+    Answer(Option<(bool, std::ops::Range<usize>)>),
     /// A request of the backend's: its id (JSON text) and method.
     Request(String, String),
     Other,
