@@ -336,11 +336,7 @@ impl Instance {
         relays: &Arc<Relays>,
     ) -> (resume::WatchedHttp, Arc<raw::RawTarget>) {
         let client = service_kit::client::http_client(options.connect_timeout);
-        let target = Arc::new(raw::RawTarget::new(
-            client.clone(),
-            &self.url,
-            options.connect_timeout,
-        ));
+        let target = Arc::new(raw::RawTarget::new(client.clone(), &self.url));
         let http = resume::WatchedHttp::new(client, Arc::clone(relays), Arc::clone(&target));
         (http, target)
     }

@@ -14,19 +14,21 @@
 use std::{
     borrow::Cow,
     collections::VecDeque,
+    pin::Pin,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt, stream::BoxStream};
+use futures::{FutureExt, Stream, StreamExt, stream::BoxStream};
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioExecutor};
+use hyper_util::rt::TokioIo;
 use rmcp::model::{CancelledNotificationParam, NumberOrString, ProgressToken, RequestId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -50,26 +52,40 @@ pub struct RawTarget {
     /// For the rare requests (resuming a stream, answering the backend).
     http: reqwest::Client,
     url: Option<reqwest::Url>,
-    /// For the calls: hyper's pooled client, without reqwest's layers (URL re-parsing,
-    /// redirect and retry policies) that cost a call more than the gateway's own work.
-    calls: CallClient,
-    uri: Option<http::Uri>,
+    /// For the calls: HTTP/1 connections of hyper's, kept here and driven by the call
+    /// that uses them (see [`Link`]), without reqwest's layers (URL re-parsing, redirect
+    /// and retry policies) that cost a call more than the gateway's own work.
+    links: std::sync::Mutex<Vec<Link>>,
+    /// `host`, `port`, the `Host` header, and the origin-form request target.
+    endpoint: Option<(String, u16, HeaderValue, http::Uri)>,
     session_id: OnceLock<HeaderValue>,
     protocol_version: OnceLock<Option<HeaderValue>>,
 }
 
 impl RawTarget {
-    pub fn new(http: reqwest::Client, url: &str, connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        let calls = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+    pub fn new(http: reqwest::Client, url: &str) -> Self {
+        let endpoint = reqwest::Url::parse(url).ok().and_then(|u| {
+            let host = u.host_str()?.trim_matches(['[', ']']).to_string();
+            let port = u.port_or_known_default()?;
+            let authority = match u.port() {
+                Some(p) => format!("{}:{p}", u.host_str()?),
+                None => u.host_str()?.to_string(),
+            };
+            let target = match u.query() {
+                Some(q) => format!("{}?{q}", u.path()),
+                None => u.path().to_string(),
+            };
+            Some((
+                host,
+                port,
+                HeaderValue::from_str(&authority).ok()?,
+                target.parse().ok()?,
+            ))
+        });
         Self {
             http,
-            calls,
-            uri: url.parse().ok(),
+            links: std::sync::Mutex::new(Vec::new()),
+            endpoint,
             url: reqwest::Url::parse(url).ok(),
             session_id: OnceLock::new(),
             protocol_version: OnceLock::new(),
@@ -92,6 +108,53 @@ impl RawTarget {
                 HeaderValue::from_str(info.protocol_version.as_str()).ok()
             })
             .as_ref()
+    }
+
+    /// An idle connection of the pool, ready for a request, or a new one; and whether it
+    /// was reused.
+    async fn link(&self) -> Result<(Link, bool), Failure> {
+        loop {
+            let idle = self.lock_links().pop();
+            let Some(mut link) = idle else { break };
+            let Link { sender, conn } = &mut link;
+            if conn.is_none() || sender.is_closed() {
+                continue;
+            }
+            if drive(conn, sender.ready()).await.is_ok() {
+                return Ok((link, true));
+            }
+        }
+        let Some((host, port, _, _)) = &self.endpoint else {
+            return Err(Failure::NotDelivered("not an http:// URL".into()));
+        };
+        let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+            .await
+            .map_err(|e| Failure::NotDelivered(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Failure::NotDelivered(service_kit::client::root_cause(&e)))?;
+        Ok((
+            Link {
+                sender,
+                conn: Some(Box::pin(conn)),
+            },
+            false,
+        ))
+    }
+
+    /// Back to the pool, if still usable.
+    fn checkin(&self, link: Link) {
+        if link.conn.is_some() && !link.sender.is_closed() {
+            let mut links = self.lock_links();
+            if links.len() < MAX_IDLE_LINKS {
+                links.push(link);
+            }
+        }
+    }
+
+    fn lock_links(&self) -> std::sync::MutexGuard<'_, Vec<Link>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The session's headers on a call.
@@ -261,39 +324,105 @@ impl Answer {
     }
 }
 
-type CallClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+/// How many idle connections to a backend are kept.
+const MAX_IDLE_LINKS: usize = 256;
+
+type Conn = hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>;
+
+/// One HTTP/1 connection to the backend. hyper's pooled clients drive each connection in
+/// a task of its own, so every request and every chunk of its answer crosses between two
+/// tasks (often two threads); here the call that holds the connection drives it, in its
+/// own task ([`drive`], [`Driven`]).
+struct Link {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    /// `None` once the connection has ended.
+    conn: Option<Pin<Box<Conn>>>,
+}
+
+/// Polls `fut` while driving the connection's I/O.
+async fn drive<F: Future>(conn: &mut Option<Pin<Box<Conn>>>, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Some(c) = conn
+            && c.as_mut().poll(cx).is_ready()
+        {
+            *conn = None;
+        }
+        fut.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// A call's SSE answer, read while driving its connection; the connection goes back to
+/// the pool when the answer ends.
+struct Driven {
+    body: SseStream<Incoming>,
+    link: Option<Link>,
+    target: Arc<RawTarget>,
+}
+
+impl Stream for Driven {
+    type Item = Result<Sse, sse_stream::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(link) = &mut this.link
+            && let Some(c) = &mut link.conn
+            && c.as_mut().poll(cx).is_ready()
+        {
+            link.conn = None;
+        }
+        let item = ready!(Pin::new(&mut this.body).poll_next(cx));
+        if item.is_none()
+            && let Some(link) = this.link.take()
+        {
+            this.target.checkin(link);
+        }
+        Poll::Ready(item)
+    }
+}
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const ACCEPT_BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
 
 impl Exchange {
     async fn send(&mut self, body: Bytes) -> Result<(), Failure> {
-        let Some(uri) = &self.target.uri else {
+        let Some((_, _, host, target)) = &self.target.endpoint else {
             return Err(Failure::NotDelivered(format!(
-                "{} is not a URL",
+                "{} is not an http:// URL",
                 self.instance.url
             )));
         };
-        let mut request = http::Request::post(uri.clone())
+        let mut request = http::Request::post(target.clone())
             .body(Full::new(body))
             .map_err(|e| Failure::NotDelivered(e.to_string()))?;
         let headers = request.headers_mut();
+        headers.insert(header::HOST, host.clone());
         headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
         headers.insert(header::ACCEPT, ACCEPT_BOTH);
         self.target.session_headers(&self.session, headers);
-        let response = self.target.calls.request(request).await.map_err(|e| {
-            let cause = service_kit::client::root_cause(&e);
-            if e.is_connect() {
-                Failure::NotDelivered(cause)
-            } else {
-                Failure::Lost(cause)
-            }
-        })?;
-        let phase = self.answer_phase(response).await?;
+        let (mut link, reused) = self.target.link().await?;
+        let Link { sender, conn } = &mut link;
+        let response = drive(conn, sender.send_request(request))
+            .await
+            .map_err(|e| {
+                let cause = service_kit::client::root_cause(&e);
+                // A pooled connection the backend had closed: the request never left.
+                if e.is_canceled() || (reused && e.is_closed()) {
+                    Failure::NotDelivered(cause)
+                } else {
+                    Failure::Lost(cause)
+                }
+            })?;
+        let phase = self.answer_phase(response, link).await?;
         self.phase = phase;
         Ok(())
     }
 
-    async fn answer_phase(&mut self, response: http::Response<Incoming>) -> Result<Phase, Failure> {
+    async fn answer_phase(
+        &mut self,
+        response: http::Response<Incoming>,
+        mut link: Link,
+    ) -> Result<Phase, Failure> {
         let status = response.status();
         if status == StatusCode::NOT_FOUND && self.target.session_id.get().is_some() {
             return Err(Failure::Expired(
@@ -316,14 +445,17 @@ impl Exchange {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         if kind.starts_with("text/event-stream") {
-            return Ok(Phase::Events(SseStream::new(response.into_body()).boxed()));
+            return Ok(Phase::Events(Box::pin(Driven {
+                body: SseStream::new(response.into_body()),
+                link: Some(link),
+                target: Arc::clone(&self.target),
+            })));
         }
-        let bytes = response
-            .into_body()
-            .collect()
+        let bytes = drive(&mut link.conn, response.into_body().collect())
             .await
             .map_err(|e| Failure::Lost(service_kit::client::root_cause(&e)))?
             .to_bytes();
+        self.target.checkin(link);
         Ok(Phase::Json(bytes))
     }
 
