@@ -61,6 +61,12 @@ pub struct Config {
     pub drain_timeout_ms: u64,
     /// Log one JSON object per line instead of human-readable lines.
     pub log_json: bool,
+    /// The gateway's public base URL (`https://gateway.example.com`), as named in its
+    /// RFC 9728 metadata and 401 challenges; unset: `http://` and the request's `Host`.
+    pub public_url: Option<String>,
+    /// Authorization servers that issue tokens for this gateway (RFC 9728 metadata).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub authorization_servers: Vec<String>,
 }
 
 /// An upstream named in the configuration.
@@ -95,6 +101,8 @@ impl Default for Config {
             breaker_cooldown_ms: 5_000,
             drain_timeout_ms: 10_000,
             log_json: false,
+            public_url: None,
+            authorization_servers: Vec::new(),
         }
     }
 }
@@ -184,6 +192,28 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return Err(bad("max_body_bytes", "must be at least 1024"));
+        }
+        if let Some(url) = &self.public_url {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => {
+                    return Err(bad(
+                        "public_url",
+                        format!("expected an http(s) URL, got {url:?}"),
+                    ));
+                }
+            }
+        }
+        for (i, server) in self.authorization_servers.iter().enumerate() {
+            match url::Url::parse(server) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => {
+                    return Err(bad(
+                        format!("authorization_servers[{i}]"),
+                        format!("expected an http(s) URL, got {server:?}"),
+                    ));
+                }
+            }
         }
         for (i, up) in self.upstreams.iter().enumerate() {
             crate::registry::validate_name(&up.name)
@@ -337,6 +367,28 @@ mod tests {
             assert_eq!(c.allowed_hosts, vec!["gateway", "mcp.example.com"]);
             assert_eq!(c.upstreams.len(), 2);
             assert_eq!(c.upstreams[1].url, "http://127.0.0.1:2");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_public_url_and_authorization_servers_must_be_http_urls() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY_PUBLIC_URL", "https://gw.example.com");
+            jail.set_env(
+                "GATEWAY_AUTHORIZATION_SERVERS",
+                "https://a.example.com,https://b.example.com",
+            );
+            let c = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(c.public_url.as_deref(), Some("https://gw.example.com"));
+            assert_eq!(c.authorization_servers.len(), 2);
+            jail.set_env("GATEWAY_PUBLIC_URL", "gw.example.com");
+            let e = Config::load(None, &Overrides::default()).expect_err("no scheme");
+            assert_eq!(e.key, "public_url");
+            jail.set_env("GATEWAY_PUBLIC_URL", "https://gw.example.com");
+            jail.set_env("GATEWAY_AUTHORIZATION_SERVERS", "file:///etc/passwd");
+            let e = Config::load(None, &Overrides::default()).expect_err("not http");
+            assert_eq!(e.key, "authorization_servers[0]");
             Ok(())
         });
     }

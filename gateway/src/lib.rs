@@ -90,12 +90,7 @@ pub async fn run(
             sessions_stop.cancel();
         }
     });
-    let router = http::router(
-        std::sync::Arc::clone(&registry),
-        endpoint,
-        &config.token,
-        config.max_body_bytes,
-    );
+    let router = http::router(std::sync::Arc::clone(&registry), endpoint, &config);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, store = %config.store.display(), "gateway listening; MCP at /mcp");
     }

@@ -100,3 +100,92 @@ async fn a_configured_token_replaces_the_default() {
     assert_eq!(r.status().as_u16(), 200);
     gw.stop().await;
 }
+
+/// The `resource_metadata` URL of a 401's challenge.
+fn resource_metadata(resp: &reqwest::Response) -> String {
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    challenge
+        .split("resource_metadata=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no resource_metadata in {challenge}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_names_the_protected_resource_metadata_which_is_public() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let c = http();
+    // /mcp points at the path-suffixed document, other routes at the gateway's.
+    let r = c.post(gw.mcp_url()).send().await.expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+    let url = resource_metadata(&r);
+    assert_eq!(
+        url,
+        format!("{}/.well-known/oauth-protected-resource/mcp", gw.base())
+    );
+    let doc: serde_json::Value = c
+        .get(&url)
+        .send()
+        .await
+        .expect("metadata")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(doc["resource"], format!("{}/mcp", gw.base()), "{doc}");
+    assert_eq!(doc["bearer_methods_supported"], json!(["header"]), "{doc}");
+    let r = c
+        .get(format!("{}/services", gw.base()))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .expect("send");
+    let url = resource_metadata(&r);
+    assert_eq!(
+        url,
+        format!("{}/.well-known/oauth-protected-resource", gw.base())
+    );
+    let doc: serde_json::Value = c
+        .get(&url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(doc["resource"], gw.base(), "{doc}");
+    gw.stop().await;
+
+    // Behind a proxy: the configured public URL and authorization servers.
+    let mut config = gateway_config(&dir.path().join("gw2.db"));
+    config.public_url = Some("https://gateway.example.com".into());
+    config.authorization_servers = vec!["https://auth.example.com".into()];
+    let gw = start_gateway(config).await;
+    let r = c.post(gw.mcp_url()).send().await.expect("send");
+    assert_eq!(
+        resource_metadata(&r),
+        "https://gateway.example.com/.well-known/oauth-protected-resource/mcp"
+    );
+    let doc: serde_json::Value = c
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            gw.base()
+        ))
+        .send()
+        .await
+        .expect("metadata")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(doc["resource"], "https://gateway.example.com/mcp", "{doc}");
+    assert_eq!(
+        doc["authorization_servers"],
+        json!(["https://auth.example.com"]),
+        "{doc}"
+    );
+    gw.stop().await;
+}

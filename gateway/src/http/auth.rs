@@ -1,6 +1,7 @@
 //! Bearer-token authentication as a tower layer (an axum `from_fn` middleware): every
 //! protected route gets the same check, compared in constant time. A missing or wrong
-//! token is a 401 with `WWW-Authenticate: Bearer` and a JSON body saying which.
+//! token is a 401 with `WWW-Authenticate: Bearer` naming the RFC 9728 metadata
+//! (`resource_metadata`) and a JSON body saying what was wrong.
 
 use std::sync::Arc;
 
@@ -14,16 +15,20 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use super::metadata::Metadata;
+
 /// The accepted token, shared by the middleware.
 #[derive(Clone)]
 pub struct Auth {
     token: Arc<[u8]>,
+    metadata: Metadata,
 }
 
 impl Auth {
-    pub fn new(token: &str) -> Self {
+    pub fn new(token: &str, metadata: Metadata) -> Self {
         Self {
             token: token.as_bytes().into(),
+            metadata,
         }
     }
 
@@ -53,7 +58,12 @@ pub async fn require_bearer(State(auth): State<Auth>, request: Request, next: Ne
     };
     match verdict {
         Ok(()) => next.run(request).await,
-        Err((code, message)) => unauthorized(code, message),
+        Err((code, message)) => {
+            let metadata = auth
+                .metadata
+                .document_url(request.headers(), request.uri().path());
+            unauthorized(code, message, &metadata)
+        }
     }
 }
 
@@ -67,10 +77,14 @@ fn bearer(value: &HeaderValue) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
-fn unauthorized(code: &'static str, message: &'static str) -> Response {
+fn unauthorized(code: &'static str, message: &'static str, metadata: &str) -> Response {
     let challenge = match code {
-        "missing_token" => "Bearer realm=\"mcp-gateway\"".to_string(),
-        other => format!("Bearer realm=\"mcp-gateway\", error=\"{other}\""),
+        "missing_token" => {
+            format!("Bearer realm=\"mcp-gateway\", resource_metadata=\"{metadata}\"")
+        }
+        other => format!(
+            "Bearer realm=\"mcp-gateway\", resource_metadata=\"{metadata}\", error=\"{other}\""
+        ),
     };
     let mut response = (
         StatusCode::UNAUTHORIZED,
@@ -89,7 +103,7 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_token_exact() {
-        let auth = Auth::new("mcp-token-123");
+        let auth = Auth::new("mcp-token-123", Metadata::default());
         let v = HeaderValue::from_static("bearer mcp-token-123");
         assert!(auth.accepts(bearer(&v).unwrap()));
         let v = HeaderValue::from_static("Bearer mcp-token-12");

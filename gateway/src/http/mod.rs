@@ -8,10 +8,12 @@
 //!   /services/{name}                 GET one, DELETE (all instances, or ?url=)
 //!   /services/{name}/instances/{id}  DELETE one instance
 //!   /health     admin::health (GET, public)
+//!   /.well-known/oauth-protected-resource[/mcp]  metadata (GET, public, RFC 9728)
 //! ```
 
 pub mod admin;
 pub mod auth;
+pub mod metadata;
 
 use std::sync::Arc;
 
@@ -26,7 +28,16 @@ use tower_http::trace::TraceLayer;
 
 use crate::{mcp::McpEndpoint, registry::Registry};
 
-pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, token: &str, max_body: usize) -> Router {
+pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config) -> Router {
+    let (token, max_body) = (config.token.as_str(), config.max_body_bytes);
+    let metadata = metadata::Metadata {
+        public_url: config.public_url.as_deref().map(Arc::from),
+        authorization_servers: config.authorization_servers.clone().into(),
+    };
+    let well_known = Router::new()
+        .route(metadata::WELL_KNOWN, get(metadata::gateway))
+        .route(&format!("{}/mcp", metadata::WELL_KNOWN), get(metadata::mcp))
+        .with_state(metadata.clone());
     let admin = Router::new()
         .route("/register", post(admin::register))
         .route("/services", get(admin::services).post(admin::services))
@@ -43,17 +54,18 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, token: &str, max_body: 
         .route("/mcp", any(crate::mcp::entry))
         .with_state(mcp);
     let protected = admin.merge(mcp).route_layer(middleware::from_fn_with_state(
-        auth::Auth::new(token),
+        auth::Auth::new(token, metadata),
         auth::require_bearer,
     ));
     Router::new()
         .route("/health", get(admin::health).with_state(registry))
+        .merge(well_known)
         .merge(protected)
         .fallback(|| async {
             admin::error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such endpoint; the gateway serves /mcp, /register, /services and /health",
+                "no such endpoint; the gateway serves /mcp, /register, /services, /health and /.well-known/oauth-protected-resource",
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
