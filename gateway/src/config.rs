@@ -67,6 +67,10 @@ pub struct Config {
     /// Authorization servers that issue tokens for this gateway (RFC 9728 metadata).
     #[serde(deserialize_with = "list_or_csv")]
     pub authorization_servers: Vec<String>,
+    /// Networks upstreams may be in (CIDR, single addresses, or `*` for any address but
+    /// link-local/metadata, multicast and unspecified ones). Loopback by default.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub upstream_networks: Vec<String>,
 }
 
 /// An upstream named in the configuration.
@@ -103,6 +107,10 @@ impl Default for Config {
             log_json: false,
             public_url: None,
             authorization_servers: Vec::new(),
+            upstream_networks: crate::upstream::guard::LOOPBACK_NETWORKS
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
         }
     }
 }
@@ -193,6 +201,8 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return Err(bad("max_body_bytes", "must be at least 1024"));
         }
+        crate::upstream::guard::Guard::new(&self.upstream_networks)
+            .map_err(|why| bad("upstream_networks", why))?;
         if let Some(url) = &self.public_url {
             match url::Url::parse(url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
@@ -257,6 +267,9 @@ impl Config {
                 cooldown: Duration::from_millis(self.breaker_cooldown_ms),
             },
             strategy: self.balance,
+            guard: std::sync::Arc::new(
+                crate::upstream::guard::Guard::new(&self.upstream_networks).unwrap_or_default(),
+            ),
         }
     }
 }

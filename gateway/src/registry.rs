@@ -21,7 +21,7 @@ use crate::{
     catalog::{Catalog, SEPARATOR},
     config::Config,
     store::{Store, StoredInstance},
-    upstream::{self, Instance, Listener, Service, ServiceView, Source},
+    upstream::{self, Instance, Listener, Service, ServiceView, Source, guard::Refusal},
 };
 
 /// Why a registration was refused; each maps to an HTTP status in `http::admin`.
@@ -29,6 +29,8 @@ use crate::{
 pub enum RegisterError {
     #[error("{0}")]
     Invalid(String),
+    #[error("cannot register \"{name}\": {why}")]
+    NotAllowed { name: String, why: String },
     #[error("cannot register \"{name}\": {url} does not answer MCP: {cause}")]
     Unreachable {
         name: String,
@@ -529,6 +531,22 @@ impl Registry {
             return Err(RegisterError::Invalid(
                 "callTimeoutMs must be greater than 0".into(),
             ));
+        }
+        match self.options.guard.check_url(&url).await {
+            Ok(()) => {}
+            Err(Refusal::NotAllowed(why)) => {
+                return Err(RegisterError::NotAllowed {
+                    name: reg.name,
+                    why,
+                });
+            }
+            Err(Refusal::Unresolvable(cause)) => {
+                return Err(RegisterError::Unreachable {
+                    name: reg.name,
+                    url,
+                    cause,
+                });
+            }
         }
         let _serial = self.register_lock.lock().await;
         let registered_at = now_ms();

@@ -68,14 +68,19 @@ pub fn client_config(options: &ClientOptions) -> ClientConfig {
 
 /// The reqwest client used for MCP traffic: pooled, `TCP_NODELAY`, bounded connect time.
 pub fn http_client(connect_timeout: Duration) -> reqwest::Client {
+    http_client_builder(connect_timeout)
+        .build()
+        .expect("reqwest client with static settings")
+}
+
+/// [`http_client`]'s settings, for a caller that adds its own (a resolver, say).
+pub fn http_client_builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .tcp_nodelay(true)
         // An MCP endpoint that redirects is misconfigured; and the policy costs every call.
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .expect("reqwest client with static settings")
 }
 
 /// Opens and initializes an MCP session with the server at `url` (its MCP endpoint).

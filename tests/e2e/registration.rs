@@ -221,3 +221,95 @@ async fn bad_registrations_are_refused_and_change_nothing() {
     assert_eq!(tool_names(&stack.gateway).await, tools_before);
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_outside_the_allowed_networks_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let refused = [
+        // Cloud metadata, a private address (default: loopback only), not http.
+        (
+            "http://169.254.169.254/latest/meta-data",
+            403,
+            "169.254.169.254",
+        ),
+        ("http://10.11.12.13:9/mcp", 403, "10.11.12.13"),
+        ("http://[fe80::1]:9/mcp", 403, "fe80::1"),
+        ("file:///etc/passwd", 422, "http"),
+        ("ftp://127.0.0.1/mcp", 422, "http"),
+    ];
+    for (url, status, says) in refused {
+        let (got, body) = register(&gw, "sneaky", url).await;
+        assert_eq!(got, status, "{url}: {body}");
+        assert!(body.to_string().contains(says), "{url}: {body}");
+    }
+    assert_eq!(services(&gw).await["count"], 0, "nothing registered");
+    gw.stop().await;
+    // Nothing was stored either: a gateway on the same store starts empty.
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    assert_eq!(services(&gw).await["count"], 0, "nothing stored");
+    gw.stop().await;
+
+    // With upstreams confined to 10.0.0.0/8, a live loopback server is refused too, by
+    // address and by a name resolving to it; with `*` it is fine, metadata still is not.
+    let backend = start_fixture("local", &["localTool"]).await;
+    let port = backend.addr.port();
+    let mut config = gateway_config(&dir.path().join("gw2.db"));
+    config.upstream_networks = vec!["10.0.0.0/8".into()];
+    let gw = start_gateway(config).await;
+    for url in [
+        format!("http://127.0.0.1:{port}/mcp"),
+        format!("http://localhost:{port}/mcp"),
+    ] {
+        let (got, body) = register(&gw, "local", &url).await;
+        assert_eq!(got, 403, "{url}: {body}");
+        assert_eq!(body["error"], "upstream_not_allowed", "{body}");
+    }
+    gw.stop().await;
+    let mut config = gateway_config(&dir.path().join("gw3.db"));
+    config.upstream_networks = vec!["*".into()];
+    let gw = start_gateway(config).await;
+    let (got, body) = register(&gw, "local", &backend.mcp_url()).await;
+    assert_eq!(got, 201, "{body}");
+    let (got, body) = register(&gw, "meta", "http://169.254.169.254/").await;
+    assert_eq!(got, 403, "{body}");
+    gw.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_registration_outside_narrowed_networks_is_not_connected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("gw.db");
+    let f = crate::support::fixture::Fixture::new("kept", &["keptTool"]);
+    let backend = serve_fixture(f.clone()).await;
+    let gw = start_gateway(gateway_config(&store)).await;
+    let (status, body) = register(&gw, "kept", &backend.mcp_url()).await;
+    assert_eq!(status, 201, "{body}");
+    gw.stop().await;
+    // Restarted with upstreams confined elsewhere: the registration is kept (listed) but
+    // the gateway does not connect to it, and says why.
+    let mut config = gateway_config(&store);
+    config.upstream_networks = vec!["10.0.0.0/8".into()];
+    let gw = start_gateway(config).await;
+    wait_until(
+        "calls to fail naming the refused network",
+        std::time::Duration::from_secs(10),
+        || async {
+            let reply = call(&gw, "keptTool", serde_json::json!({})).await;
+            reply["error"]["code"] == -32000
+                && reply["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("outside the networks"))
+        },
+    )
+    .await;
+    assert_eq!(services(&gw).await["count"], 1, "the registration is kept");
+    assert_eq!(
+        f.calls.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the call never reached the backend"
+    );
+    gw.stop().await;
+    backend.stop().await;
+}

@@ -93,6 +93,9 @@ pub async fn register(State(registry): State<Arc<Registry>>, body: Bytes) -> Res
             "invalid_registration",
             why,
         ),
+        Err(e @ RegisterError::NotAllowed { .. }) => {
+            error(StatusCode::FORBIDDEN, "upstream_not_allowed", e.to_string())
+        }
         Err(e @ RegisterError::Unreachable { .. }) => error(
             StatusCode::BAD_GATEWAY,
             "upstream_unreachable",

@@ -18,6 +18,7 @@
 //! idempotent.
 
 pub mod balance;
+pub mod guard;
 pub mod health;
 pub mod raw;
 pub mod relay;
@@ -73,6 +74,8 @@ pub struct Options {
     pub health_interval: Duration,
     pub policy: Policy,
     pub strategy: Strategy,
+    /// Where upstreams may be (checked before connecting and at every connection).
+    pub guard: Arc<guard::Guard>,
 }
 
 /// Why a proxied call failed at the gateway. A backend's own tool errors are results,
@@ -335,8 +338,15 @@ impl Instance {
         options: &service_kit::client::ClientOptions,
         relays: &Arc<Relays>,
     ) -> (resume::WatchedHttp, Arc<raw::RawTarget>) {
-        let client = service_kit::client::http_client(options.connect_timeout);
-        let target = Arc::new(raw::RawTarget::new(client.clone(), &self.url));
+        let client = service_kit::client::http_client_builder(options.connect_timeout)
+            .dns_resolver(self.options.guard.resolver())
+            .build()
+            .unwrap_or_else(|_| service_kit::client::http_client(options.connect_timeout));
+        let target = Arc::new(raw::RawTarget::new(
+            client.clone(),
+            &self.url,
+            Arc::clone(&self.options.guard),
+        ));
         let http = resume::WatchedHttp::new(client, Arc::clone(relays), Arc::clone(&target));
         (http, target)
     }
@@ -461,6 +471,12 @@ impl Instance {
     /// Connects and lists tools once, within the connect deadline. Used by `/register`
     /// (which must answer with the tools or a clear error) and by the supervisor.
     pub async fn connect(self: &Arc<Self>) -> Result<Vec<Tool>, String> {
+        // An address literal never reaches the resolver's filter: checked here.
+        self.options
+            .guard
+            .check_url(&self.url)
+            .await
+            .map_err(|r| r.to_string())?;
         let options = self.client_options("mcp-gateway");
         let (http, raw) = self.http(&options, &self.relays);
         let handler = UpstreamClient {

@@ -58,12 +58,14 @@ pub struct RawTarget {
     links: std::sync::Mutex<Vec<Link>>,
     /// `host`, `port`, the `Host` header, and the origin-form request target.
     endpoint: Option<(String, u16, HeaderValue, http::Uri)>,
+    /// Where connections may go.
+    guard: Arc<super::guard::Guard>,
     session_id: OnceLock<HeaderValue>,
     protocol_version: OnceLock<Option<HeaderValue>>,
 }
 
 impl RawTarget {
-    pub fn new(http: reqwest::Client, url: &str) -> Self {
+    pub fn new(http: reqwest::Client, url: &str, guard: Arc<super::guard::Guard>) -> Self {
         let endpoint = reqwest::Url::parse(url).ok().and_then(|u| {
             let host = u.host_str()?.trim_matches(['[', ']']).to_string();
             let port = u.port_or_known_default()?;
@@ -86,6 +88,7 @@ impl RawTarget {
             http,
             links: std::sync::Mutex::new(Vec::new()),
             endpoint,
+            guard,
             url: reqwest::Url::parse(url).ok(),
             session_id: OnceLock::new(),
             protocol_version: OnceLock::new(),
@@ -127,7 +130,13 @@ impl RawTarget {
         let Some((host, port, _, _)) = &self.endpoint else {
             return Err(Failure::NotDelivered("not an http:// URL".into()));
         };
-        let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+        // Resolved and filtered at every connection, not only at registration.
+        let addrs = self
+            .guard
+            .resolve(host, *port)
+            .await
+            .map_err(|r| Failure::NotDelivered(r.to_string()))?;
+        let stream = tokio::net::TcpStream::connect(&addrs[..])
             .await
             .map_err(|e| Failure::NotDelivered(e.to_string()))?;
         let _ = stream.set_nodelay(true);
