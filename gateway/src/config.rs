@@ -71,6 +71,20 @@ pub struct Config {
     /// link-local/metadata, multicast and unspecified ones). Loopback by default.
     #[serde(deserialize_with = "list_or_csv")]
     pub upstream_networks: Vec<String>,
+    /// Further Bearer credentials, each with its scopes (the `token` above holds them
+    /// all).
+    pub credentials: Vec<Credential>,
+}
+
+/// A named Bearer token and what it may do.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    /// Shown in logs and used to bind MCP sessions; never the token.
+    pub name: String,
+    pub token: String,
+    /// Any of `list`, `call`, `register`, `operate`.
+    pub scopes: Vec<String>,
 }
 
 /// An upstream named in the configuration.
@@ -111,6 +125,7 @@ impl Default for Config {
                 .iter()
                 .map(|n| n.to_string())
                 .collect(),
+            credentials: Vec::new(),
         }
     }
 }
@@ -203,6 +218,31 @@ impl Config {
         }
         crate::upstream::guard::Guard::new(&self.upstream_networks)
             .map_err(|why| bad("upstream_networks", why))?;
+        let mut names = std::collections::HashSet::from(["default"]);
+        let mut tokens = std::collections::HashSet::from([self.token.as_str()]);
+        for (i, c) in self.credentials.iter().enumerate() {
+            let key = |field: &str| format!("credentials[{i}].{field}");
+            if c.name.trim().is_empty() || !names.insert(c.name.as_str()) {
+                return Err(bad(
+                    key("name"),
+                    "must be non-empty, unique and not \"default\"",
+                ));
+            }
+            if c.token.len() < 16
+                || c.token
+                    .chars()
+                    .any(|ch| ch.is_whitespace() || ch.is_control())
+            {
+                return Err(bad(
+                    key("token"),
+                    "must be at least 16 characters without whitespace",
+                ));
+            }
+            if !tokens.insert(c.token.as_str()) {
+                return Err(bad(key("token"), "is already another credential's token"));
+            }
+            crate::http::auth::Scopes::parse(&c.scopes).map_err(|why| bad(key("scopes"), why))?;
+        }
         if let Some(url) = &self.public_url {
             match url::Url::parse(url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
@@ -404,6 +444,53 @@ mod tests {
             assert_eq!(e.key, "authorization_servers[0]");
             Ok(())
         });
+    }
+
+    #[test]
+    fn credentials_need_unique_names_and_tokens_and_known_scopes() {
+        let good = Credential {
+            name: "ci".into(),
+            token: "ci-token-0123456789".into(),
+            scopes: vec!["list".into(), "call".into()],
+        };
+        let with = |c: Credential| Config {
+            credentials: vec![c],
+            ..Config::default()
+        };
+        assert!(with(good.clone()).validate().is_ok());
+        for (bad_one, key) in [
+            (
+                Credential {
+                    scopes: vec!["admin".into()],
+                    ..good.clone()
+                },
+                "credentials[0].scopes",
+            ),
+            (
+                Credential {
+                    token: "short".into(),
+                    ..good.clone()
+                },
+                "credentials[0].token",
+            ),
+            (
+                Credential {
+                    token: service_kit::DEFAULT_TOKEN.repeat(2),
+                    name: "default".into(),
+                    ..good.clone()
+                },
+                "credentials[0].name",
+            ),
+        ] {
+            let e = with(bad_one).validate().expect_err("refused");
+            assert_eq!(e.key, key, "{e}");
+        }
+        let mut same_token = with(good.clone());
+        same_token.token = good.token.clone();
+        assert_eq!(
+            same_token.validate().expect_err("refused").key,
+            "credentials[0].token"
+        );
     }
 
     #[test]

@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     catalog::Lookup,
+    http::auth::{Identity, MetadataUrl, Scopes, insufficient_scope},
     passthrough::Passthrough,
     registry::{Changed, Registry},
     upstream::{CallError, Downstream, PrivateSessions, Resumable, Service},
@@ -71,7 +72,7 @@ impl Drop for SessionState {
         // Only sessions (a stateless request's handler has no key): their memory is
         // worth a trim.
         if let Some((passthrough, key)) = self.key.get() {
-            passthrough.forget(key);
+            passthrough.end(key);
             crate::trim::session_ended();
         }
         self.registry.remove_client(self.id);
@@ -803,13 +804,38 @@ fn origin_policy(
 }
 
 /// `/mcp`, every method.
-pub async fn entry(State(endpoint): State<McpEndpoint>, request: Request) -> Response {
+pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) -> Response {
+    let identity = request.extensions().get::<Identity>().cloned();
     let session = request
         .headers()
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    // A credential with only some scopes: what the JSON-RPC method needs is checked here.
+    if let Some(who) = identity.as_ref().filter(|i| i.scopes != Scopes::ALL)
+        && request.method() == Method::POST
+    {
+        let (parts, body) = request.into_parts();
+        let bytes = match to_bytes(body, endpoint.max_body_bytes).await {
+            Ok(b) => b,
+            Err(_) => return too_large(endpoint.max_body_bytes),
+        };
+        if let Some(refusal) = refuse_by_scope(who, &parts, &bytes) {
+            return refusal;
+        }
+        request = Request::from_parts(parts, Body::from(bytes));
+    }
     if let Some(id) = session {
+        // A session belongs to the credential that opened it.
+        if let (Some(owner), Some(who)) = (endpoint.passthrough.owner(&id), &identity)
+            && owner != who.name
+        {
+            return crate::http::admin::error(
+                StatusCode::FORBIDDEN,
+                "session_owner_mismatch",
+                "this session was opened with another credential",
+            );
+        }
         return in_session(&endpoint, request, id).await;
     }
     if request.method() != Method::POST {
@@ -850,6 +876,15 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, request: Request) -> Res
         };
         let response = into_axum(service.handle(request).await);
         endpoint.passthrough.initialized(&bytes, &response);
+        if let (Some(id), Some(who)) = (
+            response
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok()),
+            &identity,
+        ) {
+            endpoint.passthrough.bind(id, Arc::clone(&who.name));
+        }
         return response;
     }
     // A plain JSON-RPC post: answer in JSON whatever the client's tooling sent.
@@ -886,7 +921,7 @@ async fn in_session(endpoint: &McpEndpoint, mut request: Request, id: String) ->
         };
         let alive = manager.sessions.read().await.contains_key(id.as_str());
         if !alive {
-            endpoint.passthrough.forget(&id);
+            endpoint.passthrough.end(&id);
         } else if request.method() == Method::POST {
             let (parts, body) = request.into_parts();
             let bytes = match to_bytes(body, endpoint.max_body_bytes).await {
@@ -910,7 +945,7 @@ async fn in_session(endpoint: &McpEndpoint, mut request: Request, id: String) ->
         {
             return response;
         } else if request.method() == Method::DELETE {
-            endpoint.passthrough.forget(&id);
+            endpoint.passthrough.end(&id);
         }
     }
     let legacy = match &fast {
@@ -931,6 +966,42 @@ async fn in_session(endpoint: &McpEndpoint, mut request: Request, id: String) ->
         into_axum(sessions.handle(r).await)
     })
     .await
+}
+
+/// The scope a JSON-RPC method needs beyond a valid token.
+fn method_scope(method: &str) -> Option<Scopes> {
+    match method {
+        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
+            Some(Scopes::LIST)
+        }
+        "tools/call"
+        | "prompts/get"
+        | "resources/read"
+        | "completion/complete"
+        | "resources/subscribe"
+        | "resources/unsubscribe" => Some(Scopes::CALL),
+        _ => None,
+    }
+}
+
+/// 403 when `who` lacks the scope the message in `body` needs. A batch (a JSON array)
+/// is refused outright for such a credential: each of its messages would need a check.
+fn refuse_by_scope(who: &Identity, parts: &http::request::Parts, body: &[u8]) -> Option<Response> {
+    let metadata = parts
+        .extensions
+        .get::<MetadataUrl>()
+        .map(|m| m.0.as_str())
+        .unwrap_or_default();
+    if body.trim_ascii_start().starts_with(b"[") {
+        return Some(crate::http::admin::error(
+            StatusCode::BAD_REQUEST,
+            "batch_not_allowed",
+            "JSON-RPC batches are not accepted from a credential with limited scopes",
+        ));
+    }
+    let (method, _) = probe_method(body).ok()?;
+    let needed = method_scope(method.as_deref()?)?;
+    (!who.scopes.contains(needed)).then(|| insufficient_scope(who, needed, metadata))
 }
 
 fn too_large(limit: usize) -> Response {

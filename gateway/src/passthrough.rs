@@ -93,6 +93,9 @@ pub struct Passthrough {
     /// Allowed `Origin` values (`scheme://host:*` patterns allowed); `None`: any.
     origins: Option<Vec<String>>,
     sessions: DashMap<String, FastSession>,
+    /// Every session's owner: the credential that opened it (a session id is no proof
+    /// of identity).
+    owners: DashMap<String, Arc<str>>,
     /// Calls in flight on this path in a session, by (session, client's id as JSON).
     calls: DashMap<(String, String), CancellationToken>,
     parked: DashMap<u64, Parked>,
@@ -182,6 +185,7 @@ impl Passthrough {
             hosts,
             origins,
             sessions: DashMap::new(),
+            owners: DashMap::new(),
             calls: DashMap::new(),
             parked: DashMap::new(),
         }
@@ -197,9 +201,26 @@ impl Passthrough {
         self.sessions.remove(id);
     }
 
+    /// Session `id` belongs to the credential `owner`.
+    pub fn bind(&self, id: &str, owner: Arc<str>) {
+        self.owners.insert(id.to_string(), owner);
+    }
+
+    /// The credential that opened session `id`, if known.
+    pub fn owner(&self, id: &str) -> Option<Arc<str>> {
+        self.owners.get(id).map(|o| Arc::clone(&o))
+    }
+
+    /// Session `id` has ended: forget everything about it.
+    pub fn end(&self, id: &str) {
+        self.sessions.remove(id);
+        self.owners.remove(id);
+    }
+
     /// Gives back the room of maps that once held many more entries than now.
     pub fn shrink(&self) {
         self.sessions.shrink_to_fit();
+        self.owners.shrink_to_fit();
         self.calls.shrink_to_fit();
         self.parked.shrink_to_fit();
     }

@@ -189,3 +189,168 @@ async fn a_401_names_the_protected_resource_metadata_which_is_public() {
     );
     gw.stop().await;
 }
+
+fn credential(name: &str, scopes: &[&str]) -> gateway::config::Credential {
+    gateway::config::Credential {
+        name: name.into(),
+        token: format!("{name}-token-0123456789"),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+async fn post_as(
+    gw: &Running,
+    token: &str,
+    session: Option<&str>,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    let mut rb = http()
+        .post(gw.mcp_url())
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&body);
+    if let Some(id) = session {
+        rb = rb
+            .header("mcp-session-id", id)
+            .header("mcp-protocol-version", "2025-06-18");
+    }
+    rb.send().await.expect("send")
+}
+
+async fn assert_insufficient(resp: reqwest::Response, scope: &str, what: &str) {
+    assert_eq!(resp.status().as_u16(), 403, "{what}");
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\"")
+            && challenge.contains(&format!("scope=\"{scope}\""))
+            && challenge.contains("resource_metadata="),
+        "{what}: {challenge}"
+    );
+    let body: serde_json::Value = resp.json().await.expect("JSON");
+    assert_eq!(body["error"], "insufficient_scope", "{what}: {body}");
+    assert_eq!(body["scope"], scope, "{what}: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_credential_may_do_what_its_scopes_say() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.credentials = vec![
+        credential("reader", &["list"]),
+        credential("caller", &["list", "call"]),
+        credential("registrar", &["register"]),
+        credential("operator", &["operate"]),
+    ];
+    let gw = start_gateway(config).await;
+    let backend = start_fixture("scoped", &["scopedTool"]).await;
+    let token = |name: &str| format!("{name}-token-0123456789");
+    let c = http();
+    let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
+    let call = json!({"jsonrpc":"2.0","id":2,"method":"tools/call",
+                      "params":{"name":"scopedTool","arguments":{}}});
+    let reg = json!({"name":"scoped","url": backend.mcp_url()});
+
+    // Registering: only with "register" (or the all-scopes token).
+    for who in ["reader", "caller", "operator"] {
+        let r = c
+            .post(format!("{}/register", gw.base()))
+            .bearer_auth(token(who))
+            .json(&reg)
+            .send()
+            .await
+            .expect("send");
+        assert_insufficient(r, "register", who).await;
+    }
+    assert_eq!(services(&gw).await["count"], 0, "nothing registered");
+    let r = c
+        .post(format!("{}/register", gw.base()))
+        .bearer_auth(token("registrar"))
+        .json(&reg)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 201);
+
+    // Operating: only with "operate".
+    let r = c
+        .get(format!("{}/services", gw.base()))
+        .bearer_auth(token("registrar"))
+        .send()
+        .await
+        .expect("send");
+    assert_insufficient(r, "operate", "registrar on /services").await;
+    let r = c
+        .get(format!("{}/services", gw.base()))
+        .bearer_auth(token("operator"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+
+    // Listing and calling, sessionless.
+    let r = post_as(&gw, &token("reader"), None, list.clone()).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let r = post_as(&gw, &token("reader"), None, call.clone()).await;
+    assert_insufficient(r, "call", "reader calling").await;
+    let r = post_as(&gw, &token("operator"), None, list.clone()).await;
+    assert_insufficient(r, "list", "operator listing").await;
+    let r = post_as(&gw, &token("caller"), None, call.clone()).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = r.json().await.expect("JSON");
+    assert!(body["result"]["content"].is_array(), "{body}");
+    // A batch cannot slip a call past the check.
+    let r = post_as(&gw, &token("reader"), None, json!([call.clone()])).await;
+    assert_eq!(r.status().as_u16(), 400);
+    // The all-scopes token still does everything.
+    let r = post_as(&gw, TOKEN, None, call).await;
+    assert_eq!(r.status().as_u16(), 200);
+    gw.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_refused_to_any_credential_but_the_one_that_opened_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.credentials = vec![
+        credential("alice", &["list", "call"]),
+        credential("mallory", &["list", "call"]),
+    ];
+    let gw = start_gateway(config).await;
+    let token = |name: &str| format!("{name}-token-0123456789");
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "alice", "version": "1"}}});
+    let r = post_as(&gw, &token("alice"), None, init).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let session = r.headers()["mcp-session-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    let list = json!({"jsonrpc":"2.0","id":2,"method":"tools/list"});
+    for who in ["mallory", "default"] {
+        let t = if who == "default" {
+            TOKEN.to_string()
+        } else {
+            token(who)
+        };
+        let r = post_as(&gw, &t, Some(&session), list.clone()).await;
+        assert_eq!(r.status().as_u16(), 403, "{who}");
+        let body: serde_json::Value = r.json().await.expect("JSON");
+        assert_eq!(body["error"], "session_owner_mismatch", "{who}: {body}");
+    }
+    let r = http()
+        .delete(gw.mcp_url())
+        .bearer_auth(token("mallory"))
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 403, "mallory cannot end it either");
+    let r = post_as(&gw, &token("alice"), Some(&session), list).await;
+    assert_eq!(r.status().as_u16(), 200, "the owner carries on");
+    gw.stop().await;
+}

@@ -1,5 +1,7 @@
 //! Bearer-token authentication as a tower layer (an axum `from_fn` middleware): every
-//! protected route gets the same check, compared in constant time. A missing or wrong
+//! protected route gets the same check, compared in constant time against every
+//! configured credential. The request carries the matching [`Identity`] on; a route that
+//! needs a scope the credential lacks gets 403 `insufficient_scope`. A missing or wrong
 //! token is a 401 with `WWW-Authenticate: Bearer` naming the RFC 9728 metadata
 //! (`resource_metadata`) and a JSON body saying what was wrong.
 
@@ -17,30 +19,132 @@ use subtle::ConstantTimeEq;
 
 use super::metadata::Metadata;
 
-/// The accepted token, shared by the middleware.
+/// What a credential may do. The configured `token` holds every scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    /// `tools/list`, `prompts/list`, `resources/list`, `resources/templates/list`.
+    pub const LIST: Scopes = Scopes(1);
+    /// `tools/call`, `prompts/get`, `resources/read`, completion, subscriptions.
+    pub const CALL: Scopes = Scopes(2);
+    /// `POST /register`, `DELETE /services/...`.
+    pub const REGISTER: Scopes = Scopes(4);
+    /// `GET|POST /services`, `GET /services/{name}`.
+    pub const OPERATE: Scopes = Scopes(8);
+    pub const ALL: Scopes = Scopes(15);
+    const NAMES: [(&'static str, Scopes); 4] = [
+        ("list", Self::LIST),
+        ("call", Self::CALL),
+        ("register", Self::REGISTER),
+        ("operate", Self::OPERATE),
+    ];
+
+    /// From configured names.
+    pub fn parse(names: &[String]) -> Result<Self, String> {
+        let mut scopes = Scopes(0);
+        for name in names {
+            let (_, s) = Self::NAMES.iter().find(|(n, _)| n == name).ok_or_else(|| {
+                format!("unknown scope {name:?}; scopes are list, call, register and operate")
+            })?;
+            scopes.0 |= s.0;
+        }
+        Ok(scopes)
+    }
+
+    pub fn contains(self, other: Scopes) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The name of a single scope.
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, s)| *s == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("all")
+    }
+}
+
+/// Who sent a request (inserted into its extensions by [`require_bearer`]).
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub name: Arc<str>,
+    pub scopes: Scopes,
+}
+
+/// The RFC 9728 metadata URL for the request (inserted next to its [`Identity`]), for a
+/// 403 produced further in.
+#[derive(Clone, Debug)]
+pub struct MetadataUrl(pub String);
+
+/// The accepted credentials, shared by the middleware.
 #[derive(Clone)]
 pub struct Auth {
-    token: Arc<[u8]>,
+    credentials: Arc<[(Box<[u8]>, Identity)]>,
     metadata: Metadata,
 }
 
 impl Auth {
-    pub fn new(token: &str, metadata: Metadata) -> Self {
+    /// The configured `token` (every scope, named `default`) and the `credentials`.
+    pub fn new(config: &crate::Config, metadata: Metadata) -> Self {
+        let default = Identity {
+            name: "default".into(),
+            scopes: Scopes::ALL,
+        };
+        let credentials = std::iter::once((config.token.as_bytes().into(), default))
+            .chain(config.credentials.iter().map(|c| {
+                let identity = Identity {
+                    name: c.name.as_str().into(),
+                    scopes: Scopes::parse(&c.scopes).unwrap_or(Scopes(0)),
+                };
+                (c.token.as_bytes().into(), identity)
+            }))
+            .collect();
         Self {
-            token: token.as_bytes().into(),
+            credentials,
             metadata,
         }
     }
 
-    fn accepts(&self, presented: &[u8]) -> bool {
-        // Lengths are compared in the clear (a token's length is not a secret worth a
-        // side channel); the bytes are compared in constant time.
-        presented.len() == self.token.len() && bool::from(presented.ct_eq(&self.token))
+    /// The identity whose token was presented. Every credential is compared, each in
+    /// constant time, so the time taken does not say which one matched.
+    fn identify(&self, presented: &[u8]) -> Option<Identity> {
+        let mut found = None;
+        for (token, identity) in self.credentials.iter() {
+            // Lengths are compared in the clear (a token's length is not a secret worth
+            // a side channel); the bytes in constant time.
+            if presented.len() == token.len() && bool::from(presented.ct_eq(token)) {
+                found = Some(identity.clone());
+            }
+        }
+        found
     }
 }
 
-/// Rejects the request unless it carries `Authorization: Bearer <token>`.
-pub async fn require_bearer(State(auth): State<Auth>, request: Request, next: Next) -> Response {
+/// The scope a route needs beyond a valid token (`/mcp` is checked per JSON-RPC method
+/// in `mcp::entry`).
+fn route_scope(method: &http::Method, path: &str) -> Option<Scopes> {
+    if path == "/register" {
+        return Some(Scopes::REGISTER);
+    }
+    if path == "/services" || path.starts_with("/services/") {
+        return Some(if method == http::Method::DELETE {
+            Scopes::REGISTER
+        } else {
+            Scopes::OPERATE
+        });
+    }
+    None
+}
+
+/// Rejects the request unless it carries `Authorization: Bearer <token>` of a known
+/// credential with the scope the route needs; passes its [`Identity`] on.
+pub async fn require_bearer(
+    State(auth): State<Auth>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let header = request.headers().get(header::AUTHORIZATION);
     let verdict = match header {
         None => Err((
@@ -52,19 +156,48 @@ pub async fn require_bearer(State(auth): State<Auth>, request: Request, next: Ne
                 "invalid_request",
                 "Authorization header must use the Bearer scheme: \"Authorization: Bearer <token>\"",
             )),
-            Some(t) if auth.accepts(t) => Ok(()),
-            Some(_) => Err(("invalid_token", "invalid bearer token")),
+            Some(t) => auth
+                .identify(t)
+                .ok_or(("invalid_token", "invalid bearer token")),
         },
     };
+    let metadata = auth
+        .metadata
+        .document_url(request.headers(), request.uri().path());
     match verdict {
-        Ok(()) => next.run(request).await,
-        Err((code, message)) => {
-            let metadata = auth
-                .metadata
-                .document_url(request.headers(), request.uri().path());
-            unauthorized(code, message, &metadata)
+        Ok(identity) => {
+            if let Some(needed) = route_scope(request.method(), request.uri().path())
+                && !identity.scopes.contains(needed)
+            {
+                return insufficient_scope(&identity, needed, &metadata);
+            }
+            request.extensions_mut().insert(identity);
+            request.extensions_mut().insert(MetadataUrl(metadata));
+            next.run(request).await
         }
+        Err((code, message)) => unauthorized(code, message, &metadata),
     }
+}
+
+/// 403 for a credential without the scope `needed`, as RFC 6750 words it.
+pub fn insufficient_scope(identity: &Identity, needed: Scopes, metadata: &str) -> Response {
+    let scope = needed.name();
+    let mut response = (
+        StatusCode::FORBIDDEN,
+        Json(json!({
+            "error": "insufficient_scope",
+            "message": format!("credential \"{}\" lacks the \"{scope}\" scope this request needs", identity.name),
+            "scope": scope,
+        })),
+    )
+        .into_response();
+    let challenge = format!(
+        "Bearer realm=\"mcp-gateway\", error=\"insufficient_scope\", scope=\"{scope}\", resource_metadata=\"{metadata}\""
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
 }
 
 fn bearer(value: &HeaderValue) -> Option<&[u8]> {
@@ -103,11 +236,12 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_token_exact() {
-        let auth = Auth::new("mcp-token-123", Metadata::default());
+        let auth = Auth::new(&crate::Config::default(), Metadata::default());
         let v = HeaderValue::from_static("bearer mcp-token-123");
-        assert!(auth.accepts(bearer(&v).unwrap()));
+        let who = auth.identify(bearer(&v).unwrap()).expect("default token");
+        assert_eq!((&*who.name, who.scopes), ("default", Scopes::ALL));
         let v = HeaderValue::from_static("Bearer mcp-token-12");
-        assert!(!auth.accepts(bearer(&v).unwrap()));
+        assert!(auth.identify(bearer(&v).unwrap()).is_none());
         let v = HeaderValue::from_static("Basic bWNwOg==");
         assert!(bearer(&v).is_none());
         let v = HeaderValue::from_static("Bearer");

@@ -29,7 +29,7 @@ use tower_http::trace::TraceLayer;
 use crate::{mcp::McpEndpoint, registry::Registry};
 
 pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config) -> Router {
-    let (token, max_body) = (config.token.as_str(), config.max_body_bytes);
+    let max_body = config.max_body_bytes;
     let metadata = metadata::Metadata {
         public_url: config.public_url.as_deref().map(Arc::from),
         authorization_servers: config.authorization_servers.clone().into(),
@@ -54,7 +54,7 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config)
         .route("/mcp", any(crate::mcp::entry))
         .with_state(mcp);
     let protected = admin.merge(mcp).route_layer(middleware::from_fn_with_state(
-        auth::Auth::new(token, metadata),
+        auth::Auth::new(config, metadata),
         auth::require_bearer,
     ));
     Router::new()
