@@ -85,6 +85,12 @@ pub struct Credential {
     pub token: String,
     /// Any of `list`, `call`, `register`, `operate`.
     pub scopes: Vec<String>,
+    /// Only these services' tools, prompts and resources (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<String>>,
+    /// Only these tools, by the name their service gives them (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
 }
 
 /// An upstream named in the configuration.
@@ -452,6 +458,8 @@ mod tests {
             name: "ci".into(),
             token: "ci-token-0123456789".into(),
             scopes: vec!["list".into(), "call".into()],
+            services: None,
+            tools: None,
         };
         let with = |c: Credential| Config {
             credentials: vec![c],

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     catalog::Lookup,
-    http::auth::{Identity, MetadataUrl, Scopes, insufficient_scope},
+    http::auth::{Allow, Identity, MetadataUrl, Scopes, insufficient_scope},
     passthrough::Passthrough,
     registry::{Changed, Registry},
     upstream::{CallError, Downstream, PrivateSessions, Resumable, Service},
@@ -235,6 +235,30 @@ fn unexpected(method: &str) -> ErrorData {
     )
 }
 
+/// The allow-list of the credential that sent the request, if it has one.
+fn allow_of(context: &RequestContext<RoleServer>) -> Option<Arc<Allow>> {
+    context
+        .extensions
+        .get::<http::request::Parts>()?
+        .extensions
+        .get::<Identity>()?
+        .allow
+        .clone()
+}
+
+/// `items` as `allow` lets the credential see them (`service_of` names an item's
+/// service and its name there); all of them without an allow-list.
+fn visible<'a, T: Clone>(
+    items: &'a [T],
+    allow: Option<&Allow>,
+    keep: impl Fn(&Allow, &T) -> bool,
+) -> std::borrow::Cow<'a, [T]> {
+    match allow {
+        None => std::borrow::Cow::Borrowed(items),
+        Some(a) => std::borrow::Cow::Owned(items.iter().filter(|i| keep(a, i)).cloned().collect()),
+    }
+}
+
 fn not_found(kind: &str, name: &str, choices: Option<&[String]>) -> ErrorData {
     match choices {
         Some(choices) => ErrorData::invalid_params(
@@ -339,11 +363,17 @@ impl ServerHandler for GatewayHandler {
     async fn list_tools(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let catalog = self.registry.catalog();
-        let (tools, next) = page(
+        let allow = allow_of(&context);
+        let tools = visible(
             catalog.tools(),
+            allow.as_deref(),
+            |a, t| matches!(catalog.lookup(&t.name), Lookup::Found(r) if a.tool(&r.service.name, &r.original)),
+        );
+        let (tools, next) = page(
+            &tools,
             request.and_then(|r| r.cursor).as_deref(),
             self.page_size,
         )?;
@@ -361,9 +391,21 @@ impl ServerHandler for GatewayHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let allow = allow_of(&context);
         let (service, original, retry_safe) = {
             let catalog = self.registry.catalog();
             match catalog.lookup(&request.name) {
+                // A tool outside the credential's allow-list does not exist for it.
+                Lookup::Found(route)
+                    if allow
+                        .as_deref()
+                        .is_some_and(|a| !a.tool(&route.service.name, &route.original)) =>
+                {
+                    return Err(not_found("tool", &request.name, None));
+                }
+                Lookup::Ambiguous(_) if allow.is_some() => {
+                    return Err(not_found("tool", &request.name, None));
+                }
                 Lookup::Found(route) => (
                     Arc::clone(&route.service),
                     Arc::clone(&route.original),
@@ -392,11 +434,17 @@ impl ServerHandler for GatewayHandler {
     async fn list_prompts(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         let catalog = self.registry.catalog();
-        let (items, next) = page(
+        let allow = allow_of(&context);
+        let prompts = visible(
             catalog.prompts().items(),
+            allow.as_deref(),
+            |a, p| matches!(catalog.prompts().lookup(&p.name), Lookup::Found(r) if a.service(&r.service.name)),
+        );
+        let (items, next) = page(
+            &prompts,
             request.and_then(|r| r.cursor).as_deref(),
             self.page_size,
         )?;
@@ -412,7 +460,18 @@ impl ServerHandler for GatewayHandler {
     ) -> Result<GetPromptResponse, ErrorData> {
         let (service, original) = {
             let catalog = self.registry.catalog();
+            let allow = allow_of(&context);
             match catalog.prompts().lookup(&request.name) {
+                Lookup::Found(r)
+                    if allow
+                        .as_deref()
+                        .is_some_and(|a| !a.service(&r.service.name)) =>
+                {
+                    return Err(not_found("prompt", &request.name, None));
+                }
+                Lookup::Ambiguous(_) if allow.is_some() => {
+                    return Err(not_found("prompt", &request.name, None));
+                }
                 Lookup::Found(r) => (Arc::clone(&r.service), r.original.to_string()),
                 Lookup::Ambiguous(c) => return Err(not_found("prompt", &request.name, Some(c))),
                 Lookup::Unknown => return Err(not_found("prompt", &request.name, None)),
@@ -431,11 +490,17 @@ impl ServerHandler for GatewayHandler {
     async fn list_resources(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let catalog = self.registry.catalog();
-        let (items, next) = page(
+        let allow = allow_of(&context);
+        let resources = visible(
             catalog.resources().items(),
+            allow.as_deref(),
+            |a, r| matches!(catalog.resources().lookup(&r.uri), Lookup::Found(route) if a.service(&route.service.name)),
+        );
+        let (items, next) = page(
+            &resources,
             request.and_then(|r| r.cursor).as_deref(),
             self.page_size,
         )?;
@@ -447,11 +512,15 @@ impl ServerHandler for GatewayHandler {
     async fn list_resource_templates(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
         let catalog = self.registry.catalog();
+        let allow = allow_of(&context);
+        let templates = visible(catalog.templates(), allow.as_deref(), |a, (s, _)| {
+            a.service(&s.name)
+        });
         let (items, next) = page(
-            catalog.templates(),
+            &templates,
             request.and_then(|r| r.cursor).as_deref(),
             self.page_size,
         )?;
@@ -467,7 +536,12 @@ impl ServerHandler for GatewayHandler {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let Some((service, original)) = self.registry.catalog().resource_route(&request.uri) else {
+        let route = self
+            .registry
+            .catalog()
+            .resource_route(&request.uri)
+            .filter(|(s, _)| allow_of(&context).is_none_or(|a| a.service(&s.name)));
+        let Some((service, original)) = route else {
             return Err(ErrorData::resource_not_found(
                 format!("resource not found: {}", request.uri),
                 Some(json!({ "uri": request.uri })),
@@ -497,7 +571,12 @@ impl ServerHandler for GatewayHandler {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let Some((service, original)) = self.registry.catalog().resource_route(&request.uri) else {
+        let route = self
+            .registry
+            .catalog()
+            .resource_route(&request.uri)
+            .filter(|(s, _)| allow_of(&context).is_none_or(|a| a.service(&s.name)));
+        let Some((service, original)) = route else {
             return Err(ErrorData::resource_not_found(
                 format!("resource not found: {}", request.uri),
                 Some(json!({ "uri": request.uri })),
@@ -534,6 +613,7 @@ impl ServerHandler for GatewayHandler {
         request: CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
+        let public = request.r#ref.clone();
         let mut forwarded = request;
         let service = {
             let catalog = self.registry.catalog();
@@ -566,6 +646,14 @@ impl ServerHandler for GatewayHandler {
                 }
             }
         };
+        if allow_of(&context).is_some_and(|a| !a.service(&service.name)) {
+            // Outside the credential's allow-list: as if it did not exist.
+            return Err(match &public {
+                Reference::Prompt(p) => not_found("prompt", &p.name, None),
+                Reference::Resource(t) => not_found("resource template", &t.uri, None),
+                _ => ErrorData::invalid_params("unsupported completion reference", None),
+            });
+        }
         let request = ClientRequest::CompleteRequest(CompleteRequest::new(forwarded));
         match self.forward(&service, request, &context, true).await? {
             ServerResult::CompleteResult(r) => Ok(r),
@@ -806,6 +894,8 @@ fn origin_policy(
 /// `/mcp`, every method.
 pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) -> Response {
     let identity = request.extensions().get::<Identity>().cloned();
+    // A credential with an allow-list sees filtered lists: the typed path does that.
+    let passthrough_ok = identity.as_ref().is_none_or(|i| i.allow.is_none());
     let session = request
         .headers()
         .get("mcp-session-id")
@@ -836,7 +926,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
                 "this session was opened with another credential",
             );
         }
-        return in_session(&endpoint, request, id).await;
+        return in_session(&endpoint, request, id, passthrough_ok).await;
     }
     if request.method() != Method::POST {
         return into_axum(endpoint.sessions.handle(request).await);
@@ -846,10 +936,11 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         Ok(b) => b,
         Err(_) => return too_large(endpoint.max_body_bytes),
     };
-    if let Some(response) = endpoint
-        .passthrough
-        .sessionless_post(&parts.headers, &bytes)
-        .await
+    if passthrough_ok
+        && let Some(response) = endpoint
+            .passthrough
+            .sessionless_post(&parts.headers, &bytes)
+            .await
     {
         return response;
     }
@@ -911,8 +1002,15 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
 
 /// A request in session `id`: the pass-through path for the calls it carries, else the
 /// rmcp service the session belongs to.
-async fn in_session(endpoint: &McpEndpoint, mut request: Request, id: String) -> Response {
-    let fast = endpoint.passthrough.session(&id);
+async fn in_session(
+    endpoint: &McpEndpoint,
+    mut request: Request,
+    id: String,
+    passthrough_ok: bool,
+) -> Response {
+    let fast = passthrough_ok
+        .then(|| endpoint.passthrough.session(&id))
+        .flatten();
     if let Some(fast) = &fast {
         let manager = if fast.resumable() {
             &endpoint.streams.sessions

@@ -195,6 +195,8 @@ fn credential(name: &str, scopes: &[&str]) -> gateway::config::Credential {
         name: name.into(),
         token: format!("{name}-token-0123456789"),
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        services: None,
+        tools: None,
     }
 }
 
@@ -353,4 +355,80 @@ async fn a_session_is_refused_to_any_credential_but_the_one_that_opened_it() {
     let r = post_as(&gw, &token("alice"), Some(&session), list).await;
     assert_eq!(r.status().as_u16(), 200, "the owner carries on");
     gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_sees_exactly_what_it_may_call_and_nothing_else_exists_for_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    let mut alpha_only = credential("alphaonly", &["list", "call"]);
+    alpha_only.services = Some(vec!["alpha".into()]);
+    let mut one_tool = credential("onetool", &["list", "call"]);
+    one_tool.tools = Some(vec!["betaOne".into()]);
+    config.credentials = vec![alpha_only, one_tool];
+    let gw = start_gateway(config).await;
+    let alpha = start_fixture("alpha", &["alphaOne", "alphaTwo"]).await;
+    let beta = start_fixture("beta", &["betaOne", "betaTwo"]).await;
+    register(&gw, "alpha", &alpha.mcp_url()).await;
+    register(&gw, "beta", &beta.mcp_url()).await;
+    let token = |name: &str| format!("{name}-token-0123456789");
+    let names = |body: &serde_json::Value| -> Vec<String> {
+        let mut v: Vec<String> = body["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(str::to_string))
+            .collect();
+        v.sort();
+        v
+    };
+    let call = |tool: &str| {
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/call",
+               "params":{"name": tool, "arguments":{}}})
+    };
+    let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
+    for (who, visible, hidden) in [
+        ("alphaonly", vec!["alphaOne", "alphaTwo"], "betaOne"),
+        ("onetool", vec!["betaOne"], "alphaOne"),
+    ] {
+        let body: serde_json::Value = post_as(&gw, &token(who), None, list.clone())
+            .await
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(names(&body), visible, "{who}: {body}");
+        // Every visible tool can be called.
+        for tool in &visible {
+            let body: serde_json::Value = post_as(&gw, &token(who), None, call(tool))
+                .await
+                .json()
+                .await
+                .expect("JSON");
+            assert!(body["result"]["content"].is_array(), "{who} {tool}: {body}");
+        }
+        // A hidden tool is refused exactly like one that does not exist.
+        let hidden_reply: serde_json::Value = post_as(&gw, &token(who), None, call(hidden))
+            .await
+            .json()
+            .await
+            .expect("JSON");
+        let unknown_reply: serde_json::Value = post_as(&gw, &token(who), None, call("noSuchTool"))
+            .await
+            .json()
+            .await
+            .expect("JSON");
+        let masked = hidden_reply.to_string().replace(hidden, "noSuchTool");
+        assert_eq!(masked, unknown_reply.to_string(), "{who}");
+        assert_eq!(hidden_reply["error"]["code"], -32602, "{hidden_reply}");
+    }
+    // The full credential still sees all four.
+    let body: serde_json::Value = post_as(&gw, TOKEN, None, list)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(names(&body).len(), 4, "{body}");
+    gw.stop().await;
+    alpha.stop().await;
+    beta.stop().await;
 }

@@ -71,6 +71,37 @@ impl Scopes {
 pub struct Identity {
     pub name: Arc<str>,
     pub scopes: Scopes,
+    /// What it may see and call, when limited.
+    pub allow: Option<Arc<Allow>>,
+}
+
+/// A credential's allow-list: it sees in every list exactly what it may call, and
+/// anything else is refused as if it did not exist.
+#[derive(Debug, Default)]
+pub struct Allow {
+    services: Option<std::collections::HashSet<String>>,
+    tools: Option<std::collections::HashSet<String>>,
+}
+
+impl Allow {
+    fn from(credential: &crate::config::Credential) -> Option<Self> {
+        let set = |v: &Option<Vec<String>>| v.as_ref().map(|v| v.iter().cloned().collect());
+        let allow = Self {
+            services: set(&credential.services),
+            tools: set(&credential.tools),
+        };
+        (allow.services.is_some() || allow.tools.is_some()).then_some(allow)
+    }
+
+    /// Prompts, resources and templates of `service`.
+    pub fn service(&self, service: &str) -> bool {
+        self.services.as_ref().is_none_or(|s| s.contains(service))
+    }
+
+    /// The tool `original` (its name at the backend) of `service`.
+    pub fn tool(&self, service: &str, original: &str) -> bool {
+        self.service(service) && self.tools.as_ref().is_none_or(|t| t.contains(original))
+    }
 }
 
 /// The RFC 9728 metadata URL for the request (inserted next to its [`Identity`]), for a
@@ -91,12 +122,14 @@ impl Auth {
         let default = Identity {
             name: "default".into(),
             scopes: Scopes::ALL,
+            allow: None,
         };
         let credentials = std::iter::once((config.token.as_bytes().into(), default))
             .chain(config.credentials.iter().map(|c| {
                 let identity = Identity {
                     name: c.name.as_str().into(),
                     scopes: Scopes::parse(&c.scopes).unwrap_or(Scopes(0)),
+                    allow: Allow::from(c).map(Arc::new),
                 };
                 (c.token.as_bytes().into(), identity)
             }))
