@@ -74,6 +74,40 @@ pub struct Config {
     /// Further Bearer credentials, each with its scopes (the `token` above holds them
     /// all).
     pub credentials: Vec<Credential>,
+    /// JWT bearer tokens, accepted besides the static credentials.
+    pub jwt: Option<JwtConfig>,
+}
+
+/// Where JWTs come from and what they must say.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must carry; default: `public_url` + `/mcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// HS256 shared secret (32 bytes or more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hs256_secret: Option<String>,
+    /// RS256/ES256 public keys, a JWKS file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+    /// RS256/ES256 public keys, a JWKS document fetched (and refreshed every 5 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+}
+
+impl Config {
+    /// The audience JWTs must name: configured, else the gateway's MCP resource URL.
+    pub fn jwt_audience(&self) -> Option<String> {
+        let jwt = self.jwt.as_ref()?;
+        jwt.audience.clone().or_else(|| {
+            self.public_url
+                .as_ref()
+                .map(|u| format!("{}/mcp", u.trim_end_matches('/')))
+        })
+    }
 }
 
 /// A named Bearer token and what it may do.
@@ -132,6 +166,7 @@ impl Default for Config {
                 .map(|n| n.to_string())
                 .collect(),
             credentials: Vec::new(),
+            jwt: None,
         }
     }
 }
@@ -226,6 +261,36 @@ impl Config {
             .map_err(|why| bad("upstream_networks", why))?;
         let mut names = std::collections::HashSet::from(["default"]);
         let mut tokens = std::collections::HashSet::from([self.token.as_str()]);
+        if let Some(jwt) = &self.jwt {
+            if jwt.issuer.trim().is_empty() {
+                return Err(bad("jwt.issuer", "must not be empty"));
+            }
+            let Some(audience) = self.jwt_audience() else {
+                return Err(bad(
+                    "jwt.audience",
+                    "set it, or public_url (the audience is then public_url + /mcp)",
+                ));
+            };
+            if jwt.hs256_secret.is_none() && jwt.jwks_file.is_none() && jwt.jwks_url.is_none() {
+                return Err(bad(
+                    "jwt",
+                    "needs hs256_secret, jwks_file or jwks_url to verify tokens with",
+                ));
+            }
+            if jwt.hs256_secret.as_ref().is_some_and(|s| s.len() < 32) {
+                return Err(bad("jwt.hs256_secret", "must be at least 32 bytes"));
+            }
+            if let Some(url) = &jwt.jwks_url
+                && !url.starts_with("http://")
+            {
+                return Err(bad(
+                    "jwt.jwks_url",
+                    "must be an http:// URL (this build has no TLS; serve the JWKS locally or use jwks_file)",
+                ));
+            }
+            crate::http::jwt::JwtVerifier::new(jwt, audience)
+                .map_err(|why| bad("jwt.jwks_file", why))?;
+        }
         for (i, c) in self.credentials.iter().enumerate() {
             let key = |field: &str| format!("credentials[{i}].{field}");
             if c.name.trim().is_empty() || !names.insert(c.name.as_str()) {
@@ -499,6 +564,68 @@ mod tests {
             same_token.validate().expect_err("refused").key,
             "credentials[0].token"
         );
+    }
+
+    #[test]
+    fn jwt_settings_are_checked_before_start() {
+        let jwt = JwtConfig {
+            issuer: "https://auth.example.com".into(),
+            audience: Some("https://gw.example.com/mcp".into()),
+            hs256_secret: Some("x".repeat(32)),
+            jwks_file: None,
+            jwks_url: None,
+        };
+        let with = |jwt: JwtConfig, public_url: Option<&str>| Config {
+            jwt: Some(jwt),
+            public_url: public_url.map(str::to_string),
+            ..Config::default()
+        };
+        assert!(with(jwt.clone(), None).validate().is_ok());
+        let audience_from_url = with(
+            JwtConfig {
+                audience: None,
+                ..jwt.clone()
+            },
+            Some("https://gw.example.com/"),
+        );
+        assert!(audience_from_url.validate().is_ok());
+        assert_eq!(
+            audience_from_url.jwt_audience().as_deref(),
+            Some("https://gw.example.com/mcp")
+        );
+        for (bad_one, key) in [
+            (
+                JwtConfig {
+                    audience: None,
+                    ..jwt.clone()
+                },
+                "jwt.audience",
+            ),
+            (
+                JwtConfig {
+                    hs256_secret: Some("short".into()),
+                    ..jwt.clone()
+                },
+                "jwt.hs256_secret",
+            ),
+            (
+                JwtConfig {
+                    hs256_secret: None,
+                    ..jwt.clone()
+                },
+                "jwt",
+            ),
+            (
+                JwtConfig {
+                    jwks_file: Some("/no/such/jwks.json".into()),
+                    ..jwt.clone()
+                },
+                "jwt.jwks_file",
+            ),
+        ] {
+            let e = with(bad_one, None).validate().expect_err("refused");
+            assert_eq!(e.key, key, "{e}");
+        }
     }
 
     #[test]

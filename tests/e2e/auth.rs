@@ -432,3 +432,237 @@ async fn a_credential_sees_exactly_what_it_may_call_and_nothing_else_exists_for_
     alpha.stop().await;
     beta.stop().await;
 }
+
+mod jwt {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use serde_json::json;
+
+    use super::post_as;
+    use crate::support::*;
+
+    const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!";
+    const ISSUER: &str = "https://auth.example.test";
+    const AUDIENCE: &str = "https://gateway.example.test/mcp";
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/jwt/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("fixture key")
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64
+    }
+
+    /// A token signed with `alg`'s test key, with these claims over valid defaults.
+    fn token(alg: Algorithm, claims: serde_json::Value) -> String {
+        let mut all = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "alice",
+                             "exp": now() + 300, "scope": "list call"});
+        for (k, v) in claims.as_object().expect("object") {
+            all[k] = v.clone();
+        }
+        let (key, kid) = match alg {
+            Algorithm::HS256 => (EncodingKey::from_secret(SECRET.as_bytes()), None),
+            Algorithm::RS256 => (
+                EncodingKey::from_rsa_pem(&fixture("rs256-private.pem")).expect("rsa"),
+                Some("rsa-1"),
+            ),
+            Algorithm::ES256 => (
+                EncodingKey::from_ec_pem(&fixture("es256-private.pem")).expect("ec"),
+                Some("ec-1"),
+            ),
+            other => panic!("{other:?}"),
+        };
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_string);
+        encode(&header, &all, &key).expect("sign")
+    }
+
+    async fn gateway(dir: &std::path::Path) -> Running {
+        let mut config = gateway_config(&dir.join("gw.db"));
+        config.public_url = Some("https://gateway.example.test".into());
+        config.jwt = Some(gateway::config::JwtConfig {
+            issuer: ISSUER.into(),
+            audience: None,
+            hs256_secret: Some(SECRET.into()),
+            jwks_file: Some(
+                format!(
+                    "{}/tests/fixtures/jwt/jwks.json",
+                    env!("CARGO_MANIFEST_DIR")
+                )
+                .into(),
+            ),
+            jwks_url: None,
+        });
+        start_gateway(config).await
+    }
+
+    const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+
+    fn list() -> serde_json::Value {
+        serde_json::from_str(LIST).expect("json")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn valid_jwts_of_each_algorithm_are_accepted_with_their_scopes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gw = gateway(dir.path()).await;
+        for alg in [Algorithm::HS256, Algorithm::RS256, Algorithm::ES256] {
+            let r = post_as(&gw, &token(alg, json!({})), None, list()).await;
+            assert_eq!(r.status().as_u16(), 200, "{alg:?}");
+        }
+        // Scopes come from the `scope` claim.
+        let lister = token(Algorithm::RS256, json!({"scope": "list"}));
+        let r = http()
+            .get(format!("{}/services", gw.base()))
+            .bearer_auth(&lister)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 403);
+        let operator = token(Algorithm::ES256, json!({"scope": "operate"}));
+        let r = http()
+            .get(format!("{}/services", gw.base()))
+            .bearer_auth(&operator)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 200);
+        // The static token keeps working next to JWTs.
+        let r = post_as(&gw, TOKEN, None, list()).await;
+        assert_eq!(r.status().as_u16(), 200);
+        gw.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expired_foreign_and_forged_jwts_are_refused_saying_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gw = gateway(dir.path()).await;
+        let forged = {
+            // An RS256 token whose payload was changed after signing.
+            let t = token(Algorithm::RS256, json!({"scope": "list"}));
+            let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
+            let other = token(
+                Algorithm::RS256,
+                json!({"scope": "list call register operate"}),
+            );
+            parts[1] = other.split('.').nth(1).expect("payload").to_string();
+            parts.join(".")
+        };
+        let wrong_secret = {
+            let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": now() + 300});
+            encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(b"not-the-gateway-secret-but-long-enough"),
+            )
+            .expect("sign")
+        };
+        let cases = [
+            (
+                token(Algorithm::HS256, json!({"exp": now() - 3600})),
+                "expired",
+            ),
+            (
+                token(
+                    Algorithm::ES256,
+                    json!({"aud": "https://elsewhere.test/mcp"}),
+                ),
+                "audience",
+            ),
+            (
+                token(Algorithm::RS256, json!({"iss": "https://evil.test"})),
+                "issuer",
+            ),
+            (
+                token(Algorithm::HS256, json!({"nbf": now() + 3600})),
+                "not valid yet",
+            ),
+            (forged, "signature"),
+            (wrong_secret, "signature"),
+        ];
+        for (jwt, says) in cases {
+            let r = post_as(&gw, &jwt, None, list()).await;
+            assert_eq!(r.status().as_u16(), 401, "{says}");
+            let challenge = r.headers()["www-authenticate"]
+                .to_str()
+                .expect("ascii")
+                .to_string();
+            assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+            let body: serde_json::Value = r.json().await.expect("JSON");
+            assert!(
+                body["message"].as_str().is_some_and(|m| m.contains(says)),
+                "{says}: {body}"
+            );
+        }
+        gw.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_can_come_from_a_jwks_url() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jwks = String::from_utf8(fixture("jwks.json")).expect("utf-8");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let jwks = jwks.clone();
+                async move { jwks }
+            }),
+        );
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut config = gateway_config(&dir.path().join("gw.db"));
+        config.jwt = Some(gateway::config::JwtConfig {
+            issuer: ISSUER.into(),
+            audience: Some(AUDIENCE.into()),
+            hs256_secret: None,
+            jwks_file: None,
+            jwks_url: Some(url),
+        });
+        let gw = start_gateway(config).await;
+        let es = token(Algorithm::ES256, json!({}));
+        wait_until(
+            "the JWKS to be fetched",
+            std::time::Duration::from_secs(10),
+            || async { post_as(&gw, &es, None, list()).await.status().as_u16() == 200 },
+        )
+        .await;
+        // No HS256 secret configured: such tokens have no key.
+        let r = post_as(&gw, &token(Algorithm::HS256, json!({})), None, list()).await;
+        assert_eq!(r.status().as_u16(), 401);
+        gw.stop().await;
+        server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_session_opened_with_one_subjects_jwt_refuses_anothers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gw = gateway(dir.path()).await;
+        let alice = token(Algorithm::HS256, json!({"sub": "alice"}));
+        let mallory = token(Algorithm::HS256, json!({"sub": "mallory"}));
+        let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "alice", "version": "1"}}});
+        let r = post_as(&gw, &alice, None, init).await;
+        assert_eq!(r.status().as_u16(), 200);
+        let session = r.headers()["mcp-session-id"]
+            .to_str()
+            .expect("id")
+            .to_string();
+        let r = post_as(&gw, &mallory, Some(&session), list()).await;
+        assert_eq!(r.status().as_u16(), 403);
+        // Alice's next token (a fresh one, same subject) carries on.
+        let alice_again = token(Algorithm::RS256, json!({"sub": "alice"}));
+        let r = post_as(&gw, &alice_again, Some(&session), list()).await;
+        assert_eq!(r.status().as_u16(), 200);
+        gw.stop().await;
+    }
+}

@@ -17,7 +17,9 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::metadata::Metadata;
+use std::{borrow::Cow, time::Duration};
+
+use super::{jwt::JwtVerifier, metadata::Metadata};
 
 /// What a credential may do. The configured `token` holds every scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +35,7 @@ impl Scopes {
     /// `GET|POST /services`, `GET /services/{name}`.
     pub const OPERATE: Scopes = Scopes(8);
     pub const ALL: Scopes = Scopes(15);
+    pub const NONE: Scopes = Scopes(0);
     const NAMES: [(&'static str, Scopes); 4] = [
         ("list", Self::LIST),
         ("call", Self::CALL),
@@ -113,6 +116,7 @@ pub struct MetadataUrl(pub String);
 #[derive(Clone)]
 pub struct Auth {
     credentials: Arc<[(Box<[u8]>, Identity)]>,
+    jwt: Option<Arc<JwtVerifier>>,
     metadata: Metadata,
 }
 
@@ -134,8 +138,25 @@ impl Auth {
                 (c.token.as_bytes().into(), identity)
             }))
             .collect();
+        let jwt = config.jwt.as_ref().and_then(|jwt| {
+            let audience = config.jwt_audience()?;
+            let verifier = match JwtVerifier::new(jwt, audience) {
+                Ok(v) => Arc::new(v),
+                Err(why) => {
+                    tracing::error!("JWTs refused: {why}");
+                    return None;
+                }
+            };
+            if let Some(url) = &jwt.jwks_url {
+                tokio::spawn(
+                    Arc::clone(&verifier).refresh_from(url.clone(), Duration::from_secs(300)),
+                );
+            }
+            Some(verifier)
+        });
         Self {
             credentials,
+            jwt,
             metadata,
         }
     }
@@ -182,16 +203,25 @@ pub async fn require_bearer(
     let verdict = match header {
         None => Err((
             "missing_token",
-            "missing Authorization header; send \"Authorization: Bearer <token>\"",
+            Cow::Borrowed("missing Authorization header; send \"Authorization: Bearer <token>\""),
         )),
         Some(value) => match bearer(value) {
             None => Err((
                 "invalid_request",
-                "Authorization header must use the Bearer scheme: \"Authorization: Bearer <token>\"",
+                Cow::Borrowed(
+                    "Authorization header must use the Bearer scheme: \"Authorization: Bearer <token>\"",
+                ),
             )),
-            Some(t) => auth
-                .identify(t)
-                .ok_or(("invalid_token", "invalid bearer token")),
+            Some(t) => match auth.identify(t) {
+                Some(identity) => Ok(identity),
+                // Not a static credential: a JWT, if they are accepted.
+                None => match (&auth.jwt, std::str::from_utf8(t)) {
+                    (Some(jwt), Ok(token)) if token.matches('.').count() == 2 => jwt
+                        .verify(token)
+                        .map_err(|why| ("invalid_token", Cow::Owned(why))),
+                    _ => Err(("invalid_token", Cow::Borrowed("invalid bearer token"))),
+                },
+            },
         },
     };
     let metadata = auth
@@ -243,7 +273,7 @@ fn bearer(value: &HeaderValue) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
-fn unauthorized(code: &'static str, message: &'static str, metadata: &str) -> Response {
+fn unauthorized(code: &'static str, message: Cow<'static, str>, metadata: &str) -> Response {
     let challenge = match code {
         "missing_token" => {
             format!("Bearer realm=\"mcp-gateway\", resource_metadata=\"{metadata}\"")

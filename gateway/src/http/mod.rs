@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod jwt;
 pub mod metadata;
 
 use std::sync::Arc;
