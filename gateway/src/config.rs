@@ -76,6 +76,8 @@ pub struct Config {
     pub credentials: Vec<Credential>,
     /// JWT bearer tokens, accepted besides the static credentials.
     pub jwt: Option<JwtConfig>,
+    /// An MCP session nobody has used for this long is closed, in milliseconds.
+    pub session_idle_timeout_ms: u64,
 }
 
 /// Where JWTs come from and what they must say.
@@ -167,6 +169,7 @@ impl Default for Config {
                 .collect(),
             credentials: Vec::new(),
             jwt: None,
+            session_idle_timeout_ms: 300_000,
         }
     }
 }
@@ -249,6 +252,7 @@ impl Config {
             ("breaker_failures", u64::from(self.breaker_failures)),
             ("breaker_cooldown_ms", self.breaker_cooldown_ms),
             ("list_page_size", self.list_page_size as u64),
+            ("session_idle_timeout_ms", self.session_idle_timeout_ms),
         ] {
             if value == 0 {
                 return Err(bad(key, "must be greater than 0"));
@@ -365,6 +369,9 @@ impl Config {
     }
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+    pub fn session_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.session_idle_timeout_ms)
     }
 
     /// The knobs every upstream instance runs with.

@@ -60,6 +60,11 @@ pub async fn run(
         &config,
         sessions_stop.clone(),
     );
+    tokio::spawn(
+        endpoint
+            .clone()
+            .expire_idle(config.session_idle_timeout(), sessions_stop.clone()),
+    );
     tokio::spawn(trim::run(upstreams_stop.clone(), {
         let endpoint = endpoint.clone();
         move || {

@@ -771,6 +771,30 @@ pub struct McpEndpoint {
 }
 
 impl McpEndpoint {
+    /// Closes sessions unused for longer than `idle`, until `stop`.
+    pub async fn expire_idle(self, idle: std::time::Duration, stop: CancellationToken) {
+        let every = (idle / 4).clamp(
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_secs(30),
+        );
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+            for id in self.passthrough.idle_sessions(idle) {
+                let session_id: rmcp::transport::streamable_http_server::session::SessionId =
+                    id.as_str().into();
+                for manager in [&self.streams.sessions, &self.legacy_sessions] {
+                    use rmcp::transport::streamable_http_server::session::SessionManager;
+                    let _ = manager.close_session(&session_id).await;
+                }
+                self.passthrough.end(&id);
+                tracing::debug!(session = %id, "closed an idle session");
+            }
+        }
+    }
+
     /// Gives back the room of session maps (rmcp's and ours) that once held many more
     /// sessions than now; called before memory is returned to the system.
     pub async fn shrink(&self) {
@@ -814,8 +838,12 @@ impl McpEndpoint {
                     .with_passthrough(Arc::clone(&passthrough)))
             }
         };
+        // Idle sessions are closed by `expire_idle`, which also sees the pass-through
+        // path's calls; rmcp's own timer would close a session busy only with those.
+        let mut modern_manager = LocalSessionManager::default();
+        modern_manager.session_config.keep_alive = None;
         let streams = Arc::new(Streams {
-            sessions: Arc::new(LocalSessionManager::default()),
+            sessions: Arc::new(modern_manager),
             resumptions: Arc::default(),
         });
         let modern = {
@@ -826,6 +854,7 @@ impl McpEndpoint {
             StreamableHttpService::new(modern, Arc::clone(&streams.sessions), base.clone());
         let mut legacy_manager = LocalSessionManager::default();
         legacy_manager.session_config.sse_retry = None;
+        legacy_manager.session_config.keep_alive = None;
         let legacy_sessions = Arc::new(legacy_manager);
         let legacy = StreamableHttpService::new(
             factory.clone(),
@@ -926,6 +955,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
                 "this session was opened with another credential",
             );
         }
+        endpoint.passthrough.touch(&id);
         return in_session(&endpoint, request, id, passthrough_ok).await;
     }
     if request.method() != Method::POST {

@@ -96,6 +96,10 @@ pub struct Passthrough {
     /// Every session's owner: the credential that opened it (a session id is no proof
     /// of identity).
     owners: DashMap<String, Arc<str>>,
+    /// When each session was last used (ms since `epoch`), for idle expiry: rmcp's own
+    /// idle timer does not see the calls this path answers.
+    activity: DashMap<String, u64>,
+    epoch: std::time::Instant,
     /// Calls in flight on this path in a session, by (session, client's id as JSON).
     calls: DashMap<(String, String), CancellationToken>,
     parked: DashMap<u64, Parked>,
@@ -186,6 +190,8 @@ impl Passthrough {
             origins,
             sessions: DashMap::new(),
             owners: DashMap::new(),
+            activity: DashMap::new(),
+            epoch: std::time::Instant::now(),
             calls: DashMap::new(),
             parked: DashMap::new(),
         }
@@ -204,6 +210,34 @@ impl Passthrough {
     /// Session `id` belongs to the credential `owner`.
     pub fn bind(&self, id: &str, owner: Arc<str>) {
         self.owners.insert(id.to_string(), owner);
+        self.touch_new(id);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn touch_new(&self, id: &str) {
+        self.activity.insert(id.to_string(), self.now_ms());
+    }
+
+    /// Session `id` was just used.
+    pub fn touch(&self, id: &str) {
+        let now = self.now_ms();
+        if let Some(mut last) = self.activity.get_mut(id) {
+            *last = now;
+        }
+    }
+
+    /// Sessions unused for longer than `idle`.
+    pub fn idle_sessions(&self, idle: std::time::Duration) -> Vec<String> {
+        let now = self.now_ms();
+        let idle = idle.as_millis() as u64;
+        self.activity
+            .iter()
+            .filter(|e| now.saturating_sub(*e.value()) > idle)
+            .map(|e| e.key().clone())
+            .collect()
     }
 
     /// The credential that opened session `id`, if known.
@@ -215,12 +249,14 @@ impl Passthrough {
     pub fn end(&self, id: &str) {
         self.sessions.remove(id);
         self.owners.remove(id);
+        self.activity.remove(id);
     }
 
     /// Gives back the room of maps that once held many more entries than now.
     pub fn shrink(&self) {
         self.sessions.shrink_to_fit();
         self.owners.shrink_to_fit();
+        self.activity.shrink_to_fit();
         self.calls.shrink_to_fit();
         self.parked.shrink_to_fit();
     }

@@ -697,3 +697,35 @@ async fn a_backends_log_messages_on_the_pass_through_path_come_before_the_answer
     let _ = task.await;
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_expire_and_busy_ones_do_not_whatever_path_their_calls_take() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.session_idle_timeout_ms = 400;
+    let gateway = start_gateway(config).await;
+    let echo = start_fixture("echo", &["echoTool"]).await;
+    register(&gateway, "echo", &echo.mcp_url()).await;
+    // Busy: only pass-through calls (rmcp's own idle timer would not see them).
+    let busy = raw_session_with(&gateway, json!({})).await;
+    // Busy on the typed path (sampling declared).
+    let typed = raw_session_with(&gateway, json!({"sampling": {}})).await;
+    let idle = raw_session_with(&gateway, json!({})).await;
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+                      "params":{"name":"echoTool","arguments":{}}});
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1200) {
+        for session in [&busy, &typed] {
+            let r = raw_post(&gateway, session, "2025-06-18", call.clone()).await;
+            assert_eq!(r.status(), 200, "a busy session stays open");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = raw_post(&gateway, &idle, "2025-06-18", call.clone()).await;
+    assert_eq!(r.status(), 404, "the idle one was closed");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let r = raw_post(&gateway, &busy, "2025-06-18", call).await;
+    assert_eq!(r.status(), 404, "and so is a busy one once it rests");
+    echo.stop().await;
+    gateway.stop().await;
+}
