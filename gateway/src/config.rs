@@ -78,6 +78,8 @@ pub struct Config {
     pub jwt: Option<JwtConfig>,
     /// An MCP session nobody has used for this long is closed, in milliseconds.
     pub session_idle_timeout_ms: u64,
+    /// Open MCP sessions one credential may hold at once.
+    pub max_sessions_per_credential: usize,
 }
 
 /// Where JWTs come from and what they must say.
@@ -170,6 +172,7 @@ impl Default for Config {
             credentials: Vec::new(),
             jwt: None,
             session_idle_timeout_ms: 300_000,
+            max_sessions_per_credential: 20_000,
         }
     }
 }
@@ -253,6 +256,10 @@ impl Config {
             ("breaker_cooldown_ms", self.breaker_cooldown_ms),
             ("list_page_size", self.list_page_size as u64),
             ("session_idle_timeout_ms", self.session_idle_timeout_ms),
+            (
+                "max_sessions_per_credential",
+                self.max_sessions_per_credential as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(bad(key, "must be greater than 0"));

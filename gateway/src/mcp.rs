@@ -768,6 +768,7 @@ pub struct McpEndpoint {
     /// `tools/call` past rmcp's typed pipeline, when nothing about the call needs it.
     passthrough: Arc<Passthrough>,
     max_body_bytes: usize,
+    max_sessions_per_credential: usize,
 }
 
 impl McpEndpoint {
@@ -876,6 +877,7 @@ impl McpEndpoint {
             sessionless: Arc::new(sessionless),
             passthrough,
             max_body_bytes,
+            max_sessions_per_credential: config.max_sessions_per_credential,
         }
     }
 }
@@ -988,6 +990,18 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         }
     };
     if method.as_deref() == Some("initialize") {
+        if let Some(who) = &identity
+            && endpoint.passthrough.sessions_of(&who.name) >= endpoint.max_sessions_per_credential
+        {
+            return crate::http::admin::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_sessions",
+                format!(
+                    "credential \"{}\" already holds {} open sessions (max_sessions_per_credential); end some (DELETE /mcp) or let them expire",
+                    who.name, endpoint.max_sessions_per_credential
+                ),
+            );
+        }
         let request = Request::from_parts(parts, Body::from(bytes.clone()));
         let modern = version.as_deref().is_some_and(|v| v >= PRIMING_SINCE);
         let service = if modern {

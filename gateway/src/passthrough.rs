@@ -99,6 +99,8 @@ pub struct Passthrough {
     /// When each session was last used (ms since `epoch`), for idle expiry: rmcp's own
     /// idle timer does not see the calls this path answers.
     activity: DashMap<String, u64>,
+    /// Open sessions per credential.
+    per_owner: DashMap<Arc<str>, usize>,
     epoch: std::time::Instant,
     /// Calls in flight on this path in a session, by (session, client's id as JSON).
     calls: DashMap<(String, String), CancellationToken>,
@@ -191,6 +193,7 @@ impl Passthrough {
             sessions: DashMap::new(),
             owners: DashMap::new(),
             activity: DashMap::new(),
+            per_owner: DashMap::new(),
             epoch: std::time::Instant::now(),
             calls: DashMap::new(),
             parked: DashMap::new(),
@@ -209,8 +212,23 @@ impl Passthrough {
 
     /// Session `id` belongs to the credential `owner`.
     pub fn bind(&self, id: &str, owner: Arc<str>) {
-        self.owners.insert(id.to_string(), owner);
+        *self.per_owner.entry(Arc::clone(&owner)).or_insert(0) += 1;
+        if let Some(previous) = self.owners.insert(id.to_string(), owner) {
+            self.release(&previous);
+        }
         self.touch_new(id);
+    }
+
+    /// How many sessions `owner` holds open.
+    pub fn sessions_of(&self, owner: &str) -> usize {
+        self.per_owner.get(owner).map(|n| *n).unwrap_or(0)
+    }
+
+    fn release(&self, owner: &Arc<str>) {
+        if let Some(mut n) = self.per_owner.get_mut(owner) {
+            *n = n.saturating_sub(1);
+        }
+        self.per_owner.remove_if(owner, |_, n| *n == 0);
     }
 
     fn now_ms(&self) -> u64 {
@@ -248,7 +266,9 @@ impl Passthrough {
     /// Session `id` has ended: forget everything about it.
     pub fn end(&self, id: &str) {
         self.sessions.remove(id);
-        self.owners.remove(id);
+        if let Some((_, owner)) = self.owners.remove(id) {
+            self.release(&owner);
+        }
         self.activity.remove(id);
     }
 

@@ -666,3 +666,45 @@ mod jwt {
         gw.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_holds_at_most_its_share_of_sessions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.max_sessions_per_credential = 2;
+    config.credentials = vec![credential("other", &["list"])];
+    let gw = start_gateway(config).await;
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "c", "version": "1"}}});
+    let open = |token: String| {
+        let init = init.clone();
+        let gw = &gw;
+        async move { post_as(gw, &token, None, init).await }
+    };
+    let first = open(TOKEN.into()).await;
+    let first_id = first.headers()["mcp-session-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(open(TOKEN.into()).await.status().as_u16(), 200);
+    let third = open(TOKEN.into()).await;
+    assert_eq!(third.status().as_u16(), 429);
+    let body: serde_json::Value = third.json().await.expect("JSON");
+    assert_eq!(body["error"], "too_many_sessions", "{body}");
+    // Another credential has its own share.
+    let other = format!("{}-token-0123456789", "other");
+    assert_eq!(open(other).await.status().as_u16(), 200);
+    // Ending one makes room.
+    let r = http()
+        .delete(gw.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("mcp-session-id", &first_id)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .expect("delete");
+    assert!(r.status().is_success());
+    assert_eq!(open(TOKEN.into()).await.status().as_u16(), 200);
+    gw.stop().await;
+}
