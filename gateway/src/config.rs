@@ -80,6 +80,10 @@ pub struct Config {
     pub session_idle_timeout_ms: u64,
     /// Open MCP sessions one credential may hold at once.
     pub max_sessions_per_credential: usize,
+    /// Requests per second one credential may send (0: no limit).
+    pub rate_limit_per_credential: u32,
+    /// Calls per second one tool may take, from everyone (0: no limit).
+    pub rate_limit_per_tool: u32,
 }
 
 /// Where JWTs come from and what they must say.
@@ -173,6 +177,8 @@ impl Default for Config {
             jwt: None,
             session_idle_timeout_ms: 300_000,
             max_sessions_per_credential: 20_000,
+            rate_limit_per_credential: 0,
+            rate_limit_per_tool: 0,
         }
     }
 }

@@ -18,6 +18,7 @@
 //!     balance  choosing an instance: round robin, least outstanding, weighted,
 //!              session affinity
 //!   store      the embedded SQLite registration store
+//!   limits     rate limits per credential and per tool (governor token buckets)
 //!   trim       returning ended sessions' memory to the system (glibc malloc_trim)
 //! config       figment: defaults, TOML, environment, CLI overrides; validation
 //! ```
@@ -31,6 +32,7 @@
 pub mod catalog;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod mcp;
 pub mod passthrough;
 pub mod registry;

@@ -406,11 +406,21 @@ impl ServerHandler for GatewayHandler {
                 Lookup::Ambiguous(_) if allow.is_some() => {
                     return Err(not_found("tool", &request.name, None));
                 }
-                Lookup::Found(route) => (
-                    Arc::clone(&route.service),
-                    Arc::clone(&route.original),
-                    route.retry_safe,
-                ),
+                Lookup::Found(route) => {
+                    if let Err(wait) = self
+                        .registry
+                        .limits()
+                        .tool(&route.service.name, &route.original)
+                    {
+                        let what = format!("tool \"{}\"", request.name);
+                        return Err(crate::limits::rate_limited(&what, wait));
+                    }
+                    (
+                        Arc::clone(&route.service),
+                        Arc::clone(&route.original),
+                        route.retry_safe,
+                    )
+                }
                 Lookup::Ambiguous(choices) => {
                     return Err(not_found("tool", &request.name, Some(choices)));
                 }
@@ -767,6 +777,7 @@ pub struct McpEndpoint {
     sessionless: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
     /// `tools/call` past rmcp's typed pipeline, when nothing about the call needs it.
     passthrough: Arc<Passthrough>,
+    limits: Arc<crate::limits::Limits>,
     max_body_bytes: usize,
     max_sessions_per_credential: usize,
 }
@@ -783,6 +794,7 @@ impl McpEndpoint {
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.cancelled() => return,
             }
+            self.limits.prune();
             for id in self.passthrough.idle_sessions(idle) {
                 let session_id: rmcp::transport::streamable_http_server::session::SessionId =
                     id.as_str().into();
@@ -825,6 +837,7 @@ impl McpEndpoint {
             ),
             &config.allowed_origins,
         );
+        let registry_limits = &Arc::clone(registry.limits());
         let passthrough = Arc::new(Passthrough::new(
             Arc::clone(&registry),
             page_size,
@@ -876,6 +889,7 @@ impl McpEndpoint {
             legacy_sessions,
             sessionless: Arc::new(sessionless),
             passthrough,
+            limits: Arc::clone(registry_limits),
             max_body_bytes,
             max_sessions_per_credential: config.max_sessions_per_credential,
         }
@@ -932,6 +946,31 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    // Over the credential's rate limit: a JSON-RPC error for a request (it has an id to
+    // answer), 429 for anything else.
+    if let Some(who) = &identity
+        && let Err(wait) = endpoint.limits.credential(&who.name)
+    {
+        let what = format!("credential \"{}\"", who.name);
+        let error = crate::limits::rate_limited(&what, wait);
+        let id = if request.method() == Method::POST {
+            let body = request.into_body();
+            let bytes = to_bytes(body, endpoint.max_body_bytes)
+                .await
+                .unwrap_or_default();
+            request_id(&bytes)
+        } else {
+            None
+        };
+        return match id {
+            Some(id) => (
+                StatusCode::OK,
+                axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": error})),
+            )
+                .into_response(),
+            None => crate::http::auth::too_many_requests(&error.message, wait),
+        };
+    }
     // A credential with only some scopes: what the JSON-RPC method needs is checked here.
     if let Some(who) = identity.as_ref().filter(|i| i.scopes != Scopes::ALL)
         && request.method() == Method::POST
@@ -1108,6 +1147,18 @@ async fn in_session(
         into_axum(sessions.handle(r).await)
     })
     .await
+}
+
+/// The id of a JSON-RPC request in `body`, if it is one.
+fn request_id(body: &[u8]) -> Option<serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        id: Option<serde_json::Value>,
+        method: Option<String>,
+    }
+    let probe: Probe = serde_json::from_slice(body).ok()?;
+    probe.method?;
+    probe.id.filter(|id| id.is_string() || id.is_number())
 }
 
 /// The scope a JSON-RPC method needs beyond a valid token.

@@ -531,6 +531,12 @@ impl Passthrough {
                 r#"{{"jsonrpc":"2.0","id":"{upstream_id}","method":"tools/call","params":{{"name":{name}}}}}"#
             ),
         };
+        // Last: a token taken here is a call this path makes. Over the limit, the typed
+        // path answers with the error.
+        self.registry
+            .limits()
+            .tool(&route.service.name, &route.original)
+            .ok()?;
         Some(Call {
             client_id: id.to_string(),
             service: Arc::clone(&route.service),

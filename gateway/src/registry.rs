@@ -116,6 +116,7 @@ pub struct Registry {
     /// List changes, for `subscriptions/listen` (2026-07-28 clients have no session to
     /// be notified on).
     changes: tokio::sync::broadcast::Sender<Changed>,
+    limits: Arc<crate::limits::Limits>,
 }
 
 /// Service names: 1-64 of `[A-Za-z0-9_-]`, starting with a letter or digit, without the
@@ -233,6 +234,10 @@ impl Registry {
             in_flight: Arc::new(AtomicUsize::new(0)),
             subscribers: Mutex::new(BTreeMap::new()),
             changes: tokio::sync::broadcast::channel(64).0,
+            limits: Arc::new(crate::limits::Limits::new(
+                config.rate_limit_per_credential,
+                config.rate_limit_per_tool,
+            )),
         });
         let mut restored: BTreeMap<String, Vec<StoredInstance>> = BTreeMap::new();
         for s in store.load()? {
@@ -444,6 +449,11 @@ impl Registry {
     /// The current merged table; cheap (an atomic load).
     pub fn catalog(&self) -> arc_swap::Guard<Arc<Catalog>> {
         self.catalog.load()
+    }
+
+    /// The rate limits.
+    pub fn limits(&self) -> &Arc<crate::limits::Limits> {
+        &self.limits
     }
 
     /// Counts a call in flight until the guard drops.

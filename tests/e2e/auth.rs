@@ -708,3 +708,117 @@ async fn a_credential_holds_at_most_its_share_of_sessions() {
     assert_eq!(open(TOKEN.into()).await.status().as_u16(), 200);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_over_its_rate_limit_is_told_when_to_come_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.rate_limit_per_credential = 5;
+    config.credentials = vec![credential("calm", &["list", "operate"])];
+    let gw = start_gateway(config).await;
+    // Admin routes: 429 with Retry-After once the bucket is empty.
+    let mut limited = None;
+    for _ in 0..20 {
+        let r = http()
+            .get(format!("{}/services", gw.base()))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("send");
+        if r.status().as_u16() == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let r = limited.expect("the limit is reached within 20 requests");
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!(retry_after >= 1);
+    let body: serde_json::Value = r.json().await.expect("JSON");
+    assert_eq!(body["error"], "rate_limited", "{body}");
+    let wait = body["retryAfterMs"].as_u64().expect("retryAfterMs");
+    // Another credential has its own bucket.
+    let r = http()
+        .get(format!("{}/services", gw.base()))
+        .bearer_auth("calm-token-0123456789")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    // MCP: a JSON-RPC error naming the wait, for the request's own id.
+    let mut error = None;
+    for i in 0..20 {
+        let r = post_as(
+            &gw,
+            TOKEN,
+            None,
+            json!({"jsonrpc":"2.0","id":i,"method":"tools/list"}),
+        )
+        .await;
+        assert_eq!(r.status().as_u16(), 200);
+        let body: serde_json::Value = r.json().await.expect("JSON");
+        if body.get("error").is_some() {
+            assert_eq!(body["id"], i, "{body}");
+            error = Some(body);
+            break;
+        }
+    }
+    let body = error.expect("limited within 20 requests");
+    assert_eq!(body["error"]["code"], -32004, "{body}");
+    assert!(
+        body["error"]["data"]["retryAfterMs"].as_u64().is_some(),
+        "{body}"
+    );
+    // And it recovers once the bucket refills.
+    tokio::time::sleep(std::time::Duration::from_millis(wait.max(250) + 250)).await;
+    let r = http()
+        .get(format!("{}/services", gw.base()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_over_its_rate_limit_refuses_calls_and_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.rate_limit_per_tool = 3;
+    let gw = start_gateway(config).await;
+    let backend = start_fixture("busy", &["hotTool", "coolTool"]).await;
+    register(&gw, "busy", &backend.mcp_url()).await;
+    let mut refused = None;
+    for _ in 0..20 {
+        let reply = call(&gw, "hotTool", json!({})).await;
+        if reply.get("error").is_some() {
+            refused = Some(reply);
+            break;
+        }
+        assert!(reply["result"]["content"].is_array(), "{reply}");
+    }
+    let reply = refused.expect("limited within 20 calls");
+    assert_eq!(reply["error"]["code"], -32004, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("hotTool")),
+        "{reply}"
+    );
+    let wait = reply["error"]["data"]["retryAfterMs"]
+        .as_u64()
+        .expect("retryAfterMs");
+    // Another tool is not affected.
+    let other = call(&gw, "coolTool", json!({})).await;
+    assert!(other["result"]["content"].is_array(), "{other}");
+    tokio::time::sleep(std::time::Duration::from_millis(wait.max(250) + 250)).await;
+    let again = call(&gw, "hotTool", json!({})).await;
+    assert!(again["result"]["content"].is_array(), "{again}");
+    gw.stop().await;
+    backend.stop().await;
+}

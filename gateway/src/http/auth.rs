@@ -116,13 +116,18 @@ pub struct MetadataUrl(pub String);
 #[derive(Clone)]
 pub struct Auth {
     credentials: Arc<[(Box<[u8]>, Identity)]>,
+    limits: Arc<crate::limits::Limits>,
     jwt: Option<Arc<JwtVerifier>>,
     metadata: Metadata,
 }
 
 impl Auth {
     /// The configured `token` (every scope, named `default`) and the `credentials`.
-    pub fn new(config: &crate::Config, metadata: Metadata) -> Self {
+    pub fn new(
+        config: &crate::Config,
+        metadata: Metadata,
+        limits: Arc<crate::limits::Limits>,
+    ) -> Self {
         let default = Identity {
             name: "default".into(),
             scopes: Scopes::ALL,
@@ -156,6 +161,7 @@ impl Auth {
         });
         Self {
             credentials,
+            limits,
             jwt,
             metadata,
         }
@@ -234,12 +240,37 @@ pub async fn require_bearer(
             {
                 return insufficient_scope(&identity, needed, &metadata);
             }
+            // `/mcp` answers its own rate limiting, in JSON-RPC.
+            if request.uri().path() != "/mcp"
+                && let Err(wait) = auth.limits.credential(&identity.name)
+            {
+                let message = format!(
+                    "credential \"{}\" is over its rate limit; retry in {} ms",
+                    identity.name,
+                    crate::limits::retry_ms(wait)
+                );
+                return too_many_requests(&message, wait);
+            }
             request.extensions_mut().insert(identity);
             request.extensions_mut().insert(MetadataUrl(metadata));
             next.run(request).await
         }
         Err((code, message)) => unauthorized(code, message, &metadata),
     }
+}
+
+/// 429 with `Retry-After` (whole seconds, rounded up) and the wait in milliseconds.
+pub fn too_many_requests(message: &str, wait: Duration) -> Response {
+    let ms = crate::limits::retry_ms(wait);
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({ "error": "rate_limited", "message": message, "retryAfterMs": ms })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
+    response
 }
 
 /// 403 for a credential without the scope `needed`, as RFC 6750 words it.
@@ -299,7 +330,11 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_token_exact() {
-        let auth = Auth::new(&crate::Config::default(), Metadata::default());
+        let auth = Auth::new(
+            &crate::Config::default(),
+            Metadata::default(),
+            Arc::new(crate::limits::Limits::new(0, 0)),
+        );
         let v = HeaderValue::from_static("bearer mcp-token-123");
         let who = auth.identify(bearer(&v).unwrap()).expect("default token");
         assert_eq!((&*who.name, who.scopes), ("default", Scopes::ALL));

@@ -55,7 +55,7 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config)
         .route("/mcp", any(crate::mcp::entry))
         .with_state(mcp);
     let protected = admin.merge(mcp).route_layer(middleware::from_fn_with_state(
-        auth::Auth::new(config, metadata),
+        auth::Auth::new(config, metadata, Arc::clone(registry.limits())),
         auth::require_bearer,
     ));
     Router::new()
