@@ -1183,7 +1183,7 @@ fn refuse_by_scope(who: &Identity, parts: &http::request::Parts, body: &[u8]) ->
     let metadata = parts
         .extensions
         .get::<MetadataUrl>()
-        .map(|m| m.0.as_str())
+        .map(|m| m.0.document_url(&parts.headers, parts.uri.path()))
         .unwrap_or_default();
     if body.trim_ascii_start().starts_with(b"[") {
         return Some(crate::http::admin::error(
@@ -1194,7 +1194,7 @@ fn refuse_by_scope(who: &Identity, parts: &http::request::Parts, body: &[u8]) ->
     }
     let (method, _) = probe_method(body).ok()?;
     let needed = method_scope(method.as_deref()?)?;
-    (!who.scopes.contains(needed)).then(|| insufficient_scope(who, needed, metadata))
+    (!who.scopes.contains(needed)).then(|| insufficient_scope(who, needed, &metadata))
 }
 
 fn too_large(limit: usize) -> Response {

@@ -107,10 +107,10 @@ impl Allow {
     }
 }
 
-/// The RFC 9728 metadata URL for the request (inserted next to its [`Identity`]), for a
-/// 403 produced further in.
+/// Where the request's RFC 9728 metadata is (inserted next to its [`Identity`]), for a
+/// 403 produced further in; the URL is only built when one is.
 #[derive(Clone, Debug)]
-pub struct MetadataUrl(pub String);
+pub struct MetadataUrl(pub Metadata);
 
 /// The accepted credentials, shared by the middleware.
 #[derive(Clone)]
@@ -230,15 +230,16 @@ pub async fn require_bearer(
             },
         },
     };
-    let metadata = auth
-        .metadata
-        .document_url(request.headers(), request.uri().path());
+    let metadata = || {
+        auth.metadata
+            .document_url(request.headers(), request.uri().path())
+    };
     match verdict {
         Ok(identity) => {
             if let Some(needed) = route_scope(request.method(), request.uri().path())
                 && !identity.scopes.contains(needed)
             {
-                return insufficient_scope(&identity, needed, &metadata);
+                return insufficient_scope(&identity, needed, &metadata());
             }
             // `/mcp` answers its own rate limiting, in JSON-RPC.
             if request.uri().path() != "/mcp"
@@ -252,10 +253,12 @@ pub async fn require_bearer(
                 return too_many_requests(&message, wait);
             }
             request.extensions_mut().insert(identity);
-            request.extensions_mut().insert(MetadataUrl(metadata));
+            request
+                .extensions_mut()
+                .insert(MetadataUrl(auth.metadata.clone()));
             next.run(request).await
         }
-        Err((code, message)) => unauthorized(code, message, &metadata),
+        Err((code, message)) => unauthorized(code, message, &metadata()),
     }
 }
 
