@@ -191,6 +191,14 @@ pub struct ConfigError {
     pub why: String,
 }
 
+/// `value` (the setting `key`) must be an http(s) URL with a host.
+fn http_url(key: impl Into<String>, value: &str) -> Result<(), ConfigError> {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(bad(key, format!("expected an http(s) URL, got {value:?}"))),
+    }
+}
+
 fn bad(key: impl Into<String>, why: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.into(),
@@ -332,26 +340,10 @@ impl Config {
             crate::http::auth::Scopes::parse(&c.scopes).map_err(|why| bad(key("scopes"), why))?;
         }
         if let Some(url) = &self.public_url {
-            match url::Url::parse(url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => {
-                    return Err(bad(
-                        "public_url",
-                        format!("expected an http(s) URL, got {url:?}"),
-                    ));
-                }
-            }
+            http_url("public_url", url)?;
         }
         for (i, server) in self.authorization_servers.iter().enumerate() {
-            match url::Url::parse(server) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => {
-                    return Err(bad(
-                        format!("authorization_servers[{i}]"),
-                        format!("expected an http(s) URL, got {server:?}"),
-                    ));
-                }
-            }
+            http_url(format!("authorization_servers[{i}]"), server)?;
         }
         for (i, up) in self.upstreams.iter().enumerate() {
             crate::registry::validate_name(&up.name)

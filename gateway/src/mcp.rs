@@ -246,6 +246,30 @@ fn allow_of(context: &RequestContext<RoleServer>) -> Option<Arc<Allow>> {
         .clone()
 }
 
+/// `lookup` as `allow` lets the credential see it (`sees` judges a route): a hidden
+/// route, or a choice between several services, is unknown to a limited credential.
+fn as_allowed<'a>(
+    lookup: Lookup<'a>,
+    allow: Option<&Allow>,
+    sees: impl Fn(&Allow, &crate::catalog::Route) -> bool,
+) -> Lookup<'a> {
+    match (allow, lookup) {
+        (Some(a), Lookup::Found(route)) if !sees(a, route) => Lookup::Unknown,
+        (Some(_), Lookup::Ambiguous(_)) => Lookup::Unknown,
+        (_, lookup) => lookup,
+    }
+}
+
+/// A tool route a limited credential may see and call.
+fn tool_visible(a: &Allow, r: &crate::catalog::Route) -> bool {
+    a.tool(&r.service.name, &r.original)
+}
+
+/// A prompt or resource route a limited credential may see and use.
+fn service_visible(a: &Allow, r: &crate::catalog::Route) -> bool {
+    a.service(&r.service.name)
+}
+
 /// `items` as `allow` lets the credential see them (`service_of` names an item's
 /// service and its name there); all of them without an allow-list.
 fn visible<'a, T: Clone>(
@@ -370,7 +394,7 @@ impl ServerHandler for GatewayHandler {
         let tools = visible(
             catalog.tools(),
             allow.as_deref(),
-            |a, t| matches!(catalog.lookup(&t.name), Lookup::Found(r) if a.tool(&r.service.name, &r.original)),
+            |a, t| matches!(catalog.lookup(&t.name), Lookup::Found(r) if tool_visible(a, r)),
         );
         let (tools, next) = page(
             &tools,
@@ -394,18 +418,13 @@ impl ServerHandler for GatewayHandler {
         let allow = allow_of(&context);
         let (service, original, retry_safe) = {
             let catalog = self.registry.catalog();
-            match catalog.lookup(&request.name) {
-                // A tool outside the credential's allow-list does not exist for it.
-                Lookup::Found(route)
-                    if allow
-                        .as_deref()
-                        .is_some_and(|a| !a.tool(&route.service.name, &route.original)) =>
-                {
-                    return Err(not_found("tool", &request.name, None));
-                }
-                Lookup::Ambiguous(_) if allow.is_some() => {
-                    return Err(not_found("tool", &request.name, None));
-                }
+            // A tool outside the credential's allow-list does not exist for it.
+            let lookup = as_allowed(
+                catalog.lookup(&request.name),
+                allow.as_deref(),
+                tool_visible,
+            );
+            match lookup {
                 Lookup::Found(route) => {
                     if let Err(wait) = self
                         .registry
@@ -451,7 +470,7 @@ impl ServerHandler for GatewayHandler {
         let prompts = visible(
             catalog.prompts().items(),
             allow.as_deref(),
-            |a, p| matches!(catalog.prompts().lookup(&p.name), Lookup::Found(r) if a.service(&r.service.name)),
+            |a, p| matches!(catalog.prompts().lookup(&p.name), Lookup::Found(r) if service_visible(a, r)),
         );
         let (items, next) = page(
             &prompts,
@@ -471,17 +490,12 @@ impl ServerHandler for GatewayHandler {
         let (service, original) = {
             let catalog = self.registry.catalog();
             let allow = allow_of(&context);
-            match catalog.prompts().lookup(&request.name) {
-                Lookup::Found(r)
-                    if allow
-                        .as_deref()
-                        .is_some_and(|a| !a.service(&r.service.name)) =>
-                {
-                    return Err(not_found("prompt", &request.name, None));
-                }
-                Lookup::Ambiguous(_) if allow.is_some() => {
-                    return Err(not_found("prompt", &request.name, None));
-                }
+            let lookup = as_allowed(
+                catalog.prompts().lookup(&request.name),
+                allow.as_deref(),
+                service_visible,
+            );
+            match lookup {
                 Lookup::Found(r) => (Arc::clone(&r.service), r.original.to_string()),
                 Lookup::Ambiguous(c) => return Err(not_found("prompt", &request.name, Some(c))),
                 Lookup::Unknown => return Err(not_found("prompt", &request.name, None)),
@@ -507,7 +521,7 @@ impl ServerHandler for GatewayHandler {
         let resources = visible(
             catalog.resources().items(),
             allow.as_deref(),
-            |a, r| matches!(catalog.resources().lookup(&r.uri), Lookup::Found(route) if a.service(&route.service.name)),
+            |a, r| matches!(catalog.resources().lookup(&r.uri), Lookup::Found(route) if service_visible(a, route)),
         );
         let (items, next) = page(
             &resources,
@@ -958,7 +972,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
             let bytes = to_bytes(body, endpoint.max_body_bytes)
                 .await
                 .unwrap_or_default();
-            request_id(&bytes)
+            probe_method(&bytes).ok().and_then(Probed::request_id)
         } else {
             None
         };
@@ -976,9 +990,9 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         && request.method() == Method::POST
     {
         let (parts, body) = request.into_parts();
-        let bytes = match to_bytes(body, endpoint.max_body_bytes).await {
+        let bytes = match read_body(body, endpoint.max_body_bytes).await {
             Ok(b) => b,
-            Err(_) => return too_large(endpoint.max_body_bytes),
+            Err(too_large) => return too_large,
         };
         if let Some(refusal) = refuse_by_scope(who, &parts, &bytes) {
             return refusal;
@@ -1003,9 +1017,9 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         return into_axum(endpoint.sessions.handle(request).await);
     }
     let (mut parts, body) = request.into_parts();
-    let bytes = match to_bytes(body, endpoint.max_body_bytes).await {
+    let bytes = match read_body(body, endpoint.max_body_bytes).await {
         Ok(b) => b,
-        Err(_) => return too_large(endpoint.max_body_bytes),
+        Err(too_large) => return too_large,
     };
     if passthrough_ok
         && let Some(response) = endpoint
@@ -1015,7 +1029,9 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
     {
         return response;
     }
-    let (method, version) = match probe_method(&bytes) {
+    let Probed {
+        method, version, ..
+    } = match probe_method(&bytes) {
         Ok(m) => m,
         Err(why) => {
             return (
@@ -1105,9 +1121,9 @@ async fn in_session(
             endpoint.passthrough.end(&id);
         } else if request.method() == Method::POST {
             let (parts, body) = request.into_parts();
-            let bytes = match to_bytes(body, endpoint.max_body_bytes).await {
+            let bytes = match read_body(body, endpoint.max_body_bytes).await {
                 Ok(b) => b,
-                Err(_) => return too_large(endpoint.max_body_bytes),
+                Err(too_large) => return too_large,
             };
             if let Some(response) = endpoint
                 .passthrough
@@ -1149,18 +1165,6 @@ async fn in_session(
     .await
 }
 
-/// The id of a JSON-RPC request in `body`, if it is one.
-fn request_id(body: &[u8]) -> Option<serde_json::Value> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        id: Option<serde_json::Value>,
-        method: Option<String>,
-    }
-    let probe: Probe = serde_json::from_slice(body).ok()?;
-    probe.method?;
-    probe.id.filter(|id| id.is_string() || id.is_number())
-}
-
 /// The scope a JSON-RPC method needs beyond a valid token.
 fn method_scope(method: &str) -> Option<Scopes> {
     match method {
@@ -1192,9 +1196,14 @@ fn refuse_by_scope(who: &Identity, parts: &http::request::Parts, body: &[u8]) ->
             "JSON-RPC batches are not accepted from a credential with limited scopes",
         ));
     }
-    let (method, _) = probe_method(body).ok()?;
+    let method = probe_method(body).ok()?.method;
     let needed = method_scope(method.as_deref()?)?;
     (!who.scopes.contains(needed)).then(|| insufficient_scope(who, needed, &metadata))
+}
+
+/// A request body of at most `limit` bytes, or the 413 for a larger one.
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
+    to_bytes(body, limit).await.map_err(|_| too_large(limit))
 }
 
 fn too_large(limit: usize) -> Response {
@@ -1209,11 +1218,25 @@ fn too_large(limit: usize) -> Response {
         .into_response()
 }
 
-/// The `method` of a JSON-RPC message (and, for `initialize`, the protocol version the
-/// client asks for), or a parse-error message for a body that is not JSON at all. A JSON
-/// value of another shape is left for rmcp to judge.
-type Probed = (Option<String>, Option<String>);
+/// What `entry` reads of a JSON-RPC message: its `method`, its `id` and, for
+/// `initialize`, the protocol version the client asks for.
+#[derive(Default)]
+struct Probed {
+    method: Option<String>,
+    version: Option<String>,
+    id: Option<serde_json::Value>,
+}
 
+impl Probed {
+    /// The id of a request (a message with a method), if it is a string or a number.
+    fn request_id(self) -> Option<serde_json::Value> {
+        self.method?;
+        self.id.filter(|id| id.is_string() || id.is_number())
+    }
+}
+
+/// [`Probed`] of `body`, or a parse-error message for a body that is not JSON at all. A
+/// JSON value of another shape is left for rmcp to judge.
 fn probe_method(body: &[u8]) -> Result<Probed, String> {
     #[derive(serde::Deserialize)]
     struct Params {
@@ -1224,11 +1247,16 @@ fn probe_method(body: &[u8]) -> Result<Probed, String> {
     struct Probe {
         method: Option<String>,
         params: Option<Params>,
+        id: Option<serde_json::Value>,
     }
     match serde_json::from_slice::<Probe>(body) {
-        Ok(p) => Ok((p.method, p.params.and_then(|p| p.protocol_version))),
+        Ok(p) => Ok(Probed {
+            method: p.method,
+            version: p.params.and_then(|p| p.protocol_version),
+            id: p.id,
+        }),
         Err(e) if e.is_syntax() || e.is_eof() => Err(format!("parse error: {e}")),
-        Err(_) => Ok((None, None)),
+        Err(_) => Ok(Probed::default()),
     }
 }
 

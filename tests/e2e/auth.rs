@@ -83,22 +83,21 @@ async fn a_configured_token_replaces_the_default() {
     let mut config = gateway_config(&dir.path().join("gw.db"));
     config.token = "another-secret".into();
     let gw = start_gateway(config).await;
-    let c = http();
-    let r = c
-        .get(format!("{}/services", gw.base()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("send");
+    let r = services_as(&gw, TOKEN).await;
     assert_eq!(r.status().as_u16(), 401);
-    let r = c
-        .get(format!("{}/services", gw.base()))
-        .bearer_auth("another-secret")
-        .send()
-        .await
-        .expect("send");
+    let r = services_as(&gw, "another-secret").await;
     assert_eq!(r.status().as_u16(), 200);
     gw.stop().await;
+}
+
+/// `GET /services` with `token`.
+async fn services_as(gw: &Running, token: &str) -> reqwest::Response {
+    http()
+        .get(format!("{}/services", gw.base()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("send")
 }
 
 /// The `resource_metadata` URL of a 401's challenge.
@@ -138,12 +137,7 @@ async fn a_401_names_the_protected_resource_metadata_which_is_public() {
         .expect("JSON");
     assert_eq!(doc["resource"], format!("{}/mcp", gw.base()), "{doc}");
     assert_eq!(doc["bearer_methods_supported"], json!(["header"]), "{doc}");
-    let r = c
-        .get(format!("{}/services", gw.base()))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .expect("send");
+    let r = services_as(&gw, "wrong").await;
     let url = resource_metadata(&r);
     assert_eq!(
         url,
@@ -277,19 +271,9 @@ async fn each_credential_may_do_what_its_scopes_say() {
     assert_eq!(r.status().as_u16(), 201);
 
     // Operating: only with "operate".
-    let r = c
-        .get(format!("{}/services", gw.base()))
-        .bearer_auth(token("registrar"))
-        .send()
-        .await
-        .expect("send");
+    let r = services_as(&gw, &token("registrar")).await;
     assert_insufficient(r, "operate", "registrar on /services").await;
-    let r = c
-        .get(format!("{}/services", gw.base()))
-        .bearer_auth(token("operator"))
-        .send()
-        .await
-        .expect("send");
+    let r = services_as(&gw, &token("operator")).await;
     assert_eq!(r.status().as_u16(), 200);
 
     // Listing and calling, sessionless.
@@ -437,7 +421,7 @@ mod jwt {
     use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
     use serde_json::json;
 
-    use super::post_as;
+    use super::{post_as, services_as};
     use crate::support::*;
 
     const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!";
@@ -518,20 +502,10 @@ mod jwt {
         }
         // Scopes come from the `scope` claim.
         let lister = token(Algorithm::RS256, json!({"scope": "list"}));
-        let r = http()
-            .get(format!("{}/services", gw.base()))
-            .bearer_auth(&lister)
-            .send()
-            .await
-            .expect("send");
+        let r = services_as(&gw, &lister).await;
         assert_eq!(r.status().as_u16(), 403);
         let operator = token(Algorithm::ES256, json!({"scope": "operate"}));
-        let r = http()
-            .get(format!("{}/services", gw.base()))
-            .bearer_auth(&operator)
-            .send()
-            .await
-            .expect("send");
+        let r = services_as(&gw, &operator).await;
         assert_eq!(r.status().as_u16(), 200);
         // The static token keeps working next to JWTs.
         let r = post_as(&gw, TOKEN, None, list()).await;
@@ -719,12 +693,7 @@ async fn a_credential_over_its_rate_limit_is_told_when_to_come_back() {
     // Admin routes: 429 with Retry-After once the bucket is empty.
     let mut limited = None;
     for _ in 0..20 {
-        let r = http()
-            .get(format!("{}/services", gw.base()))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("send");
+        let r = services_as(&gw, TOKEN).await;
         if r.status().as_u16() == 429 {
             limited = Some(r);
             break;
@@ -742,12 +711,7 @@ async fn a_credential_over_its_rate_limit_is_told_when_to_come_back() {
     assert_eq!(body["error"], "rate_limited", "{body}");
     let wait = body["retryAfterMs"].as_u64().expect("retryAfterMs");
     // Another credential has its own bucket.
-    let r = http()
-        .get(format!("{}/services", gw.base()))
-        .bearer_auth("calm-token-0123456789")
-        .send()
-        .await
-        .expect("send");
+    let r = services_as(&gw, "calm-token-0123456789").await;
     assert_eq!(r.status().as_u16(), 200);
     // MCP: a JSON-RPC error naming the wait, for the request's own id.
     let mut error = None;
@@ -775,12 +739,7 @@ async fn a_credential_over_its_rate_limit_is_told_when_to_come_back() {
     );
     // And it recovers once the bucket refills.
     tokio::time::sleep(std::time::Duration::from_millis(wait.max(250) + 250)).await;
-    let r = http()
-        .get(format!("{}/services", gw.base()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("send");
+    let r = services_as(&gw, TOKEN).await;
     assert_eq!(r.status().as_u16(), 200);
     gw.stop().await;
 }

@@ -35,7 +35,6 @@ impl Scopes {
     /// `GET|POST /services`, `GET /services/{name}`.
     pub const OPERATE: Scopes = Scopes(8);
     pub const ALL: Scopes = Scopes(15);
-    pub const NONE: Scopes = Scopes(0);
     const NAMES: [(&'static str, Scopes); 4] = [
         ("list", Self::LIST),
         ("call", Self::CALL),
@@ -53,6 +52,18 @@ impl Scopes {
             scopes.0 |= s.0;
         }
         Ok(scopes)
+    }
+
+    /// From a space-separated list (a JWT `scope` claim); names it does not know are
+    /// ignored (the issuer may grant scopes of other resources).
+    pub fn from_claim(claim: &str) -> Self {
+        let mut scopes = Scopes(0);
+        for name in claim.split_whitespace() {
+            if let Some((_, s)) = Self::NAMES.iter().find(|(n, _)| *n == name) {
+                scopes.0 |= s.0;
+            }
+        }
+        scopes
     }
 
     pub fn contains(self, other: Scopes) -> bool {

@@ -110,17 +110,9 @@ impl JwtVerifier {
             _ => "malformed token".to_string(),
         })?;
         let claims = data.claims;
-        let names: Vec<String> = claims
-            .scope
-            .as_deref()
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter(|s| matches!(*s, "list" | "call" | "register" | "operate"))
-            .map(str::to_string)
-            .collect();
         Ok(Identity {
             name: format!("jwt:{}", claims.sub.as_deref().unwrap_or("")).into(),
-            scopes: Scopes::parse(&names).unwrap_or(Scopes::NONE),
+            scopes: Scopes::from_claim(claims.scope.as_deref().unwrap_or_default()),
             allow: None,
         })
     }

@@ -181,14 +181,9 @@ impl RawTarget {
         rb: reqwest::RequestBuilder,
         session: &Session,
     ) -> reqwest::RequestBuilder {
-        let mut rb = rb;
-        if let Some(id) = self.session_id.get() {
-            rb = rb.header(SESSION_HEADER, id.clone());
-        }
-        if let Some(v) = self.version(session) {
-            rb = rb.header(VERSION_HEADER, v.clone());
-        }
-        rb
+        let mut headers = http::HeaderMap::new();
+        self.session_headers(session, &mut headers);
+        rb.headers(headers)
     }
 }
 
