@@ -146,6 +146,10 @@ pub struct UpstreamSpec {
     /// Call deadline for this service, overriding `call_timeout_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_timeout_ms: Option<u64>,
+    /// The gateway's own credential towards this upstream: `{ bearer = "..." }` or
+    /// `{ header = "X-Api-Key", value = "..." }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::upstream::secret::UpstreamAuth>,
 }
 
 impl Default for Config {
@@ -359,6 +363,10 @@ impl Config {
                     "must be greater than 0",
                 ));
             }
+            if let Some(auth) = &up.auth {
+                auth.header()
+                    .map_err(|why| bad(format!("upstreams[{i}].auth"), why))?;
+            }
         }
         Ok(())
     }
@@ -437,6 +445,7 @@ fn upstreams_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<UpstreamSpec>
                     url: url.trim().to_string(),
                     weight: None,
                     call_timeout_ms: None,
+                    auth: None,
                 })
             })
             .collect(),
@@ -472,6 +481,7 @@ mod tests {
                 [[upstreams]]
                 name = "shop"
                 url = "http://127.0.0.1:3002/mcp"
+                auth = { header = "X-Api-Key", value = "k-1" }
                 "#,
             )?;
             jail.set_env("MCP_BEARER_TOKEN", "secret-1");
@@ -487,6 +497,12 @@ mod tests {
             assert_eq!(c.call_timeout_ms, 999);
             assert_eq!(c.allowed_hosts, vec!["gateway".to_string()]);
             assert_eq!(c.upstreams[0].name, "shop");
+            let auth = c.upstreams[0].auth.as_ref().expect("auth");
+            assert_eq!(auth.describe(), "header x-api-key");
+            assert!(
+                !format!("{c:?}").contains("k-1"),
+                "secrets stay out of Debug"
+            );
             Ok(())
         });
     }
@@ -660,6 +676,20 @@ mod tests {
             jail.set_env("GATEWAY_UPSTREAMS", "a=ftp://x");
             let e = Config::load(None, &Overrides::default()).unwrap_err();
             assert_eq!(e.key, "upstreams[0].url", "{e}");
+            jail.clear_env();
+            jail.create_file(
+                "bad-auth.toml",
+                r#"
+                [[upstreams]]
+                name = "crm"
+                url = "http://127.0.0.1:9/mcp"
+                auth = { header = "Content-Type", value = "never-shown" }
+                "#,
+            )?;
+            let e =
+                Config::load(Some("bad-auth.toml".as_ref()), &Overrides::default()).unwrap_err();
+            assert_eq!(e.key, "upstreams[0].auth", "{e}");
+            assert!(!e.to_string().contains("never-shown"), "{e}");
             Ok(())
         });
     }

@@ -21,8 +21,33 @@ use crate::{
     catalog::{Catalog, SEPARATOR},
     config::Config,
     store::{Store, StoredInstance},
-    upstream::{self, Instance, Listener, Service, ServiceView, Source, guard::Refusal},
+    upstream::{
+        self, Instance, Listener, Origin, Service, ServiceView, Source, guard::Refusal,
+        secret::UpstreamAuth,
+    },
 };
+
+/// Who asks for a change of the registry: registrations belong to the identity that made
+/// them, and only it or an operator may replace, extend or remove them.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub name: Arc<str>,
+    /// Holds both `register` and `operate`: may change any registration.
+    pub operator: bool,
+}
+
+impl Actor {
+    /// May change a service whose instances are owned as given.
+    fn may_change<'a>(&self, mut owners: impl Iterator<Item = Option<&'a str>>) -> bool {
+        self.operator || owners.all(|o| o == Some(&*self.name))
+    }
+}
+
+fn not_owner(name: &str) -> String {
+    format!(
+        "service \"{name}\" was registered by another identity: only that identity or an operator (scopes register and operate) may replace, extend or remove it"
+    )
+}
 
 /// Why a registration was refused; each maps to an HTTP status in `http::admin`.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +56,8 @@ pub enum RegisterError {
     Invalid(String),
     #[error("cannot register \"{name}\": {why}")]
     NotAllowed { name: String, why: String },
+    #[error("{0}")]
+    NotOwner(String),
     #[error("cannot register \"{name}\": {url} does not answer MCP: {cause}")]
     Unreachable {
         name: String,
@@ -51,6 +78,8 @@ pub enum UnregisterError {
     #[error("service \"{name}\" has no instance {which}")]
     UnknownInstance { name: String, which: String },
     #[error("{0}")]
+    NotOwner(String),
+    #[error("{0}")]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Internal(String),
@@ -67,6 +96,10 @@ pub struct Registration {
     pub call_timeout_ms: Option<u64>,
     /// Replace every existing instance of the service instead of adding one.
     pub replace: bool,
+    /// The gateway's credential towards the service.
+    pub auth: Option<UpstreamAuth>,
+    /// Who registers it.
+    pub actor: Actor,
 }
 
 /// What a registration did.
@@ -259,8 +292,12 @@ impl Registry {
                         name,
                         &s.url,
                         s.weight,
-                        Source::Registered,
-                        s.registered_at_ms.max(0) as u64,
+                        Origin {
+                            source: Source::Registered,
+                            registered_at_ms: s.registered_at_ms.max(0) as u64,
+                            owner: s.owner.as_deref().map(Arc::from),
+                            auth: s.auth.clone(),
+                        },
                         s.tools.clone(),
                         registry.options.clone(),
                         &registry.shutdown,
@@ -290,8 +327,12 @@ impl Registry {
                     name,
                     &url,
                     spec.weight.unwrap_or(1),
-                    Source::Config,
-                    now_ms() as u64,
+                    Origin {
+                        source: Source::Config,
+                        registered_at_ms: now_ms() as u64,
+                        owner: None,
+                        auth: spec.auth.clone(),
+                    },
                     Vec::new(),
                     registry.options.clone(),
                     &registry.shutdown,
@@ -542,6 +583,9 @@ impl Registry {
                 "callTimeoutMs must be greater than 0".into(),
             ));
         }
+        if let Some(auth) = &reg.auth {
+            auth.header().map_err(RegisterError::Invalid)?;
+        }
         match self.options.guard.check_url(&url).await {
             Ok(()) => {}
             Err(Refusal::NotAllowed(why)) => {
@@ -559,13 +603,33 @@ impl Registry {
             }
         }
         let _serial = self.register_lock.lock().await;
+        // An existing service keeps its owner when an operator adds to it; a replaced
+        // one passes to whoever replaced it.
+        let existing = self.lock().get(&reg.name).map(|s| s.instances());
+        let owner = match &existing {
+            Some(instances) => {
+                let owners = instances.iter().map(|i| i.owner.as_deref());
+                if !reg.actor.may_change(owners) {
+                    return Err(RegisterError::NotOwner(not_owner(&reg.name)));
+                }
+                match instances.first() {
+                    Some(first) if !reg.replace => first.owner.clone(),
+                    _ => Some(Arc::clone(&reg.actor.name)),
+                }
+            }
+            None => Some(Arc::clone(&reg.actor.name)),
+        };
         let registered_at = now_ms();
         let instance = Instance::new(
             &reg.name,
             &url,
             reg.weight.unwrap_or(1),
-            Source::Registered,
-            registered_at as u64,
+            Origin {
+                source: Source::Registered,
+                registered_at_ms: registered_at as u64,
+                owner: owner.clone(),
+                auth: reg.auth.clone(),
+            },
             Vec::new(),
             self.options.clone(),
             &self.shutdown,
@@ -588,6 +652,8 @@ impl Registry {
             call_timeout_ms: reg.call_timeout_ms,
             tools,
             registered_at_ms: registered_at,
+            owner: owner.as_deref().map(String::from),
+            auth: reg.auth,
         };
         let store = Arc::clone(&self.store);
         let replace = reg.replace;
@@ -645,6 +711,7 @@ impl Registry {
         &self,
         name: &str,
         which: Option<&str>,
+        actor: &Actor,
     ) -> Result<usize, UnregisterError> {
         let _serial = self.register_lock.lock().await;
         let service = self
@@ -663,6 +730,9 @@ impl Registry {
                 name: name.to_string(),
                 which: which.unwrap_or_default().to_string(),
             });
+        }
+        if !actor.may_change(gone.iter().map(|i| i.owner.as_deref())) {
+            return Err(UnregisterError::NotOwner(not_owner(name)));
         }
         for i in gone.iter().filter(|i| i.source == Source::Registered) {
             let store = Arc::clone(&self.store);

@@ -11,6 +11,8 @@ use std::{path::Path, sync::Mutex};
 use rmcp::model::Tool;
 use rusqlite::{Connection, params};
 
+use crate::upstream::secret::UpstreamAuth;
+
 /// One persisted registration: an instance of a service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredInstance {
@@ -23,6 +25,10 @@ pub struct StoredInstance {
     pub tools: Vec<Tool>,
     /// Unix time (ms) of the registration.
     pub registered_at_ms: i64,
+    /// The identity that registered it (`None` in stores from before owners).
+    pub owner: Option<String>,
+    /// The gateway's credential towards the instance.
+    pub auth: Option<UpstreamAuth>,
 }
 
 /// Errors of the store; the message names the file and the operation.
@@ -56,6 +62,7 @@ impl Store {
             path: display.clone(),
             source,
         };
+        create_private(path);
         let conn = Connection::open(path).map_err(wrap)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(wrap)?;
@@ -71,10 +78,26 @@ impl Store {
                 call_timeout_ms INTEGER,
                 tools TEXT NOT NULL,
                 registered_at_ms INTEGER NOT NULL,
+                owner TEXT,
+                auth TEXT,
                 PRIMARY KEY (name, url)
             ) STRICT;",
         )
         .map_err(wrap)?;
+        // Stores written before owners and upstream credentials existed.
+        for column in ["owner", "auth"] {
+            let present: bool = conn
+                .query_row(
+                    "SELECT COUNT(*) > 0 FROM pragma_table_info('instances') WHERE name = ?1",
+                    [column],
+                    |r| r.get(0),
+                )
+                .map_err(wrap)?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE instances ADD COLUMN {column} TEXT"))
+                    .map_err(wrap)?;
+            }
+        }
         restrict_permissions(path);
         Ok(Self {
             path: display,
@@ -100,7 +123,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT name, url, weight, call_timeout_ms, tools, registered_at_ms
+                "SELECT name, url, weight, call_timeout_ms, tools, registered_at_ms, owner, auth
                  FROM instances ORDER BY name, registered_at_ms, url",
             )
             .map_err(|e| self.err(e))?;
@@ -113,18 +136,25 @@ impl Store {
                     r.get::<_, Option<i64>>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, i64>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (name, url, weight, timeout, tools, registered_at_ms) =
+            let (name, url, weight, timeout, tools, registered_at_ms, owner, auth) =
                 row.map_err(|e| self.err(e))?;
-            let tools = serde_json::from_str(&tools).map_err(|source| StoreError::Corrupt {
+            let corrupt = |source| StoreError::Corrupt {
                 path: self.path.clone(),
                 name: name.clone(),
                 source,
-            })?;
+            };
+            let tools = serde_json::from_str(&tools).map_err(corrupt)?;
+            let auth = auth
+                .map(|a| serde_json::from_str(&a))
+                .transpose()
+                .map_err(corrupt)?;
             out.push(StoredInstance {
                 name,
                 url,
@@ -132,6 +162,8 @@ impl Store {
                 call_timeout_ms: timeout.and_then(|t| u64::try_from(t).ok()),
                 tools,
                 registered_at_ms,
+                owner,
+                auth,
             });
         }
         Ok(out)
@@ -141,6 +173,10 @@ impl Store {
     /// instance of that service, in the same transaction.
     pub fn upsert(&self, i: &StoredInstance, replace_service: bool) -> Result<(), StoreError> {
         let tools = serde_json::to_string(&i.tools).expect("tools serialize");
+        let auth = i
+            .auth
+            .as_ref()
+            .map(|a| serde_json::to_string(a).expect("auth serializes"));
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         if replace_service {
@@ -148,18 +184,22 @@ impl Store {
                 .map_err(|e| self.err(e))?;
         }
         tx.execute(
-            "INSERT INTO instances (name, url, weight, call_timeout_ms, tools, registered_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO instances
+               (name, url, weight, call_timeout_ms, tools, registered_at_ms, owner, auth)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT(name, url) DO UPDATE SET weight = excluded.weight,
                call_timeout_ms = excluded.call_timeout_ms, tools = excluded.tools,
-               registered_at_ms = excluded.registered_at_ms",
+               registered_at_ms = excluded.registered_at_ms, owner = excluded.owner,
+               auth = excluded.auth",
             params![
                 i.name,
                 i.url,
                 i.weight,
                 i.call_timeout_ms.map(|t| t as i64),
                 tools,
-                i.registered_at_ms
+                i.registered_at_ms,
+                i.owner,
+                auth
             ],
         )
         .map_err(|e| self.err(e))?;
@@ -192,7 +232,24 @@ impl Store {
     }
 }
 
-/// The store holds upstream URLs (and later credentials): readable by its owner only.
+/// Creates the file readable by its owner only before SQLite opens it, so the store is
+/// never briefly readable by others. (SQLite gives its `-wal` and `-shm` files the
+/// database file's mode.)
+fn create_private(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// The store holds upstream URLs and credentials: readable by its owner only.
 fn restrict_permissions(path: &Path) {
     #[cfg(unix)]
     {
@@ -226,6 +283,8 @@ mod tests {
             call_timeout_ms: None,
             tools: vec![tool(tool_name)],
             registered_at_ms: at,
+            owner: None,
+            auth: None,
         }
     }
 
@@ -280,8 +339,49 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("gw.db");
-        Store::open(&path).expect("open");
-        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let store = Store::open(&path).expect("open");
+        let mut i = instance("a", "http://h:1/mcp", "t", 1);
+        i.auth = Some(UpstreamAuth::bearer("upstream-secret"));
+        store.upsert(&i, false).expect("insert");
+        for file in ["gw.db", "gw.db-wal", "gw.db-shm"] {
+            let path = dir.path().join(file);
+            let mode = std::fs::metadata(&path).expect(file).permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+    }
+
+    #[test]
+    fn owners_and_credentials_round_trip_and_old_stores_are_upgraded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        {
+            // The schema before owners and credentials.
+            let conn = Connection::open(&path).expect("old");
+            conn.execute_batch(
+                "CREATE TABLE instances (name TEXT NOT NULL, url TEXT NOT NULL,
+                   weight INTEGER NOT NULL DEFAULT 1, call_timeout_ms INTEGER,
+                   tools TEXT NOT NULL, registered_at_ms INTEGER NOT NULL,
+                   PRIMARY KEY (name, url)) STRICT;
+                 INSERT INTO instances VALUES ('old', 'http://h:1/mcp', 1, NULL, '[]', 1);",
+            )
+            .expect("old schema");
+        }
+        let store = Store::open(&path).expect("upgrade");
+        let all = store.load().expect("load");
+        assert_eq!(
+            (all[0].owner.as_deref(), all[0].auth.as_ref()),
+            (None, None)
+        );
+        let mut i = instance("new", "http://h:2/mcp", "t", 2);
+        i.owner = Some("ci-bot".into());
+        i.auth = Some(UpstreamAuth::bearer("tok-1"));
+        store.upsert(&i, false).expect("insert");
+        drop(store);
+        let all = Store::open(&path).expect("reopen").load().expect("load");
+        let new = all.iter().find(|i| i.name == "new").expect("new");
+        assert_eq!(new.owner.as_deref(), Some("ci-bot"));
+        assert_eq!(new.auth, Some(UpstreamAuth::bearer("tok-1")));
+        let old = all.iter().find(|i| i.name == "old").expect("old");
+        assert_eq!((old.owner.as_deref(), old.auth.as_ref()), (None, None));
     }
 }

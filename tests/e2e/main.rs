@@ -14,3 +14,4 @@ mod protocol;
 mod registration;
 mod seed;
 mod transparency;
+mod trust;

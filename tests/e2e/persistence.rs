@@ -61,6 +61,7 @@ async fn configured_upstreams_connect_at_start_and_are_retried_until_up() {
         url: format!("http://{addr}"),
         weight: None,
         call_timeout_ms: None,
+        auth: None,
     }];
     let gw = start_gateway(config).await;
     // The gateway is up although its upstream is not.

@@ -36,6 +36,10 @@ pub struct Fixture {
     pub cancelled: Arc<AtomicUsize>,
     /// Serve `tools/list` in pages of this size (cursor = offset).
     page: Option<usize>,
+    /// Answer 401 unless this header has this value.
+    require: Option<(&'static str, Arc<str>)>,
+    /// The `Authorization` header of every HTTP request received ("" when absent).
+    pub authorizations: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Fixture {
@@ -68,7 +72,16 @@ impl Fixture {
             calls: Arc::new(AtomicUsize::new(0)),
             cancelled: Arc::new(AtomicUsize::new(0)),
             page: None,
+            require: None,
+            authorizations: Arc::default(),
         }
+    }
+
+    /// Refuses (401) every HTTP request without `header: value`, like a backend that
+    /// has credentials of its own.
+    pub fn requiring(mut self, header: &'static str, value: &str) -> Self {
+        self.require = Some((header, value.into()));
+        self
     }
 
     /// Lists its tools `size` at a time, like a server with a long list.
@@ -83,12 +96,43 @@ impl Fixture {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let config = service_kit::mcp::server_config(&[], shutdown.clone());
+        let (require, seen) = (self.require.clone(), Arc::clone(&self.authorizations));
         let service = StreamableHttpService::new(
             move || Ok(self.clone()),
             Arc::new(LocalSessionManager::default()),
             config,
         );
-        let router = axum::Router::new().nest_service("/mcp", service);
+        let router =
+            axum::Router::new()
+                .nest_service("/mcp", service)
+                .layer(axum::middleware::from_fn(
+                    move |request: axum::extract::Request, next: axum::middleware::Next| {
+                        let header = |name: &str| {
+                            request
+                                .headers()
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string()
+                        };
+                        seen.lock().expect("lock").push(header("authorization"));
+                        let allowed = require
+                            .as_ref()
+                            .is_none_or(|(name, value)| header(name) == **value);
+                        async move {
+                            if allowed {
+                                next.run(request).await
+                            } else {
+                                use axum::response::IntoResponse;
+                                (
+                                    axum::http::StatusCode::UNAUTHORIZED,
+                                    "fixture: credential required",
+                                )
+                                    .into_response()
+                            }
+                        }
+                    },
+                ));
         service_kit::serve::serve(listener, router, shutdown).await?;
         Ok(())
     }

@@ -113,6 +113,16 @@ impl Proc {
 }
 
 async fn start(name: &'static str, port: u16, args: &[String], envs: &[(&str, String)]) -> Proc {
+    start_logging(name, port, args, envs, None).await
+}
+
+async fn start_logging(
+    name: &'static str,
+    port: u16,
+    args: &[String],
+    envs: &[(&str, String)],
+    log: Option<std::fs::File>,
+) -> Proc {
     let mut cmd = Command::new(binary(name));
     cmd.args(args)
         .env_remove("MCP_BEARER_TOKEN")
@@ -122,12 +132,15 @@ async fn start(name: &'static str, port: u16, args: &[String], envs: &[(&str, St
         )
         .env("MCP_BEARER_TOKEN", TOKEN)
         .stdin(Stdio::null())
-        .stdout(if std::env::var_os("E2E_CHILD_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
+        .stdout(match &log {
+            Some(file) => Stdio::from(file.try_clone().expect("log file")),
+            None if std::env::var_os("E2E_CHILD_LOG").is_some() => Stdio::inherit(),
+            None => Stdio::null(),
         })
-        .stderr(Stdio::inherit())
+        .stderr(match log {
+            Some(file) => Stdio::from(file),
+            None => Stdio::inherit(),
+        })
         .kill_on_drop(true);
     for (k, _) in std::env::vars() {
         if k.starts_with("GATEWAY_") {
@@ -149,13 +162,23 @@ async fn start(name: &'static str, port: u16, args: &[String], envs: &[(&str, St
 
 /// The gateway on `port` with its store at `store`, fast health checks.
 pub async fn gateway(port: u16, store: &Path, envs: &[(&str, String)]) -> Proc {
+    gateway_logging(port, store, envs, None).await
+}
+
+/// Like [`gateway`], its output (log lines and errors) going to `log` when given.
+pub async fn gateway_logging(
+    port: u16,
+    store: &Path,
+    envs: &[(&str, String)],
+    log: Option<std::fs::File>,
+) -> Proc {
     let mut all = vec![
         ("GATEWAY_HEALTH_INTERVAL_MS", "300".to_string()),
         ("GATEWAY_CONNECT_TIMEOUT_MS", "2000".to_string()),
         ("GATEWAY_CALL_TIMEOUT_MS", "5000".to_string()),
     ];
     all.extend(envs.iter().cloned());
-    start(
+    start_logging(
         "gateway",
         port,
         &[
@@ -165,6 +188,7 @@ pub async fn gateway(port: u16, store: &Path, envs: &[(&str, String)]) -> Proc {
             store.display().to_string(),
         ],
         &all,
+        log,
     )
     .await
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
     extract::{Path, Query, State},
     response::{IntoResponse, Response},
@@ -14,10 +14,20 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::{Identity, Scopes};
 use crate::{
-    registry::{RegisterError, Registration, Registry, UnregisterError},
-    upstream::health::State as UpState,
+    registry::{Actor, RegisterError, Registration, Registry, UnregisterError},
+    upstream::{health::State as UpState, secret::UpstreamAuth},
 };
+
+/// The registry's view of who asks.
+fn actor(identity: &Identity) -> Actor {
+    Actor {
+        name: std::sync::Arc::clone(&identity.name),
+        operator: identity.scopes.contains(Scopes::REGISTER)
+            && identity.scopes.contains(Scopes::OPERATE),
+    }
+}
 
 /// A JSON error body: `{"error": code, "message": text}`.
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -39,10 +49,18 @@ struct RegisterBody {
     call_timeout_ms: Option<u64>,
     #[serde(default)]
     replace: bool,
+    /// The gateway's own credential towards the service (never shown again). Read
+    /// apart, so that a parse error cannot echo the secret.
+    #[serde(default)]
+    auth: Option<serde_json::Value>,
 }
 
 /// `POST /register {"name","url"}`: connect, list tools, add to the table.
-pub async fn register(State(registry): State<Arc<Registry>>, body: Bytes) -> Response {
+pub async fn register(
+    State(registry): State<Arc<Registry>>,
+    Extension(identity): Extension<Identity>,
+    body: Bytes,
+) -> Response {
     let body: RegisterBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -56,12 +74,25 @@ pub async fn register(State(registry): State<Arc<Registry>>, body: Bytes) -> Res
             return error(StatusCode::BAD_REQUEST, "invalid_body", why);
         }
     };
+    let auth = match body.auth.map(serde_json::from_value::<UpstreamAuth>) {
+        None => None,
+        Some(Ok(auth)) => Some(auth),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                crate::upstream::secret::FORMS,
+            );
+        }
+    };
     let registration = Registration {
         name: body.name,
         url: body.url,
         weight: body.weight,
         call_timeout_ms: body.call_timeout_ms,
         replace: body.replace,
+        auth,
+        actor: actor(&identity),
     };
     match registry.register(registration).await {
         Ok(done) => {
@@ -96,6 +127,7 @@ pub async fn register(State(registry): State<Arc<Registry>>, body: Bytes) -> Res
         Err(e @ RegisterError::NotAllowed { .. }) => {
             error(StatusCode::FORBIDDEN, "upstream_not_allowed", e.to_string())
         }
+        Err(RegisterError::NotOwner(why)) => error(StatusCode::FORBIDDEN, "not_owner", why),
         Err(e @ RegisterError::Unreachable { .. }) => error(
             StatusCode::BAD_GATEWAY,
             "upstream_unreachable",
@@ -121,26 +153,34 @@ pub struct InstanceQuery {
 /// (one instance).
 pub async fn unregister(
     State(registry): State<Arc<Registry>>,
+    Extension(identity): Extension<Identity>,
     Path(name): Path<String>,
     Query(q): Query<InstanceQuery>,
 ) -> Response {
-    unregister_reply(&registry, &name, q.url.as_deref()).await
+    unregister_reply(&registry, &identity, &name, q.url.as_deref()).await
 }
 
 /// `DELETE /services/{name}/instances/{id}`.
 pub async fn unregister_instance(
     State(registry): State<Arc<Registry>>,
+    Extension(identity): Extension<Identity>,
     Path((name, id)): Path<(String, String)>,
 ) -> Response {
-    unregister_reply(&registry, &name, Some(&id)).await
+    unregister_reply(&registry, &identity, &name, Some(&id)).await
 }
 
-async fn unregister_reply(registry: &Registry, name: &str, which: Option<&str>) -> Response {
-    match registry.unregister(name, which).await {
+async fn unregister_reply(
+    registry: &Registry,
+    identity: &Identity,
+    name: &str,
+    which: Option<&str>,
+) -> Response {
+    match registry.unregister(name, which, &actor(identity)).await {
         Ok(n) => Json(json!({ "unregistered": name, "instances": n })).into_response(),
         Err(e @ (UnregisterError::UnknownService(_) | UnregisterError::UnknownInstance { .. })) => {
             error(StatusCode::NOT_FOUND, "not_registered", e.to_string())
         }
+        Err(UnregisterError::NotOwner(why)) => error(StatusCode::FORBIDDEN, "not_owner", why),
         Err(e) => {
             tracing::error!("{e}");
             error(

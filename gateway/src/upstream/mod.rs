@@ -23,6 +23,7 @@ pub mod health;
 pub mod raw;
 pub mod relay;
 pub mod resume;
+pub mod secret;
 
 use std::{
     sync::{
@@ -64,6 +65,18 @@ pub enum Source {
     Registered,
     /// The gateway's configuration file or environment.
     Config,
+}
+
+/// Where an instance came from and who stands behind it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub source: Source,
+    pub registered_at_ms: u64,
+    /// The identity that registered it; `None` for configured upstreams (and
+    /// registrations stored before owners were recorded): only operators change those.
+    pub owner: Option<Arc<str>>,
+    /// The gateway's own credential towards the upstream.
+    pub auth: Option<secret::UpstreamAuth>,
 }
 
 /// Knobs shared by every upstream.
@@ -227,6 +240,10 @@ pub struct Instance {
     pub weight: u32,
     pub source: Source,
     pub registered_at_ms: u64,
+    pub owner: Option<Arc<str>>,
+    /// The header carrying the gateway's credential, and what may be shown of it.
+    auth: Option<(http::HeaderName, http::HeaderValue)>,
+    auth_kind: Option<String>,
     service: Arc<str>,
     options: Options,
     health: Mutex<Health>,
@@ -258,29 +275,46 @@ pub struct InstanceView {
     pub weight: u32,
     pub source: Source,
     pub registered_at_ms: u64,
+    /// Who registered it (absent: configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// How the gateway authenticates to it (`bearer`, `header x-api-key`), never the
+    /// secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
     pub in_flight: usize,
     #[serde(flatten)]
     pub health: health::Snapshot,
 }
 
 impl Instance {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         service: &str,
         url: &str,
         weight: u32,
-        source: Source,
-        registered_at_ms: u64,
+        origin: Origin,
         tools: Vec<Tool>,
         options: Options,
         parent: &CancellationToken,
     ) -> Arc<Self> {
+        let auth = origin.auth.as_ref().and_then(|a| match a.header() {
+            Ok(h) => Some(h),
+            Err(why) => {
+                // Validated at registration and in the configuration; only a store
+                // edited by hand gets here.
+                tracing::warn!(service, url, "upstream credential ignored: {why}");
+                None
+            }
+        });
         Arc::new(Self {
             id: instance_id(url),
             url: url.into(),
             weight: weight.max(1),
-            source,
-            registered_at_ms,
+            source: origin.source,
+            registered_at_ms: origin.registered_at_ms,
+            owner: origin.owner,
+            auth_kind: auth.as_ref().and(origin.auth.map(|a| a.describe())),
+            auth,
             service: service.into(),
             health: Mutex::new(Health::new(options.policy)),
             options,
@@ -338,14 +372,20 @@ impl Instance {
         options: &service_kit::client::ClientOptions,
         relays: &Arc<Relays>,
     ) -> (resume::WatchedHttp, Arc<raw::RawTarget>) {
+        let mut headers = http::HeaderMap::new();
+        if let Some((name, value)) = &self.auth {
+            headers.insert(name.clone(), value.clone());
+        }
         let client = service_kit::client::http_client_builder(options.connect_timeout)
             .dns_resolver(self.options.guard.resolver())
+            .default_headers(headers)
             .build()
             .unwrap_or_else(|_| service_kit::client::http_client(options.connect_timeout));
         let target = Arc::new(raw::RawTarget::new(
             client.clone(),
             &self.url,
             Arc::clone(&self.options.guard),
+            self.auth.clone(),
         ));
         let http = resume::WatchedHttp::new(client, Arc::clone(relays), Arc::clone(&target));
         (http, target)
@@ -448,6 +488,8 @@ impl Instance {
             weight: self.weight,
             source: self.source,
             registered_at_ms: self.registered_at_ms,
+            owner: self.owner.as_deref().map(String::from),
+            auth: self.auth_kind.clone(),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             health: self.health().snapshot(),
         }

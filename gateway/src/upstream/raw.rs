@@ -62,10 +62,17 @@ pub struct RawTarget {
     guard: Arc<super::guard::Guard>,
     session_id: OnceLock<HeaderValue>,
     protocol_version: OnceLock<Option<HeaderValue>>,
+    /// The gateway's credential towards this upstream (a sensitive header).
+    auth: Option<(http::HeaderName, HeaderValue)>,
 }
 
 impl RawTarget {
-    pub fn new(http: reqwest::Client, url: &str, guard: Arc<super::guard::Guard>) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        url: &str,
+        guard: Arc<super::guard::Guard>,
+        auth: Option<(http::HeaderName, HeaderValue)>,
+    ) -> Self {
         let endpoint = reqwest::Url::parse(url).ok().and_then(|u| {
             let host = u.host_str()?.trim_matches(['[', ']']).to_string();
             let port = u.port_or_known_default()?;
@@ -92,6 +99,7 @@ impl RawTarget {
             url: reqwest::Url::parse(url).ok(),
             session_id: OnceLock::new(),
             protocol_version: OnceLock::new(),
+            auth,
         }
     }
 
@@ -166,8 +174,11 @@ impl RawTarget {
         self.links.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The session's headers on a call.
+    /// The session's headers on a call, and the gateway's credential.
     fn session_headers(&self, session: &Session, headers: &mut http::HeaderMap) {
+        if let Some((name, value)) = &self.auth {
+            headers.insert(name.clone(), value.clone());
+        }
         if let Some(id) = self.session_id.get() {
             headers.insert(SESSION_HEADER, id.clone());
         }

@@ -1,0 +1,350 @@
+//! What the gateway presents to backends (its own credentials, never the client's token,
+//! never shown), and who may change a registration (the identity that made it, or an
+//! operator).
+
+use serde_json::{Value, json};
+
+use crate::support::{fixture::Fixture, *};
+
+const SECRET: &str = "upstream-secret-7f3a9c";
+const WRONG: &str = "wrong-secret-b41d2e";
+
+async fn register_as(gw: &impl Target, token: &str, body: Value) -> (u16, Value) {
+    let resp = http()
+        .post(format!("{}/register", gw.base_url()))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /register");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON"))
+}
+
+async fn delete_as(gw: &impl Target, token: &str, path: &str) -> (u16, Value) {
+    let resp = http()
+        .delete(format!("{}{path}", gw.base_url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("DELETE");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON"))
+}
+
+async fn services_text(gw: &impl Target) -> String {
+    http()
+        .get(format!("{}/services", gw.base_url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET /services")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// Every `Authorization` the backend saw since it started.
+fn seen(fixture: &Fixture) -> Vec<String> {
+    fixture.authorizations.lock().expect("lock").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_calls_a_backend_with_its_own_credential_and_never_shows_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("gw.db");
+    let gw = start_gateway(gateway_config(&store)).await;
+    let vault = Fixture::new("vault", &["openVault"])
+        .requiring("authorization", &format!("Bearer {SECRET}"));
+    let backend = serve_fixture(vault.clone()).await;
+
+    // Without the backend's credential, or with a wrong one, registration fails, and the
+    // error does not repeat what was sent.
+    let (status, body) = register(&gw, "vault", &backend.mcp_url()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (502, Some("upstream_unreachable")),
+        "{body}"
+    );
+    let (status, body) = register_with(
+        &gw,
+        json!({"name": "vault", "url": backend.mcp_url(), "auth": {"bearer": WRONG}}),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(!body.to_string().contains(WRONG), "{body}");
+    // A malformed credential is refused before anything is contacted, without echoing it.
+    for auth in [
+        json!(WRONG),
+        json!({"token": WRONG}),
+        json!({"header": "Host", "value": WRONG}),
+    ] {
+        let (status, body) = register_with(
+            &gw,
+            json!({"name": "vault", "url": backend.mcp_url(), "auth": auth}),
+        )
+        .await;
+        assert!(matches!(status, 400 | 422), "{auth}: {status} {body}");
+        assert!(!body.to_string().contains(WRONG), "{body}");
+    }
+    assert_eq!(services(&gw).await["count"], 0, "nothing registered");
+
+    let (status, body) = register_with(
+        &gw,
+        json!({"name": "vault", "url": backend.mcp_url(), "auth": {"bearer": SECRET}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(!body.to_string().contains(SECRET), "{body}");
+    let listing = services_text(&gw).await;
+    assert!(!listing.contains(SECRET), "{listing}");
+    let listing: Value = serde_json::from_str(&listing).expect("JSON");
+    let instance = &listing["services"][0]["instances"][0];
+    assert_eq!(instance["auth"], "bearer", "{listing}");
+    assert_eq!(instance["owner"], "default", "{listing}");
+
+    // Calls on both paths (pass-through, and typed with `_meta`) reach the backend with
+    // the gateway's credential; the client's own token never goes upstream.
+    let before = seen(&vault).len();
+    let result = call(&gw, "openVault", json!({"id": "a"})).await;
+    assert_eq!(
+        result["result"]["structuredContent"]["server"], "vault",
+        "{result}"
+    );
+    let (status, result) = rpc(
+        &gw,
+        "tools/call",
+        json!({"name": "openVault", "arguments": {"id": "b"}, "_meta": {"progressToken": 7}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        result["result"]["structuredContent"]["arguments"]["id"], "b",
+        "{result}"
+    );
+    let all = seen(&vault);
+    assert!(all.len() > before, "the backend saw the calls");
+    let bearer = format!("Bearer {SECRET}");
+    let failed_attempts = ["".to_string(), format!("Bearer {WRONG}")];
+    for a in &all {
+        assert!(
+            *a == bearer || failed_attempts.contains(a),
+            "backend saw {a:?}"
+        );
+        assert!(!a.contains(TOKEN), "the client's token went upstream: {a}");
+    }
+
+    // The credential survives a restart (the store keeps it), and still works.
+    gw.stop().await;
+    let gw = start_gateway(gateway_config(&store)).await;
+    wait_until(
+        "the restored vault to be healthy",
+        std::time::Duration::from_secs(10),
+        || async { service_state(&gw, "vault").await.as_deref() == Some("healthy") },
+    )
+    .await;
+    let result = call(&gw, "openVault", json!({"id": "c"})).await;
+    assert_eq!(
+        result["result"]["structuredContent"]["arguments"]["id"], "c",
+        "{result}"
+    );
+    gw.stop().await;
+
+    // A custom header works the same way, from the configuration.
+    let keyed = Fixture::new("keyed", &["keyedTool"]).requiring("x-api-key", SECRET);
+    let keyed_backend = serve_fixture(keyed).await;
+    let mut config = gateway_config(&dir.path().join("gw2.db"));
+    config.upstreams = vec![gateway::config::UpstreamSpec {
+        name: "keyed".into(),
+        url: keyed_backend.mcp_url(),
+        weight: None,
+        call_timeout_ms: None,
+        auth: Some(
+            serde_json::from_value(json!({"header": "X-Api-Key", "value": SECRET})).expect("auth"),
+        ),
+    }];
+    let gw = start_gateway(config).await;
+    wait_for_services(&gw, &["keyed"]).await;
+    let result = call(&gw, "keyedTool", json!({})).await;
+    assert_eq!(
+        result["result"]["structuredContent"]["server"], "keyed",
+        "{result}"
+    );
+    let listing = services_text(&gw).await;
+    assert!(
+        listing.contains("\"auth\":\"header x-api-key\"") && !listing.contains(SECRET),
+        "{listing}"
+    );
+    gw.stop().await;
+    backend.stop().await;
+    keyed_backend.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_secrets_stay_out_of_the_logs_and_the_store_is_private() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("gw.db");
+    let log_path = dir.path().join("gateway.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let vault = Fixture::new("vault", &["openVault"])
+        .requiring("authorization", &format!("Bearer {SECRET}"));
+    let backend = serve_fixture(vault).await;
+    let port = procs::free_port();
+    let mut gw = procs::gateway_logging(
+        port,
+        &store,
+        &[("RUST_LOG", "debug".to_string())],
+        Some(log),
+    )
+    .await;
+    let (status, _) = register_with(
+        &gw,
+        json!({"name": "vault", "url": backend.mcp_url(), "auth": {"bearer": WRONG}}),
+    )
+    .await;
+    assert_eq!(status, 502);
+    let (status, _) = register_with(
+        &gw,
+        json!({"name": "vault", "url": backend.mcp_url(), "auth": {"bearer": SECRET}}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let result = call(&gw, "openVault", json!({"id": "x"})).await;
+    assert_eq!(
+        result["result"]["structuredContent"]["server"], "vault",
+        "{result}"
+    );
+    let (status, _) = delete_as(&gw, TOKEN, "/services/vault").await;
+    assert_eq!(status, 200);
+    gw.terminate().await;
+    backend.stop().await;
+
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    assert!(
+        text.contains("service registered"),
+        "the log was captured: {text}"
+    );
+    for secret in [SECRET, WRONG] {
+        assert!(!text.contains(secret), "{secret} in the log:\n{text}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&store)
+            .expect("store")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+fn credential(name: &str, scopes: &[&str]) -> gateway::config::Credential {
+    gateway::config::Credential {
+        name: name.into(),
+        token: token(name),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        services: None,
+        tools: None,
+    }
+}
+
+fn token(name: &str) -> String {
+    format!("{name}-token-0123456789")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_registering_identity_or_an_operator_changes_a_registration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("gw.db");
+    let config = || {
+        let mut c = gateway_config(&store);
+        c.credentials = vec![
+            credential("team-a", &["register", "list", "call"]),
+            credential("team-b", &["register"]),
+        ];
+        c
+    };
+    let gw = start_gateway(config()).await;
+    let first = start_fixture("alpha", &["alphaTool"]).await;
+    let second = start_fixture("alpha", &["alphaTool"]).await;
+    let (a, b) = (token("team-a"), token("team-b"));
+
+    let (status, body) =
+        register_as(&gw, &a, json!({"name": "alpha", "url": first.mcp_url()})).await;
+    assert_eq!(status, 201, "{body}");
+    let before = services(&gw).await;
+    assert_eq!(before["services"][0]["instances"][0]["owner"], "team-a");
+
+    // team-b can neither refresh, replace, extend nor remove team-a's service.
+    for body in [
+        json!({"name": "alpha", "url": first.mcp_url()}),
+        json!({"name": "alpha", "url": second.mcp_url(), "replace": true}),
+        json!({"name": "alpha", "url": second.mcp_url()}),
+    ] {
+        let (status, reply) = register_as(&gw, &b, body.clone()).await;
+        assert_eq!(
+            (status, reply["error"].as_str()),
+            (403, Some("not_owner")),
+            "{body}: {reply}"
+        );
+    }
+    let id = before["services"][0]["instances"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    for path in [
+        "/services/alpha".to_string(),
+        format!("/services/alpha/instances/{id}"),
+        format!("/services/alpha?url={}", first.mcp_url()),
+    ] {
+        let (status, reply) = delete_as(&gw, &b, &path).await;
+        assert_eq!(
+            (status, reply["error"].as_str()),
+            (403, Some("not_owner")),
+            "{path}: {reply}"
+        );
+    }
+    let after = services(&gw).await;
+    assert_eq!(after["services"][0]["instances"][0]["id"], id.as_str());
+    assert_eq!(after["services"][0]["instances"][0]["owner"], "team-a");
+    assert_eq!(
+        after["services"][0]["instances"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(after["services"][0]["instances"][0]["url"], first.mcp_url());
+
+    // team-b's own registrations are its own.
+    let (status, _) = register_as(&gw, &b, json!({"name": "beta", "url": second.mcp_url()})).await;
+    assert_eq!(status, 201);
+    let (status, reply) = delete_as(&gw, &a, "/services/beta").await;
+    assert_eq!(status, 403, "{reply}");
+
+    // Ownership survives a restart.
+    gw.stop().await;
+    let gw = start_gateway(config()).await;
+    let (status, reply) =
+        register_as(&gw, &b, json!({"name": "alpha", "url": second.mcp_url()})).await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (403, Some("not_owner")),
+        "{reply}"
+    );
+
+    // The owner may extend and remove; an operator (the all-scopes token) may remove
+    // anyone's.
+    let (status, reply) =
+        register_as(&gw, &a, json!({"name": "alpha", "url": second.mcp_url()})).await;
+    assert_eq!(status, 201, "{reply}");
+    let (status, reply) = delete_as(&gw, &a, "/services/alpha").await;
+    assert_eq!(
+        (status, reply["instances"].as_u64()),
+        (200, Some(2)),
+        "{reply}"
+    );
+    let (status, reply) = delete_as(&gw, TOKEN, "/services/beta").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(services(&gw).await["count"], 0);
+    gw.stop().await;
+    first.stop().await;
+    second.stop().await;
+}
