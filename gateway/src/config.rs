@@ -48,6 +48,9 @@ pub struct Config {
     pub health_interval_ms: u64,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Largest answer an upstream may send for one request: a JSON body, or one message
+    /// of an SSE stream. Bigger ones fail that request with a clear error.
+    pub max_response_bytes: usize,
     /// Entries per page of `tools/list` (clients follow `nextCursor` for the rest).
     pub list_page_size: usize,
     /// How calls spread over a service's instances: `round_robin`,
@@ -165,6 +168,7 @@ impl Default for Config {
             connect_timeout_ms: 5_000,
             health_interval_ms: 10_000,
             max_body_bytes: 4 * 1024 * 1024,
+            max_response_bytes: 16 * 1024 * 1024,
             list_page_size: 100,
             balance: Strategy::RoundRobin,
             breaker_failures: 5,
@@ -286,6 +290,9 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return Err(bad("max_body_bytes", "must be at least 1024"));
         }
+        if self.max_response_bytes < 1024 {
+            return Err(bad("max_response_bytes", "must be at least 1024"));
+        }
         crate::upstream::guard::Guard::new(&self.upstream_networks)
             .map_err(|why| bad("upstream_networks", why))?;
         let mut names = std::collections::HashSet::from(["default"]);
@@ -398,6 +405,7 @@ impl Config {
                 cooldown: Duration::from_millis(self.breaker_cooldown_ms),
             },
             strategy: self.balance,
+            max_response_bytes: self.max_response_bytes,
             guard: std::sync::Arc::new(
                 crate::upstream::guard::Guard::new(&self.upstream_networks).unwrap_or_default(),
             ),

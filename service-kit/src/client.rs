@@ -39,6 +39,9 @@ pub struct ClientOptions {
     /// the first delay (doubling, capped at 5 s).
     pub sse_retries: usize,
     pub sse_retry_base: Duration,
+    /// Largest SSE message accepted from the server (rmcp's default, 16 MiB, when
+    /// `None`).
+    pub max_response_bytes: Option<usize>,
 }
 
 impl Default for ClientOptions {
@@ -51,6 +54,7 @@ impl Default for ClientOptions {
             reinit_on_expired_session: true,
             sse_retries: 5,
             sse_retry_base: Duration::from_millis(200),
+            max_response_bytes: None,
         }
     }
 }
@@ -110,6 +114,9 @@ pub async fn connect_via<H: ClientHandler, C: StreamableHttpClient>(
         .max_concurrent_requests(options.max_concurrent_requests);
     config.auth_header = options.bearer.clone();
     config.reinit_on_expired_session = options.reinit_on_expired_session;
+    if let Some(max) = options.max_response_bytes {
+        config.max_sse_event_size = max;
+    }
     let mut backoff = ExponentialBackoff::default();
     backoff.max_times = Some(options.sse_retries);
     backoff.base_duration = options.sse_retry_base;

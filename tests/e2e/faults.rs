@@ -532,3 +532,72 @@ async fn instances_share_plain_calls_and_a_session_stays_on_its_instance() {
     b.stop().await;
     gateway.stop().await;
 }
+
+/// An upstream answer over `max_response_bytes` fails that one call with an error that
+/// says so, on both paths and both answer forms (SSE stream, JSON body); the service
+/// stays healthy and the next call of normal size goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_upstream_answer_fails_only_that_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.max_response_bytes = 16 * 1024;
+    let gw = start_gateway(config).await;
+    let sse = start_fixture("streamed", &["bigStreamed"]).await;
+    let json =
+        serve_fixture(crate::support::fixture::Fixture::new("plain", &["bigPlain"]).json()).await;
+    for (name, backend) in [("streamed", &sse), ("plain", &json)] {
+        let (status, body) = register(&gw, name, &backend.mcp_url()).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    for tool in ["bigStreamed", "bigPlain"] {
+        for meta in [None, Some(json!({"progressToken": 3}))] {
+            let call = |size: u64| {
+                let mut params = json!({"name": tool, "arguments": {"size": size}});
+                if let Some(meta) = &meta {
+                    params["_meta"] = meta.clone();
+                }
+                params
+            };
+            let what = format!(
+                "{tool} {}",
+                if meta.is_some() {
+                    "typed"
+                } else {
+                    "pass-through"
+                }
+            );
+            let (status, small) = rpc(&gw, "tools/call", call(8 * 1024)).await;
+            assert_eq!(status, 200, "{what}");
+            assert_eq!(
+                small["result"]["content"][0]["text"].as_str().map(str::len),
+                Some(8 * 1024),
+                "{what}: {small}"
+            );
+            let (status, big) = rpc(&gw, "tools/call", call(64 * 1024)).await;
+            assert_eq!(status, 200, "{what}");
+            let message = big["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                big["result"].is_null()
+                    && message.contains(
+                        "answered with more than 16384 bytes (the gateway's max_response_bytes)"
+                    ),
+                "{what}: {big}"
+            );
+            let (_, again) = rpc(&gw, "tools/call", call(100)).await;
+            assert!(
+                again["result"]["content"].is_array(),
+                "{what} after: {again}"
+            );
+        }
+    }
+    for name in ["streamed", "plain"] {
+        assert_eq!(
+            service_state(&gw, name).await.as_deref(),
+            Some("healthy"),
+            "{name}"
+        );
+    }
+    gw.stop().await;
+    sse.stop().await;
+    json.stop().await;
+}

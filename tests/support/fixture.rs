@@ -1,7 +1,8 @@
 //! A small MCP server for tests: offers the tools it is given; each answers with which
 //! server and tool ran and the arguments it got, so routing is visible in the result.
 //! Tools named `hang*` never answer (until cancelled: the fixture counts cancellations);
-//! tools named `slow*` answer after 800 ms. Every call is counted.
+//! tools named `slow*` answer after 800 ms; tools named `big*` answer with a text of
+//! `arguments.size` bytes. Every call is counted.
 
 use std::{
     sync::{
@@ -40,6 +41,8 @@ pub struct Fixture {
     require: Option<(&'static str, Arc<str>)>,
     /// The `Authorization` header of every HTTP request received ("" when absent).
     pub authorizations: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Serve without sessions, answering plain JSON bodies instead of SSE streams.
+    json: bool,
 }
 
 impl Fixture {
@@ -74,7 +77,14 @@ impl Fixture {
             page: None,
             require: None,
             authorizations: Arc::default(),
+            json: false,
         }
+    }
+
+    /// Sessionless, answering each call with a JSON body (not an SSE stream).
+    pub fn json(mut self) -> Self {
+        self.json = true;
+        self
     }
 
     /// Refuses (401) every HTTP request without `header: value`, like a backend that
@@ -95,7 +105,11 @@ impl Fixture {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        let config = service_kit::mcp::server_config(&[], shutdown.clone());
+        let mut config = service_kit::mcp::server_config(&[], shutdown.clone());
+        if self.json {
+            config.legacy_session_mode = false;
+            config.json_response = true;
+        }
         let (require, seen) = (self.require.clone(), Arc::clone(&self.authorizations));
         let service = StreamableHttpService::new(
             move || Ok(self.clone()),
@@ -183,6 +197,20 @@ impl ServerHandler for Fixture {
         }
         if request.name.starts_with("slow") {
             tokio::time::sleep(Duration::from_millis(800)).await;
+        }
+        if request.name.starts_with("big") {
+            let size = request
+                .arguments
+                .as_ref()
+                .and_then(|a| a.get("size"))
+                .and_then(|s| s.as_u64())
+                .unwrap_or(65536);
+            return Ok(
+                CallToolResult::success(vec![rmcp::model::ContentBlock::text(
+                    "x".repeat(size as usize),
+                )])
+                .into(),
+            );
         }
         if !self.tools.iter().any(|t| t.name == request.name) {
             return Err(ErrorData::invalid_params(

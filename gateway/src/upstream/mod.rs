@@ -87,6 +87,8 @@ pub struct Options {
     pub health_interval: Duration,
     pub policy: Policy,
     pub strategy: Strategy,
+    /// Largest JSON answer or SSE message an upstream may send for one request.
+    pub max_response_bytes: usize,
     /// Where upstreams may be (checked before connecting and at every connection).
     pub guard: Arc<guard::Guard>,
 }
@@ -143,6 +145,16 @@ pub struct Extras {
     pub templates: Vec<ResourceTemplate>,
     pub capabilities: ServerCapabilities,
     pub instructions: Option<String>,
+}
+
+/// The error a request gets when its upstream's answer is over `max_response_bytes`.
+pub(crate) fn oversized(service: &str, max: usize) -> rmcp::ErrorData {
+    rmcp::ErrorData::internal_error(
+        format!(
+            "service \"{service}\" answered with more than {max} bytes (the gateway's max_response_bytes)"
+        ),
+        None,
+    )
 }
 
 /// The downstream side of one request: where relayed messages go.
@@ -361,6 +373,7 @@ impl Instance {
             // fail the call fast, not after seconds of backoff.
             sse_retries: 2,
             sse_retry_base: Duration::from_millis(50),
+            max_response_bytes: Some(self.options.max_response_bytes),
         }
     }
 
@@ -387,7 +400,13 @@ impl Instance {
             Arc::clone(&self.options.guard),
             self.auth.clone(),
         ));
-        let http = resume::WatchedHttp::new(client, Arc::clone(relays), Arc::clone(&target));
+        let http = resume::WatchedHttp::new(
+            client,
+            Arc::clone(relays),
+            Arc::clone(&target),
+            self.options.max_response_bytes,
+            oversized(&self.service, self.options.max_response_bytes),
+        );
         (http, target)
     }
 

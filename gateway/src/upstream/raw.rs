@@ -248,6 +248,7 @@ pub struct Exchange {
     /// Relayed messages that arrived with the answer, to pass on before it.
     queued: VecDeque<String>,
     held: Option<Answer>,
+    cap: Arc<Cap>,
 }
 
 impl Instance {
@@ -293,6 +294,7 @@ impl Instance {
             relay,
             queued: VecDeque::new(),
             held: None,
+            cap: Cap::new(self.options.max_response_bytes),
         };
         let sent = match tokio::time::timeout_at(deadline, exchange.send(body)).await {
             Ok(r) => r,
@@ -371,9 +373,70 @@ async fn drive<F: Future>(conn: &mut Option<Pin<Box<Conn>>>, fut: F) -> F::Outpu
 /// A call's SSE answer, read while driving its connection; the connection goes back to
 /// the pool when the answer ends.
 struct Driven {
-    body: SseStream<Incoming>,
+    body: BoxStream<'static, Result<Sse, sse_stream::Error>>,
     link: Option<Link>,
     target: Arc<RawTarget>,
+}
+
+/// How much an answer may weigh (`max_response_bytes`): a JSON body in all, an SSE
+/// stream per message. Shared by a call's stream and the exchange that reads it, which
+/// tells an oversized message from a broken stream.
+struct Cap {
+    max: usize,
+    /// Bytes received since the last complete SSE message.
+    pending: std::sync::atomic::AtomicUsize,
+    exceeded: std::sync::atomic::AtomicBool,
+}
+
+impl Cap {
+    fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            pending: Default::default(),
+            exceeded: Default::default(),
+        })
+    }
+
+    fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Acquire)
+    }
+
+    fn failure(&self, service: &str) -> Failure {
+        Failure::Upstream(super::oversized(service, self.max))
+    }
+
+    /// SSE messages parsed from `bytes`, each at most `max` bytes: the stream fails
+    /// once more than that arrives without a message completing.
+    fn events<S, E>(
+        self: &Arc<Self>,
+        bytes: S,
+    ) -> BoxStream<'static, Result<Sse, sse_stream::Error>>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.pending.store(0, Ordering::Relaxed);
+        let counted = Arc::clone(self);
+        let bytes = bytes.map(move |chunk| -> Result<Bytes, std::io::Error> {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            let pending = counted.pending.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len();
+            if pending > counted.max {
+                counted.exceeded.store(true, Ordering::Release);
+                return Err(std::io::Error::other(
+                    "an SSE message exceeded max_response_bytes",
+                ));
+            }
+            Ok(chunk)
+        });
+        let reset = Arc::clone(self);
+        SseStream::from_bytes_stream(bytes)
+            .inspect(move |event| {
+                if event.is_ok() {
+                    reset.pending.store(0, Ordering::Relaxed);
+                }
+            })
+            .boxed()
+    }
 }
 
 impl Stream for Driven {
@@ -461,15 +524,19 @@ impl Exchange {
             .unwrap_or_default();
         if kind.starts_with("text/event-stream") {
             return Ok(Phase::Events(Box::pin(Driven {
-                body: SseStream::new(response.into_body()),
+                body: self.cap.events(response.into_body().into_data_stream()),
                 link: Some(link),
                 target: Arc::clone(&self.target),
             })));
         }
-        let bytes = drive(&mut link.conn, response.into_body().collect())
-            .await
-            .map_err(|e| Failure::Lost(service_kit::client::root_cause(&e)))?
-            .to_bytes();
+        let body = http_body_util::Limited::new(response.into_body(), self.cap.max);
+        let bytes = match drive(&mut link.conn, body.collect()).await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(self.cap.failure(&self.instance.service));
+            }
+            Err(e) => return Err(Failure::Lost(service_kit::client::root_cause(&*e))),
+        };
         self.target.checkin(link);
         Ok(Phase::Json(bytes))
     }
@@ -565,6 +632,9 @@ impl Exchange {
                             Kind::Other => return Ok(Event::Message(data)),
                         }
                     }
+                    Some(Err(_)) if self.cap.exceeded() => {
+                        return Err(self.cap.failure(&self.instance.service));
+                    }
                     Some(Err(e)) if !self.can_resume() => {
                         return Err(Failure::Lost(format!("the response stream broke: {e}")));
                     }
@@ -634,9 +704,7 @@ impl Exchange {
                 response.status()
             )));
         }
-        Ok(Phase::Events(
-            SseStream::from_bytes_stream(response.bytes_stream()).boxed(),
-        ))
+        Ok(Phase::Events(self.cap.events(response.bytes_stream())))
     }
 
     fn classify(&self, text: &str) -> Kind {

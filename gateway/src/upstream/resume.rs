@@ -11,7 +11,10 @@
 //! its downstream call gets [`RelayMsg::StreamClosed`] with the backend's hint. A resumed
 //! stream is watched in turn, so a backend that closes again is followed every time.
 //!
-//! It also tells the session's [`RawTarget`] the session id the backend assigned.
+//! It also tells the session's [`RawTarget`] the session id the backend assigned, and
+//! holds answers to `max_response_bytes`: an answer over it (a JSON body, or one SSE
+//! message, which rmcp's own bound stops while reading) becomes a JSON-RPC error for that
+//! request alone. Left to rmcp, an oversized SSE message would close the whole session.
 //!
 //! Streams that simply end after their answer are remembered too (which one will be
 //! resumed is only known later) in a short list that forgets the oldest.
@@ -27,7 +30,7 @@ use std::{
 use futures::{Stream, StreamExt, stream::BoxStream};
 use http::{HeaderName, HeaderValue};
 use rmcp::{
-    model::{ClientJsonRpcMessage, RequestId},
+    model::{ClientJsonRpcMessage, RequestId, ServerJsonRpcMessage},
     transport::streamable_http_client::{
         SseError, StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
     },
@@ -53,7 +56,14 @@ pub struct WatchedHttp {
     ended: Arc<Mutex<VecDeque<Ended>>>,
     relays: Arc<Relays>,
     raw: Arc<RawTarget>,
+    /// Largest JSON answer accepted (rmcp itself stops at [`RMCP_JSON_LIMIT`]).
+    max_json: usize,
+    /// What a request whose answer is too large gets instead.
+    too_large: Arc<rmcp::ErrorData>,
 }
+
+/// rmcp's own bound on a JSON response body.
+const RMCP_JSON_LIMIT: usize = 16 * 1024 * 1024;
 
 /// A request's stream that ended: where it stopped, and the backend's last retry hint.
 struct Ended {
@@ -63,12 +73,20 @@ struct Ended {
 }
 
 impl WatchedHttp {
-    pub fn new(inner: reqwest::Client, relays: Arc<Relays>, raw: Arc<RawTarget>) -> Self {
+    pub fn new(
+        inner: reqwest::Client,
+        relays: Arc<Relays>,
+        raw: Arc<RawTarget>,
+        max_json: usize,
+        too_large: rmcp::ErrorData,
+    ) -> Self {
         Self {
             inner,
             ended: Arc::default(),
             relays,
             raw,
+            max_json,
+            too_large: Arc::new(too_large),
         }
     }
 
@@ -79,7 +97,14 @@ impl WatchedHttp {
             last_event_id: None,
             retry: None,
             ended: Arc::clone(&self.ended),
+            too_large: Arc::clone(&self.too_large),
+            finished: false,
         })
+    }
+
+    /// The error answer of `request`, whose real answer was too large.
+    fn too_large_answer(&self, request: RequestId) -> StreamableHttpPostResponse {
+        StreamableHttpPostResponse::Json(too_large_message(&self.too_large, request), None)
     }
 
     /// The request whose stream stopped at `last_event_id`, if one did.
@@ -99,6 +124,19 @@ struct Watched {
     last_event_id: Option<String>,
     retry: Option<u64>,
     ended: Arc<Mutex<VecDeque<Ended>>>,
+    too_large: Arc<rmcp::ErrorData>,
+    /// Ended early, after an error answer in place of an oversized message.
+    finished: bool,
+}
+
+fn too_large_message(error: &rmcp::ErrorData, request: RequestId) -> ServerJsonRpcMessage {
+    ServerJsonRpcMessage::error(error.clone(), Some(request))
+}
+
+/// rmcp's bounded SSE reader failed on a message over the configured size (its error
+/// type is private; its text is fixed in the pinned version).
+fn is_too_large(e: &SseError) -> bool {
+    e.to_string().contains("exceeded the maximum size")
 }
 
 impl Stream for Watched {
@@ -106,7 +144,23 @@ impl Stream for Watched {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if this.finished {
+            return Poll::Ready(None);
+        }
         let item = ready!(this.inner.poll_next_unpin(cx));
+        if let Some(Err(e)) = &item
+            && is_too_large(e)
+            && let Some(request) = this.request.take()
+        {
+            this.finished = true;
+            let answer = too_large_message(&this.too_large, request);
+            return Poll::Ready(Some(Ok(Sse {
+                event: None,
+                data: serde_json::to_string(&answer).ok(),
+                id: None,
+                retry: None,
+            })));
+        }
         match &item {
             Some(Ok(event)) => {
                 if let Some(id) = &event.id {
@@ -154,8 +208,8 @@ impl StreamableHttpClient for WatchedHttp {
         let response = self
             .inner
             .post_message(uri, message, session_id, auth_header, custom_headers)
-            .await?;
-        Ok(self.watch_response(response, request))
+            .await;
+        self.answer(response, request)
     }
 
     async fn post_message_with_max_sse_event_size(
@@ -178,8 +232,8 @@ impl StreamableHttpClient for WatchedHttp {
                 custom_headers,
                 max_sse_event_size,
             )
-            .await?;
-        Ok(self.watch_response(response, request))
+            .await;
+        self.answer(response, request)
     }
 
     async fn delete_session(
@@ -243,24 +297,38 @@ fn request_id(message: &ClientJsonRpcMessage) -> Option<RequestId> {
 }
 
 impl WatchedHttp {
-    /// A request's SSE answer, watched.
-    fn watch_response(
+    /// A request's answer: an SSE stream watched, an oversized one replaced by an error.
+    fn answer(
         &self,
-        response: StreamableHttpPostResponse,
+        response: Result<StreamableHttpPostResponse, Error>,
         request: Option<RequestId>,
-    ) -> StreamableHttpPostResponse {
+    ) -> Result<StreamableHttpPostResponse, Error> {
+        let response = match (response, request.clone()) {
+            (Err(StreamableHttpError::ResponseBodyTooLarge { .. }), Some(request)) => {
+                return Ok(self.too_large_answer(request));
+            }
+            (response, _) => response?,
+        };
+        // rmcp read the body within its own bound; a smaller configured one is checked
+        // on the parsed message (only then, so the default costs nothing).
+        if let (StreamableHttpPostResponse::Json(message, _), Some(request)) = (&response, &request)
+            && self.max_json < RMCP_JSON_LIMIT
+            && json_len(message) > self.max_json
+        {
+            return Ok(self.too_large_answer(request.clone()));
+        }
         // The session id the backend assigned, for the pass-through path.
         if let StreamableHttpPostResponse::Sse(_, Some(id))
         | StreamableHttpPostResponse::Json(_, Some(id)) = &response
         {
             self.raw.note_session(id);
         }
-        match (response, request) {
+        Ok(match (response, request) {
             (StreamableHttpPostResponse::Sse(stream, session), Some(request)) => {
                 StreamableHttpPostResponse::Sse(self.watch(stream, request), session)
             }
             (other, _) => other,
-        }
+        })
     }
 
     /// rmcp resumes from `last_event_id`: if a request's stream ended there, the backend
@@ -280,4 +348,21 @@ impl WatchedHttp {
             None => stream,
         }
     }
+}
+
+/// The length of `message` as JSON text, without building the text.
+fn json_len(message: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, message);
+    count.0
 }
