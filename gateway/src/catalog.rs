@@ -5,7 +5,9 @@
 //! Naming rule: a tool keeps its original name when no other upstream offers the same
 //! name. Names that collide are all qualified as `<service>__<tool>`; the qualified form
 //! is accepted for every tool, colliding or not, so a client can always be explicit. A
-//! name only changes when another service starts or stops offering the same name.
+//! name only changes when another service starts or stops offering the same name. A
+//! qualified name never shadows a tool's own name: should a backend call a tool
+//! `inventory__get`, a colliding `get` of `inventory` is listed as `inventory__get-2`.
 //! Qualified names stay inside `^[a-zA-Z0-9_-]{1,64}$` (what LLM function-calling APIs
 //! accept): other characters become `_`, and an over-long name is shortened with a hash
 //! suffix that keeps it unique. Definitions are passed through unchanged except `name`.
@@ -66,6 +68,8 @@ struct Naming<T> {
     key: fn(&T) -> &str,
     rename: fn(&mut T, String),
     qualify: fn(&str, &str) -> String,
+    /// The `n`th alternative to a qualified name that is already taken.
+    variant: fn(&str, usize) -> String,
     retry_safe: fn(&T) -> bool,
 }
 
@@ -80,7 +84,15 @@ impl<T: Clone> Merged<T> {
                 }
             }
         }
+        // Names offered once are public as they are; a qualified name never takes one of
+        // them (a tool may be called `a__get` at its backend).
+        let mut taken: std::collections::HashSet<String> = offered_by
+            .iter()
+            .filter(|(_, n)| **n == 1)
+            .map(|(k, _)| k.to_string())
+            .collect();
         let mut merged = Merged::default();
+        let mut aliases = Vec::new();
         for (service, items) in sources {
             let mut seen = std::collections::HashSet::new();
             for t in items {
@@ -95,23 +107,37 @@ impl<T: Clone> Merged<T> {
                     retry_safe: (naming.retry_safe)(t),
                 };
                 let public = if offered_by[key] > 1 {
+                    let mut public = qualified.clone();
+                    let mut n = 2;
+                    while !taken.insert(public.clone()) {
+                        public = (naming.variant)(&qualified, n);
+                        n += 1;
+                    }
                     merged
                         .ambiguous
                         .entry(key.to_string())
                         .or_default()
-                        .push(qualified.clone());
-                    qualified.clone()
+                        .push(public.clone());
+                    public
                 } else {
-                    merged.routes.insert(key.to_string(), route.clone());
                     key.to_string()
                 };
-                merged.routes.entry(qualified).or_insert(route);
+                merged.routes.insert(public.clone(), route.clone());
+                aliases.push((qualified, route));
                 let mut def = t.clone();
                 merged.index.insert(public.clone(), merged.items.len());
                 if public != key {
                     (naming.rename)(&mut def, public);
                 }
                 merged.items.push(def);
+            }
+        }
+        // The qualified form of every name is accepted too, unless it is some other
+        // entry's public name, or a bare name several services offer (which must stay
+        // refused as ambiguous rather than quietly lead elsewhere).
+        for (qualified, route) in aliases {
+            if !merged.ambiguous.contains_key(&qualified) {
+                merged.routes.entry(qualified).or_insert(route);
             }
         }
         merged
@@ -211,6 +237,7 @@ impl Catalog {
                     key: |t: &Tool| t.name.as_ref(),
                     rename: |t, n| t.name = n.into(),
                     qualify,
+                    variant: name_variant,
                     retry_safe: |t| {
                         t.annotations.as_ref().is_some_and(|a| {
                             a.read_only_hint == Some(true) || a.idempotent_hint == Some(true)
@@ -224,6 +251,7 @@ impl Catalog {
                     key: |p: &Prompt| p.name.as_str(),
                     rename: |p, n| p.name = n,
                     qualify,
+                    variant: name_variant,
                     retry_safe: |_| true,
                 },
             ),
@@ -233,6 +261,7 @@ impl Catalog {
                     key: |r: &Resource| r.uri.as_str(),
                     rename: |r, n| r.uri = n,
                     qualify: qualify_uri,
+                    variant: |uri, n| format!("{uri}~{n}"),
                     retry_safe: |_| true,
                 },
             ),
@@ -345,6 +374,13 @@ pub fn template_matches(template: &str, uri: &str) -> bool {
         }
     }
     !body.is_empty()
+}
+
+/// `name` with `-n` appended, still within 64 characters.
+fn name_variant(name: &str, n: usize) -> String {
+    let suffix = format!("-{n}");
+    let keep = name.len().min(MAX_NAME - suffix.len());
+    format!("{}{suffix}", &name[..keep])
 }
 
 /// `<service>__<tool>`, sanitized to `[a-zA-Z0-9_-]` and at most 64 characters.

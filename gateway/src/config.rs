@@ -236,6 +236,18 @@ impl Config {
             )
             .merge(Env::prefixed("GATEWAY_").ignore(&["CONFIG", "URL"]))
             .merge(Serialized::defaults(overrides));
+        Self::extract(figment)
+    }
+
+    /// The defaults under a TOML text alone (no environment, no flags): what a
+    /// configuration file says, checked as at start-up.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::extract(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
+        )
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
         let config: Config = figment.extract().map_err(|e| {
             let key = e.path.join(".");
             let key = if key.is_empty() {

@@ -182,6 +182,23 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What can be checked of a registration without contacting anything; the URL in its
+/// normal form.
+pub fn validate(reg: &Registration) -> Result<String, String> {
+    validate_name(&reg.name)?;
+    let url = normalize_url(&reg.url)?;
+    if reg.weight == Some(0) {
+        return Err("weight must be at least 1".into());
+    }
+    if reg.call_timeout_ms == Some(0) {
+        return Err("callTimeoutMs must be greater than 0".into());
+    }
+    if let Some(auth) = &reg.auth {
+        auth.header()?;
+    }
+    Ok(url)
+}
+
 /// An http(s) URL; a URL without a path means the conventional `/mcp` endpoint.
 pub fn normalize_url(raw: &str) -> Result<String, String> {
     let mut url = url::Url::parse(raw.trim()).map_err(|e| format!("invalid URL {raw:?}: {e}"))?;
@@ -573,19 +590,7 @@ impl Registry {
         self: &Arc<Self>,
         reg: Registration,
     ) -> Result<Registered, RegisterError> {
-        validate_name(&reg.name).map_err(RegisterError::Invalid)?;
-        let url = normalize_url(&reg.url).map_err(RegisterError::Invalid)?;
-        if reg.weight == Some(0) {
-            return Err(RegisterError::Invalid("weight must be at least 1".into()));
-        }
-        if reg.call_timeout_ms == Some(0) {
-            return Err(RegisterError::Invalid(
-                "callTimeoutMs must be greater than 0".into(),
-            ));
-        }
-        if let Some(auth) = &reg.auth {
-            auth.header().map_err(RegisterError::Invalid)?;
-        }
+        let url = validate(&reg).map_err(RegisterError::Invalid)?;
         match self.options.guard.check_url(&url).await {
             Ok(()) => {}
             Err(Refusal::NotAllowed(why)) => {

@@ -61,38 +61,9 @@ pub async fn register(
     Extension(identity): Extension<Identity>,
     body: Bytes,
 ) -> Response {
-    let body: RegisterBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            let why = if body.iter().all(u8::is_ascii_whitespace) {
-                "request body is empty; expected {\"name\": \"...\", \"url\": \"http://host:port/mcp\"}".to_string()
-            } else {
-                format!(
-                    "invalid registration body: {e}; expected {{\"name\": \"...\", \"url\": \"http://host:port/mcp\"}}"
-                )
-            };
-            return error(StatusCode::BAD_REQUEST, "invalid_body", why);
-        }
-    };
-    let auth = match body.auth.map(serde_json::from_value::<UpstreamAuth>) {
-        None => None,
-        Some(Ok(auth)) => Some(auth),
-        Some(Err(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                crate::upstream::secret::FORMS,
-            );
-        }
-    };
-    let registration = Registration {
-        name: body.name,
-        url: body.url,
-        weight: body.weight,
-        call_timeout_ms: body.call_timeout_ms,
-        replace: body.replace,
-        auth,
-        actor: actor(&identity),
+    let registration = match parse_registration(&body, actor(&identity)) {
+        Ok(r) => r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_body", why),
     };
     match registry.register(registration).await {
         Ok(done) => {
@@ -142,6 +113,38 @@ pub async fn register(
             )
         }
     }
+}
+
+/// A `/register` body read into a registration, or what is wrong with it (a 400).
+/// Nothing is contacted (the fuzz target `admin_bodies` drives this).
+pub fn parse_registration(body: &[u8], actor: Actor) -> Result<Registration, String> {
+    let parsed: RegisterBody = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => {
+            let why = if body.iter().all(u8::is_ascii_whitespace) {
+                "request body is empty; expected {\"name\": \"...\", \"url\": \"http://host:port/mcp\"}".to_string()
+            } else {
+                format!(
+                    "invalid registration body: {e}; expected {{\"name\": \"...\", \"url\": \"http://host:port/mcp\"}}"
+                )
+            };
+            return Err(why);
+        }
+    };
+    let auth = match parsed.auth.map(serde_json::from_value::<UpstreamAuth>) {
+        None => None,
+        Some(Ok(auth)) => Some(auth),
+        Some(Err(_)) => return Err(crate::upstream::secret::FORMS.into()),
+    };
+    Ok(Registration {
+        name: parsed.name,
+        url: parsed.url,
+        weight: parsed.weight,
+        call_timeout_ms: parsed.call_timeout_ms,
+        replace: parsed.replace,
+        auth,
+        actor,
+    })
 }
 
 #[derive(Deserialize)]
