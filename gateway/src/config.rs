@@ -64,6 +64,18 @@ pub struct Config {
     pub drain_timeout_ms: u64,
     /// Log one JSON object per line instead of human-readable lines.
     pub log_json: bool,
+    /// Record every tool call in the store (`GET /calls`, `GET /stats`).
+    pub call_log: bool,
+    /// The call log keeps at most this many calls...
+    pub call_log_max_rows: usize,
+    /// ...and none older than this, in milliseconds.
+    pub call_log_max_age_ms: u64,
+    /// Also record each call's arguments and result (redacted as below).
+    pub call_log_payloads: bool,
+    /// Members (any depth, any case) whose values are replaced by `"[redacted]"` in
+    /// recorded arguments and results.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub call_log_redact: Vec<String>,
     /// The gateway's public base URL (`https://gateway.example.com`), as named in its
     /// RFC 9728 metadata and 401 challenges; unset: `http://` and the request's `Host`.
     pub public_url: Option<String>,
@@ -175,6 +187,20 @@ impl Default for Config {
             breaker_cooldown_ms: 5_000,
             drain_timeout_ms: 10_000,
             log_json: false,
+            call_log: true,
+            call_log_max_rows: 100_000,
+            call_log_max_age_ms: 7 * 24 * 3600 * 1000,
+            call_log_payloads: false,
+            call_log_redact: [
+                "password",
+                "secret",
+                "token",
+                "authorization",
+                "apiKey",
+                "api_key",
+            ]
+            .map(String::from)
+            .to_vec(),
             public_url: None,
             authorization_servers: Vec::new(),
             upstream_networks: crate::upstream::guard::LOOPBACK_NETWORKS
@@ -301,6 +327,12 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return Err(bad("max_body_bytes", "must be at least 1024"));
+        }
+        if self.call_log_max_rows == 0 {
+            return Err(bad("call_log_max_rows", "must be at least 1"));
+        }
+        if self.call_log_max_age_ms == 0 {
+            return Err(bad("call_log_max_age_ms", "must be greater than 0"));
         }
         if self.max_response_bytes < 1024 {
             return Err(bad("max_response_bytes", "must be at least 1024"));

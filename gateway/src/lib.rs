@@ -18,6 +18,7 @@
 //!     balance  choosing an instance: round robin, least outstanding, weighted,
 //!              session affinity
 //!   store      the embedded SQLite registration store
+//!   observe    metrics (Prometheus) and the call log (SQLite, written off the call path)
 //!   limits     rate limits per credential and per tool (governor token buckets)
 //!   trim       returning ended sessions' memory to the system (glibc malloc_trim)
 //! config       figment: defaults, TOML, environment, CLI overrides; validation
@@ -34,6 +35,7 @@ pub mod config;
 pub mod http;
 pub mod limits;
 pub mod mcp;
+pub mod observe;
 pub mod passthrough;
 pub mod registry;
 pub mod store;
@@ -105,5 +107,6 @@ pub async fn run(
     sessions_stop.cancel();
     registry.close_all().await;
     upstreams_stop.cancel();
+    registry.flush_call_log().await;
     served.map_err(Into::into)
 }

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     catalog::Lookup,
     http::auth::{Allow, Identity, MetadataUrl, Scopes, insufficient_scope},
+    observe::{Caller, Outcome},
     passthrough::Passthrough,
     registry::{Changed, Registry},
     upstream::{CallError, Downstream, PrivateSessions, Resumable, Service},
@@ -153,6 +154,14 @@ impl GatewayHandler {
     }
 
     /// Where relayed messages of this request go.
+    /// Counts one answered request of `method` in the metrics.
+    fn count<T>(&self, method: &str, result: &Result<T, ErrorData>) {
+        self.registry
+            .observer()
+            .metrics
+            .request(method, result.is_ok());
+    }
+
     fn downstream<'a>(&'a self, context: &'a RequestContext<RoleServer>) -> Downstream<'a> {
         let private = self
             .session
@@ -177,6 +186,7 @@ impl GatewayHandler {
                     resumptions: &s.resumptions,
                 })
             }),
+            ticket: None,
         }
     }
 
@@ -188,6 +198,21 @@ impl GatewayHandler {
         context: &RequestContext<RoleServer>,
         retry_safe: bool,
     ) -> Result<ServerResult, ErrorData> {
+        self.forward_call(service, request, context, retry_safe, None)
+            .await
+            .map_err(to_jsonrpc)
+    }
+
+    /// [`Self::forward`] with the gateway's own error, telling `ticket` which instance
+    /// served the call.
+    async fn forward_call(
+        &self,
+        service: &Arc<Service>,
+        request: ClientRequest,
+        context: &RequestContext<RoleServer>,
+        retry_safe: bool,
+        ticket: Option<&crate::observe::CallTicket>,
+    ) -> Result<ServerResult, CallError> {
         // A client with an MCP session stays on one instance of each service.
         let affinity = context
             .extensions
@@ -195,12 +220,11 @@ impl GatewayHandler {
             .and_then(|p| p.headers.get("mcp-session-id"))
             .and_then(|v| v.to_str().ok());
         let _in_flight = self.registry.call_started();
-        let down = self.downstream(context);
+        let mut down = self.downstream(context);
+        down.ticket = ticket;
         // Boxed: rmcp copies the handler's future into each task it spawns, and this one
         // is large.
-        Box::pin(service.request(request, &down, affinity, retry_safe))
-            .await
-            .map_err(to_jsonrpc)
+        Box::pin(service.request(request, &down, affinity, retry_safe)).await
     }
 }
 
@@ -233,6 +257,21 @@ fn unexpected(method: &str) -> ErrorData {
         format!("the upstream answered {method} with an unexpected result"),
         None,
     )
+}
+
+/// `value` as JSON text, when `wanted`.
+fn json_text<T: serde::Serialize>(wanted: bool, value: &T) -> Option<String> {
+    wanted.then(|| serde_json::to_string(value).ok()).flatten()
+}
+
+/// Who sent the request (see `entry`).
+fn caller_of(context: &RequestContext<RoleServer>) -> Caller {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<Caller>())
+        .cloned()
+        .unwrap_or_else(Caller::anonymous)
 }
 
 /// The allow-list of the credential that sent the request, if it has one.
@@ -389,21 +428,26 @@ impl ServerHandler for GatewayHandler {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let catalog = self.registry.catalog();
-        let allow = allow_of(&context);
-        let tools = visible(
-            catalog.tools(),
-            allow.as_deref(),
-            |a, t| matches!(catalog.lookup(&t.name), Lookup::Found(r) if tool_visible(a, r)),
-        );
-        let (tools, next) = page(
-            &tools,
-            request.and_then(|r| r.cursor).as_deref(),
-            self.page_size,
-        )?;
-        let mut result = ListToolsResult::with_all_items(tools.to_vec());
-        result.next_cursor = next;
-        Ok(result)
+        let result = async {
+            let catalog = self.registry.catalog();
+            let allow = allow_of(&context);
+            let tools = visible(
+                catalog.tools(),
+                allow.as_deref(),
+                |a, t| matches!(catalog.lookup(&t.name), Lookup::Found(r) if tool_visible(a, r)),
+            );
+            let (tools, next) = page(
+                &tools,
+                request.and_then(|r| r.cursor).as_deref(),
+                self.page_size,
+            )?;
+            let mut result = ListToolsResult::with_all_items(tools.to_vec());
+            result.next_cursor = next;
+            Ok(result)
+        }
+        .await;
+        self.count("tools/list", &result);
+        result
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -432,7 +476,9 @@ impl ServerHandler for GatewayHandler {
                         .tool(&route.service.name, &route.original)
                     {
                         let what = format!("tool \"{}\"", request.name);
-                        return Err(crate::limits::rate_limited(&what, wait));
+                        let refused = Err(crate::limits::rate_limited(&what, wait));
+                        self.count("tools/call", &refused);
+                        return refused;
                     }
                     (
                         Arc::clone(&route.service),
@@ -441,22 +487,54 @@ impl ServerHandler for GatewayHandler {
                     )
                 }
                 Lookup::Ambiguous(choices) => {
-                    return Err(not_found("tool", &request.name, Some(choices)));
+                    let refused = Err(not_found("tool", &request.name, Some(choices)));
+                    self.count("tools/call", &refused);
+                    return refused;
                 }
-                Lookup::Unknown => return Err(not_found("tool", &request.name, None)),
+                Lookup::Unknown => {
+                    let refused = Err(not_found("tool", &request.name, None));
+                    self.count("tools/call", &refused);
+                    return refused;
+                }
             }
         };
+        let caller = caller_of(&context);
+        let observer = Arc::clone(self.registry.observer());
+        let mut ticket = observer.start(&caller, &service.name, &request.name, || {
+            serde_json::to_string(&request.arguments).ok()
+        });
         let mut forwarded = request;
         forwarded.name = original.to_string().into();
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(forwarded));
-        match self
-            .forward(&service, request, &context, retry_safe)
-            .await?
-        {
-            ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
-            ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
-            ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
-            _ => Err(unexpected("tools/call")),
+        ticket.upstream_starts();
+        let answer = self
+            .forward_call(&service, request, &context, retry_safe, Some(&ticket))
+            .await;
+        let wanted = ticket.wants_result();
+        match answer {
+            Ok(ServerResult::CallToolResult(r)) => {
+                let outcome = if r.is_error == Some(true) {
+                    Outcome::ToolError
+                } else {
+                    Outcome::Ok
+                };
+                let result = json_text(wanted, &r);
+                ticket.finish(outcome, None, result);
+                Ok(CallToolResponse::Complete(r))
+            }
+            Ok(other) => {
+                let result = json_text(wanted, &other);
+                ticket.finish(Outcome::Ok, None, result);
+                match other {
+                    ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
+                    ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
+                    _ => Err(unexpected("tools/call")),
+                }
+            }
+            Err(e) => {
+                ticket.finish(Outcome::of(&e), Some(e.to_string()), None);
+                Err(to_jsonrpc(e))
+            }
         }
     }
 
@@ -465,21 +543,27 @@ impl ServerHandler for GatewayHandler {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let catalog = self.registry.catalog();
-        let allow = allow_of(&context);
-        let prompts = visible(
-            catalog.prompts().items(),
-            allow.as_deref(),
-            |a, p| matches!(catalog.prompts().lookup(&p.name), Lookup::Found(r) if service_visible(a, r)),
-        );
-        let (items, next) = page(
-            &prompts,
-            request.and_then(|r| r.cursor).as_deref(),
-            self.page_size,
-        )?;
-        let mut result = ListPromptsResult::with_all_items(items.to_vec());
-        result.next_cursor = next;
-        Ok(result)
+        let result = async {
+
+            let catalog = self.registry.catalog();
+            let allow = allow_of(&context);
+            let prompts = visible(
+                catalog.prompts().items(),
+                allow.as_deref(),
+                |a, p| matches!(catalog.prompts().lookup(&p.name), Lookup::Found(r) if service_visible(a, r)),
+            );
+            let (items, next) = page(
+                &prompts,
+                request.and_then(|r| r.cursor).as_deref(),
+                self.page_size,
+            )?;
+            let mut result = ListPromptsResult::with_all_items(items.to_vec());
+            result.next_cursor = next;
+            Ok(result)
+        }
+        .await;
+        self.count("prompts/list", &result);
+        result
     }
 
     async fn get_prompt(
@@ -487,28 +571,35 @@ impl ServerHandler for GatewayHandler {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        let (service, original) = {
-            let catalog = self.registry.catalog();
-            let allow = allow_of(&context);
-            let lookup = as_allowed(
-                catalog.prompts().lookup(&request.name),
-                allow.as_deref(),
-                service_visible,
-            );
-            match lookup {
-                Lookup::Found(r) => (Arc::clone(&r.service), r.original.to_string()),
-                Lookup::Ambiguous(c) => return Err(not_found("prompt", &request.name, Some(c))),
-                Lookup::Unknown => return Err(not_found("prompt", &request.name, None)),
+        let result = async {
+            let (service, original) = {
+                let catalog = self.registry.catalog();
+                let allow = allow_of(&context);
+                let lookup = as_allowed(
+                    catalog.prompts().lookup(&request.name),
+                    allow.as_deref(),
+                    service_visible,
+                );
+                match lookup {
+                    Lookup::Found(r) => (Arc::clone(&r.service), r.original.to_string()),
+                    Lookup::Ambiguous(c) => {
+                        return Err(not_found("prompt", &request.name, Some(c)));
+                    }
+                    Lookup::Unknown => return Err(not_found("prompt", &request.name, None)),
+                }
+            };
+            let mut forwarded = request;
+            forwarded.name = original;
+            let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(forwarded));
+            match self.forward(&service, request, &context, true).await? {
+                ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
+                ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
+                _ => Err(unexpected("prompts/get")),
             }
-        };
-        let mut forwarded = request;
-        forwarded.name = original;
-        let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(forwarded));
-        match self.forward(&service, request, &context, true).await? {
-            ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
-            ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
-            _ => Err(unexpected("prompts/get")),
         }
+        .await;
+        self.count("prompts/get", &result);
+        result
     }
 
     async fn list_resources(
@@ -516,21 +607,27 @@ impl ServerHandler for GatewayHandler {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let catalog = self.registry.catalog();
-        let allow = allow_of(&context);
-        let resources = visible(
-            catalog.resources().items(),
-            allow.as_deref(),
-            |a, r| matches!(catalog.resources().lookup(&r.uri), Lookup::Found(route) if service_visible(a, route)),
-        );
-        let (items, next) = page(
-            &resources,
-            request.and_then(|r| r.cursor).as_deref(),
-            self.page_size,
-        )?;
-        let mut result = ListResourcesResult::with_all_items(items.to_vec());
-        result.next_cursor = next;
-        Ok(result)
+        let result = async {
+
+            let catalog = self.registry.catalog();
+            let allow = allow_of(&context);
+            let resources = visible(
+                catalog.resources().items(),
+                allow.as_deref(),
+                |a, r| matches!(catalog.resources().lookup(&r.uri), Lookup::Found(route) if service_visible(a, route)),
+            );
+            let (items, next) = page(
+                &resources,
+                request.and_then(|r| r.cursor).as_deref(),
+                self.page_size,
+            )?;
+            let mut result = ListResourcesResult::with_all_items(items.to_vec());
+            result.next_cursor = next;
+            Ok(result)
+        }
+        .await;
+        self.count("resources/list", &result);
+        result
     }
 
     async fn list_resource_templates(
@@ -538,21 +635,26 @@ impl ServerHandler for GatewayHandler {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let catalog = self.registry.catalog();
-        let allow = allow_of(&context);
-        let templates = visible(catalog.templates(), allow.as_deref(), |a, (s, _)| {
-            a.service(&s.name)
-        });
-        let (items, next) = page(
-            &templates,
-            request.and_then(|r| r.cursor).as_deref(),
-            self.page_size,
-        )?;
-        let mut result = ListResourceTemplatesResult::with_all_items(
-            items.iter().map(|(_, t)| t.clone()).collect(),
-        );
-        result.next_cursor = next;
-        Ok(result)
+        let result = async {
+            let catalog = self.registry.catalog();
+            let allow = allow_of(&context);
+            let templates = visible(catalog.templates(), allow.as_deref(), |a, (s, _)| {
+                a.service(&s.name)
+            });
+            let (items, next) = page(
+                &templates,
+                request.and_then(|r| r.cursor).as_deref(),
+                self.page_size,
+            )?;
+            let mut result = ListResourceTemplatesResult::with_all_items(
+                items.iter().map(|(_, t)| t.clone()).collect(),
+            );
+            result.next_cursor = next;
+            Ok(result)
+        }
+        .await;
+        self.count("resources/templates/list", &result);
+        result
     }
 
     async fn read_resource(
@@ -560,34 +662,39 @@ impl ServerHandler for GatewayHandler {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let route = self
-            .registry
-            .catalog()
-            .resource_route(&request.uri)
-            .filter(|(s, _)| allow_of(&context).is_none_or(|a| a.service(&s.name)));
-        let Some((service, original)) = route else {
-            return Err(ErrorData::resource_not_found(
-                format!("resource not found: {}", request.uri),
-                Some(json!({ "uri": request.uri })),
-            ));
-        };
-        let public = request.uri.clone();
-        let mut forwarded = request;
-        forwarded.uri = original.clone();
-        let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(forwarded));
-        match self.forward(&service, request, &context, true).await? {
-            ServerResult::ReadResourceResult(mut r) => {
-                // Contents name the URI the client asked for.
-                if public != original {
-                    for c in &mut r.contents {
-                        rename_contents(c, &original, &public);
+        let result = async {
+            let route = self
+                .registry
+                .catalog()
+                .resource_route(&request.uri)
+                .filter(|(s, _)| allow_of(&context).is_none_or(|a| a.service(&s.name)));
+            let Some((service, original)) = route else {
+                return Err(ErrorData::resource_not_found(
+                    format!("resource not found: {}", request.uri),
+                    Some(json!({ "uri": request.uri })),
+                ));
+            };
+            let public = request.uri.clone();
+            let mut forwarded = request;
+            forwarded.uri = original.clone();
+            let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(forwarded));
+            match self.forward(&service, request, &context, true).await? {
+                ServerResult::ReadResourceResult(mut r) => {
+                    // Contents name the URI the client asked for.
+                    if public != original {
+                        for c in &mut r.contents {
+                            rename_contents(c, &original, &public);
+                        }
                     }
+                    Ok(ReadResourceResponse::Complete(r))
                 }
-                Ok(ReadResourceResponse::Complete(r))
+                ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
+                _ => Err(unexpected("resources/read")),
             }
-            ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
-            _ => Err(unexpected("resources/read")),
         }
+        .await;
+        self.count("resources/read", &result);
+        result
     }
 
     async fn subscribe(
@@ -595,30 +702,35 @@ impl ServerHandler for GatewayHandler {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let route = self
-            .registry
-            .catalog()
-            .resource_route(&request.uri)
-            .filter(|(s, _)| allow_of(&context).is_none_or(|a| a.service(&s.name)));
-        let Some((service, original)) = route else {
-            return Err(ErrorData::resource_not_found(
-                format!("resource not found: {}", request.uri),
-                Some(json!({ "uri": request.uri })),
-            ));
-        };
-        let first = self
-            .registry
-            .subscribe(&request.uri, self.session.id, context.peer.clone());
-        if first {
-            let upstream = ClientRequest::SubscribeRequest(SubscribeRequest::new(
-                SubscribeRequestParams::new(original),
-            ));
-            if let Err(e) = service.request_plain(upstream).await {
-                self.registry.unsubscribe(&request.uri, self.session.id);
-                return Err(to_jsonrpc(e));
+        let result = async {
+            let route = self
+                .registry
+                .catalog()
+                .resource_route(&request.uri)
+                .filter(|(s, _)| allow_of(&context).is_none_or(|a| a.service(&s.name)));
+            let Some((service, original)) = route else {
+                return Err(ErrorData::resource_not_found(
+                    format!("resource not found: {}", request.uri),
+                    Some(json!({ "uri": request.uri })),
+                ));
+            };
+            let first =
+                self.registry
+                    .subscribe(&request.uri, self.session.id, context.peer.clone());
+            if first {
+                let upstream = ClientRequest::SubscribeRequest(SubscribeRequest::new(
+                    SubscribeRequestParams::new(original),
+                ));
+                if let Err(e) = service.request_plain(upstream).await {
+                    self.registry.unsubscribe(&request.uri, self.session.id);
+                    return Err(to_jsonrpc(e));
+                }
             }
+            Ok(())
         }
-        Ok(())
+        .await;
+        self.count("resources/subscribe", &result);
+        result
     }
 
     async fn unsubscribe(
@@ -626,10 +738,15 @@ impl ServerHandler for GatewayHandler {
         request: UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        if self.registry.unsubscribe(&request.uri, self.session.id) {
-            unsubscribe_upstream(&self.registry, &request.uri).await;
+        let result = async {
+            if self.registry.unsubscribe(&request.uri, self.session.id) {
+                unsubscribe_upstream(&self.registry, &request.uri).await;
+            }
+            Ok(())
         }
-        Ok(())
+        .await;
+        self.count("resources/unsubscribe", &result);
+        result
     }
 
     async fn complete(
@@ -637,52 +754,57 @@ impl ServerHandler for GatewayHandler {
         request: CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
-        let public = request.r#ref.clone();
-        let mut forwarded = request;
-        let service = {
-            let catalog = self.registry.catalog();
-            match &mut forwarded.r#ref {
-                Reference::Prompt(p) => match catalog.prompts().lookup(&p.name) {
-                    Lookup::Found(r) => {
-                        p.name = r.original.to_string();
-                        Arc::clone(&r.service)
+        let result = async {
+            let public = request.r#ref.clone();
+            let mut forwarded = request;
+            let service = {
+                let catalog = self.registry.catalog();
+                match &mut forwarded.r#ref {
+                    Reference::Prompt(p) => match catalog.prompts().lookup(&p.name) {
+                        Lookup::Found(r) => {
+                            p.name = r.original.to_string();
+                            Arc::clone(&r.service)
+                        }
+                        Lookup::Ambiguous(c) => return Err(not_found("prompt", &p.name, Some(c))),
+                        Lookup::Unknown => return Err(not_found("prompt", &p.name, None)),
+                    },
+                    Reference::Resource(t) => {
+                        let owner = catalog
+                            .templates()
+                            .iter()
+                            .find(|(_, tpl)| tpl.uri_template == t.uri)
+                            .map(|(s, _)| Arc::clone(s))
+                            .or_else(|| catalog.resource_route(&t.uri).map(|(s, _)| s));
+                        match owner {
+                            Some(s) => s,
+                            None => return Err(not_found("resource template", &t.uri, None)),
+                        }
                     }
-                    Lookup::Ambiguous(c) => return Err(not_found("prompt", &p.name, Some(c))),
-                    Lookup::Unknown => return Err(not_found("prompt", &p.name, None)),
-                },
-                Reference::Resource(t) => {
-                    let owner = catalog
-                        .templates()
-                        .iter()
-                        .find(|(_, tpl)| tpl.uri_template == t.uri)
-                        .map(|(s, _)| Arc::clone(s))
-                        .or_else(|| catalog.resource_route(&t.uri).map(|(s, _)| s));
-                    match owner {
-                        Some(s) => s,
-                        None => return Err(not_found("resource template", &t.uri, None)),
+                    _ => {
+                        return Err(ErrorData::invalid_params(
+                            "unsupported completion reference",
+                            None,
+                        ));
                     }
                 }
-                _ => {
-                    return Err(ErrorData::invalid_params(
-                        "unsupported completion reference",
-                        None,
-                    ));
-                }
+            };
+            if allow_of(&context).is_some_and(|a| !a.service(&service.name)) {
+                // Outside the credential's allow-list: as if it did not exist.
+                return Err(match &public {
+                    Reference::Prompt(p) => not_found("prompt", &p.name, None),
+                    Reference::Resource(t) => not_found("resource template", &t.uri, None),
+                    _ => ErrorData::invalid_params("unsupported completion reference", None),
+                });
             }
-        };
-        if allow_of(&context).is_some_and(|a| !a.service(&service.name)) {
-            // Outside the credential's allow-list: as if it did not exist.
-            return Err(match &public {
-                Reference::Prompt(p) => not_found("prompt", &p.name, None),
-                Reference::Resource(t) => not_found("resource template", &t.uri, None),
-                _ => ErrorData::invalid_params("unsupported completion reference", None),
-            });
+            let request = ClientRequest::CompleteRequest(CompleteRequest::new(forwarded));
+            match self.forward(&service, request, &context, true).await? {
+                ServerResult::CompleteResult(r) => Ok(r),
+                _ => Err(unexpected("completion/complete")),
+            }
         }
-        let request = ClientRequest::CompleteRequest(CompleteRequest::new(forwarded));
-        match self.forward(&service, request, &context, true).await? {
-            ServerResult::CompleteResult(r) => Ok(r),
-            _ => Err(unexpected("completion/complete")),
-        }
+        .await;
+        self.count("completion/complete", &result);
+        result
     }
 
     async fn set_level(
@@ -690,8 +812,13 @@ impl ServerHandler for GatewayHandler {
         request: SetLevelRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        *self.session.level.lock().unwrap_or_else(|p| p.into_inner()) = Some(request.level);
-        Ok(())
+        let result = async {
+            *self.session.level.lock().unwrap_or_else(|p| p.into_inner()) = Some(request.level);
+            Ok(())
+        }
+        .await;
+        self.count("logging/setLevel", &result);
+        result
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
@@ -792,11 +919,20 @@ pub struct McpEndpoint {
     /// `tools/call` past rmcp's typed pipeline, when nothing about the call needs it.
     passthrough: Arc<Passthrough>,
     limits: Arc<crate::limits::Limits>,
+    registry: Arc<Registry>,
     max_body_bytes: usize,
     max_sessions_per_credential: usize,
 }
 
 impl McpEndpoint {
+    /// The Prometheus text exposition, with the live gauges.
+    pub async fn metrics(&self) -> String {
+        let mut now = self.registry.metrics_snapshot();
+        now.sessions = self.streams.sessions.sessions.read().await.len()
+            + self.legacy_sessions.sessions.read().await.len();
+        self.registry.observer().metrics.render(now)
+    }
+
     /// Closes sessions unused for longer than `idle`, until `stop`.
     pub async fn expire_idle(self, idle: std::time::Duration, stop: CancellationToken) {
         let every = (idle / 4).clamp(
@@ -852,6 +988,7 @@ impl McpEndpoint {
             &config.allowed_origins,
         );
         let registry_limits = &Arc::clone(registry.limits());
+        let shared_registry = Arc::clone(&registry);
         let passthrough = Arc::new(Passthrough::new(
             Arc::clone(&registry),
             page_size,
@@ -904,6 +1041,7 @@ impl McpEndpoint {
             sessionless: Arc::new(sessionless),
             passthrough,
             limits: Arc::clone(registry_limits),
+            registry: shared_registry,
             max_body_bytes,
             max_sessions_per_credential: config.max_sessions_per_credential,
         }
@@ -953,6 +1091,18 @@ fn origin_policy(
 /// `/mcp`, every method.
 pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) -> Response {
     let identity = request.extensions().get::<Identity>().cloned();
+    let caller = Caller {
+        identity: identity
+            .as_ref()
+            .map_or_else(|| Arc::from("anonymous"), |i| Arc::clone(&i.name)),
+        request_id: request
+            .headers()
+            .get(crate::http::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(Arc::from),
+        arrived: std::time::Instant::now(),
+    };
+    request.extensions_mut().insert(caller.clone());
     // A credential with an allow-list sees filtered lists: the typed path does that.
     let passthrough_ok = identity.as_ref().is_none_or(|i| i.allow.is_none());
     let session = request
@@ -1011,7 +1161,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
             );
         }
         endpoint.passthrough.touch(&id);
-        return in_session(&endpoint, request, id, passthrough_ok).await;
+        return in_session(&endpoint, request, id, passthrough_ok, &caller).await;
     }
     if request.method() != Method::POST {
         return into_axum(endpoint.sessions.handle(request).await);
@@ -1024,7 +1174,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
     if passthrough_ok
         && let Some(response) = endpoint
             .passthrough
-            .sessionless_post(&parts.headers, &bytes)
+            .sessionless_post(&parts.headers, &bytes, &caller)
             .await
     {
         return response;
@@ -1065,6 +1215,11 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
             &endpoint.legacy
         };
         let response = into_axum(service.handle(request).await);
+        endpoint
+            .registry
+            .observer()
+            .metrics
+            .request("initialize", response.status().is_success());
         endpoint.passthrough.initialized(&bytes, &response);
         if let (Some(id), Some(who)) = (
             response
@@ -1106,6 +1261,7 @@ async fn in_session(
     mut request: Request,
     id: String,
     passthrough_ok: bool,
+    caller: &Caller,
 ) -> Response {
     let fast = passthrough_ok
         .then(|| endpoint.passthrough.session(&id))
@@ -1127,7 +1283,7 @@ async fn in_session(
             };
             if let Some(response) = endpoint
                 .passthrough
-                .session_post(&parts.headers, &bytes, &id, fast)
+                .session_post(&parts.headers, &bytes, &id, fast, caller)
                 .await
             {
                 return response;

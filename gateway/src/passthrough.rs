@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     catalog::{Catalog, Lookup},
+    observe::{CallTicket, Caller, Outcome},
     registry::{CallGuard, Registry},
     upstream::{
         CallError, Service,
@@ -160,6 +161,7 @@ struct Call {
     upstream_id: Arc<str>,
     body: Bytes,
     retry_safe: bool,
+    ticket: CallTicket,
 }
 
 impl Passthrough {
@@ -349,6 +351,7 @@ impl Passthrough {
         body: &Bytes,
         session_id: &str,
         fast: &FastSession,
+        caller: &Caller,
     ) -> Option<Response> {
         let envelope = serde_json::from_slice::<Envelope>(body).ok()?;
         let header = |name| {
@@ -392,7 +395,7 @@ impl Passthrough {
         {
             return None;
         }
-        let call = self.route(&envelope)?;
+        let call = self.route(&envelope, caller)?;
         let key = (session_id.to_string(), call.client_id.clone());
         let cancel = CancellationToken::new();
         self.calls.insert(key.clone(), cancel.clone());
@@ -420,6 +423,7 @@ impl Passthrough {
         self: &Arc<Self>,
         headers: &HeaderMap,
         body: &Bytes,
+        caller: &Caller,
     ) -> Option<Response> {
         // No version, or one rmcp serves without the stateless revision's metadata (an
         // unknown one is rmcp's to refuse).
@@ -438,7 +442,7 @@ impl Passthrough {
             "tools/list" => return self.list_tools(&envelope),
             _ => return None,
         }
-        let call = self.route(&envelope)?;
+        let call = self.route(&envelope, caller)?;
         Some(self.run(call, None).await)
     }
 
@@ -481,6 +485,7 @@ impl Passthrough {
             }
         };
         let page = pages.results.get(index)?.clone();
+        self.registry.observer().metrics.request("tools/list", true);
         // The page itself is not copied: the body is three pieces.
         let head = Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"#));
         let body = Pieces(vec![head, page, Bytes::from_static(b"}")]);
@@ -507,7 +512,7 @@ impl Passthrough {
     }
 
     /// The call in `envelope`, routed, if this path carries it.
-    fn route(&self, envelope: &Envelope) -> Option<Call> {
+    fn route(&self, envelope: &Envelope, caller: &Caller) -> Option<Call> {
         let id = self.plain_id(envelope)?;
         let params = serde_json::from_str::<CallParams>(envelope.params?.get()).ok()?;
         if params
@@ -537,12 +542,19 @@ impl Passthrough {
             .limits()
             .tool(&route.service.name, &route.original)
             .ok()?;
+        let ticket =
+            self.registry
+                .observer()
+                .start(caller, &route.service.name, &params.name, || {
+                    params.arguments.map(|a| a.get().to_string())
+                });
         Some(Call {
             client_id: id.to_string(),
             service: Arc::clone(&route.service),
             upstream_id,
             body: Bytes::from(body),
             retry_safe: route.retry_safe,
+            ticket,
         })
     }
 
@@ -550,6 +562,8 @@ impl Passthrough {
     /// the backend sent, otherwise (in a session) an SSE stream.
     async fn run(self: &Arc<Self>, call: Call, streamed: Option<Streamed>) -> Response {
         let guard = self.registry.call_started();
+        let mut ticket = call.ticket;
+        ticket.upstream_starts();
         let affinity = streamed.as_ref().map(|s| s.session.as_str());
         let open = call.service.open_raw(
             Arc::clone(&call.upstream_id),
@@ -567,17 +581,25 @@ impl Passthrough {
         };
         let (exchange, first) = match opened {
             Ok(pair) => pair,
-            Err(e) => return json_response(error_message(&call.client_id, e)),
+            Err(e) => {
+                ticket.finish(Outcome::of(&e), Some(e.to_string()), None);
+                return json_response(error_message(&call.client_id, e));
+            }
         };
-        let live = Live {
+        ticket.served_by(exchange.instance_id());
+        let mut live = Live {
             exchange,
             service: call.service,
             client_id: call.client_id,
             streamed,
+            ticket: Some(ticket),
             _guard: guard,
         };
         match first {
-            Event::Answer(answer) => json_response(answer_message(&live.client_id, &answer)),
+            Event::Answer(answer) => {
+                live.settle(&answer);
+                json_response(answer_message(&live.client_id, &answer))
+            }
             first if live.streamed.is_some() => self.stream(live, Some(first)),
             // Sessionless: nothing but the answer is sent, as rmcp's JSON mode does.
             _ => json_response(live.finish_quietly().await),
@@ -601,6 +623,7 @@ impl Passthrough {
                 let bytes = match event {
                     Ok(Event::Message(m)) => sse_data(&m),
                     Ok(Event::Answer(a)) => {
+                        live.settle(&a);
                         let bytes = sse_data(&answer_message(&live.client_id, &a));
                         return Some((Ok::<_, Infallible>(bytes), (pt, None, None)));
                     }
@@ -679,6 +702,8 @@ struct Live {
     service: Arc<Service>,
     client_id: String,
     streamed: Option<Streamed>,
+    /// Finished with the answer (or error); dropped unfinished, the call was cancelled.
+    ticket: Option<CallTicket>,
     _guard: CallGuard,
 }
 
@@ -702,14 +727,36 @@ impl Live {
             },
             None => advance.await,
         };
-        Some(result.map_err(|f| error_message(&self.client_id, self.service.raw_error(f))))
+        Some(result.map_err(|f| {
+            let e = self.service.raw_error(f);
+            if let Some(ticket) = self.ticket.take() {
+                ticket.finish(Outcome::of(&e), Some(e.to_string()), None);
+            }
+            error_message(&self.client_id, e)
+        }))
+    }
+
+    /// Books the backend's answer.
+    fn settle(&mut self, answer: &Answer) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let (outcome, error) = classify(answer);
+        let result = ticket
+            .wants_result()
+            .then(|| answer.payload().map(|(_, p)| p.to_string()))
+            .flatten();
+        ticket.finish(outcome, error, result);
     }
 
     /// Follows the call to its answer, dropping everything else; the response message.
     async fn finish_quietly(mut self) -> String {
         loop {
             match self.next().await {
-                Some(Ok(Event::Answer(a))) => return answer_message(&self.client_id, &a),
+                Some(Ok(Event::Answer(a))) => {
+                    self.settle(&a);
+                    return answer_message(&self.client_id, &a);
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(message)) => return message,
                 None => return cancelled(&self.client_id),
@@ -773,6 +820,38 @@ fn sse_data(message: &str) -> Bytes {
     }
     out.push('\n');
     Bytes::from(out)
+}
+
+/// How a call answered: a result (failed if `isError`), or a JSON-RPC error and its
+/// message. Reads only the members it needs.
+fn classify(answer: &Answer) -> (Outcome, Option<String>) {
+    #[derive(Deserialize)]
+    struct Result {
+        #[serde(rename = "isError")]
+        is_error: Option<bool>,
+    }
+    #[derive(Deserialize)]
+    struct Error {
+        message: Option<String>,
+    }
+    match answer.payload() {
+        Some(("result", text)) => match serde_json::from_str::<Result>(text) {
+            Ok(Result {
+                is_error: Some(true),
+            }) => (Outcome::ToolError, None),
+            _ => (Outcome::Ok, None),
+        },
+        Some((_, text)) => (
+            Outcome::Error,
+            serde_json::from_str::<Error>(text)
+                .ok()
+                .and_then(|e| e.message),
+        ),
+        None => (
+            Outcome::Error,
+            Some("the backend's response has neither result nor error".into()),
+        ),
+    }
 }
 
 /// The client's response: the backend's result or error under the client's id.

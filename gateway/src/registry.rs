@@ -150,6 +150,10 @@ pub struct Registry {
     /// be notified on).
     changes: tokio::sync::broadcast::Sender<Changed>,
     limits: Arc<crate::limits::Limits>,
+    observer: Arc<crate::observe::Observer>,
+    calls: Option<Arc<crate::observe::calllog::CallLog>>,
+    /// The call log's writer, which ends after writing what is queued at shutdown.
+    log_writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Service names: 1-64 of `[A-Za-z0-9_-]`, starting with a letter or digit, without the
@@ -273,6 +277,17 @@ impl Registry {
     /// retried in the background.
     pub fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
         let store = Arc::new(Store::open(&config.store)?);
+        let (log, calls, log_writer) = if config.call_log {
+            let retention = crate::observe::calllog::Retention {
+                max_rows: config.call_log_max_rows,
+                max_age: Duration::from_millis(config.call_log_max_age_ms),
+            };
+            let (tx, log, writer) =
+                crate::observe::calllog::start(&config.store, retention, shutdown.clone())?;
+            (Some(tx), Some(log), Some(writer))
+        } else {
+            (None, None, None)
+        };
         let registry = Arc::new(Self {
             services: Mutex::new(BTreeMap::new()),
             catalog: ArcSwap::from_pointee(Catalog::default()),
@@ -288,6 +303,9 @@ impl Registry {
                 config.rate_limit_per_credential,
                 config.rate_limit_per_tool,
             )),
+            observer: Arc::new(crate::observe::Observer::new(config, log)),
+            calls,
+            log_writer: Mutex::new(log_writer),
         });
         let mut restored: BTreeMap<String, Vec<StoredInstance>> = BTreeMap::new();
         for s in store.load()? {
@@ -510,6 +528,54 @@ impl Registry {
     }
 
     /// The rate limits.
+    /// The registry as `/metrics` reads it: every instance's state, and sizes.
+    pub fn metrics_snapshot(&self) -> crate::observe::metrics::Snapshot {
+        let services: Vec<Arc<Service>> = self.lock().values().cloned().collect();
+        let instances = services
+            .iter()
+            .flat_map(|s| {
+                s.instances()
+                    .iter()
+                    .map(|i| {
+                        (
+                            Arc::clone(&s.name),
+                            Arc::from(i.id.as_str()),
+                            i.state().as_str(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        crate::observe::metrics::Snapshot {
+            instances,
+            services: services.len(),
+            tools: self.catalog().tools().len(),
+            sessions: 0,
+            in_flight: self.in_flight(),
+        }
+    }
+
+    /// Waits (at most 5 s) for the call log's writer to finish, after shutdown.
+    pub async fn flush_call_log(&self) {
+        let writer = self
+            .log_writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(writer) = writer {
+            let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+        }
+    }
+
+    pub fn observer(&self) -> &Arc<crate::observe::Observer> {
+        &self.observer
+    }
+
+    /// The call log, when `call_log` is on.
+    pub fn calls(&self) -> Option<&Arc<crate::observe::calllog::CallLog>> {
+        self.calls.as_ref()
+    }
+
     pub fn limits(&self) -> &Arc<crate::limits::Limits> {
         &self.limits
     }

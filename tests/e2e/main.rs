@@ -9,6 +9,7 @@ mod auth;
 mod compose;
 mod faults;
 mod federation;
+mod observe;
 mod persistence;
 mod protocol;
 mod registration;

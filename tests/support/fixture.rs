@@ -2,7 +2,7 @@
 //! server and tool ran and the arguments it got, so routing is visible in the result.
 //! Tools named `hang*` never answer (until cancelled: the fixture counts cancellations);
 //! tools named `slow*` answer after 800 ms; tools named `big*` answer with a text of
-//! `arguments.size` bytes. Every call is counted.
+//! `arguments.size` bytes; tools named `fail*` answer with an `isError` result. Every call is counted.
 
 use std::{
     sync::{
@@ -197,6 +197,15 @@ impl ServerHandler for Fixture {
         }
         if request.name.starts_with("slow") {
             tokio::time::sleep(Duration::from_millis(800)).await;
+        }
+        if request.name.starts_with("fail") {
+            return Ok(
+                CallToolResult::error(vec![rmcp::model::ContentBlock::text(format!(
+                    "{} failed on purpose",
+                    request.name
+                ))])
+                .into(),
+            );
         }
         if request.name.starts_with("big") {
             let size = request

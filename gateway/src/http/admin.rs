@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Identity, Scopes};
+use crate::observe::calllog::{Filter, Stats};
 use crate::{
     registry::{Actor, RegisterError, Registration, Registry, UnregisterError},
     upstream::{health::State as UpState, secret::UpstreamAuth},
@@ -207,10 +208,98 @@ pub async fn service(State(registry): State<Arc<Registry>>, Path(name): Path<Str
     }
 }
 
-/// `GET|POST /services`: every registered service with URL, state and tools.
+/// `GET|POST /services`: every registered service with URL, state and tools, and its
+/// call statistics (from the call log, when it is on).
 pub async fn services(State(registry): State<Arc<Registry>>) -> Response {
     let services = registry.services();
-    Json(json!({ "count": services.len(), "services": services })).into_response()
+    let stats = call_stats(&registry).await.ok().flatten();
+    let mut services = serde_json::to_value(&services).unwrap_or_default();
+    if let (Some((by_service, _)), Some(list)) = (&stats, services.as_array_mut()) {
+        for s in list {
+            let name = s["name"].as_str().unwrap_or_default().to_string();
+            s["stats"] = serde_json::to_value(by_service.get(&name).cloned().unwrap_or_default())
+                .unwrap_or_default();
+        }
+    }
+    let count = services.as_array().map_or(0, Vec::len);
+    Json(json!({ "count": count, "services": services })).into_response()
+}
+
+type AllStats = (
+    std::collections::BTreeMap<String, Stats>,
+    std::collections::BTreeMap<(String, String), Stats>,
+);
+
+/// The call log's statistics, read on the blocking pool; `None` when the log is off.
+async fn call_stats(registry: &Arc<Registry>) -> Result<Option<AllStats>, String> {
+    let Some(log) = registry.calls().cloned() else {
+        return Ok(None);
+    };
+    tokio::task::spawn_blocking(move || log.stats())
+        .await
+        .map_err(|e| e.to_string())?
+        .map(Some)
+}
+
+fn call_log_off() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "call_log_off",
+        "the call log is off (call_log = false)",
+    )
+}
+
+/// `GET /stats`: per service and per tool, over the retained call log: calls, errors,
+/// error rate, p50 and p95 latency, last use.
+pub async fn stats(State(registry): State<Arc<Registry>>) -> Response {
+    match call_stats(&registry).await {
+        Ok(Some((by_service, by_tool))) => {
+            let tools: Vec<_> = by_tool
+                .into_iter()
+                .map(|((service, tool), s)| {
+                    let mut v = serde_json::to_value(s).unwrap_or_default();
+                    v["service"] = json!(service);
+                    v["tool"] = json!(tool);
+                    v
+                })
+                .collect();
+            Json(json!({ "services": by_service, "tools": tools })).into_response()
+        }
+        Ok(None) => call_log_off(),
+        Err(why) => error(StatusCode::INTERNAL_SERVER_ERROR, "call_log_failed", why),
+    }
+}
+
+/// `GET /calls?service=&tool=&identity=&outcome=&since=&until=&limit=`: recent calls,
+/// newest first.
+pub async fn calls(
+    State(registry): State<Arc<Registry>>,
+    query: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let filter = match query {
+        Ok(Query(filter)) => filter,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!(
+                    "{}; filters are service, tool, identity, outcome, since and until (Unix ms) and limit",
+                    e.body_text()
+                ),
+            );
+        }
+    };
+    let Some(log) = registry.calls().cloned() else {
+        return call_log_off();
+    };
+    match tokio::task::spawn_blocking(move || log.query(&filter)).await {
+        Ok(Ok(calls)) => Json(json!({ "count": calls.len(), "calls": calls })).into_response(),
+        Ok(Err(why)) if why.starts_with("unknown outcome") => {
+            error(StatusCode::BAD_REQUEST, "invalid_query", why)
+        }
+        Ok(Err(why)) => error(StatusCode::INTERNAL_SERVER_ERROR, "call_log_failed", why),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
 }
 
 /// `GET /health`: the gateway's liveness and a per-service summary. Unauthenticated,

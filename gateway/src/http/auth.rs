@@ -199,6 +199,9 @@ fn route_scope(method: &http::Method, path: &str) -> Option<Scopes> {
     if path == "/register" {
         return Some(Scopes::REGISTER);
     }
+    if matches!(path, "/calls" | "/stats" | "/metrics") {
+        return Some(Scopes::OPERATE);
+    }
     if path == "/services" || path.starts_with("/services/") {
         return Some(if method == http::Method::DELETE {
             Scopes::REGISTER

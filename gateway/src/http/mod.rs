@@ -1,15 +1,23 @@
 //! The HTTP surface: the router and the tower layers every route passes through.
 //!
 //! ```text
-//! trace → body limit → auth (Bearer; all but /health) → handler
+//! request id → trace (a span per request carrying it) → body limit → auth (Bearer; all
+//! but /health and the metadata) → handler
 //!   /mcp        mcp::entry (POST, GET, DELETE)
 //!   /register   admin::register (POST)
 //!   /services   admin::services (GET, POST)
 //!   /services/{name}                 GET one, DELETE (all instances, or ?url=)
 //!   /services/{name}/instances/{id}  DELETE one instance
+//!   /calls      admin::calls (GET): the call log, filtered
+//!   /stats      admin::stats (GET): per service and tool, from the call log
+//!   /metrics    Prometheus metrics (GET)
 //!   /health     admin::health (GET, public)
 //!   /.well-known/oauth-protected-resource[/mcp]  metadata (GET, public, RFC 9728)
 //! ```
+
+/// The header carrying each request's id (the client's, or one the gateway makes), also
+/// set on the response and on every log line of the request.
+pub const REQUEST_ID: &str = "x-request-id";
 
 pub mod admin;
 pub mod auth;
@@ -25,7 +33,10 @@ use axum::{
     routing::{any, get, post},
 };
 use http::StatusCode;
-use tower_http::trace::TraceLayer;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
 
 use crate::{mcp::McpEndpoint, registry::Registry};
 
@@ -50,9 +61,12 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config)
             "/services/{name}/instances/{id}",
             axum::routing::delete(admin::unregister_instance),
         )
+        .route("/calls", get(admin::calls))
+        .route("/stats", get(admin::stats))
         .with_state(Arc::clone(&registry));
     let mcp = Router::new()
         .route("/mcp", any(crate::mcp::entry))
+        .route("/metrics", get(metrics))
         .with_state(mcp);
     let protected = admin.merge(mcp).route_layer(middleware::from_fn_with_state(
         auth::Auth::new(config, metadata, Arc::clone(registry.limits())),
@@ -66,9 +80,45 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config)
             admin::error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such endpoint; the gateway serves /mcp, /register, /services, /health and /.well-known/oauth-protected-resource",
+                "no such endpoint; the gateway serves /mcp, /register, /services, /calls, /stats, /metrics, /health and /.well-known/oauth-protected-resource",
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(TraceLayer::new_for_http())
+        // Outermost first: the request gets an id (the client's, or a new UUID), every
+        // log line of the request carries it, and the response returns it.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+}
+
+const REQUEST_ID_HEADER: http::HeaderName = http::HeaderName::from_static(REQUEST_ID);
+
+/// The span of one HTTP request; its fields appear on every log line inside it.
+fn request_span(request: &http::Request<axum::body::Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+async fn metrics(
+    axum::extract::State(mcp): axum::extract::State<McpEndpoint>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        mcp.metrics().await,
+    )
+        .into_response()
 }

@@ -28,6 +28,17 @@ pub enum State {
     Down,
 }
 
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Healthy => "healthy",
+            State::Degraded => "degraded",
+            State::Down => "down",
+        }
+    }
+}
+
 /// The breaker's position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -173,6 +173,8 @@ pub struct Downstream<'a> {
     /// Present when the client's request stream can be closed and resumed: a backend
     /// that closes its stream mid-call (SEP-1699) has the gateway do the same.
     pub resumable: Option<Resumable<'a>>,
+    /// The call's record, told which instance served it.
+    pub ticket: Option<&'a crate::observe::CallTicket>,
 }
 
 /// A client request's stream that the gateway can close and the client resume (a
@@ -600,6 +602,9 @@ impl Instance {
             },
             _ => Arc::clone(&shared),
         };
+        if let Some(ticket) = down.ticket {
+            ticket.served_by(&self.id);
+        }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = forward(&session, request, down, timeout).await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);

@@ -758,6 +758,11 @@ impl Exchange {
     }
 
     /// When the call times out.
+    /// The instance the call went to.
+    pub fn instance_id(&self) -> &str {
+        &self.instance.id
+    }
+
     pub fn deadline(&self) -> Instant {
         self.deadline
     }

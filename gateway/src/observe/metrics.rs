@@ -1,0 +1,241 @@
+//! `GET /metrics`: Prometheus metrics, one registry per gateway (no process-global
+//! recorder, so several gateways in one process keep their own). Counters and histograms
+//! are updated as calls finish; gauges (upstream states, sessions, in-flight calls,
+//! registry size) are read from the live state at each scrape.
+//!
+//! Labels are bounded: MCP methods from a fixed list, services and tools only as
+//! registered (an unknown tool is never a label), outcomes from [`Outcome::ALL`]; no
+//! session or request ids.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use super::{CallRecord, Outcome};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    service: Arc<str>,
+    tool: Arc<str>,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    service: Arc<str>,
+    instance: Arc<str>,
+    state: &'static str,
+}
+
+/// MCP methods counted by name; anything else is `other`.
+pub const METHODS: [&str; 14] = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "logging/setLevel",
+    "other",
+];
+
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// What a scrape reads from the live gateway.
+#[derive(Default)]
+pub struct Snapshot {
+    /// (service, instance id, state) of every instance.
+    pub instances: Vec<(Arc<str>, Arc<str>, &'static str)>,
+    pub services: usize,
+    pub tools: usize,
+    pub sessions: usize,
+    pub in_flight: usize,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<MethodLabels, Counter>,
+    calls: Family<CallLabels, Counter>,
+    call_seconds: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+    upstream_seconds: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+    log_dropped: Counter,
+    instance_state: Family<InstanceLabels, Gauge>,
+    services: Gauge,
+    instances: Gauge,
+    tools: Gauge,
+    sessions: Gauge,
+    in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mcp_gateway");
+        let m = Self {
+            registry: Mutex::new(Registry::default()),
+            requests: Family::default(),
+            calls: Family::default(),
+            call_seconds: Family::new_with_constructor(histogram),
+            upstream_seconds: Family::new_with_constructor(histogram),
+            log_dropped: Counter::default(),
+            instance_state: Family::default(),
+            services: Gauge::default(),
+            instances: Gauge::default(),
+            tools: Gauge::default(),
+            sessions: Gauge::default(),
+            in_flight: Gauge::default(),
+        };
+        registry.register(
+            "requests",
+            "MCP requests by JSON-RPC method and outcome (ok or error)",
+            m.requests.clone(),
+        );
+        registry.register(
+            "tool_calls",
+            "Tool calls by service, tool (public name) and outcome",
+            m.calls.clone(),
+        );
+        registry.register(
+            "tool_call_duration_seconds",
+            "Whole tool calls, from the request's arrival to the answer",
+            m.call_seconds.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "The upstream part of tool calls: choosing an instance, sending, waiting",
+            m.upstream_seconds.clone(),
+        );
+        registry.register(
+            "call_log_dropped",
+            "Call records dropped because the call log's writer fell behind",
+            m.log_dropped.clone(),
+        );
+        registry.register(
+            "instance_state",
+            "1 for each upstream instance's current state (starting, healthy, degraded, down)",
+            m.instance_state.clone(),
+        );
+        registry.register("services", "Registered services", m.services.clone());
+        registry.register(
+            "instances",
+            "Registered upstream instances",
+            m.instances.clone(),
+        );
+        registry.register("tools", "Tools in the merged table", m.tools.clone());
+        registry.register(
+            "open_sessions",
+            "Open client MCP sessions",
+            m.sessions.clone(),
+        );
+        registry.register(
+            "in_flight_calls",
+            "Upstream calls in flight",
+            m.in_flight.clone(),
+        );
+        *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = registry;
+        m
+    }
+
+    /// One MCP request of `method` answered (`ok`: without a JSON-RPC error).
+    pub fn request(&self, method: &str, ok: bool) {
+        let method = METHODS
+            .iter()
+            .find(|m| **m == method)
+            .copied()
+            .unwrap_or("other");
+        self.requests
+            .get_or_create(&MethodLabels {
+                method,
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    pub(super) fn call(&self, r: &CallRecord) {
+        self.request(
+            "tools/call",
+            !matches!(
+                r.outcome,
+                Outcome::Error | Outcome::Timeout | Outcome::Unavailable | Outcome::CircuitOpen
+            ),
+        );
+        self.calls
+            .get_or_create(&CallLabels {
+                service: Arc::clone(&r.service),
+                tool: Arc::clone(&r.tool),
+                outcome: r.outcome.as_str(),
+            })
+            .inc();
+        let service = ServiceLabels {
+            service: Arc::clone(&r.service),
+        };
+        self.call_seconds
+            .get_or_create(&service)
+            .observe(r.duration_ms / 1000.0);
+        self.upstream_seconds
+            .get_or_create(&service)
+            .observe(r.upstream_ms / 1000.0);
+    }
+
+    pub(super) fn log_dropped(&self) {
+        self.log_dropped.inc();
+    }
+
+    /// The text exposition, gauges read from `now`.
+    pub fn render(&self, now: Snapshot) -> String {
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        self.instance_state.clear();
+        for (service, instance, state) in &now.instances {
+            for s in ["starting", "healthy", "degraded", "down"] {
+                self.instance_state
+                    .get_or_create(&InstanceLabels {
+                        service: Arc::clone(service),
+                        instance: Arc::clone(instance),
+                        state: s,
+                    })
+                    .set(i64::from(*state == s));
+            }
+        }
+        self.services.set(now.services as i64);
+        self.instances.set(now.instances.len() as i64);
+        self.tools.set(now.tools as i64);
+        self.sessions.set(now.sessions as i64);
+        self.in_flight.set(now.in_flight as i64);
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}

@@ -1,0 +1,405 @@
+//! What operators see: Prometheus metrics, the call log and its statistics, request ids.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{fixture::Fixture, *};
+
+async fn get_as(gw: &impl Target, token: &str, path: &str) -> reqwest::Response {
+    http()
+        .get(format!("{}{path}", gw.base_url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET")
+}
+
+async fn get_json(gw: &impl Target, path: &str) -> (u16, Value) {
+    let r = get_as(gw, TOKEN, path).await;
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("JSON"))
+}
+
+/// The value of the sample `name{labels...}` in a text exposition (labels in any order).
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (label_part, value) = match rest.strip_prefix('{') {
+            Some(r) => {
+                let (l, v) = r.split_once("} ")?;
+                (l, v)
+            }
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        labels
+            .iter()
+            .all(|(k, v)| label_part.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+async fn call_with(gw: &impl Target, tool: &str, arguments: Value, meta: bool) -> Value {
+    let mut params = json!({"name": tool, "arguments": arguments});
+    if meta {
+        params["_meta"] = json!({"progressToken": 1});
+    }
+    let (status, body) = rpc(gw, "tools/call", params).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_calls_by_tool_and_outcome_and_read_the_live_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.credentials = vec![gateway::config::Credential {
+        name: "reader".into(),
+        token: "reader-token-0123456789".into(),
+        scopes: vec!["list".into()],
+        services: None,
+        tools: None,
+    }];
+    let gw = start_gateway(config).await;
+    let backend = start_fixture("obs", &["okTool", "failTool", "hangTool"]).await;
+    let (status, body) = register_with(
+        &gw,
+        json!({"name": "obs", "url": backend.mcp_url(), "callTimeoutMs": 300}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    for meta in [false, false, true] {
+        let r = call_with(&gw, "okTool", json!({"id": "1"}), meta).await;
+        assert!(r["result"].is_object(), "{r}");
+    }
+    let r = call_with(&gw, "failTool", json!({}), false).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let r = call_with(&gw, "hangTool", json!({}), true).await;
+    assert!(r["error"].is_object(), "{r}");
+    let r = call_with(&gw, "noSuchTool", json!({}), false).await;
+    assert!(r["error"].is_object(), "{r}");
+    let (status, _) = rpc(&gw, "tools/list", Value::Null).await;
+    assert_eq!(status, 200);
+
+    let r = get_as(&gw, TOKEN, "/metrics").await;
+    assert_eq!(r.status().as_u16(), 200);
+    let kind = r.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    let text = r.text().await.expect("text");
+    let calls = "mcp_gateway_tool_calls_total";
+    let of = |tool, outcome| {
+        sample(
+            &text,
+            calls,
+            &[("service", "obs"), ("tool", tool), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(of("okTool", "ok"), Some(3.0), "{text}");
+    assert_eq!(of("failTool", "tool_error"), Some(1.0), "{text}");
+    assert_eq!(of("hangTool", "timeout"), Some(1.0), "{text}");
+    assert!(
+        !text.contains("noSuchTool"),
+        "an unknown tool is never a label"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "mcp_gateway_tool_call_duration_seconds_count",
+            &[("service", "obs")]
+        ),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "mcp_gateway_upstream_duration_seconds_count",
+            &[("service", "obs")]
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "mcp_gateway_requests_total",
+            &[("method", "tools/call"), ("outcome", "error")]
+        ),
+        Some(2.0),
+        "the timeout and the unknown tool: {text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "mcp_gateway_requests_total",
+            &[("method", "tools/list"), ("outcome", "ok")]
+        ) >= Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "mcp_gateway_services", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "mcp_gateway_tools", &[]), Some(3.0));
+    // The timeout made the instance degraded: one state at a time.
+    let state = |s| {
+        sample(
+            &text,
+            "mcp_gateway_instance_state",
+            &[("service", "obs"), ("state", s)],
+        )
+    };
+    assert_eq!(
+        (state("degraded"), state("healthy"), state("down")),
+        (Some(1.0), Some(0.0), Some(0.0)),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"));
+
+    // Operators only.
+    let r = http()
+        .get(format!("{}/metrics", gw.base()))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 401);
+    let r = get_as(&gw, "reader-token-0123456789", "/metrics").await;
+    assert_eq!(r.status().as_u16(), 403);
+
+    // A backend that goes away shows as down.
+    backend.stop().await;
+    wait_until(
+        "obs to be down in /metrics",
+        Duration::from_secs(15),
+        || async {
+            let text = get_as(&gw, TOKEN, "/metrics")
+                .await
+                .text()
+                .await
+                .unwrap_or_default();
+            sample(
+                &text,
+                "mcp_gateway_instance_state",
+                &[("service", "obs"), ("state", "down")],
+            ) == Some(1.0)
+        },
+    )
+    .await;
+    gw.stop().await;
+}
+
+/// A `tools/call` with the given token and request id (`meta`: with `_meta`, so it
+/// takes the typed path).
+async fn logged_call(
+    gw: &impl Target,
+    token: &str,
+    tool: &str,
+    meta: bool,
+    request_id: &str,
+) -> Value {
+    let mut params = json!({"name": tool, "arguments": {"id": "x", "password": "hunter2"}});
+    if meta {
+        params["_meta"] = json!({"progressToken": 5});
+    }
+    let r = http()
+        .post(gw.mcp())
+        .bearer_auth(token)
+        .header("x-request-id", request_id)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}))
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(r.headers()["x-request-id"], request_id);
+    r.json::<Value>().await.expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_is_in_the_call_log_with_who_what_how_long_and_how_it_ended() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("gw.db");
+    let config = |max_rows: usize| {
+        let mut c = gateway_config(&store);
+        c.call_log_payloads = true;
+        c.call_log_max_rows = max_rows;
+        c.credentials = vec![gateway::config::Credential {
+            name: "agent".into(),
+            token: "agent-token-0123456789".into(),
+            scopes: vec!["list".into(), "call".into()],
+            services: None,
+            tools: None,
+        }];
+        c
+    };
+    let gw = start_gateway(config(100)).await;
+    let backend = serve_fixture(Fixture::new("logged", &["okTool", "failTool"])).await;
+    let (status, _) = register(&gw, "logged", &backend.mcp_url()).await;
+    assert_eq!(status, 201);
+    let agent = "agent-token-0123456789";
+    logged_call(&gw, agent, "okTool", false, "req-1").await;
+    logged_call(&gw, agent, "okTool", true, "req-2").await;
+    logged_call(&gw, agent, "failTool", false, "req-3").await;
+    logged_call(&gw, TOKEN, "okTool", false, "req-4").await;
+
+    wait_until("4 calls in the log", Duration::from_secs(10), || async {
+        get_json(&gw, "/calls").await.1["count"] == 4
+    })
+    .await;
+    let instance = services(&gw).await["services"][0]["instances"][0]["id"].clone();
+    let (_, mine) = get_json(&gw, "/calls?identity=agent").await;
+    let calls = mine["calls"].as_array().expect("calls");
+    assert_eq!(calls.len(), 3, "{mine}");
+    assert_eq!(calls[0]["requestId"], "req-3", "newest first: {mine}");
+    for c in calls {
+        assert_eq!(
+            (c["service"].as_str(), c["identity"].as_str()),
+            (Some("logged"), Some("agent"))
+        );
+        assert_eq!(c["instance"], instance, "{c}");
+        assert!(c["durationMs"].as_f64() > Some(0.0), "{c}");
+        assert!(c["upstreamMs"].as_f64() <= c["durationMs"].as_f64(), "{c}");
+        assert!(c["at"].as_i64() > Some(1_700_000_000_000), "{c}");
+        assert_eq!(c["arguments"]["id"], "x", "{c}");
+        assert_eq!(c["arguments"]["password"], "[redacted]", "{c}");
+        assert!(c["result"]["content"].is_array(), "{c}");
+    }
+    assert!(!mine.to_string().contains("hunter2"));
+    assert_eq!(calls[0]["outcome"], "tool_error");
+    assert_eq!(calls[1]["outcome"], "ok");
+    let (_, failed) = get_json(&gw, "/calls?outcome=tool_error").await;
+    assert_eq!(failed["count"], 1);
+    let (_, by_tool) = get_json(&gw, "/calls?tool=okTool&limit=2").await;
+    assert_eq!(by_tool["count"], 2);
+    let (_, future) = get_json(&gw, "/calls?since=99999999999999").await;
+    assert_eq!(future["count"], 0);
+    for bad in [
+        "/calls?outcome=bogus",
+        "/calls?limit=many",
+        "/calls?colour=red",
+    ] {
+        let (status, body) = get_json(&gw, bad).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_query")),
+            "{bad}: {body}"
+        );
+    }
+
+    let (status, stats) = get_json(&gw, "/stats").await;
+    assert_eq!(status, 200);
+    let s = &stats["services"]["logged"];
+    assert_eq!(
+        (s["calls"].as_u64(), s["errors"].as_u64()),
+        (Some(4), Some(1)),
+        "{stats}"
+    );
+    assert_eq!(s["errorRate"], 0.25);
+    assert!(
+        s["p50Ms"].as_f64() > Some(0.0) && s["p95Ms"].as_f64() >= s["p50Ms"].as_f64(),
+        "{stats}"
+    );
+    assert!(s["lastUsedMs"].as_i64() > Some(0));
+    let ok_tool = stats["tools"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["tool"] == "okTool"))
+        .expect("okTool stats");
+    assert_eq!(ok_tool["calls"], 3);
+    assert_eq!(services(&gw).await["services"][0]["stats"]["calls"], 4);
+
+    // The log survives a restart, and keeps at most call_log_max_rows.
+    gw.stop().await;
+    let gw = start_gateway(config(100)).await;
+    assert_eq!(get_json(&gw, "/calls").await.1["count"], 4);
+    gw.stop().await;
+    let gw = start_gateway(config(2)).await;
+    wait_for_services(&gw, &["logged"]).await;
+    logged_call(&gw, TOKEN, "okTool", false, "req-5").await;
+    gw.stop().await;
+    let gw = start_gateway(config(2)).await;
+    let (_, kept) = get_json(&gw, "/calls").await;
+    let ids: Vec<&str> = kept["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .filter_map(|c| c["requestId"].as_str())
+        .collect();
+    assert_eq!(ids, ["req-5", "req-4"], "{kept}");
+    gw.stop().await;
+
+    // Off: nothing recorded, and the API says so.
+    let mut off = gateway_config(&dir.path().join("off.db"));
+    off.call_log = false;
+    let gw = start_gateway(off).await;
+    let (status, body) = get_json(&gw, "/calls").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("call_log_off"))
+    );
+    gw.stop().await;
+    backend.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_log_line_of_a_request_carries_its_id_which_the_client_gets_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("gateway.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let backend = start_fixture("traced", &["tracedTool"]).await;
+    let port = procs::free_port();
+    let mut gw = procs::gateway_logging(
+        port,
+        &dir.path().join("gw.db"),
+        &[("RUST_LOG", "debug".to_string())],
+        Some(log),
+    )
+    .await;
+    let (status, _) = register(&gw, "traced", &backend.mcp_url()).await;
+    assert_eq!(status, 201);
+    let r = http()
+        .post(gw.mcp())
+        .bearer_auth(TOKEN)
+        .header("x-request-id", "req-trace-4711")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "tracedTool", "arguments": {}}}))
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(r.headers()["x-request-id"], "req-trace-4711");
+    // Without one, the gateway makes one (a UUID).
+    let r = http()
+        .get(format!("{}/services", gw.base()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET");
+    let made = r.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert_eq!((made.len(), made.matches('-').count()), (36, 4), "{made}");
+    wait_until("the call in the log", Duration::from_secs(10), || async {
+        get_json(&gw, "/calls").await.1["calls"][0]["requestId"] == "req-trace-4711"
+    })
+    .await;
+    gw.terminate().await;
+    backend.stop().await;
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("req-trace-4711"))
+        .collect();
+    assert!(
+        lines.len() >= 2,
+        "the request's lines carry its id:\n{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("finished processing request")),
+        "{lines:#?}"
+    );
+    assert!(text.contains(&made), "the made-up id is logged too");
+}
