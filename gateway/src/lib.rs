@@ -31,6 +31,7 @@
 #![allow(deprecated)]
 
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod limits;

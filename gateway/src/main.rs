@@ -16,9 +16,18 @@ use gateway::config::{Config, Overrides};
 /// GATEWAY_BREAKER_FAILURES, GATEWAY_BREAKER_COOLDOWN_MS, GATEWAY_DRAIN_TIMEOUT_MS,
 /// GATEWAY_LIST_PAGE_SIZE, GATEWAY_ALLOWED_ORIGINS,
 /// GATEWAY_LOG_JSON), then these flags.
+///
+/// With a subcommand, it is instead the operator's client of a running gateway
+/// (--url or GATEWAY_URL, --token or MCP_BEARER_TOKEN): `gateway services`,
+/// `gateway tools`, `gateway calls`, `gateway call TOOL --args JSON`,
+/// `gateway register NAME URL`, `gateway unregister NAME`; add --json for scripts.
 #[derive(Parser, Debug)]
 #[command(name = "gateway", version, about, long_about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<gateway::cli::Command>,
+    #[command(flatten)]
+    remote: gateway::cli::Remote,
     /// TOML configuration file.
     #[arg(long, short, env = "GATEWAY_CONFIG")]
     config: Option<PathBuf>,
@@ -36,6 +45,18 @@ struct Cli {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    if let Some(command) = cli.command {
+        match gateway::cli::run(cli.remote, command).await {
+            Ok(out) => {
+                println!("{out}");
+                return;
+            }
+            Err(failure) => {
+                eprintln!("gateway: {}", failure.message);
+                std::process::exit(failure.status);
+            }
+        }
+    }
     let overrides = Overrides {
         listen: cli.listen,
         store: cli.store,
