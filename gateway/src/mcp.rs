@@ -1088,6 +1088,21 @@ fn origin_policy(
         .enforce_origin_validation()
 }
 
+/// The request's `Origin` is its own `Host` (scheme aside).
+fn same_origin(headers: &http::HeaderMap) -> bool {
+    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST))
+    else {
+        return false;
+    };
+    let (Ok(origin), Ok(host)) = (origin.to_str(), host.to_str()) else {
+        return false;
+    };
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+}
+
 /// `/mcp`, every method.
 pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) -> Response {
     let identity = request.extensions().get::<Identity>().cloned();
@@ -1103,6 +1118,11 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         arrived: std::time::Instant::now(),
     };
     request.extensions_mut().insert(caller.clone());
+    // A same-origin request (the dashboard at /ui) is not a cross-origin one: the Host
+    // check (allowed_hosts) is what guards against DNS rebinding then.
+    if same_origin(request.headers()) {
+        request.headers_mut().remove(header::ORIGIN);
+    }
     // A credential with an allow-list sees filtered lists: the typed path does that.
     let passthrough_ok = identity.as_ref().is_none_or(|i| i.allow.is_none());
     let session = request
@@ -1426,7 +1446,35 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::page;
+    use super::{header, page, same_origin};
+
+    #[test]
+    fn same_origin_means_the_requests_own_host() {
+        let headers = |origin: &str, host: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::ORIGIN, origin.parse().expect("origin"));
+            h.insert(header::HOST, host.parse().expect("host"));
+            h
+        };
+        assert!(same_origin(&headers(
+            "https://gw.example.com",
+            "gw.example.com"
+        )));
+        assert!(same_origin(&headers(
+            "http://gw.example.com:3001",
+            "GW.example.com:3001"
+        )));
+        assert!(!same_origin(&headers(
+            "http://evil.example",
+            "gw.example.com"
+        )));
+        assert!(!same_origin(&headers(
+            "http://gw.example.com:1",
+            "gw.example.com:3001"
+        )));
+        assert!(!same_origin(&headers("null", "gw.example.com")));
+        assert!(!same_origin(&http::HeaderMap::new()));
+    }
 
     #[test]
     fn pages_walk_the_whole_list_once() {

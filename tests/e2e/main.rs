@@ -8,6 +8,7 @@ mod support;
 mod auth;
 mod cli;
 mod compose;
+mod dashboard;
 mod faults;
 mod federation;
 mod observe;

@@ -32,7 +32,7 @@ impl Scopes {
     pub const CALL: Scopes = Scopes(2);
     /// `POST /register`, `DELETE /services/...`.
     pub const REGISTER: Scopes = Scopes(4);
-    /// `GET|POST /services`, `GET /services/{name}`.
+    /// `GET|POST /services`, `GET /services/{name}`, `/calls`, `/stats`, `/metrics`.
     pub const OPERATE: Scopes = Scopes(8);
     pub const ALL: Scopes = Scopes(15);
     const NAMES: [(&'static str, Scopes); 4] = [

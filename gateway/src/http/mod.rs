@@ -12,6 +12,7 @@
 //!   /stats      admin::stats (GET): per service and tool, from the call log
 //!   /metrics    Prometheus metrics (GET)
 //!   /health     admin::health (GET, public)
+//!   /ui         the dashboard's static files (GET, public; its API calls need a token)
 //!   /.well-known/oauth-protected-resource[/mcp]  metadata (GET, public, RFC 9728)
 //! ```
 
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod auth;
 pub mod jwt;
 pub mod metadata;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -75,12 +77,13 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config)
     Router::new()
         .route("/health", get(admin::health).with_state(registry))
         .merge(well_known)
+        .merge(ui::routes())
         .merge(protected)
         .fallback(|| async {
             admin::error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such endpoint; the gateway serves /mcp, /register, /services, /calls, /stats, /metrics, /health and /.well-known/oauth-protected-resource",
+                "no such endpoint; the gateway serves /mcp, /register, /services, /calls, /stats, /metrics, /health, /ui and /.well-known/oauth-protected-resource",
             )
         })
         .layer(DefaultBodyLimit::max(max_body))

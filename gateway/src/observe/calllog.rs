@@ -23,6 +23,9 @@ const QUEUE: usize = 16_384;
 /// Most records written in one transaction.
 const BATCH: usize = 512;
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// After the first record of a batch, how long the writer waits for more: one commit
+/// then serves many calls.
+const LINGER: Duration = Duration::from_millis(100);
 
 /// The calls' end of the queue.
 #[derive(Clone)]
@@ -70,9 +73,9 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
             error TEXT,
             arguments TEXT,
             result TEXT
-        ) STRICT;
-        CREATE INDEX IF NOT EXISTS calls_at ON calls (at_ms);
-        CREATE INDEX IF NOT EXISTS calls_service_tool ON calls (service, tool);",
+        ) STRICT;",
+        // No secondary index: each one costs every insert, while the table is small
+        // (call_log_max_rows) and read newest-first by id.
     )?;
     Ok(conn)
 }
@@ -111,7 +114,7 @@ async fn write(
     let mut pruned_at = std::time::Instant::now();
     loop {
         let n = tokio::select! {
-            n = rx.recv_many(&mut batch, BATCH) => n,
+            n = gather(&mut rx, &mut batch) => n,
             _ = stop.cancelled() => {
                 while let Ok(r) = rx.try_recv() {
                     batch.push(r);
@@ -151,6 +154,24 @@ async fn write(
             return;
         }
     }
+}
+
+/// Waits for a record, then gathers more for up to [`LINGER`] (or a full batch);
+/// 0 when every sender is gone.
+async fn gather(rx: &mut mpsc::Receiver<CallRecord>, batch: &mut Vec<CallRecord>) -> usize {
+    let n = rx.recv_many(batch, BATCH).await;
+    if n == 0 {
+        return 0;
+    }
+    let until = tokio::time::Instant::now() + LINGER;
+    while batch.len() < BATCH {
+        let room = BATCH - batch.len();
+        match tokio::time::timeout_at(until, rx.recv_many(batch, room)).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    batch.len()
 }
 
 fn insert(conn: &mut Connection, records: &[CallRecord]) -> rusqlite::Result<()> {
