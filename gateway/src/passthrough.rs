@@ -826,23 +826,12 @@ fn sse_data(message: &str) -> Bytes {
 /// message. Reads only the members it needs.
 fn classify(answer: &Answer) -> (Outcome, Option<String>) {
     #[derive(Deserialize)]
-    struct Result {
-        #[serde(rename = "isError")]
-        is_error: Option<bool>,
-    }
-    #[derive(Deserialize)]
     struct Error {
         message: Option<String>,
     }
     match answer.payload() {
-        // Most results do not say `isError`: a substring search spares the parse.
-        Some(("result", text)) if !text.contains("\"isError\"") => (Outcome::Ok, None),
-        Some(("result", text)) => match serde_json::from_str::<Result>(text) {
-            Ok(Result {
-                is_error: Some(true),
-            }) => (Outcome::ToolError, None),
-            _ => (Outcome::Ok, None),
-        },
+        Some(("result", text)) if says_is_error(text) => (Outcome::ToolError, None),
+        Some(("result", _)) => (Outcome::Ok, None),
         Some((_, text)) => (
             Outcome::Error,
             serde_json::from_str::<Error>(text)
@@ -854,6 +843,18 @@ fn classify(answer: &Answer) -> (Outcome, Option<String>) {
             Some("the backend's response has neither result nor error".into()),
         ),
     }
+}
+
+/// A result's `"isError": true`, found without parsing the result: inside JSON strings
+/// quotes are escaped, so an unescaped `"isError"` is a member name. (One nested in the
+/// result's own data would count too; tools rarely name a member so.)
+fn says_is_error(result: &str) -> bool {
+    result.match_indices("\"isError\"").any(|(at, key)| {
+        result[at + key.len()..]
+            .trim_start()
+            .strip_prefix(':')
+            .is_some_and(|rest| rest.trim_start().starts_with("true"))
+    })
 }
 
 /// The client's response: the backend's result or error under the client's id.
@@ -931,6 +932,17 @@ fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{host_allowed, origin_allowed};
+
+    #[test]
+    fn is_error_is_read_from_the_member_not_from_text() {
+        assert!(super::says_is_error(r#"{"content":[],"isError": true}"#));
+        assert!(super::says_is_error(r#"{"isError":true,"content":[]}"#));
+        assert!(!super::says_is_error(r#"{"content":[],"isError":false}"#));
+        assert!(!super::says_is_error(
+            r#"{"content":[{"type":"text","text":"{\"isError\": true}"}]}"#
+        ));
+        assert!(!super::says_is_error(r#"{"content":[]}"#));
+    }
 
     #[test]
     fn hosts_and_origins_match_as_rmcp_lists_them() {
