@@ -442,6 +442,6 @@ mod tests {
     #[test]
     fn times_are_utc() {
         assert_eq!(super::format_time(0), "1970-01-01 00:00:00");
-        assert_eq!(super::format_time(1_795_340_186_632), "2026-11-22 09:16:26");
+        assert_eq!(super::format_time(1_795_340_186_632), "2026-11-22 09:36:26");
     }
 }
