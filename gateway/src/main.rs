@@ -48,7 +48,15 @@ async fn main() {
     if let Some(command) = cli.command {
         match gateway::cli::run(cli.remote, command).await {
             Ok(out) => {
-                println!("{out}");
+                // A reader that stops early (`| head`) is not an error.
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                if let Err(e) = writeln!(stdout, "{out}")
+                    && e.kind() != std::io::ErrorKind::BrokenPipe
+                {
+                    eprintln!("gateway: cannot write the output: {e}");
+                    std::process::exit(2);
+                }
                 return;
             }
             Err(failure) => {
