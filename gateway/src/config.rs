@@ -64,6 +64,9 @@ pub struct Config {
     pub drain_timeout_ms: u64,
     /// Log one JSON object per line instead of human-readable lines.
     pub log_json: bool,
+    /// Export OpenTelemetry traces over OTLP/HTTP (JSON) to this collector
+    /// (`http://collector:4318`); off when unset.
+    pub otlp_endpoint: Option<String>,
     /// Record every tool call in the store (`GET /calls`, `GET /stats`).
     pub call_log: bool,
     /// The call log keeps at most this many calls...
@@ -187,6 +190,7 @@ impl Default for Config {
             breaker_cooldown_ms: 5_000,
             drain_timeout_ms: 10_000,
             log_json: false,
+            otlp_endpoint: None,
             call_log: true,
             call_log_max_rows: 100_000,
             call_log_max_age_ms: 7 * 24 * 3600 * 1000,
@@ -396,6 +400,9 @@ impl Config {
         }
         if let Some(url) = &self.public_url {
             http_url("public_url", url)?;
+        }
+        if let Some(url) = &self.otlp_endpoint {
+            http_url("otlp_endpoint", url)?;
         }
         for (i, server) in self.authorization_servers.iter().enumerate() {
             http_url(format!("authorization_servers[{i}]"), server)?;

@@ -77,7 +77,14 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    service_kit::logging::init(config.log_json);
+    let _tracing =
+        match gateway::observe::traces::init(config.log_json, config.otlp_endpoint.as_deref()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("gateway: cannot start tracing: {e:#}");
+                std::process::exit(2);
+            }
+        };
     let shutdown = service_kit::shutdown::on_signal();
     let result = async {
         let listener = service_kit::serve::bind(&config.listen).await?;

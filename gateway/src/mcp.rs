@@ -503,13 +503,26 @@ impl ServerHandler for GatewayHandler {
         let mut ticket = observer.start(&caller, &service.name, &request.name, || {
             serde_json::to_string(&request.arguments).ok()
         });
+        let span =
+            crate::observe::traces::upstream_span(&caller.span, &service.name, &request.name);
         let mut forwarded = request;
         forwarded.name = original.to_string().into();
+        // W3C trace context for the backend (SEP-414); `WatchedHttp` copies it into the
+        // request's `traceparent` header.
+        if let Some(traceparent) = crate::observe::traces::traceparent(&span) {
+            forwarded
+                .meta
+                .get_or_insert_default()
+                .0
+                .set_traceparent(traceparent);
+        }
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(forwarded));
         ticket.upstream_starts();
-        let answer = self
-            .forward_call(&service, request, &context, retry_safe, Some(&ticket))
-            .await;
+        let answer = tracing::Instrument::instrument(
+            self.forward_call(&service, request, &context, retry_safe, Some(&ticket)),
+            span,
+        )
+        .await;
         let wanted = ticket.wants_result();
         match answer {
             Ok(ServerResult::CallToolResult(r)) => {
@@ -1116,6 +1129,11 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
             .and_then(|v| v.to_str().ok())
             .map(Arc::from),
         arrived: std::time::Instant::now(),
+        span: if crate::observe::traces::enabled() {
+            tracing::Span::current()
+        } else {
+            tracing::Span::none()
+        },
     };
     request.extensions_mut().insert(caller.clone());
     // A same-origin request (the dashboard at /ui) is not a cross-origin one: the Host

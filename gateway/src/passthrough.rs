@@ -162,6 +162,9 @@ struct Call {
     body: Bytes,
     retry_safe: bool,
     ticket: CallTicket,
+    /// The upstream part's span (`none` when traces are off) and its W3C context.
+    span: tracing::Span,
+    traceparent: Option<HeaderValue>,
 }
 
 impl Passthrough {
@@ -527,13 +530,21 @@ impl Passthrough {
         };
         let upstream_id = next_request_id();
         let name = serde_json::to_string(&*route.original).ok()?;
+        let span =
+            crate::observe::traces::upstream_span(&caller.span, &route.service.name, &params.name);
+        let traceparent = crate::observe::traces::traceparent(&span);
+        // Trace context in `_meta` too (SEP-414), so the backend's spans join the trace.
+        let meta = traceparent
+            .as_deref()
+            .map(|t| format!(r#","_meta":{{"traceparent":"{t}"}}"#))
+            .unwrap_or_default();
         let body = match params.arguments {
             Some(args) => format!(
-                r#"{{"jsonrpc":"2.0","id":"{upstream_id}","method":"tools/call","params":{{"name":{name},"arguments":{}}}}}"#,
+                r#"{{"jsonrpc":"2.0","id":"{upstream_id}","method":"tools/call","params":{{"name":{name},"arguments":{}{meta}}}}}"#,
                 args.get()
             ),
             None => format!(
-                r#"{{"jsonrpc":"2.0","id":"{upstream_id}","method":"tools/call","params":{{"name":{name}}}}}"#
+                r#"{{"jsonrpc":"2.0","id":"{upstream_id}","method":"tools/call","params":{{"name":{name}{meta}}}}}"#
             ),
         };
         // Last: a token taken here is a call this path makes. Over the limit, the typed
@@ -555,6 +566,8 @@ impl Passthrough {
             body: Bytes::from(body),
             retry_safe: route.retry_safe,
             ticket,
+            span,
+            traceparent: traceparent.and_then(|t| HeaderValue::from_str(&t).ok()),
         })
     }
 
@@ -567,7 +580,10 @@ impl Passthrough {
         let affinity = streamed.as_ref().map(|s| s.session.as_str());
         let open = call.service.open_raw(
             Arc::clone(&call.upstream_id),
-            call.body.clone(),
+            crate::upstream::raw::Outgoing {
+                body: call.body.clone(),
+                traceparent: call.traceparent.clone(),
+            },
             affinity,
             call.retry_safe,
             streamed.is_some(),
@@ -593,6 +609,7 @@ impl Passthrough {
             client_id: call.client_id,
             streamed,
             ticket: Some(ticket),
+            _span: call.span,
             _guard: guard,
         };
         match first {
@@ -704,6 +721,8 @@ struct Live {
     streamed: Option<Streamed>,
     /// Finished with the answer (or error); dropped unfinished, the call was cancelled.
     ticket: Option<CallTicket>,
+    /// Ends (for the trace) when the call does.
+    _span: tracing::Span,
     _guard: CallGuard,
 }
 

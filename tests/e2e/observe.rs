@@ -403,3 +403,138 @@ async fn every_log_line_of_a_request_carries_its_id_which_the_client_gets_back()
     );
     assert!(text.contains(&made), "the made-up id is logged too");
 }
+
+/// A stand-in OpenTelemetry collector: every OTLP/HTTP JSON trace export it receives.
+async fn collector() -> (Running, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let received: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let store = std::sync::Arc::clone(&received);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let store = std::sync::Arc::clone(&store);
+            async move {
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    store.lock().expect("lock").push(v);
+                }
+                axum::Json(json!({}))
+            }
+        }),
+    );
+    let running = serve_router(listener, app);
+    (running, received)
+}
+
+/// (trace id, span id, parent span id, name) of every exported span.
+fn spans(exports: &[Value]) -> Vec<(String, String, String, String)> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_lowercase();
+    exports
+        .iter()
+        .flat_map(|e| e["resourceSpans"].as_array().cloned().unwrap_or_default())
+        .flat_map(|r| r["scopeSpans"].as_array().cloned().unwrap_or_default())
+        .flat_map(|s| s["spans"].as_array().cloned().unwrap_or_default())
+        .map(|s| {
+            (
+                text(&s["traceId"]),
+                text(&s["spanId"]),
+                text(&s["parentSpanId"]),
+                text(&s["name"]),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_go_to_the_collector_and_their_context_to_the_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (otel, received) = collector().await;
+    let fixture = Fixture::new("traced", &["traceTool"]);
+    let backend = serve_fixture(fixture.clone()).await;
+    let port = procs::free_port();
+    let mut gw = procs::gateway(
+        port,
+        &dir.path().join("gw.db"),
+        &[
+            ("GATEWAY_OTLP_ENDPOINT", otel.base()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
+        ],
+    )
+    .await;
+    let (status, _) = register(&gw, "traced", &backend.mcp_url()).await;
+    assert_eq!(status, 201);
+
+    // The pass-through path, continuing the client's own trace.
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = http()
+        .post(gw.mcp())
+        .bearer_auth(TOKEN)
+        .header(
+            "traceparent",
+            format!("00-{client_trace}-00f067aa0ba902b7-01"),
+        )
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "traceTool", "arguments": {}}}))
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(r.status().as_u16(), 200);
+    // The typed path (`_meta` sends it there), a trace of its own.
+    let (_, typed) = rpc(
+        &gw,
+        "tools/call",
+        json!({"name": "traceTool", "arguments": {}, "_meta": {"progressToken": 1}}),
+    )
+    .await;
+    assert!(typed["result"].is_object(), "{typed}");
+
+    wait_until(
+        "both calls' spans exported",
+        Duration::from_secs(15),
+        || async {
+            let all = spans(&received.lock().expect("lock"));
+            all.iter().filter(|s| s.3 == "tools/call tracetool").count() >= 2
+        },
+    )
+    .await;
+    let all = spans(&received.lock().expect("lock"));
+    let upstream: Vec<_> = all
+        .iter()
+        .filter(|s| s.3 == "tools/call tracetool")
+        .collect();
+    for call in &upstream {
+        // Each upstream span is the child of its request's server span.
+        let parent = all
+            .iter()
+            .find(|s| s.1 == call.2)
+            .unwrap_or_else(|| panic!("no parent for {call:?} in {all:?}"));
+        assert_eq!(
+            (parent.0.as_str(), parent.3.as_str()),
+            (call.0.as_str(), "post /mcp")
+        );
+        // The backend heard of it: header and `_meta`, naming this very span.
+        let expected = format!("00-{}-{}-01", call.0, call.1);
+        for (what, seen) in [
+            ("header", &fixture.traceparent_headers),
+            ("_meta", &fixture.traceparent_metas),
+        ] {
+            let seen = seen.lock().expect("lock").clone();
+            assert!(
+                seen.contains(&expected),
+                "{what}: {expected} not in {seen:?}"
+            );
+        }
+    }
+    assert!(
+        upstream.iter().any(|s| s.0 == client_trace),
+        "the pass-through call continues the client's trace: {upstream:?}"
+    );
+    assert!(
+        upstream.iter().any(|s| s.0 != client_trace),
+        "the typed call has its own"
+    );
+    gw.terminate().await;
+    backend.stop().await;
+    otel.stop().await;
+}

@@ -43,6 +43,10 @@ pub struct Fixture {
     pub authorizations: Arc<std::sync::Mutex<Vec<String>>>,
     /// Serve without sessions, answering plain JSON bodies instead of SSE streams.
     json: bool,
+    /// W3C trace context received: `traceparent` headers, and `_meta.traceparent` of
+    /// tool calls.
+    pub traceparent_headers: Arc<std::sync::Mutex<Vec<String>>>,
+    pub traceparent_metas: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Fixture {
@@ -78,6 +82,8 @@ impl Fixture {
             require: None,
             authorizations: Arc::default(),
             json: false,
+            traceparent_headers: Arc::default(),
+            traceparent_metas: Arc::default(),
         }
     }
 
@@ -111,6 +117,7 @@ impl Fixture {
             config.json_response = true;
         }
         let (require, seen) = (self.require.clone(), Arc::clone(&self.authorizations));
+        let traced = Arc::clone(&self.traceparent_headers);
         let service = StreamableHttpService::new(
             move || Ok(self.clone()),
             Arc::new(LocalSessionManager::default()),
@@ -130,6 +137,10 @@ impl Fixture {
                                 .to_string()
                         };
                         seen.lock().expect("lock").push(header("authorization"));
+                        let traceparent = header("traceparent");
+                        if !traceparent.is_empty() {
+                            traced.lock().expect("lock").push(traceparent);
+                        }
                         let allowed = require
                             .as_ref()
                             .is_none_or(|(name, value)| header(name) == **value);
@@ -186,6 +197,17 @@ impl ServerHandler for Fixture {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let traceparent = request
+            .meta
+            .as_ref()
+            .and_then(|m| m.get_traceparent())
+            .or_else(|| context.meta.get_traceparent());
+        if let Some(t) = traceparent {
+            self.traceparent_metas
+                .lock()
+                .expect("lock")
+                .push(t.to_string());
+        }
         if request.name.starts_with("hang") {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(3600)) => {}

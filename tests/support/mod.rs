@@ -309,3 +309,11 @@ pub async fn register_with(gateway: &impl Target, body: Value) -> (u16, Value) {
     let status = resp.status().as_u16();
     (status, resp.json().await.expect("register JSON"))
 }
+
+/// Any axum router served on `listener` (a stand-in collector, say).
+pub fn serve_router(listener: TcpListener, router: axum::Router) -> Running {
+    spawn(listener, move |l, s| async move {
+        service_kit::serve::serve(l, router, s).await?;
+        Ok(())
+    })
+}

@@ -103,12 +103,23 @@ fn request_span(request: &http::Request<axum::body::Body>) -> tracing::Span {
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         request_id = %id,
         method = %request.method(),
         path = %request.uri().path(),
-    )
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+    );
+    if crate::observe::traces::enabled() {
+        span.record(
+            "otel.name",
+            format!("{} {}", request.method(), request.uri().path()),
+        );
+        span.record("otel.kind", "server");
+        crate::observe::traces::continue_trace(&span, request.headers());
+    }
+    span
 }
 
 /// `GET /metrics`: Prometheus text exposition.

@@ -8,6 +8,7 @@
 
 pub mod calllog;
 pub mod metrics;
+pub mod traces;
 
 use std::{
     sync::{Arc, Mutex},
@@ -91,6 +92,9 @@ pub struct Caller {
     pub identity: Arc<str>,
     pub request_id: Option<Arc<str>>,
     pub arrived: Instant,
+    /// The request's span, parent of the call's upstream span (`Span::none()` when
+    /// traces are off).
+    pub span: tracing::Span,
 }
 
 impl Caller {
@@ -99,6 +103,7 @@ impl Caller {
             identity: Arc::from("anonymous"),
             request_id: None,
             arrived: Instant::now(),
+            span: tracing::Span::none(),
         }
     }
 }

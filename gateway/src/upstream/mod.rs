@@ -34,7 +34,6 @@ use std::{
 };
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use bytes::Bytes;
 use rand::Rng;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::{
@@ -1165,7 +1164,7 @@ impl Service {
     pub async fn open_raw(
         &self,
         id: Arc<str>,
-        body: Bytes,
+        out: raw::Outgoing,
         affinity: Option<&str>,
         retry_safe: bool,
         relay: bool,
@@ -1174,10 +1173,10 @@ impl Service {
         let deadline = tokio::time::Instant::now() + timeout;
         let ms = timeout.as_millis() as u64;
         self.with_failover(affinity, retry_safe, |instance, admission| {
-            let (id, body) = (Arc::clone(&id), body.clone());
+            let (id, out) = (Arc::clone(&id), out.clone());
             async move {
                 instance
-                    .open_raw(id, body, admission, deadline, ms, relay)
+                    .open_raw(id, out, admission, deadline, ms, relay)
                     .await
             }
         })

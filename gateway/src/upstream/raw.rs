@@ -224,6 +224,14 @@ enum Phase {
     Done,
 }
 
+/// What a pass-through call sends: the request's bytes, and the W3C trace context the
+/// backend hears of in a header (when traces are on).
+#[derive(Clone)]
+pub struct Outgoing {
+    pub body: Bytes,
+    pub traceparent: Option<HeaderValue>,
+}
+
 /// How a call failed after its first event (not retried); `Service::raw_error` words it.
 #[derive(Debug)]
 pub struct Failed(pub(super) Failure);
@@ -249,6 +257,7 @@ pub struct Exchange {
     queued: VecDeque<String>,
     held: Option<Answer>,
     cap: Arc<Cap>,
+    traceparent: Option<HeaderValue>,
 }
 
 impl Instance {
@@ -257,7 +266,7 @@ impl Instance {
     pub(super) async fn open_raw(
         self: &Arc<Self>,
         id: Arc<str>,
-        body: Bytes,
+        out: Outgoing,
         admission: Admission,
         deadline: Instant,
         timeout_ms: u64,
@@ -295,8 +304,9 @@ impl Instance {
             queued: VecDeque::new(),
             held: None,
             cap: Cap::new(self.options.max_response_bytes),
+            traceparent: out.traceparent,
         };
-        let sent = match tokio::time::timeout_at(deadline, exchange.send(body)).await {
+        let sent = match tokio::time::timeout_at(deadline, exchange.send(out.body)).await {
             Ok(r) => r,
             Err(_) => Err(Failure::Timeout(timeout_ms)),
         };
@@ -477,6 +487,9 @@ impl Exchange {
         headers.insert(header::HOST, host.clone());
         headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
         headers.insert(header::ACCEPT, ACCEPT_BOTH);
+        if let Some(traceparent) = &self.traceparent {
+            headers.insert("traceparent", traceparent.clone());
+        }
         self.target.session_headers(&self.session, headers);
         let (mut link, reused) = self.target.link().await?;
         let Link { sender, conn } = &mut link;

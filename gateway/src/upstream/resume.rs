@@ -202,9 +202,10 @@ impl StreamableHttpClient for WatchedHttp {
         message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         auth_header: Option<String>,
-        custom_headers: HashMap<HeaderName, HeaderValue>,
+        mut custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, Error> {
         let request = request_id(&message);
+        trace_header(&message, &mut custom_headers);
         let response = self
             .inner
             .post_message(uri, message, session_id, auth_header, custom_headers)
@@ -218,10 +219,11 @@ impl StreamableHttpClient for WatchedHttp {
         message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         auth_header: Option<String>,
-        custom_headers: HashMap<HeaderName, HeaderValue>,
+        mut custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, Error> {
         let request = request_id(&message);
+        trace_header(&message, &mut custom_headers);
         let response = self
             .inner
             .post_message_with_max_sse_event_size(
@@ -286,6 +288,18 @@ impl StreamableHttpClient for WatchedHttp {
             )
             .await?;
         Ok(self.rewatch(stream, cut))
+    }
+}
+
+/// A tool call carrying W3C trace context in `_meta` carries it in the `traceparent`
+/// header too.
+fn trace_header(message: &ClientJsonRpcMessage, headers: &mut HashMap<HeaderName, HeaderValue>) {
+    if let ClientJsonRpcMessage::Request(r) = message
+        && let rmcp::model::ClientRequest::CallToolRequest(call) = &r.request
+        && let Some(traceparent) = call.params.meta.as_ref().and_then(|m| m.get_traceparent())
+        && let Ok(value) = HeaderValue::from_str(traceparent)
+    {
+        headers.insert(HeaderName::from_static("traceparent"), value);
     }
 }
 
