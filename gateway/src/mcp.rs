@@ -191,6 +191,8 @@ impl GatewayHandler {
     }
 
     /// Forwards `request` to `service`, mapping gateway failures to JSON-RPC errors.
+    /// Runs in the request's span (rmcp's session task is not), so its log lines carry
+    /// the request id.
     async fn forward(
         &self,
         service: &Arc<Service>,
@@ -198,9 +200,13 @@ impl GatewayHandler {
         context: &RequestContext<RoleServer>,
         retry_safe: bool,
     ) -> Result<ServerResult, ErrorData> {
-        self.forward_call(service, request, context, retry_safe, None)
-            .await
-            .map_err(to_jsonrpc)
+        let span = caller_of(context).span;
+        tracing::Instrument::instrument(
+            self.forward_call(service, request, context, retry_safe, None),
+            span,
+        )
+        .await
+        .map_err(to_jsonrpc)
     }
 
     /// [`Self::forward`] with the gateway's own error, telling `ticket` which instance
@@ -220,6 +226,7 @@ impl GatewayHandler {
             .and_then(|p| p.headers.get("mcp-session-id"))
             .and_then(|v| v.to_str().ok());
         let _in_flight = self.registry.call_started();
+        tracing::debug!(service = %service.name, "forwarding to the upstream");
         let mut down = self.downstream(context);
         down.ticket = ticket;
         // Boxed: rmcp copies the handler's future into each task it spawns, and this one
@@ -518,9 +525,15 @@ impl ServerHandler for GatewayHandler {
         }
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(forwarded));
         ticket.upstream_starts();
+        // The upstream span when traces are on, else the request's own (for its id).
+        let scope = if span.is_none() {
+            caller.span.clone()
+        } else {
+            span
+        };
         let answer = tracing::Instrument::instrument(
             self.forward_call(&service, request, &context, retry_safe, Some(&ticket)),
-            span,
+            scope,
         )
         .await;
         let wanted = ticket.wants_result();
@@ -1129,11 +1142,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
             .and_then(|v| v.to_str().ok())
             .map(Arc::from),
         arrived: std::time::Instant::now(),
-        span: if crate::observe::traces::enabled() {
-            tracing::Span::current()
-        } else {
-            tracing::Span::none()
-        },
+        span: tracing::Span::current(),
     };
     request.extensions_mut().insert(caller.clone());
     // A same-origin request (the dashboard at /ui) is not a cross-origin one: the Host

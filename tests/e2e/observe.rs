@@ -368,6 +368,17 @@ async fn every_log_line_of_a_request_carries_its_id_which_the_client_gets_back()
         .await
         .expect("call");
     assert_eq!(r.headers()["x-request-id"], "req-trace-4711");
+    // The typed path runs in rmcp's session task; its lines carry the id too.
+    let r = http()
+        .post(gw.mcp())
+        .bearer_auth(TOKEN)
+        .header("x-request-id", "req-typed-0815")
+        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                      "params": {"name": "tracedTool", "arguments": {}, "_meta": {"progressToken": 1}}}))
+        .send()
+        .await
+        .expect("typed call");
+    assert_eq!(r.headers()["x-request-id"], "req-typed-0815");
     // Without one, the gateway makes one (a UUID).
     let r = http()
         .get(format!("{}/services", gw.base()))
@@ -380,8 +391,15 @@ async fn every_log_line_of_a_request_carries_its_id_which_the_client_gets_back()
         .expect("ascii")
         .to_string();
     assert_eq!((made.len(), made.matches('-').count()), (36, 4), "{made}");
-    wait_until("the call in the log", Duration::from_secs(10), || async {
-        get_json(&gw, "/calls").await.1["calls"][0]["requestId"] == "req-trace-4711"
+    wait_until("both calls in the log", Duration::from_secs(10), || async {
+        let calls = get_json(&gw, "/calls").await.1;
+        let ids: Vec<String> = calls["calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["requestId"].as_str().map(String::from))
+            .collect();
+        ids.contains(&"req-trace-4711".to_string()) && ids.contains(&"req-typed-0815".to_string())
     })
     .await;
     gw.terminate().await;
@@ -402,6 +420,11 @@ async fn every_log_line_of_a_request_carries_its_id_which_the_client_gets_back()
         "{lines:#?}"
     );
     assert!(text.contains(&made), "the made-up id is logged too");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("req-typed-0815") && l.contains("forwarding to the upstream")),
+        "the typed path's own lines carry the id:\n{text}"
+    );
 }
 
 /// A stand-in OpenTelemetry collector: every OTLP/HTTP JSON trace export it receives.

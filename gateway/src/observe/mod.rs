@@ -92,8 +92,7 @@ pub struct Caller {
     pub identity: Arc<str>,
     pub request_id: Option<Arc<str>>,
     pub arrived: Instant,
-    /// The request's span, parent of the call's upstream span (`Span::none()` when
-    /// traces are off).
+    /// The request's span (its id; with traces, the parent of the call's upstream span).
     pub span: tracing::Span,
 }
 
