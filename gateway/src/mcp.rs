@@ -162,6 +162,17 @@ impl GatewayHandler {
             .request(method, result.is_ok());
     }
 
+    /// `work`'s answer, counted as a request of `method`.
+    async fn counted<T>(
+        &self,
+        method: &str,
+        work: impl std::future::Future<Output = Result<T, ErrorData>>,
+    ) -> Result<T, ErrorData> {
+        let result = work.await;
+        self.count(method, &result);
+        result
+    }
+
     fn downstream<'a>(&'a self, context: &'a RequestContext<RoleServer>) -> Downstream<'a> {
         let private = self
             .session
@@ -435,7 +446,7 @@ impl ServerHandler for GatewayHandler {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let result = async {
+        self.counted("tools/list", async {
             let catalog = self.registry.catalog();
             let allow = allow_of(&context);
             let tools = visible(
@@ -451,10 +462,8 @@ impl ServerHandler for GatewayHandler {
             let mut result = ListToolsResult::with_all_items(tools.to_vec());
             result.next_cursor = next;
             Ok(result)
-        }
-        .await;
-        self.count("tools/list", &result);
-        result
+        })
+        .await
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -569,8 +578,7 @@ impl ServerHandler for GatewayHandler {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let result = async {
-
+        self.counted("prompts/list", async {
             let catalog = self.registry.catalog();
             let allow = allow_of(&context);
             let prompts = visible(
@@ -586,10 +594,8 @@ impl ServerHandler for GatewayHandler {
             let mut result = ListPromptsResult::with_all_items(items.to_vec());
             result.next_cursor = next;
             Ok(result)
-        }
-        .await;
-        self.count("prompts/list", &result);
-        result
+        })
+        .await
     }
 
     async fn get_prompt(
@@ -597,7 +603,7 @@ impl ServerHandler for GatewayHandler {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        let result = async {
+        self.counted("prompts/get", async {
             let (service, original) = {
                 let catalog = self.registry.catalog();
                 let allow = allow_of(&context);
@@ -622,10 +628,8 @@ impl ServerHandler for GatewayHandler {
                 ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
                 _ => Err(unexpected("prompts/get")),
             }
-        }
-        .await;
-        self.count("prompts/get", &result);
-        result
+        })
+        .await
     }
 
     async fn list_resources(
@@ -633,8 +637,7 @@ impl ServerHandler for GatewayHandler {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let result = async {
-
+        self.counted("resources/list", async {
             let catalog = self.registry.catalog();
             let allow = allow_of(&context);
             let resources = visible(
@@ -650,10 +653,8 @@ impl ServerHandler for GatewayHandler {
             let mut result = ListResourcesResult::with_all_items(items.to_vec());
             result.next_cursor = next;
             Ok(result)
-        }
-        .await;
-        self.count("resources/list", &result);
-        result
+        })
+        .await
     }
 
     async fn list_resource_templates(
@@ -661,7 +662,7 @@ impl ServerHandler for GatewayHandler {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let result = async {
+        self.counted("resources/templates/list", async {
             let catalog = self.registry.catalog();
             let allow = allow_of(&context);
             let templates = visible(catalog.templates(), allow.as_deref(), |a, (s, _)| {
@@ -677,10 +678,8 @@ impl ServerHandler for GatewayHandler {
             );
             result.next_cursor = next;
             Ok(result)
-        }
-        .await;
-        self.count("resources/templates/list", &result);
-        result
+        })
+        .await
     }
 
     async fn read_resource(
@@ -688,7 +687,7 @@ impl ServerHandler for GatewayHandler {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let result = async {
+        self.counted("resources/read", async {
             let route = self
                 .registry
                 .catalog()
@@ -717,10 +716,8 @@ impl ServerHandler for GatewayHandler {
                 ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
                 _ => Err(unexpected("resources/read")),
             }
-        }
-        .await;
-        self.count("resources/read", &result);
-        result
+        })
+        .await
     }
 
     async fn subscribe(
@@ -728,7 +725,7 @@ impl ServerHandler for GatewayHandler {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let result = async {
+        self.counted("resources/subscribe", async {
             let route = self
                 .registry
                 .catalog()
@@ -753,10 +750,8 @@ impl ServerHandler for GatewayHandler {
                 }
             }
             Ok(())
-        }
-        .await;
-        self.count("resources/subscribe", &result);
-        result
+        })
+        .await
     }
 
     async fn unsubscribe(
@@ -764,15 +759,13 @@ impl ServerHandler for GatewayHandler {
         request: UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let result = async {
+        self.counted("resources/unsubscribe", async {
             if self.registry.unsubscribe(&request.uri, self.session.id) {
                 unsubscribe_upstream(&self.registry, &request.uri).await;
             }
             Ok(())
-        }
-        .await;
-        self.count("resources/unsubscribe", &result);
-        result
+        })
+        .await
     }
 
     async fn complete(
@@ -780,7 +773,7 @@ impl ServerHandler for GatewayHandler {
         request: CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
-        let result = async {
+        self.counted("completion/complete", async {
             let public = request.r#ref.clone();
             let mut forwarded = request;
             let service = {
@@ -827,10 +820,8 @@ impl ServerHandler for GatewayHandler {
                 ServerResult::CompleteResult(r) => Ok(r),
                 _ => Err(unexpected("completion/complete")),
             }
-        }
-        .await;
-        self.count("completion/complete", &result);
-        result
+        })
+        .await
     }
 
     async fn set_level(
@@ -838,13 +829,11 @@ impl ServerHandler for GatewayHandler {
         request: SetLevelRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let result = async {
+        self.counted("logging/setLevel", async {
             *self.session.level.lock().unwrap_or_else(|p| p.into_inner()) = Some(request.level);
             Ok(())
-        }
-        .await;
-        self.count("logging/setLevel", &result);
-        result
+        })
+        .await
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
