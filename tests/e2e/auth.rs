@@ -184,16 +184,6 @@ async fn a_401_names_the_protected_resource_metadata_which_is_public() {
     gw.stop().await;
 }
 
-fn credential(name: &str, scopes: &[&str]) -> gateway::config::Credential {
-    gateway::config::Credential {
-        name: name.into(),
-        token: format!("{name}-token-0123456789"),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        services: None,
-        tools: None,
-    }
-}
-
 async fn post_as(
     gw: &Running,
     token: &str,
@@ -242,7 +232,7 @@ async fn each_credential_may_do_what_its_scopes_say() {
     ];
     let gw = start_gateway(config).await;
     let backend = start_fixture("scoped", &["scopedTool"]).await;
-    let token = |name: &str| format!("{name}-token-0123456789");
+    let token = credential_token;
     let c = http();
     let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
     let call = json!({"jsonrpc":"2.0","id":2,"method":"tools/call",

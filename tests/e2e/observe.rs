@@ -53,13 +53,7 @@ async fn call_with(gw: &impl Target, tool: &str, arguments: Value, meta: bool) -
 async fn metrics_count_calls_by_tool_and_outcome_and_read_the_live_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = gateway_config(&dir.path().join("gw.db"));
-    config.credentials = vec![gateway::config::Credential {
-        name: "reader".into(),
-        token: "reader-token-0123456789".into(),
-        scopes: vec!["list".into()],
-        services: None,
-        tools: None,
-    }];
+    config.credentials = vec![credential("reader", &["list"])];
     let gw = start_gateway(config).await;
     let backend = start_fixture("obs", &["okTool", "failTool", "hangTool"]).await;
     let (status, body) = register_with(
@@ -167,7 +161,7 @@ async fn metrics_count_calls_by_tool_and_outcome_and_read_the_live_state() {
         .await
         .expect("GET");
     assert_eq!(r.status().as_u16(), 401);
-    let r = get_as(&gw, "reader-token-0123456789", "/metrics").await;
+    let r = get_as(&gw, &credential_token("reader"), "/metrics").await;
     assert_eq!(r.status().as_u16(), 403);
 
     // A backend that goes away shows as down.
@@ -225,20 +219,14 @@ async fn every_call_is_in_the_call_log_with_who_what_how_long_and_how_it_ended()
         let mut c = gateway_config(&store);
         c.call_log_payloads = true;
         c.call_log_max_rows = max_rows;
-        c.credentials = vec![gateway::config::Credential {
-            name: "agent".into(),
-            token: "agent-token-0123456789".into(),
-            scopes: vec!["list".into(), "call".into()],
-            services: None,
-            tools: None,
-        }];
+        c.credentials = vec![credential("agent", &["list", "call"])];
         c
     };
     let gw = start_gateway(config(100)).await;
     let backend = serve_fixture(Fixture::new("logged", &["okTool", "failTool"])).await;
     let (status, _) = register(&gw, "logged", &backend.mcp_url()).await;
     assert_eq!(status, 201);
-    let agent = "agent-token-0123456789";
+    let agent = &credential_token("agent");
     logged_call(&gw, agent, "okTool", false, "req-1").await;
     logged_call(&gw, agent, "okTool", true, "req-2").await;
     logged_call(&gw, agent, "failTool", false, "req-3").await;

@@ -9,18 +9,6 @@ use crate::support::{fixture::Fixture, *};
 const SECRET: &str = "upstream-secret-7f3a9c";
 const WRONG: &str = "wrong-secret-b41d2e";
 
-async fn register_as(gw: &impl Target, token: &str, body: Value) -> (u16, Value) {
-    let resp = http()
-        .post(format!("{}/register", gw.base_url()))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("POST /register");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.expect("JSON"))
-}
-
 async fn delete_as(gw: &impl Target, token: &str, path: &str) -> (u16, Value) {
     let resp = http()
         .delete(format!("{}{path}", gw.base_url()))
@@ -238,20 +226,6 @@ async fn upstream_secrets_stay_out_of_the_logs_and_the_store_is_private() {
     }
 }
 
-fn credential(name: &str, scopes: &[&str]) -> gateway::config::Credential {
-    gateway::config::Credential {
-        name: name.into(),
-        token: token(name),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        services: None,
-        tools: None,
-    }
-}
-
-fn token(name: &str) -> String {
-    format!("{name}-token-0123456789")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_registering_identity_or_an_operator_changes_a_registration() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -267,7 +241,7 @@ async fn only_the_registering_identity_or_an_operator_changes_a_registration() {
     let gw = start_gateway(config()).await;
     let first = start_fixture("alpha", &["alphaTool"]).await;
     let second = start_fixture("alpha", &["alphaTool"]).await;
-    let (a, b) = (token("team-a"), token("team-b"));
+    let (a, b) = (credential_token("team-a"), credential_token("team-b"));
 
     let (status, body) =
         register_as(&gw, &a, json!({"name": "alpha", "url": first.mcp_url()})).await;

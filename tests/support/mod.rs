@@ -299,15 +299,36 @@ pub async fn register(gateway: &impl Target, name: &str, url: &str) -> (u16, Val
 
 /// POST /register with any body: (status, body).
 pub async fn register_with(gateway: &impl Target, body: Value) -> (u16, Value) {
+    register_as(gateway, TOKEN, body).await
+}
+
+/// POST /register with any body and `token`: (status, body).
+pub async fn register_as(gateway: &impl Target, token: &str, body: Value) -> (u16, Value) {
     let resp = http()
         .post(format!("{}/register", gateway.base_url()))
-        .bearer_auth(TOKEN)
+        .bearer_auth(token)
         .json(&body)
         .send()
         .await
         .expect("POST /register");
     let status = resp.status().as_u16();
     (status, resp.json().await.expect("register JSON"))
+}
+
+/// The token of the test credential `name` (see [`credential`]).
+pub fn credential_token(name: &str) -> String {
+    format!("{name}-token-0123456789")
+}
+
+/// A credential `name` with `scopes` and the token [`credential_token`] gives it.
+pub fn credential(name: &str, scopes: &[&str]) -> gateway::config::Credential {
+    gateway::config::Credential {
+        name: name.into(),
+        token: credential_token(name),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        services: None,
+        tools: None,
+    }
 }
 
 /// Any axum router served on `listener` (a stand-in collector, say).
