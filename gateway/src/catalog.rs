@@ -45,20 +45,32 @@ pub enum Lookup<'a> {
 pub struct Merged<T> {
     /// Public definitions, in a stable order (by service, then upstream order).
     items: Vec<T>,
+    /// Where each item comes from (parallel to `items`).
+    origins: Vec<Origin>,
     /// Public key → index in `items`.
     index: HashMap<String, usize>,
     /// Public and qualified keys → where they lead.
     routes: HashMap<String, Route>,
     ambiguous: HashMap<String, Vec<String>>,
+    /// Service name → indices of its items in `items`.
+    by_service: HashMap<Arc<str>, Vec<usize>>,
+}
+
+/// An item's public key and its name at its service.
+struct Origin {
+    public: String,
+    original: Arc<str>,
 }
 
 impl<T> Default for Merged<T> {
     fn default() -> Self {
         Self {
             items: Vec::new(),
+            origins: Vec::new(),
             index: HashMap::new(),
             routes: HashMap::new(),
             ambiguous: HashMap::new(),
+            by_service: HashMap::new(),
         }
     }
 }
@@ -66,70 +78,174 @@ impl<T> Default for Merged<T> {
 /// How one kind of entry is named and renamed.
 struct Naming<T> {
     key: fn(&T) -> &str,
+    /// The name an entry is listed under when it stands alone: its own, or one mapped
+    /// into the allowed characters.
+    public: fn(&str) -> std::borrow::Cow<'_, str>,
     rename: fn(&mut T, String),
     qualify: fn(&str, &str) -> String,
     /// The `n`th alternative to a qualified name that is already taken.
     variant: fn(&str, usize) -> String,
     retry_safe: fn(&T) -> bool,
+    /// `key` lies in `service`'s qualified namespace (so no other service may hold it).
+    in_namespace_of: fn(&str, &str) -> bool,
+}
+
+/// Who stands behind a service, for the naming rule: its owner, and when it first
+/// offered what it offers (earlier keeps a bare name).
+fn standing(service: &Service) -> (Option<Arc<str>>, u64) {
+    let instances = service.instances();
+    let owner = instances.first().and_then(|i| i.owner.clone());
+    let since = instances
+        .iter()
+        .map(|i| match i.source {
+            crate::upstream::Source::Config => 0,
+            crate::upstream::Source::Registered => i.registered_at_ms,
+        })
+        .min()
+        .unwrap_or(u64::MAX);
+    (owner, since)
+}
+
+/// What one upstream entry is to the naming rule.
+enum Slot {
+    /// It may be held under this bare name.
+    Bare(String),
+    /// Its name (mapped) lies in another service's namespace: listed qualified only.
+    Foreign(String),
+    /// Its service lists the same name again: the first one counts.
+    Twice,
 }
 
 impl<T: Clone> Merged<T> {
+    /// The merged list of `sources` (in a stable order). The rule, for each name:
+    ///
+    /// - a name inside another service's qualified namespace (`<other>__...`) is never
+    ///   held bare: its entry is listed qualified by its own service;
+    /// - a name offered by one service is public as it is;
+    /// - a name offered by services of several owners stays with the owner who offered
+    ///   it first (by the service's first registration; configured services first):
+    ///   the others' entries are listed qualified;
+    /// - a name offered by several services of that one owner is ambiguous: all are
+    ///   listed qualified, and the bare name answers with the choices.
+    ///
+    /// Linear in the number of entries (hash probes aside).
     fn build(sources: &[(&Arc<Service>, Vec<T>)], naming: Naming<T>) -> Self {
-        let mut offered_by: HashMap<&str, usize> = HashMap::new();
-        for (_, items) in sources {
-            let mut seen = std::collections::HashSet::new();
-            for t in items {
-                if seen.insert((naming.key)(t)) {
-                    *offered_by.entry((naming.key)(t)).or_default() += 1;
+        let standings: Vec<(Option<Arc<str>>, u64)> =
+            sources.iter().map(|(s, _)| standing(s)).collect();
+        let slots: Vec<Vec<Slot>> = sources
+            .iter()
+            .map(|(service, items)| {
+                let mut seen = std::collections::HashSet::new();
+                items
+                    .iter()
+                    .map(|t| {
+                        let key = (naming.public)((naming.key)(t)).into_owned();
+                        if !seen.insert(key.clone()) {
+                            return Slot::Twice;
+                        }
+                        let foreign = sources.iter().any(|(other, _)| {
+                            other.name != service.name
+                                && (naming.in_namespace_of)(&key, &other.name)
+                        });
+                        if foreign {
+                            Slot::Foreign(key)
+                        } else {
+                            Slot::Bare(key)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        // Who holds each bare key: the sources offering it, narrowed to the owner who
+        // came first.
+        let mut offered_by: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (s, entries) in slots.iter().enumerate() {
+            for slot in entries {
+                if let Slot::Bare(key) = slot {
+                    offered_by.entry(key.as_str()).or_default().push(s);
                 }
             }
         }
-        // Names offered once are public as they are; a qualified name never takes one of
-        // them (a tool may be called `a__get` at its backend).
-        let mut taken: std::collections::HashSet<String> = offered_by
+        let holders: HashMap<&str, Vec<usize>> = offered_by
+            .into_iter()
+            .map(|(key, offering)| {
+                let first = offering
+                    .iter()
+                    .copied()
+                    .min_by_key(|s| (standings[*s].1, *s))
+                    .expect("a key is offered by at least one source");
+                let owner = standings[first].0.clone();
+                let kept = offering
+                    .into_iter()
+                    .filter(|s| standings[*s].0 == owner)
+                    .collect();
+                (key, kept)
+            })
+            .collect();
+        // Names held bare are public as they are; a qualified name never takes one (a
+        // tool may be called `a__get` at its backend).
+        let mut taken: std::collections::HashSet<String> = holders
             .iter()
-            .filter(|(_, n)| **n == 1)
+            .filter(|(_, h)| h.len() == 1)
             .map(|(k, _)| k.to_string())
             .collect();
         let mut merged = Merged::default();
         let mut aliases = Vec::new();
-        for (service, items) in sources {
-            let mut seen = std::collections::HashSet::new();
-            for t in items {
-                let key = (naming.key)(t);
-                if !seen.insert(key) {
-                    continue; // an upstream listing one name twice: first wins
-                }
-                let qualified = (naming.qualify)(&service.name, key);
+        for (s, (service, items)) in sources.iter().enumerate() {
+            for (t, slot) in items.iter().zip(&slots[s]) {
+                let original = (naming.key)(t);
                 let route = Route {
                     service: Arc::clone(service),
-                    original: Arc::from(key),
+                    original: Arc::from(original),
                     retry_safe: (naming.retry_safe)(t),
                 };
-                let public = if offered_by[key] > 1 {
-                    let mut public = qualified.clone();
-                    let mut n = 2;
-                    while !taken.insert(public.clone()) {
-                        public = (naming.variant)(&qualified, n);
-                        n += 1;
+                let public = match slot {
+                    Slot::Twice => continue,
+                    Slot::Bare(key) if holders[key.as_str()] == [s] => {
+                        aliases.push(((naming.qualify)(&service.name, key), route.clone()));
+                        key.clone()
                     }
-                    merged
-                        .ambiguous
-                        .entry(key.to_string())
-                        .or_default()
-                        .push(public.clone());
-                    public
-                } else {
-                    key.to_string()
+                    Slot::Bare(key) | Slot::Foreign(key) => {
+                        let qualified = (naming.qualify)(&service.name, key);
+                        let mut public = qualified.clone();
+                        let mut n = 2;
+                        while !taken.insert(public.clone()) {
+                            public = (naming.variant)(&qualified, n);
+                            n += 1;
+                        }
+                        // A bare name several services of one owner hold answers with
+                        // the choices.
+                        if let Slot::Bare(key) = slot
+                            && holders[key.as_str()].len() > 1
+                            && holders[key.as_str()].contains(&s)
+                        {
+                            merged
+                                .ambiguous
+                                .entry(key.clone())
+                                .or_default()
+                                .push(public.clone());
+                        }
+                        aliases.push((qualified, route.clone()));
+                        public
+                    }
                 };
-                merged.routes.insert(public.clone(), route.clone());
-                aliases.push((qualified, route));
+                merged.routes.insert(public.clone(), route);
+                let at = merged.items.len();
+                merged.index.insert(public.clone(), at);
+                merged
+                    .by_service
+                    .entry(Arc::clone(&service.name))
+                    .or_default()
+                    .push(at);
                 let mut def = t.clone();
-                merged.index.insert(public.clone(), merged.items.len());
-                if public != key {
-                    (naming.rename)(&mut def, public);
+                if public != original {
+                    (naming.rename)(&mut def, public.clone());
                 }
                 merged.items.push(def);
+                merged.origins.push(Origin {
+                    public,
+                    original: Arc::from(original),
+                });
             }
         }
         // The qualified form of every name is accepted too, unless it is some other
@@ -161,13 +277,25 @@ impl<T: Clone> Merged<T> {
         self.index.get(key).map(|i| &self.items[*i])
     }
 
+    /// `service`'s entries: each public definition with its public key and its name at
+    /// the service.
+    pub fn of_service(&self, service: &str) -> impl Iterator<Item = (&T, &str, &str)> {
+        self.by_service.get(service).into_iter().flatten().map(|i| {
+            let origin = &self.origins[*i];
+            (&self.items[*i], origin.public.as_str(), &*origin.original)
+        })
+    }
+
+    /// How many entries `service` has in the list.
+    pub fn count_of(&self, service: &str) -> usize {
+        self.by_service.get(service).map_or(0, Vec::len)
+    }
+
     /// The public key under which `service` offers `original`, if listed.
     pub fn public_key_of(&self, service: &str, original: &str) -> Option<&str> {
-        self.index.keys().map(String::as_str).find(|k| {
-            self.routes
-                .get(*k)
-                .is_some_and(|r| &*r.service.name == service && &*r.original == original)
-        })
+        self.of_service(service)
+            .find(|(_, _, o)| *o == original)
+            .map(|(_, public, _)| public)
     }
 }
 
@@ -235,8 +363,10 @@ impl Catalog {
                 &tools,
                 Naming {
                     key: |t: &Tool| t.name.as_ref(),
+                    public: tool_name,
                     rename: |t, n| t.name = n.into(),
                     qualify,
+                    in_namespace_of: in_namespace,
                     variant: name_variant,
                     retry_safe: |t| {
                         t.annotations.as_ref().is_some_and(|a| {
@@ -249,8 +379,10 @@ impl Catalog {
                 &prompts,
                 Naming {
                     key: |p: &Prompt| p.name.as_str(),
+                    public: |n| std::borrow::Cow::Borrowed(n),
                     rename: |p, n| p.name = n,
                     qualify,
+                    in_namespace_of: in_namespace,
                     variant: name_variant,
                     retry_safe: |_| true,
                 },
@@ -259,8 +391,14 @@ impl Catalog {
                 &resources,
                 Naming {
                     key: |r: &Resource| r.uri.as_str(),
+                    public: |n| std::borrow::Cow::Borrowed(n),
                     rename: |r, n| r.uri = n,
                     qualify: qualify_uri,
+                    in_namespace_of: |uri, service| {
+                        uri.strip_prefix(URI_SCHEME)
+                            .and_then(|rest| rest.strip_prefix(service))
+                            .is_some_and(|rest| rest.starts_with('/'))
+                    },
                     variant: |uri, n| format!("{uri}~{n}"),
                     retry_safe: |_| true,
                 },
@@ -317,29 +455,65 @@ impl Catalog {
             .map(|(s, _)| (Arc::clone(s), uri.to_string()))
     }
 
-    /// Public names of one upstream's tools, paired with their original names.
-    pub fn names_of(&self, service: &str) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = self
-            .tools
-            .items()
-            .iter()
-            .filter_map(|t| match self.tools.routes.get(t.name.as_ref()) {
-                Some(r) if &*r.service.name == service => {
-                    Some((t.name.to_string(), r.original.to_string()))
-                }
-                _ => None,
-            })
-            .collect();
-        out.sort();
-        out
+    /// One upstream's tools: each public definition with its name at the service.
+    pub fn tools_of(&self, service: &str) -> impl Iterator<Item = (&Tool, &str)> {
+        self.tools.of_service(service).map(|(t, _, o)| (t, o))
     }
+
+    /// How many tools one upstream has in the table.
+    pub fn tool_count(&self, service: &str) -> usize {
+        self.tools.count_of(service)
+    }
+}
+
+/// The scheme of qualified resource URIs.
+const URI_SCHEME: &str = "mcp-gateway://";
+
+/// A tool name as LLM function-calling APIs accept it (`^[a-zA-Z0-9_-]{1,64}$`).
+pub fn valid_tool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The name a tool is listed under: its own when valid, else one mapped into the
+/// allowed characters deterministically (every other character becomes `_`, the length
+/// is capped, and a hash of the exact original keeps mapped names apart). `/services`
+/// shows both names.
+pub fn tool_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if valid_tool_name(name) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let hash = format!("{:08x}", fnv1a(name.bytes()) as u32);
+    let clean: String = name
+        .chars()
+        .take(MAX_NAME)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let keep = clean.len().min(MAX_NAME - hash.len() - 1);
+    let stem = if keep == 0 { "tool" } else { &clean[..keep] };
+    std::borrow::Cow::Owned(format!("{stem}_{hash}"))
+}
+
+/// `name` lies in `service`'s qualified namespace: `<service>__...`.
+fn in_namespace(name: &str, service: &str) -> bool {
+    name.strip_prefix(service)
+        .is_some_and(|rest| rest.starts_with(SEPARATOR))
 }
 
 /// A colliding resource URI, qualified by service:
 /// `mcp-gateway://<service>/<percent-encoded original URI>`.
 pub fn qualify_uri(service: &str, uri: &str) -> String {
     let encoded: String = url::form_urlencoded::byte_serialize(uri.as_bytes()).collect();
-    format!("mcp-gateway://{service}/{encoded}")
+    format!("{URI_SCHEME}{service}/{encoded}")
 }
 
 /// Whether `uri` is an expansion of the RFC 6570 `template` (each `{...}` expression

@@ -98,6 +98,32 @@ pub struct Config {
     pub session_idle_timeout_ms: u64,
     /// Open MCP sessions one credential may hold at once.
     pub max_sessions_per_credential: usize,
+    /// Open MCP sessions in all, whoever holds them.
+    pub max_sessions: usize,
+    /// Open client connections at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// A client must send a request's whole header within this time, in milliseconds;
+    /// a kept-alive connection that starts no new request within it is closed.
+    pub header_read_timeout_ms: u64,
+    /// A request's body must arrive whole within this time, in milliseconds.
+    pub body_read_timeout_ms: u64,
+    /// Largest request header block (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// Largest `callTimeoutMs` a registration (or `call_timeout_ms` here) may ask for.
+    pub max_call_timeout_ms: u64,
+    /// Most tools (and, each on its own, prompts, resources and templates) one upstream
+    /// may list; a longer listing is refused.
+    pub max_list_items: usize,
+    /// Most pages one upstream listing may take.
+    pub max_list_pages: usize,
+    /// Most bytes one upstream listing may take, over all its pages.
+    pub max_list_bytes: usize,
+    /// A service name that was unregistered stays reserved for its last owner this long
+    /// (operators may still take it), in milliseconds.
+    pub name_reservation_ms: u64,
+    /// Failed authentications one client address may make per second (burst: ten
+    /// seconds' worth); past it, 429.
+    pub auth_failures_per_second: u32,
     /// Requests per second one credential may send (0: no limit).
     pub rate_limit_per_credential: u32,
     /// Calls per second one tool may take, from everyone (0: no limit).
@@ -214,7 +240,18 @@ impl Default for Config {
             credentials: Vec::new(),
             jwt: None,
             session_idle_timeout_ms: 300_000,
-            max_sessions_per_credential: 20_000,
+            max_sessions_per_credential: 1_000,
+            max_sessions: 10_000,
+            max_connections: 4_096,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            max_header_bytes: 64 * 1024,
+            max_call_timeout_ms: 600_000,
+            max_list_items: 10_000,
+            max_list_pages: 100,
+            max_list_bytes: 32 * 1024 * 1024,
+            name_reservation_ms: 7 * 24 * 3600 * 1000,
+            auth_failures_per_second: 10,
             rate_limit_per_credential: 0,
             rate_limit_per_tool: 0,
         }
@@ -324,10 +361,36 @@ impl Config {
                 "max_sessions_per_credential",
                 self.max_sessions_per_credential as u64,
             ),
+            ("max_sessions", self.max_sessions as u64),
+            ("max_connections", self.max_connections as u64),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
+            ("max_call_timeout_ms", self.max_call_timeout_ms),
+            ("max_list_items", self.max_list_items as u64),
+            ("max_list_pages", self.max_list_pages as u64),
+            (
+                "auth_failures_per_second",
+                u64::from(self.auth_failures_per_second),
+            ),
         ] {
             if value == 0 {
                 return Err(bad(key, "must be greater than 0"));
             }
+        }
+        if self.call_timeout_ms > self.max_call_timeout_ms {
+            return Err(bad(
+                "call_timeout_ms",
+                format!(
+                    "must be at most max_call_timeout_ms ({})",
+                    self.max_call_timeout_ms
+                ),
+            ));
+        }
+        if self.max_header_bytes < 8192 {
+            return Err(bad("max_header_bytes", "must be at least 8192"));
+        }
+        if self.max_list_bytes < 1024 {
+            return Err(bad("max_list_bytes", "must be at least 1024"));
         }
         if self.max_body_bytes < 1024 {
             return Err(bad("max_body_bytes", "must be at least 1024"));
@@ -415,10 +478,15 @@ impl Config {
             if up.weight == Some(0) {
                 return Err(bad(format!("upstreams[{i}].weight"), "must be at least 1"));
             }
-            if up.call_timeout_ms == Some(0) {
+            if let Some(ms) = up.call_timeout_ms
+                && (ms == 0 || ms > self.max_call_timeout_ms)
+            {
                 return Err(bad(
                     format!("upstreams[{i}].call_timeout_ms"),
-                    "must be greater than 0",
+                    format!(
+                        "must be between 1 and max_call_timeout_ms ({})",
+                        self.max_call_timeout_ms
+                    ),
                 ));
             }
             if let Some(auth) = &up.auth {
@@ -445,6 +513,16 @@ impl Config {
         Duration::from_millis(self.session_idle_timeout_ms)
     }
 
+    /// What the gateway's HTTP server lets its clients hold.
+    pub fn serve_limits(&self) -> service_kit::serve::Limits {
+        service_kit::serve::Limits {
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            max_header_bytes: self.max_header_bytes,
+        }
+    }
+
     /// The knobs every upstream instance runs with.
     pub fn upstream_options(&self) -> crate::upstream::Options {
         crate::upstream::Options {
@@ -460,6 +538,12 @@ impl Config {
             guard: std::sync::Arc::new(
                 crate::upstream::guard::Guard::new(&self.upstream_networks).unwrap_or_default(),
             ),
+            list_bounds: crate::upstream::ListBounds {
+                items: self.max_list_items,
+                pages: self.max_list_pages,
+                bytes: self.max_list_bytes,
+            },
+            max_call_timeout: Duration::from_millis(self.max_call_timeout_ms),
         }
     }
 }

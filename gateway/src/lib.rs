@@ -9,6 +9,8 @@
 //! ```text
 //! http/        Router and tower layers (trace, body limit, auth); admin endpoints
 //!   mcp        the MCP server side: ServerHandler over the catalog, /mcp entry point
+//!   jsonrpc    the envelope of a POSTed message, read once (authorization reads it)
+//!   origins    the Host and Origin allow-lists (DNS-rebinding protection), every route
 //!   passthrough  tools/call carried as raw JSON, past rmcp's typed pipeline
 //!   registry   the set of upstreams, registration, persistence, change events
 //!   catalog    the merged, immutable tool table and the naming rule
@@ -34,9 +36,11 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod jsonrpc;
 pub mod limits;
 pub mod mcp;
 pub mod observe;
+pub mod origins;
 pub mod passthrough;
 pub mod registry;
 pub mod store;
@@ -104,7 +108,8 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, store = %config.store.display(), "gateway listening; MCP at /mcp");
     }
-    let served = service_kit::serve::serve(listener, router, http_stop).await;
+    let served =
+        service_kit::serve::serve_with(listener, router, http_stop, config.serve_limits()).await;
     sessions_stop.cancel();
     registry.close_all().await;
     upstreams_stop.cancel();

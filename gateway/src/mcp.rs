@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     catalog::Lookup,
     http::auth::{Allow, Identity, MetadataUrl, Scopes, insufficient_scope},
+    jsonrpc::{Envelope, Parsed},
     observe::{Caller, Outcome},
     passthrough::Passthrough,
     registry::{Changed, Registry},
@@ -54,6 +55,9 @@ pub const UPSTREAM_TIMEOUT: i32 = -32001;
 /// JSON-RPC code for "the service's circuit breaker is open" (-32002 is taken by the
 /// specification for "resource not found").
 pub const CIRCUIT_OPEN: i32 = -32003;
+/// JSON-RPC code for "the service refused the request at the HTTP level" (-32004 is a
+/// rate limit's).
+pub const UPSTREAM_REFUSED: i32 = -32005;
 
 /// What the gateway keeps per client session: its log level, its subscriptions and, if
 /// it declared sampling, elicitation or roots, its own upstream sessions. Dropped (and
@@ -258,6 +262,14 @@ pub(crate) fn to_jsonrpc(e: CallError) -> ErrorData {
             ErrorCode(UPSTREAM_TIMEOUT),
             e.to_string(),
             Some(json!({ "service": service, "reason": "timeout", "timeoutMs": ms })),
+        ),
+        CallError::Refused {
+            ref service,
+            status,
+        } => ErrorData::new(
+            ErrorCode(UPSTREAM_REFUSED),
+            e.to_string(),
+            Some(json!({ "service": service, "reason": "refused", "status": status })),
         ),
         CallError::CircuitOpen {
             ref service,
@@ -844,6 +856,7 @@ impl ServerHandler for GatewayHandler {
                 .and_then(|p| p.headers.get("mcp-session-id"))
                 .and_then(|v| v.to_str().ok())
         {
+            passthrough.confirm(key);
             let _ = self
                 .session
                 .key
@@ -937,6 +950,7 @@ pub struct McpEndpoint {
     registry: Arc<Registry>,
     max_body_bytes: usize,
     max_sessions_per_credential: usize,
+    max_sessions: usize,
 }
 
 impl McpEndpoint {
@@ -946,6 +960,37 @@ impl McpEndpoint {
         now.sessions = self.streams.sessions.sessions.read().await.len()
             + self.legacy_sessions.sessions.read().await.len();
         self.registry.observer().metrics.render(now)
+    }
+
+    /// The refusal of one more session for `identity`, when it or the gateway holds as
+    /// many as allowed.
+    fn session_cap(&self, identity: Option<&Identity>) -> Option<Response> {
+        let owner = identity.map_or("anonymous", |i| &*i.name);
+        if self.passthrough.sessions_of(owner) >= self.max_sessions_per_credential {
+            return Some(crate::http::admin::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_sessions",
+                format!(
+                    "credential \"{owner}\" already holds {} open sessions (max_sessions_per_credential); end some (DELETE /mcp) or let them expire",
+                    self.max_sessions_per_credential
+                ),
+            ));
+        }
+        if self.passthrough.session_count() >= self.max_sessions {
+            let mut refusal = crate::http::admin::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_sessions",
+                format!(
+                    "the gateway holds {} open sessions (max_sessions); try again later",
+                    self.max_sessions
+                ),
+            );
+            refusal
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return Some(refusal);
+        }
+        None
     }
 
     /// Closes sessions unused for longer than `idle`, until `stop`.
@@ -968,6 +1013,7 @@ impl McpEndpoint {
                     let _ = manager.close_session(&session_id).await;
                 }
                 self.passthrough.end(&id);
+                crate::trim::session_ended();
                 tracing::debug!(session = %id, "closed an idle session");
             }
         }
@@ -1009,7 +1055,6 @@ impl McpEndpoint {
             page_size,
             &config.allowed_hosts,
             &config.allowed_origins,
-            LOOPBACK_ORIGINS,
         ));
         let factory = {
             let passthrough = Arc::clone(&passthrough);
@@ -1059,6 +1104,7 @@ impl McpEndpoint {
             registry: shared_registry,
             max_body_bytes,
             max_sessions_per_credential: config.max_sessions_per_credential,
+            max_sessions: config.max_sessions,
         }
     }
 }
@@ -1077,16 +1123,6 @@ fn host_policy(
     config.with_allowed_hosts(hosts)
 }
 
-/// Origins of pages served from this machine, any port.
-const LOOPBACK_ORIGINS: &[&str] = &[
-    "http://localhost:*",
-    "http://127.0.0.1:*",
-    "http://[::1]:*",
-    "https://localhost:*",
-    "https://127.0.0.1:*",
-    "https://[::1]:*",
-];
-
 fn origin_policy(
     config: StreamableHttpServerConfig,
     allowed_origins: &[String],
@@ -1094,7 +1130,7 @@ fn origin_policy(
     if allowed_origins.iter().any(|o| o == "*") {
         return config.disable_allowed_origins();
     }
-    let origins = LOOPBACK_ORIGINS
+    let origins = crate::origins::LOOPBACK_ORIGINS
         .iter()
         .map(|o| o.to_string())
         .chain(allowed_origins.iter().cloned());
@@ -1146,23 +1182,47 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    if request.method() != Method::POST {
+        if let Some(who) = &identity
+            && let Err(wait) = endpoint.limits.credential(&who.name)
+        {
+            let error = crate::limits::rate_limited(&format!("credential \"{}\"", who.name), wait);
+            return crate::http::auth::too_many_requests(&error.message, wait);
+        }
+        return match session {
+            Some(id) => match owner_refusal(&endpoint, &id, identity.as_ref()) {
+                Some(refusal) => refusal,
+                None => {
+                    endpoint.passthrough.touch(&id);
+                    let (parts, body) = request.into_parts();
+                    in_session(
+                        &endpoint,
+                        parts,
+                        Posted::Other(body),
+                        id,
+                        passthrough_ok,
+                        &caller,
+                    )
+                    .await
+                }
+            },
+            None => into_axum(endpoint.sessions.handle(request).await),
+        };
+    }
+    // The body is read once and its envelope with it; every step below uses that.
+    let (parts, body) = request.into_parts();
+    let bytes = match read_body(body, endpoint.max_body_bytes).await {
+        Ok(b) => b,
+        Err(too_large) => return too_large,
+    };
+    let parsed = Parsed::of(&bytes);
     // Over the credential's rate limit: a JSON-RPC error for a request (it has an id to
     // answer), 429 for anything else.
     if let Some(who) = &identity
         && let Err(wait) = endpoint.limits.credential(&who.name)
     {
-        let what = format!("credential \"{}\"", who.name);
-        let error = crate::limits::rate_limited(&what, wait);
-        let id = if request.method() == Method::POST {
-            let body = request.into_body();
-            let bytes = to_bytes(body, endpoint.max_body_bytes)
-                .await
-                .unwrap_or_default();
-            probe_method(&bytes).ok().and_then(Probed::request_id)
-        } else {
-            None
-        };
-        return match id {
+        let error = crate::limits::rate_limited(&format!("credential \"{}\"", who.name), wait);
+        return match parsed.message().and_then(Envelope::request_id) {
             Some(id) => (
                 StatusCode::OK,
                 axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": error})),
@@ -1171,104 +1231,41 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
             None => crate::http::auth::too_many_requests(&error.message, wait),
         };
     }
-    // A credential with only some scopes: what the JSON-RPC method needs is checked here.
+    // What the gateway cannot classify exactly goes no further, whoever sends it.
+    if let Some(refusal) = refuse_unclassified(&parsed, identity.as_ref()) {
+        return refusal;
+    }
+    // What the JSON-RPC method needs of a credential with only some scopes.
     if let Some(who) = identity.as_ref().filter(|i| i.scopes != Scopes::ALL)
-        && request.method() == Method::POST
+        && let Some(refusal) = refuse_by_scope(who, &parts, &parsed)
     {
-        let (parts, body) = request.into_parts();
-        let bytes = match read_body(body, endpoint.max_body_bytes).await {
-            Ok(b) => b,
-            Err(too_large) => return too_large,
-        };
-        if let Some(refusal) = refuse_by_scope(who, &parts, &bytes) {
-            return refusal;
-        }
-        request = Request::from_parts(parts, Body::from(bytes));
+        return refusal;
     }
     if let Some(id) = session {
-        // A session belongs to the credential that opened it.
-        if let (Some(owner), Some(who)) = (endpoint.passthrough.owner(&id), &identity)
-            && owner != who.name
-        {
-            return crate::http::admin::error(
-                StatusCode::FORBIDDEN,
-                "session_owner_mismatch",
-                "this session was opened with another credential",
-            );
+        if let Some(refusal) = owner_refusal(&endpoint, &id, identity.as_ref()) {
+            return refusal;
         }
         endpoint.passthrough.touch(&id);
-        return in_session(&endpoint, request, id, passthrough_ok, &caller).await;
+        let posted = Posted::Json {
+            bytes: &bytes,
+            parsed: &parsed,
+        };
+        return in_session(&endpoint, parts, posted, id, passthrough_ok, &caller).await;
     }
-    if request.method() != Method::POST {
-        return into_axum(endpoint.sessions.handle(request).await);
-    }
-    let (mut parts, body) = request.into_parts();
-    let bytes = match read_body(body, endpoint.max_body_bytes).await {
-        Ok(b) => b,
-        Err(too_large) => return too_large,
-    };
     if passthrough_ok
+        && let Some(envelope) = parsed.message()
         && let Some(response) = endpoint
             .passthrough
-            .sessionless_post(&parts.headers, &bytes, &caller)
+            .sessionless_post(&parts.headers, envelope, &caller)
             .await
     {
         return response;
     }
-    let Probed {
-        method, version, ..
-    } = match probe_method(&bytes) {
-        Ok(m) => m,
-        Err(why) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                axum::Json(json!({
-                    "jsonrpc": "2.0", "id": null,
-                    "error": { "code": -32700, "message": why }
-                })),
-            )
-                .into_response();
-        }
-    };
-    if method.as_deref() == Some("initialize") {
-        if let Some(who) = &identity
-            && endpoint.passthrough.sessions_of(&who.name) >= endpoint.max_sessions_per_credential
-        {
-            return crate::http::admin::error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_sessions",
-                format!(
-                    "credential \"{}\" already holds {} open sessions (max_sessions_per_credential); end some (DELETE /mcp) or let them expire",
-                    who.name, endpoint.max_sessions_per_credential
-                ),
-            );
-        }
-        let request = Request::from_parts(parts, Body::from(bytes.clone()));
-        let modern = version.as_deref().is_some_and(|v| v >= PRIMING_SINCE);
-        let service = if modern {
-            &endpoint.sessions
-        } else {
-            &endpoint.legacy
-        };
-        let response = into_axum(service.handle(request).await);
-        endpoint
-            .registry
-            .observer()
-            .metrics
-            .request("initialize", response.status().is_success());
-        endpoint.passthrough.initialized(&bytes, &response);
-        if let (Some(id), Some(who)) = (
-            response
-                .headers()
-                .get("mcp-session-id")
-                .and_then(|v| v.to_str().ok()),
-            &identity,
-        ) {
-            endpoint.passthrough.bind(id, Arc::clone(&who.name));
-        }
-        return response;
+    if parsed.method() == Some("initialize") {
+        return initialize(&endpoint, parts, &bytes, &parsed, identity.as_ref()).await;
     }
     // A plain JSON-RPC post: answer in JSON whatever the client's tooling sent.
+    let mut parts = parts;
     let h = &mut parts.headers;
     let accept_ok = h
         .get(header::ACCEPT)
@@ -1290,11 +1287,85 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
     into_axum(endpoint.sessionless.handle(request).await)
 }
 
+/// 403 when session `id` was opened by another credential than `who` (a session id is
+/// no proof of identity).
+fn owner_refusal(endpoint: &McpEndpoint, id: &str, who: Option<&Identity>) -> Option<Response> {
+    let owner = endpoint.passthrough.owner(id)?;
+    (who?.name != owner).then(|| {
+        crate::http::admin::error(
+            StatusCode::FORBIDDEN,
+            "session_owner_mismatch",
+            "this session was opened with another credential",
+        )
+    })
+}
+
+/// An `initialize` without a session: a new session, within the caps on sessions.
+async fn initialize(
+    endpoint: &McpEndpoint,
+    parts: http::request::Parts,
+    bytes: &bytes::Bytes,
+    parsed: &Parsed<'_>,
+    identity: Option<&Identity>,
+) -> Response {
+    if let Some(refusal) = endpoint.session_cap(identity) {
+        return refusal;
+    }
+    let modern = parsed
+        .message()
+        .and_then(Envelope::protocol_version)
+        .is_some_and(|v| v.as_str() >= PRIMING_SINCE);
+    let service = if modern {
+        &endpoint.sessions
+    } else {
+        &endpoint.legacy
+    };
+    let request = Request::from_parts(parts, Body::from(bytes.clone()));
+    let response = into_axum(service.handle(request).await);
+    endpoint
+        .registry
+        .observer()
+        .metrics
+        .request("initialize", response.status().is_success());
+    if let Some(envelope) = parsed.message() {
+        endpoint.passthrough.initialized(envelope, &response);
+    }
+    if let Some(id) = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        let owner = identity.map_or_else(|| Arc::from("anonymous"), |i| Arc::clone(&i.name));
+        endpoint.passthrough.bind(id, owner);
+    }
+    response
+}
+
+/// What a request in a session carries: a JSON-RPC POST, read and parsed, or the body of
+/// any other method.
+enum Posted<'a> {
+    Json {
+        bytes: &'a bytes::Bytes,
+        parsed: &'a Parsed<'a>,
+    },
+    Other(Body),
+}
+
+impl Posted<'_> {
+    fn into_body(self) -> Body {
+        match self {
+            Posted::Json { bytes, .. } => Body::from(bytes.clone()),
+            Posted::Other(body) => body,
+        }
+    }
+}
+
 /// A request in session `id`: the pass-through path for the calls it carries, else the
 /// rmcp service the session belongs to.
 async fn in_session(
     endpoint: &McpEndpoint,
-    mut request: Request,
+    parts: http::request::Parts,
+    posted: Posted<'_>,
     id: String,
     passthrough_ok: bool,
     caller: &Caller,
@@ -1311,29 +1382,24 @@ async fn in_session(
         let alive = manager.sessions.read().await.contains_key(id.as_str());
         if !alive {
             endpoint.passthrough.end(&id);
-        } else if request.method() == Method::POST {
-            let (parts, body) = request.into_parts();
-            let bytes = match read_body(body, endpoint.max_body_bytes).await {
-                Ok(b) => b,
-                Err(too_large) => return too_large,
-            };
-            if let Some(response) = endpoint
-                .passthrough
-                .session_post(&parts.headers, &bytes, &id, fast, caller)
-                .await
+        } else if let Posted::Json { parsed, .. } = &posted {
+            if let Some(envelope) = parsed.message()
+                && let Some(response) = endpoint
+                    .passthrough
+                    .session_post(&parts.headers, envelope, &id, fast, caller)
+                    .await
             {
                 return response;
             }
-            request = Request::from_parts(parts, Body::from(bytes));
-        } else if request.method() == Method::GET
-            && let Some(last) = request
-                .headers()
+        } else if parts.method == Method::GET
+            && let Some(last) = parts
+                .headers
                 .get("last-event-id")
                 .and_then(|v| v.to_str().ok())
             && let Some(response) = endpoint.passthrough.resume(&id, last)
         {
             return response;
-        } else if request.method() == Method::DELETE {
+        } else if parts.method == Method::DELETE {
             endpoint.passthrough.end(&id);
         }
     }
@@ -1346,6 +1412,7 @@ async fn in_session(
             .await
             .contains_key(id.as_str()),
     };
+    let request = Request::from_parts(parts, posted.into_body());
     if legacy {
         return into_axum(endpoint.legacy.handle(request).await);
     }
@@ -1357,45 +1424,124 @@ async fn in_session(
     .await
 }
 
-/// The scope a JSON-RPC method needs beyond a valid token.
-fn method_scope(method: &str) -> Option<Scopes> {
+/// The scopes a JSON-RPC method needs beyond a valid token: all of them, or (for
+/// `initialize`) any one of them. Fails closed: a method the gateway does not know needs
+/// `call`, the data plane's strongest scope.
+fn method_scope(method: &str) -> Option<(Scopes, bool)> {
+    const ALL_OF: bool = false;
+    const ANY_OF: bool = true;
     match method {
-        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
-            Some(Scopes::LIST)
-        }
-        "tools/call"
-        | "prompts/get"
-        | "resources/read"
-        | "completion/complete"
-        | "resources/subscribe"
-        | "resources/unsubscribe" => Some(Scopes::CALL),
-        _ => None,
+        "ping"
+        | "logging/setLevel"
+        | "server/discover"
+        | "notifications/initialized"
+        | "notifications/cancelled"
+        | "notifications/progress"
+        | "notifications/roots/list_changed" => None,
+        // A session is for listing or calling: a credential that may do neither (only
+        // register or operate) has no use for one.
+        "initialize" => Some((Scopes::LIST.with(Scopes::CALL), ANY_OF)),
+        "tools/list"
+        | "prompts/list"
+        | "resources/list"
+        | "resources/templates/list"
+        | "subscriptions/listen" => Some((Scopes::LIST, ALL_OF)),
+        _ => Some((Scopes::CALL, ALL_OF)),
     }
 }
 
-/// 403 when `who` lacks the scope the message in `body` needs. A batch (a JSON array)
-/// is refused outright for such a credential: each of its messages would need a check.
-fn refuse_by_scope(who: &Identity, parts: &http::request::Parts, body: &[u8]) -> Option<Response> {
+/// The JSON-RPC refusal of a body the gateway cannot classify exactly: not JSON (-32700),
+/// or not a single request, notification or response (-32600). A batch is passed on
+/// only for a credential with every scope (each of its messages would need a check).
+fn refuse_unclassified(parsed: &Parsed<'_>, who: Option<&Identity>) -> Option<Response> {
+    let (code, message) = match parsed {
+        Parsed::NotJson(why) => (-32700, why.clone()),
+        Parsed::Invalid(why) => (-32600, why.clone()),
+        Parsed::Batch if who.is_some_and(|w| w.scopes != Scopes::ALL) => (
+            -32600,
+            "JSON-RPC batches are not accepted from a credential with limited scopes".into(),
+        ),
+        Parsed::Batch => return None,
+        Parsed::Message(m) if m.method.is_none() && !m.is_response() => (
+            -32600,
+            "invalid JSON-RPC message: neither a request, a notification nor a response".into(),
+        ),
+        Parsed::Message(_) => return None,
+    };
+    let id = parsed
+        .message()
+        .and_then(|m| m.id)
+        .and_then(|id| serde_json::from_str::<serde_json::Value>(id.get()).ok())
+        .filter(|id| id.is_string() || id.is_number())
+        .unwrap_or(serde_json::Value::Null);
+    Some(
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({
+                "jsonrpc": "2.0", "id": id,
+                "error": { "code": code, "message": message }
+            })),
+        )
+            .into_response(),
+    )
+}
+
+/// 403 when `who` lacks the scope the message in `parsed` needs (a classified message:
+/// see [`refuse_unclassified`]).
+fn refuse_by_scope(
+    who: &Identity,
+    parts: &http::request::Parts,
+    parsed: &Parsed<'_>,
+) -> Option<Response> {
+    let (needed, any_of) = match parsed {
+        Parsed::Message(m) => match m.method.as_deref() {
+            Some(method) => method_scope(method)?,
+            // A response to a request of the server's: nothing is asked of the gateway.
+            None if m.is_response() => return None,
+            None => (Scopes::ALL, false),
+        },
+        // Never passed on for a limited credential (see `refuse_unclassified`).
+        _ => (Scopes::ALL, false),
+    };
+    let allowed = if any_of {
+        who.scopes.intersects(needed)
+    } else {
+        who.scopes.contains(needed)
+    };
+    if allowed {
+        return None;
+    }
     let metadata = parts
         .extensions
         .get::<MetadataUrl>()
         .map(|m| m.0.document_url(&parts.headers, parts.uri.path()))
         .unwrap_or_default();
-    if body.trim_ascii_start().starts_with(b"[") {
-        return Some(crate::http::admin::error(
-            StatusCode::BAD_REQUEST,
-            "batch_not_allowed",
-            "JSON-RPC batches are not accepted from a credential with limited scopes",
-        ));
-    }
-    let method = probe_method(body).ok()?.method;
-    let needed = method_scope(method.as_deref()?)?;
-    (!who.scopes.contains(needed)).then(|| insufficient_scope(who, needed, &metadata))
+    Some(insufficient_scope(who, needed, &metadata))
 }
 
-/// A request body of at most `limit` bytes, or the 413 for a larger one.
+/// A request body of at most `limit` bytes, or the refusal: 413 for a larger one, 408
+/// for one that did not arrive in time (`body_read_timeout_ms`) or broke off.
 async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
-    to_bytes(body, limit).await.map_err(|_| too_large(limit))
+    to_bytes(body, limit).await.map_err(|e| {
+        let cause = e.into_inner();
+        let over =
+            std::iter::successors(Some(&*cause as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            })
+            .any(|e| e.is::<http_body_util::LengthLimitError>());
+        if over {
+            return too_large(limit);
+        }
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            axum::Json(json!({
+                "jsonrpc": "2.0", "id": null,
+                "error": { "code": -32600, "message": format!(
+                    "the request body did not arrive whole in time: {cause}") }
+            })),
+        )
+            .into_response()
+    })
 }
 
 fn too_large(limit: usize) -> Response {
@@ -1408,48 +1554,6 @@ fn too_large(limit: usize) -> Response {
         })),
     )
         .into_response()
-}
-
-/// What `entry` reads of a JSON-RPC message: its `method`, its `id` and, for
-/// `initialize`, the protocol version the client asks for.
-#[derive(Default)]
-struct Probed {
-    method: Option<String>,
-    version: Option<String>,
-    id: Option<serde_json::Value>,
-}
-
-impl Probed {
-    /// The id of a request (a message with a method), if it is a string or a number.
-    fn request_id(self) -> Option<serde_json::Value> {
-        self.method?;
-        self.id.filter(|id| id.is_string() || id.is_number())
-    }
-}
-
-/// [`Probed`] of `body`, or a parse-error message for a body that is not JSON at all. A
-/// JSON value of another shape is left for rmcp to judge.
-fn probe_method(body: &[u8]) -> Result<Probed, String> {
-    #[derive(serde::Deserialize)]
-    struct Params {
-        #[serde(rename = "protocolVersion")]
-        protocol_version: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        method: Option<String>,
-        params: Option<Params>,
-        id: Option<serde_json::Value>,
-    }
-    match serde_json::from_slice::<Probe>(body) {
-        Ok(p) => Ok(Probed {
-            method: p.method,
-            version: p.params.and_then(|p| p.protocol_version),
-            id: p.id,
-        }),
-        Err(e) if e.is_syntax() || e.is_eof() => Err(format!("parse error: {e}")),
-        Err(_) => Ok(Probed::default()),
-    }
 }
 
 fn into_axum<B>(response: http::Response<B>) -> Response

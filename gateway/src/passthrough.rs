@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     catalog::{Catalog, Lookup},
+    jsonrpc::Envelope,
     observe::{CallTicket, Caller, Outcome},
     registry::{CallGuard, Registry},
     upstream::{
@@ -68,6 +69,9 @@ const SESSION_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2
 const PARKED_PREFIX: &str = "fp/";
 /// How long a closed stream waits for its client after the call's own deadline.
 const PARK_GRACE: Duration = Duration::from_secs(5);
+/// How long a session may stay without `notifications/initialized` (a client that
+/// initializes and never goes on holds memory for nothing).
+pub const PENDING_IDLE: Duration = Duration::from_secs(30);
 
 /// A session whose calls may take this path.
 #[derive(Clone)]
@@ -89,10 +93,8 @@ pub struct Passthrough {
     page_size: usize,
     /// `tools/list` pages of the current catalog, serialized once per catalog.
     pages: ArcSwapOption<Pages>,
-    /// Allowed `Host` values; `None`: any.
-    hosts: Option<Vec<String>>,
-    /// Allowed `Origin` values (`scheme://host:*` patterns allowed); `None`: any.
-    origins: Option<Vec<String>>,
+    /// Allowed `Host` and `Origin` values.
+    origins: crate::origins::Origins,
     sessions: DashMap<String, FastSession>,
     /// Every session's owner: the credential that opened it (a session id is no proof
     /// of identity).
@@ -102,6 +104,9 @@ pub struct Passthrough {
     activity: DashMap<String, u64>,
     /// Open sessions per credential.
     per_owner: DashMap<Arc<str>, usize>,
+    /// Sessions whose client has not sent `notifications/initialized` yet: they expire
+    /// sooner than others (see [`PENDING_IDLE`]).
+    pending: dashmap::DashSet<String>,
     epoch: std::time::Instant,
     /// Calls in flight on this path in a session, by (session, client's id as JSON).
     calls: DashMap<(String, String), CancellationToken>,
@@ -125,18 +130,6 @@ struct Parked {
     session: String,
     /// A mutex only to make the parking lot `Sync` (the backend's stream is not).
     live: std::sync::Mutex<Live>,
-}
-
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    jsonrpc: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    method: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    params: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -173,32 +166,17 @@ impl Passthrough {
         page_size: usize,
         allowed_hosts: &[String],
         allowed_origins: &[String],
-        loopback_origins: &[&str],
     ) -> Self {
-        let hosts = (!allowed_hosts.iter().any(|h| h == "*")).then(|| {
-            service_kit::mcp::LOOPBACK_HOSTS
-                .iter()
-                .map(|h| h.to_string())
-                .chain(allowed_hosts.iter().cloned())
-                .collect()
-        });
-        let origins = (!allowed_origins.iter().any(|o| o == "*")).then(|| {
-            loopback_origins
-                .iter()
-                .map(|o| o.to_string())
-                .chain(allowed_origins.iter().cloned())
-                .collect()
-        });
         Self {
             registry,
             page_size: page_size.max(1),
             pages: ArcSwapOption::empty(),
-            hosts,
-            origins,
+            origins: crate::origins::Origins::new(allowed_hosts, allowed_origins),
             sessions: DashMap::new(),
             owners: DashMap::new(),
             activity: DashMap::new(),
             per_owner: DashMap::new(),
+            pending: dashmap::DashSet::new(),
             epoch: std::time::Instant::now(),
             calls: DashMap::new(),
             parked: DashMap::new(),
@@ -221,12 +199,23 @@ impl Passthrough {
         if let Some(previous) = self.owners.insert(id.to_string(), owner) {
             self.release(&previous);
         }
+        self.pending.insert(id.to_string());
         self.touch_new(id);
+    }
+
+    /// The client of session `id` sent `notifications/initialized`.
+    pub fn confirm(&self, id: &str) {
+        self.pending.remove(id);
     }
 
     /// How many sessions `owner` holds open.
     pub fn sessions_of(&self, owner: &str) -> usize {
         self.per_owner.get(owner).map(|n| *n).unwrap_or(0)
+    }
+
+    /// How many sessions are open in all.
+    pub fn session_count(&self) -> usize {
+        self.owners.len()
     }
 
     fn release(&self, owner: &Arc<str>) {
@@ -252,13 +241,19 @@ impl Passthrough {
         }
     }
 
-    /// Sessions unused for longer than `idle`.
+    /// Sessions unused for longer than `idle`, and sessions never confirmed with
+    /// `notifications/initialized` for longer than [`PENDING_IDLE`] (or `idle`, if
+    /// shorter).
     pub fn idle_sessions(&self, idle: std::time::Duration) -> Vec<String> {
         let now = self.now_ms();
+        let pending_idle = idle.min(PENDING_IDLE).as_millis() as u64;
         let idle = idle.as_millis() as u64;
         self.activity
             .iter()
-            .filter(|e| now.saturating_sub(*e.value()) > idle)
+            .filter(|e| {
+                let unused = now.saturating_sub(*e.value());
+                unused > idle || (unused > pending_idle && self.pending.contains(e.key()))
+            })
             .map(|e| e.key().clone())
             .collect()
     }
@@ -275,6 +270,7 @@ impl Passthrough {
             self.release(&owner);
         }
         self.activity.remove(id);
+        self.pending.remove(id);
     }
 
     /// Gives back the room of maps that once held many more entries than now.
@@ -282,23 +278,20 @@ impl Passthrough {
         self.sessions.shrink_to_fit();
         self.owners.shrink_to_fit();
         self.activity.shrink_to_fit();
+        self.pending.shrink_to_fit();
         self.calls.shrink_to_fit();
         self.parked.shrink_to_fit();
     }
 
     /// After rmcp answered an `initialize` (`body`) with `response`: remembers the new
     /// session if its calls may take this path.
-    pub fn initialized(&self, body: &[u8], response: &Response) {
+    pub fn initialized(&self, envelope: &Envelope, response: &Response) {
         #[derive(Deserialize)]
         struct Params {
             #[serde(rename = "protocolVersion")]
             protocol_version: String,
             #[serde(default)]
             capabilities: serde_json::Map<String, serde_json::Value>,
-        }
-        #[derive(Deserialize)]
-        struct Init {
-            params: Params,
         }
         if response.status() != StatusCode::OK {
             return;
@@ -310,13 +303,16 @@ impl Passthrough {
         else {
             return;
         };
-        let Ok(init) = serde_json::from_slice::<Init>(body) else {
+        let Some(Ok(params)) = envelope
+            .params
+            .map(|p| serde_json::from_str::<Params>(p.get()))
+        else {
             return;
         };
-        let version = init.params.protocol_version;
+        let version = params.protocol_version;
         let declared = ["sampling", "elicitation", "roots"]
             .iter()
-            .any(|c| init.params.capabilities.contains_key(*c));
+            .any(|c| params.capabilities.contains_key(*c));
         if declared || !SESSION_VERSIONS.contains(&version.as_str()) {
             return;
         }
@@ -332,18 +328,7 @@ impl Passthrough {
 
     /// Allowed `Host` and `Origin`, by the same lists rmcp checks; `false` when in doubt.
     fn trusted(&self, headers: &HeaderMap) -> bool {
-        let host_ok = match &self.hosts {
-            None => true,
-            Some(allowed) => headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|h| host_allowed(h, allowed)),
-        };
-        let origin_ok = match (headers.get(header::ORIGIN), &self.origins) {
-            (None, _) | (Some(_), None) => true,
-            (Some(o), Some(allowed)) => o.to_str().is_ok_and(|o| origin_allowed(o, allowed)),
-        };
-        host_ok && origin_ok
+        self.origins.trusted(headers)
     }
 
     /// A POST in session `session_id`, body read: answered here when it is a call this
@@ -351,12 +336,11 @@ impl Passthrough {
     pub async fn session_post(
         self: &Arc<Self>,
         headers: &HeaderMap,
-        body: &Bytes,
+        envelope: &Envelope<'_>,
         session_id: &str,
         fast: &FastSession,
         caller: &Caller,
     ) -> Option<Response> {
-        let envelope = serde_json::from_slice::<Envelope>(body).ok()?;
         let header = |name| {
             headers
                 .get(name)
@@ -369,7 +353,7 @@ impl Passthrough {
                 {
                     return None;
                 }
-                return self.list_tools(&envelope);
+                return self.list_tools(envelope);
             }
             "logging/setLevel" => {
                 // Log messages are now filtered per session: the typed path does that.
@@ -398,7 +382,7 @@ impl Passthrough {
         {
             return None;
         }
-        let call = self.route(&envelope, caller)?;
+        let call = self.route(envelope, caller)?;
         let key = (session_id.to_string(), call.client_id.clone());
         let cancel = CancellationToken::new();
         self.calls.insert(key.clone(), cancel.clone());
@@ -425,7 +409,7 @@ impl Passthrough {
     pub async fn sessionless_post(
         self: &Arc<Self>,
         headers: &HeaderMap,
-        body: &Bytes,
+        envelope: &Envelope<'_>,
         caller: &Caller,
     ) -> Option<Response> {
         // No version, or one rmcp serves without the stateless revision's metadata (an
@@ -439,13 +423,12 @@ impl Passthrough {
         if stateless || !self.trusted(headers) {
             return None;
         }
-        let envelope = serde_json::from_slice::<Envelope>(body).ok()?;
         match envelope.method.as_deref()? {
             "tools/call" => {}
-            "tools/list" => return self.list_tools(&envelope),
+            "tools/list" => return self.list_tools(envelope),
             _ => return None,
         }
-        let call = self.route(&envelope, caller)?;
+        let call = self.route(envelope, caller)?;
         Some(self.run(call, None).await)
     }
 
@@ -915,43 +898,8 @@ fn cancelled(client_id: &str) -> String {
     )
 }
 
-/// `host` (a `Host` header) names one of `allowed` (names, or `name:port`).
-fn host_allowed(host: &str, allowed: &[String]) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or_default(),
-        None => match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => host,
-        },
-    };
-    allowed.iter().any(|a| {
-        a.eq_ignore_ascii_case(host)
-            || a.eq_ignore_ascii_case(name)
-            || a.trim_start_matches('[')
-                .trim_end_matches(']')
-                .eq_ignore_ascii_case(name)
-    })
-}
-
-/// `origin` is one of `allowed`, where `scheme://host:*` allows any port.
-fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
-    allowed.iter().any(|a| {
-        a == origin
-            || a.strip_suffix(":*").is_some_and(|prefix| {
-                origin.strip_prefix(prefix).is_some_and(|rest| {
-                    rest.is_empty()
-                        || rest
-                            .strip_prefix(':')
-                            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-                })
-            })
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{host_allowed, origin_allowed};
-
     #[test]
     fn is_error_is_read_from_the_member_not_from_text() {
         assert!(super::says_is_error(r#"{"content":[],"isError": true}"#));
@@ -961,28 +909,5 @@ mod tests {
             r#"{"content":[{"type":"text","text":"{\"isError\": true}"}]}"#
         ));
         assert!(!super::says_is_error(r#"{"content":[]}"#));
-    }
-
-    #[test]
-    fn hosts_and_origins_match_as_rmcp_lists_them() {
-        let hosts: Vec<String> = ["localhost", "127.0.0.1", "::1", "gw.internal:8080"]
-            .map(String::from)
-            .to_vec();
-        assert!(host_allowed("127.0.0.1:3001", &hosts));
-        assert!(host_allowed("localhost", &hosts));
-        assert!(host_allowed("[::1]:3001", &hosts));
-        assert!(host_allowed("gw.internal:8080", &hosts));
-        assert!(!host_allowed("gw.internal:9090", &hosts));
-        assert!(!host_allowed("evil.example.com", &hosts));
-        assert!(!host_allowed("127.0.0.1.evil.com", &hosts));
-        let origins: Vec<String> = ["http://localhost:*", "https://app.example.com"]
-            .map(String::from)
-            .to_vec();
-        assert!(origin_allowed("http://localhost:5173", &origins));
-        assert!(origin_allowed("http://localhost", &origins));
-        assert!(origin_allowed("https://app.example.com", &origins));
-        assert!(!origin_allowed("http://localhost.evil.com", &origins));
-        assert!(!origin_allowed("http://localhost:80x", &origins));
-        assert!(!origin_allowed("https://app.example.com.evil", &origins));
     }
 }

@@ -58,6 +58,13 @@ pub enum RegisterError {
     NotAllowed { name: String, why: String },
     #[error("{0}")]
     NotOwner(String),
+    /// The name is reserved for the identity that last registered it.
+    #[error("{0}")]
+    Reserved(String),
+    /// The name is taken in a way this registration cannot change (another owner's
+    /// service without `replace`, or a configured one).
+    #[error("{0}")]
+    Conflict(String),
     #[error("cannot register \"{name}\": {url} does not answer MCP: {cause}")]
     Unreachable {
         name: String,
@@ -122,6 +129,17 @@ pub struct ServiceEntry {
     pub tools: Vec<ToolView>,
 }
 
+/// One line of `/health`.
+#[derive(Debug, Serialize)]
+pub struct ServiceSummary {
+    pub name: String,
+    pub state: crate::upstream::health::State,
+    #[serde(rename = "since")]
+    pub since_ms: Option<u64>,
+    pub instances: usize,
+    pub tools: usize,
+}
+
 #[derive(Debug, Serialize)]
 pub struct ToolView {
     /// Name in the gateway's merged table.
@@ -154,6 +172,8 @@ pub struct Registry {
     calls: Option<Arc<crate::observe::calllog::CallLog>>,
     /// The call log's writer, which ends after writing what is queued at shutdown.
     log_writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// How long an unregistered name stays reserved for its owner.
+    reservation_ms: i64,
 }
 
 /// Service names: 1-64 of `[A-Za-z0-9_-]`, starting with a letter or digit, without the
@@ -234,6 +254,20 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Stored tools as many as a listing may have (a store written under a larger bound).
+fn bounded(service: &str, mut tools: Vec<rmcp::model::Tool>, max: usize) -> Vec<rmcp::model::Tool> {
+    if tools.len() > max {
+        tracing::warn!(
+            service,
+            stored = tools.len(),
+            max,
+            "stored tools over max_list_items: only the first are restored"
+        );
+        tools.truncate(max);
+    }
+    tools
+}
+
 /// Forwards supervisor events to the registry without keeping it alive.
 struct RegistryListener(std::sync::Weak<Registry>);
 
@@ -306,6 +340,7 @@ impl Registry {
             observer: Arc::new(crate::observe::Observer::new(config, log)),
             calls,
             log_writer: Mutex::new(log_writer),
+            reservation_ms: i64::try_from(config.name_reservation_ms).unwrap_or(i64::MAX),
         });
         let mut restored: BTreeMap<String, Vec<StoredInstance>> = BTreeMap::new();
         for s in store.load()? {
@@ -333,7 +368,7 @@ impl Registry {
                             owner: s.owner.as_deref().map(Arc::from),
                             auth: s.auth.clone(),
                         },
-                        s.tools.clone(),
+                        bounded(name, s.tools.clone(), registry.options.list_bounds.items),
                         registry.options.clone(),
                         &registry.shutdown,
                     )
@@ -652,11 +687,23 @@ impl Registry {
     /// Registers an instance: connects, lists its tools, persists, publishes. The same
     /// name with a new URL adds an instance; the same name and URL refreshes it;
     /// `replace` drops every other instance. On any failure nothing changes.
+    ///
+    /// Who may: a new name, anyone with `register` (unless the name is reserved for its
+    /// last owner); an existing service, its owner. An operator takes over another's
+    /// service only with `replace` (instances of different owners are never merged).
+    /// The backend is contacted without holding the registration lock, so a slow one
+    /// holds up no other registration.
     pub async fn register(
         self: &Arc<Self>,
         reg: Registration,
     ) -> Result<Registered, RegisterError> {
         let url = validate(&reg).map_err(RegisterError::Invalid)?;
+        let max_timeout = self.options.max_call_timeout.as_millis() as u64;
+        if reg.call_timeout_ms.is_some_and(|ms| ms > max_timeout) {
+            return Err(RegisterError::Invalid(format!(
+                "callTimeoutMs must be at most {max_timeout} (the gateway's max_call_timeout_ms)"
+            )));
+        }
         match self.options.guard.check_url(&url).await {
             Ok(()) => {}
             Err(Refusal::NotAllowed(why)) => {
@@ -673,24 +720,11 @@ impl Registry {
                 });
             }
         }
-        let _serial = self.register_lock.lock().await;
-        // An existing service keeps its owner when an operator adds to it; a replaced
-        // one passes to whoever replaced it.
-        let existing = self.lock().get(&reg.name).map(|s| s.instances());
-        let owner = match &existing {
-            Some(instances) => {
-                let owners = instances.iter().map(|i| i.owner.as_deref());
-                if !reg.actor.may_change(owners) {
-                    return Err(RegisterError::NotOwner(not_owner(&reg.name)));
-                }
-                match instances.first() {
-                    Some(first) if !reg.replace => first.owner.clone(),
-                    _ => Some(Arc::clone(&reg.actor.name)),
-                }
-            }
-            None => Some(Arc::clone(&reg.actor.name)),
-        };
-        let registered_at = now_ms();
+        // Checked before the backend is contacted, and again before anything changes.
+        let reserved = self.reserved_for(&reg.name).await?;
+        self.may_claim(&reg, reserved.as_deref())?;
+        let registered_at = self.first_registered(&reg);
+        let owner = Some(Arc::clone(&reg.actor.name));
         let instance = Instance::new(
             &reg.name,
             &url,
@@ -716,6 +750,11 @@ impl Registry {
                 });
             }
         };
+        let _serial = self.register_lock.lock().await;
+        if let Err(refused) = self.may_claim(&reg, reserved.as_deref()) {
+            instance.close().await;
+            return Err(refused);
+        }
         let stored = StoredInstance {
             name: reg.name.clone(),
             url: url.clone(),
@@ -728,7 +767,11 @@ impl Registry {
         };
         let store = Arc::clone(&self.store);
         let replace = reg.replace;
-        let saved = tokio::task::spawn_blocking(move || store.upsert(&stored, replace)).await;
+        let saved = tokio::task::spawn_blocking(move || {
+            store.upsert(&stored, replace)?;
+            store.release(&stored.name)
+        })
+        .await;
         match saved {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -776,6 +819,80 @@ impl Registry {
         })
     }
 
+    /// The identity an unregistered service name is still reserved for, if any.
+    async fn reserved_for(&self, name: &str) -> Result<Option<String>, RegisterError> {
+        if self.lock().contains_key(name) {
+            return Ok(None);
+        }
+        let (store, name) = (Arc::clone(&self.store), name.to_string());
+        tokio::task::spawn_blocking(move || store.reservation(&name, now_ms()))
+            .await
+            .map_err(|e| RegisterError::Internal(format!("store task failed: {e}")))?
+            .map_err(RegisterError::from)
+    }
+
+    /// Whether `reg`'s actor may register its name now (see [`Self::register`]).
+    fn may_claim(&self, reg: &Registration, reserved: Option<&str>) -> Result<(), RegisterError> {
+        let actor = &reg.actor;
+        let Some(instances) = self.lock().get(&reg.name).map(|s| s.instances()) else {
+            return match reserved {
+                Some(holder) if holder != &*actor.name && !actor.operator => {
+                    Err(RegisterError::Reserved(format!(
+                        "service name \"{}\" was unregistered recently and stays reserved for the identity that registered it (name_reservation_ms); only that identity or an operator may register it",
+                        reg.name
+                    )))
+                }
+                _ => Ok(()),
+            };
+        };
+        if instances.iter().any(|i| i.source == Source::Config) {
+            return Err(RegisterError::Conflict(format!(
+                "service \"{}\" is defined in the gateway's configuration; change it there",
+                reg.name
+            )));
+        }
+        let owners: Vec<Option<&str>> = instances.iter().map(|i| i.owner.as_deref()).collect();
+        let mine = owners.iter().all(|o| *o == Some(&*actor.name));
+        // Registrations stored before owners were recorded: an operator adopts them.
+        let unowned = owners.iter().all(Option::is_none);
+        if mine || (unowned && actor.operator) {
+            return Ok(());
+        }
+        if !actor.operator {
+            return Err(RegisterError::NotOwner(not_owner(&reg.name)));
+        }
+        if reg.replace {
+            return Ok(());
+        }
+        let holder = owners
+            .iter()
+            .flatten()
+            .next()
+            .copied()
+            .unwrap_or("another identity");
+        Err(RegisterError::Conflict(format!(
+            "service \"{}\" belongs to identity \"{holder}\": instances of different owners are never merged; an operator takes the service over with \"replace\": true",
+            reg.name
+        )))
+    }
+
+    /// When the service first offered what it offers, for the naming rule: a refreshed
+    /// instance keeps its time, a new one of a service joins the service's.
+    fn first_registered(&self, reg: &Registration) -> i64 {
+        let now = now_ms();
+        let Some(instances) = self.lock().get(&reg.name).map(|s| s.instances()) else {
+            return now;
+        };
+        let same_owner = instances
+            .iter()
+            .all(|i| i.owner.as_deref() == Some(&*reg.actor.name));
+        if !same_owner {
+            return now;
+        }
+        let earliest = instances.iter().map(|i| i.registered_at_ms as i64).min();
+        earliest.map_or(now, |t| t.min(now))
+    }
+
     /// Removes a whole service, or one instance of it chosen by URL or instance id;
     /// returns the number of instances removed.
     pub async fn unregister(
@@ -805,12 +922,28 @@ impl Registry {
         if !actor.may_change(gone.iter().map(|i| i.owner.as_deref())) {
             return Err(UnregisterError::NotOwner(not_owner(name)));
         }
-        for i in gone.iter().filter(|i| i.source == Source::Registered) {
+        if kept.is_empty() {
+            // The whole service goes: its name stays reserved for its owner a while, so
+            // nobody else claims it while the service restarts.
             let store = Arc::clone(&self.store);
-            let (n, u) = (name.to_string(), i.url.to_string());
-            tokio::task::spawn_blocking(move || store.remove(&n, Some(&u)))
-                .await
-                .map_err(|e| UnregisterError::Internal(format!("store task failed: {e}")))??;
+            let n = name.to_string();
+            let owner = gone
+                .iter()
+                .find_map(|i| i.owner.as_deref().map(String::from));
+            let until = now_ms().saturating_add(self.reservation_ms);
+            tokio::task::spawn_blocking(move || {
+                store.remove_reserving(&n, owner.as_deref(), until)
+            })
+            .await
+            .map_err(|e| UnregisterError::Internal(format!("store task failed: {e}")))??;
+        } else {
+            for i in gone.iter().filter(|i| i.source == Source::Registered) {
+                let store = Arc::clone(&self.store);
+                let (n, u) = (name.to_string(), i.url.to_string());
+                tokio::task::spawn_blocking(move || store.remove(&n, Some(&u)))
+                    .await
+                    .map_err(|e| UnregisterError::Internal(format!("store task failed: {e}")))??;
+            }
         }
         {
             let mut services = self.lock();
@@ -836,6 +969,26 @@ impl Registry {
         services.iter().map(|s| entry(s, &catalog)).collect()
     }
 
+    /// Every service's name, state, instance count, tool count and when its state last
+    /// changed, as `/health` shows them: no tool is looked at.
+    pub fn summary(&self) -> Vec<ServiceSummary> {
+        let catalog = self.catalog();
+        let services: Vec<Arc<Service>> = self.lock().values().cloned().collect();
+        services
+            .iter()
+            .map(|s| {
+                let instances = s.instances();
+                ServiceSummary {
+                    name: s.name.to_string(),
+                    state: s.state(),
+                    since_ms: instances.iter().map(|i| i.health_since_ms()).max(),
+                    instances: instances.len(),
+                    tools: catalog.tool_count(&s.name),
+                }
+            })
+            .collect()
+    }
+
     /// One service as `/services` shows it.
     pub fn service(&self, name: &str) -> Option<ServiceEntry> {
         let service = self.lock().get(name).cloned()?;
@@ -854,20 +1007,17 @@ impl Registry {
     }
 }
 
+/// A service as `/services` shows it: linear in its tools.
 fn entry(service: &Arc<Service>, catalog: &Catalog) -> ServiceEntry {
-    let defs = service.tools();
-    let tools = catalog
-        .names_of(&service.name)
-        .into_iter()
-        .map(|(public, original)| ToolView {
-            description: defs
-                .iter()
-                .find(|t| t.name == original)
-                .and_then(|t| t.description.as_ref().map(|d| d.to_string())),
-            name: public,
-            original_name: original,
+    let mut tools = catalog
+        .tools_of(&service.name)
+        .map(|(tool, original)| ToolView {
+            description: tool.description.as_ref().map(|d| d.to_string()),
+            name: tool.name.to_string(),
+            original_name: original.to_string(),
         })
         .collect::<Vec<_>>();
+    tools.sort_by(|a, b| a.name.cmp(&b.name));
     ServiceEntry {
         service: service.view(),
         tool_count: tools.len(),

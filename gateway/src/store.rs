@@ -81,6 +81,11 @@ impl Store {
                 owner TEXT,
                 auth TEXT,
                 PRIMARY KEY (name, url)
+            ) STRICT;
+            CREATE TABLE IF NOT EXISTS reservations (
+                name TEXT PRIMARY KEY,
+                owner TEXT NOT NULL,
+                until_ms INTEGER NOT NULL
             ) STRICT;",
         )
         .map_err(wrap)?;
@@ -214,6 +219,59 @@ impl Store {
                 "UPDATE instances SET tools = ?3 WHERE name = ?1 AND url = ?2",
                 params![name, url, tools],
             )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Removes every instance of service `name` and, in the same transaction, reserves
+    /// the name for `owner` until `until_ms` (when there is an owner).
+    pub fn remove_reserving(
+        &self,
+        name: &str,
+        owner: Option<&str>,
+        until_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let n = tx
+            .execute("DELETE FROM instances WHERE name = ?1", params![name])
+            .map_err(|e| self.err(e))?;
+        if let Some(owner) = owner {
+            tx.execute(
+                "INSERT INTO reservations (name, owner, until_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET owner = excluded.owner,
+                   until_ms = excluded.until_ms",
+                params![name, owner, until_ms],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(n)
+    }
+
+    /// Who `name` is reserved for, if anyone is at `now_ms` (expired reservations are
+    /// dropped).
+    pub fn reservation(&self, name: &str, now_ms: i64) -> Result<Option<String>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM reservations WHERE until_ms <= ?1",
+            params![now_ms],
+        )
+        .map_err(|e| self.err(e))?;
+        let mut stmt = conn
+            .prepare_cached("SELECT owner FROM reservations WHERE name = ?1")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(params![name]).map_err(|e| self.err(e))?;
+        match rows.next().map_err(|e| self.err(e))? {
+            Some(row) => Ok(Some(row.get(0).map_err(|e| self.err(e))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Ends the reservation of `name` (its owner registered it again).
+    pub fn release(&self, name: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM reservations WHERE name = ?1", params![name])
             .map_err(|e| self.err(e))?;
         Ok(())
     }

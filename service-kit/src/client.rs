@@ -164,7 +164,52 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         }
         match current.source() {
             Some(next) => current = next,
-            None => return current.to_string(),
+            None => return without_response_body(&current.to_string()),
         }
+    }
+}
+
+/// `text` without the response body rmcp quotes after an HTTP error status
+/// ("unexpected server response: HTTP 401 Unauthorized: <body>" keeps only the status):
+/// a body may reflect the request's headers, and with them a credential.
+pub fn without_response_body(text: &str) -> String {
+    const MARK: &str = "unexpected server response: ";
+    let Some(at) = text.find(MARK) else {
+        return text.to_string();
+    };
+    let rest = &text[at + MARK.len()..];
+    let status = rest
+        .strip_prefix("HTTP ")
+        .and_then(|r| r.get(..3))
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()));
+    match status {
+        Some(code) => format!("{}the backend answered HTTP {code}", &text[..at]),
+        None => format!(
+            "{}the backend's answer is not a JSON-RPC message",
+            &text[..at]
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_response_body;
+
+    #[test]
+    fn response_bodies_are_cut_after_the_status() {
+        assert_eq!(
+            without_response_body(
+                "connect: unexpected server response: HTTP 401 Unauthorized: echo Authorization: Bearer s3cret"
+            ),
+            "connect: the backend answered HTTP 401"
+        );
+        assert_eq!(
+            without_response_body("unexpected server response: garbage s3cret"),
+            "the backend's answer is not a JSON-RPC message"
+        );
+        assert_eq!(
+            without_response_body("Connection refused (os error 111)"),
+            "Connection refused (os error 111)"
+        );
     }
 }

@@ -100,6 +100,8 @@ pub async fn register(
             error(StatusCode::FORBIDDEN, "upstream_not_allowed", e.to_string())
         }
         Err(RegisterError::NotOwner(why)) => error(StatusCode::FORBIDDEN, "not_owner", why),
+        Err(RegisterError::Reserved(why)) => error(StatusCode::FORBIDDEN, "name_reserved", why),
+        Err(RegisterError::Conflict(why)) => error(StatusCode::CONFLICT, "owner_conflict", why),
         Err(e @ RegisterError::Unreachable { .. }) => error(
             StatusCode::BAD_GATEWAY,
             "upstream_unreachable",
@@ -211,9 +213,18 @@ pub async fn service(State(registry): State<Arc<Registry>>, Path(name): Path<Str
 /// `GET|POST /services`: every registered service with URL, state and tools, and its
 /// call statistics (from the call log, when it is on).
 pub async fn services(State(registry): State<Arc<Registry>>) -> Response {
-    let services = registry.services();
     let stats = call_stats(&registry).await.ok().flatten();
-    let mut services = serde_json::to_value(&services).unwrap_or_default();
+    // Large catalogs make a large answer: built off the async workers.
+    let listed = Arc::clone(&registry);
+    let Ok(Ok(mut services)) =
+        tokio::task::spawn_blocking(move || serde_json::to_value(listed.services())).await
+    else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "listing the services failed",
+        );
+    };
     if let (Some((by_service, _)), Some(list)) = (&stats, services.as_array_mut()) {
         for s in list {
             let name = s["name"].as_str().unwrap_or_default().to_string();
@@ -303,32 +314,20 @@ pub async fn calls(
 }
 
 /// `GET /health`: the gateway's liveness and a per-service summary. Unauthenticated,
-/// so it names services and states only (no URLs, no tools).
+/// so it names services and states only (no URLs, no tools); it reads counts only, so
+/// its cost is in the number of services, not tools.
 pub async fn health(State(registry): State<Arc<Registry>>) -> Response {
-    let services = registry.services();
+    let services = registry.summary();
     let healthy = services
         .iter()
-        .filter(|s| s.service.state == UpState::Healthy)
+        .filter(|s| s.state == UpState::Healthy)
         .count();
-    let summary: Vec<_> = services
-        .iter()
-        .map(|s| {
-            let since = s.service.instances.iter().map(|i| i.health.since_ms).max();
-            json!({
-                "name": s.service.name,
-                "state": s.service.state,
-                "since": since,
-                "instances": s.service.instances.len(),
-                "tools": s.tool_count,
-            })
-        })
-        .collect();
     Json(json!({
         "status": "ok",
         "service": "mcp-gateway",
         "version": env!("CARGO_PKG_VERSION"),
         "upstreams": { "total": services.len(), "healthy": healthy, "notHealthy": services.len() - healthy },
-        "services": summary,
+        "services": services,
         "tools": registry.catalog().tools().len(),
     }))
     .into_response()

@@ -70,13 +70,23 @@ impl Scopes {
         self.0 & other.0 == other.0
     }
 
-    /// The name of a single scope.
-    pub fn name(self) -> &'static str {
+    /// Holds at least one of `other`'s scopes.
+    pub fn intersects(self, other: Scopes) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// These scopes and `other`'s.
+    pub const fn with(self, other: Scopes) -> Scopes {
+        Scopes(self.0 | other.0)
+    }
+
+    /// The names of the scopes held, in their usual order.
+    pub fn names(self) -> Vec<&'static str> {
         Self::NAMES
             .iter()
-            .find(|(_, s)| *s == self)
+            .filter(|(_, s)| self.contains(*s))
             .map(|(n, _)| *n)
-            .unwrap_or("all")
+            .collect()
     }
 }
 
@@ -130,6 +140,61 @@ pub struct Auth {
     limits: Arc<crate::limits::Limits>,
     jwt: Option<Arc<JwtVerifier>>,
     metadata: Metadata,
+    failures: Arc<Failures>,
+}
+
+/// Failed authentications per client address: past `auth_failures_per_second` (burst:
+/// ten seconds' worth), the address is refused (429) without its token being looked at
+/// until it has budget again, so guessing runs at that rate at most.
+pub struct Failures {
+    budget: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    clock: governor::clock::DefaultClock,
+    /// Addresses out of budget, until when.
+    blocked: dashmap::DashMap<std::net::IpAddr, std::time::Instant>,
+}
+
+impl Failures {
+    fn new(per_second: u32) -> Self {
+        let rate =
+            std::num::NonZeroU32::new(per_second.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        let burst =
+            rate.saturating_mul(std::num::NonZeroU32::new(10).unwrap_or(std::num::NonZeroU32::MIN));
+        Self {
+            budget: governor::RateLimiter::keyed(
+                governor::Quota::per_second(rate).allow_burst(burst),
+            ),
+            clock: governor::clock::DefaultClock::default(),
+            blocked: dashmap::DashMap::new(),
+        }
+    }
+
+    /// How long `ip` must still wait, if it is out of budget.
+    fn blocked(&self, ip: std::net::IpAddr) -> Option<Duration> {
+        let until = *self.blocked.get(&ip)?;
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            self.blocked.remove(&ip);
+            return None;
+        }
+        Some(left)
+    }
+
+    /// Books a failure of `ip`; how long it must wait when that was one too many.
+    fn failed(&self, ip: std::net::IpAddr) -> Option<Duration> {
+        use governor::clock::Clock;
+        let wait = self
+            .budget
+            .check_key(&ip)
+            .err()?
+            .wait_time_from(self.clock.now());
+        if self.blocked.len() > 4096 {
+            let now = std::time::Instant::now();
+            self.blocked.retain(|_, until| *until > now);
+            self.budget.retain_recent();
+        }
+        self.blocked.insert(ip, std::time::Instant::now() + wait);
+        Some(wait)
+    }
 }
 
 impl Auth {
@@ -175,6 +240,7 @@ impl Auth {
             limits,
             jwt,
             metadata,
+            failures: Arc::new(Failures::new(config.auth_failures_per_second)),
         }
     }
 
@@ -219,6 +285,13 @@ pub async fn require_bearer(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(wait) = client.and_then(|ip| auth.failures.blocked(ip)) {
+        return failed_too_often(wait);
+    }
     let header = request.headers().get(header::AUTHORIZATION);
     let verdict = match header {
         None => Err((
@@ -272,8 +345,24 @@ pub async fn require_bearer(
                 .insert(MetadataUrl(auth.metadata.clone()));
             next.run(request).await
         }
-        Err((code, message)) => unauthorized(code, message, &metadata()),
+        Err((code, message)) => {
+            if let Some(wait) = client.and_then(|ip| auth.failures.failed(ip)) {
+                return failed_too_often(wait);
+            }
+            unauthorized(code, message, &metadata())
+        }
     }
+}
+
+/// 429 for an address that failed to authenticate too often.
+fn failed_too_often(wait: Duration) -> Response {
+    too_many_requests(
+        &format!(
+            "too many failed authentications from this address; retry in {} ms",
+            crate::limits::retry_ms(wait)
+        ),
+        wait,
+    )
 }
 
 /// 429 with `Retry-After` (whole seconds, rounded up) and the wait in milliseconds.
@@ -290,14 +379,21 @@ pub fn too_many_requests(message: &str, wait: Duration) -> Response {
     response
 }
 
-/// 403 for a credential without the scope `needed`, as RFC 6750 words it.
+/// 403 for a credential without the scope `needed` (with several: without any of them),
+/// as RFC 6750 words it.
 pub fn insufficient_scope(identity: &Identity, needed: Scopes, metadata: &str) -> Response {
-    let scope = needed.name();
+    let names = needed.names();
+    let scope = names.join(" ");
+    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    let what = match quoted.len() {
+        1 => format!("the {} scope", quoted[0]),
+        _ => format!("the {} scope", quoted.join(" or ")),
+    };
     let mut response = (
         StatusCode::FORBIDDEN,
         Json(json!({
             "error": "insufficient_scope",
-            "message": format!("credential \"{}\" lacks the \"{scope}\" scope this request needs", identity.name),
+            "message": format!("credential \"{}\" lacks {what} this request needs", identity.name),
             "scope": scope,
         })),
     )

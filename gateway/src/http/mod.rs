@@ -87,11 +87,82 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config)
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
-        // Outermost first: the request gets an id (the client's, or a new UUID), every
-        // log line of the request carries it, and the response returns it.
+        // Every route: one Host and one Origin, both allowed (DNS rebinding).
+        .layer(middleware::from_fn_with_state(
+            Arc::new(crate::origins::Origins::new(
+                &config.allowed_hosts,
+                &config.allowed_origins,
+            )),
+            front,
+        ))
+        // Outermost first: a client's request id is kept only when it is short and
+        // plain; the request gets an id (the client's, or a new UUID), every log line of
+        // the request carries it, and the response returns it.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+        .layer(middleware::map_request(plain_request_id))
+}
+
+/// The longest client request id kept (a longer one is replaced by a fresh one).
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// Drops a client's `X-Request-Id` that is long, repeated or not plain visible ASCII, so
+/// the gateway makes its own: the id is echoed, logged and stored.
+async fn plain_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+    let headers = request.headers();
+    let mut ids = headers.get_all(REQUEST_ID).iter();
+    let plain = match (ids.next(), ids.next()) {
+        (Some(id), None) => {
+            let id = id.as_bytes();
+            !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.iter().all(u8::is_ascii_graphic)
+        }
+        _ => true,
+    };
+    if !plain || headers.get_all(REQUEST_ID).iter().count() > 1 {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
+/// Refuses a request whose `Host` or `Origin` the gateway does not answer: on `/mcp` as
+/// a JSON-RPC error, elsewhere as `{"error","message"}`.
+async fn front(
+    axum::extract::State(origins): axum::extract::State<Arc<crate::origins::Origins>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use crate::origins::Refused;
+    use axum::response::IntoResponse;
+    let (status, code, message) = match origins.check(request.headers()) {
+        Ok(()) => return next.run(request).await,
+        Err(Refused::Repeated(which)) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("more than one {which} header"),
+        ),
+        Err(Refused::Host) => (
+            StatusCode::FORBIDDEN,
+            "host_not_allowed",
+            "the Host header names no host this gateway answers (allowed_hosts)".to_string(),
+        ),
+        Err(Refused::Origin) => (
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "requests from this Origin are not allowed (allowed_origins)".to_string(),
+        ),
+    };
+    if request.uri().path() == "/mcp" {
+        return (
+            status,
+            axum::Json(serde_json::json!({
+                "jsonrpc": "2.0", "id": null,
+                "error": { "code": -32600, "message": message }
+            })),
+        )
+            .into_response();
+    }
+    admin::error(status, code, message)
 }
 
 const REQUEST_ID_HEADER: http::HeaderName = http::HeaderName::from_static(REQUEST_ID);

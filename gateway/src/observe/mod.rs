@@ -77,7 +77,7 @@ impl Outcome {
     pub fn of(e: &crate::upstream::CallError) -> Self {
         use crate::upstream::CallError;
         match e {
-            CallError::Upstream(_) => Outcome::Error,
+            CallError::Upstream(_) | CallError::Refused { .. } => Outcome::Error,
             CallError::Timeout { .. } => Outcome::Timeout,
             CallError::Unavailable { .. } => Outcome::Unavailable,
             CallError::CircuitOpen { .. } => Outcome::CircuitOpen,

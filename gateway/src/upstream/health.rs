@@ -132,6 +132,11 @@ impl Health {
         true
     }
 
+    /// When the state last changed (Unix ms).
+    pub fn since_ms(&self) -> u64 {
+        unix_ms(self.since)
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             state: self.state,

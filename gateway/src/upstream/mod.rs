@@ -39,8 +39,9 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::{
     Peer, RoleClient, RoleServer, ServiceError,
     model::{
-        CancelledNotificationParam, ClientCapabilities, ClientRequest, LoggingLevel, PingRequest,
-        ProgressToken, Prompt, Resource, ResourceTemplate, ServerCapabilities, ServerResult, Tool,
+        CancelledNotificationParam, ClientCapabilities, ClientRequest, LoggingLevel,
+        PaginatedRequestParams, PingRequest, ProgressToken, Prompt, Resource, ResourceTemplate,
+        ServerCapabilities, ServerResult, Tool,
     },
     service::{PeerRequestOptions, RunningService},
     transport::streamable_http_client::StreamableHttpError,
@@ -90,6 +91,96 @@ pub struct Options {
     pub max_response_bytes: usize,
     /// Where upstreams may be (checked before connecting and at every connection).
     pub guard: Arc<guard::Guard>,
+    /// How much one listing of an upstream's tools (prompts, ...) may take.
+    pub list_bounds: ListBounds,
+    /// The longest call deadline a registration may ask for.
+    pub max_call_timeout: Duration,
+}
+
+/// The shortest time between two re-lists of one instance (a backend announcing
+/// `list_changed` in a loop gets one re-list a second).
+pub const RELIST_EVERY: Duration = Duration::from_secs(1);
+
+/// Bounds on one upstream listing (all its pages): a backend cannot make the gateway
+/// hold an endless table.
+#[derive(Debug, Clone, Copy)]
+pub struct ListBounds {
+    /// Entries in all.
+    pub items: usize,
+    /// Pages.
+    pub pages: usize,
+    /// Bytes of the entries, as JSON.
+    pub bytes: usize,
+}
+
+/// Reads a paginated list with `page` (one request per cursor) within `bounds`, all of
+/// it within `within`. A listing past a bound, or one that repeats a cursor, fails with
+/// the reason.
+async fn list_bounded<T, F, Fut>(
+    what: &str,
+    bounds: ListBounds,
+    within: Duration,
+    mut page: F,
+) -> Result<Vec<T>, String>
+where
+    T: Serialize,
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, Option<String>), ServiceError>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut out = Vec::new();
+    let (mut cursor, mut pages, mut bytes) = (None, 0usize, 0usize);
+    let mut cursors = std::collections::HashSet::new();
+    loop {
+        pages += 1;
+        if pages > bounds.pages {
+            return Err(format!(
+                "{what} takes more than {} pages (max_list_pages)",
+                bounds.pages
+            ));
+        }
+        let (items, next) = tokio::time::timeout_at(deadline, page(cursor.take()))
+            .await
+            .map_err(|_| format!("{what} did not answer within {} ms", within.as_millis()))?
+            .map_err(|e| format!("{what} failed: {}", service_kit::client::describe(&e)))?;
+        if out.len() + items.len() > bounds.items {
+            return Err(format!(
+                "{what} lists more than {} entries (max_list_items)",
+                bounds.items
+            ));
+        }
+        bytes += items.iter().map(resume::json_len).sum::<usize>();
+        if bytes > bounds.bytes {
+            return Err(format!(
+                "{what} takes more than {} bytes (max_list_bytes)",
+                bounds.bytes
+            ));
+        }
+        out.extend(items);
+        match next {
+            None => return Ok(out),
+            Some(next) if !cursors.insert(next.clone()) => {
+                return Err(format!("{what} repeats the cursor {next:?}"));
+            }
+            Some(next) => cursor = Some(next),
+        }
+    }
+}
+
+/// Every tool of an upstream session, within `bounds`.
+async fn list_tools(
+    session: &Session,
+    bounds: ListBounds,
+    within: Duration,
+) -> Result<Vec<Tool>, String> {
+    list_bounded("tools/list", bounds, within, |cursor| async move {
+        let r = session
+            .peer()
+            .list_tools(Some(PaginatedRequestParams::default().with_cursor(cursor)))
+            .await?;
+        Ok((r.tools, r.next_cursor))
+    })
+    .await
 }
 
 /// Why a proxied call failed at the gateway. A backend's own tool errors are results,
@@ -104,6 +195,10 @@ pub enum CallError {
         "service \"{service}\" is failing: circuit open after repeated failures, next attempt in {retry_in_ms} ms"
     )]
     CircuitOpen { service: String, retry_in_ms: u64 },
+    /// The backend refused the request at the HTTP level (a 4xx other than an expired
+    /// session's 404): the request reached it, and repeating it would change nothing.
+    #[error("service \"{service}\" refused the request: {}", status_text(*.status))]
+    Refused { service: String, status: u16 },
     #[error("{0}")]
     Upstream(rmcp::ErrorData),
 }
@@ -121,6 +216,9 @@ enum Failure {
     Timeout(u64),
     /// The downstream client cancelled its request; the backend was told.
     Cancelled,
+    /// The backend answered this request with an HTTP 4xx (not an expired session's
+    /// 404): it was delivered, it failed, and it says nothing about the session.
+    Refused(u16),
     Upstream(rmcp::ErrorData),
 }
 
@@ -430,7 +528,7 @@ impl Instance {
         };
         service_kit::client::connect_via(&self.url, &options, handler, http)
             .await
-            .map_err(|e| format!("{e:#}"))
+            .map_err(|e| service_kit::client::without_response_body(&format!("{e:#}")))
     }
 
     /// Reads prompts, resources and templates, as far as the backend declared them.
@@ -442,30 +540,30 @@ impl Instance {
             .unwrap_or_default();
         let instructions = info.as_ref().and_then(|i| i.instructions.clone());
         let t = self.options.connect_timeout;
-        let within = |what: &'static str| {
-            move |_| format!("{what} did not answer within {} ms", t.as_millis())
-        };
-        let failed = |what: &'static str| {
-            move |e: ServiceError| format!("{what} failed: {}", service_kit::client::describe(&e))
-        };
+        let bounds = self.options.list_bounds;
+        let peer = session.peer();
+        let params = |cursor| Some(PaginatedRequestParams::default().with_cursor(cursor));
         let prompts = if capabilities.prompts.is_some() {
-            tokio::time::timeout(t, session.list_all_prompts())
-                .await
-                .map_err(within("prompts/list"))?
-                .map_err(failed("prompts/list"))?
+            list_bounded("prompts/list", bounds, t, |cursor| async move {
+                let r = peer.list_prompts(params(cursor)).await?;
+                Ok((r.prompts, r.next_cursor))
+            })
+            .await?
         } else {
             Vec::new()
         };
         let (resources, templates) = if capabilities.resources.is_some() {
             (
-                tokio::time::timeout(t, session.list_all_resources())
-                    .await
-                    .map_err(within("resources/list"))?
-                    .map_err(failed("resources/list"))?,
-                tokio::time::timeout(t, session.list_all_resource_templates())
-                    .await
-                    .map_err(within("resources/templates/list"))?
-                    .map_err(failed("resources/templates/list"))?,
+                list_bounded("resources/list", bounds, t, |cursor| async move {
+                    let r = peer.list_resources(params(cursor)).await?;
+                    Ok((r.resources, r.next_cursor))
+                })
+                .await?,
+                list_bounded("resources/templates/list", bounds, t, |cursor| async move {
+                    let r = peer.list_resource_templates(params(cursor)).await?;
+                    Ok((r.resource_templates, r.next_cursor))
+                })
+                .await?,
             )
         } else {
             (Vec::new(), Vec::new())
@@ -499,6 +597,11 @@ impl Instance {
 
     pub fn state(&self) -> State {
         self.health().state()
+    }
+
+    /// When the health state last changed (Unix ms).
+    pub fn health_since_ms(&self) -> u64 {
+        self.health().since_ms()
     }
 
     pub fn view(&self) -> InstanceView {
@@ -549,16 +652,13 @@ impl Instance {
         };
         let session = service_kit::client::connect_via(&self.url, &options, handler, http)
             .await
-            .map_err(|e| format!("{e:#}"))?;
-        let tools = tokio::time::timeout(self.options.connect_timeout, session.list_all_tools())
-            .await
-            .map_err(|_| {
-                format!(
-                    "tools/list did not answer within {} ms",
-                    self.options.connect_timeout.as_millis()
-                )
-            })?
-            .map_err(|e| format!("tools/list failed: {}", service_kit::client::describe(&e)))?;
+            .map_err(|e| service_kit::client::without_response_body(&format!("{e:#}")))?;
+        let tools = list_tools(
+            &session,
+            self.options.list_bounds,
+            self.options.connect_timeout,
+        )
+        .await?;
         let extras = self.read_extras(&session).await?;
         self.extras.store(Arc::new(extras));
         self.tools.store(Arc::new(tools.clone()));
@@ -620,7 +720,7 @@ impl Instance {
     /// session handed to the supervisor.
     fn settle(&self, outcome: Result<(), &Failure>, session: &Arc<Session>) {
         match outcome {
-            Ok(()) | Err(Failure::Upstream(_) | Failure::Cancelled) => {
+            Ok(()) | Err(Failure::Upstream(_) | Failure::Cancelled | Failure::Refused(_)) => {
                 if self.dirty.load(Ordering::Acquire) {
                     self.update_health(Health::success);
                 }
@@ -683,6 +783,7 @@ impl Instance {
         const MIN_BACKOFF: Duration = Duration::from_millis(200);
         const MAX_BACKOFF: Duration = Duration::from_secs(30);
         let mut backoff = MIN_BACKOFF;
+        let mut last_relist = tokio::time::Instant::now();
         loop {
             if self.cancel.is_cancelled() {
                 return;
@@ -719,32 +820,53 @@ impl Instance {
                 continue; // a failed call dropped it: reconnect now
             }
             if self.relist.swap(false, Ordering::AcqRel) {
-                let listed =
-                    tokio::time::timeout(self.options.connect_timeout, session.list_all_tools())
-                        .await;
-                match listed {
-                    Ok(Ok(tools)) => {
-                        match self.read_extras(&session).await {
-                            Ok(extras) => self.extras.store(Arc::new(extras)),
-                            Err(e) => {
-                                tracing::warn!(service = %self.service, "re-reading lists: {e}")
-                            }
-                        }
-                        self.tools.store(Arc::new(tools));
-                        self.tools_at_ms.store(now_ms(), Ordering::Release);
-                        listener.tools_changed(&self.service, &self);
-                    }
-                    Ok(Err(e)) => self.lost(
-                        &session,
-                        &format!("tools/list failed: {}", service_kit::client::describe(&e)),
-                    ),
-                    Err(_) => self.update_health(|h| {
-                        h.failure("tools/list timed out".into(), Instant::now())
-                    }),
+                // At most one re-list per RELIST_EVERY, however often the backend says
+                // its lists changed.
+                let next = last_relist + RELIST_EVERY;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {}
+                    _ = self.cancel.cancelled() => return,
                 }
+                last_relist = tokio::time::Instant::now();
+                self.relist(&session, &*listener).await;
                 continue;
             }
             self.ping(&session).await;
+        }
+    }
+
+    /// Reads the lists again; tells the registry only when they changed.
+    async fn relist(self: &Arc<Self>, session: &Arc<Session>, listener: &dyn Listener) {
+        let tools = match list_tools(
+            session,
+            self.options.list_bounds,
+            self.options.connect_timeout,
+        )
+        .await
+        {
+            Ok(tools) => tools,
+            Err(e) => {
+                self.update_health(|h| h.failure(e, Instant::now()));
+                return;
+            }
+        };
+        let mut changed = **self.tools.load() != tools;
+        match self.read_extras(session).await {
+            Ok(extras) => {
+                let before = self.extras.load();
+                changed |= before.prompts != extras.prompts
+                    || before.resources != extras.resources
+                    || before.templates != extras.templates
+                    || before.capabilities != extras.capabilities
+                    || before.instructions != extras.instructions;
+                self.extras.store(Arc::new(extras));
+            }
+            Err(e) => tracing::debug!(service = %self.service, "re-reading lists: {e}"),
+        }
+        self.tools.store(Arc::new(tools));
+        self.tools_at_ms.store(now_ms(), Ordering::Release);
+        if changed {
+            listener.tools_changed(&self.service, self);
         }
     }
 
@@ -758,7 +880,9 @@ impl Instance {
         match tokio::time::timeout(self.options.connect_timeout, ping).await {
             Ok(Ok(_)) => self.update_health(|h| h.ping_ok(Instant::now())),
             Ok(Err(e)) => match classify(e) {
-                Failure::Upstream(_) => self.update_health(|h| h.ping_ok(Instant::now())),
+                Failure::Upstream(_) | Failure::Refused(_) => {
+                    self.update_health(|h| h.ping_ok(Instant::now()))
+                }
                 Failure::NotDelivered(c) | Failure::Lost(c) | Failure::Expired(c) => {
                     self.lost(session, &format!("ping failed: {c}"))
                 }
@@ -963,7 +1087,9 @@ fn level_rank(l: LoggingLevel) -> u8 {
     }
 }
 
-/// Sorts an rmcp client error into what the gateway does about it.
+/// Sorts an rmcp client error into what the gateway does about it. What the backend
+/// sent back with an HTTP error status is never quoted: a body may reflect the request's
+/// headers, the gateway's credential among them.
 fn classify(e: ServiceError) -> Failure {
     match e {
         ServiceError::McpError(e) if is_transport_closed(&e) => {
@@ -972,20 +1098,71 @@ fn classify(e: ServiceError) -> Failure {
         ServiceError::McpError(e) => Failure::Upstream(e),
         ServiceError::TransportClosed => Failure::NotDelivered("session closed".into()),
         ServiceError::TransportSend(d) => {
-            let cause = service_kit::client::root_cause(&d);
             match d
                 .error
                 .downcast_ref::<StreamableHttpError<reqwest::Error>>()
             {
-                Some(StreamableHttpError::SessionExpired) => Failure::Expired(cause),
-                Some(StreamableHttpError::Client(inner)) if inner.is_connect() => {
-                    Failure::NotDelivered(cause)
+                Some(StreamableHttpError::SessionExpired) => {
+                    Failure::Expired(service_kit::client::root_cause(&d))
                 }
-                _ => Failure::Lost(cause),
+                Some(StreamableHttpError::Client(inner)) if inner.is_connect() => {
+                    Failure::NotDelivered(service_kit::client::root_cause(&d))
+                }
+                Some(StreamableHttpError::HttpStatus(e)) => by_status(e.status),
+                Some(StreamableHttpError::UnexpectedServerResponse(text))
+                    if text == OVERSIZED_ERROR_BODY =>
+                {
+                    Failure::Refused(0)
+                }
+                Some(StreamableHttpError::UnexpectedServerResponse(text)) => {
+                    match http_status_of(text) {
+                        Some(status) => by_status(status),
+                        None => {
+                            Failure::Lost("the backend's answer is not a JSON-RPC message".into())
+                        }
+                    }
+                }
+                Some(StreamableHttpError::AuthRequired(_)) => Failure::Refused(401),
+                Some(StreamableHttpError::InsufficientScope(_)) => Failure::Refused(403),
+                _ => Failure::Lost(service_kit::client::root_cause(&d)),
             }
         }
         other => Failure::Lost(service_kit::client::describe(&other)),
     }
+}
+
+/// The status in a refusal's message; 0 stands for a 4xx whose exact status rmcp did not
+/// pass on (an error body over its size limit).
+fn status_text(status: u16) -> String {
+    match status {
+        0 => "an HTTP client error (4xx) with an error body too large to read".into(),
+        s => format!("HTTP {s}"),
+    }
+}
+
+/// rmcp's text for a 4xx whose error body was over its size limit (see `resume`).
+pub(crate) const OVERSIZED_ERROR_BODY: &str = "a 4xx answer with an oversized error body";
+
+/// What an HTTP error status from the backend means for the request: a 4xx refuses it
+/// alone; anything else may have run and broke the exchange.
+fn by_status(status: u16) -> Failure {
+    if (400..500).contains(&status) {
+        Failure::Refused(status)
+    } else {
+        Failure::Lost(format!("the backend answered HTTP {status}"))
+    }
+}
+
+/// The status rmcp puts first in its "unexpected server response" text
+/// (`HTTP 401 Unauthorized: <body>`); the body is left out.
+fn http_status_of(text: &str) -> Option<u16> {
+    let rest = text.strip_prefix("HTTP ")?;
+    let digits = rest.get(..3)?;
+    digits
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| digits.parse().ok())
+        .flatten()
 }
 
 /// rmcp reports a response stream that closed before its answer as an internal error
@@ -1284,6 +1461,7 @@ impl Service {
         let service = self.name.to_string();
         match failure {
             Failure::Upstream(e) => CallError::Upstream(e),
+            Failure::Refused(status) => CallError::Refused { service, status },
             Failure::Timeout(ms) => CallError::Timeout { service, ms },
             Failure::Cancelled => CallError::Upstream(rmcp::ErrorData::internal_error(
                 "request cancelled by the client",

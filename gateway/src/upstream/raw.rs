@@ -45,6 +45,10 @@ const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 /// How often one call follows the backend to a resumed stream.
 const MAX_RESUMES: u32 = 8;
+/// Requests of the backend's (made of the client during a call) answered at once for one
+/// call; more arriving meanwhile are left unanswered (the backend's own timeouts end
+/// them), so a backend cannot make the gateway open connections without bound.
+pub const MAX_SERVER_REQUESTS_PER_CALL: usize = 4;
 
 /// Where one upstream session's raw requests go. Shared with its [`super::resume::WatchedHttp`],
 /// which learns the session id from the `initialize` answer.
@@ -258,6 +262,8 @@ pub struct Exchange {
     held: Option<Answer>,
     cap: Arc<Cap>,
     traceparent: Option<HeaderValue>,
+    /// Answers to the backend's requests in flight (see [`MAX_SERVER_REQUESTS_PER_CALL`]).
+    answering: Arc<tokio::sync::Semaphore>,
 }
 
 impl Instance {
@@ -305,6 +311,7 @@ impl Instance {
             held: None,
             cap: Cap::new(self.options.max_response_bytes),
             traceparent: out.traceparent,
+            answering: Arc::new(tokio::sync::Semaphore::new(MAX_SERVER_REQUESTS_PER_CALL)),
         };
         let sent = match tokio::time::timeout_at(deadline, exchange.send(out.body)).await {
             Ok(r) => r,
@@ -520,10 +527,10 @@ impl Exchange {
                 "the backend no longer knows the session (HTTP 404)".into(),
             ));
         }
+        // The request reached the backend and failed there: that call alone fails (its
+        // body is not read: it may reflect the gateway's credential).
         if status.is_client_error() {
-            return Err(Failure::NotDelivered(format!(
-                "the backend refused the request (HTTP {status})"
-            )));
+            return Err(Failure::Refused(status.as_u16()));
         }
         if !status.is_success() || status == StatusCode::ACCEPTED {
             return Err(Failure::Lost(format!(
@@ -626,6 +633,7 @@ impl Exchange {
                             continue;
                         };
                         match self.classify(&data) {
+                            Kind::Ignored => continue,
                             Kind::Answer(span) => {
                                 // Read the stream's end so its connection goes back to
                                 // the pool; a stream that lingers is drained aside.
@@ -642,7 +650,7 @@ impl Exchange {
                                 return Ok(self.answer(Answer { text: data, span }));
                             }
                             Kind::Request(id, method) => self.decline(&id, &method),
-                            Kind::Other => return Ok(Event::Message(data)),
+                            Kind::Log => return Ok(Event::Message(data)),
                         }
                     }
                     Some(Err(_)) if self.cap.exceeded() => {
@@ -720,9 +728,12 @@ impl Exchange {
         Ok(Phase::Events(self.cap.events(response.bytes_stream())))
     }
 
+    /// What one message of the backend's is to this call. Only the answer, requests of
+    /// the backend's and log messages matter; anything else (not JSON, responses to
+    /// other requests, notifications about the session) is not the client's.
     fn classify(&self, text: &str) -> Kind {
         let Ok(probe) = serde_json::from_str::<Probe>(text) else {
-            return Kind::Other;
+            return Kind::Ignored;
         };
         match (probe.id, probe.method) {
             (Some(id), None) if is_our_id(id.get(), &self.id) => {
@@ -737,7 +748,8 @@ impl Exchange {
                 })
             }
             (Some(id), Some(method)) => Kind::Request(id.get().to_string(), method.into_owned()),
-            _ => Kind::Other,
+            (None, Some(method)) if method == "notifications/message" => Kind::Log,
+            _ => Kind::Ignored,
         }
     }
 
@@ -765,8 +777,15 @@ impl Exchange {
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, "application/json, text/event-stream");
         let request = self.target.with_session(rb, &self.session).body(body);
+        let Ok(permit) = Arc::clone(&self.answering).try_acquire_owned() else {
+            tracing::debug!(service = %self.instance.service, %method,
+                "a request of the backend's left unanswered: too many at once for one call");
+            return;
+        };
+        let within = self.instance.options.connect_timeout;
         tokio::spawn(async move {
-            let _ = request.send().await;
+            let _permit = permit;
+            let _ = tokio::time::timeout(within, request.send()).await;
         });
     }
 
@@ -841,7 +860,10 @@ enum Kind {
     Answer(Option<(bool, std::ops::Range<usize>)>),
     /// A request of the backend's: its id (JSON text) and method.
     Request(String, String),
-    Other,
+    /// A log message (`notifications/message`), passed on to the client.
+    Log,
+    /// Nothing for the client.
+    Ignored,
 }
 
 /// `raw` (JSON text of an id) is the string `ours`.

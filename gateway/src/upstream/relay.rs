@@ -351,7 +351,9 @@ impl ClientHandler for UpstreamClient {
 impl UpstreamClient {
     fn relist(&self, what: &str) {
         if let Some(i) = self.instance.upgrade() {
-            tracing::info!(service = %i.service, instance = %i.url, "upstream announced {what}/list_changed");
+            // Debug only: a backend may announce changes in a loop (re-lists are
+            // coalesced, at most one a second).
+            tracing::debug!(service = %i.service, instance = %i.url, "upstream announced {what}/list_changed");
             i.request_relist();
         }
     }

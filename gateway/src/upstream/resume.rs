@@ -318,8 +318,18 @@ impl WatchedHttp {
         request: Option<RequestId>,
     ) -> Result<StreamableHttpPostResponse, Error> {
         let response = match (response, request.clone()) {
-            (Err(StreamableHttpError::ResponseBodyTooLarge { .. }), Some(request)) => {
+            // rmcp's bound on an answer: the answer was too large.
+            (Err(StreamableHttpError::ResponseBodyTooLarge { max_size }), Some(request))
+                if max_size >= RMCP_JSON_LIMIT.min(self.max_json) =>
+            {
                 return Ok(self.too_large_answer(request));
+            }
+            // rmcp's (much smaller) bound on the body of an HTTP error status: the
+            // backend refused the request, with more text than rmcp reads.
+            (Err(StreamableHttpError::ResponseBodyTooLarge { .. }), _) => {
+                return Err(StreamableHttpError::UnexpectedServerResponse(
+                    super::OVERSIZED_ERROR_BODY.into(),
+                ));
             }
             (response, _) => response?,
         };
@@ -365,7 +375,7 @@ impl WatchedHttp {
 }
 
 /// The length of `message` as JSON text, without building the text.
-fn json_len(message: &impl serde::Serialize) -> usize {
+pub(crate) fn json_len(message: &impl serde::Serialize) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
