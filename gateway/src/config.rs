@@ -383,6 +383,22 @@ impl Config {
                     "must be non-empty, unique and not \"default\"",
                 ));
             }
+            // JWT identities are `jwt:<sub>`: a static name there could pass for one.
+            if c.name.starts_with("jwt:") {
+                return Err(bad(
+                    key("name"),
+                    "must not start with \"jwt:\" (JWT identities do)",
+                ));
+            }
+            if c.name
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control())
+            {
+                return Err(bad(
+                    key("name"),
+                    "must be printable, without whitespace or control characters",
+                ));
+            }
             if c.token.len() < 16
                 || c.token
                     .chars()
@@ -618,6 +634,13 @@ mod tests {
             ..Config::default()
         };
         assert!(with(good.clone()).validate().is_ok());
+        for fine in ["ci-bot_2", "team.équipe", "jwt", "my:jwt:x"] {
+            let named = Credential {
+                name: fine.into(),
+                ..good.clone()
+            };
+            assert!(with(named).validate().is_ok(), "{fine}");
+        }
         for (bad_one, key) in [
             (
                 Credential {
@@ -641,7 +664,31 @@ mod tests {
                 },
                 "credentials[0].name",
             ),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            // A JWT identity's shape, and names a log or a terminal would not show as
+            // they are.
+            [
+                "jwt:alice",
+                "jwt:",
+                "two words",
+                "tab\there",
+                "esc\u{1b}[2J",
+                "nul\0",
+                "c1\u{85}",
+                "nbsp\u{a0}",
+            ]
+            .map(|name| {
+                (
+                    Credential {
+                        name: name.into(),
+                        ..good.clone()
+                    },
+                    "credentials[0].name",
+                )
+            }),
+        ) {
             let e = with(bad_one).validate().expect_err("refused");
             assert_eq!(e.key, key, "{e}");
         }
