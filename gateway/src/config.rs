@@ -75,8 +75,10 @@ pub struct Config {
     pub call_log_max_age_ms: u64,
     /// Also record each call's arguments and result (redacted as below).
     pub call_log_payloads: bool,
-    /// Members (any depth, any case) whose values are replaced by `"[redacted]"` in
-    /// recorded arguments and results.
+    /// Names of secrets, whose values are replaced by `"[redacted]"` in recorded
+    /// arguments and results: members at any depth, and pairs inside text values, whose
+    /// name (lowercased, without `-` and `_`) contains one of these (normalized alike),
+    /// so `token` covers `access_token` and `X-Auth-Token`, `cookie` covers `Set-Cookie`.
     #[serde(deserialize_with = "list_or_csv")]
     pub call_log_redact: Vec<String>,
     /// The gateway's public base URL (`https://gateway.example.com`), as named in its
@@ -197,11 +199,18 @@ impl Default for Config {
             call_log_payloads: false,
             call_log_redact: [
                 "password",
+                "passwd",
+                "passphrase",
                 "secret",
                 "token",
                 "authorization",
-                "apiKey",
+                "bearer",
                 "api_key",
+                "cookie",
+                "session",
+                "credential",
+                "private_key",
+                "signature",
             ]
             .map(String::from)
             .to_vec(),
