@@ -3,8 +3,13 @@
 //! environment). Tables by default, `--json` for scripts. Exit status: 0 done, 1 the
 //! gateway or the tool said no (an error answer, a tool error), 2 the gateway could not
 //! be reached or the command line was wrong.
+//!
+//! Whatever the gateway answers is partly written by others (upstreams name their tools
+//! and describe them, JWTs name identities, errors quote backends), so every string this
+//! prints goes through [`printable`] (or [`json_out`] for `--json`): a terminal shows
+//! control and bidi characters as escapes, never obeys them.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
@@ -96,8 +101,8 @@ fn unreachable(remote: &Remote, e: reqwest::Error) -> Failure {
         status: 2,
         message: format!(
             "cannot reach the gateway at {}: {}",
-            remote.url,
-            service_kit::client::root_cause(&e)
+            printable(&remote.url),
+            printable(&service_kit::client::root_cause(&e))
         ),
     }
 }
@@ -134,7 +139,7 @@ impl Client {
             .unwrap_or_else(|| body.to_string());
         Err(Failure {
             status: 1,
-            message: format!("the gateway answered {status}: {message}"),
+            message: format!("the gateway answered {status}: {}", printable(&message)),
         })
     }
 
@@ -152,8 +157,8 @@ impl Client {
                 status: 1,
                 message: format!(
                     "{method} failed: {} (code {})",
-                    e["message"].as_str().unwrap_or("no message"),
-                    e["code"]
+                    printable(e["message"].as_str().unwrap_or("no message")),
+                    printable(&e["code"].to_string())
                 ),
             });
         }
@@ -161,12 +166,75 @@ impl Client {
     }
 }
 
+/// Whether `c` may not reach a terminal as itself: C0 and C1 controls and DEL (escape
+/// sequences, CR/LF, NUL), the bidi embeddings, overrides, isolates and marks that make
+/// text read differently from how it is stored, and the Unicode line separators.
+fn hostile(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `s` with every [`hostile`] character but those `keep` allows written out by `write`
+/// as an escape, so a terminal shows it as text instead of obeying it.
+fn escape(s: &str, keep: impl Fn(char) -> bool, write: impl Fn(char, &mut String)) -> Cow<'_, str> {
+    if !s.chars().any(|c| hostile(c) && !keep(c)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if hostile(c) && !keep(c) {
+            write(c, &mut out);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Rust's escape of `c`: `\u{1b}`.
+fn rust_escape(c: char, out: &mut String) {
+    out.extend(c.escape_unicode());
+}
+
+/// One line of text others wrote (a name, a table cell, an error message), safe to
+/// print: no control or bidi character left, not even a line break; each is shown as
+/// its escape (`\u{1b}`).
+fn printable(s: &str) -> Cow<'_, str> {
+    escape(s, |_| false, rust_escape)
+}
+
+/// Text others wrote that may run over lines (a tool's text result): as [`printable`],
+/// but line feeds and tabs stay.
+fn printable_lines(s: &str) -> Cow<'_, str> {
+    escape(s, |c| c == '\n' || c == '\t', rust_escape)
+}
+
+/// `--json` output: the pretty JSON of `v`, with the characters serde_json leaves as they
+/// are but a terminal might obey (DEL, C1 controls, bidi) written as JSON escapes
+/// (`\u009b`): the same JSON, printed as text. (Outside strings serde_json writes no
+/// such character, and inside one an escape means the same.)
+fn json_out(v: &Value) -> String {
+    let pretty = serde_json::to_string_pretty(v).unwrap_or_default();
+    let json_escape = |c: char, out: &mut String| {
+        for unit in c.encode_utf16(&mut [0u16; 2]) {
+            out.push_str(&format!("\\u{unit:04x}"));
+        }
+    };
+    escape(&pretty, |c| c == '\n', json_escape).into_owned()
+}
+
+/// A table of `rows`, each cell made [`printable`].
 fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY)
         .set_header(headers.to_vec());
     for row in rows {
-        t.add_row(row);
+        t.add_row(row.iter().map(|cell| printable(cell).into_owned()));
     }
     t.to_string()
 }
@@ -204,77 +272,22 @@ pub async fn run(remote: Remote, command: Command) -> Result<String, Failure> {
         http,
         remote: remote.clone(),
     };
-    let json_out = remote.json;
-    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    let json = remote.json;
     match command {
         Command::Services => {
             let body = client.get("/services").await?;
-            if json_out {
-                return Ok(pretty(&body));
+            if json {
+                return Ok(json_out(&body));
             }
-            let rows = body["services"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|s| {
-                    let stats = &s["stats"];
-                    vec![
-                        text(&s["name"]),
-                        text(&s["state"]),
-                        s["instances"].as_array().map_or(0, Vec::len).to_string(),
-                        text(&s["toolCount"]),
-                        stats["calls"]
-                            .as_u64()
-                            .map_or("-".into(), |c| c.to_string()),
-                        stats["errorRate"]
-                            .as_f64()
-                            .map_or("-".into(), |r| format!("{:.1}%", r * 100.0)),
-                        ms(&stats["p95Ms"]),
-                    ]
-                })
-                .collect();
-            Ok(table(
-                &[
-                    "SERVICE",
-                    "STATE",
-                    "INSTANCES",
-                    "TOOLS",
-                    "CALLS",
-                    "ERRORS",
-                    "P95",
-                ],
-                rows,
-            ))
+            Ok(services_table(&body))
         }
         Command::Tools { search } => {
             let body = client.get("/services").await?;
-            let needle = search.as_deref().map(str::to_lowercase);
-            let mut tools: Vec<Value> = Vec::new();
-            for s in body["services"].as_array().into_iter().flatten() {
-                for t in s["tools"].as_array().into_iter().flatten() {
-                    let hay =
-                        format!("{} {}", text(&t["name"]), text(&t["description"])).to_lowercase();
-                    if needle.as_deref().is_none_or(|n| hay.contains(n)) {
-                        let mut t = t.clone();
-                        t["service"] = s["name"].clone();
-                        tools.push(t);
-                    }
-                }
+            let tools = tools_matching(&body, search.as_deref());
+            if json {
+                return Ok(json_out(&json!({ "count": tools.len(), "tools": tools })));
             }
-            if json_out {
-                return Ok(pretty(&json!({ "count": tools.len(), "tools": tools })));
-            }
-            let rows = tools
-                .iter()
-                .map(|t| {
-                    vec![
-                        text(&t["name"]),
-                        text(&t["service"]),
-                        shorten(&text(&t["description"]), 60),
-                    ]
-                })
-                .collect();
-            Ok(table(&["TOOL", "SERVICE", "DESCRIPTION"], rows))
+            Ok(tools_table(&tools))
         }
         Command::Calls {
             service,
@@ -297,38 +310,10 @@ pub async fn run(remote: Remote, command: Command) -> Result<String, Failure> {
             let body = client
                 .send(client.http.get(with_query(&client.url("/calls"), &query)))
                 .await?;
-            if json_out {
-                return Ok(pretty(&body));
+            if json {
+                return Ok(json_out(&body));
             }
-            let rows = body["calls"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| {
-                    let at = c["at"].as_i64().unwrap_or(0);
-                    vec![
-                        format_time(at),
-                        text(&c["identity"]),
-                        text(&c["service"]),
-                        text(&c["tool"]),
-                        text(&c["outcome"]),
-                        ms(&c["durationMs"]),
-                        shorten(&text(&c["error"]), 50),
-                    ]
-                })
-                .collect();
-            Ok(table(
-                &[
-                    "TIME (UTC)",
-                    "IDENTITY",
-                    "SERVICE",
-                    "TOOL",
-                    "OUTCOME",
-                    "DURATION",
-                    "ERROR",
-                ],
-                rows,
-            ))
+            Ok(calls_table(&body))
         }
         Command::Call { tool, args } => {
             let arguments: Value = serde_json::from_str(&args).map_err(|e| Failure {
@@ -345,18 +330,18 @@ pub async fn run(remote: Remote, command: Command) -> Result<String, Failure> {
                 .rpc("tools/call", json!({"name": tool, "arguments": arguments}))
                 .await?;
             let failed = result["isError"] == true;
-            let out = if json_out {
-                pretty(&result)
+            let out = if json {
+                json_out(&result)
             } else if let Some(structured) = result.get("structuredContent") {
-                pretty(structured)
+                json_out(structured)
             } else {
                 result["content"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .map(|c| match c["type"].as_str() {
-                        Some("text") => text(&c["text"]),
-                        _ => pretty(c),
+                        Some("text") => printable_lines(&text(&c["text"])).into_owned(),
+                        _ => json_out(c),
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
@@ -386,13 +371,15 @@ pub async fn run(remote: Remote, command: Command) -> Result<String, Failure> {
             let answer = client
                 .send(client.http.post(client.url("/register")).json(&body))
                 .await?;
-            if json_out {
-                return Ok(pretty(&answer));
+            if json {
+                return Ok(json_out(&answer));
             }
             let tools = answer["registered"]["toolCount"].as_u64().unwrap_or(0);
             Ok(format!(
-                "registered {name} ({url}): instance {}, {tools} tools{}",
-                text(&answer["instance"]),
+                "registered {} ({}): instance {}, {tools} tools{}",
+                printable(&name),
+                printable(&url),
+                printable(&text(&answer["instance"])),
                 if answer["replaced"] == true {
                     ", refreshed"
                 } else {
@@ -406,15 +393,119 @@ pub async fn run(remote: Remote, command: Command) -> Result<String, Failure> {
                 url = with_query(&url, &[("url", i.clone())]);
             }
             let answer = client.send(client.http.delete(url)).await?;
-            if json_out {
-                return Ok(pretty(&answer));
+            if json {
+                return Ok(json_out(&answer));
             }
             Ok(format!(
-                "unregistered {name}: {} instance(s) removed",
-                text(&answer["instances"])
+                "unregistered {}: {} instance(s) removed",
+                printable(&name),
+                printable(&text(&answer["instances"]))
             ))
         }
     }
+}
+
+/// The `services` table of a `/services` answer.
+fn services_table(body: &Value) -> String {
+    let rows = body["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let stats = &s["stats"];
+            vec![
+                text(&s["name"]),
+                text(&s["state"]),
+                s["instances"].as_array().map_or(0, Vec::len).to_string(),
+                text(&s["toolCount"]),
+                stats["calls"]
+                    .as_u64()
+                    .map_or("-".into(), |c| c.to_string()),
+                stats["errorRate"]
+                    .as_f64()
+                    .map_or("-".into(), |r| format!("{:.1}%", r * 100.0)),
+                ms(&stats["p95Ms"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SERVICE",
+            "STATE",
+            "INSTANCES",
+            "TOOLS",
+            "CALLS",
+            "ERRORS",
+            "P95",
+        ],
+        rows,
+    )
+}
+
+/// The tools of a `/services` answer whose name or description contains `search` (any
+/// case), each with its `service`.
+fn tools_matching(body: &Value, search: Option<&str>) -> Vec<Value> {
+    let needle = search.map(str::to_lowercase);
+    let mut tools: Vec<Value> = Vec::new();
+    for s in body["services"].as_array().into_iter().flatten() {
+        for t in s["tools"].as_array().into_iter().flatten() {
+            let hay = format!("{} {}", text(&t["name"]), text(&t["description"])).to_lowercase();
+            if needle.as_deref().is_none_or(|n| hay.contains(n)) {
+                let mut t = t.clone();
+                t["service"] = s["name"].clone();
+                tools.push(t);
+            }
+        }
+    }
+    tools
+}
+
+/// The `tools` table.
+fn tools_table(tools: &[Value]) -> String {
+    let rows = tools
+        .iter()
+        .map(|t| {
+            vec![
+                text(&t["name"]),
+                text(&t["service"]),
+                shorten(&text(&t["description"]), 60),
+            ]
+        })
+        .collect();
+    table(&["TOOL", "SERVICE", "DESCRIPTION"], rows)
+}
+
+/// The `calls` table of a `/calls` answer.
+fn calls_table(body: &Value) -> String {
+    let rows = body["calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let at = c["at"].as_i64().unwrap_or(0);
+            vec![
+                format_time(at),
+                text(&c["identity"]),
+                text(&c["service"]),
+                text(&c["tool"]),
+                text(&c["outcome"]),
+                ms(&c["durationMs"]),
+                shorten(&text(&c["error"]), 50),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "TIME (UTC)",
+            "IDENTITY",
+            "SERVICE",
+            "TOOL",
+            "OUTCOME",
+            "DURATION",
+            "ERROR",
+        ],
+        rows,
+    )
 }
 
 /// `base` with `pairs` as its (encoded) query.
@@ -439,9 +530,107 @@ fn format_time(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// A string an upstream or a token could carry: a terminal title change and bell,
+    /// a screen clear, CR/LF and NUL, DEL, an 8-bit CSI (C1), and bidi overrides,
+    /// isolates and marks.
+    const HOSTILE: &str = "ok\u{1b}]0;owned\u{7}\u{1b}[2J\r\nfake row\0\u{7f}\u{9b}31m\u{202e}gpj.exe\u{2066}\u{2069}\u{200e}\u{200f}\u{061c}\u{2028}\u{85}";
+
+    /// Every character of `out` is shown as itself; the only line breaks are the table's.
+    fn assert_inert(out: &str) {
+        for c in out.chars() {
+            assert!(
+                c == '\n' || !hostile(c),
+                "{:?} reached the terminal in {out:?}",
+                c
+            );
+        }
+    }
+
     #[test]
     fn times_are_utc() {
         assert_eq!(super::format_time(0), "1970-01-01 00:00:00");
         assert_eq!(super::format_time(1_795_340_186_632), "2026-11-22 09:36:26");
+    }
+
+    #[test]
+    fn controls_and_bidi_characters_are_shown_as_escapes() {
+        assert_eq!(
+            printable("red\u{1b}[31m\r\n\0\u{7f}\u{9b}\u{202e}\u{2067}\u{200f}end"),
+            "red\\u{1b}[31m\\u{d}\\u{a}\\u{0}\\u{7f}\\u{9b}\\u{202e}\\u{2067}\\u{200f}end"
+        );
+        for c in [
+            '\u{0}', '\u{1f}', '\u{7f}', '\u{80}', '\u{9f}', '\u{202a}', '\u{202e}',
+        ]
+        .into_iter()
+        .chain([
+            '\u{2066}', '\u{2069}', '\u{200e}', '\u{200f}', '\u{61c}', '\t',
+        ]) {
+            let shown = printable(&c.to_string()).into_owned();
+            assert_eq!(shown, c.escape_unicode().to_string());
+        }
+        assert_inert(&printable(HOSTILE));
+        // Everything else is left alone, borrowed.
+        for fine in [
+            "getProductById",
+            "Prix: 12,50 € — 日本語 🚀",
+            "a\\u{1b} typed out",
+            "",
+        ] {
+            assert!(matches!(printable(fine), Cow::Borrowed(s) if s == fine));
+        }
+        // Multi-line text keeps its lines and tabs, nothing else.
+        assert_eq!(
+            printable_lines("a\tb\nc\r\u{1b}[1A"),
+            "a\tb\nc\\u{d}\\u{1b}[1A"
+        );
+    }
+
+    #[test]
+    fn json_output_is_the_same_json_without_characters_a_terminal_obeys() {
+        let v = json!({"description": HOSTILE, "nested": [HOSTILE, {"k": "plain"}]});
+        let out = json_out(&v);
+        assert_inert(&out);
+        assert_eq!(serde_json::from_str::<Value>(&out).expect("still JSON"), v);
+        assert!(out.contains("\\u009b") && out.contains("\\u202e"), "{out}");
+        assert_eq!(json_out(&json!({"a": "b"})), "{\n  \"a\": \"b\"\n}");
+    }
+
+    #[test]
+    fn tables_show_hostile_names_descriptions_identities_and_errors_as_text() {
+        let services = json!({"services": [{
+            "name": HOSTILE, "state": HOSTILE, "instances": [{}], "toolCount": 1,
+            "stats": {"calls": 3, "errorRate": 0.5, "p95Ms": 1.5},
+            "tools": [{"name": HOSTILE, "description": HOSTILE}],
+        }]});
+        let table = services_table(&services);
+        assert_inert(&table);
+        assert!(table.contains("ok\\u{1b}]0;owned\\u{7}"), "{table}");
+        // One row: header, rule, row and the borders; no line was injected.
+        assert_eq!(table.lines().count(), 5, "{table}");
+
+        let tools = tools_matching(&services, Some("OWNED"));
+        assert_eq!(tools.len(), 1);
+        let table = tools_table(&tools);
+        assert_inert(&table);
+        assert!(table.contains("\\u{202e}gpj.exe"), "{table}");
+        assert_eq!(table.lines().count(), 5, "{table}");
+        // A long description is cut, then escaped: no escape is left half-written.
+        let long = format!("{}\u{1b}[2J", "x".repeat(58));
+        let table = tools_table(&[json!({"name": "t", "service": "s", "description": long})]);
+        assert_inert(&table);
+        assert!(table.contains("\\u{1b}…"), "{table}");
+
+        let calls = json!({"calls": [{
+            "at": 0, "identity": format!("jwt:{HOSTILE}"), "service": HOSTILE,
+            "tool": HOSTILE, "outcome": "error", "durationMs": 2.0, "error": HOSTILE,
+        }]});
+        let table = calls_table(&calls);
+        assert_inert(&table);
+        assert!(table.contains("jwt:ok\\u{1b}"), "{table}");
+        assert_eq!(table.lines().count(), 5, "{table}");
     }
 }

@@ -75,8 +75,10 @@ pub struct Config {
     pub call_log_max_age_ms: u64,
     /// Also record each call's arguments and result (redacted as below).
     pub call_log_payloads: bool,
-    /// Members (any depth, any case) whose values are replaced by `"[redacted]"` in
-    /// recorded arguments and results.
+    /// Names of secrets, whose values are replaced by `"[redacted]"` in recorded
+    /// arguments and results: members at any depth, and pairs inside text values, whose
+    /// name (lowercased, without `-` and `_`) contains one of these (normalized alike),
+    /// so `token` covers `access_token` and `X-Auth-Token`, `cookie` covers `Set-Cookie`.
     #[serde(deserialize_with = "list_or_csv")]
     pub call_log_redact: Vec<String>,
     /// The gateway's public base URL (`https://gateway.example.com`), as named in its
@@ -223,11 +225,18 @@ impl Default for Config {
             call_log_payloads: false,
             call_log_redact: [
                 "password",
+                "passwd",
+                "passphrase",
                 "secret",
                 "token",
                 "authorization",
-                "apiKey",
+                "bearer",
                 "api_key",
+                "cookie",
+                "session",
+                "credential",
+                "private_key",
+                "signature",
             ]
             .map(String::from)
             .to_vec(),
@@ -444,6 +453,22 @@ impl Config {
                 return Err(bad(
                     key("name"),
                     "must be non-empty, unique and not \"default\"",
+                ));
+            }
+            // JWT identities are `jwt:<sub>`: a static name there could pass for one.
+            if c.name.starts_with("jwt:") {
+                return Err(bad(
+                    key("name"),
+                    "must not start with \"jwt:\" (JWT identities do)",
+                ));
+            }
+            if c.name
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control())
+            {
+                return Err(bad(
+                    key("name"),
+                    "must be printable, without whitespace or control characters",
                 ));
             }
             if c.token.len() < 16
@@ -702,6 +727,13 @@ mod tests {
             ..Config::default()
         };
         assert!(with(good.clone()).validate().is_ok());
+        for fine in ["ci-bot_2", "team.équipe", "jwt", "my:jwt:x"] {
+            let named = Credential {
+                name: fine.into(),
+                ..good.clone()
+            };
+            assert!(with(named).validate().is_ok(), "{fine}");
+        }
         for (bad_one, key) in [
             (
                 Credential {
@@ -725,7 +757,31 @@ mod tests {
                 },
                 "credentials[0].name",
             ),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            // A JWT identity's shape, and names a log or a terminal would not show as
+            // they are.
+            [
+                "jwt:alice",
+                "jwt:",
+                "two words",
+                "tab\there",
+                "esc\u{1b}[2J",
+                "nul\0",
+                "c1\u{85}",
+                "nbsp\u{a0}",
+            ]
+            .map(|name| {
+                (
+                    Credential {
+                        name: name.into(),
+                        ..good.clone()
+                    },
+                    "credentials[0].name",
+                )
+            }),
+        ) {
             let e = with(bad_one).validate().expect_err("refused");
             assert_eq!(e.key, key, "{e}");
         }

@@ -433,12 +433,26 @@ mod jwt {
             .as_secs() as i64
     }
 
-    /// A token signed with `alg`'s test key, with these claims over valid defaults.
+    /// A token signed with `alg`'s test key, with these claims over valid defaults (a
+    /// `null` one removes the default).
     fn token(alg: Algorithm, claims: serde_json::Value) -> String {
+        token_with(alg, claims, |_| {})
+    }
+
+    /// [`token`], its header changed by `edit` before signing.
+    fn token_with(
+        alg: Algorithm,
+        claims: serde_json::Value,
+        edit: impl FnOnce(&mut Header),
+    ) -> String {
         let mut all = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "alice",
                              "exp": now() + 300, "scope": "list call"});
         for (k, v) in claims.as_object().expect("object") {
-            all[k] = v.clone();
+            if v.is_null() {
+                all.as_object_mut().expect("object").remove(k);
+            } else {
+                all[k] = v.clone();
+            }
         }
         let (key, kid) = match alg {
             Algorithm::HS256 => (EncodingKey::from_secret(SECRET.as_bytes()), None),
@@ -454,6 +468,7 @@ mod jwt {
         };
         let mut header = Header::new(alg);
         header.kid = kid.map(str::to_string);
+        edit(&mut header);
         encode(&header, &all, &key).expect("sign")
     }
 
@@ -549,6 +564,19 @@ mod jwt {
             ),
             (forged, "signature"),
             (wrong_secret, "signature"),
+            // Without a subject, all such tokens would be one identity.
+            (
+                token(Algorithm::HS256, json!({"sub": null})),
+                "no sub claim",
+            ),
+            (token(Algorithm::RS256, json!({"sub": ""})), "no sub claim"),
+            // A JWS extension the gateway would have to understand (RFC 7515, 4.1.11).
+            (
+                token_with(Algorithm::ES256, json!({}), |h| {
+                    h.crit = Some(vec!["b64".into()]);
+                }),
+                "critical extensions",
+            ),
         ];
         for (jwt, says) in cases {
             let r = post_as(&gw, &jwt, None, list()).await;

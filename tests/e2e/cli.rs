@@ -122,6 +122,64 @@ async fn an_operator_drives_the_gateway_from_the_command_line() {
     backend.stop().await;
 }
 
+/// An upstream's description that tries to drive the operator's terminal: a title
+/// change ended by BEL, a screen clear, a carriage return over the line, NUL, DEL, an
+/// 8-bit CSI, and a right-to-left override.
+const HOSTILE_DESCRIPTION: &str =
+    "fine\u{1b}]0;owned\u{7}\u{1b}[2J\r\nrow\0\u{7f}\u{9b}1m\u{202e}txt.exe\u{2066}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_upstream_writes_reaches_the_operators_terminal_as_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let backend = serve_fixture(
+        fixture::Fixture::new("evil-svc", &["evilTool"])
+            .describing("evilTool", HOSTILE_DESCRIPTION),
+    )
+    .await;
+    let (status, body) = register(&gw, "evil-svc", &backend.mcp_url()).await;
+    assert_eq!(status, 201, "{body}");
+    // The definition passes through the gateway unchanged.
+    assert_eq!(
+        services(&gw).await["services"][0]["tools"][0]["description"],
+        HOSTILE_DESCRIPTION
+    );
+
+    let shown_as_text = |out: &str| {
+        out.chars().filter(|c| *c != '\n').all(|c| {
+            !c.is_control()
+                && !('\u{202a}'..='\u{202e}').contains(&c)
+                && !('\u{2066}'..='\u{2069}').contains(&c)
+        })
+    };
+    let (code, out, err) = gateway_cli(&gw, TOKEN, &["tools"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(shown_as_text(&out), "{out:?}");
+    assert!(
+        out.contains(r"fine\u{1b}]0;owned\u{7}\u{1b}[2J\u{d}\u{a}row\u{0}\u{7f}\u{9b}1m\u{202e}txt.exe\u{2066}"),
+        "{out}"
+    );
+    // One tool, one row: no line was injected.
+    assert_eq!(
+        out.lines().filter(|l| l.contains("evil-svc")).count(),
+        1,
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 5, "{out}");
+
+    // As JSON: the same text, escaped as JSON.
+    let (code, out, err) = gateway_cli(&gw, TOKEN, &["tools", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(shown_as_text(&out), "{out:?}");
+    let tools: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(tools["tools"][0]["description"], HOSTILE_DESCRIPTION);
+    let (code, out, err) = gateway_cli(&gw, TOKEN, &["services", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(shown_as_text(&out), "{out:?}");
+    gw.stop().await;
+    backend.stop().await;
+}
+
 async fn services_count(gw: &impl Target) -> u64 {
     services(gw).await["count"].as_u64().unwrap_or(u64::MAX)
 }

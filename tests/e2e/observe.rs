@@ -186,6 +186,10 @@ async fn metrics_count_calls_by_tool_and_outcome_and_read_the_live_state() {
     gw.stop().await;
 }
 
+/// A text argument that carries a header line and a query string with secrets in them.
+const NOTE: &str =
+    "retry with Authorization: Bearer bearer-s3cret\nthen GET /cb?access_token=query-s3cret&page=2";
+
 /// A `tools/call` with the given token and request id (`meta`: with `_meta`, so it
 /// takes the typed path).
 async fn logged_call(
@@ -195,7 +199,12 @@ async fn logged_call(
     meta: bool,
     request_id: &str,
 ) -> Value {
-    let mut params = json!({"name": tool, "arguments": {"id": "x", "password": "hunter2"}});
+    let mut params = json!({"name": tool, "arguments": {
+        "id": "x",
+        "password": "hunter2",
+        // Secrets inside a text, under a name that is no secret.
+        "note": NOTE,
+    }});
     if meta {
         params["_meta"] = json!({"progressToken": 5});
     }
@@ -252,9 +261,16 @@ async fn every_call_is_in_the_call_log_with_who_what_how_long_and_how_it_ended()
         assert!(c["at"].as_i64() > Some(1_700_000_000_000), "{c}");
         assert_eq!(c["arguments"]["id"], "x", "{c}");
         assert_eq!(c["arguments"]["password"], "[redacted]", "{c}");
+        assert_eq!(
+            c["arguments"]["note"],
+            "retry with Authorization: [redacted]\nthen GET /cb?access_token=[redacted]&page=2",
+            "{c}"
+        );
         assert!(c["result"]["content"].is_array(), "{c}");
     }
-    assert!(!mine.to_string().contains("hunter2"));
+    for secret in ["hunter2", "bearer-s3cret", "query-s3cret"] {
+        assert!(!mine.to_string().contains(secret), "{secret}: {mine}");
+    }
     assert_eq!(calls[0]["outcome"], "tool_error");
     assert_eq!(calls[1]["outcome"], "ok");
     let (_, failed) = get_json(&gw, "/calls?outcome=tool_error").await;

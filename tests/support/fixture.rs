@@ -87,6 +87,16 @@ impl Fixture {
         }
     }
 
+    /// Gives `tool` this description instead of the default one.
+    pub fn describing(mut self, tool: &str, description: &str) -> Self {
+        for t in Arc::make_mut(&mut self.tools) {
+            if t.name == tool {
+                t.description = Some(description.to_string().into());
+            }
+        }
+        self
+    }
+
     /// Sessionless, answering each call with a JSON body (not an SSE stream).
     pub fn json(mut self) -> Self {
         self.json = true;

@@ -2,8 +2,10 @@
 //! ES256 with keys from a JWKS file or URL. The issuer, the audience (the gateway's own
 //! resource URL unless configured), the expiry and not-before are enforced, with 30 s
 //! of leeway; the token's algorithm must be one its key is for (no algorithm confusion).
-//! The `scope` claim (space-separated) gives the scopes; `sub` names the identity
-//! (`jwt:<sub>`), which MCP sessions are bound to.
+//! The `scope` claim (space-separated) gives the scopes; `sub`, which every token must
+//! have, names the identity (`jwt:<sub>`), which MCP sessions are bound to. The gateway
+//! understands no JWS extension, so a token whose header has `crit` is refused
+//! (RFC 7515, 4.1.11).
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -74,6 +76,12 @@ impl JwtVerifier {
     /// The identity a valid token stands for, or why it is not valid.
     pub fn verify(&self, token: &str) -> Result<Identity, String> {
         let header = decode_header(token).map_err(|_| "malformed token".to_string())?;
+        if header.crit.is_some() || header_has_crit(token) {
+            return Err(
+                "the token's header lists critical extensions the gateway does not understand"
+                    .into(),
+            );
+        }
         let keys = self.keys.load();
         let key = match header.alg {
             Algorithm::HS256 => self.hs256.as_ref(),
@@ -95,7 +103,7 @@ impl JwtVerifier {
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = 30;
         let data = decode::<Claims>(token, key, &validation).map_err(|e| match e.kind() {
@@ -110,12 +118,53 @@ impl JwtVerifier {
             _ => "malformed token".to_string(),
         })?;
         let claims = data.claims;
+        // Without a subject every such token would be the one identity `jwt:`.
+        let sub = claims
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| "the token has no sub claim".to_string())?;
         Ok(Identity {
-            name: format!("jwt:{}", claims.sub.as_deref().unwrap_or("")).into(),
+            name: format!("jwt:{sub}").into(),
             scopes: Scopes::from_claim(claims.scope.as_deref().unwrap_or_default()),
             allow: None,
         })
     }
+}
+
+/// Whether the header of `token` (a JWS in compact form) has a `crit` member, whatever
+/// its value (`Header::crit` cannot tell `"crit": null` from no `crit`); an undecodable
+/// header counts as having one.
+fn header_has_crit(token: &str) -> bool {
+    let encoded = token.split('.').next().unwrap_or_default();
+    base64url(encoded)
+        .and_then(|json| {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json).ok()
+        })
+        .is_none_or(|members| members.contains_key("crit"))
+}
+
+/// The bytes of unpadded base64url `text` (RFC 4648, 5); `None` for any other character.
+fn base64url(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 2);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for b in text.bytes() {
+        let sextet = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(sextet);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
 }
 
 fn load_file(path: &Path) -> Result<Vec<Key>, String> {
@@ -164,4 +213,127 @@ fn parse_jwks(text: &str) -> Result<Vec<Key>, String> {
         return Err("no RS256 or ES256 key in the JWKS".into());
     }
     Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+    const ISSUER: &str = "https://auth.example.test";
+    const AUDIENCE: &str = "https://gw.example.test/mcp";
+
+    fn verifier() -> JwtVerifier {
+        let config = JwtConfig {
+            issuer: ISSUER.into(),
+            audience: None,
+            hs256_secret: Some(SECRET.into()),
+            jwks_file: None,
+            jwks_url: None,
+        };
+        JwtVerifier::new(&config, AUDIENCE.into()).expect("verifier")
+    }
+
+    /// Valid claims for subject `sub` (none when `None`).
+    fn claims(sub: Option<&str>) -> Value {
+        let now = jsonwebtoken::get_current_timestamp();
+        let mut c = json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now + 300, "scope": "list"});
+        if let Some(sub) = sub {
+            c["sub"] = json!(sub);
+        }
+        c
+    }
+
+    fn signed(header: &Header, claims: &Value) -> String {
+        encode(header, claims, &EncodingKey::from_secret(SECRET.as_bytes())).expect("sign")
+    }
+
+    /// A token signed with the secret whose header is exactly `header` (JSON text).
+    fn with_raw_header(header: &str, claims: &Value) -> String {
+        fn b64(bytes: &[u8]) -> String {
+            const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let n = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+                for i in 0..=chunk.len() {
+                    out.push(char::from(ABC[((n >> (18 - 6 * i)) & 63) as usize]));
+                }
+            }
+            out
+        }
+        let message = format!(
+            "{}.{}",
+            b64(header.as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+            Algorithm::HS256,
+        )
+        .expect("sign");
+        format!("{message}.{signature}")
+    }
+
+    #[test]
+    fn a_token_names_its_subject_or_is_refused() {
+        let v = verifier();
+        let header = Header::new(Algorithm::HS256);
+        let alice = v
+            .verify(&signed(&header, &claims(Some("alice"))))
+            .expect("valid");
+        assert_eq!(&*alice.name, "jwt:alice");
+        for sub in [None, Some("")] {
+            let refused = v.verify(&signed(&header, &claims(sub)));
+            assert_eq!(
+                refused.err().as_deref(),
+                Some("the token has no sub claim"),
+                "{sub:?}"
+            );
+        }
+        let mut null_sub = claims(None);
+        null_sub["sub"] = Value::Null;
+        let refused = v.verify(&signed(&header, &null_sub));
+        assert_eq!(refused.err().as_deref(), Some("the token has no sub claim"));
+    }
+
+    #[test]
+    fn a_header_with_critical_extensions_is_refused() {
+        let v = verifier();
+        let good = claims(Some("alice"));
+        let crit = "the token's header lists critical extensions the gateway does not understand";
+        for extensions in [vec!["b64".to_string()], vec!["exp".to_string()], vec![]] {
+            let mut header = Header::new(Algorithm::HS256);
+            header.crit = Some(extensions.clone());
+            let refused = v.verify(&signed(&header, &good));
+            assert_eq!(refused.err().as_deref(), Some(crit), "{extensions:?}");
+        }
+        // Any value: `null` too, which the typed header reads as no `crit` at all.
+        let token = with_raw_header(r#"{"alg":"HS256","typ":"JWT","crit":null}"#, &good);
+        assert_eq!(v.verify(&token).err().as_deref(), Some(crit));
+        // The same token without it is fine: the raw header is read correctly.
+        let token = with_raw_header(r#"{"alg":"HS256","typ":"JWT"}"#, &good);
+        assert_eq!(&*v.verify(&token).expect("valid").name, "jwt:alice");
+        // A `crit` that is not even a list is malformed.
+        let token = with_raw_header(r#"{"alg":"HS256","crit":"b64"}"#, &good);
+        assert!(v.verify(&token).is_err());
+    }
+
+    #[test]
+    fn base64url_decodes_what_it_must_and_refuses_the_rest() {
+        assert_eq!(base64url("").as_deref(), Some(&b""[..]));
+        assert_eq!(base64url("Zg").as_deref(), Some(&b"f"[..]));
+        assert_eq!(base64url("Zm8").as_deref(), Some(&b"fo"[..]));
+        assert_eq!(base64url("Zm9v").as_deref(), Some(&b"foo"[..]));
+        assert_eq!(base64url("-_-_").as_deref(), Some(&[0xfb, 0xff, 0xbf][..]));
+        for bad in ["Zm9v=", "Zm+v", "Zm/v", "Zm v", "Zé"] {
+            assert_eq!(base64url(bad), None, "{bad}");
+        }
+    }
 }

@@ -397,43 +397,265 @@ impl Acc {
     }
 }
 
-/// `json` with the values of every member named in `fields` (any depth, any case)
-/// replaced by `"[redacted]"`; text that is not JSON is kept out entirely.
+/// What a redacted value becomes.
+const REDACTED: &str = "[redacted]";
+
+/// `json` with every secret it carries replaced by `"[redacted]"`; text that is not JSON
+/// is kept out entirely. A member is secret when its name, lowercased and without `-` and
+/// `_`, contains one of `fields` (normalized alike): `token` covers `access_token`,
+/// `refreshToken` and `X-Auth-Token`. Text values are searched too: a text that is JSON
+/// (a structured tool result's `content`) is redacted as JSON, and in any other text the
+/// value of each secret `"name": "value"`, `"name": value`, `name=value` (query strings,
+/// form bodies, cookies) or `name: value` (header lines such as `Authorization: Bearer
+/// …`) pair. Linear in the length of `json`.
 pub fn redact(json: &str, fields: &[String]) -> String {
-    fn walk(v: &mut Value, fields: &[String]) {
-        match v {
-            Value::Object(map) => {
-                for (k, v) in map.iter_mut() {
-                    if fields.iter().any(|f| f.eq_ignore_ascii_case(k)) {
-                        *v = Value::String("[redacted]".into());
-                    } else {
-                        walk(v, fields);
-                    }
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, fields)),
-            // JSON carried as text (a structured tool result's `content`) is redacted
-            // inside too.
-            Value::String(text) if text.starts_with(['{', '[']) => {
-                if let Ok(mut inner) = serde_json::from_str::<Value>(text) {
-                    walk(&mut inner, fields);
-                    *text = inner.to_string();
-                }
-            }
-            _ => {}
-        }
-    }
+    let secret = Secret::new(fields);
     match serde_json::from_str::<Value>(json) {
         Ok(mut v) => {
-            walk(&mut v, fields);
+            redact_value(&mut v, &secret);
             v.to_string()
         }
         Err(_) => "\"[not JSON]\"".into(),
     }
 }
 
+/// The redaction list, normalized.
+struct Secret(Vec<String>);
+
+impl Secret {
+    fn new(fields: &[String]) -> Self {
+        Self(
+            fields
+                .iter()
+                .map(|f| normalize(f))
+                .filter(|f| !f.is_empty())
+                .collect(),
+        )
+    }
+
+    /// Whether what is called `name` is a secret.
+    fn named(&self, name: &str) -> bool {
+        let name = normalize(name);
+        self.0.iter().any(|f| name.contains(f.as_str()))
+    }
+}
+
+/// `name` lowercased, without `-` and `_`.
+fn normalize(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, '-' | '_'))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn redact_value(v: &mut Value, secret: &Secret) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if secret.named(k) {
+                    *v = Value::String(REDACTED.into());
+                } else {
+                    redact_value(v, secret);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_value(v, secret)),
+        Value::String(text) => {
+            // JSON carried as text is redacted as JSON...
+            if text.trim_start().starts_with(['{', '['])
+                && let Ok(mut inner) = serde_json::from_str::<Value>(text)
+            {
+                redact_value(&mut inner, secret);
+                *text = inner.to_string();
+            // ...and any other text pair by pair.
+            } else if let Some(redacted) = redact_text(text, secret) {
+                *text = redacted;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `text` with the value of each secret pair in it replaced by [`REDACTED`]; `None` when
+/// it has none. A name is a run of ASCII letters, digits, `-` and `_`; see [`pair_value`]
+/// for what makes it a pair and where its value ends. One pass: each byte is looked at a
+/// bounded number of times, whatever the input.
+fn redact_text(text: &str, secret: &Secret) -> Option<String> {
+    let is_name = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+    let b = text.as_bytes();
+    let mut out = String::new();
+    // `text[..copied]` is in `out`.
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if !is_name(b[i]) {
+            i += 1;
+            continue;
+        }
+        let name = i;
+        i = skip(b, i, is_name);
+        // Only a name that is followed by a separator is looked up.
+        let Some((at, style)) = separator_after(b, i) else {
+            continue;
+        };
+        if !secret.named(&text[name..i]) {
+            continue;
+        }
+        let (start, end, marker) = pair_value(b, at, style);
+        if end > start {
+            out.push_str(&text[copied..start]);
+            out.push_str(marker);
+            copied = end;
+            i = end;
+        }
+    }
+    (copied > 0).then(|| {
+        out.push_str(&text[copied..]);
+        out
+    })
+}
+
+/// The first index from `from` on whose byte is not `what`, or the end.
+fn skip(b: &[u8], from: usize, what: impl Fn(u8) -> bool) -> usize {
+    from + b[from.min(b.len())..]
+        .iter()
+        .take_while(|c| what(**c))
+        .count()
+}
+
+/// How a pair is written, which decides where an unquoted value ends.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Style {
+    /// `"name": value` (or `'name': value`): JSON and its relatives.
+    Json,
+    /// `name: value`: a header or YAML line.
+    Line,
+    /// `name=value`, quoted or not.
+    Assignment,
+}
+
+/// After a name ending at `i`: an optional closing quote, blanks, then `:` or `=`. Where
+/// the value may start (blanks skipped), and the pair's style.
+fn separator_after(b: &[u8], i: usize) -> Option<(usize, Style)> {
+    let quoted = Quote::at(b, i);
+    let j = skip(b, i + quoted.map_or(0, Quote::len), |c| {
+        c == b' ' || c == b'\t'
+    });
+    let style = match (b.get(j)?, quoted) {
+        (b':', Some(_)) => Style::Json,
+        (b':', None) => Style::Line,
+        (b'=', _) => Style::Assignment,
+        _ => return None,
+    };
+    let blank =
+        |c: u8| c == b' ' || c == b'\t' || (style == Style::Json && c.is_ascii_whitespace());
+    Some((skip(b, j + 1, blank), style))
+}
+
+/// The value starting at `at`: `(start, end, replacement)`. A quoted value is its text
+/// up to the closing quote (or the end); in JSON style an object or array is all of it,
+/// brackets balanced; otherwise it ends at `,` `}` `]` or the end of the line (JSON: so
+/// `"Authorization": Bearer xyz` loses both words), at the end of the line (`name:
+/// value`), or at `&` `;` `,` a quote, a bracket or a blank (`name=`).
+fn pair_value(b: &[u8], at: usize, style: Style) -> (usize, usize, &'static str) {
+    if let Some(q) = Quote::at(b, at) {
+        let start = at + q.len();
+        return (start, q.closing(b, start), REDACTED);
+    }
+    if style == Style::Json && matches!(b.get(at), Some(b'{' | b'[')) {
+        return (at, balanced_end(b, at), "\"[redacted]\"");
+    }
+    let end = match style {
+        Style::Json => skip(b, at, |c| !b",}]\r\n".contains(&c)),
+        Style::Line => skip(b, at, |c| !b"\r\n".contains(&c)),
+        Style::Assignment => skip(b, at, |c| {
+            !b"&;,\"'<>()[]{}".contains(&c) && !c.is_ascii_whitespace()
+        }),
+    };
+    (at, end, REDACTED)
+}
+
+/// Just past the bracket that closes the one at `from` (strings skipped), or the end.
+fn balanced_end(b: &[u8], from: usize) -> usize {
+    let mut depth = 0usize;
+    let mut k = from;
+    while k < b.len() {
+        match b[k] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return k + 1;
+                }
+            }
+            b'"' => k = Quote::Double.closing(b, k + 1),
+            _ => {}
+        }
+        k += 1;
+    }
+    b.len()
+}
+
+/// A quote around a name or value.
+#[derive(Clone, Copy)]
+enum Quote {
+    Double,
+    Single,
+    /// `\"`: JSON inside a string literal, such as a debug-printed body.
+    Escaped,
+}
+
+impl Quote {
+    fn at(b: &[u8], i: usize) -> Option<Self> {
+        match (b.get(i)?, b.get(i + 1)) {
+            (b'"', _) => Some(Self::Double),
+            (b'\'', _) => Some(Self::Single),
+            (b'\\', Some(b'"')) => Some(Self::Escaped),
+            _ => None,
+        }
+    }
+
+    fn len(self) -> usize {
+        match self {
+            Self::Escaped => 2,
+            Self::Double | Self::Single => 1,
+        }
+    }
+
+    /// Where the quoted text starting at `from` ends: at its closing quote (escaped
+    /// quotes skipped), or the end of `b`. Always an ASCII byte's index, or the end.
+    fn closing(self, b: &[u8], from: usize) -> usize {
+        let mut k = from;
+        // For `Escaped`: whether the unescaped text so far ends in an unpaired `\`, so
+        // that a `\"` next is a quote inside the string, not its end.
+        let mut escaping = false;
+        while k < b.len() {
+            match (self, b[k], b.get(k + 1)) {
+                (Self::Double, b'\\', _) => k += 2,
+                (Self::Double, b'"', _) | (Self::Single, b'\'', _) => return k,
+                (Self::Escaped, b'\\', Some(b'\\')) => {
+                    escaping = !escaping;
+                    k += 2;
+                }
+                (Self::Escaped, b'\\', Some(b'"')) if !escaping => return k,
+                (Self::Escaped, b'\\', Some(_)) => {
+                    escaping = false;
+                    k += 2;
+                }
+                _ => {
+                    escaping = false;
+                    k += 1;
+                }
+            }
+        }
+        b.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -450,6 +672,234 @@ mod tests {
             "{out}"
         );
         assert_eq!(redact("not json", &fields), "\"[not JSON]\"");
+    }
+
+    fn defaults() -> Vec<String> {
+        crate::Config::default().call_log_redact
+    }
+
+    /// The text `text` after redaction with the default list.
+    fn redacted_text(text: &str) -> String {
+        let out = redact(
+            &serde_json::json!({ "text": text }).to_string(),
+            &defaults(),
+        );
+        let v: Value = serde_json::from_str(&out).expect("redaction keeps JSON");
+        v["text"].as_str().expect("a text").to_string()
+    }
+
+    #[test]
+    fn members_whose_names_contain_a_pattern_are_redacted_whatever_their_spelling() {
+        let secrets = [
+            "access_token",
+            "refreshToken",
+            "X-Auth-Token",
+            "id_token",
+            "client_secret",
+            "clientSecret",
+            "Cookie",
+            "Set-Cookie",
+            "api-key",
+            "x-api-key",
+            "apiKey",
+            "API_KEY",
+            "sessionId",
+            "private_key",
+            "passwd",
+            "Password",
+            "passphrase",
+            "Proxy-Authorization",
+            "credentials",
+            "bearer",
+            "X-Amz-Signature",
+        ];
+        let mut args = serde_json::Map::new();
+        for (i, name) in secrets.iter().enumerate() {
+            args.insert(name.to_string(), json!(format!("s3cr3t-{i}")));
+        }
+        args.insert("credential".into(), json!({"user": "u", "pin": 1234}));
+        for keep in ["id", "user", "description", "count", "apiVersion"] {
+            args.insert(keep.into(), json!(keep));
+        }
+        let out = redact(&Value::Object(args).to_string(), &defaults());
+        let v: Value = serde_json::from_str(&out).expect("JSON");
+        assert!(!out.contains("s3cr3t") && !out.contains("1234"), "{out}");
+        for name in secrets.iter().chain(&["credential"]) {
+            assert_eq!(v[name], "[redacted]", "{name}: {out}");
+        }
+        for keep in ["id", "user", "description", "count", "apiVersion"] {
+            assert_eq!(v[keep], keep, "{out}");
+        }
+        // A list entry is normalized too, and an empty one matches nothing.
+        let fields = vec!["Api-Key".to_string(), "-".to_string(), String::new()];
+        let out = redact(r#"{"x_api_key":"k","other":"o"}"#, &fields);
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).expect("JSON"),
+            json!({"x_api_key": "[redacted]", "other": "o"})
+        );
+    }
+
+    #[test]
+    fn secrets_embedded_in_text_are_redacted_and_the_rest_kept() {
+        for (text, secret, kept) in [
+            (
+                "GET /cb?code=1&access_token=abc123&state=xyz HTTP/1.1",
+                "abc123",
+                &["code=1&access_token=[redacted]&state=xyz HTTP/1.1"][..],
+            ),
+            (
+                "grant_type=password&client_secret=s3cr3t&username=bob",
+                "s3cr3t",
+                &["grant_type=password&", "&username=bob"],
+            ),
+            (
+                "GET / HTTP/1.1\r\nAuthorization: Bearer eyJhbGci.eyJzdWIi.c2ln\r\nAccept: */*",
+                "eyJ",
+                &["Authorization: [redacted]\r\nAccept: */*"],
+            ),
+            (
+                "Cookie: sid=abc; theme=dark\nHost: h",
+                "sid=abc",
+                &["Cookie: [redacted]\nHost: h"],
+            ),
+            (
+                r#"upstream said {"error":"denied","token":"t0k3n","retry":true} at 12:00"#,
+                "t0k3n",
+                &[r#"{"error":"denied","token":"[redacted]","retry":true} at 12:00"#],
+            ),
+            (
+                r#"partial {"password" : 12345, "x": 1"#,
+                "12345",
+                &[r#""password" : [redacted], "x": 1"#],
+            ),
+            (
+                r#"sent {'Authorization': Bearer xyz} to it"#,
+                "xyz",
+                &["{'Authorization': [redacted]} to it"],
+            ),
+            (
+                r#"got {"credentials": {"user": "u", "pass": "p"}, "ok": 1} back"#,
+                r#""p""#,
+                &[r#"{"credentials": "[redacted]", "ok": 1} back"#],
+            ),
+            (
+                "repr: {'api_key': 'k-123', 'n': 1}",
+                "k-123",
+                &["{'api_key': '[redacted]', 'n': 1}"],
+            ),
+            (
+                r#"body: "{\"token\":\"ab\\\"cd\",\"n\":1}""#,
+                "cd",
+                &[r#"{\"token\":\"[redacted]\",\"n\":1}""#],
+            ),
+            (
+                "auth:\n  password: hunter2\n  user: bob",
+                "hunter2",
+                &["  password: [redacted]\n  user: bob"],
+            ),
+            (
+                "run --token=abc --verbose",
+                "abc",
+                &["--token=[redacted] --verbose"],
+            ),
+            (
+                "API_KEY=xyz ./start",
+                "xyz",
+                &["API_KEY=[redacted] ./start"],
+            ),
+            (
+                r#"password="two words" next"#,
+                "two",
+                &[r#"password="[redacted]" next"#],
+            ),
+            ("session = 'a b'", "a b", &["session = '[redacted]'"]),
+        ] {
+            let out = redacted_text(text);
+            assert!(!out.contains(secret), "{text:?} -> {out:?}");
+            for k in kept {
+                assert!(out.contains(k), "{text:?} -> {out:?} should keep {k:?}");
+            }
+        }
+        // Text without a secret pair is left as it is.
+        for text in [
+            "a token expired; retry",
+            "see http://example.com:8080/path?page=2&sort=name",
+            r#"{"broken": json with token inside"#,
+            "tokens",
+            "",
+        ] {
+            assert_eq!(
+                redact_text(text, &Secret::new(&defaults())),
+                None,
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn redaction_survives_hostile_text() {
+        let secret = Secret::new(&defaults());
+        // Cut-off and malformed pairs, and multi-byte characters everywhere an index
+        // could land.
+        for (text, redacted) in [
+            (r#""token": "abc"#, Some(r#""token": "[redacted]"#)),
+            ("token=", None),
+            ("token:", None),
+            (r#""token""#, None),
+            ("token\\", None),
+            (r#""token": \"#, Some(r#""token": [redacted]"#)),
+            (r#""token":[[[{"a":"#, Some(r#""token":"[redacted]""#)),
+            (
+                r#""token": "\é" tail"#,
+                Some(r#""token": "[redacted]" tail"#),
+            ),
+            (r#""tökén": "x""#, None),
+            ("token=日本語&x=1", Some("token=[redacted]&x=1")),
+            ("token: é€😀\nnext", Some("token: [redacted]\nnext")),
+            (r#"token=\"😀\""#, Some(r#"token=\"[redacted]\""#)),
+        ] {
+            assert_eq!(redact_text(text, &secret).as_deref(), redacted, "{text:?}");
+        }
+        // Every short combination of the characters that matter: no panic, and what
+        // comes out is still JSON.
+        let pieces = [
+            "token", "\"", "\\", "'", ":", "=", " ", "{", "[", "}", "]", "é", "\n", "&", "x",
+        ];
+        let mut texts = vec![String::new()];
+        for _ in 0..4 {
+            texts = texts
+                .iter()
+                .flat_map(|t| pieces.iter().map(move |p| format!("{t}{p}")))
+                .collect();
+            for t in &texts {
+                if let Some(out) = redact_text(t, &secret) {
+                    assert!(out.contains(REDACTED), "{t:?} -> {out:?}");
+                }
+                let whole = redact(&json!([t]).to_string(), &defaults());
+                assert!(serde_json::from_str::<Value>(&whole).is_ok(), "{t:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn redaction_is_linear_in_the_length_of_the_text() {
+        // Inputs that make a naive scanner go back over the rest of the text for each
+        // name: a quadratic scan of these takes minutes, a linear one milliseconds.
+        let n = 100_000;
+        let started = std::time::Instant::now();
+        for text in [
+            r#""a":["#.repeat(n),
+            r#""token"     "#.repeat(n),
+            "token=".repeat(n),
+            "x:".repeat(n),
+            format!("{}{}", r#""token": ""#, "\\".repeat(n)),
+            format!("{}{}", r#"{"token": \""#, r#"\\\""#.repeat(n)),
+            "a".repeat(n * 5),
+        ] {
+            redact_text(&text, &Secret::new(&defaults()));
+        }
+        let elapsed = started.elapsed();
+        assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
     }
 
     #[test]
