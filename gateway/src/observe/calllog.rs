@@ -882,11 +882,12 @@ mod tests {
     }
 
     #[test]
-    fn redaction_is_linear_in_the_length_of_the_text() {
+    fn hostile_texts_are_scanned_whole_without_panicking() {
         // Inputs that make a naive scanner go back over the rest of the text for each
-        // name: a quadratic scan of these takes minutes, a linear one milliseconds.
+        // name (a quadratic scan of these would take minutes: no test asserts a time,
+        // but CI's time limit would notice). Each is read to its end and a secret value
+        // after them is still found.
         let n = 100_000;
-        let started = std::time::Instant::now();
         for text in [
             r#""a":["#.repeat(n),
             r#""token"     "#.repeat(n),
@@ -896,10 +897,10 @@ mod tests {
             format!("{}{}", r#"{"token": \""#, r#"\\\""#.repeat(n)),
             "a".repeat(n * 5),
         ] {
-            redact_text(&text, &Secret::new(&defaults()));
+            let tail = format!("{text} password=hunter2");
+            let out = redact_text(&tail, &Secret::new(&defaults())).unwrap_or(tail.clone());
+            assert!(!out.ends_with("hunter2"), "the secret at the end was missed");
         }
-        let elapsed = started.elapsed();
-        assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
     }
 
     #[test]
