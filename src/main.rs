@@ -8,14 +8,24 @@ use clap::Parser;
 /// Runs the gateway and both demo services together on their default ports.
 ///
 /// The token is MCP_BEARER_TOKEN (default mcp-token-123); the gateway reads its usual
-/// GATEWAY_* variables. To run the pieces separately use the `gateway`,
-/// `shopping-service` and `user-service` binaries.
+/// GATEWAY_* variables. Each service requires a Bearer token on /mcp, MCP_BEARER_TOKEN
+/// unless its own variable says otherwise, and registers it with the gateway, which
+/// presents it. To run the pieces separately use the `gateway`, `shopping-service` and
+/// `user-service` binaries.
 #[derive(Parser, Debug)]
 #[command(name = "mcp-federation", version, about, long_about)]
 struct Cli {
     /// Gateway registration store (SQLite file).
     #[arg(long, default_value = "gateway.db")]
     store: std::path::PathBuf,
+
+    /// Bearer token shopping-service requires on /mcp [default: MCP_BEARER_TOKEN].
+    #[arg(long, env = "SHOPPING_SERVICE_TOKEN", hide_env_values = true)]
+    shopping_service_token: Option<String>,
+
+    /// Bearer token user-service requires on /mcp [default: MCP_BEARER_TOKEN].
+    #[arg(long, env = "USER_SERVICE_TOKEN", hide_env_values = true)]
+    user_service_token: Option<String>,
 }
 
 #[tokio::main]
@@ -39,6 +49,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let shutdown = service_kit::shutdown::on_signal();
     let gateway_url = format!("http://{}", config.listen);
     let token = config.token.clone();
+    let own_or_gateway = |own: Option<String>| {
+        own.filter(|t| !t.is_empty())
+            .unwrap_or_else(|| token.clone())
+    };
+    let shopping_token = own_or_gateway(cli.shopping_service_token);
+    let user_token = own_or_gateway(cli.user_service_token);
 
     let gw_listener = service_kit::serve::bind(&config.listen).await?;
     let shop_listener = service_kit::serve::bind(shopping_service::DEFAULT_LISTEN).await?;
@@ -47,11 +63,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let shopping = shopping_service::Config {
         gateway_url: Some(gateway_url.clone()),
         token: token.clone(),
+        service_token: shopping_token,
         ..Default::default()
     };
     let user = user_service::Config {
         gateway_url: Some(gateway_url.clone()),
         token,
+        service_token: user_token,
         ..Default::default()
     };
     tracing::info!(

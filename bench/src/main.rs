@@ -95,6 +95,9 @@ enum Command {
         listen: String,
         #[arg(long)]
         stateless_listen: Option<String>,
+        /// The Bearer token /mcp requires (both servers).
+        #[arg(long)]
+        token: String,
     },
     /// (internal) Serve fixture MCP servers with N tools each, one per --listen address,
     /// named NAME-1, NAME-2, ...
@@ -151,7 +154,8 @@ async fn main() {
         Command::ServeShopping {
             listen,
             stateless_listen,
-        } => roles::serve_shopping(listen, stateless_listen).await,
+            token,
+        } => roles::serve_shopping(listen, stateless_listen, token).await,
         Command::ServeFixture {
             listen,
             tools,

@@ -36,16 +36,24 @@ pub async fn serve_gateway(listen: String, store: PathBuf) -> anyhow::Result<()>
     gateway::run(config, listener, shutdown).await
 }
 
-/// `serve-shopping`: shopping-service as its binary runs it (session mode, no gateway),
-/// plus optionally the same shop handler served statelessly with JSON answers, the
-/// direct counterpart of the gateway's sessionless mode.
-pub async fn serve_shopping(listen: String, stateless: Option<String>) -> anyhow::Result<()> {
+/// `serve-shopping`: shopping-service as its binary runs it (session mode, no gateway,
+/// `/mcp` requiring `token`), plus optionally the same shop handler served statelessly
+/// with JSON answers behind the same Bearer check, the direct counterpart of the
+/// gateway's sessionless mode.
+pub async fn serve_shopping(
+    listen: String,
+    stateless: Option<String>,
+    token: String,
+) -> anyhow::Result<()> {
     service_kit::logging::init(false);
     let shutdown = service_kit::shutdown::on_signal();
+    let auth = service_kit::auth::BearerAuth::new(shopping_service::SERVICE_NAME, &token)
+        .map_err(|e| anyhow::anyhow!("--token: {e}"))?;
     let config = shopping_service::Config {
         listen: listen.clone(),
         gateway_url: None,
         register: false,
+        service_token: token,
         ..shopping_service::Config::default()
     };
     let listener = service_kit::serve::bind(&listen).await?;
@@ -63,9 +71,8 @@ pub async fn serve_shopping(listen: String, stateless: Option<String>) -> anyhow
             .with_json_response(true)
             .with_sse_retry(None),
     );
-    let router = Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .nest_service("/mcp", mcp);
+    let router = service_kit::mcp::protected_mcp(mcp, auth)
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }));
     let stateless = async {
         service_kit::serve::serve(listener, router, shutdown.clone())
             .await

@@ -27,8 +27,11 @@ use crate::{
     report::{self, Row, Target, Unit},
 };
 
-/// The gateway's default token, used for every registration and MCP request.
+/// The gateway's default token, used for every registration and MCP request to it.
 const TOKEN: &str = "mcp-token-123";
+/// The token shopping-service requires on `/mcp`: sent by the direct calls, and given
+/// to the gateway at registration, which presents it; both paths pay for the check.
+const SHOP_TOKEN: &str = "bench-shopping-service-token";
 /// Fixture upstreams in the largest `tools/list` step, and tools per fixture.
 const FIXTURES: usize = 100;
 const FIXTURE_TOOLS: usize = 20;
@@ -136,14 +139,13 @@ pub async fn run(opts: Options) -> Result<()> {
     progress("starting shopping-service and the gateway");
     let shop = Shop::start(dir.path(), true, None).await?;
     let gw = Gateway::start(dir.path(), "gateway-main", Vec::new(), None).await?;
-    gw.register(&http, "shopping-service", &shop.session_url)
-        .await?;
+    gw.register_shop(&http, &shop.session_url).await?;
     let direct = |mode| Endpoint {
         url: match mode {
             Mode::Session => shop.session_url.clone(),
             Mode::Sessionless => shop.stateless_url.clone(),
         },
-        bearer: Some(TOKEN.into()),
+        bearer: Some(SHOP_TOKEN.into()),
     };
     let via = gw.endpoint();
     let call = Call::tool("getProductById", r#"{"id":"123"}"#);
@@ -514,6 +516,7 @@ async fn catalog_scenarios(
                 http,
                 &format!("fx-{}", registered + 1),
                 &fixture_url(registered),
+                None,
             )
             .await?;
             registered += 1;
@@ -625,7 +628,7 @@ async fn memory_scenarios(
     notes: &mut Vec<String>,
 ) -> Result<Vec<Row>> {
     let gw = Gateway::start(dir, "gateway-memory", Vec::new(), None).await?;
-    gw.register(http, "shopping-service", shop_url).await?;
+    gw.register_shop(http, shop_url).await?;
     let via = gw.endpoint();
     let call = Call::tool("getProductById", r#"{"id":"123"}"#);
     // Warm: the upstream session, connection pools and allocator arenas in use.
@@ -747,7 +750,7 @@ async fn callgrind_scenario(
         .await?;
         // A client of its own, so its pooled connections close before the gateway stops.
         let http = client::http_client(4)?;
-        gw.register(&http, "shopping-service", shop_url).await?;
+        gw.register_shop(&http, shop_url).await?;
         fixed_calls(&http, &gw.endpoint(), &call, n).await?;
         drop(http);
         gw.guard
@@ -760,7 +763,7 @@ async fn callgrind_scenario(
         let http = client::http_client(4)?;
         let endpoint = Endpoint {
             url: shop.session_url.clone(),
-            bearer: Some(TOKEN.into()),
+            bearer: Some(SHOP_TOKEN.into()),
         };
         fixed_calls(&http, &endpoint, &call, n).await?;
         drop(http);
@@ -831,6 +834,8 @@ impl Shop {
             "serve-shopping".to_string(),
             "--listen".into(),
             addrs[0].clone(),
+            "--token".into(),
+            SHOP_TOKEN.into(),
         ];
         if stateless {
             args.extend(["--stateless-listen".to_string(), addrs[1].clone()]);
@@ -900,12 +905,29 @@ impl Gateway {
         }
     }
 
-    /// `POST /register`; any answer but 200/201 fails with the gateway's message.
-    async fn register(&self, http: &reqwest::Client, name: &str, url: &str) -> Result<()> {
+    /// `POST /register` of shopping-service at `url`, with the token it requires.
+    async fn register_shop(&self, http: &reqwest::Client, url: &str) -> Result<()> {
+        self.register(http, "shopping-service", url, Some(SHOP_TOKEN))
+            .await
+    }
+
+    /// `POST /register`, with the token the gateway is to present to the server if it
+    /// needs one; any answer but 200/201 fails with the gateway's message.
+    async fn register(
+        &self,
+        http: &reqwest::Client,
+        name: &str,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<()> {
+        let mut body = json!({"name": name, "url": url});
+        if let Some(token) = bearer {
+            body["auth"] = json!({ "bearer": token });
+        }
         let resp = http
             .post(format!("{}/register", self.base))
             .bearer_auth(TOKEN)
-            .json(&json!({"name": name, "url": url}))
+            .json(&body)
             .send()
             .await
             .with_context(|| format!("POST {}/register for {name}", self.base))?;

@@ -10,9 +10,11 @@
 //!   (`POST /register`), retried with capped, jittered backoff, and
 //!   [`registration::serve_registered`], serving wrapped in registering and unregistering.
 //! - [`client`]: opening an MCP client session over streamable HTTP.
-//! - [`mcp`]: the demo services' HTTP surface (`/mcp` and `GET /health`), the rmcp
-//!   streamable-HTTP server configuration they share, and the shape of their tool
-//!   definitions.
+//! - [`mcp`]: the demo services' HTTP surface (`/mcp` behind [`auth`], `GET /health`
+//!   open), the rmcp streamable-HTTP server configuration they share, and the shape of
+//!   their tool definitions.
+//! - [`auth`]: the demo services' Bearer-token check on `/mcp` (a tower layer,
+//!   constant-time comparison, 401 with `WWW-Authenticate` as on the gateway).
 //! - [`sse_resume`]: closing a request's SSE stream mid-call and noticing when the client
 //!   resumes it (SEP-1699), for servers built on rmcp's session manager.
 //! - [`tool_args`]: the sentences of the demo services' tool-argument errors and the
@@ -20,6 +22,7 @@
 //! - [`prng`]: [`prng::SplitMix64`], the fully specified generator the demo services
 //!   build their deterministic data sets from.
 
+pub mod auth;
 pub mod client;
 pub mod logging;
 pub mod mcp;

@@ -1,10 +1,10 @@
-//! What the demo services' MCP servers share: their HTTP surface (`/mcp` and
-//! `GET /health`), the rmcp streamable-HTTP server configuration (with its `Host`
-//! allow-list) and the shape of a tool definition.
+//! What the demo services' MCP servers share: their HTTP surface (`/mcp` behind a
+//! Bearer token and an open `GET /health`), the rmcp streamable-HTTP server
+//! configuration (with its `Host` allow-list) and the shape of a tool definition.
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc};
 
-use axum::{Json, Router, routing::get};
+use axum::{Json, Router, extract::Request, middleware, response::IntoResponse, routing::get};
 use rmcp::{
     ServerHandler,
     model::{JsonObject, Tool},
@@ -14,6 +14,9 @@ use rmcp::{
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use crate::auth::{BearerAuth, require_bearer};
 
 /// Host names accepted in the `Host` header by default (DNS-rebinding protection):
 /// loopback only. Deployments behind other names add theirs (`--allowed-hosts`).
@@ -36,13 +39,15 @@ pub fn server_config(
     config.with_allowed_hosts(hosts)
 }
 
-/// A demo service's HTTP surface: its MCP server at `/mcp` (one `make_server()` per
-/// rmcp session, sessions ending when `shutdown` is cancelled, `Host` checked as
-/// [`server_config`] says) and `GET /health` answering `health()` as JSON.
+/// A demo service's HTTP surface: its MCP server at `/mcp` behind `auth` (one
+/// `make_server()` per rmcp session, sessions ending when `shutdown` is cancelled, `Host`
+/// checked as [`server_config`] says) and `GET /health`, open to anyone, answering
+/// `health()` as JSON.
 pub fn service_router<S>(
     make_server: impl Fn() -> S + Send + Sync + 'static,
     health: fn() -> Value,
     allowed_hosts: &[String],
+    auth: BearerAuth,
     shutdown: CancellationToken,
 ) -> Router
 where
@@ -53,9 +58,22 @@ where
         Arc::new(LocalSessionManager::default()),
         server_config(allowed_hosts, shutdown),
     );
+    protected_mcp(mcp, auth).route("/health", get(move || async move { Json(health()) }))
+}
+
+/// `/mcp` (every method, and any path below it) served by `mcp` once [`require_bearer`]
+/// has accepted the request's token; nothing else. Routes the caller adds to the
+/// returned router are not behind the check.
+pub fn protected_mcp<M>(mcp: M, auth: BearerAuth) -> Router
+where
+    M: Service<Request, Error = Infallible> + Clone + Send + Sync + 'static,
+    M::Response: IntoResponse,
+    M::Future: Send + 'static,
+{
     Router::new()
-        .route("/health", get(move || async move { Json(health()) }))
         .nest_service("/mcp", mcp)
+        // A route layer: it wraps the routes above only, and an unknown path stays 404.
+        .route_layer(middleware::from_fn_with_state(auth, require_bearer))
 }
 
 /// The `--allowed-hosts` values as given on the command line, trimmed, blanks dropped.

@@ -1,10 +1,11 @@
 //! A service's self-registration with the gateway: `POST {gateway}/register` with
-//! `{"name","url"}` and the Bearer token, retried with capped, jittered exponential
+//! `{"name","url"}` (and `"auth": {"bearer": ...}`, the token the gateway must present
+//! to the service) and the gateway's Bearer token, retried with capped, jittered exponential
 //! backoff while the gateway is unreachable or answers 5xx. A 4xx answer (bad token,
 //! refused URL) is final: retrying would not change it, so it is logged and given up.
 //! [`serve_registered`] wraps a service's serving in registering and unregistering.
 
-use std::time::Duration;
+use std::{fmt, time::Duration};
 
 use axum::Router;
 use rand::Rng;
@@ -19,15 +20,49 @@ pub struct Registration {
     pub name: String,
     /// The URL the gateway should use to reach this service's MCP endpoint.
     pub url: String,
+    /// The credential the gateway must present to this service on every request
+    /// (`"auth"` in the body); `None`: the service accepts anyone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<UpstreamBearer>,
+}
+
+/// A Bearer token the gateway is to present to a service: serialized as the gateway's
+/// `/register` expects it (`{"bearer": "TOKEN"}`), never shown by `Debug`.
+#[derive(Clone, Serialize)]
+pub struct UpstreamBearer {
+    bearer: String,
+}
+
+impl UpstreamBearer {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self {
+            bearer: token.into(),
+        }
+    }
+}
+
+impl fmt::Debug for UpstreamBearer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UpstreamBearer(<redacted>)")
+    }
 }
 
 /// Where and how to register.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GatewayTarget {
     /// Base URL of the gateway, e.g. `http://127.0.0.1:3001`.
     pub base_url: String,
     /// Bearer token accepted by the gateway.
     pub token: String,
+}
+
+impl fmt::Debug for GatewayTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayTarget")
+            .field("base_url", &self.base_url)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// How a registration attempt ended.
@@ -198,4 +233,47 @@ pub async fn unregister(target: &GatewayTarget, registration: &Registration) -> 
 fn jitter(d: Duration) -> Duration {
     let factor = rand::rng().random_range(0.75..1.25);
     d.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_body_carries_the_credential_and_debug_does_not() {
+        let registration = Registration {
+            name: "demo".into(),
+            url: "http://127.0.0.1:1/mcp".into(),
+            auth: Some(UpstreamBearer::new("service-secret-1")),
+        };
+        assert_eq!(
+            serde_json::to_value(&registration).expect("JSON"),
+            json!({"name": "demo", "url": "http://127.0.0.1:1/mcp",
+                   "auth": {"bearer": "service-secret-1"}})
+        );
+        let shown = format!("{registration:?}");
+        assert!(
+            shown.contains("demo") && !shown.contains("service-secret-1"),
+            "{shown}"
+        );
+        let open = Registration {
+            auth: None,
+            ..registration
+        };
+        assert_eq!(
+            serde_json::to_value(&open).expect("JSON"),
+            json!({"name": "demo", "url": "http://127.0.0.1:1/mcp"})
+        );
+        let target = GatewayTarget {
+            base_url: "http://127.0.0.1:2".into(),
+            token: "gateway-secret-2".into(),
+        };
+        let shown = format!("{target:?}");
+        assert!(
+            shown.contains("127.0.0.1:2") && !shown.contains("gateway-secret-2"),
+            "{shown}"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! shopping-service: the demo shop of the MCP federation, a streamable-HTTP MCP server
-//! (rmcp) mounted at `/mcp`, with `GET /health` next to it. It registers itself with
-//! the gateway and, for personalised recommendations, calls user-service *through the
-//! gateway* as an MCP client.
+//! (rmcp) mounted at `/mcp` behind a Bearer token, with an open `GET /health` next to
+//! it. It registers itself with the gateway, giving it the token to present, and, for
+//! personalised recommendations, calls user-service *through the gateway* as an MCP
+//! client.
 //!
 //! Modules and what each owns:
 //! - [`data`]: the deterministic demo data (480 products in 8 categories, 600
@@ -32,7 +33,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use serde_json::{Value, json};
-use service_kit::registration::{self, GatewayTarget, Registration};
+use service_kit::{
+    auth::BearerAuth,
+    registration::{self, GatewayTarget, Registration, UpstreamBearer},
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +65,9 @@ pub struct Config {
     pub register: bool,
     /// Bearer token for the gateway.
     pub token: String,
+    /// Bearer token this service accepts on `/mcp`; given to the gateway at
+    /// registration, which presents it on every request.
+    pub service_token: String,
     /// Extra `Host` header names accepted besides loopback (`"*"`: any).
     pub allowed_hosts: Vec<String>,
 }
@@ -73,6 +80,7 @@ impl Default for Config {
             gateway_url: Some(service_kit::DEFAULT_GATEWAY_URL.to_string()),
             register: true,
             token: service_kit::DEFAULT_TOKEN.to_string(),
+            service_token: service_kit::DEFAULT_TOKEN.to_string(),
             allowed_hosts: Vec::new(),
         }
     }
@@ -85,6 +93,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    let auth = BearerAuth::new(SERVICE_NAME, &config.service_token)
+        .map_err(|e| anyhow::anyhow!("service token: {e}"))?;
     let public_url = config
         .public_url
         .clone()
@@ -96,7 +106,7 @@ pub async fn run(
         .filter(|u| !u.is_empty());
     let gateway = gateway_url.map(|url| GatewayClient::new(url, &config.token, SERVICE_NAME));
     let shop = Arc::new(Shop::new(gateway));
-    let app = router(shop, &config.allowed_hosts, shutdown.clone());
+    let app = router(shop, &config.allowed_hosts, auth, shutdown.clone());
 
     let registration = gateway_url.filter(|_| config.register).map(|url| {
         (
@@ -107,6 +117,7 @@ pub async fn run(
             Registration {
                 name: SERVICE_NAME.to_string(),
                 url: public_url.clone(),
+                auth: Some(UpstreamBearer::new(config.service_token.clone())),
             },
         )
     });
@@ -122,12 +133,19 @@ pub async fn run(
     Ok(())
 }
 
-/// `/mcp` (the MCP endpoint, one rmcp session per client) and `GET /health`.
-fn router(shop: Arc<Shop>, allowed_hosts: &[String], shutdown: CancellationToken) -> Router {
+/// `/mcp` (the MCP endpoint behind `auth`, one rmcp session per client) and
+/// `GET /health`.
+fn router(
+    shop: Arc<Shop>,
+    allowed_hosts: &[String],
+    auth: BearerAuth,
+    shutdown: CancellationToken,
+) -> Router {
     service_kit::mcp::service_router(
         move || ShopServer::new(shop.clone()),
         health,
         allowed_hosts,
+        auth,
         shutdown,
     )
 }

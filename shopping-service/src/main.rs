@@ -33,6 +33,10 @@ struct Cli {
     #[arg(long, env = "MCP_BEARER_TOKEN", default_value = service_kit::DEFAULT_TOKEN, hide_env_values = true, hide_default_value = true)]
     token: String,
 
+    /// Bearer token this service requires on /mcp; the gateway is given it at registration and presents it [default: the --token value, MCP_BEARER_TOKEN].
+    #[arg(long, env = "SHOPPING_SERVICE_TOKEN", hide_env_values = true)]
+    service_token: Option<String>,
+
     /// Extra Host header names to accept besides loopback, comma-separated ("*" accepts any).
     #[arg(long, env = "ALLOWED_HOSTS", value_delimiter = ',')]
     allowed_hosts: Vec<String>,
@@ -46,12 +50,17 @@ struct Cli {
 impl Cli {
     fn into_config(self) -> Config {
         let gateway_url = Some(self.gateway_url.trim().to_string()).filter(|u| !u.is_empty());
+        let service_token = self
+            .service_token
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| self.token.clone());
         Config {
             listen: self.listen,
             public_url: self.public_url.filter(|u| !u.trim().is_empty()),
             gateway_url,
             register: !self.no_register,
             token: self.token,
+            service_token,
             allowed_hosts: service_kit::mcp::allowed_hosts(self.allowed_hosts),
         }
     }

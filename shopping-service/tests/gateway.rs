@@ -26,14 +26,18 @@ use rmcp::{
     },
 };
 use serde_json::{Value, json};
-use service_kit::client::{ClientSession, connect};
+use service_kit::client::{ClientOptions, ClientSession, connect};
 use shopping_service::{Config, run};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use common::{args, error_text};
 
+/// The token shopping-service presents to the (stand-in) gateway.
 const TOKEN: &str = "test-token";
+/// The token shopping-service accepts on its own `/mcp`, given to the gateway at
+/// registration.
+const SHOP_TOKEN: &str = "shop-accepts-this-token";
 
 /// What the stand-in gateway saw.
 #[derive(Default)]
@@ -172,6 +176,7 @@ async fn start(register: bool) -> Stack {
         gateway_url: Some(format!("http://{gateway_addr}")),
         register,
         token: TOKEN.to_string(),
+        service_token: SHOP_TOKEN.to_string(),
         ..Config::default()
     };
     tokio::spawn(run(config, shop_listener, shop_shutdown.clone()));
@@ -188,7 +193,10 @@ impl Stack {
     async fn client(&self) -> ClientSession {
         connect(
             &format!("http://{}/mcp", self.shop_addr),
-            &Default::default(),
+            &ClientOptions {
+                bearer: Some(SHOP_TOKEN.into()),
+                ..ClientOptions::default()
+            },
         )
         .await
         .expect("MCP session with shopping-service")
@@ -332,6 +340,8 @@ async fn registers_with_the_gateway() {
             assert_eq!(auth, format!("Bearer {TOKEN}"));
             assert_eq!(body["name"], "shopping-service");
             assert_eq!(body["url"], format!("http://{}/mcp", stack.shop_addr));
+            // The gateway is given the token the service accepts, not its own.
+            assert_eq!(body["auth"], json!({"bearer": SHOP_TOKEN}), "{body}");
             break;
         }
         assert!(

@@ -1,5 +1,6 @@
-//! The service in-process on an ephemeral port, without a gateway: `/health` over real
-//! HTTP, and the MCP tools through a real rmcp client session.
+//! The service in-process on an ephemeral port, without a gateway: `/health` and the
+//! Bearer check on `/mcp` over real HTTP, and the MCP tools through a real rmcp client
+//! session that sends the service's token.
 
 mod common;
 
@@ -10,12 +11,15 @@ use rmcp::{
     model::{CallToolRequestParams, CallToolResult, ErrorCode},
 };
 use serde_json::{Value, json};
-use service_kit::client::{ClientSession, connect};
+use service_kit::client::{ClientOptions, ClientSession, connect};
 use shopping_service::{Config, run};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use common::{args, error_text};
+
+/// The token the service under test accepts on `/mcp`.
+const SERVICE_TOKEN: &str = "shop-accepts-this-token";
 
 struct Service {
     addr: SocketAddr,
@@ -29,6 +33,7 @@ async fn start() -> Service {
     let shutdown = CancellationToken::new();
     let config = Config {
         gateway_url: None,
+        service_token: SERVICE_TOKEN.into(),
         ..Config::default()
     };
     let task = tokio::spawn(run(config, listener, shutdown.clone()));
@@ -41,7 +46,11 @@ async fn start() -> Service {
 
 impl Service {
     async fn client(&self) -> ClientSession {
-        connect(&format!("http://{}/mcp", self.addr), &Default::default())
+        let options = ClientOptions {
+            bearer: Some(SERVICE_TOKEN.into()),
+            ..ClientOptions::default()
+        };
+        connect(&format!("http://{}/mcp", self.addr), &options)
             .await
             .expect("MCP session")
     }
@@ -93,6 +102,122 @@ async fn health_over_http() {
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert!(body["products"].as_u64().expect("products") >= 400);
     service.stop().await;
+}
+
+/// A 401 with `WWW-Authenticate: {challenge}` and the JSON error `code`.
+async fn assert_refused(response: reqwest::Response, challenge: &str, code: &str) {
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().expect("ASCII")),
+        Some(challenge)
+    );
+    let body: Value = response.json().await.expect("JSON body");
+    assert_eq!(body["error"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn mcp_requires_the_bearer_token_and_health_does_not() {
+    let service = start().await;
+    let client = reqwest::Client::new();
+    let mcp = format!("http://{}/mcp", service.addr);
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "0"}
+        }
+    });
+    let post = |authorization: Option<&str>| {
+        let mut request = client
+            .post(&mcp)
+            .header("Accept", "application/json, text/event-stream")
+            .json(&initialize);
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        request.send()
+    };
+    let realm = r#"Bearer realm="shopping-service""#;
+
+    // No token, on every method of /mcp.
+    assert_refused(post(None).await.expect("POST"), realm, "missing_token").await;
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let response = client
+            .request(method.clone(), &mcp)
+            .send()
+            .await
+            .expect("send");
+        assert_refused(response, realm, "missing_token").await;
+    }
+    // A wrong token, the gateway's default one included, and another scheme.
+    let invalid = format!(r#"{realm}, error="invalid_token""#);
+    for wrong in [
+        "Bearer shop-accepts-this-toke",
+        "Bearer mcp-token-123",
+        "Bearer shop-accepts-this-token-and-more",
+    ] {
+        let response = post(Some(wrong)).await.expect("POST");
+        assert_refused(response, &invalid, "invalid_token").await;
+    }
+    let response = post(Some("Basic c2hvcDp0b2tlbg==")).await.expect("POST");
+    assert_refused(
+        response,
+        &format!(r#"{realm}, error="invalid_request""#),
+        "invalid_request",
+    )
+    .await;
+
+    // The right token, whatever the scheme's case: the MCP server answers.
+    for scheme in ["Bearer", "bearer"] {
+        let response = post(Some(&format!("{scheme} {SERVICE_TOKEN}")))
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), 200, "{scheme}");
+        assert!(response.headers().contains_key("mcp-session-id"));
+    }
+    // And through an rmcp session that sends it.
+    let session = service.client().await;
+    ok(call(&session, "getProductById", json!({"id": "1"})).await);
+    drop(session);
+
+    // /health needs none; a path that does not exist is not found, token or not.
+    let health = client
+        .get(format!("http://{}/health", service.addr))
+        .send()
+        .await
+        .expect("GET /health");
+    assert_eq!(health.status(), 200);
+    let missing = client
+        .get(format!("http://{}/nowhere", service.addr))
+        .send()
+        .await
+        .expect("GET /nowhere");
+    assert_eq!(missing.status(), 404);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn an_unusable_service_token_stops_start_up() {
+    for token in ["", "two words"] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let config = Config {
+            gateway_url: None,
+            service_token: token.into(),
+            ..Config::default()
+        };
+        let error = run(config, listener, CancellationToken::new())
+            .await
+            .expect_err("refused");
+        assert!(error.to_string().contains("service token"), "{error}");
+    }
 }
 
 #[tokio::test]

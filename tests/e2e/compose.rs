@@ -100,6 +100,23 @@ fn compose_ports_commands_and_health_checks_match_the_defaults() {
             format!("${{MCP_BEARER_TOKEN:-{}}}", service_kit::DEFAULT_TOKEN),
             "{name}"
         );
+        // A service's own token (the one it requires on /mcp) defaults to that, as in
+        // the binary.
+        let own = match name {
+            "shopping-service" => Some("SHOPPING_SERVICE_TOKEN"),
+            "user-service" => Some("USER_SERVICE_TOKEN"),
+            _ => None,
+        };
+        if let Some(own) = own {
+            assert_eq!(
+                env(s, own),
+                format!(
+                    "${{{own}:-${{MCP_BEARER_TOKEN:-{}}}}}",
+                    service_kit::DEFAULT_TOKEN
+                ),
+                "{name}"
+            );
+        }
     }
 }
 
@@ -128,8 +145,13 @@ fn compose_starts_the_gateway_after_healthy_services_that_find_it() {
         );
         assert!(public.starts_with(&format!("http://{dep}:")), "{public}");
         assert_eq!(env(&s[dep], "ALLOWED_HOSTS"), dep);
-        assert!(env(&s["gateway"], "GATEWAY_UPSTREAMS").contains(&format!("{dep}=http://{dep}:")));
     }
+    // The services register themselves, with the token the gateway must present to
+    // them; a static upstream from the environment could not carry it.
+    assert!(
+        s["gateway"]["environment"]["GATEWAY_UPSTREAMS"].is_null(),
+        "GATEWAY_UPSTREAMS would connect without the services' tokens"
+    );
     assert_eq!(env(&s["gateway"], "GATEWAY_ALLOWED_HOSTS"), "gateway");
     assert!(env(&s["gateway"], "GATEWAY_STORE").starts_with("/data/"));
     assert_eq!(

@@ -23,9 +23,15 @@ async fn merged_tools_list_contains_both_services_tools() {
         );
     }
     // Definitions pass through: compare with what each service lists directly.
-    let direct = service_kit::client::connect(&stack.shopping.mcp_url(), &Default::default())
-        .await
-        .expect("direct session");
+    let direct = service_kit::client::connect(
+        &stack.shopping.mcp_url(),
+        &service_kit::client::ClientOptions {
+            bearer: Some(service_token("shopping-service")),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("direct session");
     let direct_tools = direct.list_all_tools().await.expect("direct list");
     let (_, via) = rpc(&stack.gateway, "tools/list", Value::Null).await;
     for tool in &direct_tools {

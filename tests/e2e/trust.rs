@@ -1,6 +1,6 @@
 //! What the gateway presents to backends (its own credentials, never the client's token,
-//! never shown), and who may change a registration (the identity that made it, or an
-//! operator).
+//! never shown; the demo services' own tokens, given at their registration), and who may
+//! change a registration (the identity that made it, or an operator).
 
 use serde_json::{Value, json};
 
@@ -321,4 +321,149 @@ async fn only_the_registering_identity_or_an_operator_changes_a_registration() {
     gw.stop().await;
     first.stop().await;
     second.stop().await;
+}
+
+/// An MCP `initialize` posted straight to `service`'s `/mcp`, with `bearer` if given.
+async fn initialize_directly(service: &impl Target, bearer: Option<&str>) -> reqwest::Response {
+    let mut request = http()
+        .post(service.mcp())
+        .header("Accept", "application/json, text/event-stream")
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "e2e-direct", "version": "0"}
+            }
+        }));
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("POST to the service's /mcp")
+}
+
+/// A 401 from demo service `name` with the error `code` in its challenge and body.
+async fn assert_refused_by(response: reqwest::Response, name: &str, code: &str) {
+    assert_eq!(response.status().as_u16(), 401, "{name}");
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .unwrap_or_else(|| panic!("{name}: no WWW-Authenticate"))
+        .to_str()
+        .expect("ASCII")
+        .to_string();
+    let expected = match code {
+        "missing_token" => format!("Bearer realm=\"{name}\""),
+        other => format!("Bearer realm=\"{name}\", error=\"{other}\""),
+    };
+    assert_eq!(challenge, expected);
+    let body: Value = response.json().await.expect("JSON body");
+    assert_eq!(body["error"], code, "{name}: {body}");
+}
+
+/// The tools of both demo services answer through the gateway, the service-to-service
+/// call (shopping-service reading user-service's preferences through it) included.
+async fn both_services_answer_through(gateway: &impl Target) {
+    let product = call(gateway, "getProductById", json!({"id": "123"})).await;
+    assert_eq!(
+        product["result"]["structuredContent"]["id"], "123",
+        "{product}"
+    );
+    let user = call(gateway, "getUserById", json!({"id": "456"})).await;
+    assert_eq!(user["result"]["structuredContent"]["id"], "456", "{user}");
+    let recommended = call(
+        gateway,
+        "getPersonalizedRecommendations",
+        json!({"userId": "456", "limit": 3}),
+    )
+    .await;
+    let result = &recommended["result"];
+    assert_eq!(result["isError"], false, "{recommended}");
+    assert_eq!(
+        result["structuredContent"]["userId"], "456",
+        "{recommended}"
+    );
+    assert!(
+        result["structuredContent"]["basedOn"]["favoriteCategories"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "preferences read from user-service: {recommended}"
+    );
+    assert_eq!(
+        result["structuredContent"]["products"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{recommended}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_services_refuse_direct_calls_without_their_token_and_the_gateway_presents_it() {
+    // Each service accepts only its own token (not the gateway's), registered with the
+    // gateway as the credential to present.
+    let stack = Stack::start().await;
+    for (name, service) in [
+        ("shopping-service", &stack.shopping),
+        ("user-service", &stack.user),
+    ] {
+        let response = initialize_directly(service, None).await;
+        assert_refused_by(response, name, "missing_token").await;
+        // The client's token for the gateway opens nothing behind it.
+        let response = initialize_directly(service, Some(TOKEN)).await;
+        assert_refused_by(response, name, "invalid_token").await;
+        let response = initialize_directly(service, Some(&service_token(name))).await;
+        assert_eq!(response.status().as_u16(), 200, "{name} with its token");
+        let health = http()
+            .get(format!("{}/health", service.base()))
+            .send()
+            .await
+            .expect("GET /health");
+        assert_eq!(health.status().as_u16(), 200, "{name}: /health is open");
+    }
+
+    both_services_answer_through(&stack.gateway).await;
+
+    // The gateway shows the scheme of each instance's credential, never the token.
+    let listing = services_text(&stack.gateway).await;
+    for name in ["shopping-service", "user-service"] {
+        assert!(!listing.contains(&service_token(name)), "{listing}");
+    }
+    let listing: Value = serde_json::from_str(&listing).expect("JSON");
+    let services = listing["services"].as_array().expect("services");
+    assert_eq!(services.len(), 2, "{listing}");
+    for service in services {
+        let instances = service["instances"].as_array().expect("instances");
+        assert_eq!(instances.len(), 1, "{service}");
+        assert_eq!(instances[0]["auth"], "bearer", "{service}");
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_binaries_accept_their_own_variable_or_else_mcp_bearer_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let gp = gw.addr.port();
+    // shopping-service with SHOPPING_SERVICE_TOKEN; user-service without its variable,
+    // so it accepts MCP_BEARER_TOKEN, the token it presents to the gateway.
+    let shop = procs::service("shopping-service", procs::free_port(), gp, true).await;
+    let user = procs::service_with("user-service", procs::free_port(), gp, true, &[]).await;
+    wait_for_services(&gw, &["shopping-service", "user-service"]).await;
+
+    let response = initialize_directly(&shop, Some(TOKEN)).await;
+    assert_refused_by(response, "shopping-service", "invalid_token").await;
+    let own = service_token("shopping-service");
+    let response = initialize_directly(&shop, Some(&own)).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let response = initialize_directly(&user, None).await;
+    assert_refused_by(response, "user-service", "missing_token").await;
+    let response = initialize_directly(&user, Some(&own)).await;
+    assert_refused_by(response, "user-service", "invalid_token").await;
+    let response = initialize_directly(&user, Some(TOKEN)).await;
+    assert_eq!(response.status().as_u16(), 200);
+
+    both_services_answer_through(&gw).await;
+    drop((shop, user));
+    gw.stop().await;
 }

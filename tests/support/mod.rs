@@ -19,6 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "mcp-token-123";
 
+/// The Bearer token a demo service started by the test support accepts on `/mcp`
+/// (`shopping-service` or `user-service`): its own, not the gateway's [`TOKEN`], so the
+/// gateway can only reach it with the credential the service registered.
+pub fn service_token(service: &str) -> String {
+    format!("{service}-accepts-0123456789")
+}
+
 /// A component running in this process.
 pub struct Running {
     pub addr: SocketAddr,
@@ -104,11 +111,13 @@ pub fn start_gateway_on(listener: TcpListener, config: gateway::Config) -> Runni
     spawn(listener, move |l, s| gateway::run(config, l, s))
 }
 
-/// shopping-service, registering with `gateway` (and calling through it) when given.
+/// shopping-service, registering with `gateway` (and calling through it) when given;
+/// its `/mcp` accepts [`service_token`]`("shopping-service")`.
 pub async fn start_shopping(gateway: Option<&Running>) -> Running {
     let config = shopping_service::Config {
         gateway_url: gateway.map(Running::base),
         register: gateway.is_some(),
+        service_token: service_token(shopping_service::SERVICE_NAME),
         ..shopping_service::Config::default()
     };
     spawn(ephemeral().await, move |l, s| {
@@ -116,10 +125,12 @@ pub async fn start_shopping(gateway: Option<&Running>) -> Running {
     })
 }
 
-/// user-service, registering with `gateway` when given.
+/// user-service, registering with `gateway` when given; its `/mcp` accepts
+/// [`service_token`]`("user-service")`.
 pub async fn start_user(gateway: Option<&Running>) -> Running {
     let config = user_service::Config {
         gateway_url: gateway.map(Running::base),
+        service_token: service_token(user_service::SERVICE_NAME),
         ..user_service::Config::default()
     };
     spawn(ephemeral().await, move |l, s| {

@@ -12,7 +12,7 @@ use std::{
 
 use tokio::process::{Child, Command};
 
-use super::{TOKEN, http, wait_until};
+use super::{TOKEN, http, service_token, wait_until};
 
 /// Builds the stack's binaries once per test run, so a test never runs a stale one
 /// (`cargo test -p mcp-federation` alone would not rebuild them).
@@ -126,6 +126,8 @@ async fn start_logging(
     let mut cmd = Command::new(binary(name));
     cmd.args(args)
         .env_remove("MCP_BEARER_TOKEN")
+        .env_remove("SHOPPING_SERVICE_TOKEN")
+        .env_remove("USER_SERVICE_TOKEN")
         .env(
             "RUST_LOG",
             std::env::var("E2E_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
@@ -194,8 +196,29 @@ pub async fn gateway_logging(
 }
 
 /// A demo service (`shopping-service` or `user-service`) on `port`, registering with
-/// the gateway on `gateway_port` unless `register` is false.
+/// the gateway on `gateway_port` unless `register` is false; its `/mcp` accepts
+/// [`service_token`]`(name)`, set in its own variable.
 pub async fn service(name: &'static str, port: u16, gateway_port: u16, register: bool) -> Proc {
+    let variable = token_variable(name);
+    service_with(
+        name,
+        port,
+        gateway_port,
+        register,
+        &[(variable, service_token(name))],
+    )
+    .await
+}
+
+/// Like [`service`], with `envs` as the only extra environment: without the service's
+/// own token variable, it accepts the gateway's token (`MCP_BEARER_TOKEN`, [`TOKEN`]).
+pub async fn service_with(
+    name: &'static str,
+    port: u16,
+    gateway_port: u16,
+    register: bool,
+    envs: &[(&str, String)],
+) -> Proc {
     let mut args = vec![
         "--listen".to_string(),
         format!("127.0.0.1:{port}"),
@@ -205,5 +228,14 @@ pub async fn service(name: &'static str, port: u16, gateway_port: u16, register:
     if !register {
         args.push("--no-register".into());
     }
-    start(name, port, &args, &[]).await
+    start(name, port, &args, envs).await
+}
+
+/// The variable holding the token a demo service accepts on `/mcp`.
+pub fn token_variable(name: &str) -> &'static str {
+    match name {
+        "shopping-service" => "SHOPPING_SERVICE_TOKEN",
+        "user-service" => "USER_SERVICE_TOKEN",
+        other => panic!("{other} is not a demo service"),
+    }
 }

@@ -1,8 +1,9 @@
 //! user-service: a demo user directory served as an MCP server over streamable HTTP.
 //!
 //! It answers four read-only tools (`getUserById`, `searchUsers`, `listUsers`,
-//! `getUserPreferences`) at `/mcp`, reports liveness at `GET /health`, and registers
-//! itself with the gateway so the gateway can federate its tools.
+//! `getUserPreferences`) at `/mcp` to callers with its Bearer token, reports liveness at
+//! an open `GET /health`, and registers itself with the gateway (giving it the token to
+//! present) so the gateway can federate its tools.
 //!
 //! - this file: the service's [`Config`], [`run`] (serve + self-registration),
 //!   [`router`] (`/mcp` and `/health`) and the MCP handler [`UserService`].
@@ -24,7 +25,10 @@ use rmcp::{
     service::RequestContext,
 };
 use serde_json::{Value, json};
-use service_kit::registration::{self, GatewayTarget, Registration};
+use service_kit::{
+    auth::BearerAuth,
+    registration::{self, GatewayTarget, Registration, UpstreamBearer},
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +50,9 @@ pub struct Config {
     pub gateway_url: Option<String>,
     /// Bearer token presented to the gateway.
     pub token: String,
+    /// Bearer token this service accepts on `/mcp`; given to the gateway at
+    /// registration, which presents it on every request.
+    pub service_token: String,
     /// Extra `Host` header names accepted on `/mcp` besides loopback (`"*"`: any).
     pub allowed_hosts: Vec<String>,
 }
@@ -57,6 +64,7 @@ impl Default for Config {
             public_url: None,
             gateway_url: Some(service_kit::DEFAULT_GATEWAY_URL.into()),
             token: service_kit::DEFAULT_TOKEN.into(),
+            service_token: service_kit::DEFAULT_TOKEN.into(),
             allowed_hosts: Vec::new(),
         }
     }
@@ -71,6 +79,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
+    let auth = BearerAuth::new(SERVICE_NAME, &config.service_token)
+        .map_err(|e| anyhow::anyhow!("service token: {e}"))?;
     let public_url = config.public_url.clone().unwrap_or_else(|| {
         let mut reachable = addr;
         if reachable.ip().is_unspecified() {
@@ -92,21 +102,22 @@ pub async fn run(
             Registration {
                 name: SERVICE_NAME.into(),
                 url: public_url,
+                auth: Some(UpstreamBearer::new(config.service_token)),
             },
         )
     });
 
-    let app = router(shutdown.clone(), &config.allowed_hosts);
+    let app = router(shutdown.clone(), &config.allowed_hosts, auth);
     registration::serve_registered(listener, app, shutdown, registration)
         .await
         .map_err(|e| anyhow::anyhow!("{SERVICE_NAME} on {addr} stopped: {e}"))?;
     Ok(())
 }
 
-/// The service's HTTP surface: the MCP endpoint at `/mcp` (sessions end when `shutdown`
-/// is cancelled) and `GET /health`.
-pub fn router(shutdown: CancellationToken, allowed_hosts: &[String]) -> Router {
-    service_kit::mcp::service_router(|| UserService, health, allowed_hosts, shutdown)
+/// The service's HTTP surface: the MCP endpoint at `/mcp` behind `auth` (sessions end
+/// when `shutdown` is cancelled) and `GET /health`, open to anyone.
+pub fn router(shutdown: CancellationToken, allowed_hosts: &[String], auth: BearerAuth) -> Router {
+    service_kit::mcp::service_router(|| UserService, health, allowed_hosts, auth, shutdown)
 }
 
 fn health() -> Value {

@@ -44,6 +44,11 @@ struct Cli {
     )]
     token: String,
 
+    /// Bearer token this service requires on /mcp; the gateway is given it at
+    /// registration and presents it [default: the --token value, MCP_BEARER_TOKEN].
+    #[arg(long, env = "USER_SERVICE_TOKEN", hide_env_values = true)]
+    service_token: Option<String>,
+
     /// Extra Host header names accepted on /mcp besides loopback, comma-separated
     /// ("*" accepts any).
     #[arg(long, env = "ALLOWED_HOSTS", value_delimiter = ',')]
@@ -56,11 +61,16 @@ struct Cli {
 
 impl Cli {
     fn into_config(self) -> Config {
+        let service_token = self
+            .service_token
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| self.token.clone());
         Config {
             listen: self.listen,
             public_url: self.public_url,
             gateway_url: (!self.no_register).then_some(self.gateway_url),
             token: self.token,
+            service_token,
             allowed_hosts: service_kit::mcp::allowed_hosts(self.allowed_hosts),
         }
     }

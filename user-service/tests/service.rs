@@ -1,6 +1,7 @@
 //! End-to-end tests of user-service over real HTTP: the service runs in-process on an
-//! ephemeral port, and is reached with reqwest (`/health`, Host checks), an rmcp client
-//! session (`/mcp`), and a stand-in gateway that records the self-registration.
+//! ephemeral port, and is reached with reqwest (`/health`, the Bearer check, Host
+//! checks), an rmcp client session with its token (`/mcp`), and a stand-in gateway that
+//! records the self-registration.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -10,12 +11,14 @@ use rmcp::{
     service::ServiceError,
 };
 use serde_json::{Value, json};
-use service_kit::client::{ClientSession, connect};
+use service_kit::client::{ClientOptions, ClientSession, connect};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use user_service::{Config, run};
 
 const WAIT: Duration = Duration::from_secs(10);
+/// The token the service under test accepts on `/mcp`.
+const SERVICE_TOKEN: &str = "users-accept-this-token";
 
 /// A running service; cancelled when dropped so a failed test does not leak it.
 struct Running {
@@ -40,13 +43,18 @@ impl Running {
     async fn standalone() -> Self {
         Self::start(Config {
             gateway_url: None,
+            service_token: SERVICE_TOKEN.into(),
             ..Config::default()
         })
         .await
     }
 
     async fn session(&self) -> ClientSession {
-        connect(&format!("http://{}/mcp", self.addr), &Default::default())
+        let options = ClientOptions {
+            bearer: Some(SERVICE_TOKEN.into()),
+            ..ClientOptions::default()
+        };
+        connect(&format!("http://{}/mcp", self.addr), &options)
             .await
             .expect("MCP session")
     }
@@ -115,6 +123,84 @@ async fn health_reports_the_directory() {
     assert_eq!(body["service"], "user-service");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(body["users"], user_service::data::USER_COUNT);
+    service.stop().await;
+}
+
+/// A 401 with `WWW-Authenticate: {challenge}` and the JSON error `code`.
+async fn assert_refused(response: reqwest::Response, challenge: &str, code: &str) {
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().expect("ASCII")),
+        Some(challenge)
+    );
+    let body: Value = response.json().await.expect("JSON body");
+    assert_eq!(body["error"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn mcp_requires_the_bearer_token_and_health_does_not() {
+    let service = Running::standalone().await;
+    let client = reqwest::Client::new();
+    let mcp = format!("http://{}/mcp", service.addr);
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let post = |authorization: Option<&str>| {
+        let mut request = client
+            .post(&mcp)
+            .header("Accept", "application/json, text/event-stream")
+            .json(&list);
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        request.send()
+    };
+    let realm = r#"Bearer realm="user-service""#;
+
+    assert_refused(post(None).await.expect("POST"), realm, "missing_token").await;
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let response = client
+            .request(method.clone(), &mcp)
+            .send()
+            .await
+            .expect("send");
+        assert_refused(response, realm, "missing_token").await;
+    }
+    let invalid = format!(r#"{realm}, error="invalid_token""#);
+    for wrong in ["Bearer users-accept-this-toke", "Bearer mcp-token-123"] {
+        let response = post(Some(wrong)).await.expect("POST");
+        assert_refused(response, &invalid, "invalid_token").await;
+    }
+    let response = post(Some(SERVICE_TOKEN)).await.expect("POST");
+    assert_refused(
+        response,
+        &format!(r#"{realm}, error="invalid_request""#),
+        "invalid_request",
+    )
+    .await;
+
+    // With the token the request reaches the MCP server (which wants a session first).
+    let response = post(Some(&format!("BEARER {SERVICE_TOKEN}")))
+        .await
+        .expect("POST");
+    assert_ne!(response.status(), 401);
+    assert!(response.headers().get("www-authenticate").is_none());
+    let session = service.session().await;
+    let user = structured(call(&session, "getUserById", json!({"id": "456"})).await);
+    assert_eq!(user["id"], "456");
+    drop(session);
+
+    let health = client
+        .get(format!("http://{}/health", service.addr))
+        .send()
+        .await
+        .expect("GET /health");
+    assert_eq!(health.status(), 200);
     service.stop().await;
 }
 
@@ -281,6 +367,7 @@ async fn only_loopback_hosts_are_served() {
         let mut request = client
             .post(format!("http://{}/mcp", service.addr))
             .header("Accept", "application/json, text/event-stream")
+            .bearer_auth(SERVICE_TOKEN)
             .json(&initialize);
         if let Some(host) = host {
             request = request.header("Host", host);
@@ -329,6 +416,7 @@ async fn registers_with_the_gateway() {
     let service = Running::start(Config {
         gateway_url: Some(format!("http://{gateway_addr}")),
         token: "registration-test-token".into(),
+        service_token: SERVICE_TOKEN.into(),
         ..Config::default()
     })
     .await;
@@ -338,9 +426,11 @@ async fn registers_with_the_gateway() {
         .expect("registration within the timeout")
         .expect("gateway still listening");
     let expected_url = format!("http://127.0.0.1:{}/mcp", service.addr.port());
+    // The gateway is given the token the service accepts, to present on every request.
     assert_eq!(
         seen.body,
-        json!({ "name": "user-service", "url": expected_url })
+        json!({ "name": "user-service", "url": expected_url,
+                "auth": { "bearer": SERVICE_TOKEN } })
     );
     assert_eq!(
         seen.authorization.as_deref(),
