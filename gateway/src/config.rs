@@ -102,6 +102,9 @@ pub struct Config {
     pub max_sessions_per_credential: usize,
     /// Open MCP sessions in all, whoever holds them.
     pub max_sessions: usize,
+    /// A session whose client has not sent `notifications/initialized` within this
+    /// time is closed, in milliseconds.
+    pub session_init_timeout_ms: u64,
     /// Open client connections at once; more wait to be accepted.
     pub max_connections: usize,
     /// A client must send a request's whole header within this time, in milliseconds;
@@ -251,6 +254,7 @@ impl Default for Config {
             session_idle_timeout_ms: 300_000,
             max_sessions_per_credential: 1_000,
             max_sessions: 10_000,
+            session_init_timeout_ms: 30_000,
             max_connections: 4_096,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
@@ -371,6 +375,7 @@ impl Config {
                 self.max_sessions_per_credential as u64,
             ),
             ("max_sessions", self.max_sessions as u64),
+            ("session_init_timeout_ms", self.session_init_timeout_ms),
             ("max_connections", self.max_connections as u64),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("body_read_timeout_ms", self.body_read_timeout_ms),

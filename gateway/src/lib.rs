@@ -69,11 +69,11 @@ pub async fn run(
         &config,
         sessions_stop.clone(),
     );
-    tokio::spawn(
-        endpoint
-            .clone()
-            .expire_idle(config.session_idle_timeout(), sessions_stop.clone()),
-    );
+    tokio::spawn(endpoint.clone().expire_idle(
+        config.session_idle_timeout(),
+        std::time::Duration::from_millis(config.session_init_timeout_ms),
+        sessions_stop.clone(),
+    ));
     tokio::spawn(trim::run(upstreams_stop.clone(), {
         let endpoint = endpoint.clone();
         move || {

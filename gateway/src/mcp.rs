@@ -993,9 +993,15 @@ impl McpEndpoint {
         None
     }
 
-    /// Closes sessions unused for longer than `idle`, until `stop`.
-    pub async fn expire_idle(self, idle: std::time::Duration, stop: CancellationToken) {
-        let every = (idle / 4).clamp(
+    /// Closes sessions unused for longer than `idle` (or never confirmed with
+    /// `notifications/initialized` within `pending`), until `stop`.
+    pub async fn expire_idle(
+        self,
+        idle: std::time::Duration,
+        pending: std::time::Duration,
+        stop: CancellationToken,
+    ) {
+        let every = (idle.min(pending) / 4).clamp(
             std::time::Duration::from_millis(50),
             std::time::Duration::from_secs(30),
         );
@@ -1005,7 +1011,7 @@ impl McpEndpoint {
                 _ = stop.cancelled() => return,
             }
             self.limits.prune();
-            for id in self.passthrough.idle_sessions(idle) {
+            for id in self.passthrough.idle_sessions(idle, pending) {
                 let session_id: rmcp::transport::streamable_http_server::session::SessionId =
                     id.as_str().into();
                 for manager in [&self.streams.sessions, &self.legacy_sessions] {

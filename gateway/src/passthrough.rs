@@ -69,9 +69,6 @@ const SESSION_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2
 const PARKED_PREFIX: &str = "fp/";
 /// How long a closed stream waits for its client after the call's own deadline.
 const PARK_GRACE: Duration = Duration::from_secs(5);
-/// How long a session may stay without `notifications/initialized` (a client that
-/// initializes and never goes on holds memory for nothing).
-pub const PENDING_IDLE: Duration = Duration::from_secs(30);
 
 /// A session whose calls may take this path.
 #[derive(Clone)]
@@ -104,9 +101,10 @@ pub struct Passthrough {
     activity: DashMap<String, u64>,
     /// Open sessions per credential.
     per_owner: DashMap<Arc<str>, usize>,
-    /// Sessions whose client has not sent `notifications/initialized` yet: they expire
-    /// sooner than others (see [`PENDING_IDLE`]).
-    pending: dashmap::DashSet<String>,
+    /// Sessions whose client has not sent `notifications/initialized` yet, with when
+    /// they were opened (ms since `epoch`): they are closed `session_init_timeout_ms`
+    /// after that, whatever else they send.
+    pending: DashMap<String, u64>,
     epoch: std::time::Instant,
     /// Calls in flight on this path in a session, by (session, client's id as JSON).
     calls: DashMap<(String, String), CancellationToken>,
@@ -176,7 +174,7 @@ impl Passthrough {
             owners: DashMap::new(),
             activity: DashMap::new(),
             per_owner: DashMap::new(),
-            pending: dashmap::DashSet::new(),
+            pending: DashMap::new(),
             epoch: std::time::Instant::now(),
             calls: DashMap::new(),
             parked: DashMap::new(),
@@ -199,7 +197,7 @@ impl Passthrough {
         if let Some(previous) = self.owners.insert(id.to_string(), owner) {
             self.release(&previous);
         }
-        self.pending.insert(id.to_string());
+        self.pending.insert(id.to_string(), self.now_ms());
         self.touch_new(id);
     }
 
@@ -241,21 +239,27 @@ impl Passthrough {
         }
     }
 
-    /// Sessions unused for longer than `idle`, and sessions never confirmed with
-    /// `notifications/initialized` for longer than [`PENDING_IDLE`] (or `idle`, if
-    /// shorter).
-    pub fn idle_sessions(&self, idle: std::time::Duration) -> Vec<String> {
+    /// Sessions unused for longer than `idle`, and sessions not confirmed with
+    /// `notifications/initialized` within `pending` of their opening (a client that
+    /// initializes and never goes on holds memory for nothing).
+    pub fn idle_sessions(&self, idle: Duration, pending: Duration) -> Vec<String> {
         let now = self.now_ms();
-        let pending_idle = idle.min(PENDING_IDLE).as_millis() as u64;
-        let idle = idle.as_millis() as u64;
-        self.activity
+        let (idle, pending) = (idle.as_millis() as u64, pending.as_millis() as u64);
+        let mut out: Vec<String> = self
+            .activity
             .iter()
-            .filter(|e| {
-                let unused = now.saturating_sub(*e.value());
-                unused > idle || (unused > pending_idle && self.pending.contains(e.key()))
-            })
+            .filter(|e| now.saturating_sub(*e.value()) > idle)
             .map(|e| e.key().clone())
-            .collect()
+            .collect();
+        out.extend(
+            self.pending
+                .iter()
+                .filter(|e| now.saturating_sub(*e.value()) > pending)
+                .map(|e| e.key().clone()),
+        );
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// The credential that opened session `id`, if known.

@@ -123,7 +123,9 @@ pub async fn require_bearer(
 
 /// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive,
 /// surrounding blanks trimmed); `None` for another scheme or no token.
-fn bearer(value: &HeaderValue) -> Option<&[u8]> {
+/// The token of an `Authorization: Bearer <token>` header (the scheme in any case), if
+/// the header has that form.
+pub fn bearer(value: &HeaderValue) -> Option<&[u8]> {
     let bytes = value.as_bytes();
     let (scheme, rest) = bytes.split_at(bytes.iter().position(|b| *b == b' ')?);
     if !scheme.eq_ignore_ascii_case(b"bearer") {

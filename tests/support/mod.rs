@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fixture;
+pub mod hostile;
 pub mod procs;
 
 use std::{
@@ -148,6 +149,11 @@ pub async fn serve_fixture(fixture: fixture::Fixture) -> Running {
     serve_fixture_on(ephemeral().await, fixture)
 }
 
+/// Serves a hostile MCP server on an ephemeral port.
+pub async fn serve_hostile(hostile: hostile::Hostile) -> Running {
+    spawn(ephemeral().await, move |l, s| hostile.serve(l, s))
+}
+
 /// Serves `fixture` on `listener`.
 pub fn serve_fixture_on(listener: TcpListener, fixture: fixture::Fixture) -> Running {
     spawn(listener, move |l, s| fixture.serve(l, s))
@@ -163,8 +169,15 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// The stack with the gateway's configuration changed by `tune`.
+    pub async fn start_with(tune: impl FnOnce(&mut gateway::Config)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+        let mut config = gateway_config(&dir.path().join("gw.db"));
+        tune(&mut config);
+        let gateway = start_gateway(config).await;
         let shopping = start_shopping(Some(&gateway)).await;
         let user = start_user(Some(&gateway)).await;
         wait_for_services(&gateway, &["shopping-service", "user-service"]).await;

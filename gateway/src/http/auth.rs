@@ -407,15 +407,7 @@ pub fn insufficient_scope(identity: &Identity, needed: Scopes, metadata: &str) -
     response
 }
 
-fn bearer(value: &HeaderValue) -> Option<&[u8]> {
-    let bytes = value.as_bytes();
-    let (scheme, rest) = bytes.split_at(bytes.iter().position(|b| *b == b' ')?);
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return None;
-    }
-    let token = rest.trim_ascii();
-    (!token.is_empty()).then_some(token)
-}
+use service_kit::auth::bearer;
 
 fn unauthorized(code: &'static str, message: Cow<'static, str>, metadata: &str) -> Response {
     let challenge = match code {

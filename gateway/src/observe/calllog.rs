@@ -899,7 +899,10 @@ mod tests {
         ] {
             let tail = format!("{text} password=hunter2");
             let out = redact_text(&tail, &Secret::new(&defaults())).unwrap_or(tail.clone());
-            assert!(!out.ends_with("hunter2"), "the secret at the end was missed");
+            assert!(
+                !out.ends_with("hunter2"),
+                "the secret at the end was missed"
+            );
         }
     }
 
