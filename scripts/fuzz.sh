@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of everything that parses untrusted input (fuzz/): the MCP
-# entry point, /register bodies, JWTs and configuration files. Each target runs for a
+# entry point, fail-closed authorization (scope: no call without the scope), /register bodies, JWTs and configuration files. Each target runs for a
 # bounded time (default 30 s; first argument), starting from the committed seeds
 # (fuzz/seeds/<target>) and the corpus of earlier runs (fuzz/corpus/<target>, not
 # committed). Any crash or panic fails the run and leaves its input under
@@ -19,7 +19,7 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
 fi
 # cargo-fuzz passes a few unstable flags even without a sanitizer.
 export RUSTC_BOOTSTRAP=1
-TARGETS=(mcp_entry admin_bodies jwt config)
+TARGETS=(mcp_entry scope admin_bodies jwt config)
 
 if [[ "${1:-}" == "repro" ]]; then
     exec cargo fuzz run -s none -O "$2" "$3"

@@ -120,7 +120,7 @@ pub struct Registered {
 }
 
 /// One line of `/services`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceEntry {
     #[serde(flatten)]
@@ -130,7 +130,7 @@ pub struct ServiceEntry {
 }
 
 /// One line of `/health`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServiceSummary {
     pub name: String,
     pub state: crate::upstream::health::State,
@@ -140,7 +140,7 @@ pub struct ServiceSummary {
     pub tools: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ToolView {
     /// Name in the gateway's merged table.
     pub name: String,

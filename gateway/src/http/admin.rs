@@ -7,15 +7,25 @@ use std::sync::Arc;
 use axum::{
     Extension, Json,
     body::Bytes,
-    extract::{Path, Query, State},
+    extract::{
+        Path, Query, State,
+        rejection::{BytesRejection, PathRejection, QueryRejection},
+    },
     response::{IntoResponse, Response},
 };
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{Identity, Scopes};
+use super::{
+    auth::{Identity, Scopes},
+    openapi::{
+        CallList, ErrorBody, HealthBody, RegisterRequest, Registered, ServiceLine, ServiceList,
+        StatsBody, ToolStats, Unregistered, Upstreams,
+    },
+};
 use crate::observe::calllog::{Filter, Stats};
+use crate::registry::ServiceEntry;
 use crate::{
     registry::{Actor, RegisterError, Registration, Registry, UnregisterError},
     upstream::{health::State as UpState, secret::UpstreamAuth},
@@ -57,11 +67,31 @@ struct RegisterBody {
 }
 
 /// `POST /register {"name","url"}`: connect, list tools, add to the table.
+#[utoipa::path(post, path = "/register", tag = "registry",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "A new service or instance", body = Registered),
+        (status = 200, description = "An existing instance refreshed", body = Registered),
+        (status = 400, description = "Malformed body (or a repeated Host/Origin header)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Scope, owner, reserved name, Host/Origin, or the URL is outside upstream_networks", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+        (status = 409, description = "The name belongs to another identity (or the configuration)", body = ErrorBody),
+        (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
+        (status = 422, description = "Bad name, URL or value", body = ErrorBody),
+        (status = 429, description = "Over a rate limit", body = ErrorBody),
+        (status = 502, description = "The URL does not answer MCP (nothing changed)", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn register(
     State(registry): State<Arc<Registry>>,
     Extension(identity): Extension<Identity>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejected) => return body_refused(rejected),
+    };
     let registration = match parse_registration(&body, actor(&identity)) {
         Ok(r) => r,
         Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_body", why),
@@ -78,12 +108,12 @@ pub async fn register(
             };
             (
                 status,
-                Json(json!({
-                    "registered": view,
-                    "instance": done.instance.id,
-                    "newService": done.new_service,
-                    "replaced": done.refreshed,
-                })),
+                Json(Registered {
+                    registered: view,
+                    instance: done.instance.id.clone(),
+                    new_service: done.new_service,
+                    replaced: done.refreshed,
+                }),
             )
                 .into_response()
         }
@@ -150,28 +180,93 @@ pub fn parse_registration(body: &[u8], actor: Actor) -> Result<Registration, Str
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InstanceQuery {
+    /// Remove only the instance at this URL.
     url: Option<String>,
+}
+
+/// The refusal of a body axum could not read: too large (413), not arrived in time or
+/// broken off (408).
+fn body_refused(rejected: BytesRejection) -> Response {
+    if rejected.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body exceeds max_body_bytes",
+        );
+    }
+    error(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_incomplete",
+        format!(
+            "the request body did not arrive whole in time: {}",
+            rejected.body_text()
+        ),
+    )
+}
+
+/// A path or query axum could not read.
+fn bad_request(what: &str, why: String) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        format!("{what}: {why}"),
+    )
 }
 
 /// `DELETE /services/{name}` (every instance) or `DELETE /services/{name}?url=URL`
 /// (one instance).
+#[utoipa::path(delete, path = "/services/{name}", tag = "registry",
+    params(("name" = String, Path, description = "The service"), InstanceQuery),
+    responses(
+        (status = 200, description = "Removed", body = Unregistered),
+        (status = 400, description = "Malformed path or query", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Scope, owner, Host or Origin", body = ErrorBody),
+        (status = 404, description = "No such service or instance", body = ErrorBody),
+        (status = 429, description = "Over a rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn unregister(
     State(registry): State<Arc<Registry>>,
     Extension(identity): Extension<Identity>,
-    Path(name): Path<String>,
-    Query(q): Query<InstanceQuery>,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<InstanceQuery>, QueryRejection>,
 ) -> Response {
+    let (name, q) = match (name, query) {
+        (Ok(Path(name)), Ok(Query(q))) => (name, q),
+        (Err(e), _) => return bad_request("path", e.body_text()),
+        (_, Err(e)) => return bad_request("query", e.body_text()),
+    };
     unregister_reply(&registry, &identity, &name, q.url.as_deref()).await
 }
 
 /// `DELETE /services/{name}/instances/{id}`.
+#[utoipa::path(delete, path = "/services/{name}/instances/{id}", tag = "registry",
+    params(
+        ("name" = String, Path, description = "The service"),
+        ("id" = String, Path, description = "The instance's id (or URL)"),
+    ),
+    responses(
+        (status = 200, description = "Removed", body = Unregistered),
+        (status = 400, description = "Malformed path", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Scope, owner, Host or Origin", body = ErrorBody),
+        (status = 404, description = "No such service or instance", body = ErrorBody),
+        (status = 429, description = "Over a rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn unregister_instance(
     State(registry): State<Arc<Registry>>,
     Extension(identity): Extension<Identity>,
-    Path((name, id)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
+    let (name, id) = match path {
+        Ok(Path(pair)) => pair,
+        Err(e) => return bad_request("path", e.body_text()),
+    };
     unregister_reply(&registry, &identity, &name, Some(&id)).await
 }
 
@@ -182,7 +277,11 @@ async fn unregister_reply(
     which: Option<&str>,
 ) -> Response {
     match registry.unregister(name, which, &actor(identity)).await {
-        Ok(n) => Json(json!({ "unregistered": name, "instances": n })).into_response(),
+        Ok(n) => Json(Unregistered {
+            unregistered: name.to_string(),
+            instances: n,
+        })
+        .into_response(),
         Err(e @ (UnregisterError::UnknownService(_) | UnregisterError::UnknownInstance { .. })) => {
             error(StatusCode::NOT_FOUND, "not_registered", e.to_string())
         }
@@ -199,7 +298,25 @@ async fn unregister_reply(
 }
 
 /// `GET /services/{name}`.
-pub async fn service(State(registry): State<Arc<Registry>>, Path(name): Path<String>) -> Response {
+#[utoipa::path(get, path = "/services/{name}", tag = "registry",
+    params(("name" = String, Path, description = "The service")),
+    responses(
+        (status = 200, description = "The service", body = ServiceEntry),
+        (status = 400, description = "Malformed path", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Scope, Host or Origin", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 429, description = "Over a rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn service(
+    State(registry): State<Arc<Registry>>,
+    name: Result<Path<String>, PathRejection>,
+) -> Response {
+    let name = match name {
+        Ok(Path(name)) => name,
+        Err(e) => return bad_request("path", e.body_text()),
+    };
     match registry.service(&name) {
         Some(s) => Json(s).into_response(),
         None => error(
@@ -212,28 +329,44 @@ pub async fn service(State(registry): State<Arc<Registry>>, Path(name): Path<Str
 
 /// `GET|POST /services`: every registered service with URL, state and tools, and its
 /// call statistics (from the call log, when it is on).
+#[utoipa::path(method(get, post), path = "/services", tag = "registry",
+    responses(
+        (status = 200, description = "Every service", body = ServiceList),
+        (status = 400, description = "A repeated Host/Origin header", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Scope, Host or Origin", body = ErrorBody),
+        (status = 429, description = "Over a rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn services(State(registry): State<Arc<Registry>>) -> Response {
-    let stats = call_stats(&registry).await.ok().flatten();
+    let mut stats = call_stats(&registry).await.ok().flatten().map(|(s, _)| s);
     // Large catalogs make a large answer: built off the async workers.
     let listed = Arc::clone(&registry);
-    let Ok(Ok(mut services)) =
-        tokio::task::spawn_blocking(move || serde_json::to_value(listed.services())).await
-    else {
-        return error(
+    let built = tokio::task::spawn_blocking(move || {
+        let services: Vec<ServiceLine> = listed
+            .services()
+            .into_iter()
+            .map(|entry| {
+                let stats = stats
+                    .as_mut()
+                    .map(|s| s.remove(&entry.service.name).unwrap_or_default());
+                ServiceLine { entry, stats }
+            })
+            .collect();
+        serde_json::to_vec(&ServiceList {
+            count: services.len(),
+            services,
+        })
+    })
+    .await;
+    match built {
+        Ok(Ok(body)) => ([(http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+        _ => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "listing the services failed",
-        );
-    };
-    if let (Some((by_service, _)), Some(list)) = (&stats, services.as_array_mut()) {
-        for s in list {
-            let name = s["name"].as_str().unwrap_or_default().to_string();
-            s["stats"] = serde_json::to_value(by_service.get(&name).cloned().unwrap_or_default())
-                .unwrap_or_default();
-        }
+        ),
     }
-    let count = services.as_array().map_or(0, Vec::len);
-    Json(json!({ "count": count, "services": services })).into_response()
 }
 
 type AllStats = (
@@ -262,19 +395,28 @@ fn call_log_off() -> Response {
 
 /// `GET /stats`: per service and per tool, over the retained call log: calls, errors,
 /// error rate, p50 and p95 latency, last use.
+#[utoipa::path(get, path = "/stats", tag = "observe",
+    responses(
+        (status = 200, description = "Statistics", body = StatsBody),
+        (status = 400, description = "A repeated Host/Origin header", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Scope, Host or Origin", body = ErrorBody),
+        (status = 404, description = "The call log is off", body = ErrorBody),
+        (status = 429, description = "Over a rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn stats(State(registry): State<Arc<Registry>>) -> Response {
     match call_stats(&registry).await {
-        Ok(Some((by_service, by_tool))) => {
-            let tools: Vec<_> = by_tool
+        Ok(Some((services, by_tool))) => {
+            let tools = by_tool
                 .into_iter()
-                .map(|((service, tool), s)| {
-                    let mut v = serde_json::to_value(s).unwrap_or_default();
-                    v["service"] = json!(service);
-                    v["tool"] = json!(tool);
-                    v
+                .map(|((service, tool), stats)| ToolStats {
+                    service,
+                    tool,
+                    stats,
                 })
                 .collect();
-            Json(json!({ "services": by_service, "tools": tools })).into_response()
+            Json(StatsBody { services, tools }).into_response()
         }
         Ok(None) => call_log_off(),
         Err(why) => error(StatusCode::INTERNAL_SERVER_ERROR, "call_log_failed", why),
@@ -283,9 +425,20 @@ pub async fn stats(State(registry): State<Arc<Registry>>) -> Response {
 
 /// `GET /calls?service=&tool=&identity=&outcome=&since=&until=&limit=`: recent calls,
 /// newest first.
+#[utoipa::path(get, path = "/calls", tag = "observe",
+    params(Filter),
+    responses(
+        (status = 200, description = "Calls, newest first", body = CallList),
+        (status = 400, description = "A bad filter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Scope, Host or Origin", body = ErrorBody),
+        (status = 404, description = "The call log is off", body = ErrorBody),
+        (status = 429, description = "Over a rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn calls(
     State(registry): State<Arc<Registry>>,
-    query: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<Filter>, QueryRejection>,
 ) -> Response {
     let filter = match query {
         Ok(Query(filter)) => filter,
@@ -316,19 +469,29 @@ pub async fn calls(
 /// `GET /health`: the gateway's liveness and a per-service summary. Unauthenticated,
 /// so it names services and states only (no URLs, no tools); it reads counts only, so
 /// its cost is in the number of services, not tools.
+#[utoipa::path(get, path = "/health", tag = "observe",
+    responses(
+        (status = 200, description = "The gateway answers", body = HealthBody),
+        (status = 400, description = "A repeated Host/Origin header", body = ErrorBody),
+        (status = 403, description = "Host or Origin not allowed", body = ErrorBody),
+    ))]
 pub async fn health(State(registry): State<Arc<Registry>>) -> Response {
     let services = registry.summary();
     let healthy = services
         .iter()
         .filter(|s| s.state == UpState::Healthy)
         .count();
-    Json(json!({
-        "status": "ok",
-        "service": "mcp-gateway",
-        "version": env!("CARGO_PKG_VERSION"),
-        "upstreams": { "total": services.len(), "healthy": healthy, "notHealthy": services.len() - healthy },
-        "services": services,
-        "tools": registry.catalog().tools().len(),
-    }))
+    Json(HealthBody {
+        status: "ok",
+        service: "mcp-gateway",
+        version: env!("CARGO_PKG_VERSION"),
+        upstreams: Upstreams {
+            total: services.len(),
+            healthy,
+            not_healthy: services.len() - healthy,
+        },
+        tools: registry.catalog().tools().len(),
+        services,
+    })
     .into_response()
 }

@@ -53,11 +53,23 @@ impl Metadata {
 }
 
 /// `GET /.well-known/oauth-protected-resource`: the gateway as a whole.
+#[utoipa::path(get, path = "/.well-known/oauth-protected-resource", tag = "auth",
+    responses(
+        (status = 200, description = "RFC 9728 metadata", body = super::openapi::ResourceMetadata),
+        (status = 400, description = "A repeated Host/Origin header", body = super::openapi::ErrorBody),
+        (status = 403, description = "Host or Origin not allowed", body = super::openapi::ErrorBody),
+    ))]
 pub async fn gateway(State(m): State<Metadata>, headers: HeaderMap) -> impl IntoResponse {
     Json(m.document(&headers, ""))
 }
 
 /// `GET /.well-known/oauth-protected-resource/mcp`: the MCP endpoint.
+#[utoipa::path(get, path = "/.well-known/oauth-protected-resource/mcp", tag = "auth",
+    responses(
+        (status = 200, description = "RFC 9728 metadata", body = super::openapi::ResourceMetadata),
+        (status = 400, description = "A repeated Host/Origin header", body = super::openapi::ErrorBody),
+        (status = 403, description = "Host or Origin not allowed", body = super::openapi::ErrorBody),
+    ))]
 pub async fn mcp(State(m): State<Metadata>, headers: HeaderMap) -> impl IntoResponse {
     Json(m.document(&headers, "/mcp"))
 }

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod auth;
 pub mod jwt;
 pub mod metadata;
+pub mod openapi;
 pub mod ui;
 
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config)
     let well_known = Router::new()
         .route(metadata::WELL_KNOWN, get(metadata::gateway))
         .route(&format!("{}/mcp", metadata::WELL_KNOWN), get(metadata::mcp))
+        .route("/openapi.json", get(openapi::serve))
         .with_state(metadata.clone());
     let admin = Router::new()
         .route("/register", post(admin::register))
@@ -194,7 +196,16 @@ fn request_span(request: &http::Request<axum::body::Body>) -> tracing::Span {
 }
 
 /// `GET /metrics`: Prometheus text exposition.
-async fn metrics(
+#[utoipa::path(get, path = "/metrics", tag = "observe",
+    responses(
+        (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String),
+        (status = 400, description = "A repeated Host/Origin header", body = super::http::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::http::openapi::ErrorBody),
+        (status = 403, description = "Scope, Host or Origin", body = super::http::openapi::ErrorBody),
+        (status = 429, description = "Over a rate limit", body = super::http::openapi::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn metrics(
     axum::extract::State(mcp): axum::extract::State<McpEndpoint>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;

@@ -215,8 +215,9 @@ fn prune(conn: &Connection, retention: Retention) -> rusqlite::Result<()> {
 }
 
 /// `GET /calls` filters (all optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Filter {
     pub service: Option<String>,
     pub tool: Option<String>,
@@ -231,7 +232,7 @@ pub struct Filter {
 }
 
 /// Per service or per tool: what `/stats` and `/services` show.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
     pub calls: u64,

@@ -26,7 +26,9 @@ pub fn now_ms() -> i64 {
 }
 
 /// How a call ended, as the metrics label it and the call log stores it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// A result without `isError`.

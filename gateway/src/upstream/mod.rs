@@ -58,7 +58,7 @@ use self::{
 };
 
 /// Where an instance came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// `POST /register` (persisted in the store).
@@ -378,7 +378,7 @@ pub struct Instance {
 }
 
 /// What `/services` shows of an instance.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceView {
     pub id: String,
@@ -1187,7 +1187,7 @@ pub struct Service {
 }
 
 /// What `/services` shows of a service.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceView {
     pub name: String,
