@@ -880,6 +880,17 @@ impl Gateway {
         let addr = procs::free_addrs(1)?.remove(0);
         let store = dir.join(format!("{name}.db"));
         let limit = health_limit(valgrind.is_some());
+        // The memory scenario holds 10,000 sessions of one credential, past the
+        // defaults of a production gateway: room for them (and nothing else changed).
+        let mut env = env;
+        for (key, value) in [
+            ("GATEWAY_MAX_SESSIONS_PER_CREDENTIAL", "20000"),
+            ("GATEWAY_MAX_SESSIONS", "20000"),
+        ] {
+            if !env.iter().any(|(k, _)| k == key) {
+                env.push((key.into(), value.into()));
+            }
+        }
         let mut guard = ChildGuard::spawn(Spawn {
             name,
             args: vec![
