@@ -601,3 +601,34 @@ async fn an_oversized_upstream_answer_fails_only_that_call() {
     sse.stop().await;
     json.stop().await;
 }
+
+/// ARCHITECTURE promises that a call is repeated at most once. With three instances that
+/// each answer "unknown session" (a failure that is safe to repeat), one call reaches two
+/// of them, never the third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_is_repeated_at_most_once_whatever_the_number_of_instances() {
+    use crate::support::hostile::Hostile;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let mut counters = Vec::new();
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let h = Hostile::new(&["expired"]);
+        counters.push(std::sync::Arc::clone(&h.calls));
+        let up = serve_hostile(h).await;
+        let (status, body) = register(&gw, "forgetful", &up.mcp_url()).await;
+        assert!(status == 201 || status == 200, "{body}");
+        servers.push(up);
+    }
+    let reply = call(&gw, "expired", serde_json::json!({})).await;
+    assert!(reply["error"].is_object(), "{reply}");
+    let sent: usize = counters
+        .iter()
+        .map(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+        .sum();
+    assert_eq!(sent, 2, "the call went out {sent} times");
+    for up in servers {
+        up.stop().await;
+    }
+    gw.stop().await;
+}

@@ -7,6 +7,7 @@
 //!   credential among them), as a misconfigured proxy would;
 //! - `reject400`: HTTP 400, as a server does for arguments it cannot parse;
 //! - `bigerror`: HTTP 400 with a 200 KB JSON body;
+//! - `expired`: HTTP 404, as a server that restarted and no longer knows the session;
 //! - `flood`: an SSE answer carrying [`Hostile::flood`] requests of the server's
 //!   (`sampling/createMessage`) before the result; the gateway's answers to them are
 //!   held 200 ms each, and the most held at once is counted;
@@ -255,6 +256,8 @@ async fn mcp(
                         .collect();
                     (StatusCode::UNAUTHORIZED, echoed).into_response()
                 }
+                // As a server that restarted: it no longer knows the session.
+                "expired" => (StatusCode::NOT_FOUND, "no such session").into_response(),
                 "reject400" => {
                     (StatusCode::BAD_REQUEST, "cannot parse the arguments").into_response()
                 }

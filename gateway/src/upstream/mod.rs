@@ -1296,14 +1296,17 @@ impl Service {
     {
         let mut tried: Vec<Arc<Instance>> = Vec::new();
         let mut waited = false;
+        // A call is repeated at most once, however many instances there are.
+        let mut attempts = 0;
         loop {
             let (instance, admission) = self.choose(affinity, &tried)?;
             let generation = *instance.generation.borrow();
+            attempts += 1;
             let failure = match attempt(Arc::clone(&instance), admission).await {
                 Ok(response) => return Ok(response),
                 Err(f) => f,
             };
-            let retry = tried.len() < 2
+            let retry = attempts < 2
                 && match &failure {
                     Failure::NotDelivered(_) | Failure::Expired(_) => true,
                     Failure::Lost(_) => retry_safe,
