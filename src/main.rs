@@ -8,16 +8,21 @@ use clap::Parser;
 /// Runs the gateway and both demo services together on their default ports.
 ///
 /// The token is MCP_BEARER_TOKEN (default mcp-token-123); the gateway reads its usual
-/// GATEWAY_* variables. Each service requires a Bearer token on /mcp, MCP_BEARER_TOKEN
+/// configuration: GATEWAY_CONFIG (or --config) for a TOML file, then every GATEWAY_*
+/// variable (GATEWAY_STORE, GATEWAY_OTLP_ENDPOINT, ...; see `gateway --help`). Each service requires a Bearer token on /mcp, MCP_BEARER_TOKEN
 /// unless its own variable says otherwise, and registers it with the gateway, which
 /// presents it. To run the pieces separately use the `gateway`, `shopping-service` and
 /// `user-service` binaries.
 #[derive(Parser, Debug)]
 #[command(name = "mcp-federation", version, about, long_about)]
 struct Cli {
-    /// Gateway registration store (SQLite file).
-    #[arg(long, default_value = "gateway.db")]
-    store: std::path::PathBuf,
+    /// The gateway's TOML configuration file.
+    #[arg(long, short, env = "GATEWAY_CONFIG")]
+    config: Option<std::path::PathBuf>,
+
+    /// Gateway registration store (SQLite file) [default: GATEWAY_STORE, else gateway.db].
+    #[arg(long)]
+    store: Option<std::path::PathBuf>,
 
     /// Bearer token shopping-service requires on /mcp [default: MCP_BEARER_TOKEN].
     #[arg(long, env = "SHOPPING_SERVICE_TOKEN", hide_env_values = true)]
@@ -39,13 +44,15 @@ async fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = gateway::Config::load(
-        None,
+        cli.config.as_deref(),
         &gateway::config::Overrides {
-            store: Some(cli.store),
+            store: cli.store,
             ..Default::default()
         },
     )?;
-    service_kit::logging::init(config.log_json);
+    // The gateway's own log set-up: JSON lines when asked, OTLP traces when configured.
+    let _tracing =
+        gateway::observe::traces::init(config.log_json, config.otlp_endpoint.as_deref())?;
     let shutdown = service_kit::shutdown::on_signal();
     let gateway_url = format!("http://{}", config.listen);
     let token = config.token.clone();

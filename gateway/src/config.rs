@@ -26,8 +26,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:3001";
 pub struct Config {
     /// Address to listen on (`host:port`).
     pub listen: String,
-    /// Bearer token every protected route requires (`MCP_BEARER_TOKEN`).
+    /// Bearer token every protected route requires (`MCP_BEARER_TOKEN`, `--token`).
     pub token: String,
+    /// Accept the well-known default token while listening on a non-loopback address
+    /// (otherwise start-up stops: anyone who read the README holds every scope).
+    pub insecure_default_token: bool,
     /// Path of the embedded registration store (SQLite). Created if missing.
     pub store: PathBuf,
     /// Host names accepted in `Host`/`Origin` besides loopback (`*` accepts any).
@@ -186,6 +189,7 @@ pub struct Credential {
 
 /// An upstream named in the configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct UpstreamSpec {
     pub name: String,
     pub url: String,
@@ -206,6 +210,7 @@ impl Default for Config {
         Self {
             listen: DEFAULT_LISTEN.into(),
             token: service_kit::DEFAULT_TOKEN.into(),
+            insecure_default_token: false,
             store: PathBuf::from("gateway.db"),
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
@@ -271,6 +276,23 @@ impl Default for Config {
     }
 }
 
+/// `host` (of a listen address) is this machine only: a loopback address or `localhost`.
+fn loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The top-level keys of the configuration.
+fn known_keys() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// A configuration value that cannot be used, named by its key.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {key}: {why}")]
@@ -308,15 +330,37 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
+        // One token setting: `token` in the file, MCP_BEARER_TOKEN, --token. A
+        // GATEWAY_TOKEN would be a second name for it (and the services and the CLI
+        // read MCP_BEARER_TOKEN only).
+        if std::env::var_os("GATEWAY_TOKEN").is_some() {
+            return Err(bad(
+                "GATEWAY_TOKEN",
+                "is not a setting: the token is MCP_BEARER_TOKEN (or token in the file, or --token)",
+            ));
+        }
         figment = figment
             .merge(
                 Env::raw()
                     .only(&["MCP_BEARER_TOKEN"])
                     .map(|_| "token".into()),
             )
-            .merge(Env::prefixed("GATEWAY_").ignore(&["CONFIG", "URL"]))
+            .merge(Env::prefixed("GATEWAY_").ignore(&["CONFIG", "URL", "TOKEN"]))
             .merge(Serialized::defaults(overrides));
         Self::extract(figment)
+    }
+
+    /// Every setting's environment variable, from the configuration's own definition
+    /// (what `gateway --help` lists).
+    pub fn environment_variables() -> Vec<String> {
+        known_keys()
+            .into_iter()
+            .filter(|k| !matches!(k.as_str(), "credentials" | "jwt"))
+            .map(|k| match k.as_str() {
+                "token" => "MCP_BEARER_TOKEN".to_string(),
+                _ => format!("GATEWAY_{}", k.to_ascii_uppercase()),
+            })
+            .collect()
     }
 
     /// The defaults under a TOML text alone (no environment, no flags): what a
@@ -328,6 +372,33 @@ impl Config {
     }
 
     fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        // A misspelled key is an error, not a silent default.
+        let known = known_keys();
+        if let Ok(data) = figment::Provider::data(&figment) {
+            for dict in data.values() {
+                if let Some(key) = dict.keys().find(|k| !known.contains(*k)) {
+                    let from = match figment.find_metadata(key) {
+                        Some(m) if m.name.contains("environment") => {
+                            format!(
+                                " (environment variable GATEWAY_{})",
+                                key.to_ascii_uppercase()
+                            )
+                        }
+                        Some(m) => match &m.source {
+                            Some(source) => format!(" (in {source})"),
+                            None => format!(" ({})", m.name),
+                        },
+                        None => String::new(),
+                    };
+                    return Err(bad(
+                        key.clone(),
+                        format!(
+                            "unknown setting{from}; see gateway --help or the README for the settings"
+                        ),
+                    ));
+                }
+            }
+        }
         let config: Config = figment.extract().map_err(|e| {
             let key = e.path.join(".");
             let key = if key.is_empty() {
@@ -354,7 +425,21 @@ impl Config {
             return Err(bad("token", "must not contain whitespace"));
         }
         match self.listen.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                if self.token == service_kit::DEFAULT_TOKEN
+                    && !self.insecure_default_token
+                    && !loopback_host(host)
+                {
+                    return Err(bad(
+                        "token",
+                        format!(
+                            "is the well-known default ({}) while listening on {}, beyond this machine: set MCP_BEARER_TOKEN to a secret of your own, or insecure_default_token = true to accept it knowingly",
+                            service_kit::DEFAULT_TOKEN,
+                            self.listen
+                        ),
+                    ));
+                }
+            }
             _ => {
                 return Err(bad(
                     "listen",
@@ -582,6 +667,8 @@ impl Config {
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<PathBuf>,
@@ -604,12 +691,14 @@ fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 }
 
 fn upstreams_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<UpstreamSpec>, D::Error> {
-    match ListOrCsv::<UpstreamSpec>::deserialize(d)? {
-        ListOrCsv::List(v) => Ok(v),
-        ListOrCsv::Csv(s) => split_csv(&s)
+    use serde::de::Error;
+    // Read as a value first, so that an error inside a table (a misspelled key) is
+    // reported as itself, not as "matched no variant".
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => split_csv(&s)
             .map(|item| {
                 let (name, url) = item.split_once('=').ok_or_else(|| {
-                    serde::de::Error::custom(format!(
+                    D::Error::custom(format!(
                         "expected name=url in {item:?} (comma-separated list)"
                     ))
                 })?;
@@ -622,6 +711,7 @@ fn upstreams_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<UpstreamSpec>
                 })
             })
             .collect(),
+        list => serde_json::from_value(list).map_err(D::Error::custom),
     }
 }
 
@@ -911,6 +1001,72 @@ mod tests {
             assert_eq!(e.key, "balance", "{e}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn unknown_keys_stop_start_up_naming_the_key_and_where_it_came_from() {
+        let e = Config::from_toml("listen = \"127.0.0.1:1\"\ncall_timout_ms = 5").unwrap_err();
+        assert_eq!(e.key, "call_timout_ms", "{e}");
+        let e = Config::from_toml(
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nwieght = 2",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("wieght"), "{e}");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY_CALL_TIMOUT_MS", "5");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert_eq!(e.key, "call_timout_ms", "{e}");
+            assert!(e.to_string().contains("GATEWAY_CALL_TIMOUT_MS"), "{e}");
+            jail.clear_env();
+            jail.set_env("GATEWAY_TOKEN", "x-secret");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("MCP_BEARER_TOKEN"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_default_token_is_refused_beyond_loopback_unless_accepted_knowingly() {
+        let on = |listen: &str| Config {
+            listen: listen.into(),
+            ..Config::default()
+        };
+        for listen in ["127.0.0.1:3001", "localhost:3001", "[::1]:3001"] {
+            assert!(on(listen).validate().is_ok(), "{listen}");
+        }
+        for listen in [
+            "0.0.0.0:3001",
+            "[::]:3001",
+            "10.1.2.3:3001",
+            "gw.internal:3001",
+        ] {
+            let e = on(listen).validate().expect_err(listen);
+            assert_eq!(e.key, "token", "{e}");
+        }
+        let accepted = Config {
+            insecure_default_token: true,
+            ..on("0.0.0.0:3001")
+        };
+        assert!(accepted.validate().is_ok());
+        let own = Config {
+            token: "a-secret-of-my-own".into(),
+            ..on("0.0.0.0:3001")
+        };
+        assert!(own.validate().is_ok());
+    }
+
+    #[test]
+    fn the_environment_list_covers_every_setting() {
+        let vars = Config::environment_variables();
+        for v in [
+            "MCP_BEARER_TOKEN",
+            "GATEWAY_UPSTREAM_NETWORKS",
+            "GATEWAY_MAX_SESSIONS",
+            "GATEWAY_LISTEN",
+        ] {
+            assert!(vars.iter().any(|x| x == v), "{v} missing from {vars:?}");
+        }
+        assert!(!vars.iter().any(|x| x == "GATEWAY_CREDENTIALS"));
     }
 
     #[test]

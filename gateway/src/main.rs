@@ -9,13 +9,9 @@ use gateway::config::{Config, Overrides};
 /// servers, which register with POST /register. Every route but /health needs
 /// "Authorization: Bearer <token>".
 ///
-/// Configuration is layered: defaults, then the TOML file (--config), then environment
-/// (MCP_BEARER_TOKEN, GATEWAY_LISTEN, GATEWAY_STORE, GATEWAY_ALLOWED_HOSTS,
-/// GATEWAY_UPSTREAMS, GATEWAY_CALL_TIMEOUT_MS, GATEWAY_CONNECT_TIMEOUT_MS,
-/// GATEWAY_HEALTH_INTERVAL_MS, GATEWAY_MAX_BODY_BYTES, GATEWAY_BALANCE,
-/// GATEWAY_BREAKER_FAILURES, GATEWAY_BREAKER_COOLDOWN_MS, GATEWAY_DRAIN_TIMEOUT_MS,
-/// GATEWAY_LIST_PAGE_SIZE, GATEWAY_ALLOWED_ORIGINS,
-/// GATEWAY_LOG_JSON), then these flags.
+/// Configuration is layered: defaults, then the TOML file (--config), then the
+/// environment (the variables are listed below), then these flags (--token, --listen,
+/// --store, --log-json). An unknown key or variable stops start-up.
 ///
 /// With a subcommand, it is instead the operator's client of a running gateway
 /// (--url or GATEWAY_URL, --token or MCP_BEARER_TOKEN): `gateway services`,
@@ -42,9 +38,46 @@ struct Cli {
     log_json: bool,
 }
 
+/// The command line, with `--help` listing every setting's environment variable from
+/// the configuration's own definition.
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let about = command
+        .get_long_about()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let vars = Config::environment_variables();
+    let mut lines = String::new();
+    let mut line = String::from(" ");
+    for v in vars {
+        if line.len() + v.len() > 86 {
+            lines.push_str(&line);
+            lines.push('\n');
+            line = String::from(" ");
+        }
+        line.push(' ');
+        line.push_str(&v);
+    }
+    lines.push_str(&line);
+    command.long_about(format!(
+        "{about}\n\nEnvironment (each is a key of the TOML file, lower-cased without the GATEWAY_ prefix; token is MCP_BEARER_TOKEN; credentials and jwt are TOML only):\n{lines}"
+    ))
+}
+
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // `--token` on the command line sets the server's token too (it is the CLI's
+    // token otherwise; both default to MCP_BEARER_TOKEN).
+    let token_flag = (matches.value_source("token")
+        == Some(clap::parser::ValueSource::CommandLine))
+    .then(|| cli.remote.token.clone());
     if let Some(command) = cli.command {
         match gateway::cli::run(cli.remote, command).await {
             Ok(out) => {
@@ -66,6 +99,7 @@ async fn main() {
         }
     }
     let overrides = Overrides {
+        token: token_flag,
         listen: cli.listen,
         store: cli.store,
         log_json: cli.log_json.then_some(true),
@@ -101,7 +135,14 @@ async fn main() {
 mod tests {
     #[test]
     fn cli_is_well_formed() {
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
+        super::command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_every_settings_variable() {
+        let help = super::command().render_long_help().to_string();
+        for v in gateway::Config::environment_variables() {
+            assert!(help.contains(&v), "{v} missing from --help");
+        }
     }
 }

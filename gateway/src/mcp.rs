@@ -1212,16 +1212,29 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
                     .await
                 }
             },
-            None => into_axum(endpoint.sessions.handle(request).await),
+            None => into_axum(endpoint.sessions.handle(request).await).await,
         };
     }
     // The body is read once and its envelope with it; every step below uses that.
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let bytes = match read_body(body, endpoint.max_body_bytes).await {
         Ok(b) => b,
         Err(too_large) => return too_large,
     };
     let parsed = Parsed::of(&bytes);
+    // The body is JSON whatever the client's tooling called it (`curl -d` says
+    // application/x-www-form-urlencoded): rmcp reads it as what it is.
+    let labelled_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.trim_start().starts_with("application/json"));
+    if !labelled_json && !matches!(parsed, Parsed::NotJson(_)) {
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
     // Over the credential's rate limit: a JSON-RPC error for a request (it has an id to
     // answer), 429 for anything else.
     if let Some(who) = &identity
@@ -1271,7 +1284,6 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         return initialize(&endpoint, parts, &bytes, &parsed, identity.as_ref()).await;
     }
     // A plain JSON-RPC post: answer in JSON whatever the client's tooling sent.
-    let mut parts = parts;
     let h = &mut parts.headers;
     let accept_ok = h
         .get(header::ACCEPT)
@@ -1290,7 +1302,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         );
     }
     let request = Request::from_parts(parts, Body::from(bytes));
-    into_axum(endpoint.sessionless.handle(request).await)
+    into_axum(endpoint.sessionless.handle(request).await).await
 }
 
 /// 403 when session `id` was opened by another credential than `who` (a session id is
@@ -1327,7 +1339,7 @@ async fn initialize(
         &endpoint.legacy
     };
     let request = Request::from_parts(parts, Body::from(bytes.clone()));
-    let response = into_axum(service.handle(request).await);
+    let response = into_axum(service.handle(request).await).await;
     endpoint
         .registry
         .observer()
@@ -1420,12 +1432,12 @@ async fn in_session(
     };
     let request = Request::from_parts(parts, posted.into_body());
     if legacy {
-        return into_axum(endpoint.legacy.handle(request).await);
+        return into_axum(endpoint.legacy.handle(request).await).await;
     }
     // Resumable streams: note which stream a POST rides on and when one is resumed.
     let sessions = &endpoint.sessions;
     sse_resume::tracked(&endpoint.streams.resumptions, request, |r| async move {
-        into_axum(sessions.handle(r).await)
+        into_axum(sessions.handle(r).await).await
     })
     .await
 }
@@ -1562,12 +1574,47 @@ fn too_large(limit: usize) -> Response {
         .into_response()
 }
 
-fn into_axum<B>(response: http::Response<B>) -> Response
+/// rmcp's answer as axum's; a refusal rmcp words in plain text (406, 415, an unknown
+/// session's 404, ...) becomes a JSON-RPC error with the same status and text: every
+/// refusal on `/mcp` is JSON-RPC.
+async fn into_axum<B>(response: http::Response<B>) -> Response
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
-    response.map(Body::new)
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    let response = response.map(Body::new);
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(1), to_bytes(body, 4096));
+    let text = match read.await {
+        Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        _ => String::new(),
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("refused").to_string()
+    } else {
+        text
+    };
+    let code = if status.is_server_error() {
+        -32603
+    } else {
+        -32600
+    };
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
+    Response::from_parts(parts, Body::from(body.to_string()))
 }
 
 #[cfg(test)]

@@ -86,6 +86,9 @@ pub enum UnregisterError {
     UnknownInstance { name: String, which: String },
     #[error("{0}")]
     NotOwner(String),
+    /// The configuration defines it: only the configuration changes it.
+    #[error("{0}")]
+    Configured(String),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
@@ -342,8 +345,17 @@ impl Registry {
             log_writer: Mutex::new(log_writer),
             reservation_ms: i64::try_from(config.name_reservation_ms).unwrap_or(i64::MAX),
         });
+        // The configuration wins over the store: a stored registration of a name the
+        // configuration defines is left aside (and said so), not merged.
+        let configured_names: std::collections::BTreeSet<&str> =
+            config.upstreams.iter().map(|u| u.name.as_str()).collect();
         let mut restored: BTreeMap<String, Vec<StoredInstance>> = BTreeMap::new();
         for s in store.load()? {
+            if configured_names.contains(s.name.as_str()) {
+                tracing::warn!(service = %s.name, url = %s.url,
+                    "a stored registration is ignored: the configuration defines this service");
+                continue;
+            }
             restored.entry(s.name.clone()).or_default().push(s);
         }
         for (name, stored) in &restored {
@@ -381,10 +393,6 @@ impl Registry {
             configured.entry(spec.name.as_str()).or_default().push(spec);
         }
         for (name, specs) in configured {
-            if restored.contains_key(name) {
-                // A registration made at run time is newer than the file: it wins.
-                continue;
-            }
             let timeout = specs
                 .iter()
                 .find_map(|s| s.call_timeout_ms)
@@ -918,6 +926,11 @@ impl Registry {
                 name: name.to_string(),
                 which: which.unwrap_or_default().to_string(),
             });
+        }
+        if gone.iter().any(|i| i.source == Source::Config) {
+            return Err(UnregisterError::Configured(format!(
+                "service \"{name}\" is defined in the gateway's configuration; change it there"
+            )));
         }
         if !actor.may_change(gone.iter().map(|i| i.owner.as_deref())) {
             return Err(UnregisterError::NotOwner(not_owner(name)));

@@ -67,8 +67,8 @@ fn compose_ports_commands_and_health_checks_match_the_defaults() {
         );
         assert_eq!(
             s["ports"][0],
-            format!("{port}:{port}"),
-            "{name}: publishes its port"
+            format!("127.0.0.1:{port}:{port}"),
+            "{name}: publishes its port, on the host's loopback only"
         );
         let health = s["healthcheck"]["test"]
             .as_array()

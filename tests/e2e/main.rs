@@ -10,6 +10,7 @@ mod auth;
 mod cli;
 mod compose;
 mod dashboard;
+mod docs;
 mod faults;
 mod federation;
 mod observe;

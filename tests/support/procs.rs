@@ -162,6 +162,22 @@ async fn start_logging(
     proc
 }
 
+/// The gateway binary with exactly `args` and `envs` (besides the test token), which
+/// listens on `port` by what they say.
+pub async fn gateway_args(port: u16, args: &[String], envs: &[(&str, String)]) -> Proc {
+    start("gateway", port, args, envs).await
+}
+
+/// A demo service binary with exactly `args` and `envs`, listening on `port`.
+pub async fn service_args(
+    name: &'static str,
+    port: u16,
+    args: &[String],
+    envs: &[(&str, String)],
+) -> Proc {
+    start(name, port, args, envs).await
+}
+
 /// The gateway on `port` with its store at `store`, fast health checks.
 pub async fn gateway(port: u16, store: &Path, envs: &[(&str, String)]) -> Proc {
     gateway_logging(port, store, envs, None).await

@@ -226,6 +226,7 @@ fn bad_request(what: &str, why: String) -> Response {
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "Scope, owner, Host or Origin", body = ErrorBody),
         (status = 404, description = "No such service or instance", body = ErrorBody),
+        (status = 409, description = "Defined in the configuration", body = ErrorBody),
         (status = 429, description = "Over a rate limit", body = ErrorBody),
     ),
     security(("bearer" = [])))]
@@ -255,6 +256,7 @@ pub async fn unregister(
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "Scope, owner, Host or Origin", body = ErrorBody),
         (status = 404, description = "No such service or instance", body = ErrorBody),
+        (status = 409, description = "Defined in the configuration", body = ErrorBody),
         (status = 429, description = "Over a rate limit", body = ErrorBody),
     ),
     security(("bearer" = [])))]
@@ -286,6 +288,7 @@ async fn unregister_reply(
             error(StatusCode::NOT_FOUND, "not_registered", e.to_string())
         }
         Err(UnregisterError::NotOwner(why)) => error(StatusCode::FORBIDDEN, "not_owner", why),
+        Err(UnregisterError::Configured(why)) => error(StatusCode::CONFLICT, "configured", why),
         Err(e) => {
             tracing::error!("{e}");
             error(

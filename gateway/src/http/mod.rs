@@ -81,6 +81,17 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config)
         .merge(well_known)
         .merge(ui::routes())
         .merge(protected)
+        .method_not_allowed_fallback(|request: axum::extract::Request| async move {
+            admin::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!(
+                    "{} does not take {}; see GET /openapi.json",
+                    request.uri().path(),
+                    request.method()
+                ),
+            )
+        })
         .fallback(|| async {
             admin::error(
                 StatusCode::NOT_FOUND,
