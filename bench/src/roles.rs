@@ -27,7 +27,7 @@ pub async fn serve_gateway(listen: String, store: PathBuf) -> anyhow::Result<()>
     let overrides = gateway::config::Overrides {
         listen: Some(listen),
         store: Some(store),
-        log_json: None,
+        ..Default::default()
     };
     let config = gateway::Config::load(None, &overrides)?;
     service_kit::logging::init(config.log_json);
