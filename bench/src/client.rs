@@ -27,6 +27,7 @@ const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version
 /// The HTTP client every virtual client shares: pooled keep-alive connections (enough
 /// idle ones kept for `max_idle` concurrent clients), `TCP_NODELAY`, bounded waits.
 pub fn http_client(max_idle: usize) -> Result<reqwest::Client> {
+    service_kit::client::ensure_tls_provider();
     reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(max_idle)

@@ -104,6 +104,7 @@ impl ChildGuard {
 
     /// Waits until `GET {base}/health` answers 200, the child is gone, or `limit` passes.
     pub async fn wait_healthy(&mut self, base: &str, limit: Duration) -> Result<()> {
+        service_kit::client::ensure_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()

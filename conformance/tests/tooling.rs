@@ -172,6 +172,7 @@ async fn proxy_adds_the_token_and_passes_everything_else_through() {
     let upstream = serve(Router::new().fallback(any(echo)), &shutdown).await;
     let config = proxy::Config::new(&format!("http://{upstream}"), "secret-token").expect("config");
     let addr = serve(proxy::router(&config).expect("router"), &shutdown).await;
+    service_kit::client::ensure_tls_provider();
     let client = reqwest::Client::new();
 
     let response = client

@@ -94,6 +94,10 @@ pub struct Config {
     /// link-local/metadata, multicast and unspecified ones). Loopback by default.
     #[serde(deserialize_with = "list_or_csv")]
     pub upstream_networks: Vec<String>,
+    /// PEM files of CA certificates to trust for `https` upstreams, besides Mozilla's
+    /// roots (a private CA, a self-signed server).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub upstream_ca_files: Vec<String>,
     /// Further Bearer credentials, each with its scopes (the `token` above holds them
     /// all).
     pub credentials: Vec<Credential>,
@@ -254,6 +258,7 @@ impl Default for Config {
                 .iter()
                 .map(|n| n.to_string())
                 .collect(),
+            upstream_ca_files: Vec::new(),
             credentials: Vec::new(),
             jwt: None,
             session_idle_timeout_ms: 300_000,
@@ -505,6 +510,10 @@ impl Config {
         }
         crate::upstream::guard::Guard::new(&self.upstream_networks)
             .map_err(|why| bad("upstream_networks", why))?;
+        for (i, file) in self.upstream_ca_files.iter().enumerate() {
+            service_kit::client::pem_certificates(file.as_ref())
+                .map_err(|why| bad(format!("upstream_ca_files[{i}]"), why))?;
+        }
         let mut names = std::collections::HashSet::from(["default"]);
         let mut tokens = std::collections::HashSet::from([self.token.as_str()]);
         if let Some(jwt) = &self.jwt {
@@ -526,13 +535,8 @@ impl Config {
             if jwt.hs256_secret.as_ref().is_some_and(|s| s.len() < 32) {
                 return Err(bad("jwt.hs256_secret", "must be at least 32 bytes"));
             }
-            if let Some(url) = &jwt.jwks_url
-                && !url.starts_with("http://")
-            {
-                return Err(bad(
-                    "jwt.jwks_url",
-                    "must be an http:// URL (this build has no TLS; serve the JWKS locally or use jwks_file)",
-                ));
+            if let Some(url) = &jwt.jwks_url {
+                http_url("jwt.jwks_url", url)?;
             }
             crate::http::jwt::JwtVerifier::new(jwt, audience)
                 .map_err(|why| bad("jwt.jwks_file", why))?;
@@ -659,7 +663,24 @@ impl Config {
                 bytes: self.max_list_bytes,
             },
             max_call_timeout: Duration::from_millis(self.max_call_timeout_ms),
+            tls: self.upstream_tls(),
         }
+    }
+
+    /// TLS towards `https` upstreams: Mozilla's roots and `upstream_ca_files` (checked
+    /// by `validate`; an unreadable file here is left out with a warning).
+    pub fn upstream_tls(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        if self.upstream_ca_files.is_empty() {
+            return service_kit::client::default_tls();
+        }
+        let mut extra = Vec::new();
+        for file in &self.upstream_ca_files {
+            match service_kit::client::pem_certificates(file.as_ref()) {
+                Ok(certs) => extra.extend(certs),
+                Err(why) => tracing::warn!("upstream_ca_files: {why}"),
+            }
+        }
+        service_kit::client::tls_config(&extra)
     }
 }
 

@@ -58,6 +58,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    service_kit::client::ensure_tls_provider();
     // Shutdown in order: stop accepting (http_stop), let calls in flight finish
     // (bounded), end MCP sessions and their streams (sessions_stop), close upstreams.
     let upstreams_stop = CancellationToken::new();

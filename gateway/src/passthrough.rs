@@ -1,5 +1,9 @@
-//! `tools/call` without rmcp's typed pipeline: the call every client makes most, carried
-//! as JSON text from the client's POST to the backend and back.
+//! `tools/call` and `tools/list` without rmcp's typed pipeline: the calls every client
+//! makes most, carried as JSON text from the client's POST to the backend and back. It
+//! also answers a session's `GET` that resumes a stream it closed (`Last-Event-ID:
+//! fp/<n>`), notes `logging/setLevel` (the session leaves this path) and
+//! `notifications/cancelled` (the backend is told), and keeps every session's owner,
+//! activity and confirmation for the endpoint's caps and expiry.
 //!
 //! Routing a call needs its `id`, its tool `name` and nothing else; the arguments and
 //! the result are the client's and the backend's business. So when a call is one this

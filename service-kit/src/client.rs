@@ -5,6 +5,7 @@
 //! backoff is capped (rmcp's default doubles without bound); concurrent POSTs are raised
 //! from rmcp's 16 so one session multiplexes a busy gateway's calls.
 
+use rustls_pki_types::CertificateDer;
 use std::{sync::Arc, time::Duration};
 
 use rmcp::{
@@ -77,14 +78,77 @@ pub fn http_client(connect_timeout: Duration) -> reqwest::Client {
         .expect("reqwest client with static settings")
 }
 
-/// [`http_client`]'s settings, for a caller that adds its own (a resolver, say).
+/// [`http_client`]'s settings, for a caller that adds its own (a resolver, say). TLS
+/// (for `https` URLs) trusts Mozilla's roots ([`tls_config`]).
 pub fn http_client_builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
+    http_client_builder_with(connect_timeout, default_tls())
+}
+
+/// [`http_client_builder`] with a TLS configuration of the caller's (more trusted CAs).
+pub fn http_client_builder_with(
+    connect_timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
+) -> reqwest::ClientBuilder {
+    ensure_tls_provider();
     reqwest::Client::builder()
         .tcp_nodelay(true)
         // An MCP endpoint that redirects is misconfigured; and the policy costs every call.
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Below the servers' own idle limit (service_kit::serve closes a kept-alive
+        // connection after its header read timeout, 10 s by default).
+        .pool_idle_timeout(Duration::from_secs(5))
+        .use_preconfigured_tls((*tls).clone())
+}
+
+/// Makes ring the process's rustls provider, once: HTTP clients built without a TLS
+/// configuration of their own (reqwest's defaults, the OTLP exporter's) use it. Every
+/// process of the workspace calls this before it builds a client.
+pub fn ensure_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err: a provider is installed already, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// TLS for HTTP clients: rustls with the ring provider, trusting Mozilla's roots
+/// (webpki-roots) and `extra` CAs; HTTP/1.1 only.
+pub fn tls_config(extra: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for ca in extra {
+        if let Err(e) = roots.add(ca.clone()) {
+            tracing::warn!("a CA certificate is not usable: {e}");
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// The default [`tls_config`] (Mozilla's roots), built once.
+pub fn default_tls() -> Arc<rustls::ClientConfig> {
+    static TLS: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    Arc::clone(TLS.get_or_init(|| tls_config(&[])))
+}
+
+/// The certificates of a PEM file (CAs to trust), or what is wrong with it.
+pub fn pem_certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    Ok(certs)
 }
 
 /// Opens and initializes an MCP session with the server at `url` (its MCP endpoint).

@@ -76,6 +76,31 @@ where
         .route_layer(middleware::from_fn_with_state(auth, require_bearer))
 }
 
+/// The MCP URL of a server listening on `addr`, as this machine reaches it: an
+/// unspecified bind address (`0.0.0.0`, `::`) becomes loopback (a gateway refuses to
+/// connect to an unspecified address).
+pub fn local_mcp_url(addr: std::net::SocketAddr) -> String {
+    let mut reachable = addr;
+    if reachable.ip().is_unspecified() {
+        reachable.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{reachable}/mcp")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unspecified_addresses_become_loopback() {
+        let url = |a: &str| super::local_mcp_url(a.parse().expect("addr"));
+        assert_eq!(url("0.0.0.0:3002"), "http://127.0.0.1:3002/mcp");
+        assert_eq!(url("[::]:3002"), "http://[::1]:3002/mcp");
+        assert_eq!(url("10.0.0.5:3002"), "http://10.0.0.5:3002/mcp");
+    }
+}
+
 /// The `--allowed-hosts` values as given on the command line, trimmed, blanks dropped.
 pub fn allowed_hosts(raw: Vec<String>) -> Vec<String> {
     raw.into_iter()

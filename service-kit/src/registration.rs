@@ -87,6 +87,7 @@ pub async fn register_with_retry(
     registration: &Registration,
     shutdown: &CancellationToken,
 ) -> Outcome {
+    crate::client::ensure_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -214,6 +215,7 @@ pub async fn unregister(target: &GatewayTarget, registration: &Registration) -> 
     );
     let url = url::Url::parse_with_params(&base, [("url", registration.url.as_str())])
         .map_err(|e| format!("bad gateway URL {base}: {e}"))?;
+    crate::client::ensure_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()

@@ -98,7 +98,7 @@ pub async fn run(
     let public_url = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}/mcp"));
+        .unwrap_or_else(|| service_kit::mcp::local_mcp_url(addr));
     let gateway_url = config
         .gateway_url
         .as_deref()

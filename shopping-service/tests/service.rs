@@ -125,6 +125,7 @@ async fn assert_refused(response: reqwest::Response, challenge: &str, code: &str
 #[tokio::test]
 async fn mcp_requires_the_bearer_token_and_health_does_not() {
     let service = start().await;
+    service_kit::client::ensure_tls_provider();
     let client = reqwest::Client::new();
     let mcp = format!("http://{}/mcp", service.addr);
     let initialize = json!({

@@ -313,3 +313,51 @@ async fn a_stored_registration_outside_narrowed_networks_is_not_connected() {
     gw.stop().await;
     backend.stop().await;
 }
+
+/// `https` upstreams: TLS towards them on both call paths, trusting Mozilla's roots and
+/// the CAs the configuration names; an untrusted certificate is refused at registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_reached_over_tls_and_certificates_are_checked() {
+    let (ca, cert, key) = test_certificates();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secure = serve_fixture_tls(fixture::Fixture::new("secure", &["lookup"]), &cert, &key).await;
+    let url = format!("https://localhost:{}/mcp", secure.addr.port());
+    // Without the CA: the certificate is not trusted, and nothing is registered.
+    let plain = start_gateway(gateway_config(&dir.path().join("a.db"))).await;
+    let (status, body) = register(&plain, "secure", &url).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("certificate"),
+        "{body}"
+    );
+    plain.stop().await;
+    // With the CA in upstream_ca_files.
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).expect("write CA");
+    let mut config = gateway_config(&dir.path().join("b.db"));
+    config.upstream_ca_files = vec![ca_file.display().to_string()];
+    let gw = start_gateway(config).await;
+    let (status, body) = register(&gw, "secure", &url).await;
+    assert_eq!(status, 201, "{body}");
+    // The pass-through path (a plain call) and the typed one (a call with _meta).
+    let reply = call(&gw, "lookup", serde_json::json!({"id": "1"})).await;
+    assert_eq!(
+        reply["result"]["structuredContent"]["server"], "secure",
+        "{reply}"
+    );
+    let (_, reply) = rpc(
+        &gw,
+        "tools/call",
+        serde_json::json!({"name": "lookup", "arguments": {"id": "2"}, "_meta": {"progressToken": "t"}}),
+    )
+    .await;
+    assert_eq!(
+        reply["result"]["structuredContent"]["server"], "secure",
+        "{reply}"
+    );
+    gw.stop().await;
+    secure.stop().await;
+}

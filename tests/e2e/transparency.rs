@@ -334,6 +334,7 @@ async fn a_client_that_gives_up_cancels_the_call_upstream() {
     let backend = serve_fixture(f.clone()).await;
     register(&gateway, "slowpoke", &backend.mcp_url()).await;
     // A plain JSON-RPC client that times out and hangs up.
+    service_kit::client::ensure_tls_provider();
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
         .build()

@@ -121,7 +121,14 @@ impl Fixture {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        let mut config = service_kit::mcp::server_config(&[], shutdown.clone());
+        let router = self.router(shutdown.clone());
+        service_kit::serve::serve(listener, router, shutdown).await?;
+        Ok(())
+    }
+
+    /// The fixture's HTTP surface (`/mcp`), to serve however a test likes (over TLS).
+    pub fn router(self, shutdown: CancellationToken) -> axum::Router {
+        let mut config = service_kit::mcp::server_config(&[], shutdown);
         if self.json {
             config.legacy_session_mode = false;
             config.json_response = true;
@@ -133,43 +140,40 @@ impl Fixture {
             Arc::new(LocalSessionManager::default()),
             config,
         );
-        let router =
-            axum::Router::new()
-                .nest_service("/mcp", service)
-                .layer(axum::middleware::from_fn(
-                    move |request: axum::extract::Request, next: axum::middleware::Next| {
-                        let header = |name: &str| {
-                            request
-                                .headers()
-                                .get(name)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_string()
-                        };
-                        seen.lock().expect("lock").push(header("authorization"));
-                        let traceparent = header("traceparent");
-                        if !traceparent.is_empty() {
-                            traced.lock().expect("lock").push(traceparent);
+        axum::Router::new()
+            .nest_service("/mcp", service)
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let header = |name: &str| {
+                        request
+                            .headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    seen.lock().expect("lock").push(header("authorization"));
+                    let traceparent = header("traceparent");
+                    if !traceparent.is_empty() {
+                        traced.lock().expect("lock").push(traceparent);
+                    }
+                    let allowed = require
+                        .as_ref()
+                        .is_none_or(|(name, value)| header(name) == **value);
+                    async move {
+                        if allowed {
+                            next.run(request).await
+                        } else {
+                            use axum::response::IntoResponse;
+                            (
+                                axum::http::StatusCode::UNAUTHORIZED,
+                                "fixture: credential required",
+                            )
+                                .into_response()
                         }
-                        let allowed = require
-                            .as_ref()
-                            .is_none_or(|(name, value)| header(name) == **value);
-                        async move {
-                            if allowed {
-                                next.run(request).await
-                            } else {
-                                use axum::response::IntoResponse;
-                                (
-                                    axum::http::StatusCode::UNAUTHORIZED,
-                                    "fixture: credential required",
-                                )
-                                    .into_response()
-                            }
-                        }
-                    },
-                ));
-        service_kit::serve::serve(listener, router, shutdown).await?;
-        Ok(())
+                    }
+                },
+            ))
     }
 }
 

@@ -67,6 +67,8 @@ pub struct Hostile {
     pub most_answering: Arc<AtomicUsize>,
     /// `Authorization` headers received.
     pub authorizations: Arc<Mutex<Vec<String>>>,
+    /// Answer `initialize` with a 401 that echoes the request's headers.
+    refuse_initialize: bool,
 }
 
 impl Hostile {
@@ -88,7 +90,14 @@ impl Hostile {
             answering: Arc::default(),
             most_answering: Arc::default(),
             authorizations: Arc::default(),
+            refuse_initialize: false,
         }
+    }
+
+    /// Refuses every session: `initialize` gets a 401 echoing the request's headers.
+    pub fn refusing_initialize(mut self) -> Self {
+        self.refuse_initialize = true;
+        self
     }
 
     pub fn paging(mut self, paging: Paging) -> Self {
@@ -208,6 +217,13 @@ async fn mcp(
         return StatusCode::ACCEPTED.into_response();
     };
     match rpc {
+        "initialize" if h.refuse_initialize => {
+            let echoed: String = headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("?")))
+                .collect();
+            (StatusCode::UNAUTHORIZED, echoed).into_response()
+        }
         "initialize" => {
             let version = message["params"]["protocolVersion"]
                 .as_str()

@@ -149,6 +149,74 @@ pub async fn serve_fixture(fixture: fixture::Fixture) -> Running {
     serve_fixture_on(ephemeral().await, fixture)
 }
 
+/// A test CA and a certificate it signed for `localhost` and 127.0.0.1: (CA PEM,
+/// server certificate PEM, server key PEM).
+pub fn test_certificates() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "gateway test CA");
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let server =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("server params");
+    let cert = server.signed_by(&key, &issuer).expect("server certificate");
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// Serves `fixture` over TLS (HTTP/1.1) with this certificate and key, on an ephemeral
+/// port.
+pub async fn serve_fixture_tls(
+    fixture: fixture::Fixture,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Running {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("certificate PEM");
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key PEM");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server TLS config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    spawn(ephemeral().await, move |listener, shutdown| async move {
+        let router = fixture.router(shutdown.clone());
+        loop {
+            let (tcp, _) = tokio::select! {
+                a = listener.accept() => a?,
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            let (acceptor, router) = (acceptor.clone(), router.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        use tower::ServiceExt;
+                        router.clone().oneshot(request.map(axum::body::Body::new))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    })
+}
+
 /// Serves a hostile MCP server on an ephemeral port.
 pub async fn serve_hostile(hostile: hostile::Hostile) -> Running {
     spawn(ephemeral().await, move |l, s| hostile.serve(l, s))
@@ -201,10 +269,17 @@ impl Stack {
 }
 
 pub fn http() -> reqwest::Client {
+    service_kit::client::ensure_tls_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
         .expect("client")
+}
+
+/// A client without the usual request timeout (a test that sets its own per request).
+pub fn http_no_timeout() -> reqwest::Client {
+    service_kit::client::ensure_tls_provider();
+    reqwest::Client::new()
 }
 
 /// Polls `check` every 25 ms until it holds, failing the test after `limit`.

@@ -81,16 +81,10 @@ pub async fn run(
     let addr = listener.local_addr()?;
     let auth = BearerAuth::new(SERVICE_NAME, &config.service_token)
         .map_err(|e| anyhow::anyhow!("service token: {e}"))?;
-    let public_url = config.public_url.clone().unwrap_or_else(|| {
-        let mut reachable = addr;
-        if reachable.ip().is_unspecified() {
-            reachable.set_ip(match addr {
-                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        format!("http://{reachable}/mcp")
-    });
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| service_kit::mcp::local_mcp_url(addr));
     tracing::info!(%addr, %public_url, users = data::users().len(), "{SERVICE_NAME} listening");
 
     let registration = config.gateway_url.map(|base_url| {

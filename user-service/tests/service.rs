@@ -147,6 +147,7 @@ async fn assert_refused(response: reqwest::Response, challenge: &str, code: &str
 #[tokio::test]
 async fn mcp_requires_the_bearer_token_and_health_does_not() {
     let service = Running::standalone().await;
+    service_kit::client::ensure_tls_provider();
     let client = reqwest::Client::new();
     let mcp = format!("http://{}/mcp", service.addr);
     let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
@@ -354,6 +355,7 @@ async fn tools_over_mcp() {
 #[tokio::test]
 async fn only_loopback_hosts_are_served() {
     let service = Running::standalone().await;
+    service_kit::client::ensure_tls_provider();
     let client = reqwest::Client::new();
     let initialize = json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",

@@ -1,4 +1,7 @@
-//! The operator endpoints: `POST /register`, `GET|POST /services`, `GET /health`.
+//! The operator endpoints: `POST /register`; `GET|POST /services`, `GET /services/{name}`;
+//! `DELETE /services/{name}` (`?url=`) and `DELETE /services/{name}/instances/{id}`;
+//! `GET /calls`, `GET /stats`; `GET /health` (public). Each is described in the OpenAPI
+//! document (`#[utoipa::path]`, see `openapi`).
 //! Bodies are parsed by hand so that every malformed input gets a JSON error that says
 //! exactly what is wrong, and nothing changes on error.
 

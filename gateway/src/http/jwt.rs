@@ -63,7 +63,7 @@ impl JwtVerifier {
 
     /// Keeps the keys of `url` (a JWKS document) current: now, then every `every`.
     pub async fn refresh_from(self: Arc<Self>, url: String, every: Duration) {
-        let http = reqwest::Client::new();
+        let http = service_kit::client::http_client(Duration::from_secs(10));
         loop {
             match fetch(&http, &url).await {
                 Ok(keys) => self.keys.store(Arc::new(keys)),

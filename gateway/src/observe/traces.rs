@@ -38,6 +38,8 @@ impl Drop for Tracing {
 /// Installs the process's log subscriber (`RUST_LOG`, default `info`; JSON lines with
 /// `json`) and, with an OTLP endpoint (`http://collector:4318`), the trace exporter.
 pub fn init(json: bool, otlp_endpoint: Option<&str>) -> anyhow::Result<Tracing> {
+    // The OTLP exporter builds its own HTTP client.
+    service_kit::client::ensure_tls_provider();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
     let logs = if json {

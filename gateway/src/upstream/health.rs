@@ -3,7 +3,10 @@
 //! from real calls. Pure bookkeeping under a short `std::sync::Mutex`; nothing here
 //! awaits.
 //!
-//! - A success (call or ping) closes the breaker and makes the instance `healthy`.
+//! - A successful call closes the breaker and makes the instance `healthy`. A ping
+//!   proves the session only: it makes a `down` instance `healthy` again, but it clears
+//!   neither call failures nor an open breaker, except as the half-open probe once the
+//!   cool-down has passed.
 //! - A failure (transport error or timeout; a backend's own error is not one) makes it
 //!   `degraded`; `failure_threshold` consecutive failures open the breaker and make it
 //!   `down`. A lost session (connect refused, stream closed) makes it `down` at once.

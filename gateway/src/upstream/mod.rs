@@ -95,6 +95,8 @@ pub struct Options {
     pub list_bounds: ListBounds,
     /// The longest call deadline a registration may ask for.
     pub max_call_timeout: Duration,
+    /// TLS towards `https` upstreams: Mozilla's roots and the configured CAs.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// The shortest time between two re-lists of one instance (a backend announcing
@@ -488,16 +490,21 @@ impl Instance {
         if let Some((name, value)) = &self.auth {
             headers.insert(name.clone(), value.clone());
         }
-        let client = service_kit::client::http_client_builder(options.connect_timeout)
-            .dns_resolver(self.options.guard.resolver())
-            .default_headers(headers)
-            .build()
-            .unwrap_or_else(|_| service_kit::client::http_client(options.connect_timeout));
+        let tls = Arc::clone(&self.options.tls);
+        let client = service_kit::client::http_client_builder_with(
+            options.connect_timeout,
+            Arc::clone(&tls),
+        )
+        .dns_resolver(self.options.guard.resolver())
+        .default_headers(headers)
+        .build()
+        .unwrap_or_else(|_| service_kit::client::http_client(options.connect_timeout));
         let target = Arc::new(raw::RawTarget::new(
             client.clone(),
             &self.url,
             Arc::clone(&self.options.guard),
             self.auth.clone(),
+            tls,
         ));
         let http = resume::WatchedHttp::new(
             client,

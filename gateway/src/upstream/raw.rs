@@ -62,6 +62,11 @@ pub struct RawTarget {
     links: std::sync::Mutex<Vec<Link>>,
     /// `host`, `port`, the `Host` header, and the origin-form request target.
     endpoint: Option<(String, u16, HeaderValue, http::Uri)>,
+    /// For an `https` URL: TLS towards `host`.
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
     /// Where connections may go.
     guard: Arc<super::guard::Guard>,
     session_id: OnceLock<HeaderValue>,
@@ -76,7 +81,16 @@ impl RawTarget {
         url: &str,
         guard: Arc<super::guard::Guard>,
         auth: Option<(http::HeaderName, HeaderValue)>,
+        tls: Arc<rustls::ClientConfig>,
     ) -> Self {
+        let tls = reqwest::Url::parse(url)
+            .ok()
+            .filter(|u| u.scheme() == "https")
+            .and_then(|u| {
+                let host = u.host_str()?.trim_matches(['[', ']']).to_string();
+                let name = rustls_pki_types::ServerName::try_from(host).ok()?;
+                Some((tokio_rustls::TlsConnector::from(tls), name))
+            });
         let endpoint = reqwest::Url::parse(url).ok().and_then(|u| {
             let host = u.host_str()?.trim_matches(['[', ']']).to_string();
             let port = u.port_or_known_default()?;
@@ -99,6 +113,7 @@ impl RawTarget {
             http,
             links: std::sync::Mutex::new(Vec::new()),
             endpoint,
+            tls,
             guard,
             url: reqwest::Url::parse(url).ok(),
             session_id: OnceLock::new(),
@@ -148,10 +163,19 @@ impl RawTarget {
             .resolve(host, *port)
             .await
             .map_err(|r| Failure::NotDelivered(r.to_string()))?;
-        let stream = tokio::net::TcpStream::connect(&addrs[..])
+        let tcp = tokio::net::TcpStream::connect(&addrs[..])
             .await
             .map_err(|e| Failure::NotDelivered(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let stream = match &self.tls {
+            None => Wire::Plain(tcp),
+            Some((connector, name)) => Wire::Tls(Box::new(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| Failure::NotDelivered(format!("TLS: {e}")))?,
+            )),
+        };
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| Failure::NotDelivered(service_kit::client::root_cause(&e)))?;
@@ -361,7 +385,53 @@ impl Answer {
 /// How many idle connections to a backend are kept.
 const MAX_IDLE_LINKS: usize = 256;
 
-type Conn = hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>;
+type Conn = hyper::client::conn::http1::Connection<TokioIo<Wire>, Full<Bytes>>;
+
+/// A connection to a backend: plain TCP, or TLS over it for an `https` URL.
+enum Wire {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Wire {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Wire::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Wire::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Wire {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Wire::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Wire::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Wire::Plain(s) => Pin::new(s).poll_flush(cx),
+            Wire::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Wire::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Wire::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// One HTTP/1 connection to the backend. hyper's pooled clients drive each connection in
 /// a task of its own, so every request and every chunk of its answer crosses between two
