@@ -90,17 +90,6 @@ pub fn local_mcp_url(addr: std::net::SocketAddr) -> String {
     format!("http://{reachable}/mcp")
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unspecified_addresses_become_loopback() {
-        let url = |a: &str| super::local_mcp_url(a.parse().expect("addr"));
-        assert_eq!(url("0.0.0.0:3002"), "http://127.0.0.1:3002/mcp");
-        assert_eq!(url("[::]:3002"), "http://[::1]:3002/mcp");
-        assert_eq!(url("10.0.0.5:3002"), "http://10.0.0.5:3002/mcp");
-    }
-}
-
 /// The `--allowed-hosts` values as given on the command line, trimmed, blanks dropped.
 pub fn allowed_hosts(raw: Vec<String>) -> Vec<String> {
     raw.into_iter()
@@ -130,5 +119,16 @@ fn schema_object(schema: Value) -> Arc<JsonObject> {
     match schema {
         Value::Object(map) => Arc::new(map),
         other => panic!("a tool schema must be a JSON object, got {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unspecified_addresses_become_loopback() {
+        let url = |a: &str| super::local_mcp_url(a.parse().expect("addr"));
+        assert_eq!(url("0.0.0.0:3002"), "http://127.0.0.1:3002/mcp");
+        assert_eq!(url("[::]:3002"), "http://[::1]:3002/mcp");
+        assert_eq!(url("10.0.0.5:3002"), "http://10.0.0.5:3002/mcp");
     }
 }

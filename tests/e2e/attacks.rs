@@ -268,7 +268,7 @@ async fn generated_bodies_from_credentials_without_call_never_reach_a_tool() {
             let mut params = vec![r#""name":"writeOrder""#, r#""arguments":{}"#];
             params.extend(extra);
             let params = format!(r#""params":{{{}}}"#, params.join(","));
-            let mut members = vec![
+            let mut members = [
                 r#""jsonrpc":"2.0""#.to_string(),
                 id.to_string(),
                 method.to_string(),
