@@ -395,8 +395,17 @@ impl Config {
                         },
                         None => String::new(),
                     };
+                    // A key may be anything TOML allows, the empty one too: named quoted
+                    // when it would not read as a name.
+                    let name = if key.is_empty()
+                        || key.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
+                        format!("{key:?}")
+                    } else {
+                        key.clone()
+                    };
                     return Err(bad(
-                        key.clone(),
+                        name,
                         format!(
                             "unknown setting{from}; see gateway --help or the README for the settings"
                         ),
@@ -1028,6 +1037,9 @@ mod tests {
     fn unknown_keys_stop_start_up_naming_the_key_and_where_it_came_from() {
         let e = Config::from_toml("listen = \"127.0.0.1:1\"\ncall_timout_ms = 5").unwrap_err();
         assert_eq!(e.key, "call_timout_ms", "{e}");
+        // The fuzzer's find: an empty table name.
+        let e = Config::from_toml("[\"\"]").unwrap_err();
+        assert_eq!(e.key, "\"\"", "{e}");
         let e = Config::from_toml(
             "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nwieght = 2",
         )
