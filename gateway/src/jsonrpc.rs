@@ -104,6 +104,38 @@ impl Envelope<'_> {
     }
 }
 
+/// JSON-RPC "invalid request" (also for what the gateway refuses before reading a
+/// message: a body too large or too slow, a forbidden `Host`).
+pub const INVALID_REQUEST: i32 = -32600;
+/// JSON-RPC "parse error".
+pub const PARSE_ERROR: i32 = -32700;
+/// JSON-RPC "internal error".
+pub const INTERNAL_ERROR: i32 = -32603;
+
+/// A JSON-RPC error response with HTTP status `status`: the one shape of every refusal
+/// on `/mcp` (`id` is null when the request's id is unknown or unusable).
+pub fn error_response(
+    status: http::StatusCode,
+    id: serde_json::Value,
+    code: i32,
+    message: impl Into<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (status, axum::Json(error_body(id, code, message))).into_response()
+}
+
+/// A JSON-RPC error message.
+pub fn error_body(
+    id: serde_json::Value,
+    code: i32,
+    message: impl Into<String>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "jsonrpc": "2.0", "id": id,
+        "error": { "code": code, "message": message.into() }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::Parsed;

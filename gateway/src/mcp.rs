@@ -1473,15 +1473,15 @@ fn method_scope(method: &str) -> Option<(Scopes, bool)> {
 /// only for a credential with every scope (each of its messages would need a check).
 fn refuse_unclassified(parsed: &Parsed<'_>, who: Option<&Identity>) -> Option<Response> {
     let (code, message) = match parsed {
-        Parsed::NotJson(why) => (-32700, why.clone()),
-        Parsed::Invalid(why) => (-32600, why.clone()),
+        Parsed::NotJson(why) => (crate::jsonrpc::PARSE_ERROR, why.clone()),
+        Parsed::Invalid(why) => (crate::jsonrpc::INVALID_REQUEST, why.clone()),
         Parsed::Batch if who.is_some_and(|w| w.scopes != Scopes::ALL) => (
-            -32600,
+            crate::jsonrpc::INVALID_REQUEST,
             "JSON-RPC batches are not accepted from a credential with limited scopes".into(),
         ),
         Parsed::Batch => return None,
         Parsed::Message(m) if m.method.is_none() && !m.is_response() => (
-            -32600,
+            crate::jsonrpc::INVALID_REQUEST,
             "invalid JSON-RPC message: neither a request, a notification nor a response".into(),
         ),
         Parsed::Message(_) => return None,
@@ -1492,16 +1492,12 @@ fn refuse_unclassified(parsed: &Parsed<'_>, who: Option<&Identity>) -> Option<Re
         .and_then(|id| serde_json::from_str::<serde_json::Value>(id.get()).ok())
         .filter(|id| id.is_string() || id.is_number())
         .unwrap_or(serde_json::Value::Null);
-    Some(
-        (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({
-                "jsonrpc": "2.0", "id": id,
-                "error": { "code": code, "message": message }
-            })),
-        )
-            .into_response(),
-    )
+    Some(crate::jsonrpc::error_response(
+        StatusCode::BAD_REQUEST,
+        id,
+        code,
+        message,
+    ))
 }
 
 /// 403 when `who` lacks the scope the message in `parsed` needs (a classified message:
@@ -1550,28 +1546,22 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
         if over {
             return too_large(limit);
         }
-        (
+        crate::jsonrpc::error_response(
             StatusCode::REQUEST_TIMEOUT,
-            axum::Json(json!({
-                "jsonrpc": "2.0", "id": null,
-                "error": { "code": -32600, "message": format!(
-                    "the request body did not arrive whole in time: {cause}") }
-            })),
+            serde_json::Value::Null,
+            crate::jsonrpc::INVALID_REQUEST,
+            format!("the request body did not arrive whole in time: {cause}"),
         )
-            .into_response()
     })
 }
 
 fn too_large(limit: usize) -> Response {
-    (
+    crate::jsonrpc::error_response(
         StatusCode::PAYLOAD_TOO_LARGE,
-        axum::Json(json!({
-            "jsonrpc": "2.0", "id": null,
-            "error": { "code": -32600, "message": format!(
-                "request body exceeds the limit of {limit} bytes") }
-        })),
+        serde_json::Value::Null,
+        crate::jsonrpc::INVALID_REQUEST,
+        format!("request body exceeds the limit of {limit} bytes"),
     )
-        .into_response()
 }
 
 /// rmcp's answer as axum's; a refusal rmcp words in plain text (406, 415, an unknown
@@ -1604,16 +1594,16 @@ where
         text
     };
     let code = if status.is_server_error() {
-        -32603
+        crate::jsonrpc::INTERNAL_ERROR
     } else {
-        -32600
+        crate::jsonrpc::INVALID_REQUEST
     };
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     parts.headers.remove(header::CONTENT_LENGTH);
-    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
+    let body = crate::jsonrpc::error_body(serde_json::Value::Null, code, message);
     Response::from_parts(parts, Body::from(body.to_string()))
 }
 

@@ -146,7 +146,6 @@ async fn front(
     next: middleware::Next,
 ) -> axum::response::Response {
     use crate::origins::Refused;
-    use axum::response::IntoResponse;
     let (status, code, message) = match origins.check(request.headers()) {
         Ok(()) => return next.run(request).await,
         Err(Refused::Repeated(which)) => (
@@ -166,14 +165,12 @@ async fn front(
         ),
     };
     if request.uri().path() == "/mcp" {
-        return (
+        return crate::jsonrpc::error_response(
             status,
-            axum::Json(serde_json::json!({
-                "jsonrpc": "2.0", "id": null,
-                "error": { "code": -32600, "message": message }
-            })),
-        )
-            .into_response();
+            serde_json::Value::Null,
+            crate::jsonrpc::INVALID_REQUEST,
+            message,
+        );
     }
     admin::error(status, code, message)
 }
