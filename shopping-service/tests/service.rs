@@ -92,7 +92,9 @@ fn ok(result: CallToolResult) -> Value {
 #[tokio::test]
 async fn health_over_http() {
     let service = start().await;
-    let response = reqwest::get(format!("http://{}/health", service.addr))
+    let response = client()
+        .get(format!("http://{}/health", service.addr))
+        .send()
         .await
         .expect("GET /health");
     assert_eq!(response.status(), 200);
@@ -125,8 +127,7 @@ async fn assert_refused(response: reqwest::Response, challenge: &str, code: &str
 #[tokio::test]
 async fn mcp_requires_the_bearer_token_and_health_does_not() {
     let service = start().await;
-    service_kit::client::ensure_tls_provider();
-    let client = reqwest::Client::new();
+    let client = client();
     let mcp = format!("http://{}/mcp", service.addr);
     let initialize = json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -518,4 +519,11 @@ async fn shutdown_with_an_open_session() {
     // The session stays open while the service shuts down.
     service.stop().await;
     drop(session);
+}
+
+/// An HTTP client for the tests (the process's TLS provider made ring first: the
+/// workspace's reqwest has no built-in one).
+fn client() -> reqwest::Client {
+    service_kit::client::ensure_tls_provider();
+    reqwest::Client::new()
 }

@@ -114,7 +114,9 @@ fn structured(result: CallToolResult) -> Value {
 #[tokio::test]
 async fn health_reports_the_directory() {
     let service = Running::standalone().await;
-    let response = reqwest::get(format!("http://{}/health", service.addr))
+    let response = client()
+        .get(format!("http://{}/health", service.addr))
+        .send()
         .await
         .expect("GET /health");
     assert_eq!(response.status(), 200);
@@ -147,8 +149,7 @@ async fn assert_refused(response: reqwest::Response, challenge: &str, code: &str
 #[tokio::test]
 async fn mcp_requires_the_bearer_token_and_health_does_not() {
     let service = Running::standalone().await;
-    service_kit::client::ensure_tls_provider();
-    let client = reqwest::Client::new();
+    let client = client();
     let mcp = format!("http://{}/mcp", service.addr);
     let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
     let post = |authorization: Option<&str>| {
@@ -355,8 +356,7 @@ async fn tools_over_mcp() {
 #[tokio::test]
 async fn only_loopback_hosts_are_served() {
     let service = Running::standalone().await;
-    service_kit::client::ensure_tls_provider();
-    let client = reqwest::Client::new();
+    let client = client();
     let initialize = json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {
@@ -474,4 +474,11 @@ async fn public_url_overrides_the_registered_url() {
 
     service.stop().await;
     gateway_task.abort();
+}
+
+/// An HTTP client for the tests (the process's TLS provider made ring first: the
+/// workspace's reqwest has no built-in one).
+fn client() -> reqwest::Client {
+    service_kit::client::ensure_tls_provider();
+    reqwest::Client::new()
 }
