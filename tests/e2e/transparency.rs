@@ -17,8 +17,8 @@ use rmcp::{
     ClientHandler, ErrorData, RoleClient,
     model::{
         CallToolRequest, CallToolRequestParams, ClientConfig, ClientRequest,
-        CreateMessageRequestParams, CreateMessageResult, Implementation, ProgressNotificationParam,
-        ProgressToken, ServerResult,
+        CreateMessageRequestParams, CreateMessageResult, Implementation, ListRootsResult,
+        ProgressNotificationParam, ProgressToken, Root, ServerResult,
     },
     service::{NotificationContext, PeerRequestOptions, RequestContext, RunningService},
 };
@@ -87,6 +87,34 @@ async fn probe_client(gateway: &Running, probe: Probe) -> RunningService<RoleCli
     )
     .await
     .expect("client session with the gateway")
+}
+
+/// A client that declares `roots` and answers `roots/list` with its own.
+#[derive(Clone)]
+struct Rooted {
+    name: String,
+    roots: Vec<String>,
+    asked: Arc<AtomicUsize>,
+}
+
+impl ClientHandler for Rooted {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            serde_json::from_value(json!({"roots": {"listChanged": false}}))
+                .expect("capabilities"),
+            Implementation::new(self.name.clone(), "1.0.0"),
+        )
+    }
+
+    async fn list_roots(
+        &self,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        Ok(ListRootsResult::new(
+            self.roots.iter().map(Root::new).collect(),
+        ))
+    }
 }
 
 /// The official suite's fixture server, registered under `name`.
@@ -178,6 +206,90 @@ async fn a_sampling_request_reaches_the_client_whose_call_caused_it() {
     }
     stop.cancel();
     let _ = task.await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roots_request_reaches_the_client_whose_call_caused_it_and_its_roots_the_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let files = fixture::Fixture::new("files", &["rootsSeen"]);
+    let backend = serve_fixture(files.clone()).await;
+    let (status, body) = register(&gateway, "files", &backend.mcp_url()).await;
+    assert_eq!(status, 201, "{body}");
+    let client = |name: &str, roots: &[&str]| Rooted {
+        name: name.into(),
+        roots: roots.iter().map(|r| r.to_string()).collect(),
+        asked: Arc::default(),
+    };
+    let alice = client("alice", &["file:///home/alice/project", "file:///srv/shared"]);
+    let bob = client("bob", &["file:///home/bob/work"]);
+    let mut sessions = Vec::new();
+    for rooted in [&alice, &bob] {
+        sessions.push(
+            service_kit::client::connect_with(
+                &gateway.mcp_url(),
+                &service_kit::client::ClientOptions {
+                    client_name: rooted.name.clone(),
+                    bearer: Some(TOKEN.into()),
+                    ..Default::default()
+                },
+                rooted.clone(),
+            )
+            .await
+            .expect("client session with the gateway"),
+        );
+    }
+    let (ra, rb) = tokio::join!(
+        sessions[0]
+            .peer()
+            .send_request(call_request("rootsSeen", json!({}))),
+        sessions[1]
+            .peer()
+            .send_request(call_request("rootsSeen", json!({}))),
+    );
+    for (rooted, answer) in [(&alice, ra), (&bob, rb)] {
+        let answer = match answer.expect("call answered") {
+            ServerResult::CallToolResult(r) => r,
+            other => panic!("not a tool result: {other:?}"),
+        };
+        assert_ne!(answer.is_error, Some(true), "{answer:?}");
+        let seen = answer
+            .structured_content
+            .as_ref()
+            .map(|c| c["roots"].clone())
+            .unwrap_or_else(|| panic!("no structured content: {answer:?}"));
+        assert_eq!(
+            seen,
+            json!(rooted.roots),
+            "{}'s roots reach the backend on {}'s call",
+            rooted.name,
+            rooted.name
+        );
+        assert_eq!(rooted.asked.load(Ordering::SeqCst), 1, "{}", rooted.name);
+    }
+    let mut recorded = files.roots.lock().expect("lock").clone();
+    recorded.sort();
+    let mut expected = vec![alice.roots.clone(), bob.roots.clone()];
+    expected.sort();
+    assert_eq!(recorded, expected, "what the backend received");
+    // A client that did not declare roots is not asked: the backend sees no capability.
+    let plain = mcp_client(&gateway).await;
+    let r = plain
+        .peer()
+        .send_request(call_request("rootsSeen", json!({})))
+        .await
+        .expect("call");
+    assert!(
+        text_of(&r).contains("did not declare the roots capability"),
+        "{}",
+        text_of(&r)
+    );
+    for session in sessions {
+        session.cancel().await.expect("close");
+    }
+    plain.cancel().await.expect("close");
+    backend.stop().await;
     gateway.stop().await;
 }
 
