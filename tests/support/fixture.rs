@@ -224,6 +224,7 @@ impl ServerHandler for Fixture {
                 .expect("lock")
                 .push(t.to_string());
         }
+        // The fixture's deliberate delays (`hang*`, `slow*`), the behaviour under test.
         if request.name.starts_with("hang") {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
