@@ -87,12 +87,22 @@ pub async fn register_with_retry(
     registration: &Registration,
     shutdown: &CancellationToken,
 ) -> Outcome {
+    register_with_backoff(target, registration, shutdown, INITIAL).await
+}
+
+/// [`register_with_retry`], the first retry after `initial` (tests wait longer).
+async fn register_with_backoff(
+    target: &GatewayTarget,
+    registration: &Registration,
+    shutdown: &CancellationToken,
+    initial: Duration,
+) -> Outcome {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .expect("reqwest client with static settings");
     let url = format!("{}/register", target.base_url.trim_end_matches('/'));
-    let mut delay = INITIAL;
+    let mut delay = initial;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -392,26 +402,36 @@ mod tests {
         use std::sync::atomic::Ordering;
         let stop = CancellationToken::new();
         let (target, attempts) = stand_in(vec![503], &stop).await;
+        // Cancelled while waiting to retry: the next attempt would come in an hour, the
+        // outcome must come at once (bounded generously).
         let shutdown = CancellationToken::new();
         let registering = tokio::spawn({
             let (target, shutdown) = (target.clone(), shutdown.clone());
-            async move { register_with_retry(&target, &registration(), &shutdown).await }
+            async move {
+                register_with_backoff(
+                    &target,
+                    &registration(),
+                    &shutdown,
+                    Duration::from_secs(3600),
+                )
+                .await
+            }
         });
-        // Cancelled while waiting to retry, after the gateway has failed twice.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while attempts.load(Ordering::SeqCst) < 2 {
+        while attempts.load(Ordering::SeqCst) < 1 {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no second attempt in 30 s"
+                "no first attempt in 30 s"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         shutdown.cancel();
         let outcome = tokio::time::timeout(Duration::from_secs(10), registering)
             .await
-            .expect("ended at once when cancelled")
+            .expect("ended at once when cancelled, not after the backoff")
             .expect("task");
         assert_eq!(outcome, Outcome::Cancelled);
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
         // Cancelled before the first answer: a gateway that never answers.
         let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let target = GatewayTarget {
