@@ -210,7 +210,11 @@ fn same_verdict(a: &Check, b: &Check) -> bool {
 }
 
 fn with_details(check: &Check) -> String {
-    format!("{} details {}", describe(Some(check)), brief(Some(&check.details)))
+    format!(
+        "{} details {}",
+        describe(Some(check)),
+        brief(Some(&check.details))
+    )
 }
 
 fn describe(check: Option<&Check>) -> String {
@@ -452,7 +456,10 @@ mod tests {
         let report = run(tools_list(41234, "2026-05-01T12:34:56.789Z", SESSION_A, 4));
         assert_eq!(report.totals(), (1, 1, 0));
         let summary = report.summary();
-        assert!(summary.contains("FAILURE tools-list / tools-list-page"), "{summary}");
+        assert!(
+            summary.contains("FAILURE tools-list / tools-list-page"),
+            "{summary}"
+        );
         assert!(!summary.contains("INFO"), "{summary}");
     }
 }

@@ -173,12 +173,15 @@ fuzz_target!(|data: &[u8]| {
             .expect("HMAC signs anything")
         ),
     ] {
-        assert!(v.verify(&forged).is_err(), "accepted a forged token: {forged}");
+        assert!(
+            v.verify(&forged).is_err(),
+            "accepted a forged token: {forged}"
+        );
     }
     // Signed with the secret: accepted when plainly valid, and only when trusted.
     let key = EncodingKey::from_secret(SECRET.as_bytes());
-    let signed = crypto::sign(message.as_bytes(), &key, Algorithm::HS256)
-        .expect("HMAC signs anything");
+    let signed =
+        crypto::sign(message.as_bytes(), &key, Algorithm::HS256).expect("HMAC signs anything");
     let token = format!("{message}.{signed}");
     only_trusted_signatures_pass(&token);
     if let Some(sub) = plainly_valid(header_json, claims_json) {

@@ -322,7 +322,10 @@ mod tests {
     async fn stand_in(
         statuses: Vec<u16>,
         stop: &CancellationToken,
-    ) -> (GatewayTarget, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    ) -> (
+        GatewayTarget,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
         use std::sync::{
             Arc,
             atomic::{AtomicUsize, Ordering},

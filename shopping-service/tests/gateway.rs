@@ -310,7 +310,10 @@ async fn a_restarted_gateway_is_reconnected_to() {
 
     // The gateway goes away (its every connection closed): a clear error naming it.
     stack.gateway_shutdown.cancel();
-    let stopped = stack.gateway_task.take().expect("the stand-in gateway's task");
+    let stopped = stack
+        .gateway_task
+        .take()
+        .expect("the stand-in gateway's task");
     tokio::time::timeout(Duration::from_secs(10), stopped)
         .await
         .expect("the stand-in gateway stops within 10 s")

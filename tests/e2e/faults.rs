@@ -103,9 +103,11 @@ async fn a_killed_service_fails_fast_the_other_keeps_answering_and_recovery_need
         Duration::from_millis(10),
         Arc::clone(&shop_answered),
     ));
-    wait_until("the load to be under way", Duration::from_secs(20), || async {
-        shop_answered.load(Ordering::SeqCst) >= 20
-    })
+    wait_until(
+        "the load to be under way",
+        Duration::from_secs(20),
+        || async { shop_answered.load(Ordering::SeqCst) >= 20 },
+    )
     .await;
     user.kill9().await;
     let at_kill = shop_answered.load(Ordering::SeqCst);
@@ -206,9 +208,11 @@ async fn two_instances_with_one_killed_callers_see_no_errors() {
         Duration::from_millis(5),
         Arc::clone(&answered),
     ));
-    wait_until("the load to be under way", Duration::from_secs(20), || async {
-        answered.load(Ordering::SeqCst) >= 20
-    })
+    wait_until(
+        "the load to be under way",
+        Duration::from_secs(20),
+        || async { answered.load(Ordering::SeqCst) >= 20 },
+    )
     .await;
     b.kill9().await;
     let at_kill = answered.load(Ordering::SeqCst);

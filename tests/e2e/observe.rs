@@ -260,8 +260,12 @@ async fn every_call_is_in_the_call_log_with_who_what_how_long_and_how_it_ended()
             (Some("logged"), Some("agent"))
         );
         assert_eq!(c["instance"].as_str(), Some(instance.as_str()), "{c}");
-        let duration = c["durationMs"].as_f64().unwrap_or_else(|| panic!("durationMs: {c}"));
-        let upstream = c["upstreamMs"].as_f64().unwrap_or_else(|| panic!("upstreamMs: {c}"));
+        let duration = c["durationMs"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("durationMs: {c}"));
+        let upstream = c["upstreamMs"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("upstreamMs: {c}"));
         assert!(duration > 0.0, "{c}");
         assert!((0.0..=duration).contains(&upstream), "{c}");
         let at = c["at"].as_i64().unwrap_or_else(|| panic!("at: {c}"));
@@ -309,8 +313,12 @@ async fn every_call_is_in_the_call_log_with_who_what_how_long_and_how_it_ended()
     );
     assert_eq!(s["errorRate"], 0.25);
     let (p50, p95) = (
-        s["p50Ms"].as_f64().unwrap_or_else(|| panic!("p50Ms: {stats}")),
-        s["p95Ms"].as_f64().unwrap_or_else(|| panic!("p95Ms: {stats}")),
+        s["p50Ms"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("p50Ms: {stats}")),
+        s["p95Ms"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("p95Ms: {stats}")),
     );
     assert!(p50 > 0.0 && p95 >= p50, "{stats}");
     let last_used = s["lastUsedMs"]
@@ -554,7 +562,11 @@ async fn traces_go_to_the_collector_and_their_context_to_the_backend() {
         .collect();
     for call in &upstream {
         // Each upstream span is the child of its request's server span.
-        assert_eq!(call.2.len(), 16, "an upstream span without a parent: {call:?}");
+        assert_eq!(
+            call.2.len(),
+            16,
+            "an upstream span without a parent: {call:?}"
+        );
         let parent = all
             .iter()
             .find(|s| s.1 == call.2)

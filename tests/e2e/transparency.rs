@@ -100,8 +100,7 @@ struct Rooted {
 impl ClientHandler for Rooted {
     fn get_info(&self) -> ClientConfig {
         ClientConfig::new(
-            serde_json::from_value(json!({"roots": {"listChanged": false}}))
-                .expect("capabilities"),
+            serde_json::from_value(json!({"roots": {"listChanged": false}})).expect("capabilities"),
             Implementation::new(self.name.clone(), "1.0.0"),
         )
     }
@@ -222,7 +221,10 @@ async fn a_roots_request_reaches_the_client_whose_call_caused_it_and_its_roots_t
         roots: roots.iter().map(|r| r.to_string()).collect(),
         asked: Arc::default(),
     };
-    let alice = client("alice", &["file:///home/alice/project", "file:///srv/shared"]);
+    let alice = client(
+        "alice",
+        &["file:///home/alice/project", "file:///srv/shared"],
+    );
     let bob = client("bob", &["file:///home/bob/work"]);
     let mut sessions = Vec::new();
     for rooted in [&alice, &bob] {
@@ -872,7 +874,11 @@ async fn calls_on_the_pass_through_path_are_answered_byte_for_byte_as_on_the_typ
         rpc_text(&gateway, "tools/list", json!({"cursor": "o4", "_meta": {}})),
     )
     .await;
-    assert_eq!((fast_served, typed_served), (1, 0), "sessionless tools/list");
+    assert_eq!(
+        (fast_served, typed_served),
+        (1, 0),
+        "sessionless tools/list"
+    );
     assert_eq!(sessionless_fast, sessionless_typed, "byte for byte");
     // An ended session is not served by the pass-through path either.
     let r = http()

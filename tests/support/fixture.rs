@@ -291,12 +291,10 @@ impl Fixture {
             .peer_info()
             .is_some_and(|info| info.capabilities.roots.is_some());
         if !declared {
-            return Ok(
-                CallToolResult::error(vec![rmcp::model::ContentBlock::text(
-                    "the client did not declare the roots capability",
-                )])
-                .into(),
-            );
+            return Ok(CallToolResult::error(vec![rmcp::model::ContentBlock::text(
+                "the client did not declare the roots capability",
+            )])
+            .into());
         }
         let listed = context
             .peer

@@ -384,15 +384,25 @@ mod tests {
         h.success();
         h.failure("x".into(), t0);
         h.failure("x".into(), t0);
-        assert_eq!((h.state(), h.snapshot().breaker), (State::Degraded, Breaker::Closed));
+        assert_eq!(
+            (h.state(), h.snapshot().breaker),
+            (State::Degraded, Breaker::Closed)
+        );
         assert_eq!(h.admit(t0), Admission::Allowed);
         // A success in between starts the count again.
         h.success();
         h.failure("x".into(), t0);
         h.failure("x".into(), t0);
-        assert_eq!(h.snapshot().breaker, Breaker::Closed, "2 + 2 is not 3 in a row");
+        assert_eq!(
+            h.snapshot().breaker,
+            Breaker::Closed,
+            "2 + 2 is not 3 in a row"
+        );
         h.failure("x".into(), t0);
-        assert_eq!((h.state(), h.snapshot().breaker), (State::Down, Breaker::Open));
+        assert_eq!(
+            (h.state(), h.snapshot().breaker),
+            (State::Down, Breaker::Open)
+        );
         assert_eq!(h.snapshot().consecutive_failures, 3);
         assert_eq!(h.refusing(t0), Some(Duration::from_secs(5)));
         assert!(h.is_open(t0 + Duration::from_millis(4_999)));
@@ -409,7 +419,11 @@ mod tests {
         assert_eq!(h.refusing(later), None, "cooled down: a probe may go");
         assert_eq!(h.admit(later), Admission::Probe);
         assert_eq!(h.snapshot().breaker, Breaker::HalfOpen);
-        assert_eq!(h.refusing(later), Some(Duration::ZERO), "one probe at a time");
+        assert_eq!(
+            h.refusing(later),
+            Some(Duration::ZERO),
+            "one probe at a time"
+        );
         // The probe could not be sent (no session): the next caller may probe.
         h.release_probe();
         assert_eq!(h.admit(later), Admission::Probe);
@@ -423,7 +437,10 @@ mod tests {
         assert_eq!(h.admit(later + Duration::from_secs(5)), Admission::Probe);
         // A ping answered while half-open closes it too.
         assert!(h.ping_ok(later + Duration::from_secs(5)));
-        assert_eq!((h.state(), h.snapshot().breaker), (State::Healthy, Breaker::Closed));
+        assert_eq!(
+            (h.state(), h.snapshot().breaker),
+            (State::Healthy, Breaker::Closed)
+        );
         assert_eq!(h.snapshot().consecutive_failures, 0);
     }
 
@@ -457,8 +474,15 @@ mod tests {
         for _ in 0..5 {
             h.lost("connection refused".into());
         }
-        assert_eq!((h.state(), h.snapshot().breaker), (State::Down, Breaker::Closed));
-        assert_eq!(h.admit(t0), Admission::Allowed, "a reconnect may serve at once");
+        assert_eq!(
+            (h.state(), h.snapshot().breaker),
+            (State::Down, Breaker::Closed)
+        );
+        assert_eq!(
+            h.admit(t0),
+            Admission::Allowed,
+            "a reconnect may serve at once"
+        );
         // A lost probe frees the probe slot.
         let mut h = health();
         for _ in 0..3 {

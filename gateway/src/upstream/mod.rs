@@ -1607,8 +1607,13 @@ mod tests {
         let stop = CancellationToken::new();
         let (service, _) = service(2, 0, &stop).await;
         for retry_safe in [false, true] {
-            let (result, tried) =
-                run(&service, None, retry_safe, vec![Err(not_delivered()), Ok(7)]).await;
+            let (result, tried) = run(
+                &service,
+                None,
+                retry_safe,
+                vec![Err(not_delivered()), Ok(7)],
+            )
+            .await;
             assert_eq!(result.expect("the second attempt answers"), 7);
             assert_eq!(tried.len(), 2, "{tried:?}");
             assert_ne!(tried[0], tried[1], "another instance");
@@ -1670,24 +1675,39 @@ mod tests {
                 "{result:?}"
             );
 
-            let (result, tried) =
-                run(&service, None, retry_safe, vec![Err(Failure::Refused(400)), Ok(1)]).await;
+            let (result, tried) = run(
+                &service,
+                None,
+                retry_safe,
+                vec![Err(Failure::Refused(400)), Ok(1)],
+            )
+            .await;
             assert_eq!(tried.len(), 1);
             assert!(
                 matches!(result, Err(CallError::Refused { status: 400, .. })),
                 "{result:?}"
             );
 
-            let (result, tried) =
-                run(&service, None, retry_safe, vec![Err(Failure::Timeout(250)), Ok(1)]).await;
+            let (result, tried) = run(
+                &service,
+                None,
+                retry_safe,
+                vec![Err(Failure::Timeout(250)), Ok(1)],
+            )
+            .await;
             assert_eq!(tried.len(), 1);
             assert!(
                 matches!(result, Err(CallError::Timeout { ms: 250, .. })),
                 "{result:?}"
             );
 
-            let (result, tried) =
-                run(&service, None, retry_safe, vec![Err(Failure::Cancelled), Ok(1)]).await;
+            let (result, tried) = run(
+                &service,
+                None,
+                retry_safe,
+                vec![Err(Failure::Cancelled), Ok(1)],
+            )
+            .await;
             assert_eq!(tried.len(), 1);
             assert!(matches!(result, Err(CallError::Upstream(_))), "{result:?}");
         }
@@ -1699,8 +1719,13 @@ mod tests {
         let stop = CancellationToken::new();
         let (service, _) = service(3, 0, &stop).await;
         for first in [not_delivered(), lost()] {
-            let (result, tried) =
-                run(&service, None, true, vec![Err(first), Err(not_delivered()), Ok(1)]).await;
+            let (result, tried) = run(
+                &service,
+                None,
+                true,
+                vec![Err(first), Err(not_delivered()), Ok(1)],
+            )
+            .await;
             assert_eq!(tried.len(), 2, "{tried:?}");
             assert_ne!(tried[0], tried[1]);
             assert!(
@@ -1712,8 +1737,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn with_no_other_instance_a_failure_is_final_but_an_expired_session_waits_for_the_next()
-    {
+    async fn with_no_other_instance_a_failure_is_final_but_an_expired_session_waits_for_the_next() {
         let stop = CancellationToken::new();
         let (service, instances) = service(1, 0, &stop).await;
         let (result, tried) = run(&service, None, true, vec![Err(not_delivered()), Ok(1)]).await;
@@ -1929,7 +1953,10 @@ mod tests {
                 )),
                 "lost",
             ),
-            (transport(StreamableHttpError::UnexpectedEndOfStream), "lost"),
+            (
+                transport(StreamableHttpError::UnexpectedEndOfStream),
+                "lost",
+            ),
         ];
         for (error, expected) in cases {
             let shown = format!("{error:?}");

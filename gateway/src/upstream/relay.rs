@@ -418,11 +418,7 @@ mod tests {
     }
 
     /// A call registered as upstream request `n` with progress token `t`.
-    fn call(
-        relays: &Arc<Relays>,
-        n: i64,
-        t: &str,
-    ) -> (RelayGuard, mpsc::Receiver<RelayMsg>) {
+    fn call(relays: &Arc<Relays>, n: i64, t: &str) -> (RelayGuard, mpsc::Receiver<RelayMsg>) {
         let (tx, rx) = mpsc::channel(16);
         (relays.register(id(n), token(t), tx), rx)
     }
@@ -566,7 +562,9 @@ mod tests {
             .await
             .expect_err("two calls in flight: whose?");
         assert!(
-            refused.message.contains("no client request this belongs to"),
+            refused
+                .message
+                .contains("no client request this belongs to"),
             "{refused:?}"
         );
     }
