@@ -3,10 +3,13 @@
 //! `conformance server -o DIR` writes one directory per scenario,
 //! `DIR/server-<scenario>-<ISO timestamp with : and . as ->/checks.json`, each an array
 //! of checks (`id`, `name`, `status` SUCCESS/FAILURE/WARNING/INFO, `errorMessage`,
-//! `details`, `timestamp`). A run's *score* is the scenario → checks table of statuses and
-//! error messages; INFO checks (the suite's request/response log lines) and timestamps,
-//! ports, UUIDs and session ids are left out, so two runs against different processes
-//! compare equal exactly when they score the same.
+//! `details`, `timestamp`). A run's *score* is the scenario → checks table: every check,
+//! INFO ones (the suite's request/response log lines) included, with its status, error
+//! message and details. What differs between two runs of the same behaviour is masked:
+//! timestamps, loopback ports, UUIDs and other long hex ids in every string, and the
+//! detail members that carry only such things ([`VOLATILE_DETAILS`]: HTTP headers, SSE
+//! event ids). So two runs against different processes compare equal exactly when they
+//! did and saw the same.
 
 use std::{
     collections::BTreeMap,
@@ -26,19 +29,20 @@ pub struct Check {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The check's `details`, normalized (`null` when it has none).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub details: Value,
 }
 
-/// A run's score: scenario name → its non-INFO checks in the order the suite made them.
+/// A run's score: scenario name → its checks in the order the suite made them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub scenarios: BTreeMap<String, Vec<Check>>,
-    /// The `details` of each scored check (same order), normalized; not part of the score.
-    #[serde(skip)]
-    pub details: BTreeMap<String, Vec<Value>>,
 }
 
 /// Detail keys whose values differ between two runs of the same behaviour (HTTP headers,
-/// SSE event ids and their arrival order, the retry hint of the last event seen).
+/// SSE event ids and their arrival order, the retry hint of the last event seen): masked
+/// like ports and times, everything else in `details` is compared.
 const VOLATILE_DETAILS: &[&str] = &[
     "headers",
     "results",
@@ -56,7 +60,6 @@ impl Report {
     /// Reads every `server-*/checks.json` under `dir`.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         let mut scenarios = BTreeMap::new();
-        let mut details = BTreeMap::new();
         let entries =
             std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
         let mut paths: Vec<PathBuf> = entries
@@ -79,20 +82,11 @@ impl Report {
             let raw: Vec<Value> = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a JSON array", file.display()))?;
             scenarios.insert(scenario.to_owned(), scored_checks(&raw));
-            let scored = raw
-                .iter()
-                .filter(|c| c.get("status").and_then(Value::as_str) != Some("INFO"));
-            details.insert(
-                scenario.to_owned(),
-                scored
-                    .map(|c| normalize_details(c.get("details").unwrap_or(&Value::Null)))
-                    .collect(),
-            );
         }
         if scenarios.is_empty() {
             anyhow::bail!("no server-*/checks.json under {}", dir.display());
         }
-        Ok(Self { scenarios, details })
+        Ok(Self { scenarios })
     }
 
     /// `(passed, failed, warnings)` over all scenarios.
@@ -127,7 +121,7 @@ impl Report {
             .scenarios
             .iter()
             .flat_map(|(s, checks)| checks.iter().map(move |c| (s, c)))
-            .filter(|(_, c)| c.status != "SUCCESS")
+            .filter(|(_, c)| c.status == "FAILURE" || c.status == "WARNING")
             .collect();
         if !problems.is_empty() {
             let _ = writeln!(out, "\nfailing and warning checks:");
@@ -150,7 +144,8 @@ impl Report {
         out
     }
 
-    /// Every difference between two scores, one line each; empty when they are equal.
+    /// Every difference between two scores (statuses, error messages, details, INFO checks
+    /// too), one line each; empty when they are equal.
     pub fn diff(&self, other: &Self, left: &str, right: &str) -> Vec<String> {
         let mut lines = Vec::new();
         let names: std::collections::BTreeSet<&String> = self
@@ -167,49 +162,18 @@ impl Report {
                     for i in 0..n {
                         let (x, y) = (a.get(i), b.get(i));
                         if x != y {
-                            lines.push(format!(
-                                "{name} #{i}: {left} {} | {right} {}",
-                                describe(x),
-                                describe(y)
-                            ));
+                            let (x, y) = match (x, y) {
+                                // Scored the same, seen differently: show what was seen.
+                                (Some(x), Some(y)) if same_verdict(x, y) => {
+                                    (with_details(x), with_details(y))
+                                }
+                                _ => (describe(x), describe(y)),
+                            };
+                            lines.push(format!("{name} #{i}: {left} {x} | {right} {y}"));
                         }
                     }
                 }
                 _ => {}
-            }
-        }
-        lines
-    }
-}
-
-impl Report {
-    /// Checks scored the same in both runs whose `details` differ (volatile keys masked):
-    /// what a pass hides, e.g. a list check that passes on an empty list. Not part of the
-    /// score.
-    pub fn detail_diff(&self, other: &Self, left: &str, right: &str) -> Vec<String> {
-        let mut lines = Vec::new();
-        for (name, checks) in &self.scenarios {
-            let Some(other_checks) = other.scenarios.get(name) else {
-                continue;
-            };
-            let empty = Vec::new();
-            let (da, db) = (
-                self.details.get(name).unwrap_or(&empty),
-                other.details.get(name).unwrap_or(&empty),
-            );
-            for (i, (a, b)) in checks.iter().zip(other_checks).enumerate() {
-                if a != b {
-                    continue;
-                }
-                let (x, y) = (da.get(i), db.get(i));
-                if x != y {
-                    lines.push(format!(
-                        "{name} / {}: {left} {} | {right} {}",
-                        a.id,
-                        brief(x),
-                        brief(y)
-                    ));
-                }
             }
         }
         lines
@@ -240,6 +204,19 @@ fn normalize_details(value: &Value) -> Value {
     }
 }
 
+/// The same id, status and error message.
+fn same_verdict(a: &Check, b: &Check) -> bool {
+    (&a.id, &a.status, &a.error) == (&b.id, &b.status, &b.error)
+}
+
+fn with_details(check: &Check) -> String {
+    format!(
+        "{} details {}",
+        describe(Some(check)),
+        brief(Some(&check.details))
+    )
+}
+
 fn describe(check: Option<&Check>) -> String {
     match check {
         None => "(none)".to_owned(),
@@ -258,19 +235,19 @@ fn scenario_name(dir_name: &str) -> Option<&str> {
     (suffix.starts_with('-') && suffix.ends_with('Z') && !scenario.is_empty()).then_some(scenario)
 }
 
+/// Every check of one scenario's `checks.json`, normalized (INFO checks included: what
+/// the suite saw is part of the comparison).
 fn scored_checks(raw: &[Value]) -> Vec<Check> {
     raw.iter()
         .filter_map(|c| {
             let status = c.get("status")?.as_str()?;
-            if status == "INFO" {
-                return None;
-            }
             let text = |key: &str| c.get(key).and_then(Value::as_str).unwrap_or_default();
             Some(Check {
                 id: text("id").to_owned(),
                 name: text("name").to_owned(),
                 status: status.to_owned(),
                 error: c.get("errorMessage").and_then(Value::as_str).map(normalize),
+                details: normalize_details(c.get("details").unwrap_or(&Value::Null)),
             })
         })
         .collect()
@@ -388,17 +365,16 @@ mod tests {
             name: "Ping".into(),
             status: status.into(),
             error: None,
+            details: Value::Null,
         };
         let a = Report {
             scenarios: BTreeMap::from([
                 ("ping".into(), vec![check("SUCCESS")]),
                 ("only-a".into(), vec![]),
             ]),
-            details: BTreeMap::new(),
         };
         let b = Report {
             scenarios: BTreeMap::from([("ping".into(), vec![check("FAILURE")])]),
-            details: BTreeMap::new(),
         };
         assert!(a.diff(&a, "a", "b").is_empty());
         let lines = a.diff(&b, "fixture", "gateway");
@@ -407,28 +383,83 @@ mod tests {
         assert!(lines[1].contains("SUCCESS") && lines[1].contains("FAILURE"));
     }
 
+    /// One scenario's report from the suite's raw checks, as `load` reads them.
+    fn run(raw: Value) -> Report {
+        let raw: Vec<Value> = serde_json::from_value(raw).expect("an array of checks");
+        Report {
+            scenarios: BTreeMap::from([("tools-list".into(), scored_checks(&raw))]),
+        }
+    }
+
+    /// A run of the tools-list scenario against a server on `port`, at `time`, in
+    /// session `session`, that listed `tools` tools.
+    fn tools_list(port: u16, time: &str, session: &str, tools: u32) -> Value {
+        serde_json::json!([
+            {"id": "request", "name": "Request", "status": "INFO",
+             "timestamp": time,
+             "details": {"method": "tools/list", "url": format!("http://localhost:{port}/mcp"),
+                         "sessionId": session, "headers": {"date": time}}},
+            {"id": "tools-list", "name": "ToolsList", "status": "SUCCESS",
+             "timestamp": time,
+             "details": {"toolCount": tools, "session": session,
+                         "at": time, "eventId": format!("{port}-1")}},
+            {"id": "tools-list-page", "name": "ToolsListPage", "status": "FAILURE",
+             "timestamp": time,
+             "errorMessage": format!("GET http://127.0.0.1:{port}/mcp in session {session} failed at {time}"),
+             "details": null}
+        ])
+    }
+
+    const SESSION_A: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    const SESSION_B: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+
     #[test]
-    fn detail_diff_shows_what_a_pass_hides() {
-        let check = Check {
-            id: "prompts-list".into(),
-            name: "PromptsList".into(),
-            status: "SUCCESS".into(),
-            error: None,
-        };
-        let report = |count: u32, port: u16| Report {
-            scenarios: BTreeMap::from([("prompts-list".into(), vec![check.clone()])]),
-            details: BTreeMap::from([(
-                "prompts-list".into(),
-                vec![normalize_details(&serde_json::json!({
-                    "promptCount": count,
-                    "url": format!("http://localhost:{port}/mcp"),
-                    "headers": {"date": format!("{port}")}
-                }))],
-            )]),
-        };
-        assert!(report(4, 1).detail_diff(&report(4, 2), "a", "b").is_empty());
-        let lines = report(4, 1).detail_diff(&report(0, 2), "fixture", "gateway");
-        assert_eq!(lines.len(), 1);
-        assert!(lines[0].contains("\"promptCount\":4") && lines[0].contains("\"promptCount\":0"));
+    fn runs_differing_only_in_ports_ids_and_times_are_identical() {
+        let a = run(tools_list(41234, "2026-05-01T12:34:56.789Z", SESSION_A, 4));
+        let b = run(tools_list(50001, "2026-05-02T01:02:03.004Z", SESSION_B, 4));
+        assert_eq!(a.diff(&b, "a", "b"), Vec::<String>::new());
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn runs_differing_in_a_detail_are_different() {
+        let a = run(tools_list(41234, "2026-05-01T12:34:56.789Z", SESSION_A, 4));
+        let b = run(tools_list(50001, "2026-05-02T01:02:03.004Z", SESSION_B, 0));
+        let lines = a.diff(&b, "fixture", "gateway");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("tools-list #1")
+                && lines[0].contains("\"toolCount\":4")
+                && lines[0].contains("\"toolCount\":0"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn runs_differing_in_an_info_check_are_different() {
+        let a = run(tools_list(41234, "2026-05-01T12:34:56.789Z", SESSION_A, 4));
+        // The suite saw another request...
+        let mut raw = tools_list(41234, "2026-05-01T12:34:56.789Z", SESSION_A, 4);
+        raw[0]["details"]["method"] = "prompts/list".into();
+        let lines = a.diff(&run(raw), "fixture", "gateway");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("prompts/list"), "{lines:?}");
+        // ...or one request more.
+        let mut raw = tools_list(41234, "2026-05-01T12:34:56.789Z", SESSION_A, 4);
+        let extra = raw[0].clone();
+        raw.as_array_mut().expect("array").insert(0, extra);
+        assert!(!a.diff(&run(raw), "fixture", "gateway").is_empty());
+    }
+
+    #[test]
+    fn a_summary_lists_failures_and_warnings_not_info_checks() {
+        let report = run(tools_list(41234, "2026-05-01T12:34:56.789Z", SESSION_A, 4));
+        assert_eq!(report.totals(), (1, 1, 0));
+        let summary = report.summary();
+        assert!(
+            summary.contains("FAILURE tools-list / tools-list-page"),
+            "{summary}"
+        );
+        assert!(!summary.contains("INFO"), "{summary}");
     }
 }

@@ -132,6 +132,7 @@ async fn echo(request: Request) -> Response {
             if i == 3 {
                 return None;
             }
+            // The echo server's deliberate pace (the proxy must stream, not buffer).
             tokio::time::sleep(Duration::from_millis(100)).await;
             Some((Ok::<_, std::io::Error>(format!("data: {i}\n\n")), i + 1))
         });

@@ -479,7 +479,9 @@ impl Passthrough {
             }
         };
         let page = pages.results.get(index)?.clone();
-        self.registry.observer().metrics.request("tools/list", true);
+        let metrics = &self.registry.observer().metrics;
+        metrics.request("tools/list", true);
+        metrics.passthrough_request("tools/list");
         // The page itself is not copied: the body is three pieces.
         let head = Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"#));
         let body = Pieces(vec![head, page, Bytes::from_static(b"}")]);
@@ -565,6 +567,10 @@ impl Passthrough {
     /// Carries `call` to its backend and answers the client: JSON when the answer is all
     /// the backend sent, otherwise (in a session) an SSE stream.
     async fn run(self: &Arc<Self>, call: Call, streamed: Option<Streamed>) -> Response {
+        self.registry
+            .observer()
+            .metrics
+            .passthrough_request("tools/call");
         let guard = self.registry.call_started();
         let mut ticket = call.ticket;
         ticket.upstream_starts();

@@ -87,13 +87,23 @@ pub async fn register_with_retry(
     registration: &Registration,
     shutdown: &CancellationToken,
 ) -> Outcome {
+    register_with_backoff(target, registration, shutdown, INITIAL).await
+}
+
+/// [`register_with_retry`], the first retry after `initial` (tests wait longer).
+async fn register_with_backoff(
+    target: &GatewayTarget,
+    registration: &Registration,
+    shutdown: &CancellationToken,
+    initial: Duration,
+) -> Outcome {
     crate::client::ensure_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .expect("reqwest client with static settings");
     let url = format!("{}/register", target.base_url.trim_end_matches('/'));
-    let mut delay = INITIAL;
+    let mut delay = initial;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -134,8 +144,13 @@ pub async fn register_with_retry(
             _ = tokio::time::sleep(jittered) => {}
             _ = shutdown.cancelled() => return Outcome::Cancelled,
         }
-        delay = (delay * 2).min(MAX);
+        delay = next_delay(delay);
     }
+}
+
+/// The delay before the retry after one of `delay`: doubled, at most [`MAX`].
+fn next_delay(delay: Duration) -> Duration {
+    (delay * 2).min(MAX)
 }
 
 /// Spawns [`register_with_retry`] in the background; the service keeps serving whether
@@ -277,5 +292,170 @@ mod tests {
             shown.contains("127.0.0.1:2") && !shown.contains("gateway-secret-2"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn the_delay_doubles_up_to_the_cap_with_jitter_within_a_quarter() {
+        let mut delays = vec![INITIAL];
+        for _ in 0..8 {
+            delays.push(next_delay(*delays.last().expect("one")));
+        }
+        let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
+        assert_eq!(
+            ms,
+            [250, 500, 1_000, 2_000, 4_000, 8_000, 10_000, 10_000, 10_000]
+        );
+        for d in [INITIAL, Duration::from_secs(4), MAX] {
+            let samples: Vec<Duration> = (0..2_000).map(|_| jitter(d)).collect();
+            for s in &samples {
+                assert!(
+                    *s >= d.mul_f64(0.75) && *s <= d.mul_f64(1.25),
+                    "{s:?} for {d:?}"
+                );
+            }
+            // Spread over the range, not a constant: both outer fifths are reached.
+            assert!(samples.iter().any(|s| *s < d.mul_f64(0.85)), "{d:?}");
+            assert!(samples.iter().any(|s| *s > d.mul_f64(1.15)), "{d:?}");
+        }
+    }
+
+    /// A stand-in gateway on loopback answering `/register` with `statuses` in turn (the
+    /// last one from then on); the number of attempts it received.
+    async fn stand_in(
+        statuses: Vec<u16>,
+        stop: &CancellationToken,
+    ) -> (
+        GatewayTarget,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        };
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&attempts);
+        let router = Router::new().route(
+            "/register",
+            axum::routing::post(move || {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let status = statuses[n.min(statuses.len() - 1)];
+                async move {
+                    (
+                        axum::http::StatusCode::from_u16(status).expect("status"),
+                        axum::Json(json!({"status": status})),
+                    )
+                }
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(crate::serve::serve(listener, router, stop.clone()));
+        let target = GatewayTarget {
+            base_url: format!("http://{addr}"),
+            token: "t".into(),
+        };
+        (target, attempts)
+    }
+
+    fn registration() -> Registration {
+        Registration {
+            name: "demo".into(),
+            url: "http://127.0.0.1:1/mcp".into(),
+            auth: None,
+        }
+    }
+
+    /// Registers against `target`, failing the test if it has not ended within 60 s.
+    async fn register_bounded(target: &GatewayTarget, shutdown: &CancellationToken) -> Outcome {
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            register_with_retry(target, &registration(), shutdown),
+        )
+        .await
+        .expect("register_with_retry ended within 60 s")
+    }
+
+    #[tokio::test]
+    async fn a_failing_gateway_is_retried_until_it_accepts() {
+        use std::sync::atomic::Ordering;
+        let stop = CancellationToken::new();
+        let (target, attempts) = stand_in(vec![503, 503, 502, 201], &stop).await;
+        let outcome = register_bounded(&target, &CancellationToken::new()).await;
+        assert_eq!(outcome, Outcome::Registered);
+        assert_eq!(attempts.load(Ordering::SeqCst), 4);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_final_after_one_attempt() {
+        use std::sync::atomic::Ordering;
+        let stop = CancellationToken::new();
+        for status in [400, 401, 403, 409, 422] {
+            let (target, attempts) = stand_in(vec![status, 201], &stop).await;
+            let outcome = register_bounded(&target, &CancellationToken::new()).await;
+            match outcome {
+                Outcome::Refused(why) => assert!(why.starts_with(&status.to_string()), "{why}"),
+                other => panic!("{status}: {other:?}"),
+            }
+            assert_eq!(attempts.load(Ordering::SeqCst), 1, "{status}");
+        }
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn shutdown_cancels_the_retries() {
+        use std::sync::atomic::Ordering;
+        let stop = CancellationToken::new();
+        let (target, attempts) = stand_in(vec![503], &stop).await;
+        // Cancelled while waiting to retry: the next attempt would come in an hour, the
+        // outcome must come at once (bounded generously).
+        let shutdown = CancellationToken::new();
+        let registering = tokio::spawn({
+            let (target, shutdown) = (target.clone(), shutdown.clone());
+            async move {
+                register_with_backoff(
+                    &target,
+                    &registration(),
+                    &shutdown,
+                    Duration::from_secs(3600),
+                )
+                .await
+            }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while attempts.load(Ordering::SeqCst) < 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no first attempt in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), registering)
+            .await
+            .expect("ended at once when cancelled, not after the backoff")
+            .expect("task");
+        assert_eq!(outcome, Outcome::Cancelled);
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+        // Cancelled before the first answer: a gateway that never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let target = GatewayTarget {
+            base_url: format!("http://{}", silent.local_addr().expect("addr")),
+            token: "t".into(),
+        };
+        let shutdown = CancellationToken::new();
+        let registering = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { register_with_retry(&target, &registration(), &shutdown).await }
+        });
+        // The connection is accepted by the kernel, and never answered.
+        let (_held, _) = silent.accept().await.expect("the attempt connects");
+        shutdown.cancel();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), registering)
+            .await
+            .expect("ended at once when cancelled")
+            .expect("task");
+        assert_eq!(outcome, Outcome::Cancelled);
+        stop.cancel();
     }
 }

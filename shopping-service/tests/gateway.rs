@@ -118,8 +118,13 @@ impl ServerHandler for FakeUserService {
     }
 }
 
-/// Serves the stand-in gateway on `listener` until `shutdown`.
-fn serve_fake_gateway(listener: TcpListener, seen: Arc<Seen>, shutdown: CancellationToken) {
+/// Serves the stand-in gateway on `listener` until `shutdown`; the task ends when every
+/// connection has closed.
+fn serve_fake_gateway(
+    listener: TcpListener,
+    seen: Arc<Seen>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
     let factory_seen = seen.clone();
     let mcp = StreamableHttpService::new(
         move || {
@@ -149,12 +154,13 @@ fn serve_fake_gateway(listener: TcpListener, seen: Arc<Seen>, shutdown: Cancella
             }),
         )
         .nest_service("/mcp", mcp);
-    tokio::spawn(service_kit::serve::serve(listener, app, shutdown));
+    tokio::spawn(service_kit::serve::serve(listener, app, shutdown))
 }
 
 struct Stack {
     gateway_addr: SocketAddr,
     gateway_shutdown: CancellationToken,
+    gateway_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     shop_addr: SocketAddr,
     shop_shutdown: CancellationToken,
     seen: Arc<Seen>,
@@ -167,7 +173,7 @@ async fn start(register: bool) -> Stack {
     let gateway_addr = gateway_listener.local_addr().expect("addr");
     let seen = Arc::new(Seen::default());
     let gateway_shutdown = CancellationToken::new();
-    serve_fake_gateway(gateway_listener, seen.clone(), gateway_shutdown.clone());
+    let gateway_task = serve_fake_gateway(gateway_listener, seen.clone(), gateway_shutdown.clone());
 
     let shop_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind shop");
     let shop_addr = shop_listener.local_addr().expect("addr");
@@ -183,6 +189,7 @@ async fn start(register: bool) -> Stack {
     Stack {
         gateway_addr,
         gateway_shutdown,
+        gateway_task: Some(gateway_task),
         shop_addr,
         shop_shutdown,
         seen,
@@ -266,7 +273,8 @@ async fn recommendations_read_preferences_through_the_gateway() {
         auth.iter().all(|a| a == &format!("Bearer {TOKEN}")),
         "{auth:?}"
     );
-    // register = false: no registration.
+    // register = false: no registration. Kept: a window in which a registration would
+    // arrive; that none does is what is tested, so there is no condition to wait on.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(stack.seen.registrations.lock().expect("lock").is_empty());
     stack.stop();
@@ -296,13 +304,21 @@ async fn concurrent_recommendations_share_one_session() {
 
 #[tokio::test]
 async fn a_restarted_gateway_is_reconnected_to() {
-    let stack = start(false).await;
+    let mut stack = start(false).await;
     let session = stack.client().await;
     assert_eq!(recommend(&session, "456").await.is_error, Some(false));
 
-    // The gateway goes away: a clear error naming the gateway.
+    // The gateway goes away (its every connection closed): a clear error naming it.
     stack.gateway_shutdown.cancel();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = stack
+        .gateway_task
+        .take()
+        .expect("the stand-in gateway's task");
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("the stand-in gateway stops within 10 s")
+        .expect("the stand-in gateway's task")
+        .expect("the stand-in gateway served");
     let down = recommend(&session, "456").await;
     let text = error_text(&down);
     assert!(
@@ -316,7 +332,7 @@ async fn a_restarted_gateway_is_reconnected_to() {
         .expect("rebind gateway");
     let seen = Arc::new(Seen::default());
     let shutdown = CancellationToken::new();
-    serve_fake_gateway(listener, seen.clone(), shutdown.clone());
+    let _gateway = serve_fake_gateway(listener, seen.clone(), shutdown.clone());
     let result = recommend(&session, "456").await;
     assert_eq!(result.is_error, Some(false), "{result:?}");
     assert_eq!(seen.sessions.load(Ordering::SeqCst), 1);

@@ -883,6 +883,7 @@ async fn a_backend_announcing_list_changes_in_a_loop_gets_one_relist_a_second() 
     )
     .await;
     // ...and then at most one a second: over a window of two seconds, three at most.
+    // (Kept: the sleep is the measurement window, not a synchronization.)
     let before = lists.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during = lists.load(Ordering::SeqCst) - before;

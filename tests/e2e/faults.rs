@@ -14,8 +14,10 @@ use serde_json::{Value, json};
 
 use crate::support::{procs, *};
 
-/// A bounded closed-loop load: `workers` tasks each make `calls` calls of `tool`.
-/// Returns (successes, failures as (latency, error JSON)).
+/// A bounded closed-loop load: `workers` tasks each make `calls` calls of `tool`, with
+/// `pause` between two calls of a task (the load's pace, not a synchronization), counting
+/// every answered call in `answered` as it comes. Returns (successes, failures as
+/// (latency, error JSON)).
 async fn load(
     gateway: String,
     tool: &'static str,
@@ -23,10 +25,12 @@ async fn load(
     workers: usize,
     calls: usize,
     pause: Duration,
+    answered: Arc<AtomicUsize>,
 ) -> (usize, Vec<(Duration, Value)>) {
     let mut tasks = Vec::new();
     for _ in 0..workers {
         let (gateway, args) = (gateway.clone(), args.clone());
+        let answered = Arc::clone(&answered);
         tasks.push(tokio::spawn(async move {
             let client = http();
             let mut ok = 0;
@@ -45,6 +49,7 @@ async fn load(
                     .json()
                     .await
                     .expect("JSON");
+                answered.fetch_add(1, Ordering::SeqCst);
                 if resp["result"].is_object() && resp["result"]["isError"] != true {
                     ok += 1;
                 } else {
@@ -88,6 +93,7 @@ async fn a_killed_service_fails_fast_the_other_keeps_answering_and_recovery_need
 
     // Load on both services; user-service is killed while it runs.
     let base = gateway.base();
+    let shop_answered = Arc::new(AtomicUsize::new(0));
     let shop_load = tokio::spawn(load(
         base.clone(),
         "getProductById",
@@ -95,9 +101,16 @@ async fn a_killed_service_fails_fast_the_other_keeps_answering_and_recovery_need
         4,
         60,
         Duration::from_millis(10),
+        Arc::clone(&shop_answered),
     ));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(
+        "the load to be under way",
+        Duration::from_secs(20),
+        || async { shop_answered.load(Ordering::SeqCst) >= 20 },
+    )
+    .await;
     user.kill9().await;
+    let at_kill = shop_answered.load(Ordering::SeqCst);
     let (user_ok, user_failed) = load(
         base.clone(),
         "getUserById",
@@ -105,6 +118,7 @@ async fn a_killed_service_fails_fast_the_other_keeps_answering_and_recovery_need
         2,
         20,
         Duration::from_millis(10),
+        Arc::new(AtomicUsize::new(0)),
     )
     .await;
     let (shop_ok, shop_failed) = shop_load.await.expect("shopping load");
@@ -113,6 +127,7 @@ async fn a_killed_service_fails_fast_the_other_keeps_answering_and_recovery_need
         "calls to the healthy service failed: {shop_failed:?}"
     );
     assert_eq!(shop_ok, 240);
+    assert!(at_kill < 240, "the kill came while the load was running");
     assert_eq!(user_ok, 0, "the dead service cannot answer");
     let mut latencies: Vec<Duration> = user_failed.iter().map(|(d, _)| *d).collect();
     for (_, e) in &user_failed {
@@ -183,6 +198,7 @@ async fn two_instances_with_one_killed_callers_see_no_errors() {
     .await;
 
     let base = gateway.base();
+    let answered = Arc::new(AtomicUsize::new(0));
     let running = tokio::spawn(load(
         base,
         "getProductById",
@@ -190,9 +206,16 @@ async fn two_instances_with_one_killed_callers_see_no_errors() {
         4,
         80,
         Duration::from_millis(5),
+        Arc::clone(&answered),
     ));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    wait_until(
+        "the load to be under way",
+        Duration::from_secs(20),
+        || async { answered.load(Ordering::SeqCst) >= 20 },
+    )
+    .await;
     b.kill9().await;
+    let at_kill = answered.load(Ordering::SeqCst);
     let (ok, failed) = running.await.expect("load");
     assert!(
         failed.is_empty(),
@@ -201,6 +224,7 @@ async fn two_instances_with_one_killed_callers_see_no_errors() {
         failed.first()
     );
     assert_eq!(ok, 320);
+    assert!(at_kill < 320, "the kill came while the load was running");
     wait_until(
         "the killed instance marked down",
         Duration::from_secs(5),
@@ -253,30 +277,71 @@ async fn a_hanging_backend_times_out_by_name_is_cancelled_and_then_short_circuit
     .await;
     assert_eq!(status, 201, "{body}");
 
-    // While the stuck call waits, the other service answers.
+    // While a call hangs, the other service answers: "waiting" answers its call only when
+    // cancelled, under a deadline far beyond this part of the test, so each of the ten
+    // calls below must complete while that call is still pending at the gateway.
+    let waiting_fixture = fixture::Fixture::new("waiting", &["hangUntilCancelled"]);
+    let waiting = serve_fixture(waiting_fixture.clone()).await;
+    let (status, body) = register_with(
+        &gateway,
+        json!({"name": "waiting", "url": waiting.mcp_url(), "callTimeoutMs": 300_000}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
     let g = gateway.base();
     let hung = tokio::spawn(async move {
-        let started = Instant::now();
-        let client = http();
-        let r: Value = client
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(600))
+            .build()
+            .expect("client");
+        client
             .post(format!("{g}/mcp"))
             .bearer_auth(TOKEN)
-            .json(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"hangForever","arguments":{}}}))
+            .json(&json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"hangUntilCancelled","arguments":{}}}))
             .send()
             .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
-        (started.elapsed(), r)
+            .map(|r| r.status())
     });
-    let answered = Arc::new(AtomicUsize::new(0));
-    for _ in 0..10 {
-        let r = call(&gateway, "getProductById", json!({"id": "123"})).await;
-        assert_eq!(r["result"]["structuredContent"]["id"], "123", "{r}");
-        answered.fetch_add(1, Ordering::SeqCst);
+    wait_until(
+        "the hanging call to reach its backend",
+        Duration::from_secs(10),
+        || async { waiting_fixture.calls.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
+    let others = async {
+        for _ in 0..10 {
+            let r = call(&gateway, "getProductById", json!({"id": "123"})).await;
+            assert_eq!(r["result"]["structuredContent"]["id"], "123", "{r}");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), others)
+        .await
+        .expect("the other service did not answer while a call was hanging");
+    if hung.is_finished() {
+        panic!(
+            "the hanging call ended before the ten calls were answered: {:?}",
+            hung.await
+        );
     }
-    let (took, r) = hung.await.expect("hung call");
+    assert_eq!(
+        waiting_fixture.cancelled.load(Ordering::SeqCst),
+        0,
+        "the hanging call was still running at its backend"
+    );
+    // The client gives up: its call is cancelled at the backend.
+    hung.abort();
+    wait_until(
+        "the abandoned call to be cancelled at its backend",
+        Duration::from_secs(10),
+        || async { waiting_fixture.cancelled.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
+    waiting.stop().await;
+
+    // A call to a backend that does not answer times out, naming it.
+    let started = Instant::now();
+    let r = call(&gateway, "hangForever", json!({})).await;
+    let took = started.elapsed();
     eprintln!("hanging backend: timed out after {took:?}: {r}");
     assert_eq!(r["error"]["code"], -32001, "{r}");
     assert!(
@@ -286,7 +351,6 @@ async fn a_hanging_backend_times_out_by_name_is_cancelled_and_then_short_circuit
             .contains("\"stuck\""),
         "{r}"
     );
-    assert_eq!(answered.load(Ordering::SeqCst), 10);
     // The backend was told to stop working on it.
     wait_until(
         "notifications/cancelled at the backend",
@@ -458,8 +522,10 @@ async fn graceful_stops_unregister_services_and_drain_calls() {
     // The gateway drains: a call in flight when shutdown starts still gets its answer.
     let dir = tempfile::tempdir().expect("tempdir");
     let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
-    let slow = start_fixture("slowpoke", &["slowAnswer"]).await;
-    register(&gateway, "slowpoke", &slow.mcp_url()).await;
+    let slow_fixture = fixture::Fixture::new("slowpoke", &["slowAnswer"]);
+    let slow = serve_fixture(slow_fixture.clone()).await;
+    let (status, body) = register(&gateway, "slowpoke", &slow.mcp_url()).await;
+    assert_eq!(status, 201, "{body}");
     let g = gateway.base();
     let in_flight = tokio::spawn(async move {
         let r: Value = http()
@@ -474,7 +540,14 @@ async fn graceful_stops_unregister_services_and_drain_calls() {
             .expect("json");
         r
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The call is at the backend (which answers 800 ms after it arrives) when the
+    // gateway is told to stop.
+    wait_until(
+        "the call to reach its backend",
+        Duration::from_secs(10),
+        || async { slow_fixture.calls.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
     let addr = gateway.addr;
     gateway.stop().await;
     let r = in_flight.await.expect("call");

@@ -245,7 +245,11 @@ async fn every_call_is_in_the_call_log_with_who_what_how_long_and_how_it_ended()
         get_json(&gw, "/calls").await.1["count"] == 4
     })
     .await;
-    let instance = services(&gw).await["services"][0]["instances"][0]["id"].clone();
+    let instance = services(&gw).await["services"][0]["instances"][0]["id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .expect("the instance's id in /services")
+        .to_string();
     let (_, mine) = get_json(&gw, "/calls?identity=agent").await;
     let calls = mine["calls"].as_array().expect("calls");
     assert_eq!(calls.len(), 3, "{mine}");
@@ -255,10 +259,17 @@ async fn every_call_is_in_the_call_log_with_who_what_how_long_and_how_it_ended()
             (c["service"].as_str(), c["identity"].as_str()),
             (Some("logged"), Some("agent"))
         );
-        assert_eq!(c["instance"], instance, "{c}");
-        assert!(c["durationMs"].as_f64() > Some(0.0), "{c}");
-        assert!(c["upstreamMs"].as_f64() <= c["durationMs"].as_f64(), "{c}");
-        assert!(c["at"].as_i64() > Some(1_700_000_000_000), "{c}");
+        assert_eq!(c["instance"].as_str(), Some(instance.as_str()), "{c}");
+        let duration = c["durationMs"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("durationMs: {c}"));
+        let upstream = c["upstreamMs"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("upstreamMs: {c}"));
+        assert!(duration > 0.0, "{c}");
+        assert!((0.0..=duration).contains(&upstream), "{c}");
+        let at = c["at"].as_i64().unwrap_or_else(|| panic!("at: {c}"));
+        assert!(at > 1_700_000_000_000, "{c}");
         assert_eq!(c["arguments"]["id"], "x", "{c}");
         assert_eq!(c["arguments"]["password"], "[redacted]", "{c}");
         assert_eq!(
@@ -301,11 +312,19 @@ async fn every_call_is_in_the_call_log_with_who_what_how_long_and_how_it_ended()
         "{stats}"
     );
     assert_eq!(s["errorRate"], 0.25);
-    assert!(
-        s["p50Ms"].as_f64() > Some(0.0) && s["p95Ms"].as_f64() >= s["p50Ms"].as_f64(),
-        "{stats}"
+    let (p50, p95) = (
+        s["p50Ms"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("p50Ms: {stats}")),
+        s["p95Ms"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("p95Ms: {stats}")),
     );
-    assert!(s["lastUsedMs"].as_i64() > Some(0));
+    assert!(p50 > 0.0 && p95 >= p50, "{stats}");
+    let last_used = s["lastUsedMs"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("lastUsedMs: {stats}"));
+    assert!(last_used > 0, "{stats}");
     let ok_tool = stats["tools"]
         .as_array()
         .and_then(|t| t.iter().find(|t| t["tool"] == "okTool"))
@@ -454,20 +473,31 @@ async fn collector() -> (Running, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) 
     (running, received)
 }
 
-/// (trace id, span id, parent span id, name) of every exported span.
+/// (trace id, span id, parent span id, name) of every exported span; a span without a
+/// trace id, span id or name fails the test (a root span's parent id is "").
 fn spans(exports: &[Value]) -> Vec<(String, String, String, String)> {
     let text = |v: &Value| v.as_str().unwrap_or_default().to_lowercase();
+    let id = |v: &Value, hex_digits: usize, what: &str| {
+        let id = text(v);
+        assert!(
+            id.len() == hex_digits && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "a span's {what} is not {hex_digits} hex digits: {v}"
+        );
+        id
+    };
     exports
         .iter()
         .flat_map(|e| e["resourceSpans"].as_array().cloned().unwrap_or_default())
         .flat_map(|r| r["scopeSpans"].as_array().cloned().unwrap_or_default())
         .flat_map(|s| s["spans"].as_array().cloned().unwrap_or_default())
         .map(|s| {
+            let name = text(&s["name"]);
+            assert!(!name.is_empty(), "a span without a name: {s}");
             (
-                text(&s["traceId"]),
-                text(&s["spanId"]),
+                id(&s["traceId"], 32, "trace id"),
+                id(&s["spanId"], 16, "span id"),
                 text(&s["parentSpanId"]),
-                text(&s["name"]),
+                name,
             )
         })
         .collect()
@@ -532,6 +562,11 @@ async fn traces_go_to_the_collector_and_their_context_to_the_backend() {
         .collect();
     for call in &upstream {
         // Each upstream span is the child of its request's server span.
+        assert_eq!(
+            call.2.len(),
+            16,
+            "an upstream span without a parent: {call:?}"
+        );
         let parent = all
             .iter()
             .find(|s| s.1 == call.2)

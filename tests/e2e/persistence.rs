@@ -71,7 +71,13 @@ async fn configured_upstreams_connect_at_start_and_are_retried_until_up() {
         .await
         .expect("health");
     assert_eq!(health.status().as_u16(), 200);
-    assert_ne!(service_state(&gw, "late").await.as_deref(), Some("up"));
+    // It is listed, and down once its first connection is refused (`starting` until then).
+    wait_until(
+        "late to be listed as down",
+        Duration::from_secs(10),
+        || async { service_state(&gw, "late").await.as_deref() == Some("down") },
+    )
+    .await;
     // Start the upstream on the reserved port: the gateway finds it by itself.
     let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
     let fixture = crate::support::fixture::Fixture::new("late", &["lateTool"]);

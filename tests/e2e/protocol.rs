@@ -294,30 +294,33 @@ async fn a_stateless_client_listens_for_list_changes() {
         .expect("listen");
     assert_eq!(resp.status().as_u16(), 200);
     let mut seen = String::new();
-    let read = |seen: &mut String, chunk: Option<bytes::Bytes>| {
-        if let Some(c) = chunk {
-            seen.push_str(&String::from_utf8_lossy(&c));
-        }
-    };
     // Acknowledged first.
-    while !seen.contains("notifications/subscriptions/acknowledged") {
-        let chunk = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
-            .await
-            .expect("acknowledgement in time")
-            .expect("stream");
-        read(&mut seen, chunk);
-    }
+    read_until(
+        &mut resp,
+        &mut seen,
+        "notifications/subscriptions/acknowledged",
+    )
+    .await;
     // A registration changes the tool list: the listener hears it.
     let extra = start_fixture("news", &["fresh"]).await;
-    register(&gw, "news", &extra.mcp_url()).await;
-    while !seen.contains("notifications/tools/list_changed") {
-        let chunk = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
-            .await
-            .expect("list_changed in time")
-            .expect("stream");
-        read(&mut seen, chunk);
-    }
+    let (status, body) = register(&gw, "news", &extra.mcp_url()).await;
+    assert_eq!(status, 201, "{body}");
+    read_until(&mut resp, &mut seen, "notifications/tools/list_changed").await;
     drop(resp);
     extra.stop().await;
     gw.stop().await;
+}
+
+/// Reads `resp`'s body into `seen` until it contains `needle`; fails the test when the
+/// stream ends or errs first, or when 10 s pass without it.
+async fn read_until(resp: &mut reqwest::Response, seen: &mut String, needle: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains(needle) {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no {needle} within 10 s; the stream so far: {seen}"))
+            .unwrap_or_else(|e| panic!("the stream failed before {needle}: {e}; so far: {seen}"))
+            .unwrap_or_else(|| panic!("the stream ended before {needle}; so far: {seen}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
 }

@@ -287,6 +287,11 @@ async fn a_stored_registration_outside_narrowed_networks_is_not_connected() {
     let (status, body) = register(&gw, "kept", &backend.mcp_url()).await;
     assert_eq!(status, 201, "{body}");
     gw.stop().await;
+    // Every HTTP request the backend received so far (one `authorizations` entry each)
+    // came from the first gateway, which has stopped.
+    let requests = || f.authorizations.lock().expect("lock").len();
+    let before = requests();
+    assert!(before > 0, "the first gateway connected");
     // Restarted with upstreams confined elsewhere: the registration is kept (listed) but
     // the gateway does not connect to it, and says why.
     let mut config = gateway_config(&store);
@@ -306,9 +311,9 @@ async fn a_stored_registration_outside_narrowed_networks_is_not_connected() {
     .await;
     assert_eq!(services(&gw).await["count"], 1, "the registration is kept");
     assert_eq!(
-        f.calls.load(std::sync::atomic::Ordering::SeqCst),
+        requests() - before,
         0,
-        "the call never reached the backend"
+        "no HTTP request of any kind (initialize, ping, call) reached the backend"
     );
     gw.stop().await;
     backend.stop().await;

@@ -2,7 +2,10 @@
 //! server and tool ran and the arguments it got, so routing is visible in the result.
 //! Tools named `hang*` never answer (until cancelled: the fixture counts cancellations);
 //! tools named `slow*` answer after 800 ms; tools named `big*` answer with a text of
-//! `arguments.size` bytes; tools named `fail*` answer with an `isError` result. Every call is counted.
+//! `arguments.size` bytes; tools named `fail*` answer with an `isError` result; tools
+//! named `roots*` ask the client for its roots (`roots/list`, during the call) and answer
+//! with their URIs, or with an `isError` result when the client did not declare `roots`.
+//! Every call is counted.
 
 use std::{
     sync::{
@@ -47,6 +50,8 @@ pub struct Fixture {
     /// tool calls.
     pub traceparent_headers: Arc<std::sync::Mutex<Vec<String>>>,
     pub traceparent_metas: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The root URIs each `roots*` call got from its client.
+    pub roots: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
 }
 
 impl Fixture {
@@ -84,6 +89,7 @@ impl Fixture {
             json: false,
             traceparent_headers: Arc::default(),
             traceparent_metas: Arc::default(),
+            roots: Arc::default(),
         }
     }
 
@@ -222,6 +228,7 @@ impl ServerHandler for Fixture {
                 .expect("lock")
                 .push(t.to_string());
         }
+        // The fixture's deliberate delays (`hang*`, `slow*`), the behaviour under test.
         if request.name.starts_with("hang") {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
@@ -233,6 +240,9 @@ impl ServerHandler for Fixture {
         }
         if request.name.starts_with("slow") {
             tokio::time::sleep(Duration::from_millis(800)).await;
+        }
+        if request.name.starts_with("roots") {
+            return self.roots_of_client(&request, &context).await;
         }
         if request.name.starts_with("fail") {
             return Ok(
@@ -267,6 +277,40 @@ impl ServerHandler for Fixture {
             "server": &*self.name,
             "tool": request.name,
             "arguments": request.arguments,
+        }))
+        .into())
+    }
+}
+
+impl Fixture {
+    /// A `roots*` call: the client's roots, asked for on the call's own stream.
+    #[allow(deprecated)] // roots/list is deprecated by SEP-2577 but still spoken
+    async fn roots_of_client(
+        &self,
+        request: &CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let declared = context
+            .peer
+            .peer_info()
+            .is_some_and(|info| info.capabilities.roots.is_some());
+        if !declared {
+            return Ok(CallToolResult::error(vec![rmcp::model::ContentBlock::text(
+                "the client did not declare the roots capability",
+            )])
+            .into());
+        }
+        let listed = context
+            .peer
+            .list_roots()
+            .await
+            .map_err(|e| ErrorData::internal_error(format!("roots/list failed: {e}"), None))?;
+        let uris: Vec<String> = listed.roots.iter().map(|r| r.uri.to_string()).collect();
+        self.roots.lock().expect("lock").push(uris.clone());
+        Ok(CallToolResult::structured(json!({
+            "server": &*self.name,
+            "tool": request.name,
+            "roots": uris,
         }))
         .into())
     }

@@ -212,6 +212,7 @@ async fn mcp(
         h.answers.fetch_add(1, Ordering::SeqCst);
         let now = h.answering.fetch_add(1, Ordering::SeqCst) + 1;
         h.most_answering.fetch_max(now, Ordering::SeqCst);
+        // A deliberate delay (what is measured is how many answers are held at once).
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         h.answering.fetch_sub(1, Ordering::SeqCst);
         return StatusCode::ACCEPTED.into_response();

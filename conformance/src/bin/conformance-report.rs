@@ -3,9 +3,8 @@
 //! - `conformance-report summary DIR [--json FILE]`: the per-scenario table and every
 //!   failing or warning check; exit status 1 when a check failed.
 //! - `conformance-report compare LEFT RIGHT [--left-name N] [--right-name N]`: every
-//!   difference between two runs' scores; exit status 1 when they differ. Checks scored
-//!   the same whose details differ (a list check passing on an empty list) are printed
-//!   first as notes; they do not change the verdict.
+//!   difference between two runs' scores (statuses, error messages, details, INFO checks;
+//!   ports, ids and times masked); exit status 1 when they differ.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -68,17 +67,6 @@ fn run(command: Command) -> anyhow::Result<bool> {
             right_name,
         } => {
             let (a, b) = (Report::load(&left)?, Report::load(&right)?);
-            let notes = a.detail_diff(&b, &left_name, &right_name);
-            if !notes.is_empty() {
-                println!(
-                    "{} check(s) scored the same but with different details \
-                     (not part of the verdict):",
-                    notes.len()
-                );
-                for note in notes {
-                    println!("  {note}");
-                }
-            }
             let lines = a.diff(&b, &left_name, &right_name);
             if lines.is_empty() {
                 println!(

@@ -24,6 +24,11 @@ struct MethodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PassthroughLabels {
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     service: Arc<str>,
     tool: Arc<str>,
@@ -82,6 +87,7 @@ pub struct Snapshot {
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<MethodLabels, Counter>,
+    passthrough: Family<PassthroughLabels, Counter>,
     calls: Family<CallLabels, Counter>,
     call_seconds: Family<ServiceLabels, Histogram, fn() -> Histogram>,
     upstream_seconds: Family<ServiceLabels, Histogram, fn() -> Histogram>,
@@ -106,6 +112,7 @@ impl Metrics {
         let m = Self {
             registry: Mutex::new(Registry::default()),
             requests: Family::default(),
+            passthrough: Family::default(),
             calls: Family::default(),
             call_seconds: Family::new_with_constructor(histogram),
             upstream_seconds: Family::new_with_constructor(histogram),
@@ -121,6 +128,11 @@ impl Metrics {
             "requests",
             "MCP requests by JSON-RPC method and outcome (ok or error)",
             m.requests.clone(),
+        );
+        registry.register(
+            "passthrough_requests",
+            "MCP requests answered by the pass-through path (not rmcp's typed pipeline), by method",
+            m.passthrough.clone(),
         );
         registry.register(
             "tool_calls",
@@ -180,6 +192,13 @@ impl Metrics {
                 method,
                 outcome: if ok { "ok" } else { "error" },
             })
+            .inc();
+    }
+
+    /// One request (`tools/call` or `tools/list`) answered by the pass-through path.
+    pub fn passthrough_request(&self, method: &'static str) {
+        self.passthrough
+            .get_or_create(&PassthroughLabels { method })
             .inc();
     }
 

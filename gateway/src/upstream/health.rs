@@ -379,4 +379,132 @@ mod tests {
         assert_eq!(aggregate([Starting, Down]), Down);
         assert_eq!(aggregate([]), Down);
     }
+
+    #[test]
+    fn the_breaker_opens_at_exactly_the_threshold_of_consecutive_failures() {
+        let mut h = health();
+        let t0 = Instant::now();
+        h.success();
+        h.failure("x".into(), t0);
+        h.failure("x".into(), t0);
+        assert_eq!(
+            (h.state(), h.snapshot().breaker),
+            (State::Degraded, Breaker::Closed)
+        );
+        assert_eq!(h.admit(t0), Admission::Allowed);
+        // A success in between starts the count again.
+        h.success();
+        h.failure("x".into(), t0);
+        h.failure("x".into(), t0);
+        assert_eq!(
+            h.snapshot().breaker,
+            Breaker::Closed,
+            "2 + 2 is not 3 in a row"
+        );
+        h.failure("x".into(), t0);
+        assert_eq!(
+            (h.state(), h.snapshot().breaker),
+            (State::Down, Breaker::Open)
+        );
+        assert_eq!(h.snapshot().consecutive_failures, 3);
+        assert_eq!(h.refusing(t0), Some(Duration::from_secs(5)));
+        assert!(h.is_open(t0 + Duration::from_millis(4_999)));
+    }
+
+    #[test]
+    fn a_failed_probe_reopens_at_once_and_an_unsent_one_frees_its_slot() {
+        let mut h = health();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            h.failure("x".into(), t0);
+        }
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(h.refusing(later), None, "cooled down: a probe may go");
+        assert_eq!(h.admit(later), Admission::Probe);
+        assert_eq!(h.snapshot().breaker, Breaker::HalfOpen);
+        assert_eq!(
+            h.refusing(later),
+            Some(Duration::ZERO),
+            "one probe at a time"
+        );
+        // The probe could not be sent (no session): the next caller may probe.
+        h.release_probe();
+        assert_eq!(h.admit(later), Admission::Probe);
+        // One failure of the probe is enough, whatever the count: open for a full cooldown.
+        h.failure("probe failed".into(), later);
+        assert_eq!(h.snapshot().breaker, Breaker::Open);
+        assert!(matches!(
+            h.admit(later + Duration::from_millis(4_999)),
+            Admission::Refused(_)
+        ));
+        assert_eq!(h.admit(later + Duration::from_secs(5)), Admission::Probe);
+        // A ping answered while half-open closes it too.
+        assert!(h.ping_ok(later + Duration::from_secs(5)));
+        assert_eq!(
+            (h.state(), h.snapshot().breaker),
+            (State::Healthy, Breaker::Closed)
+        );
+        assert_eq!(h.snapshot().consecutive_failures, 0);
+    }
+
+    #[test]
+    fn a_ping_makes_a_new_instance_healthy_but_never_forgives_a_failing_one() {
+        let mut h = health();
+        let t0 = Instant::now();
+        assert_eq!(h.state(), State::Starting);
+        assert!(h.ping_ok(t0));
+        assert_eq!(h.state(), State::Healthy);
+        assert_eq!(h.snapshot().previous, Some(State::Starting));
+        h.failure("call timed out".into(), t0);
+        for _ in 0..10 {
+            assert!(!h.ping_ok(t0), "no state change");
+        }
+        assert_eq!(h.state(), State::Degraded);
+        assert_eq!(h.snapshot().consecutive_failures, 1);
+        assert_eq!(h.snapshot().last_error.as_deref(), Some("call timed out"));
+        // A ping before the cooldown has passed does not close an open breaker.
+        h.failure("x".into(), t0);
+        h.failure("x".into(), t0);
+        assert!(!h.ping_ok(t0 + Duration::from_secs(4)));
+        assert_eq!(h.snapshot().breaker, Breaker::Open);
+    }
+
+    #[test]
+    fn a_lost_session_is_down_without_opening_the_breaker() {
+        let mut h = health();
+        let t0 = Instant::now();
+        h.success();
+        for _ in 0..5 {
+            h.lost("connection refused".into());
+        }
+        assert_eq!(
+            (h.state(), h.snapshot().breaker),
+            (State::Down, Breaker::Closed)
+        );
+        assert_eq!(
+            h.admit(t0),
+            Admission::Allowed,
+            "a reconnect may serve at once"
+        );
+        // A lost probe frees the probe slot.
+        let mut h = health();
+        for _ in 0..3 {
+            h.failure("x".into(), t0);
+        }
+        let later = t0 + Duration::from_secs(6);
+        assert_eq!(h.admit(later), Admission::Probe);
+        h.lost("session gone".into());
+        assert_eq!(h.admit(later), Admission::Probe);
+    }
+
+    #[test]
+    fn service_state_edges() {
+        use State::*;
+        assert_eq!(aggregate([Healthy, Starting]), Degraded);
+        assert_eq!(aggregate([Healthy, Degraded]), Degraded);
+        assert_eq!(aggregate([Degraded, Down]), Degraded);
+        assert_eq!(aggregate([Starting, Starting]), Starting);
+        assert_eq!(aggregate([Starting, Starting, Down]), Down);
+        assert_eq!(aggregate([Down]), Down);
+    }
 }

@@ -1490,3 +1490,502 @@ impl Service {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Failover and instance choice (`Service::with_failover` with scripted attempts on
+    //! instances connected to a minimal MCP server on loopback), and how rmcp's errors
+    //! are classified.
+
+    use std::{collections::VecDeque, sync::Mutex};
+
+    use rmcp::{
+        ServerHandler,
+        model::{InitializeResult, ServerConfig},
+        transport::streamable_http_server::StreamableHttpService,
+    };
+
+    use super::*;
+
+    /// An MCP server with no tools: enough for an instance to hold a session.
+    #[derive(Clone)]
+    struct Empty;
+
+    impl ServerHandler for Empty {
+        fn get_info(&self) -> ServerConfig {
+            InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+        }
+    }
+
+    /// Serves [`Empty`] on loopback until `stop`; its MCP URL.
+    async fn backend(stop: &CancellationToken) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let service = StreamableHttpService::new(
+            || Ok(Empty),
+            Arc::new(LocalSessionManager::default()),
+            service_kit::mcp::server_config(&[], stop.clone()),
+        );
+        let router = axum::Router::new().nest_service("/mcp", service);
+        tokio::spawn(service_kit::serve::serve(listener, router, stop.clone()));
+        format!("http://{addr}/mcp")
+    }
+
+    fn options() -> Options {
+        let mut options = crate::Config::default().upstream_options();
+        options.connect_timeout = Duration::from_secs(2);
+        options
+    }
+
+    fn instance(url: &str, stop: &CancellationToken) -> Arc<Instance> {
+        Instance::new(
+            "svc",
+            url,
+            1,
+            Origin {
+                source: Source::Registered,
+                registered_at_ms: 0,
+                owner: None,
+                auth: None,
+            },
+            Vec::new(),
+            options(),
+            stop,
+        )
+    }
+
+    /// A service of `connected` instances with a session and `idle` ones without.
+    async fn service(
+        connected: usize,
+        idle: usize,
+        stop: &CancellationToken,
+    ) -> (Arc<Service>, Vec<Arc<Instance>>) {
+        let mut instances = Vec::new();
+        for _ in 0..connected {
+            let i = instance(&backend(stop).await, stop);
+            i.connect().await.expect("connects to the loopback backend");
+            instances.push(i);
+        }
+        for n in 0..idle {
+            instances.push(instance(&format!("http://127.0.0.1:9/idle-{n}"), stop));
+        }
+        let service = Service::new("svc", &options(), None);
+        service.set_instances(instances.clone());
+        (service, instances)
+    }
+
+    /// Runs one call whose attempts answer as `script` says, in order (an attempt past
+    /// the script's end fails as not delivered); returns the outcome and the id of the
+    /// instance of each attempt.
+    async fn run(
+        service: &Service,
+        affinity: Option<&str>,
+        retry_safe: bool,
+        script: Vec<Result<u32, Failure>>,
+    ) -> (Result<u32, CallError>, Vec<String>) {
+        let script = Mutex::new(VecDeque::from(script));
+        let tried = Mutex::new(Vec::new());
+        let result = service
+            .with_failover(affinity, retry_safe, |instance, _admission| {
+                tried.lock().expect("lock").push(instance.id.clone());
+                let next = script
+                    .lock()
+                    .expect("lock")
+                    .pop_front()
+                    .unwrap_or_else(|| Err(Failure::NotDelivered("unplanned attempt".into())));
+                async move { next }
+            })
+            .await;
+        (result, tried.into_inner().expect("lock"))
+    }
+
+    fn lost() -> Failure {
+        Failure::Lost("stream closed mid-call".into())
+    }
+
+    fn not_delivered() -> Failure {
+        Failure::NotDelivered("connection refused".into())
+    }
+
+    #[tokio::test]
+    async fn a_call_not_delivered_is_retried_on_another_instance() {
+        let stop = CancellationToken::new();
+        let (service, _) = service(2, 0, &stop).await;
+        for retry_safe in [false, true] {
+            let (result, tried) = run(
+                &service,
+                None,
+                retry_safe,
+                vec![Err(not_delivered()), Ok(7)],
+            )
+            .await;
+            assert_eq!(result.expect("the second attempt answers"), 7);
+            assert_eq!(tried.len(), 2, "{tried:?}");
+            assert_ne!(tried[0], tried[1], "another instance");
+        }
+        // An expired session (the backend restarted, the request was not processed) too.
+        let (result, tried) = run(
+            &service,
+            None,
+            false,
+            vec![Err(Failure::Expired("404".into())), Ok(8)],
+        )
+        .await;
+        assert_eq!(result.expect("the second attempt answers"), 8);
+        assert_ne!(tried[0], tried[1], "{tried:?}");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_call_lost_in_flight_is_retried_only_when_the_tool_is_retry_safe() {
+        let stop = CancellationToken::new();
+        let (service, _) = service(2, 0, &stop).await;
+        let (result, tried) = run(&service, None, true, vec![Err(lost()), Ok(1)]).await;
+        assert_eq!(result.expect("retried"), 1);
+        assert_eq!(tried.len(), 2);
+        assert_ne!(tried[0], tried[1]);
+
+        let (result, tried) = run(&service, None, false, vec![Err(lost()), Ok(1)]).await;
+        assert_eq!(tried.len(), 1, "not repeated: it may have run");
+        match result {
+            Err(CallError::Unavailable { cause, .. }) => assert!(
+                cause.contains("stream closed mid-call") && cause.contains("not retried"),
+                "{cause}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn answers_timeouts_and_refusals_are_never_retried() {
+        let stop = CancellationToken::new();
+        let (service, _) = service(2, 0, &stop).await;
+        for retry_safe in [false, true] {
+            let (result, tried) = run(
+                &service,
+                None,
+                retry_safe,
+                vec![
+                    Err(Failure::Upstream(rmcp::ErrorData::invalid_params(
+                        "bad id", None,
+                    ))),
+                    Ok(1),
+                ],
+            )
+            .await;
+            assert_eq!(tried.len(), 1);
+            assert!(
+                matches!(&result, Err(CallError::Upstream(e)) if e.message == "bad id"),
+                "{result:?}"
+            );
+
+            let (result, tried) = run(
+                &service,
+                None,
+                retry_safe,
+                vec![Err(Failure::Refused(400)), Ok(1)],
+            )
+            .await;
+            assert_eq!(tried.len(), 1);
+            assert!(
+                matches!(result, Err(CallError::Refused { status: 400, .. })),
+                "{result:?}"
+            );
+
+            let (result, tried) = run(
+                &service,
+                None,
+                retry_safe,
+                vec![Err(Failure::Timeout(250)), Ok(1)],
+            )
+            .await;
+            assert_eq!(tried.len(), 1);
+            assert!(
+                matches!(result, Err(CallError::Timeout { ms: 250, .. })),
+                "{result:?}"
+            );
+
+            let (result, tried) = run(
+                &service,
+                None,
+                retry_safe,
+                vec![Err(Failure::Cancelled), Ok(1)],
+            )
+            .await;
+            assert_eq!(tried.len(), 1);
+            assert!(matches!(result, Err(CallError::Upstream(_))), "{result:?}");
+        }
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_call_is_repeated_at_most_once_whatever_the_number_of_instances() {
+        let stop = CancellationToken::new();
+        let (service, _) = service(3, 0, &stop).await;
+        for first in [not_delivered(), lost()] {
+            let (result, tried) = run(
+                &service,
+                None,
+                true,
+                vec![Err(first), Err(not_delivered()), Ok(1)],
+            )
+            .await;
+            assert_eq!(tried.len(), 2, "{tried:?}");
+            assert_ne!(tried[0], tried[1]);
+            assert!(
+                matches!(result, Err(CallError::Unavailable { .. })),
+                "{result:?}"
+            );
+        }
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn with_no_other_instance_a_failure_is_final_but_an_expired_session_waits_for_the_next() {
+        let stop = CancellationToken::new();
+        let (service, instances) = service(1, 0, &stop).await;
+        let (result, tried) = run(&service, None, true, vec![Err(not_delivered()), Ok(1)]).await;
+        assert_eq!(tried.len(), 1);
+        assert!(
+            matches!(&result, Err(CallError::Unavailable { cause, .. }) if cause == "connection refused"),
+            "{result:?}"
+        );
+        // Expired, and the supervisor installs a new session meanwhile: once more on it.
+        let only = Arc::clone(&instances[0]);
+        let script = Mutex::new(VecDeque::from([Err(Failure::Expired("404".into())), Ok(2)]));
+        let attempts = AtomicUsize::new(0);
+        let result = service
+            .with_failover(None, false, |instance, _| {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                assert!(Arc::ptr_eq(&instance, &only));
+                let next = script
+                    .lock()
+                    .expect("lock")
+                    .pop_front()
+                    .unwrap_or_else(|| Err(not_delivered()));
+                if next.is_err() {
+                    instance.generation.send_modify(|g| *g += 1);
+                }
+                async move { next }
+            })
+            .await;
+        assert_eq!(result.expect("the new session answers"), 2);
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
+        // Expired and no new session within the connect deadline: final.
+        let (result, tried) = run(
+            &service,
+            None,
+            false,
+            vec![Err(Failure::Expired("404".into())), Ok(3)],
+        )
+        .await;
+        assert_eq!(tried.len(), 1);
+        assert!(
+            matches!(result, Err(CallError::Unavailable { .. })),
+            "{result:?}"
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn only_instances_with_a_session_and_a_closed_breaker_are_chosen() {
+        let stop = CancellationToken::new();
+        let (service, instances) = service(2, 1, &stop).await;
+        let (a, b, idle) = (&instances[0], &instances[1], &instances[2]);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..6 {
+            let (result, tried) = run(&service, None, false, vec![Ok(1)]).await;
+            result.expect("answered");
+            seen.extend(tried);
+        }
+        assert!(!seen.contains(&idle.id), "never the one without a session");
+        assert_eq!(seen.len(), 2, "round robin over both connected: {seen:?}");
+
+        // A client session sticks to one instance.
+        let (_, first) = run(&service, Some("session-1"), false, vec![Ok(1)]).await;
+        for _ in 0..4 {
+            let (_, again) = run(&service, Some("session-1"), false, vec![Ok(1)]).await;
+            assert_eq!(again, first);
+        }
+
+        // Open a's breaker: every call goes to b.
+        let threshold = options().policy.failure_threshold;
+        a.update_health(|h| {
+            for _ in 0..threshold {
+                h.failure("timed out".into(), Instant::now());
+            }
+            true
+        });
+        for affinity in [None, Some("session-1"), Some("session-2")] {
+            let (result, tried) = run(&service, affinity, false, vec![Ok(1)]).await;
+            result.expect("answered");
+            assert_eq!(tried, vec![b.id.clone()], "{affinity:?}");
+        }
+        // Both open: no attempt is made; unavailable, naming each instance's cause...
+        b.update_health(|h| {
+            for _ in 0..threshold {
+                h.failure("timed out".into(), Instant::now());
+            }
+            true
+        });
+        let (result, tried) = run(&service, None, false, vec![Ok(1)]).await;
+        assert!(tried.is_empty(), "{tried:?}");
+        match result {
+            Err(CallError::Unavailable { cause, .. }) => assert_eq!(
+                cause,
+                format!(
+                    "{}: timed out; {}: timed out; {}: not connected yet",
+                    a.url, b.url, idle.url
+                )
+            ),
+            other => panic!("{other:?}"),
+        }
+        // ...or, when every instance is refused by its open breaker, saying so.
+        service.set_instances(vec![Arc::clone(a), Arc::clone(b)]);
+        let (result, tried) = run(&service, None, false, vec![Ok(1)]).await;
+        assert!(tried.is_empty(), "{tried:?}");
+        assert!(
+            matches!(result, Err(CallError::CircuitOpen { retry_in_ms, .. }) if retry_in_ms > 0),
+            "{result:?}"
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_service_without_a_connected_instance_names_each_cause() {
+        let stop = CancellationToken::new();
+        let (service, _) = service(0, 2, &stop).await;
+        let (result, tried) = run(&service, None, false, vec![Ok(1)]).await;
+        assert!(tried.is_empty());
+        match result {
+            Err(CallError::Unavailable { cause, .. }) => assert_eq!(
+                cause,
+                "http://127.0.0.1:9/idle-0: not connected yet; http://127.0.0.1:9/idle-1: not connected yet"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let empty = Service::new("none", &options(), None);
+        let (result, _) = run(&empty, None, false, vec![Ok(1)]).await;
+        assert!(
+            matches!(&result, Err(CallError::Unavailable { cause, .. }) if cause == "no instance registered"),
+            "{result:?}"
+        );
+    }
+
+    fn transport(e: StreamableHttpError<reqwest::Error>) -> ServiceError {
+        ServiceError::TransportSend(rmcp::transport::DynamicTransportError::from_parts(
+            "test",
+            std::any::TypeId::of::<()>(),
+            Box::new(e),
+        ))
+    }
+
+    fn kind(f: &Failure) -> String {
+        match f {
+            Failure::NotDelivered(_) => "not delivered".into(),
+            Failure::Expired(_) => "expired".into(),
+            Failure::Lost(_) => "lost".into(),
+            Failure::Timeout(ms) => format!("timeout {ms}"),
+            Failure::Cancelled => "cancelled".into(),
+            Failure::Refused(s) => format!("refused {s}"),
+            Failure::Upstream(e) => format!("upstream {}", e.message),
+        }
+    }
+
+    #[test]
+    fn http_statuses_are_read_from_rmcps_text_and_sorted() {
+        assert_eq!(http_status_of("HTTP 401 Unauthorized: nope"), Some(401));
+        assert_eq!(http_status_of("HTTP 503"), Some(503));
+        for text in ["HTTP 40", "HTTP abc", "http 401 x", "401", "", "HTTP -01"] {
+            assert_eq!(http_status_of(text), None, "{text:?}");
+        }
+        for status in [400, 401, 403, 413, 422, 429, 499] {
+            assert_eq!(kind(&by_status(status)), format!("refused {status}"));
+        }
+        for status in [302, 399, 500, 502, 503, 504] {
+            assert_eq!(kind(&by_status(status)), "lost", "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn rmcp_errors_are_classified_by_what_they_say_about_the_request() {
+        let marker = rmcp::ErrorData::internal_error(
+            "stream closed",
+            Some(serde_json::json!({"io.modelcontextprotocol/transportClosed": true})),
+        );
+        let cases: Vec<(ServiceError, &str)> = vec![
+            (ServiceError::McpError(marker), "lost"),
+            (
+                ServiceError::McpError(rmcp::ErrorData::invalid_params("no such id", None)),
+                "upstream no such id",
+            ),
+            (ServiceError::TransportClosed, "not delivered"),
+            (transport(StreamableHttpError::SessionExpired), "expired"),
+            (
+                transport(StreamableHttpError::HttpStatus(
+                    rmcp::transport::streamable_http_client::HttpStatusError::new(503, None),
+                )),
+                "lost",
+            ),
+            (
+                transport(StreamableHttpError::HttpStatus(
+                    rmcp::transport::streamable_http_client::HttpStatusError::new(429, None),
+                )),
+                "refused 429",
+            ),
+            (
+                transport(StreamableHttpError::UnexpectedServerResponse(
+                    OVERSIZED_ERROR_BODY.into(),
+                )),
+                "refused 0",
+            ),
+            (
+                transport(StreamableHttpError::UnexpectedServerResponse(
+                    "HTTP 403 Forbidden: go away".into(),
+                )),
+                "refused 403",
+            ),
+            (
+                transport(StreamableHttpError::UnexpectedServerResponse(
+                    "HTTP 502 Bad Gateway: x".into(),
+                )),
+                "lost",
+            ),
+            (
+                transport(StreamableHttpError::UnexpectedServerResponse(
+                    "<html>".into(),
+                )),
+                "lost",
+            ),
+            (
+                transport(StreamableHttpError::UnexpectedEndOfStream),
+                "lost",
+            ),
+        ];
+        for (error, expected) in cases {
+            let shown = format!("{error:?}");
+            assert_eq!(kind(&classify(error)), expected, "{shown}");
+        }
+        // A refused connection was never delivered; its cause is named.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        drop(closed);
+        let refused = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .expect_err("nothing listens there");
+        assert!(refused.is_connect(), "{refused:?}");
+        let failure = classify(transport(StreamableHttpError::Client(refused)));
+        assert!(
+            matches!(&failure, Failure::NotDelivered(cause) if !cause.is_empty()),
+            "{}",
+            kind(&failure)
+        );
+    }
+}

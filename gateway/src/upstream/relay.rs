@@ -358,3 +358,214 @@ impl UpstreamClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Matching what a backend sends during a call to that call: by the upstream request
+    //! id of the stream it came on, by progress token, and messages that beat their
+    //! call's registration, claimed when it registers.
+
+    use std::time::Duration;
+
+    use rmcp::model::{NumberOrString, Root};
+    use serde_json::json;
+
+    use super::*;
+
+    fn id(n: i64) -> RequestId {
+        NumberOrString::Number(n)
+    }
+
+    fn token(t: &str) -> ProgressToken {
+        ProgressToken(NumberOrString::String(t.into()))
+    }
+
+    /// Extensions as rmcp sets them on a message that came on `origin`'s stream.
+    fn on_stream_of(origin: Option<i64>) -> rmcp::model::Extensions {
+        let mut extensions = rmcp::model::Extensions::new();
+        extensions.insert(match origin {
+            Some(n) => InboundStreamOrigin::OutboundRequest(id(n)),
+            None => InboundStreamOrigin::Unassociated,
+        });
+        extensions
+    }
+
+    fn log(text: &str) -> RelayMsg {
+        RelayMsg::Log(
+            serde_json::from_value(json!({"level": "info", "data": text})).expect("log params"),
+        )
+    }
+
+    fn progress(t: &str, n: u32) -> RelayMsg {
+        RelayMsg::Progress(
+            serde_json::from_value(json!({"progressToken": t, "progress": n}))
+                .expect("progress params"),
+        )
+    }
+
+    /// What a call's channel holds now, as short strings.
+    fn drain(rx: &mut mpsc::Receiver<RelayMsg>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(msg) = rx.try_recv() {
+            out.push(match msg {
+                RelayMsg::Log(l) => format!("log {}", l.data.as_str().unwrap_or_default()),
+                RelayMsg::Progress(p) => format!("progress {}", p.progress),
+                RelayMsg::StreamClosed(_) => "closed".into(),
+                RelayMsg::Request(..) => "request".into(),
+            });
+        }
+        out
+    }
+
+    /// A call registered as upstream request `n` with progress token `t`.
+    fn call(relays: &Arc<Relays>, n: i64, t: &str) -> (RelayGuard, mpsc::Receiver<RelayMsg>) {
+        let (tx, rx) = mpsc::channel(16);
+        (relays.register(id(n), token(t), tx), rx)
+    }
+
+    /// Progress `n` for token `t`, as the client handler passes it on.
+    fn progress_for(relays: &Relays, t: &str, n: u32) {
+        let key = token(t);
+        relays.deliver_or_hold(Early::Token(key.clone()), progress(t, n), |r| {
+            r.for_token(&key)
+        });
+    }
+
+    #[test]
+    fn a_message_goes_to_the_call_whose_stream_carried_it() {
+        let relays = Arc::new(Relays::default());
+        let (_a, mut a) = call(&relays, 1, "ta");
+        let (_b, mut b) = call(&relays, 2, "tb");
+        relays.deliver(&on_stream_of(Some(2)), log("for b"));
+        relays.deliver(&on_stream_of(Some(1)), log("for a"));
+        relays.notify(&id(2), RelayMsg::StreamClosed(None));
+        assert_eq!(drain(&mut a), ["log for a"]);
+        assert_eq!(drain(&mut b), ["log for b", "closed"]);
+    }
+
+    #[test]
+    fn progress_goes_to_the_call_of_its_token() {
+        let relays = Arc::new(Relays::default());
+        let (_a, mut a) = call(&relays, 1, "ta");
+        let (_b, mut b) = call(&relays, 2, "tb");
+        progress_for(&relays, "tb", 1);
+        progress_for(&relays, "ta", 2);
+        progress_for(&relays, "tb", 3);
+        assert_eq!(drain(&mut a), ["progress 2"]);
+        assert_eq!(drain(&mut b), ["progress 1", "progress 3"]);
+    }
+
+    #[test]
+    fn messages_that_beat_their_call_are_claimed_when_it_registers() {
+        let relays = Arc::new(Relays::default());
+        relays.deliver(&on_stream_of(Some(5)), log("early for 5"));
+        progress_for(&relays, "t6", 1);
+        // Another call registering takes neither.
+        let (_other, mut other) = call(&relays, 7, "t7");
+        assert!(drain(&mut other).is_empty());
+        let (_five, mut five) = call(&relays, 5, "t5");
+        assert_eq!(drain(&mut five), ["log early for 5"]);
+        let (_six, mut six) = call(&relays, 6, "t6");
+        assert_eq!(drain(&mut six), ["progress 1"]);
+        assert!(drain(&mut other).is_empty());
+    }
+
+    #[test]
+    fn on_a_shared_session_an_unattributable_message_is_never_guessed() {
+        let relays = Arc::new(Relays::default());
+        // No call in flight: dropped, not held for whichever call comes next.
+        relays.deliver(&on_stream_of(None), log("nobody's"));
+        let (a_guard, mut a) = call(&relays, 1, "ta");
+        assert!(drain(&mut a).is_empty());
+        // Two calls in flight: nobody's either.
+        let (_b, mut b) = call(&relays, 2, "tb");
+        relays.deliver(&on_stream_of(None), log("ambiguous"));
+        assert!(drain(&mut a).is_empty() && drain(&mut b).is_empty());
+        // One call in flight: it can only be that call's.
+        drop(a_guard);
+        relays.deliver(&on_stream_of(None), log("b's"));
+        assert_eq!(drain(&mut b), ["log b's"]);
+    }
+
+    #[test]
+    fn a_finished_call_is_unregistered() {
+        let relays = Arc::new(Relays::default());
+        let (a_guard, mut a) = call(&relays, 1, "ta");
+        drop(a_guard);
+        relays.notify(&id(1), RelayMsg::StreamClosed(None));
+        progress_for(&relays, "ta", 1);
+        assert!(drain(&mut a).is_empty());
+        assert!(relays.lock_ids().is_empty() && relays.lock_tokens().is_empty());
+    }
+
+    #[test]
+    fn on_a_single_clients_session_every_message_is_that_clients() {
+        let relays = Arc::new(Relays {
+            single_client: true,
+            ..Relays::default()
+        });
+        relays.deliver(&on_stream_of(None), log("before any call"));
+        let (_a, mut a) = call(&relays, 1, "ta");
+        assert_eq!(drain(&mut a), ["log before any call"]);
+        let (_b, mut b) = call(&relays, 2, "tb");
+        relays.deliver(&on_stream_of(None), log("one of its calls"));
+        assert_eq!(drain(&mut a).len() + drain(&mut b).len(), 1);
+    }
+
+    #[tokio::test]
+    #[allow(deprecated)] // roots/list is deprecated by SEP-2577 but still relayed
+    async fn a_server_request_is_asked_through_its_call_and_answered_back() {
+        let relays = Arc::new(Relays::default());
+        let (_other, mut other) = call(&relays, 1, "t1");
+        // The request beats its call's registration by a moment.
+        let asking = tokio::spawn({
+            let relays = Arc::clone(&relays);
+            async move {
+                let request = ServerRequest::ListRootsRequest(ListRootsRequest {
+                    method: Default::default(),
+                    extensions: Default::default(),
+                });
+                relays.ask(&on_stream_of(Some(2)), request).await
+            }
+        });
+        let (_mine, mut mine) = call(&relays, 2, "t2");
+        let msg = tokio::time::timeout(Duration::from_secs(10), mine.recv())
+            .await
+            .expect("the request reaches its call")
+            .expect("a message");
+        let RelayMsg::Request(ServerRequest::ListRootsRequest(_), reply) = msg else {
+            panic!("not the roots request");
+        };
+        let roots = ListRootsResult::new(vec![Root::new("file:///work")]);
+        reply
+            .send(Ok(ClientResult::ListRootsResult(roots.clone())))
+            .unwrap_or_else(|_| panic!("the asker is waiting"));
+        match asking.await.expect("ask task") {
+            Ok(ClientResult::ListRootsResult(r)) => assert_eq!(r, roots),
+            other => panic!("{other:?}"),
+        }
+        assert!(drain(&mut other).is_empty(), "the other call is not asked");
+    }
+
+    #[tokio::test]
+    #[allow(deprecated)]
+    async fn a_server_request_no_call_can_take_is_refused() {
+        let relays = Arc::new(Relays::default());
+        let (_a, _rx_a) = call(&relays, 1, "ta");
+        let (_b, _rx_b) = call(&relays, 2, "tb");
+        let request = ServerRequest::ListRootsRequest(ListRootsRequest {
+            method: Default::default(),
+            extensions: Default::default(),
+        });
+        let refused = relays
+            .ask(&on_stream_of(None), request)
+            .await
+            .expect_err("two calls in flight: whose?");
+        assert!(
+            refused
+                .message
+                .contains("no client request this belongs to"),
+            "{refused:?}"
+        );
+    }
+}
