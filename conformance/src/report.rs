@@ -147,7 +147,22 @@ impl Report {
     /// Every difference between two scores (statuses, error messages, details, INFO checks
     /// too), one line each; empty when they are equal.
     pub fn diff(&self, other: &Self, left: &str, right: &str) -> Vec<String> {
+        self.diff_accepting(other, left, right, &[]).0
+    }
+
+    /// [`Self::diff`], but a check named in `accepted` (`scenario/check-id`, with the
+    /// reason) whose verdict is the same on both sides and only its details differ is
+    /// listed apart, with its reason, instead of as a difference. A different verdict is
+    /// never accepted.
+    pub fn diff_accepting(
+        &self,
+        other: &Self,
+        left: &str,
+        right: &str,
+        accepted: &[(String, String)],
+    ) -> (Vec<String>, Vec<String>) {
         let mut lines = Vec::new();
+        let mut excused = Vec::new();
         let names: std::collections::BTreeSet<&String> = self
             .scenarios
             .keys()
@@ -162,6 +177,13 @@ impl Report {
                     for i in 0..n {
                         let (x, y) = (a.get(i), b.get(i));
                         if x != y {
+                            let reason = match (x, y) {
+                                (Some(x), Some(y)) if same_verdict(x, y) => accepted
+                                    .iter()
+                                    .find(|(key, _)| *key == format!("{name}/{}", x.id))
+                                    .map(|(_, why)| why),
+                                _ => None,
+                            };
                             let (x, y) = match (x, y) {
                                 // Scored the same, seen differently: show what was seen.
                                 (Some(x), Some(y)) if same_verdict(x, y) => {
@@ -169,14 +191,18 @@ impl Report {
                                 }
                                 _ => (describe(x), describe(y)),
                             };
-                            lines.push(format!("{name} #{i}: {left} {x} | {right} {y}"));
+                            let line = format!("{name} #{i}: {left} {x} | {right} {y}");
+                            match reason {
+                                Some(why) => excused.push(format!("{line} (accepted: {why})")),
+                                None => lines.push(line),
+                            }
                         }
                     }
                 }
                 _ => {}
             }
         }
-        lines
+        (lines, excused)
     }
 }
 
@@ -433,6 +459,25 @@ mod tests {
                 && lines[0].contains("\"toolCount\":0"),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn an_accepted_check_differs_only_in_its_details_and_only_with_its_reason() {
+        let a = run(tools_list(41234, "2026-05-01T12:34:56.789Z", SESSION_A, 4));
+        let b = run(tools_list(50001, "2026-05-02T01:02:03.004Z", SESSION_B, 0));
+        let accepted = [("tools-list/tools-list".to_string(), "a reason".to_string())];
+        let (lines, excused) = a.diff_accepting(&b, "fixture", "gateway", &accepted);
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(excused.len(), 1, "{excused:?}");
+        assert!(excused[0].contains("accepted: a reason"), "{excused:?}");
+        // Another check's difference is not excused by it...
+        let other = [("tools-list/request".to_string(), "no".to_string())];
+        assert_eq!(a.diff_accepting(&b, "f", "g", &other).0.len(), 1);
+        // ...and a different verdict never is.
+        let mut raw = tools_list(41234, "2026-05-01T12:34:56.789Z", SESSION_A, 4);
+        raw[1]["status"] = "FAILURE".into();
+        let (lines, excused) = a.diff_accepting(&run(raw), "f", "g", &accepted);
+        assert_eq!((lines.len(), excused.len()), (1, 0), "{lines:?}");
     }
 
     #[test]

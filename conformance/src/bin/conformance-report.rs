@@ -36,6 +36,10 @@ enum Command {
         left_name: String,
         #[arg(long, default_value = "right")]
         right_name: String,
+        /// `SCENARIO/CHECK=REASON`: a check that is scored the same on both sides may
+        /// differ in its details for this reason (listed, not counted). Repeatable.
+        #[arg(long = "accept", value_name = "SCENARIO/CHECK=REASON")]
+        accept: Vec<String>,
     },
 }
 
@@ -65,9 +69,23 @@ fn run(command: Command) -> anyhow::Result<bool> {
             right,
             left_name,
             right_name,
+            accept,
         } => {
             let (a, b) = (Report::load(&left)?, Report::load(&right)?);
-            let lines = a.diff(&b, &left_name, &right_name);
+            let accepted = accept
+                .iter()
+                .map(|a| {
+                    a.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("--accept {a:?}: expected SCENARIO/CHECK=REASON")
+                        })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let (lines, excused) = a.diff_accepting(&b, &left_name, &right_name, &accepted);
+            for line in &excused {
+                println!("  {line}");
+            }
             if lines.is_empty() {
                 println!(
                     "identical scores: {left_name} and {right_name} ({} scenarios)",
