@@ -152,9 +152,15 @@ impl Relays {
     fn for_origin(&self, extensions: &rmcp::model::Extensions) -> Option<mpsc::Sender<RelayMsg>> {
         if let Some(InboundStreamOrigin::OutboundRequest(id)) =
             extensions.get::<InboundStreamOrigin>()
-            && let Some(tx) = self.for_id(id)
         {
-            return Some(tx);
+            if let Some(tx) = self.for_id(id) {
+                return Some(tx);
+            }
+            // It came on a request's own stream: it is that request's (finished, or not
+            // registered yet), never another client's call that happens to be in flight.
+            if !self.single_client {
+                return None;
+            }
         }
         let ids = self.lock_ids();
         if ids.len() == 1 || (self.single_client && !ids.is_empty()) {
@@ -485,6 +491,17 @@ mod tests {
         drop(a_guard);
         relays.deliver(&on_stream_of(None), log("b's"));
         assert_eq!(drain(&mut b), ["log b's"]);
+    }
+
+    #[test]
+    fn a_message_of_a_finished_request_never_reaches_another_call() {
+        let relays = Arc::new(Relays::default());
+        let (a_guard, _a) = call(&relays, 1, "ta");
+        drop(a_guard);
+        // Another client's call is the only one in flight now.
+        let (_b, mut b) = call(&relays, 2, "tb");
+        relays.deliver(&on_stream_of(Some(1)), log("a's late line"));
+        assert!(drain(&mut b).is_empty(), "a's message went to b");
     }
 
     #[test]
