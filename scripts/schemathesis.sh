@@ -21,6 +21,7 @@ if [[ ! -x "$VENV/bin/st" ]]; then
 fi
 
 EXAMPLES="${1:-40}"
+BIN="${CARGO_TARGET_DIR:-target}/debug"
 cargo build --quiet --locked -p gateway -p shopping-service
 work="$(mktemp -d)"
 pids=()
@@ -36,11 +37,11 @@ gw_port="$(free_port)"
 shop_port="$(free_port)"
 TOKEN="schemathesis-token-0123456789"
 
-MCP_BEARER_TOKEN="$TOKEN" target/debug/gateway --listen "127.0.0.1:${gw_port}" \
+MCP_BEARER_TOKEN="$TOKEN" "$BIN/gateway" --listen "127.0.0.1:${gw_port}" \
     --store "$work/gw.db" >"$work/gateway.log" 2>&1 &
 pids+=($!)
 MCP_BEARER_TOKEN="$TOKEN" SHOPPING_SERVICE_LISTEN="127.0.0.1:${shop_port}" \
-    GATEWAY_URL="http://127.0.0.1:${gw_port}" target/debug/shopping-service \
+    GATEWAY_URL="http://127.0.0.1:${gw_port}" "$BIN/shopping-service" \
     >"$work/shopping.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 200); do
