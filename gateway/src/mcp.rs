@@ -246,8 +246,27 @@ impl GatewayHandler {
         down.ticket = ticket;
         // Boxed: rmcp copies the handler's future into each task it spawns, and this one
         // is large.
-        Box::pin(service.request(request, &down, affinity, retry_safe)).await
+        let mut answer = Box::pin(service.request(request, &down, affinity, retry_safe)).await;
+        if let Ok(result) = &mut answer {
+            mark_complete(result);
+        }
+        answer
     }
+}
+
+/// An upstream's result as the gateway's own: a 2025-era upstream sends no
+/// `resultType`, which the 2026-07-28 revision requires on every result (rmcp fills in
+/// the caching hints for such peers, and strips `resultType: "complete"` again for older
+/// ones, so the mark costs nothing to them).
+fn mark_complete(result: &mut ServerResult) {
+    let slot = match result {
+        ServerResult::CallToolResult(r) => &mut r.result_type,
+        ServerResult::GetPromptResult(r) => &mut r.result_type,
+        ServerResult::ReadResourceResult(r) => &mut r.result_type,
+        ServerResult::CompleteResult(r) => &mut r.result_type,
+        _ => return,
+    };
+    slot.get_or_insert(rmcp::model::ResultType::COMPLETE);
 }
 
 pub(crate) fn to_jsonrpc(e: CallError) -> ErrorData {

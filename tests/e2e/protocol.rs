@@ -324,3 +324,81 @@ async fn read_until(resp: &mut reqwest::Response, seen: &mut String, needle: &st
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
 }
+
+/// The JSON-RPC message in an answer that may be plain JSON or an SSE stream.
+fn message_of(text: &str) -> Value {
+    let body = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .rfind(|d| !d.is_empty())
+        .unwrap_or(text.trim());
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A 2026-07-28 client (no session: the protocol version and the client's capabilities
+/// in each request's `_meta`) in front of a 2025-era upstream gets results shaped as
+/// its revision requires (`resultType`, and caching hints on lists); a 2025-era client
+/// keeps the legacy shape, without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_take_the_shape_of_the_clients_revision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let up = start_fixture("legacy", &["lookup"]).await;
+    assert_eq!(register(&gw, "legacy", &up.mcp_url()).await.0, 201);
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "modern", "version": "1"}
+    });
+    let modern = [
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2026-07-28"),
+    ];
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "lookup", "arguments": {"id": "1"}, "_meta": meta}});
+    let (status, text) = post(
+        &gw,
+        &[
+            modern[0],
+            modern[1],
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "lookup"),
+        ],
+        &call.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let answer = message_of(&text);
+    assert_eq!(answer["result"]["resultType"], "complete", "{answer}");
+    assert_eq!(
+        answer["result"]["structuredContent"]["server"], "legacy",
+        "{answer}"
+    );
+    let list =
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": meta}});
+    let (status, text) = post(
+        &gw,
+        &[modern[0], modern[1], ("mcp-method", "tools/list")],
+        &list.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let answer = message_of(&text);
+    assert_eq!(answer["result"]["resultType"], "complete", "{answer}");
+    assert!(answer["result"]["ttlMs"].is_number(), "{answer}");
+    assert!(answer["result"]["cacheScope"].is_string(), "{answer}");
+    // The 2025-era shape for a 2025-era client, through the same gateway.
+    let (status, text) = post(
+        &gw,
+        &[("accept", "application/json, text/event-stream")],
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"lookup","arguments":{"id":"1"}}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let answer = message_of(&text);
+    assert!(answer["result"].is_object(), "{answer}");
+    assert!(answer["result"].get("resultType").is_none(), "{answer}");
+    up.stop().await;
+    gw.stop().await;
+}
