@@ -188,11 +188,24 @@ impl GatewayHandler {
                 needs_own.then(|| PrivateSessions::new(caps))
             })
             .as_ref();
+        // A 2026-07-28 request says in its `_meta` whether it wants log messages, and
+        // from which level; without it, none (SEP-2575). Older clients: the session's
+        // level, all messages until they set one.
+        let (logs, min_log_level) = if context.meta.protocol_version().is_some() {
+            let level = context.meta.log_level();
+            (level.is_some(), level)
+        } else {
+            (
+                true,
+                *self.session.level.lock().unwrap_or_else(|p| p.into_inner()),
+            )
+        };
         Downstream {
             peer: &context.peer,
             ct: &context.ct,
             progress_token: context.meta.get_progress_token(),
-            min_log_level: *self.session.level.lock().unwrap_or_else(|p| p.into_inner()),
+            logs,
+            min_log_level,
             private,
             resumable: self.streams.as_deref().and_then(|s| {
                 Some(Resumable {

@@ -402,3 +402,76 @@ async fn results_take_the_shape_of_the_clients_revision() {
     up.stop().await;
     gw.stop().await;
 }
+
+/// The conformance fixture (logging, sampling, ... tools) on an ephemeral port.
+async fn conformance_fixture() -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let _ = conformance::fixture::run(Default::default(), listener, token).await;
+    });
+    (addr, stop)
+}
+
+/// A 2026-07-28 request gets the backend's log messages only when its `_meta` asks for
+/// them (`io.modelcontextprotocol/logLevel`), and only from that level up; headers that
+/// disagree with the body are refused with the revision's -32020.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2026_request_opts_in_to_log_messages_and_its_headers_must_match() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let (fixture, stop) = conformance_fixture().await;
+    let (status, body) = register(&gw, "conformance", &format!("http://{fixture}/mcp")).await;
+    assert_eq!(status, 201, "{body}");
+    let call = |level: Option<&str>, name_header: &'static str| {
+        let mut meta = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "modern", "version": "1"}
+        });
+        if let Some(level) = level {
+            meta["io.modelcontextprotocol/logLevel"] = json!(level);
+        }
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "test_tool_with_logging", "arguments": {}, "_meta": meta}});
+        let gw = &gw;
+        async move {
+            post(
+                gw,
+                &[
+                    ("accept", "application/json, text/event-stream"),
+                    ("mcp-protocol-version", "2026-07-28"),
+                    ("mcp-method", "tools/call"),
+                    ("mcp-name", name_header),
+                ],
+                &body.to_string(),
+            )
+            .await
+        }
+    };
+    let logs = |text: &str| text.matches("notifications/message").count();
+    let (status, text) = call(None, "test_tool_with_logging").await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(logs(&text), 0, "log messages nobody asked for: {text}");
+    assert_eq!(
+        message_of(&text)["result"]["resultType"],
+        "complete",
+        "{text}"
+    );
+    let (status, text) = call(Some("info"), "test_tool_with_logging").await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(logs(&text), 3, "{text}");
+    let (status, text) = call(Some("error"), "test_tool_with_logging").await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(logs(&text), 0, "info messages under an error level: {text}");
+    // The routing headers must say what the body says.
+    let (status, text) = call(Some("info"), "test_simple_text").await;
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(message_of(&text)["error"]["code"], -32020, "{text}");
+    stop.cancel();
+    gw.stop().await;
+}

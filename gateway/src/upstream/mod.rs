@@ -264,7 +264,12 @@ pub struct Downstream<'a> {
     pub ct: &'a CancellationToken,
     /// The client's own progress token, if it asked for progress.
     pub progress_token: Option<ProgressToken>,
-    /// Log messages below this level are not relayed (`logging/setLevel`).
+    /// Relay the backend's log messages at all: a 2026-07-28 client opts in per request
+    /// (`_meta` `io.modelcontextprotocol/logLevel`), an older one gets them unless
+    /// filtered by `logging/setLevel`.
+    pub logs: bool,
+    /// Log messages below this level are not relayed (`logging/setLevel`, or the
+    /// request's own level).
     pub min_log_level: Option<LoggingLevel>,
     /// Present when the client declared sampling, elicitation or roots: its requests go
     /// over upstream sessions of its own that declare the same capabilities.
@@ -955,10 +960,7 @@ async fn forward(
                 // so ones sent just before the answer may still be on their way: when the
                 // client wants any (progress, log messages, its own session), let them
                 // land, then pass on whatever arrived.
-                if down.progress_token.is_some()
-                    || down.min_log_level.is_some()
-                    || down.private.is_some()
-                {
+                if down.progress_token.is_some() || down.logs || down.private.is_some() {
                     for _ in 0..3 {
                         tokio::task::yield_now().await;
                     }
@@ -1057,9 +1059,10 @@ async fn relay_down(
             }
         }
         RelayMsg::Log(l) => {
-            if down
-                .min_log_level
-                .is_none_or(|min| level_rank(l.level) >= level_rank(min))
+            if down.logs
+                && down
+                    .min_log_level
+                    .is_none_or(|min| level_rank(l.level) >= level_rank(min))
             {
                 let _ = down.peer.notify_logging_message(l).await;
             }
