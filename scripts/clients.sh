@@ -31,12 +31,6 @@ TS_SDK="@modelcontextprotocol/sdk@1.32.2"
 
 # Cells expected to fail today, with the reason (client:mode|cell).
 declare -A EXPECTED_FAILURES=(
-    ["sdk2:auto|sampling round trip"]="a 2026-07-28 client answers a backend's request through MRTR (input_required), which the gateway does not translate yet (#12)"
-    ["sdk2:auto|elicitation round trip"]="MRTR, as above (#12)"
-    ["sdk2:2026-07-28|sampling round trip"]="MRTR, as above (#12)"
-    ["sdk2:2026-07-28|elicitation round trip"]="MRTR, as above (#12)"
-    ["fastmcp:auto|sampling round trip"]="MRTR, as above (#12)"
-    ["fastmcp:auto|elicitation round trip"]="MRTR, as above (#12)"
 )
 
 log() { printf '== %s\n' "$*"; }

@@ -109,6 +109,14 @@ pub struct Config {
     pub max_sessions_per_credential: usize,
     /// Open MCP sessions in all, whoever holds them.
     pub max_sessions: usize,
+    /// How long a call that asked a 2026-07-28 client for input (`input_required`)
+    /// waits for the client's retry, in milliseconds; then the backend gets
+    /// `notifications/cancelled`.
+    pub input_timeout_ms: u64,
+    /// Calls waiting for their 2026-07-28 client's input at once, in all.
+    pub max_waiting_calls: usize,
+    /// Calls waiting for their 2026-07-28 client's input at once, per credential.
+    pub max_waiting_calls_per_credential: usize,
     /// A session whose client has not sent `notifications/initialized` within this
     /// time is closed, in milliseconds.
     pub session_init_timeout_ms: u64,
@@ -264,6 +272,9 @@ impl Default for Config {
             session_idle_timeout_ms: 300_000,
             max_sessions_per_credential: 1_000,
             max_sessions: 10_000,
+            input_timeout_ms: 120_000,
+            max_waiting_calls: 1_000,
+            max_waiting_calls_per_credential: 100,
             session_init_timeout_ms: 30_000,
             max_connections: 4_096,
             header_read_timeout_ms: 10_000,
@@ -474,6 +485,12 @@ impl Config {
                 self.max_sessions_per_credential as u64,
             ),
             ("max_sessions", self.max_sessions as u64),
+            ("input_timeout_ms", self.input_timeout_ms),
+            ("max_waiting_calls", self.max_waiting_calls as u64),
+            (
+                "max_waiting_calls_per_credential",
+                self.max_waiting_calls_per_credential as u64,
+            ),
             ("session_init_timeout_ms", self.session_init_timeout_ms),
             ("max_connections", self.max_connections as u64),
             ("header_read_timeout_ms", self.header_read_timeout_ms),

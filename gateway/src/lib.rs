@@ -39,6 +39,7 @@ pub mod http;
 pub mod jsonrpc;
 pub mod limits;
 pub mod mcp;
+pub mod mrtr;
 pub mod observe;
 pub mod origins;
 pub mod passthrough;

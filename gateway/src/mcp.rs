@@ -42,10 +42,12 @@ use crate::{
     catalog::Lookup,
     http::auth::{Allow, Identity, MetadataUrl, Scopes, insufficient_scope},
     jsonrpc::{Envelope, Parsed},
+    mrtr::{Round, Rounds},
+    observe::CallTicket,
     observe::{Caller, Outcome},
     passthrough::Passthrough,
     registry::{Changed, Registry},
-    upstream::{CallError, Downstream, PrivateSessions, Resumable, Service},
+    upstream::{CallError, Downstream, PrivateSessions, Resumable, Service, Sink, Via},
 };
 
 /// JSON-RPC code for "the service behind this tool is unavailable" (implementation range).
@@ -118,6 +120,8 @@ pub struct GatewayHandler {
     /// For sessions whose request streams can be closed and resumed.
     streams: Option<Arc<Streams>>,
     passthrough: Option<Arc<Passthrough>>,
+    /// The calls of 2026-07-28 requests, which may take several rounds.
+    rounds: Option<Arc<Rounds>>,
 }
 
 /// The session manager of resumable sessions and who waits for their streams to resume.
@@ -142,7 +146,15 @@ impl GatewayHandler {
             session,
             streams: None,
             passthrough: None,
+            rounds: None,
         }
+    }
+
+    /// A handler whose 2026-07-28 requests' calls are driven in rounds, so a backend
+    /// may ask their client for input (multi round-trip requests).
+    pub fn with_rounds(mut self, rounds: Arc<Rounds>) -> Self {
+        self.rounds = Some(rounds);
+        self
     }
 
     /// A handler whose requests' streams can be closed and resumed.
@@ -185,7 +197,7 @@ impl GatewayHandler {
                 let caps = context.peer.peer_info().map(|i| i.capabilities.clone())?;
                 let needs_own =
                     caps.sampling.is_some() || caps.elicitation.is_some() || caps.roots.is_some();
-                needs_own.then(|| PrivateSessions::new(caps))
+                needs_own.then(|| PrivateSessions::new(caps, context.peer.clone()))
             })
             .as_ref();
         // A 2026-07-28 request says in its `_meta` whether it wants log messages, and
@@ -201,12 +213,12 @@ impl GatewayHandler {
             )
         };
         Downstream {
-            peer: &context.peer,
+            sink: Sink::Stream(&context.peer),
             ct: &context.ct,
             progress_token: context.meta.get_progress_token(),
             logs,
             min_log_level,
-            private,
+            via: private.map_or(Via::Shared, Via::Private),
             resumable: self.streams.as_deref().and_then(|s| {
                 Some(Resumable {
                     parts: context.extensions.get::<http::request::Parts>()?,
@@ -264,6 +276,118 @@ impl GatewayHandler {
             mark_complete(result);
         }
         answer
+    }
+
+    /// The rounds of a 2026-07-28 request (see `mrtr`); none for older clients.
+    fn rounds_of(&self, context: &RequestContext<RoleServer>) -> Option<Arc<Rounds>> {
+        let modern = context
+            .meta
+            .protocol_version()
+            .is_some_and(|v| v.as_str() >= "2026-07-28");
+        modern.then(|| self.rounds.clone()).flatten()
+    }
+
+    /// The client side of one round of a 2026-07-28 request.
+    fn round<'a>(&self, context: &'a RequestContext<RoleServer>) -> Round<'a> {
+        Round {
+            peer: &context.peer,
+            ct: &context.ct,
+            progress_token: context.meta.get_progress_token(),
+            log_level: context.meta.log_level(),
+            capabilities: context.meta.client_capabilities().unwrap_or_default(),
+        }
+    }
+
+    /// [`Self::forward_call`] for a 2026-07-28 request: the call runs in a task of its
+    /// own, and this round returns its answer, or the backend's questions for the client
+    /// (`input_required`). `ticket` is settled when the call ends, whichever round that is.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_in_rounds(
+        &self,
+        rounds: &Arc<Rounds>,
+        service: &Arc<Service>,
+        request: ClientRequest,
+        context: &RequestContext<RoleServer>,
+        retry_safe: bool,
+        binding: Vec<u8>,
+        ticket: Option<CallTicket>,
+        span: tracing::Span,
+    ) -> Result<ServerResult, ErrorData> {
+        // The backend sees the capabilities the client declared for its questions.
+        let declared = context.meta.client_capabilities().and_then(|c| {
+            let mut d = rmcp::model::ClientCapabilities::default();
+            (d.sampling, d.elicitation, d.roots) = (c.sampling, c.elicitation, c.roots);
+            (d != Default::default()).then_some(d)
+        });
+        let (tx, relays) = tokio::sync::mpsc::channel(64);
+        let cancel = CancellationToken::new();
+        let work = {
+            let (registry, service, cancel) = (
+                Arc::clone(&self.registry),
+                Arc::clone(service),
+                cancel.clone(),
+            );
+            async move {
+                let _in_flight = registry.call_started();
+                tracing::debug!(service = %service.name, "forwarding to the upstream, in rounds");
+                let down = Downstream {
+                    sink: Sink::Rounds(tx),
+                    ct: &cancel,
+                    progress_token: None,
+                    logs: true,
+                    min_log_level: None,
+                    via: declared.as_ref().map_or(Via::Shared, Via::Declaring),
+                    resumable: None,
+                    ticket: ticket.as_ref(),
+                };
+                let mut answer = Box::pin(service.request(request, &down, None, retry_safe)).await;
+                if let Ok(result) = &mut answer {
+                    mark_complete(result);
+                }
+                if let Some(ticket) = ticket {
+                    settle(ticket, &answer);
+                }
+                answer.map_err(to_jsonrpc)
+            }
+        };
+        let owner = caller_of(context).identity;
+        rounds
+            .start(
+                owner,
+                binding,
+                self.round(context),
+                relays,
+                cancel,
+                tracing::Instrument::instrument(work, span),
+            )
+            .await
+    }
+}
+
+/// Books a finished tool call in the call log.
+fn settle(ticket: CallTicket, answer: &Result<ServerResult, CallError>) {
+    let wanted = ticket.wants_result();
+    match answer {
+        Ok(ServerResult::CallToolResult(r)) => {
+            let outcome = if r.is_error == Some(true) {
+                Outcome::ToolError
+            } else {
+                Outcome::Ok
+            };
+            ticket.finish(outcome, None, json_text(wanted, r));
+        }
+        Ok(other) => ticket.finish(Outcome::Ok, None, json_text(wanted, other)),
+        Err(e) => ticket.finish(Outcome::of(e), Some(e.to_string()), None),
+    }
+}
+
+/// A `tools/call` answer as the client gets it.
+fn tool_response(result: ServerResult) -> Result<CallToolResponse, ErrorData> {
+    match result {
+        ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
+        ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
+        ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
+        _ => Err(unexpected("tools/call")),
     }
 }
 
@@ -558,6 +682,32 @@ impl ServerHandler for GatewayHandler {
                 }
             }
         };
+        let rounds = self.rounds_of(&context);
+        let binding = rounds.as_ref().map(|_| {
+            crate::mrtr::binding(
+                &caller_of(&context).identity,
+                "tools/call",
+                &request.name,
+                request.arguments.as_ref(),
+            )
+        });
+        let mut request = request;
+        if let (Some(rounds), Some(binding), Some(state)) =
+            (&rounds, &binding, request.request_state.take())
+        {
+            // A retry: it continues the call its requestState names.
+            let answer = rounds
+                .resume(
+                    binding,
+                    &state,
+                    request.input_responses.take(),
+                    self.round(&context),
+                )
+                .await
+                .and_then(tool_response);
+            self.count("tools/call", &answer);
+            return answer;
+        }
         let caller = caller_of(&context);
         let observer = Arc::clone(self.registry.observer());
         let mut ticket = observer.start(&caller, &service.name, &request.name, || {
@@ -584,37 +734,29 @@ impl ServerHandler for GatewayHandler {
         } else {
             span
         };
+        if let (Some(rounds), Some(binding)) = (&rounds, binding) {
+            let answer = self
+                .forward_in_rounds(
+                    rounds,
+                    &service,
+                    request,
+                    &context,
+                    retry_safe,
+                    binding,
+                    Some(ticket),
+                    scope,
+                )
+                .await;
+            // Counted by its ticket, when the call ends.
+            return answer.and_then(tool_response);
+        }
         let answer = tracing::Instrument::instrument(
             self.forward_call(&service, request, &context, retry_safe, Some(&ticket)),
             scope,
         )
         .await;
-        let wanted = ticket.wants_result();
-        match answer {
-            Ok(ServerResult::CallToolResult(r)) => {
-                let outcome = if r.is_error == Some(true) {
-                    Outcome::ToolError
-                } else {
-                    Outcome::Ok
-                };
-                let result = json_text(wanted, &r);
-                ticket.finish(outcome, None, result);
-                Ok(CallToolResponse::Complete(r))
-            }
-            Ok(other) => {
-                let result = json_text(wanted, &other);
-                ticket.finish(Outcome::Ok, None, result);
-                match other {
-                    ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
-                    ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
-                    _ => Err(unexpected("tools/call")),
-                }
-            }
-            Err(e) => {
-                ticket.finish(Outcome::of(&e), Some(e.to_string()), None);
-                Err(to_jsonrpc(e))
-            }
-        }
+        settle(ticket, &answer);
+        tool_response(answer.map_err(to_jsonrpc)?)
     }
 
     async fn list_prompts(
@@ -664,10 +806,35 @@ impl ServerHandler for GatewayHandler {
                     Lookup::Unknown => return Err(not_found("prompt", &request.name, None)),
                 }
             };
+            let binding = crate::mrtr::binding(
+                &caller_of(&context).identity,
+                "prompts/get",
+                &request.name,
+                request.arguments.as_ref(),
+            );
             let mut forwarded = request;
             forwarded.name = original;
-            let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(forwarded));
-            match self.forward(&service, request, &context, true).await? {
+            let rounds = self.rounds_of(&context);
+            let result = match (&rounds, forwarded.request_state.take()) {
+                (Some(rounds), Some(state)) => {
+                    let responses = forwarded.input_responses.take();
+                    let round = self.round(&context);
+                    rounds.resume(&binding, &state, responses, round).await?
+                }
+                (Some(rounds), None) => {
+                    let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(forwarded));
+                    let span = caller_of(&context).span;
+                    self.forward_in_rounds(
+                        rounds, &service, request, &context, true, binding, None, span,
+                    )
+                    .await?
+                }
+                (None, _) => {
+                    let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(forwarded));
+                    self.forward(&service, request, &context, true).await?
+                }
+            };
+            match result {
                 ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
                 ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
                 _ => Err(unexpected("prompts/get")),
@@ -744,10 +911,37 @@ impl ServerHandler for GatewayHandler {
                 ));
             };
             let public = request.uri.clone();
+            let binding = crate::mrtr::binding(
+                &caller_of(&context).identity,
+                "resources/read",
+                &public,
+                None,
+            );
             let mut forwarded = request;
             forwarded.uri = original.clone();
-            let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(forwarded));
-            match self.forward(&service, request, &context, true).await? {
+            let rounds = self.rounds_of(&context);
+            let result = match (&rounds, forwarded.request_state.take()) {
+                (Some(rounds), Some(state)) => {
+                    let responses = forwarded.input_responses.take();
+                    let round = self.round(&context);
+                    rounds.resume(&binding, &state, responses, round).await?
+                }
+                (Some(rounds), None) => {
+                    let request =
+                        ClientRequest::ReadResourceRequest(ReadResourceRequest::new(forwarded));
+                    let span = caller_of(&context).span;
+                    self.forward_in_rounds(
+                        rounds, &service, request, &context, true, binding, None, span,
+                    )
+                    .await?
+                }
+                (None, _) => {
+                    let request =
+                        ClientRequest::ReadResourceRequest(ReadResourceRequest::new(forwarded));
+                    self.forward(&service, request, &context, true).await?
+                }
+            };
+            match result {
                 ServerResult::ReadResourceResult(mut r) => {
                     // Contents name the URI the client asked for.
                     if public != original {
@@ -1094,11 +1288,17 @@ impl McpEndpoint {
             &config.allowed_hosts,
             &config.allowed_origins,
         ));
+        let rounds = Arc::new(Rounds::new(crate::mrtr::Limits {
+            timeout: std::time::Duration::from_millis(config.input_timeout_ms),
+            max: config.max_waiting_calls,
+            max_per_credential: config.max_waiting_calls_per_credential,
+        }));
         let factory = {
             let passthrough = Arc::clone(&passthrough);
             move || {
                 Ok(GatewayHandler::new(Arc::clone(&registry), page_size)
-                    .with_passthrough(Arc::clone(&passthrough)))
+                    .with_passthrough(Arc::clone(&passthrough))
+                    .with_rounds(Arc::clone(&rounds)))
             }
         };
         // Idle sessions are closed by `expire_idle`, which also sees the pass-through

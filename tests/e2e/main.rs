@@ -17,6 +17,7 @@ mod observe;
 mod persistence;
 mod protocol;
 mod registration;
+mod rounds;
 mod seed;
 mod transparency;
 mod trust;

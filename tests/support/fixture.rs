@@ -4,7 +4,8 @@
 //! tools named `slow*` answer after 800 ms; tools named `big*` answer with a text of
 //! `arguments.size` bytes; tools named `fail*` answer with an `isError` result; tools
 //! named `roots*` ask the client for its roots (`roots/list`, during the call) and answer
-//! with their URIs, or with an `isError` result when the client did not declare `roots`.
+//! with their URIs, or with an `isError` result when the client did not declare `roots`;
+//! tools named `pending*` ask for the roots too, then wait until cancelled (counted).
 //! Every call is counted.
 
 use std::{
@@ -243,6 +244,22 @@ impl ServerHandler for Fixture {
         }
         if request.name.starts_with("roots") {
             return self.roots_of_client(&request, &context).await;
+        }
+        if request.name.starts_with("pending") {
+            // Asks, then waits (whatever the answer) until the call is cancelled.
+            #[allow(deprecated)] // roots/list is deprecated by SEP-2577 but still spoken
+            let ask = context.peer.list_roots();
+            tokio::select! {
+                _ = async {
+                    let _ = ask.await;
+                    std::future::pending::<()>().await
+                } => {}
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = context.ct.cancelled() => {
+                    self.cancelled.fetch_add(1, Ordering::SeqCst);
+                    return Err(ErrorData::internal_error("cancelled", None));
+                }
+            }
         }
         if request.name.starts_with("fail") {
             return Ok(

@@ -256,10 +256,32 @@ pub(crate) fn oversized(service: &str, max: usize) -> rmcp::ErrorData {
     )
 }
 
+/// Where what a backend sends during a call goes.
+pub enum Sink<'a> {
+    /// The client's request stream (its session peer, inside the request's task).
+    Stream(&'a Peer<RoleServer>),
+    /// A 2026-07-28 request's rounds (multi round-trip requests): progress, log messages
+    /// and server-to-client requests go, untouched, to whichever round of the call is
+    /// waiting, which filters and asks as that round's request says.
+    Rounds(mpsc::Sender<RelayMsg>),
+}
+
+/// Which upstream session carries a request.
+pub enum Via<'a> {
+    /// The instance's shared session, which declares no client capabilities.
+    Shared,
+    /// The client's own sessions: a session-mode client that declared sampling,
+    /// elicitation or roots.
+    Private(&'a PrivateSessions),
+    /// A session shared by the 2026-07-28 requests that declare these capabilities
+    /// (sampling, elicitation, roots), so the backend sees what the client declared.
+    Declaring(&'a ClientCapabilities),
+}
+
 /// The downstream side of one request: where relayed messages go.
 pub struct Downstream<'a> {
-    /// The client's session peer (its messages go on this request's stream).
-    pub peer: &'a Peer<RoleServer>,
+    /// Where the backend's messages about the call go.
+    pub sink: Sink<'a>,
     /// Cancelled when the client cancels the request or goes away.
     pub ct: &'a CancellationToken,
     /// The client's own progress token, if it asked for progress.
@@ -271,9 +293,8 @@ pub struct Downstream<'a> {
     /// Log messages below this level are not relayed (`logging/setLevel`, or the
     /// request's own level).
     pub min_log_level: Option<LoggingLevel>,
-    /// Present when the client declared sampling, elicitation or roots: its requests go
-    /// over upstream sessions of its own that declare the same capabilities.
-    pub private: Option<&'a PrivateSessions>,
+    /// The upstream session that carries the request.
+    pub via: Via<'a>,
     /// Present when the client's request stream can be closed and resumed: a backend
     /// that closes its stream mid-call (SEP-1699) has the gateway do the same.
     pub resumable: Option<Resumable<'a>>,
@@ -292,13 +313,16 @@ pub struct Resumable<'a> {
 /// A client's own upstream sessions, one per instance it used; closed when dropped.
 pub struct PrivateSessions {
     capabilities: ClientCapabilities,
+    /// The client's session: what a backend sends outside any call goes there.
+    owner: Peer<RoleServer>,
     sessions: Mutex<std::collections::HashMap<String, Arc<Session>>>,
 }
 
 impl PrivateSessions {
-    pub fn new(capabilities: ClientCapabilities) -> Self {
+    pub fn new(capabilities: ClientCapabilities, owner: Peer<RoleServer>) -> Self {
         Self {
             capabilities,
+            owner,
             sessions: Mutex::new(std::collections::HashMap::new()),
         }
     }
@@ -381,8 +405,15 @@ pub struct Instance {
     extras: ArcSwap<Extras>,
     /// Relays of the shared session's calls in flight.
     relays: Arc<Relays>,
+    /// Sessions shared by 2026-07-28 requests, one per set of declared capabilities
+    /// (most recently used last; at most [`MAX_DECLARING_SESSIONS`]).
+    declaring: Mutex<Vec<(String, Arc<Session>)>>,
     events: std::sync::OnceLock<Arc<dyn Listener>>,
 }
+
+/// How many sets of client capabilities an instance keeps a session open for; past
+/// that, the least recently used is closed once its calls end.
+pub const MAX_DECLARING_SESSIONS: usize = 8;
 
 /// What `/services` shows of an instance.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -447,6 +478,7 @@ impl Instance {
             cancel: parent.child_token(),
             extras: ArcSwap::from_pointee(Extras::default()),
             relays: Arc::new(Relays::default()),
+            declaring: Mutex::new(Vec::new()),
             events: std::sync::OnceLock::new(),
         })
     }
@@ -521,16 +553,15 @@ impl Instance {
         (http, target)
     }
 
-    /// A session of a client's own, declaring that client's capabilities.
-    async fn open_private(
+    /// A session declaring `capabilities`, whose calls' messages `relays` routes.
+    async fn open_declaring(
         self: &Arc<Self>,
         capabilities: &ClientCapabilities,
-        owner: &Peer<RoleServer>,
+        relays: Arc<Relays>,
     ) -> Result<Session, String> {
         let options = self.client_options("mcp-gateway");
         let mut info = service_kit::client::client_config(&options);
         info.capabilities = capabilities.clone();
-        let relays = Arc::new(Relays::for_one_client(owner.clone()));
         let (http, raw) = self.http(&options, &relays);
         let handler = UpstreamClient {
             info,
@@ -696,22 +727,16 @@ impl Instance {
             }
             return Err(Failure::NotDelivered(self.last_error_or("no session")));
         };
-        let private_key = down
-            .private
-            .map(|_| format!("{}@{:p}", self.id, Arc::as_ptr(self)));
-        let session = match (down.private, &private_key) {
-            (Some(private), Some(key)) => match private.get(key) {
-                Some(s) => s,
-                None => match self.open_private(&private.capabilities, down.peer).await {
-                    Ok(s) => {
-                        let s = Arc::new(s);
-                        private.put(key.clone(), Arc::clone(&s));
-                        s
-                    }
-                    Err(cause) => return Err(Failure::NotDelivered(cause)),
-                },
+        let session = match &down.via {
+            Via::Shared => Arc::clone(&shared),
+            Via::Private(private) => match self.private_session(private).await {
+                Ok(s) => s,
+                Err(cause) => return Err(Failure::NotDelivered(cause)),
             },
-            _ => Arc::clone(&shared),
+            Via::Declaring(capabilities) => match self.declaring_session(capabilities).await {
+                Ok(s) => s,
+                Err(cause) => return Err(Failure::NotDelivered(cause)),
+            },
         };
         if let Some(ticket) = down.ticket {
             ticket.served_by(&self.id);
@@ -719,13 +744,76 @@ impl Instance {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = forward(&session, request, down, timeout).await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if let (Err(f), Some(private), Some(key)) = (&result, down.private, &private_key)
+        if let Err(f) = &result
             && f.broke_session()
         {
-            private.forget(key);
+            match &down.via {
+                Via::Shared => {}
+                Via::Private(private) => private.forget(&self.private_key()),
+                Via::Declaring(_) => self
+                    .lock_declaring()
+                    .retain(|(_, s)| !Arc::ptr_eq(s, &session)),
+            }
         }
         self.settle(result.as_ref().map(|_| ()), &shared);
         result
+    }
+
+    /// This instance's key among a client's own sessions.
+    fn private_key(self: &Arc<Self>) -> String {
+        format!("{}@{:p}", self.id, Arc::as_ptr(self))
+    }
+
+    /// The client's own session with this instance, opened on first use.
+    async fn private_session(
+        self: &Arc<Self>,
+        private: &PrivateSessions,
+    ) -> Result<Arc<Session>, String> {
+        let key = self.private_key();
+        if let Some(s) = private.get(&key) {
+            return Ok(s);
+        }
+        let relays = Arc::new(Relays::for_one_client(private.owner.clone()));
+        let s = Arc::new(self.open_declaring(&private.capabilities, relays).await?);
+        private.put(key, Arc::clone(&s));
+        Ok(s)
+    }
+
+    fn lock_declaring(&self) -> std::sync::MutexGuard<'_, Vec<(String, Arc<Session>)>> {
+        self.declaring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session shared by requests that declare `capabilities`, opened on first use.
+    /// Its calls come from many clients: what the backend sends is routed by the call
+    /// it belongs to, never guessed.
+    async fn declaring_session(
+        self: &Arc<Self>,
+        capabilities: &ClientCapabilities,
+    ) -> Result<Arc<Session>, String> {
+        let key = serde_json::to_string(capabilities).unwrap_or_default();
+        {
+            let mut sessions = self.lock_declaring();
+            if let Some(at) = sessions.iter().position(|(k, _)| *k == key) {
+                let entry = sessions.remove(at);
+                let session = Arc::clone(&entry.1);
+                sessions.push(entry);
+                return Ok(session);
+            }
+        }
+        let s = Arc::new(
+            self.open_declaring(capabilities, Arc::new(Relays::default()))
+                .await?,
+        );
+        let mut sessions = self.lock_declaring();
+        // Another request may have opened one meanwhile: keep the first.
+        if let Some((_, first)) = sessions.iter().find(|(k, _)| *k == key) {
+            return Ok(Arc::clone(first));
+        }
+        if sessions.len() >= MAX_DECLARING_SESSIONS {
+            sessions.remove(0);
+        }
+        sessions.push((key, Arc::clone(&s)));
+        Ok(s)
     }
 
     /// Books the outcome of one call on `session`: health and breaker, and a broken
@@ -960,7 +1048,7 @@ async fn forward(
                 // so ones sent just before the answer may still be on their way: when the
                 // client wants any (progress, log messages, its own session), let them
                 // land, then pass on whatever arrived.
-                if down.progress_token.is_some() || down.logs || down.private.is_some() {
+                if down.progress_token.is_some() || down.logs || !matches!(down.via, Via::Shared) {
                     for _ in 0..3 {
                         tokio::task::yield_now().await;
                     }
@@ -1024,6 +1112,30 @@ async fn relay_down(
     down: &Downstream<'_>,
     resumed: &mut Option<Option<oneshot::Receiver<()>>>,
 ) {
+    let peer = match &down.sink {
+        Sink::Stream(peer) => *peer,
+        Sink::Rounds(rounds) => {
+            match msg {
+                // No stream of the client's to close: the rounds wait for the answer.
+                RelayMsg::StreamClosed(_) => *resumed = Some(None),
+                request @ RelayMsg::Request(..) => {
+                    if let Err(refused) = rounds.try_send(request)
+                        && let RelayMsg::Request(_, reply) = refused.into_inner()
+                    {
+                        let _ = reply.send(Err(rmcp::ErrorData::internal_error(
+                            "the gateway cannot pass this request on to its client now",
+                            None,
+                        )));
+                    }
+                }
+                // Dropped when the waiting round has a backlog: these are advisory.
+                other => {
+                    let _ = rounds.try_send(other);
+                }
+            }
+            return;
+        }
+    };
     match msg {
         RelayMsg::StreamClosed(retry) => {
             // Once per call; a backend that closes again is followed upstream only.
@@ -1055,7 +1167,7 @@ async fn relay_down(
         RelayMsg::Progress(mut p) => {
             if let Some(token) = &down.progress_token {
                 p.progress_token = token.clone();
-                let _ = down.peer.notify_progress(p).await;
+                let _ = peer.notify_progress(p).await;
             }
         }
         RelayMsg::Log(l) => {
@@ -1064,11 +1176,11 @@ async fn relay_down(
                     .min_log_level
                     .is_none_or(|min| level_rank(l.level) >= level_rank(min))
             {
-                let _ = down.peer.notify_logging_message(l).await;
+                let _ = peer.notify_logging_message(l).await;
             }
         }
         RelayMsg::Request(request, reply) => {
-            let answer = match down.peer.send_request(request).await {
+            let answer = match peer.send_request(request).await {
                 Ok(result) => Ok(result),
                 Err(ServiceError::McpError(e)) => Err(e),
                 Err(e) => Err(rmcp::ErrorData::internal_error(
@@ -1084,7 +1196,7 @@ async fn relay_down(
 /// The reconnection hint passed on when the backend closed its stream without one.
 const DEFAULT_RESUME_RETRY: Duration = Duration::from_secs(1);
 
-fn level_rank(l: LoggingLevel) -> u8 {
+pub(crate) fn level_rank(l: LoggingLevel) -> u8 {
     match l {
         LoggingLevel::Debug => 0,
         LoggingLevel::Info => 1,

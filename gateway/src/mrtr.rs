@@ -1,0 +1,648 @@
+//! Multi round-trip requests (SEP-2322) for 2026-07-28 clients in front of backends
+//! that ask during a call.
+//!
+//! A 2026-07-28 client has no session a backend's `sampling/createMessage`,
+//! `elicitation/create` or `roots/list` could travel on: it expects an `input_required`
+//! result naming what to answer, and retries its request with `inputResponses` and the
+//! `requestState` it got. A 2025-era backend asks mid-call instead. The gateway runs
+//! such a call in a task of its own ([`Rounds::start`]); each client request is one
+//! *round* that waits for the call's next event: the answer (the round returns it), or
+//! the backend's questions (the round returns them as `input_required`, and the call
+//! waits, *parked*, holding the backend's requests open). The retry
+//! ([`Rounds::resume`]) answers them and waits for the next event.
+//!
+//! `requestState` is sealed (HMAC, [`RequestStateCodec`]) with this process's key and
+//! bound to the credential and the request (method, name, arguments): a tampered one,
+//! one replayed by another credential or for another request, or one past
+//! `input_timeout_ms` does not open. A parked call that nobody continues within
+//! `input_timeout_ms` is cancelled: the backend's requests get an error and the call
+//! `notifications/cancelled`. A call lives in one gateway process; a retry that lands on
+//! another replica is refused with a clear error.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use rmcp::{
+    ErrorData, Peer, RoleServer,
+    model::{
+        ClientCapabilities, ClientResult, CreateMessageResult, ElicitResult, InputRequest,
+        InputRequests, InputRequiredResult, InputResponses, JsonObject, ListRootsResult,
+        LoggingLevel, ProgressToken, RequestStateCodec, SealOptions, ServerRequest, ServerResult,
+    },
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::upstream::relay::RelayMsg;
+
+/// What the gateway answers a backend's request with.
+type Reply = oneshot::Sender<Result<ClientResult, ErrorData>>;
+
+/// Bounds and timing of the calls that wait for a client's input.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// How long a parked call waits for the client's retry.
+    pub timeout: Duration,
+    /// Parked calls at once, in all.
+    pub max: usize,
+    /// Parked calls at once, per credential.
+    pub max_per_credential: usize,
+}
+
+/// The calls of 2026-07-28 requests, and those of them waiting for their client's input.
+pub struct Rounds {
+    codec: RequestStateCodec,
+    limits: Limits,
+    next: AtomicU64,
+    parked: Mutex<HashMap<u64, Arc<Call>>>,
+}
+
+/// One upstream call driven by its client's rounds.
+struct Call {
+    id: u64,
+    /// The credential that started it, and the request it answers (see [`binding`]).
+    binding: Vec<u8>,
+    owner: Arc<str>,
+    /// Bumped when a round parks the call and when a retry (or the timeout) claims it.
+    round: AtomicU64,
+    /// Cancels the upstream call (the backend gets `notifications/cancelled`).
+    cancel: CancellationToken,
+    live: tokio::sync::Mutex<Live>,
+}
+
+/// What a round works with; one round at a time holds it.
+struct Live {
+    /// Progress, log messages and requests the backend sends about the call.
+    relays: mpsc::Receiver<RelayMsg>,
+    /// The call's answer, once.
+    done: oneshot::Receiver<Result<ServerResult, ErrorData>>,
+    /// The backend's requests asked of the client and not answered yet, by key.
+    pending: BTreeMap<String, (Kind, Reply)>,
+    /// The questions of the round being built.
+    questions: InputRequests,
+    asked: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Sampling,
+    Elicitation,
+    Roots,
+}
+
+impl Kind {
+    fn method(self) -> &'static str {
+        match self {
+            Kind::Sampling => "sampling/createMessage",
+            Kind::Elicitation => "elicitation/create",
+            Kind::Roots => "roots/list",
+        }
+    }
+}
+
+/// What `requestState` carries: the call, and the round it was issued for.
+#[derive(Serialize, Deserialize)]
+struct State {
+    c: u64,
+    r: u64,
+}
+
+/// The client side of one round: where its progress and log messages go, and what it
+/// declared.
+pub struct Round<'a> {
+    pub peer: &'a Peer<RoleServer>,
+    /// Cancelled when the client goes away (the whole call is then cancelled).
+    pub ct: &'a CancellationToken,
+    pub progress_token: Option<ProgressToken>,
+    /// Log messages from this level up; none without one.
+    pub log_level: Option<LoggingLevel>,
+    pub capabilities: ClientCapabilities,
+}
+
+/// The bytes a `requestState` is bound to: the credential, the method, and what the
+/// request names and passes (a retry repeats its original request; its arguments are
+/// compared whatever the order of their keys).
+pub fn binding(owner: &str, method: &str, target: &str, arguments: Option<&JsonObject>) -> Vec<u8> {
+    let mut args = String::new();
+    if let Some(arguments) = arguments {
+        canonical(&Value::Object(arguments.clone()), &mut args);
+    }
+    // Each field with its length first: no field's text can pass for the next one's.
+    let mut out = String::new();
+    for field in [owner, method, target, &args] {
+        out.push_str(&format!("{}:{field}", field.len()));
+    }
+    out.into_bytes()
+}
+
+/// `value` as JSON text with every object's keys sorted.
+fn canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The single error every `requestState` that does not open gets (the codec's reasons
+/// stay in the log).
+fn not_ours() -> ErrorData {
+    ErrorData::invalid_params(
+        "requestState was not issued by this gateway for this credential and this request, or it has expired",
+        None,
+    )
+}
+
+impl Rounds {
+    pub fn new(limits: Limits) -> Self {
+        let mut key = [0u8; 32];
+        rand::fill(&mut key);
+        Self {
+            codec: RequestStateCodec::new(key.to_vec()),
+            limits,
+            next: AtomicU64::new(1),
+            parked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock_parked(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Call>>> {
+        self.parked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Calls waiting for their client's input now.
+    pub fn waiting(&self) -> usize {
+        self.lock_parked().len()
+    }
+
+    /// Runs `work` (the upstream call: its backend's messages go to `relays`, and it
+    /// stops when `cancel` fires) in a task of its own, and drives its first round.
+    pub async fn start(
+        self: &Arc<Self>,
+        owner: Arc<str>,
+        binding: Vec<u8>,
+        round: Round<'_>,
+        relays: mpsc::Receiver<RelayMsg>,
+        cancel: CancellationToken,
+        work: impl Future<Output = Result<ServerResult, ErrorData>> + Send + 'static,
+    ) -> Result<ServerResult, ErrorData> {
+        let (answer, done) = oneshot::channel();
+        tokio::spawn(async move {
+            let _ = answer.send(work.await);
+        });
+        let call = Arc::new(Call {
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            binding,
+            owner,
+            round: AtomicU64::new(0),
+            cancel,
+            live: tokio::sync::Mutex::new(Live {
+                relays,
+                done,
+                pending: BTreeMap::new(),
+                questions: BTreeMap::new(),
+                asked: 0,
+            }),
+        });
+        let mut live = call.live.lock().await;
+        self.drive(&call, &mut live, round).await
+    }
+
+    /// Continues the call `state` names with the client's `responses`, and drives the
+    /// next round. Anything wrong with the retry is refused before anything changes:
+    /// the call stays parked, its questions open.
+    pub async fn resume(
+        self: &Arc<Self>,
+        binding: &[u8],
+        state: &str,
+        responses: Option<InputResponses>,
+        round: Round<'_>,
+    ) -> Result<ServerResult, ErrorData> {
+        let state: State = self.codec.open_json_with(state, binding).map_err(|e| {
+            tracing::debug!("requestState refused: {e}");
+            not_ours()
+        })?;
+        let call = self.lock_parked().get(&state.c).cloned().ok_or_else(|| {
+            ErrorData::invalid_params(
+                "the call this requestState continues is over (answered, cancelled, or it waited longer than input_timeout_ms)",
+                None,
+            )
+        })?;
+        if call.binding != binding {
+            return Err(not_ours());
+        }
+        let Ok(mut live) = call.live.try_lock() else {
+            return Err(ErrorData::invalid_request(
+                "another request is continuing this call already",
+                None,
+            ));
+        };
+        if call.round.load(Ordering::Acquire) != state.r {
+            return Err(ErrorData::invalid_params(
+                "requestState is from an earlier round of this call; use the latest",
+                None,
+            ));
+        }
+        let answers = answers(&live.pending, responses.unwrap_or_default())?;
+        // Claimed: the timeout can no longer expire this round.
+        if call
+            .round
+            .compare_exchange(state.r, state.r + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(ErrorData::invalid_params(
+                "the call this requestState continues is over (answered, cancelled, or it waited longer than input_timeout_ms)",
+                None,
+            ));
+        }
+        self.lock_parked().remove(&call.id);
+        for (key, answer) in answers {
+            if let Some((_, reply)) = live.pending.remove(&key) {
+                let _ = reply.send(Ok(answer));
+            }
+        }
+        self.drive(&call, &mut live, round).await
+    }
+
+    /// Waits for the call's next event on behalf of `round`: passes on progress and log
+    /// messages, and returns the answer, or the backend's questions (parking the call).
+    /// Dropped or cancelled midway (the client went away), the call is cancelled.
+    async fn drive(
+        self: &Arc<Self>,
+        call: &Arc<Call>,
+        live: &mut Live,
+        round: Round<'_>,
+    ) -> Result<ServerResult, ErrorData> {
+        let mut abandon = Abandon {
+            call: Some(Arc::clone(call)),
+        };
+        let mut relays_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                _ = round.ct.cancelled() => {
+                    return Err(ErrorData::internal_error("the request was cancelled", None));
+                }
+                msg = live.relays.recv(), if relays_open => match msg {
+                    None => relays_open = false,
+                    Some(RelayMsg::Request(request, reply)) => {
+                        self.ask(live, &round, request, reply)?;
+                        // Requests the backend sends together are asked in one round.
+                        for _ in 0..3 {
+                            tokio::task::yield_now().await;
+                        }
+                        while let Ok(msg) = live.relays.try_recv() {
+                            match msg {
+                                RelayMsg::Request(request, reply) => {
+                                    self.ask(live, &round, request, reply)?
+                                }
+                                other => pass_on(other, &round).await,
+                            }
+                        }
+                        let result = self.park(call, live)?;
+                        abandon.call = None;
+                        return Ok(ServerResult::InputRequiredResult(result));
+                    }
+                    Some(other) => pass_on(other, &round).await,
+                },
+                done = &mut live.done => {
+                    abandon.call = None;
+                    // Whatever the backend sent just before its answer.
+                    while let Ok(msg) = live.relays.try_recv() {
+                        pass_on(msg, &round).await;
+                    }
+                    return done.unwrap_or_else(|_| {
+                        Err(ErrorData::internal_error("the call ended without an answer", None))
+                    });
+                }
+            }
+        }
+    }
+
+    /// Adds a backend's request to the round's questions, or refuses the round when the
+    /// client did not declare what it needs (the backend gets the same error).
+    fn ask(
+        &self,
+        live: &mut Live,
+        round: &Round<'_>,
+        request: ServerRequest,
+        reply: Reply,
+    ) -> Result<(), ErrorData> {
+        let (kind, request) = match request {
+            ServerRequest::CreateMessageRequest(r) => {
+                (Kind::Sampling, InputRequest::CreateMessage(r))
+            }
+            ServerRequest::ElicitRequest(r) => (Kind::Elicitation, InputRequest::Elicitation(r)),
+            ServerRequest::ListRootsRequest(r) => (Kind::Roots, InputRequest::ListRoots(r)),
+            _ => {
+                let _ = reply.send(Err(ErrorData::method_not_found::<
+                    rmcp::model::PingRequestMethod,
+                >()));
+                return Ok(());
+            }
+        };
+        if let Some(missing) = missing(kind, &round.capabilities) {
+            let refusal = ErrorData::missing_required_client_capability(missing);
+            let _ = reply.send(Err(refusal.clone()));
+            return Err(refusal);
+        }
+        live.asked += 1;
+        let key = format!(
+            "{}-{}",
+            kind.method().split('/').next().unwrap_or("input"),
+            live.asked
+        );
+        live.pending.insert(key.clone(), (kind, reply));
+        live.questions.insert(key, request);
+        Ok(())
+    }
+
+    /// Parks the call until its client retries, and says what to answer.
+    fn park(
+        self: &Arc<Self>,
+        call: &Arc<Call>,
+        live: &mut Live,
+    ) -> Result<InputRequiredResult, ErrorData> {
+        let requests = std::mem::take(&mut live.questions);
+        let round = call.round.fetch_add(1, Ordering::AcqRel) + 1;
+        let state = self
+            .codec
+            .seal_json_with(
+                &State {
+                    c: call.id,
+                    r: round,
+                },
+                &SealOptions::new()
+                    .associated_data(&call.binding)
+                    .ttl(self.limits.timeout),
+            )
+            .map_err(|e| ErrorData::internal_error(format!("sealing requestState: {e}"), None))?;
+        {
+            let mut parked = self.lock_parked();
+            let mine = parked.values().filter(|c| c.owner == call.owner).count();
+            if parked.len() >= self.limits.max || mine >= self.limits.max_per_credential {
+                return Err(ErrorData::internal_error(
+                    format!(
+                        "too many calls wait for their client's input (the gateway's max_waiting_calls is {}, {} per credential)",
+                        self.limits.max, self.limits.max_per_credential
+                    ),
+                    None,
+                ));
+            }
+            parked.insert(call.id, Arc::clone(call));
+        }
+        // Nobody continues it in time: cancelled.
+        let (rounds, weak) = (Arc::downgrade(self), Arc::downgrade(call));
+        let timeout = self.limits.timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            expire(rounds, weak, round);
+        });
+        Ok(InputRequiredResult::new(Some(requests), Some(state)))
+    }
+}
+
+/// Cancels a call still parked at `round` after its timeout.
+fn expire(rounds: Weak<Rounds>, call: Weak<Call>, round: u64) {
+    let (Some(rounds), Some(call)) = (rounds.upgrade(), call.upgrade()) else {
+        return;
+    };
+    if call
+        .round
+        .compare_exchange(round, u64::MAX, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        tracing::debug!(
+            call = call.id,
+            "no retry within input_timeout_ms: cancelling the call"
+        );
+        rounds.lock_parked().remove(&call.id);
+        call.cancel.cancel();
+    }
+}
+
+/// Cancels the call when a round ends without an answer or questions for its client.
+struct Abandon {
+    call: Option<Arc<Call>>,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            call.round.store(u64::MAX, Ordering::Release);
+            call.cancel.cancel();
+        }
+    }
+}
+
+/// The capability a backend's request needs that the client did not declare.
+fn missing(kind: Kind, declared: &ClientCapabilities) -> Option<ClientCapabilities> {
+    let mut needed = ClientCapabilities::default();
+    match kind {
+        Kind::Sampling if declared.sampling.is_none() => needed.sampling = Some(Default::default()),
+        Kind::Elicitation if declared.elicitation.is_none() => {
+            needed.elicitation = Some(Default::default())
+        }
+        Kind::Roots if declared.roots.is_none() => needed.roots = Some(Default::default()),
+        _ => return None,
+    }
+    Some(needed)
+}
+
+/// The client's answers to every open question, each read as its request's result.
+fn answers(
+    pending: &BTreeMap<String, (Kind, Reply)>,
+    mut responses: InputResponses,
+) -> Result<Vec<(String, ClientResult)>, ErrorData> {
+    if let Some(extra) = responses.keys().find(|k| !pending.contains_key(*k)) {
+        return Err(ErrorData::invalid_params(
+            format!("inputResponses answers \"{extra}\", which this call did not ask"),
+            None,
+        ));
+    }
+    let mut out = Vec::with_capacity(pending.len());
+    for (key, (kind, _)) in pending {
+        let value = responses.remove(key).ok_or_else(|| {
+            ErrorData::invalid_params(
+                format!(
+                    "inputResponses has no answer to \"{key}\" ({})",
+                    kind.method()
+                ),
+                None,
+            )
+        })?;
+        let invalid = |e: serde_json::Error| {
+            ErrorData::invalid_params(
+                format!(
+                    "the answer to \"{key}\" is not a {} result: {e}",
+                    kind.method()
+                ),
+                None,
+            )
+        };
+        let result = match kind {
+            Kind::Sampling => ClientResult::CreateMessageResult(Box::new(
+                serde_json::from_value::<CreateMessageResult>(value).map_err(invalid)?,
+            )),
+            Kind::Elicitation => ClientResult::ElicitResult(
+                serde_json::from_value::<ElicitResult>(value).map_err(invalid)?,
+            ),
+            Kind::Roots => ClientResult::ListRootsResult(
+                serde_json::from_value::<ListRootsResult>(value).map_err(invalid)?,
+            ),
+        };
+        out.push((key.clone(), result));
+    }
+    Ok(out)
+}
+
+/// Passes a progress or log message on to the round's client, as its request asked.
+#[allow(deprecated)] // logging is deprecated by SEP-2577 but still spoken
+async fn pass_on(msg: RelayMsg, round: &Round<'_>) {
+    match msg {
+        RelayMsg::Progress(mut p) => {
+            if let Some(token) = &round.progress_token {
+                p.progress_token = token.clone();
+                let _ = round.peer.notify_progress(p).await;
+            }
+        }
+        RelayMsg::Log(l) => {
+            if round.log_level.is_some_and(|min| {
+                crate::upstream::level_rank(l.level) >= crate::upstream::level_rank(min)
+            }) {
+                let _ = round.peer.notify_logging_message(l).await;
+            }
+        }
+        RelayMsg::Request(_, reply) => {
+            let _ = reply.send(Err(ErrorData::internal_error(
+                "the gateway's client cannot be asked now",
+                None,
+            )));
+        }
+        RelayMsg::StreamClosed(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn object(v: Value) -> JsonObject {
+        v.as_object().expect("object").clone()
+    }
+
+    #[test]
+    fn the_binding_ignores_key_order_and_nothing_else() {
+        let a = object(json!({"x": 1, "y": {"b": [1, {"d": 2, "c": 3}], "a": null}}));
+        let b = object(json!({"y": {"a": null, "b": [1, {"c": 3, "d": 2}]}, "x": 1}));
+        let bind = |owner, args: &JsonObject| binding(owner, "tools/call", "t", Some(args));
+        assert_eq!(bind("alice", &a), bind("alice", &b));
+        assert_ne!(bind("alice", &a), bind("bob", &a));
+        let c = object(json!({"x": 2, "y": {"a": null, "b": [1, {"c": 3, "d": 2}]}}));
+        assert_ne!(bind("alice", &a), bind("alice", &c));
+        assert_ne!(
+            binding("alice", "tools/call", "t", None),
+            binding("alice", "tools/call", "t", Some(&JsonObject::new()))
+        );
+        // No field's text passes for the next one's.
+        assert_ne!(
+            binding("alice:5", "tools/call", "t", None),
+            binding("alice", "5:tools/call", "t", None)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_state_opens_only_for_its_binding_and_before_its_timeout() {
+        let rounds = Rounds::new(Limits {
+            timeout: Duration::from_millis(50),
+            max: 4,
+            max_per_credential: 4,
+        });
+        let sealed = rounds
+            .codec
+            .seal_json_with(
+                &State { c: 1, r: 1 },
+                &SealOptions::new()
+                    .associated_data(b"alice")
+                    .ttl(Duration::from_millis(50)),
+            )
+            .expect("seal");
+        assert!(
+            rounds
+                .codec
+                .open_json_with::<State>(&sealed, b"alice")
+                .is_ok()
+        );
+        assert!(
+            rounds
+                .codec
+                .open_json_with::<State>(&sealed, b"bob")
+                .is_err()
+        );
+        // Another process (another key) cannot open it.
+        let other = Rounds::new(rounds.limits);
+        assert!(
+            other
+                .codec
+                .open_json_with::<State>(&sealed, b"alice")
+                .is_err()
+        );
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(
+            rounds
+                .codec
+                .open_json_with::<State>(&sealed, b"alice")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn answers_must_cover_the_questions_and_have_their_shape() {
+        let mut pending = BTreeMap::new();
+        let (tx, _rx) = oneshot::channel();
+        pending.insert("roots-1".to_string(), (Kind::Roots, tx));
+        let roots = json!({"roots": [{"uri": "file:///w"}]});
+        let answer = |v: Value| answers(&pending, serde_json::from_value(v).expect("map"));
+        assert!(answer(json!({"roots-1": roots})).is_ok());
+        let missing = answer(json!({})).expect_err("missing");
+        assert!(
+            missing.message.contains("no answer to \"roots-1\""),
+            "{missing:?}"
+        );
+        let extra = answer(json!({"roots-1": roots, "x": {}})).expect_err("extra");
+        assert!(extra.message.contains("did not ask"), "{extra:?}");
+        let shape = answer(json!({"roots-1": {"roots": "no"}})).expect_err("shape");
+        assert!(shape.message.contains("roots/list result"), "{shape:?}");
+    }
+}

@@ -1,0 +1,387 @@
+//! Multi round-trip requests: a 2026-07-28 client in front of a 2025-era backend that
+//! asks during a call (sampling, elicitation, roots) gets `input_required`, and its retry
+//! with `inputResponses` and `requestState` resumes that same backend call. The state is
+//! sealed and bound to the credential and the request; a call nobody continues is
+//! cancelled upstream; parked calls are bounded.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// The conformance fixture (sampling, elicitation, ... tools) on an ephemeral port.
+async fn conformance_fixture() -> (String, tokio_util::sync::CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let _ = conformance::fixture::run(Default::default(), listener, token).await;
+    });
+    (format!("http://{addr}/mcp"), stop)
+}
+
+/// A 2026-07-28 `method` request naming `name` (the `Mcp-Name` header), with the
+/// client's `capabilities` in its `_meta`, sent with `token`: the status and the
+/// JSON-RPC message that answered it.
+async fn modern(
+    gw: &Running,
+    token: &str,
+    method: &str,
+    name: &str,
+    mut params: Value,
+    capabilities: Value,
+) -> (u16, Value) {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+        "io.modelcontextprotocol/clientInfo": {"name": "modern", "version": "1"}
+    });
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params});
+    let resp = http()
+        .post(gw.mcp_url())
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method)
+        .header("mcp-name", name)
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("send");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let data = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .rfind(|d| !d.is_empty())
+        .unwrap_or(text.trim());
+    let message = serde_json::from_str(data).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, message)
+}
+
+/// `tools/call` of `tool` with `arguments` (plus `extra` params: a retry's answers).
+async fn call_tool(
+    gw: &Running,
+    token: &str,
+    tool: &str,
+    arguments: Value,
+    extra: Value,
+    capabilities: Value,
+) -> Value {
+    let mut params = json!({"name": tool, "arguments": arguments});
+    if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    modern(gw, token, "tools/call", tool, params, capabilities)
+        .await
+        .1
+}
+
+/// The one question of an `input_required` answer: its key and request.
+fn only_question(answer: &Value) -> (String, Value) {
+    let result = &answer["result"];
+    assert_eq!(result["resultType"], "input_required", "{answer}");
+    let requests = result["inputRequests"].as_object().expect("inputRequests");
+    assert_eq!(requests.len(), 1, "{answer}");
+    let (key, request) = requests.iter().next().expect("one");
+    (key.clone(), request.clone())
+}
+
+fn state_of(answer: &Value) -> String {
+    answer["result"]["requestState"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no requestState: {answer}"))
+        .to_string()
+}
+
+fn error_of(answer: &Value) -> (i64, String) {
+    let e = &answer["error"];
+    (
+        e["code"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("not an error: {answer}")),
+        e["message"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_question_comes_back_as_input_required_and_the_retry_resumes_the_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.credentials = vec![credential("other", &["call"])];
+    let gw = start_gateway(config).await;
+    let (fixture, stop) = conformance_fixture().await;
+    let (status, body) = register(&gw, "conformance", &fixture).await;
+    assert_eq!(status, 201, "{body}");
+    let sampling = json!({"sampling": {}});
+    let arguments = json!({"prompt": "What is 2+2?"});
+    let first = call_tool(
+        &gw,
+        TOKEN,
+        "test_sampling",
+        arguments.clone(),
+        json!({}),
+        sampling.clone(),
+    )
+    .await;
+    let (key, question) = only_question(&first);
+    assert_eq!(question["method"], "sampling/createMessage", "{first}");
+    assert!(
+        question["params"]["messages"].to_string().contains("2+2"),
+        "the backend's own request: {question}"
+    );
+    let state = state_of(&first);
+    let answer =
+        json!({"role": "assistant", "content": {"type": "text", "text": "four"}, "model": "m"});
+    let retry =
+        |state: &str, responses: Value| json!({"inputResponses": responses, "requestState": state});
+
+    // Refused, each with its reason, and nothing changes: the call stays parked.
+    let mut tampered = state.clone();
+    let last = tampered.pop().expect("non-empty");
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let refusals = [
+        (
+            TOKEN.to_string(),
+            tampered,
+            json!({&key: answer}),
+            arguments.clone(),
+            "requestState",
+        ),
+        // Replayed by another credential.
+        (
+            credential_token("other"),
+            state.clone(),
+            json!({&key: answer}),
+            arguments.clone(),
+            "requestState",
+        ),
+        // For another request (other arguments).
+        (
+            TOKEN.to_string(),
+            state.clone(),
+            json!({&key: answer}),
+            json!({"prompt": "else"}),
+            "requestState",
+        ),
+        (
+            TOKEN.to_string(),
+            state.clone(),
+            json!({}),
+            arguments.clone(),
+            "no answer",
+        ),
+        (
+            TOKEN.to_string(),
+            state.clone(),
+            json!({&key: answer, "extra-9": {}}),
+            arguments.clone(),
+            "did not ask",
+        ),
+        (
+            TOKEN.to_string(),
+            state.clone(),
+            json!({&key: {"action": "accept"}}),
+            arguments.clone(),
+            "not a sampling/createMessage result",
+        ),
+    ];
+    for (token, state, responses, arguments, why) in refusals {
+        let refused = call_tool(
+            &gw,
+            &token,
+            "test_sampling",
+            arguments,
+            retry(&state, responses),
+            sampling.clone(),
+        )
+        .await;
+        let (code, message) = error_of(&refused);
+        assert_eq!(code, -32602, "{refused}");
+        assert!(message.contains(why), "{why}: {refused}");
+    }
+
+    let done = call_tool(
+        &gw,
+        TOKEN,
+        "test_sampling",
+        arguments.clone(),
+        retry(&state, json!({&key: answer})),
+        sampling.clone(),
+    )
+    .await;
+    let result = &done["result"];
+    assert_eq!(result["resultType"], "complete", "{done}");
+    assert_eq!(result["content"][0]["text"], "LLM response: four", "{done}");
+    // The state of a finished call opens, but continues nothing.
+    let replayed = call_tool(
+        &gw,
+        TOKEN,
+        "test_sampling",
+        arguments,
+        retry(&state, json!({&key: answer})),
+        sampling,
+    )
+    .await;
+    assert!(error_of(&replayed).1.contains("is over"), "{replayed}");
+
+    // Elicitation likewise.
+    let elicitation = json!({"elicitation": {"form": {}}});
+    let arguments = json!({"message": "Your name?"});
+    let first = call_tool(
+        &gw,
+        TOKEN,
+        "test_elicitation",
+        arguments.clone(),
+        json!({}),
+        elicitation.clone(),
+    )
+    .await;
+    let (key, question) = only_question(&first);
+    assert_eq!(question["method"], "elicitation/create", "{first}");
+    let accepted =
+        json!({"action": "accept", "content": {"username": "ada", "email": "ada@example.com"}});
+    let done = call_tool(
+        &gw,
+        TOKEN,
+        "test_elicitation",
+        arguments,
+        retry(&state_of(&first), json!({&key: accepted})),
+        elicitation,
+    )
+    .await;
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert!(
+        done["result"]["content"].to_string().contains("accept"),
+        "{done}"
+    );
+    stop.cancel();
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_the_client_did_not_declare_it_can_answer_is_the_missing_capability_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let (conformance, stop) = conformance_fixture().await;
+    assert_eq!(register(&gw, "conformance", &conformance).await.0, 201);
+    let fixture = fixture::Fixture::new("asker", &["pending_roots"]);
+    let up = serve_fixture(fixture.clone()).await;
+    assert_eq!(register(&gw, "asker", &up.mcp_url()).await.0, 201);
+    // The backend sees the capabilities the client declared: one that checks finds no
+    // sampling and says so.
+    let answer = call_tool(
+        &gw,
+        TOKEN,
+        "test_sampling",
+        json!({"prompt": "hi"}),
+        json!({}),
+        json!({"elicitation": {}}),
+    )
+    .await;
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert!(
+        answer["result"]["content"]
+            .to_string()
+            .contains("did not declare the sampling"),
+        "{answer}"
+    );
+    // One that asks anyway gets an error, and its client the revision's -32021 naming
+    // what it lacks; the call is cancelled, never left hanging.
+    let answer = call_tool(&gw, TOKEN, "pending_roots", json!({}), json!({}), json!({})).await;
+    let (code, _) = error_of(&answer);
+    assert_eq!(code, -32021, "{answer}");
+    assert!(
+        answer["error"]["data"]["requiredCapabilities"]["roots"].is_object(),
+        "{answer}"
+    );
+    wait_until(
+        "the refused call is cancelled upstream",
+        Duration::from_secs(10),
+        || {
+            let n = fixture.cancelled.load(Ordering::SeqCst);
+            async move { n >= 1 }
+        },
+    )
+    .await;
+    stop.cancel();
+    up.stop().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_nobody_continues_is_cancelled_upstream_and_parked_calls_are_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.input_timeout_ms = 500;
+    // Far beyond the waits below: only input_timeout_ms can end the parked call in time.
+    config.call_timeout_ms = 120_000;
+    config.max_waiting_calls_per_credential = 1;
+    let gw = start_gateway(config).await;
+    let fixture = fixture::Fixture::new("asker", &["pending_roots"]);
+    let up = serve_fixture(fixture.clone()).await;
+    assert_eq!(register(&gw, "asker", &up.mcp_url()).await.0, 201);
+    let roots = json!({"roots": {}});
+    let first = call_tool(
+        &gw,
+        TOKEN,
+        "pending_roots",
+        json!({}),
+        json!({}),
+        roots.clone(),
+    )
+    .await;
+    let (key, question) = only_question(&first);
+    assert_eq!(question["method"], "roots/list", "{first}");
+    // One parked call per credential: the next one that asks is refused, and cancelled.
+    let second = call_tool(
+        &gw,
+        TOKEN,
+        "pending_roots",
+        json!({}),
+        json!({}),
+        roots.clone(),
+    )
+    .await;
+    assert!(
+        error_of(&second).1.contains("max_waiting_calls"),
+        "{second}"
+    );
+    wait_until(
+        "the refused call is cancelled upstream",
+        Duration::from_secs(10),
+        || {
+            let n = fixture.cancelled.load(Ordering::SeqCst);
+            async move { n >= 1 }
+        },
+    )
+    .await;
+    // Nobody retries the first: cancelled upstream after input_timeout_ms.
+    wait_until(
+        "the parked call is cancelled upstream",
+        Duration::from_secs(10),
+        || {
+            let n = fixture.cancelled.load(Ordering::SeqCst);
+            async move { n >= 2 }
+        },
+    )
+    .await;
+    let late = call_tool(
+        &gw,
+        TOKEN,
+        "pending_roots",
+        json!({}),
+        json!({"inputResponses": {&key: {"roots": []}}, "requestState": state_of(&first)}),
+        roots,
+    )
+    .await;
+    assert_eq!(error_of(&late).0, -32602, "{late}");
+    up.stop().await;
+    gw.stop().await;
+}
