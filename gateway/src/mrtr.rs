@@ -85,7 +85,7 @@ struct Live {
     /// The call's answer, once.
     done: oneshot::Receiver<Result<ServerResult, ErrorData>>,
     /// The backend's requests asked of the client and not answered yet, by key.
-    pending: BTreeMap<String, (Kind, Reply)>,
+    pending: BTreeMap<String, (Kind, InputRequest, Reply)>,
     /// The questions of the round being built.
     questions: InputRequests,
     asked: u64,
@@ -286,9 +286,24 @@ impl Rounds {
         }
         self.lock_parked().remove(&call.id);
         for (key, answer) in answers {
-            if let Some((_, reply)) = live.pending.remove(&key) {
+            if let Some((_, _, reply)) = live.pending.remove(&key) {
                 let _ = reply.send(Ok(answer));
             }
+        }
+        if !live.pending.is_empty() {
+            // Some questions went unanswered: asked again (SEP-2322 re-requests what is
+            // missing rather than failing the request).
+            live.questions = live
+                .pending
+                .iter()
+                .map(|(key, (_, question, _))| (key.clone(), question.clone()))
+                .collect();
+            let mut abandon = Abandon {
+                call: Some(Arc::clone(&call)),
+            };
+            let result = self.park(&call, &mut live)?;
+            abandon.call = None;
+            return Ok(ServerResult::InputRequiredResult(result));
         }
         self.drive(&call, &mut live, round).await
     }
@@ -381,7 +396,8 @@ impl Rounds {
             kind.method().split('/').next().unwrap_or("input"),
             live.asked
         );
-        live.pending.insert(key.clone(), (kind, reply));
+        live.pending
+            .insert(key.clone(), (kind, request.clone(), reply));
         live.questions.insert(key, request);
         Ok(())
     }
@@ -478,28 +494,18 @@ fn missing(kind: Kind, declared: &ClientCapabilities) -> Option<ClientCapabiliti
     Some(needed)
 }
 
-/// The client's answers to every open question, each read as its request's result.
+/// The client's answers to the open questions, each read as its request's result.
+/// Keys the call did not ask are ignored (SEP-2322: unrecognized information is); an
+/// answer of the wrong shape refuses the retry.
 fn answers(
-    pending: &BTreeMap<String, (Kind, Reply)>,
+    pending: &BTreeMap<String, (Kind, InputRequest, Reply)>,
     mut responses: InputResponses,
 ) -> Result<Vec<(String, ClientResult)>, ErrorData> {
-    if let Some(extra) = responses.keys().find(|k| !pending.contains_key(*k)) {
-        return Err(ErrorData::invalid_params(
-            format!("inputResponses answers \"{extra}\", which this call did not ask"),
-            None,
-        ));
-    }
     let mut out = Vec::with_capacity(pending.len());
-    for (key, (kind, _)) in pending {
-        let value = responses.remove(key).ok_or_else(|| {
-            ErrorData::invalid_params(
-                format!(
-                    "inputResponses has no answer to \"{key}\" ({})",
-                    kind.method()
-                ),
-                None,
-            )
-        })?;
+    for (key, (kind, _, _)) in pending {
+        let Some(value) = responses.remove(key) else {
+            continue;
+        };
         let invalid = |e: serde_json::Error| {
             ErrorData::invalid_params(
                 format!(
@@ -628,20 +634,26 @@ mod tests {
     }
 
     #[test]
-    fn answers_must_cover_the_questions_and_have_their_shape() {
+    fn answers_are_read_as_their_questions_results_and_strangers_ignored() {
         let mut pending = BTreeMap::new();
         let (tx, _rx) = oneshot::channel();
-        pending.insert("roots-1".to_string(), (Kind::Roots, tx));
+        let question = InputRequest::ListRoots(rmcp::model::ListRootsRequest {
+            method: Default::default(),
+            extensions: Default::default(),
+        });
+        pending.insert("roots-1".to_string(), (Kind::Roots, question, tx));
         let roots = json!({"roots": [{"uri": "file:///w"}]});
         let answer = |v: Value| answers(&pending, serde_json::from_value(v).expect("map"));
-        assert!(answer(json!({"roots-1": roots})).is_ok());
-        let missing = answer(json!({})).expect_err("missing");
-        assert!(
-            missing.message.contains("no answer to \"roots-1\""),
-            "{missing:?}"
+        assert_eq!(answer(json!({"roots-1": roots})).expect("read").len(), 1);
+        // Missing: nothing to pass on (the question is asked again).
+        assert!(answer(json!({})).expect("read").is_empty());
+        // A key nobody asked is ignored.
+        assert_eq!(
+            answer(json!({"roots-1": roots, "x": {}}))
+                .expect("read")
+                .len(),
+            1
         );
-        let extra = answer(json!({"roots-1": roots, "x": {}})).expect_err("extra");
-        assert!(extra.message.contains("did not ask"), "{extra:?}");
         let shape = answer(json!({"roots-1": {"roots": "no"}})).expect_err("shape");
         assert!(shape.message.contains("roots/list result"), "{shape:?}");
     }

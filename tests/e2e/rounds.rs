@@ -173,20 +173,6 @@ async fn a_backends_question_comes_back_as_input_required_and_the_retry_resumes_
         (
             TOKEN.to_string(),
             state.clone(),
-            json!({}),
-            arguments.clone(),
-            "no answer",
-        ),
-        (
-            TOKEN.to_string(),
-            state.clone(),
-            json!({&key: answer, "extra-9": {}}),
-            arguments.clone(),
-            "did not ask",
-        ),
-        (
-            TOKEN.to_string(),
-            state.clone(),
             json!({&key: {"action": "accept"}}),
             arguments.clone(),
             "not a sampling/createMessage result",
@@ -207,12 +193,40 @@ async fn a_backends_question_comes_back_as_input_required_and_the_retry_resumes_
         assert!(message.contains(why), "{why}: {refused}");
     }
 
-    let done = call_tool(
+    // A retry without the answer is asked again (SEP-2322), in a new round: the older
+    // round's state continues nothing.
+    let again = call_tool(
+        &gw,
+        TOKEN,
+        "test_sampling",
+        arguments.clone(),
+        retry(&state, json!({})),
+        sampling.clone(),
+    )
+    .await;
+    let (same_key, same_question) = only_question(&again);
+    assert_eq!((&same_key, &same_question), (&key, &question), "{again}");
+    let stale = call_tool(
         &gw,
         TOKEN,
         "test_sampling",
         arguments.clone(),
         retry(&state, json!({&key: answer})),
+        sampling.clone(),
+    )
+    .await;
+    assert!(error_of(&stale).1.contains("earlier round"), "{stale}");
+    let state = state_of(&again);
+    // Keys the call did not ask are ignored.
+    let done = call_tool(
+        &gw,
+        TOKEN,
+        "test_sampling",
+        arguments.clone(),
+        retry(
+            &state,
+            json!({&key: answer, "extra-9": {"action": "accept"}}),
+        ),
         sampling.clone(),
     )
     .await;
