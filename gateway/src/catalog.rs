@@ -317,6 +317,8 @@ pub struct Catalog {
     /// Resource templates with the service that offers each (reads of URIs that are not
     /// listed are routed by matching these).
     templates: Vec<(Arc<Service>, ResourceTemplate)>,
+    /// The services that declare `resources.subscribe`.
+    subscribable: Vec<Arc<Service>>,
     offered: Offered,
     instructions: Vec<(String, String)>,
 }
@@ -340,15 +342,19 @@ impl Catalog {
             .collect();
         let mut offered = Offered::default();
         let mut templates = Vec::new();
+        let mut subscribable = Vec::new();
         let mut instructions = Vec::new();
         for (u, e) in &extras {
             let c = &e.capabilities;
             offered.prompts |= c.prompts.is_some();
             offered.resources |= c.resources.is_some();
-            offered.subscribe |= c
-                .resources
+            if c.resources
                 .as_ref()
-                .is_some_and(|r| r.subscribe == Some(true));
+                .is_some_and(|r| r.subscribe == Some(true))
+            {
+                offered.subscribe = true;
+                subscribable.push(Arc::clone(u));
+            }
             offered.completions |= c.completions.is_some();
             offered.logging |= c.logging.is_some();
             for t in &e.templates {
@@ -404,6 +410,7 @@ impl Catalog {
                 },
             ),
             templates,
+            subscribable,
             offered,
             instructions,
         }
@@ -453,6 +460,18 @@ impl Catalog {
             .iter()
             .find(|(_, t)| template_matches(&t.uri_template, uri))
             .map(|(s, _)| (Arc::clone(s), uri.to_string()))
+    }
+
+    /// Where a subscription to `uri` goes: the service that lists it or a template that
+    /// matches it; failing that, the one service that declares `resources.subscribe`,
+    /// if there is exactly one (a backend may announce updates of resources it does not
+    /// list).
+    pub fn subscribe_route(&self, uri: &str) -> Option<(Arc<Service>, String)> {
+        self.resource_route(uri)
+            .or_else(|| match self.subscribable.as_slice() {
+                [only] => Some((Arc::clone(only), uri.to_string())),
+                _ => None,
+            })
     }
 
     /// One upstream's tools: each public definition with its name at the service.

@@ -46,7 +46,7 @@ use crate::{
     observe::CallTicket,
     observe::{Caller, Outcome},
     passthrough::Passthrough,
-    registry::{Changed, Registry},
+    registry::{Changed, Registry, Subscriber},
     upstream::{CallError, Downstream, PrivateSessions, Resumable, Service, Sink, Via},
 };
 
@@ -99,7 +99,7 @@ impl Drop for SessionState {
 }
 
 async fn unsubscribe_upstream(registry: &Registry, uri: &str) {
-    let route = registry.catalog().resource_route(uri);
+    let route = registry.catalog().subscribe_route(uri);
     if let Some((service, original)) = route {
         let request = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(
             UnsubscribeRequestParams::new(original),
@@ -276,6 +276,37 @@ impl GatewayHandler {
             mark_complete(result);
         }
         answer
+    }
+
+    /// Subscribes this session (or listen stream) to `uri`'s updates: the first
+    /// subscriber of a URI subscribes upstream, where `subscribe_route` says.
+    async fn subscribe_as(
+        &self,
+        uri: &str,
+        subscriber: Subscriber,
+        allow: Option<&Allow>,
+    ) -> Result<(), ErrorData> {
+        let route = self
+            .registry
+            .catalog()
+            .subscribe_route(uri)
+            .filter(|(s, _)| allow.is_none_or(|a| a.service(&s.name)));
+        let Some((service, original)) = route else {
+            return Err(ErrorData::resource_not_found(
+                format!("resource not found: {uri}"),
+                Some(json!({ "uri": uri })),
+            ));
+        };
+        if self.registry.subscribe(uri, self.session.id, subscriber) {
+            let upstream = ClientRequest::SubscribeRequest(SubscribeRequest::new(
+                SubscribeRequestParams::new(original),
+            ));
+            if let Err(e) = service.request_plain(upstream).await {
+                self.registry.unsubscribe(uri, self.session.id);
+                return Err(to_jsonrpc(e));
+            }
+        }
+        Ok(())
     }
 
     /// The rounds of a 2026-07-28 request (see `mrtr`); none for older clients.
@@ -964,30 +995,9 @@ impl ServerHandler for GatewayHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         self.counted("resources/subscribe", async {
-            let route = self
-                .registry
-                .catalog()
-                .resource_route(&request.uri)
-                .filter(|(s, _)| allow_of(&context).is_none_or(|a| a.service(&s.name)));
-            let Some((service, original)) = route else {
-                return Err(ErrorData::resource_not_found(
-                    format!("resource not found: {}", request.uri),
-                    Some(json!({ "uri": request.uri })),
-                ));
-            };
-            let first =
-                self.registry
-                    .subscribe(&request.uri, self.session.id, context.peer.clone());
-            if first {
-                let upstream = ClientRequest::SubscribeRequest(SubscribeRequest::new(
-                    SubscribeRequestParams::new(original),
-                ));
-                if let Err(e) = service.request_plain(upstream).await {
-                    self.registry.unsubscribe(&request.uri, self.session.id);
-                    return Err(to_jsonrpc(e));
-                }
-            }
-            Ok(())
+            let subscriber = Subscriber::Session(context.peer.clone());
+            self.subscribe_as(&request.uri, subscriber, allow_of(&context).as_deref())
+                .await
         })
         .await
     }
@@ -1099,12 +1109,41 @@ impl ServerHandler for GatewayHandler {
         accepted.tools_list_changed = requested.tools_list_changed;
         accepted.prompts_list_changed = requested.prompts_list_changed;
         accepted.resources_list_changed = requested.resources_list_changed;
+        // The URIs a subscription can go to (a limited credential's request was narrowed
+        // to what it sees in `entry`: this hook does not know who asks).
+        let catalog = self.registry.catalog();
+        accepted.resource_subscriptions = requested.resource_subscriptions.as_ref().map(|uris| {
+            uris.iter()
+                .filter(|uri| catalog.subscribe_route(uri).is_some())
+                .take(MAX_LISTEN_URIS)
+                .cloned()
+                .collect()
+        });
         Some(accepted)
     }
 
     /// `subscriptions/listen` (2026-07-28): list changes for clients without a session.
     async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
         let mut changes = self.registry.watch_changes();
+        let uris = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        let allow = allow_of(context.request_context());
+        for uri in &uris {
+            let subscriber = Subscriber::Listen(context.sink().clone());
+            if let Err(e) = self.subscribe_as(uri, subscriber, allow.as_deref()).await {
+                tracing::debug!(%uri, "subscriptions/listen: upstream subscribe failed: {}", e.message);
+            }
+        }
+        // Its subscriptions end with the stream (the handler's `SessionState` forgets
+        // them too when it is dropped).
+        let _unsubscribe = Unsubscribe {
+            registry: Arc::clone(&self.registry),
+            session: self.session.id,
+            uris,
+        };
         loop {
             let changed = tokio::select! {
                 _ = context.cancelled() => return Ok(()),
@@ -1142,6 +1181,39 @@ impl ServerHandler for GatewayHandler {
                     ))
                     .await;
             }
+        }
+    }
+}
+
+/// Most resources one `subscriptions/listen` stream may follow; past it, the rest are not
+/// acknowledged.
+pub const MAX_LISTEN_URIS: usize = 256;
+
+/// Ends a listen stream's resource subscriptions, upstream too when it was the last.
+struct Unsubscribe {
+    registry: Arc<Registry>,
+    session: u64,
+    uris: Vec<String>,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        let emptied: Vec<String> = self
+            .uris
+            .iter()
+            .filter(|uri| self.registry.unsubscribe(uri, self.session))
+            .cloned()
+            .collect();
+        if emptied.is_empty() {
+            return;
+        }
+        let registry = Arc::clone(&self.registry);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                for uri in emptied {
+                    unsubscribe_upstream(&registry, &uri).await;
+                }
+            });
         }
     }
 }
@@ -1533,8 +1605,33 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
             HeaderValue::from_static("application/json"),
         );
     }
+    // A limited credential follows only the resources it sees: the rest of its
+    // `subscriptions/listen` is dropped before rmcp acknowledges what it accepts.
+    let bytes = match identity.as_ref().and_then(|i| i.allow.as_deref()) {
+        Some(allow) if parsed.method() == Some("subscriptions/listen") => {
+            narrow_listen(&endpoint.registry, allow, &bytes).unwrap_or(bytes)
+        }
+        _ => bytes,
+    };
     let request = Request::from_parts(parts, Body::from(bytes));
     into_axum(endpoint.sessionless.handle(request).await).await
+}
+
+/// A `subscriptions/listen` body without the resources `allow` does not let its
+/// credential see (None: nothing to drop, or not a body this can read).
+fn narrow_listen(registry: &Registry, allow: &Allow, bytes: &[u8]) -> Option<bytes::Bytes> {
+    let mut body: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let uris = body
+        .pointer_mut("/params/notifications/resourceSubscriptions")?
+        .as_array_mut()?;
+    let catalog = registry.catalog();
+    let before = uris.len();
+    uris.retain(|uri| {
+        uri.as_str()
+            .and_then(|u| catalog.subscribe_route(u))
+            .is_some_and(|(service, _)| allow.service(&service.name))
+    });
+    (uris.len() != before).then(|| serde_json::to_vec(&body).ok().map(Into::into))?
 }
 
 /// 403 when session `id` was opened by another credential than `who` (a session id is

@@ -288,8 +288,17 @@ impl Listener for RegistryListener {
     }
 }
 
-/// Client sessions subscribed to each public resource URI.
-type Subscribers = BTreeMap<String, Vec<(u64, Peer<RoleServer>)>>;
+/// Who is told of a resource's updates.
+#[derive(Clone)]
+pub enum Subscriber {
+    /// A client session (`resources/subscribe`).
+    Session(Peer<RoleServer>),
+    /// A 2026-07-28 client's `subscriptions/listen` stream.
+    Listen(rmcp::service::SubscriptionSink),
+}
+
+/// Who is subscribed to each public resource URI (by session, or listen stream, id).
+type Subscribers = BTreeMap<String, Vec<(u64, Subscriber)>>;
 
 /// Which merged lists a rebuild changed.
 #[derive(Clone, Copy, Debug)]
@@ -494,21 +503,26 @@ impl Registry {
             .public_key_of(service, uri)
             .unwrap_or(uri)
             .to_string();
-        let peers: Vec<Peer<RoleServer>> = self
+        let told: Vec<Subscriber> = self
             .subs()
             .get(&public)
             .map(|v| v.iter().map(|(_, p)| p.clone()).collect())
             .unwrap_or_default();
-        if peers.is_empty() {
+        if told.is_empty() {
             return;
         }
         tokio::spawn(async move {
-            for peer in peers {
-                let _ = peer
-                    .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(
-                        public.clone(),
-                    ))
-                    .await;
+            for subscriber in told {
+                match subscriber {
+                    Subscriber::Session(peer) => {
+                        let updated =
+                            rmcp::model::ResourceUpdatedNotificationParam::new(public.clone());
+                        let _ = peer.notify_resource_updated(updated).await;
+                    }
+                    Subscriber::Listen(sink) => {
+                        let _ = sink.notify_resource_updated(public.clone()).await;
+                    }
+                }
             }
         });
     }
@@ -519,12 +533,12 @@ impl Registry {
 
     /// Records a client session's subscription; true when it is the first for `uri`
     /// (the caller then subscribes upstream).
-    pub fn subscribe(&self, uri: &str, session: u64, peer: Peer<RoleServer>) -> bool {
+    pub fn subscribe(&self, uri: &str, session: u64, subscriber: Subscriber) -> bool {
         let mut subs = self.subs();
         let list = subs.entry(uri.to_string()).or_default();
         let first = list.is_empty();
         if !list.iter().any(|(id, _)| *id == session) {
-            list.push((session, peer));
+            list.push((session, subscriber));
         }
         first
     }

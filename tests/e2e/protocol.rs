@@ -311,6 +311,130 @@ async fn a_stateless_client_listens_for_list_changes() {
     gw.stop().await;
 }
 
+/// A 2026-07-28 `subscriptions/listen` stream with `notifications`, sent with `token`.
+async fn listen(gw: &Running, token: &str, notifications: Value) -> reqwest::Response {
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{
+    "notifications": notifications,
+    "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "listener", "version": "1"}
+    }}});
+    let resp = http_no_timeout()
+        .post(gw.mcp_url())
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .json(&body)
+        .send()
+        .await
+        .expect("listen");
+    assert_eq!(resp.status().as_u16(), 200);
+    resp
+}
+
+/// The resources a listen stream's acknowledgement accepted.
+fn acknowledged(seen: &str) -> Vec<String> {
+    let ack = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .find(|m| m["method"] == "notifications/subscriptions/acknowledged")
+        .unwrap_or_else(|| panic!("no acknowledgement in {seen}"));
+    ack["params"]["notifications"]["resourceSubscriptions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| u.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A 2026-07-28 client follows resources on its listen stream: listed ones, and one
+/// nobody lists when exactly one backend takes subscriptions; the gateway subscribes
+/// upstream for it and unsubscribes when the stream ends. A limited credential follows
+/// only what it sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_client_listening_hears_of_the_resources_it_follows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    let mut limited = credential("limited", &["list", "call"]);
+    limited.services = Some(vec!["elsewhere".into()]);
+    config.credentials = vec![limited];
+    let gw = start_gateway(config).await;
+    let watcher = fixture::Fixture::new("watcher", &["touch"]).watching("fixture://watched");
+    let up = serve_fixture(watcher.clone()).await;
+    assert_eq!(register(&gw, "watcher", &up.mcp_url()).await.0, 201);
+    let follow = json!({"resourceSubscriptions": ["fixture://watched", "fixture://unlisted"]});
+    let mut resp = listen(&gw, TOKEN, follow.clone()).await;
+    let mut seen = String::new();
+    read_until(
+        &mut resp,
+        &mut seen,
+        "notifications/subscriptions/acknowledged",
+    )
+    .await;
+    assert_eq!(
+        acknowledged(&seen),
+        ["fixture://watched", "fixture://unlisted"],
+        "{seen}"
+    );
+    wait_until("subscribed upstream", Duration::from_secs(10), || {
+        let subscribed = watcher.subscribed();
+        async move { subscribed.len() == 2 }
+    })
+    .await;
+    for uri in ["fixture://watched", "fixture://unlisted"] {
+        let (status, body) = rpc(
+            &gw,
+            "tools/call",
+            json!({"name": "touch", "arguments": {"uri": uri}}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        read_until(&mut resp, &mut seen, &format!("\"uri\":\"{uri}\"")).await;
+    }
+    assert!(seen.contains("notifications/resources/updated"), "{seen}");
+    drop(resp);
+    wait_until("unsubscribed upstream", Duration::from_secs(10), || {
+        let subscribed = watcher.subscribed();
+        async move { subscribed.is_empty() }
+    })
+    .await;
+
+    // A credential limited to other services follows nothing of this one.
+    let mut resp = listen(&gw, &credential_token("limited"), follow.clone()).await;
+    let mut seen = String::new();
+    read_until(
+        &mut resp,
+        &mut seen,
+        "notifications/subscriptions/acknowledged",
+    )
+    .await;
+    assert!(acknowledged(&seen).is_empty(), "{seen}");
+    drop(resp);
+
+    // A second backend taking subscriptions: an unlisted URI has no one place to go.
+    let other = fixture::Fixture::new("other", &["touch2"]).watching("fixture://other");
+    let up2 = serve_fixture(other).await;
+    assert_eq!(register(&gw, "other", &up2.mcp_url()).await.0, 201);
+    let mut resp = listen(&gw, TOKEN, follow).await;
+    let mut seen = String::new();
+    read_until(
+        &mut resp,
+        &mut seen,
+        "notifications/subscriptions/acknowledged",
+    )
+    .await;
+    assert_eq!(acknowledged(&seen), ["fixture://watched"], "{seen}");
+    drop(resp);
+    up2.stop().await;
+    up.stop().await;
+    gw.stop().await;
+}
+
 /// Reads `resp`'s body into `seen` until it contains `needle`; fails the test when the
 /// stream ends or errs first, or when 10 s pass without it.
 async fn read_until(resp: &mut reqwest::Response, seen: &mut String, needle: &str) {

@@ -5,7 +5,9 @@
 //! `arguments.size` bytes; tools named `fail*` answer with an `isError` result; tools
 //! named `roots*` ask the client for its roots (`roots/list`, during the call) and answer
 //! with their URIs, or with an `isError` result when the client did not declare `roots`;
-//! tools named `pending*` ask for the roots too, then wait until cancelled (counted).
+//! tools named `pending*` ask for the roots too, then wait until cancelled (counted);
+//! tools named `touch*` announce an update of `arguments.uri` to its subscribers (see
+//! [`Fixture::watching`]).
 //! Every call is counted.
 
 use std::{
@@ -31,6 +33,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// An upstream subscription: the URI, and the session that subscribed.
+pub type Subscription = (String, rmcp::Peer<RoleServer>);
+
 #[derive(Clone)]
 pub struct Fixture {
     name: Arc<str>,
@@ -53,6 +58,10 @@ pub struct Fixture {
     pub traceparent_metas: Arc<std::sync::Mutex<Vec<String>>>,
     /// The root URIs each `roots*` call got from its client.
     pub roots: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+    /// Offers resources with subscriptions: this one listed (see [`Self::watching`]).
+    watched: Option<Arc<str>>,
+    /// Upstream subscriptions now: (URI, the subscribing session's peer).
+    pub subscriptions: Arc<std::sync::Mutex<Vec<Subscription>>>,
 }
 
 impl Fixture {
@@ -91,7 +100,23 @@ impl Fixture {
             traceparent_headers: Arc::default(),
             traceparent_metas: Arc::default(),
             roots: Arc::default(),
+            watched: None,
+            subscriptions: Arc::default(),
         }
+    }
+
+    /// Declares `resources` with `subscribe` and lists `uri`; any URI may be subscribed
+    /// to (listed or not), and a call of a `touch*` tool announces
+    /// `notifications/resources/updated` for `arguments.uri` to its subscribers.
+    pub fn watching(mut self, uri: &str) -> Self {
+        self.watched = Some(uri.into());
+        self
+    }
+
+    /// The URIs subscribed to upstream now.
+    pub fn subscribed(&self) -> Vec<String> {
+        let subs = self.subscriptions.lock().expect("lock");
+        subs.iter().map(|(u, _)| u.clone()).collect()
     }
 
     /// Gives `tool` this description instead of the default one.
@@ -186,8 +211,55 @@ impl Fixture {
 
 impl ServerHandler for Fixture {
     fn get_info(&self) -> ServerConfig {
-        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+        let mut capabilities = ServerCapabilities::builder().enable_tools().build();
+        if self.watched.is_some() {
+            let mut resources = rmcp::model::ResourcesCapability::default();
+            resources.subscribe = Some(true);
+            capabilities.resources = Some(resources);
+        }
+        InitializeResult::new(capabilities)
             .with_server_info(Implementation::new(self.name.to_string(), "0.0.1"))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        let resources = self
+            .watched
+            .iter()
+            .map(|uri| {
+                serde_json::from_value(json!({"uri": &**uri, "name": "watched"})).expect("resource")
+            })
+            .collect();
+        Ok(rmcp::model::ListResourcesResult::with_all_items(resources))
+    }
+
+    #[allow(deprecated)] // resources/subscribe is the 2025 revision's, which this speaks
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.subscriptions
+            .lock()
+            .expect("lock")
+            .push((request.uri, context.peer));
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let mut subs = self.subscriptions.lock().expect("lock");
+        if let Some(at) = subs.iter().position(|(u, _)| *u == request.uri) {
+            subs.remove(at);
+        }
+        Ok(())
     }
 
     async fn list_tools(
@@ -260,6 +332,30 @@ impl ServerHandler for Fixture {
                     return Err(ErrorData::internal_error("cancelled", None));
                 }
             }
+        }
+        if request.name.starts_with("touch") {
+            let uri = request
+                .arguments
+                .as_ref()
+                .and_then(|a| a.get("uri"))
+                .and_then(|u| u.as_str())
+                .unwrap_or_default()
+                .to_string();
+            let peers: Vec<rmcp::Peer<RoleServer>> = {
+                let subs = self.subscriptions.lock().expect("lock");
+                subs.iter()
+                    .filter(|(u, _)| *u == uri)
+                    .map(|(_, p)| p.clone())
+                    .collect()
+            };
+            for peer in &peers {
+                let _ = peer
+                    .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(
+                        uri.clone(),
+                    ))
+                    .await;
+            }
+            return Ok(CallToolResult::structured(json!({"told": peers.len()})).into());
         }
         if request.name.starts_with("fail") {
             return Ok(
