@@ -521,6 +521,9 @@ impl Passthrough {
         let Lookup::Found(route) = catalog.lookup(&params.name) else {
             return None;
         };
+        if route.service.modern() {
+            return None;
+        }
         let upstream_id = next_request_id();
         let name = serde_json::to_string(&*route.original).ok()?;
         let span =

@@ -9,9 +9,9 @@ use rustls_pki_types::CertificateDer;
 use std::{sync::Arc, time::Duration};
 
 use rmcp::{
-    ClientHandler, RoleClient, ServiceError, ServiceExt,
-    model::{ClientCapabilities, ClientConfig, Implementation},
-    service::{ClientInitializeError, RunningService},
+    ClientHandler, RoleClient, ServiceError,
+    model::{ClientCapabilities, ClientConfig, Implementation, ProtocolVersion},
+    service::{ClientInitializeError, ClientLifecycleMode, ClientServiceExt, RunningService},
     transport::{
         StreamableHttpClientTransport,
         common::client_side_sse::ExponentialBackoff,
@@ -43,6 +43,9 @@ pub struct ClientOptions {
     /// Largest SSE message accepted from the server (rmcp's default, 16 MiB, when
     /// `None`).
     pub max_response_bytes: Option<usize>,
+    /// Probe with `server/discover` first and speak 2026-07-28 to a server that answers
+    /// it; the 2025-era `initialize` handshake otherwise (and always, when false).
+    pub discover: bool,
 }
 
 impl Default for ClientOptions {
@@ -56,6 +59,7 @@ impl Default for ClientOptions {
             sse_retries: 5,
             sse_retry_base: Duration::from_millis(200),
             max_response_bytes: None,
+            discover: false,
         }
     }
 }
@@ -158,7 +162,7 @@ pub async fn connect(url: &str, options: &ClientOptions) -> anyhow::Result<Clien
 
 /// Like [`connect`], with a handler of the caller's that hears the server's
 /// notifications (list changes, logging, progress).
-pub async fn connect_with<H: ClientHandler>(
+pub async fn connect_with<H: ClientHandler + Clone>(
     url: &str,
     options: &ClientOptions,
     handler: H,
@@ -168,7 +172,7 @@ pub async fn connect_with<H: ClientHandler>(
 
 /// Like [`connect_with`], over an HTTP client of the caller's (one that wraps
 /// [`http_client`] to watch the SSE streams, say).
-pub async fn connect_via<H: ClientHandler, C: StreamableHttpClient>(
+pub async fn connect_via<H: ClientHandler + Clone, C: StreamableHttpClient + Clone>(
     url: &str,
     options: &ClientOptions,
     handler: H,
@@ -186,8 +190,29 @@ pub async fn connect_via<H: ClientHandler, C: StreamableHttpClient>(
     backoff.base_duration = options.sse_retry_base;
     backoff.max_delay = Some(Duration::from_secs(5));
     config.retry_config = Arc::new(backoff);
-    let transport = StreamableHttpClientTransport::with_client(client, config);
-    let session = tokio::time::timeout(options.connect_timeout, handler.serve(transport))
+    let attempt = |lifecycle| {
+        let transport = StreamableHttpClientTransport::with_client(client.clone(), config.clone());
+        handler.clone().serve_with_lifecycle(transport, lifecycle)
+    };
+    let connect = async {
+        if !options.discover {
+            return attempt(ClientLifecycleMode::Initialize).await;
+        }
+        // A server that answers `server/discover` and speaks 2026-07-28 gets it; one that
+        // does not answer it (or times out) gets `initialize` (rmcp's fallback); one that
+        // answers it without 2026-07-28 among its revisions, `initialize` here.
+        let modern = ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            legacy_version: None,
+        };
+        match attempt(modern).await {
+            Err(ClientInitializeError::NoCompatibleProtocolVersion { .. }) => {
+                attempt(ClientLifecycleMode::Initialize).await
+            }
+            other => other,
+        }
+    };
+    let session = tokio::time::timeout(options.connect_timeout, connect)
         .await
         .map_err(|_| {
             anyhow::anyhow!(

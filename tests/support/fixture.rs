@@ -62,6 +62,9 @@ pub struct Fixture {
     watched: Option<Arc<str>>,
     /// Upstream subscriptions now: (URI, the subscribing session's peer).
     pub subscriptions: Arc<std::sync::Mutex<Vec<Subscription>>>,
+    /// Speaks 2026-07-28 as well (answers `server/discover`); by default only the 2025
+    /// revisions, as the server-to-client requests of its `roots*` tools need.
+    modern: bool,
 }
 
 impl Fixture {
@@ -102,7 +105,14 @@ impl Fixture {
             roots: Arc::default(),
             watched: None,
             subscriptions: Arc::default(),
+            modern: false,
         }
+    }
+
+    /// Speaks the 2026-07-28 revision too (see the field).
+    pub fn modern(mut self) -> Self {
+        self.modern = true;
+        self
     }
 
     /// Declares `resources` with `subscribe` and lists `uri`; any URI may be subscribed
@@ -210,6 +220,18 @@ impl Fixture {
 }
 
 impl ServerHandler for Fixture {
+    fn supported_protocol_versions(
+        &self,
+    ) -> std::borrow::Cow<'static, [rmcp::model::ProtocolVersion]> {
+        if self.modern {
+            std::borrow::Cow::Borrowed(rmcp::model::ProtocolVersion::KNOWN_VERSIONS)
+        } else {
+            std::borrow::Cow::Borrowed(rmcp::model::ProtocolVersion::known_up_to(
+                &rmcp::model::ProtocolVersion::V_2025_11_25,
+            ))
+        }
+    }
+
     fn get_info(&self) -> ServerConfig {
         let mut capabilities = ServerCapabilities::builder().enable_tools().build();
         if self.watched.is_some() {

@@ -408,6 +408,8 @@ pub struct Instance {
     /// Sessions shared by 2026-07-28 requests, one per set of declared capabilities
     /// (most recently used last; at most [`MAX_DECLARING_SESSIONS`]).
     declaring: Mutex<Vec<(String, Arc<Session>)>>,
+    /// The protocol revision its current session speaks (negotiated at connect).
+    revision: ArcSwapOption<String>,
     events: std::sync::OnceLock<Arc<dyn Listener>>,
 }
 
@@ -432,6 +434,10 @@ pub struct InstanceView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
     pub in_flight: usize,
+    /// The protocol revision the gateway speaks with it (`server/discover` at connect:
+    /// 2026-07-28 with a backend that answers it, else what `initialize` agreed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
     #[serde(flatten)]
     pub health: health::Snapshot,
 }
@@ -479,6 +485,7 @@ impl Instance {
             extras: ArcSwap::from_pointee(Extras::default()),
             relays: Arc::new(Relays::default()),
             declaring: Mutex::new(Vec::new()),
+            revision: ArcSwapOption::empty(),
             events: std::sync::OnceLock::new(),
         })
     }
@@ -512,6 +519,7 @@ impl Instance {
             sse_retries: 2,
             sse_retry_base: Duration::from_millis(50),
             max_response_bytes: Some(self.options.max_response_bytes),
+            discover: true,
         }
     }
 
@@ -657,8 +665,18 @@ impl Instance {
             owner: self.owner.as_deref().map(String::from),
             auth: self.auth_kind.clone(),
             in_flight: self.in_flight.load(Ordering::Relaxed),
+            protocol_version: self.revision.load_full().map(|r| r.to_string()),
             health: self.health().snapshot(),
         }
+    }
+
+    /// Speaks the 2026-07-28 revision (or later): no session; per-request metadata;
+    /// questions come back as `input_required` results.
+    pub fn modern(&self) -> bool {
+        self.revision
+            .load()
+            .as_deref()
+            .is_some_and(|r| r.as_str() >= "2026-07-28")
     }
 
     /// Last-known tool definitions, exactly as the backend sent them.
@@ -706,6 +724,11 @@ impl Instance {
         self.extras.store(Arc::new(extras));
         self.tools.store(Arc::new(tools.clone()));
         self.tools_at_ms.store(now_ms(), Ordering::Release);
+        let revision = session
+            .peer()
+            .peer_info()
+            .map(|i| i.protocol_version.as_str().to_string());
+        self.revision.store(revision.map(Arc::new));
         self.session.store(Some(Arc::new(session)));
         self.generation.send_modify(|g| *g += 1);
         self.update_health(Health::success);
@@ -1335,6 +1358,12 @@ impl Service {
 
     pub fn instances(&self) -> Arc<Vec<Arc<Instance>>> {
         self.instances.load_full()
+    }
+
+    /// Some instance speaks the 2026-07-28 revision (the pass-through path, which
+    /// speaks the 2025 one over an instance's session, leaves such a service alone).
+    pub fn modern(&self) -> bool {
+        self.instances.load().iter().any(|i| i.modern())
     }
 
     pub fn set_instances(&self, instances: Vec<Arc<Instance>>) {

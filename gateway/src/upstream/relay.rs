@@ -251,6 +251,7 @@ impl Relays {
 }
 
 /// The gateway's client-side handler for one upstream session.
+#[derive(Clone)]
 pub struct UpstreamClient {
     pub(super) info: ClientConfig,
     pub(super) instance: Weak<Instance>,
