@@ -4,11 +4,18 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use conformance::fixture::{self, Config, DEFAULT_LISTEN};
+use conformance::fixture::{self, Config, DEFAULT_LISTEN, Revision};
 
 /// MCP server exposing the fixtures the official conformance suite's server scenarios
 /// expect (tools test_*, resources test://*, prompts test_*, completions, logging),
 /// over streamable HTTP at /mcp; health at /health.
+///
+/// --revision 2026 (the default) serves every protocol revision up to 2026-07-28:
+/// 2025-era sessions as before, and 2026-07-28 requests (server/discover, stateless,
+/// multi round-trip requests, subscriptions/listen, the tasks extension) with the
+/// suite's 2026 diagnostic tools. --revision 2025 serves only the revisions up to
+/// 2025-11-25 (no server/discover, no 2026-07-28 behaviour), so a client must talk
+/// 2025-11-25 to it.
 #[derive(Debug, Parser)]
 #[command(name = "conformance-fixture", version)]
 struct Cli {
@@ -21,6 +28,11 @@ struct Cli {
     #[arg(long, value_delimiter = ',')]
     allowed_hosts: Vec<String>,
 
+    /// The protocol revisions served: 2025 (2024-11-05 to 2025-11-25 only) or 2026
+    /// (every revision, 2026-07-28 included).
+    #[arg(long, default_value_t = Revision::V2026)]
+    revision: Revision,
+
     /// Log one JSON object per line instead of human-readable lines.
     #[arg(long)]
     log_json: bool,
@@ -32,7 +44,9 @@ async fn main() -> ExitCode {
     service_kit::logging::init(cli.log_json);
     let config = Config {
         allowed_hosts: cli.allowed_hosts,
+        revision: cli.revision,
     };
+    tracing::info!(revision = %cli.revision, "conformance fixture revisions");
     let shutdown = service_kit::shutdown::on_signal();
     let result = async {
         let listener = service_kit::serve::bind(&cli.listen).await?;
