@@ -69,10 +69,15 @@ pub type ClientSession = RunningService<RoleClient, ClientConfig>;
 
 /// The client identity announced in `initialize` for the given options.
 pub fn client_config(options: &ClientOptions) -> ClientConfig {
+    // The `initialize` handshake is the 2025 era's: it asks for that era's newest
+    // revision (2026-07-28 is reached through `server/discover`, see `discover`). A
+    // server that echoes whatever it is asked would otherwise "agree" to 2026-07-28
+    // in a session, which that revision does not have.
     ClientConfig::new(
         ClientCapabilities::default(),
         Implementation::new(options.client_name.clone(), env!("CARGO_PKG_VERSION")),
     )
+    .with_protocol_version(ProtocolVersion::V_2025_11_25)
 }
 
 /// The reqwest client used for MCP traffic: pooled, `TCP_NODELAY`, bounded connect time.
@@ -203,7 +208,7 @@ pub async fn connect_via<H: ClientHandler + Clone, C: StreamableHttpClient + Clo
         // answers it without 2026-07-28 among its revisions, `initialize` here.
         let modern = ClientLifecycleMode::Auto {
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-            legacy_version: None,
+            legacy_version: Some(ProtocolVersion::V_2025_11_25),
         };
         match attempt(modern).await {
             Err(ClientInitializeError::NoCompatibleProtocolVersion { .. }) => {
@@ -221,6 +226,11 @@ pub async fn connect_via<H: ClientHandler + Clone, C: StreamableHttpClient + Clo
             )
         })?
         .map_err(|e| {
+            // When both `server/discover` and `initialize` failed, the second says why.
+            let e = match e {
+                ClientInitializeError::LegacyFallbackFailed { fallback, .. } => *fallback,
+                other => other,
+            };
             let why = match &e {
                 ClientInitializeError::TransportError { error, .. } => root_cause(error),
                 other => other.to_string(),

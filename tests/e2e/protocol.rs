@@ -536,7 +536,7 @@ async fn conformance_fixture() -> (std::net::SocketAddr, tokio_util::sync::Cance
     let stop = tokio_util::sync::CancellationToken::new();
     let token = stop.clone();
     tokio::spawn(async move {
-        let _ = conformance::fixture::run(Default::default(), listener, token).await;
+        let _ = conformance::fixture::run(legacy_fixture(), listener, token).await;
     });
     (addr, stop)
 }

@@ -19,7 +19,7 @@ async fn conformance_fixture() -> (String, tokio_util::sync::CancellationToken) 
     let stop = tokio_util::sync::CancellationToken::new();
     let token = stop.clone();
     tokio::spawn(async move {
-        let _ = conformance::fixture::run(Default::default(), listener, token).await;
+        let _ = conformance::fixture::run(legacy_fixture(), listener, token).await;
     });
     (format!("http://{addr}/mcp"), stop)
 }

@@ -132,7 +132,7 @@ async fn conformance_backend(
     let task = tokio::spawn({
         let stop = stop.clone();
         async move {
-            let _ = conformance::fixture::run(Default::default(), listener, stop).await;
+            let _ = conformance::fixture::run(legacy_fixture(), listener, stop).await;
         }
     });
     let (status, body) = register(gateway, name, &url).await;

@@ -437,3 +437,13 @@ pub fn serve_router(listener: TcpListener, router: axum::Router) -> Running {
         Ok(())
     })
 }
+
+/// The conformance fixture's configuration as a 2025-era backend (the `initialize`
+/// handshake, server-to-client requests mid-call), which the gateway translates for
+/// 2026-07-28 clients.
+pub fn legacy_fixture() -> conformance::fixture::Config {
+    conformance::fixture::Config {
+        revision: conformance::fixture::Revision::V2025,
+        ..Default::default()
+    }
+}
