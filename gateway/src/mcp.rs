@@ -42,7 +42,7 @@ use crate::{
     catalog::Lookup,
     http::auth::{Allow, Identity, MetadataUrl, Scopes, insufficient_scope},
     jsonrpc::{Envelope, Parsed},
-    mrtr::{Round, Rounds},
+    mrtr::{Opened, Round, Rounds},
     observe::CallTicket,
     observe::{Caller, Outcome},
     passthrough::Passthrough,
@@ -259,23 +259,60 @@ impl GatewayHandler {
         retry_safe: bool,
         ticket: Option<&crate::observe::CallTicket>,
     ) -> Result<ServerResult, CallError> {
-        // A client with an MCP session stays on one instance of each service.
-        let affinity = context
+        // A client with an MCP session stays on one instance of each service; so do the
+        // rounds of a request a 2026-07-28 backend answers with `input_required`.
+        let random;
+        let affinity = match context
             .extensions
             .get::<http::request::Parts>()
             .and_then(|p| p.headers.get("mcp-session-id"))
-            .and_then(|v| v.to_str().ok());
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(session) => Some(session),
+            None if service.modern() => {
+                random = random_affinity();
+                Some(random.as_str())
+            }
+            None => None,
+        };
         let _in_flight = self.registry.call_started();
         tracing::debug!(service = %service.name, "forwarding to the upstream");
         let mut down = self.downstream(context);
         down.ticket = ticket;
-        // Boxed: rmcp copies the handler's future into each task it spawns, and this one
-        // is large.
-        let mut answer = Box::pin(service.request(request, &down, affinity, retry_safe)).await;
-        if let Ok(result) = &mut answer {
-            mark_complete(result);
+        let mut request = request;
+        let mut rounds = 0;
+        loop {
+            // Boxed: rmcp copies the handler's future into each task it spawns, and this
+            // one is large.
+            let mut answer =
+                Box::pin(service.request(request.clone(), &down, affinity, retry_safe)).await;
+            match &mut answer {
+                // A 2026-07-28 backend asks its questions in its result; this (older)
+                // client is asked them as requests on its session, and the request goes
+                // back with the answers.
+                Ok(ServerResult::InputRequiredResult(asked)) => {
+                    rounds += 1;
+                    if rounds > MAX_INPUT_ROUNDS {
+                        return Err(CallError::Upstream(ErrorData::internal_error(
+                            format!(
+                                "the backend still asked for input after {MAX_INPUT_ROUNDS} rounds"
+                            ),
+                            None,
+                        )));
+                    }
+                    let questions = asked.input_requests.take().unwrap_or_default();
+                    let responses = ask_legacy_client(&context.peer, questions)
+                        .await
+                        .map_err(CallError::Upstream)?;
+                    with_input(&mut request, responses, asked.request_state.take());
+                }
+                Ok(result) => {
+                    mark_complete(result);
+                    return answer;
+                }
+                Err(_) => return answer,
+            }
         }
-        answer
     }
 
     /// Subscribes this session (or listen stream) to `uri`'s updates: the first
@@ -318,6 +355,24 @@ impl GatewayHandler {
         modern.then(|| self.rounds.clone()).flatten()
     }
 
+    /// Opens a 2026-07-28 retry's `requestState` (taken out of the request; a backend's
+    /// own goes back in, to travel on). Older clients' requests pass it on untouched.
+    fn reopen(
+        &self,
+        rounds: &Option<Arc<Rounds>>,
+        binding: &[u8],
+        state: &mut Option<String>,
+    ) -> Result<Option<Opened>, ErrorData> {
+        let (Some(rounds), Some(sealed)) = (rounds, state.take()) else {
+            return Ok(None);
+        };
+        let opened = rounds.open(binding, &sealed)?;
+        if let Opened::Upstream { state: theirs, .. } = &opened {
+            state.clone_from(theirs);
+        }
+        Ok(Some(opened))
+    }
+
     /// The client side of one round of a 2026-07-28 request.
     fn round<'a>(&self, context: &'a RequestContext<RoleServer>) -> Round<'a> {
         Round {
@@ -341,9 +396,14 @@ impl GatewayHandler {
         context: &RequestContext<RoleServer>,
         retry_safe: bool,
         binding: Vec<u8>,
+        affinity: Option<String>,
         ticket: Option<CallTicket>,
         span: tracing::Span,
     ) -> Result<ServerResult, ErrorData> {
+        // A 2026-07-28 backend may answer `input_required` itself: the retry must find
+        // the same instance, so the request picks it by a key the state carries.
+        let affinity = affinity.or_else(|| service.modern().then(random_affinity));
+        let level = context.meta.log_level();
         // The backend sees the capabilities the client declared for its questions.
         let declared = context.meta.client_capabilities().and_then(|c| {
             let mut d = rmcp::model::ClientCapabilities::default();
@@ -353,10 +413,12 @@ impl GatewayHandler {
         let (tx, relays) = tokio::sync::mpsc::channel(64);
         let cancel = CancellationToken::new();
         let work = {
-            let (registry, service, cancel) = (
+            let (registry, service, cancel, rounds, sealing) = (
                 Arc::clone(&self.registry),
                 Arc::clone(service),
                 cancel.clone(),
+                Arc::clone(rounds),
+                binding.clone(),
             );
             async move {
                 let _in_flight = registry.call_started();
@@ -365,20 +427,30 @@ impl GatewayHandler {
                     sink: Sink::Rounds(tx),
                     ct: &cancel,
                     progress_token: None,
-                    logs: true,
-                    min_log_level: None,
+                    logs: level.is_some(),
+                    min_log_level: level,
                     via: declared.as_ref().map_or(Via::Shared, Via::Declaring),
                     resumable: None,
                     ticket: ticket.as_ref(),
                 };
-                let mut answer = Box::pin(service.request(request, &down, None, retry_safe)).await;
+                let mut answer =
+                    Box::pin(service.request(request, &down, affinity.as_deref(), retry_safe))
+                        .await;
                 if let Ok(result) = &mut answer {
                     mark_complete(result);
                 }
                 if let Some(ticket) = ticket {
                     settle(ticket, &answer);
                 }
-                answer.map_err(to_jsonrpc)
+                match answer.map_err(to_jsonrpc)? {
+                    ServerResult::InputRequiredResult(theirs) => {
+                        let affinity = affinity.unwrap_or_default();
+                        rounds
+                            .seal_upstream(&sealing, &affinity, theirs)
+                            .map(ServerResult::InputRequiredResult)
+                    }
+                    other => Ok(other),
+                }
             }
         };
         let owner = caller_of(context).identity;
@@ -393,6 +465,108 @@ impl GatewayHandler {
             )
             .await
     }
+}
+
+/// Rounds of questions a 2026-07-28 backend may ask a 2025-era client within one request.
+const MAX_INPUT_ROUNDS: usize = 10;
+
+/// Asks a 2025-era client a 2026-07-28 backend's questions, as requests on its session
+/// (all at once); its answers, by the backend's keys. A client that did not declare
+/// what a question needs (or has no session to be asked on) gets the revision's
+/// missing-capability error.
+async fn ask_legacy_client(
+    peer: &rmcp::Peer<RoleServer>,
+    questions: rmcp::model::InputRequests,
+) -> Result<rmcp::model::InputResponses, ErrorData> {
+    use rmcp::model::{InputRequest, ServerRequest};
+    let declared = peer
+        .peer_info()
+        .map(|i| i.capabilities.clone())
+        .unwrap_or_default();
+    let mut asks = Vec::with_capacity(questions.len());
+    for (key, question) in questions {
+        let mut needed = rmcp::model::ClientCapabilities::default();
+        let request = match question {
+            InputRequest::CreateMessage(r) => {
+                if declared.sampling.is_none() {
+                    needed.sampling = Some(Default::default());
+                }
+                ServerRequest::CreateMessageRequest(r)
+            }
+            InputRequest::Elicitation(r) => {
+                if declared.elicitation.is_none() {
+                    needed.elicitation = Some(Default::default());
+                }
+                ServerRequest::ElicitRequest(r)
+            }
+            InputRequest::ListRoots(r) => {
+                if declared.roots.is_none() {
+                    needed.roots = Some(Default::default());
+                }
+                ServerRequest::ListRootsRequest(r)
+            }
+            _ => {
+                return Err(ErrorData::internal_error(
+                    format!("the backend asked \"{key}\" of a kind the gateway cannot pass on"),
+                    None,
+                ));
+            }
+        };
+        if needed != Default::default() {
+            return Err(ErrorData::missing_required_client_capability(needed));
+        }
+        asks.push(async move {
+            let answer = peer.send_request(request).await.map_err(|e| match e {
+                rmcp::ServiceError::McpError(e) => e,
+                other => ErrorData::internal_error(
+                    format!("the client did not answer the backend's \"{key}\": {other}"),
+                    None,
+                ),
+            })?;
+            let value = serde_json::to_value(answer)
+                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+            Ok::<_, ErrorData>((key, value))
+        });
+    }
+    futures::future::try_join_all(asks)
+        .await
+        .map(|answers| answers.into_iter().collect())
+}
+
+/// `request` again, with the client's answers and the backend's state.
+fn with_input(
+    request: &mut ClientRequest,
+    responses: rmcp::model::InputResponses,
+    state: Option<String>,
+) {
+    let (slot, request_state) = match request {
+        ClientRequest::CallToolRequest(r) => {
+            (&mut r.params.input_responses, &mut r.params.request_state)
+        }
+        ClientRequest::GetPromptRequest(r) => {
+            (&mut r.params.input_responses, &mut r.params.request_state)
+        }
+        ClientRequest::ReadResourceRequest(r) => {
+            (&mut r.params.input_responses, &mut r.params.request_state)
+        }
+        _ => return,
+    };
+    *slot = Some(responses);
+    *request_state = state;
+}
+
+/// The instance a retry of a backend's own `input_required` goes back to.
+fn upstream_affinity(opened: Option<Opened>) -> Option<String> {
+    match opened {
+        Some(Opened::Upstream { affinity, .. }) => Some(affinity),
+        _ => None,
+    }
+}
+
+/// A fresh rendezvous key: the first request lands on a random instance, and its
+/// retries, carrying the key in their state, on that same one.
+fn random_affinity() -> String {
+    format!("mrtr-{:016x}", rand::random::<u64>())
 }
 
 /// Books a finished tool call in the call log.
@@ -723,21 +897,36 @@ impl ServerHandler for GatewayHandler {
             )
         });
         let mut request = request;
+        let mut affinity = None;
         if let (Some(rounds), Some(binding), Some(state)) =
             (&rounds, &binding, request.request_state.take())
         {
-            // A retry: it continues the call its requestState names.
-            let answer = rounds
-                .resume(
-                    binding,
-                    &state,
-                    request.input_responses.take(),
-                    self.round(&context),
-                )
-                .await
-                .and_then(tool_response);
-            self.count("tools/call", &answer);
-            return answer;
+            // A retry: it continues what its requestState names.
+            match rounds.open(binding, &state) {
+                Ok(Opened::Parked(parked)) => {
+                    let answer = rounds
+                        .resume(
+                            binding,
+                            parked,
+                            request.input_responses.take(),
+                            self.round(&context),
+                        )
+                        .await
+                        .and_then(tool_response);
+                    self.count("tools/call", &answer);
+                    return answer;
+                }
+                // The backend's own: the request goes back to it with its state.
+                Ok(Opened::Upstream { affinity: a, state }) => {
+                    request.request_state = state;
+                    affinity = Some(a);
+                }
+                Err(e) => {
+                    let refused = Err(e);
+                    self.count("tools/call", &refused);
+                    return refused;
+                }
+            }
         }
         let caller = caller_of(&context);
         let observer = Arc::clone(self.registry.observer());
@@ -774,6 +963,7 @@ impl ServerHandler for GatewayHandler {
                     &context,
                     retry_safe,
                     binding,
+                    affinity,
                     Some(ticket),
                     scope,
                 )
@@ -846,17 +1036,21 @@ impl ServerHandler for GatewayHandler {
             let mut forwarded = request;
             forwarded.name = original;
             let rounds = self.rounds_of(&context);
-            let result = match (&rounds, forwarded.request_state.take()) {
-                (Some(rounds), Some(state)) => {
+            let result = match (
+                &rounds,
+                self.reopen(&rounds, &binding, &mut forwarded.request_state)?,
+            ) {
+                (Some(rounds), Some(Opened::Parked(parked))) => {
                     let responses = forwarded.input_responses.take();
                     let round = self.round(&context);
-                    rounds.resume(&binding, &state, responses, round).await?
+                    rounds.resume(&binding, parked, responses, round).await?
                 }
-                (Some(rounds), None) => {
+                (Some(rounds), opened) => {
+                    let affinity = upstream_affinity(opened);
                     let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(forwarded));
                     let span = caller_of(&context).span;
                     self.forward_in_rounds(
-                        rounds, &service, request, &context, true, binding, None, span,
+                        rounds, &service, request, &context, true, binding, affinity, None, span,
                     )
                     .await?
                 }
@@ -951,18 +1145,22 @@ impl ServerHandler for GatewayHandler {
             let mut forwarded = request;
             forwarded.uri = original.clone();
             let rounds = self.rounds_of(&context);
-            let result = match (&rounds, forwarded.request_state.take()) {
-                (Some(rounds), Some(state)) => {
+            let result = match (
+                &rounds,
+                self.reopen(&rounds, &binding, &mut forwarded.request_state)?,
+            ) {
+                (Some(rounds), Some(Opened::Parked(parked))) => {
                     let responses = forwarded.input_responses.take();
                     let round = self.round(&context);
-                    rounds.resume(&binding, &state, responses, round).await?
+                    rounds.resume(&binding, parked, responses, round).await?
                 }
-                (Some(rounds), None) => {
+                (Some(rounds), opened) => {
+                    let affinity = upstream_affinity(opened);
                     let request =
                         ClientRequest::ReadResourceRequest(ReadResourceRequest::new(forwarded));
                     let span = caller_of(&context).span;
                     self.forward_in_rounds(
-                        rounds, &service, request, &context, true, binding, None, span,
+                        rounds, &service, request, &context, true, binding, affinity, None, span,
                     )
                     .await?
                 }

@@ -108,9 +108,36 @@ impl Kind {
     }
 }
 
-/// What `requestState` carries: the call, and the round it was issued for.
+/// What `requestState` carries.
 #[derive(Serialize, Deserialize)]
-struct State {
+#[serde(untagged)]
+enum State {
+    /// A call the gateway holds open (a 2025-era backend asked mid-call), and the round
+    /// this state was issued for.
+    Parked { c: u64, r: u64 },
+    /// A 2026-07-28 backend's own `input_required`: the retry goes back to it, to the
+    /// instance `a` picks (rendezvous affinity), with the backend's own state `u`.
+    Upstream {
+        a: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        u: Option<String>,
+    },
+}
+
+/// A `requestState` that opened (see [`Rounds::open`]).
+pub enum Opened {
+    /// A parked call's: continue it with [`Rounds::resume`].
+    Parked(Parked),
+    /// A backend's own: retry the request on the instance `affinity` picks, with the
+    /// backend's `state` and the client's `inputResponses`.
+    Upstream {
+        affinity: String,
+        state: Option<String>,
+    },
+}
+
+/// The parked call a `requestState` names, and its round.
+pub struct Parked {
     c: u64,
     r: u64,
 }
@@ -237,20 +264,61 @@ impl Rounds {
         self.drive(&call, &mut live, round).await
     }
 
-    /// Continues the call `state` names with the client's `responses`, and drives the
-    /// next round. Anything wrong with the retry is refused before anything changes:
-    /// the call stays parked, its questions open.
-    pub async fn resume(
-        self: &Arc<Self>,
-        binding: &[u8],
-        state: &str,
-        responses: Option<InputResponses>,
-        round: Round<'_>,
-    ) -> Result<ServerResult, ErrorData> {
+    /// Opens a client's `requestState`: one this gateway sealed for `binding`, within
+    /// `input_timeout_ms`, or refused.
+    pub fn open(&self, binding: &[u8], state: &str) -> Result<Opened, ErrorData> {
         let state: State = self.codec.open_json_with(state, binding).map_err(|e| {
             tracing::debug!("requestState refused: {e}");
             not_ours()
         })?;
+        Ok(match state {
+            State::Parked { c, r } => Opened::Parked(Parked { c, r }),
+            State::Upstream { a, u } => Opened::Upstream {
+                affinity: a,
+                state: u,
+            },
+        })
+    }
+
+    /// A 2026-07-28 backend's `input_required` as the client gets it: its questions
+    /// as they are, its `requestState` sealed inside the gateway's own (bound to
+    /// `binding`, naming the instance through `affinity`), so the retry comes back here
+    /// and goes on to the same backend.
+    pub fn seal_upstream(
+        &self,
+        binding: &[u8],
+        affinity: &str,
+        mut result: InputRequiredResult,
+    ) -> Result<InputRequiredResult, ErrorData> {
+        let state = State::Upstream {
+            a: affinity.to_string(),
+            u: result.request_state.take(),
+        };
+        result.request_state = Some(self.seal(&state, binding)?);
+        Ok(result)
+    }
+
+    fn seal(&self, state: &State, binding: &[u8]) -> Result<String, ErrorData> {
+        self.codec
+            .seal_json_with(
+                state,
+                &SealOptions::new()
+                    .associated_data(binding)
+                    .ttl(self.limits.timeout),
+            )
+            .map_err(|e| ErrorData::internal_error(format!("sealing requestState: {e}"), None))
+    }
+
+    /// Continues the parked call `state` names with the client's `responses`, and
+    /// drives the next round. Anything wrong with the retry is refused before anything
+    /// changes: the call stays parked, its questions open.
+    pub async fn resume(
+        self: &Arc<Self>,
+        binding: &[u8],
+        state: Parked,
+        responses: Option<InputResponses>,
+        round: Round<'_>,
+    ) -> Result<ServerResult, ErrorData> {
         let call = self.lock_parked().get(&state.c).cloned().ok_or_else(|| {
             ErrorData::invalid_params(
                 "the call this requestState continues is over (answered, cancelled, or it waited longer than input_timeout_ms)",
@@ -410,18 +478,13 @@ impl Rounds {
     ) -> Result<InputRequiredResult, ErrorData> {
         let requests = std::mem::take(&mut live.questions);
         let round = call.round.fetch_add(1, Ordering::AcqRel) + 1;
-        let state = self
-            .codec
-            .seal_json_with(
-                &State {
-                    c: call.id,
-                    r: round,
-                },
-                &SealOptions::new()
-                    .associated_data(&call.binding)
-                    .ttl(self.limits.timeout),
-            )
-            .map_err(|e| ErrorData::internal_error(format!("sealing requestState: {e}"), None))?;
+        let state = self.seal(
+            &State::Parked {
+                c: call.id,
+                r: round,
+            },
+            &call.binding,
+        )?;
         {
             let mut parked = self.lock_parked();
             let mine = parked.values().filter(|c| c.owner == call.owner).count();
@@ -596,41 +659,49 @@ mod tests {
             max_per_credential: 4,
         });
         let sealed = rounds
-            .codec
-            .seal_json_with(
-                &State { c: 1, r: 1 },
-                &SealOptions::new()
-                    .associated_data(b"alice")
-                    .ttl(Duration::from_millis(50)),
-            )
+            .seal(&State::Parked { c: 1, r: 1 }, b"alice")
             .expect("seal");
-        assert!(
-            rounds
-                .codec
-                .open_json_with::<State>(&sealed, b"alice")
-                .is_ok()
-        );
-        assert!(
-            rounds
-                .codec
-                .open_json_with::<State>(&sealed, b"bob")
-                .is_err()
-        );
+        assert!(matches!(
+            rounds.open(b"alice", &sealed),
+            Ok(Opened::Parked(Parked { c: 1, r: 1 }))
+        ));
+        assert!(rounds.open(b"bob", &sealed).is_err());
         // Another process (another key) cannot open it.
         let other = Rounds::new(rounds.limits);
-        assert!(
-            other
-                .codec
-                .open_json_with::<State>(&sealed, b"alice")
-                .is_err()
-        );
+        assert!(other.open(b"alice", &sealed).is_err());
         tokio::time::sleep(Duration::from_millis(120)).await;
-        assert!(
-            rounds
-                .codec
-                .open_json_with::<State>(&sealed, b"alice")
-                .is_err()
-        );
+        assert!(rounds.open(b"alice", &sealed).is_err());
+    }
+
+    #[test]
+    fn a_backends_own_state_travels_sealed_inside_the_gateways() {
+        let rounds = Rounds::new(Limits {
+            timeout: Duration::from_secs(60),
+            max: 4,
+            max_per_credential: 4,
+        });
+        let theirs = InputRequiredResult::new(None, Some("backend-state".into()));
+        let ours = rounds
+            .seal_upstream(b"alice", "affinity-1", theirs)
+            .expect("seal");
+        let sealed = ours.request_state.expect("a state");
+        assert!(!sealed.contains("backend-state"), "sealed, not in clear");
+        match rounds.open(b"alice", &sealed) {
+            Ok(Opened::Upstream { affinity, state }) => {
+                assert_eq!(affinity, "affinity-1");
+                assert_eq!(state.as_deref(), Some("backend-state"));
+            }
+            _ => panic!("the backend's state did not open"),
+        }
+        assert!(rounds.open(b"bob", &sealed).is_err());
+        // A backend that sent no state still gets the retry on its instance.
+        let none = rounds
+            .seal_upstream(b"alice", "a", InputRequiredResult::new(None, None))
+            .expect("seal");
+        assert!(matches!(
+            rounds.open(b"alice", none.request_state.as_deref().expect("state")),
+            Ok(Opened::Upstream { state: None, .. })
+        ));
     }
 
     #[test]

@@ -411,6 +411,11 @@ pub struct Instance {
     /// The protocol revision its current session speaks (negotiated at connect).
     revision: ArcSwapOption<String>,
     events: std::sync::OnceLock<Arc<dyn Listener>>,
+    /// Resources whose updates the gateway follows on a 2026-07-28 backend's listen
+    /// stream (that revision has no `resources/subscribe`); the stream reopens with
+    /// the new set when `rewatch` fires.
+    watched: Mutex<std::collections::BTreeSet<String>>,
+    rewatch: watch::Sender<u64>,
 }
 
 /// How many sets of client capabilities an instance keeps a session open for; past
@@ -481,6 +486,8 @@ impl Instance {
             in_flight: AtomicUsize::new(0),
             wake: Notify::new(),
             relist: AtomicBool::new(false),
+            watched: Mutex::new(Default::default()),
+            rewatch: watch::Sender::new(0),
             cancel: parent.child_token(),
             extras: ArcSwap::from_pointee(Extras::default()),
             relays: Arc::new(Relays::default()),
@@ -577,9 +584,20 @@ impl Instance {
             relays,
             raw,
         };
-        service_kit::client::connect_via(&self.url, &options, handler, http)
+        let session = service_kit::client::connect_via(&self.url, &options, handler, http)
             .await
-            .map_err(|e| service_kit::client::without_response_body(&format!("{e:#}")))
+            .map_err(|e| service_kit::client::without_response_body(&format!("{e:#}")))?;
+        if session_is_modern(&session) {
+            // rmcp's client learns which arguments travel as `Mcp-Param-*` headers
+            // (SEP-2243) from the tool list it read on this connection.
+            list_tools(
+                &session,
+                self.options.list_bounds,
+                self.options.connect_timeout,
+            )
+            .await?;
+        }
+        Ok(session)
     }
 
     /// Reads prompts, resources and templates, as far as the backend declared them.
@@ -764,6 +782,12 @@ impl Instance {
         if let Some(ticket) = down.ticket {
             ticket.served_by(&self.id);
         }
+        let mut request = request;
+        if down.logs && self.modern() {
+            // A 2026-07-28 backend logs about a request only when its `_meta` asks.
+            rmcp::model::GetMeta::get_meta_mut(&mut request)
+                .set_log_level(down.min_log_level.unwrap_or(LoggingLevel::Debug));
+        }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = forward(&session, request, down, timeout).await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -919,6 +943,11 @@ impl Instance {
                 match result {
                     Ok(_) => {
                         backoff = MIN_BACKOFF;
+                        if let Some(session) = self.session.load_full()
+                            && session_is_modern(&session)
+                        {
+                            tokio::spawn(Arc::clone(&self).listen(session));
+                        }
                         listener.tools_changed(&self.service, &self);
                     }
                     Err(e) => {
@@ -955,6 +984,143 @@ impl Instance {
                 continue;
             }
             self.ping(&session).await;
+        }
+    }
+
+    /// Follows (or stops following) `uri`'s updates on the listen stream.
+    fn watch(&self, uri: &str, on: bool) {
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = if on {
+            watched.insert(uri.to_string())
+        } else {
+            watched.remove(uri)
+        };
+        if changed {
+            self.rewatch.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// A 2026-07-28 backend announces list changes only on a `subscriptions/listen`
+    /// stream: one is kept open on `session` for the lists it says change, and reopened
+    /// (backing off) when it ends, until the session is replaced or the instance closed.
+    async fn listen(self: Arc<Self>, session: Arc<Session>) {
+        let capabilities = session
+            .peer()
+            .peer_info()
+            .map(|i| i.capabilities.clone())
+            .unwrap_or_default();
+        let mut filter = rmcp::model::SubscriptionFilter::default();
+        if capabilities
+            .tools
+            .as_ref()
+            .is_some_and(|c| c.list_changed == Some(true))
+        {
+            filter.tools_list_changed = Some(true);
+        }
+        if capabilities
+            .prompts
+            .as_ref()
+            .is_some_and(|c| c.list_changed == Some(true))
+        {
+            filter.prompts_list_changed = Some(true);
+        }
+        if capabilities
+            .resources
+            .as_ref()
+            .is_some_and(|c| c.list_changed == Some(true))
+        {
+            filter.resources_list_changed = Some(true);
+        }
+        let subscribes = capabilities
+            .resources
+            .as_ref()
+            .is_some_and(|c| c.subscribe == Some(true));
+        let current = |me: &Self| {
+            me.session
+                .load()
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(s, &session))
+        };
+        let mut rewatch = self.rewatch.subscribe();
+        // Ends when the session is replaced (a new one has a listener of its own).
+        let mut generation = self.generation.subscribe();
+        generation.mark_unchanged();
+        let mut backoff = Duration::from_millis(500);
+        while !self.cancel.is_cancelled() && current(&self) {
+            rewatch.mark_unchanged();
+            let mut filter = filter.clone();
+            if subscribes {
+                let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+                if !watched.is_empty() {
+                    filter.resource_subscriptions = Some(watched.iter().cloned().collect());
+                }
+            }
+            if filter == Default::default() {
+                // Nothing to hear of yet: wait for a resource to follow.
+                tokio::select! {
+                    _ = rewatch.changed() => continue,
+                    _ = generation.changed() => return,
+                    _ = self.cancel.cancelled() => return,
+                }
+            }
+            let opened = tokio::select! {
+                r = tokio::time::timeout(self.options.connect_timeout, session.peer().listen(filter)) => r,
+                _ = self.cancel.cancelled() => return,
+            };
+            let mut reopen = false;
+            match opened {
+                Ok(Ok(mut subscription)) => {
+                    backoff = Duration::from_millis(500);
+                    // What changed while no stream was open.
+                    self.request_relist();
+                    loop {
+                        let next = tokio::select! {
+                            n = subscription.next() => n,
+                            // The resources to follow changed: reopened with them.
+                            _ = rewatch.changed() => {
+                                reopen = true;
+                                break;
+                            }
+                            _ = generation.changed() => return,
+                            _ = self.cancel.cancelled() => return,
+                        };
+                        match next {
+                            Ok(Some(
+                                rmcp::model::ServerNotification::ToolListChangedNotification(_),
+                            ))
+                            | Ok(Some(
+                                rmcp::model::ServerNotification::PromptListChangedNotification(_),
+                            ))
+                            | Ok(Some(
+                                rmcp::model::ServerNotification::ResourceListChangedNotification(_),
+                            )) => {
+                                tracing::debug!(instance = %self.url, "list changed (listen stream)");
+                                self.request_relist();
+                            }
+                            Ok(Some(
+                                rmcp::model::ServerNotification::ResourceUpdatedNotification(n),
+                            )) => {
+                                self.resource_updated(&n.params.uri);
+                            }
+                            Ok(Some(_)) => {}
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(instance = %self.url, "subscriptions/listen refused: {e}");
+                }
+                Err(_) => tracing::debug!(instance = %self.url, "subscriptions/listen timed out"),
+            }
+            if reopen {
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = generation.changed() => return,
+                _ = self.cancel.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
 
@@ -1104,6 +1270,14 @@ async fn forward(
         }
     }
     outcome
+}
+
+/// Whether `session` speaks the 2026-07-28 revision (or later).
+fn session_is_modern(session: &Session) -> bool {
+    session
+        .peer()
+        .peer_info()
+        .is_some_and(|i| i.protocol_version.as_str() >= "2026-07-28")
 }
 
 /// Sends `notifications/cancelled` for a request abandoned before its answer.
@@ -1522,6 +1696,21 @@ impl Service {
     /// A request with no relaying and no failover (subscriptions): the shared session of
     /// an instance that can take it.
     pub async fn request_plain(&self, request: ClientRequest) -> Result<ServerResult, CallError> {
+        // A 2026-07-28 backend has no `resources/subscribe`: the resource joins (or
+        // leaves) what every instance's listen stream follows.
+        let watch = match &request {
+            ClientRequest::SubscribeRequest(r) => Some((r.params.uri.clone(), true)),
+            ClientRequest::UnsubscribeRequest(r) => Some((r.params.uri.clone(), false)),
+            _ => None,
+        };
+        if let Some((uri, on)) = watch
+            && self.modern()
+        {
+            for instance in self.instances().iter() {
+                instance.watch(&uri, on);
+            }
+            return Ok(ServerResult::empty(()));
+        }
         let (instance, admission) = self.choose(None, &[])?;
         if admission == Admission::Probe {
             instance.health().release_probe();
