@@ -10,8 +10,17 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// The conformance fixture (sampling, elicitation, ... tools) on an ephemeral port.
+/// The conformance fixture (sampling, elicitation, ... tools) on an ephemeral port, as a
+/// 2025-era backend that asks during a call.
 async fn conformance_fixture() -> (String, tokio_util::sync::CancellationToken) {
+    fixture_with(legacy_fixture()).await
+}
+
+/// The conformance fixture with `config` (the default: a 2026-07-28 backend, which
+/// answers `input_required` itself).
+async fn fixture_with(
+    config: conformance::fixture::Config,
+) -> (String, tokio_util::sync::CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -19,7 +28,7 @@ async fn conformance_fixture() -> (String, tokio_util::sync::CancellationToken) 
     let stop = tokio_util::sync::CancellationToken::new();
     let token = stop.clone();
     tokio::spawn(async move {
-        let _ = conformance::fixture::run(legacy_fixture(), listener, token).await;
+        let _ = conformance::fixture::run(config, listener, token).await;
     });
     (format!("http://{addr}/mcp"), stop)
 }
@@ -397,5 +406,192 @@ async fn a_call_nobody_continues_is_cancelled_upstream_and_parked_calls_are_boun
     .await;
     assert_eq!(error_of(&late).0, -32602, "{late}");
     up.stop().await;
+    gw.stop().await;
+}
+
+/// The protocol revision `/services` shows for the one instance of `service`.
+async fn negotiated(gw: &Running, service: &str) -> String {
+    let all = services(gw).await;
+    let entry = all["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|e| e["name"] == service))
+        .unwrap_or_else(|| panic!("{service} not in /services: {all}"));
+    entry["instances"][0]["protocolVersion"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no protocolVersion: {entry}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_backends_own_question_travels_sealed_and_its_retry_reaches_that_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.credentials = vec![credential("other", &["call"])];
+    let gw = start_gateway(config).await;
+    let (modern_url, stop) = fixture_with(Default::default()).await;
+    let (legacy_url, stop_legacy) = conformance_fixture().await;
+    assert_eq!(register(&gw, "conformance", &modern_url).await.0, 201);
+    assert_eq!(register(&gw, "legacy", &legacy_url).await.0, 201);
+    // Each backend is spoken to in the newest revision it has.
+    assert_eq!(negotiated(&gw, "conformance").await, "2026-07-28");
+    assert_eq!(negotiated(&gw, "legacy").await, "2025-11-25");
+
+    let elicitation = json!({"elicitation": {}});
+    let tool = "test_input_required_result_request_state";
+    let first = call_tool(&gw, TOKEN, tool, json!({}), json!({}), elicitation.clone()).await;
+    let (key, question) = only_question(&first);
+    assert_eq!(key, "confirm", "the backend's own key: {first}");
+    assert_eq!(question["method"], "elicitation/create", "{first}");
+    let state = state_of(&first);
+    let answers = json!({"confirm": {"action": "accept", "content": {"ok": true}}});
+    let retry = |state: &str| json!({"inputResponses": answers, "requestState": state});
+
+    // A tampered state, and the right one from another credential, do not open.
+    let mut tampered = state.clone().into_bytes();
+    let at = tampered.len() / 2;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+    for (token, state) in [
+        (TOKEN.to_string(), tampered.as_str()),
+        (credential_token("other"), state.as_str()),
+    ] {
+        let refused = call_tool(
+            &gw,
+            &token,
+            tool,
+            json!({}),
+            retry(state),
+            elicitation.clone(),
+        )
+        .await;
+        let (code, message) = error_of(&refused);
+        assert_eq!(code, -32602, "{refused}");
+        assert!(message.contains("not issued by this gateway"), "{refused}");
+    }
+
+    // The retry reaches the backend with its own state, which verifies there.
+    let done = call_tool(
+        &gw,
+        TOKEN,
+        tool,
+        json!({}),
+        retry(&state),
+        elicitation.clone(),
+    )
+    .await;
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    let text = done["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.starts_with("state-ok"), "{done}");
+
+    // Three rounds: a new state each round, and the answer at the end.
+    let tool = "test_input_required_result_multi_round";
+    let r1 = call_tool(&gw, TOKEN, tool, json!({}), json!({}), elicitation.clone()).await;
+    let (k1, _) = only_question(&r1);
+    let s1 = state_of(&r1);
+    let r2 = call_tool(
+        &gw,
+        TOKEN,
+        tool,
+        json!({}),
+        json!({"inputResponses": {k1: {"action": "accept", "content": {"name": "Ada"}}}, "requestState": s1}),
+        elicitation.clone(),
+    )
+    .await;
+    let (k2, _) = only_question(&r2);
+    let s2 = state_of(&r2);
+    assert_ne!(s1, s2, "each round has its own state");
+    let r3 = call_tool(
+        &gw,
+        TOKEN,
+        tool,
+        json!({}),
+        json!({"inputResponses": {k2: {"action": "accept", "content": {"color": "blue"}}}, "requestState": s2}),
+        elicitation,
+    )
+    .await;
+    assert_eq!(r3["result"]["resultType"], "complete", "{r3}");
+    let text = r3["result"]["content"][0]["text"].to_string();
+    assert!(text.contains("Ada") && text.contains("blue"), "{r3}");
+    stop.cancel();
+    stop_legacy.cancel();
+    gw.stop().await;
+}
+
+/// A 2025-era client that declares elicitation and answers every question with a name.
+#[derive(Clone, Default)]
+struct Answering {
+    asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl rmcp::ClientHandler for Answering {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        rmcp::model::ClientConfig::new(
+            serde_json::from_value(json!({"elicitation": {}})).expect("capabilities"),
+            rmcp::model::Implementation::new("answering", "1.0.0"),
+        )
+    }
+
+    async fn create_elicitation(
+        &self,
+        _request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        serde_json::from_value(json!({"action": "accept", "content": {"name": "Ada"}}))
+            .map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_client_is_asked_a_modern_backends_questions_on_its_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let (url, stop) = fixture_with(Default::default()).await;
+    assert_eq!(register(&gw, "conformance", &url).await.0, 201);
+    assert_eq!(negotiated(&gw, "conformance").await, "2026-07-28");
+    let call = rmcp::model::CallToolRequestParams::new("test_input_required_result_elicitation");
+
+    // The backend's `input_required` becomes an elicitation/create on the client's
+    // session; its answer goes back as inputResponses, and the call completes.
+    let handler = Answering::default();
+    let asked = handler.asked.clone();
+    let client = service_kit::client::connect_with(
+        &gw.mcp_url(),
+        &service_kit::client::ClientOptions {
+            client_name: "answering".into(),
+            bearer: Some(TOKEN.into()),
+            ..Default::default()
+        },
+        handler,
+    )
+    .await
+    .expect("a 2025-era session with the gateway");
+    let result = client
+        .peer()
+        .call_tool(call.clone())
+        .await
+        .expect("the call completes");
+    let text = serde_json::to_value(&result).expect("json").to_string();
+    assert!(text.contains("Hello, Ada!"), "{text}");
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        1,
+        "asked once, on the session"
+    );
+    let _ = client.cancel().await;
+
+    // A client that declared no elicitation cannot be asked: the revision's error.
+    let plain = mcp_client(&gw).await;
+    let refused = plain
+        .peer()
+        .call_tool(call)
+        .await
+        .expect_err("cannot be asked");
+    let text = format!("{refused:?}");
+    assert!(text.contains("-32021") || text.contains("32021"), "{text}");
+    let _ = plain.cancel().await;
+    stop.cancel();
     gw.stop().await;
 }
