@@ -470,6 +470,9 @@ impl GatewayHandler {
 /// Rounds of questions a 2026-07-28 backend may ask a 2025-era client within one request.
 const MAX_INPUT_ROUNDS: usize = 10;
 
+/// Questions in one such round (each is a request to the client, sent at once).
+const MAX_INPUT_QUESTIONS: usize = 8;
+
 /// Asks a 2025-era client a 2026-07-28 backend's questions, as requests on its session
 /// (all at once); its answers, by the backend's keys. A client that did not declare
 /// what a question needs (or has no session to be asked on) gets the revision's
@@ -479,6 +482,15 @@ async fn ask_legacy_client(
     questions: rmcp::model::InputRequests,
 ) -> Result<rmcp::model::InputResponses, ErrorData> {
     use rmcp::model::{InputRequest, ServerRequest};
+    if questions.len() > MAX_INPUT_QUESTIONS {
+        return Err(ErrorData::internal_error(
+            format!(
+                "the backend asked {} questions at once; the gateway passes on at most {MAX_INPUT_QUESTIONS}",
+                questions.len()
+            ),
+            None,
+        ));
+    }
     let declared = peer
         .peer_info()
         .map(|i| i.capabilities.clone())
