@@ -1,5 +1,6 @@
 //! The fixture's two revisions over real HTTP: `--revision 2025` refuses 2026-07-28
-//! requests; `--revision 2026` serves them (discovery, multi round-trip requests with a
+//! requests (its sessions get the 2026 diagnostics the 2025 way: diagnostics_2025.rs);
+//! `--revision 2026` serves them (discovery, multi round-trip requests with a
 //! sealed `requestState`, tasks) while a 2025-era session sees what it always saw.
 
 use std::net::SocketAddr;
@@ -93,7 +94,8 @@ async fn revision_2025_refuses_2026_requests() {
     assert!(supported.contains(&json!("2025-11-25")));
     assert!(!supported.contains(&json!("2026-07-28")));
 
-    // A 2025-era client still gets its session and the tools it always got.
+    // A 2025-era client still gets its session, with the tools it always got followed
+    // by the 2026-07-28 diagnostic ones (asked the 2025 way; see diagnostics_2025.rs).
     let session =
         service_kit::client::connect(&format!("http://{addr}/mcp"), &ClientOptions::default())
             .await
@@ -102,7 +104,9 @@ async fn revision_2025_refuses_2026_requests() {
     assert_eq!(info.protocol_version.as_str(), "2025-11-25");
     let tools = session.peer().list_all_tools().await.expect("tools/list");
     let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
-    assert_eq!(names, fixture::content::TOOL_NAMES);
+    let (legacy, diagnostics) = names.split_at(fixture::content::TOOL_NAMES.len());
+    assert_eq!(legacy, fixture::content::TOOL_NAMES);
+    assert_eq!(diagnostics, fixture::modern::TOOL_NAMES);
     session.cancel().await.expect("close");
     shutdown.cancel();
 }

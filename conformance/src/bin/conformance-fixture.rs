@@ -14,8 +14,10 @@ use conformance::fixture::{self, Config, DEFAULT_LISTEN, Revision};
 /// 2025-era sessions as before, and 2026-07-28 requests (server/discover, stateless,
 /// multi round-trip requests, subscriptions/listen, the tasks extension) with the
 /// suite's 2026 diagnostic tools. --revision 2025 serves only the revisions up to
-/// 2025-11-25 (no server/discover, no 2026-07-28 behaviour), so a client must talk
-/// 2025-11-25 to it.
+/// 2025-11-25 (no server/discover, no 2026-07-28 protocol), so a client must talk
+/// 2025-11-25 to it; its sessions get the same 2026 diagnostic tools (but the tasks),
+/// implemented the 2025 way (requests to the client within the call, notifications on
+/// the session), for scoring a client that translates between the eras.
 #[derive(Debug, Parser)]
 #[command(name = "conformance-fixture", version)]
 struct Cli {
