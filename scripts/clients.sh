@@ -7,8 +7,10 @@
 # answers a sampling and an elicitation request of the backend's during a call.
 #
 # The gateway fronts the conformance fixture (resources, prompts, sampling and
-# elicitation tools) and shopping-service (structured content), both speaking to it as
-# the gateway's upstream sessions do today (the 2025 revision).
+# elicitation tools) and shopping-service (structured content; it speaks 2026-07-28).
+# The matrix runs twice: with the fixture as a 2025-era backend (`--revision 2025`: a
+# session, questions asked mid-call) and as a 2026-07-28 one (`input_required`), so
+# every client meets both upstream eras.
 #
 # Prints the matrix and exits 1 when a cell fails that is expected to pass. Cells
 # expected to fail are listed in EXPECTED_FAILURES with the reason; one of them passing
@@ -29,7 +31,7 @@ PY_FASTMCP="fastmcp==4.2.3"
 PY_SDK1="mcp==1.30.0"
 TS_SDK="@modelcontextprotocol/sdk@1.32.2"
 
-# Cells expected to fail today, with the reason (client:mode|cell).
+# Cells expected to fail today, with the reason (era|client:mode|cell).
 declare -A EXPECTED_FAILURES=(
 )
 
@@ -81,69 +83,85 @@ log "building"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 gw_port="$(free_port)"
-fx_port="$(free_port)"
 shop_port="$(free_port)"
 gateway="http://127.0.0.1:${gw_port}"
 MCP_BEARER_TOKEN="$TOKEN" "$BIN/gateway" --listen "127.0.0.1:${gw_port}" --store "$WORK/gw.db" \
     >"$WORK/gateway.log" 2>&1 &
 PIDS+=($!)
-"$BIN/conformance-fixture" --listen "127.0.0.1:${fx_port}" >"$WORK/fixture.log" 2>&1 &
-PIDS+=($!)
 MCP_BEARER_TOKEN="$TOKEN" "$BIN/shopping-service" --listen "127.0.0.1:${shop_port}" \
     --gateway-url "$gateway" >"$WORK/shopping.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 200); do
-    curl -fsS -o /dev/null "$gateway/health" 2>/dev/null &&
-        curl -fsS -o /dev/null "http://127.0.0.1:${fx_port}/health" 2>/dev/null && break
+    curl -fsS -o /dev/null "$gateway/health" 2>/dev/null && break
     sleep 0.1
 done
-code=$(curl -sS -o "$WORK/register.json" -w '%{http_code}' -X POST "$gateway/register" \
-    -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-    -d "{\"name\":\"conformance\",\"url\":\"http://127.0.0.1:${fx_port}/mcp\"}")
-[[ "$code" == 201 ]] || die "registering the fixture answered $code: $(cat "$WORK/register.json")"
 for _ in $(seq 1 200); do
     curl -fsS -H "Authorization: Bearer $TOKEN" "$gateway/services" 2>/dev/null | grep -q shopping-service && break
     sleep 0.1
 done
 
-results="$WORK/results.jsonl"
 url="$gateway/mcp"
-run() { timeout 180 "$@" >>"$results" 2>>"$WORK/clients.log" || true; }
-log "Python SDK 2.x ($PY_SDK2)"
-for mode in auto legacy 2026-07-28; do run "$SDK2_PY" "$ROOT/scripts/clients/matrix.py" sdk2 "$mode" "$url" "$TOKEN"; done
-log "fastmcp ($PY_FASTMCP)"
-for mode in auto legacy; do run "$SDK2_PY" "$ROOT/scripts/clients/matrix.py" fastmcp "$mode" "$url" "$TOKEN"; done
-log "Python SDK 1.x ($PY_SDK1)"
-run "$SDK1_PY" "$ROOT/scripts/clients/matrix.py" sdk1 - "$url" "$TOKEN"
-log "TypeScript SDK ($TS_SDK)"
-(cd "$TS_DIR" && cp "$ROOT/scripts/clients/matrix.mjs" . && run "$NODE" matrix.mjs "$url" "$TOKEN")
+ERAS=(2025 2026)
+for era in "${ERAS[@]}"; do
+    # The fixture of this era replaces the previous one under the same name.
+    fx_port="$(free_port)"
+    "$BIN/conformance-fixture" --listen "127.0.0.1:${fx_port}" --revision "$era" \
+        >"$WORK/fixture-$era.log" 2>&1 &
+    fx_pid=$!
+    PIDS+=("$fx_pid")
+    for _ in $(seq 1 200); do
+        curl -fsS -o /dev/null "http://127.0.0.1:${fx_port}/health" 2>/dev/null && break
+        sleep 0.1
+    done
+    code=$(curl -sS -o "$WORK/register.json" -w '%{http_code}' -X POST "$gateway/register" \
+        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+        -d "{\"name\":\"conformance\",\"url\":\"http://127.0.0.1:${fx_port}/mcp\",\"replace\":true}")
+    [[ "$code" == 201 || "$code" == 200 ]] ||
+        die "registering the $era fixture answered $code: $(cat "$WORK/register.json")"
+    grep -q "\"protocolVersion\":\"$([[ $era == 2025 ]] && echo 2025-11-25 || echo 2026-07-28)\"" "$WORK/register.json" ||
+        die "the $era fixture was not spoken to in its revision: $(cat "$WORK/register.json")"
+    results="$WORK/results-$era.jsonl"
+    : >"$results"
+    run() { timeout 180 "$@" >>"$results" 2>>"$WORK/clients-$era.log" || true; }
+    log "upstream era $era: Python SDK 2.x ($PY_SDK2)"
+    for mode in auto legacy 2026-07-28; do run "$SDK2_PY" "$ROOT/scripts/clients/matrix.py" sdk2 "$mode" "$url" "$TOKEN"; done
+    log "upstream era $era: fastmcp ($PY_FASTMCP)"
+    for mode in auto legacy; do run "$SDK2_PY" "$ROOT/scripts/clients/matrix.py" fastmcp "$mode" "$url" "$TOKEN"; done
+    log "upstream era $era: Python SDK 1.x ($PY_SDK1)"
+    run "$SDK1_PY" "$ROOT/scripts/clients/matrix.py" sdk1 - "$url" "$TOKEN"
+    log "upstream era $era: TypeScript SDK ($TS_SDK)"
+    (cd "$TS_DIR" && cp "$ROOT/scripts/clients/matrix.mjs" . && run "$NODE" matrix.mjs "$url" "$TOKEN")
+done
 
 # The matrix, and the verdict.
 status=0
-printf '\n%-20s %-28s %s\n' client cell result
-while IFS= read -r line; do
-    client=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client"])' "$line")
-    cell=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["cell"])' "$line")
-    ok=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ok"])' "$line")
-    detail=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["detail"])' "$line")
-    expected="${EXPECTED_FAILURES["$client|$cell"]:-}"
-    if [[ "$ok" == True && -z "$expected" ]]; then
-        verdict="pass"
-    elif [[ "$ok" != True && -n "$expected" ]]; then
-        verdict="expected failure: $expected"
-    elif [[ "$ok" == True ]]; then
-        verdict="PASSES BUT LISTED AS EXPECTED TO FAIL (update EXPECTED_FAILURES)"
-        status=1
-    else
-        verdict="FAIL: $detail"
+printf '\n%-6s %-20s %-28s %s\n' era client cell result
+for era in "${ERAS[@]}"; do
+    results="$WORK/results-$era.jsonl"
+    while IFS= read -r line; do
+        client=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client"])' "$line")
+        cell=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["cell"])' "$line")
+        ok=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ok"])' "$line")
+        detail=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["detail"])' "$line")
+        expected="${EXPECTED_FAILURES["$era|$client|$cell"]:-}"
+        if [[ "$ok" == True && -z "$expected" ]]; then
+            verdict="pass"
+        elif [[ "$ok" != True && -n "$expected" ]]; then
+            verdict="expected failure: $expected"
+        elif [[ "$ok" == True ]]; then
+            verdict="PASSES BUT LISTED AS EXPECTED TO FAIL (update EXPECTED_FAILURES)"
+            status=1
+        else
+            verdict="FAIL: $detail"
+            status=1
+        fi
+        printf '%-6s %-20s %-28s %s\n' "$era" "$client" "$cell" "$verdict"
+    done <"$results"
+    cells=$(wc -l <"$results")
+    if ((cells < 42)); then
+        echo "upstream era $era: only $cells cells reported (42 expected); the clients' errors:"
+        tail -40 "$WORK/clients-$era.log"
         status=1
     fi
-    printf '%-20s %-28s %s\n' "$client" "$cell" "$verdict"
-done <"$results"
-cells=$(wc -l <"$results")
-if (( cells < 42 )); then
-    echo "only $cells cells reported (42 expected); the clients' errors:"
-    tail -40 "$WORK/clients.log"
-    status=1
-fi
+done
 exit "$status"

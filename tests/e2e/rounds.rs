@@ -437,7 +437,8 @@ async fn a_modern_backends_own_question_travels_sealed_and_its_retry_reaches_tha
     assert_eq!(negotiated(&gw, "legacy").await, "2025-11-25");
 
     let elicitation = json!({"elicitation": {}});
-    let tool = "test_input_required_result_request_state";
+    // Both backends offer the diagnostic tools: the modern one's, by its qualified name.
+    let tool = "conformance__test_input_required_result_request_state";
     let first = call_tool(&gw, TOKEN, tool, json!({}), json!({}), elicitation.clone()).await;
     let (key, question) = only_question(&first);
     assert_eq!(key, "confirm", "the backend's own key: {first}");
@@ -486,7 +487,7 @@ async fn a_modern_backends_own_question_travels_sealed_and_its_retry_reaches_tha
     assert!(text.starts_with("state-ok"), "{done}");
 
     // Three rounds: a new state each round, and the answer at the end.
-    let tool = "test_input_required_result_multi_round";
+    let tool = "conformance__test_input_required_result_multi_round";
     let r1 = call_tool(&gw, TOKEN, tool, json!({}), json!({}), elicitation.clone()).await;
     let (k1, _) = only_question(&r1);
     let s1 = state_of(&r1);
@@ -592,6 +593,72 @@ async fn a_session_client_is_asked_a_modern_backends_questions_on_its_session() 
     let text = format!("{refused:?}");
     assert!(text.contains("-32021") || text.contains("32021"), "{text}");
     let _ = plain.cancel().await;
+    stop.cancel();
+    gw.stop().await;
+}
+
+/// A 2025-era client that counts the `tools/list_changed` notifications it gets.
+#[derive(Clone, Default)]
+struct Counting {
+    changed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl rmcp::ClientHandler for Counting {
+    async fn on_tool_list_changed(
+        &self,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.changed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_backends_list_change_reaches_the_gateways_clients() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let (url, stop) = fixture_with(Default::default()).await;
+    assert_eq!(register(&gw, "conformance", &url).await.0, 201);
+    assert_eq!(negotiated(&gw, "conformance").await, "2026-07-28");
+    let handler = Counting::default();
+    let changed = handler.changed.clone();
+    let client = service_kit::client::connect_with(
+        &gw.mcp_url(),
+        &service_kit::client::ClientOptions {
+            client_name: "counting".into(),
+            bearer: Some(TOKEN.into()),
+            ..Default::default()
+        },
+        handler,
+    )
+    .await
+    .expect("a session with the gateway");
+    let before = client.peer().list_all_tools().await.expect("tools");
+    assert!(!before.iter().any(|t| t.name == "test_trigger_added_tool"));
+    // The backend announces the change on the gateway's listen stream only (2026-07-28
+    // has no session to send it on); the gateway re-lists and tells its clients.
+    let (status, body) = rpc(
+        &gw,
+        "tools/call",
+        json!({"name": "test_trigger_tool_change", "arguments": {}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_until(
+        "the client heard of the change",
+        Duration::from_secs(10),
+        || {
+            let n = changed.load(Ordering::SeqCst);
+            async move { n > 0 }
+        },
+    )
+    .await;
+    let after = client.peer().list_all_tools().await.expect("tools");
+    assert!(
+        after.iter().any(|t| t.name == "test_trigger_added_tool"),
+        "the new list: {:?}",
+        after.iter().map(|t| t.name.to_string()).collect::<Vec<_>>()
+    );
+    let _ = client.cancel().await;
     stop.cancel();
     gw.stop().await;
 }

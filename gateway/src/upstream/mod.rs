@@ -931,6 +931,12 @@ impl Instance {
         const MAX_BACKOFF: Duration = Duration::from_secs(30);
         let mut backoff = MIN_BACKOFF;
         let mut last_relist = tokio::time::Instant::now();
+        // Connected at registration already: its listen stream starts with supervision.
+        if let Some(session) = self.session.load_full()
+            && session_is_modern(&session)
+        {
+            tokio::spawn(Arc::clone(&self).listen(session));
+        }
         loop {
             if self.cancel.is_cancelled() {
                 return;
