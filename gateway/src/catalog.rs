@@ -307,6 +307,8 @@ pub struct Offered {
     pub subscribe: bool,
     pub completions: bool,
     pub logging: bool,
+    /// Some backend offers the tasks extension (SEP-2663; 2026-07-28 backends only).
+    pub tasks: bool,
 }
 
 #[derive(Default)]
@@ -357,6 +359,7 @@ impl Catalog {
             }
             offered.completions |= c.completions.is_some();
             offered.logging |= c.logging.is_some();
+            offered.tasks |= c.supports_tasks();
             for t in &e.templates {
                 templates.push((Arc::clone(u), t.clone()));
             }

@@ -373,6 +373,51 @@ impl GatewayHandler {
         Ok(Some(opened))
     }
 
+    /// `tasks/get`, `tasks/update` or `tasks/cancel` of a task this gateway handed
+    /// out: sent to the backend that runs it (its own id), the answer as it came.
+    async fn forward_task(
+        &self,
+        context: &RequestContext<RoleServer>,
+        id: &str,
+        request: impl FnOnce(String) -> ClientRequest,
+        retry_safe: bool,
+    ) -> Result<ServerResult, ErrorData> {
+        let Some(rounds) = self.rounds.as_ref() else {
+            return Err(ErrorData::invalid_params(
+                format!("unknown task: {id}"),
+                None,
+            ));
+        };
+        let route = rounds.open_task(&caller_of(context).identity, id)?;
+        let service = self
+            .registry
+            .upstream(&route.service)
+            .filter(|s| allow_of(context).is_none_or(|a| a.service(&s.name)))
+            .ok_or_else(|| {
+                ErrorData::invalid_params(
+                    format!(
+                        "unknown task: {id} (its service \"{}\" is gone)",
+                        route.service
+                    ),
+                    None,
+                )
+            })?;
+        let binding = crate::mrtr::binding(&caller_of(context).identity, "tasks", id, None);
+        let span = caller_of(context).span;
+        self.forward_in_rounds(
+            rounds,
+            &service,
+            request(route.task),
+            context,
+            retry_safe,
+            binding,
+            Some(route.affinity),
+            None,
+            span,
+        )
+        .await
+    }
+
     /// The client side of one round of a 2026-07-28 request.
     fn round<'a>(&self, context: &'a RequestContext<RoleServer>) -> Round<'a> {
         Round {
@@ -407,18 +452,29 @@ impl GatewayHandler {
         // The backend sees the capabilities the client declared for its questions.
         let declared = context.meta.client_capabilities().and_then(|c| {
             let mut d = rmcp::model::ClientCapabilities::default();
+            // The tasks extension too: a backend makes a task only for a request that
+            // declares it.
+            if c.supports_tasks() {
+                d.extensions = Some(
+                    [(TASKS_EXTENSION.to_string(), JsonObject::new())]
+                        .into_iter()
+                        .collect(),
+                );
+            }
             (d.sampling, d.elicitation, d.roots) = (c.sampling, c.elicitation, c.roots);
             (d != Default::default()).then_some(d)
         });
+        let owner = caller_of(context).identity;
         let (tx, relays) = tokio::sync::mpsc::channel(64);
         let cancel = CancellationToken::new();
         let work = {
-            let (registry, service, cancel, rounds, sealing) = (
+            let (registry, service, cancel, rounds, sealing, owner) = (
                 Arc::clone(&self.registry),
                 Arc::clone(service),
                 cancel.clone(),
                 Arc::clone(rounds),
                 binding.clone(),
+                Arc::clone(&owner),
             );
             async move {
                 let _in_flight = registry.call_started();
@@ -449,11 +505,20 @@ impl GatewayHandler {
                             .seal_upstream(&sealing, &affinity, theirs)
                             .map(ServerResult::InputRequiredResult)
                     }
+                    // A backend's task: the client gets an id that names where it lives.
+                    ServerResult::CreateTaskResult(mut created) => {
+                        let route = crate::mrtr::TaskRoute {
+                            service: service.name.to_string(),
+                            affinity: affinity.unwrap_or_default(),
+                            task: std::mem::take(&mut created.task.task_id),
+                        };
+                        created.task.task_id = rounds.seal_task(&owner, &route)?;
+                        Ok(ServerResult::CreateTaskResult(created))
+                    }
                     other => Ok(other),
                 }
             }
         };
-        let owner = caller_of(context).identity;
         rounds
             .start(
                 owner,
@@ -466,6 +531,9 @@ impl GatewayHandler {
             .await
     }
 }
+
+/// The tasks extension's capability key (SEP-2663).
+const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
 
 /// Rounds of questions a 2026-07-28 backend may ask a 2025-era client within one request.
 const MAX_INPUT_ROUNDS: usize = 10;
@@ -810,6 +878,14 @@ impl ServerHandler for GatewayHandler {
         }
         // The gateway answers logging/setLevel itself (it filters what it relays).
         caps.logging = Some(JsonObject::new());
+        if offered.tasks {
+            // Passed through to the backends that run tasks (see `forward_task`).
+            caps.extensions = Some(
+                [(TASKS_EXTENSION.to_string(), JsonObject::new())]
+                    .into_iter()
+                    .collect(),
+            );
+        }
         let mut instructions = String::from(
             "MCP federation gateway: the tools, prompts and resources of every registered \
              service in one place. A name offered by several services is qualified as \
@@ -824,6 +900,82 @@ impl ServerHandler for GatewayHandler {
                 env!("CARGO_PKG_VERSION"),
             ))
             .with_instructions(instructions)
+    }
+
+    async fn get_task(
+        &self,
+        request: rmcp::model::GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetTaskResult, ErrorData> {
+        self.counted("tasks/get", async {
+            let id = request.task_id.clone();
+            let result = self
+                .forward_task(
+                    &context,
+                    &id,
+                    |task| {
+                        let mut forwarded = request;
+                        forwarded.task_id = task;
+                        ClientRequest::GetTaskRequest(rmcp::model::GetTaskRequest::new(forwarded))
+                    },
+                    true,
+                )
+                .await?;
+            match result {
+                ServerResult::GetTaskResult(mut r) => {
+                    r.task.task.task_id = id;
+                    Ok(r)
+                }
+                _ => Err(unexpected("tasks/get")),
+            }
+        })
+        .await
+    }
+
+    async fn update_task(
+        &self,
+        request: rmcp::model::UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.counted("tasks/update", async {
+            let id = request.task_id.clone();
+            self.forward_task(
+                &context,
+                &id,
+                |task| {
+                    let mut forwarded = request;
+                    forwarded.task_id = task;
+                    ClientRequest::UpdateTaskRequest(rmcp::model::UpdateTaskRequest::new(forwarded))
+                },
+                false,
+            )
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: rmcp::model::CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.counted("tasks/cancel", async {
+            let id = request.task_id.clone();
+            self.forward_task(
+                &context,
+                &id,
+                |task| {
+                    let mut forwarded = request;
+                    forwarded.task_id = task;
+                    ClientRequest::CancelTaskRequest(rmcp::model::CancelTaskRequest::new(forwarded))
+                },
+                true,
+            )
+            .await
+            .map(|_| ())
+        })
+        .await
     }
 
     async fn list_tools(

