@@ -418,6 +418,23 @@ impl GatewayHandler {
         .await
     }
 
+    /// [`Self::forward_task`] of a method answered with an empty acknowledgement.
+    async fn acknowledged_task(
+        &self,
+        method: &'static str,
+        context: &RequestContext<RoleServer>,
+        id: &str,
+        request: impl FnOnce(String) -> ClientRequest,
+        retry_safe: bool,
+    ) -> Result<(), ErrorData> {
+        self.counted(method, async {
+            self.forward_task(context, id, request, retry_safe)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
     /// The client side of one round of a 2026-07-28 request.
     fn round<'a>(&self, context: &'a RequestContext<RoleServer>) -> Round<'a> {
         Round {
@@ -937,22 +954,14 @@ impl ServerHandler for GatewayHandler {
         request: rmcp::model::UpdateTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.counted("tasks/update", async {
-            let id = request.task_id.clone();
-            self.forward_task(
-                &context,
-                &id,
-                |task| {
-                    let mut forwarded = request;
-                    forwarded.task_id = task;
-                    ClientRequest::UpdateTaskRequest(rmcp::model::UpdateTaskRequest::new(forwarded))
-                },
-                false,
-            )
+        let id = request.task_id.clone();
+        let update = |task| {
+            let mut forwarded = request;
+            forwarded.task_id = task;
+            ClientRequest::UpdateTaskRequest(rmcp::model::UpdateTaskRequest::new(forwarded))
+        };
+        self.acknowledged_task("tasks/update", &context, &id, update, false)
             .await
-            .map(|_| ())
-        })
-        .await
     }
 
     async fn cancel_task(
@@ -960,22 +969,14 @@ impl ServerHandler for GatewayHandler {
         request: rmcp::model::CancelTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.counted("tasks/cancel", async {
-            let id = request.task_id.clone();
-            self.forward_task(
-                &context,
-                &id,
-                |task| {
-                    let mut forwarded = request;
-                    forwarded.task_id = task;
-                    ClientRequest::CancelTaskRequest(rmcp::model::CancelTaskRequest::new(forwarded))
-                },
-                true,
-            )
+        let id = request.task_id.clone();
+        let cancel = |task| {
+            let mut forwarded = request;
+            forwarded.task_id = task;
+            ClientRequest::CancelTaskRequest(rmcp::model::CancelTaskRequest::new(forwarded))
+        };
+        self.acknowledged_task("tasks/cancel", &context, &id, cancel, true)
             .await
-            .map(|_| ())
-        })
-        .await
     }
 
     async fn list_tools(

@@ -520,6 +520,25 @@ async fn a_modern_backends_own_question_travels_sealed_and_its_retry_reaches_tha
     gw.stop().await;
 }
 
+/// A 2025-era session with the gateway, its messages handled by `handler`.
+async fn session_with<H: rmcp::ClientHandler + Clone>(
+    gw: &Running,
+    name: &str,
+    handler: H,
+) -> rmcp::service::RunningService<rmcp::RoleClient, H> {
+    service_kit::client::connect_with(
+        &gw.mcp_url(),
+        &service_kit::client::ClientOptions {
+            client_name: name.into(),
+            bearer: Some(TOKEN.into()),
+            ..Default::default()
+        },
+        handler,
+    )
+    .await
+    .expect("a 2025-era session with the gateway")
+}
+
 /// A 2025-era client that declares elicitation and answers every question with a name.
 #[derive(Clone, Default)]
 struct Answering {
@@ -558,17 +577,7 @@ async fn a_session_client_is_asked_a_modern_backends_questions_on_its_session() 
     // session; its answer goes back as inputResponses, and the call completes.
     let handler = Answering::default();
     let asked = handler.asked.clone();
-    let client = service_kit::client::connect_with(
-        &gw.mcp_url(),
-        &service_kit::client::ClientOptions {
-            client_name: "answering".into(),
-            bearer: Some(TOKEN.into()),
-            ..Default::default()
-        },
-        handler,
-    )
-    .await
-    .expect("a 2025-era session with the gateway");
+    let client = session_with(&gw, "answering", handler).await;
     let result = client
         .peer()
         .call_tool(call.clone())
@@ -621,17 +630,7 @@ async fn a_modern_backends_list_change_reaches_the_gateways_clients() {
     assert_eq!(negotiated(&gw, "conformance").await, "2026-07-28");
     let handler = Counting::default();
     let changed = handler.changed.clone();
-    let client = service_kit::client::connect_with(
-        &gw.mcp_url(),
-        &service_kit::client::ClientOptions {
-            client_name: "counting".into(),
-            bearer: Some(TOKEN.into()),
-            ..Default::default()
-        },
-        handler,
-    )
-    .await
-    .expect("a session with the gateway");
+    let client = session_with(&gw, "counting", handler).await;
     let before = client.peer().list_all_tools().await.expect("tools");
     assert!(!before.iter().any(|t| t.name == "test_trigger_added_tool"));
     // The backend announces the change on the gateway's listen stream only (2026-07-28
