@@ -2,6 +2,7 @@
 //! ones), over real HTTP: a 2025-era session is asked within the call (under either
 //! revision); a 2026-07-28 request under `--revision 2026` gets the same request in an
 //! `InputRequiredResult`, and its retry with the answer completes with the same text.
+//! Also `json_schema_2020_12_tool`'s input schema under each revision.
 
 // Sampling is deprecated by SEP-2577 but is 2025-era protocol.
 #![allow(deprecated)]
@@ -366,6 +367,41 @@ async fn a_2025_era_session_is_asked_within_the_call_under_either_revision() {
             fixture::content::elicitation_enums_form(),
             "{revision}"
         );
+        session.cancel().await.expect("close");
+        shutdown.cancel();
+    }
+}
+
+/// `json_schema_2020_12_tool`'s input schema: the SEP-2106 document for 2026-07-28
+/// requests and for every session under `--revision 2025`; the SEP-1613 one for a
+/// 2025-era session under `--revision 2026`.
+#[tokio::test]
+async fn json_schema_2020_12_tool_serves_the_sep_2106_schema_where_it_should() {
+    for (revision, sep2106) in [(Revision::V2025, true), (Revision::V2026, false)] {
+        let shutdown = CancellationToken::new();
+        let addr = start(revision, &shutdown).await;
+        let session =
+            service_kit::client::connect(&format!("http://{addr}/mcp"), &ClientOptions::default())
+                .await
+                .expect("connect");
+        let tools = session.peer().list_all_tools().await.expect("tools/list");
+        let tool = tools
+            .iter()
+            .find(|t| t.name == "json_schema_2020_12_tool")
+            .expect("listed");
+        let schema = Value::Object((*tool.input_schema).clone());
+        assert_eq!(
+            schema == fixture::modern::json_schema_2020_12(),
+            sep2106,
+            "{revision}: {schema}"
+        );
+        // Either way the SEP-1613 keywords are there.
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        assert!(schema["$defs"]["address"].is_object(), "{schema}");
+        assert_eq!(schema["additionalProperties"], false);
         session.cancel().await.expect("close");
         shutdown.cancel();
     }
