@@ -13,11 +13,13 @@ use conformance::fixture::{self, Config, DEFAULT_LISTEN, Revision};
 /// --revision 2026 (the default) serves every protocol revision up to 2026-07-28:
 /// 2025-era sessions as before, and 2026-07-28 requests (server/discover, stateless,
 /// multi round-trip requests, subscriptions/listen, the tasks extension) with the
-/// suite's 2026 diagnostic tools. --revision 2025 serves only the revisions up to
-/// 2025-11-25 (no server/discover, no 2026-07-28 protocol), so a client must talk
-/// 2025-11-25 to it; its sessions get the same 2026 diagnostic tools (but the tasks),
-/// implemented the 2025 way (requests to the client within the call, notifications on
-/// the session), for scoring a client that translates between the eras.
+/// suite's 2026 diagnostic tools; the 2025-era tools that ask the client mid-call
+/// (test_sampling, test_elicitation*) ask a 2026-07-28 request with input_required.
+/// --revision 2025 serves only the revisions up to 2025-11-25 (no server/discover, no
+/// 2026-07-28 protocol), so a client must talk 2025-11-25 to it; its sessions get the
+/// same 2026 diagnostic tools (but the tasks), implemented the 2025 way (requests to
+/// the client within the call, notifications on the session), for scoring a client
+/// that translates between the eras.
 #[derive(Debug, Parser)]
 #[command(name = "conformance-fixture", version)]
 struct Cli {
