@@ -181,7 +181,7 @@ impl Report {
     /// differing, is listed apart with its reason; a different verdict is never accepted.
     /// A difference matching an `expected` entry (those for this comparison's run) is
     /// listed apart with the entry's reason, whatever it is; the entries that match no
-    /// difference are returned as unused.
+    /// difference are returned as unused, but for the intermittent ones.
     pub fn compare(
         &self,
         other: &Self,
@@ -238,7 +238,7 @@ impl Report {
         comparison.unused = expected
             .iter()
             .enumerate()
-            .filter(|(i, _)| !used.contains(i))
+            .filter(|(i, e)| !used.contains(i) && !e.intermittent)
             .map(|(_, e)| e.clone())
             .collect();
         comparison
@@ -717,11 +717,14 @@ fn member<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 // ---------------------------------------------------------------------------------------
 // Expected failures
 
-/// One line of the expected-failures file: `RUN SCENARIO[/CHECK] REASON`.
+/// One line of the expected-failures file: `[?]RUN SCENARIO[/CHECK] REASON`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpectedEntry {
     /// Which runs it is for: `LEG@REVISION`, either part `*`, or `*` for every run.
     pub run: String,
+    /// Marked `?` (before RUN): seen only in some runs, so never reported as matching
+    /// nothing.
+    pub intermittent: bool,
     pub scenario: String,
     /// The check id; `None` for every check of the scenario (and the scenario running on
     /// one side only).
@@ -733,7 +736,12 @@ pub struct ExpectedEntry {
 
 impl std::fmt::Display for ExpectedEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}: {} {}", self.line, self.run, self.scenario)?;
+        let mark = if self.intermittent { "?" } else { "" };
+        write!(
+            f,
+            "line {}: {mark}{} {}",
+            self.line, self.run, self.scenario
+        )?;
         if let Some(check) = &self.check {
             write!(f, "/{check}")?;
         }
@@ -806,7 +814,8 @@ impl Expected {
     }
 
     /// One entry a line, `RUN SCENARIO[/CHECK] REASON` separated by white space, the
-    /// reason being the rest of the line; blank lines and `#` comments are skipped.
+    /// reason being the rest of the line, RUN marked `?RUN` for an intermittent one;
+    /// blank lines and `#` comments are skipped.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let mut entries = Vec::new();
         for (n, raw) in text.lines().enumerate() {
@@ -815,6 +824,10 @@ impl Expected {
                 continue;
             }
             let (run, rest) = split_word(line);
+            let (run, intermittent) = match run.strip_prefix('?') {
+                Some(run) => (run, true),
+                None => (run, false),
+            };
             let (target, reason) = split_word(rest);
             if target.is_empty() {
                 anyhow::bail!("line {}: expected `RUN SCENARIO[/CHECK] REASON`", n + 1);
@@ -835,6 +848,7 @@ impl Expected {
             };
             entries.push(ExpectedEntry {
                 run: run.to_owned(),
+                intermittent,
                 scenario: scenario.to_owned(),
                 check,
                 reason: reason.to_owned(),

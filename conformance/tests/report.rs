@@ -225,6 +225,12 @@ fn expected_failure_entries_select_runs_scenarios_and_checks() {
     assert_eq!(runs("gateway-2025@2025-11-25"), [2, 3]);
     assert_eq!(runs("gateway-2025@2026-07-28"), [1, 2, 3]);
 
+    let flaky =
+        Expected::parse("?gateway-2025@* tools-list/tools-list  sometimes\n").expect("parses");
+    assert!(flaky.entries[0].intermittent && !expected.entries[0].intermittent);
+    assert_eq!(flaky.entries[0].run, "gateway-2025@*");
+    assert_eq!(flaky.for_run("gateway-2025@2025-11-25").len(), 1);
+
     assert!(Expected::parse("gateway-2026@2026-07-28 tools-list\n").is_err());
     assert!(Expected::parse("gateway tools-list reason\n").is_err());
     assert_eq!(Expected::parse("").expect("empty").entries.len(), 0);
@@ -408,6 +414,16 @@ fn expected_differences_are_listed_apart_and_stale_entries_named() {
             && text.contains("identical: fixture and gateway (3 scenarios; 2 expected, 0 accepted)"),
         "{text}"
     );
+    // An intermittent entry excuses the difference when it occurs, and is never stale.
+    let flaky = Expected::parse(
+        "?gateway-2026@2026-07-28 tools-list/tools-list  now and then\n\
+         ?gateway-2026@2026-07-28 caching/caching-ttl  now and then\n\
+         gateway-2026@2026-07-28 tasks-lifecycle  no tasks extension\n",
+    )
+    .expect("parses")
+    .for_run("gateway-2026@2026-07-28");
+    let c = fixture.compare(&gateway, "fixture", "gateway", &[], &flaky);
+    assert!(c.identical() && c.unused.is_empty(), "{c:?}");
     // Without the entries the same runs differ.
     let c = fixture.compare(&gateway, "fixture", "gateway", &[], &[]);
     assert!(!c.identical());

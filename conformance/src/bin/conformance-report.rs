@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Debug, Args)]
 struct ExpectedArgs {
     /// The expected-failures file: lines `RUN SCENARIO[/CHECK] REASON`, RUN being
-    /// `LEG@REVISION` (`*` for any part).
+    /// `LEG@REVISION` (`*` for any part), `?RUN` for an intermittent entry.
     #[arg(long, requires = "run")]
     expected: Option<PathBuf>,
     /// This run's name, `LEG@REVISION` (e.g. `gateway-2026@2026-07-28`): the entries for
