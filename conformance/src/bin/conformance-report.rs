@@ -1,15 +1,20 @@
 //! The `conformance-report` binary: scores of conformance-suite result directories.
 //!
-//! - `conformance-report summary DIR [--json FILE]`: the per-scenario table and every
-//!   failing or warning check; exit status 1 when a check failed.
-//! - `conformance-report compare LEFT RIGHT [--left-name N] [--right-name N]`: every
-//!   difference between two runs' scores (statuses, error messages, details, INFO checks;
-//!   ports, ids and times masked); exit status 1 when they differ.
+//! - `conformance-report summary DIR [--requirements FILE] [--expected FILE --run NAME]
+//!   [--json FILE] [--totals FILE]`: the per-scenario table (scored or not, and why),
+//!   every failing check of a scored scenario, the warnings, the unscored failing
+//!   scenarios; exit status 1 when a scored check failed that the expected-failures file
+//!   does not name for this run.
+//! - `conformance-report compare LEFT RIGHT [--left-name N] [--right-name N]
+//!   [--accept SCENARIO/CHECK=REASON]... [--expected FILE --run NAME]`: every difference
+//!   between two runs' reports (statuses, error messages, details, INFO checks; ports,
+//!   ids and times masked), the accepted and expected ones apart; exit status 1 when
+//!   another difference remains.
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
-use conformance::report::Report;
+use clap::{Args, Parser, Subcommand};
+use conformance::report::{Expected, ExpectedEntry, Report, Requirements};
 
 /// Summarize or compare result directories written by `conformance server -o DIR`.
 #[derive(Debug, Parser)]
@@ -19,16 +24,49 @@ struct Cli {
     command: Command,
 }
 
+/// Known failures and differences (the expected-failures file).
+#[derive(Debug, Args)]
+struct ExpectedArgs {
+    /// The expected-failures file: lines `RUN SCENARIO[/CHECK] REASON`, RUN being
+    /// `LEG@REVISION` (`*` for any part), `?RUN` for an intermittent entry.
+    #[arg(long, requires = "run")]
+    expected: Option<PathBuf>,
+    /// This run's name, `LEG@REVISION` (e.g. `gateway-2026@2026-07-28`): the entries for
+    /// it apply.
+    #[arg(long, requires = "expected")]
+    run: Option<String>,
+}
+
+impl ExpectedArgs {
+    fn entries(&self) -> anyhow::Result<Vec<ExpectedEntry>> {
+        match (&self.expected, &self.run) {
+            (Some(path), Some(run)) => Ok(Expected::load(path)?.for_run(run)),
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print one run's score; exit 1 if any check failed.
+    /// Print one run's score; exit 1 if a scored check failed unexpectedly.
     Summary {
         dir: PathBuf,
-        /// Also write the normalized score as JSON to this file.
+        /// The suite's requirement set for the run (`requirements/<revision>.yaml` in
+        /// the suite's package): scenarios it does not score are listed apart and never
+        /// fail the run. Without it every scenario is scored.
+        #[arg(long)]
+        requirements: Option<PathBuf>,
+        #[command(flatten)]
+        expected: ExpectedArgs,
+        /// Also write the normalized report as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also write the totals as one line of `key=value` pairs to this file.
+        #[arg(long)]
+        totals: Option<PathBuf>,
     },
-    /// Print the differences between two runs' scores; exit 1 if there are any.
+    /// Print the differences between two runs' reports; exit 1 if there are any but
+    /// accepted and expected ones.
     Compare {
         left: PathBuf,
         right: PathBuf,
@@ -40,6 +78,10 @@ enum Command {
         /// differ in its details for this reason (listed, not counted). Repeatable.
         #[arg(long = "accept", value_name = "SCENARIO/CHECK=REASON")]
         accept: Vec<String>,
+        /// The entries for `--run` (the right-hand run) excuse any difference on the
+        /// checks they name.
+        #[command(flatten)]
+        expected: ExpectedArgs,
     },
 }
 
@@ -56,13 +98,27 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<bool> {
     match command {
-        Command::Summary { dir, json } => {
+        Command::Summary {
+            dir,
+            requirements,
+            expected,
+            json,
+            totals,
+        } => {
             let report = Report::load(&dir)?;
-            print!("{}", report.summary());
+            let requirements = requirements
+                .as_deref()
+                .map(Requirements::load)
+                .transpose()?;
+            let score = report.score(requirements.as_ref(), &expected.entries()?);
+            print!("{}", score.render());
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
             }
-            Ok(report.totals().1 == 0)
+            if let Some(path) = totals {
+                std::fs::write(&path, score.totals().line() + "\n")?;
+            }
+            Ok(score.passed())
         }
         Command::Compare {
             left,
@@ -70,6 +126,7 @@ fn run(command: Command) -> anyhow::Result<bool> {
             left_name,
             right_name,
             accept,
+            expected,
         } => {
             let (a, b) = (Report::load(&left)?, Report::load(&right)?);
             let accepted = accept
@@ -82,25 +139,12 @@ fn run(command: Command) -> anyhow::Result<bool> {
                         })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let (lines, excused) = a.diff_accepting(&b, &left_name, &right_name, &accepted);
-            for line in &excused {
-                println!("  {line}");
-            }
-            if lines.is_empty() {
-                println!(
-                    "identical scores: {left_name} and {right_name} ({} scenarios)",
-                    a.scenarios.len()
-                );
-                return Ok(true);
-            }
-            println!(
-                "{} difference(s) between {left_name} and {right_name}:",
-                lines.len()
-            );
-            for line in lines {
-                println!("  {line}");
-            }
-            Ok(false)
+            let comparison =
+                a.compare(&b, &left_name, &right_name, &accepted, &expected.entries()?);
+            let scenarios = a.scenarios.keys().chain(b.scenarios.keys());
+            let scenarios = scenarios.collect::<std::collections::BTreeSet<_>>().len();
+            print!("{}", comparison.render(&left_name, &right_name, scenarios));
+            Ok(comparison.identical())
         }
     }
 }
