@@ -43,6 +43,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::upstream::relay::RelayMsg;
 
+/// How long a round waits after a backend's request for another sent with it.
+const GATHER_QUIET: Duration = Duration::from_millis(20);
+/// The longest a round gathers a backend's requests before asking the client.
+const GATHER_MAX: Duration = Duration::from_millis(100);
+
 /// What the gateway answers a backend's request with.
 type Reply = oneshot::Sender<Result<ClientResult, ErrorData>>;
 
@@ -298,13 +303,17 @@ impl Rounds {
     /// A 2026-07-28 backend's `input_required` as the client gets it: its questions
     /// as they are, its `requestState` sealed inside the gateway's own (bound to
     /// `binding`, naming the instance through `affinity`), so the retry comes back here
-    /// and goes on to the same backend.
+    /// and goes on to the same backend. A backend that keeps no state (it reads the
+    /// answers afresh) gets none added: its retry is a new request like any other.
     pub fn seal_upstream(
         &self,
         binding: &[u8],
         affinity: &str,
         mut result: InputRequiredResult,
     ) -> Result<InputRequiredResult, ErrorData> {
+        if result.request_state.is_none() {
+            return Ok(result);
+        }
         let state = State::Upstream {
             a: affinity.to_string(),
             u: result.request_state.take(),
@@ -440,16 +449,18 @@ impl Rounds {
                     None => relays_open = false,
                     Some(RelayMsg::Request(request, reply)) => {
                         self.ask(live, &round, request, reply)?;
-                        // Requests the backend sends together are asked in one round.
-                        for _ in 0..3 {
-                            tokio::task::yield_now().await;
-                        }
-                        while let Ok(msg) = live.relays.try_recv() {
-                            match msg {
-                                RelayMsg::Request(request, reply) => {
+                        // Requests the backend sends together (each its own message on
+                        // its stream) are asked in one round: those that follow within
+                        // GATHER_QUIET of the last, up to GATHER_MAX in all.
+                        let until = tokio::time::Instant::now() + GATHER_MAX;
+                        loop {
+                            let quiet = (tokio::time::Instant::now() + GATHER_QUIET).min(until);
+                            match tokio::time::timeout_at(quiet, live.relays.recv()).await {
+                                Ok(Some(RelayMsg::Request(request, reply))) => {
                                     self.ask(live, &round, request, reply)?
                                 }
-                                other => pass_on(other, &round).await,
+                                Ok(Some(other)) => pass_on(other, &round).await,
+                                Ok(None) | Err(_) => break,
                             }
                         }
                         let result = self.park(call, live)?;
@@ -738,14 +749,11 @@ mod tests {
             _ => panic!("the backend's state did not open"),
         }
         assert!(rounds.open(b"bob", &sealed).is_err());
-        // A backend that sent no state still gets the retry on its instance.
+        // A backend that sent no state gets none added (the client sees what it sent).
         let none = rounds
             .seal_upstream(b"alice", "a", InputRequiredResult::new(None, None))
             .expect("seal");
-        assert!(matches!(
-            rounds.open(b"alice", none.request_state.as_deref().expect("state")),
-            Ok(Opened::Upstream { state: None, .. })
-        ));
+        assert!(none.request_state.is_none());
     }
 
     #[test]
