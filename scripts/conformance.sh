@@ -409,7 +409,7 @@ attempt_gateway() {
 
     if [ "$federation" = federation ]; then
         if federation_check "$gateway" "$dir"; then
-            FEDERATION_STATUS=0
+            FEDERATION_STATUS="${FEDERATION_STATUS:-0}"
         else
             FEDERATION_STATUS=1
             status=1
@@ -420,8 +420,8 @@ attempt_gateway() {
     return "$status"
 }
 
-# The federation, once: both demo services register themselves beside the fixture, and
-# the MCP Inspector lists and calls through the gateway.
+# The federation, in front of each fixture revision: both demo services register
+# themselves beside the fixture, and the MCP Inspector lists and calls through the gateway.
 FEDERATION_STATUS=""
 federation_check() {
     local gateway="$1" dir="$2" sport uport
@@ -528,7 +528,15 @@ if [ "$MODE" != fixture ]; then
             run_gateway 2026 "$revision"
         fi
     done
-    for revision in "${REVISIONS[@]}"; do run_gateway 2025 "$revision"; done
+    # The federation check runs in front of either upstream era (the MCP Inspector's
+    # calls reach a 2026-07-28 fixture, then a 2025 one).
+    for revision in "${REVISIONS[@]}"; do
+        if [ "$revision" = 2026-07-28 ]; then
+            run_gateway 2025 "$revision" federation
+        else
+            run_gateway 2025 "$revision"
+        fi
+    done
 fi
 
 result=0
