@@ -31,6 +31,9 @@ pub struct Route {
     pub original: Arc<str>,
     /// The tool declares itself read-only or idempotent: a failed call may be repeated.
     pub retry_safe: bool,
+    /// Some argument travels in an `Mcp-Param-*` header too (an `x-mcp-header`
+    /// annotation in the input schema, SEP-2243): rmcp's client adds those.
+    pub param_headers: bool,
 }
 
 /// What a name resolves to.
@@ -86,8 +89,21 @@ struct Naming<T> {
     /// The `n`th alternative to a qualified name that is already taken.
     variant: fn(&str, usize) -> String,
     retry_safe: fn(&T) -> bool,
+    param_headers: fn(&T) -> bool,
     /// `key` lies in `service`'s qualified namespace (so no other service may hold it).
     in_namespace_of: fn(&str, &str) -> bool,
+}
+
+/// Whether `key` is a member name anywhere in `object` (nested objects and arrays too).
+fn names_key(object: &serde_json::Map<String, serde_json::Value>, key: &str) -> bool {
+    fn walk(value: &serde_json::Value, key: &str) -> bool {
+        match value {
+            serde_json::Value::Object(map) => names_key(map, key),
+            serde_json::Value::Array(items) => items.iter().any(|v| walk(v, key)),
+            _ => false,
+        }
+    }
+    object.contains_key(key) || object.values().any(|v| walk(v, key))
 }
 
 /// Who stands behind a service, for the naming rule: its owner, and when it first
@@ -198,6 +214,7 @@ impl<T: Clone> Merged<T> {
                     service: Arc::clone(service),
                     original: Arc::from(original),
                     retry_safe: (naming.retry_safe)(t),
+                    param_headers: (naming.param_headers)(t),
                 };
                 let public = match slot {
                     Slot::Twice => continue,
@@ -382,6 +399,7 @@ impl Catalog {
                             a.read_only_hint == Some(true) || a.idempotent_hint == Some(true)
                         })
                     },
+                    param_headers: |t| names_key(&t.input_schema, "x-mcp-header"),
                 },
             ),
             prompts: Merged::build(
@@ -394,6 +412,7 @@ impl Catalog {
                     in_namespace_of: in_namespace,
                     variant: name_variant,
                     retry_safe: |_| true,
+                    param_headers: |_| false,
                 },
             ),
             resources: Merged::build(
@@ -410,6 +429,7 @@ impl Catalog {
                     },
                     variant: |uri, n| format!("{uri}~{n}"),
                     retry_safe: |_| true,
+                    param_headers: |_| false,
                 },
             ),
             templates,

@@ -160,7 +160,17 @@ struct Call {
     /// The upstream part's span (`none` when traces are off) and its W3C context.
     span: tracing::Span,
     traceparent: Option<HeaderValue>,
+    mcp_name: Option<HeaderValue>,
 }
+
+/// The `_meta` members a 2026-07-28 request on this path carries (see `route`).
+const MODERN_META: &str = concat!(
+    r#""io.modelcontextprotocol/protocolVersion":"2026-07-28","#,
+    r#""io.modelcontextprotocol/clientInfo":{"name":"mcp-gateway","version":""#,
+    env!("CARGO_PKG_VERSION"),
+    r#""},"io.modelcontextprotocol/clientCapabilities":{},"#,
+    r#""io.modelcontextprotocol/logLevel":"debug""#
+);
 
 impl Passthrough {
     pub fn new(
@@ -521,19 +531,39 @@ impl Passthrough {
         let Lookup::Found(route) = catalog.lookup(&params.name) else {
             return None;
         };
-        if route.service.modern() {
+        // A service whose instances speak one revision: the request is built for it. A
+        // 2026-07-28 one gets that revision's `_meta` and headers; a tool whose arguments
+        // also travel in `Mcp-Param-*` headers is left to rmcp's client, which adds them.
+        let modern = route.service.era()?;
+        if modern && route.param_headers {
             return None;
         }
+        let mcp_name = if modern {
+            Some(HeaderValue::from_str(&route.original).ok()?)
+        } else {
+            None
+        };
         let upstream_id = next_request_id();
         let name = serde_json::to_string(&*route.original).ok()?;
         let span =
             crate::observe::traces::upstream_span(&caller.span, &route.service.name, &params.name);
         let traceparent = crate::observe::traces::traceparent(&span);
         // Trace context in `_meta` too (SEP-414), so the backend's spans join the trace.
-        let meta = traceparent
+        let trace = traceparent
             .as_deref()
-            .map(|t| format!(r#","_meta":{{"traceparent":"{t}"}}"#))
-            .unwrap_or_default();
+            .map(|t| format!(r#""traceparent":"{t}""#));
+        let meta = match (modern, trace) {
+            // What the typed path's request would declare: the gateway as the client,
+            // no capabilities (this path serves only clients that declared none), and
+            // every log message (as an older client gets, unless it sets a level, which
+            // keeps it off this path).
+            (true, trace) => format!(
+                r#","_meta":{{{MODERN_META}{}}}"#,
+                trace.map(|t| format!(",{t}")).unwrap_or_default()
+            ),
+            (false, Some(t)) => format!(r#","_meta":{{{t}}}"#),
+            (false, None) => String::new(),
+        };
         let body = match params.arguments {
             Some(args) => format!(
                 r#"{{"jsonrpc":"2.0","id":"{upstream_id}","method":"tools/call","params":{{"name":{name},"arguments":{}{meta}}}}}"#,
@@ -564,6 +594,7 @@ impl Passthrough {
             ticket,
             span,
             traceparent: traceparent.and_then(|t| HeaderValue::from_str(&t).ok()),
+            mcp_name,
         })
     }
 
@@ -583,6 +614,7 @@ impl Passthrough {
             crate::upstream::raw::Outgoing {
                 body: call.body.clone(),
                 traceparent: call.traceparent.clone(),
+                mcp_name: call.mcp_name.clone(),
             },
             affinity,
             call.retry_safe,
@@ -849,6 +881,9 @@ fn classify(answer: &Answer) -> (Outcome, Option<String>) {
         message: Option<String>,
     }
     match answer.payload() {
+        Some(("result", text)) if let Translated::Refused(e) = translate(text) => {
+            (Outcome::Error, Some(e.message.to_string()))
+        }
         Some(("result", text)) if says_is_error(text) => (Outcome::ToolError, None),
         Some(("result", _)) => (Outcome::Ok, None),
         Some((_, text)) => (
@@ -876,20 +911,56 @@ fn says_is_error(result: &str) -> bool {
     })
 }
 
+/// A 2026-07-28 backend's result as a client of this path (a 2025-era one) gets it:
+/// without the `resultType` that revision adds; or, when the backend asks for input
+/// (`input_required`), the error such a client gets, having declared no capability.
+enum Translated<'a> {
+    /// The result: all of it, or (`"{"` then this) without a leading `resultType`.
+    Result(&'a str),
+    Trimmed(&'a str),
+    Refused(rmcp::ErrorData),
+}
+
+fn translate(result: &str) -> Translated<'_> {
+    // rmcp writes `resultType` first; anywhere else it stays (an extra member an older
+    // client ignores).
+    const COMPLETE: &str = r#"{"resultType":"complete","#;
+    if let Some(rest) = result.strip_prefix(COMPLETE) {
+        return Translated::Trimmed(rest);
+    }
+    if !result.contains(r#""resultType":"input_required""#) {
+        return Translated::Result(result);
+    }
+    // Only a result that is one (a member of that name deeper inside is the tool's).
+    let Ok(asked) = serde_json::from_str::<rmcp::model::InputRequiredResult>(result) else {
+        return Translated::Result(result);
+    };
+    let asked = asked.input_requests.unwrap_or_default();
+    let mut needed = rmcp::model::ClientCapabilities::default();
+    for question in asked.values() {
+        match question {
+            rmcp::model::InputRequest::CreateMessage(_) => {
+                needed.sampling = Some(Default::default())
+            }
+            rmcp::model::InputRequest::Elicitation(_) => {
+                needed.elicitation = Some(Default::default())
+            }
+            rmcp::model::InputRequest::ListRoots(_) => needed.roots = Some(Default::default()),
+            _ => {}
+        }
+    }
+    Translated::Refused(rmcp::ErrorData::missing_required_client_capability(needed))
+}
+
 /// The client's response: the backend's result or error under the client's id.
 fn answer_message(client_id: &str, answer: &Answer) -> String {
     match answer.payload() {
-        Some((member, payload)) => {
-            let mut out = String::with_capacity(payload.len() + client_id.len() + 32);
-            out.push_str(r#"{"jsonrpc":"2.0","id":"#);
-            out.push_str(client_id);
-            out.push_str(",\"");
-            out.push_str(member);
-            out.push_str("\":");
-            out.push_str(payload);
-            out.push('}');
-            out
-        }
+        Some(("result", payload)) => match translate(payload) {
+            Translated::Result(result) => wrap(client_id, "result", &["", result]),
+            Translated::Trimmed(rest) => wrap(client_id, "result", &["{", rest]),
+            Translated::Refused(e) => error_message(client_id, CallError::Upstream(e)),
+        },
+        Some((member, payload)) => wrap(client_id, member, &["", payload]),
         None => error_message(
             client_id,
             CallError::Upstream(rmcp::ErrorData::internal_error(
@@ -898,6 +969,21 @@ fn answer_message(client_id: &str, answer: &Answer) -> String {
             )),
         ),
     }
+}
+
+/// The `payload` (its parts, joined) as the `member` of a response with the client's id.
+fn wrap(client_id: &str, member: &str, payload: &[&str; 2]) -> String {
+    let len = payload[0].len() + payload[1].len();
+    let mut out = String::with_capacity(len + client_id.len() + 32);
+    out.push_str(r#"{"jsonrpc":"2.0","id":"#);
+    out.push_str(client_id);
+    out.push_str(",\"");
+    out.push_str(member);
+    out.push_str("\":");
+    out.push_str(payload[0]);
+    out.push_str(payload[1]);
+    out.push('}');
+    out
 }
 
 fn error_message(client_id: &str, e: CallError) -> String {
@@ -917,6 +1003,34 @@ fn cancelled(client_id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{Translated, translate};
+
+    #[test]
+    fn a_2026_result_reaches_an_older_client_in_its_shape() {
+        // The leading resultType goes; the rest is the backend's, byte for byte.
+        let Translated::Trimmed(rest) = translate(r#"{"resultType":"complete","content":[]}"#)
+        else {
+            panic!("not trimmed");
+        };
+        assert_eq!(format!("{{{rest}"), r#"{"content":[]}"#);
+        // A 2025 result, or a tool's own member of that name deeper inside, is untouched.
+        for plain in [
+            r#"{"content":[]}"#,
+            r#"{"content":[],"structuredContent":{"resultType":"input_required"}}"#,
+        ] {
+            assert!(matches!(translate(plain), Translated::Result(r) if r == plain));
+        }
+        // A question for a client that declared nothing: the error naming what it needs.
+        let asked = r#"{"resultType":"input_required","inputRequests":{"r":{"method":"roots/list"},"e":{"method":"elicitation/create","params":{"mode":"form","message":"name?","requestedSchema":{"type":"object","properties":{}}}}}}"#;
+        let Translated::Refused(e) = translate(asked) else {
+            panic!("not refused");
+        };
+        assert_eq!(e.code.0, -32021);
+        let needed = e.data.expect("data")["requiredCapabilities"].clone();
+        assert!(needed.get("roots").is_some() && needed.get("elicitation").is_some());
+        assert!(needed.get("sampling").is_none(), "{needed}");
+    }
+
     #[test]
     fn is_error_is_read_from_the_member_not_from_text() {
         assert!(super::says_is_error(r#"{"content":[],"isError": true}"#));

@@ -741,3 +741,84 @@ async fn a_modern_backends_task_is_reached_through_the_id_the_gateway_hands_out(
     stop.cancel();
     gw.stop().await;
 }
+
+/// The pass-through path's count of `tools/call` requests it answered.
+async fn passthrough_calls(gw: &Running) -> u64 {
+    let text = http()
+        .get(format!("{}/metrics", gw.base_url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find(|l| l.starts_with("mcp_gateway_passthrough_requests_total{method=\"tools/call\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pass_through_path_speaks_2026_to_a_modern_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let (url, stop) = fixture_with(Default::default()).await;
+    assert_eq!(register(&gw, "conformance", &url).await.0, 201);
+    assert_eq!(negotiated(&gw, "conformance").await, "2026-07-28");
+
+    // A plain call: on the pass-through path, in that revision's request, answered in
+    // the client's (no resultType).
+    let before = passthrough_calls(&gw).await;
+    let (status, body) = rpc(
+        &gw,
+        "tools/call",
+        json!({"name": "test_simple_text", "arguments": {}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["result"]["content"][0]["text"], "This is a simple text response for testing.",
+        "{body}"
+    );
+    assert!(body["result"].get("resultType").is_none(), "{body}");
+    assert_eq!(
+        passthrough_calls(&gw).await,
+        before + 1,
+        "served by the pass-through path"
+    );
+
+    // The backend asks for input: a client of this path declared nothing, so it gets
+    // the missing-capability error naming what the backend wanted.
+    let (_, body) = rpc(
+        &gw,
+        "tools/call",
+        json!({"name": "test_input_required_result_elicitation", "arguments": {}}),
+    )
+    .await;
+    assert_eq!(body["error"]["code"], -32021, "{body}");
+    assert!(
+        body["error"]["data"]["requiredCapabilities"]
+            .get("elicitation")
+            .is_some(),
+        "{body}"
+    );
+    assert_eq!(passthrough_calls(&gw).await, before + 2);
+
+    // A tool whose argument travels in an Mcp-Param header stays on the typed path,
+    // whose client adds the header the backend checks.
+    let (_, body) = rpc(
+        &gw,
+        "tools/call",
+        json!({"name": "test_custom_header", "arguments": {"region": "eu-west"}}),
+    )
+    .await;
+    assert_eq!(
+        body["result"]["content"][0]["text"], "Region: eu-west",
+        "{body}"
+    );
+    assert_eq!(passthrough_calls(&gw).await, before + 2);
+    stop.cancel();
+    gw.stop().await;
+}

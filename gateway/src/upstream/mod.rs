@@ -1546,6 +1546,17 @@ impl Service {
         self.instances.load().iter().any(|i| i.modern())
     }
 
+    /// Whether every instance speaks 2026-07-28 (`Some(true)`) or none does
+    /// (`Some(false)`); `None` when they differ or there is none.
+    pub fn era(&self) -> Option<bool> {
+        let instances = self.instances.load();
+        let first = instances.first()?.modern();
+        instances
+            .iter()
+            .all(|i| i.modern() == first)
+            .then_some(first)
+    }
+
     pub fn set_instances(&self, instances: Vec<Arc<Instance>>) {
         self.instances.store(Arc::new(instances));
     }

@@ -226,6 +226,25 @@ impl RawTarget {
     }
 }
 
+/// Whether `body` is a JSON-RPC error response to the request `id` (and nothing else).
+fn error_for(body: &[u8], id: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Response<'a> {
+        jsonrpc: &'a str,
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
+        error: Option<serde::de::IgnoredAny>,
+        result: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Response<'_>>(body).is_ok_and(|r| {
+        r.jsonrpc == "2.0"
+            && r.error.is_some()
+            && r.result.is_none()
+            && r.id
+                .is_some_and(|v| serde_json::from_str::<&str>(v.get()).is_ok_and(|v| v == id))
+    })
+}
+
 /// A fresh id for a request the gateway sends upstream on this path; distinct from
 /// rmcp's own (numbers) on the same session.
 pub fn next_request_id() -> Arc<str> {
@@ -258,6 +277,9 @@ enum Phase {
 pub struct Outgoing {
     pub body: Bytes,
     pub traceparent: Option<HeaderValue>,
+    /// For a 2026-07-28 instance: the `Mcp-Name` of the call (its `Mcp-Method` is
+    /// `tools/call`); that revision's requests carry both.
+    pub mcp_name: Option<HeaderValue>,
 }
 
 /// How a call failed after its first event (not retried); `Service::raw_error` words it.
@@ -286,6 +308,7 @@ pub struct Exchange {
     held: Option<Answer>,
     cap: Arc<Cap>,
     traceparent: Option<HeaderValue>,
+    mcp_name: Option<HeaderValue>,
     /// Answers to the backend's requests in flight (see [`MAX_SERVER_REQUESTS_PER_CALL`]).
     answering: Arc<tokio::sync::Semaphore>,
 }
@@ -335,6 +358,7 @@ impl Instance {
             held: None,
             cap: Cap::new(self.options.max_response_bytes),
             traceparent: out.traceparent,
+            mcp_name: out.mcp_name,
             answering: Arc::new(tokio::sync::Semaphore::new(MAX_SERVER_REQUESTS_PER_CALL)),
         };
         let sent = match tokio::time::timeout_at(deadline, exchange.send(out.body)).await {
@@ -548,6 +572,7 @@ impl Stream for Driven {
 }
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const ACCEPT_BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
+const TOOLS_CALL: HeaderValue = HeaderValue::from_static("tools/call");
 
 impl Exchange {
     async fn send(&mut self, body: Bytes) -> Result<(), Failure> {
@@ -566,6 +591,10 @@ impl Exchange {
         headers.insert(header::ACCEPT, ACCEPT_BOTH);
         if let Some(traceparent) = &self.traceparent {
             headers.insert("traceparent", traceparent.clone());
+        }
+        if let Some(name) = &self.mcp_name {
+            headers.insert("mcp-method", TOOLS_CALL);
+            headers.insert("mcp-name", name.clone());
         }
         self.target.session_headers(&self.session, headers);
         let (mut link, reused) = self.target.link().await?;
@@ -596,6 +625,28 @@ impl Exchange {
             return Err(Failure::Expired(
                 "the backend no longer knows the session (HTTP 404)".into(),
             ));
+        }
+        // A 2026-07-28 backend answers some JSON-RPC errors with HTTP 400 or 404 (a
+        // missing capability, a header mismatch, an unknown method): that answer, when
+        // it is one for this request, is the call's.
+        if self.mcp_name.is_some()
+            && matches!(status, StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND)
+            && response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|k| k.starts_with("application/json"))
+        {
+            let body = http_body_util::Limited::new(response.into_body(), self.cap.max);
+            let bytes = drive(&mut link.conn, body.collect())
+                .await
+                .map(|c| c.to_bytes())
+                .map_err(|_| Failure::Refused(status.as_u16()))?;
+            self.target.checkin(link);
+            if error_for(&bytes, &self.id) {
+                return Ok(Phase::Json(bytes));
+            }
+            return Err(Failure::Refused(status.as_u16()));
         }
         // The request reached the backend and failed there: that call alone fails (its
         // body is not read: it may reflect the gateway's credential).
