@@ -197,7 +197,12 @@ impl GatewayHandler {
                 let caps = context.peer.peer_info().map(|i| i.capabilities.clone())?;
                 let needs_own =
                     caps.sampling.is_some() || caps.elicitation.is_some() || caps.roots.is_some();
-                needs_own.then(|| PrivateSessions::new(caps, context.peer.clone()))
+                // Only these: the gateway relays nothing else for such a client (a task
+                // of the 2026-07-28 extension could not reach it).
+                let mut declared = rmcp::model::ClientCapabilities::default();
+                (declared.sampling, declared.elicitation, declared.roots) =
+                    (caps.sampling, caps.elicitation, caps.roots);
+                needs_own.then(|| PrivateSessions::new(declared, context.peer.clone()))
             })
             .as_ref();
         // A 2026-07-28 request says in its `_meta` whether it wants log messages, and
@@ -301,10 +306,23 @@ impl GatewayHandler {
                         )));
                     }
                     let questions = asked.input_requests.take().unwrap_or_default();
-                    let responses = ask_legacy_client(&context.peer, questions)
-                        .await
-                        .map_err(CallError::Upstream)?;
-                    with_input(&mut request, responses, asked.request_state.take());
+                    // The client's answers, within the call's own deadline.
+                    let responses = tokio::time::timeout(
+                        service.call_timeout(),
+                        ask_legacy_client(&context.peer, questions),
+                    )
+                    .await
+                    .map_err(|_| CallError::Timeout {
+                        service: service.name.to_string(),
+                        ms: service.call_timeout().as_millis() as u64,
+                    })?
+                    .map_err(CallError::Upstream)?;
+                    if !with_input(&mut request, responses, asked.request_state.take()) {
+                        return Err(CallError::Upstream(ErrorData::internal_error(
+                            "the backend asked for input on a request that cannot carry the answers",
+                            None,
+                        )));
+                    }
                 }
                 Ok(result) => {
                     mark_complete(result);
@@ -363,7 +381,12 @@ impl GatewayHandler {
         binding: &[u8],
         state: &mut Option<String>,
     ) -> Result<Option<Opened>, ErrorData> {
-        let (Some(rounds), Some(sealed)) = (rounds, state.take()) else {
+        let Some(rounds) = rounds else {
+            // A 2026-07-28 member from an older client reaches no backend.
+            *state = None;
+            return Ok(None);
+        };
+        let Some(sealed) = state.take() else {
             return Ok(None);
         };
         let opened = rounds.open(binding, &sealed)?;
@@ -393,6 +416,8 @@ impl GatewayHandler {
             .registry
             .upstream(&route.service)
             .filter(|s| allow_of(context).is_none_or(|a| a.service(&s.name)))
+            // The registration that made the task, not whoever holds the name now.
+            .filter(|s| registered("", s) == route.registration)
             .ok_or_else(|| {
                 ErrorData::invalid_params(
                     format!(
@@ -526,6 +551,7 @@ impl GatewayHandler {
                     ServerResult::CreateTaskResult(mut created) => {
                         let route = crate::mrtr::TaskRoute {
                             service: service.name.to_string(),
+                            registration: registered("", &service),
                             affinity: affinity.unwrap_or_default(),
                             task: std::mem::take(&mut created.task.task_id),
                         };
@@ -630,12 +656,13 @@ async fn ask_legacy_client(
         .map(|answers| answers.into_iter().collect())
 }
 
-/// `request` again, with the client's answers and the backend's state.
+/// `request` again, with the client's answers and the backend's state; false for a
+/// request that has no place for them.
 fn with_input(
     request: &mut ClientRequest,
     responses: rmcp::model::InputResponses,
     state: Option<String>,
-) {
+) -> bool {
     let (slot, request_state) = match request {
         ClientRequest::CallToolRequest(r) => {
             (&mut r.params.input_responses, &mut r.params.request_state)
@@ -646,10 +673,24 @@ fn with_input(
         ClientRequest::ReadResourceRequest(r) => {
             (&mut r.params.input_responses, &mut r.params.request_state)
         }
-        _ => return,
+        _ => return false,
     };
     *slot = Some(responses);
     *request_state = state;
+    true
+}
+
+/// `name` as routed to `service`, the registration included (its owner and when it was
+/// registered): a state or task id issued for it does not open for whoever registers
+/// that name after it.
+fn registered(name: &str, service: &Service) -> String {
+    let instances = service.instances();
+    let first = instances.iter().min_by_key(|i| i.registered_at_ms);
+    format!(
+        "{name}\u{1f}{}\u{1f}{}",
+        first.and_then(|i| i.owner.as_deref()).unwrap_or_default(),
+        first.map_or(0, |i| i.registered_at_ms)
+    )
 }
 
 /// The instance a retry of a backend's own `input_required` goes back to.
@@ -1057,11 +1098,15 @@ impl ServerHandler for GatewayHandler {
             crate::mrtr::binding(
                 &caller_of(&context).identity,
                 "tools/call",
-                &request.name,
+                &registered(&request.name, &service),
                 request.arguments.as_ref(),
             )
         });
         let mut request = request;
+        if rounds.is_none() {
+            // Those are 2026-07-28 members: an older client's reach no backend.
+            (request.request_state, request.input_responses) = (None, None);
+        }
         let mut affinity = None;
         if let (Some(rounds), Some(binding), Some(state)) =
             (&rounds, &binding, request.request_state.take())
@@ -1195,7 +1240,7 @@ impl ServerHandler for GatewayHandler {
             let binding = crate::mrtr::binding(
                 &caller_of(&context).identity,
                 "prompts/get",
-                &request.name,
+                &registered(&request.name, &service),
                 request.arguments.as_ref(),
             );
             let mut forwarded = request;
@@ -1220,6 +1265,7 @@ impl ServerHandler for GatewayHandler {
                     .await?
                 }
                 (None, _) => {
+                    forwarded.input_responses = None;
                     let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(forwarded));
                     self.forward(&service, request, &context, true).await?
                 }
@@ -1304,7 +1350,7 @@ impl ServerHandler for GatewayHandler {
             let binding = crate::mrtr::binding(
                 &caller_of(&context).identity,
                 "resources/read",
-                &public,
+                &registered(&public, &service),
                 None,
             );
             let mut forwarded = request;
@@ -1330,6 +1376,7 @@ impl ServerHandler for GatewayHandler {
                     .await?
                 }
                 (None, _) => {
+                    forwarded.input_responses = None;
                     let request =
                         ClientRequest::ReadResourceRequest(ReadResourceRequest::new(forwarded));
                     self.forward(&service, request, &context, true).await?

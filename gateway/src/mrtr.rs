@@ -47,6 +47,8 @@ use crate::upstream::relay::RelayMsg;
 const GATHER_QUIET: Duration = Duration::from_millis(20);
 /// The longest a round gathers a backend's requests before asking the client.
 const GATHER_MAX: Duration = Duration::from_millis(100);
+/// The most questions one round asks (more wait for the next round).
+const MAX_QUESTIONS: usize = 16;
 
 /// What the gateway answers a backend's request with.
 type Reply = oneshot::Sender<Result<ClientResult, ErrorData>>;
@@ -135,6 +137,9 @@ enum State {
 pub struct TaskRoute {
     #[serde(rename = "s")]
     pub service: String,
+    /// The service's registration (owner, time) when the task was made.
+    #[serde(rename = "r")]
+    pub registration: String,
     #[serde(rename = "a")]
     pub affinity: String,
     #[serde(rename = "t")]
@@ -453,7 +458,7 @@ impl Rounds {
                         // its stream) are asked in one round: those that follow within
                         // GATHER_QUIET of the last, up to GATHER_MAX in all.
                         let until = tokio::time::Instant::now() + GATHER_MAX;
-                        loop {
+                        while live.questions.len() < MAX_QUESTIONS {
                             let quiet = (tokio::time::Instant::now() + GATHER_QUIET).min(until);
                             match tokio::time::timeout_at(quiet, live.relays.recv()).await {
                                 Ok(Some(RelayMsg::Request(request, reply))) => {

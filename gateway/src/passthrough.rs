@@ -928,14 +928,25 @@ fn translate(result: &str) -> Translated<'_> {
     if let Some(rest) = result.strip_prefix(COMPLETE) {
         return Translated::Trimmed(rest);
     }
-    if !result.contains(r#""resultType":"input_required""#) {
+    if !result.contains("input_required") {
         return Translated::Result(result);
     }
-    // Only a result that is one (a member of that name deeper inside is the tool's).
-    let Ok(asked) = serde_json::from_str::<rmcp::model::InputRequiredResult>(result) else {
+    // Only a result that is one, however it is spaced (a member of that name deeper
+    // inside is the tool's). One whose questions cannot be read is refused all the same.
+    #[derive(Deserialize)]
+    struct Kind<'a> {
+        #[serde(rename = "resultType", borrow, default)]
+        result_type: Option<std::borrow::Cow<'a, str>>,
+    }
+    let asks = serde_json::from_str::<Kind<'_>>(result)
+        .is_ok_and(|k| k.result_type.as_deref() == Some("input_required"));
+    if !asks {
         return Translated::Result(result);
-    };
-    let asked = asked.input_requests.unwrap_or_default();
+    }
+    let asked = serde_json::from_str::<rmcp::model::InputRequiredResult>(result)
+        .ok()
+        .and_then(|r| r.input_requests)
+        .unwrap_or_default();
     let mut needed = rmcp::model::ClientCapabilities::default();
     for question in asked.values() {
         match question {
@@ -1022,6 +1033,9 @@ mod tests {
         }
         // A question for a client that declared nothing: the error naming what it needs.
         let asked = r#"{"resultType":"input_required","inputRequests":{"r":{"method":"roots/list"},"e":{"method":"elicitation/create","params":{"mode":"form","message":"name?","requestedSchema":{"type":"object","properties":{}}}}}}"#;
+        // However it is spaced.
+        let spaced = r#"{ "resultType": "input_required", "inputRequests": {} }"#;
+        assert!(matches!(translate(spaced), Translated::Refused(_)));
         let Translated::Refused(e) = translate(asked) else {
             panic!("not refused");
         };

@@ -822,3 +822,37 @@ async fn the_pass_through_path_speaks_2026_to_a_modern_backend() {
     stop.cancel();
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_clients_input_responses_never_reach_a_modern_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let (url, stop) = fixture_with(Default::default()).await;
+    assert_eq!(register(&gw, "conformance", &url).await.0, 201);
+    let handler = Answering::default();
+    let asked = handler.asked.clone();
+    let client = session_with(&gw, "answering", handler).await;
+    // A 2025-era client slips the 2026-07-28 members into its call: the backend would
+    // take the answer as given. The gateway drops them; the backend asks, and the
+    // client's real answer (Ada) completes the call.
+    let mut call =
+        rmcp::model::CallToolRequestParams::new("test_input_required_result_elicitation");
+    call.input_responses = Some(
+        serde_json::from_value(json!({
+            "user_name": {"action": "accept", "content": {"name": "Mallory"}}
+        }))
+        .expect("responses"),
+    );
+    call.request_state = Some("forged".into());
+    let result = client
+        .peer()
+        .call_tool(call)
+        .await
+        .expect("the call completes");
+    let text = serde_json::to_value(&result).expect("json").to_string();
+    assert!(text.contains("Hello, Ada!"), "{text}");
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    let _ = client.cancel().await;
+    stop.cancel();
+    gw.stop().await;
+}

@@ -418,6 +418,13 @@ pub struct Instance {
     rewatch: watch::Sender<u64>,
 }
 
+/// Resources one instance's listen stream follows (those clients subscribed to).
+pub const MAX_WATCHED: usize = 1024;
+
+/// How often a listen stream reopens for a changed set of resources at most: changes
+/// in between are taken together.
+const REWATCH_EVERY: Duration = Duration::from_millis(200);
+
 /// How many sets of client capabilities an instance keeps a session open for; past
 /// that, the least recently used is closed once its calls end.
 pub const MAX_DECLARING_SESSIONS: usize = 8;
@@ -993,9 +1000,13 @@ impl Instance {
         }
     }
 
-    /// Follows (or stops following) `uri`'s updates on the listen stream.
-    fn watch(&self, uri: &str, on: bool) {
+    /// Follows (or stops following) `uri`'s updates on the listen stream; false when
+    /// it already follows [`MAX_WATCHED`] others.
+    fn watch(&self, uri: &str, on: bool) -> bool {
         let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        if on && watched.len() >= MAX_WATCHED && !watched.contains(uri) {
+            return false;
+        }
         let changed = if on {
             watched.insert(uri.to_string())
         } else {
@@ -1004,6 +1015,13 @@ impl Instance {
         if changed {
             self.rewatch.send_modify(|g| *g += 1);
         }
+        true
+    }
+
+    /// The resources followed on the listen stream.
+    fn watched(&self) -> Vec<String> {
+        let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        watched.iter().cloned().collect()
     }
 
     /// A 2026-07-28 backend announces list changes only on a `subscriptions/listen`
@@ -1119,6 +1137,12 @@ impl Instance {
                 Err(_) => tracing::debug!(instance = %self.url, "subscriptions/listen timed out"),
             }
             if reopen {
+                // Subscriptions arriving together reopen the stream once.
+                tokio::select! {
+                    _ = tokio::time::sleep(REWATCH_EVERY) => {}
+                    _ = generation.changed() => return,
+                    _ = self.cancel.cancelled() => return,
+                }
                 continue;
             }
             tokio::select! {
@@ -1558,6 +1582,19 @@ impl Service {
     }
 
     pub fn set_instances(&self, instances: Vec<Arc<Instance>>) {
+        // The resources followed on the old instances' listen streams are followed on
+        // the new ones' (a replaced or added instance starts with none).
+        let followed: std::collections::BTreeSet<String> = self
+            .instances
+            .load()
+            .iter()
+            .flat_map(|i| i.watched())
+            .collect();
+        for instance in &instances {
+            for uri in &followed {
+                instance.watch(uri, true);
+            }
+        }
         self.instances.store(Arc::new(instances));
     }
 
@@ -1724,7 +1761,15 @@ impl Service {
             && self.modern()
         {
             for instance in self.instances().iter() {
-                instance.watch(&uri, on);
+                if !instance.watch(&uri, on) {
+                    return Err(CallError::Upstream(rmcp::ErrorData::internal_error(
+                        format!(
+                            "the gateway follows at most {MAX_WATCHED} resources of service \"{}\"",
+                            self.name
+                        ),
+                        None,
+                    )));
+                }
             }
             return Ok(ServerResult::empty(()));
         }

@@ -226,14 +226,25 @@ impl RawTarget {
     }
 }
 
-/// Whether `body` is a JSON-RPC error response to the request `id` (and nothing else).
+/// The largest error body of a 2026-07-28 backend's 400 or 404 read (rmcp's own bound).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Whether `body` is a JSON-RPC error response to the request `id` (and nothing else):
+/// an error object with an integer code and a string message.
 fn error_for(body: &[u8], id: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Error {
+        #[allow(dead_code)]
+        code: i64,
+        #[allow(dead_code)]
+        message: String,
+    }
     #[derive(Deserialize)]
     struct Response<'a> {
         jsonrpc: &'a str,
         #[serde(borrow)]
         id: Option<&'a RawValue>,
-        error: Option<serde::de::IgnoredAny>,
+        error: Option<Error>,
         result: Option<serde::de::IgnoredAny>,
     }
     serde_json::from_slice::<Response<'_>>(body).is_ok_and(|r| {
@@ -637,7 +648,7 @@ impl Exchange {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|k| k.starts_with("application/json"))
         {
-            let body = http_body_util::Limited::new(response.into_body(), self.cap.max);
+            let body = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BODY);
             let bytes = drive(&mut link.conn, body.collect())
                 .await
                 .map(|c| c.to_bytes())
