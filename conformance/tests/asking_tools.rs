@@ -7,13 +7,16 @@
 // Sampling is deprecated by SEP-2577 but is 2025-era protocol.
 #![allow(deprecated)]
 
+mod common;
+use common::start;
+
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use conformance::fixture::{self, Config, Revision};
+use conformance::fixture::{self, Revision};
 use rmcp::{
     ClientHandler, ErrorData, RoleClient,
     model::{
@@ -24,30 +27,11 @@ use rmcp::{
 };
 use serde_json::{Value, json};
 use service_kit::client::ClientOptions;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-async fn start(revision: Revision, shutdown: &CancellationToken) -> SocketAddr {
-    service_kit::client::ensure_tls_provider();
-    let config = Config {
-        revision,
-        ..Config::default()
-    };
-    let router = fixture::router(&config, shutdown.clone()).expect("router");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(service_kit::serve::serve(
-        listener,
-        router,
-        shutdown.clone(),
-    ));
-    addr
-}
-
-/// A 2026-07-28 `tools/call` (stateless: the lifecycle in `_meta`, the SEP-2243
-/// headers) declaring `capabilities`, with `extra` params (a retry's
+/// A 2026-07-28 `tools/call` declaring `capabilities`, with `extra` params (a retry's
 /// `inputResponses`): the HTTP status and the JSON-RPC message answering it.
 async fn call_modern(
     addr: SocketAddr,
@@ -60,36 +44,7 @@ async fn call_modern(
     if let (Some(params), Value::Object(extra)) = (params.as_object_mut(), extra) {
         params.extend(extra);
     }
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": capabilities,
-        "io.modelcontextprotocol/clientInfo": {"name": "asking-tools-test", "version": "1"}
-    });
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
-    let response = reqwest::Client::new()
-        .post(format!("http://{addr}/mcp"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", name)
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("send");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    // A JSON body, or the SSE event carrying the response.
-    let message = serde_json::from_str(&text).ok().or_else(|| {
-        text.lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-            .find(|m| m.get("id") == Some(&json!(1)))
-    });
-    (
-        status,
-        message.unwrap_or_else(|| panic!("no response in {text:?}")),
-    )
+    common::modern(addr, "tools/call", params, capabilities).await
 }
 
 fn sampling_answer() -> Value {

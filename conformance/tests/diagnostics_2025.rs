@@ -6,6 +6,8 @@
 // Sampling, roots and logging are deprecated by SEP-2577 but are 2025-era protocol.
 #![allow(deprecated)]
 
+mod common;
+
 use std::{
     net::SocketAddr,
     sync::{
@@ -15,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use conformance::fixture::{self, Config, Revision};
+use conformance::fixture::{self, Revision};
 use rmcp::{
     ClientHandler, ErrorData, RoleClient, ServiceError,
     model::{
@@ -27,28 +29,11 @@ use rmcp::{
 };
 use serde_json::{Value, json};
 use service_kit::client::ClientOptions;
-use tokio::{net::TcpListener, sync::Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for something the fixture should send.
 const WAIT: Duration = Duration::from_secs(5);
-
-async fn start(shutdown: &CancellationToken) -> SocketAddr {
-    service_kit::client::ensure_tls_provider();
-    let config = Config {
-        revision: Revision::V2025,
-        ..Config::default()
-    };
-    let router = fixture::router(&config, shutdown.clone()).expect("router");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(service_kit::serve::serve(
-        listener,
-        router,
-        shutdown.clone(),
-    ));
-    addr
-}
 
 /// A 2025-era client that declares `capabilities` and answers what the fixture asks:
 /// elicitations with a `name` (Alice), `color` (blue), `ok` (true) or `answer`, sampling
@@ -512,4 +497,9 @@ async fn logging_tool_logs_on_the_session_from_its_level_up() {
     assert_eq!(result["content"][0]["text"], "Region: us-west1");
     session.cancel().await.expect("close");
     shutdown.cancel();
+}
+
+/// The fixture as a 2025-era server.
+async fn start(shutdown: &CancellationToken) -> SocketAddr {
+    common::start(Revision::V2025, shutdown).await
 }
