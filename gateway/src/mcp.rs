@@ -584,14 +584,14 @@ const MAX_INPUT_ROUNDS: usize = 10;
 /// Questions in one such round (each is a request to the client, sent at once).
 const MAX_INPUT_QUESTIONS: usize = 8;
 
-/// Asks a 2025-era client a 2026-07-28 backend's questions, as requests on its session
-/// (all at once); its answers, by the backend's keys. A client that did not declare
-/// what a question needs (or has no session to be asked on) gets the revision's
-/// missing-capability error.
-async fn ask_legacy_client(
-    peer: &rmcp::Peer<RoleServer>,
+/// A 2026-07-28 backend's questions as requests to a 2025-era client that declared
+/// `declared`: at most [`MAX_INPUT_QUESTIONS`], of the three kinds a client can be asked;
+/// when the client lacks what some need, the revision's missing-capability error naming
+/// all of it. Both call paths refuse with these same errors.
+pub(crate) fn legacy_questions(
     questions: rmcp::model::InputRequests,
-) -> Result<rmcp::model::InputResponses, ErrorData> {
+    declared: &rmcp::model::ClientCapabilities,
+) -> Result<Vec<(String, rmcp::model::ServerRequest)>, ErrorData> {
     use rmcp::model::{InputRequest, ServerRequest};
     if questions.len() > MAX_INPUT_QUESTIONS {
         return Err(ErrorData::internal_error(
@@ -602,13 +602,9 @@ async fn ask_legacy_client(
             None,
         ));
     }
-    let declared = peer
-        .peer_info()
-        .map(|i| i.capabilities.clone())
-        .unwrap_or_default();
-    let mut asks = Vec::with_capacity(questions.len());
+    let mut needed = rmcp::model::ClientCapabilities::default();
+    let mut requests = Vec::with_capacity(questions.len());
     for (key, question) in questions {
-        let mut needed = rmcp::model::ClientCapabilities::default();
         let request = match question {
             InputRequest::CreateMessage(r) => {
                 if declared.sampling.is_none() {
@@ -635,9 +631,28 @@ async fn ask_legacy_client(
                 ));
             }
         };
-        if needed != Default::default() {
-            return Err(ErrorData::missing_required_client_capability(needed));
-        }
+        requests.push((key, request));
+    }
+    if needed != Default::default() {
+        return Err(ErrorData::missing_required_client_capability(needed));
+    }
+    Ok(requests)
+}
+
+/// Asks a 2025-era client a 2026-07-28 backend's questions, as requests on its session
+/// (all at once); its answers, by the backend's keys (see [`legacy_questions`] for what
+/// is refused first).
+async fn ask_legacy_client(
+    peer: &rmcp::Peer<RoleServer>,
+    questions: rmcp::model::InputRequests,
+) -> Result<rmcp::model::InputResponses, ErrorData> {
+    let declared = peer
+        .peer_info()
+        .map(|i| i.capabilities.clone())
+        .unwrap_or_default();
+    let requests = legacy_questions(questions, &declared)?;
+    let mut asks = Vec::with_capacity(requests.len());
+    for (key, request) in requests {
         asks.push(async move {
             let answer = peer.send_request(request).await.map_err(|e| match e {
                 rmcp::ServiceError::McpError(e) => e,

@@ -947,20 +947,15 @@ fn translate(result: &str) -> Translated<'_> {
         .ok()
         .and_then(|r| r.input_requests)
         .unwrap_or_default();
-    let mut needed = rmcp::model::ClientCapabilities::default();
-    for question in asked.values() {
-        match question {
-            rmcp::model::InputRequest::CreateMessage(_) => {
-                needed.sampling = Some(Default::default())
-            }
-            rmcp::model::InputRequest::Elicitation(_) => {
-                needed.elicitation = Some(Default::default())
-            }
-            rmcp::model::InputRequest::ListRoots(_) => needed.roots = Some(Default::default()),
-            _ => {}
-        }
+    // This path's clients declared nothing: the typed path's refusal for them.
+    match crate::mcp::legacy_questions(asked, &Default::default()) {
+        Err(e) => Translated::Refused(e),
+        // Questions that need nothing (there are none today), or none that could be read.
+        Ok(_) => Translated::Refused(rmcp::ErrorData::internal_error(
+            "the backend asked for input this client cannot be asked for",
+            None,
+        )),
     }
-    Translated::Refused(rmcp::ErrorData::missing_required_client_capability(needed))
 }
 
 /// The client's response: the backend's result or error under the client's id.
@@ -1043,6 +1038,17 @@ mod tests {
         let needed = e.data.expect("data")["requiredCapabilities"].clone();
         assert!(needed.get("roots").is_some() && needed.get("elicitation").is_some());
         assert!(needed.get("sampling").is_none(), "{needed}");
+        // More questions than the typed path passes on: its refusal, word for word.
+        let many: String = (0..9)
+            .map(|i| format!(r#""q{i}":{{"method":"roots/list"}}"#))
+            .collect::<Vec<_>>()
+            .join(",");
+        let many = format!(r#"{{"resultType":"input_required","inputRequests":{{{many}}}}}"#);
+        let Translated::Refused(e) = translate(&many) else {
+            panic!("not refused");
+        };
+        assert_eq!(e.code.0, -32603);
+        assert!(e.message.contains("at most 8"), "{e:?}");
     }
 
     #[test]
