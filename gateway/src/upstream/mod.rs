@@ -1260,6 +1260,8 @@ async fn forward(
     tokio::pin!(deadline);
     // Fires when the client resumes a stream the gateway closed.
     let mut resumed = None;
+    // The backend sent something about this call before its answer.
+    let mut chatty = false;
     let outcome = loop {
         tokio::select! {
             r = &mut response => {
@@ -1276,9 +1278,19 @@ async fn forward(
                     // The answer is here: a closed stream has nothing left to resume for.
                     relay_down(msg, down, &mut Some(None)).await;
                 }
+                // A backend that reported on the call may have a last report in flight
+                // on a busy machine: a few milliseconds more for it, for such calls only.
+                if chatty {
+                    while let Ok(Some(msg)) = tokio::time::timeout(STRAGGLER_WAIT, rx.recv()).await {
+                        relay_down(msg, down, &mut Some(None)).await;
+                    }
+                }
                 break r.map_err(classify);
             }
-            Some(msg) = rx.recv() => relay_down(msg, down, &mut resumed).await,
+            Some(msg) = rx.recv() => {
+                chatty = true;
+                relay_down(msg, down, &mut resumed).await
+            }
             _ = &mut deadline => {
                 abandon.reason = "timed out at the gateway";
                 return Err(Failure::Timeout(timeout.as_millis() as u64));
@@ -1309,6 +1321,10 @@ fn session_is_modern(session: &Session) -> bool {
         .peer_info()
         .is_some_and(|i| i.protocol_version.as_str() >= "2026-07-28")
 }
+
+/// How long, after its answer, a call whose backend reported on it waits for a last
+/// report still on its way (see `forward`).
+const STRAGGLER_WAIT: Duration = Duration::from_millis(5);
 
 /// Sends `notifications/cancelled` for a request abandoned before its answer.
 struct CancelOnDrop {
