@@ -369,21 +369,23 @@ impl GatewayHandler {
         let modern = context
             .meta
             .protocol_version()
-            .is_some_and(|v| v.as_str() >= "2026-07-28");
+            .is_some_and(|v| crate::upstream::is_modern(v.as_str()));
         modern.then(|| self.rounds.clone()).flatten()
     }
 
     /// Opens a 2026-07-28 retry's `requestState` (taken out of the request; a backend's
-    /// own goes back in, to travel on). Older clients' requests pass it on untouched.
+    /// own goes back in, to travel on). An older client's `requestState` and
+    /// `inputResponses` are dropped: those members are not of its revision.
     fn reopen(
         &self,
         rounds: &Option<Arc<Rounds>>,
         binding: &[u8],
         state: &mut Option<String>,
+        responses: &mut Option<rmcp::model::InputResponses>,
     ) -> Result<Option<Opened>, ErrorData> {
         let Some(rounds) = rounds else {
-            // A 2026-07-28 member from an older client reaches no backend.
-            *state = None;
+            // Those are 2026-07-28 members: an older client's reach no backend.
+            (*state, *responses) = (None, None);
             return Ok(None);
         };
         let Some(sealed) = state.take() else {
@@ -1118,41 +1120,35 @@ impl ServerHandler for GatewayHandler {
             )
         });
         let mut request = request;
-        if rounds.is_none() {
-            // Those are 2026-07-28 members: an older client's reach no backend.
-            (request.request_state, request.input_responses) = (None, None);
-        }
-        let mut affinity = None;
-        if let (Some(rounds), Some(binding), Some(state)) =
-            (&rounds, &binding, request.request_state.take())
-        {
-            // A retry: it continues what its requestState names.
-            match rounds.open(binding, &state) {
-                Ok(Opened::Parked(parked)) => {
-                    let answer = rounds
-                        .resume(
-                            binding,
-                            parked,
-                            request.input_responses.take(),
-                            self.round(&context),
-                        )
-                        .await
-                        .and_then(tool_response);
-                    self.count("tools/call", &answer);
-                    return answer;
-                }
-                // The backend's own: the request goes back to it with its state.
-                Ok(Opened::Upstream { affinity: a, state }) => {
-                    request.request_state = state;
-                    affinity = Some(a);
-                }
-                Err(e) => {
-                    let refused = Err(e);
-                    self.count("tools/call", &refused);
-                    return refused;
-                }
+        // A retry continues what its requestState names.
+        let opened = self.reopen(
+            &rounds,
+            binding.as_deref().unwrap_or_default(),
+            &mut request.request_state,
+            &mut request.input_responses,
+        );
+        let affinity = match (opened, &rounds, &binding) {
+            (Ok(Some(Opened::Parked(parked))), Some(rounds), Some(binding)) => {
+                let answer = rounds
+                    .resume(
+                        binding,
+                        parked,
+                        request.input_responses.take(),
+                        self.round(&context),
+                    )
+                    .await
+                    .and_then(tool_response);
+                self.count("tools/call", &answer);
+                return answer;
             }
-        }
+            (Err(e), _, _) => {
+                let refused = Err(e);
+                self.count("tools/call", &refused);
+                return refused;
+            }
+            // The backend's own: the request goes back to it with its state.
+            (Ok(opened), _, _) => upstream_affinity(opened),
+        };
         let caller = caller_of(&context);
         let observer = Arc::clone(self.registry.observer());
         let mut ticket = observer.start(&caller, &service.name, &request.name, || {
@@ -1263,7 +1259,12 @@ impl ServerHandler for GatewayHandler {
             let rounds = self.rounds_of(&context);
             let result = match (
                 &rounds,
-                self.reopen(&rounds, &binding, &mut forwarded.request_state)?,
+                self.reopen(
+                    &rounds,
+                    &binding,
+                    &mut forwarded.request_state,
+                    &mut forwarded.input_responses,
+                )?,
             ) {
                 (Some(rounds), Some(Opened::Parked(parked))) => {
                     let responses = forwarded.input_responses.take();
@@ -1280,7 +1281,6 @@ impl ServerHandler for GatewayHandler {
                     .await?
                 }
                 (None, _) => {
-                    forwarded.input_responses = None;
                     let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(forwarded));
                     self.forward(&service, request, &context, true).await?
                 }
@@ -1373,7 +1373,12 @@ impl ServerHandler for GatewayHandler {
             let rounds = self.rounds_of(&context);
             let result = match (
                 &rounds,
-                self.reopen(&rounds, &binding, &mut forwarded.request_state)?,
+                self.reopen(
+                    &rounds,
+                    &binding,
+                    &mut forwarded.request_state,
+                    &mut forwarded.input_responses,
+                )?,
             ) {
                 (Some(rounds), Some(Opened::Parked(parked))) => {
                     let responses = forwarded.input_responses.take();
@@ -1391,7 +1396,6 @@ impl ServerHandler for GatewayHandler {
                     .await?
                 }
                 (None, _) => {
-                    forwarded.input_responses = None;
                     let request =
                         ClientRequest::ReadResourceRequest(ReadResourceRequest::new(forwarded));
                     self.forward(&service, request, &context, true).await?

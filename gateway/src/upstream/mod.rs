@@ -701,7 +701,7 @@ impl Instance {
         self.revision
             .load()
             .as_deref()
-            .is_some_and(|r| r.as_str() >= "2026-07-28")
+            .is_some_and(|r| is_modern(r))
     }
 
     /// Last-known tool definitions, exactly as the backend sent them.
@@ -1314,12 +1314,19 @@ async fn forward(
     outcome
 }
 
+/// Whether `revision` is 2026-07-28 or later: no session, the lifecycle in each
+/// request's `_meta`, questions as `input_required` (revisions are dates, so they order
+/// as text).
+pub fn is_modern(revision: &str) -> bool {
+    revision >= "2026-07-28"
+}
+
 /// Whether `session` speaks the 2026-07-28 revision (or later).
 fn session_is_modern(session: &Session) -> bool {
     session
         .peer()
         .peer_info()
-        .is_some_and(|i| i.protocol_version.as_str() >= "2026-07-28")
+        .is_some_and(|i| is_modern(i.protocol_version.as_str()))
 }
 
 /// How long, after its answer, a call whose backend reported on it waits for a last
