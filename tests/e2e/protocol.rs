@@ -529,16 +529,7 @@ async fn results_take_the_shape_of_the_clients_revision() {
 
 /// The conformance fixture (logging, sampling, ... tools) on an ephemeral port.
 async fn conformance_fixture() -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = tokio_util::sync::CancellationToken::new();
-    let token = stop.clone();
-    tokio::spawn(async move {
-        let _ = conformance::fixture::run(legacy_fixture(), listener, token).await;
-    });
-    (addr, stop)
+    start_conformance_fixture(legacy_fixture()).await
 }
 
 /// A 2026-07-28 request gets the backend's log messages only when its `_meta` asks for

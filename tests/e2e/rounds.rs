@@ -21,15 +21,7 @@ async fn conformance_fixture() -> (String, tokio_util::sync::CancellationToken) 
 async fn fixture_with(
     config: conformance::fixture::Config,
 ) -> (String, tokio_util::sync::CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = tokio_util::sync::CancellationToken::new();
-    let token = stop.clone();
-    tokio::spawn(async move {
-        let _ = conformance::fixture::run(config, listener, token).await;
-    });
+    let (addr, stop) = start_conformance_fixture(config).await;
     (format!("http://{addr}/mcp"), stop)
 }
 

@@ -438,6 +438,21 @@ pub fn serve_router(listener: TcpListener, router: axum::Router) -> Running {
     })
 }
 
+/// The conformance fixture with `config` on an ephemeral loopback port, until the
+/// token is cancelled.
+pub async fn start_conformance_fixture(
+    config: conformance::fixture::Config,
+) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let _ = conformance::fixture::run(config, listener, token).await;
+    });
+    (addr, stop)
+}
+
 /// The conformance fixture's configuration as a 2025-era backend (the `initialize`
 /// handshake, server-to-client requests mid-call), which the gateway translates for
 /// 2026-07-28 clients.
