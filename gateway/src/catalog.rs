@@ -11,6 +11,9 @@
 //! Qualified names stay inside `^[a-zA-Z0-9_-]{1,64}$` (what LLM function-calling APIs
 //! accept): other characters become `_`, and an over-long name is shortened with a hash
 //! suffix that keeps it unique. Definitions are passed through unchanged except `name`.
+//!
+//! Invariant: a catalog is immutable once built; readers never lock, and one naming rule
+//! names every tool, prompt and resource.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -18,9 +21,7 @@ use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
 
 use crate::upstream::{Service, balance::fnv1a};
 
-/// Separator between service and tool in a qualified name. Service names may not
-/// contain it (see `registry::validate_name`), so the first occurrence splits cleanly.
-pub const SEPARATOR: &str = "__";
+pub use crate::vocab::SEPARATOR;
 const MAX_NAME: usize = 64;
 
 /// Where a public tool name leads.

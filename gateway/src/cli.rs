@@ -8,6 +8,9 @@
 //! and describe them, JWTs name identities, errors quote backends), so every string this
 //! prints goes through [`printable`] (or [`json_out`] for `--json`): a terminal shows
 //! control and bidi characters as escapes, never obeys them.
+//!
+//! Invariant: the CLI is only an HTTP client of a running gateway; it reads no store and
+//! shares no state with it.
 
 use std::{borrow::Cow, time::Duration};
 

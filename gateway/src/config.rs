@@ -6,6 +6,9 @@
 //! (`GATEWAY_LISTEN`, `GATEWAY_STORE`, `GATEWAY_CALL_TIMEOUT_MS`, ...). List-valued keys
 //! also accept a comma-separated string: `GATEWAY_ALLOWED_HOSTS=gateway,mcp.example.com`,
 //! `GATEWAY_UPSTREAMS=shopping-service=http://127.0.0.1:3002/mcp,user-service=...`.
+//!
+//! Invariant: a configuration that validates is one the gateway can run; anything
+//! invalid is refused at start with the key that is wrong.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -150,25 +153,7 @@ pub struct Config {
     pub rate_limit_per_tool: u32,
 }
 
-/// Where JWTs come from and what they must say.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct JwtConfig {
-    /// The `iss` every token must carry.
-    pub issuer: String,
-    /// The `aud` every token must carry; default: `public_url` + `/mcp`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub audience: Option<String>,
-    /// HS256 shared secret (32 bytes or more).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hs256_secret: Option<String>,
-    /// RS256/ES256 public keys, a JWKS file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwks_file: Option<PathBuf>,
-    /// RS256/ES256 public keys, a JWKS document fetched (and refreshed every 5 minutes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwks_url: Option<String>,
-}
+pub use crate::jwt::JwtConfig;
 
 impl Config {
     /// The audience JWTs must name: configured, else the gateway's MCP resource URL.
@@ -564,8 +549,7 @@ impl Config {
             if let Some(url) = &jwt.jwks_url {
                 http_url("jwt.jwks_url", url)?;
             }
-            crate::http::jwt::JwtVerifier::new(jwt, audience)
-                .map_err(|why| bad("jwt.jwks_file", why))?;
+            crate::jwt::JwtVerifier::new(jwt, audience).map_err(|why| bad("jwt.jwks_file", why))?;
         }
         for (i, c) in self.credentials.iter().enumerate() {
             let key = |field: &str| format!("credentials[{i}].{field}");
@@ -604,7 +588,7 @@ impl Config {
             if !tokens.insert(c.token.as_str()) {
                 return Err(bad(key("token"), "is already another credential's token"));
             }
-            crate::http::auth::Scopes::parse(&c.scopes).map_err(|why| bad(key("scopes"), why))?;
+            crate::vocab::Scopes::parse(&c.scopes).map_err(|why| bad(key("scopes"), why))?;
         }
         if let Some(url) = &self.public_url {
             http_url("public_url", url)?;
@@ -616,9 +600,9 @@ impl Config {
             http_url(format!("authorization_servers[{i}]"), server)?;
         }
         for (i, up) in self.upstreams.iter().enumerate() {
-            crate::registry::validate_name(&up.name)
+            crate::vocab::validate_name(&up.name)
                 .map_err(|why| bad(format!("upstreams[{i}].name"), why))?;
-            crate::registry::normalize_url(&up.url)
+            crate::vocab::normalize_url(&up.url)
                 .map_err(|why| bad(format!("upstreams[{i}].url"), why))?;
             if up.weight == Some(0) {
                 return Err(bad(format!("upstreams[{i}].weight"), "must be at least 1"));

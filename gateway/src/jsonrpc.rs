@@ -7,6 +7,9 @@
 //! the wrong type, a member given twice, anything but one JSON object) is
 //! [`Parsed::Invalid`], and a credential with limited scopes is refused for it: rmcp
 //! might still find a method in such a body, so letting it through would be fail-open.
+//!
+//! Invariant: a body is parsed once; what it cannot classify exactly is reported as
+//! such, never guessed.
 
 use std::borrow::Cow;
 
@@ -103,14 +106,6 @@ impl Envelope<'_> {
         serde_json::from_str::<String>(params.protocol_version?.get()).ok()
     }
 }
-
-/// JSON-RPC "invalid request" (also for what the gateway refuses before reading a
-/// message: a body too large or too slow, a forbidden `Host`).
-pub const INVALID_REQUEST: i32 = -32600;
-/// JSON-RPC "parse error".
-pub const PARSE_ERROR: i32 = -32700;
-/// JSON-RPC "internal error".
-pub const INTERNAL_ERROR: i32 = -32603;
 
 /// A JSON-RPC error response with HTTP status `status`: the one shape of every refusal
 /// on `/mcp` (`id` is null when the request's id is unknown or unusable).

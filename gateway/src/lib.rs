@@ -4,26 +4,50 @@
 //! gateway connects to each upstream as an MCP client, merges their tools into one table
 //! and routes every call, behind Bearer-token auth.
 //!
-//! ## Map (each floor only uses the floors below it)
+//! ## Map (top floor first; each module only uses the floors below it)
+//!
+//! A directory's module may use its own children and they may use it; siblings and
+//! everything else follow the floors. `gateway/tests/tidy.rs` holds the code to this.
 //!
 //! ```text
-//! http/        Router and tower layers (trace, body limit, auth); admin endpoints
-//!   mcp        the MCP server side: ServerHandler over the catalog, /mcp entry point
-//!   jsonrpc    the envelope of a POSTed message, read once (authorization reads it)
-//!   origins    the Host and Origin allow-lists (DNS-rebinding protection), every route
-//!   passthrough  tools/call carried as raw JSON, past rmcp's typed pipeline
-//!   registry   the set of upstreams, registration, persistence, change events
-//!   catalog    the merged, immutable tool table and the naming rule
-//!   upstream   backends: services and their instances; sessions, supervisor,
-//!              forwarding, failover
-//!     health   state machine (starting/healthy/degraded/down) and circuit breaker
-//!     balance  choosing an instance: round robin, least outstanding, weighted,
-//!              session affinity
-//!   store      the embedded SQLite registration store
-//!   observe    metrics (Prometheus) and the call log (SQLite, written off the call path)
-//!   limits     rate limits per credential and per tool (governor token buckets)
-//!   trim       returning ended sessions' memory to the system (glibc malloc_trim)
+//! cli          the operator CLI (`gateway services|calls|stats|...`): HTTP to a gateway
+//! http/        Router and tower layers (request id, trace, Host/Origin, body limit, auth)
+//!   ui           the dashboard: one page, one script, one stylesheet, embedded
+//!   openapi      the admin API's OpenAPI document, generated from the handlers
+//!   admin        /register, /services, /calls, /stats, /health
+//!   metadata     RFC 9728 protected-resource metadata, named by every 401
+//!   schema       the shapes the admin handlers answer with, as OpenAPI describes them
+//!   auth         Bearer tokens and JWTs to an Identity; scopes per route; 401/403/429
+//! mcp          the rmcp codec: ServerHandler over the catalog; /mcp entry point
+//! passthrough  the raw JSON codec: tools/call and tools/list past rmcp's typed pipeline
+//! mrtr         multi round-trip requests: parked calls, sealed requestState
+//! proxy        the policy core of every proxied request: plan, start, refusals, errors
+//! registry     the set of upstreams, registration, persistence, change events
+//! catalog      the merged, immutable tool table and the naming rule
+//! store        the embedded SQLite registration store
 //! config       figment: defaults, TOML, environment, CLI overrides; validation
+//! jwt          JWT verification (HS256, RS256, ES256; JWKS file or URL)
+//! upstream/    backends: services and their instances; sessions, supervisor,
+//!              forwarding, failover
+//!   client       an upstream session's rmcp ClientHandler: what a backend sends, routed
+//!   resume       a mid-call closed SSE stream resumed with Last-Event-ID
+//!   raw          one tools/call as raw JSON over a pooled HTTP connection
+//!   relay        the calls in flight that a backend's requests and notifications go to
+//!   health       state machine (starting/healthy/degraded/down) and circuit breaker
+//!   balance      choosing an instance: round robin, least outstanding, weighted,
+//!                session affinity
+//!   guard        which networks upstream URLs may reach; resolution checked per connection
+//!   secret       upstream credentials: headers, redaction
+//! observe/     metrics (Prometheus) and the call log (SQLite, written off the call path)
+//!   calllog      the call log's writer, retention and queries
+//!   metrics      a Prometheus registry per gateway
+//!   traces       W3C trace context in and out; OpenTelemetry export
+//! refusal      HTTP refusals (JSON body; 401/403/429 headers) and the RFC 9728 metadata URL
+//! limits       rate limits per credential and per tool (governor token buckets)
+//! trim         returning ended sessions' memory to the system (glibc malloc_trim)
+//! origins      the Host and Origin allow-lists (DNS-rebinding protection), every route
+//! jsonrpc      the envelope of a POSTed message, read once (authorization reads it)
+//! vocab        identity and scopes, JSON-RPC codes, name and URL rules, the clock
 //! ```
 //!
 //! [`run`] is the whole gateway: tests start it in-process on an ephemeral port.
@@ -37,16 +61,20 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod jsonrpc;
+pub mod jwt;
 pub mod limits;
 pub mod mcp;
 pub mod mrtr;
 pub mod observe;
 pub mod origins;
 pub mod passthrough;
+pub mod proxy;
+pub mod refusal;
 pub mod registry;
 pub mod store;
 pub mod trim;
 pub mod upstream;
+pub mod vocab;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

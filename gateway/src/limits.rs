@@ -4,6 +4,8 @@
 //! A refused request says when to come back: HTTP 429 with `Retry-After` for the admin
 //! routes, and for MCP a JSON-RPC error [`RATE_LIMITED`] whose `data.retryAfterMs` says
 //! the same.
+//!
+//! Invariant: a limit is a token bucket per key; a refusal says how long to wait.
 
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
@@ -13,9 +15,6 @@ use governor::{
 };
 use rmcp::{ErrorData, model::ErrorCode};
 use serde_json::json;
-
-/// JSON-RPC code of a refusal by a rate limit.
-pub const RATE_LIMITED: i32 = -32004;
 
 /// The configured limits.
 pub struct Limits {
@@ -77,7 +76,7 @@ pub fn retry_ms(wait: Duration) -> u64 {
 pub fn rate_limited(what: &str, wait: Duration) -> ErrorData {
     let ms = retry_ms(wait);
     ErrorData::new(
-        ErrorCode(RATE_LIMITED),
+        ErrorCode(crate::vocab::RATE_LIMITED),
         format!("{what} is over its rate limit; retry in {ms} ms"),
         Some(json!({ "reason": "rate_limited", "retryAfterMs": ms })),
     )

@@ -1,4 +1,7 @@
 //! `gateway`: parse the command line and configuration, then run the library.
+//!
+//! Invariant: main only parses the command line and starts the library's `run` or the
+//! CLI.
 
 use std::path::PathBuf;
 

@@ -7,6 +7,9 @@
 //!   `initialize` goes to a second rmcp service in stateless JSON mode, after an absent
 //!   `Accept` or `Content-Type` header is filled in, so
 //!   `curl -d '{"jsonrpc":"2.0","id":1,"method":"tools/list"}'` gets plain JSON back.
+//!
+//! Invariant: this codec decides no policy: every proxied request is planned by `proxy`,
+//! and every refusal is rendered by it.
 
 use std::sync::Arc;
 
@@ -20,7 +23,7 @@ use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
         CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequest,
-        CompleteRequestParams, CompleteResult, ErrorCode, GetPromptRequest, GetPromptRequestParams,
+        CompleteRequestParams, CompleteResult, GetPromptRequest, GetPromptRequestParams,
         GetPromptResponse, Implementation, InitializeResult, JsonObject, ListPromptsResult,
         ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
         PaginatedRequestParams, PromptsCapability, ReadResourceRequest, ReadResourceRequestParams,
@@ -40,26 +43,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     catalog::Lookup,
-    http::auth::{Allow, Identity, MetadataUrl, Scopes, insufficient_scope},
     jsonrpc::{Envelope, Parsed},
     mrtr::{Opened, Round, Rounds},
     observe::CallTicket,
     observe::{Caller, Outcome},
     passthrough::Passthrough,
+    proxy::{
+        Planned, Target, call_error, legacy_questions, page, service_visible, tool_visible, visible,
+    },
+    refusal::{MetadataUrl, insufficient_scope},
     registry::{Changed, Registry, Subscriber},
     upstream::{CallError, Downstream, PrivateSessions, Resumable, Service, Sink, Via},
+    vocab::{Allow, Identity, Scopes},
 };
-
-/// JSON-RPC code for "the service behind this tool is unavailable" (implementation range).
-pub const UPSTREAM_UNAVAILABLE: i32 = -32000;
-/// JSON-RPC code for "the service behind this tool did not answer in time".
-pub const UPSTREAM_TIMEOUT: i32 = -32001;
-/// JSON-RPC code for "the service's circuit breaker is open" (-32002 is taken by the
-/// specification for "resource not found").
-pub const CIRCUIT_OPEN: i32 = -32003;
-/// JSON-RPC code for "the service refused the request at the HTTP level" (-32004 is a
-/// rate limit's).
-pub const UPSTREAM_REFUSED: i32 = -32005;
 
 /// What the gateway keeps per client session: its log level, its subscriptions and, if
 /// it declared sampling, elicitation or roots, its own upstream sessions. Dropped (and
@@ -169,7 +165,6 @@ impl GatewayHandler {
         self
     }
 
-    /// Where relayed messages of this request go.
     /// Counts one answered request of `method` in the metrics.
     fn count<T>(&self, method: &str, result: &Result<T, ErrorData>) {
         self.registry
@@ -189,6 +184,7 @@ impl GatewayHandler {
         result
     }
 
+    /// Where relayed messages of this request go.
     fn downstream<'a>(&'a self, context: &'a RequestContext<RoleServer>) -> Downstream<'a> {
         let private = self
             .session
@@ -251,7 +247,7 @@ impl GatewayHandler {
             span,
         )
         .await
-        .map_err(to_jsonrpc)
+        .map_err(call_error)
     }
 
     /// [`Self::forward`] with the gateway's own error, telling `ticket` which instance
@@ -341,24 +337,16 @@ impl GatewayHandler {
         subscriber: Subscriber,
         allow: Option<&Allow>,
     ) -> Result<(), ErrorData> {
-        let route = self
-            .registry
-            .catalog()
-            .subscribe_route(uri)
-            .filter(|(s, _)| allow.is_none_or(|a| a.service(&s.name)));
-        let Some((service, original)) = route else {
-            return Err(ErrorData::resource_not_found(
-                format!("resource not found: {uri}"),
-                Some(json!({ "uri": uri })),
-            ));
-        };
+        let Planned {
+            service, original, ..
+        } = crate::proxy::find(&self.registry, allow, Target::Subscription(uri))?;
         if self.registry.subscribe(uri, self.session.id, subscriber) {
             let upstream = ClientRequest::SubscribeRequest(SubscribeRequest::new(
-                SubscribeRequestParams::new(original),
+                SubscribeRequestParams::new(original.to_string()),
             ));
             if let Err(e) = service.request_plain(upstream).await {
                 self.registry.unsubscribe(uri, self.session.id);
-                return Err(to_jsonrpc(e));
+                return Err(call_error(e));
             }
         }
         Ok(())
@@ -542,7 +530,7 @@ impl GatewayHandler {
                 if let Some(ticket) = ticket {
                     settle(ticket, &answer);
                 }
-                match answer.map_err(to_jsonrpc)? {
+                match answer.map_err(call_error)? {
                     ServerResult::InputRequiredResult(theirs) => {
                         let affinity = affinity.unwrap_or_default();
                         rounds
@@ -582,64 +570,6 @@ const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
 
 /// Rounds of questions a 2026-07-28 backend may ask a 2025-era client within one request.
 const MAX_INPUT_ROUNDS: usize = 10;
-
-/// Questions in one such round (each is a request to the client, sent at once).
-const MAX_INPUT_QUESTIONS: usize = 8;
-
-/// A 2026-07-28 backend's questions as requests to a 2025-era client that declared
-/// `declared`: at most [`MAX_INPUT_QUESTIONS`], of the three kinds a client can be asked;
-/// when the client lacks what some need, the revision's missing-capability error naming
-/// all of it. Both call paths refuse with these same errors.
-pub(crate) fn legacy_questions(
-    questions: rmcp::model::InputRequests,
-    declared: &rmcp::model::ClientCapabilities,
-) -> Result<Vec<(String, rmcp::model::ServerRequest)>, ErrorData> {
-    use rmcp::model::{InputRequest, ServerRequest};
-    if questions.len() > MAX_INPUT_QUESTIONS {
-        return Err(ErrorData::internal_error(
-            format!(
-                "the backend asked {} questions at once; the gateway passes on at most {MAX_INPUT_QUESTIONS}",
-                questions.len()
-            ),
-            None,
-        ));
-    }
-    let mut needed = rmcp::model::ClientCapabilities::default();
-    let mut requests = Vec::with_capacity(questions.len());
-    for (key, question) in questions {
-        let request = match question {
-            InputRequest::CreateMessage(r) => {
-                if declared.sampling.is_none() {
-                    needed.sampling = Some(Default::default());
-                }
-                ServerRequest::CreateMessageRequest(r)
-            }
-            InputRequest::Elicitation(r) => {
-                if declared.elicitation.is_none() {
-                    needed.elicitation = Some(Default::default());
-                }
-                ServerRequest::ElicitRequest(r)
-            }
-            InputRequest::ListRoots(r) => {
-                if declared.roots.is_none() {
-                    needed.roots = Some(Default::default());
-                }
-                ServerRequest::ListRootsRequest(r)
-            }
-            _ => {
-                return Err(ErrorData::internal_error(
-                    format!("the backend asked \"{key}\" of a kind the gateway cannot pass on"),
-                    None,
-                ));
-            }
-        };
-        requests.push((key, request));
-    }
-    if needed != Default::default() {
-        return Err(ErrorData::missing_required_client_capability(needed));
-    }
-    Ok(requests)
-}
 
 /// Asks a 2025-era client a 2026-07-28 backend's questions, as requests on its session
 /// (all at once); its answers, by the backend's keys (see [`legacy_questions`] for what
@@ -737,7 +667,7 @@ fn settle(ticket: CallTicket, answer: &Result<ServerResult, CallError>) {
             ticket.finish(outcome, None, json_text(wanted, r));
         }
         Ok(other) => ticket.finish(Outcome::Ok, None, json_text(wanted, other)),
-        Err(e) => ticket.finish(Outcome::of(e), Some(e.to_string()), None),
+        Err(e) => ticket.finish(e.outcome(), Some(e.to_string()), None),
     }
 }
 
@@ -764,38 +694,6 @@ fn mark_complete(result: &mut ServerResult) {
         _ => return,
     };
     slot.get_or_insert(rmcp::model::ResultType::COMPLETE);
-}
-
-pub(crate) fn to_jsonrpc(e: CallError) -> ErrorData {
-    match e {
-        CallError::Upstream(e) => e,
-        CallError::Unavailable { ref service, .. } => ErrorData::new(
-            ErrorCode(UPSTREAM_UNAVAILABLE),
-            e.to_string(),
-            Some(json!({ "service": service, "reason": "unavailable" })),
-        ),
-        CallError::Timeout { ref service, ms } => ErrorData::new(
-            ErrorCode(UPSTREAM_TIMEOUT),
-            e.to_string(),
-            Some(json!({ "service": service, "reason": "timeout", "timeoutMs": ms })),
-        ),
-        CallError::Refused {
-            ref service,
-            status,
-        } => ErrorData::new(
-            ErrorCode(UPSTREAM_REFUSED),
-            e.to_string(),
-            Some(json!({ "service": service, "reason": "refused", "status": status })),
-        ),
-        CallError::CircuitOpen {
-            ref service,
-            retry_in_ms,
-        } => ErrorData::new(
-            ErrorCode(CIRCUIT_OPEN),
-            e.to_string(),
-            Some(json!({ "service": service, "reason": "circuit_open", "retryInMs": retry_in_ms })),
-        ),
-    }
 }
 
 fn unexpected(method: &str) -> ErrorData {
@@ -829,103 +727,6 @@ fn allow_of(context: &RequestContext<RoleServer>) -> Option<Arc<Allow>> {
         .get::<Identity>()?
         .allow
         .clone()
-}
-
-/// `lookup` as `allow` lets the credential see it (`sees` judges a route): a hidden
-/// route, or a choice between several services, is unknown to a limited credential.
-fn as_allowed<'a>(
-    lookup: Lookup<'a>,
-    allow: Option<&Allow>,
-    sees: impl Fn(&Allow, &crate::catalog::Route) -> bool,
-) -> Lookup<'a> {
-    match (allow, lookup) {
-        (Some(a), Lookup::Found(route)) if !sees(a, route) => Lookup::Unknown,
-        (Some(_), Lookup::Ambiguous(_)) => Lookup::Unknown,
-        (_, lookup) => lookup,
-    }
-}
-
-/// A tool route a limited credential may see and call.
-fn tool_visible(a: &Allow, r: &crate::catalog::Route) -> bool {
-    a.tool(&r.service.name, &r.original)
-}
-
-/// A prompt or resource route a limited credential may see and use.
-fn service_visible(a: &Allow, r: &crate::catalog::Route) -> bool {
-    a.service(&r.service.name)
-}
-
-/// `items` as `allow` lets the credential see them (`service_of` names an item's
-/// service and its name there); all of them without an allow-list.
-fn visible<'a, T: Clone>(
-    items: &'a [T],
-    allow: Option<&Allow>,
-    keep: impl Fn(&Allow, &T) -> bool,
-) -> std::borrow::Cow<'a, [T]> {
-    match allow {
-        None => std::borrow::Cow::Borrowed(items),
-        Some(a) => std::borrow::Cow::Owned(items.iter().filter(|i| keep(a, i)).cloned().collect()),
-    }
-}
-
-fn not_found(kind: &str, name: &str, choices: Option<&[String]>) -> ErrorData {
-    match choices {
-        Some(choices) => ErrorData::invalid_params(
-            format!(
-                "{kind} \"{name}\" is offered by several services; use one of: {}",
-                choices.join(", ")
-            ),
-            Some(json!({ kind: name, "candidates": choices })),
-        ),
-        None => ErrorData::invalid_params(
-            format!("unknown {kind}: {name}"),
-            Some(json!({ kind: name })),
-        ),
-    }
-}
-
-/// One page of a merged list. Cursors are opaque to clients (`o<offset>`); the list is
-/// the current snapshot, so a page boundary never repeats or skips an entry unless the
-/// table changed in between (clients are told with `list_changed`).
-fn page<'a, T>(
-    items: &'a [T],
-    cursor: Option<&str>,
-    size: usize,
-) -> Result<(&'a [T], Option<String>), ErrorData> {
-    let start = match cursor {
-        None => 0,
-        Some(c) => c
-            .strip_prefix('o')
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|n| *n <= items.len())
-            .ok_or_else(|| ErrorData::invalid_params(format!("invalid cursor: {c:?}"), None))?,
-    };
-    let end = (start + size).min(items.len());
-    let next = (end < items.len()).then(|| format!("o{end}"));
-    Ok((&items[start..end], next))
-}
-
-/// Every page of the catalog's tools as `tools/list` results (JSON), built exactly as
-/// [`GatewayHandler::list_tools`] builds one and serialized as rmcp does for a peer before
-/// 2026-07-28; the pass-through path serves these to such peers.
-pub(crate) fn tool_pages(catalog: &crate::catalog::Catalog, size: usize) -> Vec<String> {
-    let mut pages = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let Ok((tools, next)) = page(catalog.tools(), cursor.as_deref(), size.max(1)) else {
-            return pages;
-        };
-        let mut result = ListToolsResult::with_all_items(tools.to_vec());
-        result.next_cursor = next.clone();
-        // As rmcp sends it to a peer before 2026-07-28 (the only ones served this way).
-        let mut result = ServerResult::ListToolsResult(result);
-        result.strip_result_type_for_legacy_peer();
-        pages.push(serde_json::to_string(&result).unwrap_or_default());
-        match next {
-            Some(n) => cursor = Some(n),
-            None => return pages,
-        }
-    }
 }
 
 impl ServerHandler for GatewayHandler {
@@ -1071,45 +872,20 @@ impl ServerHandler for GatewayHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let allow = allow_of(&context);
-        let (service, original, retry_safe) = {
-            let catalog = self.registry.catalog();
-            // A tool outside the credential's allow-list does not exist for it.
-            let lookup = as_allowed(
-                catalog.lookup(&request.name),
-                allow.as_deref(),
-                tool_visible,
-            );
-            match lookup {
-                Lookup::Found(route) => {
-                    if let Err(wait) = self
-                        .registry
-                        .limits()
-                        .tool(&route.service.name, &route.original)
-                    {
-                        let what = format!("tool \"{}\"", request.name);
-                        let refused = Err(crate::limits::rate_limited(&what, wait));
-                        self.count("tools/call", &refused);
-                        return refused;
-                    }
-                    (
-                        Arc::clone(&route.service),
-                        Arc::clone(&route.original),
-                        route.retry_safe,
-                    )
-                }
-                Lookup::Ambiguous(choices) => {
-                    let refused = Err(not_found("tool", &request.name, Some(choices)));
-                    self.count("tools/call", &refused);
-                    return refused;
-                }
-                Lookup::Unknown => {
-                    let refused = Err(not_found("tool", &request.name, None));
-                    self.count("tools/call", &refused);
-                    return refused;
-                }
+        let planned = crate::proxy::plan(
+            &self.registry,
+            allow_of(&context).as_deref(),
+            Target::Tool(&request.name),
+        );
+        let planned = match planned {
+            Ok(planned) => planned,
+            Err(refusal) => {
+                let refused = Err(refusal.error());
+                self.count("tools/call", &refused);
+                return refused;
             }
         };
+        let service = Arc::clone(&planned.service);
         let rounds = self.rounds_of(&context);
         let binding = rounds.as_ref().map(|_| {
             crate::mrtr::binding(
@@ -1150,14 +926,13 @@ impl ServerHandler for GatewayHandler {
             (Ok(opened), _, _) => upstream_affinity(opened),
         };
         let caller = caller_of(&context);
-        let observer = Arc::clone(self.registry.observer());
-        let mut ticket = observer.start(&caller, &service.name, &request.name, || {
-            serde_json::to_string(&request.arguments).ok()
-        });
-        let span =
-            crate::observe::traces::upstream_span(&caller.span, &service.name, &request.name);
+        let (mut ticket, span) =
+            crate::proxy::start(&self.registry, &caller, &planned, &request.name, || {
+                serde_json::to_string(&request.arguments).ok()
+            });
+        let retry_safe = planned.retry_safe;
         let mut forwarded = request;
-        forwarded.name = original.to_string().into();
+        forwarded.name = planned.original.to_string().into();
         // W3C trace context for the backend (SEP-414); `WatchedHttp` copies it into the
         // request's `traceparent` header.
         if let Some(traceparent) = crate::observe::traces::traceparent(&span) {
@@ -1198,7 +973,7 @@ impl ServerHandler for GatewayHandler {
         )
         .await;
         settle(ticket, &answer);
-        tool_response(answer.map_err(to_jsonrpc)?)
+        tool_response(answer.map_err(call_error)?)
     }
 
     async fn list_prompts(
@@ -1232,22 +1007,13 @@ impl ServerHandler for GatewayHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         self.counted("prompts/get", async {
-            let (service, original) = {
-                let catalog = self.registry.catalog();
-                let allow = allow_of(&context);
-                let lookup = as_allowed(
-                    catalog.prompts().lookup(&request.name),
-                    allow.as_deref(),
-                    service_visible,
-                );
-                match lookup {
-                    Lookup::Found(r) => (Arc::clone(&r.service), r.original.to_string()),
-                    Lookup::Ambiguous(c) => {
-                        return Err(not_found("prompt", &request.name, Some(c)));
-                    }
-                    Lookup::Unknown => return Err(not_found("prompt", &request.name, None)),
-                }
-            };
+            let Planned {
+                service, original, ..
+            } = crate::proxy::plan(
+                &self.registry,
+                allow_of(&context).as_deref(),
+                Target::Prompt(&request.name),
+            )?;
             let binding = crate::mrtr::binding(
                 &caller_of(&context).identity,
                 "prompts/get",
@@ -1255,7 +1021,7 @@ impl ServerHandler for GatewayHandler {
                 request.arguments.as_ref(),
             );
             let mut forwarded = request;
-            forwarded.name = original;
+            forwarded.name = original.to_string();
             let rounds = self.rounds_of(&context);
             let result = match (
                 &rounds,
@@ -1350,17 +1116,14 @@ impl ServerHandler for GatewayHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         self.counted("resources/read", async {
-            let route = self
-                .registry
-                .catalog()
-                .resource_route(&request.uri)
-                .filter(|(s, _)| allow_of(&context).is_none_or(|a| a.service(&s.name)));
-            let Some((service, original)) = route else {
-                return Err(ErrorData::resource_not_found(
-                    format!("resource not found: {}", request.uri),
-                    Some(json!({ "uri": request.uri })),
-                ));
-            };
+            let Planned {
+                service, original, ..
+            } = crate::proxy::plan(
+                &self.registry,
+                allow_of(&context).as_deref(),
+                Target::Resource(&request.uri),
+            )?;
+            let original = original.to_string();
             let public = request.uri.clone();
             let binding = crate::mrtr::binding(
                 &caller_of(&context).identity,
@@ -1451,47 +1214,26 @@ impl ServerHandler for GatewayHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
         self.counted("completion/complete", async {
-            let public = request.r#ref.clone();
             let mut forwarded = request;
-            let service = {
-                let catalog = self.registry.catalog();
-                match &mut forwarded.r#ref {
-                    Reference::Prompt(p) => match catalog.prompts().lookup(&p.name) {
-                        Lookup::Found(r) => {
-                            p.name = r.original.to_string();
-                            Arc::clone(&r.service)
-                        }
-                        Lookup::Ambiguous(c) => return Err(not_found("prompt", &p.name, Some(c))),
-                        Lookup::Unknown => return Err(not_found("prompt", &p.name, None)),
-                    },
-                    Reference::Resource(t) => {
-                        let owner = catalog
-                            .templates()
-                            .iter()
-                            .find(|(_, tpl)| tpl.uri_template == t.uri)
-                            .map(|(s, _)| Arc::clone(s))
-                            .or_else(|| catalog.resource_route(&t.uri).map(|(s, _)| s));
-                        match owner {
-                            Some(s) => s,
-                            None => return Err(not_found("resource template", &t.uri, None)),
-                        }
-                    }
-                    _ => {
-                        return Err(ErrorData::invalid_params(
-                            "unsupported completion reference",
-                            None,
-                        ));
-                    }
+            let allow = allow_of(&context);
+            let service = match &mut forwarded.r#ref {
+                Reference::Prompt(p) => {
+                    let target = Target::Prompt(&p.name);
+                    let planned = crate::proxy::find(&self.registry, allow.as_deref(), target)?;
+                    p.name = planned.original.to_string();
+                    planned.service
+                }
+                Reference::Resource(t) => {
+                    let target = Target::Template(&t.uri);
+                    crate::proxy::find(&self.registry, allow.as_deref(), target)?.service
+                }
+                _ => {
+                    return Err(ErrorData::invalid_params(
+                        "unsupported completion reference",
+                        None,
+                    ));
                 }
             };
-            if allow_of(&context).is_some_and(|a| !a.service(&service.name)) {
-                // Outside the credential's allow-list: as if it did not exist.
-                return Err(match &public {
-                    Reference::Prompt(p) => not_found("prompt", &p.name, None),
-                    Reference::Resource(t) => not_found("resource template", &t.uri, None),
-                    _ => ErrorData::invalid_params("unsupported completion reference", None),
-                });
-            }
             let request = ClientRequest::CompleteRequest(CompleteRequest::new(forwarded));
             match self.forward(&service, request, &context, true).await? {
                 ServerResult::CompleteResult(r) => Ok(r),
@@ -1694,7 +1436,7 @@ impl McpEndpoint {
     fn session_cap(&self, identity: Option<&Identity>) -> Option<Response> {
         let owner = identity.map_or("anonymous", |i| &*i.name);
         if self.passthrough.sessions_of(owner) >= self.max_sessions_per_credential {
-            return Some(crate::http::admin::error(
+            return Some(crate::refusal::error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_sessions",
                 format!(
@@ -1704,7 +1446,7 @@ impl McpEndpoint {
             ));
         }
         if self.passthrough.session_count() >= self.max_sessions {
-            let mut refusal = crate::http::admin::error(
+            let mut refusal = crate::refusal::error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too_many_sessions",
                 format!(
@@ -1902,7 +1644,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
             .map_or_else(|| Arc::from("anonymous"), |i| Arc::clone(&i.name)),
         request_id: request
             .headers()
-            .get(crate::http::REQUEST_ID)
+            .get(crate::refusal::REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .map(Arc::from),
         arrived: std::time::Instant::now(),
@@ -1926,7 +1668,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
             && let Err(wait) = endpoint.limits.credential(&who.name)
         {
             let error = crate::limits::rate_limited(&format!("credential \"{}\"", who.name), wait);
-            return crate::http::auth::too_many_requests(&error.message, wait);
+            return crate::refusal::too_many_requests(&error.message, wait);
         }
         return match session {
             Some(id) => match owner_refusal(&endpoint, &id, identity.as_ref()) {
@@ -1980,7 +1722,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
                 axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": error})),
             )
                 .into_response(),
-            None => crate::http::auth::too_many_requests(&error.message, wait),
+            None => crate::refusal::too_many_requests(&error.message, wait),
         };
     }
     // What the gateway cannot classify exactly goes no further, whoever sends it.
@@ -2068,7 +1810,7 @@ fn narrow_listen(registry: &Registry, allow: &Allow, bytes: &[u8]) -> Option<byt
 fn owner_refusal(endpoint: &McpEndpoint, id: &str, who: Option<&Identity>) -> Option<Response> {
     let owner = endpoint.passthrough.owner(id)?;
     (who?.name != owner).then(|| {
-        crate::http::admin::error(
+        crate::refusal::error(
             StatusCode::FORBIDDEN,
             "session_owner_mismatch",
             "this session was opened with another credential",
@@ -2231,15 +1973,15 @@ fn method_scope(method: &str) -> Option<(Scopes, bool)> {
 /// only for a credential with every scope (each of its messages would need a check).
 fn refuse_unclassified(parsed: &Parsed<'_>, who: Option<&Identity>) -> Option<Response> {
     let (code, message) = match parsed {
-        Parsed::NotJson(why) => (crate::jsonrpc::PARSE_ERROR, why.clone()),
-        Parsed::Invalid(why) => (crate::jsonrpc::INVALID_REQUEST, why.clone()),
+        Parsed::NotJson(why) => (crate::vocab::PARSE_ERROR, why.clone()),
+        Parsed::Invalid(why) => (crate::vocab::INVALID_REQUEST, why.clone()),
         Parsed::Batch if who.is_some_and(|w| w.scopes != Scopes::ALL) => (
-            crate::jsonrpc::INVALID_REQUEST,
+            crate::vocab::INVALID_REQUEST,
             "JSON-RPC batches are not accepted from a credential with limited scopes".into(),
         ),
         Parsed::Batch => return None,
         Parsed::Message(m) if m.method.is_none() && !m.is_response() => (
-            crate::jsonrpc::INVALID_REQUEST,
+            crate::vocab::INVALID_REQUEST,
             "invalid JSON-RPC message: neither a request, a notification nor a response".into(),
         ),
         Parsed::Message(_) => return None,
@@ -2307,7 +2049,7 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, Response> {
         crate::jsonrpc::error_response(
             StatusCode::REQUEST_TIMEOUT,
             serde_json::Value::Null,
-            crate::jsonrpc::INVALID_REQUEST,
+            crate::vocab::INVALID_REQUEST,
             format!("the request body did not arrive whole in time: {cause}"),
         )
     })
@@ -2317,7 +2059,7 @@ fn too_large(limit: usize) -> Response {
     crate::jsonrpc::error_response(
         StatusCode::PAYLOAD_TOO_LARGE,
         serde_json::Value::Null,
-        crate::jsonrpc::INVALID_REQUEST,
+        crate::vocab::INVALID_REQUEST,
         format!("request body exceeds the limit of {limit} bytes"),
     )
 }
@@ -2352,9 +2094,9 @@ where
         text
     };
     let code = if status.is_server_error() {
-        crate::jsonrpc::INTERNAL_ERROR
+        crate::vocab::INTERNAL_ERROR
     } else {
-        crate::jsonrpc::INVALID_REQUEST
+        crate::vocab::INVALID_REQUEST
     };
     parts.headers.insert(
         header::CONTENT_TYPE,

@@ -18,6 +18,10 @@
 //! `input_timeout_ms` is cancelled: the backend's requests get an error and the call
 //! `notifications/cancelled`. A call lives in one gateway process; a retry that lands on
 //! another replica is refused with a clear error.
+//!
+//! Invariant: a requestState is sealed by the gateway and bound to its caller, method,
+//! target and service registration; a state that does not open is refused, never
+//! trusted.
 
 use std::{
     collections::{BTreeMap, HashMap},

@@ -6,6 +6,9 @@
 //! Architecture invariant: a request with more than one `Host` or `Origin` header is
 //! refused before anything reads either (readers that take the first and readers that
 //! take the last must never disagree).
+//!
+//! Invariant: one judge for `Host` and `Origin` on every route; a repeated header or one
+//! in doubt is refused.
 
 use http::{HeaderMap, header};
 

@@ -33,6 +33,9 @@
 //! client at 2025-11-25 or later sees its stream closed the same way (event id
 //! `fp/<n>`) and resumes it here with `Last-Event-ID`; others never notice. A client's
 //! `notifications/cancelled` for a call on this path reaches the backend.
+//!
+//! Invariant: this codec decides no policy: it carries a call the core planned, byte for
+//! byte, and otherwise leaves the request to rmcp unchanged.
 
 use std::{
     borrow::Cow,
@@ -54,9 +57,10 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    catalog::{Catalog, Lookup},
+    catalog::Catalog,
     jsonrpc::Envelope,
     observe::{CallTicket, Caller, Outcome},
+    proxy::Target,
     registry::{CallGuard, Registry},
     upstream::{
         CallError, Service,
@@ -400,7 +404,10 @@ impl Passthrough {
         {
             return None;
         }
-        let call = self.route(envelope, caller)?;
+        let call = match self.route(envelope, caller)? {
+            Ok(call) => call,
+            Err(refusal) => return Some(json_response(refusal)),
+        };
         let key = (session_id.to_string(), call.client_id.clone());
         let cancel = CancellationToken::new();
         self.calls.insert(key.clone(), cancel.clone());
@@ -446,8 +453,10 @@ impl Passthrough {
             "tools/list" => return self.list_tools(envelope),
             _ => return None,
         }
-        let call = self.route(envelope, caller)?;
-        Some(self.run(call, None).await)
+        Some(match self.route(envelope, caller)? {
+            Ok(call) => self.run(call, None).await,
+            Err(refusal) => json_response(refusal),
+        })
     }
 
     /// A `tools/list` answered from the current catalog's serialized pages, if it asks
@@ -478,7 +487,7 @@ impl Passthrough {
             Some(p) => p,
             None => {
                 let pages = Arc::new(Pages {
-                    results: crate::mcp::tool_pages(&catalog, self.page_size)
+                    results: crate::proxy::tool_pages(&catalog, self.page_size)
                         .into_iter()
                         .map(Bytes::from)
                         .collect(),
@@ -517,8 +526,9 @@ impl Passthrough {
         plain.then_some(id)
     }
 
-    /// The call in `envelope`, routed, if this path carries it.
-    fn route(&self, envelope: &Envelope, caller: &Caller) -> Option<Call> {
+    /// The call in `envelope`, routed, if this path carries it; a refusal the core
+    /// decided is this path's to write (`Err`: the client's id and the error).
+    fn route(&self, envelope: &Envelope, caller: &Caller) -> Option<Result<Call, String>> {
         let id = self.plain_id(envelope)?;
         let params = serde_json::from_str::<CallParams>(envelope.params?.get()).ok()?;
         if params
@@ -527,9 +537,10 @@ impl Passthrough {
         {
             return None;
         }
-        let catalog = self.registry.catalog();
-        let Lookup::Found(route) = catalog.lookup(&params.name) else {
-            return None;
+        let target = Target::Tool(&params.name);
+        let route = match crate::proxy::find(&self.registry, None, target) {
+            Ok(route) => route,
+            Err(refusal) => return Some(Err(self.refusal(id, refusal))),
         };
         // A service whose instances speak one revision: the request is built for it. A
         // 2026-07-28 one gets that revision's `_meta` and headers; a tool whose arguments
@@ -545,8 +556,14 @@ impl Passthrough {
         };
         let upstream_id = next_request_id();
         let name = serde_json::to_string(&*route.original).ok()?;
-        let span =
-            crate::observe::traces::upstream_span(&caller.span, &route.service.name, &params.name);
+        // Last: a token taken here is a call this path makes.
+        if let Err(refusal) = crate::proxy::admit(&self.registry, &route, &params.name) {
+            return Some(Err(self.refusal(id, refusal)));
+        }
+        let (ticket, span) =
+            crate::proxy::start(&self.registry, caller, &route, &params.name, || {
+                params.arguments.map(|a| a.get().to_string())
+            });
         let traceparent = crate::observe::traces::traceparent(&span);
         // Trace context in `_meta` too (SEP-414), so the backend's spans join the trace.
         let trace = traceparent
@@ -573,19 +590,7 @@ impl Passthrough {
                 r#"{{"jsonrpc":"2.0","id":"{upstream_id}","method":"tools/call","params":{{"name":{name}{meta}}}}}"#
             ),
         };
-        // Last: a token taken here is a call this path makes. Over the limit, the typed
-        // path answers with the error.
-        self.registry
-            .limits()
-            .tool(&route.service.name, &route.original)
-            .ok()?;
-        let ticket =
-            self.registry
-                .observer()
-                .start(caller, &route.service.name, &params.name, || {
-                    params.arguments.map(|a| a.get().to_string())
-                });
-        Some(Call {
+        Some(Ok(Call {
             client_id: id.to_string(),
             service: Arc::clone(&route.service),
             upstream_id,
@@ -595,7 +600,16 @@ impl Passthrough {
             span,
             traceparent: traceparent.and_then(|t| HeaderValue::from_str(&t).ok()),
             mcp_name,
-        })
+        }))
+    }
+
+    /// `refusal` as the JSON-RPC error response to the request `client_id`, counted.
+    fn refusal(&self, client_id: &str, refusal: crate::proxy::Refusal) -> String {
+        let metrics = &self.registry.observer().metrics;
+        metrics.passthrough_request("tools/call");
+        metrics.request("tools/call", false);
+        let error = serde_json::to_string(&refusal.error()).unwrap_or_default();
+        format!(r#"{{"jsonrpc":"2.0","id":{client_id},"error":{error}}}"#)
     }
 
     /// Carries `call` to its backend and answers the client: JSON when the answer is all
@@ -630,7 +644,7 @@ impl Passthrough {
         let (exchange, first) = match opened {
             Ok(pair) => pair,
             Err(e) => {
-                ticket.finish(Outcome::of(&e), Some(e.to_string()), None);
+                ticket.finish(e.outcome(), Some(e.to_string()), None);
                 return json_response(error_message(&call.client_id, e));
             }
         };
@@ -781,7 +795,7 @@ impl Live {
         Some(result.map_err(|f| {
             let e = self.service.raw_error(f);
             if let Some(ticket) = self.ticket.take() {
-                ticket.finish(Outcome::of(&e), Some(e.to_string()), None);
+                ticket.finish(e.outcome(), Some(e.to_string()), None);
             }
             error_message(&self.client_id, e)
         }))
@@ -948,7 +962,7 @@ fn translate(result: &str) -> Translated<'_> {
         .and_then(|r| r.input_requests)
         .unwrap_or_default();
     // This path's clients declared nothing: the typed path's refusal for them.
-    match crate::mcp::legacy_questions(asked, &Default::default()) {
+    match crate::proxy::legacy_questions(asked, &Default::default()) {
         Err(e) => Translated::Refused(e),
         // Questions that need nothing (there are none today), or none that could be read.
         Ok(_) => Translated::Refused(rmcp::ErrorData::internal_error(
@@ -993,7 +1007,7 @@ fn wrap(client_id: &str, member: &str, payload: &[&str; 2]) -> String {
 }
 
 fn error_message(client_id: &str, e: CallError) -> String {
-    let error = serde_json::to_string(&crate::mcp::to_jsonrpc(e)).unwrap_or_default();
+    let error = serde_json::to_string(&crate::proxy::call_error(e)).unwrap_or_default();
     format!(r#"{{"jsonrpc":"2.0","id":{client_id},"error":{error}}}"#)
 }
 

@@ -2,6 +2,9 @@
 //! [`crate::store`]) and the catalog snapshot derived from them. Every change rebuilds the
 //! catalog and swaps it in atomically, then tells connected clients that the tool list
 //! changed. It also counts calls in flight, so shutdown can drain them.
+//!
+//! Invariant: a registration is validated, connected and persisted before it is
+//! published; a refused one changes nothing.
 
 use std::{
     collections::BTreeMap,
@@ -9,7 +12,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use arc_swap::ArcSwap;
@@ -18,13 +21,14 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    catalog::{Catalog, SEPARATOR},
+    catalog::Catalog,
     config::Config,
     store::{Store, StoredInstance},
     upstream::{
         self, Instance, Listener, Origin, Service, ServiceView, Source, guard::Refusal,
         secret::UpstreamAuth,
     },
+    vocab::{normalize_url, now_ms, validate_name},
 };
 
 /// Who asks for a change of the registry: registrations belong to the identity that made
@@ -179,36 +183,6 @@ pub struct Registry {
     reservation_ms: i64,
 }
 
-/// Service names: 1-64 of `[A-Za-z0-9_-]`, starting with a letter or digit, without the
-/// qualifying separator `__` (so qualified tool names split unambiguously).
-pub fn validate_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 64 {
-        return Err(format!(
-            "service name must be 1-64 characters, got {}",
-            name.len()
-        ));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "service name {name:?} may only contain letters, digits, '-' and '_'"
-        ));
-    }
-    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Err(format!(
-            "service name {name:?} must start with a letter or digit"
-        ));
-    }
-    if name.contains(SEPARATOR) {
-        return Err(format!(
-            "service name {name:?} must not contain \"{SEPARATOR}\" (it separates service and tool in qualified names)"
-        ));
-    }
-    Ok(())
-}
-
 /// What can be checked of a registration without contacting anything; the URL in its
 /// normal form.
 pub fn validate(reg: &Registration) -> Result<String, String> {
@@ -224,37 +198,6 @@ pub fn validate(reg: &Registration) -> Result<String, String> {
         auth.header()?;
     }
     Ok(url)
-}
-
-/// An http(s) URL; a URL without a path means the conventional `/mcp` endpoint.
-pub fn normalize_url(raw: &str) -> Result<String, String> {
-    let mut url = url::Url::parse(raw.trim()).map_err(|e| format!("invalid URL {raw:?}: {e}"))?;
-    if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(format!(
-            "URL {raw:?} must use http or https, not {}",
-            url.scheme()
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("URL {raw:?} has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("URL {raw:?} must not carry credentials in it"));
-    }
-    if url.fragment().is_some() {
-        return Err(format!("URL {raw:?} must not have a fragment"));
-    }
-    if url.path() == "/" || url.path().is_empty() {
-        url.set_path("/mcp");
-    }
-    Ok(url.to_string())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Stored tools as many as a listing may have (a store written under a larger bound).
@@ -349,7 +292,11 @@ impl Registry {
                 config.rate_limit_per_credential,
                 config.rate_limit_per_tool,
             )),
-            observer: Arc::new(crate::observe::Observer::new(config, log)),
+            observer: Arc::new(crate::observe::Observer::new(
+                config.call_log_payloads && config.call_log,
+                &config.call_log_redact,
+                log,
+            )),
             calls,
             log_writer: Mutex::new(log_writer),
             reservation_ms: i64::try_from(config.name_reservation_ms).unwrap_or(i64::MAX),
@@ -584,7 +531,6 @@ impl Registry {
         self.catalog.load()
     }
 
-    /// The rate limits.
     /// The registry as `/metrics` reads it: every instance's state, and sizes.
     pub fn metrics_snapshot(&self) -> crate::observe::metrics::Snapshot {
         let services: Vec<Arc<Service>> = self.lock().values().cloned().collect();
@@ -633,6 +579,7 @@ impl Registry {
         self.calls.as_ref()
     }
 
+    /// The rate limits.
     pub fn limits(&self) -> &Arc<crate::limits::Limits> {
         &self.limits
     }

@@ -5,6 +5,9 @@
 //!
 //! Only the registry talks to the store. Calls are synchronous and short; async callers
 //! run them on the blocking pool.
+//!
+//! Invariant: an acknowledged registration is on disk (WAL, `synchronous=FULL`) before
+//! it is acknowledged.
 
 use std::{path::Path, sync::Mutex};
 

@@ -6,6 +6,9 @@
 //! `malloc_trim(0)` walks every arena and returns the free pages. It is called here on a
 //! blocking thread, once session closes have paused for [`QUIET`] (and at least every
 //! [`AT_MOST`] while they go on), never on the call path.
+//!
+//! Invariant: trimming only returns freed memory and spare capacity; it never removes an
+//! entry.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},

@@ -10,8 +10,8 @@ use std::{collections::HashMap, sync::Arc};
 
 use gateway::{
     catalog::{Catalog, Lookup, SEPARATOR, qualify, tool_name as mapped},
-    registry::{normalize_url, validate_name},
     upstream::{Instance, Origin, Service, Source},
+    vocab::{normalize_url, validate_name},
 };
 use proptest::prelude::*;
 use rmcp::model::Tool;

@@ -753,8 +753,9 @@ async fn calls_on_the_pass_through_path_are_answered_byte_for_byte_as_on_the_typ
             json!({"a": [1, {"b": "ü \"q\""}], "n": null}),
             true,
         ),
-        // Not this path's: an unknown tool, and arguments that are not an object.
-        ("no_such_tool", json!({}), false),
+        // An unknown tool: refused on this path, with the policy core's error.
+        ("no_such_tool", json!({}), true),
+        // Not this path's: arguments that are not an object.
         ("echoTool", json!("not an object"), false),
     ];
     for (i, (tool, args, passes_through)) in calls.into_iter().enumerate() {

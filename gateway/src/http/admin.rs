@@ -4,6 +4,9 @@
 //! document (`#[utoipa::path]`, see `openapi`).
 //! Bodies are parsed by hand so that every malformed input gets a JSON error that says
 //! exactly what is wrong, and nothing changes on error.
+//!
+//! Invariant: a refused admin request changes nothing, and no answer ever shows an
+//! upstream credential.
 
 use std::sync::Arc;
 
@@ -22,7 +25,7 @@ use serde_json::json;
 
 use super::{
     auth::{Identity, Scopes},
-    openapi::{
+    schema::{
         CallList, ErrorBody, HealthBody, RegisterRequest, Registered, ServiceLine, ServiceList,
         StatsBody, ToolStats, Unregistered, Upstreams,
     },
@@ -43,14 +46,7 @@ fn actor(identity: &Identity) -> Actor {
     }
 }
 
-/// A JSON error body: `{"error": code, "message": text}`.
-pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({ "error": code, "message": message.into() })),
-    )
-        .into_response()
-}
+pub use crate::refusal::error;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -4,134 +4,27 @@
 //! needs a scope the credential lacks gets 403 `insufficient_scope`. A missing or wrong
 //! token is a 401 with `WWW-Authenticate: Bearer` naming the RFC 9728 metadata
 //! (`resource_metadata`) and a JSON body saying what was wrong.
+//!
+//! Invariant: every route but the public ones passes here; a token is compared in
+//! constant time, and a request without an `Identity` never reaches a handler.
 
 use std::sync::Arc;
 
 use axum::{
-    Json,
     extract::{Request, State},
     middleware::Next,
-    response::{IntoResponse, Response},
+    response::Response,
 };
-use http::{HeaderValue, StatusCode, header};
-use serde_json::json;
+use http::header;
+use service_kit::auth::bearer;
 use subtle::ConstantTimeEq;
 
 use std::{borrow::Cow, time::Duration};
 
-use super::{jwt::JwtVerifier, metadata::Metadata};
-
-/// What a credential may do. The configured `token` holds every scope.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Scopes(u8);
-
-impl Scopes {
-    /// `tools/list`, `prompts/list`, `resources/list`, `resources/templates/list`.
-    pub const LIST: Scopes = Scopes(1);
-    /// `tools/call`, `prompts/get`, `resources/read`, completion, subscriptions.
-    pub const CALL: Scopes = Scopes(2);
-    /// `POST /register`, `DELETE /services/...`.
-    pub const REGISTER: Scopes = Scopes(4);
-    /// `GET|POST /services`, `GET /services/{name}`, `/calls`, `/stats`, `/metrics`.
-    pub const OPERATE: Scopes = Scopes(8);
-    pub const ALL: Scopes = Scopes(15);
-    const NAMES: [(&'static str, Scopes); 4] = [
-        ("list", Self::LIST),
-        ("call", Self::CALL),
-        ("register", Self::REGISTER),
-        ("operate", Self::OPERATE),
-    ];
-
-    /// From configured names.
-    pub fn parse(names: &[String]) -> Result<Self, String> {
-        let mut scopes = Scopes(0);
-        for name in names {
-            let (_, s) = Self::NAMES.iter().find(|(n, _)| n == name).ok_or_else(|| {
-                format!("unknown scope {name:?}; scopes are list, call, register and operate")
-            })?;
-            scopes.0 |= s.0;
-        }
-        Ok(scopes)
-    }
-
-    /// From a space-separated list (a JWT `scope` claim); names it does not know are
-    /// ignored (the issuer may grant scopes of other resources).
-    pub fn from_claim(claim: &str) -> Self {
-        let mut scopes = Scopes(0);
-        for name in claim.split_whitespace() {
-            if let Some((_, s)) = Self::NAMES.iter().find(|(n, _)| *n == name) {
-                scopes.0 |= s.0;
-            }
-        }
-        scopes
-    }
-
-    pub fn contains(self, other: Scopes) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// Holds at least one of `other`'s scopes.
-    pub fn intersects(self, other: Scopes) -> bool {
-        self.0 & other.0 != 0
-    }
-
-    /// These scopes and `other`'s.
-    pub const fn with(self, other: Scopes) -> Scopes {
-        Scopes(self.0 | other.0)
-    }
-
-    /// The names of the scopes held, in their usual order.
-    pub fn names(self) -> Vec<&'static str> {
-        Self::NAMES
-            .iter()
-            .filter(|(_, s)| self.contains(*s))
-            .map(|(n, _)| *n)
-            .collect()
-    }
-}
-
-/// Who sent a request (inserted into its extensions by [`require_bearer`]).
-#[derive(Clone, Debug)]
-pub struct Identity {
-    pub name: Arc<str>,
-    pub scopes: Scopes,
-    /// What it may see and call, when limited.
-    pub allow: Option<Arc<Allow>>,
-}
-
-/// A credential's allow-list: it sees in every list exactly what it may call, and
-/// anything else is refused as if it did not exist.
-#[derive(Debug, Default)]
-pub struct Allow {
-    services: Option<std::collections::HashSet<String>>,
-    tools: Option<std::collections::HashSet<String>>,
-}
-
-impl Allow {
-    fn from(credential: &crate::config::Credential) -> Option<Self> {
-        let set = |v: &Option<Vec<String>>| v.as_ref().map(|v| v.iter().cloned().collect());
-        let allow = Self {
-            services: set(&credential.services),
-            tools: set(&credential.tools),
-        };
-        (allow.services.is_some() || allow.tools.is_some()).then_some(allow)
-    }
-
-    /// Prompts, resources and templates of `service`.
-    pub fn service(&self, service: &str) -> bool {
-        self.services.as_ref().is_none_or(|s| s.contains(service))
-    }
-
-    /// The tool `original` (its name at the backend) of `service`.
-    pub fn tool(&self, service: &str, original: &str) -> bool {
-        self.service(service) && self.tools.as_ref().is_none_or(|t| t.contains(original))
-    }
-}
-
-/// Where the request's RFC 9728 metadata is (inserted next to its [`Identity`]), for a
-/// 403 produced further in; the URL is only built when one is.
-#[derive(Clone, Debug)]
-pub struct MetadataUrl(pub Metadata);
+use crate::jwt::JwtVerifier;
+use crate::refusal::unauthorized;
+pub use crate::refusal::{Metadata, MetadataUrl, insufficient_scope, too_many_requests};
+pub use crate::vocab::{Allow, Identity, Scopes};
 
 /// The accepted credentials, shared by the middleware.
 #[derive(Clone)]
@@ -213,8 +106,8 @@ impl Auth {
             .chain(config.credentials.iter().map(|c| {
                 let identity = Identity {
                     name: c.name.as_str().into(),
-                    scopes: Scopes::parse(&c.scopes).unwrap_or(Scopes(0)),
-                    allow: Allow::from(c).map(Arc::new),
+                    scopes: Scopes::parse(&c.scopes).unwrap_or(Scopes::NONE),
+                    allow: Allow::new(c.services.as_deref(), c.tools.as_deref()).map(Arc::new),
                 };
                 (c.token.as_bytes().into(), identity)
             }))
@@ -365,73 +258,10 @@ fn failed_too_often(wait: Duration) -> Response {
     )
 }
 
-/// 429 with `Retry-After` (whole seconds, rounded up) and the wait in milliseconds.
-pub fn too_many_requests(message: &str, wait: Duration) -> Response {
-    let ms = crate::limits::retry_ms(wait);
-    let mut response = (
-        StatusCode::TOO_MANY_REQUESTS,
-        Json(json!({ "error": "rate_limited", "message": message, "retryAfterMs": ms })),
-    )
-        .into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
-    response
-}
-
-/// 403 for a credential without the scope `needed` (with several: without any of them),
-/// as RFC 6750 words it.
-pub fn insufficient_scope(identity: &Identity, needed: Scopes, metadata: &str) -> Response {
-    let names = needed.names();
-    let scope = names.join(" ");
-    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    let what = match quoted.len() {
-        1 => format!("the {} scope", quoted[0]),
-        _ => format!("the {} scope", quoted.join(" or ")),
-    };
-    let mut response = (
-        StatusCode::FORBIDDEN,
-        Json(json!({
-            "error": "insufficient_scope",
-            "message": format!("credential \"{}\" lacks {what} this request needs", identity.name),
-            "scope": scope,
-        })),
-    )
-        .into_response();
-    let challenge = format!(
-        "Bearer realm=\"mcp-gateway\", error=\"insufficient_scope\", scope=\"{scope}\", resource_metadata=\"{metadata}\""
-    );
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    response
-}
-
-use service_kit::auth::bearer;
-
-fn unauthorized(code: &'static str, message: Cow<'static, str>, metadata: &str) -> Response {
-    let challenge = match code {
-        "missing_token" => {
-            format!("Bearer realm=\"mcp-gateway\", resource_metadata=\"{metadata}\"")
-        }
-        other => format!(
-            "Bearer realm=\"mcp-gateway\", resource_metadata=\"{metadata}\", error=\"{other}\""
-        ),
-    };
-    let mut response = (
-        StatusCode::UNAUTHORIZED,
-        Json(json!({ "error": code, "message": message })),
-    )
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_token_exact() {

@@ -15,16 +15,19 @@
 //!   /ui         the dashboard's static files (GET, public; its API calls need a token)
 //!   /.well-known/oauth-protected-resource[/mcp]  metadata (GET, public, RFC 9728)
 //! ```
+//!
+//! Invariant: the router is the only place routes, layers and their order are declared.
 
 /// The header carrying each request's id (the client's, or one the gateway makes), also
 /// set on the response and on every log line of the request.
-pub const REQUEST_ID: &str = "x-request-id";
+pub use crate::refusal::REQUEST_ID;
 
 pub mod admin;
 pub mod auth;
-pub mod jwt;
+
 pub mod metadata;
 pub mod openapi;
+pub mod schema;
 pub mod ui;
 
 use std::sync::Arc;
@@ -168,7 +171,7 @@ async fn front(
         return crate::jsonrpc::error_response(
             status,
             serde_json::Value::Null,
-            crate::jsonrpc::INVALID_REQUEST,
+            crate::vocab::INVALID_REQUEST,
             message,
         );
     }
@@ -207,10 +210,10 @@ fn request_span(request: &http::Request<axum::body::Body>) -> tracing::Span {
 #[utoipa::path(get, path = "/metrics", tag = "observe",
     responses(
         (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String),
-        (status = 400, description = "A repeated Host/Origin header", body = super::http::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong token", body = super::http::openapi::ErrorBody),
-        (status = 403, description = "Scope, Host or Origin", body = super::http::openapi::ErrorBody),
-        (status = 429, description = "Over a rate limit", body = super::http::openapi::ErrorBody),
+        (status = 400, description = "A repeated Host/Origin header", body = super::http::schema::ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = super::http::schema::ErrorBody),
+        (status = 403, description = "Scope, Host or Origin", body = super::http::schema::ErrorBody),
+        (status = 429, description = "Over a rate limit", body = super::http::schema::ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn metrics(

@@ -2,6 +2,9 @@
 //! step, no separate server). The files hold no data and are served without a token;
 //! the page signs in with a token (kept in the tab's `sessionStorage`) and reads
 //! everything through the same authenticated API as any other client.
+//!
+//! Invariant: the dashboard is static and embedded: it fetches nothing but the gateway's
+//! own authenticated API.
 
 use axum::{
     Router,

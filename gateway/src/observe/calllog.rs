@@ -2,6 +2,9 @@
 //! store's SQLite file, its own table and connection), written by one task in batches,
 //! off the calls' path, and kept within `call_log_max_rows` and `call_log_max_age_ms`.
 //! Queried by `GET /calls` and summed up by `GET /stats` (and in `/services`).
+//!
+//! Invariant: the call log is written off the call path by one task, bounded in queue
+//! and retention; a full queue drops records, never blocks a call.
 
 use std::{
     collections::BTreeMap,

@@ -6,6 +6,9 @@
 //! Labels are bounded: MCP methods from a fixed list, services and tools only as
 //! registered (an unknown tool is never a label), outcomes from [`Outcome::ALL`]; no
 //! session or request ids.
+//!
+//! Invariant: labels come from bounded sets (methods, outcomes, registered services), so
+//! a client cannot grow the registry.
 
 use std::sync::{Arc, Mutex};
 

@@ -5,6 +5,9 @@
 //! call in the metrics and hands one record to the call log's writer task through a
 //! bounded channel. Nothing here waits: a full channel drops the record and counts the
 //! drop, so logging never slows or fails a call.
+//!
+//! Invariant: every tool call holds exactly one `CallTicket` from routing to answer;
+//! dropped unfinished, it records the call as cancelled.
 
 pub mod calllog;
 pub mod metrics;
@@ -17,13 +20,7 @@ use std::{
 
 use serde::Serialize;
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::vocab::now_ms;
 
 /// How a call ended, as the metrics label it and the call log stores it.
 #[derive(
@@ -74,16 +71,6 @@ impl Outcome {
     /// Counts against the error rate.
     pub fn failed(self) -> bool {
         !matches!(self, Outcome::Ok | Outcome::Cancelled)
-    }
-
-    pub fn of(e: &crate::upstream::CallError) -> Self {
-        use crate::upstream::CallError;
-        match e {
-            CallError::Upstream(_) | CallError::Refused { .. } => Outcome::Error,
-            CallError::Timeout { .. } => Outcome::Timeout,
-            CallError::Unavailable { .. } => Outcome::Unavailable,
-            CallError::CircuitOpen { .. } => Outcome::CircuitOpen,
-        }
     }
 }
 
@@ -145,12 +132,12 @@ pub struct Observer {
 }
 
 impl Observer {
-    pub fn new(config: &crate::Config, log: Option<calllog::Sender>) -> Self {
+    pub fn new(payloads: bool, redact: &[String], log: Option<calllog::Sender>) -> Self {
         Self {
             metrics: metrics::Metrics::new(),
             log,
-            payloads: config.call_log_payloads && config.call_log,
-            redact: config.call_log_redact.clone().into(),
+            payloads,
+            redact: redact.into(),
         }
     }
 

@@ -4,6 +4,9 @@
 //! trace context: a `traceparent` header and `_meta.traceparent` (SEP-414), so its own
 //! spans join the gateway's trace. When traces are off, no span is made for this and
 //! nothing is propagated.
+//!
+//! Invariant: traces are off unless configured; a client's trace context is continued,
+//! never trusted for anything else.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -3,6 +3,8 @@
 //! session is pinned to one instance per service by rendezvous hashing of its session
 //! id (no table to grow or expire; when its instance goes away only its clients move);
 //! other calls follow the configured strategy.
+//!
+//! Invariant: choosing an instance is pure: no awaits, no I/O.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -13,6 +13,9 @@
 //! (which holds the cloud metadata services, `169.254.169.254`), the unspecified,
 //! multicast and broadcast addresses. Those are reachable only when a configured
 //! network names them explicitly.
+//!
+//! Invariant: no connection reaches an address outside `upstream_networks`, checked at
+//! registration and again for every connection.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},

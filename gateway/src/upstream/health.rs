@@ -12,6 +12,9 @@
 //!   `down`. A lost session (connect refused, stream closed) makes it `down` at once.
 //! - An open breaker refuses calls until `cooldown` has passed; then one probe (a call
 //!   or the next ping) is let through (half-open): success closes it, failure re-opens.
+//!
+//! Invariant: pure bookkeeping, no awaits: the state machine and the breaker change only
+//! on outcomes reported to them.
 
 use std::time::{Duration, Instant, SystemTime};
 

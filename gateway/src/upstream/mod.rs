@@ -16,8 +16,12 @@
 //! circuit breaker. Failures are retried on another instance only when repeating is
 //! safe: the request was never delivered, or the tool is annotated read-only or
 //! idempotent.
+//!
+//! Invariant: the only code that talks to a backend; a call fails over only when
+//! repeating it is safe.
 
 pub mod balance;
+pub mod client;
 pub mod guard;
 pub mod health;
 pub mod raw;
@@ -30,7 +34,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -53,8 +57,9 @@ use tokio_util::sync::CancellationToken;
 
 use self::{
     balance::{Candidate, Strategy},
+    client::UpstreamClient,
     health::{Admission, Health, Policy, State},
-    relay::{RelayMsg, Relays, UpstreamClient},
+    relay::{RelayMsg, Relays},
 };
 
 /// Where an instance came from.
@@ -203,6 +208,19 @@ pub enum CallError {
     Refused { service: String, status: u16 },
     #[error("{0}")]
     Upstream(rmcp::ErrorData),
+}
+
+impl CallError {
+    /// How the call log and the metrics label a call that ended with this error.
+    pub fn outcome(&self) -> crate::observe::Outcome {
+        use crate::observe::Outcome;
+        match self {
+            CallError::Upstream(_) | CallError::Refused { .. } => Outcome::Error,
+            CallError::Timeout { .. } => Outcome::Timeout,
+            CallError::Unavailable { .. } => Outcome::Unavailable,
+            CallError::CircuitOpen { .. } => Outcome::CircuitOpen,
+        }
+    }
 }
 
 /// How one attempt on one instance failed.
@@ -360,10 +378,7 @@ pub trait Listener: Send + Sync + 'static {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::vocab::now_ms() as u64
 }
 
 /// A short stable id for an instance URL, shown in `/services` and usable in

@@ -10,6 +10,9 @@
 //! declare, which is why the call is on this path) is answered here. Health, breaker and
 //! in-flight counts are booked as for the typed path; an exchange dropped before its
 //! answer tells the backend `notifications/cancelled`.
+//!
+//! Invariant: a raw call is answered within its deadline and its read is capped at
+//! `max_response_bytes`; dropped, it is cancelled at the backend.
 
 use std::{
     borrow::Cow,
@@ -921,12 +924,12 @@ impl Exchange {
         });
     }
 
-    /// When the call times out.
     /// The instance the call went to.
     pub fn instance_id(&self) -> &str {
         &self.instance.id
     }
 
+    /// When the call times out.
     pub fn deadline(&self) -> Instant {
         self.deadline
     }

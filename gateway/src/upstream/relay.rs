@@ -5,25 +5,24 @@
 //! arrived on, or by its progress token) and hands it to that call's task over a
 //! channel. The call's task sends it downstream from inside the downstream request's
 //! own task, so it lands on that request's stream and nowhere else.
+//!
+//! Invariant: a message from a backend reaches only the call that caused it; one whose
+//! call never claims it is dropped after a few seconds.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, Weak},
+    sync::{Arc, Mutex},
 };
 
 use rmcp::{
-    ClientHandler, ErrorData, RoleClient,
+    ErrorData,
     model::{
-        ClientConfig, ClientResult, CreateMessageRequest, CreateMessageRequestParams,
-        CreateMessageResult, ElicitRequest, ElicitRequestParams, ElicitResult, ListRootsRequest,
-        ListRootsResult, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
-        RequestId, ResourceUpdatedNotificationParam, ServerRequest,
+        ClientResult, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
+        RequestId, ServerRequest,
     },
-    service::{InboundStreamOrigin, NotificationContext, RequestContext},
+    service::InboundStreamOrigin,
 };
 use tokio::sync::{mpsc, oneshot};
-
-use super::Instance;
 
 /// A message for the downstream call that caused it.
 pub enum RelayMsg {
@@ -39,14 +38,14 @@ pub enum RelayMsg {
     ),
 }
 
-/// The calls in flight on one upstream session that want messages relayed.
 /// Which call a message that arrived before its call was registered belongs to.
-enum Early {
+pub(super) enum Early {
     Id(RequestId),
     Token(ProgressToken),
     Unassociated,
 }
 
+/// The calls in flight on one upstream session that want messages relayed.
 #[derive(Default)]
 pub struct Relays {
     by_id: Mutex<HashMap<RequestId, mpsc::Sender<RelayMsg>>>,
@@ -131,7 +130,7 @@ impl Relays {
         }
     }
 
-    fn for_token(&self, token: &ProgressToken) -> Option<mpsc::Sender<RelayMsg>> {
+    pub(super) fn for_token(&self, token: &ProgressToken) -> Option<mpsc::Sender<RelayMsg>> {
         let id = self.lock_tokens().get(token).cloned()?;
         self.for_id(&id)
     }
@@ -170,7 +169,7 @@ impl Relays {
     }
 
     /// Sends a message to the call `find` names, or keeps it until that call registers.
-    fn deliver_or_hold(
+    pub(super) fn deliver_or_hold(
         &self,
         key: Early,
         msg: RelayMsg,
@@ -197,7 +196,7 @@ impl Relays {
     }
 
     /// Delivers a notification to its call, or holds it until the call registers.
-    fn deliver(&self, extensions: &rmcp::model::Extensions, msg: RelayMsg) {
+    pub(super) fn deliver(&self, extensions: &rmcp::model::Extensions, msg: RelayMsg) {
         if let (Some(owner), RelayMsg::Log(params)) = (&self.owner, &msg)
             && self.lock_ids().is_empty()
         {
@@ -220,7 +219,7 @@ impl Relays {
     }
 
     /// Asks the downstream client (through the call that caused it) and waits.
-    async fn ask(
+    pub(super) async fn ask(
         &self,
         extensions: &rmcp::model::Extensions,
         request: ServerRequest,
@@ -250,122 +249,6 @@ impl Relays {
     }
 }
 
-/// The gateway's client-side handler for one upstream session.
-#[derive(Clone)]
-pub struct UpstreamClient {
-    pub(super) info: ClientConfig,
-    pub(super) instance: Weak<Instance>,
-    pub(super) relays: Arc<Relays>,
-    /// Where this session's pass-through calls go.
-    pub(super) raw: Arc<super::raw::RawTarget>,
-}
-
-fn unexpected(what: &str) -> ErrorData {
-    ErrorData::internal_error(
-        format!("the client answered {what} with an unexpected result"),
-        None,
-    )
-}
-
-impl ClientHandler for UpstreamClient {
-    fn get_info(&self) -> ClientConfig {
-        self.info.clone()
-    }
-
-    async fn on_progress(
-        &self,
-        params: ProgressNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) {
-        let token = params.progress_token.clone();
-        self.relays.deliver_or_hold(
-            Early::Token(token.clone()),
-            RelayMsg::Progress(params),
-            |r| r.for_token(&token),
-        );
-    }
-
-    async fn on_logging_message(
-        &self,
-        params: LoggingMessageNotificationParam,
-        context: NotificationContext<RoleClient>,
-    ) {
-        self.relays
-            .deliver(&context.extensions, RelayMsg::Log(params));
-    }
-
-    async fn create_message(
-        &self,
-        params: CreateMessageRequestParams,
-        context: RequestContext<RoleClient>,
-    ) -> Result<CreateMessageResult, ErrorData> {
-        let request = ServerRequest::CreateMessageRequest(CreateMessageRequest::new(params));
-        match self.relays.ask(&context.extensions, request).await? {
-            ClientResult::CreateMessageResult(r) => Ok(*r),
-            _ => Err(unexpected("sampling/createMessage")),
-        }
-    }
-
-    async fn create_elicitation(
-        &self,
-        params: ElicitRequestParams,
-        context: RequestContext<RoleClient>,
-    ) -> Result<ElicitResult, ErrorData> {
-        let request = ServerRequest::ElicitRequest(ElicitRequest::new(params));
-        match self.relays.ask(&context.extensions, request).await? {
-            ClientResult::ElicitResult(r) => Ok(r),
-            _ => Err(unexpected("elicitation/create")),
-        }
-    }
-
-    async fn list_roots(
-        &self,
-        context: RequestContext<RoleClient>,
-    ) -> Result<ListRootsResult, ErrorData> {
-        let request = ServerRequest::ListRootsRequest(ListRootsRequest {
-            method: Default::default(),
-            extensions: Default::default(),
-        });
-        match self.relays.ask(&context.extensions, request).await? {
-            ClientResult::ListRootsResult(r) => Ok(r),
-            _ => Err(unexpected("roots/list")),
-        }
-    }
-
-    async fn on_resource_updated(
-        &self,
-        params: ResourceUpdatedNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) {
-        if let Some(i) = self.instance.upgrade() {
-            i.resource_updated(&params.uri);
-        }
-    }
-
-    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        self.relist("tools");
-    }
-
-    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        self.relist("prompts");
-    }
-
-    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        self.relist("resources");
-    }
-}
-
-impl UpstreamClient {
-    fn relist(&self, what: &str) {
-        if let Some(i) = self.instance.upgrade() {
-            // Debug only: a backend may announce changes in a loop (re-lists are
-            // coalesced, at most one a second).
-            tracing::debug!(service = %i.service, instance = %i.url, "upstream announced {what}/list_changed");
-            i.request_relist();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! Matching what a backend sends during a call to that call: by the upstream request
@@ -374,7 +257,7 @@ mod tests {
 
     use std::time::Duration;
 
-    use rmcp::model::{NumberOrString, Root};
+    use rmcp::model::{ListRootsRequest, ListRootsResult, NumberOrString, Root};
     use serde_json::json;
 
     use super::*;

@@ -18,6 +18,9 @@
 //!
 //! Streams that simply end after their answer are remembered too (which one will be
 //! resumed is only known later) in a short list that forgets the oldest.
+//!
+//! Invariant: a stream is resumed only for the request that owned it, and an oversized
+//! answer fails that request alone.
 
 use std::{
     collections::{HashMap, VecDeque},

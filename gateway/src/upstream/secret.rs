@@ -3,6 +3,9 @@
 //! passthrough). It is sent as one header on every request to the upstream, marked
 //! sensitive, and is never shown: not in `/services`, not in `Debug` output (so not in
 //! logs), not in error messages. The store keeps it in a file only its owner can read.
+//!
+//! Invariant: an upstream credential is never shown: redacted in `Debug`, named only by
+//! its scheme in `/services`.
 
 use http::{HeaderName, HeaderValue, header};
 use serde::{Deserialize, Serialize};

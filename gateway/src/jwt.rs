@@ -6,8 +6,15 @@
 //! have, names the identity (`jwt:<sub>`), which MCP sessions are bound to. The gateway
 //! understands no JWS extension, so a token whose header has `crit` is refused
 //! (RFC 7515, 4.1.11).
+//!
+//! Invariant: a token is accepted only with a valid signature by a configured key, the
+//! configured issuer and audience, and no unknown `crit` extension.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::{
@@ -15,10 +22,29 @@ use jsonwebtoken::{
     errors::ErrorKind,
     jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::auth::{Identity, Scopes};
-use crate::config::JwtConfig;
+use crate::vocab::{Identity, Scopes};
+
+/// Where JWTs come from and what they must say.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must carry; default: `public_url` + `/mcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// HS256 shared secret (32 bytes or more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hs256_secret: Option<String>,
+    /// RS256/ES256 public keys, a JWKS file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+    /// RS256/ES256 public keys, a JWKS document fetched (and refreshed every 5 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+}
 
 /// A verification key and the algorithm it is for.
 struct Key {

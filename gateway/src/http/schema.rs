@@ -1,0 +1,186 @@
+//! The shapes the admin API's handlers serialize, as the OpenAPI document describes
+//! them (`openapi` collects them with the handlers' paths). Invariant: a handler's
+//! answer and its schema are one type, so the document cannot drift from the code.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{
+    observe::{Outcome, calllog::Stats},
+    registry::{ServiceEntry, ServiceSummary},
+};
+
+/// Every refusal of an admin route: a code to branch on and a sentence to read.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// `invalid_body`, `invalid_registration`, `not_owner`, `name_reserved`,
+    /// `owner_conflict`, `upstream_not_allowed`, `upstream_unreachable`,
+    /// `not_registered`, `missing_token`, `invalid_token`, `insufficient_scope`,
+    /// `rate_limited`, `host_not_allowed`, ...
+    pub error: String,
+    pub message: String,
+    /// With `insufficient_scope`: the scope(s) needed, space-separated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// With `rate_limited`: when to come back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// The gateway's own credential towards a service: a bearer token, or a custom header.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum UpstreamAuthBody {
+    Bearer { bearer: String },
+    Header { header: String, value: String },
+}
+
+/// `POST /register`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterRequest {
+    /// 1-64 of letters, digits, `-` and `_`, starting with a letter or digit, without
+    /// `__`.
+    #[schema(
+        pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        min_length = 1,
+        max_length = 64
+    )]
+    pub name: String,
+    /// The service's MCP endpoint (`http` or `https`); a URL without a path means
+    /// `/mcp`.
+    #[schema(format = "uri", pattern = "^https?://")]
+    pub url: String,
+    /// Share of calls under `balance = "weighted"` (at least 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub weight: Option<u32>,
+    /// This service's call deadline (1 to `max_call_timeout_ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub call_timeout_ms: Option<u64>,
+    /// Replace every instance of the service by this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<UpstreamAuthBody>,
+}
+
+/// What `POST /register` did.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Registered {
+    /// The service as `/services` shows it now.
+    pub registered: Option<ServiceEntry>,
+    /// The instance's id.
+    pub instance: String,
+    pub new_service: bool,
+    /// An instance with this URL existed and was refreshed.
+    pub replaced: bool,
+}
+
+/// What a `DELETE` removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Unregistered {
+    pub unregistered: String,
+    pub instances: usize,
+}
+
+/// One line of `GET /services`: the service and its call statistics.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceLine {
+    #[serde(flatten)]
+    pub entry: ServiceEntry,
+    /// Present when the call log is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Stats>,
+}
+
+/// `GET /services`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceList {
+    pub count: usize,
+    pub services: Vec<ServiceLine>,
+}
+
+/// Counts of `/health`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Upstreams {
+    pub total: usize,
+    pub healthy: usize,
+    pub not_healthy: usize,
+}
+
+/// `GET /health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthBody {
+    /// Always `ok` when the gateway answers.
+    pub status: &'static str,
+    pub service: &'static str,
+    pub version: &'static str,
+    pub upstreams: Upstreams,
+    pub services: Vec<ServiceSummary>,
+    /// Tools in the merged table.
+    pub tools: usize,
+}
+
+/// One call of the call log.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallView {
+    /// Unix ms the call arrived.
+    pub at: i64,
+    pub request_id: Option<String>,
+    pub identity: String,
+    pub service: String,
+    pub instance: Option<String>,
+    pub tool: String,
+    pub duration_ms: f64,
+    pub upstream_ms: f64,
+    pub outcome: Outcome,
+    pub error: Option<String>,
+    /// With `call_log_payloads`: the arguments (redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub arguments: Option<serde_json::Value>,
+    /// With `call_log_payloads`: the result or error (redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+}
+
+/// `GET /calls`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallList {
+    pub count: usize,
+    pub calls: Vec<CallView>,
+}
+
+/// Statistics of one tool.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolStats {
+    pub service: String,
+    pub tool: String,
+    #[serde(flatten)]
+    pub stats: Stats,
+}
+
+/// `GET /stats`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsBody {
+    pub services: BTreeMap<String, Stats>,
+    pub tools: Vec<ToolStats>,
+}
+
+/// RFC 9728 protected-resource metadata.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourceMetadata {
+    pub resource: String,
+    pub authorization_servers: Vec<String>,
+    pub bearer_methods_supported: Vec<String>,
+    pub resource_name: String,
+}

@@ -1,0 +1,409 @@
+//! The policy core of every proxied request, whichever codec carries it (rmcp's typed
+//! handler in `mcp`, the raw JSON codec in `passthrough`): what a name routes to and
+//! whether the caller may use it ([`plan`]: lookup, allow-list, the tool's rate limit),
+//! the call's ticket in the call log and its upstream span ([`start`]), and how every
+//! refusal and upstream failure reads as a JSON-RPC error ([`Refusal::error`],
+//! [`call_error`]). Invariant: a codec decides nothing of policy; it parses, asks here,
+//! sends with its carrier and renders what this module says.
+
+use std::{sync::Arc, time::Duration};
+
+use rmcp::{
+    ErrorData,
+    model::{ErrorCode, ListToolsResult, ServerResult},
+};
+use serde_json::json;
+
+use crate::{
+    catalog::{Catalog, Lookup, Route},
+    observe::{CallTicket, Caller},
+    registry::Registry,
+    upstream::{CallError, Service},
+    vocab::Allow,
+};
+
+/// What a proxied request names.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// `tools/call`: a tool's public name.
+    Tool(&'a str),
+    /// `prompts/get`: a prompt's public name.
+    Prompt(&'a str),
+    /// `resources/read`: a resource's public URI.
+    Resource(&'a str),
+    /// `resources/subscribe` (or a listen stream's resource): a resource's public URI.
+    Subscription(&'a str),
+    /// `completion/complete` of a resource template: its URI template, or a URI one of
+    /// the catalog's resources or templates serves.
+    Template(&'a str),
+}
+
+/// Where a request goes, once the caller may send it.
+#[derive(Clone)]
+pub struct Planned {
+    pub service: Arc<Service>,
+    /// The name (or URI) at the backend.
+    pub original: Arc<str>,
+    /// The request may go to another instance after a failure that proves it never ran.
+    pub retry_safe: bool,
+    /// A tool whose arguments also travel in `Mcp-Param-*` headers (2026-07-28).
+    pub param_headers: bool,
+}
+
+/// Why a request goes nowhere. A name hidden from the caller by its allow-list is
+/// `Unknown` to it, exactly like a name that does not exist.
+#[derive(Clone, Debug)]
+pub enum Refusal {
+    Unknown {
+        kind: &'static str,
+        name: String,
+    },
+    Ambiguous {
+        kind: &'static str,
+        name: String,
+        choices: Vec<String>,
+    },
+    ResourceNotFound {
+        uri: String,
+    },
+    RateLimited {
+        what: String,
+        wait: Duration,
+    },
+}
+
+impl Refusal {
+    /// The one JSON-RPC error every codec sends for this refusal.
+    pub fn error(&self) -> ErrorData {
+        match self {
+            Refusal::Unknown { kind, name } => not_found(kind, name, None),
+            Refusal::Ambiguous {
+                kind,
+                name,
+                choices,
+            } => not_found(kind, name, Some(choices)),
+            Refusal::ResourceNotFound { uri } => ErrorData::resource_not_found(
+                format!("resource not found: {uri}"),
+                Some(json!({ "uri": uri })),
+            ),
+            Refusal::RateLimited { what, wait } => crate::limits::rate_limited(what, *wait),
+        }
+    }
+}
+
+impl From<Refusal> for ErrorData {
+    fn from(r: Refusal) -> Self {
+        r.error()
+    }
+}
+
+/// Where `target` goes for a caller limited by `allow`, or why it goes nowhere. A tool
+/// call that is planned has taken a token of the tool's rate limit: plan a call once,
+/// when it is about to be sent.
+pub fn plan(
+    registry: &Registry,
+    allow: Option<&Allow>,
+    target: Target,
+) -> Result<Planned, Refusal> {
+    let planned = find(registry, allow, target)?;
+    if let Target::Tool(name) = target {
+        admit(registry, &planned, name)?;
+    }
+    Ok(planned)
+}
+
+/// [`plan`] in two steps, for a codec that looks at the route before it takes the
+/// request: where `target` goes, with no token taken.
+pub fn find(
+    registry: &Registry,
+    allow: Option<&Allow>,
+    target: Target,
+) -> Result<Planned, Refusal> {
+    let catalog = registry.catalog();
+    match target {
+        Target::Tool(name) => {
+            let lookup = as_allowed(catalog.lookup(name), allow, tool_visible);
+            found("tool", name, lookup).map(planned)
+        }
+        Target::Prompt(name) => {
+            let lookup = as_allowed(catalog.prompts().lookup(name), allow, service_visible);
+            found("prompt", name, lookup).map(planned)
+        }
+        Target::Resource(uri) => {
+            by_uri(catalog.resource_route(uri), allow).ok_or_else(|| Refusal::ResourceNotFound {
+                uri: uri.to_string(),
+            })
+        }
+        Target::Subscription(uri) => {
+            by_uri(catalog.subscribe_route(uri), allow).ok_or_else(|| Refusal::ResourceNotFound {
+                uri: uri.to_string(),
+            })
+        }
+        Target::Template(uri) => {
+            let template = catalog
+                .templates()
+                .iter()
+                .find(|(_, t)| t.uri_template == uri)
+                .map(|(s, _)| (Arc::clone(s), uri.to_string()));
+            by_uri(template.or_else(|| catalog.resource_route(uri)), allow).ok_or_else(|| {
+                Refusal::Unknown {
+                    kind: "resource template",
+                    name: uri.to_string(),
+                }
+            })
+        }
+    }
+}
+
+/// The second step of [`plan`] for the tool `public`: a token of its rate limit.
+pub fn admit(registry: &Registry, planned: &Planned, public: &str) -> Result<(), Refusal> {
+    registry
+        .limits()
+        .tool(&planned.service.name, &planned.original)
+        .map_err(|wait| Refusal::RateLimited {
+            what: format!("tool \"{public}\""),
+            wait,
+        })
+}
+
+/// A URI's route (its service, and the URI at the backend), if the caller may see it.
+fn by_uri(route: Option<(Arc<Service>, String)>, allow: Option<&Allow>) -> Option<Planned> {
+    route
+        .filter(|(s, _)| allow.is_none_or(|a| a.service(&s.name)))
+        .map(|(service, original)| Planned {
+            service,
+            original: Arc::from(original),
+            retry_safe: true,
+            param_headers: false,
+        })
+}
+
+fn found<'a>(kind: &'static str, name: &str, lookup: Lookup<'a>) -> Result<&'a Route, Refusal> {
+    match lookup {
+        Lookup::Found(route) => Ok(route),
+        Lookup::Ambiguous(choices) => Err(Refusal::Ambiguous {
+            kind,
+            name: name.to_string(),
+            choices: choices.to_vec(),
+        }),
+        Lookup::Unknown => Err(Refusal::Unknown {
+            kind,
+            name: name.to_string(),
+        }),
+    }
+}
+
+fn planned(route: &Route) -> Planned {
+    Planned {
+        service: Arc::clone(&route.service),
+        original: Arc::clone(&route.original),
+        retry_safe: route.retry_safe,
+        param_headers: route.param_headers,
+    }
+}
+
+/// A planned tool call, starting now: its ticket in the call log (with `arguments`, the
+/// call's JSON text, when payloads are recorded) and its upstream span.
+pub fn start(
+    registry: &Registry,
+    caller: &Caller,
+    planned: &Planned,
+    public: &str,
+    arguments: impl FnOnce() -> Option<String>,
+) -> (CallTicket, tracing::Span) {
+    let ticket = registry
+        .observer()
+        .start(caller, &planned.service.name, public, arguments);
+    let span = crate::observe::traces::upstream_span(&caller.span, &planned.service.name, public);
+    (ticket, span)
+}
+
+/// An upstream failure as the JSON-RPC error the client gets (the backend's own error
+/// passes unchanged).
+pub fn call_error(e: CallError) -> ErrorData {
+    match e {
+        CallError::Upstream(e) => e,
+        CallError::Unavailable { ref service, .. } => ErrorData::new(
+            ErrorCode(crate::vocab::UPSTREAM_UNAVAILABLE),
+            e.to_string(),
+            Some(json!({ "service": service, "reason": "unavailable" })),
+        ),
+        CallError::Timeout { ref service, ms } => ErrorData::new(
+            ErrorCode(crate::vocab::UPSTREAM_TIMEOUT),
+            e.to_string(),
+            Some(json!({ "service": service, "reason": "timeout", "timeoutMs": ms })),
+        ),
+        CallError::Refused {
+            ref service,
+            status,
+        } => ErrorData::new(
+            ErrorCode(crate::vocab::UPSTREAM_REFUSED),
+            e.to_string(),
+            Some(json!({ "service": service, "reason": "refused", "status": status })),
+        ),
+        CallError::CircuitOpen {
+            ref service,
+            retry_in_ms,
+        } => ErrorData::new(
+            ErrorCode(crate::vocab::CIRCUIT_OPEN),
+            e.to_string(),
+            Some(json!({ "service": service, "reason": "circuit_open", "retryInMs": retry_in_ms })),
+        ),
+    }
+}
+
+/// `lookup` as `allow` lets the credential see it (`sees` judges a route): a hidden
+/// route, or a choice between several services, is unknown to a limited credential.
+pub fn as_allowed<'a>(
+    lookup: Lookup<'a>,
+    allow: Option<&Allow>,
+    sees: impl Fn(&Allow, &crate::catalog::Route) -> bool,
+) -> Lookup<'a> {
+    match (allow, lookup) {
+        (Some(a), Lookup::Found(route)) if !sees(a, route) => Lookup::Unknown,
+        (Some(_), Lookup::Ambiguous(_)) => Lookup::Unknown,
+        (_, lookup) => lookup,
+    }
+}
+
+/// A tool route a limited credential may see and call.
+pub fn tool_visible(a: &Allow, r: &Route) -> bool {
+    a.tool(&r.service.name, &r.original)
+}
+
+/// A prompt or resource route a limited credential may see and use.
+pub fn service_visible(a: &Allow, r: &Route) -> bool {
+    a.service(&r.service.name)
+}
+
+/// `items` as `allow` lets the credential see them (`service_of` names an item's
+/// service and its name there); all of them without an allow-list.
+pub fn visible<'a, T: Clone>(
+    items: &'a [T],
+    allow: Option<&Allow>,
+    keep: impl Fn(&Allow, &T) -> bool,
+) -> std::borrow::Cow<'a, [T]> {
+    match allow {
+        None => std::borrow::Cow::Borrowed(items),
+        Some(a) => std::borrow::Cow::Owned(items.iter().filter(|i| keep(a, i)).cloned().collect()),
+    }
+}
+
+fn not_found(kind: &str, name: &str, choices: Option<&[String]>) -> ErrorData {
+    match choices {
+        Some(choices) => ErrorData::invalid_params(
+            format!(
+                "{kind} \"{name}\" is offered by several services; use one of: {}",
+                choices.join(", ")
+            ),
+            Some(json!({ kind: name, "candidates": choices })),
+        ),
+        None => ErrorData::invalid_params(
+            format!("unknown {kind}: {name}"),
+            Some(json!({ kind: name })),
+        ),
+    }
+}
+
+/// One page of a merged list. Cursors are opaque to clients (`o<offset>`); the list is
+/// the current snapshot, so a page boundary never repeats or skips an entry unless the
+/// table changed in between (clients are told with `list_changed`).
+pub fn page<'a, T>(
+    items: &'a [T],
+    cursor: Option<&str>,
+    size: usize,
+) -> Result<(&'a [T], Option<String>), ErrorData> {
+    let start = match cursor {
+        None => 0,
+        Some(c) => c
+            .strip_prefix('o')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n <= items.len())
+            .ok_or_else(|| ErrorData::invalid_params(format!("invalid cursor: {c:?}"), None))?,
+    };
+    let end = (start + size).min(items.len());
+    let next = (end < items.len()).then(|| format!("o{end}"));
+    Ok((&items[start..end], next))
+}
+
+/// Every page of the catalog's tools as `tools/list` results (JSON), built exactly as
+/// `mcp`'s `list_tools` builds one and serialized as rmcp does for a peer before
+/// 2026-07-28; the pass-through path serves these to such peers.
+pub fn tool_pages(catalog: &Catalog, size: usize) -> Vec<String> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let Ok((tools, next)) = page(catalog.tools(), cursor.as_deref(), size.max(1)) else {
+            return pages;
+        };
+        let mut result = ListToolsResult::with_all_items(tools.to_vec());
+        result.next_cursor = next.clone();
+        // As rmcp sends it to a peer before 2026-07-28 (the only ones served this way).
+        let mut result = ServerResult::ListToolsResult(result);
+        result.strip_result_type_for_legacy_peer();
+        pages.push(serde_json::to_string(&result).unwrap_or_default());
+        match next {
+            Some(n) => cursor = Some(n),
+            None => return pages,
+        }
+    }
+}
+
+/// Questions a backend may ask in one round (each becomes a request to the client, sent
+/// at once).
+const MAX_INPUT_QUESTIONS: usize = 8;
+
+/// A 2026-07-28 backend's questions as requests to a 2025-era client that declared
+/// `declared`: at most [`MAX_INPUT_QUESTIONS`], of the three kinds a client can be asked;
+/// when the client lacks what some need, the revision's missing-capability error naming
+/// all of it. Both call paths refuse with these same errors.
+pub fn legacy_questions(
+    questions: rmcp::model::InputRequests,
+    declared: &rmcp::model::ClientCapabilities,
+) -> Result<Vec<(String, rmcp::model::ServerRequest)>, ErrorData> {
+    use rmcp::model::{InputRequest, ServerRequest};
+    if questions.len() > MAX_INPUT_QUESTIONS {
+        return Err(ErrorData::internal_error(
+            format!(
+                "the backend asked {} questions at once; the gateway passes on at most {MAX_INPUT_QUESTIONS}",
+                questions.len()
+            ),
+            None,
+        ));
+    }
+    let mut needed = rmcp::model::ClientCapabilities::default();
+    let mut requests = Vec::with_capacity(questions.len());
+    for (key, question) in questions {
+        let request = match question {
+            InputRequest::CreateMessage(r) => {
+                if declared.sampling.is_none() {
+                    needed.sampling = Some(Default::default());
+                }
+                ServerRequest::CreateMessageRequest(r)
+            }
+            InputRequest::Elicitation(r) => {
+                if declared.elicitation.is_none() {
+                    needed.elicitation = Some(Default::default());
+                }
+                ServerRequest::ElicitRequest(r)
+            }
+            InputRequest::ListRoots(r) => {
+                if declared.roots.is_none() {
+                    needed.roots = Some(Default::default());
+                }
+                ServerRequest::ListRootsRequest(r)
+            }
+            _ => {
+                return Err(ErrorData::internal_error(
+                    format!("the backend asked \"{key}\" of a kind the gateway cannot pass on"),
+                    None,
+                ));
+            }
+        };
+        requests.push((key, request));
+    }
+    if needed != Default::default() {
+        return Err(ErrorData::missing_required_client_capability(needed));
+    }
+    Ok(requests)
+}
