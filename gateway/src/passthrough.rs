@@ -22,11 +22,13 @@
 //!   rmcp's own checks);
 //! - sessionless, it carries no protocol version or one before the stateless revision; in a
 //!   session, the session is one this module saw initialized, by a client that declared
-//!   no sampling, elicitation or roots (those need the client's own upstream sessions)
-//!   and never set a log level, and the request carries that session's protocol version
-//!   and the media types rmcp would demand.
+//!   no sampling, elicitation or roots (those need the client's own upstream sessions),
+//!   and the request carries that session's protocol version and the media types rmcp
+//!   would demand. A level the client set (`logging/setLevel`) is noted here: the
+//!   backend's log messages below it are not passed on, as on the typed path.
 //!
-//! Everything else (unknown tools, bad input, every other method) goes to rmcp, which
+//! A call the policy core refuses (an unknown tool, a rate limit) is refused here with
+//! the core's error. Everything else (bad input, every other method) goes to rmcp, which
 //! answers it as before. In a session the answer is JSON when the backend sent nothing
 //! else first; otherwise an SSE stream relays what the backend sends (its log messages)
 //! and then the answer. If the backend closes the call's stream mid-call (SEP-1699), a
@@ -52,6 +54,7 @@ use axum::{body::Body, response::Response};
 use bytes::Bytes;
 use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use rmcp::model::LoggingLevel;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
@@ -83,6 +86,8 @@ const PARK_GRACE: Duration = Duration::from_secs(5);
 pub struct FastSession {
     version: Arc<str>,
     resumable: bool,
+    /// The level the client set (`logging/setLevel`); every message before it does.
+    level: Option<LoggingLevel>,
 }
 
 impl FastSession {
@@ -165,6 +170,7 @@ struct Call {
     span: tracing::Span,
     traceparent: Option<HeaderValue>,
     mcp_name: Option<HeaderValue>,
+    min_log_level: Option<LoggingLevel>,
 }
 
 /// The `_meta` members a 2026-07-28 request on this path carries (see `route`).
@@ -173,7 +179,7 @@ const MODERN_META: &str = concat!(
     r#""io.modelcontextprotocol/clientInfo":{"name":"mcp-gateway","version":""#,
     env!("CARGO_PKG_VERSION"),
     r#""},"io.modelcontextprotocol/clientCapabilities":{},"#,
-    r#""io.modelcontextprotocol/logLevel":"debug""#
+    r#""io.modelcontextprotocol/logLevel":"#
 );
 
 impl Passthrough {
@@ -344,6 +350,7 @@ impl Passthrough {
             FastSession {
                 version: version.into(),
                 resumable,
+                level: None,
             },
         );
     }
@@ -378,8 +385,24 @@ impl Passthrough {
                 return self.list_tools(envelope);
             }
             "logging/setLevel" => {
-                // Log messages are now filtered per session: the typed path does that.
-                self.forget(session_id);
+                // Noted for this path's calls; rmcp answers it (and the typed handler
+                // notes it for the methods it serves). A level this cannot read leaves
+                // the session to the typed path.
+                #[derive(Deserialize)]
+                struct Level {
+                    level: LoggingLevel,
+                }
+                let level = envelope
+                    .params
+                    .and_then(|p| serde_json::from_str::<Level>(p.get()).ok());
+                match level {
+                    Some(Level { level }) => {
+                        if let Some(mut session) = self.sessions.get_mut(session_id) {
+                            session.level = Some(level);
+                        }
+                    }
+                    None => self.forget(session_id),
+                }
                 return None;
             }
             "notifications/cancelled" => {
@@ -404,7 +427,7 @@ impl Passthrough {
         {
             return None;
         }
-        let call = match self.route(envelope, caller)? {
+        let call = match self.route(envelope, caller, fast.level)? {
             Ok(call) => call,
             Err(refusal) => return Some(json_response(refusal)),
         };
@@ -453,7 +476,7 @@ impl Passthrough {
             "tools/list" => return self.list_tools(envelope),
             _ => return None,
         }
-        Some(match self.route(envelope, caller)? {
+        Some(match self.route(envelope, caller, None)? {
             Ok(call) => self.run(call, None).await,
             Err(refusal) => json_response(refusal),
         })
@@ -528,7 +551,12 @@ impl Passthrough {
 
     /// The call in `envelope`, routed, if this path carries it; a refusal the core
     /// decided is this path's to write (`Err`: the client's id and the error).
-    fn route(&self, envelope: &Envelope, caller: &Caller) -> Option<Result<Call, String>> {
+    fn route(
+        &self,
+        envelope: &Envelope,
+        caller: &Caller,
+        level: Option<LoggingLevel>,
+    ) -> Option<Result<Call, String>> {
         let id = self.plain_id(envelope)?;
         let params = serde_json::from_str::<CallParams>(envelope.params?.get()).ok()?;
         if params
@@ -572,10 +600,11 @@ impl Passthrough {
         let meta = match (modern, trace) {
             // What the typed path's request would declare: the gateway as the client,
             // no capabilities (this path serves only clients that declared none), and
-            // every log message (as an older client gets, unless it sets a level, which
-            // keeps it off this path).
+            // the client's log level (every message, as an older client gets, until it
+            // sets one).
             (true, trace) => format!(
-                r#","_meta":{{{MODERN_META}{}}}"#,
+                r#","_meta":{{{MODERN_META}"{}"{}}}"#,
+                level_name(level.unwrap_or(LoggingLevel::Debug)),
                 trace.map(|t| format!(",{t}")).unwrap_or_default()
             ),
             (false, Some(t)) => format!(r#","_meta":{{{t}}}"#),
@@ -600,6 +629,7 @@ impl Passthrough {
             span,
             traceparent: traceparent.and_then(|t| HeaderValue::from_str(&t).ok()),
             mcp_name,
+            min_log_level: level,
         }))
     }
 
@@ -629,6 +659,7 @@ impl Passthrough {
                 body: call.body.clone(),
                 traceparent: call.traceparent.clone(),
                 mcp_name: call.mcp_name.clone(),
+                min_log_level: call.min_log_level,
             },
             affinity,
             call.retry_safe,
@@ -864,6 +895,20 @@ impl http_body::Body for Pieces {
 
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
+    }
+}
+
+/// A level's name on the wire.
+fn level_name(level: LoggingLevel) -> &'static str {
+    match level {
+        LoggingLevel::Debug => "debug",
+        LoggingLevel::Info => "info",
+        LoggingLevel::Notice => "notice",
+        LoggingLevel::Warning => "warning",
+        LoggingLevel::Error => "error",
+        LoggingLevel::Critical => "critical",
+        LoggingLevel::Alert => "alert",
+        LoggingLevel::Emergency => "emergency",
     }
 }
 

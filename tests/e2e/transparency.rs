@@ -945,6 +945,56 @@ async fn a_backends_log_messages_on_the_pass_through_path_come_before_the_answer
     gateway.stop().await;
 }
 
+/// A session whose client set a log level stays on the pass-through path, and gets the
+/// backend's log messages at that level and above only, as on the typed path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_level_keeps_a_session_on_the_pass_through_path_and_filters_its_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let (stop, task) = conformance_backend(&gateway, "conf").await;
+    let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
+                      "params":{"name":"test_tool_with_logging","arguments":{}}});
+    // The fixture logs three messages at `info`.
+    for (capabilities, level, passes_through, logged) in [
+        (json!({}), "warning", true, false),
+        (json!({}), "info", true, true),
+        (json!({"sampling": {}}), "warning", false, false),
+    ] {
+        let session = raw_session_with(&gateway, capabilities.clone()).await;
+        let r = raw_post(
+            &gateway,
+            &session,
+            "2025-06-18",
+            json!({"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level": level}}),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "setLevel answered");
+        let (served, (_, messages)) = served_by_passthrough(
+            &gateway,
+            "tools/call",
+            messages(&gateway, &session, call.clone()),
+        )
+        .await;
+        let what = format!("{capabilities} at {level}");
+        assert_eq!(served, u64::from(passes_through), "{what}: the path taken");
+        let logs = messages
+            .iter()
+            .filter(|m| m["method"] == "notifications/message")
+            .count();
+        // At least the first of the three is relayed when wanted (see the test above).
+        assert_eq!(
+            logs > 0,
+            logged,
+            "{what}: log messages relayed: {messages:?}"
+        );
+        let last = messages.last().expect("an answer");
+        assert_eq!(last["id"], 7, "{what}: the answer comes last: {messages:?}");
+    }
+    stop.cancel();
+    let _ = task.await;
+    gateway.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_expire_and_busy_ones_do_not_whatever_path_their_calls_take() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -294,6 +294,8 @@ pub struct Outgoing {
     /// For a 2026-07-28 instance: the `Mcp-Name` of the call (its `Mcp-Method` is
     /// `tools/call`); that revision's requests carry both.
     pub mcp_name: Option<HeaderValue>,
+    /// The client's log level: log messages below it are not passed on.
+    pub min_log_level: Option<rmcp::model::LoggingLevel>,
 }
 
 /// How a call failed after its first event (not retried); `Service::raw_error` words it.
@@ -323,6 +325,8 @@ pub struct Exchange {
     cap: Arc<Cap>,
     traceparent: Option<HeaderValue>,
     mcp_name: Option<HeaderValue>,
+    /// The client's log level, as `level_rank` orders it.
+    min_level: Option<u8>,
     /// Answers to the backend's requests in flight (see [`MAX_SERVER_REQUESTS_PER_CALL`]).
     answering: Arc<tokio::sync::Semaphore>,
 }
@@ -373,6 +377,7 @@ impl Instance {
             cap: Cap::new(self.options.max_response_bytes),
             traceparent: out.traceparent,
             mcp_name: out.mcp_name,
+            min_level: out.min_log_level.map(super::level_rank),
             answering: Arc::new(tokio::sync::Semaphore::new(MAX_SERVER_REQUESTS_PER_CALL)),
         };
         let sent = match tokio::time::timeout_at(deadline, exchange.send(out.body)).await {
@@ -395,12 +400,19 @@ impl Instance {
 struct Probe<'a> {
     #[serde(borrow)]
     id: Option<&'a RawValue>,
+    /// A log message's level, the one member of `params` read.
+    params: Option<LevelOnly>,
     #[serde(borrow)]
     method: Option<Cow<'a, str>>,
     #[serde(borrow)]
     result: Option<&'a RawValue>,
     #[serde(borrow)]
     error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct LevelOnly {
+    level: Option<rmcp::model::LoggingLevel>,
 }
 
 /// The backend's response to a call, read once: its text and where in it the result
@@ -722,6 +734,10 @@ impl Exchange {
         }
     }
 
+    fn wanted(&self, level: Option<rmcp::model::LoggingLevel>) -> bool {
+        at_least(level, self.min_level)
+    }
+
     async fn next_event(&mut self) -> Result<Event, Failure> {
         loop {
             if let Some(message) = self.queued.pop_front() {
@@ -748,7 +764,7 @@ impl Exchange {
                     Some((_, rx)) => tokio::select! {
                         biased;
                         Some(msg) = rx.recv() => {
-                            if let Some(message) = relayed(msg) {
+                            if let Some(message) = relayed(msg, self.min_level) {
                                 return Ok(Event::Message(message));
                             }
                             continue;
@@ -785,7 +801,10 @@ impl Exchange {
                                 return Ok(self.answer(Answer { text: data, span }));
                             }
                             Kind::Request(id, method) => self.decline(&id, &method),
-                            Kind::Log => return Ok(Event::Message(data)),
+                            Kind::Log(level) if self.wanted(level) => {
+                                return Ok(Event::Message(data));
+                            }
+                            Kind::Log(_) => continue,
                         }
                     }
                     Some(Err(_)) if self.cap.exceeded() => {
@@ -821,7 +840,7 @@ impl Exchange {
     fn answer(&mut self, answer: Answer) -> Event {
         if let Some((_, rx)) = &mut self.relay {
             while let Ok(msg) = rx.try_recv() {
-                self.queued.extend(relayed(msg));
+                self.queued.extend(relayed(msg, self.min_level));
             }
         }
         match self.queued.pop_front() {
@@ -883,7 +902,9 @@ impl Exchange {
                 })
             }
             (Some(id), Some(method)) => Kind::Request(id.get().to_string(), method.into_owned()),
-            (None, Some(method)) if method == "notifications/message" => Kind::Log,
+            (None, Some(method)) if method == "notifications/message" => {
+                Kind::Log(probe.params.and_then(|p| p.level))
+            }
             _ => Kind::Ignored,
         }
     }
@@ -960,6 +981,15 @@ impl Exchange {
     }
 }
 
+/// A log message of `level` is passed on to a client whose level is `min` (a message
+/// without a readable level is: the client decides).
+fn at_least(level: Option<rmcp::model::LoggingLevel>, min: Option<u8>) -> bool {
+    match (level, min) {
+        (Some(level), Some(min)) => super::level_rank(level) >= min,
+        _ => true,
+    }
+}
+
 impl Drop for Exchange {
     fn drop(&mut self) {
         if !self.settled {
@@ -972,8 +1002,9 @@ impl Drop for Exchange {
 /// A relayed message as the JSON text to pass on, if it is one to pass on. Requests of
 /// the backend's are declined: this path only carries calls of clients that declared no
 /// sampling, elicitation or roots.
-fn relayed(msg: RelayMsg) -> Option<String> {
+fn relayed(msg: RelayMsg, min_level: Option<u8>) -> Option<String> {
     match msg {
+        RelayMsg::Log(params) if !at_least(Some(params.level), min_level) => None,
         RelayMsg::Log(params) => serde_json::to_string(&serde_json::json!({
             "jsonrpc": "2.0", "method": "notifications/message", "params": params
         }))
@@ -995,8 +1026,9 @@ enum Kind {
     Answer(Option<(bool, std::ops::Range<usize>)>),
     /// A request of the backend's: its id (JSON text) and method.
     Request(String, String),
-    /// A log message (`notifications/message`), passed on to the client.
-    Log,
+    /// A log message (`notifications/message`) and its level, passed on to the client
+    /// when at its level or above.
+    Log(Option<rmcp::model::LoggingLevel>),
     /// Nothing for the client.
     Ignored,
 }
