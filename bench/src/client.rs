@@ -249,7 +249,7 @@ impl McpClient {
 
 /// The parts of a JSON-RPC message the benchmark checks.
 #[derive(Deserialize, Debug)]
-struct Reply {
+pub(crate) struct Reply {
     id: Option<u64>,
     result: Option<ResultProbe>,
     error: Option<RpcError>,
@@ -257,11 +257,11 @@ struct Reply {
 }
 
 #[derive(Deserialize, Debug)]
-struct ResultProbe {
+pub(crate) struct ResultProbe {
     #[serde(rename = "isError")]
-    is_error: Option<bool>,
+    pub(crate) is_error: Option<bool>,
     #[serde(rename = "protocolVersion")]
-    protocol_version: Option<String>,
+    pub(crate) protocol_version: Option<String>,
     tools: Option<Vec<IgnoredAny>>,
     #[serde(rename = "nextCursor")]
     next_cursor: Option<String>,
@@ -278,7 +278,7 @@ impl Reply {
         self.method.is_none() && (self.result.is_some() || self.error.is_some())
     }
 
-    fn into_result(self) -> Result<ResultProbe> {
+    pub(crate) fn into_result(self) -> Result<ResultProbe> {
         match (self.result, self.error) {
             (Some(r), _) => Ok(r),
             (None, Some(e)) => bail!("JSON-RPC error {}: {}", e.code, e.message),
@@ -290,7 +290,7 @@ impl Reply {
 /// Reads the JSON-RPC response from an answer, JSON or SSE. For SSE, events are parsed
 /// as they arrive; once the response is found the rest of the stream is drained briefly
 /// so the connection can go back to the pool.
-async fn read_reply(mut resp: Response) -> Result<Reply> {
+pub(crate) async fn read_reply(mut resp: Response) -> Result<Reply> {
     let status = resp.status();
     if !status.is_success() {
         let text = resp.text().await.unwrap_or_default();

@@ -16,7 +16,10 @@
 //! - [`callgrind`]: instructions per call under `valgrind --tool=callgrind`.
 //! - [`roles`]: the role subcommands (`serve-gateway`, `serve-shopping`,
 //!   `serve-fixture`) and the fixture MCP server.
-//! - [`report`]: the markdown table and its header (date, machine, commit).
+//! - [`report`]: the markdown table and its header (date, machine, commit), the
+//!   sections after it, and the same as JSON.
+//! - [`wrk`]: the wrk reference: the same call measured with `wrk` as the client,
+//!   plain and capable sessions, direct and through the gateway.
 //!
 //! Load only ever targets 127.0.0.1, and every loop is bounded in count and time.
 
@@ -27,6 +30,7 @@ mod procs;
 mod report;
 mod roles;
 mod scenarios;
+mod wrk;
 
 use std::path::PathBuf;
 
@@ -47,7 +51,7 @@ enum Command {
         /// Run every scenario briefly (CI smoke run; numbers are not meaningful).
         #[arg(long)]
         quick: bool,
-        /// Where to write the markdown results.
+        /// Where to write the markdown results (the JSON goes beside it, as .json).
         #[arg(long, default_value = "bench-results/latest.md")]
         out: PathBuf,
         /// Skip the callgrind instruction counts even when valgrind is installed.
@@ -56,6 +60,24 @@ enum Command {
         /// Run only these scenario groups (comma-separated).
         #[arg(long, value_delimiter = ',', value_enum)]
         only: Vec<scenarios::Group>,
+    },
+    /// Run only the wrk reference (`run --only wrk`, but failing when wrk is missing and
+    /// cannot be installed): latency at 1 connection, throughput at 16 and 64, CPU and
+    /// context switches per call, plain and capable sessions, direct and via the gateway.
+    Wrk {
+        /// One-second runs without warm-up (smoke run; numbers are not meaningful).
+        #[arg(long)]
+        quick: bool,
+        /// Where to write the markdown results (the JSON goes beside it, as .json).
+        #[arg(long, default_value = "bench-results/wrk.md")]
+        out: PathBuf,
+        /// Seconds each measured wrk run lasts (default 5, 1 with --quick).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Seconds of the unrecorded wrk run before each measured one (default 1, 0
+        /// with --quick).
+        #[arg(long)]
+        warmup: Option<u64>,
     },
     /// Drive an already running MCP endpoint: `clients` sessions calling `getProductById`
     /// (or TOOL) in a closed loop, `calls` calls in all; prints latency and rate. For
@@ -127,6 +149,28 @@ async fn main() {
                 out,
                 callgrind: !no_callgrind,
                 only,
+                wrk: wrk::Params::new(quick),
+                require_wrk: false,
+            })
+            .await
+        }
+        Command::Wrk {
+            quick,
+            out,
+            seconds,
+            warmup,
+        } => {
+            let defaults = wrk::Params::new(quick);
+            scenarios::run(scenarios::Options {
+                quick,
+                out,
+                callgrind: false,
+                only: vec![scenarios::Group::Wrk],
+                wrk: wrk::Params {
+                    warmup_secs: warmup.unwrap_or(defaults.warmup_secs),
+                    measure_secs: seconds.unwrap_or(defaults.measure_secs).max(1),
+                },
+                require_wrk: true,
             })
             .await
         }

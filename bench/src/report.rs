@@ -1,6 +1,7 @@
 //! The results: one row per scenario (direct, via gateway, ratio, target, met?, errors)
 //! rendered as a markdown table under a header naming the date, the machine and the
-//! commit, plus notes (first errors, skipped parts).
+//! commit, plus notes (first errors, skipped parts), then separate sections (the wrk
+//! reference) with tables of their own. The same content is also rendered as JSON.
 
 use std::{fmt::Write as _, process::Command, time::SystemTime};
 
@@ -25,6 +26,10 @@ pub enum Unit {
     MiB,
     KiB,
     Instructions,
+    /// Microseconds with one decimal (CPU time per call).
+    MicrosFine,
+    /// A count per call (context switches).
+    PerCall,
 }
 
 impl Unit {
@@ -36,6 +41,8 @@ impl Unit {
             Unit::MiB => format!("{v:.1} MiB"),
             Unit::KiB => format!("{v:.1} KiB"),
             Unit::Instructions => format!("{v:.0} Ir"),
+            Unit::MicrosFine => format!("{v:.1} µs"),
+            Unit::PerCall => format!("{v:.2} per call"),
         }
     }
 }
@@ -78,6 +85,15 @@ impl Row {
     }
 }
 
+/// A section of its own after the main table (the wrk reference): paragraphs, a table
+/// of rows judged like the main ones, and notes.
+pub struct Section {
+    pub title: String,
+    pub lines: Vec<String>,
+    pub rows: Vec<Row>,
+    pub notes: Vec<String>,
+}
+
 /// Everything a report says besides the rows.
 pub struct Header {
     pub quick: bool,
@@ -94,8 +110,9 @@ pub fn load_average() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The whole report as markdown.
-pub fn render(header: &Header, rows: &[Row]) -> String {
+/// The whole report as markdown: the main table (left out when it has no rows and
+/// there are sections, as in `mcp-bench wrk`), then each section.
+pub fn render(header: &Header, rows: &[Row], sections: &[Section]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# mcp-bench results\n");
     let _ = writeln!(out, "- date: {}", utc_now());
@@ -120,6 +137,38 @@ pub fn render(header: &Header, rows: &[Row]) -> String {
         out,
         "- ratio: via gateway ÷ direct (or ÷ the baseline named in the row)\n"
     );
+    if !rows.is_empty() || sections.is_empty() {
+        table(&mut out, rows, "Targets met");
+    }
+    notes(&mut out, &header.notes);
+    for section in sections {
+        let _ = writeln!(out, "\n## {}\n", section.title);
+        for line in &section.lines {
+            let _ = writeln!(out, "{line}\n");
+        }
+        if !section.rows.is_empty() {
+            table(
+                &mut out,
+                &section.rows,
+                &format!("{} targets met", section.title),
+            );
+        }
+        notes(&mut out, &section.notes);
+    }
+    out
+}
+
+fn notes(out: &mut String, notes: &[String]) {
+    if !notes.is_empty() {
+        let _ = writeln!(out, "\nNotes:\n");
+        for note in notes {
+            let _ = writeln!(out, "- {note}");
+        }
+    }
+}
+
+/// A table of rows and its summary line ("{summary}: N of M. Errors: E.").
+fn table(out: &mut String, rows: &[Row], summary: &str) {
     let _ = writeln!(
         out,
         "| scenario | direct | via gateway | ratio | target | met? | errors |"
@@ -154,16 +203,51 @@ pub fn render(header: &Header, rows: &[Row]) -> String {
     let errors: u64 = rows.iter().map(|r| r.errors).sum();
     let _ = writeln!(
         out,
-        "\nTargets met: {met} of {}. Errors: {errors}.",
+        "\n{summary}: {met} of {}. Errors: {errors}.",
         judged.len()
     );
-    if !header.notes.is_empty() {
-        let _ = writeln!(out, "\nNotes:\n");
-        for note in &header.notes {
-            let _ = writeln!(out, "- {note}");
-        }
+}
+
+/// The same report as JSON: the header, every row (with its ratio and verdict), the
+/// sections, and `data` (a section's raw figures, keyed by name, e.g. `wrk`).
+pub fn render_json(
+    header: &Header,
+    rows: &[Row],
+    sections: &[Section],
+    data: serde_json::Map<String, serde_json::Value>,
+) -> String {
+    let row_json = |r: &Row| {
+        serde_json::json!({
+            "scenario": r.scenario,
+            "direct": r.direct,
+            "via": r.via,
+            "unit": format!("{:?}", r.unit),
+            "ratio": r.ratio(),
+            "target": r.target_text(),
+            "met": r.met(),
+            "errors": r.errors,
+        })
+    };
+    let mut doc = serde_json::json!({
+        "date": utc_now(),
+        "machine": machine(),
+        "commit": commit(),
+        "load_average_start": header.load_at_start,
+        "load_average_end": load_average(),
+        "quick": header.quick,
+        "rows": rows.iter().map(row_json).collect::<Vec<_>>(),
+        "notes": header.notes,
+        "sections": sections.iter().map(|s| serde_json::json!({
+            "title": s.title,
+            "lines": s.lines,
+            "rows": s.rows.iter().map(row_json).collect::<Vec<_>>(),
+            "notes": s.notes,
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(obj) = doc.as_object_mut() {
+        obj.extend(data);
     }
-    out
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
 /// `YYYY-MM-DD HH:MM UTC` from the system clock.
@@ -302,18 +386,51 @@ mod tests {
             target: Target::RatioAtMost(2.0),
             errors: 0,
         }];
-        let text = render(
-            &Header {
-                quick: true,
-                load_at_start: "0.00 0.00 0.00".into(),
-                notes: vec![],
-            },
-            &rows,
-        );
+        let header = Header {
+            quick: true,
+            load_at_start: "0.00 0.00 0.00".into(),
+            notes: vec![],
+        };
+        let text = render(&header, &rows, &[]);
         assert!(
             text.contains("| tools/call p50 | 100 µs | 150 µs | 1.50× | ≤ 2× | yes | 0 |"),
             "{text}"
         );
         assert!(text.contains("Targets met: 1 of 1. Errors: 0."));
+
+        let section = Section {
+            title: "wrk reference".into(),
+            lines: vec!["Measured with wrk.".into()],
+            rows: vec![Row {
+                scenario: "wrk plain: context switches per call".into(),
+                direct: Some(3.0),
+                via: 2.5,
+                unit: Unit::PerCall,
+                target: Target::ValueAtMost(2.0),
+                errors: 0,
+            }],
+            notes: vec!["a note".into()],
+        };
+        let text = render(&header, &[], std::slice::from_ref(&section));
+        assert!(!text.contains("\nTargets met:"), "{text}");
+        assert!(
+            text.contains("## wrk reference\n\nMeasured with wrk.\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| wrk plain: context switches per call | 3.00 per call | 2.50 per call | 0.83× | ≤ 2.00 per call | **no** | 0 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wrk reference targets met: 0 of 1. Errors: 0."),
+            "{text}"
+        );
+        let mut data = serde_json::Map::new();
+        data.insert("wrk".into(), serde_json::json!({"x": 1}));
+        let json: serde_json::Value =
+            serde_json::from_str(&render_json(&header, &rows, &[section], data)).expect("JSON");
+        assert_eq!(json["rows"][0]["ratio"], 1.5);
+        assert_eq!(json["sections"][0]["rows"][0]["met"], false);
+        assert_eq!(json["wrk"]["x"], 1);
     }
 }

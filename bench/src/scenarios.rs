@@ -10,6 +10,9 @@
 //!   registered with in steps of 1, 10 and 100: `tools/list` and routing cost;
 //! - a third gateway for memory: RSS idle and with many open idle sessions;
 //! - with valgrind and not `--quick`: gateway and backend under callgrind.
+//!
+//! The wrk reference (`wrk.rs`) measures the main gateway and shopping-service again
+//! with `wrk` instead of the project's own client, in a section of its own.
 
 use std::{
     path::{Path, PathBuf},
@@ -25,6 +28,7 @@ use crate::{
     load::{self, Concurrent, Stats},
     procs::{self, ChildGuard, Spawn},
     report::{self, Row, Target, Unit},
+    wrk,
 };
 
 /// The gateway's default token, used for every registration and MCP request to it.
@@ -44,6 +48,11 @@ pub struct Options {
     pub callgrind: bool,
     /// Groups to run; empty: all.
     pub only: Vec<Group>,
+    /// Durations of the wrk runs.
+    pub wrk: wrk::Params,
+    /// Fail when wrk is missing and cannot be installed (`mcp-bench wrk`), instead of
+    /// skipping its section with a note (`mcp-bench run`).
+    pub require_wrk: bool,
 }
 
 /// Scenario groups, for `--only`.
@@ -61,6 +70,9 @@ pub enum Group {
     Memory,
     /// Instructions per call under callgrind.
     Callgrind,
+    /// The wrk reference: latency, throughput, CPU and context switches per call with
+    /// wrk as the client, plain and capable sessions.
+    Wrk,
 }
 
 impl Options {
@@ -135,6 +147,8 @@ pub async fn run(opts: Options) -> Result<()> {
     let http = client::http_client(128)?;
     let mut rows = Vec::new();
     let mut notes = Vec::new();
+    let mut sections = Vec::new();
+    let mut data = serde_json::Map::new();
 
     progress("starting shopping-service and the gateway");
     let shop = Shop::start(dir.path(), true, None).await?;
@@ -238,6 +252,43 @@ pub async fn run(opts: Options) -> Result<()> {
         progress("session set-up rate");
         rows.push(setup_scenario(&http, &direct(Mode::Session), &via, &p, &mut notes).await?);
     }
+    if opts.wants(Group::Wrk) {
+        progress("wrk reference: plain and capable sessions, direct and through the gateway");
+        let section = match wrk::locate_or_install().await {
+            Ok(path) => {
+                let direct_side = wrk::Side {
+                    name: "direct",
+                    endpoint: direct(Mode::Session),
+                    procs: vec![("backend", shop.guard.pid())],
+                };
+                let gateway_side = wrk::Side {
+                    name: "gateway",
+                    endpoint: via.clone(),
+                    procs: vec![("gateway", gw.guard.pid()), ("backend", shop.guard.pid())],
+                };
+                wrk::measure(
+                    &path,
+                    &http,
+                    direct_side,
+                    gateway_side,
+                    opts.wrk,
+                    dir.path(),
+                )
+                .await
+                .context("the wrk reference")?
+            }
+            Err(reason) if opts.require_wrk => bail!("{reason}"),
+            Err(reason) => {
+                progress(&format!("wrk reference skipped: {reason}"));
+                wrk::Section::skipped(reason)
+            }
+        };
+        sections.push(section.to_report());
+        data.insert(
+            "wrk".into(),
+            serde_json::to_value(&section).context("the wrk figures as JSON")?,
+        );
+    }
     drop(gw);
 
     if opts.wants(Group::Catalog) {
@@ -274,20 +325,37 @@ pub async fn run(opts: Options) -> Result<()> {
     }
     drop(shop);
 
-    let text = report::render(
-        &report::Header {
-            quick: opts.quick,
-            load_at_start,
-            notes,
-        },
-        &rows,
-    );
+    let header = report::Header {
+        quick: opts.quick,
+        load_at_start,
+        notes,
+    };
+    let text = report::render(&header, &rows, &sections);
+    let json = report::render_json(&header, &rows, &sections, data);
     println!("{text}");
-    let parent = out_dir(&opts.out);
+    let (md_path, json_path) = out_paths(&opts.out);
+    let parent = out_dir(&md_path);
     std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    std::fs::write(&opts.out, &text).with_context(|| format!("writing {}", opts.out.display()))?;
-    progress(&format!("results written to {}", opts.out.display()));
+    std::fs::write(&md_path, &text).with_context(|| format!("writing {}", md_path.display()))?;
+    std::fs::write(&json_path, &json)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    progress(&format!(
+        "results written to {} and {}",
+        md_path.display(),
+        json_path.display()
+    ));
     Ok(())
+}
+
+/// Where the markdown and the JSON results go: `--out` and the same path with the
+/// extension `.json`; when `--out` itself ends in `.json`, the markdown goes beside it
+/// with the extension `.md`.
+fn out_paths(out: &Path) -> (PathBuf, PathBuf) {
+    if out.extension().is_some_and(|e| e == "json") {
+        (out.with_extension("md"), out.to_path_buf())
+    } else {
+        (out.to_path_buf(), out.with_extension("json"))
+    }
 }
 
 /// What `mcp-bench load` drives.

@@ -39,9 +39,23 @@ const SCENARIOS: &[&str] = &[
     "gateway RSS after a 2nd open/close cycle",
 ];
 
+/// The rows of the wrk reference section, for each kind of session ("wrk plain: ...",
+/// "wrk capable: ..."), required when wrk is installed.
+const WRK_SCENARIOS: &[&str] = &[
+    "tools/call p50, 1 connection",
+    "tools/call p99, 1 connection",
+    "tools/call throughput, 16 connections",
+    "tools/call throughput, 64 connections",
+    "CPU per call, 1 connection: backend direct vs gateway",
+    "CPU per call, 16 connections: backend direct vs gateway",
+    "CPU per call, 64 connections: backend direct vs gateway",
+    "context switches per call, 1 connection: backend direct vs gateway",
+];
+
 /// Rows whose "via gateway" figure may be zero in a real run: the growth of the RSS per
-/// session is a difference of two readings, 0 when the allocator had room to spare.
-const MAY_BE_ZERO: &[&str] = &["gateway RSS per idle session"];
+/// session is a difference of two readings, 0 when the allocator had room to spare; CPU
+/// time is read in clock ticks (10 ms), which a one-second quick run may not fill.
+const MAY_BE_ZERO: &[&str] = &["gateway RSS per idle session", "CPU per call"];
 
 /// The figure a cell starts with (units follow), if it holds a finite one.
 fn figure(cell: &str) -> Option<f64> {
@@ -85,13 +99,47 @@ fn quick_run_reports_every_scenario_with_numbers_and_no_errors() {
     let table = std::fs::read_to_string(&out).expect("the results file was written");
     assert!(table.contains("- run: --quick"), "{table}");
     assert!(table.contains("- machine: "), "{table}");
-    assert!(table.contains("Errors: 0."), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("Targets met: ") && l.ends_with("Errors: 0.")),
+        "{table}"
+    );
     let rows: Vec<Vec<&str>> = table
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| scenario"))
         .map(|l| l.trim_matches('|').split(" | ").map(str::trim).collect())
         .collect();
-    for scenario in SCENARIOS {
+    let mut wanted: Vec<String> = SCENARIOS.iter().map(|s| s.to_string()).collect();
+    // The wrk reference is always there: measured, or skipped with the reason (wrk
+    // missing and not installable).
+    assert!(table.contains("\n## wrk reference\n"), "{table}");
+    if let Some(skipped) = table.lines().find(|l| l.starts_with("Skipped: ")) {
+        println!("the wrk reference was skipped: {skipped}");
+    } else {
+        assert!(
+            table.contains("\nwrk reference targets met: ")
+                && table
+                    .lines()
+                    .any(|l| l.starts_with("wrk reference targets met: ")
+                        && l.ends_with("Errors: 0.")),
+            "{table}"
+        );
+        for kind in ["plain", "capable"] {
+            wanted.extend(WRK_SCENARIOS.iter().map(|s| format!("wrk {kind}: {s}")));
+        }
+        let json = out.with_extension("json");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON results"))
+                .expect("the JSON results parse");
+        assert_eq!(
+            json["wrk"]["kinds"].as_array().map(Vec::len),
+            Some(2),
+            "{json}"
+        );
+    }
+    for scenario in &wanted {
+        let scenario = scenario.as_str();
         let row = rows
             .iter()
             .find(|r| r[0].starts_with(scenario))
@@ -101,7 +149,10 @@ fn quick_run_reports_every_scenario_with_numbers_and_no_errors() {
         let Some(v) = figure(via) else {
             panic!("{scenario}: via gateway is not a number: {via}");
         };
-        if MAY_BE_ZERO.iter().any(|m| scenario.starts_with(m)) {
+        if MAY_BE_ZERO
+            .iter()
+            .any(|m| scenario.starts_with(m) || scenario.contains(&format!(": {m}")))
+        {
             assert!(v >= 0.0, "{scenario}: via gateway is negative: {via}");
         } else {
             assert!(v > 0.0, "{scenario}: via gateway is zero: {via}\n{table}");
