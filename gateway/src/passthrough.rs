@@ -88,6 +88,9 @@ pub struct FastSession {
     resumable: bool,
     /// The level the client set (`logging/setLevel`); every message before it does.
     level: Option<LoggingLevel>,
+    /// What the client declared of sampling, elicitation and roots (a JSON object), if
+    /// any: its calls take this path to backends that speak 2026-07-28 only.
+    declared: Option<Arc<str>>,
 }
 
 impl FastSession {
@@ -171,6 +174,9 @@ struct Call {
     traceparent: Option<HeaderValue>,
     mcp_name: Option<HeaderValue>,
     min_log_level: Option<LoggingLevel>,
+    /// The client declared sampling, elicitation or roots: a backend's questions
+    /// (`input_required`) are the typed path's to ask it.
+    capable: bool,
 }
 
 /// The `_meta` members a 2026-07-28 request on this path carries (see `route`).
@@ -178,9 +184,10 @@ const MODERN_META: &str = concat!(
     r#""io.modelcontextprotocol/protocolVersion":"2026-07-28","#,
     r#""io.modelcontextprotocol/clientInfo":{"name":"mcp-gateway","version":""#,
     env!("CARGO_PKG_VERSION"),
-    r#""},"io.modelcontextprotocol/clientCapabilities":{},"#,
-    r#""io.modelcontextprotocol/logLevel":"#
+    r#""},"io.modelcontextprotocol/clientCapabilities":"#
 );
+/// The `_meta` member naming the client's log level (its value follows).
+const LOG_LEVEL: &str = r#""io.modelcontextprotocol/logLevel":"#;
 
 impl Passthrough {
     pub fn new(
@@ -338,12 +345,15 @@ impl Passthrough {
             return;
         };
         let version = params.protocol_version;
-        let declared = ["sampling", "elicitation", "roots"]
-            .iter()
-            .any(|c| params.capabilities.contains_key(*c));
-        if declared || !SESSION_VERSIONS.contains(&version.as_str()) {
+        if !SESSION_VERSIONS.contains(&version.as_str()) {
             return;
         }
+        let mut capabilities = params.capabilities;
+        capabilities.retain(|c, _| ["sampling", "elicitation", "roots"].contains(&c.as_str()));
+        let declared = (!capabilities.is_empty())
+            .then(|| serde_json::to_string(&capabilities).ok())
+            .flatten()
+            .map(Arc::from);
         let resumable = version.as_str() >= RESUMABLE_SINCE;
         self.sessions.insert(
             id.to_string(),
@@ -351,6 +361,7 @@ impl Passthrough {
                 version: version.into(),
                 resumable,
                 level: None,
+                declared,
             },
         );
     }
@@ -427,7 +438,7 @@ impl Passthrough {
         {
             return None;
         }
-        let call = match self.route(envelope, caller, fast.level)? {
+        let call = match self.route(envelope, caller, fast.level, fast.declared.as_deref())? {
             Ok(call) => call,
             Err(refusal) => return Some(json_response(refusal)),
         };
@@ -438,18 +449,16 @@ impl Passthrough {
             passthrough: Arc::clone(self),
             key,
         };
-        Some(
-            self.run(
-                call,
-                Some(Streamed {
-                    session: session_id.to_string(),
-                    resumable: fast.resumable,
-                    cancel,
-                    _slot: slot,
-                }),
-            )
-            .await,
+        self.run(
+            call,
+            Some(Streamed {
+                session: session_id.to_string(),
+                resumable: fast.resumable,
+                cancel,
+                _slot: slot,
+            }),
         )
+        .await
     }
 
     /// A POST without a session, body read: answered here when it is a call this path
@@ -476,10 +485,10 @@ impl Passthrough {
             "tools/list" => return self.list_tools(envelope),
             _ => return None,
         }
-        Some(match self.route(envelope, caller, None)? {
+        match self.route(envelope, caller, None, None)? {
             Ok(call) => self.run(call, None).await,
-            Err(refusal) => json_response(refusal),
-        })
+            Err(refusal) => Some(json_response(refusal)),
+        }
     }
 
     /// A `tools/list` answered from the current catalog's serialized pages, if it asks
@@ -556,6 +565,7 @@ impl Passthrough {
         envelope: &Envelope,
         caller: &Caller,
         level: Option<LoggingLevel>,
+        declared: Option<&str>,
     ) -> Option<Result<Call, String>> {
         let id = self.plain_id(envelope)?;
         let params = serde_json::from_str::<CallParams>(envelope.params?.get()).ok()?;
@@ -575,6 +585,12 @@ impl Passthrough {
         // also travel in `Mcp-Param-*` headers is left to rmcp's client, which adds them.
         let modern = route.service.era()?;
         if modern && route.param_headers {
+            return None;
+        }
+        // A client that declared sampling, elicitation or roots, with a backend of the
+        // older revision: that backend asks its questions as requests on the client's
+        // own upstream session, which the typed path keeps and relays.
+        if declared.is_some() && !modern {
             return None;
         }
         let mcp_name = if modern {
@@ -599,11 +615,12 @@ impl Passthrough {
             .map(|t| format!(r#""traceparent":"{t}""#));
         let meta = match (modern, trace) {
             // What the typed path's request would declare: the gateway as the client,
-            // no capabilities (this path serves only clients that declared none), and
-            // the client's log level (every message, as an older client gets, until it
-            // sets one).
+            // what the client declared of sampling, elicitation and roots, and the
+            // client's log level (every message, as an older client gets, until it sets
+            // one).
             (true, trace) => format!(
-                r#","_meta":{{{MODERN_META}"{}"{}}}"#,
+                r#","_meta":{{{MODERN_META}{},{LOG_LEVEL}"{}"{}}}"#,
+                declared.unwrap_or("{}"),
                 level_name(level.unwrap_or(LoggingLevel::Debug)),
                 trace.map(|t| format!(",{t}")).unwrap_or_default()
             ),
@@ -630,6 +647,7 @@ impl Passthrough {
             traceparent: traceparent.and_then(|t| HeaderValue::from_str(&t).ok()),
             mcp_name,
             min_log_level: level,
+            capable: declared.is_some(),
         }))
     }
 
@@ -643,12 +661,10 @@ impl Passthrough {
     }
 
     /// Carries `call` to its backend and answers the client: JSON when the answer is all
-    /// the backend sent, otherwise (in a session) an SSE stream.
-    async fn run(self: &Arc<Self>, call: Call, streamed: Option<Streamed>) -> Response {
-        self.registry
-            .observer()
-            .metrics
-            .passthrough_request("tools/call");
+    /// the backend sent, otherwise (in a session) an SSE stream. `None`: the backend
+    /// asked a client that can be asked (`Call::capable`) for input, which the typed
+    /// path does; it sends the call again and asks.
+    async fn run(self: &Arc<Self>, call: Call, streamed: Option<Streamed>) -> Option<Response> {
         let guard = self.registry.call_started();
         let mut ticket = call.ticket;
         ticket.upstream_starts();
@@ -668,7 +684,9 @@ impl Passthrough {
         let opened = match &streamed {
             Some(s) => tokio::select! {
                 r = open => r,
-                _ = s.cancel.cancelled() => return json_response(cancelled(&call.client_id)),
+                _ = s.cancel.cancelled() => {
+                    return Some(self.carried(json_response(cancelled(&call.client_id))));
+                }
             },
             None => open.await,
         };
@@ -676,10 +694,11 @@ impl Passthrough {
             Ok(pair) => pair,
             Err(e) => {
                 ticket.finish(e.outcome(), Some(e.to_string()), None);
-                return json_response(error_message(&call.client_id, e));
+                return Some(self.carried(json_response(error_message(&call.client_id, e))));
             }
         };
         ticket.served_by(exchange.instance_id());
+        let capable = call.capable;
         let mut live = Live {
             exchange,
             service: call.service,
@@ -689,15 +708,46 @@ impl Passthrough {
             _span: call.span,
             _guard: guard,
         };
-        match first {
+        let response = match first {
+            Event::Answer(answer) if capable && asks_input(&answer) => return live.hand_over(),
             Event::Answer(answer) => {
                 live.settle(&answer);
                 json_response(answer_message(&live.client_id, &answer))
             }
+            // A client that can be asked: what the backend sends is held until its
+            // answer shows whether it asks for input (then the typed path sends the call
+            // again, and the backend sends it all again).
+            first if capable => {
+                let (held, answer) = live.gather(first).await;
+                match answer {
+                    Some(answer) if asks_input(&answer) => return live.hand_over(),
+                    Some(answer) => {
+                        live.settle(&answer);
+                        let last = answer_message(&live.client_id, &answer);
+                        messages_response(held, last)
+                    }
+                    None if live.cancelled() => json_response(cancelled(&live.client_id)),
+                    None => {
+                        let mut held = held;
+                        let last = held.pop().unwrap_or_default();
+                        messages_response(held, last)
+                    }
+                }
+            }
             first if live.streamed.is_some() => self.stream(live, Some(first)),
             // Sessionless: nothing but the answer is sent, as rmcp's JSON mode does.
             _ => json_response(live.finish_quietly().await),
-        }
+        };
+        Some(self.carried(response))
+    }
+
+    /// `response`, counted as a request this path answered.
+    fn carried(&self, response: Response) -> Response {
+        self.registry
+            .observer()
+            .metrics
+            .passthrough_request("tools/call");
+        response
     }
 
     /// The rest of the call as an SSE stream, starting with `first`.
@@ -845,6 +895,45 @@ impl Live {
         ticket.finish(outcome, error, result);
     }
 
+    /// The call given back to the typed path: not booked here (its ticket is dropped
+    /// unrecorded; the typed path books the call it sends).
+    fn hand_over(mut self) -> Option<Response> {
+        if let Some(ticket) = self.ticket.take() {
+            ticket.abandon();
+        }
+        None
+    }
+
+    /// The client cancelled the call.
+    fn cancelled(&self) -> bool {
+        self.streamed
+            .as_ref()
+            .is_some_and(|s| s.cancel.is_cancelled())
+    }
+
+    /// Follows the call from `first` to its answer, holding the messages to pass on;
+    /// without an answer (the call failed or was cancelled), the held messages end with
+    /// the error message.
+    async fn gather(&mut self, first: Event) -> (Vec<String>, Option<Answer>) {
+        let mut held = Vec::new();
+        let mut event = Some(Ok(first));
+        loop {
+            match event {
+                Some(Ok(Event::Answer(a))) => return (held, Some(a)),
+                Some(Ok(Event::Message(m))) => held.push(m),
+                // The client is not told of a stream the backend closed: the call goes
+                // on (as for a client that cannot resume).
+                Some(Ok(Event::Closed(_))) => {}
+                Some(Err(message)) => {
+                    held.push(message);
+                    return (held, None);
+                }
+                None => return (held, None),
+            }
+            event = self.next().await;
+        }
+    }
+
     /// Follows the call to its answer, dropping everything else; the response message.
     async fn finish_quietly(mut self) -> String {
         loop {
@@ -910,6 +999,28 @@ fn level_name(level: LoggingLevel) -> &'static str {
         LoggingLevel::Alert => "alert",
         LoggingLevel::Emergency => "emergency",
     }
+}
+
+/// Whether the backend's answer asks the client for input (`input_required`).
+fn asks_input(answer: &Answer) -> bool {
+    matches!(answer.payload(), Some(("result", text)) if matches!(translate(text), Translated::Refused(_)))
+}
+
+/// `held` messages then `last`, as one SSE response (JSON when `last` is all).
+fn messages_response(held: Vec<String>, last: String) -> Response {
+    if held.is_empty() {
+        return json_response(last);
+    }
+    let mut body = Vec::with_capacity(held.len() + 1);
+    for m in held.iter().chain(std::iter::once(&last)) {
+        body.push(sse_data(m));
+    }
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::new(Pieces(body)))
+        .expect("static response parts")
 }
 
 fn json_response(message: String) -> Response {

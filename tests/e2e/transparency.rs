@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use futures::StreamExt;
 use rmcp::{
     ClientHandler, ErrorData, RoleClient,
     model::{
@@ -740,7 +741,9 @@ async fn calls_on_the_pass_through_path_are_answered_byte_for_byte_as_on_the_typ
     let echo = start_fixture("echo", &["echoTool"]).await;
     let (status, body) = register(&gateway, "echo", &echo.mcp_url()).await;
     assert_eq!(status, 201, "{body}");
-    // No sampling/elicitation/roots: the pass-through path. Sampling declared: the typed one.
+    // No sampling/elicitation/roots: the pass-through path. Sampling declared, with these
+    // backends of the 2025 revision: the typed one (which keeps the client's own upstream
+    // sessions), but for a refusal of the policy core, which this path writes for both.
     let fast = raw_session_with(&gateway, json!({})).await;
     let typed = raw_session_with(&gateway, json!({"sampling": {}})).await;
     let calls = [
@@ -779,13 +782,21 @@ async fn calls_on_the_pass_through_path_are_answered_byte_for_byte_as_on_the_typ
             u64::from(passes_through),
             "{tool}: answered by the pass-through path"
         );
-        assert_eq!(typed_served, 0, "{tool}: answered by the typed path");
+        assert_eq!(
+            typed_served,
+            u64::from(tool == "no_such_tool"),
+            "{tool}: answered by the typed path, or refused by the core"
+        );
         assert_eq!(
             fast_kind.starts_with("application/json"),
             passes_through,
             "{tool}: {fast_kind}"
         );
-        assert!(typed_kind.starts_with("text/event-stream"), "{typed_kind}");
+        assert_eq!(
+            typed_kind.starts_with("text/event-stream"),
+            tool != "no_such_tool",
+            "{tool}: {typed_kind}"
+        );
         assert_eq!(
             fast_answer, typed_answer,
             "{tool}: the same answer both ways, byte for byte"
@@ -837,10 +848,13 @@ async fn calls_on_the_pass_through_path_are_answered_byte_for_byte_as_on_the_typ
             message_texts(&gateway, &fast, body.clone()),
         )
         .await;
+        // A `_meta` (even empty) leaves a list to rmcp, whoever asks.
+        let mut typed_body = body;
+        typed_body["params"]["_meta"] = json!({});
         let (typed_served, (_, typed_page)) = served_by_passthrough(
             &gateway,
             "tools/list",
-            message_texts(&gateway, &typed, body),
+            message_texts(&gateway, &typed, typed_body),
         )
         .await;
         assert_eq!((fast_served, typed_served), (1, 0), "page {pages}");
@@ -942,6 +956,124 @@ async fn a_backends_log_messages_on_the_pass_through_path_come_before_the_answer
     assert!(last["result"]["content"].is_array(), "{last}");
     stop.cancel();
     let _ = task.await;
+    gateway.stop().await;
+}
+
+/// A client that declared sampling, elicitation or roots keeps the pass-through path to a
+/// 2026-07-28 backend (which asks in its result, if at all). A call that backend answers
+/// with `input_required` is handed to the typed path, which asks the client on its
+/// session and completes the call; the call log books it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capable_clients_calls_take_the_pass_through_path_until_a_modern_backend_asks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let (addr, stop) = start_conformance_fixture(Default::default()).await;
+    let (status, body) = register(&gateway, "conf", &format!("http://{addr}/mcp")).await;
+    assert_eq!(status, 201, "{body}");
+    let session = raw_session_with(&gateway, json!({"elicitation": {}})).await;
+    let (served, (_, answer)) = served_by_passthrough(
+        &gateway,
+        "tools/call",
+        messages(
+            &gateway,
+            &session,
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+                   "params":{"name":"test_simple_text","arguments":{}}}),
+        ),
+    )
+    .await;
+    assert_eq!(served, 1, "on the pass-through path");
+    let last = answer.last().expect("an answer");
+    assert_eq!(
+        last["result"]["content"][0]["text"], "This is a simple text response for testing.",
+        "{last}"
+    );
+    assert!(last["result"].get("resultType").is_none(), "{last}");
+
+    let before = passthrough_served(&gateway, "tools/call").await;
+    let r = raw_post(
+        &gateway,
+        &session,
+        "2025-06-18",
+        json!({"jsonrpc":"2.0","id":"ask","method":"tools/call",
+               "params":{"name":"test_input_required_result_elicitation","arguments":{}}}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let mut events = r.bytes_stream();
+    let mut text = String::new();
+    // The events read so far, as JSON (complete events only).
+    let seen = |text: &str| -> Vec<serde_json::Value> {
+        let complete = &text[..text.rfind("\n\n").map_or(0, |at| at + 2)];
+        sse_events(complete)
+            .into_iter()
+            .filter_map(|(_, _, data)| serde_json::from_str(&data).ok())
+            .collect()
+    };
+    let question = loop {
+        if let Some(q) = seen(&text)
+            .into_iter()
+            .find(|m| m["method"] == "elicitation/create")
+        {
+            break q;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("the question in time")
+            .expect("the stream goes on")
+            .expect("a chunk");
+        text.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+    };
+    let r = raw_post(
+        &gateway,
+        &session,
+        "2025-06-18",
+        json!({"jsonrpc":"2.0","id": question["id"],
+               "result":{"action":"accept","content":{"name":"Ada"}}}),
+    )
+    .await;
+    assert!(
+        r.status().is_success(),
+        "the answer is taken: {}",
+        r.status()
+    );
+    let answer = loop {
+        if let Some(a) = seen(&text).into_iter().find(|m| m["id"] == "ask") {
+            break a;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("the answer in time")
+            .expect("the stream goes on")
+            .expect("a chunk");
+        text.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+    };
+    assert!(answer.to_string().contains("Hello, Ada!"), "{answer}");
+    assert_eq!(
+        passthrough_served(&gateway, "tools/call").await,
+        before,
+        "handed to the typed path"
+    );
+    let booked = || async {
+        let r = http()
+            .get(format!(
+                "{}/calls?tool=test_input_required_result_elicitation",
+                gateway.base()
+            ))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET /calls");
+        let body: serde_json::Value = r.json().await.expect("JSON");
+        body["count"].as_u64().unwrap_or(0)
+    };
+    wait_until("the call is booked", Duration::from_secs(10), || async {
+        booked().await >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(booked().await, 1, "booked once");
+    stop.cancel();
     gateway.stop().await;
 }
 

@@ -205,6 +205,11 @@ impl CallTicket {
         self.observer.payloads
     }
 
+    /// The call is handed to another path, which books it with a ticket of its own.
+    pub fn abandon(mut self) {
+        self.done = true;
+    }
+
     pub fn finish(mut self, outcome: Outcome, error: Option<String>, result: Option<String>) {
         self.finish_in_place(outcome, error, result);
     }
