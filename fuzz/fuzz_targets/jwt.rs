@@ -19,7 +19,7 @@
 use std::sync::OnceLock;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use gateway::{config::JwtConfig, http::jwt::JwtVerifier};
+use gateway::{config::JwtConfig, jwt::JwtVerifier};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, crypto, jwk::JwkSet};
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;

@@ -50,7 +50,9 @@
 //! vocab        identity and scopes, JSON-RPC codes, name and URL rules, the clock
 //! ```
 //!
-//! [`run`] is the whole gateway: tests start it in-process on an ephemeral port.
+//! [`run`] is the whole gateway: tests start it in-process on an ephemeral port. The
+//! modules the binary, the tests and the fuzz targets use are public; the rest are the
+//! crate's own.
 
 // A faithful proxy speaks every feature of the protocol, including logging, sampling,
 // roots and resource subscriptions, which rmcp marks deprecated after SEP-2577.
@@ -60,19 +62,19 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod http;
-pub mod jsonrpc;
+mod jsonrpc;
 pub mod jwt;
-pub mod limits;
+mod limits;
 pub mod mcp;
-pub mod mrtr;
+mod mrtr;
 pub mod observe;
-pub mod origins;
-pub mod passthrough;
-pub mod proxy;
-pub mod refusal;
+mod origins;
+mod passthrough;
+mod proxy;
+mod refusal;
 pub mod registry;
-pub mod store;
-pub mod trim;
+mod store;
+mod trim;
 pub mod upstream;
 pub mod vocab;
 
