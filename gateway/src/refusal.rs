@@ -125,13 +125,5 @@ pub fn unauthorized(code: &'static str, message: Cow<'static, str>, metadata: &s
             "Bearer realm=\"mcp-gateway\", resource_metadata=\"{metadata}\", error=\"{other}\""
         ),
     };
-    let mut response = (
-        StatusCode::UNAUTHORIZED,
-        Json(json!({ "error": code, "message": message })),
-    )
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    response
+    service_kit::auth::unauthorized(&challenge, code, &message)
 }

@@ -82,16 +82,8 @@ impl BearerAuth {
             "missing_token" => format!("Bearer realm=\"{realm}\""),
             other => format!("Bearer realm=\"{realm}\", error=\"{other}\""),
         };
-        let mut response = (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({ "error": code, "message": message })),
-        )
-            .into_response();
         // The realm was checked in `new`, so the value is always a valid header.
-        if let Ok(v) = HeaderValue::from_str(&challenge) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
-        response
+        unauthorized(&challenge, code, message)
     }
 }
 
@@ -125,6 +117,21 @@ pub async fn require_bearer(
 /// surrounding blanks trimmed); `None` for another scheme or no token.
 /// The token of an `Authorization: Bearer <token>` header (the scheme in any case), if
 /// the header has that form.
+/// 401 with `challenge` as its `WWW-Authenticate` and a JSON body `{"error": code,
+/// "message"}`: one shape for the services and the gateway (a challenge that is no valid
+/// header value is left out).
+pub fn unauthorized(challenge: &str, code: &str, message: &str) -> Response {
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({ "error": code, "message": message })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
+
 pub fn bearer(value: &HeaderValue) -> Option<&[u8]> {
     let bytes = value.as_bytes();
     let (scheme, rest) = bytes.split_at(bytes.iter().position(|b| *b == b' ')?);

@@ -1010,20 +1010,19 @@ async fn a_capable_clients_calls_take_the_pass_through_path_until_a_modern_backe
             .filter_map(|(_, _, data)| serde_json::from_str(&data).ok())
             .collect()
     };
-    let question = loop {
-        if let Some(q) = seen(&text)
-            .into_iter()
-            .find(|m| m["method"] == "elicitation/create")
-        {
-            break q;
+    // Reads the stream until a message `wanted` picks has come.
+    let mut read_until = async |wanted: &dyn Fn(&serde_json::Value) -> bool| loop {
+        if let Some(m) = seen(&text).into_iter().find(|m| wanted(m)) {
+            return m;
         }
         let chunk = tokio::time::timeout(Duration::from_secs(10), events.next())
             .await
-            .expect("the question in time")
+            .expect("the next message in time")
             .expect("the stream goes on")
             .expect("a chunk");
         text.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
     };
+    let question = read_until(&|m| m["method"] == "elicitation/create").await;
     let r = raw_post(
         &gateway,
         &session,
@@ -1037,17 +1036,7 @@ async fn a_capable_clients_calls_take_the_pass_through_path_until_a_modern_backe
         "the answer is taken: {}",
         r.status()
     );
-    let answer = loop {
-        if let Some(a) = seen(&text).into_iter().find(|m| m["id"] == "ask") {
-            break a;
-        }
-        let chunk = tokio::time::timeout(Duration::from_secs(10), events.next())
-            .await
-            .expect("the answer in time")
-            .expect("the stream goes on")
-            .expect("a chunk");
-        text.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
-    };
+    let answer = read_until(&|m| m["id"] == "ask").await;
     assert!(answer.to_string().contains("Hello, Ada!"), "{answer}");
     assert_eq!(
         passthrough_served(&gateway, "tools/call").await,
