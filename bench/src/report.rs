@@ -120,6 +120,11 @@ pub fn render(header: &Header, rows: &[Row], sections: &[Section]) -> String {
     let _ = writeln!(out, "- commit: {}", commit());
     let _ = writeln!(
         out,
+        "- gateway worker threads: {}",
+        crate::scenarios::gateway_workers()
+    );
+    let _ = writeln!(
+        out,
         "- load average (1/5/15 min) at start: {}; at end: {}",
         header.load_at_start,
         load_average()

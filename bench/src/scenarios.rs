@@ -951,6 +951,9 @@ impl Gateway {
         // The memory scenario holds 10,000 sessions of one credential, past the
         // defaults of a production gateway: room for them (and nothing else changed).
         let mut env = env;
+        // The gateway's worker threads, as the gateway binary sizes its runtime: the
+        // role's runtime is the bench's own, sized by tokio's variable.
+        env.push(("TOKIO_WORKER_THREADS".into(), gateway_workers().to_string()));
         for (key, value) in [
             ("GATEWAY_MAX_SESSIONS_PER_CREDENTIAL", "20000"),
             ("GATEWAY_MAX_SESSIONS", "20000"),
@@ -1029,4 +1032,14 @@ fn unique_log(dir: &Path, name: &str) -> PathBuf {
         .map(|i| dir.join(format!("{name}-{i}.log")))
         .find(|p| !p.exists())
         .unwrap_or_else(|| dir.join(format!("{name}.log")))
+}
+
+/// The gateway's worker threads for this run: `MCP_BENCH_GATEWAY_WORKERS` (the gateway's
+/// `worker_threads`), else the gateway's default.
+pub fn gateway_workers() -> usize {
+    std::env::var("MCP_BENCH_GATEWAY_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| gateway::Config::default().workers())
 }

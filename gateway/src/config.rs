@@ -68,6 +68,11 @@ pub struct Config {
     pub breaker_cooldown_ms: u64,
     /// On shutdown, how long in-flight calls may take to finish, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// Threads that serve requests (the runtime's workers); unset: half the cores,
+    /// rounded up ([`Config::workers`]). Idle workers woken to share a call's few
+    /// microseconds of work cost more than they give until the load needs them
+    /// (BENCHMARKS.md measures 1 and 2 on 2 cores).
+    pub worker_threads: Option<usize>,
     /// Log one JSON object per line instead of human-readable lines.
     pub log_json: bool,
     /// Export OpenTelemetry traces over OTLP/HTTP (JSON) to this collector
@@ -156,6 +161,16 @@ pub struct Config {
 pub use crate::jwt::JwtConfig;
 
 impl Config {
+    /// The worker threads the gateway runs: `worker_threads`, else half the cores
+    /// (rounded up, at least 1).
+    pub fn workers(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .div_ceil(2)
+        })
+    }
+
     /// The audience JWTs must name: configured, else the gateway's MCP resource URL.
     pub fn jwt_audience(&self) -> Option<String> {
         let jwt = self.jwt.as_ref()?;
@@ -224,6 +239,7 @@ impl Default for Config {
             drain_timeout_ms: 10_000,
             log_json: false,
             otlp_endpoint: None,
+            worker_threads: None,
             call_log: true,
             call_log_max_rows: 100_000,
             call_log_max_age_ms: 7 * 24 * 3600 * 1000,
@@ -593,6 +609,11 @@ impl Config {
         if let Some(url) = &self.public_url {
             http_url("public_url", url)?;
         }
+        if let Some(n) = self.worker_threads
+            && !(1..=1024).contains(&n)
+        {
+            return Err(bad("worker_threads", format!("must be 1-1024, got {n}")));
+        }
         if let Some(url) = &self.otlp_endpoint {
             http_url("otlp_endpoint", url)?;
         }
@@ -813,6 +834,26 @@ mod tests {
             assert_eq!(c.allowed_hosts, vec!["gateway", "mcp.example.com"]);
             assert_eq!(c.upstreams.len(), 2);
             assert_eq!(c.upstreams[1].url, "http://127.0.0.1:2");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn worker_threads_are_one_per_core_unless_set_and_bounded() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(c.worker_threads, None);
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            assert_eq!(c.workers(), cores.div_ceil(2));
+            jail.set_env("GATEWAY_WORKER_THREADS", "1");
+            let c = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(c.worker_threads, Some(1));
+            assert_eq!(c.workers(), 1);
+            for bad in ["0", "1025"] {
+                jail.set_env("GATEWAY_WORKER_THREADS", bad);
+                let e = Config::load(None, &Overrides::default()).expect_err(bad);
+                assert_eq!(e.key, "worker_threads", "{bad}");
+            }
             Ok(())
         });
     }

@@ -68,8 +68,7 @@ fn command() -> clap::Command {
     ))
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     use clap::FromArgMatches;
     let matches = command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
@@ -82,7 +81,14 @@ async fn main() {
         == Some(clap::parser::ValueSource::CommandLine))
     .then(|| cli.remote.token.clone());
     if let Some(command) = cli.command {
-        match gateway::cli::run(cli.remote, command).await {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| {
+                eprintln!("gateway: cannot start: {e}");
+                std::process::exit(2);
+            });
+        match runtime.block_on(gateway::cli::run(cli.remote, command)) {
             Ok(out) => {
                 // A reader that stops early (`| head`) is not an error.
                 use std::io::Write;
@@ -114,6 +120,18 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers())
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("gateway: cannot start: {e}");
+            std::process::exit(2);
+        });
+    runtime.block_on(serve(config));
+}
+
+async fn serve(config: Config) {
     let _tracing =
         match gateway::observe::traces::init(config.log_json, config.otlp_endpoint.as_deref()) {
             Ok(t) => t,
