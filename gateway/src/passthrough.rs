@@ -78,6 +78,9 @@ const RESUMABLE_SINCE: &str = "2025-11-25";
 const SESSION_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 /// Event ids of streams this module closed: `fp/<n>`.
 const PARKED_PREFIX: &str = "fp/";
+/// What a call of a client that can be asked holds of the backend's messages until the
+/// answer (see `Live::gather`): at most this many bytes; later messages are dropped.
+const MAX_HELD_BYTES: usize = 1 << 20;
 /// How long a closed stream waits for its client after the call's own deadline.
 const PARK_GRACE: Duration = Duration::from_secs(5);
 
@@ -911,16 +914,30 @@ impl Live {
             .is_some_and(|s| s.cancel.is_cancelled())
     }
 
-    /// Follows the call from `first` to its answer, holding the messages to pass on;
-    /// without an answer (the call failed or was cancelled), the held messages end with
-    /// the error message.
+    /// Follows the call from `first` to its answer, holding the messages to pass on
+    /// (up to [`MAX_HELD_BYTES`]: log messages past it are dropped); without an answer
+    /// (the call failed or was cancelled), the held messages end with the error message.
     async fn gather(&mut self, first: Event) -> (Vec<String>, Option<Answer>) {
         let mut held = Vec::new();
+        let mut bytes = 0usize;
+        let mut dropped = 0usize;
         let mut event = Some(Ok(first));
         loop {
             match event {
-                Some(Ok(Event::Answer(a))) => return (held, Some(a)),
-                Some(Ok(Event::Message(m))) => held.push(m),
+                Some(Ok(Event::Answer(a))) => {
+                    if dropped > 0 {
+                        tracing::debug!(
+                            dropped,
+                            "a backend's messages past {MAX_HELD_BYTES} bytes were dropped"
+                        );
+                    }
+                    return (held, Some(a));
+                }
+                Some(Ok(Event::Message(m))) if bytes + m.len() > MAX_HELD_BYTES => dropped += 1,
+                Some(Ok(Event::Message(m))) => {
+                    bytes += m.len();
+                    held.push(m);
+                }
                 // The client is not told of a stream the backend closed: the call goes
                 // on (as for a client that cannot resume).
                 Some(Ok(Event::Closed(_))) => {}
