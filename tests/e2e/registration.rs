@@ -290,7 +290,17 @@ async fn a_stored_registration_outside_narrowed_networks_is_not_connected() {
     // Every HTTP request the backend received so far (one `authorizations` entry each)
     // came from the first gateway, which has stopped.
     let requests = || f.authorizations.lock().expect("lock").len();
-    let before = requests();
+    // A request the first gateway's upstream session had already started (its GET
+    // stream, its DELETE) may land after it stopped: wait until none arrives for 300 ms.
+    let mut before = requests();
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let now = requests();
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     assert!(before > 0, "the first gateway connected");
     // Restarted with upstreams confined elsewhere: the registration is kept (listed) but
     // the gateway does not connect to it, and says why.

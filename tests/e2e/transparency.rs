@@ -683,6 +683,19 @@ async fn messages(
     (kind, messages)
 }
 
+/// A `tools/call` of `tool` (no arguments) with `id` in `session`: how many calls the
+/// pass-through path carried meanwhile, the content type and the answer's messages.
+async fn call_in_session(
+    gateway: &Running,
+    session: &str,
+    id: serde_json::Value,
+    tool: &str,
+) -> (u64, (String, Vec<serde_json::Value>)) {
+    let body = json!({"jsonrpc":"2.0","id": id,"method":"tools/call",
+                      "params":{"name": tool,"arguments":{}}});
+    served_by_passthrough(gateway, "tools/call", messages(gateway, session, body)).await
+}
+
 /// A sessionless `method` post with `params`: (status, the body as sent).
 async fn rpc_text(gateway: &Running, method: &str, params: serde_json::Value) -> (u16, String) {
     let r = http()
@@ -927,17 +940,8 @@ async fn a_backends_log_messages_on_the_pass_through_path_come_before_the_answer
     let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
     let (stop, task) = conformance_backend(&gateway, "conf").await;
     let session = raw_session_with(&gateway, json!({})).await;
-    let (served, (kind, messages)) = served_by_passthrough(
-        &gateway,
-        "tools/call",
-        messages(
-            &gateway,
-            &session,
-            json!({"jsonrpc":"2.0","id":5,"method":"tools/call",
-                   "params":{"name":"test_tool_with_logging","arguments":{}}}),
-        ),
-    )
-    .await;
+    let (served, (kind, messages)) =
+        call_in_session(&gateway, &session, json!(5), "test_tool_with_logging").await;
     assert_eq!(served, 1, "answered by the pass-through path");
     assert!(kind.starts_with("text/event-stream"), "{kind}");
     let logs = messages
@@ -971,17 +975,8 @@ async fn a_capable_clients_calls_take_the_pass_through_path_until_a_modern_backe
     let (status, body) = register(&gateway, "conf", &format!("http://{addr}/mcp")).await;
     assert_eq!(status, 201, "{body}");
     let session = raw_session_with(&gateway, json!({"elicitation": {}})).await;
-    let (served, (_, answer)) = served_by_passthrough(
-        &gateway,
-        "tools/call",
-        messages(
-            &gateway,
-            &session,
-            json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
-                   "params":{"name":"test_simple_text","arguments":{}}}),
-        ),
-    )
-    .await;
+    let (served, (_, answer)) =
+        call_in_session(&gateway, &session, json!(1), "test_simple_text").await;
     assert_eq!(served, 1, "on the pass-through path");
     let last = answer.last().expect("an answer");
     assert_eq!(
@@ -1073,8 +1068,6 @@ async fn a_log_level_keeps_a_session_on_the_pass_through_path_and_filters_its_me
     let dir = tempfile::tempdir().expect("tempdir");
     let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
     let (stop, task) = conformance_backend(&gateway, "conf").await;
-    let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
-                      "params":{"name":"test_tool_with_logging","arguments":{}}});
     // The fixture logs three messages at `info`.
     for (capabilities, level, passes_through, logged) in [
         (json!({}), "warning", true, false),
@@ -1090,12 +1083,8 @@ async fn a_log_level_keeps_a_session_on_the_pass_through_path_and_filters_its_me
         )
         .await;
         assert_eq!(r.status(), 200, "setLevel answered");
-        let (served, (_, messages)) = served_by_passthrough(
-            &gateway,
-            "tools/call",
-            messages(&gateway, &session, call.clone()),
-        )
-        .await;
+        let (served, (_, messages)) =
+            call_in_session(&gateway, &session, json!(7), "test_tool_with_logging").await;
         let what = format!("{capabilities} at {level}");
         assert_eq!(served, u64::from(passes_through), "{what}: the path taken");
         let logs = messages
