@@ -53,7 +53,7 @@ use crate::{
     },
     refusal::{MetadataUrl, insufficient_scope},
     registry::{Changed, Registry, Subscriber},
-    upstream::{CallError, Downstream, PrivateSessions, Resumable, Service, Sink, Via},
+    upstream::{BoxFuture, CallError, ClientLink, Downstream, PrivateSessions, Service, Sink, Via},
     vocab::{Allow, Identity, Scopes},
 };
 
@@ -198,7 +198,7 @@ impl GatewayHandler {
                 let mut declared = rmcp::model::ClientCapabilities::default();
                 (declared.sampling, declared.elicitation, declared.roots) =
                     (caps.sampling, caps.elicitation, caps.roots);
-                needs_own.then(|| PrivateSessions::new(declared, context.peer.clone()))
+                needs_own.then(|| PrivateSessions::new(declared, Arc::new(context.peer.clone())))
             })
             .as_ref();
         // A 2026-07-28 request says in its `_meta` whether it wants log messages, and
@@ -214,19 +214,16 @@ impl GatewayHandler {
             )
         };
         Downstream {
-            sink: Sink::Stream(&context.peer),
+            sink: Sink::Stream(Box::new(RequestStream {
+                peer: &context.peer,
+                parts: context.extensions.get::<http::request::Parts>(),
+                streams: self.streams.as_deref(),
+            })),
             ct: &context.ct,
             progress_token: context.meta.get_progress_token(),
             logs,
             min_log_level,
             via: private.map_or(Via::Shared, Via::Private),
-            resumable: self.streams.as_deref().and_then(|s| {
-                Some(Resumable {
-                    parts: context.extensions.get::<http::request::Parts>()?,
-                    sessions: &s.sessions,
-                    resumptions: &s.resumptions,
-                })
-            }),
             ticket: None,
         }
     }
@@ -518,7 +515,6 @@ impl GatewayHandler {
                     logs: level.is_some(),
                     min_log_level: level,
                     via: declared.as_ref().map_or(Via::Shared, Via::Declaring),
-                    resumable: None,
                     ticket: ticket.as_ref(),
                 };
                 let mut answer =
@@ -527,6 +523,7 @@ impl GatewayHandler {
                 if let Ok(result) = &mut answer {
                     mark_complete(result);
                 }
+                drop(down);
                 if let Some(ticket) = ticket {
                     settle(ticket, &answer);
                 }
@@ -655,6 +652,84 @@ fn random_affinity() -> String {
 }
 
 /// Books a finished tool call in the call log.
+/// A client's session, as `upstream` reaches it (its own upstream sessions' messages
+/// outside any call). It has no request stream to close.
+impl ClientLink for rmcp::Peer<RoleServer> {
+    fn progress(&self, params: rmcp::model::ProgressNotificationParam) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.notify_progress(params).await;
+        })
+    }
+
+    fn log(&self, params: rmcp::model::LoggingMessageNotificationParam) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.notify_logging_message(params).await;
+        })
+    }
+
+    fn ask(
+        &self,
+        request: rmcp::model::ServerRequest,
+    ) -> BoxFuture<'_, Result<rmcp::model::ClientResult, ErrorData>> {
+        Box::pin(async move {
+            match self.send_request(request).await {
+                Ok(result) => Ok(result),
+                Err(rmcp::ServiceError::McpError(e)) => Err(e),
+                Err(e) => Err(ErrorData::internal_error(
+                    format!("the client did not answer: {e}"),
+                    None,
+                )),
+            }
+        })
+    }
+
+    fn close_stream(
+        &self,
+        _retry: std::time::Duration,
+    ) -> BoxFuture<'_, Result<tokio::sync::oneshot::Receiver<()>, String>> {
+        Box::pin(async { Err("a session, not a request's stream".to_string()) })
+    }
+}
+
+/// One client request's stream, as `upstream` reaches it: its session, and (for a
+/// session at 2025-11-25 or later, tracked by `sse_resume`) the stream to close and
+/// resume.
+struct RequestStream<'a> {
+    peer: &'a rmcp::Peer<RoleServer>,
+    parts: Option<&'a http::request::Parts>,
+    streams: Option<&'a Streams>,
+}
+
+impl ClientLink for RequestStream<'_> {
+    fn progress(&self, params: rmcp::model::ProgressNotificationParam) -> BoxFuture<'_, ()> {
+        self.peer.progress(params)
+    }
+
+    fn log(&self, params: rmcp::model::LoggingMessageNotificationParam) -> BoxFuture<'_, ()> {
+        self.peer.log(params)
+    }
+
+    fn ask(
+        &self,
+        request: rmcp::model::ServerRequest,
+    ) -> BoxFuture<'_, Result<rmcp::model::ClientResult, ErrorData>> {
+        self.peer.ask(request)
+    }
+
+    fn close_stream(
+        &self,
+        retry: std::time::Duration,
+    ) -> BoxFuture<'_, Result<tokio::sync::oneshot::Receiver<()>, String>> {
+        Box::pin(async move {
+            let (Some(parts), Some(streams)) = (self.parts, self.streams) else {
+                return Err("the client's session cannot resume a stream".to_string());
+            };
+            sse_resume::close_request_stream(parts, &streams.sessions, &streams.resumptions, retry)
+                .await
+        })
+    }
+}
+
 fn settle(ticket: CallTicket, answer: &Result<ServerResult, CallError>) {
     let wanted = ticket.wants_result();
     match answer {

@@ -281,6 +281,26 @@ fn parting(a: &str, b: &str) -> (String, String) {
     )
 }
 
+/// The client side reaches clients only through the trait it defines (`ClientLink`):
+/// no server-side rmcp type appears in `upstream/` outside its tests.
+#[test]
+fn upstream_knows_no_server_side_type() {
+    let mut found = Vec::new();
+    for (module, path) in modules() {
+        if module != "upstream" && !module.starts_with("upstream::") {
+            continue;
+        }
+        let text = fs::read_to_string(&path).unwrap();
+        let code = strip_comments_and_strings(without_tests(&text));
+        for name in ["RoleServer", "streamable_http_server", "sse_resume"] {
+            if code.contains(name) {
+                found.push(format!("`{module}` names `{name}`"));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
 #[test]
 fn every_module_in_the_map_is_in_architecture_md() {
     let architecture =

@@ -39,19 +39,18 @@ use std::{
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use rand::Rng;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::{
-    Peer, RoleClient, RoleServer, ServiceError,
+    Peer, RoleClient, ServiceError,
     model::{
-        CancelledNotificationParam, ClientCapabilities, ClientRequest, LoggingLevel,
-        PaginatedRequestParams, PingRequest, ProgressToken, Prompt, Resource, ResourceTemplate,
-        ServerCapabilities, ServerResult, Tool,
+        CancelledNotificationParam, ClientCapabilities, ClientRequest, ClientResult, LoggingLevel,
+        LoggingMessageNotificationParam, PaginatedRequestParams, PingRequest,
+        ProgressNotificationParam, ProgressToken, Prompt, Resource, ResourceTemplate,
+        ServerCapabilities, ServerRequest, ServerResult, Tool,
     },
     service::{PeerRequestOptions, RunningService},
     transport::streamable_http_client::StreamableHttpError,
 };
 use serde::Serialize;
-use service_kit::sse_resume::Resumptions;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -274,10 +273,30 @@ pub(crate) fn oversized(service: &str, max: usize) -> rmcp::ErrorData {
     )
 }
 
+/// A boxed future, as [`ClientLink`]'s methods return them.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A client as this module reaches it: where a backend's messages about a call (or, for
+/// a client's own sessions, outside any call) go. The server side implements it (`mcp`,
+/// over its rmcp session); this module knows no server-side type.
+pub trait ClientLink: Send + Sync {
+    /// `notifications/progress`.
+    fn progress(&self, params: ProgressNotificationParam) -> BoxFuture<'_, ()>;
+    /// `notifications/message`.
+    fn log(&self, params: LoggingMessageNotificationParam) -> BoxFuture<'_, ()>;
+    /// A request of the backend's (sampling, elicitation, roots), asked of the client.
+    fn ask(&self, request: ServerRequest) -> BoxFuture<'_, Result<ClientResult, rmcp::ErrorData>>;
+    /// Closes the client's stream of this request so that it resumes it, the way the
+    /// backend closed its own (SEP-1699), with `retry` as the reconnection hint; resolves
+    /// once the client is back. `Err(why)`: it cannot be (the stream stays open).
+    fn close_stream(&self, retry: Duration)
+    -> BoxFuture<'_, Result<oneshot::Receiver<()>, String>>;
+}
+
 /// Where what a backend sends during a call goes.
 pub enum Sink<'a> {
-    /// The client's request stream (its session peer, inside the request's task).
-    Stream(&'a Peer<RoleServer>),
+    /// The client's request stream (inside the request's task).
+    Stream(Box<dyn ClientLink + 'a>),
     /// A 2026-07-28 request's rounds (multi round-trip requests): progress, log messages
     /// and server-to-client requests go, untouched, to whichever round of the call is
     /// waiting, which filters and asks as that round's request says.
@@ -313,31 +332,20 @@ pub struct Downstream<'a> {
     pub min_log_level: Option<LoggingLevel>,
     /// The upstream session that carries the request.
     pub via: Via<'a>,
-    /// Present when the client's request stream can be closed and resumed: a backend
-    /// that closes its stream mid-call (SEP-1699) has the gateway do the same.
-    pub resumable: Option<Resumable<'a>>,
     /// The call's record, told which instance served it.
     pub ticket: Option<&'a crate::observe::CallTicket>,
-}
-
-/// A client request's stream that the gateway can close and the client resume (a
-/// session at protocol 2025-11-25 or later, its stream tracked by `sse_resume`).
-pub struct Resumable<'a> {
-    pub parts: &'a http::request::Parts,
-    pub sessions: &'a LocalSessionManager,
-    pub resumptions: &'a Resumptions,
 }
 
 /// A client's own upstream sessions, one per instance it used; closed when dropped.
 pub struct PrivateSessions {
     capabilities: ClientCapabilities,
     /// The client's session: what a backend sends outside any call goes there.
-    owner: Peer<RoleServer>,
+    owner: Arc<dyn ClientLink>,
     sessions: Mutex<std::collections::HashMap<String, Arc<Session>>>,
 }
 
 impl PrivateSessions {
-    pub fn new(capabilities: ClientCapabilities, owner: Peer<RoleServer>) -> Self {
+    pub fn new(capabilities: ClientCapabilities, owner: Arc<dyn ClientLink>) -> Self {
         Self {
             capabilities,
             owner,
@@ -1378,7 +1386,7 @@ async fn relay_down(
     resumed: &mut Option<Option<oneshot::Receiver<()>>>,
 ) {
     let peer = match &down.sink {
-        Sink::Stream(peer) => *peer,
+        Sink::Stream(client) => client.as_ref(),
         Sink::Rounds(rounds) => {
             match msg {
                 // No stream of the client's to close: the rounds wait for the answer.
@@ -1407,32 +1415,19 @@ async fn relay_down(
             if resumed.is_some() {
                 return;
             }
-            let Some(r) = &down.resumable else {
-                *resumed = Some(None);
-                return;
-            };
             let retry = retry.unwrap_or(DEFAULT_RESUME_RETRY);
-            *resumed = Some(
-                match service_kit::sse_resume::close_request_stream(
-                    r.parts,
-                    r.sessions,
-                    r.resumptions,
-                    retry,
-                )
-                .await
-                {
-                    Ok(rx) => Some(rx),
-                    Err(why) => {
-                        tracing::debug!("the client's stream stays open: {why}");
-                        None
-                    }
-                },
-            );
+            *resumed = Some(match peer.close_stream(retry).await {
+                Ok(rx) => Some(rx),
+                Err(why) => {
+                    tracing::debug!("the client's stream stays open: {why}");
+                    None
+                }
+            });
         }
         RelayMsg::Progress(mut p) => {
             if let Some(token) = &down.progress_token {
                 p.progress_token = token.clone();
-                let _ = peer.notify_progress(p).await;
+                peer.progress(p).await;
             }
         }
         RelayMsg::Log(l) => {
@@ -1441,19 +1436,11 @@ async fn relay_down(
                     .min_log_level
                     .is_none_or(|min| level_rank(l.level) >= level_rank(min))
             {
-                let _ = peer.notify_logging_message(l).await;
+                peer.log(l).await;
             }
         }
         RelayMsg::Request(request, reply) => {
-            let answer = match peer.send_request(request).await {
-                Ok(result) => Ok(result),
-                Err(ServiceError::McpError(e)) => Err(e),
-                Err(e) => Err(rmcp::ErrorData::internal_error(
-                    format!("the client did not answer: {e}"),
-                    None,
-                )),
-            };
-            let _ = reply.send(answer);
+            let _ = reply.send(peer.ask(request).await);
         }
     }
 }
@@ -1958,7 +1945,9 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let service = StreamableHttpService::new(
             || Ok(Empty),
-            Arc::new(LocalSessionManager::default()),
+            Arc::new(
+                rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
+            ),
             service_kit::mcp::server_config(&[], stop.clone()),
         );
         let router = axum::Router::new().nest_service("/mcp", service);

@@ -58,7 +58,7 @@ pub struct Relays {
     single_client: bool,
     /// That client, for messages that arrive when none of its calls is in flight (a log
     /// line that trails the result on another stream): sent on its standalone stream.
-    owner: Option<rmcp::Peer<rmcp::RoleServer>>,
+    owner: Option<Arc<dyn super::ClientLink>>,
 }
 
 /// Unregisters a call's relay when the call ends, however it ends.
@@ -136,7 +136,7 @@ impl Relays {
     }
 
     /// Relays for calls that all come from one client.
-    pub fn for_one_client(owner: rmcp::Peer<rmcp::RoleServer>) -> Self {
+    pub fn for_one_client(owner: Arc<dyn super::ClientLink>) -> Self {
         Self {
             single_client: true,
             owner: Some(owner),
@@ -200,10 +200,8 @@ impl Relays {
         if let (Some(owner), RelayMsg::Log(params)) = (&self.owner, &msg)
             && self.lock_ids().is_empty()
         {
-            let (owner, params) = (owner.clone(), params.clone());
-            tokio::spawn(async move {
-                let _ = owner.notify_logging_message(params).await;
-            });
+            let (owner, params) = (Arc::clone(owner), params.clone());
+            tokio::spawn(async move { owner.log(params).await });
             return;
         }
         let key = Self::origin_key(extensions);
