@@ -1732,7 +1732,8 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         request.headers_mut().remove(header::ORIGIN);
     }
     // A credential with an allow-list sees filtered lists: the typed path does that.
-    let passthrough_ok = identity.as_ref().is_none_or(|i| i.allow.is_none());
+    // A credential's allow-list: the policy core applies it on either path.
+    let allow = identity.as_ref().and_then(|i| i.allow.clone());
     let session = request
         .headers()
         .get("mcp-session-id")
@@ -1756,7 +1757,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
                         parts,
                         Posted::Other(body),
                         id,
-                        passthrough_ok,
+                        allow.as_deref(),
                         &caller,
                     )
                     .await
@@ -1819,13 +1820,12 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
             bytes: &bytes,
             parsed: &parsed,
         };
-        return in_session(&endpoint, parts, posted, id, passthrough_ok, &caller).await;
+        return in_session(&endpoint, parts, posted, id, allow.as_deref(), &caller).await;
     }
-    if passthrough_ok
-        && let Some(envelope) = parsed.message()
+    if let Some(envelope) = parsed.message()
         && let Some(response) = endpoint
             .passthrough
-            .sessionless_post(&parts.headers, envelope, &caller)
+            .sessionless_post(&parts.headers, envelope, &caller, allow.as_deref())
             .await
     {
         return response;
@@ -1960,12 +1960,10 @@ async fn in_session(
     parts: http::request::Parts,
     posted: Posted<'_>,
     id: String,
-    passthrough_ok: bool,
+    allow: Option<&Allow>,
     caller: &Caller,
 ) -> Response {
-    let fast = passthrough_ok
-        .then(|| endpoint.passthrough.session(&id))
-        .flatten();
+    let fast = endpoint.passthrough.session(&id);
     if let Some(fast) = &fast {
         let manager = if fast.resumable() {
             &endpoint.streams.sessions
@@ -1979,7 +1977,7 @@ async fn in_session(
             if let Some(envelope) = parsed.message()
                 && let Some(response) = endpoint
                     .passthrough
-                    .session_post(&parts.headers, envelope, &id, fast, caller)
+                    .session_post(&parts.headers, envelope, &id, fast, caller, allow)
                     .await
             {
                 return response;

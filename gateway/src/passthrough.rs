@@ -19,7 +19,8 @@
 //!   `name` and an object `arguments` (no `_meta`: no progress token, no per-request
 //!   protocol metadata of the 2026-07-28 revision), for a tool the catalog knows;
 //! - the request's `Host` and `Origin` are plainly allowed (anything doubtful is left to
-//!   rmcp's own checks);
+//!   rmcp's own checks); a credential's allow-list is applied by the policy core, as on
+//!   the typed path (its `tools/list` is left to rmcp's handler, which filters it);
 //! - sessionless, it carries no protocol version or one before the stateless revision; in a
 //!   session, the session is one this module saw initialized, by a client that declared
 //!   no sampling, elicitation or roots (those need the client's own upstream sessions),
@@ -69,6 +70,7 @@ use crate::{
         CallError, Service,
         raw::{Answer, Event, Exchange, next_request_id},
     },
+    vocab::Allow,
 };
 
 /// The first revision whose clients resume SSE streams (priming events, SEP-1699).
@@ -383,6 +385,7 @@ impl Passthrough {
         session_id: &str,
         fast: &FastSession,
         caller: &Caller,
+        allow: Option<&Allow>,
     ) -> Option<Response> {
         let header = |name| {
             headers
@@ -396,7 +399,7 @@ impl Passthrough {
                 {
                     return None;
                 }
-                return self.list_tools(envelope);
+                return self.list_tools(envelope, allow);
             }
             "logging/setLevel" => {
                 // Noted for this path's calls; rmcp answers it (and the typed handler
@@ -441,7 +444,13 @@ impl Passthrough {
         {
             return None;
         }
-        let call = match self.route(envelope, caller, fast.level, fast.declared.as_deref())? {
+        let call = match self.route(
+            envelope,
+            caller,
+            allow,
+            fast.level,
+            fast.declared.as_deref(),
+        )? {
             Ok(call) => call,
             Err(refusal) => return Some(json_response(refusal)),
         };
@@ -471,6 +480,7 @@ impl Passthrough {
         headers: &HeaderMap,
         envelope: &Envelope<'_>,
         caller: &Caller,
+        allow: Option<&Allow>,
     ) -> Option<Response> {
         // No version, or one rmcp serves without the stateless revision's metadata (an
         // unknown one is rmcp's to refuse).
@@ -485,10 +495,10 @@ impl Passthrough {
         }
         match envelope.method.as_deref()? {
             "tools/call" => {}
-            "tools/list" => return self.list_tools(envelope),
+            "tools/list" => return self.list_tools(envelope, allow),
             _ => return None,
         }
-        match self.route(envelope, caller, None, None)? {
+        match self.route(envelope, caller, allow, None, None)? {
             Ok(call) => self.run(call, None).await,
             Err(refusal) => Some(json_response(refusal)),
         }
@@ -496,7 +506,12 @@ impl Passthrough {
 
     /// A `tools/list` answered from the current catalog's serialized pages, if it asks
     /// for one of them (anything else, including a bad cursor, is rmcp's to answer).
-    fn list_tools(&self, envelope: &Envelope) -> Option<Response> {
+    fn list_tools(&self, envelope: &Envelope, allow: Option<&Allow>) -> Option<Response> {
+        // The pages are the whole catalog: a credential with an allow-list sees its part,
+        // which rmcp's handler filters.
+        if allow.is_some() {
+            return None;
+        }
         let id = self.plain_id(envelope)?;
         let cursor = match envelope.params {
             None => None,
@@ -567,6 +582,7 @@ impl Passthrough {
         &self,
         envelope: &Envelope,
         caller: &Caller,
+        allow: Option<&Allow>,
         level: Option<LoggingLevel>,
         declared: Option<&str>,
     ) -> Option<Result<Call, String>> {
@@ -579,7 +595,7 @@ impl Passthrough {
             return None;
         }
         let target = Target::Tool(&params.name);
-        let route = match crate::proxy::find(&self.registry, None, target) {
+        let route = match crate::proxy::find(&self.registry, allow, target) {
             Ok(route) => route,
             Err(refusal) => return Some(Err(self.refusal(id, refusal))),
         };

@@ -361,10 +361,29 @@ async fn a_credential_sees_exactly_what_it_may_call_and_nothing_else_exists_for_
                "params":{"name": tool, "arguments":{}}})
     };
     let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
+    // Calls the pass-through path carried (the policy core applies the allow-list there
+    // as on the typed path).
+    let carried = || async {
+        let text = http()
+            .get(format!("{}/metrics", gw.base()))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"mcp_gateway_passthrough_requests_total{method="tools/call"} "#)
+            })
+            .map_or(0, |v| v.trim().parse::<u64>().expect("a count"))
+    };
     for (who, visible, hidden) in [
         ("alphaonly", vec!["alphaOne", "alphaTwo"], "betaOne"),
         ("onetool", vec!["betaOne"], "alphaOne"),
     ] {
+        let before = carried().await;
         let body: serde_json::Value = post_as(&gw, &token(who), None, list.clone())
             .await
             .json()
@@ -394,6 +413,11 @@ async fn a_credential_sees_exactly_what_it_may_call_and_nothing_else_exists_for_
         let masked = hidden_reply.to_string().replace(hidden, "noSuchTool");
         assert_eq!(masked, unknown_reply.to_string(), "{who}");
         assert_eq!(hidden_reply["error"]["code"], -32602, "{hidden_reply}");
+        assert_eq!(
+            carried().await - before,
+            visible.len() as u64 + 2,
+            "{who}: every call and refusal on the pass-through path"
+        );
     }
     // The full credential still sees all four.
     let body: serde_json::Value = post_as(&gw, TOKEN, None, list)
