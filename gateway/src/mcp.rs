@@ -947,11 +947,18 @@ impl ServerHandler for GatewayHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let planned = crate::proxy::plan(
-            &self.registry,
-            allow_of(&context).as_deref(),
-            Target::Tool(&request.name),
-        );
+        // A call the pass-through path handed over has its token already.
+        let admitted = context
+            .extensions
+            .get::<http::request::Parts>()
+            .is_some_and(|p| p.extensions.get::<crate::proxy::Admitted>().is_some());
+        let target = Target::Tool(&request.name);
+        let allow = allow_of(&context);
+        let planned = if admitted {
+            crate::proxy::find(&self.registry, allow.as_deref(), target)
+        } else {
+            crate::proxy::plan(&self.registry, allow.as_deref(), target)
+        };
         let planned = match planned {
             Ok(planned) => planned,
             Err(refusal) => {
@@ -1957,7 +1964,7 @@ impl Posted<'_> {
 /// rmcp service the session belongs to.
 async fn in_session(
     endpoint: &McpEndpoint,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     posted: Posted<'_>,
     id: String,
     allow: Option<&Allow>,
@@ -1977,7 +1984,7 @@ async fn in_session(
             if let Some(envelope) = parsed.message()
                 && let Some(response) = endpoint
                     .passthrough
-                    .session_post(&parts.headers, envelope, &id, fast, caller, allow)
+                    .session_post(&mut parts, envelope, &id, fast, caller, allow)
                     .await
             {
                 return response;

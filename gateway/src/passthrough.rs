@@ -42,6 +42,7 @@
 
 use std::{
     borrow::Cow,
+    collections::VecDeque,
     convert::Infallible,
     sync::{
         Arc,
@@ -80,6 +81,14 @@ const RESUMABLE_SINCE: &str = "2025-11-25";
 const SESSION_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 /// Event ids of streams this module closed: `fp/<n>`.
 const PARKED_PREFIX: &str = "fp/";
+/// The most a client's declared sampling, elicitation and roots may take as JSON for its
+/// calls to take this path (they travel in each call's `_meta`).
+const MAX_DECLARED_BYTES: usize = 4096;
+/// How long a call of a client that can be asked holds the backend's messages while it
+/// waits for the answer: an `input_required` answer within it is handed to the typed
+/// path; after it, the messages stream as they come (and a later `input_required` is
+/// an error, since the client has had part of the answer's stream).
+const HOLD_FOR: Duration = Duration::from_secs(2);
 /// What a call of a client that can be asked holds of the backend's messages until the
 /// answer (see `Live::gather`): at most this many bytes; later messages are dropped.
 const MAX_HELD_BYTES: usize = 1 << 20;
@@ -353,12 +362,28 @@ impl Passthrough {
         if !SESSION_VERSIONS.contains(&version.as_str()) {
             return;
         }
-        let mut capabilities = params.capabilities;
-        capabilities.retain(|c, _| ["sampling", "elicitation", "roots"].contains(&c.as_str()));
-        let declared = (!capabilities.is_empty())
-            .then(|| serde_json::to_string(&capabilities).ok())
-            .flatten()
-            .map(Arc::from);
+        // What the typed path would declare for the client: its sampling, elicitation and
+        // roots as rmcp reads them (a `null` is not declared, unknown members dropped).
+        let Ok(capabilities) = serde_json::from_value::<rmcp::model::ClientCapabilities>(
+            serde_json::Value::Object(params.capabilities),
+        ) else {
+            return;
+        };
+        let mut declared = rmcp::model::ClientCapabilities::default();
+        (declared.sampling, declared.elicitation, declared.roots) = (
+            capabilities.sampling,
+            capabilities.elicitation,
+            capabilities.roots,
+        );
+        let declared = if declared == Default::default() {
+            None
+        } else {
+            match serde_json::to_string(&declared) {
+                // Copied into every call's `_meta`: a large one stays with the typed path.
+                Ok(text) if text.len() <= MAX_DECLARED_BYTES => Some(Arc::from(text)),
+                _ => return,
+            }
+        };
         let resumable = version.as_str() >= RESUMABLE_SINCE;
         self.sessions.insert(
             id.to_string(),
@@ -380,13 +405,14 @@ impl Passthrough {
     /// path carries. Also notes what changes the session's eligibility or cancels a call.
     pub async fn session_post(
         self: &Arc<Self>,
-        headers: &HeaderMap,
+        parts: &mut http::request::Parts,
         envelope: &Envelope<'_>,
         session_id: &str,
         fast: &FastSession,
         caller: &Caller,
         allow: Option<&Allow>,
     ) -> Option<Response> {
+        let headers = &parts.headers;
         let header = |name| {
             headers
                 .get(name)
@@ -404,7 +430,14 @@ impl Passthrough {
             "logging/setLevel" => {
                 // Noted for this path's calls; rmcp answers it (and the typed handler
                 // notes it for the methods it serves). A level this cannot read leaves
-                // the session to the typed path.
+                // the session to the typed path; a request rmcp will refuse (not this
+                // session's version, a doubtful Host or Origin, no id) changes nothing.
+                if envelope.id.is_none()
+                    || header("mcp-protocol-version") != Some(&*fast.version)
+                    || !self.trusted(headers)
+                {
+                    return None;
+                }
                 #[derive(Deserialize)]
                 struct Level {
                     level: LoggingLevel,
@@ -461,16 +494,22 @@ impl Passthrough {
             passthrough: Arc::clone(self),
             key,
         };
-        self.run(
-            call,
-            Some(Streamed {
-                session: session_id.to_string(),
-                resumable: fast.resumable,
-                cancel,
-                _slot: slot,
-            }),
-        )
-        .await
+        let answered = self
+            .run(
+                call,
+                Some(Streamed {
+                    session: session_id.to_string(),
+                    resumable: fast.resumable,
+                    cancel,
+                    _slot: slot,
+                }),
+            )
+            .await;
+        if answered.is_none() {
+            // Handed to the typed path, which must not take the tool's token again.
+            parts.extensions.insert(crate::proxy::Admitted);
+        }
+        answered
     }
 
     /// A POST without a session, body read: answered here when it is a call this path
@@ -723,6 +762,7 @@ impl Passthrough {
             service: call.service,
             client_id: call.client_id,
             streamed,
+            capable,
             ticket: Some(ticket),
             _span: call.span,
             _guard: guard,
@@ -736,23 +776,24 @@ impl Passthrough {
             // A client that can be asked: what the backend sends is held until its
             // answer shows whether it asks for input (then the typed path sends the call
             // again, and the backend sends it all again).
-            first if capable => {
-                let (held, answer) = live.gather(first).await;
-                match answer {
-                    Some(answer) if asks_input(&answer) => return live.hand_over(),
-                    Some(answer) => {
-                        live.settle(&answer);
-                        let last = answer_message(&live.client_id, &answer);
-                        messages_response(held, last)
-                    }
-                    None if live.cancelled() => json_response(cancelled(&live.client_id)),
-                    None => {
-                        let mut held = held;
-                        let last = held.pop().unwrap_or_default();
-                        messages_response(held, last)
-                    }
+            first if capable => match live.gather(first).await {
+                Gathered::Answer(_, answer) if asks_input(&answer) => return live.hand_over(),
+                Gathered::Answer(held, answer) => {
+                    live.settle(&answer);
+                    let last = answer_message(&live.client_id, &answer);
+                    messages_response(held, last)
                 }
-            }
+                Gathered::Ended(mut held) => {
+                    let last = held.pop().unwrap_or_default();
+                    messages_response(held, last)
+                }
+                Gathered::Cancelled => json_response(cancelled(&live.client_id)),
+                // No answer yet: the client gets what the backend sent, as it comes.
+                Gathered::Streaming(held) if live.streamed.is_some() => {
+                    self.stream_after(live, held.into_iter().map(Event::Message).collect())
+                }
+                Gathered::Streaming(_) => json_response(live.finish_quietly().await),
+            },
             first if live.streamed.is_some() => self.stream(live, Some(first)),
             // Sessionless: nothing but the answer is sent, as rmcp's JSON mode does.
             _ => json_response(live.finish_quietly().await),
@@ -771,12 +812,17 @@ impl Passthrough {
 
     /// The rest of the call as an SSE stream, starting with `first`.
     fn stream(self: &Arc<Self>, live: Live, first: Option<Event>) -> Response {
-        let state = (Arc::clone(self), Some(live), first);
+        self.stream_after(live, first.into_iter().collect())
+    }
+
+    /// The rest of the call as an SSE stream, starting with the `pending` events.
+    fn stream_after(self: &Arc<Self>, live: Live, pending: VecDeque<Event>) -> Response {
+        let state = (Arc::clone(self), Some(live), pending);
         let events = futures::stream::unfold(state, |(pt, live, pending)| async move {
             let mut live = live?;
             let mut pending = pending;
             loop {
-                let event = match pending.take() {
+                let event = match pending.pop_front() {
                     Some(e) => Ok(e),
                     None => match live.next().await {
                         Some(r) => r,
@@ -785,21 +831,35 @@ impl Passthrough {
                 };
                 let bytes = match event {
                     Ok(Event::Message(m)) => sse_data(&m),
+                    Ok(Event::Answer(a)) if live.capable && asks_input(&a) => {
+                        // Too late to hand the call over: the client has had part of
+                        // this answer's stream.
+                        let message = error_message(
+                            &live.client_id,
+                            CallError::Upstream(rmcp::ErrorData::internal_error(
+                                "the backend asked for input after the call's log messages had begun to stream; the gateway can ask only before: call again",
+                                None,
+                            )),
+                        );
+                        live.settle(&a);
+                        let bytes = sse_data(&message);
+                        return Some((Ok::<_, Infallible>(bytes), (pt, None, VecDeque::new())));
+                    }
                     Ok(Event::Answer(a)) => {
                         live.settle(&a);
                         let bytes = sse_data(&answer_message(&live.client_id, &a));
-                        return Some((Ok::<_, Infallible>(bytes), (pt, None, None)));
+                        return Some((Ok::<_, Infallible>(bytes), (pt, None, VecDeque::new())));
                     }
-                    Ok(Event::Closed(retry)) if live.resumable() => {
-                        return Some((Ok(pt.park(live, retry)), (pt, None, None)));
+                    Ok(Event::Closed(retry)) if live.resumable() && !live.capable => {
+                        return Some((Ok(pt.park(live, retry)), (pt, None, VecDeque::new())));
                     }
                     // The client cannot resume: the call goes on, as the backend's does.
                     Ok(Event::Closed(_)) => continue,
                     Err(message) => {
-                        return Some((Ok(sse_data(&message)), (pt, None, None)));
+                        return Some((Ok(sse_data(&message)), (pt, None, VecDeque::new())));
                     }
                 };
-                return Some((Ok(bytes), (pt, Some(live), None)));
+                return Some((Ok(bytes), (pt, Some(live), pending)));
             }
         });
         Response::builder()
@@ -847,7 +907,7 @@ impl Passthrough {
         let n: u64 = last_event_id.strip_prefix(PARKED_PREFIX)?.parse().ok()?;
         let (_, parked) = self.parked.remove_if(&n, |_, p| p.session == session_id)?;
         let live = parked.live.into_inner().unwrap_or_else(|p| p.into_inner());
-        Some(self.stream(live, None))
+        Some(self.stream_after(live, VecDeque::new()))
     }
 }
 
@@ -865,6 +925,8 @@ struct Live {
     service: Arc<Service>,
     client_id: String,
     streamed: Option<Streamed>,
+    /// The client declared sampling, elicitation or roots (`Call::capable`).
+    capable: bool,
     /// Finished with the answer (or error); dropped unfinished, the call was cancelled.
     ticket: Option<CallTicket>,
     /// Ends (for the trace) when the call does.
@@ -923,17 +985,10 @@ impl Live {
         None
     }
 
-    /// The client cancelled the call.
-    fn cancelled(&self) -> bool {
-        self.streamed
-            .as_ref()
-            .is_some_and(|s| s.cancel.is_cancelled())
-    }
-
-    /// Follows the call from `first` to its answer, holding the messages to pass on
-    /// (up to [`MAX_HELD_BYTES`]: log messages past it are dropped); without an answer
-    /// (the call failed or was cancelled), the held messages end with the error message.
-    async fn gather(&mut self, first: Event) -> (Vec<String>, Option<Answer>) {
+    /// Follows the call from `first` to its answer, holding the messages to pass on (up
+    /// to [`MAX_HELD_BYTES`]: log messages past it are dropped), for [`HOLD_FOR`] at most.
+    async fn gather(&mut self, first: Event) -> Gathered {
+        let until = tokio::time::Instant::now() + HOLD_FOR;
         let mut held = Vec::new();
         let mut bytes = 0usize;
         let mut dropped = 0usize;
@@ -947,7 +1002,7 @@ impl Live {
                             "a backend's messages past {MAX_HELD_BYTES} bytes were dropped"
                         );
                     }
-                    return (held, Some(a));
+                    return Gathered::Answer(held, a);
                 }
                 Some(Ok(Event::Message(m))) if bytes + m.len() > MAX_HELD_BYTES => dropped += 1,
                 Some(Ok(Event::Message(m))) => {
@@ -959,11 +1014,16 @@ impl Live {
                 Some(Ok(Event::Closed(_))) => {}
                 Some(Err(message)) => {
                     held.push(message);
-                    return (held, None);
+                    return Gathered::Ended(held);
                 }
-                None => return (held, None),
+                None => return Gathered::Cancelled,
             }
-            event = self.next().await;
+            // Waiting for the next event is cancel-safe (`Exchange::advance` keeps its
+            // place in the backend's stream).
+            event = match tokio::time::timeout_at(until, self.next()).await {
+                Ok(event) => event,
+                Err(_) => return Gathered::Streaming(held),
+            };
         }
     }
 
@@ -1032,6 +1092,18 @@ fn level_name(level: LoggingLevel) -> &'static str {
         LoggingLevel::Alert => "alert",
         LoggingLevel::Emergency => "emergency",
     }
+}
+
+/// What [`Live::gather`] found.
+enum Gathered {
+    /// The answer, after the messages held before it.
+    Answer(Vec<String>, Answer),
+    /// The call failed: the held messages, the error message last.
+    Ended(Vec<String>),
+    /// The client cancelled the call.
+    Cancelled,
+    /// No answer within [`HOLD_FOR`]: the messages held so far; the call goes on.
+    Streaming(Vec<String>),
 }
 
 /// Whether the backend's answer asks the client for input (`input_required`).

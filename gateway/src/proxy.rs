@@ -38,6 +38,12 @@ pub enum Target<'a> {
     Template(&'a str),
 }
 
+/// Marks a request (in its HTTP extensions) that the pass-through path admitted, taking
+/// its tool's rate-limit token, and then handed to the typed path: that path finds the
+/// route again ([`find`]) without taking another token.
+#[derive(Clone, Copy, Debug)]
+pub struct Admitted;
+
 /// Where a request goes, once the caller may send it.
 #[derive(Clone)]
 pub struct Planned {

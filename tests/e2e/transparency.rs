@@ -970,7 +970,10 @@ async fn a_backends_log_messages_on_the_pass_through_path_come_before_the_answer
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capable_clients_calls_take_the_pass_through_path_until_a_modern_backend_asks() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    // One call a second per tool: the handed-over call must not take a second token.
+    config.rate_limit_per_tool = 1;
+    let gateway = start_gateway(config).await;
     let (addr, stop) = start_conformance_fixture(Default::default()).await;
     let (status, body) = register(&gateway, "conf", &format!("http://{addr}/mcp")).await;
     assert_eq!(status, 201, "{body}");

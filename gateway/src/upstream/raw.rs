@@ -400,8 +400,9 @@ impl Instance {
 struct Probe<'a> {
     #[serde(borrow)]
     id: Option<&'a RawValue>,
-    /// A log message's level, the one member of `params` read.
-    params: Option<LevelOnly>,
+    /// Read only for a log message's level (anything else in it is the client's).
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
     #[serde(borrow)]
     method: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -410,9 +411,10 @@ struct Probe<'a> {
     error: Option<&'a RawValue>,
 }
 
+/// A log message's `params`, for its level: one this cannot read is passed on unfiltered.
 #[derive(Deserialize)]
 struct LevelOnly {
-    level: Option<rmcp::model::LoggingLevel>,
+    level: rmcp::model::LoggingLevel,
 }
 
 /// The backend's response to a call, read once: its text and where in it the result
@@ -902,9 +904,12 @@ impl Exchange {
                 })
             }
             (Some(id), Some(method)) => Kind::Request(id.get().to_string(), method.into_owned()),
-            (None, Some(method)) if method == "notifications/message" => {
-                Kind::Log(probe.params.and_then(|p| p.level))
-            }
+            (None, Some(method)) if method == "notifications/message" => Kind::Log(
+                probe
+                    .params
+                    .and_then(|p| serde_json::from_str::<LevelOnly>(p.get()).ok())
+                    .map(|p| p.level),
+            ),
             _ => Kind::Ignored,
         }
     }
