@@ -3,9 +3,8 @@
 //! off the calls' path, and kept within `call_log_max_rows` and `call_log_max_age_ms`.
 //! Queried by `GET /calls` and summed up by `GET /stats` (and in `/services`).
 //!
-//! Invariant: the call log is written off the call path (one task gathers, one thread
-//! below the request path's priority writes), bounded in queue and retention; a full
-//! queue drops records, never blocks a call.
+//! Invariant: the call log is written off the call path by one task, bounded in queue
+//! and retention; a full queue drops records, never blocks a call.
 
 use std::{
     collections::BTreeMap,
@@ -112,13 +111,7 @@ async fn write(
     retention: Retention,
     stop: CancellationToken,
 ) {
-    let writer = match Writer::start(conn, retention) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!("call log: cannot start its writer thread: {e}; calls are not recorded");
-            return;
-        }
-    };
+    let conn = Arc::new(Mutex::new(conn));
     let mut batch = Vec::with_capacity(BATCH);
     let mut since_prune = 0usize;
     let mut pruned_at = std::time::Instant::now();
@@ -142,80 +135,28 @@ async fn write(
                 since_prune = 0;
                 pruned_at = std::time::Instant::now();
             }
-            match writer.write(records, prune).await {
-                Ok(()) => {}
-                Err(e) => tracing::warn!("call log: {e}"),
+            let conn = Arc::clone(&conn);
+            let done = tokio::task::spawn_blocking(move || {
+                let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                if !records.is_empty() {
+                    insert(&mut conn, &records)?;
+                }
+                if prune {
+                    self::prune(&conn, retention)?;
+                }
+                Ok::<_, rusqlite::Error>(())
+            })
+            .await;
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("call log: {e}"),
+                Err(e) => tracing::warn!("call log writer: {e}"),
             }
         }
         if n == 0 {
             return;
         }
     }
-}
-
-/// The thread that writes the call log: SQLite inserts and pruning are synchronous and
-/// take milliseconds a batch, so they run on a thread of their own, below the request
-/// path's priority (nice 10), where a batch cannot delay the calls it records (it did:
-/// the p99 of a proxied call was 0.8-1.7 ms with the batches on a pool thread of the
-/// same priority, 0.3 ms without the call log, BENCHMARKS.md).
-struct Writer {
-    jobs: std::sync::mpsc::Sender<Job>,
-}
-
-type Job = (
-    Vec<CallRecord>,
-    bool,
-    tokio::sync::oneshot::Sender<rusqlite::Result<()>>,
-);
-
-impl Writer {
-    fn start(mut conn: Connection, retention: Retention) -> std::io::Result<Self> {
-        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("call-log".into())
-            .spawn(move || {
-                #[cfg(target_os = "linux")]
-                if let Err(e) =
-                    rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10)
-                {
-                    tracing::debug!("call log: the writer keeps its priority: {e}");
-                }
-                // Ends when the writer task drops its sender.
-                for (records, prune, done) in rx {
-                    let result = (|| {
-                        if !records.is_empty() {
-                            insert(&mut conn, &records)?;
-                        }
-                        if prune {
-                            self::prune(&conn, retention)?;
-                        }
-                        Ok(())
-                    })();
-                    let _ = done.send(result);
-                }
-            })?;
-        Ok(Self { jobs })
-    }
-
-    /// Writes `records` (and prunes, if `prune`) on the writer thread.
-    async fn write(&self, records: Vec<CallRecord>, prune: bool) -> Result<(), WriteError> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send((records, prune, done))
-            .map_err(|_| WriteError::WriterGone)?;
-        match answer.await {
-            Ok(result) => result.map_err(WriteError::Sqlite),
-            Err(_) => Err(WriteError::WriterGone),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum WriteError {
-    #[error("{0}")]
-    Sqlite(rusqlite::Error),
-    #[error("the writer thread has ended")]
-    WriterGone,
 }
 
 /// Waits for a record, then sleeps [`LINGER`] and takes what came meanwhile (up to a
