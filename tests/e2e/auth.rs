@@ -363,22 +363,7 @@ async fn a_credential_sees_exactly_what_it_may_call_and_nothing_else_exists_for_
     let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
     // Calls the pass-through path carried (the policy core applies the allow-list there
     // as on the typed path).
-    let carried = || async {
-        let text = http()
-            .get(format!("{}/metrics", gw.base()))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(r#"mcp_gateway_passthrough_requests_total{method="tools/call"} "#)
-            })
-            .map_or(0, |v| v.trim().parse::<u64>().expect("a count"))
-    };
+    let carried = || passthrough_served(&gw, "tools/call");
     for (who, visible, hidden) in [
         ("alphaonly", vec!["alphaOne", "alphaTwo"], "betaOne"),
         ("onetool", vec!["betaOne"], "alphaOne"),

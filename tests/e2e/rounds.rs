@@ -734,24 +734,6 @@ async fn a_modern_backends_task_is_reached_through_the_id_the_gateway_hands_out(
     gw.stop().await;
 }
 
-/// The pass-through path's count of `tools/call` requests it answered.
-async fn passthrough_calls(gw: &Running) -> u64 {
-    let text = http()
-        .get(format!("{}/metrics", gw.base_url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find(|l| l.starts_with("mcp_gateway_passthrough_requests_total{method=\"tools/call\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pass_through_path_speaks_2026_to_a_modern_backend() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -762,7 +744,7 @@ async fn the_pass_through_path_speaks_2026_to_a_modern_backend() {
 
     // A plain call: on the pass-through path, in that revision's request, answered in
     // the client's (no resultType).
-    let before = passthrough_calls(&gw).await;
+    let before = passthrough_served(&gw, "tools/call").await;
     let (status, body) = rpc(
         &gw,
         "tools/call",
@@ -776,7 +758,7 @@ async fn the_pass_through_path_speaks_2026_to_a_modern_backend() {
     );
     assert!(body["result"].get("resultType").is_none(), "{body}");
     assert_eq!(
-        passthrough_calls(&gw).await,
+        passthrough_served(&gw, "tools/call").await,
         before + 1,
         "served by the pass-through path"
     );
@@ -796,7 +778,7 @@ async fn the_pass_through_path_speaks_2026_to_a_modern_backend() {
             .is_some(),
         "{body}"
     );
-    assert_eq!(passthrough_calls(&gw).await, before + 2);
+    assert_eq!(passthrough_served(&gw, "tools/call").await, before + 2);
 
     // A tool whose argument travels in an Mcp-Param header stays on the typed path,
     // whose client adds the header the backend checks.
@@ -810,7 +792,7 @@ async fn the_pass_through_path_speaks_2026_to_a_modern_backend() {
         body["result"]["content"][0]["text"], "Region: eu-west",
         "{body}"
     );
-    assert_eq!(passthrough_calls(&gw).await, before + 2);
+    assert_eq!(passthrough_served(&gw, "tools/call").await, before + 2);
     stop.cancel();
     gw.stop().await;
 }

@@ -708,30 +708,6 @@ async fn rpc_text(gateway: &Running, method: &str, params: serde_json::Value) ->
     (r.status().as_u16(), r.text().await.expect("body"))
 }
 
-/// The value of `series` (a metric's name with its labels, exactly as exposed) in the
-/// gateway's `/metrics`, if it is there.
-async fn metric(gateway: &Running, series: &str) -> Option<f64> {
-    let text = http()
-        .get(format!("{}/metrics", gateway.base()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().expect("a number"))
-}
-
-/// How many `method` requests the pass-through path has answered itself
-/// (`mcp_gateway_passthrough_requests_total`; 0 before the first).
-async fn passthrough_served(gateway: &Running, method: &str) -> u64 {
-    let series = format!("mcp_gateway_passthrough_requests_total{{method=\"{method}\"}}");
-    metric(gateway, &series).await.unwrap_or(0.0) as u64
-}
-
 /// Runs `request` and returns how many `method` requests the pass-through path answered
 /// meanwhile, with what `request` returned.
 async fn served_by_passthrough<T>(

@@ -430,6 +430,29 @@ pub fn credential(name: &str, scopes: &[&str]) -> gateway::config::Credential {
     }
 }
 
+/// The value of `series` (name and labels, as exposed) in the gateway's `/metrics`.
+pub async fn metric(gateway: &impl Target, series: &str) -> Option<f64> {
+    let text = http()
+        .get(format!("{}/metrics", gateway.base_url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("a number"))
+}
+
+/// How many `method` requests the pass-through path has answered itself
+/// (`mcp_gateway_passthrough_requests_total`; 0 before the first).
+pub async fn passthrough_served(gateway: &impl Target, method: &str) -> u64 {
+    let series = format!("mcp_gateway_passthrough_requests_total{{method=\"{method}\"}}");
+    metric(gateway, &series).await.unwrap_or(0.0) as u64
+}
+
 /// Any axum router served on `listener` (a stand-in collector, say).
 pub fn serve_router(listener: TcpListener, router: axum::Router) -> Running {
     spawn(listener, move |l, s| async move {
