@@ -175,6 +175,18 @@ struct CancelParams<'a> {
     request_id: Option<&'a RawValue>,
 }
 
+/// What the pass-through path does with a POST ([`Passthrough::carries`]).
+enum Carry {
+    /// A `tools/call`: routed, then carried or refused here.
+    Call,
+    /// A `tools/list`: a page of the serialized catalog.
+    List,
+    /// A session's `logging/setLevel`: noted, answered by rmcp.
+    SetLevel,
+    /// A session's `notifications/cancelled`: the call is cancelled upstream.
+    Cancel,
+}
+
 /// A routed call, ready to send.
 struct Call {
     client_id: String,
@@ -401,8 +413,60 @@ impl Passthrough {
         self.origins.trusted(headers)
     }
 
+    /// What this path does with a POST, decided from the request alone: the one place
+    /// that says which requests this codec serves (what the catalog decides is
+    /// [`Self::route`]'s). `session` is the request's session, if it has one this path
+    /// follows; `None` for a POST without a session.
+    fn carries(
+        &self,
+        headers: &HeaderMap,
+        envelope: &Envelope<'_>,
+        session: Option<&FastSession>,
+    ) -> Option<Carry> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let method = envelope.method.as_deref()?;
+        if session.is_some() && method == "notifications/cancelled" {
+            return Some(Carry::Cancel);
+        }
+        // Allowed Host and Origin by the same lists rmcp checks; `false` when in doubt.
+        if !self.trusted(headers) {
+            return None;
+        }
+        let version = headers.get("mcp-protocol-version").map(|v| v.to_str());
+        let version_ok = match (session, version) {
+            // The session's own version, as rmcp demands.
+            (Some(fast), Some(Ok(v))) => v == &*fast.version,
+            (Some(_), _) => false,
+            // No version, or one rmcp serves without the stateless revision's metadata
+            // (an unknown one is rmcp's to refuse).
+            (None, None) => true,
+            (None, Some(Ok(v))) => SESSION_VERSIONS.contains(&v),
+            (None, Some(Err(_))) => false,
+        };
+        if !version_ok {
+            return None;
+        }
+        match method {
+            "tools/list" => Some(Carry::List),
+            // Noted here (rmcp answers it); one without an id rmcp refuses.
+            "logging/setLevel" if session.is_some() && envelope.id.is_some() => {
+                Some(Carry::SetLevel)
+            }
+            "tools/call" => {
+                // In a session, the media types rmcp would demand.
+                let accepts = header(header::ACCEPT.as_str()).is_some_and(|a| {
+                    a.contains("application/json") && a.contains("text/event-stream")
+                });
+                let json = header(header::CONTENT_TYPE.as_str())
+                    .is_some_and(|c| c.trim_start().starts_with("application/json"));
+                (session.is_none() || (accepts && json)).then_some(Carry::Call)
+            }
+            _ => None,
+        }
+    }
+
     /// A POST in session `session_id`, body read: answered here when it is a call this
-    /// path carries. Also notes what changes the session's eligibility or cancels a call.
+    /// path carries. Also notes what changes the session's level or cancels a call.
     pub async fn session_post(
         self: &Arc<Self>,
         parts: &mut http::request::Parts,
@@ -412,32 +476,12 @@ impl Passthrough {
         caller: &Caller,
         allow: Option<&Allow>,
     ) -> Option<Response> {
-        let headers = &parts.headers;
-        let header = |name| {
-            headers
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-        };
-        match envelope.method.as_deref()? {
-            "tools/call" => {}
-            "tools/list" => {
-                if header("mcp-protocol-version") != Some(&*fast.version) || !self.trusted(headers)
-                {
-                    return None;
-                }
-                return self.list_tools(envelope, allow);
-            }
-            "logging/setLevel" => {
+        match self.carries(&parts.headers, envelope, Some(fast))? {
+            Carry::List => return self.list_tools(envelope, allow),
+            Carry::SetLevel => {
                 // Noted for this path's calls; rmcp answers it (and the typed handler
                 // notes it for the methods it serves). A level this cannot read leaves
-                // the session to the typed path; a request rmcp will refuse (not this
-                // session's version, a doubtful Host or Origin, no id) changes nothing.
-                if envelope.id.is_none()
-                    || header("mcp-protocol-version") != Some(&*fast.version)
-                    || !self.trusted(headers)
-                {
-                    return None;
-                }
+                // the session to the typed path.
                 #[derive(Deserialize)]
                 struct Level {
                     level: LoggingLevel,
@@ -455,7 +499,7 @@ impl Passthrough {
                 }
                 return None;
             }
-            "notifications/cancelled" => {
+            Carry::Cancel => {
                 let params = envelope.params?;
                 let cancel = serde_json::from_str::<CancelParams>(params.get()).ok()?;
                 let key = (session_id.to_string(), cancel.request_id?.get().to_string());
@@ -464,18 +508,7 @@ impl Passthrough {
                 }
                 return None;
             }
-            _ => return None,
-        }
-        let accepts = header(header::ACCEPT.as_str())
-            .is_some_and(|a| a.contains("application/json") && a.contains("text/event-stream"));
-        let json = header(header::CONTENT_TYPE.as_str())
-            .is_some_and(|c| c.trim_start().starts_with("application/json"));
-        if header("mcp-protocol-version") != Some(&*fast.version)
-            || !accepts
-            || !json
-            || !self.trusted(headers)
-        {
-            return None;
+            Carry::Call => {}
         }
         let call = match self.route(
             envelope,
@@ -521,25 +554,13 @@ impl Passthrough {
         caller: &Caller,
         allow: Option<&Allow>,
     ) -> Option<Response> {
-        // No version, or one rmcp serves without the stateless revision's metadata (an
-        // unknown one is rmcp's to refuse).
-        let version = headers.get("mcp-protocol-version").map(|v| v.to_str());
-        let stateless = match version {
-            None => false,
-            Some(Ok(v)) => !SESSION_VERSIONS.contains(&v),
-            Some(Err(_)) => true,
-        };
-        if stateless || !self.trusted(headers) {
-            return None;
-        }
-        match envelope.method.as_deref()? {
-            "tools/call" => {}
-            "tools/list" => return self.list_tools(envelope, allow),
-            _ => return None,
-        }
-        match self.route(envelope, caller, allow, None, None)? {
-            Ok(call) => self.run(call, None).await,
-            Err(refusal) => Some(json_response(refusal)),
+        match self.carries(headers, envelope, None)? {
+            Carry::List => self.list_tools(envelope, allow),
+            Carry::Call => match self.route(envelope, caller, allow, None, None)? {
+                Ok(call) => self.run(call, None).await,
+                Err(refusal) => Some(json_response(refusal)),
+            },
+            Carry::SetLevel | Carry::Cancel => None,
         }
     }
 
