@@ -24,7 +24,7 @@ use jsonwebtoken::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::{Identity, Scopes};
+use crate::vocab::{Identity, Invalid, Scopes};
 
 /// Where JWTs come from and what they must say.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -71,7 +71,7 @@ struct Claims {
 impl JwtVerifier {
     /// From the configuration; `audience` is the default when none is configured. Keys
     /// from `jwks_file` are read now; from `jwks_url`, by [`Self::refresh_from`].
-    pub fn new(config: &JwtConfig, audience: String) -> Result<Self, String> {
+    pub fn new(config: &JwtConfig, audience: String) -> Result<Self, Invalid> {
         let keys = match &config.jwks_file {
             Some(path) => load_file(path)?,
             None => Vec::new(),
@@ -100,7 +100,7 @@ impl JwtVerifier {
     }
 
     /// The identity a valid token stands for, or why it is not valid.
-    pub fn verify(&self, token: &str) -> Result<Identity, String> {
+    pub fn verify(&self, token: &str) -> Result<Identity, Invalid> {
         let header = decode_header(token).map_err(|_| "malformed token".to_string())?;
         if header.crit.is_some() || header_has_crit(token) {
             return Err(

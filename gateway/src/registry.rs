@@ -28,6 +28,7 @@ use crate::{
         self, Instance, Listener, Origin, Service, ServiceView, Source, guard::Refusal,
         secret::UpstreamAuth,
     },
+    vocab::Invalid,
     vocab::{normalize_url, now_ms, validate_name},
 };
 
@@ -57,7 +58,7 @@ fn not_owner(name: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
     #[error("{0}")]
-    Invalid(String),
+    Invalid(Invalid),
     #[error("cannot register \"{name}\": {why}")]
     NotAllowed { name: String, why: String },
     #[error("{0}")]
@@ -185,7 +186,7 @@ pub struct Registry {
 
 /// What can be checked of a registration without contacting anything; the URL in its
 /// normal form.
-pub fn validate(reg: &Registration) -> Result<String, String> {
+pub fn validate(reg: &Registration) -> Result<String, Invalid> {
     validate_name(&reg.name)?;
     let url = normalize_url(&reg.url)?;
     if reg.weight == Some(0) {
@@ -669,9 +670,9 @@ impl Registry {
         let url = validate(&reg).map_err(RegisterError::Invalid)?;
         let max_timeout = self.options.max_call_timeout.as_millis() as u64;
         if reg.call_timeout_ms.is_some_and(|ms| ms > max_timeout) {
-            return Err(RegisterError::Invalid(format!(
+            return Err(RegisterError::Invalid(Invalid(format!(
                 "callTimeoutMs must be at most {max_timeout} (the gateway's max_call_timeout_ms)"
-            )));
+            ))));
         }
         match self.options.guard.check_url(&url).await {
             Ok(()) => {}

@@ -7,6 +7,39 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+/// What is wrong with an input (a name, a URL, a scope, a token, a registration), as one
+/// sentence for whoever sent it: the error of every validation in the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl From<String> for Invalid {
+    fn from(why: String) -> Self {
+        Self(why)
+    }
+}
+
+impl From<&str> for Invalid {
+    fn from(why: &str) -> Self {
+        Self(why.to_string())
+    }
+}
+
+/// The sentence itself.
+impl std::ops::Deref for Invalid {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Invalid> for String {
+    fn from(invalid: Invalid) -> Self {
+        invalid.0
+    }
+}
+
 /// What separates a service from its tool in a qualified name (`service__tool`).
 pub const SEPARATOR: &str = "__";
 
@@ -55,7 +88,7 @@ impl Scopes {
     ];
 
     /// From configured names.
-    pub fn parse(names: &[String]) -> Result<Self, String> {
+    pub fn parse(names: &[String]) -> Result<Self, Invalid> {
         let mut scopes = Scopes(0);
         for name in names {
             let (_, s) = Self::NAMES.iter().find(|(n, _)| n == name).ok_or_else(|| {
@@ -143,51 +176,53 @@ impl Allow {
 
 /// Service names: 1-64 of `[A-Za-z0-9_-]`, starting with a letter or digit, without the
 /// qualifying separator `__` (so qualified tool names split unambiguously).
-pub fn validate_name(name: &str) -> Result<(), String> {
+pub fn validate_name(name: &str) -> Result<(), Invalid> {
     if name.is_empty() || name.len() > 64 {
-        return Err(format!(
+        return Err(Invalid(format!(
             "service name must be 1-64 characters, got {}",
             name.len()
-        ));
+        )));
     }
     if !name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err(format!(
+        return Err(Invalid(format!(
             "service name {name:?} may only contain letters, digits, '-' and '_'"
-        ));
+        )));
     }
     if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Err(format!(
+        return Err(Invalid(format!(
             "service name {name:?} must start with a letter or digit"
-        ));
+        )));
     }
     if name.contains(SEPARATOR) {
-        return Err(format!(
+        return Err(Invalid(format!(
             "service name {name:?} must not contain \"{SEPARATOR}\" (it separates service and tool in qualified names)"
-        ));
+        )));
     }
     Ok(())
 }
 
 /// An http(s) URL; a URL without a path means the conventional `/mcp` endpoint.
-pub fn normalize_url(raw: &str) -> Result<String, String> {
+pub fn normalize_url(raw: &str) -> Result<String, Invalid> {
     let mut url = url::Url::parse(raw.trim()).map_err(|e| format!("invalid URL {raw:?}: {e}"))?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(format!(
+        return Err(Invalid(format!(
             "URL {raw:?} must use http or https, not {}",
             url.scheme()
-        ));
+        )));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("URL {raw:?} has no host"));
+        return Err(Invalid(format!("URL {raw:?} has no host")));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("URL {raw:?} must not carry credentials in it"));
+        return Err(Invalid(format!(
+            "URL {raw:?} must not carry credentials in it"
+        )));
     }
     if url.fragment().is_some() {
-        return Err(format!("URL {raw:?} must not have a fragment"));
+        return Err(Invalid(format!("URL {raw:?} must not have a fragment")));
     }
     if url.path() == "/" || url.path().is_empty() {
         url.set_path("/mcp");

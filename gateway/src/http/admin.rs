@@ -32,6 +32,7 @@ use super::{
 };
 use crate::observe::calllog::{Filter, Stats};
 use crate::registry::ServiceEntry;
+use crate::vocab::Invalid;
 use crate::{
     registry::{Actor, RegisterError, Registration, Registry, UnregisterError},
     upstream::{health::State as UpState, secret::UpstreamAuth},
@@ -149,7 +150,7 @@ pub async fn register(
 
 /// A `/register` body read into a registration, or what is wrong with it (a 400).
 /// Nothing is contacted (the fuzz target `admin_bodies` drives this).
-pub fn parse_registration(body: &[u8], actor: Actor) -> Result<Registration, String> {
+pub fn parse_registration(body: &[u8], actor: Actor) -> Result<Registration, Invalid> {
     let parsed: RegisterBody = match serde_json::from_slice(body) {
         Ok(b) => b,
         Err(e) => {
@@ -160,7 +161,7 @@ pub fn parse_registration(body: &[u8], actor: Actor) -> Result<Registration, Str
                     "invalid registration body: {e}; expected {{\"name\": \"...\", \"url\": \"http://host:port/mcp\"}}"
                 )
             };
-            return Err(why);
+            return Err(Invalid(why));
         }
     };
     let auth = match parsed.auth.map(serde_json::from_value::<UpstreamAuth>) {

@@ -204,7 +204,7 @@ pub async fn require_bearer(
                 None => match (&auth.jwt, std::str::from_utf8(t)) {
                     (Some(jwt), Ok(token)) if token.matches('.').count() == 2 => jwt
                         .verify(token)
-                        .map_err(|why| ("invalid_token", Cow::Owned(why))),
+                        .map_err(|why| ("invalid_token", Cow::Owned(why.0))),
                     _ => Err(("invalid_token", Cow::Borrowed("invalid bearer token"))),
                 },
             },

@@ -53,7 +53,7 @@ impl Default for Guard {
 
 impl Guard {
     /// From configured entries: CIDR networks (`10.0.0.0/8`), single addresses, or `*`.
-    pub fn new<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
+    pub fn new<S: AsRef<str>>(entries: &[S]) -> Result<Self, crate::vocab::Invalid> {
         let mut networks = Vec::new();
         let mut any = false;
         for entry in entries {

@@ -49,7 +49,7 @@ impl UpstreamAuth {
     }
 
     /// The header to send. The error says what is wrong without repeating the secret.
-    pub fn header(&self) -> Result<(HeaderName, HeaderValue), String> {
+    pub fn header(&self) -> Result<(HeaderName, HeaderValue), crate::vocab::Invalid> {
         let (name, value) = match (&self.bearer, &self.header, &self.value) {
             (Some(token), None, None) => {
                 if token.trim().is_empty() {
@@ -61,10 +61,10 @@ impl UpstreamAuth {
                 let name = HeaderName::from_bytes(name.trim().as_bytes())
                     .map_err(|_| format!("auth.header {name:?} is not a valid HTTP header name"))?;
                 if RESERVED.contains(&name.as_str()) {
-                    return Err(format!(
+                    return Err(crate::vocab::Invalid(format!(
                         "auth.header {:?} is reserved for the transport",
                         name.as_str()
-                    ));
+                    )));
                 }
                 if value.trim().is_empty() {
                     return Err("auth.value is empty".into());
