@@ -383,6 +383,41 @@ impl GatewayHandler {
         Ok(Some(opened))
     }
 
+    /// A `prompts/get` or `resources/read` sent on (retry-safe): a 2026-07-28 retry
+    /// continues the call its `requestState` names; otherwise the request goes upstream,
+    /// in rounds for a 2026-07-28 client.
+    async fn forward_resumable<P: Resumes>(
+        &self,
+        context: &RequestContext<RoleServer>,
+        service: &Arc<Service>,
+        binding: Vec<u8>,
+        mut params: P,
+    ) -> Result<ServerResult, ErrorData> {
+        let rounds = self.rounds_of(context);
+        let (state, responses) = params.members();
+        let opened = self.reopen(&rounds, &binding, state, responses)?;
+        match (&rounds, opened) {
+            (Some(rounds), Some(Opened::Parked(parked))) => {
+                let responses = params.members().1.take();
+                let round = self.round(context);
+                rounds.resume(&binding, parked, responses, round).await
+            }
+            (Some(rounds), opened) => {
+                let affinity = upstream_affinity(opened);
+                let span = caller_of(context).span;
+                let request = params.into_request();
+                self.forward_in_rounds(
+                    rounds, service, request, context, true, binding, affinity, None, span,
+                )
+                .await
+            }
+            (None, _) => {
+                self.forward(service, params.into_request(), context, true)
+                    .await
+            }
+        }
+    }
+
     /// `tasks/get`, `tasks/update` or `tasks/cancel` of a task this gateway handed
     /// out: sent to the backend that runs it (its own id), the answer as it came.
     async fn forward_task(
@@ -727,6 +762,49 @@ impl ClientLink for RequestStream<'_> {
             sse_resume::close_request_stream(parts, &streams.sessions, &streams.resumptions, retry)
                 .await
         })
+    }
+}
+
+/// The params of a request a 2026-07-28 client may retry with a `requestState`
+/// ([`GatewayHandler::forward_resumable`]).
+trait Resumes {
+    /// Its `requestState` and `inputResponses`.
+    fn members(
+        &mut self,
+    ) -> (
+        &mut Option<String>,
+        &mut Option<rmcp::model::InputResponses>,
+    );
+    fn into_request(self) -> ClientRequest;
+}
+
+impl Resumes for GetPromptRequestParams {
+    fn members(
+        &mut self,
+    ) -> (
+        &mut Option<String>,
+        &mut Option<rmcp::model::InputResponses>,
+    ) {
+        (&mut self.request_state, &mut self.input_responses)
+    }
+
+    fn into_request(self) -> ClientRequest {
+        ClientRequest::GetPromptRequest(GetPromptRequest::new(self))
+    }
+}
+
+impl Resumes for ReadResourceRequestParams {
+    fn members(
+        &mut self,
+    ) -> (
+        &mut Option<String>,
+        &mut Option<rmcp::model::InputResponses>,
+    ) {
+        (&mut self.request_state, &mut self.input_responses)
+    }
+
+    fn into_request(self) -> ClientRequest {
+        ClientRequest::ReadResourceRequest(ReadResourceRequest::new(self))
     }
 }
 
@@ -1104,35 +1182,9 @@ impl ServerHandler for GatewayHandler {
             );
             let mut forwarded = request;
             forwarded.name = original.to_string();
-            let rounds = self.rounds_of(&context);
-            let result = match (
-                &rounds,
-                self.reopen(
-                    &rounds,
-                    &binding,
-                    &mut forwarded.request_state,
-                    &mut forwarded.input_responses,
-                )?,
-            ) {
-                (Some(rounds), Some(Opened::Parked(parked))) => {
-                    let responses = forwarded.input_responses.take();
-                    let round = self.round(&context);
-                    rounds.resume(&binding, parked, responses, round).await?
-                }
-                (Some(rounds), opened) => {
-                    let affinity = upstream_affinity(opened);
-                    let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(forwarded));
-                    let span = caller_of(&context).span;
-                    self.forward_in_rounds(
-                        rounds, &service, request, &context, true, binding, affinity, None, span,
-                    )
-                    .await?
-                }
-                (None, _) => {
-                    let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(forwarded));
-                    self.forward(&service, request, &context, true).await?
-                }
-            };
+            let result = self
+                .forward_resumable(&context, &service, binding, forwarded)
+                .await?;
             match result {
                 ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
                 ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
@@ -1215,37 +1267,9 @@ impl ServerHandler for GatewayHandler {
             );
             let mut forwarded = request;
             forwarded.uri = original.clone();
-            let rounds = self.rounds_of(&context);
-            let result = match (
-                &rounds,
-                self.reopen(
-                    &rounds,
-                    &binding,
-                    &mut forwarded.request_state,
-                    &mut forwarded.input_responses,
-                )?,
-            ) {
-                (Some(rounds), Some(Opened::Parked(parked))) => {
-                    let responses = forwarded.input_responses.take();
-                    let round = self.round(&context);
-                    rounds.resume(&binding, parked, responses, round).await?
-                }
-                (Some(rounds), opened) => {
-                    let affinity = upstream_affinity(opened);
-                    let request =
-                        ClientRequest::ReadResourceRequest(ReadResourceRequest::new(forwarded));
-                    let span = caller_of(&context).span;
-                    self.forward_in_rounds(
-                        rounds, &service, request, &context, true, binding, affinity, None, span,
-                    )
-                    .await?
-                }
-                (None, _) => {
-                    let request =
-                        ClientRequest::ReadResourceRequest(ReadResourceRequest::new(forwarded));
-                    self.forward(&service, request, &context, true).await?
-                }
-            };
+            let result = self
+                .forward_resumable(&context, &service, binding, forwarded)
+                .await?;
             match result {
                 ServerResult::ReadResourceResult(mut r) => {
                     // Contents name the URI the client asked for.
