@@ -16,20 +16,12 @@ use service_kit::client::ClientOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-async fn serve(router: Router, shutdown: &CancellationToken) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(service_kit::serve::serve(
-        listener,
-        router,
-        shutdown.clone(),
-    ));
-    addr
-}
+mod common;
+
+use common::serve;
 
 async fn start_fixture(shutdown: &CancellationToken) -> SocketAddr {
-    let router = fixture::router(&fixture::Config::default(), shutdown.clone()).expect("router");
-    serve(router, shutdown).await
+    common::start(fixture::Config::default().revision, shutdown).await
 }
 
 fn value<T: serde::Serialize>(v: &T) -> Value {

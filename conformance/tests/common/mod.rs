@@ -1,5 +1,5 @@
-//! What the conformance crate's integration tests share: the fixture on an ephemeral
-//! loopback port, and a 2026-07-28 request to it.
+//! What the conformance crate's integration tests share: a router (the fixture, say) on
+//! an ephemeral loopback port, and a 2026-07-28 request to it.
 
 #![allow(dead_code)] // each test crate uses its own part
 
@@ -18,6 +18,11 @@ pub async fn start(revision: Revision, shutdown: &CancellationToken) -> SocketAd
         ..Config::default()
     };
     let router = fixture::router(&config, shutdown.clone()).expect("router");
+    serve(router, shutdown).await
+}
+
+/// `router` served on an ephemeral loopback port until `shutdown`.
+pub async fn serve(router: axum::Router, shutdown: &CancellationToken) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(service_kit::serve::serve(
