@@ -811,11 +811,11 @@ impl Passthrough {
                 Gathered::Cancelled => json_response(cancelled(&live.client_id)),
                 // No answer yet: the client gets what the backend sent, as it comes.
                 Gathered::Streaming(held) if live.streamed.is_some() => {
-                    self.stream_after(live, held.into_iter().map(Event::Message).collect())
+                    self.stream(live, held.into_iter().map(Event::Message).collect())
                 }
                 Gathered::Streaming(_) => json_response(live.finish_quietly().await),
             },
-            first if live.streamed.is_some() => self.stream(live, Some(first)),
+            first if live.streamed.is_some() => self.stream(live, VecDeque::from([first])),
             // Sessionless: nothing but the answer is sent, as rmcp's JSON mode does.
             _ => json_response(live.finish_quietly().await),
         };
@@ -831,13 +831,8 @@ impl Passthrough {
         response
     }
 
-    /// The rest of the call as an SSE stream, starting with `first`.
-    fn stream(self: &Arc<Self>, live: Live, first: Option<Event>) -> Response {
-        self.stream_after(live, first.into_iter().collect())
-    }
-
     /// The rest of the call as an SSE stream, starting with the `pending` events.
-    fn stream_after(self: &Arc<Self>, live: Live, pending: VecDeque<Event>) -> Response {
+    fn stream(self: &Arc<Self>, live: Live, pending: VecDeque<Event>) -> Response {
         let state = (Arc::clone(self), Some(live), pending);
         let events = futures::stream::unfold(state, |(pt, live, pending)| async move {
             let mut live = live?;
@@ -928,7 +923,7 @@ impl Passthrough {
         let n: u64 = last_event_id.strip_prefix(PARKED_PREFIX)?.parse().ok()?;
         let (_, parked) = self.parked.remove_if(&n, |_, p| p.session == session_id)?;
         let live = parked.live.into_inner().unwrap_or_else(|p| p.into_inner());
-        Some(self.stream_after(live, VecDeque::new()))
+        Some(self.stream(live, VecDeque::new()))
     }
 }
 
