@@ -518,7 +518,7 @@ impl Passthrough {
             fast.declared.as_deref(),
         )? {
             Ok(call) => call,
-            Err(refusal) => return Some(json_response(refusal)),
+            Err(refusal) => return Some(self.carried(json_response(refusal))),
         };
         let key = (session_id.to_string(), call.client_id.clone());
         let cancel = CancellationToken::new();
@@ -558,7 +558,7 @@ impl Passthrough {
             Carry::List => self.list_tools(envelope, allow),
             Carry::Call => match self.route(envelope, caller, allow, None, None)? {
                 Ok(call) => self.run(call, None).await,
-                Err(refusal) => Some(json_response(refusal)),
+                Err(refusal) => Some(self.carried(json_response(refusal))),
             },
             Carry::SetLevel | Carry::Cancel => None,
         }
@@ -730,13 +730,14 @@ impl Passthrough {
         }))
     }
 
-    /// `refusal` as the JSON-RPC error response to the request `client_id`, counted.
+    /// `refusal` as the JSON-RPC error response to the request `client_id`, counted as a
+    /// failed request (its caller counts it as carried, like every answer of this path).
     fn refusal(&self, client_id: &str, refusal: crate::proxy::Refusal) -> String {
-        let metrics = &self.registry.observer().metrics;
-        metrics.passthrough_request("tools/call");
-        metrics.request("tools/call", false);
-        let error = serde_json::to_string(&refusal.error()).unwrap_or_default();
-        format!(r#"{{"jsonrpc":"2.0","id":{client_id},"error":{error}}}"#)
+        self.registry
+            .observer()
+            .metrics
+            .request("tools/call", false);
+        jsonrpc_error(client_id, &refusal.error())
     }
 
     /// Carries `call` to its backend and answers the client: JSON when the answer is all
@@ -1284,7 +1285,12 @@ fn wrap(client_id: &str, member: &str, payload: &[&str; 2]) -> String {
 }
 
 fn error_message(client_id: &str, e: CallError) -> String {
-    let error = serde_json::to_string(&crate::proxy::call_error(e)).unwrap_or_default();
+    jsonrpc_error(client_id, &crate::proxy::call_error(e))
+}
+
+/// The JSON-RPC error response with `error` to the request `client_id`.
+fn jsonrpc_error(client_id: &str, error: &rmcp::ErrorData) -> String {
+    let error = serde_json::to_string(error).unwrap_or_default();
     format!(r#"{{"jsonrpc":"2.0","id":{client_id},"error":{error}}}"#)
 }
 
