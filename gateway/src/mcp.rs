@@ -767,24 +767,20 @@ impl ClientLink for RequestStream<'_> {
 
 /// The params of a request a 2026-07-28 client may retry with a `requestState`
 /// ([`GatewayHandler::forward_resumable`]).
+/// A request's `requestState` and `inputResponses`, to open and take.
+type RetryMembers<'a> = (
+    &'a mut Option<String>,
+    &'a mut Option<rmcp::model::InputResponses>,
+);
+
 trait Resumes {
     /// Its `requestState` and `inputResponses`.
-    fn members(
-        &mut self,
-    ) -> (
-        &mut Option<String>,
-        &mut Option<rmcp::model::InputResponses>,
-    );
+    fn members(&mut self) -> RetryMembers<'_>;
     fn into_request(self) -> ClientRequest;
 }
 
 impl Resumes for GetPromptRequestParams {
-    fn members(
-        &mut self,
-    ) -> (
-        &mut Option<String>,
-        &mut Option<rmcp::model::InputResponses>,
-    ) {
+    fn members(&mut self) -> RetryMembers<'_> {
         (&mut self.request_state, &mut self.input_responses)
     }
 
@@ -794,12 +790,7 @@ impl Resumes for GetPromptRequestParams {
 }
 
 impl Resumes for ReadResourceRequestParams {
-    fn members(
-        &mut self,
-    ) -> (
-        &mut Option<String>,
-        &mut Option<rmcp::model::InputResponses>,
-    ) {
+    fn members(&mut self) -> RetryMembers<'_> {
         (&mut self.request_state, &mut self.input_responses)
     }
 
