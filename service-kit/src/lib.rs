@@ -5,7 +5,10 @@
 //!   socket and graceful shutdown driven by a [`CancellationToken`]; [`serve::main`],
 //!   the body of a service binary's `main`.
 //! - [`shutdown`]: a token cancelled on SIGTERM / Ctrl-C.
-//! - [`logging`]: `tracing` subscriber set-up (human or JSON lines).
+//! - [`logging`]: `tracing` subscriber set-up (human or JSON lines, to stdout or, for a
+//!   process speaking MCP over stdio, to stderr).
+//! - [`stdio`]: serving one MCP handler over stdin/stdout until EOF or SIGTERM, the body
+//!   of a service binary's `main` in `--stdio` mode.
 //! - [`registration`]: a service's self-registration with the gateway
 //!   (`POST /register`), retried with capped, jittered backoff, and
 //!   [`registration::serve_registered`], serving wrapped in registering and unregistering.
@@ -15,6 +18,9 @@
 //!   their tool definitions.
 //! - [`auth`]: the demo services' Bearer-token check on `/mcp` (a tower layer,
 //!   constant-time comparison, 401 with `WWW-Authenticate` as on the gateway).
+//! - [`subscriptions`]: which sessions subscribed to which resource URIs (and the open
+//!   `subscriptions/listen` streams), and `notifications/resources/updated` to them when
+//!   a resource changes.
 //! - [`sse_resume`]: closing a request's SSE stream mid-call and noticing when the client
 //!   resumes it (SEP-1699), for servers built on rmcp's session manager.
 //! - [`tool_args`]: the sentences of the demo services' tool-argument errors and the
@@ -31,6 +37,8 @@ pub mod registration;
 pub mod serve;
 pub mod shutdown;
 pub mod sse_resume;
+pub mod stdio;
+pub mod subscriptions;
 pub mod tool_args;
 
 pub use tokio_util::sync::CancellationToken;

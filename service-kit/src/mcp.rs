@@ -1,13 +1,17 @@
 //! What the demo services' MCP servers share: their HTTP surface (`/mcp` behind a
 //! Bearer token and an open `GET /health`), the rmcp streamable-HTTP server
-//! configuration (with its `Host` allow-list) and the shape of a tool definition.
+//! configuration (with its `Host` allow-list), the shape of a tool definition, and the
+//! small shapes of their resources and completions (a JSON resource, resource-not-found,
+//! completion values matched by prefix).
 
 use std::{convert::Infallible, sync::Arc};
 
 use axum::{Json, Router, extract::Request, middleware, response::IntoResponse, routing::get};
 use rmcp::{
-    ServerHandler,
-    model::{JsonObject, Tool},
+    ErrorData, ServerHandler,
+    model::{
+        CompleteResult, CompletionInfo, JsonObject, ReadResourceResult, ResourceContents, Tool,
+    },
     transport::streamable_http_server::{
         StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
     },
@@ -115,6 +119,52 @@ pub fn tool(
         .with_raw_output_schema(schema_object(output))
 }
 
+/// The MIME type of the demo services' resources.
+pub const JSON_MIME: &str = "application/json";
+
+/// A `resources/read` result: `value` as pretty-printed JSON text at `uri`.
+pub fn json_resource(uri: &str, value: &Value) -> ReadResourceResult {
+    ReadResourceResult::new(vec![json_contents(uri, value)])
+}
+
+/// `value` as the JSON text contents of `uri` (also for a prompt's embedded resource).
+pub fn json_contents(uri: &str, value: &Value) -> ResourceContents {
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    ResourceContents::text(text, uri).with_mime_type(JSON_MIME)
+}
+
+/// The JSON-RPC error for a resource that does not exist (-32002, as the MCP
+/// specification says; rmcp turns it into -32602 for 2026-07-28 peers), saying `why`.
+pub fn resource_not_found(uri: &str, why: &str) -> ErrorData {
+    ErrorData::resource_not_found(
+        format!("resource not found: {uri}: {why}"),
+        Some(serde_json::json!({ "uri": uri })),
+    )
+}
+
+/// A `completion/complete` result: the `candidates` that start with `prefix` (ASCII
+/// case-insensitively), in the order given, at most the 100 the specification allows,
+/// with the total count and whether more matched.
+pub fn completion<'a>(
+    candidates: impl IntoIterator<Item = &'a str>,
+    prefix: &str,
+) -> CompleteResult {
+    let prefix = prefix.trim().to_ascii_lowercase();
+    let mut matches = candidates
+        .into_iter()
+        .filter(|c| c.to_ascii_lowercase().starts_with(&prefix));
+    let values: Vec<String> = matches
+        .by_ref()
+        .take(CompletionInfo::MAX_VALUES)
+        .map(str::to_string)
+        .collect();
+    let more = matches.count();
+    let total = u32::try_from(values.len() + more).unwrap_or(u32::MAX);
+    // At most MAX_VALUES values: the constructor cannot refuse them.
+    let info = CompletionInfo::with_pagination(values, Some(total), more > 0).unwrap_or_default();
+    CompleteResult::new(info)
+}
+
 fn schema_object(schema: Value) -> Arc<JsonObject> {
     match schema {
         Value::Object(map) => Arc::new(map),
@@ -124,6 +174,27 @@ fn schema_object(schema: Value) -> Arc<JsonObject> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn completions_match_by_prefix_and_stop_at_one_hundred() {
+        let ids: Vec<String> = (1..=500).map(|n| n.to_string()).collect();
+        let done = super::completion(ids.iter().map(String::as_str), "4");
+        let c = &done.completion;
+        // 4, 40-49, 400-499.
+        assert_eq!(c.total, Some(111));
+        assert_eq!(c.values.len(), 100);
+        assert_eq!(c.has_more, Some(true));
+        assert_eq!(c.values[..3], ["4", "40", "41"]);
+        let few = super::completion(["Books", "Beauty", "Grocery"], "b");
+        assert_eq!(few.completion.values, ["Books", "Beauty"]);
+        assert_eq!(few.completion.has_more, Some(false));
+        assert!(
+            super::completion(["Books"], "x")
+                .completion
+                .values
+                .is_empty()
+        );
+    }
+
     #[test]
     fn unspecified_addresses_become_loopback() {
         let url = |a: &str| super::local_mcp_url(a.parse().expect("addr"));
