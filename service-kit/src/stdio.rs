@@ -53,15 +53,21 @@ where
 }
 
 /// A service binary's `main` in stdio mode, once its command line is parsed and logging
-/// set up to stderr: serves `handler` on the process's stdin/stdout, stops on EOF or
-/// SIGTERM / Ctrl-C, and exits the process (an error becomes `{error_prefix}: {error}`
-/// on stderr and a failing status).
+/// set up to stderr: serves `make_handler(shutdown)` on the process's stdin/stdout
+/// (`shutdown` is cancelled on SIGTERM / Ctrl-C), stops on EOF or that signal, and exits
+/// the process (an error becomes `{error_prefix}: {error}` on stderr and a failing
+/// status).
 ///
 /// It exits rather than returning because a blocking stdin read (stdin not a pipe: a
 /// terminal or a file) cannot be cancelled, and the runtime would wait for it forever
 /// when dropped.
-pub async fn main<S: ServerHandler>(error_prefix: &str, handler: S) -> ExitCode {
+pub async fn main<S, F>(error_prefix: &str, make_handler: F) -> ExitCode
+where
+    S: ServerHandler,
+    F: FnOnce(CancellationToken) -> S,
+{
     let shutdown = crate::shutdown::on_signal();
+    let handler = make_handler(shutdown.clone());
     let (reader, writer) = rmcp::transport::io::stdio_pipes();
     let code = match serve(handler, reader, writer, shutdown).await {
         Ok(()) => 0,

@@ -2,7 +2,9 @@
 //! (rmcp) mounted at `/mcp` behind a Bearer token, with an open `GET /health` next to
 //! it. It registers itself with the gateway, giving it the token to present, and, for
 //! personalised recommendations, calls user-service *through the gateway* as an MCP
-//! client.
+//! client. With `--stdio` it serves the same handler over stdin/stdout instead
+//! ([`stdio_server`]): no port, no registration, recommendations still through the
+//! gateway over HTTP when one is configured.
 //!
 //! Modules and what each owns:
 //! - [`data`]: the deterministic demo data (480 products in 8 categories, 600
@@ -16,13 +18,16 @@
 //!   MCP client that reads user preferences from user-service.
 //! - [`args`]: validation of tool arguments into precise, caller-readable messages.
 //! - [`tools`]: the tool table (JSON schemas) and the hand-written `ServerHandler`.
-//! - this file: [`Config`], [`run`] and the HTTP router.
+//! - [`content`]: the resources (catalog, categories, order statistics; a product, a
+//!   user's basket and orders as templates), the prompts and their completions.
+//! - this file: [`Config`], [`run`] (HTTP), [`stdio_server`] and the HTTP router.
 //!
 //! State: the catalog and the order history are rebuilt identically at every start.
 //! Baskets, stock changes and orders placed at run time live in memory only; nothing
 //! created at run time survives a restart.
 
 pub mod args;
+pub mod content;
 pub mod data;
 pub mod recommend;
 pub mod search;
@@ -104,8 +109,7 @@ pub async fn run(
         .as_deref()
         .map(str::trim)
         .filter(|u| !u.is_empty());
-    let gateway = gateway_url.map(|url| GatewayClient::new(url, &config.token, SERVICE_NAME));
-    let shop = Arc::new(Shop::new(gateway));
+    let shop = Arc::new(shop(&config, shutdown.clone()));
     let app = router(shop, &config.allowed_hosts, auth, shutdown.clone());
 
     let registration = gateway_url.filter(|_| config.register).map(|url| {
@@ -131,6 +135,31 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("serving on {addr} failed: {e}"))?;
     tracing::info!("shopping-service stopped");
     Ok(())
+}
+
+/// The shop of `config`: its gateway client (for recommendations) if a gateway URL is
+/// set; subscriptions/listen streams end when `shutdown` is cancelled.
+fn shop(config: &Config, shutdown: CancellationToken) -> Shop {
+    let gateway = config
+        .gateway_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|url| GatewayClient::new(url, &config.token, SERVICE_NAME));
+    Shop::stopping_with(gateway, shutdown)
+}
+
+/// The handler `--stdio` serves (one session: the client that launched the process):
+/// the same tools, resources and prompts as over HTTP. Only `gateway_url` and `token`
+/// of `config` matter (recommendations read preferences through the gateway over
+/// HTTP); nothing listens and nothing registers.
+pub fn stdio_server(config: &Config, shutdown: CancellationToken) -> ShopServer {
+    tracing::info!(
+        gateway = config.gateway_url.as_deref().unwrap_or("none"),
+        products = CATALOG.products.len(),
+        "shopping-service serving MCP on stdin/stdout"
+    );
+    ShopServer::new(Arc::new(shop(config, shutdown)))
 }
 
 /// `/mcp` (the MCP endpoint behind `auth`, one rmcp session per client) and

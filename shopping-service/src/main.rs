@@ -1,17 +1,25 @@
 //! The shopping-service binary: parses the command line (with environment fallbacks),
-//! sets up logging and signal handling, binds, and runs [`shopping_service::run`].
+//! sets up logging and signal handling, binds, and runs [`shopping_service::run`]; with
+//! `--stdio`, serves [`shopping_service::stdio_server`] on stdin/stdout instead (logs on
+//! stderr, no port, no registration).
 
 use std::process::ExitCode;
 
 use clap::{Parser, builder::BoolishValueParser};
-use shopping_service::{Config, DEFAULT_LISTEN, run};
+use service_kit::logging::Output;
+use shopping_service::{Config, DEFAULT_LISTEN, run, stdio_server};
 
 /// Demo shop MCP server: a product catalog, baskets, orders and recommendations,
-/// served over streamable HTTP at /mcp (plus GET /health). Registers itself with the
-/// MCP gateway and reads user preferences from user-service through it.
+/// served over streamable HTTP at /mcp (plus GET /health), or over stdin/stdout with
+/// --stdio. Registers itself with the MCP gateway (HTTP mode) and reads user
+/// preferences from user-service through it.
 #[derive(Debug, Parser)]
 #[command(name = "shopping-service", version, long_about = None)]
 struct Cli {
+    /// Serve MCP over stdin/stdout (newline-delimited JSON-RPC) instead of HTTP: logs go to stderr, nothing listens, nothing registers; exits when stdin closes. The gateway is still used for recommendations.
+    #[arg(long)]
+    stdio: bool,
+
     /// Address to listen on.
     #[arg(long, env = "SHOPPING_SERVICE_LISTEN", default_value = DEFAULT_LISTEN)]
     listen: String,
@@ -69,6 +77,14 @@ impl Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.stdio {
+        service_kit::logging::init_to(cli.log_json, Output::Stderr);
+        let config = cli.into_config();
+        return service_kit::stdio::main("shopping-service: error", |shutdown| {
+            stdio_server(&config, shutdown)
+        })
+        .await;
+    }
     service_kit::logging::init(cli.log_json);
     let config = cli.into_config();
     let listen = config.listen.clone();

@@ -1,6 +1,8 @@
 //! The MCP surface: the tool table (names, descriptions, JSON-Schema input and output
 //! schemas) and [`ShopServer`], a hand-written `rmcp::ServerHandler` that lists the
-//! tools and dispatches `tools/call` by name.
+//! tools and dispatches `tools/call` by name, and serves the resources, prompts and
+//! completions of [`crate::content`] and the resource subscriptions (a change made by a
+//! tool is announced to the subscribers before the tool's result is returned).
 //!
 //! Arguments are validated by [`crate::args`], not by rmcp's `Parameters<T>` extractor,
 //! so every bad argument becomes an `isError` tool result with a precise message that
@@ -16,18 +18,26 @@ use std::{
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-        JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
-        Tool, ToolAnnotations,
+        CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams,
+        CompleteResult, ContentBlock, GetPromptRequestParams, GetPromptResponse, Implementation,
+        JsonObject, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+        ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+        ServerCapabilities, ServerConfig, SubscribeRequestParams, SubscriptionFilter, Tool,
+        ToolAnnotations, UnsubscribeRequestParams,
     },
-    service::RequestContext,
+    service::{RequestContext, SubscriptionContext},
 };
 use serde_json::{Value, json};
-use service_kit::mcp::tool;
+use service_kit::{
+    mcp::tool,
+    subscriptions::{SessionKey, Subscriptions},
+};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     SERVICE_NAME,
     args::{ArgError, Args},
+    content,
     data::{CATALOG, Catalog, Category},
     recommend::{self, GatewayClient, PreferencesError, Scored},
     search::{self, Filter, SearchIndex},
@@ -395,20 +405,63 @@ pub struct Shop {
     store: Store,
     index: SearchIndex,
     gateway: Option<GatewayClient>,
+    subscriptions: Subscriptions,
 }
 
 impl Shop {
     /// A shop over the demo catalog; `gateway` is used for personalised recommendations.
     pub fn new(gateway: Option<GatewayClient>) -> Shop {
+        Shop::stopping_with(gateway, CancellationToken::new())
+    }
+
+    /// [`Shop::new`] whose open `subscriptions/listen` streams end when `shutdown` is
+    /// cancelled.
+    pub fn stopping_with(gateway: Option<GatewayClient>, shutdown: CancellationToken) -> Shop {
         Shop {
             store: Store::new(&CATALOG),
             index: SearchIndex::new(&CATALOG),
             gateway,
+            subscriptions: Subscriptions::new(shutdown),
         }
     }
 
     fn catalog(&self) -> &'static Catalog {
         self.store.catalog()
+    }
+
+    /// The stock, baskets and orders (for [`crate::content`]).
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The resource subscribers of every session.
+    pub fn subscriptions(&self) -> &Subscriptions {
+        &self.subscriptions
+    }
+
+    /// Runs tool `name` and then tells the subscribers of what it changed; `None` if
+    /// there is no such tool.
+    async fn call_and_announce(&self, name: &str, args: Option<&JsonObject>) -> Option<Outcome> {
+        let outcome = self.call(name, args).await?;
+        if let Ok(value) = &outcome {
+            let user = value["userId"].as_str().unwrap_or_default();
+            let changed = match name {
+                "addToBasket" => content::basket_changed(user),
+                "placeOrder" => content::order_placed(
+                    user,
+                    value["items"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|line| line["productId"].as_str()),
+                ),
+                _ => Vec::new(),
+            };
+            for uri in changed {
+                self.subscriptions.updated(&uri).await;
+            }
+        }
+        Some(outcome)
     }
 
     /// Runs tool `name`; `None` if there is no such tool.
@@ -638,11 +691,16 @@ fn now() -> i64 {
 #[derive(Debug, Clone)]
 pub struct ShopServer {
     shop: Arc<Shop>,
+    /// This session, for its resource subscriptions.
+    session: SessionKey,
 }
 
 impl ShopServer {
+    /// The handler of a new session (each value is a session of its own for
+    /// `resources/subscribe`).
     pub fn new(shop: Arc<Shop>) -> ShopServer {
-        ShopServer { shop }
+        let session = shop.subscriptions.new_session();
+        ShopServer { shop, session }
     }
 
     /// Runs a tool call: `Err` only for an unknown tool.
@@ -651,7 +709,7 @@ impl ShopServer {
         name: &str,
         args: Option<&JsonObject>,
     ) -> Result<CallToolResult, ErrorData> {
-        let Some(outcome) = self.shop.call(name, args).await else {
+        let Some(outcome) = self.shop.call_and_announce(name, args).await else {
             return Err(ErrorData::invalid_params(
                 format!("unknown tool \"{name}\""),
                 Some(json!({"tool": name})),
@@ -669,7 +727,14 @@ impl ShopServer {
 
 impl ServerHandler for ShopServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_completions()
+            .enable_prompts()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .enable_tools()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(
                 Implementation::new(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
                     .with_title("Demo shop")
@@ -685,7 +750,11 @@ impl ServerHandler for ShopServer {
                  reads a user's preferences from user-service through the gateway. Shop with \
                  addToBasket, getBasket and placeOrder; getUserOrders and getOrderStats report \
                  on orders. Prices are in USD. Baskets and orders placed at run time are kept \
-                 in memory only.",
+                 in memory only. Resources: ecommerce://products/catalog, \
+                 ecommerce://products/categories, ecommerce://orders/stats and the templates \
+                 ecommerce://products/{id}, ecommerce://users/{userId}/basket (subscribe to \
+                 hear of its changes) and ecommerce://users/{userId}/orders. Prompts: \
+                 recommend_for_user and summarise_order_history.",
             )
     }
 
@@ -709,6 +778,108 @@ impl ServerHandler for ShopServer {
         self.call(&request.name, request.arguments.as_ref())
             .await
             .map(CallToolResponse::from)
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(content::resources()))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            content::resource_templates(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        content::read(&self.shop, &request.uri).map(ReadResourceResponse::from)
+    }
+
+    /// `resources/subscribe` (2025 revisions): any resource of the shop; the updates
+    /// come from the tools that change it.
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        content::check(&request.uri)?;
+        self.shop
+            .subscriptions
+            .subscribe(&request.uri, self.session, context.peer.clone());
+        tracing::debug!(uri = %request.uri, "subscribed");
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.shop
+            .subscriptions
+            .unsubscribe(&request.uri, self.session);
+        Ok(())
+    }
+
+    /// `subscriptions/listen` (2026-07-28): the shop's resources among those asked for.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let uris: Vec<String> = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|uri| content::check(uri).is_ok())
+            .cloned()
+            .collect();
+        Some(
+            SubscriptionFilter::builder()
+                .resource_subscriptions(uris)
+                .build(),
+        )
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        self.shop.subscriptions.listen(context).await
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(content::prompts()))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        content::prompt(&self.shop, &request.name, request.arguments.as_ref())
+            .map(GetPromptResponse::from)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        content::complete(&request)
     }
 }
 
