@@ -3,15 +3,19 @@
 //! It answers four read-only tools (`getUserById`, `searchUsers`, `listUsers`,
 //! `getUserPreferences`) at `/mcp` to callers with its Bearer token, reports liveness at
 //! an open `GET /health`, and registers itself with the gateway (giving it the token to
-//! present) so the gateway can federate its tools.
+//! present) so the gateway can federate its tools. It also serves resources (a user's
+//! profile and preferences as templates), prompts and completions. With `--stdio` the
+//! same handler is served on stdin/stdout instead: no port, no registration.
 //!
 //! - this file: the service's [`Config`], [`run`] (serve + self-registration),
 //!   [`router`] (`/mcp` and `/health`) and the MCP handler [`UserService`].
+//! - [`content`]: the resource templates, prompts and completions.
 //! - [`data`]: the user records, generated deterministically at start-up, and the
 //!   look-ups over them.
 //! - [`tools`]: the tool definitions (input and output JSON Schemas), argument
 //!   validation and the tool handlers.
 
+pub mod content;
 pub mod data;
 pub mod tools;
 
@@ -19,8 +23,10 @@ use axum::Router;
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
-        PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+        CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
+        GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
+        ListResourceTemplatesResult, ListToolsResult, PaginatedRequestParams,
+        ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
     },
     service::RequestContext,
 };
@@ -123,14 +129,30 @@ fn health() -> Value {
     })
 }
 
-/// The MCP server handler: a static tool table over the static directory, so one value
-/// per session costs nothing.
+/// The handler `--stdio` serves (one session: the client that launched the process):
+/// the same tools, resources and prompts as over HTTP; nothing listens or registers.
+pub fn stdio_server() -> UserService {
+    tracing::info!(
+        users = data::users().len(),
+        "{SERVICE_NAME} serving MCP on stdin/stdout"
+    );
+    UserService
+}
+
+/// The MCP server handler: static tables over the static directory, so one value per
+/// session costs nothing. Nothing it serves changes, so nothing can be subscribed to.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UserService;
 
 impl ServerHandler for UserService {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_completions()
+            .enable_prompts()
+            .enable_resources()
+            .enable_tools()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(
                 Implementation::new(SERVICE_NAME, VERSION).with_title("User directory"),
             )
@@ -138,7 +160,9 @@ impl ServerHandler for UserService {
                 "A directory of demo shop users. Look a user up with getUserById, find \
                  users by name, email or city with searchUsers, page through them with \
                  listUsers (filter by membership tier or country), and read what a user \
-                 likes to buy with getUserPreferences. User ids are strings such as \"456\".",
+                 likes to buy with getUserPreferences. User ids are strings such as \"456\". \
+                 Resources: the templates users://{userId}/profile and \
+                 users://{userId}/preferences. Prompts: summarise_user and find_users.",
             )
     }
 
@@ -168,5 +192,47 @@ impl ServerHandler for UserService {
             Err(e) => tracing::debug!(tool = %request.name, "tool call failed: {}", e.message),
         }
         result.map(CallToolResponse::from)
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            content::resource_templates(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        content::read(&request.uri).map(ReadResourceResponse::from)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(content::prompts()))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        content::prompt(&request.name, request.arguments.as_ref()).map(GetPromptResponse::from)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        content::complete(&request)
     }
 }

@@ -1,18 +1,27 @@
 //! The `user-service` binary: command line and environment into a [`Config`], then
-//! [`user_service::run`] until SIGTERM or Ctrl-C.
+//! [`user_service::run`] until SIGTERM or Ctrl-C; with `--stdio`,
+//! [`user_service::stdio_server`] on stdin/stdout until EOF or SIGTERM (logs on stderr,
+//! no port, no registration).
 
 use std::process::ExitCode;
 
 use clap::{Parser, builder::BoolishValueParser};
+use service_kit::logging::Output;
 use user_service::{Config, DEFAULT_LISTEN};
 
 /// Demo user directory served as an MCP server: tools getUserById, searchUsers,
-/// listUsers and getUserPreferences over streamable HTTP at /mcp, health at /health.
-/// On start-up it registers itself with the MCP federation gateway (unless
-/// --no-register), retrying while the gateway is unreachable.
+/// listUsers and getUserPreferences over streamable HTTP at /mcp, health at /health,
+/// or over stdin/stdout with --stdio. In HTTP mode it registers itself with the MCP
+/// federation gateway on start-up (unless --no-register), retrying while the gateway is
+/// unreachable.
 #[derive(Debug, Parser)]
 #[command(name = "user-service", version)]
 struct Cli {
+    /// Serve MCP over stdin/stdout (newline-delimited JSON-RPC) instead of HTTP: logs go
+    /// to stderr, nothing listens, nothing registers; exits when stdin closes.
+    #[arg(long)]
+    stdio: bool,
+
     /// Address to listen on.
     #[arg(long, env = "USER_SERVICE_LISTEN", default_value = DEFAULT_LISTEN)]
     listen: String,
@@ -88,6 +97,11 @@ fn http_url(value: &str) -> Result<String, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.stdio {
+        service_kit::logging::init_to(cli.log_json, Output::Stderr);
+        return service_kit::stdio::main("user-service", |_shutdown| user_service::stdio_server())
+            .await;
+    }
     service_kit::logging::init(cli.log_json);
     let config = cli.into_config();
     let listen = config.listen.clone();
