@@ -1,5 +1,8 @@
 //! Helpers the shopping-service integration tests share: tool-call arguments from a
-//! `json!` object, and the text of an `isError` tool result.
+//! `json!` object, the text of an `isError` tool result, and ([`stdio`]) a JSON-RPC
+//! client of the binary in `--stdio` mode.
+
+pub mod stdio;
 
 use rmcp::model::{CallToolResult, JsonObject};
 use serde_json::Value;
