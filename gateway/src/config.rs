@@ -46,6 +46,12 @@ pub struct Config {
     /// Upstreams connected at start-up, in addition to persisted registrations.
     #[serde(deserialize_with = "upstreams_or_csv")]
     pub upstreams: Vec<UpstreamSpec>,
+    /// Programs `POST /register` may start as stdio servers (exactly as named, for
+    /// credentials with the `operate` scope). Empty (the default): registering a stdio
+    /// server over HTTP is refused, because starting a command an HTTP request names is
+    /// remote code execution. Configured `[[upstreams]]` with a `command` always run.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub allowed_commands: Vec<String>,
     /// Deadline for one proxied call, in milliseconds.
     pub call_timeout_ms: u64,
     /// Deadline for connecting to an upstream and its `initialize`, in milliseconds.
@@ -199,12 +205,28 @@ pub struct Credential {
     pub tools: Option<Vec<String>>,
 }
 
-/// An upstream named in the configuration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// An upstream named in the configuration: an HTTP one (`url`) or a stdio server the
+/// gateway runs (`command`, `args`, `env`, `cwd`, `instances`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSpec {
     pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
+    /// A stdio server: the program the gateway runs (instead of `url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// The stdio server's environment (values may be secrets: never shown).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+    /// How many processes of the stdio server run, balanced like HTTP instances
+    /// (default 1, at most [`MAX_STDIO_INSTANCES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<u32>,
     /// Share of calls under the `weighted` strategy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
@@ -217,6 +239,23 @@ pub struct UpstreamSpec {
     pub auth: Option<crate::upstream::secret::UpstreamAuth>,
 }
 
+/// The most processes one configured stdio server may run.
+pub const MAX_STDIO_INSTANCES: u32 = 16;
+
+impl UpstreamSpec {
+    /// The stdio server's command, if this is one.
+    pub fn stdio(&self) -> Option<crate::upstream::stdio::Command> {
+        self.command
+            .as_ref()
+            .map(|command| crate::upstream::stdio::Command {
+                command: command.clone(),
+                args: self.args.clone(),
+                env: self.env.clone(),
+                cwd: self.cwd.clone(),
+            })
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -227,6 +266,7 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             upstreams: Vec::new(),
+            allowed_commands: Vec::new(),
             call_timeout_ms: 30_000,
             connect_timeout_ms: 5_000,
             health_interval_ms: 10_000,
@@ -623,8 +663,48 @@ impl Config {
         for (i, up) in self.upstreams.iter().enumerate() {
             crate::vocab::validate_name(&up.name)
                 .map_err(|why| bad(format!("upstreams[{i}].name"), why))?;
-            crate::vocab::normalize_url(&up.url)
-                .map_err(|why| bad(format!("upstreams[{i}].url"), why))?;
+            match up.stdio() {
+                Some(command) => {
+                    if !up.url.is_empty() {
+                        return Err(bad(
+                            format!("upstreams[{i}].url"),
+                            "give either url (an HTTP server) or command (a stdio server), not both",
+                        ));
+                    }
+                    if up.auth.is_some() {
+                        return Err(bad(
+                            format!("upstreams[{i}].auth"),
+                            "a stdio server takes its credentials in env, not auth",
+                        ));
+                    }
+                    command
+                        .validate()
+                        .map_err(|why| bad(format!("upstreams[{i}].command"), why))?;
+                    if up
+                        .instances
+                        .is_some_and(|n| n == 0 || n > MAX_STDIO_INSTANCES)
+                    {
+                        return Err(bad(
+                            format!("upstreams[{i}].instances"),
+                            format!("must be 1-{MAX_STDIO_INSTANCES}"),
+                        ));
+                    }
+                }
+                None => {
+                    if !up.args.is_empty()
+                        || !up.env.is_empty()
+                        || up.cwd.is_some()
+                        || up.instances.is_some()
+                    {
+                        return Err(bad(
+                            format!("upstreams[{i}].command"),
+                            "args, env, cwd and instances belong to a stdio server: give its command",
+                        ));
+                    }
+                    crate::vocab::normalize_url(&up.url)
+                        .map_err(|why| bad(format!("upstreams[{i}].url"), why))?;
+                }
+            }
             if up.weight == Some(0) {
                 return Err(bad(format!("upstreams[{i}].weight"), "must be at least 1"));
             }
@@ -757,9 +837,7 @@ fn upstreams_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<UpstreamSpec>
                 Ok(UpstreamSpec {
                     name: name.trim().to_string(),
                     url: url.trim().to_string(),
-                    weight: None,
-                    call_timeout_ms: None,
-                    auth: None,
+                    ..UpstreamSpec::default()
                 })
             })
             .collect(),

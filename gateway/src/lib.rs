@@ -38,6 +38,8 @@
 //!                session affinity
 //!   guard        which networks upstream URLs may reach; resolution checked per connection
 //!   secret       upstream credentials: headers, redaction
+//!   stdio        stdio servers the gateway runs: child processes, restart budget,
+//!                stderr ring
 //! observe/     metrics (Prometheus) and the call log (SQLite, written off the call path)
 //!   calllog      the call log's writer, retention and queries
 //!   metrics      a Prometheus registry per gateway

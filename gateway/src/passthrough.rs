@@ -662,6 +662,10 @@ impl Passthrough {
         // A service whose instances speak one revision: the request is built for it. A
         // 2026-07-28 one gets that revision's `_meta` and headers; a tool whose arguments
         // also travel in `Mcp-Param-*` headers is left to rmcp's client, which adds them.
+        // A stdio server's one session is rmcp's (its stdin and stdout): typed path.
+        if route.service.stdio() {
+            return None;
+        }
         let modern = route.service.era()?;
         if modern && route.param_headers {
             return None;

@@ -113,8 +113,18 @@ pub struct Registration {
     pub replace: bool,
     /// The gateway's credential towards the service.
     pub auth: Option<UpstreamAuth>,
+    /// A stdio server the gateway runs (then `url` is empty).
+    pub command: Option<crate::upstream::stdio::Command>,
     /// Who registers it.
     pub actor: Actor,
+}
+
+/// What an operator asks of a service's instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Start,
+    Stop,
+    Restart,
 }
 
 /// What a registration did.
@@ -182,13 +192,32 @@ pub struct Registry {
     log_writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// How long an unregistered name stays reserved for its owner.
     reservation_ms: i64,
+    /// Programs `/register` may start as stdio servers (empty: none).
+    allowed_commands: Vec<String>,
 }
 
 /// What can be checked of a registration without contacting anything; the URL in its
 /// normal form.
 pub fn validate(reg: &Registration) -> Result<String, Invalid> {
     validate_name(&reg.name)?;
-    let url = normalize_url(&reg.url)?;
+    let url = match &reg.command {
+        Some(command) => {
+            if !reg.url.is_empty() {
+                return Err(
+                    "give either url (an HTTP server) or command (a stdio server), not both".into(),
+                );
+            }
+            if reg.auth.is_some() {
+                return Err("a stdio server takes its credentials in env, not auth".into());
+            }
+            command.validate()?;
+            stdio_url(&reg.name, 0)
+        }
+        None if reg.url.trim().is_empty() => {
+            return Err("url is required (or command, for a stdio server)".into());
+        }
+        None => normalize_url(&reg.url)?,
+    };
     if reg.weight == Some(0) {
         return Err("weight must be at least 1".into());
     }
@@ -199,6 +228,11 @@ pub fn validate(reg: &Registration) -> Result<String, Invalid> {
         auth.header()?;
     }
     Ok(url)
+}
+
+/// The URL a stdio server's `n`th process goes by (its instance's key).
+pub fn stdio_url(service: &str, n: u32) -> String {
+    format!("stdio:{service}/{n}")
 }
 
 /// Stored tools as many as a listing may have (a store written under a larger bound).
@@ -301,6 +335,7 @@ impl Registry {
             calls,
             log_writer: Mutex::new(log_writer),
             reservation_ms: i64::try_from(config.name_reservation_ms).unwrap_or(i64::MAX),
+            allowed_commands: config.allowed_commands.clone(),
         });
         // The configuration wins over the store: a stored registration of a name the
         // configuration defines is left aside (and said so), not merged.
@@ -336,6 +371,7 @@ impl Registry {
                             registered_at_ms: s.registered_at_ms.max(0) as u64,
                             owner: s.owner.as_deref().map(Arc::from),
                             auth: s.auth.clone(),
+                            command: s.command.clone(),
                         },
                         bounded(name, s.tools.clone(), registry.options.list_bounds.items),
                         registry.options.clone(),
@@ -356,22 +392,35 @@ impl Registry {
                 .map(Duration::from_millis);
             let service = Service::new(name, &registry.options, timeout);
             let mut instances = Vec::new();
+            let mut processes = 0;
             for spec in specs {
-                let url = normalize_url(&spec.url).map_err(anyhow::Error::msg)?;
-                instances.push(Instance::new(
-                    name,
-                    &url,
-                    spec.weight.unwrap_or(1),
-                    Origin {
-                        source: Source::Config,
-                        registered_at_ms: now_ms() as u64,
-                        owner: None,
-                        auth: spec.auth.clone(),
-                    },
-                    Vec::new(),
-                    registry.options.clone(),
-                    &registry.shutdown,
-                ));
+                // A stdio server runs `instances` processes, each an instance.
+                let urls = match spec.stdio() {
+                    Some(_) => (0..spec.instances.unwrap_or(1))
+                        .map(|_| {
+                            processes += 1;
+                            stdio_url(name, processes - 1)
+                        })
+                        .collect(),
+                    None => vec![normalize_url(&spec.url).map_err(anyhow::Error::msg)?],
+                };
+                for url in urls {
+                    instances.push(Instance::new(
+                        name,
+                        &url,
+                        spec.weight.unwrap_or(1),
+                        Origin {
+                            source: Source::Config,
+                            registered_at_ms: now_ms() as u64,
+                            owner: None,
+                            auth: spec.auth.clone(),
+                            command: spec.stdio(),
+                        },
+                        Vec::new(),
+                        registry.options.clone(),
+                        &registry.shutdown,
+                    ));
+                }
             }
             registry.add_service(service, instances);
         }
@@ -674,7 +723,11 @@ impl Registry {
                 "callTimeoutMs must be at most {max_timeout} (the gateway's max_call_timeout_ms)"
             ))));
         }
+        if let Some(command) = &reg.command {
+            self.may_run(&reg.name, command, &reg.actor)?;
+        }
         match self.options.guard.check_url(&url).await {
+            _ if reg.command.is_some() => {}
             Ok(()) => {}
             Err(Refusal::NotAllowed(why)) => {
                 return Err(RegisterError::NotAllowed {
@@ -704,6 +757,7 @@ impl Registry {
                 registered_at_ms: registered_at as u64,
                 owner: owner.clone(),
                 auth: reg.auth.clone(),
+                command: reg.command.clone(),
             },
             Vec::new(),
             self.options.clone(),
@@ -725,6 +779,23 @@ impl Registry {
             instance.close().await;
             return Err(refused);
         }
+        let existing = self.lock().get(&reg.name).cloned();
+        if let Some(existing) = existing
+            && !reg.replace
+            && !existing.instances().is_empty()
+            && existing.stdio() != reg.command.is_some()
+        {
+            instance.close().await;
+            let kind = if existing.stdio() {
+                "a stdio server"
+            } else {
+                "an HTTP server"
+            };
+            return Err(RegisterError::Conflict(format!(
+                "service \"{}\" is {kind}: a name is one kind of upstream; register with replace to change it",
+                reg.name
+            )));
+        }
         let stored = StoredInstance {
             name: reg.name.clone(),
             url: url.clone(),
@@ -734,6 +805,7 @@ impl Registry {
             registered_at_ms: registered_at,
             owner: owner.as_deref().map(String::from),
             auth: reg.auth,
+            command: reg.command.clone(),
         };
         let store = Arc::clone(&self.store);
         let replace = reg.replace;
@@ -787,6 +859,48 @@ impl Registry {
             new_service,
             refreshed,
         })
+    }
+
+    /// Whether `actor` may have the gateway run `command`: only an operator, only a
+    /// program on `allowed_commands` (empty by default: starting a program an HTTP
+    /// request names is remote code execution).
+    fn may_run(
+        &self,
+        name: &str,
+        command: &crate::upstream::stdio::Command,
+        actor: &Actor,
+    ) -> Result<(), RegisterError> {
+        let why = if self.allowed_commands.is_empty() {
+            "registering stdio servers is off (the gateway's allowed_commands is empty); configure them as [[upstreams]] with a command, or allow the program".to_string()
+        } else if !actor.operator {
+            "registering a stdio server takes the operate scope".to_string()
+        } else if !self.allowed_commands.contains(&command.command) {
+            format!(
+                "command {:?} is not in the gateway's allowed_commands",
+                command.command
+            )
+        } else {
+            return Ok(());
+        };
+        Err(RegisterError::NotAllowed {
+            name: name.to_string(),
+            why,
+        })
+    }
+
+    /// An operator's `start`, `stop` or `restart` of every instance of `name` (a
+    /// restart gives a stdio server a fresh restart budget). `None`: no such service.
+    pub async fn control(&self, name: &str, action: Control) -> Option<ServiceEntry> {
+        let service = self.upstream(name)?;
+        let instances = service.instances();
+        if matches!(action, Control::Stop | Control::Restart) {
+            futures::future::join_all(instances.iter().map(|i| i.stop())).await;
+        }
+        if matches!(action, Control::Start | Control::Restart) {
+            futures::future::join_all(instances.iter().map(|i| i.start())).await;
+        }
+        tracing::info!(service = name, action = ?action, state = ?service.state(), "operator control");
+        self.service(name)
     }
 
     /// The identity an unregistered service name is still reserved for, if any.

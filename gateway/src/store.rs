@@ -14,7 +14,7 @@ use std::{path::Path, sync::Mutex};
 use rmcp::model::Tool;
 use rusqlite::{Connection, params};
 
-use crate::upstream::secret::UpstreamAuth;
+use crate::upstream::{secret::UpstreamAuth, stdio::Command};
 
 /// One persisted registration: an instance of a service.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +32,8 @@ pub struct StoredInstance {
     pub owner: Option<String>,
     /// The gateway's credential towards the instance.
     pub auth: Option<UpstreamAuth>,
+    /// A stdio server's command (its env may hold secrets, like `auth`).
+    pub command: Option<Command>,
 }
 
 /// Errors of the store; the message names the file and the operation.
@@ -92,8 +94,8 @@ impl Store {
             ) STRICT;",
         )
         .map_err(wrap)?;
-        // Stores written before owners and upstream credentials existed.
-        for column in ["owner", "auth"] {
+        // Stores written before owners, upstream credentials and stdio servers existed.
+        for column in ["owner", "auth", "command"] {
             let present: bool = conn
                 .query_row(
                     "SELECT COUNT(*) > 0 FROM pragma_table_info('instances') WHERE name = ?1",
@@ -131,7 +133,8 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT name, url, weight, call_timeout_ms, tools, registered_at_ms, owner, auth
+                "SELECT name, url, weight, call_timeout_ms, tools, registered_at_ms, owner, auth,
+                   command
                  FROM instances ORDER BY name, registered_at_ms, url",
             )
             .map_err(|e| self.err(e))?;
@@ -146,12 +149,13 @@ impl Store {
                     r.get::<_, i64>(5)?,
                     r.get::<_, Option<String>>(6)?,
                     r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (name, url, weight, timeout, tools, registered_at_ms, owner, auth) =
+            let (name, url, weight, timeout, tools, registered_at_ms, owner, auth, command) =
                 row.map_err(|e| self.err(e))?;
             let corrupt = |source| StoreError::Corrupt {
                 path: self.path.clone(),
@@ -163,6 +167,10 @@ impl Store {
                 .map(|a| serde_json::from_str(&a))
                 .transpose()
                 .map_err(corrupt)?;
+            let command = command
+                .map(|c| serde_json::from_str(&c))
+                .transpose()
+                .map_err(corrupt)?;
             out.push(StoredInstance {
                 name,
                 url,
@@ -172,6 +180,7 @@ impl Store {
                 registered_at_ms,
                 owner,
                 auth,
+                command,
             });
         }
         Ok(out)
@@ -185,6 +194,10 @@ impl Store {
             .auth
             .as_ref()
             .map(|a| serde_json::to_string(a).expect("auth serializes"));
+        let command = i
+            .command
+            .as_ref()
+            .map(|c| serde_json::to_string(c).expect("command serializes"));
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         if replace_service {
@@ -193,12 +206,13 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO instances
-               (name, url, weight, call_timeout_ms, tools, registered_at_ms, owner, auth)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+               (name, url, weight, call_timeout_ms, tools, registered_at_ms, owner, auth,
+                command)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT(name, url) DO UPDATE SET weight = excluded.weight,
                call_timeout_ms = excluded.call_timeout_ms, tools = excluded.tools,
                registered_at_ms = excluded.registered_at_ms, owner = excluded.owner,
-               auth = excluded.auth",
+               auth = excluded.auth, command = excluded.command",
             params![
                 i.name,
                 i.url,
@@ -207,7 +221,8 @@ impl Store {
                 tools,
                 i.registered_at_ms,
                 i.owner,
-                auth
+                auth,
+                command
             ],
         )
         .map_err(|e| self.err(e))?;
@@ -346,6 +361,7 @@ mod tests {
             registered_at_ms: at,
             owner: None,
             auth: None,
+            command: None,
         }
     }
 

@@ -46,6 +46,7 @@ fn service(spec: &Spec, parent: &CancellationToken) -> Arc<Service> {
             registered_at_ms: spec.since,
             owner: spec.owner.as_deref().map(Arc::from),
             auth: None,
+            command: None,
         },
         spec.tools.iter().map(|t| tool(t)).collect(),
         options,

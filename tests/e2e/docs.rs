@@ -284,9 +284,7 @@ async fn configured_upstreams_win_over_stored_registrations() {
     config.upstreams = vec![gateway::config::UpstreamSpec {
         name: "svc".into(),
         url: configured.mcp_url(),
-        weight: None,
-        call_timeout_ms: None,
-        auth: None,
+        ..Default::default()
     }];
     let gw = start_gateway(config).await;
     wait_for_services(&gw, &["svc"]).await;

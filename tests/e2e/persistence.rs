@@ -59,9 +59,7 @@ async fn configured_upstreams_connect_at_start_and_are_retried_until_up() {
     config.upstreams = vec![gateway::config::UpstreamSpec {
         name: "late".into(),
         url: format!("http://{addr}"),
-        weight: None,
-        call_timeout_ms: None,
-        auth: None,
+        ..Default::default()
     }];
     let gw = start_gateway(config).await;
     // The gateway is up although its upstream is not.

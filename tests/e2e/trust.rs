@@ -145,11 +145,10 @@ async fn the_gateway_calls_a_backend_with_its_own_credential_and_never_shows_it(
     config.upstreams = vec![gateway::config::UpstreamSpec {
         name: "keyed".into(),
         url: keyed_backend.mcp_url(),
-        weight: None,
-        call_timeout_ms: None,
         auth: Some(
             serde_json::from_value(json!({"header": "X-Api-Key", "value": SECRET})).expect("auth"),
         ),
+        ..Default::default()
     }];
     let gw = start_gateway(config).await;
     wait_for_services(&gw, &["keyed"]).await;

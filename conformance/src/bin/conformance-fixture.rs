@@ -40,12 +40,29 @@ struct Cli {
     /// Log one JSON object per line instead of human-readable lines.
     #[arg(long)]
     log_json: bool,
+
+    /// Serve one session on stdin and stdout instead of HTTP (logs go to stderr); exit
+    /// when stdin closes.
+    #[arg(long)]
+    stdio: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    service_kit::logging::init(cli.log_json);
+    if cli.stdio {
+        // stdout carries the protocol: every log line goes to stderr.
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .init();
+    } else {
+        service_kit::logging::init(cli.log_json);
+    }
     let config = Config {
         allowed_hosts: cli.allowed_hosts,
         revision: cli.revision,
@@ -53,6 +70,9 @@ async fn main() -> ExitCode {
     tracing::info!(revision = %cli.revision, "conformance fixture revisions");
     let shutdown = service_kit::shutdown::on_signal();
     let result = async {
+        if cli.stdio {
+            return fixture::run_stdio(config, shutdown).await;
+        }
         let listener = service_kit::serve::bind(&cli.listen).await?;
         fixture::run(config, listener, shutdown).await
     }

@@ -26,15 +26,15 @@ use serde_json::json;
 use super::{
     auth::{Identity, Scopes},
     schema::{
-        CallList, ErrorBody, HealthBody, RegisterRequest, Registered, ServiceLine, ServiceList,
-        StatsBody, ToolStats, Unregistered, Upstreams,
+        CallList, ErrorBody, HealthBody, InstanceLogs, RegisterRequest, Registered, ServiceLine,
+        ServiceList, ServiceLogs, StatsBody, ToolStats, Unregistered, Upstreams,
     },
 };
 use crate::observe::calllog::{Filter, Stats};
 use crate::registry::ServiceEntry;
 use crate::vocab::Invalid;
 use crate::{
-    registry::{Actor, RegisterError, Registration, Registry, UnregisterError},
+    registry::{Actor, Control, RegisterError, Registration, Registry, UnregisterError},
     upstream::{health::State as UpState, secret::UpstreamAuth},
 };
 
@@ -53,7 +53,18 @@ pub use crate::refusal::error;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RegisterBody {
     name: String,
+    #[serde(default)]
     url: String,
+    /// A stdio server: the program, its arguments, environment and directory.
+    #[serde(default)]
+    command: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    /// Read apart, like `auth`: its values may be secrets.
+    #[serde(default)]
+    env: Option<serde_json::Value>,
+    #[serde(default)]
+    cwd: Option<std::path::PathBuf>,
     #[serde(default)]
     weight: Option<u32>,
     #[serde(default)]
@@ -169,7 +180,21 @@ pub fn parse_registration(body: &[u8], actor: Actor) -> Result<Registration, Inv
         Some(Ok(auth)) => Some(auth),
         Some(Err(_)) => return Err(crate::upstream::secret::FORMS.into()),
     };
+    let env = match parsed.env.map(serde_json::from_value) {
+        None => Default::default(),
+        Some(Ok(env)) => env,
+        Some(Err(_)) => return Err("env must be an object of strings".into()),
+    };
+    let command = parsed
+        .command
+        .map(|command| crate::upstream::stdio::Command {
+            command,
+            args: parsed.args,
+            env,
+            cwd: parsed.cwd,
+        });
     Ok(Registration {
+        command,
         name: parsed.name,
         url: parsed.url,
         weight: parsed.weight,
@@ -298,6 +323,106 @@ async fn unregister_reply(
             )
         }
     }
+}
+
+/// `POST /services/{name}/{action}`: `start`, `stop` or `restart` every instance.
+#[utoipa::path(post, path = "/services/{name}/{action}", tag = "registry",
+    params(
+        ("name" = String, Path, description = "The service"),
+        ("action" = String, Path, description = "start, stop or restart"),
+    ),
+    responses(
+        (status = 200, description = "Done; the service as it stands now (a start returns once connected, or after connect_timeout_ms)", body = ServiceEntry),
+        (status = 400, description = "Malformed path", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Scope (operate), Host or Origin", body = ErrorBody),
+        (status = 404, description = "No such service, or no such action", body = ErrorBody),
+        (status = 429, description = "Over a rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn control(
+    State(registry): State<Arc<Registry>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let (name, action) = match path {
+        Ok(Path(p)) => p,
+        Err(e) => return bad_request("path", e.body_text()),
+    };
+    let action = match action.as_str() {
+        "start" => Control::Start,
+        "stop" => Control::Stop,
+        "restart" => Control::Restart,
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "unknown_action",
+                format!("no action \"{action}\"; POST /services/{{name}}/start, /stop or /restart"),
+            );
+        }
+    };
+    match registry.control(&name, action).await {
+        Some(s) => Json(s).into_response(),
+        None => not_registered(&name),
+    }
+}
+
+/// `GET /services/{name}/logs`: what a stdio server's processes wrote to stderr.
+#[utoipa::path(get, path = "/services/{name}/logs", tag = "registry",
+    params(("name" = String, Path, description = "The service")),
+    responses(
+        (status = 200, description = "Each instance's last stderr lines, oldest first", body = ServiceLogs),
+        (status = 400, description = "Malformed path", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Scope (operate), Host or Origin", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "Not a stdio server (it has no process)", body = ErrorBody),
+        (status = 429, description = "Over a rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn logs(
+    State(registry): State<Arc<Registry>>,
+    name: Result<Path<String>, PathRejection>,
+) -> Response {
+    let name = match name {
+        Ok(Path(name)) => name,
+        Err(e) => return bad_request("path", e.body_text()),
+    };
+    let Some(service) = registry.upstream(&name) else {
+        return not_registered(&name);
+    };
+    if !service.stdio() {
+        return error(
+            StatusCode::CONFLICT,
+            "not_stdio",
+            format!("service \"{name}\" is an HTTP server: the gateway runs no process for it"),
+        );
+    }
+    let instances = service
+        .instances()
+        .iter()
+        .filter_map(|i| {
+            let process = i.process()?;
+            Some(InstanceLogs {
+                id: i.id.clone(),
+                url: i.url.to_string(),
+                pid: process.child().map(|c| c.pid),
+                lines: process.stderr(),
+            })
+        })
+        .collect();
+    Json(ServiceLogs {
+        service: name,
+        instances,
+    })
+    .into_response()
+}
+
+fn not_registered(name: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_registered",
+        format!("no service \"{name}\" is registered"),
+    )
 }
 
 /// `GET /services/{name}`.

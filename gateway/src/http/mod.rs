@@ -8,6 +8,8 @@
 //!   /services   admin::services (GET, POST)
 //!   /services/{name}                 GET one, DELETE (all instances, or ?url=)
 //!   /services/{name}/instances/{id}  DELETE one instance
+//!   /services/{name}/{action}        POST start, stop, restart (operate)
+//!   /services/{name}/logs            GET a stdio server's stderr (operate)
 //!   /calls      admin::calls (GET): the call log, filtered
 //!   /stats      admin::stats (GET): per service and tool, from the call log
 //!   /metrics    Prometheus metrics (GET)
@@ -68,6 +70,8 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config)
             "/services/{name}/instances/{id}",
             axum::routing::delete(admin::unregister_instance),
         )
+        .route("/services/{name}/logs", get(admin::logs))
+        .route("/services/{name}/{action}", post(admin::control))
         .route("/calls", get(admin::calls))
         .route("/stats", get(admin::stats))
         .with_state(Arc::clone(&registry));

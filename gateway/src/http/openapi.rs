@@ -45,6 +45,8 @@ impl Modify for Bearer {
         super::admin::service,
         super::admin::unregister,
         super::admin::unregister_instance,
+        super::admin::control,
+        super::admin::logs,
         super::admin::calls,
         super::admin::stats,
         super::admin::health,

@@ -51,9 +51,24 @@ pub struct RegisterRequest {
     )]
     pub name: String,
     /// The service's MCP endpoint (`http` or `https`); a URL without a path means
-    /// `/mcp`.
+    /// `/mcp`. Required unless `command` is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = "uri", pattern = "^https?://")]
-    pub url: String,
+    pub url: Option<String>,
+    /// A stdio server for the gateway to run instead of a URL: the program (on the
+    /// gateway's `allowed_commands`; needs the `operate` scope).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 4096)]
+    pub command: Option<String>,
+    /// The stdio server's arguments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// The stdio server's environment (values are never shown again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+    /// The stdio server's working directory (absolute).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
     /// Share of calls under `balance = "weighted"` (at least 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
@@ -183,4 +198,24 @@ pub struct ResourceMetadata {
     pub authorization_servers: Vec<String>,
     pub bearer_methods_supported: Vec<String>,
     pub resource_name: String,
+}
+
+/// `GET /services/{name}/logs`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceLogs {
+    pub service: String,
+    pub instances: Vec<InstanceLogs>,
+}
+
+/// One stdio instance's stderr, as kept (the last 200 lines, each cut at 1 KiB).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceLogs {
+    pub id: String,
+    pub url: String,
+    /// The running child's pid (absent while none runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub lines: Vec<String>,
 }

@@ -27,8 +27,9 @@ pub struct UpstreamClient {
     pub(super) info: ClientConfig,
     pub(super) instance: Weak<Instance>,
     pub(super) relays: Arc<Relays>,
-    /// Where this session's pass-through calls go.
-    pub(super) raw: Arc<super::raw::RawTarget>,
+    /// Where this session's pass-through calls go (`None`: a stdio server's session,
+    /// which only the typed path serves).
+    pub(super) raw: Option<Arc<super::raw::RawTarget>>,
 }
 
 fn unexpected(what: &str) -> ErrorData {

@@ -32,6 +32,10 @@ pub enum State {
     Degraded,
     /// Unreachable, session lost, or circuit open.
     Down,
+    /// An operator stopped it; it stays down until started.
+    Stopped,
+    /// A stdio server that crashed past its restart budget; down until started.
+    Failed,
 }
 
 impl State {
@@ -41,6 +45,8 @@ impl State {
             State::Healthy => "healthy",
             State::Degraded => "degraded",
             State::Down => "down",
+            State::Stopped => "stopped",
+            State::Failed => "failed",
         }
     }
 }
@@ -242,6 +248,23 @@ impl Health {
         self.set(State::Down)
     }
 
+    /// Parked by an operator or by a spent restart budget: no session until started.
+    pub fn park(&mut self, state: State, why: String) -> bool {
+        self.last_error = Some(why);
+        self.last_check = Some(SystemTime::now());
+        self.breaker = Breaker::Closed;
+        self.open_until = None;
+        self.probe_in_flight = false;
+        self.set(state)
+    }
+
+    /// An operator started a parked instance: `starting` until it connects.
+    pub fn restart(&mut self) -> bool {
+        self.consecutive_failures = 0;
+        self.last_error = None;
+        self.set(State::Starting)
+    }
+
     /// A half-open probe was admitted but never sent (e.g. no session): free the slot.
     pub fn release_probe(&mut self) {
         self.probe_in_flight = false;
@@ -249,19 +272,33 @@ impl Health {
 }
 
 /// A service's state from its instances': healthy only if all are, down only if none
-/// can serve, starting while none has connected yet, degraded otherwise.
+/// can serve, starting while none has connected yet, degraded otherwise; stopped or
+/// failed when all are (a mix of the two, or with down ones, is down).
 pub fn aggregate(states: impl IntoIterator<Item = State>) -> State {
     let (mut n, mut healthy, mut down, mut starting) = (0, 0, 0, 0);
+    let (mut stopped, mut failed) = (0, 0);
     for s in states {
         n += 1;
         match s {
             State::Healthy => healthy += 1,
             State::Down => down += 1,
+            State::Stopped => {
+                stopped += 1;
+                down += 1;
+            }
+            State::Failed => {
+                failed += 1;
+                down += 1;
+            }
             State::Starting => starting += 1,
             State::Degraded => {}
         }
     }
-    if n == 0 || down == n {
+    if n > 0 && stopped == n {
+        State::Stopped
+    } else if n > 0 && failed == n {
+        State::Failed
+    } else if n == 0 || down == n {
         State::Down
     } else if healthy == n {
         State::Healthy

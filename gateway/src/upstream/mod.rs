@@ -28,6 +28,7 @@ pub mod raw;
 pub mod relay;
 pub mod resume;
 pub mod secret;
+pub mod stdio;
 
 use std::{
     sync::{
@@ -81,6 +82,8 @@ pub struct Origin {
     pub owner: Option<Arc<str>>,
     /// The gateway's own credential towards the upstream.
     pub auth: Option<secret::UpstreamAuth>,
+    /// A stdio server's command: the gateway runs it (`url` is then `stdio:NAME/N`).
+    pub command: Option<stdio::Command>,
 }
 
 /// Knobs shared by every upstream.
@@ -439,6 +442,10 @@ pub struct Instance {
     /// the new set when `rewatch` fires.
     watched: Mutex<std::collections::BTreeSet<String>>,
     rewatch: watch::Sender<u64>,
+    /// A stdio server's process (`None`: an HTTP upstream).
+    process: Option<stdio::Process>,
+    /// An HTTP upstream an operator stopped (a stdio one's process says so itself).
+    parked: AtomicBool,
 }
 
 /// Resources one instance's listen stream follows (those clients subscribed to).
@@ -473,6 +480,9 @@ pub struct InstanceView {
     /// 2026-07-28 with a backend that answers it, else what `initialize` agreed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<String>,
+    /// A stdio server's process: pid, uptime, restarts, last exit, CPU, memory, stderr.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<stdio::ProcessView>,
     #[serde(flatten)]
     pub health: health::Snapshot,
 }
@@ -524,6 +534,8 @@ impl Instance {
             declaring: Mutex::new(Vec::new()),
             revision: ArcSwapOption::empty(),
             events: std::sync::OnceLock::new(),
+            process: origin.command.map(stdio::Process::new),
+            parked: AtomicBool::new(false),
         })
     }
 
@@ -612,7 +624,7 @@ impl Instance {
             info,
             instance: Arc::downgrade(self),
             relays,
-            raw,
+            raw: Some(raw),
         };
         let session = service_kit::client::connect_via(&self.url, &options, handler, http)
             .await
@@ -714,6 +726,7 @@ impl Instance {
             auth: self.auth_kind.clone(),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             protocol_version: self.revision.load_full().map(|r| r.to_string()),
+            process: self.process.as_ref().map(stdio::Process::view),
             health: self.health().snapshot(),
         }
     }
@@ -745,6 +758,14 @@ impl Instance {
     /// Connects and lists tools once, within the connect deadline. Used by `/register`
     /// (which must answer with the tools or a clear error) and by the supervisor.
     pub async fn connect(self: &Arc<Self>) -> Result<Vec<Tool>, String> {
+        if let Some(process) = &self.process {
+            let session = self.start_process(process).await?;
+            let installed = self.install(session).await;
+            if installed.is_err() {
+                process.kill().await;
+            }
+            return installed;
+        }
         // An address literal never reaches the resolver's filter: checked here.
         self.options
             .guard
@@ -757,11 +778,21 @@ impl Instance {
             info: service_kit::client::client_config(&options),
             instance: Arc::downgrade(self),
             relays: Arc::clone(&self.relays),
-            raw,
+            raw: Some(raw),
         };
         let session = service_kit::client::connect_via(&self.url, &options, handler, http)
             .await
             .map_err(|e| service_kit::client::without_response_body(&format!("{e:#}")))?;
+        self.install(session).await
+    }
+
+    /// Reads a new session's lists and makes it the instance's.
+    async fn install(self: &Arc<Self>, session: Session) -> Result<Vec<Tool>, String> {
+        if let Some((_, why)) = self.parked() {
+            // Stopped while it connected.
+            session.cancellation_token().cancel();
+            return Err(why);
+        }
         let tools = list_tools(
             &session,
             self.options.list_bounds,
@@ -783,6 +814,110 @@ impl Instance {
         Ok(tools)
     }
 
+    /// Starts a stdio server's child and opens the gateway's one session with it over
+    /// its stdin and stdout (the 2025-11-25 handshake: `server/discover` would need a
+    /// second child to fall back). A child that exits ends the session at once.
+    async fn start_process(self: &Arc<Self>, process: &stdio::Process) -> Result<Session, String> {
+        use rmcp::{
+            service::{ClientLifecycleMode, ClientServiceExt},
+            transport::async_rw::AsyncRwTransport,
+        };
+        let spawned = process.spawn(&self.service)?;
+        let child = Arc::clone(&spawned.child);
+        // The child's end ends its session: the instance is `down` at once, and the
+        // supervisor starts the next child (within the restart budget).
+        let watched = Arc::downgrade(self);
+        let ended = Arc::clone(&child);
+        tokio::spawn(async move {
+            let status = ended.wait().await;
+            if let Some(instance) = watched.upgrade()
+                && let Some(process) = &instance.process
+            {
+                process.exited(&ended, &status);
+                if process.child().is_none()
+                    && let Some(session) = instance.session.load_full()
+                {
+                    instance.lost(&session, &format!("the process exited ({status})"));
+                }
+            }
+        });
+        let options = self.client_options("mcp-gateway");
+        let handler = UpstreamClient {
+            info: service_kit::client::client_config(&options),
+            instance: Arc::downgrade(self),
+            relays: Arc::clone(&self.relays),
+            raw: None,
+        };
+        // A line longer than a response may be is dropped, never buffered whole.
+        let transport = AsyncRwTransport::new(spawned.stdout, spawned.stdin)
+            .with_max_line_length(self.options.max_response_bytes);
+        let handshake = handler.serve_with_lifecycle(transport, ClientLifecycleMode::Initialize);
+        let why = match tokio::time::timeout(self.options.connect_timeout, handshake).await {
+            Ok(Ok(session)) => return Ok(session),
+            Ok(Err(e)) => format!("MCP initialize over stdio failed: {e}"),
+            Err(_) => format!(
+                "no MCP answer on stdout within {} ms",
+                self.options.connect_timeout.as_millis()
+            ),
+        };
+        process.kill().await;
+        let status = child.wait().await;
+        Err(format!("{why} (the process: {status})"))
+    }
+
+    /// A stdio server's process, if this instance runs one.
+    pub fn process(&self) -> Option<&stdio::Process> {
+        self.process.as_ref()
+    }
+
+    /// An operator's stop: the session ends (the child's stdin closes), the child is
+    /// stopped, and the instance stays `stopped` until started. HTTP upstreams: the
+    /// session ends and no new one is opened until started.
+    pub async fn stop(&self) {
+        if let Some(process) = &self.process {
+            process.park();
+        } else {
+            self.parked.store(true, Ordering::Release);
+        }
+        if let Some(session) = self.session.swap(None) {
+            session.cancellation_token().cancel();
+        }
+        if let Some(process) = &self.process {
+            process.kill().await;
+        }
+        self.update_health(|h| h.park(State::Stopped, "stopped by an operator".into()));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// An operator's start: a stopped or failed instance connects again (a stdio
+    /// server with a fresh restart budget). Returns once it has a session, or after
+    /// the connect deadline.
+    pub async fn start(&self) {
+        if self.parked().is_none() && self.session.load().is_some() {
+            return;
+        }
+        let seen = *self.generation.borrow();
+        if let Some(process) = &self.process {
+            process.unpark();
+        }
+        self.parked.store(false, Ordering::Release);
+        self.update_health(Health::restart);
+        self.wake.notify_one();
+        self.await_new_session(seen).await;
+    }
+
+    /// Why the instance does not connect now, if it does not: stopped or failed.
+    fn parked(&self) -> Option<(State, String)> {
+        match self.process.as_ref().and_then(stdio::Process::parked) {
+            Some(stdio::Parked::Stopped) => Some((State::Stopped, "stopped by an operator".into())),
+            Some(stdio::Parked::Failed(why)) => Some((State::Failed, format!("failed: {why}"))),
+            None if self.parked.load(Ordering::Acquire) => {
+                Some((State::Stopped, "stopped by an operator".into()))
+            }
+            None => None,
+        }
+    }
+
     /// One attempt of a request on this instance, relaying what the backend sends back
     /// meanwhile to `down`.
     async fn call(
@@ -799,6 +934,9 @@ impl Instance {
             return Err(Failure::NotDelivered(self.last_error_or("no session")));
         };
         let session = match &down.via {
+            // A stdio server has one session (its stdin and stdout): every call shares
+            // it, and what the server sends is routed by the call it belongs to.
+            _ if self.process.is_some() => Arc::clone(&shared),
             Via::Shared => Arc::clone(&shared),
             Via::Private(private) => match self.private_session(private).await {
                 Ok(s) => s,
@@ -949,8 +1087,13 @@ impl Instance {
                 Ok(session) => {
                     let _ = tokio::time::timeout(Duration::from_secs(2), session.cancel()).await;
                 }
-                Err(shared) => drop(shared), // a call still holds it; dropping ours is enough
+                // A call still holds it: its loop ends now all the same (a stdio
+                // server's stdin closes with it).
+                Err(shared) => shared.cancellation_token().cancel(),
             }
+        }
+        if let Some(process) = &self.process {
+            process.kill().await;
         }
     }
 
@@ -972,6 +1115,15 @@ impl Instance {
                 return;
             }
             let Some(session) = self.session.load_full() else {
+                if let Some((state, why)) = self.parked() {
+                    self.update_health(|h| h.park(state, why));
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = self.cancel.cancelled() => return,
+                    }
+                    backoff = MIN_BACKOFF;
+                    continue;
+                }
                 let result = tokio::select! {
                     r = self.connect() => r,
                     _ = self.cancel.cancelled() => return,
@@ -986,6 +1138,7 @@ impl Instance {
                         }
                         listener.tools_changed(&self.service, &self);
                     }
+                    Err(_) if self.parked().is_some() => continue, // its budget is spent
                     Err(e) => {
                         self.update_health(|h| h.lost(e));
                         let delay = backoff.mul_f64(rand::rng().random_range(0.75..1.25));
@@ -1623,6 +1776,11 @@ impl Service {
         self.instances.store(Arc::new(instances));
     }
 
+    /// Runs stdio servers (then every instance does: a name is one kind of upstream).
+    pub fn stdio(&self) -> bool {
+        self.instances.load().iter().any(|i| i.process.is_some())
+    }
+
     pub fn set_call_timeout(&self, t: Duration) {
         self.call_timeout_ms
             .store(t.as_millis() as u64, Ordering::Relaxed);
@@ -1971,6 +2129,7 @@ mod tests {
                 registered_at_ms: 0,
                 owner: None,
                 auth: None,
+                command: None,
             },
             Vec::new(),
             options(),

@@ -349,7 +349,11 @@ impl Instance {
             }
             return Err(Failure::NotDelivered(self.last_error_or("no session")));
         };
-        let target = Arc::clone(&session.service().raw);
+        let Some(target) = session.service().raw.clone() else {
+            // The pass-through path never routes a stdio server's calls (see
+            // `Service::stdio`); refused without touching the instance's health.
+            return Err(Failure::Refused(0));
+        };
         // Registered before sending, so nothing the backend says can come too early.
         let relay = relay.then(|| {
             let (tx, rx) = mpsc::channel(64);
