@@ -1,6 +1,7 @@
 //! The service-to-service path: a tiny stand-in MCP server plays "the gateway" (it
 //! exposes user-service's `getUserPreferences` at `/mcp` and accepts `POST /register`),
-//! and shopping-service is pointed at it.
+//! and shopping-service is pointed at it: in-process over HTTP, and as the real binary
+//! in `--stdio` mode (which still reaches the gateway over HTTP, and never registers).
 
 mod common;
 
@@ -31,7 +32,7 @@ use shopping_service::{Config, run};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use common::{args, error_text};
+use common::{args, error_text, stdio::StdioChild};
 
 /// The token shopping-service presents to the (stand-in) gateway.
 const TOKEN: &str = "test-token";
@@ -367,4 +368,87 @@ async fn registers_with_the_gateway() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stack.stop();
+}
+
+#[tokio::test]
+async fn recommendations_over_stdio_still_go_through_the_gateway_over_http() {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind gateway");
+    let gateway_addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Seen::default());
+    let shutdown = CancellationToken::new();
+    let gateway = serve_fake_gateway(listener, seen.clone(), shutdown.clone());
+    let gateway_url = format!("http://{gateway_addr}");
+    let mut shop = StdioChild::start(
+        env!("CARGO_BIN_EXE_shopping-service"),
+        &[],
+        &[("GATEWAY_URL", &gateway_url), ("MCP_BEARER_TOKEN", TOKEN)],
+    );
+    shop.initialize().await;
+
+    let result = shop
+        .call(
+            "getPersonalizedRecommendations",
+            json!({"userId": "456", "limit": 3}),
+        )
+        .await;
+    assert_eq!(result["isError"], false, "{result}");
+    let value = &result["structuredContent"];
+    assert_eq!(
+        value["basedOn"]["favoriteCategories"],
+        json!(["Books", "Grocery"])
+    );
+    assert_eq!(value["products"].as_array().map(Vec::len), Some(3));
+    let unknown = shop
+        .call("getPersonalizedRecommendations", json!({"userId": "99999"}))
+        .await;
+    assert_eq!(unknown["isError"], true);
+    assert!(
+        unknown["content"][0]["text"]
+            .as_str()
+            .expect("text")
+            .contains("no user with id"),
+        "{unknown}"
+    );
+
+    let (status, rest, stderr) = shop.close_and_wait().await;
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(seen.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        *seen.authorization.lock().expect("lock"),
+        [format!("Bearer {TOKEN}"), format!("Bearer {TOKEN}")]
+    );
+    // It ran (and exited) without ever registering.
+    assert!(seen.registrations.lock().expect("lock").is_empty());
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), gateway).await;
+}
+
+#[tokio::test]
+async fn over_stdio_an_unreachable_gateway_is_a_clear_tool_error() {
+    // A port nothing listens on: bound, then released.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let mut shop = StdioChild::start(
+        env!("CARGO_BIN_EXE_shopping-service"),
+        &["--gateway-url", &format!("http://{addr}")],
+        &[],
+    );
+    shop.initialize().await;
+    let result = shop
+        .call("getPersonalizedRecommendations", json!({"userId": "456"}))
+        .await;
+    assert_eq!(result["isError"], true, "{result}");
+    let text = result["content"][0]["text"].as_str().expect("text");
+    assert!(
+        text.starts_with("cannot read preferences of user \"456\" through the gateway"),
+        "{text}"
+    );
+    let (status, _, stderr) = shop.close_and_wait().await;
+    assert!(status.success(), "{status}: {stderr}");
 }

@@ -1,19 +1,26 @@
 //! The service in-process on an ephemeral port, without a gateway: `/health` and the
-//! Bearer check on `/mcp` over real HTTP, and the MCP tools through a real rmcp client
-//! session that sends the service's token.
+//! Bearer check on `/mcp` over real HTTP, and the MCP tools, resources, prompts,
+//! completions and basket subscriptions (`resources/subscribe` and 2026-07-28
+//! `subscriptions/listen`) through real rmcp client sessions that send the service's
+//! token.
 
 mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
 use rmcp::{
-    ServiceError,
-    model::{CallToolRequestParams, CallToolResult, ErrorCode},
+    ClientHandler, RoleClient, ServiceError,
+    model::{
+        CallToolRequestParams, CallToolResult, ClientConfig, ErrorCode, GetPromptRequestParams,
+        ReadResourceRequestParams, ResourceContents, ResourceUpdatedNotificationParam,
+        ServerNotification, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
+    },
+    service::{NotificationContext, RunningService},
 };
 use serde_json::{Value, json};
-use service_kit::client::{ClientOptions, ClientSession, connect};
+use service_kit::client::{ClientOptions, ClientSession, client_config, connect, connect_with};
 use shopping_service::{Config, run};
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use common::{args, error_text};
@@ -526,4 +533,257 @@ async fn shutdown_with_an_open_session() {
 fn client() -> reqwest::Client {
     service_kit::client::ensure_tls_provider();
     reqwest::Client::new()
+}
+
+/// A client handler that hands every `notifications/resources/updated` URI to a channel.
+#[derive(Clone)]
+struct Watcher {
+    updates: mpsc::UnboundedSender<String>,
+}
+
+impl ClientHandler for Watcher {
+    fn get_info(&self) -> ClientConfig {
+        client_config(&ClientOptions::default())
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.updates.send(params.uri);
+    }
+}
+
+impl Service {
+    fn options(&self) -> ClientOptions {
+        ClientOptions {
+            bearer: Some(SERVICE_TOKEN.into()),
+            ..ClientOptions::default()
+        }
+    }
+
+    /// A session whose resource updates arrive on the returned channel.
+    async fn watching_client(
+        &self,
+    ) -> (
+        RunningService<RoleClient, Watcher>,
+        mpsc::UnboundedReceiver<String>,
+    ) {
+        let (updates, received) = mpsc::unbounded_channel();
+        let session = connect_with(
+            &format!("http://{}/mcp", self.addr),
+            &self.options(),
+            Watcher { updates },
+        )
+        .await
+        .expect("MCP session");
+        (session, received)
+    }
+}
+
+/// The next updated URI, within 10 s.
+async fn next_update(updates: &mut mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(10), updates.recv())
+        .await
+        .expect("an update within 10 s")
+        .expect("the session is open")
+}
+
+fn text_json(contents: &ResourceContents) -> Value {
+    match contents {
+        ResourceContents::TextResourceContents {
+            text, mime_type, ..
+        } => {
+            assert_eq!(mime_type.as_deref(), Some("application/json"));
+            serde_json::from_str(text).expect("JSON")
+        }
+        other => panic!("text contents expected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn resources_prompts_and_completions_over_http() {
+    let service = start().await;
+    let session = service.client().await;
+    let info = session.peer_info().expect("server info");
+    let capabilities = serde_json::to_value(&info.capabilities).expect("JSON");
+    assert_eq!(
+        capabilities,
+        json!({"completions": {}, "prompts": {}, "resources": {"subscribe": true}, "tools": {}})
+    );
+
+    let resources = session.list_resources(None).await.expect("resources/list");
+    let uris: Vec<&str> = resources.resources.iter().map(|r| r.uri.as_str()).collect();
+    assert_eq!(
+        uris,
+        [
+            "ecommerce://products/catalog",
+            "ecommerce://products/categories",
+            "ecommerce://orders/stats"
+        ]
+    );
+    let templates = session
+        .list_resource_templates(None)
+        .await
+        .expect("resources/templates/list");
+    assert_eq!(templates.resource_templates.len(), 3);
+    let read = |uri: &'static str| {
+        let session = &session;
+        async move {
+            session
+                .read_resource(ReadResourceRequestParams::new(uri))
+                .await
+        }
+    };
+    let product = read("ecommerce://products/42").await.expect("read");
+    let tool = ok(call(&session, "getProductById", json!({"id": "42"})).await);
+    assert_eq!(text_json(&product.contents[0]), tool);
+    let catalog = read("ecommerce://products/catalog").await.expect("read");
+    assert_eq!(text_json(&catalog.contents[0])[41], tool);
+    match read("ecommerce://products/0").await {
+        Err(ServiceError::McpError(e)) => {
+            assert_eq!(e.code, ErrorCode::RESOURCE_NOT_FOUND, "{e:?}")
+        }
+        other => panic!("resource not found expected, got {other:?}"),
+    }
+
+    let prompts = session.list_prompts(None).await.expect("prompts/list");
+    assert_eq!(prompts.prompts.len(), 2);
+    let prompt = session
+        .get_prompt(
+            GetPromptRequestParams::new("recommend_for_user")
+                .with_arguments(args(json!({"userId": "456", "category": "Books"}))),
+        )
+        .await
+        .expect("prompts/get");
+    let text = &prompt.messages[0].content.as_text().expect("text").text;
+    assert!(text.contains("getPersonalizedRecommendations"), "{text}");
+    let completion = session
+        .complete_resource_argument("ecommerce://users/{userId}/orders", "userId", "45", None)
+        .await
+        .expect("completion/complete");
+    assert!(!completion.values.is_empty());
+    assert!(
+        completion.values.iter().all(|v| v.starts_with("45")),
+        "{completion:?}"
+    );
+    service.stop().await;
+}
+
+#[tokio::test]
+#[allow(deprecated)]
+async fn basket_updates_reach_subscribed_sessions_only() {
+    let service = start().await;
+    let (watching, mut watching_updates) = service.watching_client().await;
+    let (quitter, mut quitter_updates) = service.watching_client().await;
+    let basket = "ecommerce://users/u42/basket";
+    let other = "ecommerce://users/u43/basket";
+    for session in [&watching, &quitter] {
+        session
+            .subscribe(SubscribeRequestParams::new(basket))
+            .await
+            .expect("resources/subscribe");
+    }
+    quitter
+        .unsubscribe(UnsubscribeRequestParams::new(basket))
+        .await
+        .expect("resources/unsubscribe");
+    quitter
+        .subscribe(SubscribeRequestParams::new(other))
+        .await
+        .expect("resources/subscribe");
+    let refused = watching
+        .subscribe(SubscribeRequestParams::new("ecommerce://nothing"))
+        .await;
+    assert!(
+        matches!(&refused, Err(ServiceError::McpError(e)) if e.code == ErrorCode::RESOURCE_NOT_FOUND),
+        "{refused:?}"
+    );
+
+    let added = watching
+        .call_tool(
+            CallToolRequestParams::new("addToBasket")
+                .with_arguments(args(json!({"userId": "u42", "productId": "7"}))),
+        )
+        .await
+        .expect("addToBasket");
+    assert_eq!(added.is_error, Some(false), "{added:?}");
+    assert_eq!(next_update(&mut watching_updates).await, basket);
+
+    // The unsubscribed session hears of u43's basket, which it follows, and of nothing
+    // before it: the u42 update would have come first on the same stream.
+    quitter
+        .call_tool(
+            CallToolRequestParams::new("addToBasket")
+                .with_arguments(args(json!({"userId": "u43", "productId": "7"}))),
+        )
+        .await
+        .expect("addToBasket");
+    assert_eq!(next_update(&mut quitter_updates).await, other);
+
+    // Placing the order empties the basket: another update for its subscriber.
+    let order = watching
+        .call_tool(
+            CallToolRequestParams::new("placeOrder").with_arguments(args(json!({"userId": "u42"}))),
+        )
+        .await
+        .expect("placeOrder");
+    assert_eq!(order.is_error, Some(false), "{order:?}");
+    assert_eq!(next_update(&mut watching_updates).await, basket);
+    assert!(quitter_updates.try_recv().is_err());
+    drop((watching, quitter));
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn listen_streams_hear_of_the_baskets_they_asked_for() {
+    let service = start().await;
+    let options = ClientOptions {
+        discover: true,
+        ..service.options()
+    };
+    let modern = connect(&format!("http://{}/mcp", service.addr), &options)
+        .await
+        .expect("2026-07-28 session");
+    let basket = "ecommerce://users/u50/basket";
+    let mut subscription = modern
+        .peer()
+        .listen(
+            SubscriptionFilter::builder()
+                .resource_subscriptions([basket, "ecommerce://nothing"])
+                .build(),
+        )
+        .await
+        .expect("subscriptions/listen");
+    assert_eq!(
+        subscription.acknowledged().resource_subscriptions,
+        Some(vec![basket.to_string()]),
+        "only the shop's own resources are accepted"
+    );
+
+    let session = service.client().await;
+    ok(call(
+        &session,
+        "addToBasket",
+        json!({"userId": "u51", "productId": "9"}),
+    )
+    .await);
+    ok(call(
+        &session,
+        "addToBasket",
+        json!({"userId": "u50", "productId": "9"}),
+    )
+    .await);
+    let notification = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("an update within 10 s")
+        .expect("the stream is open")
+        .expect("a notification");
+    match notification {
+        ServerNotification::ResourceUpdatedNotification(n) => assert_eq!(n.params.uri, basket),
+        other => panic!("resource update expected, got {other:?}"),
+    }
+    drop((subscription, modern, session));
+    service.stop().await;
 }
