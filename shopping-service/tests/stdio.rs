@@ -4,11 +4,12 @@
 //! process holds no socket (no port, no registration) and exits by itself when stdin
 //! closes, or on SIGTERM.
 
-mod common;
+#[path = "common/stdio.rs"]
+mod stdio_client;
 
 use serde_json::{Value, json};
 
-use common::stdio::{StdioChild, open_tcp_sockets, sigterm};
+use stdio_client::{StdioChild, open_tcp_sockets, sigterm};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shopping-service");
 
