@@ -1,7 +1,7 @@
 //! End-to-end tests of user-service over real HTTP: the service runs in-process on an
 //! ephemeral port, and is reached with reqwest (`/health`, the Bearer check, Host
-//! checks), an rmcp client session with its token (`/mcp`), and a stand-in gateway that
-//! records the self-registration.
+//! checks), an rmcp client session with its token (`/mcp`: tools, resources, prompts,
+//! completions), and a stand-in gateway that records the self-registration.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -481,4 +481,62 @@ async fn public_url_overrides_the_registered_url() {
 fn client() -> reqwest::Client {
     service_kit::client::ensure_tls_provider();
     reqwest::Client::new()
+}
+
+#[tokio::test]
+async fn resources_prompts_and_completions_over_http() {
+    use rmcp::model::{GetPromptRequestParams, ReadResourceRequestParams, ResourceContents};
+
+    let service = Running::standalone().await;
+    let session = service.session().await;
+    let info = session.peer_info().expect("server info");
+    assert_eq!(
+        serde_json::to_value(&info.capabilities).expect("JSON"),
+        json!({"completions": {}, "prompts": {}, "resources": {}, "tools": {}})
+    );
+    let templates = session
+        .list_resource_templates(None)
+        .await
+        .expect("resources/templates/list");
+    assert_eq!(templates.resource_templates.len(), 2);
+    let read = session
+        .read_resource(ReadResourceRequestParams::new("users://7/profile"))
+        .await
+        .expect("resources/read");
+    let ResourceContents::TextResourceContents { text, .. } = &read.contents[0] else {
+        panic!("text contents expected: {read:?}");
+    };
+    let tool = call(&session, "getUserById", json!({"id": "7"})).await;
+    assert_eq!(
+        Some(serde_json::from_str::<Value>(text).expect("JSON")),
+        tool.structured_content
+    );
+    match session
+        .read_resource(ReadResourceRequestParams::new("users://7/orders"))
+        .await
+    {
+        Err(ServiceError::McpError(e)) => assert_eq!(e.code, ErrorCode::RESOURCE_NOT_FOUND),
+        other => panic!("resource not found expected, got {other:?}"),
+    }
+    let prompts = session.list_prompts(None).await.expect("prompts/list");
+    assert_eq!(prompts.prompts.len(), 2);
+    let Value::Object(arguments) = json!({"tier": "gold"}) else {
+        unreachable!()
+    };
+    let prompt = session
+        .get_prompt(GetPromptRequestParams::new("find_users").with_arguments(arguments))
+        .await
+        .expect("prompts/get");
+    let text = &prompt.messages[0].content.as_text().expect("text").text;
+    assert!(
+        text.contains("listUsers") && text.contains("gold"),
+        "{text}"
+    );
+    let tiers = session
+        .complete_prompt_argument("find_users", "tier", "", None)
+        .await
+        .expect("completion/complete");
+    assert_eq!(tiers.values, ["bronze", "silver", "gold", "platinum"]);
+    drop(session);
+    service.stop().await;
 }
