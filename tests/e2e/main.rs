@@ -19,5 +19,6 @@ mod protocol;
 mod registration;
 mod rounds;
 mod seed;
+mod stdio;
 mod transparency;
 mod trust;

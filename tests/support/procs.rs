@@ -31,6 +31,9 @@ fn build_binaries() {
                 "shopping-service",
                 "-p",
                 "user-service",
+                // conformance-fixture: the stdio server of the stdio upstream tests.
+                "-p",
+                "conformance",
             ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
@@ -64,6 +67,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A running component known only by its base URL (cloneable, for concurrent tasks).
+#[derive(Clone)]
+pub struct Url(pub String);
+
+impl super::Target for Url {
+    fn base_url(&self) -> String {
+        self.0.clone()
+    }
+}
+
 /// A child process of the stack; killed when dropped.
 pub struct Proc {
     pub name: &'static str,
@@ -78,6 +91,10 @@ impl Proc {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
     }
 
     /// SIGKILL: no shutdown code runs (a crash).

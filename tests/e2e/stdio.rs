@@ -1,0 +1,577 @@
+//! stdio upstreams: MCP servers the gateway runs as child processes. The conformance
+//! fixture in `--stdio` mode is the well-behaved server; `sh` scripts are the crashing,
+//! garbage-writing and stderr-flooding ones. Faults are real: `kill -9` of a child,
+//! SIGTERM and SIGKILL of the gateway (run as its own process), and process and
+//! descriptor counts read from /proc.
+
+use std::{path::Path, time::Duration};
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    TOKEN, call, credential, credential_token, gateway_config, http, procs, register_as, rpc,
+    services, start_fixture, start_gateway, wait_for_services, wait_until,
+};
+
+/// The conformance fixture serving the 2025 revision on stdin and stdout.
+fn fixture() -> (String, Vec<String>) {
+    (
+        procs::binary("conformance-fixture").display().to_string(),
+        vec!["--stdio".into(), "--revision".into(), "2025".into()],
+    )
+}
+
+fn stdio_upstream(name: &str, command: &str, args: &[String]) -> gateway::config::UpstreamSpec {
+    gateway::config::UpstreamSpec {
+        name: name.into(),
+        command: Some(command.into()),
+        args: args.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A `sh -c SCRIPT` stdio server.
+fn sh(name: &str, script: &str) -> gateway::config::UpstreamSpec {
+    stdio_upstream(name, "sh", &["-c".into(), script.into()])
+}
+
+/// `/services`' entry of `name`.
+async fn service(gateway: &impl crate::support::Target, name: &str) -> Value {
+    let all = services(gateway).await;
+    all["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|x| x["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("{name} not in /services: {all}"))
+}
+
+/// The pids of `name`'s running children, by `/services`.
+async fn pids(gateway: &impl crate::support::Target, name: &str) -> Vec<u32> {
+    service(gateway, name).await["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter_map(|i| i["process"]["pid"].as_u64().map(|p| p as u32))
+        .collect()
+}
+
+/// A live (not zombie) process with this pid exists.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+fn kill9(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -9 {pid}");
+}
+
+async fn post(gateway: &impl crate::support::Target, path: &str) -> (u16, Value) {
+    let resp = http()
+        .post(format!("{}{path}", gateway.base_url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("POST");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON"))
+}
+
+async fn get(gateway: &impl crate::support::Target, path: &str) -> (u16, Value) {
+    let resp = http()
+        .get(format!("{}{path}", gateway.base_url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_server_is_listed_called_read_and_back_after_kill_9_while_others_see_no_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = start_fixture("other", &["echo"]).await;
+    let (command, args) = fixture();
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.upstreams = vec![
+        stdio_upstream("fx", &command, &args),
+        gateway::config::UpstreamSpec {
+            name: "other".into(),
+            url: other.mcp_url(),
+            ..Default::default()
+        },
+    ];
+    let gw = start_gateway(config).await;
+    wait_for_services(&gw, &["fx", "other"]).await;
+
+    // Listed, called, a resource read, a prompt got: all over the child's stdin/stdout.
+    let answer = call(&gw, "test_simple_text", json!({})).await;
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "This is a simple text response for testing.",
+        "{answer}"
+    );
+    let (_, read) = rpc(&gw, "resources/read", json!({"uri": "test://static-text"})).await;
+    assert!(read["result"]["contents"][0]["text"].is_string(), "{read}");
+    let entry = service(&gw, "fx").await;
+    let process = &entry["instances"][0]["process"];
+    assert_eq!(entry["state"], "healthy", "{entry}");
+    assert!(
+        process["command"]
+            .as_str()
+            .expect("command")
+            .ends_with("--stdio --revision 2025")
+    );
+    assert!(process["rssBytes"].as_u64().expect("rss") > 0, "{process}");
+    let before = pids(&gw, "fx").await;
+    assert_eq!(before.len(), 1);
+
+    // Another service under load while the child is killed: not one error.
+    let load = {
+        let base = gw.base();
+        tokio::spawn(async move {
+            let target = crate::support::procs::Url(base);
+            let mut errors = Vec::new();
+            for i in 0..150 {
+                let a = call(&target, "echo", json!({"i": i})).await;
+                if a.get("result").is_none() || a["result"]["isError"] == true {
+                    errors.push(a);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            errors
+        })
+    };
+    kill9(before[0]);
+    // Until it is back, a call fails with an error that names the service; then it
+    // succeeds with no step by anyone.
+    let failures = std::sync::Mutex::new(Vec::new());
+    wait_until(
+        "fx to answer again after kill -9",
+        Duration::from_secs(20),
+        || async {
+            let a = call(&gw, "test_simple_text", json!({})).await;
+            if a.get("result").is_some() {
+                return true;
+            }
+            failures.lock().unwrap().push(a);
+            false
+        },
+    )
+    .await;
+    let failures = failures.into_inner().unwrap();
+    for f in &failures {
+        assert_eq!(f["error"]["code"], -32000, "{f}");
+        assert_eq!(f["error"]["data"]["service"], "fx", "{f}");
+    }
+    let errors = load.await.expect("load task");
+    assert!(
+        errors.is_empty(),
+        "the other service saw errors: {errors:?}"
+    );
+    let after = pids(&gw, "fx").await;
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "a new child");
+    assert!(!alive(before[0]), "the killed child was reaped");
+    let process = &service(&gw, "fx").await["instances"][0]["process"];
+    assert_eq!(process["restarts"], 1, "{process}");
+    assert_eq!(process["lastExit"], "killed by signal 9", "{process}");
+    gw.stop().await;
+    // The gateway's shutdown ends its children.
+    wait_until(
+        "the child to end with the gateway",
+        Duration::from_secs(10),
+        || async { !alive(after[0]) },
+    )
+    .await;
+    other.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_exits_at_once_is_failed_after_its_restart_budget_with_its_stderr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.upstreams = vec![sh(
+        "crashy",
+        "echo \"cannot open /var/db/thing: permission denied\" >&2; exit 3",
+    )];
+    let gw = start_gateway(config).await;
+    wait_until("crashy to be failed", Duration::from_secs(40), || async {
+        service(&gw, "crashy").await["state"] == "failed"
+    })
+    .await;
+    let entry = service(&gw, "crashy").await;
+    let instance = &entry["instances"][0];
+    let why = instance["lastError"].as_str().expect("lastError");
+    assert!(why.contains("restarted 5 times within 60 s"), "{why}");
+    assert!(why.contains("exit code 3"), "{why}");
+    assert_eq!(instance["process"]["restarts"], 5, "{instance}");
+    assert!(instance["process"].get("pid").is_none(), "{instance}");
+    let tail = instance["process"]["stderrTail"].to_string();
+    assert!(tail.contains("permission denied"), "{tail}");
+    let (status, logs) = get(&gw, "/services/crashy/logs").await;
+    assert_eq!(status, 200, "{logs}");
+    let lines = logs["instances"][0]["lines"].as_array().expect("lines");
+    assert_eq!(lines.len(), 6, "one line per start: {logs}");
+    // It stays failed: no restart storm.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        service(&gw, "crashy").await["instances"][0]["process"]["restarts"],
+        5
+    );
+    // An operator's start tries again, with a fresh budget.
+    let (status, _) = post(&gw, "/services/crashy/start").await;
+    assert_eq!(status, 200);
+    wait_until(
+        "a new start after the operator's",
+        Duration::from_secs(10),
+        || async {
+            service(&gw, "crashy").await["instances"][0]["process"]["restarts"]
+                .as_u64()
+                .is_some_and(|r| r > 5)
+        },
+    )
+    .await;
+    // An HTTP service has no process logs; an unknown action is named.
+    let (status, body) = post(&gw, "/services/crashy/reboot").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("unknown_action"))
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_stdout_is_a_clear_error_and_a_stop_start_cycle_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (command, args) = fixture();
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.upstreams = vec![
+        // Never answers initialize: lines of garbage, and one line far over any bound.
+        sh(
+            "noisy",
+            "head -c 40000000 /dev/zero | tr '\\0' x; echo; while true; do echo 'this is not JSON'; sleep 0.05; done",
+        ),
+        stdio_upstream("fx", &command, &args),
+    ];
+    config.max_response_bytes = 1 << 20;
+    let gw = start_gateway(config).await;
+    wait_for_services(&gw, &["fx"]).await;
+    wait_until(
+        "noisy to be down with a reason",
+        Duration::from_secs(20),
+        || async {
+            let s = service(&gw, "noisy").await;
+            s["state"] == "down"
+                && s["instances"][0]["lastError"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("no MCP answer on stdout"))
+        },
+    )
+    .await;
+    // The gateway is up and serves the other stdio server.
+    let answer = call(&gw, "test_simple_text", json!({})).await;
+    assert!(answer.get("result").is_some(), "{answer}");
+
+    // stop: the child ends and calls fail with a named error; start: it is back.
+    let child = pids(&gw, "fx").await[0];
+    let (status, stopped) = post(&gw, "/services/fx/stop").await;
+    assert_eq!(
+        (status, stopped["state"].as_str()),
+        (200, Some("stopped")),
+        "{stopped}"
+    );
+    assert!(!alive(child), "the stopped child is gone");
+    let refused = call(&gw, "test_simple_text", json!({})).await;
+    assert_eq!(refused["error"]["code"], -32000, "{refused}");
+    let message = refused["error"]["message"].as_str().expect("message");
+    assert!(message.contains("stopped by an operator"), "{message}");
+    let (status, started) = post(&gw, "/services/fx/start").await;
+    assert_eq!(
+        (status, started["state"].as_str()),
+        (200, Some("healthy")),
+        "{started}"
+    );
+    let answer = call(&gw, "test_simple_text", json!({})).await;
+    assert!(answer.get("result").is_some(), "{answer}");
+    // restart: a new child.
+    let before = pids(&gw, "fx").await;
+    let (status, _) = post(&gw, "/services/fx/restart").await;
+    assert_eq!(status, 200);
+    assert_ne!(pids(&gw, "fx").await, before);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_requests_over_one_child_each_get_their_own_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (command, args) = fixture();
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.upstreams = vec![stdio_upstream("fx", &command, &args)];
+    let gw = start_gateway(config).await;
+    wait_for_services(&gw, &["fx"]).await;
+    let target = crate::support::procs::Url(gw.base());
+    let answers = futures::future::join_all((0..200).map(|i| {
+        let target = target.clone();
+        async move {
+            let (_, a) = rpc(
+                &target,
+                "prompts/get",
+                json!({"name": "test_prompt_with_arguments",
+                       "arguments": {"arg1": format!("first-{i}"), "arg2": format!("second-{i}")}}),
+            )
+            .await;
+            (i, a)
+        }
+    }))
+    .await;
+    for (i, a) in answers {
+        let text = a["result"]["messages"][0]["content"]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("request {i}: {a}"));
+        assert!(
+            text.contains(&format!("first-{i}")) && text.contains(&format!("second-{i}")),
+            "request {i} got another's answer: {text}"
+        );
+    }
+    assert_eq!(pids(&gw, "fx").await.len(), 1, "one child served them all");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_registration_is_off_unless_allowed_and_then_only_for_operators_and_persists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("gw.db");
+    let (command, args) = fixture();
+    let body = json!({"name": "fx", "command": command, "args": args,
+                      "env": {"FIXTURE_SECRET": "s3cr3t-value"}});
+    // Off by default: starting a program an HTTP request names is code execution.
+    let gw = start_gateway(gateway_config(&store)).await;
+    let (status, refused) = register_as(&gw, TOKEN, body.clone()).await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("allowed_commands"),
+        "{refused}"
+    );
+    gw.stop().await;
+
+    let configure = |config: &mut gateway::Config| {
+        config.allowed_commands = vec![command.clone()];
+        config.credentials = vec![credential("registrar", &["register", "list", "call"])];
+    };
+    let mut config = gateway_config(&store);
+    configure(&mut config);
+    let gw = start_gateway(config).await;
+    let (status, refused) = register_as(&gw, &credential_token("registrar"), body.clone()).await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("operate"),
+        "{refused}"
+    );
+    let mut other = body.clone();
+    other["command"] = json!("/bin/sh");
+    let (status, refused) = register_as(&gw, TOKEN, other).await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("not in the gateway's allowed_commands")
+    );
+    let mut both = body.clone();
+    both["url"] = json!("http://127.0.0.1:1/mcp");
+    let (status, refused) = register_as(&gw, TOKEN, both).await;
+    assert_eq!(status, 422, "{refused}");
+
+    let (status, registered) = register_as(&gw, TOKEN, body.clone()).await;
+    assert_eq!(status, 201, "{registered}");
+    let shown = format!("{registered} {}", services(&gw).await);
+    assert!(
+        !shown.contains("s3cr3t-value"),
+        "an env value was shown: {shown}"
+    );
+    assert!(
+        shown.contains("FIXTURE_SECRET"),
+        "the env name is shown: {shown}"
+    );
+    let answer = call(&gw, "test_simple_text", json!({})).await;
+    assert!(answer.get("result").is_some(), "{answer}");
+    let child = pids(&gw, "fx").await[0];
+    gw.stop().await;
+    assert!(!alive(child), "the child ended with the gateway");
+
+    // Persisted: back after a restart, running again.
+    let mut config = gateway_config(&store);
+    configure(&mut config);
+    let gw = start_gateway(config).await;
+    wait_for_services(&gw, &["fx"]).await;
+    let answer = call(&gw, "test_simple_text", json!({})).await;
+    assert!(answer.get("result").is_some(), "{answer}");
+    assert_ne!(pids(&gw, "fx").await[0], child);
+    gw.stop().await;
+}
+
+/// `/proc/PID/fd` entries.
+fn descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Processes whose parent is `pid`: (live, zombies).
+fn children_of(pid: u32) -> (Vec<u32>, Vec<u32>) {
+    let (mut live, mut zombies) = (Vec::new(), Vec::new());
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split(' ').collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            if fields[0] == "Z" {
+                zombies.push(child);
+            } else {
+                live.push(child);
+            }
+        }
+    }
+    (live, zombies)
+}
+
+fn write_config(dir: &Path, port: u16, extra: &str) -> String {
+    let (command, args) = fixture();
+    let path = dir.join("gateway.toml");
+    let toml = format!(
+        "listen = \"127.0.0.1:{port}\"\nstore = \"{}\"\nhealth_interval_ms = 300\n\
+         connect_timeout_ms = 60000\n\
+         [[upstreams]]\nname = \"fx\"\ncommand = {command:?}\nargs = {args:?}\ninstances = 10\n{extra}",
+        dir.join("gw.db").display()
+    );
+    std::fs::write(&path, toml).expect("write config");
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_leave_no_zombie_no_descriptor_and_no_child_survives_the_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = procs::free_port();
+    // Ten children of the fixture, and one that floods stderr.
+    let flood = "[[upstreams]]\nname = \"loud\"\ncommand = \"sh\"\n\
+                 args = [\"-c\", \"yes 'flooding stderr, line after line' >&2 & exec \\\"$0\\\" --stdio --revision 2025\", ";
+    let (command, _) = fixture();
+    // And one that never answers and ignores its stdin closing: only
+    // PR_SET_PDEATHSIG ends it when the gateway is killed (the others exit when their
+    // stdin closes). It waits for its `initialize` for the whole connect deadline.
+    let mute = "[[upstreams]]\nname = \"mute\"\ncommand = \"sleep\"\nargs = [\"600\"]\n";
+    let extra = format!("{flood}{command:?}]\n{mute}");
+    let config = write_config(dir.path(), port, &extra);
+    let mut gw = procs::gateway_args(port, &["--config".into(), config.clone()], &[]).await;
+    let url = procs::Url(gw.base());
+    wait_for_services(&url, &["fx", "loud"]).await;
+    let pid = gw.pid();
+    assert_eq!(pids(&url, "fx").await.len(), 10);
+
+    // 50 restarts of 10 children each: 500 children started and reaped.
+    let (_, _) = (descriptors(pid), children_of(pid));
+    // One cycle first, so lazily opened descriptors are counted in the baseline.
+    assert_eq!(post(&url, "/services/fx/restart").await.0, 200);
+    let fds_before = descriptors(pid);
+    for round in 0..50 {
+        let (status, body) = post(&url, "/services/fx/restart").await;
+        assert_eq!(
+            (status, body["state"].as_str()),
+            (200, Some("healthy")),
+            "round {round}: {body}"
+        );
+    }
+    let restarts: u64 = service(&url, "fx").await["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| i["process"]["restarts"].as_u64().expect("restarts"))
+        .sum();
+    assert_eq!(restarts, 510, "51 restarts of 10 children");
+    wait_until("no zombie children", Duration::from_secs(5), || async {
+        children_of(pid).1.is_empty()
+    })
+    .await;
+    let (live, _) = children_of(pid);
+    assert_eq!(
+        live.len(),
+        12,
+        "ten fixture children, the loud and the mute one: {live:?}"
+    );
+    let fds_after = descriptors(pid);
+    assert!(
+        fds_after <= fds_before + 4,
+        "descriptors leaked: {fds_before} before, {fds_after} after 500 restarts"
+    );
+
+    // The stderr flood: the ring holds at most 200 lines of at most 1 KiB.
+    let (_, logs) = get(&url, "/services/loud/logs").await;
+    let lines = logs["instances"][0]["lines"].as_array().expect("lines");
+    assert!(
+        !lines.is_empty() && lines.len() <= 200,
+        "{} lines",
+        lines.len()
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.as_str().is_some_and(|l| l.len() <= 1024))
+    );
+    let rss = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .expect("VmRSS")
+    };
+    let rss_before = rss(pid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_after = rss(pid);
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "memory grew under a stderr flood: {rss_before} kB, then {rss_after} kB"
+    );
+
+    // SIGTERM: every child ends with the gateway.
+    assert_eq!(gw.terminate().await, Some(0));
+    wait_until(
+        "no child after SIGTERM",
+        Duration::from_secs(10),
+        || async { live.iter().all(|p| !alive(*p)) },
+    )
+    .await;
+
+    // SIGKILL: no shutdown code runs; the children die with their parent all the same.
+    let mut gw = procs::gateway_args(port, &["--config".into(), config], &[]).await;
+    let url = procs::Url(gw.base());
+    wait_for_services(&url, &["fx", "loud"]).await;
+    let pid = gw.pid();
+    let mute = pids(&url, "mute").await;
+    assert_eq!(mute.len(), 1, "the mute child runs");
+    let (live, _) = children_of(pid);
+    assert_eq!(live.len(), 12, "{live:?}");
+    gw.kill9().await;
+    wait_until(
+        "no child after kill -9 of the gateway",
+        Duration::from_secs(10),
+        || async { live.iter().all(|p| !alive(*p)) },
+    )
+    .await;
+}
