@@ -91,6 +91,14 @@ pub enum Command {
         #[arg(long)]
         instance: Option<String>,
     },
+    /// Starts a stopped or failed service (a stdio server with a fresh restart budget).
+    Start { name: String },
+    /// Stops a service: its stdio processes end; calls fail until it is started.
+    Stop { name: String },
+    /// Stops and starts a service (new stdio processes).
+    Restart { name: String },
+    /// What a stdio server's processes wrote to stderr (the last 200 lines each).
+    Logs { name: String },
 }
 
 /// Why a command failed, and its exit status.
@@ -405,7 +413,63 @@ pub async fn run(remote: Remote, command: Command) -> Result<String, Failure> {
                 printable(&text(&answer["instances"]))
             ))
         }
+        Command::Start { name } => control(&client, &name, "start", json).await,
+        Command::Stop { name } => control(&client, &name, "stop", json).await,
+        Command::Restart { name } => control(&client, &name, "restart", json).await,
+        Command::Logs { name } => {
+            let body = client.get(&format!("/services/{name}/logs")).await?;
+            if json {
+                return Ok(json_out(&body));
+            }
+            let instances = body["instances"].as_array().cloned().unwrap_or_default();
+            let several = instances.len() > 1;
+            let mut out = Vec::new();
+            for i in &instances {
+                for line in i["lines"].as_array().into_iter().flatten() {
+                    let line = printable(&text(line)).into_owned();
+                    out.push(if several {
+                        format!("[{}] {line}", printable(&text(&i["url"])))
+                    } else {
+                        line
+                    });
+                }
+            }
+            Ok(out.join("\n"))
+        }
     }
+}
+
+/// `POST /services/{name}/{action}`, then the service's state and each instance's.
+async fn control(client: &Client, name: &str, action: &str, json: bool) -> Result<String, Failure> {
+    let url = client.url(&format!("/services/{name}/{action}"));
+    let answer = client.send(client.http.post(url)).await?;
+    if json {
+        return Ok(json_out(&answer));
+    }
+    let mut out = vec![format!(
+        "{} {}: {}",
+        action,
+        printable(name),
+        printable(&text(&answer["state"]))
+    )];
+    for i in answer["instances"].as_array().into_iter().flatten() {
+        let pid = &i["process"]["pid"];
+        out.push(format!(
+            "  {} {}{}{}",
+            printable(&text(&i["url"])),
+            printable(&text(&i["state"])),
+            if pid.is_null() {
+                String::new()
+            } else {
+                format!(" pid {pid}")
+            },
+            i["lastError"]
+                .as_str()
+                .map(|e| format!(" ({})", printable(e)))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(out.join("\n"))
 }
 
 /// The `services` table of a `/services` answer.

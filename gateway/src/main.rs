@@ -19,7 +19,8 @@ use gateway::config::{Config, Overrides};
 /// With a subcommand, it is instead the operator's client of a running gateway
 /// (--url or GATEWAY_URL, --token or MCP_BEARER_TOKEN): `gateway services`,
 /// `gateway tools`, `gateway calls`, `gateway call TOOL --args JSON`,
-/// `gateway register NAME URL`, `gateway unregister NAME`; add --json for scripts.
+/// `gateway register NAME URL`, `gateway unregister NAME`, `gateway start|stop|restart NAME`,
+/// `gateway logs NAME`; add --json for scripts.
 #[derive(Parser, Debug)]
 #[command(name = "gateway", version, about, long_about)]
 struct Cli {

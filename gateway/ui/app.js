@@ -46,6 +46,19 @@ function stamp(id) { $(id).textContent = `updated ${new Date().toLocaleTimeStrin
 
 // ---- pages -------------------------------------------------------------------------
 
+// A stdio server's process, in one line: command, pid, uptime, restarts, last exit,
+// CPU and memory (its last stderr lines are the line's tooltip).
+function processLine(p) {
+  const parts = [p.command];
+  if (p.pid) parts.push(`pid ${p.pid}`, `up ${ago(Date.now() - (p.uptimeMs || 0)).replace(" ago", "")}`);
+  else parts.push("not running");
+  parts.push(`${p.restarts} restart${p.restarts === 1 ? "" : "s"}`);
+  if (p.lastExit) parts.push(`last exit: ${p.lastExit}`);
+  if (p.cpuMs != null) parts.push(`cpu ${ms(p.cpuMs)}`);
+  if (p.rssBytes != null) parts.push(`${(p.rssBytes / 1048576).toFixed(1)} MiB`);
+  return parts.join(" · ");
+}
+
 async function showServices() {
   const body = await api("/services");
   const rows = body.services.map((s) => {
@@ -55,7 +68,9 @@ async function showServices() {
       el("td", { class: "name" }, s.name),
       el("td", {}, el("span", { class: `state ${s.state}` }, s.state)),
       el("td", { class: "instances" }, ...s.instances.map((i) =>
-        el("div", {}, `${i.url} · ${i.state}${i.lastError ? " · " + i.lastError : ""}`))),
+        el("div", {}, `${i.url} · ${i.state}${i.lastError ? " · " + i.lastError : ""}`,
+          ...(i.process ? [el("div", { class: "process", title: (i.process.stderrTail || []).join("\n") },
+            processLine(i.process))] : [])))),
       el("td", {}, lastCheck ? ago(lastCheck) : "-"),
       el("td", {}, String(s.toolCount)),
       el("td", {}, String(stats.calls ?? 0)),

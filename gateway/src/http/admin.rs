@@ -175,6 +175,11 @@ pub fn parse_registration(body: &[u8], actor: Actor) -> Result<Registration, Inv
             return Err(Invalid(why));
         }
     };
+    if parsed.command.is_none() && parsed.url.is_empty() {
+        return Err(Invalid(
+            "invalid registration body: missing field `url` (or `command`, for a stdio server); expected {\"name\": \"...\", \"url\": \"http://host:port/mcp\"}".into(),
+        ));
+    }
     let auth = match parsed.auth.map(serde_json::from_value::<UpstreamAuth>) {
         None => None,
         Some(Ok(auth)) => Some(auth),

@@ -240,7 +240,9 @@ impl Metrics {
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         self.instance_state.clear();
         for (service, instance, state) in &now.instances {
-            for s in ["starting", "healthy", "degraded", "down"] {
+            for s in [
+                "starting", "healthy", "degraded", "down", "stopped", "failed",
+            ] {
                 self.instance_state
                     .get_or_create(&InstanceLabels {
                         service: Arc::clone(service),
