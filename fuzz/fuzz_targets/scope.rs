@@ -120,9 +120,7 @@ fn harness() -> &'static Harness {
                 upstreams: vec![gateway::config::UpstreamSpec {
                     name: "inventory".into(),
                     url,
-                    weight: None,
-                    call_timeout_ms: None,
-                    auth: None,
+                    ..Default::default()
                 }],
                 // Every attempt is looked at (no throttling of the fuzzer's 401s).
                 auth_failures_per_second: 1_000_000,
