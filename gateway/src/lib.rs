@@ -11,6 +11,7 @@
 //!
 //! ```text
 //! cli          the operator CLI (`gateway services|calls|stats|...`): HTTP to a gateway
+//! bridge       `gateway stdio`: stdin/stdout relayed to a gateway's /mcp, both ways
 //! http/        Router and tower layers (request id, trace, Host/Origin, body limit, auth)
 //!   ui           the dashboard: one page, one script, one stylesheet, embedded
 //!   openapi      the admin API's OpenAPI document, generated from the handlers
@@ -60,6 +61,7 @@
 // roots and resource subscriptions, which rmcp marks deprecated after SEP-2577.
 #![allow(deprecated)]
 
+pub mod bridge;
 pub mod catalog;
 pub mod cli;
 pub mod config;

@@ -1,7 +1,7 @@
 //! `gateway`: parse the command line and configuration, then run the library.
 //!
-//! Invariant: main only parses the command line and starts the library's `run` or the
-//! CLI.
+//! Invariant: main only parses the command line and starts the library's `run`, the
+//! CLI or the stdio bridge.
 
 use std::path::PathBuf;
 
@@ -20,12 +20,13 @@ use gateway::config::{Config, Overrides};
 /// (--url or GATEWAY_URL, --token or MCP_BEARER_TOKEN): `gateway services`,
 /// `gateway tools`, `gateway calls`, `gateway call TOOL --args JSON`,
 /// `gateway register NAME URL`, `gateway unregister NAME`, `gateway start|stop|restart NAME`,
-/// `gateway logs NAME`; add --json for scripts.
+/// `gateway logs NAME`; add --json for scripts. `gateway stdio` is an MCP server on
+/// stdin/stdout relaying to the gateway's /mcp (one desktop `mcpServers` entry).
 #[derive(Parser, Debug)]
 #[command(name = "gateway", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<gateway::cli::Command>,
+    command: Option<Subcommand>,
     #[command(flatten)]
     remote: gateway::cli::Remote,
     /// TOML configuration file.
@@ -40,6 +41,17 @@ struct Cli {
     /// Log JSON lines instead of human-readable ones.
     #[arg(long)]
     log_json: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Subcommand {
+    #[command(flatten)]
+    Operator(gateway::cli::Command),
+    /// An MCP server on stdin/stdout that relays every message to the gateway's /mcp
+    /// (--url, with /mcp appended when it has no path; --token or MCP_BEARER_TOKEN), both
+    /// ways: one `mcpServers` entry in a desktop client reaches the whole federation.
+    /// Only JSON-RPC goes to stdout; logs go to stderr (RUST_LOG).
+    Stdio,
 }
 
 /// The command line, with `--help` listing every setting's environment variable from
@@ -89,6 +101,13 @@ fn main() {
                 eprintln!("gateway: cannot start: {e}");
                 std::process::exit(2);
             });
+        let command = match command {
+            Subcommand::Operator(command) => command,
+            // Exits without dropping the runtime: a read of stdin may still be blocked.
+            Subcommand::Stdio => std::process::exit(
+                runtime.block_on(gateway::bridge::run(&cli.remote.url, &cli.remote.token)),
+            ),
+        };
         match runtime.block_on(gateway::cli::run(cli.remote, command)) {
             Ok(out) => {
                 // A reader that stops early (`| head`) is not an error.

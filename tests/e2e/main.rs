@@ -7,6 +7,7 @@ mod support;
 
 mod attacks;
 mod auth;
+mod bridge;
 mod cli;
 mod compose;
 mod dashboard;
