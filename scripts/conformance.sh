@@ -14,6 +14,7 @@
 #            front adding the Bearer token):
 #              gateway-2026@R  the fixture --revision 2026 upstream, R = both revisions
 #              gateway-2025@R  the fixture --revision 2025 upstream, R = both revisions
+#              gateway-stdio@R the fixture --revision 2025 as the gateway's stdio child
 #            then shopping-service and user-service registered beside the fixture and the
 #            MCP Inspector CLI listing and calling (once)
 #   both     all of it, then each gateway run compared check by check with its direct
@@ -21,6 +22,8 @@
 #              gateway-2026@R           vs fixture-2026@R            (both R)
 #              gateway-2025@2025-11-25  vs fixture-2025@2025-11-25
 #              gateway-2025@2026-07-28  vs fixture-2026@2026-07-28
+#              gateway-stdio@2025-11-25 vs fixture-2025@2025-11-25
+#              gateway-stdio@2026-07-28 vs fixture-2026@2026-07-28
 #            A check whose details differ on purpose is accepted with its reason (--accept
 #            below); a check listed in conformance/expected-failures.txt for that gateway
 #            run is reported as expected, with its reason, not as a difference.
@@ -373,25 +376,47 @@ attempt_gateway() {
     pport=$(free_port) || exit 2
     local gateway="http://127.0.0.1:$gport"
 
-    start conformance-fixture "$LOGS/conformance-fixture.log" \
-        "$BIN/conformance-fixture" --listen "127.0.0.1:$fport" --revision "$rev"
-    start gateway "$LOGS/gateway.log" \
-        "$BIN/gateway" --listen "127.0.0.1:$gport" --store "$WORK/gw-$rev-$revision.db"
-    wait_http conformance-fixture "http://127.0.0.1:$fport/health"
-    wait_http gateway "$gateway/health"
+    if [ "$rev" = stdio ]; then
+        # The fixture (--revision 2025) as a child process the gateway runs, spoken to
+        # over its stdin and stdout.
+        cat >"$dir/gateway.toml" <<EOF
+[[upstreams]]
+name = "conformance"
+command = "$BIN/conformance-fixture"
+args = ["--stdio", "--revision", "2025"]
+EOF
+        start gateway "$LOGS/gateway.log" \
+            "$BIN/gateway" --config "$dir/gateway.toml" --listen "127.0.0.1:$gport" \
+            --store "$WORK/gw-$rev-$revision.db"
+        wait_http gateway "$gateway/health"
+        local deadline=$(($(now) + 30))
+        until curl -fsS --max-time 5 -H "Authorization: Bearer $TOKEN" "$gateway/services/conformance" \
+            -o "$dir/register.json" 2>/dev/null && grep -q '"state":"healthy"' "$dir/register.json"; do
+            [ "$(now)" -le "$deadline" ] || die "the stdio fixture did not become healthy within 30s (see $LOGS)"
+            sleep 0.2
+        done
+        log "$name: the fixture runs as the gateway's stdio child, which speaks $(grep -o '"protocolVersion":"[^"]*"' "$dir/register.json" | head -n 1 | cut -d'"' -f4) to it"
+    else
+        start conformance-fixture "$LOGS/conformance-fixture.log" \
+            "$BIN/conformance-fixture" --listen "127.0.0.1:$fport" --revision "$rev"
+        start gateway "$LOGS/gateway.log" \
+            "$BIN/gateway" --listen "127.0.0.1:$gport" --store "$WORK/gw-$rev-$revision.db"
+        wait_http conformance-fixture "http://127.0.0.1:$fport/health"
+        wait_http gateway "$gateway/health"
 
-    code=$(curl -sS -o "$dir/register.json" -w '%{http_code}' --max-time 30 \
-        -X POST "$gateway/register" \
-        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-        -d "{\"name\":\"conformance\",\"url\":\"http://127.0.0.1:$fport/mcp\"}") || code="000"
-    case "$code" in
-    200 | 201) ;;
-    *)
-        cat "$dir/register.json" >&2 2>/dev/null || true
-        die "POST /register answered $code"
-        ;;
-    esac
-    log "$name: the fixture (--revision $rev) registered with the gateway, which speaks $(grep -o '"protocolVersion":"[^"]*"' "$dir/register.json" | head -n 1 | cut -d'"' -f4) to it"
+        code=$(curl -sS -o "$dir/register.json" -w '%{http_code}' --max-time 30 \
+            -X POST "$gateway/register" \
+            -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+            -d "{\"name\":\"conformance\",\"url\":\"http://127.0.0.1:$fport/mcp\"}") || code="000"
+        case "$code" in
+        200 | 201) ;;
+        *)
+            cat "$dir/register.json" >&2 2>/dev/null || true
+            die "POST /register answered $code"
+            ;;
+        esac
+        log "$name: the fixture (--revision $rev) registered with the gateway, which speaks $(grep -o '"protocolVersion":"[^"]*"' "$dir/register.json" | head -n 1 | cut -d'"' -f4) to it"
+    fi
 
     start auth-proxy "$LOGS/auth-proxy.log" \
         "$BIN/auth-proxy" --listen "127.0.0.1:$pport" --upstream "$gateway" --token "$TOKEN"
@@ -536,7 +561,8 @@ if [ "$MODE" != fixture ]; then
         else
             run_gateway 2025 "$revision"
         fi
-    done
+    done    # The same fixture (--revision 2025) as a stdio server the gateway runs.
+    for revision in "${REVISIONS[@]}"; do run_gateway stdio "$revision"; done
 fi
 
 result=0
@@ -549,6 +575,8 @@ if [ "$MODE" = both ]; then
     done
     compare gateway-2025@2025-11-25 fixture-2025@2025-11-25 || result=1
     compare gateway-2025@2026-07-28 fixture-2026@2026-07-28 || result=1
+    compare gateway-stdio@2025-11-25 fixture-2025@2025-11-25 || result=1
+    compare gateway-stdio@2026-07-28 fixture-2026@2026-07-28 || result=1
 fi
 
 echo

@@ -842,8 +842,10 @@ impl Instance {
             }
         });
         let options = self.client_options("mcp-gateway");
+        let mut info = service_kit::client::client_config(&options);
+        info.capabilities = stdio_capabilities();
         let handler = UpstreamClient {
-            info: service_kit::client::client_config(&options),
+            info,
             instance: Arc::downgrade(self),
             relays: Arc::clone(&self.relays),
             raw: None,
@@ -1424,7 +1426,16 @@ async fn forward(
         .await
         .map_err(classify)?;
     let (tx, mut rx) = mpsc::channel(64);
-    let _relay = relays.register(handle.id.clone(), handle.progress_token.clone(), tx);
+    // A client that declared sampling, elicitation or roots may be asked; so may a
+    // 2026-07-28 client's call, whose rounds refuse what it did not declare with that
+    // revision's own error.
+    let may_ask = !matches!(down.via, Via::Shared) || matches!(down.sink, Sink::Rounds(_));
+    let _relay = relays.register_call(
+        handle.id.clone(),
+        handle.progress_token.clone(),
+        tx,
+        may_ask,
+    );
     let mut abandon = CancelOnDrop {
         peer: Some(peer.clone()),
         id: handle.id.clone(),
@@ -1538,6 +1549,25 @@ async fn relay_down(
     down: &Downstream<'_>,
     resumed: &mut Option<Option<oneshot::Receiver<()>>>,
 ) {
+    // A stdio server's one session declares every capability the gateway relays, so
+    // it may ask a client that declared none of them: refused here, never sent (a
+    // 2026-07-28 client's rounds refuse it themselves, with that revision's error).
+    let msg = match msg {
+        RelayMsg::Request(request, reply) if matches!(down.sink, Sink::Stream(_)) => {
+            match undeclared(&request, &down.via) {
+                Some(capability) => {
+                    let _ = reply.send(Err(rmcp::ErrorData::new(
+                        rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                        format!("the client did not declare the {capability} capability"),
+                        None,
+                    )));
+                    return;
+                }
+                None => RelayMsg::Request(request, reply),
+            }
+        }
+        other => other,
+    };
     let peer = match &down.sink {
         Sink::Stream(client) => client.as_ref(),
         Sink::Rounds(rounds) => {
@@ -1596,6 +1626,37 @@ async fn relay_down(
             let _ = reply.send(peer.ask(request).await);
         }
     }
+}
+
+/// The capability a server's request needs that the request's client did not declare.
+fn undeclared(request: &ServerRequest, via: &Via<'_>) -> Option<&'static str> {
+    let declared = match via {
+        Via::Shared => None,
+        Via::Private(private) => Some(&private.capabilities),
+        Via::Declaring(capabilities) => Some(*capabilities),
+    };
+    let (needed, has) = match request {
+        ServerRequest::CreateMessageRequest(_) => {
+            ("sampling", declared.is_some_and(|c| c.sampling.is_some()))
+        }
+        ServerRequest::ElicitRequest(_) => (
+            "elicitation",
+            declared.is_some_and(|c| c.elicitation.is_some()),
+        ),
+        ServerRequest::ListRootsRequest(_) => {
+            ("roots", declared.is_some_and(|c| c.roots.is_some()))
+        }
+        _ => return None,
+    };
+    (!has).then_some(needed)
+}
+
+/// What the gateway's one session with a stdio server declares: every capability it
+/// relays, since its calls come from every client (each request is checked against its
+/// own client's declaration before it is relayed, see [`undeclared`]).
+fn stdio_capabilities() -> ClientCapabilities {
+    serde_json::from_value(serde_json::json!({"sampling": {}, "elicitation": {}, "roots": {}}))
+        .unwrap_or_default()
 }
 
 /// The reconnection hint passed on when the backend closed its stream without one.

@@ -50,6 +50,9 @@ pub(super) enum Early {
 pub struct Relays {
     by_id: Mutex<HashMap<RequestId, mpsc::Sender<RelayMsg>>>,
     by_token: Mutex<HashMap<ProgressToken, RequestId>>,
+    /// Calls whose client declared none of sampling, elicitation and roots: a request
+    /// that came outside any stream (a stdio server's) is never theirs.
+    mute: Mutex<std::collections::HashSet<RequestId>>,
     /// Messages that beat their call's registration (a fast backend answers before
     /// `send` returns); claimed by `register`, dropped after a few seconds.
     early: Mutex<Vec<(Early, RelayMsg, std::time::Instant)>>,
@@ -71,6 +74,7 @@ pub struct RelayGuard {
 impl Drop for RelayGuard {
     fn drop(&mut self) {
         self.relays.lock_ids().remove(&self.id);
+        self.relays.lock_mute().remove(&self.id);
         self.relays.lock_tokens().remove(&self.token);
     }
 }
@@ -83,12 +87,31 @@ impl Relays {
         self.by_token.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn lock_mute(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<RequestId>> {
+        self.mute.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn register(
         self: &Arc<Self>,
         id: RequestId,
         token: ProgressToken,
         tx: mpsc::Sender<RelayMsg>,
     ) -> RelayGuard {
+        self.register_call(id, token, tx, true)
+    }
+
+    /// [`Self::register`], saying whether the call's client may be asked anything
+    /// (declared sampling, elicitation or roots).
+    pub fn register_call(
+        self: &Arc<Self>,
+        id: RequestId,
+        token: ProgressToken,
+        tx: mpsc::Sender<RelayMsg>,
+        may_ask: bool,
+    ) -> RelayGuard {
+        if !may_ask {
+            self.lock_mute().insert(id.clone());
+        }
         // Lock order everywhere: `early`, then the maps. Holding `early` while the call
         // becomes findable means a message is either found or held, never lost between.
         let mut early = self.early.lock().unwrap_or_else(|p| p.into_inner());
@@ -149,6 +172,16 @@ impl Relays {
     /// flight, or any call of a single-client session. Otherwise nobody: a message is
     /// never guessed onto another client's stream.
     fn for_origin(&self, extensions: &rmcp::model::Extensions) -> Option<mpsc::Sender<RelayMsg>> {
+        self.find_origin(extensions, false)
+    }
+
+    /// [`Self::for_origin`]; with `asking`, a request's: outside any stream, it goes to
+    /// the only call in flight whose client may be asked.
+    fn find_origin(
+        &self,
+        extensions: &rmcp::model::Extensions,
+        asking: bool,
+    ) -> Option<mpsc::Sender<RelayMsg>> {
         if let Some(InboundStreamOrigin::OutboundRequest(id)) =
             extensions.get::<InboundStreamOrigin>()
         {
@@ -162,7 +195,18 @@ impl Relays {
             }
         }
         let ids = self.lock_ids();
-        if ids.len() == 1 || (self.single_client && !ids.is_empty()) {
+        if self.single_client && !ids.is_empty() {
+            return ids.values().next().cloned();
+        }
+        if asking {
+            let mute = self.lock_mute();
+            let mut may = ids.iter().filter(|(id, _)| !mute.contains(*id));
+            return match (may.next(), may.next()) {
+                (Some((_, tx)), None) => Some(tx.clone()),
+                _ => None,
+            };
+        }
+        if ids.len() == 1 {
             return ids.values().next().cloned();
         }
         None
@@ -223,17 +267,17 @@ impl Relays {
         request: ServerRequest,
     ) -> Result<ClientResult, ErrorData> {
         // The request may beat its call's registration by a moment.
-        let mut tx = self.for_origin(extensions);
+        let mut tx = self.find_origin(extensions, true);
         for _ in 0..50 {
             if tx.is_some() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            tx = self.for_origin(extensions);
+            tx = self.find_origin(extensions, true);
         }
         let tx = tx.ok_or_else(|| {
             ErrorData::internal_error(
-                "the gateway has no client request this belongs to (it must be sent on the stream of the request that caused it)",
+                "the gateway cannot tell which client request this belongs to (send it on the stream of the request that caused it; a stdio server's requests are relayed only while one call that may be asked is in flight)",
                 None,
             )
         })?;
@@ -461,10 +505,49 @@ mod tests {
             .await
             .expect_err("two calls in flight: whose?");
         assert!(
-            refused
-                .message
-                .contains("no client request this belongs to"),
+            refused.message.contains("cannot tell which client request"),
             "{refused:?}"
         );
+    }
+
+    #[tokio::test]
+    #[allow(deprecated)]
+    async fn outside_any_stream_a_request_goes_to_the_one_call_that_may_be_asked() {
+        // A stdio server's session: nothing says which call a request belongs to.
+        let relays = Arc::new(Relays::default());
+        let (tx_plain, mut plain) = mpsc::channel(8);
+        let _plain = relays.register_call(id(1), token("t1"), tx_plain, false);
+        let (_capable, mut capable) = call(&relays, 2, "t2");
+        let asking = tokio::spawn({
+            let relays = Arc::clone(&relays);
+            async move {
+                let request = ServerRequest::ListRootsRequest(ListRootsRequest {
+                    method: Default::default(),
+                    extensions: Default::default(),
+                });
+                relays.ask(&on_stream_of(None), request).await
+            }
+        });
+        let msg = tokio::time::timeout(Duration::from_secs(10), capable.recv())
+            .await
+            .expect("the capable call is asked")
+            .expect("a message");
+        let RelayMsg::Request(_, reply) = msg else {
+            panic!("not the request");
+        };
+        let roots = ListRootsResult::new(vec![Root::new("file:///work")]);
+        let _ = reply.send(Ok(ClientResult::ListRootsResult(roots)));
+        assert!(asking.await.expect("ask task").is_ok());
+        assert!(
+            drain(&mut plain).is_empty(),
+            "a call that may not be asked is not"
+        );
+        // Two that may be asked: whose? Nobody's.
+        let (_again, _rx) = call(&relays, 3, "t3");
+        let request = ServerRequest::ListRootsRequest(ListRootsRequest {
+            method: Default::default(),
+            extensions: Default::default(),
+        });
+        assert!(relays.ask(&on_stream_of(None), request).await.is_err());
     }
 }
