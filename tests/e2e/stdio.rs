@@ -575,3 +575,128 @@ async fn restarts_leave_no_zombie_no_descriptor_and_no_child_survives_the_gatewa
     )
     .await;
 }
+
+/// An MCP client that reports the resources it hears were updated.
+#[derive(Clone)]
+struct Watcher {
+    updates: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl rmcp::ClientHandler for Watcher {
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        let _ = self.updates.send(params.uri);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(deprecated)] // resources/subscribe: the 2025 era's, which a stdio child speaks
+async fn the_demo_services_run_over_stdio_behind_the_gateway_with_resources_prompts_and_updates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gateway_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let demo = |name: &str| gateway::config::UpstreamSpec {
+        name: name.into(),
+        command: Some(procs::binary(name).display().to_string()),
+        args: vec!["--stdio".into()],
+        // Recommendations still go through the gateway over HTTP.
+        env: [
+            ("GATEWAY_URL".to_string(), gateway_url.clone()),
+            ("MCP_BEARER_TOKEN".to_string(), TOKEN.to_string()),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.upstreams = vec![demo("shopping-service"), demo("user-service")];
+    let gw = crate::support::start_gateway_on(listener, config);
+    wait_for_services(&gw, &["shopping-service", "user-service"]).await;
+
+    let product = call(&gw, "getProductById", json!({"id": "123"})).await;
+    assert_eq!(
+        product["result"]["structuredContent"]["id"], "123",
+        "{product}"
+    );
+    // shopping-service (a stdio child) → the gateway over HTTP → user-service (a stdio
+    // child).
+    let recs = call(
+        &gw,
+        "getPersonalizedRecommendations",
+        json!({"userId": "456", "limit": 3}),
+    )
+    .await;
+    assert_eq!(
+        recs["result"]["structuredContent"]["userId"], "456",
+        "{recs}"
+    );
+    let (_, catalog) = rpc(
+        &gw,
+        "resources/read",
+        json!({"uri": "ecommerce://products/catalog"}),
+    )
+    .await;
+    let text = catalog["result"]["contents"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{catalog}"));
+    let products: Value = serde_json::from_str(text).expect("the catalog is JSON");
+    assert!(
+        products.as_array().is_some_and(|p| p.len() > 100),
+        "{text:.200}"
+    );
+    let (_, profile) = rpc(&gw, "resources/read", json!({"uri": "users://456/profile"})).await;
+    assert!(
+        profile["result"]["contents"][0]["text"].is_string(),
+        "{profile}"
+    );
+    let (_, prompt) = rpc(
+        &gw,
+        "prompts/get",
+        json!({"name": "recommend_for_user", "arguments": {"userId": "456"}}),
+    )
+    .await;
+    assert!(
+        prompt["result"]["messages"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty()),
+        "{prompt}"
+    );
+
+    // A subscription through the gateway to a stdio child's resource: the update for a
+    // change made through the gateway comes back.
+    let (updates, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = service_kit::client::connect_with(
+        &gw.mcp_url(),
+        &service_kit::client::ClientOptions {
+            client_name: "e2e-watcher".into(),
+            bearer: Some(TOKEN.into()),
+            ..Default::default()
+        },
+        Watcher { updates },
+    )
+    .await
+    .expect("MCP session");
+    let basket = "ecommerce://users/u77/basket";
+    watcher
+        .subscribe(rmcp::model::SubscribeRequestParams::new(basket))
+        .await
+        .expect("resources/subscribe");
+    let added = call(
+        &gw,
+        "addToBasket",
+        json!({"userId": "u77", "productId": "7"}),
+    )
+    .await;
+    assert!(added.get("result").is_some(), "{added}");
+    let uri = tokio::time::timeout(Duration::from_secs(10), received.recv())
+        .await
+        .expect("an update within 10 s")
+        .expect("the session is open");
+    assert_eq!(uri, basket);
+    drop(watcher);
+    gw.stop().await;
+}
