@@ -4,7 +4,9 @@
 # SDK 1.x, the official TypeScript SDK 1.x (the MCP Inspector CLI runs in
 # scripts/conformance.sh; rmcp's client in the Rust end-to-end tests). Each lists the
 # tools, calls one and reads its structured content, reads a resource, gets a prompt, and
-# answers a sampling and an elicitation request of the backend's during a call.
+# answers a sampling and an elicitation request of the backend's during a call. The
+# Python SDK 1.x's stdio client does the same through `gateway stdio` (the bridge a
+# desktop client runs), cells reported as client `sdk1-stdio`.
 #
 # The gateway fronts the conformance fixture (resources, prompts, sampling and
 # elicitation tools) and shopping-service (structured content; it speaks 2026-07-28).
@@ -100,6 +102,38 @@ for _ in $(seq 1 200); do
     sleep 0.1
 done
 
+# The Python SDK 1.x's stdio client, running `gateway stdio` as a desktop client would.
+cat >"$WORK/bridge_client.py" <<'PY'
+"""The official Python SDK 1.x stdio client through `gateway stdio`: the matrix's cells
+over the stdio bridge. Usage: python bridge_client.py GATEWAY_BIN BASE_URL TOKEN CLIENTS_DIR"""
+import asyncio, os, sys
+gateway_bin, base_url, token, clients_dir = sys.argv[1:5]
+sys.argv = ["matrix.py", "sdk1-stdio", "-", base_url, token]
+# matrix.py's cells, without its entry point (it runs on import).
+_source = open(os.path.join(clients_dir, "matrix.py")).read()
+matrix = type(sys)("matrix")
+exec(compile(_source[: _source.index("async def main")], "matrix.py", "exec"), matrix.__dict__)
+from mcp import ClientSession, StdioServerParameters, types
+from mcp.client.stdio import stdio_client
+
+async def main():
+    async def sampling(context, params):
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text=matrix.SAMPLED), model="matrix", stopReason="endTurn")
+    async def elicitation(context, params):
+        return types.ElicitResult(action="accept", content={"username": "matrix", "email": "matrix@example.com"})
+    server = StdioServerParameters(command=gateway_bin, args=["stdio", "--url", base_url],
+        env={"MCP_BEARER_TOKEN": token, "RUST_LOG": "warn", "PATH": os.environ.get("PATH", "")})
+    async with stdio_client(server) as (read, write):
+        async with ClientSession(read, write, sampling_callback=sampling, elicitation_callback=elicitation) as session:
+            await session.initialize()
+            async def list_tools(): return (await session.list_tools()).tools
+            async def read_resource(uri): return (await session.read_resource(uri)).contents
+            async def get_prompt(name): return (await session.get_prompt(name)).messages
+            await matrix.cells(list_tools, session.call_tool, read_resource, get_prompt)
+
+asyncio.run(main())
+PY
+
 url="$gateway/mcp"
 ERAS=(2025 2026)
 for era in "${ERAS[@]}"; do
@@ -131,6 +165,8 @@ for era in "${ERAS[@]}"; do
     run "$SDK1_PY" "$ROOT/scripts/clients/matrix.py" sdk1 - "$url" "$TOKEN"
     log "upstream era $era: TypeScript SDK ($TS_SDK)"
     (cd "$TS_DIR" && cp "$ROOT/scripts/clients/matrix.mjs" . && run "$NODE" matrix.mjs "$url" "$TOKEN")
+    log "upstream era $era: Python SDK 1.x stdio client through gateway stdio"
+    run "$SDK1_PY" "$WORK/bridge_client.py" "$BIN/gateway" "$gateway" "$TOKEN" "$ROOT/scripts/clients"
 done
 
 # The matrix, and the verdict.
@@ -158,8 +194,8 @@ for era in "${ERAS[@]}"; do
         printf '%-6s %-20s %-28s %s\n' "$era" "$client" "$cell" "$verdict"
     done <"$results"
     cells=$(wc -l <"$results")
-    if ((cells < 42)); then
-        echo "upstream era $era: only $cells cells reported (42 expected); the clients' errors:"
+    if ((cells < 48)); then
+        echo "upstream era $era: only $cells cells reported (48 expected); the clients' errors:"
         tail -40 "$WORK/clients-$era.log"
         status=1
     fi

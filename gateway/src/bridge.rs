@@ -736,6 +736,10 @@ impl Bridge {
                 "the gateway at {} refused the token (HTTP 401): set MCP_BEARER_TOKEN (or --token) to a token the gateway accepts",
                 self.endpoint
             ),
+            404 if self.session_id().is_some() => format!(
+                "the gateway at {} no longer knows this session (HTTP 404), and opening it again failed",
+                self.endpoint
+            ),
             404 => format!(
                 "the gateway at {} answered 404: is --url the gateway's base URL or its /mcp?",
                 self.endpoint

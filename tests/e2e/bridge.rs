@@ -388,3 +388,40 @@ async fn the_shipped_desktop_config_starts_a_working_bridge() {
     }
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_gateway_expired_is_opened_again_unnoticed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.session_idle_timeout_ms = 400;
+    let gw = start_gateway(config).await;
+    let backend = start_fixture("idle", &["idleTool"]).await;
+    let (status, body) = register(&gw, "idle", &backend.mcp_url()).await;
+    assert_eq!(status, 201, "{body}");
+    wait_for_services(&gw, &["idle"]).await;
+
+    let mut bridge = Bridge::to(&gw.base(), TOKEN);
+    let init = bridge.initialize(json!({})).await;
+    assert!(init["result"].is_object(), "{init}");
+    let first = bridge.request(2, "tools/list", json!({})).await;
+    assert!(
+        tool_names(&first).iter().any(|n| n == "idleTool"),
+        "{first}"
+    );
+    // Idle past the gateway's limit: the session is closed behind the bridge's back.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let call = bridge
+        .request(
+            3,
+            "tools/call",
+            json!({"name": "idleTool", "arguments": {"id": "again"}}),
+        )
+        .await;
+    assert_eq!(
+        call["result"]["structuredContent"]["arguments"]["id"], "again",
+        "{call}"
+    );
+    let (code, _) = bridge.close().await;
+    assert_eq!(code, 0);
+    gw.stop().await;
+}
