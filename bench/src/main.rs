@@ -20,6 +20,8 @@
 //!   sections after it, and the same as JSON.
 //! - [`wrk`]: the wrk reference: the same call measured with `wrk` as the client,
 //!   plain and capable sessions, direct and through the gateway.
+//! - [`stdio`]: a stdio upstream: shopping-service's stdio handler called over its
+//!   pipe by a lean line client, and through the gateway (which runs it) with `wrk`.
 //!
 //! Load only ever targets 127.0.0.1, and every loop is bounded in count and time.
 
@@ -30,6 +32,7 @@ mod procs;
 mod report;
 mod roles;
 mod scenarios;
+mod stdio;
 mod wrk;
 
 use std::path::PathBuf;
@@ -60,6 +63,17 @@ enum Command {
         /// Run only these scenario groups (comma-separated).
         #[arg(long, value_delimiter = ',', value_enum)]
         only: Vec<scenarios::Group>,
+    },
+    /// A stdio upstream: shopping-service's stdio handler over its pipe by a lean line
+    /// client (1 and 16 calls in flight), and through the gateway, which runs it, with
+    /// wrk (1 and 16 connections).
+    Stdio {
+        /// One-second runs without warm-up (smoke run; numbers are not meaningful).
+        #[arg(long)]
+        quick: bool,
+        /// Where to write the markdown results (the JSON goes beside it, as .json).
+        #[arg(long, default_value = "bench-results/stdio.md")]
+        out: PathBuf,
     },
     /// Run only the wrk reference (`run --only wrk`, but failing when wrk is missing and
     /// cannot be installed): latency at 1 connection, throughput at 16 and 64, CPU and
@@ -108,7 +122,13 @@ enum Command {
         listen: String,
         #[arg(long)]
         store: PathBuf,
+        /// A TOML configuration file (stdio upstreams, say).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
+    /// (internal) Serve shopping-service's stdio handler on stdin/stdout.
+    #[command(hide = true)]
+    ServeShoppingStdio,
     /// (internal) Serve shopping-service (session mode) and, optionally, the same shop
     /// handler in stateless JSON mode on a second address.
     #[command(hide = true)]
@@ -194,7 +214,13 @@ async fn main() {
             })
             .await
         }
-        Command::ServeGateway { listen, store } => roles::serve_gateway(listen, store).await,
+        Command::ServeGateway {
+            listen,
+            store,
+            config,
+        } => roles::serve_gateway(listen, store, config).await,
+        Command::ServeShoppingStdio => roles::serve_shopping_stdio().await,
+        Command::Stdio { quick, out } => stdio_command(quick, out).await,
         Command::ServeShopping {
             listen,
             stateless_listen,
@@ -219,4 +245,41 @@ mod tests {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
     }
+}
+
+/// `mcp-bench stdio`: measures, then writes the markdown report and the JSON beside it.
+async fn stdio_command(quick: bool, out: PathBuf) -> anyhow::Result<()> {
+    let load_at_start = report::load_average();
+    let scratch = tempfile::tempdir()?;
+    let section = stdio::measure(
+        wrk::Params::new(quick),
+        scratch.path(),
+        scenarios::gateway_workers(),
+    )
+    .await?;
+    let header = report::Header {
+        quick,
+        load_at_start,
+        notes: Vec::new(),
+    };
+    let text = report::render(
+        &header,
+        &[],
+        &[report::Section {
+            title: "A stdio upstream: direct over its pipe, and through the gateway".into(),
+            lines: vec![stdio::markdown(&section)],
+            rows: Vec::new(),
+            notes: Vec::new(),
+        }],
+    );
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, &text)?;
+    std::fs::write(
+        out.with_extension("json"),
+        serde_json::to_string_pretty(&section)?,
+    )?;
+    println!("{text}");
+    Ok(())
 }

@@ -21,19 +21,43 @@ use serde_json::json;
 use service_kit::CancellationToken;
 
 /// `serve-gateway`: exactly what the `gateway` binary does (configuration from the
-/// environment, `GATEWAY_*` and `RUST_LOG` included), with listen address and store
-/// given on the command line.
-pub async fn serve_gateway(listen: String, store: PathBuf) -> anyhow::Result<()> {
+/// environment, `GATEWAY_*` and `RUST_LOG` included, and from a TOML file when given),
+/// with listen address and store given on the command line.
+pub async fn serve_gateway(
+    listen: String,
+    store: PathBuf,
+    config: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let overrides = gateway::config::Overrides {
         listen: Some(listen),
         store: Some(store),
         ..Default::default()
     };
-    let config = gateway::Config::load(None, &overrides)?;
+    let config = gateway::Config::load(config.as_deref(), &overrides)?;
     service_kit::logging::init(config.log_json);
     let shutdown = service_kit::shutdown::on_signal();
     let listener = service_kit::serve::bind(&config.listen).await?;
     gateway::run(config, listener, shutdown).await
+}
+
+/// `serve-shopping-stdio`: shopping-service as `shopping-service --stdio` runs it (one
+/// session on stdin and stdout, logs on stderr, no gateway), until stdin closes or
+/// SIGTERM. Exits the process: a blocking stdin read would keep the runtime alive.
+pub async fn serve_shopping_stdio() -> anyhow::Result<()> {
+    service_kit::logging::init_to(false, service_kit::logging::Output::Stderr);
+    let shutdown = service_kit::shutdown::on_signal();
+    let config = shopping_service::Config {
+        gateway_url: None,
+        register: false,
+        ..shopping_service::Config::default()
+    };
+    let handler = shopping_service::stdio_server(&config, shutdown.clone());
+    let result =
+        service_kit::stdio::serve(handler, tokio::io::stdin(), tokio::io::stdout(), shutdown).await;
+    if let Err(e) = &result {
+        eprintln!("mcp-bench serve-shopping-stdio: {e:#}");
+    }
+    std::process::exit(i32::from(result.is_err()));
 }
 
 /// `serve-shopping`: shopping-service as its binary runs it (session mode, no gateway,

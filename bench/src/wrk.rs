@@ -574,6 +574,61 @@ pub async fn measure(
     Ok(section)
 }
 
+/// Plain sessions on one side only, one wrk run (after its warm-up) at each of
+/// `connections`: the stdio section's gateway figures.
+pub async fn plain_runs(
+    wrk: &Path,
+    http: &reqwest::Client,
+    side: &Side,
+    connections: &[u32],
+    params: Params,
+    scratch: &Path,
+) -> Result<(String, Vec<Run>)> {
+    let most = connections.iter().copied().max().unwrap_or(1) as usize;
+    let sessions = open_sessions(http, &side.endpoint, Kind::Plain, most)
+        .await
+        .with_context(|| format!("opening plain sessions ({})", side.name))?;
+    let mut runs = Vec::new();
+    for (n, &c) in connections.iter().enumerate() {
+        let threads = if c == 1 { 1 } else { THREADS_UNDER_LOAD };
+        let script = scratch.join(format!("wrk-stdio-{}-{c}.lua", side.name));
+        let text = lua_script(&LuaSpec {
+            endpoint: &side.endpoint,
+            protocol_version: &sessions.protocol_version,
+            sessions: &sessions.ids[..c as usize],
+            threads,
+            id_base: (n as u64 + 1) * 1_000_000_000,
+        });
+        std::fs::write(&script, text).with_context(|| format!("writing {}", script.display()))?;
+        if params.warmup_secs > 0 {
+            run_wrk(
+                wrk,
+                &script,
+                &side.endpoint.url,
+                threads,
+                c,
+                params.warmup_secs,
+            )
+            .await
+            .context("wrk warm-up run")?;
+        }
+        let before = sample(&side.procs)?;
+        let out = run_wrk(
+            wrk,
+            &script,
+            &side.endpoint.url,
+            threads,
+            c,
+            params.measure_secs,
+        )
+        .await?;
+        let after = sample(&side.procs)?;
+        runs.push(to_run(&out, c, threads, &side.procs, &before, &after));
+    }
+    close_sessions(http, &side.endpoint, &sessions).await;
+    Ok((version(wrk).await, runs))
+}
+
 /// CPU time and context switches of each process, in order.
 fn sample(procs: &[(&'static str, u32)]) -> Result<Vec<(Duration, u64)>> {
     procs
