@@ -238,15 +238,6 @@ async fn main() {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn cli_is_well_formed() {
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
-    }
-}
-
 /// `mcp-bench stdio`: measures, then writes the markdown report and the JSON beside it.
 async fn stdio_command(quick: bool, out: PathBuf) -> anyhow::Result<()> {
     let load_at_start = report::load_average();
@@ -282,4 +273,13 @@ async fn stdio_command(quick: bool, out: PathBuf) -> anyhow::Result<()> {
     )?;
     println!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }
