@@ -599,7 +599,27 @@ impl Registry {
                     .collect::<Vec<_>>()
             })
             .collect();
+        let processes = services
+            .iter()
+            .flat_map(|s| {
+                s.instances()
+                    .iter()
+                    .filter_map(|i| {
+                        let view = i.process()?.view();
+                        Some(crate::observe::metrics::ProcessSample {
+                            service: Arc::clone(&s.name),
+                            instance: Arc::from(i.id.as_str()),
+                            running: view.pid.is_some(),
+                            restarts: view.restarts,
+                            cpu_ms: view.cpu_ms,
+                            rss_bytes: view.rss_bytes,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         crate::observe::metrics::Snapshot {
+            processes,
             instances,
             services: services.len(),
             tools: self.catalog().tools().len(),
@@ -886,6 +906,35 @@ impl Registry {
             name: name.to_string(),
             why,
         })
+    }
+
+    /// What [`Self::register`] checks before it contacts anything (the values, who may
+    /// run a command, where the URL points, who may claim the name), without contacting
+    /// the backend or changing anything: an import checks every registration it plans
+    /// this way before it makes the first.
+    pub async fn precheck(&self, reg: &Registration) -> Result<(), RegisterError> {
+        let url = validate(reg).map_err(RegisterError::Invalid)?;
+        match &reg.command {
+            Some(command) => self.may_run(&reg.name, command, &reg.actor)?,
+            None => match self.options.guard.check_url(&url).await {
+                Ok(()) => {}
+                Err(Refusal::NotAllowed(why)) => {
+                    return Err(RegisterError::NotAllowed {
+                        name: reg.name.clone(),
+                        why,
+                    });
+                }
+                Err(Refusal::Unresolvable(cause)) => {
+                    return Err(RegisterError::Unreachable {
+                        name: reg.name.clone(),
+                        url,
+                        cause,
+                    });
+                }
+            },
+        }
+        let reserved = self.reserved_for(&reg.name).await?;
+        self.may_claim(reg, reserved.as_deref())
     }
 
     /// An operator's `start`, `stop` or `restart` of every instance of `name` (a

@@ -9,8 +9,8 @@ use std::{path::Path, time::Duration};
 use serde_json::{Value, json};
 
 use crate::support::{
-    TOKEN, call, credential, credential_token, gateway_config, http, procs, register_as, rpc,
-    services, start_fixture, start_gateway, wait_for_services, wait_until,
+    TOKEN, call, credential, credential_token, gateway_config, http, metric, procs, register_as,
+    rpc, services, start_fixture, start_gateway, wait_for_services, wait_until,
 };
 
 /// The conformance fixture serving the 2025 revision on stdin and stdout.
@@ -177,6 +177,20 @@ async fn a_stdio_server_is_listed_called_read_and_back_after_kill_9_while_others
     let process = &service(&gw, "fx").await["instances"][0]["process"];
     assert_eq!(process["restarts"], 1, "{process}");
     assert_eq!(process["lastExit"], "killed by signal 9", "{process}");
+    // /metrics has the same: restarts, running, CPU and memory of the child.
+    let id = service(&gw, "fx").await["instances"][0]["id"]
+        .as_str()
+        .expect("instance id")
+        .to_string();
+    let series = |name: &str| format!("mcp_gateway_{name}{{service=\"fx\",instance=\"{id}\"}}");
+    assert_eq!(metric(&gw, &series("stdio_restarts")).await, Some(1.0));
+    assert_eq!(metric(&gw, &series("stdio_running")).await, Some(1.0));
+    assert!(
+        metric(&gw, &series("stdio_resident_bytes"))
+            .await
+            .is_some_and(|b| b > 0.0)
+    );
+    assert!(metric(&gw, &series("stdio_cpu_seconds")).await.is_some());
     gw.stop().await;
     // The gateway's shutdown ends its children.
     wait_until(

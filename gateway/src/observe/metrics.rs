@@ -50,6 +50,22 @@ struct InstanceLabels {
     state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcessLabels {
+    service: Arc<str>,
+    instance: Arc<str>,
+}
+
+/// A stdio server's process as `/metrics` shows it.
+pub struct ProcessSample {
+    pub service: Arc<str>,
+    pub instance: Arc<str>,
+    pub running: bool,
+    pub restarts: u64,
+    pub cpu_ms: Option<u64>,
+    pub rss_bytes: Option<u64>,
+}
+
 /// MCP methods counted by name; anything else is `other`.
 pub const METHODS: [&str; 14] = [
     "initialize",
@@ -85,6 +101,8 @@ pub struct Snapshot {
     pub tools: usize,
     pub sessions: usize,
     pub in_flight: usize,
+    /// Every stdio instance's process.
+    pub processes: Vec<ProcessSample>,
 }
 
 pub struct Metrics {
@@ -101,6 +119,10 @@ pub struct Metrics {
     tools: Gauge,
     sessions: Gauge,
     in_flight: Gauge,
+    stdio_running: Family<ProcessLabels, Gauge>,
+    stdio_restarts: Family<ProcessLabels, Gauge>,
+    stdio_cpu: Family<ProcessLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    stdio_rss: Family<ProcessLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -126,6 +148,10 @@ impl Metrics {
             tools: Gauge::default(),
             sessions: Gauge::default(),
             in_flight: Gauge::default(),
+            stdio_running: Family::default(),
+            stdio_restarts: Family::default(),
+            stdio_cpu: Family::default(),
+            stdio_rss: Family::default(),
         };
         registry.register(
             "requests",
@@ -159,7 +185,7 @@ impl Metrics {
         );
         registry.register(
             "instance_state",
-            "1 for each upstream instance's current state (starting, healthy, degraded, down)",
+            "1 for each upstream instance's current state (starting, healthy, degraded, down, stopped, failed)",
             m.instance_state.clone(),
         );
         registry.register("services", "Registered services", m.services.clone());
@@ -178,6 +204,26 @@ impl Metrics {
             "in_flight_calls",
             "Upstream calls in flight",
             m.in_flight.clone(),
+        );
+        registry.register(
+            "stdio_running",
+            "1 while a stdio server's process runs, by service and instance",
+            m.stdio_running.clone(),
+        );
+        registry.register(
+            "stdio_restarts",
+            "Processes a stdio instance started after its first (crashes and operator restarts)",
+            m.stdio_restarts.clone(),
+        );
+        registry.register(
+            "stdio_cpu_seconds",
+            "CPU time (user + system) of a stdio instance's running process",
+            m.stdio_cpu.clone(),
+        );
+        registry.register(
+            "stdio_resident_bytes",
+            "Resident memory of a stdio instance's running process",
+            m.stdio_rss.clone(),
         );
         *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = registry;
         m
@@ -257,6 +303,32 @@ impl Metrics {
         self.tools.set(now.tools as i64);
         self.sessions.set(now.sessions as i64);
         self.in_flight.set(now.in_flight as i64);
+        for family in [&self.stdio_running, &self.stdio_restarts, &self.stdio_rss] {
+            family.clear();
+        }
+        self.stdio_cpu.clear();
+        for p in &now.processes {
+            let labels = ProcessLabels {
+                service: Arc::clone(&p.service),
+                instance: Arc::clone(&p.instance),
+            };
+            self.stdio_running
+                .get_or_create(&labels)
+                .set(i64::from(p.running));
+            self.stdio_restarts
+                .get_or_create(&labels)
+                .set(i64::try_from(p.restarts).unwrap_or(i64::MAX));
+            if let Some(ms) = p.cpu_ms {
+                self.stdio_cpu
+                    .get_or_create(&labels)
+                    .set(ms as f64 / 1000.0);
+            }
+            if let Some(bytes) = p.rss_bytes {
+                self.stdio_rss
+                    .get_or_create(&labels)
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+        }
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
