@@ -4,7 +4,7 @@
 //! process holds no TCP socket (no port, no registration) and exits by itself when stdin
 //! closes, or on SIGTERM.
 
-#[path = "common/stdio.rs"]
+#[path = "../../service-kit/tests/support/stdio_client.rs"]
 mod stdio_client;
 
 use serde_json::{Value, json};

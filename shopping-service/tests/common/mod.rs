@@ -2,6 +2,7 @@
 //! `json!` object, the text of an `isError` tool result, and ([`stdio`]) a JSON-RPC
 //! client of the binary in `--stdio` mode.
 
+#[path = "../../../service-kit/tests/support/stdio_client.rs"]
 pub mod stdio;
 
 use rmcp::model::{CallToolResult, JsonObject};
