@@ -1,4 +1,4 @@
-//! The operator's command line: `gateway services|tools|calls|call|register|unregister`,
+//! The operator's command line: `gateway services|tools|calls|call|register|import|unregister`,
 //! talking to a running gateway over its HTTP API (URL and token from flags or the
 //! environment). Tables by default, `--json` for scripts. Exit status: 0 done, 1 the
 //! gateway or the tool said no (an error answer, a tool error), 2 the gateway could not
@@ -83,6 +83,28 @@ pub enum Command {
         /// A Bearer token the gateway presents to this server.
         #[arg(long)]
         upstream_bearer: Option<String>,
+    },
+    /// Registers the servers of an MCP registry `server.json` (a file) or of a registry
+    /// URL (a server.json, or a `/v0.1/servers` listing the gateway fetches and pages
+    /// through) (POST /registry/import): remotes as HTTP servers, npm and PyPI packages
+    /// as stdio servers (npx, uvx); all or none.
+    Import {
+        /// A server.json file, or an http(s) URL the gateway fetches.
+        #[arg(value_name = "FILE|URL")]
+        source: String,
+        /// A variable's value, `NAME=VALUE`; `NAME` alone takes the value of this
+        /// environment variable (keeps a secret off the command line). Repeatable.
+        #[arg(long = "var", value_name = "NAME[=VALUE]")]
+        vars: Vec<String>,
+        /// The service name (one server only).
+        #[arg(long)]
+        name: Option<String>,
+        /// Check and show what would be registered; register nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Skip what the gateway cannot run (OCI packages, ...) instead of refusing.
+        #[arg(long)]
+        skip_unsupported: bool,
     },
     /// Removes a service, or one instance of it.
     Unregister {
@@ -398,6 +420,22 @@ pub async fn run(remote: Remote, command: Command) -> Result<String, Failure> {
                 }
             ))
         }
+        Command::Import {
+            source,
+            vars,
+            name,
+            dry_run,
+            skip_unsupported,
+        } => {
+            let body = import_body(&source, &vars, name, dry_run, skip_unsupported)?;
+            let answer = client
+                .send(client.http.post(client.url("/registry/import")).json(&body))
+                .await?;
+            if json {
+                return Ok(json_out(&answer));
+            }
+            Ok(import_summary(&answer))
+        }
         Command::Unregister { name, instance } => {
             let mut url = client.url(&format!("/services/{name}"));
             if let Some(i) = &instance {
@@ -437,6 +475,87 @@ pub async fn run(remote: Remote, command: Command) -> Result<String, Failure> {
             Ok(out.join("\n"))
         }
     }
+}
+
+/// The body of `POST /registry/import`: a URL as is, a file's JSON inline.
+fn import_body(
+    source: &str,
+    vars: &[String],
+    name: Option<String>,
+    dry_run: bool,
+    skip_unsupported: bool,
+) -> Result<Value, Failure> {
+    let usage = |message: String| Failure { status: 2, message };
+    let source = if source.starts_with("http://") || source.starts_with("https://") {
+        Value::String(source.to_string())
+    } else {
+        let text = std::fs::read_to_string(source)
+            .map_err(|e| usage(format!("cannot read {}: {e}", printable(source))))?;
+        serde_json::from_str(&text)
+            .map_err(|e| usage(format!("{} is not JSON: {e}", printable(source))))?
+    };
+    let mut variables = serde_json::Map::new();
+    for var in vars {
+        let (k, v) = match var.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => {
+                let v = std::env::var(var).map_err(|_| {
+                    usage(format!(
+                        "--var {}: give NAME=VALUE, or set the environment variable {}",
+                        printable(var),
+                        printable(var)
+                    ))
+                })?;
+                (var.clone(), v)
+            }
+        };
+        variables.insert(k, Value::String(v));
+    }
+    let mut body = json!({
+        "source": source,
+        "variables": variables,
+        "dryRun": dry_run,
+        "skipUnsupported": skip_unsupported,
+    });
+    if let Some(name) = name {
+        body["name"] = json!(name);
+    }
+    Ok(body)
+}
+
+/// One line per server an import registered (or would), then what it skipped.
+fn import_summary(answer: &Value) -> String {
+    let dry = answer["dryRun"] == true;
+    let mut out = Vec::new();
+    for s in answer["servers"].as_array().into_iter().flatten() {
+        let what = match s["url"].as_str() {
+            Some(url) => url.to_string(),
+            None => {
+                let mut line = text(&s["command"]);
+                for a in s["args"].as_array().into_iter().flatten() {
+                    line.push(' ');
+                    line.push_str(&text(a));
+                }
+                line
+            }
+        };
+        out.push(format!(
+            "{} {} ({} {}): {}",
+            if dry { "would register" } else { "registered" },
+            printable(&text(&s["name"])),
+            printable(&text(&s["kind"])),
+            printable(&text(&s["server"])),
+            printable(&what)
+        ));
+    }
+    for s in answer["skipped"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "skipped {}: {}",
+            printable(&text(&s["server"])),
+            printable(&text(&s["reason"]))
+        ));
+    }
+    out.join("\n")
 }
 
 /// `POST /services/{name}/{action}`, then the service's state and each instance's.

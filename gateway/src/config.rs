@@ -52,6 +52,12 @@ pub struct Config {
     /// remote code execution. Configured `[[upstreams]]` with a `command` always run.
     #[serde(deserialize_with = "list_or_csv")]
     pub allowed_commands: Vec<String>,
+    /// Values for the variables of servers imported from an MCP registry (`gateway
+    /// import`, `POST /registry/import`), by name: the secrets and required inputs a
+    /// `server.json` asks for (`{"WEATHER_API_KEY": "..."}`). A request's own
+    /// `variables` come first; a registry never supplies them. TOML only
+    /// (`[import_variables]`).
+    pub import_variables: std::collections::BTreeMap<String, String>,
     /// Deadline for one proxied call, in milliseconds.
     pub call_timeout_ms: u64,
     /// Deadline for connecting to an upstream and its `initialize`, in milliseconds.
@@ -267,6 +273,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             upstreams: Vec::new(),
             allowed_commands: Vec::new(),
+            import_variables: std::collections::BTreeMap::new(),
             call_timeout_ms: 30_000,
             connect_timeout_ms: 5_000,
             health_interval_ms: 10_000,
@@ -412,7 +419,7 @@ impl Config {
     pub fn environment_variables() -> Vec<String> {
         known_keys()
             .into_iter()
-            .filter(|k| !matches!(k.as_str(), "credentials" | "jwt"))
+            .filter(|k| !matches!(k.as_str(), "credentials" | "jwt" | "import_variables"))
             .map(|k| match k.as_str() {
                 "token" => "MCP_BEARER_TOKEN".to_string(),
                 _ => format!("GATEWAY_{}", k.to_ascii_uppercase()),

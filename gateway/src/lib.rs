@@ -19,6 +19,7 @@
 //!   metadata     RFC 9728 protected-resource metadata, named by every 401
 //!   schema       the shapes the admin handlers answer with, as OpenAPI describes them
 //!   auth         Bearer tokens and JWTs to an Identity; scopes per route; 401/403/429
+//! import       server.json from an MCP registry to registrations: all of them or none
 //! mcp          the rmcp codec: ServerHandler over the catalog; /mcp entry point
 //! passthrough  the raw JSON codec: tools/call and tools/list past rmcp's typed pipeline
 //! mrtr         multi round-trip requests: parked calls, sealed requestState
@@ -66,6 +67,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod import;
 mod jsonrpc;
 pub mod jwt;
 mod limits;

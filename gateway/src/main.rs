@@ -19,7 +19,8 @@ use gateway::config::{Config, Overrides};
 /// With a subcommand, it is instead the operator's client of a running gateway
 /// (--url or GATEWAY_URL, --token or MCP_BEARER_TOKEN): `gateway services`,
 /// `gateway tools`, `gateway calls`, `gateway call TOOL --args JSON`,
-/// `gateway register NAME URL`, `gateway unregister NAME`, `gateway start|stop|restart NAME`,
+/// `gateway register NAME URL`, `gateway import FILE|URL`, `gateway unregister NAME`,
+/// `gateway start|stop|restart NAME`,
 /// `gateway logs NAME`; add --json for scripts. `gateway stdio` is an MCP server on
 /// stdin/stdout relaying to the gateway's /mcp (one desktop `mcpServers` entry).
 #[derive(Parser, Debug)]
@@ -77,7 +78,7 @@ fn command() -> clap::Command {
     }
     lines.push_str(&line);
     command.long_about(format!(
-        "{about}\n\nEnvironment (each is a key of the TOML file, lower-cased without the GATEWAY_ prefix; token is MCP_BEARER_TOKEN; credentials and jwt are TOML only):\n{lines}"
+        "{about}\n\nEnvironment (each is a key of the TOML file, lower-cased without the GATEWAY_ prefix; token is MCP_BEARER_TOKEN; credentials, jwt and import_variables are TOML only):\n{lines}"
     ))
 }
 

@@ -14,6 +14,7 @@ mod dashboard;
 mod docs;
 mod faults;
 mod federation;
+mod import;
 mod observe;
 mod persistence;
 mod protocol;

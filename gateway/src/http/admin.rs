@@ -1,4 +1,5 @@
-//! The operator endpoints: `POST /register`; `GET|POST /services`, `GET /services/{name}`;
+//! The operator endpoints: `POST /register`, `POST /registry/import`; `GET|POST /services`,
+//! `GET /services/{name}`;
 //! `DELETE /services/{name}` (`?url=`) and `DELETE /services/{name}/instances/{id}`;
 //! `GET /calls`, `GET /stats`; `GET /health` (public). Each is described in the OpenAPI
 //! document (`#[utoipa::path]`, see `openapi`).
@@ -26,10 +27,12 @@ use serde_json::json;
 use super::{
     auth::{Identity, Scopes},
     schema::{
-        CallList, ErrorBody, HealthBody, InstanceLogs, RegisterRequest, Registered, ServiceLine,
-        ServiceList, ServiceLogs, StatsBody, ToolStats, Unregistered, Upstreams,
+        CallList, ErrorBody, HealthBody, ImportRequestBody, InstanceLogs, RegisterRequest,
+        Registered, ServiceLine, ServiceList, ServiceLogs, StatsBody, ToolStats, Unregistered,
+        Upstreams,
     },
 };
+use crate::import::{ImportError, ImportReport, Importer};
 use crate::observe::calllog::{Filter, Stats};
 use crate::registry::ServiceEntry;
 use crate::vocab::Invalid;
@@ -128,33 +131,111 @@ pub async fn register(
             )
                 .into_response()
         }
-        Err(RegisterError::Internal(why)) => {
-            tracing::error!("{why}");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "internal", why)
+        Err(refused) => {
+            let (status, code, message) = register_refusal(refused);
+            error(status, code, message)
         }
-        Err(RegisterError::Invalid(why)) => error(
+    }
+}
+
+/// The status, code and message of a refused registration.
+fn register_refusal(refused: RegisterError) -> (StatusCode, &'static str, String) {
+    match refused {
+        RegisterError::Internal(why) => {
+            tracing::error!("{why}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal", why)
+        }
+        RegisterError::Invalid(why) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_registration",
-            why,
+            why.to_string(),
         ),
-        Err(e @ RegisterError::NotAllowed { .. }) => {
-            error(StatusCode::FORBIDDEN, "upstream_not_allowed", e.to_string())
+        e @ RegisterError::NotAllowed { .. } => {
+            (StatusCode::FORBIDDEN, "upstream_not_allowed", e.to_string())
         }
-        Err(RegisterError::NotOwner(why)) => error(StatusCode::FORBIDDEN, "not_owner", why),
-        Err(RegisterError::Reserved(why)) => error(StatusCode::FORBIDDEN, "name_reserved", why),
-        Err(RegisterError::Conflict(why)) => error(StatusCode::CONFLICT, "owner_conflict", why),
-        Err(e @ RegisterError::Unreachable { .. }) => error(
+        RegisterError::NotOwner(why) => (StatusCode::FORBIDDEN, "not_owner", why),
+        RegisterError::Reserved(why) => (StatusCode::FORBIDDEN, "name_reserved", why),
+        RegisterError::Conflict(why) => (StatusCode::CONFLICT, "owner_conflict", why),
+        e @ RegisterError::Unreachable { .. } => (
             StatusCode::BAD_GATEWAY,
             "upstream_unreachable",
             e.to_string(),
         ),
-        Err(e @ RegisterError::Store(_)) => {
+        e @ RegisterError::Store(_) => {
             tracing::error!("{e}");
-            error(
+            (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "store_failed",
-                "the registration could not be saved; nothing was changed",
+                "the registration could not be saved; nothing was changed".to_string(),
             )
+        }
+    }
+}
+
+/// `POST /registry/import`: the servers of a `server.json` or an MCP registry listing
+/// (inline, or fetched from a URL within `upstream_networks`) registered, all or none.
+#[utoipa::path(post, path = "/registry/import", tag = "registry",
+    request_body = ImportRequestBody,
+    responses(
+        (status = 201, description = "Every planned server registered", body = ImportReport),
+        (status = 200, description = "A dry run: what would be registered (all checks passed)", body = ImportReport),
+        (status = 400, description = "Malformed body, or a repeated Host/Origin header", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Scope (register; operate for packages), a command not in allowed_commands, owner, reserved name, Host/Origin, or a URL outside upstream_networks", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+        (status = 409, description = "A planned name is taken", body = ErrorBody),
+        (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
+        (status = 422, description = "Not a usable server.json, a missing variable (named), or an unsupported entry such as an OCI package (nothing registered)", body = ErrorBody),
+        (status = 429, description = "Over a rate limit", body = ErrorBody),
+        (status = 500, description = "The store failed (what this import registered was removed)", body = ErrorBody),
+        (status = 502, description = "The registry or a server could not be reached (what this import registered was removed)", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn import(
+    State(importer): State<Arc<Importer>>,
+    Extension(identity): Extension<Identity>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejected) => return body_refused(rejected),
+    };
+    let request = match crate::import::parse_request(&body) {
+        Ok(r) => r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_body", why),
+    };
+    let dry_run = request.dry_run;
+    match importer.import(request, actor(&identity)).await {
+        Ok(report) => {
+            let status = if dry_run {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            (status, Json(report)).into_response()
+        }
+        Err(refused) => {
+            let message = refused.to_string();
+            let (status, code) = match refused {
+                ImportError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+                ImportError::Invalid(_) => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid_server_json")
+                }
+                ImportError::Missing(_) => (StatusCode::UNPROCESSABLE_ENTITY, "missing_variable"),
+                ImportError::Unsupported(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported"),
+                ImportError::Conflict(_) => (StatusCode::CONFLICT, "name_taken"),
+                ImportError::NotAllowed(_) => (StatusCode::FORBIDDEN, "upstream_not_allowed"),
+                ImportError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "registry_unreachable"),
+                ImportError::Refused(e) => {
+                    let (status, code, message) = register_refusal(*e);
+                    return error(status, code, message);
+                }
+                ImportError::RolledBack { cause, .. } => {
+                    let (status, code, _) = register_refusal(*cause);
+                    (status, code)
+                }
+            };
+            error(status, code, message)
         }
     }
 }

@@ -155,7 +155,7 @@ impl Auth {
 /// The scope a route needs beyond a valid token (`/mcp` is checked per JSON-RPC method
 /// in `mcp::entry`).
 fn route_scope(method: &http::Method, path: &str) -> Option<Scopes> {
-    if path == "/register" {
+    if path == "/register" || path == "/registry/import" {
         return Some(Scopes::REGISTER);
     }
     if matches!(path, "/calls" | "/stats" | "/metrics") {

@@ -5,6 +5,7 @@
 //! but /health and the metadata) → handler
 //!   /mcp        mcp::entry (POST, GET, DELETE)
 //!   /register   admin::register (POST)
+//!   /registry/import  admin::import (POST): server.json / MCP registry listing (register)
 //!   /services   admin::services (GET, POST)
 //!   /services/{name}                 GET one, DELETE (all instances, or ?url=)
 //!   /services/{name}/instances/{id}  DELETE one instance
@@ -74,7 +75,15 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config)
         .route("/services/{name}/{action}", post(admin::control))
         .route("/calls", get(admin::calls))
         .route("/stats", get(admin::stats))
-        .with_state(Arc::clone(&registry));
+        .with_state(Arc::clone(&registry))
+        .merge(
+            Router::new()
+                .route("/registry/import", post(admin::import))
+                .with_state(Arc::new(crate::import::Importer::new(
+                    Arc::clone(&registry),
+                    config,
+                ))),
+        );
     let mcp = Router::new()
         .route("/mcp", any(crate::mcp::entry))
         .route("/metrics", get(metrics))
@@ -103,7 +112,7 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config)
             admin::error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such endpoint; the gateway serves /mcp, /register, /services, /calls, /stats, /metrics, /health, /ui and /.well-known/oauth-protected-resource",
+                "no such endpoint; the gateway serves /mcp, /register, /registry/import, /services, /calls, /stats, /metrics, /health, /ui and /.well-known/oauth-protected-resource",
             )
         })
         .layer(DefaultBodyLimit::max(max_body))

@@ -16,6 +16,7 @@ use utoipa::{
 
 use super::schema::*;
 use crate::{
+    import::{ImportReport, ImportedServer, SkippedEntry},
     observe::{Outcome, calllog::Stats},
     registry::{ServiceEntry, ServiceSummary, ToolView},
     upstream::{InstanceView, ServiceView, Source, health},
@@ -41,6 +42,7 @@ impl Modify for Bearer {
     ),
     paths(
         super::admin::register,
+        super::admin::import,
         super::admin::services,
         super::admin::service,
         super::admin::unregister,
@@ -58,7 +60,8 @@ impl Modify for Bearer {
         ErrorBody, RegisterRequest, UpstreamAuthBody, Registered, Unregistered, ServiceLine,
         ServiceList, ServiceEntry, ServiceView, InstanceView, health::Snapshot, health::State,
         health::Breaker, Source, ToolView, Stats, HealthBody, Upstreams, ServiceSummary,
-        CallView, CallList, Outcome, ToolStats, StatsBody, ResourceMetadata
+        CallView, CallList, Outcome, ToolStats, StatsBody, ResourceMetadata, ImportRequestBody,
+        ImportReport, ImportedServer, SkippedEntry
     )),
     modifiers(&Bearer)
 )]
@@ -89,6 +92,7 @@ mod tests {
         let paths = doc["paths"].as_object().expect("paths");
         for (path, methods) in [
             ("/register", &["post"][..]),
+            ("/registry/import", &["post"]),
             ("/services", &["get", "post"]),
             ("/services/{name}", &["get", "delete"]),
             ("/services/{name}/instances/{id}", &["delete"]),

@@ -219,3 +219,34 @@ pub struct InstanceLogs {
     pub pid: Option<u32>,
     pub lines: Vec<String>,
 }
+
+/// `POST /registry/import`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportRequestBody {
+    /// A `server.json` object (or a registry's `{"server": ...}` answer, or a
+    /// `/v0.1/servers` page), or the http(s) URL of one, fetched within
+    /// `upstream_networks` (a listing's `nextCursor` followed, at most 20 pages).
+    #[schema(value_type = Object)]
+    pub source: serde_json::Value,
+    /// Values of the server's variables by name (URL variables, header and environment
+    /// variable names, argument hints); before the gateway's `[import_variables]`.
+    /// Never shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variables: Option<BTreeMap<String, String>>,
+    /// The service name (one server only; default: derived from the server's name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(
+        pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        min_length = 1,
+        max_length = 64
+    )]
+    pub name: Option<String>,
+    /// Check and answer the plan; register nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    /// Skip (and report) entries the gateway cannot run, such as OCI packages, instead
+    /// of refusing the import.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_unsupported: Option<bool>,
+}
