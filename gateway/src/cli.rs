@@ -737,6 +737,41 @@ mod tests {
     }
 
     #[test]
+    fn import_sends_a_url_as_is_and_a_file_inline_with_its_variables() {
+        let body = import_body(
+            "http://127.0.0.1:9/v0.1/servers",
+            &["port=8080".into(), "KEY=a=b".into()],
+            None,
+            true,
+            false,
+        )
+        .unwrap_or_else(|f| panic!("{}", f.message));
+        assert_eq!(body["source"], "http://127.0.0.1:9/v0.1/servers");
+        assert_eq!(body["variables"], json!({"port": "8080", "KEY": "a=b"}));
+        assert_eq!(body["dryRun"], true);
+        assert!(body.get("name").is_none());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("server.json");
+        std::fs::write(&file, r#"{"name": "a/b", "remotes": []}"#).expect("write");
+        let path = file.to_string_lossy().into_owned();
+        let body = import_body(&path, &[], Some("b".into()), false, true)
+            .unwrap_or_else(|f| panic!("{}", f.message));
+        assert_eq!(body["source"]["name"], "a/b");
+        assert_eq!(body["name"], "b");
+        assert_eq!(body["skipUnsupported"], true);
+
+        let unset = "GATEWAY_TEST_SURELY_UNSET_VARIABLE";
+        let failure = import_body(&path, &[unset.into()], None, false, false)
+            .expect_err("an unset variable is a usage error");
+        assert_eq!(failure.status, 2);
+        assert!(failure.message.contains(unset), "{}", failure.message);
+        let failure = import_body("/nonexistent/server.json", &[], None, false, false)
+            .expect_err("a missing file");
+        assert_eq!(failure.status, 2);
+    }
+
+    #[test]
     fn times_are_utc() {
         assert_eq!(super::format_time(0), "1970-01-01 00:00:00");
         assert_eq!(super::format_time(1_795_340_186_632), "2026-11-22 09:36:26");
