@@ -2,6 +2,9 @@
 //! notification lines to the child's stdin and reads its stdout line by line, failing
 //! the test on any stdout line that is not one JSON-RPC 2.0 message. Every wait is
 //! bounded; the child is killed if the test fails before it exits.
+//!
+//! Shared by the demo services' stdio tests (each includes it with `#[path]`); not a test
+//! target of its own (cargo compiles only the files directly under `tests/`).
 
 #![allow(dead_code)]
 
