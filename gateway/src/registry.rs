@@ -736,36 +736,8 @@ impl Registry {
         self: &Arc<Self>,
         reg: Registration,
     ) -> Result<Registered, RegisterError> {
-        let url = validate(&reg).map_err(RegisterError::Invalid)?;
-        let max_timeout = self.options.max_call_timeout.as_millis() as u64;
-        if reg.call_timeout_ms.is_some_and(|ms| ms > max_timeout) {
-            return Err(RegisterError::Invalid(Invalid(format!(
-                "callTimeoutMs must be at most {max_timeout} (the gateway's max_call_timeout_ms)"
-            ))));
-        }
-        if let Some(command) = &reg.command {
-            self.may_run(&reg.name, command, &reg.actor)?;
-        }
-        match self.options.guard.check_url(&url).await {
-            _ if reg.command.is_some() => {}
-            Ok(()) => {}
-            Err(Refusal::NotAllowed(why)) => {
-                return Err(RegisterError::NotAllowed {
-                    name: reg.name,
-                    why,
-                });
-            }
-            Err(Refusal::Unresolvable(cause)) => {
-                return Err(RegisterError::Unreachable {
-                    name: reg.name,
-                    url,
-                    cause,
-                });
-            }
-        }
         // Checked before the backend is contacted, and again before anything changes.
-        let reserved = self.reserved_for(&reg.name).await?;
-        self.may_claim(&reg, reserved.as_deref())?;
+        let (url, reserved) = self.checked(&reg).await?;
         let registered_at = self.first_registered(&reg);
         let owner = Some(Arc::clone(&reg.actor.name));
         let instance = Instance::new(
@@ -913,7 +885,20 @@ impl Registry {
     /// the backend or changing anything: an import checks every registration it plans
     /// this way before it makes the first.
     pub async fn precheck(&self, reg: &Registration) -> Result<(), RegisterError> {
+        self.checked(reg).await.map(|_| ())
+    }
+
+    /// The checks of [`Self::register`] and [`Self::precheck`]: the values, who may run
+    /// a command, where the URL points, who may claim the name. The URL in its normal
+    /// form and whom the name is reserved for.
+    async fn checked(&self, reg: &Registration) -> Result<(String, Option<String>), RegisterError> {
         let url = validate(reg).map_err(RegisterError::Invalid)?;
+        let max_timeout = self.options.max_call_timeout.as_millis() as u64;
+        if reg.call_timeout_ms.is_some_and(|ms| ms > max_timeout) {
+            return Err(RegisterError::Invalid(Invalid(format!(
+                "callTimeoutMs must be at most {max_timeout} (the gateway's max_call_timeout_ms)"
+            ))));
+        }
         match &reg.command {
             Some(command) => self.may_run(&reg.name, command, &reg.actor)?,
             None => match self.options.guard.check_url(&url).await {
@@ -934,7 +919,8 @@ impl Registry {
             },
         }
         let reserved = self.reserved_for(&reg.name).await?;
-        self.may_claim(reg, reserved.as_deref())
+        self.may_claim(reg, reserved.as_deref())?;
+        Ok((url, reserved))
     }
 
     /// An operator's `start`, `stop` or `restart` of every instance of `name` (a
