@@ -1131,8 +1131,12 @@ impl Registry {
             .iter()
             .flat_map(|s| s.instances().iter().cloned().collect::<Vec<_>>())
             .map(|i| async move { i.close().await });
-        let _ =
-            tokio::time::timeout(Duration::from_secs(3), futures::future::join_all(closing)).await;
+        // Long enough for a stdio child to be stopped in full (stdin closed, SIGTERM,
+        // SIGKILL); one that outlasts it still dies with the gateway (PR_SET_PDEATHSIG).
+        let limit = crate::upstream::stdio::EOF_GRACE
+            + crate::upstream::stdio::STOP_GRACE
+            + Duration::from_secs(1);
+        let _ = tokio::time::timeout(limit, futures::future::join_all(closing)).await;
     }
 }
 
