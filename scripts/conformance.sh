@@ -203,6 +203,34 @@ inspector_check() {
         return 1
     }
     log "Inspector CLI: listed and called through the gateway"
+
+    # The same over the Inspector's stdio transport, through `gateway stdio` (the bridge a
+    # desktop client starts).
+    local bridge=(env "PATH=$(dirname "$NODE"):$PATH" "MCP_CATALOG_PATH=$WORK/inspector-catalog.json"
+        timeout 120 "$INSPECTOR_BIN" --cli -e "MCP_BEARER_TOKEN=$TOKEN" -e "RUST_LOG=warn"
+        "$BIN/gateway" stdio --url "$gateway")
+    log "MCP Inspector CLI (stdio transport): tools/list and tools/call through gateway stdio"
+    out=$("${bridge[@]}" --method tools/list 2>&1) || {
+        printf '%s\n' "$out" >"$dir/inspector-stdio-list.txt"
+        log "Inspector tools/list over gateway stdio failed (see $dir/inspector-stdio-list.txt)"
+        return 1
+    }
+    printf '%s\n' "$out" >"$dir/inspector-stdio-list.txt"
+    if ! grep -q '"test_simple_text"' <<<"$out" || ! grep -q '"getProductById"' <<<"$out"; then
+        log "Inspector tools/list over gateway stdio lacks the fixture's or the demo services' tools"
+        return 1
+    fi
+    out=$("${bridge[@]}" --method tools/call --tool-name getProductById --tool-arg 'id="123"' 2>&1) || {
+        printf '%s\n' "$out" >"$dir/inspector-stdio-call.txt"
+        log "Inspector tools/call over gateway stdio failed (see $dir/inspector-stdio-call.txt)"
+        return 1
+    }
+    printf '%s\n' "$out" >"$dir/inspector-stdio-call.txt"
+    grep -q '"123"' <<<"$out" || {
+        log "Inspector tools/call over gateway stdio did not return product 123"
+        return 1
+    }
+    log "Inspector CLI (stdio): listed and called through gateway stdio"
 }
 
 # ---------------------------------------------------------------------------------------
