@@ -3,9 +3,13 @@
 # @modelcontextprotocol/server-everything (stdio mode) and
 # @modelcontextprotocol/server-filesystem (on a temporary directory), configured as
 # [[upstreams]] with a command. Through the gateway's /mcp each is listed and called, a
-# resource of server-everything is read, a file is read through server-filesystem, the
-# child's environment is checked (its own env set, the gateway's token absent), and
-# server-everything's child is killed with SIGKILL and must come back by itself.
+# resource of server-everything is read (server-filesystem offers tools only), a file is
+# read through server-filesystem, the child's environment is checked (its own env set,
+# the gateway's token absent), and server-everything's child is killed with SIGKILL and
+# must come back by itself. Then the official Python SDK's stdio client, through `gateway
+# stdio`, lists and calls a tool of a stdio upstream; and a server.json naming the npm
+# package is imported for real (`POST /registry/import`: `npx -y NAME@VERSION` run as a
+# stdio server, fetched from the npm registry) and called.
 #
 #   scripts/stdio-servers.sh        (exit 0: every check passed)
 #
@@ -19,6 +23,7 @@ CACHE="${MCP_CLIENTS_CACHE:-$HOME/.cache/mcp-clients}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/debug"
 TOKEN="stdio-servers-token-0123456789"
+PY_SDK1="mcp==1.30.0"
 PACKAGES=(
     "@modelcontextprotocol/server-everything@2026.8.31"
     "@modelcontextprotocol/server-filesystem@2026.8.31"
@@ -61,6 +66,16 @@ EVERYTHING="$SERVERS/node_modules/@modelcontextprotocol/server-everything/dist/i
 FILESYSTEM="$SERVERS/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js"
 [ -f "$EVERYTHING" ] && [ -f "$FILESYSTEM" ] || die "the npm packages are not where expected under $SERVERS"
 
+VENV="$CACHE/venv-stdio-servers"
+if [[ ! -f "$VENV/.ready" ]] || [[ "$(cat "$VENV/.ready")" != "$PY_SDK1" ]]; then
+    log "installing $PY_SDK1 into $VENV (the official Python SDK's stdio client)"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    timeout 600 "$VENV/bin/pip" install -q "$PY_SDK1"
+    printf '%s' "$PY_SDK1" >"$VENV/.ready"
+fi
+command -v npx >/dev/null 2>&1 || ensure_npm
+
 log "building the gateway"
 (cd "$ROOT" && cargo build -q -p gateway --bins) || die "cargo build failed"
 
@@ -71,7 +86,8 @@ cat >"$WORK/gateway.toml" <<EOF
 listen = "127.0.0.1:$PORT"
 store = "$WORK/gateway.db"
 health_interval_ms = 500
-connect_timeout_ms = 30000
+connect_timeout_ms = 60000
+allowed_commands = ["npx"]
 
 [[upstreams]]
 name = "everything"
@@ -89,10 +105,10 @@ MCP_BEARER_TOKEN="$TOKEN" RUST_LOG="${RUST_LOG:-warn}" "$BIN/gateway" --config "
     >"$WORK/gateway.log" 2>&1 &
 GATEWAY_PID=$!
 
-python3 - "$PORT" "$TOKEN" "$WORK/share" <<'PY'
-import json, os, signal, sys, time, urllib.request
+python3 - "$PORT" "$TOKEN" "$WORK/share" "$VENV/bin/python" "$BIN/gateway" <<'PY'
+import json, os, signal, subprocess, sys, time, urllib.request
 
-port, token, share = sys.argv[1], sys.argv[2], sys.argv[3]
+port, token, share, sdk_python, gateway_bin = sys.argv[1:6]
 base = f"http://127.0.0.1:{port}"
 failures = []
 
@@ -179,6 +195,67 @@ if isinstance(pid, int):
         process = service("everything")["instances"][0]["process"]
         check("its restart is counted with how it ended",
               process["restarts"] == 1 and process.get("lastExit") == "killed by signal 9", process)
+
+# The official Python SDK's stdio client through `gateway stdio`: a desktop client's view.
+client = r"""
+import asyncio, os, sys
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+async def main():
+    params = StdioServerParameters(command=sys.argv[1], args=["stdio", "--url", sys.argv[2]],
+                                   env={"MCP_BEARER_TOKEN": sys.argv[3], "RUST_LOG": "warn",
+                                        "PATH": os.environ.get("PATH", "")})
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            tools = [t.name for t in (await session.list_tools()).tools]
+            assert "echo" in tools and "read_text_file" in tools, tools
+            result = await session.call_tool("echo", {"message": "sdk through the bridge"})
+            text = result.content[0].text
+            assert "sdk through the bridge" in text, text
+            print("ok")
+
+asyncio.run(asyncio.wait_for(main(), 60))
+"""
+try:
+    out = subprocess.run([sdk_python, "-c", client, gateway_bin, base, token],
+                         capture_output=True, text=True, timeout=90)
+    check("the Python SDK's stdio client, through gateway stdio, lists and calls a stdio upstream's tool",
+          out.returncode == 0 and out.stdout.strip().endswith("ok"), (out.stdout + out.stderr)[-600:])
+except subprocess.TimeoutExpired:
+    check("the Python SDK's stdio client through gateway stdio", False, "timed out")
+
+# A server.json naming the npm package, imported for real: npx fetches and runs it.
+server_json = {
+    "$schema": "https://static.modelcontextprotocol.io/schemas/2025-12-11/server.schema.json",
+    "name": "io.github.modelcontextprotocol/everything",
+    "description": "MCP's reference server (server-everything), from npm",
+    "version": "2026.8.31",
+    "packages": [{
+        "registryType": "npm",
+        "identifier": "@modelcontextprotocol/server-everything",
+        "version": "2026.8.31",
+        "transport": {"type": "stdio"},
+        "packageArguments": [{"type": "positional", "value": "stdio"}],
+    }],
+}
+try:
+    imported = request("/registry/import", {"source": server_json, "name": "imported"})
+    check("POST /registry/import registers the npm package", True)
+except urllib.error.HTTPError as e:
+    check("POST /registry/import registers the npm package", False, f"{e.code} {e.read()[:300]!r}")
+    imported = None
+if imported is not None:
+    entry = service("imported") or {}
+    command = (entry.get("instances") or [{}])[0].get("process", {}).get("command", "")
+    check("the import runs npx -y NAME@VERSION stdio",
+          command.startswith("npx -y @modelcontextprotocol/server-everything@2026.8.31") and command.endswith("stdio"),
+          command)
+    if wait("the imported server healthy", lambda: (service("imported") or {}).get("state") == "healthy", 120):
+        answer = rpc("tools/call", {"name": "imported__echo", "arguments": {"message": "imported from a registry"}})
+        check("the imported server answers (its tools qualified beside the configured copy)",
+              "imported from a registry" in json.dumps(answer.get("result", answer)), json.dumps(answer)[:300])
 
 print()
 print("stdio servers: " + ("every check passed" if not failures else f"{len(failures)} failed: {failures}"))
