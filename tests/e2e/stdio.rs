@@ -636,6 +636,24 @@ async fn the_demo_services_run_over_stdio_behind_the_gateway_with_resources_prom
         product["result"]["structuredContent"]["id"], "123",
         "{product}"
     );
+    // 200 concurrent tool calls over the one child: each gets its own product.
+    let target = crate::support::procs::Url(gw.base());
+    let answers = futures::future::join_all((1..=200).map(|i| {
+        let target = target.clone();
+        async move {
+            let a = call(&target, "getProductById", json!({"id": i.to_string()})).await;
+            (i, a)
+        }
+    }))
+    .await;
+    for (i, a) in answers {
+        assert_eq!(
+            a["result"]["structuredContent"]["id"],
+            i.to_string(),
+            "call {i} got another's answer: {a}"
+        );
+    }
+    assert_eq!(pids(&gw, "shopping-service").await.len(), 1);
     // shopping-service (a stdio child) → the gateway over HTTP → user-service (a stdio
     // child).
     let recs = call(
