@@ -49,7 +49,8 @@ function stamp(id) { $(id).textContent = `updated ${new Date().toLocaleTimeStrin
 // A stdio server's process, in one line: command, pid, uptime, restarts, last exit,
 // CPU and memory (its last stderr lines are the line's tooltip).
 function processLine(p) {
-  const parts = [p.command];
+  // The program by its file name (the full command line is in /services).
+  const parts = [p.command.replace(/^\S*\//, "")];
   if (p.pid) parts.push(`pid ${p.pid}`, `up ${ago(Date.now() - (p.uptimeMs || 0)).replace(" ago", "")}`);
   else parts.push("not running");
   parts.push(`${p.restarts} restart${p.restarts === 1 ? "" : "s"}`);

@@ -92,10 +92,18 @@ async fn wait_text(c: &Client, css: &str, what: &str, ok: impl Fn(&str) -> bool)
 async fn an_operator_watches_and_drives_the_gateway_from_the_dashboard() {
     let driver = chromedriver().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    // Beside the demo services, a stdio server the gateway runs (the conformance fixture).
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.upstreams = vec![gateway::config::UpstreamSpec {
+        name: "fixture".into(),
+        command: Some(procs::binary("conformance-fixture").display().to_string()),
+        args: vec!["--stdio".into(), "--revision".into(), "2025".into()],
+        ..Default::default()
+    }];
+    let gw = start_gateway(config).await;
     let shopping = start_shopping(Some(&gw)).await;
     let mut user = procs::service("user-service", procs::free_port(), gw.addr.port(), true).await;
-    wait_for_services(&gw, &["shopping-service", "user-service"]).await;
+    wait_for_services(&gw, &["shopping-service", "user-service", "fixture"]).await;
     let c = browser(&driver).await;
     let ui = format!("{}/ui", gw.base());
 
@@ -118,10 +126,23 @@ async fn an_operator_watches_and_drives_the_gateway_from_the_dashboard() {
         .click()
         .await
         .expect("click");
-    for service in ["shopping-service", "user-service"] {
+    for service in ["shopping-service", "user-service", "fixture"] {
         let css = format!("tr[data-service=\"{service}\"] .state");
         wait_text(&c, &css, service, |t| t == "healthy").await;
     }
+    // The stdio server's row shows its process: command, pid, uptime, restarts, memory.
+    wait_text(
+        &c,
+        "tr[data-service=\"fixture\"] .process",
+        "the stdio process line",
+        |t| {
+            t.contains("conformance-fixture --stdio")
+                && t.contains("pid ")
+                && t.contains("0 restarts")
+                && t.contains("MiB")
+        },
+    )
+    .await;
 
     // The playground builds a form from the tool's inputSchema and calls it.
     c.goto(&format!("{ui}#/playground?tool=getProductById"))
