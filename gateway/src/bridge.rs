@@ -379,9 +379,18 @@ impl Bridge {
     /// `initialize`: opens a session (the old one, if any, is left to expire), relays the
     /// answer and notes the session id and negotiated version.
     async fn initialize(&self, body: Bytes, value: &Value) -> Result<(), Problem> {
+        self.open(&body, value, true).await?;
+        self.session.lock().expect("session lock").init = value.get("params").cloned();
+        self.generation.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    /// Sends an `initialize` and notes the session id and version it got; `emit`: relays
+    /// the answer to the client (not for a reopening the client never asked for).
+    async fn open(&self, body: &Bytes, value: &Value, emit: bool) -> Result<(), Problem> {
         let id = value.get("id").cloned().unwrap_or(Value::Null);
         let response = self
-            .post(&body, value, false)
+            .post(body, value, false)
             .send()
             .await
             .map_err(|e| self.unreachable(&e))?;
@@ -389,7 +398,7 @@ impl Bridge {
             return Err(self.refusal(response).await);
         }
         let session_id = session_header(&response);
-        let answer = self.answer(response, Some(&id), true).await?;
+        let answer = self.answer(response, Some(&id), emit).await?;
         let mut session = self.session.lock().expect("session lock");
         session.id = session_id;
         session.version = answer
@@ -397,9 +406,6 @@ impl Bridge {
             .and_then(|a| a.pointer("/result/protocolVersion"))
             .and_then(Value::as_str)
             .map(String::from);
-        session.init = value.get("params").cloned();
-        drop(session);
-        self.generation.send_modify(|g| *g += 1);
         Ok(())
     }
 
@@ -454,25 +460,7 @@ impl Bridge {
         let id = json!(format!("gateway-stdio-reopen-{n}"));
         let message = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": params});
         let body = Bytes::from(message.to_string());
-        let response = self
-            .post(&body, &message, false)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        if !response.status().is_success() {
-            return Err(self.refusal(response).await);
-        }
-        let session_id = session_header(&response);
-        let answer = self.answer(response, Some(&id), false).await?;
-        {
-            let mut session = self.session.lock().expect("session lock");
-            session.id = session_id;
-            session.version = answer
-                .as_ref()
-                .and_then(|a| a.pointer("/result/protocolVersion"))
-                .and_then(Value::as_str)
-                .map(String::from);
-        }
+        self.open(&body, &message, false).await?;
         let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
         let body = Bytes::from(initialized.to_string());
         let _ = self.post(&body, &initialized, true).send().await;
