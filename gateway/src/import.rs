@@ -128,7 +128,7 @@ fn rolled_back_message(cause: &RegisterError, removed: &[String], left: &[String
 }
 
 /// An import request (`POST /registry/import`).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ImportRequest {
     pub source: SourceDoc,
     /// Values by variable name (may be secrets: never shown).
@@ -140,6 +140,19 @@ pub struct ImportRequest {
     pub dry_run: bool,
     /// Skip (and report) what the gateway cannot run instead of refusing the import.
     pub skip_unsupported: bool,
+}
+
+impl std::fmt::Debug for ImportRequest {
+    // The variables' values may be secrets: names only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportRequest")
+            .field("source", &self.source)
+            .field("variables", &self.variables.keys().collect::<Vec<_>>())
+            .field("name", &self.name)
+            .field("dry_run", &self.dry_run)
+            .field("skip_unsupported", &self.skip_unsupported)
+            .finish()
+    }
 }
 
 /// Where the servers come from.
@@ -401,11 +414,14 @@ struct Resolved {
 }
 
 impl Values<'_> {
-    fn lookup(&self, name: &str) -> Option<&str> {
+    /// A supplied value, and whether it came from the configuration (then it is a
+    /// secret whatever the document says: a document must not be able to place an
+    /// operator's value where its author can read it).
+    fn lookup(&self, name: &str) -> Option<(&str, bool)> {
         self.given
             .get(name)
-            .or_else(|| self.configured.get(name))
-            .map(String::as_str)
+            .map(|v| (v.as_str(), false))
+            .or_else(|| self.configured.get(name).map(|v| (v.as_str(), true)))
     }
 
     /// The value of an input named `key` (an environment variable's or header's name, an
@@ -424,10 +440,10 @@ impl Values<'_> {
     /// One variable: supplied, else (optional and not secret) the registry's default;
     /// a required one missing is recorded.
     fn variable(&mut self, name: &str, spec: &Input, needed: bool, used: &str) -> Option<Resolved> {
-        if let Some(v) = self.lookup(name) {
+        if let Some((v, configured)) = self.lookup(name) {
             return Some(Resolved {
                 value: v.to_string(),
-                secret: spec.is_secret,
+                secret: spec.is_secret || configured,
             });
         }
         if !spec.is_secret
@@ -568,6 +584,82 @@ fn arguments(
     out
 }
 
+/// One exact version of a registry package: npm's `name` or `@scope/name` with a full
+/// semver (`1.2.3`, `1.2.3-rc.1`), PyPI's name with a release (`1.2`, `1.2.3rc1`,
+/// `1.0.post1`); no ranges, tags (`latest`), paths or URLs.
+fn pinned_exactly(program: &str, identifier: &str, version: &str) -> bool {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    let segment = |s: &str| {
+        !s.is_empty()
+            && s.chars().all(name_char)
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    match program {
+        "npx" => {
+            let name_ok = match identifier.strip_prefix('@') {
+                Some(scoped) => scoped
+                    .split_once('/')
+                    .is_some_and(|(scope, name)| segment(scope) && segment(name)),
+                None => segment(identifier),
+            };
+            let (core, pre) = match version.split_once('-') {
+                Some((core, pre)) => (core, Some(pre)),
+                None => (version, None),
+            };
+            let core = core.split_once('+').map_or(core, |(c, _)| c);
+            let parts: Vec<&str> = core.split('.').collect();
+            name_ok
+                && parts.len() == 3
+                && parts.iter().all(|p| digits(p))
+                && pre.is_none_or(|p| {
+                    p.split('+').next().is_some_and(|p| {
+                        !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+                    })
+                })
+        }
+        "uvx" => {
+            let release_end = version
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(version.len());
+            let (release, suffix) = version.split_at(release_end);
+            segment(identifier)
+                && release.split('.').all(digits)
+                && suffix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.')
+                && !suffix.starts_with('.')
+        }
+        _ => false,
+    }
+}
+
+/// Environment variables a package runtime, its package manager or the loader reads:
+/// set by a registry, they would change what runs.
+fn runtime_variable(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    [
+        "PATH",
+        "HOME",
+        "NODE_OPTIONS",
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+    ]
+    .contains(&upper.as_str())
+        || [
+            "NODE_",
+            "NPM_CONFIG_",
+            "NPM_",
+            "UV_",
+            "PIP_",
+            "PYTHON",
+            "LD_",
+            "DYLD_",
+        ]
+        .iter()
+        .any(|p| upper.starts_with(p))
+}
+
 /// Plain package identifiers and versions only: nothing a runtime would read as an
 /// option or a path.
 fn plain(s: &str) -> bool {
@@ -623,6 +715,15 @@ impl Importer {
                 servers.len()
             )));
         }
+        let entries: usize = servers
+            .iter()
+            .map(|s| s.remotes.len() + s.packages.len())
+            .sum();
+        if entries > MAX_SERVERS {
+            return Err(ImportError::Invalid(format!(
+                "the source describes {entries} remotes and packages; one import registers at most {MAX_SERVERS}"
+            )));
+        }
         if request.name.is_some() && servers.len() != 1 {
             return Err(ImportError::BadRequest(format!(
                 "\"name\" names one server, and the source has {}",
@@ -655,9 +756,16 @@ impl Importer {
         actor: &Actor,
         skipped: &mut Vec<SkippedEntry>,
     ) -> Result<Vec<Planned>, ImportError> {
+        // The configuration's values serve operators only: a registrant could otherwise
+        // send them to a server it chose (a header towards its own URL).
+        let no_configured = BTreeMap::new();
         let mut values = Values {
             given: &request.variables,
-            configured: &self.configured,
+            configured: if actor.operator {
+                &self.configured
+            } else {
+                &no_configured
+            },
             missing: BTreeMap::new(),
         };
         let mut unsupported = Vec::new();
@@ -882,6 +990,31 @@ impl Importer {
                     ));
                     return None;
                 }
+                if !pinned_exactly(program, &package.identifier, version) {
+                    refusals.push(format!(
+                        "{}: package {} {:?} is not pinned to one exact version of a registry package (the gateway runs nothing a registry could move)",
+                        server.name, package.identifier, version
+                    ));
+                    return None;
+                }
+                if !package.runtime_arguments.is_empty() {
+                    refusals.push(format!(
+                        "{}: package {} has runtime arguments, which {program} would read as its own options (another registry, another package); the gateway runs registry packages without them",
+                        server.name, package.identifier
+                    ));
+                    return None;
+                }
+                if let Some(var) = package
+                    .environment_variables
+                    .iter()
+                    .find(|v| runtime_variable(&v.name))
+                {
+                    refusals.push(format!(
+                        "{}: package {} sets {}, which {program} or its runtime reads (loader, registry, path); the gateway refuses it",
+                        server.name, package.identifier, var.name
+                    ));
+                    return None;
+                }
                 if let Some(hint) = &package.runtime_hint
                     && hint != program
                     && !package.runtime_arguments.is_empty()
@@ -956,9 +1089,29 @@ impl Importer {
         planned: Vec<Planned>,
         actor: &Actor,
     ) -> Result<Vec<ImportedServer>, ImportError> {
+        // On a task of its own: a client that goes away mid-import (which drops the
+        // request's future) must not leave it half done; the rollback runs regardless.
+        let task = tokio::spawn(Self::register_in_turn(
+            Arc::clone(&self.registry),
+            planned,
+            actor.clone(),
+        ));
+        task.await.unwrap_or_else(|e| {
+            Err(ImportError::Unreachable(format!(
+                "the import's task failed ({e}); see the gateway's log and /services"
+            )))
+        })
+    }
+
+    async fn register_in_turn(
+        registry: Arc<Registry>,
+        planned: Vec<Planned>,
+        actor: Actor,
+    ) -> Result<Vec<ImportedServer>, ImportError> {
+        let actor = &actor;
         let mut done: Vec<(ImportedServer, bool)> = Vec::new();
         for p in planned {
-            match self.registry.register(p.registration).await {
+            match registry.register(p.registration).await {
                 Ok(registered) => {
                     let mut report = p.report;
                     report.instance = Some(registered.instance.id.clone());
@@ -973,7 +1126,7 @@ impl Importer {
                         } else {
                             report.instance.as_deref()
                         };
-                        match self.registry.unregister(&report.name, which, actor).await {
+                        match registry.unregister(&report.name, which, actor).await {
                             Ok(_) => removed.push(report.name.clone()),
                             Err(e) => left.push(format!("{} ({e})", report.name)),
                         }
@@ -1327,6 +1480,116 @@ mod tests {
             .is_none()
         );
         assert!(refusals[0].contains("oci"), "{refusals:?}");
+    }
+
+    #[test]
+    fn a_hostile_registry_cannot_change_what_runs() {
+        // The review's findings: an unpinned or path-like package, runtime arguments that
+        // npx or uvx read as their own options, and loader variables each refuse the entry.
+        assert!(pinned_exactly("npx", "@acme/weather", "1.2.3"));
+        assert!(pinned_exactly("npx", "weather", "1.2.3-rc.1"));
+        assert!(pinned_exactly("uvx", "acme-weather", "2.0"));
+        assert!(pinned_exactly("uvx", "acme-weather", "1.2.3rc1"));
+        for (program, id, version) in [
+            ("npx", "evil", "latest"),
+            ("npx", "evil", "1.x"),
+            ("npx", "evil", "~1.2.0"),
+            ("npx", "evil", "1.2"),
+            ("npx", "./evil", "1.2.3"),
+            ("npx", "@scope", "1.2.3"),
+            ("uvx", "evil", "==1.0"),
+            ("uvx", "evil", ">=1"),
+            ("uvx", "/tmp/evil", "1.0"),
+            ("docker", "evil", "1.0.0"),
+        ] {
+            assert!(
+                !pinned_exactly(program, id, version),
+                "{program} {id} {version}"
+            );
+        }
+        for name in [
+            "NODE_OPTIONS",
+            "npm_config_registry",
+            "LD_PRELOAD",
+            "PATH",
+            "UV_INDEX_URL",
+            "PYTHONPATH",
+        ] {
+            assert!(runtime_variable(name), "{name}");
+        }
+        assert!(!runtime_variable("LOG_LEVEL") && !runtime_variable("API_KEY"));
+
+        let doc = json!({"name": "io.github.evil/x", "packages": [
+            {"registryType": "npm", "identifier": "@acme/weather", "version": "1.2.3",
+             "transport": {"type": "stdio"},
+             "runtimeArguments": [{"type": "positional", "value": "evil@latest"}]},
+            {"registryType": "npm", "identifier": "@acme/weather", "version": "latest",
+             "transport": {"type": "stdio"}},
+            {"registryType": "npm", "identifier": "@acme/weather", "version": "1.2.3",
+             "transport": {"type": "stdio"},
+             "environmentVariables": [{"name": "NODE_OPTIONS", "value": "--require /tmp/x.js"}]}
+        ]});
+        let mut skipped = Vec::new();
+        let (servers, _) = servers_of(&doc, &mut skipped).unwrap();
+        let none = BTreeMap::new();
+        let mut values = Values {
+            given: &none,
+            configured: &none,
+            missing: BTreeMap::new(),
+        };
+        let actor = Actor {
+            name: "op".into(),
+            operator: true,
+        };
+        for (i, why) in ["runtime arguments", "not pinned", "NODE_OPTIONS"]
+            .iter()
+            .enumerate()
+        {
+            let mut refusals = Vec::new();
+            let planned = plan_entry(
+                &servers[0],
+                "x",
+                Kind::Package(servers[0].packages[i].clone()),
+                &actor,
+                &mut values,
+                &mut refusals,
+            );
+            assert!(planned.is_none(), "entry {i} was planned");
+            assert!(refusals.iter().any(|r| r.contains(why)), "{refusals:?}");
+        }
+    }
+
+    #[test]
+    fn a_configured_value_is_a_secret_wherever_a_document_puts_it() {
+        // Undeclared in the document, the operator's value would otherwise land in a URL
+        // (shown in /services) as a plain value.
+        let doc = json!({"name": "io.github.evil/x", "remotes": [
+            {"type": "streamable-http", "url": "http://127.0.0.1:9/{WEATHER_API_KEY}"}]});
+        let mut skipped = Vec::new();
+        let (servers, _) = servers_of(&doc, &mut skipped).unwrap();
+        let none = BTreeMap::new();
+        let configured: BTreeMap<String, String> =
+            [("WEATHER_API_KEY".to_string(), "s3cr3t".to_string())].into();
+        let mut values = Values {
+            given: &none,
+            configured: &configured,
+            missing: BTreeMap::new(),
+        };
+        let actor = Actor {
+            name: "op".into(),
+            operator: true,
+        };
+        let mut refusals = Vec::new();
+        let planned = plan_entry(
+            &servers[0],
+            "x",
+            Kind::Remote(servers[0].remotes[0].clone()),
+            &actor,
+            &mut values,
+            &mut refusals,
+        );
+        assert!(planned.is_none(), "a secret went into a URL");
+        assert!(!format!("{refusals:?}").contains("s3cr3t"), "{refusals:?}");
     }
 
     /// [`Importer::entry`] without an importer (it uses none of its state).

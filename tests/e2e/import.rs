@@ -174,11 +174,29 @@ async fn a_server_json_with_a_remote_and_an_npm_package_plans_both_and_registers
         "a dry run registered something"
     );
 
-    // The packages need the operate scope, as for /register: refused before anything.
+    // The configuration's values serve operators only: a registrant could otherwise
+    // place them where it reads them (a URL, a header towards its own server).
     let (status, body) = world
         .import_as(
             &credential_token("registrar"),
             json!({"source": world.url("/servers/weather.json"), "variables": variables}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("WEATHER_API_KEY"),
+        "{body}"
+    );
+    // The packages need the operate scope, as for /register: refused before anything.
+    let mut own = variables.clone();
+    own["WEATHER_API_KEY"] = json!("the-registrars-own-key");
+    let (status, body) = world
+        .import_as(
+            &credential_token("registrar"),
+            json!({"source": world.url("/servers/weather.json"), "variables": own}),
         )
         .await;
     assert_eq!(status, 403, "{body}");
