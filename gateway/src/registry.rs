@@ -348,6 +348,16 @@ impl Registry {
                     "a stored registration is ignored: the configuration defines this service");
                 continue;
             }
+            // Decisions fail closed: a program taken off allowed_commands since it was
+            // registered does not run again (the registration stays stored).
+            if let Some(command) = &s.command
+                && (!config.allowed_commands.contains(&command.command)
+                    || command.validate().is_err())
+            {
+                tracing::warn!(service = %s.name, command = %command.command,
+                    "a stored stdio server is not started: its program is not in allowed_commands");
+                continue;
+            }
             restored.entry(s.name.clone()).or_default().push(s);
         }
         for (name, stored) in &restored {

@@ -107,6 +107,10 @@ pub fn http_client_builder_with(
         // Below the servers' own idle limit (service_kit::serve closes a kept-alive
         // connection after its header read timeout, 10 s by default).
         .pool_idle_timeout(Duration::from_secs(5))
+        // Straight to the address the resolver gave: an environment proxy
+        // (HTTP_PROXY, ALL_PROXY) would resolve the name itself, past the gateway's
+        // network guard.
+        .no_proxy()
         .use_preconfigured_tls((*tls).clone())
 }
 

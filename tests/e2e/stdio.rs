@@ -427,6 +427,15 @@ async fn stdio_registration_is_off_unless_allowed_and_then_only_for_operators_an
     assert!(answer.get("result").is_some(), "{answer}");
     assert_ne!(pids(&gw, "fx").await[0], child);
     gw.stop().await;
+
+    // The program taken off allowed_commands: the stored registration does not run.
+    let gw = start_gateway(gateway_config(&store)).await;
+    let listed = services(&gw).await;
+    assert!(
+        !listed.to_string().contains("\"fx\""),
+        "a stored stdio server ran though its program is no longer allowed: {listed}"
+    );
+    gw.stop().await;
 }
 
 /// `/proc/PID/fd` entries.

@@ -807,6 +807,11 @@ impl Instance {
             .peer()
             .peer_info()
             .map(|i| i.protocol_version.as_str().to_string());
+        if let Some((_, why)) = self.parked() {
+            // Stopped while it listed.
+            session.cancellation_token().cancel();
+            return Err(why);
+        }
         self.revision.store(revision.map(Arc::new));
         self.session.store(Some(Arc::new(session)));
         self.generation.send_modify(|g| *g += 1);
@@ -1095,6 +1100,9 @@ impl Instance {
             }
         }
         if let Some(process) = &self.process {
+            // Parked first: a supervisor between its last check and its next spawn
+            // starts nothing after this.
+            process.park();
             process.kill().await;
         }
     }

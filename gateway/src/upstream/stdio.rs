@@ -161,6 +161,8 @@ pub struct Process {
 #[derive(Default)]
 struct ProcessState {
     child: Option<Arc<Child>>,
+    /// A child being stopped, until it is reaped: no other starts meanwhile.
+    stopping: Option<Arc<Child>>,
     parked: Option<Parked>,
     /// When children were started within the restart window.
     starts: VecDeque<Instant>,
@@ -252,6 +254,11 @@ impl Process {
             // The supervisor only asks when the last one is gone; make sure of it.
             old.kill_group();
         }
+        if let Some(stopping) = &state.stopping {
+            // Two children of one instance never run at once (a port, a lock file).
+            stopping.kill_group();
+            return Err("the previous process is still stopping".into());
+        }
         let spawned = spawn(&self.command, service, &self.stderr).map_err(|e| {
             let why = format!("cannot start {}: {e}", self.command.command);
             state.last_exit = Some(why.clone());
@@ -267,11 +274,19 @@ impl Process {
     }
 
     /// Records how the child `child` ended (its task calls this after the reap).
-    pub fn exited(&self, child: &Child, status: &str) {
+    pub fn exited(&self, child: &Arc<Child>, status: &str) {
         let mut state = self.lock();
         state.last_exit = Some(status.to_string());
-        if state.child.as_ref().is_some_and(|c| c.pid == child.pid) {
+        // By identity, not pid: a reaped child's pid may already be another's.
+        if state.child.as_ref().is_some_and(|c| Arc::ptr_eq(c, child)) {
             state.child = None;
+        }
+        if state
+            .stopping
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, child))
+        {
+            state.stopping = None;
         }
     }
 
@@ -284,9 +299,24 @@ impl Process {
     /// closed with its session), then SIGTERM to its group, then SIGKILL after
     /// [`STOP_GRACE`].
     pub async fn kill(&self) {
-        let child = self.lock().child.take();
+        let child = {
+            let mut state = self.lock();
+            let child = state.child.take();
+            if let Some(c) = &child {
+                state.stopping = Some(Arc::clone(c));
+            }
+            child
+        };
         if let Some(child) = child {
             child.stop(STOP_GRACE).await;
+            let mut state = self.lock();
+            if state
+                .stopping
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, &child))
+            {
+                state.stopping = None;
+            }
         }
     }
 
@@ -670,6 +700,29 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(!alive(), "grandchild {grandchild} survived the stop");
+    }
+
+    #[tokio::test]
+    async fn no_second_child_starts_while_the_first_is_stopping() {
+        let p = Arc::new(Process::new(sh(
+            "trap '' TERM; while true; do sleep 0.1; done",
+        )));
+        let s = p.spawn("t").expect("spawn");
+        let stopping = tokio::spawn({
+            let p = Arc::clone(&p);
+            async move { p.kill().await }
+        });
+        // While it is stopping (it ignores SIGTERM: 0.5 s + 3 s until SIGKILL), a start
+        // is refused rather than running a second child beside it.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        p.unpark();
+        let refused = p.spawn("t").err().expect("refused while stopping");
+        assert!(refused.contains("still stopping"), "{refused}");
+        stopping.await.expect("stop task");
+        assert!(s.child.wait().await.starts_with("killed by signal"));
+        let next = p.spawn("t").expect("starts once the first is gone");
+        p.kill().await;
+        next.child.wait().await;
     }
 
     #[test]
