@@ -498,7 +498,11 @@ impl Bridge {
                 one => answers(one, id).then(|| one.clone()),
             };
             if emit {
-                self.emit(value.to_string()).await;
+                if is_jsonrpc(&value) {
+                    self.emit(value.to_string()).await;
+                } else {
+                    tracing::warn!("skipped an answer of the gateway that is not JSON-RPC");
+                }
             }
             return Ok(answer.or_else(|| value.is_array().then_some(Value::Null)));
         }
@@ -595,7 +599,11 @@ impl Bridge {
             };
             let found = answers(&value, id);
             if emit {
-                self.emit(value.to_string()).await;
+                if is_jsonrpc(&value) {
+                    self.emit(value.to_string()).await;
+                } else {
+                    tracing::warn!("skipped an SSE message of the gateway that is not JSON-RPC");
+                }
             }
             if found {
                 return Ok(Some(value));
@@ -919,6 +927,21 @@ fn memchr(bytes: &[u8]) -> Option<usize> {
 
 /// Writes queued lines to `output`, one message a line, flushed each; stops the bridge
 /// when `output` is gone, and drains what is queued once `done`.
+/// One JSON-RPC 2.0 message (request, notification or response), or a batch of them:
+/// nothing else reaches the client's stdout.
+fn is_jsonrpc(value: &Value) -> bool {
+    let one = |m: &Value| {
+        m.get("jsonrpc").and_then(Value::as_str) == Some("2.0")
+            && (m.get("method").is_some_and(Value::is_string)
+                || m.get("result").is_some()
+                || m.get("error").is_some_and(Value::is_object))
+    };
+    match value {
+        Value::Array(items) => !items.is_empty() && items.iter().all(one),
+        other => one(other),
+    }
+}
+
 async fn write_out<W: AsyncWrite + Unpin>(
     mut output: W,
     mut queue: mpsc::Receiver<String>,
@@ -949,6 +972,28 @@ async fn write_out<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_json_rpc_reaches_stdout() {
+        for ok in [
+            json!({"jsonrpc": "2.0", "id": 1, "result": {}}),
+            json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -1, "message": "x"}}),
+            json!({"jsonrpc": "2.0", "method": "notifications/progress"}),
+            json!([{"jsonrpc": "2.0", "id": 1, "result": 1}]),
+        ] {
+            assert!(is_jsonrpc(&ok), "{ok}");
+        }
+        for bad in [
+            json!([]),
+            json!("text"),
+            json!({}),
+            json!({"jsonrpc": "1.0", "id": 1, "result": {}}),
+            json!({"jsonrpc": "2.0", "id": 1}),
+            json!([{"jsonrpc": "2.0", "id": 1, "result": 1}, 5]),
+        ] {
+            assert!(!is_jsonrpc(&bad), "{bad}");
+        }
+    }
 
     #[test]
     fn the_endpoint_is_mcp_unless_a_path_is_given() {
