@@ -65,13 +65,18 @@ use crate::vocab;
 /// The longest line read from stdin, and the largest message taken from the gateway (a
 /// JSON body or one SSE message): the gateway's own `max_response_bytes` default.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
-/// Requests POSTed at once; stdin is not read while all are busy.
+/// Requests POSTed at once.
 pub const MAX_IN_FLIGHT: usize = 64;
+/// Requests waiting for one of those slots, and notifications and answers waiting to be
+/// POSTed in order. Stdin is read on meanwhile (a client's answer to the gateway's
+/// question must get through while its requests wait); past this, a request is refused
+/// at once and ordered messages hold stdin back.
+pub const MAX_QUEUED: usize = 256;
 /// Messages waiting for stdout; the HTTP streams wait while it is full.
 pub const OUT_QUEUE: usize = 256;
 /// How long requests in flight may still finish after stdin closed.
 pub const EXIT_GRACE: Duration = Duration::from_secs(5);
-/// How long `initialize`, a notification or a client's answer may take (stdin waits).
+/// How long `initialize`, a notification or a client's answer may take.
 pub const ORDERED_TIMEOUT: Duration = Duration::from_secs(30);
 /// Resumptions of one request's stream that closed before its response.
 const RESUMPTIONS: usize = 3;
@@ -209,6 +214,14 @@ impl Bridge {
     async fn relay<R: AsyncBufRead + Unpin>(self: Arc<Self>, mut input: R) -> i32 {
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut tasks = tokio::task::JoinSet::new();
+        // Notifications and the client's answers, POSTed in order by a task of their own.
+        let (ordered, mut queue) = mpsc::channel::<(Bytes, Value)>(MAX_QUEUED);
+        let sender = Arc::clone(&self);
+        let ordered_task = tokio::spawn(async move {
+            while let Some((body, value)) = queue.recv().await {
+                sender.send_ordered(&body, &value).await;
+            }
+        });
         let mut line = Vec::new();
         let mut status = 0;
         loop {
@@ -268,14 +281,31 @@ impl Bridge {
                     }
                 }
                 Kind::Request => {
-                    let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                        break;
-                    };
-                    let bridge = Arc::clone(&self);
                     let id = value.get("id").cloned().unwrap_or(Value::Null);
+                    if tasks.len() >= MAX_IN_FLIGHT + MAX_QUEUED {
+                        let p = Problem::new(
+                            vocab::UPSTREAM_UNAVAILABLE,
+                            format!(
+                                "the bridge has {} requests in flight or waiting; try again when some have finished",
+                                tasks.len()
+                            ),
+                        );
+                        self.emit(error_line(&id, &p)).await;
+                        continue;
+                    }
+                    let bridge = Arc::clone(&self);
+                    let permits = Arc::clone(&permits);
                     let key = id.to_string();
                     self.in_flight().insert(key.clone(), false);
                     tasks.spawn(async move {
+                        let Ok(permit) = permits.acquire_owned().await else {
+                            return;
+                        };
+                        // Cancelled by the client while it waited: never sent.
+                        if bridge.in_flight().get(&key) == Some(&true) {
+                            bridge.in_flight().remove(&key);
+                            return;
+                        }
                         let sent = bridge.exchange(&body, &value, true).await;
                         let cancelled = bridge.in_flight().remove(&key).unwrap_or(false);
                         if let Err(p) = sent
@@ -293,31 +323,37 @@ impl Bridge {
                     {
                         *cancelled = true;
                     }
-                    let what = value
-                        .get("method")
-                        .and_then(Value::as_str)
-                        .unwrap_or("a response")
-                        .to_string();
-                    match tokio::time::timeout(ORDERED_TIMEOUT, self.exchange(&body, &value, false))
-                        .await
-                    {
-                        Ok(Ok(())) => {}
-                        Ok(Err(p)) => {
-                            tracing::warn!("the gateway did not take {what}: {}", p.message)
-                        }
-                        Err(_) => tracing::warn!("the gateway did not take {what} in time"),
+                    if ordered.send((body, value)).await.is_err() {
+                        break;
                     }
                 }
             }
             while tasks.try_join_next().is_some() {}
         }
-        // Stdin is closed: requests in flight may still finish (bounded).
+        // Stdin is closed: what was sent in order goes out, and requests in flight may
+        // still finish (bounded).
+        drop(ordered);
         let _ = tokio::time::timeout(EXIT_GRACE, async {
+            let _ = ordered_task.await;
             while tasks.join_next().await.is_some() {}
         })
         .await;
         tasks.abort_all();
         status
+    }
+
+    /// POSTs a notification or an answer of the client's, within [`ORDERED_TIMEOUT`].
+    async fn send_ordered(&self, body: &Bytes, value: &Value) {
+        let what = value
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or("a response")
+            .to_string();
+        match tokio::time::timeout(ORDERED_TIMEOUT, self.exchange(body, value, false)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(p)) => tracing::warn!("the gateway did not take {what}: {}", p.message),
+            Err(_) => tracing::warn!("the gateway did not take {what} in time"),
+        }
     }
 
     /// Queues one line for stdout (waits while the queue is full).

@@ -425,3 +425,51 @@ async fn a_session_the_gateway_expired_is_opened_again_unnoticed() {
     assert_eq!(code, 0);
     gw.stop().await;
 }
+
+/// The review's finding: with every request slot taken by calls that wait, the bridge
+/// stopped reading stdin, so the client's cancellation (or its answer to a question)
+/// never got through. Now requests wait for a slot off the stdin loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_request_slot_busy_a_cancellation_still_gets_through() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    // No call times out during the test: only the client's cancellation can end one.
+    config.call_timeout_ms = 120_000;
+    let gw = start_gateway(config).await;
+    let fixture = Fixture::new("busy", &["hangBusy"]);
+    let backend = serve_fixture(fixture.clone()).await;
+    let (status, body) = register(&gw, "busy", &backend.mcp_url()).await;
+    assert_eq!(status, 201, "{body}");
+    wait_for_services(&gw, &["busy"]).await;
+
+    let mut bridge = Bridge::to(&gw.base(), TOKEN);
+    bridge.initialize(json!({})).await;
+    // More hanging calls than the bridge sends at once: the last ones wait for a slot.
+    let n = gateway::bridge::MAX_IN_FLIGHT as i64 + 6;
+    for id in 100..100 + n {
+        bridge
+            .send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                         "params": {"name": "hangBusy", "arguments": {}}}))
+            .await;
+    }
+    wait_until("every slot busy at the backend", WAIT, || {
+        let calls = fixture.calls.clone();
+        async move { calls.load(Ordering::SeqCst) >= gateway::bridge::MAX_IN_FLIGHT }
+    })
+    .await;
+    // A cancellation of one that is in flight reaches the backend.
+    bridge
+        .send(
+            json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                     "params": {"requestId": 100, "reason": "the user gave up"}}),
+        )
+        .await;
+    wait_until("the cancellation to reach the backend", WAIT, || {
+        let cancelled = fixture.cancelled.clone();
+        async move { cancelled.load(Ordering::SeqCst) >= 1 }
+    })
+    .await;
+    bridge.close().await;
+    backend.stop().await;
+    gw.stop().await;
+}
