@@ -874,6 +874,7 @@ impl Importer {
             replace: false,
             auth: None,
             command: None,
+            exclusive: true,
             actor: actor.clone(),
         };
         match entry {
@@ -1119,13 +1120,10 @@ impl Importer {
                 }
                 Err(cause) => {
                     let (mut removed, mut left) = (Vec::new(), Vec::new());
-                    for (report, new_service) in done.iter().rev() {
-                        // A service that existed before keeps its other instances.
-                        let which = if *new_service {
-                            None
-                        } else {
-                            report.instance.as_deref()
-                        };
+                    for (report, _) in done.iter().rev() {
+                        // By instance: whatever else joined the service meanwhile stays
+                        // (the service goes with its last instance).
+                        let which = report.instance.as_deref();
                         match registry.unregister(&report.name, which, actor).await {
                             Ok(_) => removed.push(report.name.clone()),
                             Err(e) => left.push(format!("{} ({e})", report.name)),

@@ -115,6 +115,9 @@ pub struct Registration {
     pub auth: Option<UpstreamAuth>,
     /// A stdio server the gateway runs (then `url` is empty).
     pub command: Option<crate::upstream::stdio::Command>,
+    /// Only as a new service: refused (409) when the name exists by the time the
+    /// registration is made (an import's names, checked before and kept all or nothing).
+    pub exclusive: bool,
     /// Who registers it.
     pub actor: Actor,
 }
@@ -780,6 +783,13 @@ impl Registry {
         if let Err(refused) = self.may_claim(&reg, reserved.as_deref()) {
             instance.close().await;
             return Err(refused);
+        }
+        if reg.exclusive && self.lock().contains_key(&reg.name) {
+            instance.close().await;
+            return Err(RegisterError::Conflict(format!(
+                "service \"{}\" was registered by someone else meanwhile",
+                reg.name
+            )));
         }
         let existing = self.lock().get(&reg.name).cloned();
         if let Some(existing) = existing

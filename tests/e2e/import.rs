@@ -367,3 +367,29 @@ async fn a_failure_midway_unregisters_what_the_import_registered() {
     first.stop().await;
     world.stop().await;
 }
+
+/// The review's finding: two imports of one name at once both passed the name check,
+/// and the second merged into (refreshed) the first's service. Now a name an import
+/// plans is registered only as a new service: exactly one import wins, the other is
+/// refused (409), and the winner's service is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_imports_of_one_name_at_once_never_merge() {
+    let world = World::start().await;
+    let backend = start_fixture("twin", &["twinTool"]).await;
+    let source = json!({
+        "name": "io.github.acme/twin",
+        "description": "One remote",
+        "version": "1.0.0",
+        "remotes": [{"type": "streamable-http", "url": backend.mcp_url()}]
+    });
+    let body = json!({"source": source});
+    let (a, b) = tokio::join!(world.import(body.clone()), world.import(body));
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409], "{a:?} {b:?}");
+    let loser = if a.0 == 409 { &a.1 } else { &b.1 };
+    assert_eq!(loser["error"], "owner_conflict", "{loser}");
+    assert_eq!(world.service_names().await, ["twin"]);
+    backend.stop().await;
+    world.stop().await;
+}

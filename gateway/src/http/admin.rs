@@ -280,6 +280,7 @@ pub fn parse_registration(body: &[u8], actor: Actor) -> Result<Registration, Inv
             cwd: parsed.cwd,
         });
     Ok(Registration {
+        exclusive: false,
         command,
         name: parsed.name,
         url: parsed.url,
