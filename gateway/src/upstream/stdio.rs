@@ -359,6 +359,21 @@ impl Process {
     }
 }
 
+impl Drop for Process {
+    // An instance dropped without `close` (a registration whose request went away while
+    // it connected): its child must not run on untracked. SIGKILL to its group; its
+    // reaping task reaps it.
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        for child in [state.child.take(), state.stopping.take()]
+            .into_iter()
+            .flatten()
+        {
+            child.kill_group();
+        }
+    }
+}
+
 /// A bounded ring of a child's stderr lines (of every child of one process, in order).
 #[derive(Default)]
 pub struct Ring {
@@ -700,6 +715,14 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(!alive(), "grandchild {grandchild} survived the stop");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_process_takes_its_child_along() {
+        let p = Process::new(sh("trap '' TERM; exec sleep 600"));
+        let s = p.spawn("t").expect("spawn");
+        drop(p);
+        assert!(s.child.wait().await.starts_with("killed by signal"));
     }
 
     #[tokio::test]
