@@ -518,9 +518,9 @@ pub async fn measure(
             for (i, side) in [&direct, &gateway].into_iter().enumerate() {
                 let sessions = &opened[i];
                 let ids = &sessions.ids[..c as usize];
-                let mut one = |secs| {
+                let script = || {
                     script_n += 1;
-                    let script = scratch.join(format!(
+                    let path = scratch.join(format!(
                         "wrk-{}-{}-{c}-{script_n}.lua",
                         kind.name(),
                         side.name
@@ -532,25 +532,10 @@ pub async fn measure(
                         threads,
                         id_base: script_n * 1_000_000_000,
                     });
-                    (script, text, secs)
+                    write_script(path, text)
                 };
-                if params.warmup_secs > 0 {
-                    let (script, text, secs) = one(params.warmup_secs);
-                    std::fs::write(&script, text)
-                        .with_context(|| format!("writing {}", script.display()))?;
-                    run_wrk(wrk, &script, &side.endpoint.url, threads, c, secs)
-                        .await
-                        .context("wrk warm-up run")?;
-                }
-                let (script, text, secs) = one(params.measure_secs);
-                std::fs::write(&script, text)
-                    .with_context(|| format!("writing {}", script.display()))?;
-                let before = sample(&side.procs)?;
-                let out = run_wrk(wrk, &script, &side.endpoint.url, threads, c, secs).await?;
-                let after = sample(&side.procs)?;
-                results[i]
-                    .runs
-                    .push(to_run(&out, c, threads, &side.procs, &before, &after));
+                let run = measured(wrk, side, c, threads, params, script).await?;
+                results[i].runs.push(run);
             }
         }
         for (sessions, side) in opened.into_iter().zip([&direct, &gateway]) {
@@ -591,42 +576,66 @@ pub async fn plain_runs(
     let mut runs = Vec::new();
     for (n, &c) in connections.iter().enumerate() {
         let threads = if c == 1 { 1 } else { THREADS_UNDER_LOAD };
-        let script = scratch.join(format!("wrk-stdio-{}-{c}.lua", side.name));
-        let text = lua_script(&LuaSpec {
-            endpoint: &side.endpoint,
-            protocol_version: &sessions.protocol_version,
-            sessions: &sessions.ids[..c as usize],
-            threads,
-            id_base: (n as u64 + 1) * 1_000_000_000,
-        });
-        std::fs::write(&script, text).with_context(|| format!("writing {}", script.display()))?;
-        if params.warmup_secs > 0 {
-            run_wrk(
-                wrk,
-                &script,
-                &side.endpoint.url,
+        let script = || {
+            let path = scratch.join(format!("wrk-stdio-{}-{c}.lua", side.name));
+            let text = lua_script(&LuaSpec {
+                endpoint: &side.endpoint,
+                protocol_version: &sessions.protocol_version,
+                sessions: &sessions.ids[..c as usize],
                 threads,
-                c,
-                params.warmup_secs,
-            )
-            .await
-            .context("wrk warm-up run")?;
-        }
-        let before = sample(&side.procs)?;
-        let out = run_wrk(
-            wrk,
-            &script,
-            &side.endpoint.url,
-            threads,
-            c,
-            params.measure_secs,
-        )
-        .await?;
-        let after = sample(&side.procs)?;
-        runs.push(to_run(&out, c, threads, &side.procs, &before, &after));
+                id_base: (n as u64 + 1) * 1_000_000_000,
+            });
+            write_script(path, text)
+        };
+        runs.push(measured(wrk, side, c, threads, params, script).await?);
     }
     close_sessions(http, &side.endpoint, &sessions).await;
     Ok((version(wrk).await, runs))
+}
+
+/// Writes a run's Lua script; its path.
+fn write_script(path: PathBuf, text: String) -> Result<PathBuf> {
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// One figure of `side` at `c` connections: an unrecorded warm-up run (when the
+/// parameters ask for one), then the measured run, the processes' CPU time and context
+/// switches sampled around it. `script` writes the Lua script of each run.
+async fn measured(
+    wrk: &Path,
+    side: &Side,
+    c: u32,
+    threads: u32,
+    params: Params,
+    mut script: impl FnMut() -> Result<PathBuf>,
+) -> Result<Run> {
+    if params.warmup_secs > 0 {
+        let path = script()?;
+        run_wrk(
+            wrk,
+            &path,
+            &side.endpoint.url,
+            threads,
+            c,
+            params.warmup_secs,
+        )
+        .await
+        .context("wrk warm-up run")?;
+    }
+    let path = script()?;
+    let before = sample(&side.procs)?;
+    let out = run_wrk(
+        wrk,
+        &path,
+        &side.endpoint.url,
+        threads,
+        c,
+        params.measure_secs,
+    )
+    .await?;
+    let after = sample(&side.procs)?;
+    Ok(to_run(&out, c, threads, &side.procs, &before, &after))
 }
 
 /// CPU time and context switches of each process, in order.
