@@ -892,7 +892,7 @@ impl Instance {
         if let Some(process) = &self.process {
             process.kill().await;
         }
-        self.update_health(|h| h.park(State::Stopped, "stopped by an operator".into()));
+        self.update_health(|h| h.park(State::Stopped, stdio::Parked::Stopped.to_string()));
         self.generation.send_modify(|g| *g += 1);
     }
 
@@ -915,14 +915,20 @@ impl Instance {
 
     /// Why the instance does not connect now, if it does not: stopped or failed.
     fn parked(&self) -> Option<(State, String)> {
-        match self.process.as_ref().and_then(stdio::Process::parked) {
-            Some(stdio::Parked::Stopped) => Some((State::Stopped, "stopped by an operator".into())),
-            Some(stdio::Parked::Failed(why)) => Some((State::Failed, format!("failed: {why}"))),
-            None if self.parked.load(Ordering::Acquire) => {
-                Some((State::Stopped, "stopped by an operator".into()))
-            }
-            None => None,
-        }
+        let parked = self
+            .process
+            .as_ref()
+            .and_then(stdio::Process::parked)
+            .or_else(|| {
+                self.parked
+                    .load(Ordering::Acquire)
+                    .then_some(stdio::Parked::Stopped)
+            })?;
+        let state = match parked {
+            stdio::Parked::Stopped => State::Stopped,
+            stdio::Parked::Failed(_) => State::Failed,
+        };
+        Some((state, parked.to_string()))
     }
 
     /// One attempt of a request on this instance, relaying what the backend sends back

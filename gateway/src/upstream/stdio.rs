@@ -150,6 +150,16 @@ pub enum Parked {
     Failed(String),
 }
 
+impl std::fmt::Display for Parked {
+    /// The reason calls and `/services` give.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Parked::Stopped => f.write_str("stopped by an operator"),
+            Parked::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
 /// The supervised side of one stdio instance.
 pub struct Process {
     pub command: Arc<Command>,
@@ -227,10 +237,7 @@ impl Process {
     pub fn spawn(&self, service: &str) -> Result<Spawned, String> {
         let mut state = self.lock();
         if let Some(parked) = &state.parked {
-            return Err(match parked {
-                Parked::Stopped => "stopped by an operator".to_string(),
-                Parked::Failed(why) => format!("failed: {why}"),
-            });
+            return Err(parked.to_string());
         }
         let now = Instant::now();
         while state
@@ -247,8 +254,10 @@ impl Process {
                 state.last_exit.as_deref().unwrap_or("none")
             );
             tracing::error!(service, "stdio server failed: {why}; start it to try again");
-            state.parked = Some(Parked::Failed(why.clone()));
-            return Err(format!("failed: {why}"));
+            let parked = Parked::Failed(why);
+            let reason = parked.to_string();
+            state.parked = Some(parked);
+            return Err(reason);
         }
         if let Some(old) = state.child.take() {
             // The supervisor only asks when the last one is gone; make sure of it.
