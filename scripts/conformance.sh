@@ -176,61 +176,53 @@ ensure_inspector() {
 
 # The MCP Inspector CLI (--cli, HTTP transport, Authorization header) lists the
 # gateway's tools and calls one of the fixture's through it.
-inspector_check() {
-    local gateway="$1" dir="$2" out
-    local inspector=(env "PATH=$(dirname "$NODE"):$PATH" "MCP_CATALOG_PATH=$WORK/inspector-catalog.json"
-        timeout 120 "$INSPECTOR_BIN" --cli "$gateway/mcp" --transport http
-        --header "Authorization: Bearer $TOKEN")
-    log "MCP Inspector CLI: tools/list and tools/call through the gateway"
-    out=$("${inspector[@]}" --method tools/list 2>&1) || {
-        printf '%s\n' "$out" >"$dir/inspector-list.txt"
-        log "Inspector tools/list failed (see $dir/inspector-list.txt)"
+# inspector_run DIR NAME HOW EXPECT -- CALL_ARGS... -- INSPECTOR...: the Inspector CLI
+# (INSPECTOR: its command, up to the --method) lists the tools (which must include the
+# fixture's test_simple_text and the demo services' getProductById), then calls a tool
+# (CALL_ARGS) whose output must contain EXPECT. Output in DIR/inspector-NAME-*.txt.
+inspector_run() {
+    local dir="$1" name="$2" how="$3" expect="$4" out
+    shift 4
+    local call=()
+    while [ "$1" != -- ]; do call+=("$1"); shift; done
+    shift
+    out=$("$@" --method tools/list 2>&1) || {
+        printf '%s\n' "$out" >"$dir/inspector-$name-list.txt"
+        log "Inspector tools/list $how failed (see $dir/inspector-$name-list.txt)"
         return 1
     }
-    printf '%s\n' "$out" >"$dir/inspector-list.txt"
+    printf '%s\n' "$out" >"$dir/inspector-$name-list.txt"
     if ! grep -q '"test_simple_text"' <<<"$out" || ! grep -q '"getProductById"' <<<"$out"; then
-        log "Inspector tools/list lacks the fixture's or the demo services' tools"
+        log "Inspector tools/list $how lacks the fixture's or the demo services' tools"
         return 1
     fi
-    out=$("${inspector[@]}" --method tools/call --tool-name test_simple_text 2>&1) || {
-        printf '%s\n' "$out" >"$dir/inspector-call.txt"
-        log "Inspector tools/call failed (see $dir/inspector-call.txt)"
+    out=$("$@" --method tools/call "${call[@]}" 2>&1) || {
+        printf '%s\n' "$out" >"$dir/inspector-$name-call.txt"
+        log "Inspector tools/call $how failed (see $dir/inspector-$name-call.txt)"
         return 1
     }
-    printf '%s\n' "$out" >"$dir/inspector-call.txt"
-    grep -q 'This is a simple text response for testing' <<<"$out" || {
-        log "Inspector tools/call did not return the fixture's text"
+    printf '%s\n' "$out" >"$dir/inspector-$name-call.txt"
+    grep -q -- "$expect" <<<"$out" || {
+        log "Inspector tools/call $how did not return $expect"
         return 1
     }
-    log "Inspector CLI: listed and called through the gateway"
+    log "Inspector CLI: listed and called $how"
+}
 
+inspector_check() {
+    local gateway="$1" dir="$2"
+    local env=(env "PATH=$(dirname "$NODE"):$PATH" "MCP_CATALOG_PATH=$WORK/inspector-catalog.json"
+        timeout 120 "$INSPECTOR_BIN" --cli)
+    log "MCP Inspector CLI: tools/list and tools/call through the gateway"
+    inspector_run "$dir" http "through the gateway" 'This is a simple text response for testing' \
+        --tool-name test_simple_text -- \
+        "${env[@]}" "$gateway/mcp" --transport http --header "Authorization: Bearer $TOKEN" || return 1
     # The same over the Inspector's stdio transport, through `gateway stdio` (the bridge a
     # desktop client starts).
-    local bridge=(env "PATH=$(dirname "$NODE"):$PATH" "MCP_CATALOG_PATH=$WORK/inspector-catalog.json"
-        timeout 120 "$INSPECTOR_BIN" --cli -e "MCP_BEARER_TOKEN=$TOKEN" -e "RUST_LOG=warn"
-        "$BIN/gateway" stdio --url "$gateway")
     log "MCP Inspector CLI (stdio transport): tools/list and tools/call through gateway stdio"
-    out=$("${bridge[@]}" --method tools/list 2>&1) || {
-        printf '%s\n' "$out" >"$dir/inspector-stdio-list.txt"
-        log "Inspector tools/list over gateway stdio failed (see $dir/inspector-stdio-list.txt)"
-        return 1
-    }
-    printf '%s\n' "$out" >"$dir/inspector-stdio-list.txt"
-    if ! grep -q '"test_simple_text"' <<<"$out" || ! grep -q '"getProductById"' <<<"$out"; then
-        log "Inspector tools/list over gateway stdio lacks the fixture's or the demo services' tools"
-        return 1
-    fi
-    out=$("${bridge[@]}" --method tools/call --tool-name getProductById --tool-arg 'id="123"' 2>&1) || {
-        printf '%s\n' "$out" >"$dir/inspector-stdio-call.txt"
-        log "Inspector tools/call over gateway stdio failed (see $dir/inspector-stdio-call.txt)"
-        return 1
-    }
-    printf '%s\n' "$out" >"$dir/inspector-stdio-call.txt"
-    grep -q '"123"' <<<"$out" || {
-        log "Inspector tools/call over gateway stdio did not return product 123"
-        return 1
-    }
-    log "Inspector CLI (stdio): listed and called through gateway stdio"
+    inspector_run "$dir" stdio "through gateway stdio" '"123"' \
+        --tool-name getProductById --tool-arg 'id="123"' -- \
+        "${env[@]}" -e "MCP_BEARER_TOKEN=$TOKEN" -e "RUST_LOG=warn" "$BIN/gateway" stdio --url "$gateway"
 }
 
 # ---------------------------------------------------------------------------------------
