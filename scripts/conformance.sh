@@ -14,7 +14,9 @@
 #            front adding the Bearer token):
 #              gateway-2026@R  the fixture --revision 2026 upstream, R = both revisions
 #              gateway-2025@R  the fixture --revision 2025 upstream, R = both revisions
-#              gateway-stdio@R the fixture --revision 2025 as the gateway's stdio child
+#              gateway-stdio-2026@R  the fixture --revision 2026 as the gateway's stdio
+#                                    child (the gateway speaks 2026-07-28 to it)
+#              gateway-stdio-2025@R  the fixture --revision 2025 as its stdio child
 #            then shopping-service and user-service registered beside the fixture and the
 #            MCP Inspector CLI listing and calling (once)
 #   both     all of it, then each gateway run compared check by check with its direct
@@ -22,8 +24,9 @@
 #              gateway-2026@R           vs fixture-2026@R            (both R)
 #              gateway-2025@2025-11-25  vs fixture-2025@2025-11-25
 #              gateway-2025@2026-07-28  vs fixture-2026@2026-07-28
-#              gateway-stdio@2025-11-25 vs fixture-2025@2025-11-25
-#              gateway-stdio@2026-07-28 vs fixture-2026@2026-07-28
+#              gateway-stdio-2026@R          vs fixture-2026@R    (both R)
+#              gateway-stdio-2025@2025-11-25 vs fixture-2025@2025-11-25
+#              gateway-stdio-2025@2026-07-28 vs fixture-2026@2026-07-28
 #            A check whose details differ on purpose is accepted with its reason (--accept
 #            below); a check listed in conformance/expected-failures.txt for that gateway
 #            run is reported as expected, with its reason, not as a difference.
@@ -396,14 +399,14 @@ attempt_gateway() {
     pport=$(free_port) || exit 2
     local gateway="http://127.0.0.1:$gport"
 
-    if [ "$rev" = stdio ]; then
-        # The fixture (--revision 2025) as a child process the gateway runs, spoken to
-        # over its stdin and stdout.
+    if [[ "$rev" == stdio-* ]]; then
+        # The fixture (--revision 2026 or 2025) as a child process the gateway runs,
+        # spoken to over its stdin and stdout.
         cat >"$dir/gateway.toml" <<EOF
 [[upstreams]]
 name = "conformance"
 command = "$BIN/conformance-fixture"
-args = ["--stdio", "--revision", "2025"]
+args = ["--stdio", "--revision", "${rev#stdio-}"]
 EOF
         start gateway "$LOGS/gateway.log" \
             "$BIN/gateway" --config "$dir/gateway.toml" --listen "127.0.0.1:$gport" \
@@ -581,8 +584,11 @@ if [ "$MODE" != fixture ]; then
         else
             run_gateway 2025 "$revision"
         fi
-    done    # The same fixture (--revision 2025) as a stdio server the gateway runs.
-    for revision in "${REVISIONS[@]}"; do run_gateway stdio "$revision"; done
+    done
+    # The same fixtures as stdio servers the gateway runs.
+    for rev in stdio-2026 stdio-2025; do
+        for revision in "${REVISIONS[@]}"; do run_gateway "$rev" "$revision"; done
+    done
 fi
 
 result=0
@@ -595,8 +601,11 @@ if [ "$MODE" = both ]; then
     done
     compare gateway-2025@2025-11-25 fixture-2025@2025-11-25 || result=1
     compare gateway-2025@2026-07-28 fixture-2026@2026-07-28 || result=1
-    compare gateway-stdio@2025-11-25 fixture-2025@2025-11-25 || result=1
-    compare gateway-stdio@2026-07-28 fixture-2026@2026-07-28 || result=1
+    for revision in "${REVISIONS[@]}"; do
+        compare "gateway-stdio-2026@$revision" "fixture-2026@$revision" || result=1
+    done
+    compare gateway-stdio-2025@2025-11-25 fixture-2025@2025-11-25 || result=1
+    compare gateway-stdio-2025@2026-07-28 fixture-2026@2026-07-28 || result=1
 fi
 
 echo

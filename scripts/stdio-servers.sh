@@ -152,6 +152,13 @@ if not wait("both servers healthy", lambda: all(
         (service(n) or {}).get("state") == "healthy" for n in ("everything", "files"))):
     sys.exit(1)
 
+# Probed with server/discover; a server that does not speak 2026-07-28 gets initialize,
+# on a fresh child if it ignored the probe, which is not a restart.
+for n in ("everything", "files"):
+    instance = service(n)["instances"][0]
+    print(f"      {n}: the gateway speaks {instance.get('protocolVersion')} to it")
+    check(f"{n}: one start, no restart", instance["process"]["restarts"] == 0, json.dumps(instance)[:300])
+
 tools = [t["name"] for t in rpc("tools/list", {})["result"]["tools"]]
 check("tools/list has server-everything's echo and server-filesystem's read_text_file",
       "echo" in tools and "read_text_file" in tools, tools)

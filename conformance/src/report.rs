@@ -720,7 +720,8 @@ fn member<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 /// One line of the expected-failures file: `[?]RUN SCENARIO[/CHECK] REASON`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpectedEntry {
-    /// Which runs it is for: `LEG@REVISION`, either part `*`, or `*` for every run.
+    /// Which runs it is for: `LEG@REVISION`, either part `*`, or `*` for every run; LEG
+    /// may name several legs, `LEG1|LEG2`.
     pub run: String,
     /// Marked `?` (before RUN): seen only in some runs, so never reported as matching
     /// nothing.
@@ -760,7 +761,7 @@ impl ExpectedEntry {
         else {
             return false;
         };
-        (leg == "*" || leg == run_leg) && (rev == "*" || rev == run_rev)
+        (leg == "*" || leg.split('|').any(|l| l == run_leg)) && (rev == "*" || rev == run_rev)
     }
 
     fn matches(&self, scenario: &str, check: Option<&str>) -> bool {

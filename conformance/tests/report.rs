@@ -231,6 +231,14 @@ fn expected_failure_entries_select_runs_scenarios_and_checks() {
     assert_eq!(flaky.entries[0].run, "gateway-2025@*");
     assert_eq!(flaky.for_run("gateway-2025@2025-11-25").len(), 1);
 
+    let either = Expected::parse("gateway-2026|gateway-stdio-2026@2025-11-25 tools-list  both\n")
+        .expect("parses");
+    assert_eq!(either.for_run("gateway-2026@2025-11-25").len(), 1);
+    assert_eq!(either.for_run("gateway-stdio-2026@2025-11-25").len(), 1);
+    assert_eq!(either.for_run("gateway-stdio-2026@2026-07-28").len(), 0);
+    assert_eq!(either.for_run("gateway-2025@2025-11-25").len(), 0);
+    assert_eq!(either.for_run("gateway-stdio@2025-11-25").len(), 0);
+
     assert!(Expected::parse("gateway-2026@2026-07-28 tools-list\n").is_err());
     assert!(Expected::parse("gateway tools-list reason\n").is_err());
     assert_eq!(Expected::parse("").expect("empty").entries.len(), 0);

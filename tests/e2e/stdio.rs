@@ -353,6 +353,136 @@ async fn two_hundred_concurrent_requests_over_one_child_each_get_their_own_answe
     gw.stop().await;
 }
 
+/// A 2025-era session client that declares elicitation and answers every question with
+/// its own name.
+#[derive(Clone)]
+struct Named(String);
+
+impl rmcp::ClientHandler for Named {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        rmcp::model::ClientConfig::new(
+            serde_json::from_value(json!({"elicitation": {}})).expect("capabilities"),
+            rmcp::model::Implementation::new("named", "1.0.0"),
+        )
+    }
+
+    async fn create_elicitation(
+        &self,
+        _request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        // Slow enough that every call's question is out at once.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        serde_json::from_value(json!({"action": "accept", "content": {"name": self.0}}))
+            .map_err(|e| rmcp::ErrorData::internal_error(e.to_string(), None))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_server_is_spoken_to_in_its_newest_revision_and_each_question_reaches_its_caller() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (command, old) = fixture();
+    let new = vec!["--stdio".to_string()];
+    // A server that never sees `server/discover` (a filter drops it): it must get
+    // `initialize` on a fresh child, and keep getting it without the probe's wait.
+    let deaf = format!(
+        "grep --line-buffered -v server/discover | exec {command:?} --stdio --revision 2025"
+    );
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.upstreams = vec![
+        stdio_upstream("new", &command, &new),
+        stdio_upstream("old", &command, &old),
+        sh("deaf", &deaf),
+    ];
+    config.connect_timeout_ms = 1_500;
+    let gw = start_gateway(config).await;
+    wait_for_services(&gw, &["new", "old", "deaf"]).await;
+    let revision = |s: &Value| {
+        s["instances"][0]["protocolVersion"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let new_service = service(&gw, "new").await;
+    assert_eq!(
+        revision(&new_service).as_deref(),
+        Some("2026-07-28"),
+        "{new_service}"
+    );
+    let old_service = service(&gw, "old").await;
+    assert_eq!(
+        revision(&old_service).as_deref(),
+        Some("2025-11-25"),
+        "{old_service}"
+    );
+    let deaf_service = service(&gw, "deaf").await;
+    assert_eq!(
+        revision(&deaf_service).as_deref(),
+        Some("2025-11-25"),
+        "{deaf_service}"
+    );
+    assert_eq!(
+        deaf_service["instances"][0]["process"]["restarts"], 0,
+        "the fallback child is not a restart: {deaf_service}"
+    );
+    // Restarted, it is spoken to in 2025-11-25 at once.
+    let (status, restarted) = post(&gw, "/services/deaf/restart").await;
+    assert_eq!(status, 200, "{restarted}");
+    let deaf_service = service(&gw, "deaf").await;
+    assert_eq!(
+        revision(&deaf_service).as_deref(),
+        Some("2025-11-25"),
+        "{deaf_service}"
+    );
+
+    // Twenty clients ask the one child at once; each question comes back inside its own
+    // call's answer, so every client is asked its own and gets its own greeting (a
+    // 2025-era child's questions carry no call, and most of these would be refused).
+    let call =
+        rmcp::model::CallToolRequestParams::new("new__test_input_required_result_elicitation");
+    let results = futures::future::join_all((0..20).map(|i| {
+        let gw = &gw;
+        let call = call.clone();
+        async move {
+            let client = service_kit::client::connect_with(
+                &gw.mcp_url(),
+                &service_kit::client::ClientOptions {
+                    client_name: format!("named-{i}"),
+                    bearer: Some(TOKEN.into()),
+                    ..Default::default()
+                },
+                Named(format!("Caller{i}")),
+            )
+            .await
+            .expect("session");
+            let result = client.peer().call_tool(call).await;
+            let _ = client.cancel().await;
+            (i, result)
+        }
+    }))
+    .await;
+    for (i, result) in results {
+        let text = serde_json::to_value(result.unwrap_or_else(|e| panic!("caller {i}: {e}")))
+            .expect("json")
+            .to_string();
+        assert!(
+            text.contains(&format!("Hello, Caller{i}!")),
+            "caller {i}: {text}"
+        );
+    }
+    // A caller that declared no elicitation is not asked: the revision's own error.
+    let plain = crate::support::mcp_client(&gw).await;
+    let refused = plain
+        .peer()
+        .call_tool(rmcp::model::CallToolRequestParams::new(
+            "new__test_input_required_result_elicitation",
+        ))
+        .await
+        .expect_err("cannot be asked");
+    assert!(format!("{refused:?}").contains("32021"), "{refused:?}");
+    let _ = plain.cancel().await;
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdio_registration_is_off_unless_allowed_and_then_only_for_operators_and_persists() {
     let dir = tempfile::tempdir().expect("tempdir");

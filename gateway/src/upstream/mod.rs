@@ -820,14 +820,61 @@ impl Instance {
     }
 
     /// Starts a stdio server's child and opens the gateway's one session with it over
-    /// its stdin and stdout (the 2025-11-25 handshake: `server/discover` would need a
-    /// second child to fall back). A child that exits ends the session at once.
+    /// its stdin and stdout. The gateway probes with `server/discover` and speaks
+    /// 2026-07-28 to a server that answers it: every request then carries its caller's
+    /// own capabilities, and a question comes back inside the call's answer
+    /// (`input_required`), so it always reaches the call that caused it. A server that
+    /// answers the probe with an error gets `initialize` (2025-11-25) on the same child;
+    /// one that offers no revision the gateway speaks, or ignores the probe, gets it on a
+    /// fresh child (and, having ignored it, at once on every later one). A child that
+    /// exits ends the session at once.
     async fn start_process(self: &Arc<Self>, process: &stdio::Process) -> Result<Session, String> {
+        use rmcp::service::ClientLifecycleMode;
+        if process.legacy() {
+            return self
+                .spawn_session(process, ClientLifecycleMode::Initialize, true)
+                .await
+                .map_err(Unopened::into_reason);
+        }
+        let probe = ClientLifecycleMode::Auto {
+            preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+            legacy_version: Some(rmcp::model::ProtocolVersion::V_2025_11_25),
+        };
+        let why = match self.spawn_session(process, probe, true).await {
+            Ok(session) => return Ok(session),
+            Err(Unopened::Retry(why)) if process.parked().is_none() => why,
+            Err(unopened) => return Err(unopened.into_reason()),
+        };
+        let session = self
+            .spawn_session(process, ClientLifecycleMode::Initialize, false)
+            .await
+            .map_err(|again| format!("{why}; then with initialize: {}", again.into_reason()))?;
+        tracing::info!(
+            service = %self.service,
+            "{why}; it answered initialize, so the gateway speaks 2025-11-25 to it from now on"
+        );
+        process.set_legacy();
+        Ok(session)
+    }
+
+    /// One child and its session opened with `lifecycle` (`counted`: as a start of the
+    /// restart budget). On failure the child is gone.
+    async fn spawn_session(
+        self: &Arc<Self>,
+        process: &stdio::Process,
+        lifecycle: rmcp::service::ClientLifecycleMode,
+        counted: bool,
+    ) -> Result<Session, Unopened> {
         use rmcp::{
-            service::{ClientLifecycleMode, ClientServiceExt},
+            service::{ClientInitializeError, ClientServiceExt},
             transport::async_rw::AsyncRwTransport,
         };
-        let spawned = process.spawn(&self.service)?;
+        let spawned = if counted {
+            process.spawn(&self.service)
+        } else {
+            process.respawn(&self.service)
+        };
+        let spawned = spawned.map_err(Unopened::Failed)?;
         let child = Arc::clone(&spawned.child);
         // The child's end ends its session: the instance is `down` at once, and the
         // supervisor starts the next child (within the restart budget).
@@ -848,6 +895,8 @@ impl Instance {
         });
         let options = self.client_options("mcp-gateway");
         let mut info = service_kit::client::client_config(&options);
+        // What a 2025-11-25 session declares once for every caller; a 2026-07-28 request
+        // carries its caller's own (`forward`).
         info.capabilities = stdio_capabilities();
         let handler = UpstreamClient {
             info,
@@ -858,18 +907,32 @@ impl Instance {
         // A line longer than a response may be is dropped, never buffered whole.
         let transport = AsyncRwTransport::new(spawned.stdout, spawned.stdin)
             .with_max_line_length(self.options.max_response_bytes);
-        let handshake = handler.serve_with_lifecycle(transport, ClientLifecycleMode::Initialize);
-        let why = match tokio::time::timeout(self.options.connect_timeout, handshake).await {
+        let handshake = handler.serve_with_lifecycle(transport, lifecycle);
+        let (why, retry) = match tokio::time::timeout(self.options.connect_timeout, handshake).await
+        {
             Ok(Ok(session)) => return Ok(session),
-            Ok(Err(e)) => format!("MCP initialize over stdio failed: {e}"),
-            Err(_) => format!(
-                "no MCP answer on stdout within {} ms",
-                self.options.connect_timeout.as_millis()
+            // Its discover result lists no revision the gateway speaks.
+            Ok(Err(e @ ClientInitializeError::NoCompatibleProtocolVersion { .. })) => {
+                (format!("MCP handshake over stdio failed: {e}"), true)
+            }
+            Ok(Err(e)) => (format!("MCP handshake over stdio failed: {e}"), false),
+            // It may have ignored the probe.
+            Err(_) => (
+                format!(
+                    "no MCP answer on stdout within {} ms",
+                    self.options.connect_timeout.as_millis()
+                ),
+                true,
             ),
         };
         process.kill().await;
         let status = child.wait().await;
-        Err(format!("{why} (the process: {status})"))
+        let why = format!("{why} (the process: {status})");
+        Err(if retry {
+            Unopened::Retry(why)
+        } else {
+            Unopened::Failed(why)
+        })
     }
 
     /// A stdio server's process, if this instance runs one.
@@ -969,8 +1032,23 @@ impl Instance {
             rmcp::model::GetMeta::get_meta_mut(&mut request)
                 .set_log_level(down.min_log_level.unwrap_or(LoggingLevel::Debug));
         }
+        let options = if self.process.is_some() && self.modern() {
+            // A 2026-07-28 stdio server's one session carries every caller's requests:
+            // each says what its own caller declared (the session declared nothing).
+            let mut meta = rmcp::model::RequestMetaObject::new();
+            meta.set_client_capabilities(match &down.via {
+                Via::Shared => ClientCapabilities::default(),
+                Via::Private(private) => private.capabilities.clone(),
+                Via::Declaring(capabilities) => (*capabilities).clone(),
+            });
+            let mut options = PeerRequestOptions::no_options();
+            options.meta = Some(meta);
+            options
+        } else {
+            PeerRequestOptions::no_options()
+        };
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let result = forward(&session, request, down, timeout).await;
+        let result = forward(&session, request, options, down, timeout).await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         if let Err(f) = &result
             && f.broke_session()
@@ -1424,19 +1502,21 @@ impl Candidate for Arc<Instance> {
     }
 }
 
-/// Sends `request` on `session` and waits for its answer, relaying progress, log messages
-/// and server-to-client requests to the downstream request meanwhile. On timeout or when
+/// Sends `request` on `session` (with `options`' `_meta`) and waits for its answer,
+/// relaying progress, log messages and server-to-client requests to the downstream
+/// request meanwhile. On timeout or when
 /// the downstream client cancels, the backend gets `notifications/cancelled`.
 async fn forward(
     session: &Session,
     request: ClientRequest,
+    options: PeerRequestOptions,
     down: &Downstream<'_>,
     timeout: Duration,
 ) -> Result<ServerResult, Failure> {
     let relays = Arc::clone(&session.service().relays);
     let peer = session.peer().clone();
     let handle = peer
-        .send_request_with_option(request, PeerRequestOptions::no_options())
+        .send_request_with_option(request, options)
         .await
         .map_err(classify)?;
     let (tx, mut rx) = mpsc::channel(64);
@@ -1671,6 +1751,22 @@ fn undeclared(request: &ServerRequest, via: &Via<'_>) -> Option<&'static str> {
 fn stdio_capabilities() -> ClientCapabilities {
     serde_json::from_value(serde_json::json!({"sampling": {}, "elicitation": {}, "roots": {}}))
         .unwrap_or_default()
+}
+
+/// Why a stdio child's session did not open.
+enum Unopened {
+    /// The probe found no revision in common, or no answer at all: `initialize` on a
+    /// fresh child may still work.
+    Retry(String),
+    Failed(String),
+}
+
+impl Unopened {
+    fn into_reason(self) -> String {
+        match self {
+            Unopened::Retry(why) | Unopened::Failed(why) => why,
+        }
+    }
 }
 
 /// The reconnection hint passed on when the backend closed its stream without one.

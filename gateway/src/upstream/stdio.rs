@@ -26,7 +26,7 @@ use std::{
     process::Stdio,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -166,6 +166,9 @@ pub struct Process {
     stderr: Arc<Ring>,
     state: Mutex<ProcessState>,
     restarts: AtomicU64,
+    /// The server ignored `server/discover` and then answered `initialize`: its later
+    /// children are spoken to in 2025-11-25 at once, without the probe's wait.
+    legacy: AtomicBool,
 }
 
 #[derive(Default)]
@@ -220,7 +223,18 @@ impl Process {
             stderr: Arc::new(Ring::default()),
             state: Mutex::new(ProcessState::default()),
             restarts: AtomicU64::new(0),
+            legacy: AtomicBool::new(false),
         }
+    }
+
+    /// Whether its children are spoken to in 2025-11-25 without probing first.
+    pub fn legacy(&self) -> bool {
+        self.legacy.load(Ordering::Acquire)
+    }
+
+    /// Remembers that the server does not answer `server/discover`.
+    pub fn set_legacy(&self) {
+        self.legacy.store(true, Ordering::Release);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ProcessState> {
@@ -235,6 +249,17 @@ impl Process {
     /// Starts a child, unless the process is parked or its budget is spent (then it is
     /// parked as failed). `service` names it in the gateway's log.
     pub fn spawn(&self, service: &str) -> Result<Spawned, String> {
+        self.spawn_counted(service, true)
+    }
+
+    /// Starts a child again right after the last one was stopped for speaking no
+    /// protocol revision the gateway tried (the `initialize` fallback): one start, as
+    /// far as the restart budget and count go.
+    pub fn respawn(&self, service: &str) -> Result<Spawned, String> {
+        self.spawn_counted(service, false)
+    }
+
+    fn spawn_counted(&self, service: &str, counted: bool) -> Result<Spawned, String> {
         let mut state = self.lock();
         if let Some(parked) = &state.parked {
             return Err(parked.to_string());
@@ -273,9 +298,11 @@ impl Process {
             state.last_exit = Some(why.clone());
             why
         });
-        state.starts.push_back(now);
-        if std::mem::replace(&mut state.started_once, true) {
-            self.restarts.fetch_add(1, Ordering::Relaxed);
+        if counted {
+            state.starts.push_back(now);
+            if std::mem::replace(&mut state.started_once, true) {
+                self.restarts.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let spawned = spawned?;
         state.child = Some(Arc::clone(&spawned.child));
