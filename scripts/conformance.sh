@@ -17,8 +17,10 @@
 #              gateway-stdio-2026@R  the fixture --revision 2026 as the gateway's stdio
 #                                    child (the gateway speaks 2026-07-28 to it)
 #              gateway-stdio-2025@R  the fixture --revision 2025 as its stdio child
-#            then shopping-service and user-service registered beside the fixture and the
-#            MCP Inspector CLI listing and calling (once)
+#            then (at 2026-07-28, in front of the 2026 and 2025 fixtures over HTTP and the
+#            2026 one over stdio) shopping-service and user-service registered beside the
+#            fixture and the MCP Inspector CLI listing and calling, over HTTP and over
+#            stdio through `gateway stdio`
 #   both     all of it, then each gateway run compared check by check with its direct
 #            baseline (details and INFO checks included; timings, ports, ids masked):
 #              gateway-2026@R           vs fixture-2026@R            (both R)
@@ -177,39 +179,49 @@ ensure_inspector() {
     [ -x "$INSPECTOR_BIN" ] || die "the Inspector did not install into $INSPECTOR_DIR"
 }
 
-# The MCP Inspector CLI (--cli, HTTP transport, Authorization header) lists the
-# gateway's tools and calls one of the fixture's through it.
-# inspector_run DIR NAME HOW EXPECT -- CALL_ARGS... -- INSPECTOR...: the Inspector CLI
-# (INSPECTOR: its command, up to the --method) lists the tools (which must include the
-# fixture's test_simple_text and the demo services' getProductById), then calls a tool
-# (CALL_ARGS) whose output must contain EXPECT. Output in DIR/inspector-NAME-*.txt.
+# The MCP Inspector CLI (--cli) lists the gateway's tools and calls tools of the fixture
+# and of both demo services through it, over HTTP and over stdio (`gateway stdio`).
+# inspector_run DIR NAME HOW -- INSPECTOR...: the Inspector CLI (INSPECTOR: its command,
+# up to the --method) lists the tools, which must include the fixture's test_simple_text
+# and the demo services' getProductById and getUserById, then calls each of
+# INSPECTOR_CALLS ("TOOL ARG EXPECT": ARG a --tool-arg or -, EXPECT in its output).
+# Output in DIR/inspector-NAME-*.txt.
+INSPECTOR_CALLS=(
+    "test_simple_text - This is a simple text response for testing"
+    'getProductById id="123" "123"'
+    'getUserById id="456" Mateo Martin'
+)
 inspector_run() {
-    local dir="$1" name="$2" how="$3" expect="$4" out
+    local dir="$1" name="$2" how="$3" out tool arg expect
     shift 4
-    local call=()
-    while [ "$1" != -- ]; do call+=("$1"); shift; done
-    shift
     out=$("$@" --method tools/list 2>&1) || {
         printf '%s\n' "$out" >"$dir/inspector-$name-list.txt"
         log "Inspector tools/list $how failed (see $dir/inspector-$name-list.txt)"
         return 1
     }
     printf '%s\n' "$out" >"$dir/inspector-$name-list.txt"
-    if ! grep -q '"test_simple_text"' <<<"$out" || ! grep -q '"getProductById"' <<<"$out"; then
-        log "Inspector tools/list $how lacks the fixture's or the demo services' tools"
-        return 1
-    fi
-    out=$("$@" --method tools/call "${call[@]}" 2>&1) || {
-        printf '%s\n' "$out" >"$dir/inspector-$name-call.txt"
-        log "Inspector tools/call $how failed (see $dir/inspector-$name-call.txt)"
-        return 1
-    }
-    printf '%s\n' "$out" >"$dir/inspector-$name-call.txt"
-    grep -q -- "$expect" <<<"$out" || {
-        log "Inspector tools/call $how did not return $expect"
-        return 1
-    }
-    log "Inspector CLI: listed and called $how"
+    for tool in test_simple_text getProductById getUserById; do
+        grep -q "\"$tool\"" <<<"$out" || {
+            log "Inspector tools/list $how lacks $tool (the fixture's and both demo services' tools)"
+            return 1
+        }
+    done
+    for call in "${INSPECTOR_CALLS[@]}"; do
+        read -r tool arg expect <<<"$call"
+        local with=(--tool-name "$tool")
+        [ "$arg" = - ] || with+=(--tool-arg "$arg")
+        out=$("$@" --method tools/call "${with[@]}" 2>&1) || {
+            printf '%s\n' "$out" >"$dir/inspector-$name-$tool.txt"
+            log "Inspector tools/call $tool $how failed (see $dir/inspector-$name-$tool.txt)"
+            return 1
+        }
+        printf '%s\n' "$out" >"$dir/inspector-$name-$tool.txt"
+        grep -q -- "$expect" <<<"$out" || {
+            log "Inspector tools/call $tool $how did not return $expect"
+            return 1
+        }
+    done
+    log "Inspector CLI: listed and called the fixture's and both demo services' tools $how"
 }
 
 inspector_check() {
@@ -217,14 +229,12 @@ inspector_check() {
     local env=(env "PATH=$(dirname "$NODE"):$PATH" "MCP_CATALOG_PATH=$WORK/inspector-catalog.json"
         timeout 120 "$INSPECTOR_BIN" --cli)
     log "MCP Inspector CLI: tools/list and tools/call through the gateway"
-    inspector_run "$dir" http "through the gateway" 'This is a simple text response for testing' \
-        --tool-name test_simple_text -- \
+    inspector_run "$dir" http "through the gateway" -- \
         "${env[@]}" "$gateway/mcp" --transport http --header "Authorization: Bearer $TOKEN" || return 1
     # The same over the Inspector's stdio transport, through `gateway stdio` (the bridge a
     # desktop client starts).
     log "MCP Inspector CLI (stdio transport): tools/list and tools/call through gateway stdio"
-    inspector_run "$dir" stdio "through gateway stdio" '"123"' \
-        --tool-name getProductById --tool-arg 'id="123"' -- \
+    inspector_run "$dir" stdio "through gateway stdio" -- \
         "${env[@]}" -e "MCP_BEARER_TOKEN=$TOKEN" -e "RUST_LOG=warn" "$BIN/gateway" stdio --url "$gateway"
 }
 
@@ -585,9 +595,16 @@ if [ "$MODE" != fixture ]; then
             run_gateway 2025 "$revision"
         fi
     done
-    # The same fixtures as stdio servers the gateway runs.
+    # The same fixtures as stdio servers the gateway runs; the federation check once more
+    # with the fixture a stdio upstream.
     for rev in stdio-2026 stdio-2025; do
-        for revision in "${REVISIONS[@]}"; do run_gateway "$rev" "$revision"; done
+        for revision in "${REVISIONS[@]}"; do
+            if [ "$rev@$revision" = stdio-2026@2026-07-28 ]; then
+                run_gateway "$rev" "$revision" federation
+            else
+                run_gateway "$rev" "$revision"
+            fi
+        done
     done
 fi
 
