@@ -341,6 +341,10 @@ pub struct Catalog {
     subscribable: Vec<Arc<Service>>,
     offered: Offered,
     instructions: Vec<(String, String)>,
+    /// The tools' search index, built on the first search of this snapshot.
+    search: std::sync::OnceLock<crate::search::Index>,
+    /// The JSON size of each tool's definition, and their sum (tool search's `auto`).
+    sizes: std::sync::OnceLock<(Vec<usize>, usize)>,
 }
 
 impl Catalog {
@@ -437,7 +441,45 @@ impl Catalog {
             subscribable,
             offered,
             instructions,
+            search: std::sync::OnceLock::new(),
+            sizes: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The JSON size of each tool's definition (positions of [`Self::tools`]) and the
+    /// size of them all.
+    pub fn tool_sizes(&self) -> (&[usize], usize) {
+        let (sizes, total) = self.sizes.get_or_init(|| {
+            let sizes: Vec<usize> = self
+                .tools
+                .items
+                .iter()
+                .map(|t| serde_json::to_vec(t).map_or(0, |v| v.len()))
+                .collect();
+            let total = sizes.iter().sum();
+            (sizes, total)
+        });
+        (sizes, *total)
+    }
+
+    /// The search index of the tools (positions are those of [`Self::tools`]).
+    pub fn search(&self) -> &crate::search::Index {
+        self.search.get_or_init(|| {
+            let mut services = vec![""; self.tools.items.len()];
+            for (service, indices) in &self.tools.by_service {
+                for i in indices {
+                    services[*i] = service;
+                }
+            }
+            let entries: Vec<crate::search::Entry<'_>> = self
+                .tools
+                .items
+                .iter()
+                .zip(services)
+                .map(|(tool, service)| crate::search::Entry { tool, service })
+                .collect();
+            crate::search::Index::build(&entries)
+        })
     }
 
     pub fn tools(&self) -> &[Tool] {

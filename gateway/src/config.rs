@@ -71,6 +71,13 @@ pub struct Config {
     pub max_response_bytes: usize,
     /// Entries per page of `tools/list` (clients follow `nextCursor` for the rest).
     pub list_page_size: usize,
+    /// Tool search on `/mcp`: `tools/list` offers `search_tools`, `describe_tools` and
+    /// `call_tool` instead of the catalog. `off`, `on`, or `auto`: on for a caller whose
+    /// visible catalog has more than `tool_search_max_tools` tools or more than
+    /// `tool_search_max_bytes` bytes of definitions.
+    pub tool_search: crate::search::Mode,
+    pub tool_search_max_tools: usize,
+    pub tool_search_max_bytes: usize,
     /// How calls spread over a service's instances: `round_robin`,
     /// `least_outstanding` or `weighted`.
     pub balance: Strategy,
@@ -183,6 +190,15 @@ impl Config {
         })
     }
 
+    /// Tool search as configured.
+    pub fn tool_search(&self) -> crate::search::Settings {
+        crate::search::Settings {
+            mode: self.tool_search,
+            max_tools: self.tool_search_max_tools,
+            max_bytes: self.tool_search_max_bytes,
+        }
+    }
+
     /// The audience JWTs must name: configured, else the gateway's MCP resource URL.
     pub fn jwt_audience(&self) -> Option<String> {
         let jwt = self.jwt.as_ref()?;
@@ -280,6 +296,9 @@ impl Default for Config {
             max_body_bytes: 4 * 1024 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
             list_page_size: 100,
+            tool_search: crate::search::Mode::Auto,
+            tool_search_max_tools: crate::search::Settings::default().max_tools,
+            tool_search_max_bytes: crate::search::Settings::default().max_bytes,
             balance: Strategy::RoundRobin,
             breaker_failures: 5,
             breaker_cooldown_ms: 5_000,
@@ -527,6 +546,8 @@ impl Config {
             ("breaker_failures", u64::from(self.breaker_failures)),
             ("breaker_cooldown_ms", self.breaker_cooldown_ms),
             ("list_page_size", self.list_page_size as u64),
+            ("tool_search_max_tools", self.tool_search_max_tools as u64),
+            ("tool_search_max_bytes", self.tool_search_max_bytes as u64),
             ("session_idle_timeout_ms", self.session_idle_timeout_ms),
             (
                 "max_sessions_per_credential",

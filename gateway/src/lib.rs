@@ -51,6 +51,7 @@
 //! trim         returning ended sessions' memory to the system (glibc malloc_trim)
 //! origins      the Host and Origin allow-lists (DNS-rebinding protection), every route
 //! jsonrpc      the envelope of a POSTed message, read once (authorization reads it)
+//! search       tool search: BM25 over a catalog's tools, the meta-tools and their arguments
 //! vocab        identity and scopes, JSON-RPC codes, name and URL rules, the clock
 //! ```
 //!
@@ -79,6 +80,7 @@ mod passthrough;
 mod proxy;
 mod refusal;
 pub mod registry;
+pub mod search;
 mod store;
 mod trim;
 pub mod upstream;

@@ -120,6 +120,14 @@ pub struct GatewayHandler {
     rounds: Option<Arc<Rounds>>,
 }
 
+/// What a `tools/call` of a meta-tool of tool search comes to.
+enum Meta {
+    /// Answered by the gateway.
+    Answered(Result<CallToolResponse, ErrorData>),
+    /// The call of a catalog tool (the request itself, or what `call_tool` named).
+    Call(CallToolRequestParams),
+}
+
 /// The session manager of resumable sessions and who waits for their streams to resume.
 pub struct Streams {
     sessions: Arc<LocalSessionManager>,
@@ -166,6 +174,74 @@ impl GatewayHandler {
     }
 
     /// Counts one answered request of `method` in the metrics.
+    /// Tool search's meta-tools while search is not `off`: `search_tools` and
+    /// `describe_tools` answered for what the caller may see, `call_tool` unwrapped
+    /// into the call it names. A caller not in search mode who names a backend's tool
+    /// of a meta-tool's name calls that tool; every other request passes unchanged.
+    fn meta_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Meta {
+        if !crate::proxy::is_meta_tool(&self.registry, &request.name) {
+            return Meta::Call(request);
+        }
+        let catalog = self.registry.catalog();
+        let allow = allow_of(context);
+        let view = crate::proxy::search_view(&self.registry, &catalog, allow.as_deref());
+        if !view.engaged
+            && matches!(
+                crate::proxy::as_allowed(
+                    catalog.lookup(&request.name),
+                    allow.as_deref(),
+                    tool_visible
+                ),
+                Lookup::Found(_)
+            )
+        {
+            return Meta::Call(request);
+        }
+        if request.name != crate::search::CALL
+            && let Some(who) = context
+                .extensions
+                .get::<http::request::Parts>()
+                .and_then(|p| p.extensions.get::<Identity>())
+            && !who.scopes.contains(crate::vocab::Scopes::LIST)
+        {
+            // Searching and describing show the catalog: what `tools/list` needs.
+            return Meta::Answered(Err(ErrorData::new(
+                rmcp::model::ErrorCode::INVALID_REQUEST,
+                format!(
+                    "credential \"{}\" lacks the \"list\" scope {} needs (it shows the catalog)",
+                    who.name, request.name
+                ),
+                Some(json!({"scope": "list"})),
+            )));
+        }
+        let arguments = request.arguments.as_ref();
+        let answer = match request.name.as_ref() {
+            crate::search::SEARCH => crate::search::search_arguments(arguments)
+                .map(|(query, limit)| crate::proxy::search_tools(&catalog, &view, &query, limit)),
+            crate::search::DESCRIBE => crate::search::describe_arguments(arguments)
+                .map(|names| crate::proxy::describe_tools(&catalog, allow.as_deref(), &names)),
+            _ => match crate::search::call_arguments(arguments) {
+                Ok((name, arguments)) => {
+                    let mut call = request;
+                    call.name = name.into();
+                    call.arguments = arguments;
+                    return Meta::Call(call);
+                }
+                Err(bad) => Err(bad),
+            },
+        };
+        Meta::Answered(Ok(CallToolResponse::Complete(match answer {
+            Ok(value) => rmcp::model::CallToolResult::structured(value),
+            Err(crate::search::BadArguments(why)) => {
+                rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(why)])
+            }
+        })))
+    }
+
     fn count<T>(&self, method: &str, result: &Result<T, ErrorData>) {
         self.registry
             .observer()
@@ -990,6 +1066,19 @@ impl ServerHandler for GatewayHandler {
         self.counted("tools/list", async {
             let catalog = self.registry.catalog();
             let allow = allow_of(&context);
+            // Too many tools for an agent to hold: the meta-tools of tool search instead.
+            let view = crate::proxy::search_view(&self.registry, &catalog, allow.as_deref());
+            if view.engaged {
+                let meta = crate::search::meta_tools(catalog.search().describe(|i| view.sees(i)));
+                let (tools, next) = page(
+                    &meta,
+                    request.and_then(|r| r.cursor).as_deref(),
+                    self.page_size,
+                )?;
+                let mut result = ListToolsResult::with_all_items(tools.to_vec());
+                result.next_cursor = next;
+                return Ok(result);
+            }
             let tools = visible(
                 catalog.tools(),
                 allow.as_deref(),
@@ -1016,6 +1105,15 @@ impl ServerHandler for GatewayHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        // Tool search's meta-tools: answered here, or (`call_tool`) the call of the tool
+        // they name, which takes the rest of this way like any direct call.
+        let request = match self.meta_tool(request, &context) {
+            Meta::Answered(answer) => {
+                self.count("tools/call", &answer);
+                return answer;
+            }
+            Meta::Call(request) => request,
+        };
         // A call the pass-through path handed over has its token already.
         let admitted = context
             .extensions

@@ -568,8 +568,13 @@ impl Passthrough {
     /// for one of them (anything else, including a bad cursor, is rmcp's to answer).
     fn list_tools(&self, envelope: &Envelope, allow: Option<&Allow>) -> Option<Response> {
         // The pages are the whole catalog: a credential with an allow-list sees its part,
-        // which rmcp's handler filters.
+        // which rmcp's handler filters; so does a caller that gets tool search's
+        // meta-tools instead.
         if allow.is_some() {
+            return None;
+        }
+        let catalog = self.registry.catalog();
+        if crate::proxy::search_view(&self.registry, &catalog, None).engaged {
             return None;
         }
         let id = self.plain_id(envelope)?;
@@ -586,7 +591,6 @@ impl Passthrough {
                     .then_some(offset / self.page_size)?
             }
         };
-        let catalog = self.registry.catalog();
         let current = self
             .pages
             .load()
@@ -652,6 +656,10 @@ impl Passthrough {
             .arguments
             .is_some_and(|a| !a.get().trim_start().starts_with('{'))
         {
+            return None;
+        }
+        // Tool search's meta-tools are the typed path's.
+        if crate::proxy::is_meta_tool(&self.registry, &params.name) {
             return None;
         }
         let target = Target::Tool(&params.name);

@@ -12,7 +12,7 @@ use rmcp::{
     ErrorData,
     model::{ErrorCode, ListToolsResult, ServerResult},
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
     catalog::{Catalog, Lookup, Route},
@@ -269,6 +269,128 @@ pub fn as_allowed<'a>(
         (Some(a), Lookup::Found(route)) if !sees(a, route) => Lookup::Unknown,
         (Some(_), Lookup::Ambiguous(_)) => Lookup::Unknown,
         (_, lookup) => lookup,
+    }
+}
+
+/// What tool search shows one caller: the catalog positions it may see, and whether its
+/// `tools/list` offers the meta-tools instead of the catalog.
+pub struct SearchView {
+    /// `None`: every tool (no allow-list).
+    visible: Option<Vec<bool>>,
+    pub engaged: bool,
+}
+
+impl SearchView {
+    /// The caller may see the catalog's tool at position `i`.
+    pub fn sees(&self, i: usize) -> bool {
+        self.visible
+            .as_ref()
+            .is_none_or(|v| v.get(i).copied().unwrap_or(false))
+    }
+}
+
+/// Tool search for a caller with `allow`: engaged as the settings say for what it may
+/// see (never with search `off`).
+pub fn search_view(registry: &Registry, catalog: &Catalog, allow: Option<&Allow>) -> SearchView {
+    let settings = registry.tool_search();
+    if settings.mode == crate::search::Mode::Off {
+        return SearchView {
+            visible: None,
+            engaged: false,
+        };
+    }
+    let visible = allow.map(|a| {
+        catalog
+            .tools()
+            .iter()
+            .map(|t| matches!(catalog.lookup(&t.name), Lookup::Found(r) if tool_visible(a, r)))
+            .collect::<Vec<bool>>()
+    });
+    let (sizes, total) = catalog.tool_sizes();
+    let (count, bytes) = match &visible {
+        None => (sizes.len(), total),
+        Some(v) => v
+            .iter()
+            .zip(sizes)
+            .filter(|(seen, _)| **seen)
+            .fold((0, 0), |(n, b), (_, size)| (n + 1, b + size)),
+    };
+    SearchView {
+        engaged: settings.engaged(count, bytes),
+        visible,
+    }
+}
+
+/// `name` is one of tool search's meta-tools while search is not `off`: the typed path
+/// answers it (or, for a caller not in search mode, finds a backend's tool of that name).
+pub fn is_meta_tool(registry: &Registry, name: &str) -> bool {
+    registry.tool_search().mode != crate::search::Mode::Off && crate::search::META.contains(&name)
+}
+
+/// `search_tools`' answer: the `limit` best tools for `query` among those `view` shows,
+/// each with the name to call it by (qualified when its own is a meta-tool's).
+pub fn search_tools(catalog: &Catalog, view: &SearchView, query: &str, limit: usize) -> Value {
+    let (hits, total) = catalog.search().search(query, |i| view.sees(i), limit);
+    let tools = catalog.tools();
+    let results: Vec<Value> = hits
+        .into_iter()
+        .filter_map(|(i, score)| {
+            let tool = tools.get(i)?;
+            let Lookup::Found(route) = catalog.lookup(&tool.name) else {
+                return None;
+            };
+            let name = if crate::search::META.contains(&tool.name.as_ref()) {
+                crate::catalog::qualify(&route.service.name, &route.original)
+            } else {
+                tool.name.to_string()
+            };
+            Some(json!({
+                "name": name,
+                "service": &*route.service.name,
+                "tool": &*route.original,
+                "description": one_line(tool.description.as_deref().unwrap_or("")),
+                "score": (f64::from(score) * 1000.0).round() / 1000.0,
+            }))
+        })
+        .collect();
+    json!({ "results": results, "total": total })
+}
+
+/// `describe_tools`' answer: the definitions of the named tools the caller may see; the
+/// other names (hidden, unknown, ambiguous, the meta-tools') under `unknown`.
+pub fn describe_tools(catalog: &Catalog, allow: Option<&Allow>, names: &[String]) -> Value {
+    let mut tools = Vec::new();
+    let mut unknown = Vec::new();
+    for name in names {
+        let found = match as_allowed(catalog.lookup(name), allow, tool_visible) {
+            Lookup::Found(route) if !crate::search::META.contains(&name.as_str()) => catalog
+                .tools_of(&route.service.name)
+                .find(|(_, original)| *original == &*route.original)
+                .map(|(tool, _)| tool),
+            _ => None,
+        };
+        match found.and_then(|t| serde_json::to_value(t).ok()) {
+            Some(mut definition) => {
+                // Called by the name asked for (a qualified one, say).
+                definition["name"] = json!(name);
+                tools.push(definition);
+            }
+            None => unknown.push(name.clone()),
+        }
+    }
+    json!({ "tools": tools, "unknown": unknown })
+}
+
+/// The first line of `text`, at most 200 characters.
+fn one_line(text: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    match line.char_indices().nth(200) {
+        Some((end, _)) => format!("{}…", &line[..end]),
+        None => line.to_string(),
     }
 }
 

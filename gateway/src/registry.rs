@@ -189,6 +189,8 @@ pub struct Registry {
     /// be notified on).
     changes: tokio::sync::broadcast::Sender<Changed>,
     limits: Arc<crate::limits::Limits>,
+    /// Tool search on `/mcp`.
+    search: crate::search::Settings,
     observer: Arc<crate::observe::Observer>,
     calls: Option<Arc<crate::observe::calllog::CallLog>>,
     /// The call log's writer, which ends after writing what is queued at shutdown.
@@ -339,6 +341,7 @@ impl Registry {
             log_writer: Mutex::new(log_writer),
             reservation_ms: i64::try_from(config.name_reservation_ms).unwrap_or(i64::MAX),
             allowed_commands: config.allowed_commands.clone(),
+            search: config.tool_search(),
         });
         // The configuration wins over the store: a stored registration of a name the
         // configuration defines is left aside (and said so), not merged.
@@ -665,6 +668,11 @@ impl Registry {
     /// The rate limits.
     pub fn limits(&self) -> &Arc<crate::limits::Limits> {
         &self.limits
+    }
+
+    /// Tool search as configured for `/mcp`.
+    pub fn tool_search(&self) -> crate::search::Settings {
+        self.search
     }
 
     /// Counts a call in flight until the guard drops.

@@ -20,6 +20,7 @@ mod persistence;
 mod protocol;
 mod registration;
 mod rounds;
+mod search;
 mod seed;
 mod stdio;
 mod transparency;
