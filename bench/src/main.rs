@@ -20,6 +20,8 @@
 //!   sections after it, and the same as JSON.
 //! - [`wrk`]: the wrk reference: the same call measured with `wrk` as the client,
 //!   plain and capable sessions, direct and through the gateway.
+//! - [`search`]: tool search: `tools/list` size in search mode against the full
+//!   listing (2,000 tools), and `search_tools` latency over 10,000 tools.
 //! - [`stdio`]: a stdio upstream: shopping-service's stdio handler called over its
 //!   pipe by a lean line client, and through the gateway (which runs it) with `wrk`.
 //!
@@ -32,6 +34,7 @@ mod procs;
 mod report;
 mod roles;
 mod scenarios;
+mod search;
 mod stdio;
 mod wrk;
 
@@ -151,6 +154,20 @@ enum Command {
         tools: usize,
         #[arg(long)]
         name: String,
+        /// Tools about different things (for tool search), not one template.
+        #[arg(long)]
+        varied: bool,
+    },
+    /// Tool search at catalog sizes agents cannot hold: `tools/list` of a 2,000-tool
+    /// catalog in search mode against the full listing, and `search_tools` latency over
+    /// a 10,000-tool catalog (the first search, which builds the index, and the rest).
+    Search {
+        /// Fewer searches (smoke run; numbers are not meaningful).
+        #[arg(long)]
+        quick: bool,
+        /// Where to write the markdown results (the JSON goes beside it, as .json).
+        #[arg(long, default_value = "bench-results/search.md")]
+        out: PathBuf,
     },
 }
 
@@ -230,7 +247,9 @@ async fn main() {
             listen,
             tools,
             name,
-        } => roles::serve_fixtures(listen, tools, name).await,
+            varied,
+        } => roles::serve_fixtures(listen, tools, name, varied).await,
+        Command::Search { quick, out } => search_command(quick, out).await,
     };
     if let Err(e) = result {
         eprintln!("mcp-bench: {e:#}");
@@ -259,6 +278,38 @@ async fn stdio_command(quick: bool, out: PathBuf) -> anyhow::Result<()> {
         &[report::Section {
             title: "A stdio upstream: direct over its pipe, and through the gateway".into(),
             lines: vec![stdio::markdown(&section)],
+            rows: Vec::new(),
+            notes: Vec::new(),
+        }],
+    );
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, &text)?;
+    std::fs::write(
+        out.with_extension("json"),
+        serde_json::to_string_pretty(&section)?,
+    )?;
+    println!("{text}");
+    Ok(())
+}
+
+/// `mcp-bench search`: measures, then writes the markdown report and the JSON beside it.
+async fn search_command(quick: bool, out: PathBuf) -> anyhow::Result<()> {
+    let load_at_start = report::load_average();
+    let scratch = tempfile::tempdir()?;
+    let section = search::measure(quick, scratch.path()).await?;
+    let header = report::Header {
+        quick,
+        load_at_start,
+        notes: Vec::new(),
+    };
+    let text = report::render(
+        &header,
+        &[],
+        &[report::Section {
+            title: "Tool search: listing size and search latency".into(),
+            lines: vec![search::markdown(&section)],
             rows: Vec::new(),
             notes: Vec::new(),
         }],

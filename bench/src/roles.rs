@@ -106,12 +106,22 @@ pub async fn serve_shopping(
 }
 
 /// `serve-fixture`: one fixture server per address, named `{name}-1`, `{name}-2`, ...
-pub async fn serve_fixtures(listen: Vec<String>, tools: usize, name: String) -> anyhow::Result<()> {
+pub async fn serve_fixtures(
+    listen: Vec<String>,
+    tools: usize,
+    name: String,
+    varied: bool,
+) -> anyhow::Result<()> {
     service_kit::logging::init(false);
     let shutdown = service_kit::shutdown::on_signal();
     let mut servers = tokio::task::JoinSet::new();
     for (i, addr) in listen.iter().enumerate() {
-        let fixture = Fixture::new(&format!("{name}-{}", i + 1), tools);
+        let server = format!("{name}-{}", i + 1);
+        let fixture = if varied {
+            Fixture::varied(&server, tools)
+        } else {
+            Fixture::new(&server, tools)
+        };
         let listener = service_kit::serve::bind(addr).await?;
         let shutdown = shutdown.clone();
         let addr = addr.clone();
@@ -164,6 +174,82 @@ impl Fixture {
                         "additionalProperties": false
                     },
                     "annotations": {"readOnlyHint": true, "idempotentHint": true}
+                }))
+                .ok()
+            })
+            .collect();
+        Self {
+            name: name.into(),
+            tools: Arc::new(tools),
+        }
+    }
+
+    /// `n` tools whose names and descriptions differ in what they are about (a noun and
+    /// a domain drawn from short word lists): a catalog a search index can tell apart.
+    pub fn varied(name: &str, n: usize) -> Self {
+        const NOUNS: [&str; 24] = [
+            "invoice",
+            "customer",
+            "shipment",
+            "ticket",
+            "employee",
+            "contract",
+            "payment",
+            "product",
+            "warehouse",
+            "meeting",
+            "document",
+            "repository",
+            "incident",
+            "lead",
+            "campaign",
+            "budget",
+            "server",
+            "alert",
+            "patient",
+            "booking",
+            "course",
+            "recipe",
+            "vehicle",
+            "playlist",
+        ];
+        const VERBS: [&str; 8] = [
+            "get", "list", "create", "update", "delete", "search", "export", "archive",
+        ];
+        const DOMAINS: [&str; 12] = [
+            "billing",
+            "logistics",
+            "support",
+            "human resources",
+            "legal",
+            "finance",
+            "inventory",
+            "calendar",
+            "engineering",
+            "sales",
+            "marketing",
+            "healthcare",
+        ];
+        let server = name.replace('-', "_");
+        let tools = (0..n)
+            .filter_map(|i| {
+                let noun = NOUNS[i % NOUNS.len()];
+                let verb = VERBS[(i / NOUNS.len()) % VERBS.len()];
+                let domain = DOMAINS[(i / (NOUNS.len() * VERBS.len())) % DOMAINS.len()];
+                serde_json::from_value(json!({
+                    "name": format!("{server}_{verb}_{noun}_{i}"),
+                    "description": format!(
+                        "{verb} a {noun} record in the {domain} system of {name} (variant {i})."
+                    ),
+                    "inputSchema": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string", "description": format!("The {noun}'s id.")},
+                            "fields": {"type": "array", "items": {"type": "string"},
+                                       "description": "Attributes to return."}
+                        },
+                        "required": ["id"]
+                    }
                 }))
                 .ok()
             })
