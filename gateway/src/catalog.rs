@@ -24,6 +24,32 @@ use crate::upstream::{Service, balance::fnv1a};
 pub use crate::vocab::SEPARATOR;
 const MAX_NAME: usize = 64;
 
+/// `tool`'s input and output schemas with their references inlined; what kept one as
+/// written, if anything did.
+fn inline_schemas(tool: &mut Tool) -> Option<String> {
+    use crate::schema::{Inlined, inline};
+    let mut note = None;
+    match inline(&tool.input_schema) {
+        Inlined::SelfContained(schema) => tool.input_schema = Arc::new(schema),
+        Inlined::Unchanged => {}
+        Inlined::Kept(why) => note = Some(format!("input schema kept as written: {why}")),
+    }
+    if let Some(output) = &tool.output_schema {
+        match inline(output) {
+            Inlined::SelfContained(schema) => tool.output_schema = Some(Arc::new(schema)),
+            Inlined::Unchanged => {}
+            Inlined::Kept(why) => {
+                let why = format!("output schema kept as written: {why}");
+                note = Some(match note {
+                    Some(first) => format!("{first}; {why}"),
+                    None => why,
+                });
+            }
+        }
+    }
+    note
+}
+
 /// Where a public tool name leads.
 #[derive(Clone)]
 pub struct Route {
@@ -345,15 +371,37 @@ pub struct Catalog {
     search: std::sync::OnceLock<crate::search::Index>,
     /// The JSON size of each tool's definition, and their sum (tool search's `auto`).
     sizes: std::sync::OnceLock<(Vec<usize>, usize)>,
+    /// Tools whose schemas kept their references, by (service, name there): why.
+    schema_notes: HashMap<(String, String), String>,
 }
 
 impl Catalog {
     /// Builds the snapshot from upstreams (any order; sorted by name here).
     pub fn build(upstreams: &[Arc<Service>]) -> Self {
+        Self::build_with(upstreams, false)
+    }
+
+    /// [`Self::build`], the tools' schemas made self-contained when `inline_refs`
+    /// (`inline_schema_refs`): a schema that cannot be is kept as written, and
+    /// [`Self::schema_note`] says why.
+    pub fn build_with(upstreams: &[Arc<Service>], inline_refs: bool) -> Self {
         let mut ups: Vec<&Arc<Service>> = upstreams.iter().collect();
         ups.sort_by(|a, b| a.name.cmp(&b.name));
-        let tools: Vec<(&Arc<Service>, Vec<Tool>)> =
-            ups.iter().map(|u| (*u, u.tools().to_vec())).collect();
+        let mut schema_notes = HashMap::new();
+        let tools: Vec<(&Arc<Service>, Vec<Tool>)> = ups
+            .iter()
+            .map(|u| {
+                let mut tools = u.tools().to_vec();
+                if inline_refs {
+                    for tool in &mut tools {
+                        if let Some(note) = inline_schemas(tool) {
+                            schema_notes.insert((u.name.to_string(), tool.name.to_string()), note);
+                        }
+                    }
+                }
+                (*u, tools)
+            })
+            .collect();
         let extras: Vec<(&Arc<Service>, Arc<crate::upstream::Extras>)> =
             ups.iter().map(|u| (*u, u.extras())).collect();
         let prompts: Vec<(&Arc<Service>, Vec<Prompt>)> = extras
@@ -443,7 +491,16 @@ impl Catalog {
             instructions,
             search: std::sync::OnceLock::new(),
             sizes: std::sync::OnceLock::new(),
+            schema_notes,
         }
+    }
+
+    /// Why `service`'s tool `original` kept its schema's references (with
+    /// `inline_schema_refs`), if it did.
+    pub fn schema_note(&self, service: &str, original: &str) -> Option<&str> {
+        self.schema_notes
+            .get(&(service.to_string(), original.to_string()))
+            .map(String::as_str)
     }
 
     /// The JSON size of each tool's definition (positions of [`Self::tools`]) and the

@@ -78,6 +78,10 @@ pub struct Config {
     pub tool_search: crate::search::Mode,
     pub tool_search_max_tools: usize,
     pub tool_search_max_bytes: usize,
+    /// Serve tools' input and output schemas self-contained: `$ref`s to the schema's
+    /// own `$defs` inlined, for clients that reject references. A schema that cannot be
+    /// (recursive, say) is served as written and `/services` says why.
+    pub inline_schema_refs: bool,
     /// How calls spread over a service's instances: `round_robin`,
     /// `least_outstanding` or `weighted`.
     pub balance: Strategy,
@@ -299,6 +303,7 @@ impl Default for Config {
             tool_search: crate::search::Mode::Auto,
             tool_search_max_tools: crate::search::Settings::default().max_tools,
             tool_search_max_bytes: crate::search::Settings::default().max_bytes,
+            inline_schema_refs: false,
             balance: Strategy::RoundRobin,
             breaker_failures: 5,
             breaker_cooldown_ms: 5_000,

@@ -52,6 +52,7 @@
 //! origins      the Host and Origin allow-lists (DNS-rebinding protection), every route
 //! jsonrpc      the envelope of a POSTed message, read once (authorization reads it)
 //! search       tool search: BM25 over a catalog's tools, the meta-tools and their arguments
+//! schema       tool schemas made self-contained: `$ref`s to their own `$defs` inlined
 //! vocab        identity and scopes, JSON-RPC codes, name and URL rules, the clock
 //! ```
 //!
@@ -80,6 +81,7 @@ mod passthrough;
 mod proxy;
 mod refusal;
 pub mod registry;
+mod schema;
 pub mod search;
 mod store;
 mod trim;

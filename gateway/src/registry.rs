@@ -170,6 +170,10 @@ pub struct ToolView {
     pub original_name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// With `inline_schema_refs`: why its schema kept its references (a recursive
+    /// definition, say).
+    #[serde(rename = "schemaNote", skip_serializing_if = "Option::is_none")]
+    pub schema_note: Option<String>,
 }
 
 pub struct Registry {
@@ -191,6 +195,8 @@ pub struct Registry {
     limits: Arc<crate::limits::Limits>,
     /// Tool search on `/mcp`.
     search: crate::search::Settings,
+    /// Tools' schemas made self-contained (`inline_schema_refs`).
+    inline_schema_refs: bool,
     observer: Arc<crate::observe::Observer>,
     calls: Option<Arc<crate::observe::calllog::CallLog>>,
     /// The call log's writer, which ends after writing what is queued at shutdown.
@@ -342,6 +348,7 @@ impl Registry {
             reservation_ms: i64::try_from(config.name_reservation_ms).unwrap_or(i64::MAX),
             allowed_commands: config.allowed_commands.clone(),
             search: config.tool_search(),
+            inline_schema_refs: config.inline_schema_refs,
         });
         // The configuration wins over the store: a stored registration of a name the
         // configuration defines is left aside (and said so), not merged.
@@ -488,7 +495,7 @@ impl Registry {
     /// Rebuilds the catalog from the current services and announces what changed.
     fn rebuild(&self) {
         let services: Vec<Arc<Service>> = self.lock().values().cloned().collect();
-        let next = Catalog::build(&services);
+        let next = Catalog::build_with(&services, self.inline_schema_refs);
         let prev = self.catalog.load();
         let changed = Changed {
             tools: prev.tools() != next.tools(),
@@ -1176,6 +1183,9 @@ fn entry(service: &Arc<Service>, catalog: &Catalog) -> ServiceEntry {
             description: tool.description.as_ref().map(|d| d.to_string()),
             name: tool.name.to_string(),
             original_name: original.to_string(),
+            schema_note: catalog
+                .schema_note(&service.name, original)
+                .map(str::to_owned),
         })
         .collect::<Vec<_>>();
     tools.sort_by(|a, b| a.name.cmp(&b.name));

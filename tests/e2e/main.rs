@@ -11,6 +11,7 @@ mod bridge;
 mod cli;
 mod compose;
 mod dashboard;
+mod definitions;
 mod docs;
 mod faults;
 mod federation;

@@ -29,7 +29,7 @@ use rmcp::{
         StreamableHttpService, session::local::LocalSessionManager,
     },
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -134,6 +134,16 @@ impl Fixture {
         for t in Arc::make_mut(&mut self.tools) {
             if t.name == tool {
                 t.description = Some(description.to_string().into());
+            }
+        }
+        self
+    }
+
+    /// Gives `tool` this input schema instead of the default one.
+    pub fn with_schema(mut self, tool: &str, schema: Value) -> Self {
+        for t in Arc::make_mut(&mut self.tools) {
+            if t.name == tool {
+                t.input_schema = Arc::new(schema.as_object().cloned().expect("an object schema"));
             }
         }
         self
