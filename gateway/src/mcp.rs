@@ -1068,6 +1068,12 @@ impl ServerHandler for GatewayHandler {
             let allow = allow_of(&context);
             // Too many tools for an agent to hold: the meta-tools of tool search instead.
             let view = crate::proxy::search_view(&self.registry, &catalog, allow.as_deref());
+            if let Some(why) = view.refused {
+                return Err(ErrorData::invalid_request(
+                    why,
+                    Some(json!({"reason": "too_many_tools"})),
+                ));
+            }
             if view.engaged {
                 let meta = crate::search::meta_tools(catalog.search().describe(|i| view.sees(i)));
                 let (tools, next) = page(

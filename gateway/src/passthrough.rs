@@ -569,12 +569,13 @@ impl Passthrough {
     fn list_tools(&self, envelope: &Envelope, allow: Option<&Allow>) -> Option<Response> {
         // The pages are the whole catalog: a credential with an allow-list sees its part,
         // which rmcp's handler filters; so does a caller that gets tool search's
-        // meta-tools instead.
+        // meta-tools instead, or a refusal of a list past the limits.
         if allow.is_some() {
             return None;
         }
         let catalog = self.registry.catalog();
-        if crate::proxy::search_view(&self.registry, &catalog, None).engaged {
+        let search = crate::proxy::search_view(&self.registry, &catalog, None);
+        if search.engaged || search.refused.is_some() {
             return None;
         }
         let id = self.plain_id(envelope)?;

@@ -278,6 +278,8 @@ pub struct SearchView {
     /// `None`: every tool (no allow-list).
     visible: Option<Vec<bool>>,
     pub engaged: bool,
+    /// With `tool_search = "refuse"` past the limits: why its `tools/list` is refused.
+    pub refused: Option<String>,
 }
 
 impl SearchView {
@@ -297,6 +299,7 @@ pub fn search_view(registry: &Registry, catalog: &Catalog, allow: Option<&Allow>
         return SearchView {
             visible: None,
             engaged: false,
+            refused: None,
         };
     }
     let visible = allow.map(|a| {
@@ -317,14 +320,15 @@ pub fn search_view(registry: &Registry, catalog: &Catalog, allow: Option<&Allow>
     };
     SearchView {
         engaged: settings.engaged(count, bytes),
+        refused: settings.refusal(count, bytes),
         visible,
     }
 }
 
-/// `name` is one of tool search's meta-tools while search is not `off`: the typed path
+/// `name` is one of tool search's meta-tools while search is `on` or `auto`: the typed path
 /// answers it (or, for a caller not in search mode, finds a backend's tool of that name).
 pub fn is_meta_tool(registry: &Registry, name: &str) -> bool {
-    registry.tool_search().mode != crate::search::Mode::Off && crate::search::META.contains(&name)
+    registry.tool_search().offers_meta_tools() && crate::search::META.contains(&name)
 }
 
 /// `search_tools`' answer: the `limit` best tools for `query` among those `view` shows,

@@ -54,6 +54,9 @@ pub enum Mode {
     /// The meta-tools once what the caller may see passes a tool count or a size.
     #[default]
     Auto,
+    /// Past that count or size, `tools/list` is refused with a clear error (for clients
+    /// that would break on a long list; a limited credential sees fewer).
+    Refuse,
 }
 
 /// Tool search as configured for an endpoint.
@@ -80,10 +83,31 @@ impl Settings {
     /// Whether a caller who may see `tools` tools of `bytes` bytes gets the meta-tools.
     pub fn engaged(&self, tools: usize, bytes: usize) -> bool {
         match self.mode {
-            Mode::Off => false,
+            Mode::Off | Mode::Refuse => false,
             Mode::On => true,
-            Mode::Auto => tools > self.max_tools || bytes > self.max_bytes,
+            Mode::Auto => self.over(tools, bytes),
         }
+    }
+
+    /// Whether such a caller's `tools/list` is refused, and why.
+    pub fn refusal(&self, tools: usize, bytes: usize) -> Option<String> {
+        (self.mode == Mode::Refuse && self.over(tools, bytes)).then(|| {
+            format!(
+                "this endpoint lists {tools} tools ({bytes} bytes of definitions), past its \
+                 limit of {} tools or {} bytes, and is configured to refuse such a list \
+                 (tool_search = \"refuse\"): use a credential limited to fewer services",
+                self.max_tools, self.max_bytes
+            )
+        })
+    }
+
+    /// The meta-tools answer (search is neither `off` nor `refuse`).
+    pub fn offers_meta_tools(&self) -> bool {
+        matches!(self.mode, Mode::On | Mode::Auto)
+    }
+
+    fn over(&self, tools: usize, bytes: usize) -> bool {
+        tools > self.max_tools || bytes > self.max_bytes
     }
 }
 

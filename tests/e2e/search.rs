@@ -294,3 +294,35 @@ async fn with_search_off_the_names_are_the_backends() {
     gw.stop().await;
     backend.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuse_mode_refuses_a_list_past_the_limit_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.tool_search = gateway::search::Mode::Refuse;
+    config.tool_search_max_tools = 2;
+    let mut limited = credential("few", &["list", "call"]);
+    limited.tools = Some(vec!["oneTool".into(), "twoTool".into()]);
+    config.credentials = vec![limited];
+    let gw = start_gateway(config).await;
+    let backend = start_fixture("many", &["oneTool", "twoTool", "threeTool"]).await;
+    assert_eq!(register(&gw, "many", &backend.mcp_url()).await.0, 201);
+    let (_, body) = rpc(&gw, "tools/list", Value::Null).await;
+    assert_eq!(body["error"]["code"], -32600, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("3 tools") && m.contains("limit of 2 tools")),
+        "{body}"
+    );
+    // Calls still work, and the meta-tools are not there.
+    assert!(call(&gw, "oneTool", json!({})).await["result"].is_object());
+    assert!(call(&gw, "search_tools", json!({"query": "one"})).await["error"].is_object());
+    // A credential that sees two of them gets its list.
+    assert_eq!(
+        names(&list_as(&gw, &credential_token("few")).await),
+        ["oneTool", "twoTool"]
+    );
+    gw.stop().await;
+    backend.stop().await;
+}
