@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Third-party stdio MCP servers run by the gateway: the reference servers from npm,
 # @modelcontextprotocol/server-everything (stdio mode) and
 # @modelcontextprotocol/server-filesystem (on a temporary directory), configured as
@@ -18,6 +19,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck disable=SC2034 # read by lib/node.sh
 NODE_MAJOR="22"
 CACHE="${MCP_CLIENTS_CACHE:-$HOME/.cache/mcp-clients}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -34,7 +36,7 @@ die() {
     printf 'stdio-servers.sh: %s\n' "$*" >&2
     exit 2
 }
-# shellcheck source=lib/node.sh
+# shellcheck source=lib/node.sh disable=SC1091 # followed with shellcheck -x
 source "$ROOT/scripts/lib/node.sh"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/stdio-servers.XXXXXX")"
@@ -55,16 +57,12 @@ trap cleanup EXIT
 ensure_curl
 ensure_node
 SERVERS="$CACHE/stdio-servers"
-if [[ ! -f "$SERVERS/.ready" ]] || [[ "$(cat "$SERVERS/.ready")" != "${PACKAGES[*]}" ]]; then
-    log "installing ${PACKAGES[*]} into $SERVERS"
-    ensure_npm
-    rm -rf "$SERVERS" && mkdir -p "$SERVERS"
-    npm_quiet install --prefix "$SERVERS" "${PACKAGES[@]}"
-    printf '%s' "${PACKAGES[*]}" >"$SERVERS/.ready"
-fi
+npm_packages "$SERVERS" "${PACKAGES[@]}"
 EVERYTHING="$SERVERS/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 FILESYSTEM="$SERVERS/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js"
-[ -f "$EVERYTHING" ] && [ -f "$FILESYSTEM" ] || die "the npm packages are not where expected under $SERVERS"
+if [ ! -f "$EVERYTHING" ] || [ ! -f "$FILESYSTEM" ]; then
+    die "the npm packages are not where expected under $SERVERS"
+fi
 
 VENV="$CACHE/venv-stdio-servers"
 if [[ ! -f "$VENV/.ready" ]] || [[ "$(cat "$VENV/.ready")" != "$PY_SDK1" ]]; then

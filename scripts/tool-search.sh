@@ -74,13 +74,7 @@ command -v python3 >/dev/null 2>&1 || die "python3 is needed"
 [ -f "$HOLDOUT" ] || die "no $HOLDOUT"
 ensure_node
 SERVERS="$CACHE/tool-search-servers"
-if [[ ! -f "$SERVERS/.ready" ]] || [[ "$(cat "$SERVERS/.ready")" != "${PACKAGES[*]}" ]]; then
-    log "installing ${PACKAGES[*]} into $SERVERS"
-    ensure_npm
-    rm -rf "$SERVERS" && mkdir -p "$SERVERS"
-    npm_quiet install --prefix "$SERVERS" "${PACKAGES[@]}" || die "npm install failed"
-    printf '%s' "${PACKAGES[*]}" >"$SERVERS/.ready"
-fi
+npm_packages "$SERVERS" "${PACKAGES[@]}"
 MODULES="$SERVERS/node_modules/@modelcontextprotocol"
 EVERYTHING="$MODULES/server-everything/dist/index.js"
 FILESYSTEM="$MODULES/server-filesystem/dist/index.js"

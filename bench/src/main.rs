@@ -267,31 +267,14 @@ async fn stdio_command(quick: bool, out: PathBuf) -> anyhow::Result<()> {
         scenarios::gateway_workers(),
     )
     .await?;
-    let header = report::Header {
+    write_report(
         quick,
         load_at_start,
-        notes: Vec::new(),
-    };
-    let text = report::render(
-        &header,
-        &[],
-        &[report::Section {
-            title: "A stdio upstream: direct over its pipe, and through the gateway".into(),
-            lines: vec![stdio::markdown(&section)],
-            rows: Vec::new(),
-            notes: Vec::new(),
-        }],
-    );
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&out, &text)?;
-    std::fs::write(
-        out.with_extension("json"),
-        serde_json::to_string_pretty(&section)?,
-    )?;
-    println!("{text}");
-    Ok(())
+        &out,
+        "A stdio upstream: direct over its pipe, and through the gateway",
+        stdio::markdown(&section),
+        &section,
+    )
 }
 
 /// `mcp-bench search`: measures, then writes the markdown report and the JSON beside it.
@@ -299,6 +282,25 @@ async fn search_command(quick: bool, out: PathBuf) -> anyhow::Result<()> {
     let load_at_start = report::load_average();
     let scratch = tempfile::tempdir()?;
     let section = search::measure(quick, scratch.path()).await?;
+    write_report(
+        quick,
+        load_at_start,
+        &out,
+        "Tool search: listing size and search latency",
+        search::markdown(&section),
+        &section,
+    )
+}
+
+/// One section's report: the markdown (printed too) at `out`, `data` as JSON beside it.
+fn write_report(
+    quick: bool,
+    load_at_start: String,
+    out: &std::path::Path,
+    title: &str,
+    markdown: String,
+    data: &impl serde::Serialize,
+) -> anyhow::Result<()> {
     let header = report::Header {
         quick,
         load_at_start,
@@ -308,8 +310,8 @@ async fn search_command(quick: bool, out: PathBuf) -> anyhow::Result<()> {
         &header,
         &[],
         &[report::Section {
-            title: "Tool search: listing size and search latency".into(),
-            lines: vec![search::markdown(&section)],
+            title: title.into(),
+            lines: vec![markdown],
             rows: Vec::new(),
             notes: Vec::new(),
         }],
@@ -317,10 +319,10 @@ async fn search_command(quick: bool, out: PathBuf) -> anyhow::Result<()> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&out, &text)?;
+    std::fs::write(out, &text)?;
     std::fs::write(
         out.with_extension("json"),
-        serde_json::to_string_pretty(&section)?,
+        serde_json::to_string_pretty(data)?,
     )?;
     println!("{text}");
     Ok(())

@@ -34,6 +34,21 @@ npm_quiet() {
     timeout 600 npm "$@" --no-audit --no-fund --loglevel=error
 }
 
+# npm_packages DIR PACKAGE...: the pinned packages installed into DIR unless DIR's
+# marker already names exactly these (idempotent, cached).
+npm_packages() {
+    local dir="$1"
+    shift
+    if [[ -f "$dir/.ready" ]] && [[ "$(cat "$dir/.ready")" == "$*" ]]; then
+        return
+    fi
+    log "installing $* into $dir"
+    ensure_npm
+    rm -rf "$dir" && mkdir -p "$dir"
+    npm_quiet install --prefix "$dir" "$@" || die "npm install of $* failed"
+    printf '%s' "$*" >"$dir/.ready"
+}
+
 ensure_node() {
     if [ -x "$NODE" ] && "$NODE" --version 2>/dev/null | grep -q "^v${NODE_MAJOR}\."; then
         return
