@@ -14,6 +14,8 @@
 #            front adding the Bearer token):
 #              gateway-2026@R  the fixture --revision 2026 upstream, R = both revisions
 #              gateway-2025@R  the fixture --revision 2025 upstream, R = both revisions
+#              gateway-virtual@R     the fixture --revision 2026 upstream, the suite on a
+#                                    virtual server exposing all of it (/servers/conf/mcp)
 #              gateway-stdio-2026@R  the fixture --revision 2026 as the gateway's stdio
 #                                    child (the gateway speaks 2026-07-28 to it)
 #              gateway-stdio-2025@R  the fixture --revision 2025 as its stdio child
@@ -26,6 +28,7 @@
 #              gateway-2026@R           vs fixture-2026@R            (both R)
 #              gateway-2025@2025-11-25  vs fixture-2025@2025-11-25
 #              gateway-2025@2026-07-28  vs fixture-2026@2026-07-28
+#              gateway-virtual@R             vs fixture-2026@R    (both R)
 #              gateway-stdio-2026@R          vs fixture-2026@R    (both R)
 #              gateway-stdio-2025@2025-11-25 vs fixture-2025@2025-11-25
 #              gateway-stdio-2025@2026-07-28 vs fixture-2026@2026-07-28
@@ -400,7 +403,7 @@ run_gateway() {
 }
 
 attempt_gateway() {
-    local rev="$1" revision="$2" federation="${3:-}" name="gateway-$1@$2"
+    local rev="$1" revision="$2" federation="${3:-}" name="gateway-$1@$2" mcp_path="/mcp"
     local dir="$OUT/gateway-$rev/$revision" status=0 alive=0 fport gport pport code
     rm -rf "$dir" && mkdir -p "$dir/logs"
     LOGS="$dir/logs"
@@ -430,8 +433,11 @@ EOF
         done
         log "$name: the fixture runs as the gateway's stdio child, which speaks $(grep -o '"protocolVersion":"[^"]*"' "$dir/register.json" | head -n 1 | cut -d'"' -f4) to it"
     else
+        # `virtual`: the 2026 fixture, seen through a virtual server that exposes it all.
+        local fixture_rev="$rev"
+        [ "$rev" != virtual ] || fixture_rev=2026
         start conformance-fixture "$LOGS/conformance-fixture.log" \
-            "$BIN/conformance-fixture" --listen "127.0.0.1:$fport" --revision "$rev"
+            "$BIN/conformance-fixture" --listen "127.0.0.1:$fport" --revision "$fixture_rev"
         start gateway "$LOGS/gateway.log" \
             "$BIN/gateway" --listen "127.0.0.1:$gport" --store "$WORK/gw-$rev-$revision.db"
         wait_http conformance-fixture "http://127.0.0.1:$fport/health"
@@ -448,7 +454,17 @@ EOF
             die "POST /register answered $code"
             ;;
         esac
-        log "$name: the fixture (--revision $rev) registered with the gateway, which speaks $(grep -o '"protocolVersion":"[^"]*"' "$dir/register.json" | head -n 1 | cut -d'"' -f4) to it"
+        log "$name: the fixture (--revision $fixture_rev) registered with the gateway, which speaks $(grep -o '"protocolVersion":"[^"]*"' "$dir/register.json" | head -n 1 | cut -d'"' -f4) to it"
+        if [ "$rev" = virtual ]; then
+            code=$(curl -sS -o "$dir/virtual.json" -w '%{http_code}' --max-time 30 \
+                -X POST "$gateway/virtual-servers" \
+                -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+                -d '{"name":"conf","tools":["conformance/*"],"prompts":["conformance/*"],"resources":["conformance/*"]}') ||
+                code="000"
+            [ "$code" = 201 ] || die "POST /virtual-servers answered $code: $(cat "$dir/virtual.json" 2>/dev/null)"
+            mcp_path="/servers/conf/mcp"
+            log "$name: the suite talks to the virtual server conf ($mcp_path), which exposes the fixture's tools, prompts and resources"
+        fi
     fi
 
     start auth-proxy "$LOGS/auth-proxy.log" \
@@ -457,7 +473,7 @@ EOF
 
     # The suite sees the fixture alone behind the gateway, so its report compares with
     # the fixture's own check by check (tool lists included).
-    run_suite "$name" "http://localhost:$pport/mcp" "$dir" "$revision" || status=1
+    run_suite "$name" "http://localhost:$pport$mcp_path" "$dir" "$revision" || status=1
     check_alive || alive=$?
     if [ "$alive" -eq 3 ]; then
         stop_all
@@ -595,6 +611,8 @@ if [ "$MODE" != fixture ]; then
             run_gateway 2025 "$revision"
         fi
     done
+    # The 2026 fixture through a virtual server that exposes all of it.
+    for revision in "${REVISIONS[@]}"; do run_gateway virtual "$revision"; done
     # The same fixtures as stdio servers the gateway runs; the federation check once more
     # with the fixture a stdio upstream.
     for rev in stdio-2026 stdio-2025; do
@@ -619,6 +637,7 @@ if [ "$MODE" = both ]; then
     compare gateway-2025@2025-11-25 fixture-2025@2025-11-25 || result=1
     compare gateway-2025@2026-07-28 fixture-2026@2026-07-28 || result=1
     for revision in "${REVISIONS[@]}"; do
+        compare "gateway-virtual@$revision" "fixture-2026@$revision" || result=1
         compare "gateway-stdio-2026@$revision" "fixture-2026@$revision" || result=1
     done
     compare gateway-stdio-2025@2025-11-25 fixture-2025@2025-11-25 || result=1

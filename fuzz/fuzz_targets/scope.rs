@@ -107,6 +107,7 @@ fn harness() -> &'static Harness {
                 scopes: vec![scope.into()],
                 services: None,
                 tools: None,
+                virtual_servers: None,
             };
             let store = std::env::temp_dir().join(format!("gateway-fuzz-scope-{}.db", std::process::id()));
             let config = gateway::Config {

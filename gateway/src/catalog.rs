@@ -611,14 +611,7 @@ impl Catalog {
 /// The scheme of qualified resource URIs.
 const URI_SCHEME: &str = "mcp-gateway://";
 
-/// A tool name as LLM function-calling APIs accept it (`^[a-zA-Z0-9_-]{1,64}$`).
-pub fn valid_tool_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
+pub use crate::vocab::valid_tool_name;
 
 /// The name a tool is listed under: its own when valid, else one mapped into the
 /// allowed characters deterministically (every other character becomes `_`, the length

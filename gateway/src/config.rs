@@ -78,6 +78,10 @@ pub struct Config {
     pub tool_search: crate::search::Mode,
     pub tool_search_max_tools: usize,
     pub tool_search_max_bytes: usize,
+    /// Virtual servers (`[[virtual_servers]]`): named subsets of the federation, each
+    /// served at `/servers/{name}/mcp`; more can be defined at run time
+    /// (`POST /virtual-servers`).
+    pub virtual_servers: Vec<crate::servers::Definition>,
     /// Serve tools' input and output schemas self-contained: `$ref`s to the schema's
     /// own `$defs` inlined, for clients that reject references. A schema that cannot be
     /// (recursive, say) is served as written and `/services` says why.
@@ -229,6 +233,10 @@ pub struct Credential {
     /// Only these tools, by the name their service gives them (all when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<String>>,
+    /// Only these virtual servers' endpoints (`/servers/{name}/mcp`), and not `/mcp`
+    /// (every endpoint when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_servers: Option<Vec<String>>,
 }
 
 /// An upstream named in the configuration: an HTTP one (`url`) or a stdio server the
@@ -304,6 +312,7 @@ impl Default for Config {
             tool_search_max_tools: crate::search::Settings::default().max_tools,
             tool_search_max_bytes: crate::search::Settings::default().max_bytes,
             inline_schema_refs: false,
+            virtual_servers: Vec::new(),
             balance: Strategy::RoundRobin,
             breaker_failures: 5,
             breaker_cooldown_ms: 5_000,
@@ -679,6 +688,23 @@ impl Config {
             }
             crate::vocab::Scopes::parse(&c.scopes).map_err(|why| bad(key("scopes"), why))?;
         }
+        let mut servers = std::collections::HashSet::new();
+        for (i, d) in self.virtual_servers.iter().enumerate() {
+            d.compile()
+                .map_err(|why| bad(format!("virtual_servers[{i}]"), why.0))?;
+            if !servers.insert(d.name.as_str()) {
+                return Err(bad(
+                    format!("virtual_servers[{i}].name"),
+                    format!("{:?} is defined twice", d.name),
+                ));
+            }
+        }
+        if self.virtual_servers.len() > crate::servers::MAX_SERVERS {
+            return Err(bad(
+                "virtual_servers",
+                format!("at most {} virtual servers", crate::servers::MAX_SERVERS),
+            ));
+        }
         if let Some(url) = &self.public_url {
             http_url("public_url", url)?;
         }
@@ -999,6 +1025,7 @@ mod tests {
             scopes: vec!["list".into(), "call".into()],
             services: None,
             tools: None,
+            virtual_servers: None,
         };
         let with = |c: Credential| Config {
             credentials: vec![c],

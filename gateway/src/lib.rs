@@ -51,6 +51,8 @@
 //! trim         returning ended sessions' memory to the system (glibc malloc_trim)
 //! origins      the Host and Origin allow-lists (DNS-rebinding protection), every route
 //! jsonrpc      the envelope of a POSTed message, read once (authorization reads it)
+//! servers      virtual servers: definitions (subsets by service and glob, renames) checked
+//!              and compiled to the view the policy core applies
 //! search       tool search: BM25 over a catalog's tools, the meta-tools and their arguments
 //! schema       tool schemas made self-contained: `$ref`s to their own `$defs` inlined
 //! vocab        identity and scopes, JSON-RPC codes, name and URL rules, the clock
@@ -83,6 +85,7 @@ mod refusal;
 pub mod registry;
 mod schema;
 pub mod search;
+pub mod servers;
 mod store;
 mod trim;
 pub mod upstream;

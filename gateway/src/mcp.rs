@@ -49,7 +49,8 @@ use crate::{
     observe::{Caller, Outcome},
     passthrough::Passthrough,
     proxy::{
-        Planned, Target, call_error, legacy_questions, page, service_visible, tool_visible, visible,
+        Planned, Target, call_error, legacy_questions, page, prompt_visible, resource_visible,
+        tool_visible, visible,
     },
     refusal::{MetadataUrl, insufficient_scope},
     registry::{Changed, Registry, Subscriber},
@@ -183,11 +184,11 @@ impl GatewayHandler {
         request: CallToolRequestParams,
         context: &RequestContext<RoleServer>,
     ) -> Meta {
-        if !crate::proxy::is_meta_tool(&self.registry, &request.name) {
+        let allow = allow_of(context);
+        if !crate::proxy::is_meta_tool(&self.registry, allow.as_deref(), &request.name) {
             return Meta::Call(request);
         }
         let catalog = self.registry.catalog();
-        let allow = allow_of(context);
         let view = crate::proxy::search_view(&self.registry, &catalog, allow.as_deref());
         if !view.engaged
             && matches!(
@@ -220,10 +221,14 @@ impl GatewayHandler {
         }
         let arguments = request.arguments.as_ref();
         let answer = match request.name.as_ref() {
-            crate::search::SEARCH => crate::search::search_arguments(arguments)
-                .map(|(query, limit)| crate::proxy::search_tools(&catalog, &view, &query, limit)),
-            crate::search::DESCRIBE => crate::search::describe_arguments(arguments)
-                .map(|names| crate::proxy::describe_tools(&catalog, allow.as_deref(), &names)),
+            crate::search::SEARCH => {
+                crate::search::search_arguments(arguments).map(|(query, limit)| {
+                    crate::proxy::search_tools(&catalog, &view, allow.as_deref(), &query, limit)
+                })
+            }
+            crate::search::DESCRIBE => crate::search::describe_arguments(arguments).map(|names| {
+                crate::proxy::describe_tools(&self.registry, &catalog, allow.as_deref(), &names)
+            }),
             _ => match crate::search::call_arguments(arguments) {
                 Ok((name, arguments)) => {
                     let mut call = request;
@@ -1090,6 +1095,21 @@ impl ServerHandler for GatewayHandler {
                 allow.as_deref(),
                 |a, t| matches!(catalog.lookup(&t.name), Lookup::Found(r) if tool_visible(a, r)),
             );
+            // A virtual server's new names and descriptions.
+            let tools = match allow.as_deref().and_then(|a| a.view()) {
+                Some(view) if !view.renames.is_empty() => std::borrow::Cow::Owned(
+                    tools
+                        .iter()
+                        .map(|t| match catalog.lookup(&t.name) {
+                            Lookup::Found(r) => {
+                                crate::proxy::shown(t, r, allow.as_deref()).into_owned()
+                            }
+                            _ => t.clone(),
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                _ => tools,
+            };
             let (tools, next) = page(
                 &tools,
                 request.and_then(|r| r.cursor).as_deref(),
@@ -1242,7 +1262,7 @@ impl ServerHandler for GatewayHandler {
             let prompts = visible(
                 catalog.prompts().items(),
                 allow.as_deref(),
-                |a, p| matches!(catalog.prompts().lookup(&p.name), Lookup::Found(r) if service_visible(a, r)),
+                |a, p| matches!(catalog.prompts().lookup(&p.name), Lookup::Found(r) if prompt_visible(a, r)),
             );
             let (items, next) = page(
                 &prompts,
@@ -1300,7 +1320,7 @@ impl ServerHandler for GatewayHandler {
             let resources = visible(
                 catalog.resources().items(),
                 allow.as_deref(),
-                |a, r| matches!(catalog.resources().lookup(&r.uri), Lookup::Found(route) if service_visible(a, route)),
+                |a, r| matches!(catalog.resources().lookup(&r.uri), Lookup::Found(route) if resource_visible(a, route)),
             );
             let (items, next) = page(
                 &resources,
@@ -1837,8 +1857,54 @@ fn same_origin(headers: &http::HeaderMap) -> bool {
 }
 
 /// `/mcp`, every method.
+/// The virtual server whose endpoint a request came to (absent: `/mcp`).
+#[derive(Clone)]
+pub struct OnServer(pub Arc<str>);
+
+/// `/servers/{name}/mcp`: the virtual server's endpoint, everything `/mcp` offers, seen
+/// through its view (on top of the credential's own allow-list).
+pub async fn virtual_entry(
+    State(endpoint): State<McpEndpoint>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    mut request: Request,
+) -> Response {
+    let Some(server) = endpoint.registry.virtual_server(&name) else {
+        return crate::jsonrpc::error_response(
+            StatusCode::NOT_FOUND,
+            serde_json::Value::Null,
+            crate::vocab::INVALID_REQUEST,
+            format!("no virtual server {name:?} (GET /virtual-servers lists them)"),
+        );
+    };
+    if let Some(identity) = request.extensions_mut().get_mut::<Identity>() {
+        let within = Allow::within(identity.allow.as_deref(), Arc::clone(&server.view));
+        identity.allow = Some(Arc::new(within));
+    }
+    request
+        .extensions_mut()
+        .insert(OnServer(Arc::from(name.as_str())));
+    entry(State(endpoint), request).await
+}
+
 pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) -> Response {
     let identity = request.extensions().get::<Identity>().cloned();
+    let server = request
+        .extensions()
+        .get::<OnServer>()
+        .map(|s| Arc::clone(&s.0));
+    // A credential limited to some virtual servers uses their endpoints only.
+    if let Some(allow) = identity.as_ref().and_then(|i| i.allow.as_deref())
+        && !allow.endpoint(server.as_deref())
+    {
+        let name = identity.as_ref().map_or("", |i| &*i.name);
+        let message = match &server {
+            Some(s) => format!("credential \"{name}\" may not use the virtual server {s:?}"),
+            None => format!(
+                "credential \"{name}\" is limited to virtual servers (/servers/{{name}}/mcp), not /mcp"
+            ),
+        };
+        return crate::refusal::error(StatusCode::FORBIDDEN, "endpoint_not_allowed", &message);
+    }
     let caller = Caller {
         identity: identity
             .as_ref()
@@ -1873,7 +1939,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
             return crate::refusal::too_many_requests(&error.message, wait);
         }
         return match session {
-            Some(id) => match owner_refusal(&endpoint, &id, identity.as_ref()) {
+            Some(id) => match owner_refusal(&endpoint, &id, identity.as_ref(), server.as_deref()) {
                 Some(refusal) => refusal,
                 None => {
                     endpoint.passthrough.touch(&id);
@@ -1938,7 +2004,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         return refusal;
     }
     if let Some(id) = session {
-        if let Some(refusal) = owner_refusal(&endpoint, &id, identity.as_ref()) {
+        if let Some(refusal) = owner_refusal(&endpoint, &id, identity.as_ref(), server.as_deref()) {
             return refusal;
         }
         endpoint.passthrough.touch(&id);
@@ -1957,7 +2023,15 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         return response;
     }
     if parsed.method() == Some("initialize") {
-        return initialize(&endpoint, parts, &bytes, &parsed, identity.as_ref()).await;
+        return initialize(
+            &endpoint,
+            server.clone(),
+            parts,
+            &bytes,
+            &parsed,
+            identity.as_ref(),
+        )
+        .await;
     }
     // A plain JSON-RPC post: answer in JSON whatever the client's tooling sent.
     let h = &mut parts.headers;
@@ -2008,8 +2082,22 @@ fn narrow_listen(registry: &Registry, allow: &Allow, bytes: &[u8]) -> Option<byt
 
 /// 403 when session `id` was opened by another credential than `who` (a session id is
 /// no proof of identity).
-fn owner_refusal(endpoint: &McpEndpoint, id: &str, who: Option<&Identity>) -> Option<Response> {
+fn owner_refusal(
+    endpoint: &McpEndpoint,
+    id: &str,
+    who: Option<&Identity>,
+    server: Option<&str>,
+) -> Option<Response> {
     let owner = endpoint.passthrough.owner(id)?;
+    // A session is its endpoint's: elsewhere it does not exist.
+    if endpoint.passthrough.server_of(id).as_deref() != server {
+        return Some(crate::jsonrpc::error_response(
+            StatusCode::NOT_FOUND,
+            serde_json::Value::Null,
+            crate::vocab::INVALID_REQUEST,
+            "no such session on this endpoint (a session belongs to the endpoint that opened it)",
+        ));
+    }
     (who?.name != owner).then(|| {
         crate::refusal::error(
             StatusCode::FORBIDDEN,
@@ -2022,6 +2110,7 @@ fn owner_refusal(endpoint: &McpEndpoint, id: &str, who: Option<&Identity>) -> Op
 /// An `initialize` without a session: a new session, within the caps on sessions.
 async fn initialize(
     endpoint: &McpEndpoint,
+    server: Option<Arc<str>>,
     parts: http::request::Parts,
     bytes: &bytes::Bytes,
     parsed: &Parsed<'_>,
@@ -2055,7 +2144,7 @@ async fn initialize(
         .and_then(|v| v.to_str().ok())
     {
         let owner = identity.map_or_else(|| Arc::from("anonymous"), |i| Arc::clone(&i.name));
-        endpoint.passthrough.bind(id, owner);
+        endpoint.passthrough.bind(id, owner, server);
     }
     response
 }

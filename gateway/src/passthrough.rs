@@ -126,6 +126,9 @@ pub struct Passthrough {
     /// Every session's owner: the credential that opened it (a session id is no proof
     /// of identity).
     owners: DashMap<String, Arc<str>>,
+    /// The virtual server of each session opened on one's endpoint: it is that
+    /// endpoint's alone.
+    servers: DashMap<String, Arc<str>>,
     /// When each session was last used (ms since `epoch`), for idle expiry: rmcp's own
     /// idle timer does not see the calls this path answers.
     activity: DashMap<String, u64>,
@@ -229,6 +232,7 @@ impl Passthrough {
             origins: crate::origins::Origins::new(allowed_hosts, allowed_origins),
             sessions: DashMap::new(),
             owners: DashMap::new(),
+            servers: DashMap::new(),
             activity: DashMap::new(),
             per_owner: DashMap::new(),
             pending: DashMap::new(),
@@ -248,8 +252,17 @@ impl Passthrough {
         self.sessions.remove(id);
     }
 
-    /// Session `id` belongs to the credential `owner`.
-    pub fn bind(&self, id: &str, owner: Arc<str>) {
+    /// Session `id` belongs to the credential `owner`, on the virtual server `server`
+    /// (`None`: `/mcp`).
+    pub fn bind(&self, id: &str, owner: Arc<str>, server: Option<Arc<str>>) {
+        match server {
+            Some(server) => {
+                self.servers.insert(id.to_string(), server);
+            }
+            None => {
+                self.servers.remove(id);
+            }
+        }
         *self.per_owner.entry(Arc::clone(&owner)).or_insert(0) += 1;
         if let Some(previous) = self.owners.insert(id.to_string(), owner) {
             self.release(&previous);
@@ -324,12 +337,18 @@ impl Passthrough {
         self.owners.get(id).map(|o| Arc::clone(&o))
     }
 
+    /// The virtual server whose endpoint opened session `id` (`None`: `/mcp`).
+    pub fn server_of(&self, id: &str) -> Option<Arc<str>> {
+        self.servers.get(id).map(|s| Arc::clone(&s))
+    }
+
     /// Session `id` has ended: forget everything about it.
     pub fn end(&self, id: &str) {
         self.sessions.remove(id);
         if let Some((_, owner)) = self.owners.remove(id) {
             self.release(&owner);
         }
+        self.servers.remove(id);
         self.activity.remove(id);
         self.pending.remove(id);
     }
@@ -660,7 +679,7 @@ impl Passthrough {
             return None;
         }
         // Tool search's meta-tools are the typed path's.
-        if crate::proxy::is_meta_tool(&self.registry, &params.name) {
+        if crate::proxy::is_meta_tool(&self.registry, allow, &params.name) {
             return None;
         }
         let target = Target::Tool(&params.name);

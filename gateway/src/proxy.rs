@@ -128,11 +128,20 @@ pub fn find(
     let catalog = registry.catalog();
     match target {
         Target::Tool(name) => {
-            let lookup = as_allowed(catalog.lookup(name), allow, tool_visible);
+            // A virtual server's new name for a tool: that tool, by its qualified name.
+            let renamed = allow
+                .and_then(|a| a.view())
+                .and_then(|v| v.renamed(name))
+                .map(|(service, original)| match service {
+                    Some(service) => crate::catalog::qualify(service, original),
+                    None => original.to_string(),
+                });
+            let lookup = catalog.lookup(renamed.as_deref().unwrap_or(name));
+            let lookup = as_allowed(lookup, allow, tool_visible);
             found("tool", name, lookup).map(planned)
         }
         Target::Prompt(name) => {
-            let lookup = as_allowed(catalog.prompts().lookup(name), allow, service_visible);
+            let lookup = as_allowed(catalog.prompts().lookup(name), allow, prompt_visible);
             found("prompt", name, lookup).map(planned)
         }
         Target::Resource(uri) => {
@@ -175,7 +184,7 @@ pub fn admit(registry: &Registry, planned: &Planned, public: &str) -> Result<(),
 /// A URI's route (its service, and the URI at the backend), if the caller may see it.
 fn by_uri(route: Option<(Arc<Service>, String)>, allow: Option<&Allow>) -> Option<Planned> {
     route
-        .filter(|(s, _)| allow.is_none_or(|a| a.service(&s.name)))
+        .filter(|(s, uri)| allow.is_none_or(|a| a.resource(&s.name, uri)))
         .map(|(service, original)| Planned {
             service,
             original: Arc::from(original),
@@ -294,7 +303,7 @@ impl SearchView {
 /// Tool search for a caller with `allow`: engaged as the settings say for what it may
 /// see (never with search `off`).
 pub fn search_view(registry: &Registry, catalog: &Catalog, allow: Option<&Allow>) -> SearchView {
-    let settings = registry.tool_search();
+    let settings = registry.tool_search_on(endpoint_of(allow));
     if settings.mode == crate::search::Mode::Off {
         return SearchView {
             visible: None,
@@ -327,22 +336,61 @@ pub fn search_view(registry: &Registry, catalog: &Catalog, allow: Option<&Allow>
 
 /// `name` is one of tool search's meta-tools while search is `on` or `auto`: the typed path
 /// answers it (or, for a caller not in search mode, finds a backend's tool of that name).
-pub fn is_meta_tool(registry: &Registry, name: &str) -> bool {
-    registry.tool_search().offers_meta_tools() && crate::search::META.contains(&name)
+pub fn is_meta_tool(registry: &Registry, allow: Option<&Allow>, name: &str) -> bool {
+    crate::search::META.contains(&name)
+        && registry
+            .tool_search_on(endpoint_of(allow))
+            .offers_meta_tools()
+}
+
+/// The virtual server whose endpoint the caller is on (`None`: `/mcp`).
+fn endpoint_of(allow: Option<&Allow>) -> Option<&str> {
+    allow.and_then(|a| a.view()).map(|v| v.server.as_str())
+}
+
+/// `tool` (the catalog's, reached by `route`) as the caller's endpoint shows it: under
+/// a virtual server's new name and description, if it gave the tool any.
+pub fn shown<'a>(
+    tool: &'a rmcp::model::Tool,
+    route: &Route,
+    allow: Option<&Allow>,
+) -> std::borrow::Cow<'a, rmcp::model::Tool> {
+    let renamed = allow
+        .and_then(|a| a.view())
+        .and_then(|v| v.rename_of(&route.service.name, &route.original));
+    match renamed {
+        None => std::borrow::Cow::Borrowed(tool),
+        Some(r) => {
+            let mut tool = tool.clone();
+            if let Some(name) = &r.name {
+                tool.name = name.clone().into();
+            }
+            if let Some(description) = &r.description {
+                tool.description = Some(description.clone().into());
+            }
+            std::borrow::Cow::Owned(tool)
+        }
+    }
 }
 
 /// `search_tools`' answer: the `limit` best tools for `query` among those `view` shows,
 /// each with the name to call it by (qualified when its own is a meta-tool's).
-pub fn search_tools(catalog: &Catalog, view: &SearchView, query: &str, limit: usize) -> Value {
+pub fn search_tools(
+    catalog: &Catalog,
+    view: &SearchView,
+    allow: Option<&Allow>,
+    query: &str,
+    limit: usize,
+) -> Value {
     let (hits, total) = catalog.search().search(query, |i| view.sees(i), limit);
     let tools = catalog.tools();
     let results: Vec<Value> = hits
         .into_iter()
         .filter_map(|(i, score)| {
-            let tool = tools.get(i)?;
-            let Lookup::Found(route) = catalog.lookup(&tool.name) else {
+            let Lookup::Found(route) = catalog.lookup(&tools.get(i)?.name) else {
                 return None;
             };
+            let tool = shown(tools.get(i)?, route, allow);
             let name = if crate::search::META.contains(&tool.name.as_ref()) {
                 crate::catalog::qualify(&route.service.name, &route.original)
             } else {
@@ -362,15 +410,23 @@ pub fn search_tools(catalog: &Catalog, view: &SearchView, query: &str, limit: us
 
 /// `describe_tools`' answer: the definitions of the named tools the caller may see; the
 /// other names (hidden, unknown, ambiguous, the meta-tools') under `unknown`.
-pub fn describe_tools(catalog: &Catalog, allow: Option<&Allow>, names: &[String]) -> Value {
+pub fn describe_tools(
+    registry: &Registry,
+    catalog: &Catalog,
+    allow: Option<&Allow>,
+    names: &[String],
+) -> Value {
     let mut tools = Vec::new();
     let mut unknown = Vec::new();
     for name in names {
-        let found = match as_allowed(catalog.lookup(name), allow, tool_visible) {
-            Lookup::Found(route) if !crate::search::META.contains(&name.as_str()) => catalog
-                .tools_of(&route.service.name)
-                .find(|(_, original)| *original == &*route.original)
-                .map(|(tool, _)| tool),
+        let found = match find(registry, allow, Target::Tool(name)) {
+            Ok(planned) if !crate::search::META.contains(&name.as_str()) => catalog
+                .tools_of(&planned.service.name)
+                .find(|(_, original)| *original == &*planned.original)
+                .and_then(|(tool, _)| match catalog.lookup(&tool.name) {
+                    Lookup::Found(route) => Some(shown(tool, route, allow).into_owned()),
+                    _ => None,
+                }),
             _ => None,
         };
         match found.and_then(|t| serde_json::to_value(t).ok()) {
@@ -403,9 +459,14 @@ pub fn tool_visible(a: &Allow, r: &Route) -> bool {
     a.tool(&r.service.name, &r.original)
 }
 
-/// A prompt or resource route a limited credential may see and use.
-pub fn service_visible(a: &Allow, r: &Route) -> bool {
-    a.service(&r.service.name)
+/// A prompt route a limited credential may see and use.
+pub fn prompt_visible(a: &Allow, r: &Route) -> bool {
+    a.prompt(&r.service.name, &r.original)
+}
+
+/// A resource route a limited credential may see and read.
+pub fn resource_visible(a: &Allow, r: &Route) -> bool {
+    a.resource(&r.service.name, &r.original)
 }
 
 /// `items` as `allow` lets the credential see them (`service_of` names an item's

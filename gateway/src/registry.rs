@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     catalog::Catalog,
     config::Config,
+    servers::{Definition, VirtualServer},
     store::{Store, StoredInstance},
     upstream::{
         self, Instance, Listener, Origin, Service, ServiceView, Source, guard::Refusal,
@@ -176,6 +177,38 @@ pub struct ToolView {
     pub schema_note: Option<String>,
 }
 
+/// Why a virtual server was not defined or removed.
+#[derive(Debug)]
+pub enum ServerError {
+    Invalid(String),
+    Configured(String),
+    NotFound(String),
+    TooMany,
+    Store(String),
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::Invalid(why) => write!(f, "{why}"),
+            ServerError::Configured(name) => write!(
+                f,
+                "the virtual server {name:?} is defined in the configuration; change it there"
+            ),
+            ServerError::NotFound(name) => write!(f, "no virtual server {name:?}"),
+            ServerError::TooMany => write!(
+                f,
+                "the gateway has {} virtual servers, its most",
+                crate::servers::MAX_SERVERS
+            ),
+            ServerError::Store(why) => write!(
+                f,
+                "the definition could not be saved ({why}); nothing was changed"
+            ),
+        }
+    }
+}
+
 pub struct Registry {
     services: Mutex<BTreeMap<String, Arc<Service>>>,
     catalog: ArcSwap<Catalog>,
@@ -197,6 +230,10 @@ pub struct Registry {
     search: crate::search::Settings,
     /// Tools' schemas made self-contained (`inline_schema_refs`).
     inline_schema_refs: bool,
+    /// Virtual servers, by name.
+    virtual_servers: std::sync::RwLock<BTreeMap<String, Arc<VirtualServer>>>,
+    /// Those the configuration defines (not changed at run time).
+    configured_servers: std::collections::BTreeSet<String>,
     observer: Arc<crate::observe::Observer>,
     calls: Option<Arc<crate::observe::calllog::CallLog>>,
     /// The call log's writer, which ends after writing what is queued at shutdown.
@@ -349,7 +386,14 @@ impl Registry {
             allowed_commands: config.allowed_commands.clone(),
             search: config.tool_search(),
             inline_schema_refs: config.inline_schema_refs,
+            virtual_servers: std::sync::RwLock::new(BTreeMap::new()),
+            configured_servers: config
+                .virtual_servers
+                .iter()
+                .map(|d| d.name.clone())
+                .collect(),
         });
+        registry.restore_virtual_servers(config)?;
         // The configuration wins over the store: a stored registration of a name the
         // configuration defines is left aside (and said so), not merged.
         let configured_names: std::collections::BTreeSet<&str> =
@@ -677,9 +721,142 @@ impl Registry {
         &self.limits
     }
 
+    /// The configured virtual servers, then the stored ones the configuration does not
+    /// define (one that no longer compiles is left aside, and said so).
+    fn restore_virtual_servers(&self, config: &Config) -> anyhow::Result<()> {
+        let mut servers = self.servers_mut();
+        for definition in &config.virtual_servers {
+            let server = definition
+                .compile()
+                .map_err(|e| anyhow::anyhow!("virtual server {}: {}", definition.name, e.0))?;
+            servers.insert(definition.name.clone(), Arc::new(server));
+        }
+        for (name, text) in self.store.virtual_servers()? {
+            if self.configured_servers.contains(&name) {
+                tracing::warn!(server = %name,
+                    "a stored virtual server is ignored: the configuration defines it");
+                continue;
+            }
+            let compiled = serde_json::from_str::<Definition>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|d| d.compile().map_err(|e| e.0));
+            match compiled {
+                Ok(server) => {
+                    servers.insert(name, Arc::new(server));
+                }
+                Err(why) => {
+                    tracing::warn!(server = %name, "a stored virtual server is left aside: {why}")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn servers_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<VirtualServer>>> {
+        self.virtual_servers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn servers(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<VirtualServer>>> {
+        self.virtual_servers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The virtual server `name`.
+    pub fn virtual_server(&self, name: &str) -> Option<Arc<VirtualServer>> {
+        self.servers().get(name).cloned()
+    }
+
+    /// Every virtual server, by name, with whether the configuration defines it.
+    pub fn virtual_servers(&self) -> Vec<(Arc<VirtualServer>, bool)> {
+        self.servers()
+            .values()
+            .map(|s| {
+                let configured = self.configured_servers.contains(&s.definition.name);
+                (Arc::clone(s), configured)
+            })
+            .collect()
+    }
+
+    /// Defines (or redefines) a virtual server at run time, stored before it is live:
+    /// whether it is new. Its clients hear that every list changed.
+    pub fn define_virtual_server(&self, definition: Definition) -> Result<bool, ServerError> {
+        let server = definition
+            .compile()
+            .map_err(|e| ServerError::Invalid(e.0))?;
+        let name = definition.name.clone();
+        if self.configured_servers.contains(&name) {
+            return Err(ServerError::Configured(name));
+        }
+        let created = {
+            let mut servers = self.servers_mut();
+            let created = !servers.contains_key(&name);
+            if created && servers.len() >= crate::servers::MAX_SERVERS {
+                return Err(ServerError::TooMany);
+            }
+            let text = serde_json::to_string(&definition)
+                .map_err(|e| ServerError::Store(e.to_string()))?;
+            self.store
+                .put_virtual_server(&name, &text)
+                .map_err(|e| ServerError::Store(e.to_string()))?;
+            servers.insert(name, Arc::new(server));
+            created
+        };
+        self.announce_all();
+        Ok(created)
+    }
+
+    /// Removes a run-time virtual server (stored first).
+    pub fn remove_virtual_server(&self, name: &str) -> Result<(), ServerError> {
+        if self.configured_servers.contains(name) {
+            return Err(ServerError::Configured(name.to_string()));
+        }
+        {
+            let mut servers = self.servers_mut();
+            if !servers.contains_key(name) {
+                return Err(ServerError::NotFound(name.to_string()));
+            }
+            self.store
+                .remove_virtual_server(name)
+                .map_err(|e| ServerError::Store(e.to_string()))?;
+            servers.remove(name);
+        }
+        self.announce_all();
+        Ok(())
+    }
+
+    /// Every list may have changed (a virtual server's definition did): told to every
+    /// client.
+    fn announce_all(&self) {
+        let changed = Changed {
+            tools: true,
+            prompts: true,
+            resources: true,
+        };
+        let _ = self.changes.send(changed);
+        self.notify_clients(changed);
+    }
+
     /// Tool search as configured for `/mcp`.
     pub fn tool_search(&self) -> crate::search::Settings {
         self.search
+    }
+
+    /// Tool search on the endpoint of the virtual server `server` (its own mode, the
+    /// gateway's thresholds), or on `/mcp` (`None`).
+    pub fn tool_search_on(&self, server: Option<&str>) -> crate::search::Settings {
+        let mode = server
+            .and_then(|s| self.virtual_server(s))
+            .and_then(|s| s.definition.tool_search);
+        match mode {
+            Some(mode) => crate::search::Settings {
+                mode,
+                ..self.search
+            },
+            None => self.search,
+        }
     }
 
     /// Counts a call in flight until the guard drops.

@@ -91,6 +91,10 @@ impl Store {
                 name TEXT PRIMARY KEY,
                 owner TEXT NOT NULL,
                 until_ms INTEGER NOT NULL
+            ) STRICT;
+            CREATE TABLE IF NOT EXISTS virtual_servers (
+                name TEXT PRIMARY KEY,
+                definition TEXT NOT NULL
             ) STRICT;",
         )
         .map_err(wrap)?;
@@ -126,6 +130,38 @@ impl Store {
         // A panic while holding the lock cannot leave SQLite inconsistent (each call is
         // one statement or one transaction), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every stored virtual server's definition (JSON), by name.
+    pub fn virtual_servers(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT name, definition FROM virtual_servers ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Stores (or replaces) a virtual server's definition.
+    pub fn put_virtual_server(&self, name: &str, definition: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO virtual_servers (name, definition) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET definition = excluded.definition",
+                [name, definition],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Removes a virtual server; whether there was one.
+    pub fn remove_virtual_server(&self, name: &str) -> Result<bool, StoreError> {
+        self.conn()
+            .execute("DELETE FROM virtual_servers WHERE name = ?1", [name])
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
     }
 
     /// Every stored instance, by service name then registration time.

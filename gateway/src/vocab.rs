@@ -145,33 +145,211 @@ pub struct Identity {
 }
 
 /// A credential's allow-list: it sees in every list exactly what it may call, and
-/// anything else is refused as if it did not exist.
-#[derive(Debug, Default)]
+/// anything else is refused as if it did not exist. On a virtual server's endpoint it
+/// also carries that server's [`View`]: the credential sees what both allow.
+#[derive(Debug, Default, Clone)]
 pub struct Allow {
     services: Option<std::collections::HashSet<String>>,
     tools: Option<std::collections::HashSet<String>>,
+    /// The virtual servers the credential may use (and then not `/mcp`).
+    servers: Option<std::collections::HashSet<String>>,
+    view: Option<Arc<View>>,
 }
 
 impl Allow {
-    /// From a credential's `services` and `tools` lists; `None` when neither limits.
-    pub fn new(services: Option<&[String]>, tools: Option<&[String]>) -> Option<Self> {
+    /// From a credential's `services`, `tools` and `virtual_servers` lists; `None` when
+    /// none limits.
+    pub fn new(
+        services: Option<&[String]>,
+        tools: Option<&[String]>,
+        servers: Option<&[String]>,
+    ) -> Option<Self> {
         let set = |v: Option<&[String]>| v.map(|v| v.iter().cloned().collect());
         let allow = Self {
             services: set(services),
             tools: set(tools),
+            servers: set(servers),
+            view: None,
         };
-        (allow.services.is_some() || allow.tools.is_some()).then_some(allow)
+        (allow.services.is_some() || allow.tools.is_some() || allow.servers.is_some())
+            .then_some(allow)
     }
 
-    /// Prompts, resources and templates of `service`.
+    /// `allow` (a credential's, if limited) on the endpoint that shows `view`.
+    pub fn within(allow: Option<&Allow>, view: Arc<View>) -> Self {
+        Self {
+            view: Some(view),
+            ..allow.cloned().unwrap_or_default()
+        }
+    }
+
+    /// May the credential use the endpoint of virtual server `server` (`None`: `/mcp`)?
+    pub fn endpoint(&self, server: Option<&str>) -> bool {
+        match (&self.servers, server) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(servers), Some(name)) => servers.contains(name),
+        }
+    }
+
+    /// The endpoint's view, on a virtual server's.
+    pub fn view(&self) -> Option<&Arc<View>> {
+        self.view.as_ref()
+    }
+
+    /// Anything of `service` (its resource templates, its subscriptions).
     pub fn service(&self, service: &str) -> bool {
         self.services.as_ref().is_none_or(|s| s.contains(service))
+            && self.view.as_ref().is_none_or(|v| v.shows_service(service))
     }
 
     /// The tool `original` (its name at the backend) of `service`.
     pub fn tool(&self, service: &str, original: &str) -> bool {
-        self.service(service) && self.tools.as_ref().is_none_or(|t| t.contains(original))
+        self.services.as_ref().is_none_or(|s| s.contains(service))
+            && self.tools.as_ref().is_none_or(|t| t.contains(original))
+            && self
+                .view
+                .as_ref()
+                .is_none_or(|v| Pattern::any(&v.tools, service, original))
     }
+
+    /// The prompt `original` of `service`.
+    pub fn prompt(&self, service: &str, original: &str) -> bool {
+        self.services.as_ref().is_none_or(|s| s.contains(service))
+            && self
+                .view
+                .as_ref()
+                .is_none_or(|v| Pattern::any(&v.prompts, service, original))
+    }
+
+    /// The resource `uri` (at the backend) of `service`.
+    pub fn resource(&self, service: &str, uri: &str) -> bool {
+        self.services.as_ref().is_none_or(|s| s.contains(service))
+            && self
+                .view
+                .as_ref()
+                .is_none_or(|v| Pattern::any(&v.resources, service, uri))
+    }
+}
+
+/// What a virtual server's endpoint shows of the federation: tools, prompts and
+/// resources by service and glob, and new names and descriptions for some tools.
+#[derive(Debug, Default, PartialEq)]
+pub struct View {
+    /// The virtual server it is of.
+    pub server: String,
+    pub tools: Vec<Pattern>,
+    pub prompts: Vec<Pattern>,
+    pub resources: Vec<Pattern>,
+    pub renames: Vec<Renamed>,
+}
+
+/// One tool of a view under another name (and description).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Renamed {
+    /// `None`: the tool of that name at whichever service the view shows it from.
+    pub service: Option<String>,
+    pub original: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+impl View {
+    fn shows_service(&self, service: &str) -> bool {
+        [&self.tools, &self.prompts, &self.resources]
+            .iter()
+            .any(|list| list.iter().any(|p| p.service == service))
+    }
+
+    /// The tool a renamed name stands for: its service (if the rename names one) and
+    /// its name there.
+    pub fn renamed(&self, name: &str) -> Option<(Option<&str>, &str)> {
+        self.renames
+            .iter()
+            .find(|r| r.name.as_deref() == Some(name))
+            .map(|r| (r.service.as_deref(), r.original.as_str()))
+    }
+
+    /// How the tool `original` of `service` is shown here, if renamed or redescribed.
+    pub fn rename_of(&self, service: &str, original: &str) -> Option<&Renamed> {
+        self.renames
+            .iter()
+            .find(|r| r.original == original && r.service.as_deref().is_none_or(|s| s == service))
+    }
+}
+
+/// `service/glob`: what of `service` a view shows (`*` any run of characters, `?` one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pattern {
+    pub service: String,
+    pub glob: String,
+}
+
+impl Pattern {
+    /// `service/glob`, or a refusal saying what is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
+        let Some((service, glob)) = text.split_once('/') else {
+            return Err(Invalid(format!(
+                "{text:?} is not SERVICE/NAME (a glob: \"shopping-service/*\", \"user-service/getUserById\")"
+            )));
+        };
+        validate_name(service)?;
+        if glob.is_empty() {
+            return Err(Invalid(format!("{text:?} names no tool after the '/'")));
+        }
+        Ok(Self {
+            service: service.to_string(),
+            glob: glob.to_string(),
+        })
+    }
+
+    fn any(patterns: &[Pattern], service: &str, name: &str) -> bool {
+        patterns
+            .iter()
+            .any(|p| p.service == service && glob(&p.glob, name))
+    }
+}
+
+/// Whether `text` matches `pattern`: `*` any run of characters (none too), `?` any one.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Iterative, with one backtrack point: linear in practice, never exponential.
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// A tool name as LLM function-calling APIs accept it (`^[a-zA-Z0-9_-]{1,64}$`).
+pub fn valid_tool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// An MCP endpoint's path: `/mcp`, or a virtual server's `/servers/{name}/mcp`.
+pub fn is_mcp_path(path: &str) -> bool {
+    path == "/mcp"
+        || path
+            .strip_prefix("/servers/")
+            .and_then(|rest| rest.strip_suffix("/mcp"))
+            .is_some_and(|name| !name.is_empty() && !name.contains('/'))
 }
 
 /// Service names: 1-64 of `[A-Za-z0-9_-]`, starting with a letter or digit, without the
@@ -236,4 +414,25 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::glob;
+
+    #[test]
+    fn globs_match_runs_and_single_characters() {
+        assert!(glob("*", ""));
+        assert!(glob("*", "anything"));
+        assert!(glob("get*", "getUserById"));
+        assert!(!glob("get*", "listUsers"));
+        assert!(glob("*User*", "getUserById"));
+        assert!(glob("get?ser*", "getUserById"));
+        assert!(!glob("getUser", "getUserById"));
+        assert!(glob("getUserById", "getUserById"));
+        assert!(glob("a*b*c", "aXXbYYc"));
+        assert!(!glob("a*b*c", "aXXbYY"));
+        // Many stars over a long text stay linear.
+        assert!(!glob(&"*a".repeat(50), &"a".repeat(49)));
+    }
 }

@@ -23,6 +23,7 @@ mod registration;
 mod rounds;
 mod search;
 mod seed;
+mod servers;
 mod stdio;
 mod transparency;
 mod trust;

@@ -427,6 +427,7 @@ pub fn credential(name: &str, scopes: &[&str]) -> gateway::config::Credential {
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         services: None,
         tools: None,
+        virtual_servers: None,
     }
 }
 

@@ -28,8 +28,8 @@ use super::{
     auth::{Identity, Scopes},
     schema::{
         CallList, ErrorBody, HealthBody, ImportRequestBody, InstanceLogs, RegisterRequest,
-        Registered, ServiceLine, ServiceList, ServiceLogs, StatsBody, ToolStats, Unregistered,
-        Upstreams,
+        Registered, RemovedServer, ServiceLine, ServiceList, ServiceLogs, StatsBody, ToolStats,
+        Unregistered, Upstreams, VirtualServerEntry, VirtualServerList,
     },
 };
 use crate::import::{ImportError, ImportReport, Importer};
@@ -709,4 +709,186 @@ pub async fn health(State(registry): State<Arc<Registry>>) -> Response {
         services,
     })
     .into_response()
+}
+
+/// A virtual server's entry: its definition, endpoint, and the tools it exposes now.
+fn server_entry(
+    registry: &Registry,
+    server: &crate::servers::VirtualServer,
+    configured: bool,
+) -> VirtualServerEntry {
+    let catalog = registry.catalog();
+    let allow = crate::vocab::Allow::within(None, Arc::clone(&server.view));
+    let tool_count = catalog
+        .tools()
+        .iter()
+        .filter(|t| {
+            matches!(catalog.lookup(&t.name),
+                crate::catalog::Lookup::Found(r) if allow.tool(&r.service.name, &r.original))
+        })
+        .count();
+    VirtualServerEntry {
+        endpoint: format!("/servers/{}/mcp", server.definition.name),
+        definition: server.definition.clone(),
+        configured,
+        tool_count,
+    }
+}
+
+/// `GET /virtual-servers`.
+#[utoipa::path(get, path = "/virtual-servers", tag = "virtual servers",
+    responses(
+        (status = 200, description = "Every virtual server, by name", body = VirtualServerList),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Scope, Host or Origin", body = ErrorBody),
+        (status = 429, description = "Over a rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn virtual_servers(State(registry): State<Arc<Registry>>) -> Response {
+    let servers: Vec<VirtualServerEntry> = registry
+        .virtual_servers()
+        .iter()
+        .map(|(s, configured)| server_entry(&registry, s, *configured))
+        .collect();
+    Json(VirtualServerList {
+        count: servers.len(),
+        servers,
+    })
+    .into_response()
+}
+
+/// `GET /virtual-servers/{name}`.
+#[utoipa::path(get, path = "/virtual-servers/{name}", tag = "virtual servers",
+    params(("name" = String, Path, description = "The virtual server")),
+    responses(
+        (status = 200, description = "The virtual server", body = VirtualServerEntry),
+        (status = 400, description = "Malformed path", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Scope, Host or Origin", body = ErrorBody),
+        (status = 404, description = "No such virtual server", body = ErrorBody),
+        (status = 429, description = "Over a rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn virtual_server(
+    State(registry): State<Arc<Registry>>,
+    name: Result<Path<String>, PathRejection>,
+) -> Response {
+    let name = match name {
+        Ok(Path(name)) => name,
+        Err(e) => return bad_request("path", e.body_text()),
+    };
+    match registry
+        .virtual_servers()
+        .into_iter()
+        .find(|(s, _)| s.definition.name == name)
+    {
+        Some((server, configured)) => {
+            Json(server_entry(&registry, &server, configured)).into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no virtual server {name:?}"),
+        ),
+    }
+}
+
+/// `POST /virtual-servers`: defines a virtual server, or redefines one defined at run
+/// time; stored before it is live, and its clients hear that their lists changed.
+#[utoipa::path(post, path = "/virtual-servers", tag = "virtual servers",
+    request_body = crate::servers::Definition,
+    responses(
+        (status = 201, description = "A new virtual server", body = VirtualServerEntry),
+        (status = 200, description = "An existing one redefined", body = VirtualServerEntry),
+        (status = 400, description = "Malformed body (or a repeated Host/Origin header)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Scope, Host or Origin", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+        (status = 409, description = "Defined in the configuration", body = ErrorBody),
+        (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
+        (status = 422, description = "A bad name, pattern or rename, or too many virtual servers", body = ErrorBody),
+        (status = 429, description = "Over a rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn define_virtual_server(
+    State(registry): State<Arc<Registry>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejected) => return body_refused(rejected),
+    };
+    let definition: crate::servers::Definition = match serde_json::from_slice(&body) {
+        Ok(d) => d,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("not a virtual server definition: {e}"),
+            );
+        }
+    };
+    let name = definition.name.clone();
+    match registry.define_virtual_server(definition) {
+        Ok(created) => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            match registry.virtual_server(&name) {
+                Some(server) => {
+                    (status, Json(server_entry(&registry, &server, false))).into_response()
+                }
+                None => error(
+                    StatusCode::CONFLICT,
+                    "changed",
+                    format!("the virtual server {name:?} was removed meanwhile"),
+                ),
+            }
+        }
+        Err(e) => server_refusal(e),
+    }
+}
+
+/// `DELETE /virtual-servers/{name}`.
+#[utoipa::path(delete, path = "/virtual-servers/{name}", tag = "virtual servers",
+    params(("name" = String, Path, description = "The virtual server")),
+    responses(
+        (status = 200, description = "Removed", body = RemovedServer),
+        (status = 400, description = "Malformed path", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Scope, Host or Origin", body = ErrorBody),
+        (status = 404, description = "No such virtual server", body = ErrorBody),
+        (status = 409, description = "Defined in the configuration", body = ErrorBody),
+        (status = 429, description = "Over a rate limit", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn remove_virtual_server(
+    State(registry): State<Arc<Registry>>,
+    name: Result<Path<String>, PathRejection>,
+) -> Response {
+    let name = match name {
+        Ok(Path(name)) => name,
+        Err(e) => return bad_request("path", e.body_text()),
+    };
+    match registry.remove_virtual_server(&name) {
+        Ok(()) => Json(RemovedServer { removed: name }).into_response(),
+        Err(e) => server_refusal(e),
+    }
+}
+
+fn server_refusal(e: crate::registry::ServerError) -> Response {
+    use crate::registry::ServerError;
+    let (status, code) = match &e {
+        ServerError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition"),
+        ServerError::TooMany => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_servers"),
+        ServerError::Configured(_) => (StatusCode::CONFLICT, "configured"),
+        ServerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        ServerError::Store(why) => {
+            tracing::error!("virtual server not saved: {why}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "store_failed")
+        }
+    };
+    error(status, code, e.to_string())
 }

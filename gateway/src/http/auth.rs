@@ -107,7 +107,12 @@ impl Auth {
                 let identity = Identity {
                     name: c.name.as_str().into(),
                     scopes: Scopes::parse(&c.scopes).unwrap_or(Scopes::NONE),
-                    allow: Allow::new(c.services.as_deref(), c.tools.as_deref()).map(Arc::new),
+                    allow: Allow::new(
+                        c.services.as_deref(),
+                        c.tools.as_deref(),
+                        c.virtual_servers.as_deref(),
+                    )
+                    .map(Arc::new),
                 };
                 (c.token.as_bytes().into(), identity)
             }))
@@ -158,7 +163,10 @@ fn route_scope(method: &http::Method, path: &str) -> Option<Scopes> {
     if path == "/register" || path == "/registry/import" {
         return Some(Scopes::REGISTER);
     }
-    if matches!(path, "/calls" | "/stats" | "/metrics") {
+    if matches!(path, "/calls" | "/stats" | "/metrics")
+        || path == "/virtual-servers"
+        || path.starts_with("/virtual-servers/")
+    {
         return Some(Scopes::OPERATE);
     }
     if path == "/services" || path.starts_with("/services/") {
@@ -222,7 +230,7 @@ pub async fn require_bearer(
                 return insufficient_scope(&identity, needed, &metadata());
             }
             // `/mcp` answers its own rate limiting, in JSON-RPC.
-            if request.uri().path() != "/mcp"
+            if !crate::vocab::is_mcp_path(request.uri().path())
                 && let Err(wait) = auth.limits.credential(&identity.name)
             {
                 let message = format!(

@@ -75,6 +75,14 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config)
         .route("/services/{name}/{action}", post(admin::control))
         .route("/calls", get(admin::calls))
         .route("/stats", get(admin::stats))
+        .route(
+            "/virtual-servers",
+            get(admin::virtual_servers).post(admin::define_virtual_server),
+        )
+        .route(
+            "/virtual-servers/{name}",
+            get(admin::virtual_server).delete(admin::remove_virtual_server),
+        )
         .with_state(Arc::clone(&registry))
         .merge(
             Router::new()
@@ -86,6 +94,7 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config)
         );
     let mcp = Router::new()
         .route("/mcp", any(crate::mcp::entry))
+        .route("/servers/{name}/mcp", any(crate::mcp::virtual_entry))
         .route("/metrics", get(metrics))
         .with_state(mcp);
     let protected = admin.merge(mcp).route_layer(middleware::from_fn_with_state(
@@ -112,7 +121,7 @@ pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config)
             admin::error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such endpoint; the gateway serves /mcp, /register, /registry/import, /services, /calls, /stats, /metrics, /health, /ui and /.well-known/oauth-protected-resource",
+                "no such endpoint; the gateway serves /mcp, /servers/{name}/mcp, /register, /registry/import, /services, /virtual-servers, /calls, /stats, /metrics, /health, /ui and /.well-known/oauth-protected-resource",
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
@@ -180,7 +189,7 @@ async fn front(
             "requests from this Origin are not allowed (allowed_origins)".to_string(),
         ),
     };
-    if request.uri().path() == "/mcp" {
+    if crate::vocab::is_mcp_path(request.uri().path()) {
         return crate::jsonrpc::error_response(
             status,
             serde_json::Value::Null,

@@ -51,6 +51,10 @@ impl Modify for Bearer {
         super::admin::logs,
         super::admin::calls,
         super::admin::stats,
+        super::admin::virtual_servers,
+        super::admin::virtual_server,
+        super::admin::define_virtual_server,
+        super::admin::remove_virtual_server,
         super::admin::health,
         super::metrics,
         super::metadata::gateway,
@@ -61,7 +65,8 @@ impl Modify for Bearer {
         ServiceList, ServiceEntry, ServiceView, InstanceView, health::Snapshot, health::State,
         health::Breaker, Source, ToolView, Stats, HealthBody, Upstreams, ServiceSummary,
         CallView, CallList, Outcome, ToolStats, StatsBody, ResourceMetadata, ImportRequestBody,
-        ImportReport, ImportedServer, SkippedEntry
+        ImportReport, ImportedServer, SkippedEntry, VirtualServerEntry, VirtualServerList,
+        RemovedServer, crate::servers::Definition, crate::servers::Rename
     )),
     modifiers(&Bearer)
 )]

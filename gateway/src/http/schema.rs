@@ -250,3 +250,31 @@ pub struct ImportRequestBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_unsupported: Option<bool>,
 }
+
+/// A virtual server as `/virtual-servers` shows it: its definition, where it is served,
+/// and how many of the catalog's tools it exposes now.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualServerEntry {
+    #[serde(flatten)]
+    pub definition: crate::servers::Definition,
+    /// `/servers/{name}/mcp`.
+    pub endpoint: String,
+    /// Defined in the configuration (changed only there).
+    pub configured: bool,
+    /// The catalog's tools it exposes now.
+    pub tool_count: usize,
+}
+
+/// `GET /virtual-servers`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VirtualServerList {
+    pub count: usize,
+    pub servers: Vec<VirtualServerEntry>,
+}
+
+/// `DELETE /virtual-servers/{name}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RemovedServer {
+    pub removed: String,
+}

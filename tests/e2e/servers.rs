@@ -1,0 +1,460 @@
+//! Virtual servers: a named subset of the federation at `/servers/{name}/mcp`, over
+//! sessionless posts, 2025-era sessions and 2026-07-28 requests alike; a renamed tool is
+//! called by its new name; a tool outside the subset is refused exactly like an unknown
+//! one; a credential limited to one virtual server is refused elsewhere; definitions
+//! made at run time are stored, survive a restart, and tell clients their lists
+//! changed.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// A JSON-RPC post to `path` as `token`: the status and the body (JSON).
+async fn post_to(gw: &Running, path: &str, token: &str, body: Value) -> (u16, Value) {
+    let resp = http()
+        .post(format!("{}{path}", gw.base()))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&body)
+        .send()
+        .await
+        .expect("POST");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    // One JSON body, or the data of the last SSE event.
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .next_back()
+            .unwrap_or(Value::Null)
+    });
+    (status, value)
+}
+
+async fn rpc_on(gw: &Running, server: &str, token: &str, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    post_to(gw, &format!("/servers/{server}/mcp"), token, body)
+        .await
+        .1
+}
+
+fn names(listing: &Value) -> Vec<String> {
+    let mut names: Vec<String> = listing["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools: {listing}"))
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// An admin request to `/virtual-servers[/name]`.
+async fn admin(
+    gw: &Running,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http()
+        .request(method, format!("{}{path}", gw.base()))
+        .bearer_auth(TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let resp = request.send().await.expect("admin request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A 2025-era session client that counts `tools/list_changed`.
+#[derive(Clone, Default)]
+struct Counting(Arc<AtomicUsize>);
+
+impl rmcp::ClientHandler for Counting {
+    async fn on_tool_list_changed(
+        &self,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn shop() -> gateway::servers::Definition {
+    serde_json::from_value(json!({
+        "name": "shop",
+        "tools": ["shopping-service/*", "user-service/getUserById"],
+        "prompts": ["shopping-service/*"],
+        "rename": {"getProductById": {"name": "product",
+                                      "description": "One product of the shop, by id."}}
+    }))
+    .expect("definition")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_server_shows_its_subset_under_its_names_in_both_eras() {
+    let stack = Stack::start_with(|c| {
+        c.virtual_servers = vec![shop()];
+        let mut only = credential("shop-only", &["list", "call"]);
+        only.virtual_servers = Some(vec!["shop".into()]);
+        c.credentials = vec![only];
+    })
+    .await;
+    let gw = &stack.gateway;
+
+    // Sessionless: the subset, the renamed tool under its new name and description.
+    let listing = rpc_on(gw, "shop", TOKEN, "tools/list", json!({})).await;
+    let listed = names(&listing);
+    assert!(listed.contains(&"product".to_string()), "{listed:?}");
+    assert!(listed.contains(&"getBasket".to_string()), "{listed:?}");
+    assert!(listed.contains(&"getUserById".to_string()), "{listed:?}");
+    assert!(!listed.contains(&"listUsers".to_string()), "{listed:?}");
+    assert!(
+        !listed.contains(&"getProductById".to_string()),
+        "{listed:?}"
+    );
+    let product = listing["result"]["tools"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "product"))
+        .expect("product");
+    assert_eq!(product["description"], "One product of the shop, by id.");
+    // The whole catalog on /mcp is unchanged.
+    let all = tool_names(gw).await;
+    assert!(all.contains(&"listUsers".to_string()) && !all.contains(&"product".to_string()));
+
+    // The renamed tool is called by its new name and reaches the right upstream.
+    let reply = rpc_on(
+        gw,
+        "shop",
+        TOKEN,
+        "tools/call",
+        json!({"name": "product", "arguments": {"id": "123"}}),
+    )
+    .await;
+    assert!(reply["result"]["content"].is_array(), "{reply}");
+    assert_ne!(reply["result"]["isError"], true, "{reply}");
+    // A tool outside the subset is refused exactly like one that does not exist.
+    let hidden = rpc_on(
+        gw,
+        "shop",
+        TOKEN,
+        "tools/call",
+        json!({"name": "listUsers", "arguments": {}}),
+    )
+    .await;
+    let unknown = rpc_on(
+        gw,
+        "shop",
+        TOKEN,
+        "tools/call",
+        json!({"name": "noSuchTool", "arguments": {}}),
+    )
+    .await;
+    assert_eq!(
+        hidden["error"]["code"], unknown["error"]["code"],
+        "{hidden} {unknown}"
+    );
+    assert_eq!(
+        hidden["error"]["message"]
+            .as_str()
+            .map(|m| m.replace("listUsers", "X")),
+        unknown["error"]["message"]
+            .as_str()
+            .map(|m| m.replace("noSuchTool", "X")),
+    );
+    // Prompts: only the subset's.
+    let prompts = rpc_on(gw, "shop", TOKEN, "prompts/list", json!({})).await;
+    let prompts = prompts["result"]["prompts"]
+        .as_array()
+        .expect("prompts")
+        .clone();
+    assert!(!prompts.is_empty());
+    assert!(
+        prompts.iter().all(|p| p["name"] != "summarise_user"),
+        "{prompts:?}"
+    );
+
+    // A 2026-07-28 request: the same subset.
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {},
+                      "io.modelcontextprotocol/clientInfo": {"name": "modern", "version": "1"}});
+    let resp = http()
+        .post(format!("{}/servers/shop/mcp", gw.base()))
+        .bearer_auth(TOKEN)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/list")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": meta}}),
+        )
+        .send()
+        .await
+        .expect("2026 post");
+    let modern: Value = resp.json().await.expect("json");
+    assert_eq!(names(&modern), listed, "{modern}");
+
+    // A 2025-era session: the same subset, and the renamed tool callable.
+    let client = service_kit::client::connect(
+        &format!("{}/servers/shop/mcp", gw.base()),
+        &service_kit::client::ClientOptions {
+            client_name: "session".into(),
+            bearer: Some(TOKEN.into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("session on the virtual server");
+    let mut session_names: Vec<String> = client
+        .peer()
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    session_names.sort();
+    assert_eq!(session_names, listed);
+    let mut call = rmcp::model::CallToolRequestParams::new("product");
+    call.arguments = json!({"id": "123"}).as_object().cloned();
+    let result = client.peer().call_tool(call).await.expect("product");
+    assert_ne!(result.is_error, Some(true));
+    let _ = client.cancel().await;
+    // A session is its endpoint's: on /mcp it does not exist.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}});
+    let resp = http()
+        .post(format!("{}/servers/shop/mcp", gw.base()))
+        .bearer_auth(TOKEN)
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .expect("initialize");
+    let session = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session id")
+        .to_string();
+    let elsewhere = http()
+        .post(format!("{}/mcp", gw.base()))
+        .bearer_auth(TOKEN)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .json(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .send()
+        .await
+        .expect("tools/list");
+    assert_eq!(elsewhere.status().as_u16(), 404);
+
+    // A credential limited to the virtual server: refused on /mcp, served there.
+    let only = credential_token("shop-only");
+    let (status, body) = post_to(
+        gw,
+        "/mcp",
+        &only,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "endpoint_not_allowed", "{body}");
+    let mine = rpc_on(gw, "shop", &only, "tools/list", json!({})).await;
+    assert_eq!(names(&mine), listed);
+    // An unknown virtual server: 404, a JSON-RPC error.
+    let (status, body) = post_to(
+        gw,
+        "/servers/nope/mcp",
+        TOKEN,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nope")),
+        "{body}"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_servers_defined_at_run_time_are_checked_stored_and_announced() {
+    let stack = Stack::start_with(|c| {
+        c.virtual_servers = vec![shop()];
+        let mut only = credential("shop-only", &["list", "call"]);
+        only.virtual_servers = Some(vec!["shop".into()]);
+        c.credentials = vec![only];
+    })
+    .await;
+    let gw = &stack.gateway;
+    use reqwest::Method;
+
+    // Bad definitions: a clear refusal naming the field; nothing defined.
+    let (status, body) = admin(
+        gw,
+        Method::POST,
+        "/virtual-servers",
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = admin(
+        gw,
+        Method::POST,
+        "/virtual-servers",
+        Some(json!({"name": "x", "tools": ["nope"]})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("tools[0]")),
+        "{body}"
+    );
+    let (status, body) = admin(
+        gw,
+        Method::POST,
+        "/virtual-servers",
+        Some(json!({"name": "x", "tool": []})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    // The configuration's are the configuration's.
+    let (status, body) = admin(
+        gw,
+        Method::POST,
+        "/virtual-servers",
+        Some(json!({"name": "shop", "tools": ["user-service/*"]})),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = admin(gw, Method::DELETE, "/virtual-servers/shop", None).await;
+    assert_eq!(status, 409);
+
+    // Defined: served at once, listed, and its clients told when it changes.
+    let (status, body) = admin(
+        gw,
+        Method::POST,
+        "/virtual-servers",
+        Some(json!({"name": "people", "tools": ["user-service/*"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["endpoint"], "/servers/people/mcp");
+    assert_eq!(body["toolCount"], 4, "{body}");
+    let counting = Counting::default();
+    let changed = Arc::clone(&counting.0);
+    let client = service_kit::client::connect_with(
+        &format!("{}/servers/people/mcp", gw.base()),
+        &service_kit::client::ClientOptions {
+            client_name: "watcher".into(),
+            bearer: Some(TOKEN.into()),
+            ..Default::default()
+        },
+        counting,
+    )
+    .await
+    .expect("session");
+    assert_eq!(client.peer().list_all_tools().await.expect("list").len(), 4);
+    let (status, body) = admin(
+        gw,
+        Method::POST,
+        "/virtual-servers",
+        Some(json!({"name": "people", "tools": ["user-service/getUserById"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_until(
+        "list_changed after the redefinition",
+        Duration::from_secs(10),
+        || {
+            let changed = Arc::clone(&changed);
+            async move { changed.load(Ordering::SeqCst) > 0 }
+        },
+    )
+    .await;
+    assert_eq!(client.peer().list_all_tools().await.expect("list").len(), 1);
+    let _ = client.cancel().await;
+    // A credential limited to another virtual server may not use it.
+    let (status, body) = post_to(
+        gw,
+        "/servers/people/mcp",
+        &credential_token("shop-only"),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (_, listed) = admin(gw, Method::GET, "/virtual-servers", None).await;
+    assert_eq!(listed["count"], 2, "{listed}");
+    assert_eq!(listed["servers"][0]["name"], "people");
+    assert_eq!(listed["servers"][1]["configured"], true);
+
+    // Stored: back after a restart; removed: gone.
+    let store = stack.store();
+    let Stack {
+        gateway,
+        shopping,
+        user,
+        dir,
+    } = stack;
+    gateway.stop().await;
+    let mut config = gateway_config(&store);
+    config.virtual_servers = vec![shop()];
+    let gw = start_gateway(config).await;
+    let (status, body) = admin(&gw, Method::GET, "/virtual-servers/people", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tools"], json!(["user-service/getUserById"]));
+    let (status, _) = admin(&gw, Method::DELETE, "/virtual-servers/people", None).await;
+    assert_eq!(status, 200);
+    let (status, _) = admin(&gw, Method::GET, "/virtual-servers/people", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = post_to(
+        &gw,
+        "/servers/people/mcp",
+        TOKEN,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    gw.stop().await;
+    shopping.stop().await;
+    user.stop().await;
+    drop(dir);
+}
+
+#[test]
+fn the_readme_virtual_server_example_loads_and_compiles() {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("### Virtual servers")
+        .nth(1)
+        .expect("the README's virtual servers section");
+    let example = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("its TOML example");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, example).expect("write");
+    let config = gateway::Config::load(Some(&file), &Default::default()).expect("loads");
+    let shop = &config.virtual_servers[0];
+    let server = shop.compile().expect("compiles");
+    assert_eq!(
+        server.view.renamed("product"),
+        Some((None, "getProductById"))
+    );
+    assert_eq!(shop.tool_search, Some(gateway::search::Mode::Auto));
+}
