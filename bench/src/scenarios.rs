@@ -957,6 +957,10 @@ impl Gateway {
         for (key, value) in [
             ("GATEWAY_MAX_SESSIONS_PER_CREDENTIAL", "20000"),
             ("GATEWAY_MAX_SESSIONS", "20000"),
+            // The catalog scenarios measure the whole listing (2,000 tools), which tool
+            // search's `auto` would replace with its meta-tools (`mcp-bench search`
+            // measures that).
+            ("GATEWAY_TOOL_SEARCH", "off"),
         ] {
             if !env.iter().any(|(k, _)| k == key) {
                 env.push((key.into(), value.into()));
