@@ -41,6 +41,8 @@ pub struct Remote {
 pub enum Command {
     /// Registered services: state, instances, tools and call statistics.
     Services,
+    /// Virtual servers: name, endpoint, what they expose, tools now, tool search.
+    Servers,
     /// Every tool in the merged table, with its service.
     Tools {
         /// Only tools whose name or description contains this (any case).
@@ -313,6 +315,13 @@ pub async fn run(remote: Remote, command: Command) -> Result<String, Failure> {
                 return Ok(json_out(&body));
             }
             Ok(services_table(&body))
+        }
+        Command::Servers => {
+            let body = client.get("/virtual-servers").await?;
+            if json {
+                return Ok(json_out(&body));
+            }
+            Ok(servers_table(&body))
         }
         Command::Tools { search } => {
             let body = client.get("/services").await?;
@@ -659,6 +668,43 @@ fn tools_table(tools: &[Value]) -> String {
         })
         .collect();
     table(&["TOOL", "SERVICE", "DESCRIPTION"], rows)
+}
+
+/// The `servers` table of a `/virtual-servers` answer.
+fn servers_table(body: &Value) -> String {
+    let list = |v: &Value| {
+        v.as_array()
+            .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    };
+    let rows = body["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let renamed = s["rename"].as_object().map_or(0, |r| r.len());
+            vec![
+                text(&s["name"]),
+                text(&s["endpoint"]),
+                shorten(&list(&s["tools"]), 50),
+                s["toolCount"].as_u64().unwrap_or(0).to_string(),
+                renamed.to_string(),
+                s["tool_search"].as_str().unwrap_or("default").to_string(),
+                if s["configured"] == true {
+                    "config"
+                } else {
+                    "registered"
+                }
+                .to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SERVER", "ENDPOINT", "TOOLS", "NOW", "RENAMED", "SEARCH", "SOURCE",
+        ],
+        rows,
+    )
 }
 
 /// The `calls` table of a `/calls` answer.

@@ -183,3 +183,39 @@ async fn what_an_upstream_writes_reaches_the_operators_terminal_as_text() {
 async fn services_count(gw: &impl Target) -> u64 {
     services(gw).await["count"].as_u64().unwrap_or(u64::MAX)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_servers_lists_the_virtual_servers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.virtual_servers = vec![
+        serde_json::from_value(serde_json::json!({
+            "name": "curated", "tools": ["cli-svc/cli*"],
+            "rename": {"cliTool": {"name": "tool"}}, "tool_search": "off"
+        }))
+        .expect("definition"),
+    ];
+    let gw = start_gateway(config).await;
+    let backend = start_fixture("cli-svc", &["cliTool", "failCli"]).await;
+    assert_eq!(register(&gw, "cli-svc", &backend.mcp_url()).await.0, 201);
+    let (code, out, err) = gateway_cli(&gw, TOKEN, &["servers"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let row = out
+        .lines()
+        .find(|l| l.contains("curated"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("/servers/curated/mcp")
+            && row.contains("cli-svc/cli*")
+            && row.contains(" 1 ")
+            && row.contains("off")
+            && row.contains("config"),
+        "{out}"
+    );
+    let (code, out, _) = gateway_cli(&gw, TOKEN, &["servers", "--json"]).await;
+    assert_eq!(code, 0);
+    let body: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(body["servers"][0]["toolCount"], 1, "{body}");
+    gw.stop().await;
+    backend.stop().await;
+}
