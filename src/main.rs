@@ -43,13 +43,17 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = gateway::Config::load(
+    let mut config = gateway::Config::load(
         cli.config.as_deref(),
         &gateway::config::Overrides {
             store: cli.store,
             ..Default::default()
         },
     )?;
+    // The stack's own virtual server, unless the configuration defines one so named.
+    if !config.virtual_servers.iter().any(|s| s.name == "customers") {
+        config.virtual_servers.push(customers());
+    }
     // The gateway's own log set-up: JSON lines when asked, OTLP traces when configured.
     let _tracing =
         gateway::observe::traces::init(config.log_json, config.otlp_endpoint.as_deref())?;
@@ -114,11 +118,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     g.and(s).and(u)
 }
 
+/// `customers` (at `/servers/customers/mcp`, defined in `docs/customers-server.json`):
+/// both services' tools, and `getCustomerOverview(userId)`, which runs `getUserById`,
+/// `getUserOrders` and `getPersonalizedRecommendations` at once.
+fn customers() -> gateway::servers::Definition {
+    serde_json::from_str(include_str!("../docs/customers-server.json"))
+        .expect("the stack's virtual server is a valid definition")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_stacks_virtual_server_compiles() {
+        let server = super::customers().compile().expect("compiles");
+        assert_eq!(server.definition.composites[0].required(), ["userId"]);
     }
 }

@@ -121,6 +121,42 @@ pub struct GatewayHandler {
     rounds: Option<Arc<Rounds>>,
 }
 
+/// What one composite step came to: its result (structured, else its content), or why
+/// it failed.
+fn step_outcome(
+    outcome: Result<Result<CallToolResponse, ErrorData>, String>,
+) -> Result<serde_json::Value, String> {
+    match outcome {
+        Err(why) => Err(why),
+        Ok(Err(e)) => Err(e.message.to_string()),
+        Ok(Ok(CallToolResponse::Complete(r))) => {
+            let failed = r.is_error == Some(true);
+            let value = match r.structured_content {
+                Some(v) => v,
+                None => serde_json::to_value(&r.content).unwrap_or(serde_json::Value::Null),
+            };
+            if failed {
+                let text: Vec<String> = r
+                    .content
+                    .iter()
+                    .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                    .collect();
+                Err(if text.is_empty() {
+                    value.to_string()
+                } else {
+                    text.join(" ")
+                })
+            } else {
+                Ok(value)
+            }
+        }
+        Ok(Ok(CallToolResponse::InputRequired(_))) => {
+            Err("the tool asked the client for input, which a composite cannot pass on".into())
+        }
+        Ok(Ok(_)) => Err("the tool answered with a task, which a composite cannot wait for".into()),
+    }
+}
+
 /// What a `tools/call` of a meta-tool of tool search comes to.
 enum Meta {
     /// Answered by the gateway.
@@ -245,6 +281,213 @@ impl GatewayHandler {
                 rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(why)])
             }
         })))
+    }
+
+    /// The composite tool `name` of the virtual server whose endpoint the call came to.
+    fn composite_of(
+        &self,
+        name: &str,
+        context: &RequestContext<RoleServer>,
+    ) -> Option<(Arc<crate::servers::VirtualServer>, usize)> {
+        crate::proxy::composite(&self.registry, allow_of(context).as_deref(), name)
+    }
+
+    /// Runs the composite's steps at once, each a direct call (allow-list, rate limit,
+    /// call log, trace as a child of the composite's span), each within its deadline; a
+    /// client's cancel reaches every step. The result holds one entry per step; it is
+    /// an error only when a required step failed.
+    async fn run_composite(
+        &self,
+        server: &crate::servers::VirtualServer,
+        index: usize,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let composite = &server.definition.composites[index];
+        let input = request.arguments.clone().unwrap_or_default();
+        let missing: Vec<&str> = composite
+            .required()
+            .into_iter()
+            .filter(|p| !input.contains_key(*p))
+            .collect();
+        if !missing.is_empty() {
+            return Ok(CallToolResponse::Complete(
+                rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(format!(
+                    "missing argument(s): {}",
+                    missing.join(", ")
+                ))]),
+            ));
+        }
+        let span = tracing::info_span!(parent: &caller_of(&context).span, "composite", tool = %composite.name);
+        let catalog = self.registry.catalog();
+        let steps = composite.steps.iter().map(|step| {
+            let (service, tool) = step.target();
+            // Called (and logged) by the name a direct caller would use.
+            let name = catalog
+                .tools_of(service)
+                .find(|(_, original)| *original == tool)
+                .map(|(t, _)| t.name.to_string())
+                .unwrap_or_else(|| crate::catalog::qualify(service, tool));
+            let mut call = CallToolRequestParams::new(name);
+            call.arguments = Some(step.arguments_from(&input));
+            // Its call log entry and upstream span: a child of the composite's.
+            let mut context = context.clone();
+            if let Some(parts) = context.extensions.get_mut::<http::request::Parts>() {
+                parts.extensions.remove::<crate::proxy::Admitted>();
+                if let Some(caller) = parts.extensions.get_mut::<Caller>() {
+                    caller.span = span.clone();
+                }
+            }
+            let deadline = step.timeout_ms.map(std::time::Duration::from_millis);
+            async move {
+                let call = Box::pin(self.direct_call(call, context));
+                let outcome = match deadline {
+                    Some(d) => tokio::time::timeout(d, call)
+                        .await
+                        .map_err(|_| format!("timed out after {} ms", d.as_millis())),
+                    None => Ok(call.await),
+                };
+                (step, step_outcome(outcome))
+            }
+        });
+        let results = futures::future::join_all(steps).await;
+        let mut failed_required = false;
+        let mut entries = serde_json::Map::new();
+        for (step, outcome) in results {
+            let entry = match outcome {
+                Ok(value) => json!({"ok": true, "result": value}),
+                Err(why) => {
+                    failed_required |= step.required;
+                    json!({"ok": false, "error": why})
+                }
+            };
+            entries.insert(step.name.clone(), entry);
+        }
+        let value = json!({ "steps": entries });
+        Ok(CallToolResponse::Complete(if failed_required {
+            rmcp::model::CallToolResult::structured_error(value)
+        } else {
+            rmcp::model::CallToolResult::structured(value)
+        }))
+    }
+
+    /// A `tools/call` of a catalog tool: planned by the policy core (lookup,
+    /// allow-list, rate limit), logged, traced and forwarded, in rounds for a 2026-07-28
+    /// client.
+    async fn direct_call(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        // A call the pass-through path handed over has its token already.
+        let admitted = context
+            .extensions
+            .get::<http::request::Parts>()
+            .is_some_and(|p| p.extensions.get::<crate::proxy::Admitted>().is_some());
+        let target = Target::Tool(&request.name);
+        let allow = allow_of(&context);
+        let planned = if admitted {
+            crate::proxy::find(&self.registry, allow.as_deref(), target)
+        } else {
+            crate::proxy::plan(&self.registry, allow.as_deref(), target)
+        };
+        let planned = match planned {
+            Ok(planned) => planned,
+            Err(refusal) => {
+                let refused = Err(refusal.error());
+                self.count("tools/call", &refused);
+                return refused;
+            }
+        };
+        let service = Arc::clone(&planned.service);
+        let rounds = self.rounds_of(&context);
+        let binding = rounds.as_ref().map(|_| {
+            crate::mrtr::binding(
+                &caller_of(&context).identity,
+                "tools/call",
+                &registered(&request.name, &service),
+                request.arguments.as_ref(),
+            )
+        });
+        let mut request = request;
+        // A retry continues what its requestState names.
+        let opened = self.reopen(
+            &rounds,
+            binding.as_deref().unwrap_or_default(),
+            &mut request.request_state,
+            &mut request.input_responses,
+        );
+        let affinity = match (opened, &rounds, &binding) {
+            (Ok(Some(Opened::Parked(parked))), Some(rounds), Some(binding)) => {
+                let answer = rounds
+                    .resume(
+                        binding,
+                        parked,
+                        request.input_responses.take(),
+                        self.round(&context),
+                    )
+                    .await
+                    .and_then(tool_response);
+                self.count("tools/call", &answer);
+                return answer;
+            }
+            (Err(e), _, _) => {
+                let refused = Err(e);
+                self.count("tools/call", &refused);
+                return refused;
+            }
+            // The backend's own: the request goes back to it with its state.
+            (Ok(opened), _, _) => upstream_affinity(opened),
+        };
+        let caller = caller_of(&context);
+        let (mut ticket, span) =
+            crate::proxy::start(&self.registry, &caller, &planned, &request.name, || {
+                serde_json::to_string(&request.arguments).ok()
+            });
+        let retry_safe = planned.retry_safe;
+        let mut forwarded = request;
+        forwarded.name = planned.original.to_string().into();
+        // W3C trace context for the backend (SEP-414); `WatchedHttp` copies it into the
+        // request's `traceparent` header.
+        if let Some(traceparent) = crate::observe::traces::traceparent(&span) {
+            forwarded
+                .meta
+                .get_or_insert_default()
+                .0
+                .set_traceparent(traceparent);
+        }
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(forwarded));
+        ticket.upstream_starts();
+        // The upstream span when traces are on, else the request's own (for its id).
+        let scope = if span.is_none() {
+            caller.span.clone()
+        } else {
+            span
+        };
+        if let (Some(rounds), Some(binding)) = (&rounds, binding) {
+            let answer = self
+                .forward_in_rounds(
+                    rounds,
+                    &service,
+                    request,
+                    &context,
+                    retry_safe,
+                    binding,
+                    affinity,
+                    Some(ticket),
+                    scope,
+                )
+                .await;
+            // Counted by its ticket, when the call ends.
+            return answer.and_then(tool_response);
+        }
+        let answer = tracing::Instrument::instrument(
+            self.forward_call(&service, request, &context, retry_safe, Some(&ticket)),
+            scope,
+        )
+        .await;
+        settle(ticket, &answer);
+        tool_response(answer.map_err(call_error)?)
     }
 
     fn count<T>(&self, method: &str, result: &Result<T, ErrorData>) {
@@ -1110,6 +1353,16 @@ impl ServerHandler for GatewayHandler {
                 ),
                 _ => tools,
             };
+            // A virtual server's composite tools.
+            let composites =
+                crate::proxy::composite_tools(&self.registry, &catalog, allow.as_deref());
+            let tools = if composites.is_empty() {
+                tools
+            } else {
+                let mut all = tools.into_owned();
+                all.extend(composites);
+                std::borrow::Cow::Owned(all)
+            };
             let (tools, next) = page(
                 &tools,
                 request.and_then(|r| r.cursor).as_deref(),
@@ -1140,115 +1393,13 @@ impl ServerHandler for GatewayHandler {
             }
             Meta::Call(request) => request,
         };
-        // A call the pass-through path handed over has its token already.
-        let admitted = context
-            .extensions
-            .get::<http::request::Parts>()
-            .is_some_and(|p| p.extensions.get::<crate::proxy::Admitted>().is_some());
-        let target = Target::Tool(&request.name);
-        let allow = allow_of(&context);
-        let planned = if admitted {
-            crate::proxy::find(&self.registry, allow.as_deref(), target)
-        } else {
-            crate::proxy::plan(&self.registry, allow.as_deref(), target)
-        };
-        let planned = match planned {
-            Ok(planned) => planned,
-            Err(refusal) => {
-                let refused = Err(refusal.error());
-                self.count("tools/call", &refused);
-                return refused;
-            }
-        };
-        let service = Arc::clone(&planned.service);
-        let rounds = self.rounds_of(&context);
-        let binding = rounds.as_ref().map(|_| {
-            crate::mrtr::binding(
-                &caller_of(&context).identity,
-                "tools/call",
-                &registered(&request.name, &service),
-                request.arguments.as_ref(),
-            )
-        });
-        let mut request = request;
-        // A retry continues what its requestState names.
-        let opened = self.reopen(
-            &rounds,
-            binding.as_deref().unwrap_or_default(),
-            &mut request.request_state,
-            &mut request.input_responses,
-        );
-        let affinity = match (opened, &rounds, &binding) {
-            (Ok(Some(Opened::Parked(parked))), Some(rounds), Some(binding)) => {
-                let answer = rounds
-                    .resume(
-                        binding,
-                        parked,
-                        request.input_responses.take(),
-                        self.round(&context),
-                    )
-                    .await
-                    .and_then(tool_response);
-                self.count("tools/call", &answer);
-                return answer;
-            }
-            (Err(e), _, _) => {
-                let refused = Err(e);
-                self.count("tools/call", &refused);
-                return refused;
-            }
-            // The backend's own: the request goes back to it with its state.
-            (Ok(opened), _, _) => upstream_affinity(opened),
-        };
-        let caller = caller_of(&context);
-        let (mut ticket, span) =
-            crate::proxy::start(&self.registry, &caller, &planned, &request.name, || {
-                serde_json::to_string(&request.arguments).ok()
-            });
-        let retry_safe = planned.retry_safe;
-        let mut forwarded = request;
-        forwarded.name = planned.original.to_string().into();
-        // W3C trace context for the backend (SEP-414); `WatchedHttp` copies it into the
-        // request's `traceparent` header.
-        if let Some(traceparent) = crate::observe::traces::traceparent(&span) {
-            forwarded
-                .meta
-                .get_or_insert_default()
-                .0
-                .set_traceparent(traceparent);
+        // A virtual server's composite tool: several of its tools at once.
+        if let Some((server, index)) = self.composite_of(&request.name, &context) {
+            let answer = self.run_composite(&server, index, request, context).await;
+            self.count("tools/call", &answer);
+            return answer;
         }
-        let request = ClientRequest::CallToolRequest(CallToolRequest::new(forwarded));
-        ticket.upstream_starts();
-        // The upstream span when traces are on, else the request's own (for its id).
-        let scope = if span.is_none() {
-            caller.span.clone()
-        } else {
-            span
-        };
-        if let (Some(rounds), Some(binding)) = (&rounds, binding) {
-            let answer = self
-                .forward_in_rounds(
-                    rounds,
-                    &service,
-                    request,
-                    &context,
-                    retry_safe,
-                    binding,
-                    affinity,
-                    Some(ticket),
-                    scope,
-                )
-                .await;
-            // Counted by its ticket, when the call ends.
-            return answer.and_then(tool_response);
-        }
-        let answer = tracing::Instrument::instrument(
-            self.forward_call(&service, request, &context, retry_safe, Some(&ticket)),
-            scope,
-        )
-        .await;
-        settle(ticket, &answer);
-        tool_response(answer.map_err(call_error)?)
+        self.direct_call(request, context).await
     }
 
     async fn list_prompts(

@@ -678,8 +678,8 @@ impl Passthrough {
         {
             return None;
         }
-        // Tool search's meta-tools are the typed path's.
-        if crate::proxy::is_meta_tool(&self.registry, allow, &params.name) {
+        // Tool search's meta-tools and virtual servers' composites are the typed path's.
+        if crate::proxy::typed_only(&self.registry, allow, &params.name) {
             return None;
         }
         let target = Target::Tool(&params.name);

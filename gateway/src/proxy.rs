@@ -343,6 +343,100 @@ pub fn is_meta_tool(registry: &Registry, allow: Option<&Allow>, name: &str) -> b
             .offers_meta_tools()
 }
 
+/// The composite tool `name` of the virtual server whose endpoint the caller is on:
+/// the server, and the composite's position in its definition.
+pub fn composite(
+    registry: &Registry,
+    allow: Option<&Allow>,
+    name: &str,
+) -> Option<(Arc<crate::servers::VirtualServer>, usize)> {
+    let server = registry.virtual_server(endpoint_of(allow)?)?;
+    let index = server
+        .definition
+        .composites
+        .iter()
+        .position(|c| c.name == name)?;
+    Some((server, index))
+}
+
+/// The composite tools of the virtual server whose endpoint the caller is on, as
+/// `tools/list` shows them: their parameters as the input schema, and an output schema
+/// made of their steps' (each step `{ok, result, error}`).
+pub fn composite_tools(
+    registry: &Registry,
+    catalog: &Catalog,
+    allow: Option<&Allow>,
+) -> Vec<rmcp::model::Tool> {
+    let Some(server) = endpoint_of(allow).and_then(|s| registry.virtual_server(s)) else {
+        return Vec::new();
+    };
+    server
+        .definition
+        .composites
+        .iter()
+        .filter_map(|c| {
+            let steps: serde_json::Map<String, Value> = c
+                .steps
+                .iter()
+                .map(|step| {
+                    let (service, tool) = step.target();
+                    let output = catalog
+                        .tools_of(service)
+                        .find(|(_, original)| *original == tool)
+                        .and_then(|(t, _)| t.output_schema.as_ref())
+                        .map(|o| Value::Object((**o).clone()))
+                        .unwrap_or_else(|| json!({}));
+                    let entry = json!({
+                        "type": "object",
+                        "properties": {
+                            "ok": {"type": "boolean"},
+                            "result": output,
+                            "error": {"type": "string"}
+                        },
+                        "required": ["ok"]
+                    });
+                    (step.name.clone(), entry)
+                })
+                .collect();
+            let names: Vec<&str> = c.steps.iter().map(|s| s.name.as_str()).collect();
+            let description = c.description.clone().unwrap_or_else(|| {
+                format!(
+                    "Runs {} at once and returns each one's result (or why it failed) under its step's name.",
+                    c.steps
+                        .iter()
+                        .map(|s| s.target().1)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
+            serde_json::from_value(json!({
+                "name": c.name,
+                "description": description,
+                "inputSchema": {
+                    "type": "object",
+                    "properties": c.input,
+                    "required": c.required()
+                },
+                "outputSchema": {
+                    "type": "object",
+                    "properties": {"steps": {
+                        "type": "object",
+                        "properties": steps,
+                        "required": names
+                    }},
+                    "required": ["steps"]
+                }
+            }))
+            .ok()
+        })
+        .collect()
+}
+
+/// A tool only the typed path answers: a meta-tool of tool search, or a composite.
+pub fn typed_only(registry: &Registry, allow: Option<&Allow>, name: &str) -> bool {
+    is_meta_tool(registry, allow, name) || composite(registry, allow, name).is_some()
+}
+
 /// The virtual server whose endpoint the caller is on (`None`: `/mcp`).
 fn endpoint_of(allow: Option<&Allow>) -> Option<&str> {
     allow.and_then(|a| a.view()).map(|v| v.server.as_str())

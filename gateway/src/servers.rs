@@ -53,6 +53,170 @@ pub struct Definition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub tool_search: Option<Mode>,
+    /// Tools of its own whose call runs several of its tools at once and returns one
+    /// structured result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub composites: Vec<Composite>,
+}
+
+/// A tool that fans one call out to several tools at once and gathers their results.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Composite {
+    /// Its name on the virtual server.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Its parameters: JSON Schemas by name. Each one a step's arguments name is
+    /// required.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub input: BTreeMap<String, serde_json::Value>,
+    /// What it runs, all at once.
+    pub steps: Vec<Step>,
+}
+
+/// One tool a composite runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Its key in the composite's result.
+    pub name: String,
+    /// `SERVICE/TOOL`: a tool the virtual server exposes.
+    pub tool: String,
+    /// Its arguments: a string `"${param}"` is the composite's parameter, anything else
+    /// is passed as written.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub arguments: serde_json::Map<String, serde_json::Value>,
+    /// The composite is an error when this step fails (otherwise the failure is
+    /// reported in its place).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// Its own deadline, in milliseconds (the service's call timeout when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Steps one composite may run.
+pub const MAX_STEPS: usize = 16;
+/// Composites one virtual server may have.
+pub const MAX_COMPOSITES: usize = 32;
+/// The longest step deadline, in milliseconds.
+pub const MAX_STEP_TIMEOUT_MS: u64 = 600_000;
+
+impl Step {
+    /// Its tool: the service and the tool's name there.
+    pub fn target(&self) -> (&str, &str) {
+        self.tool.split_once('/').unwrap_or(("", &self.tool))
+    }
+
+    /// Its arguments with the composite's parameters (`input`) in place.
+    pub fn arguments_from(
+        &self,
+        input: &serde_json::Map<String, serde_json::Value>,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        self.arguments
+            .iter()
+            .filter_map(|(k, v)| match parameter(v) {
+                Some(p) => input.get(p).map(|value| (k.clone(), value.clone())),
+                None => Some((k.clone(), v.clone())),
+            })
+            .collect()
+    }
+}
+
+/// The parameter a step argument names (`"${userId}"`), if it names one.
+fn parameter(value: &serde_json::Value) -> Option<&str> {
+    value.as_str()?.strip_prefix("${")?.strip_suffix('}')
+}
+
+impl Composite {
+    /// The parameters its steps name: the ones a call must give.
+    pub fn required(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .steps
+            .iter()
+            .flat_map(|s| s.arguments.values().filter_map(parameter))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    fn check(&self, index: usize, tools: &[Pattern]) -> Result<(), Invalid> {
+        let field = format!("composites[{index}]");
+        if !crate::vocab::valid_tool_name(&self.name) {
+            return Err(Invalid(format!(
+                "{field}.name: {:?} is not a tool name clients accept (^[a-zA-Z0-9_-]{{1,64}}$)",
+                self.name
+            )));
+        }
+        if self.steps.is_empty() || self.steps.len() > MAX_STEPS {
+            return Err(Invalid(format!(
+                "{field}.steps: 1 to {MAX_STEPS} steps, got {}",
+                self.steps.len()
+            )));
+        }
+        if self
+            .description
+            .as_ref()
+            .is_some_and(|d| d.len() > MAX_DESCRIPTION)
+        {
+            return Err(Invalid(format!(
+                "{field}.description: longer than {MAX_DESCRIPTION} bytes"
+            )));
+        }
+        for (name, schema) in &self.input {
+            if !schema.is_object() && !schema.is_boolean() {
+                return Err(Invalid(format!(
+                    "{field}.input[{name:?}]: a JSON Schema (an object)"
+                )));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            let field = format!("{field}.steps[{i}]");
+            if step.name.is_empty() || step.name.len() > 64 || !names.insert(step.name.as_str()) {
+                return Err(Invalid(format!(
+                    "{field}.name: 1-64 characters, unique in the composite"
+                )));
+            }
+            let Some((service, tool)) = step.tool.split_once('/') else {
+                return Err(Invalid(format!(
+                    "{field}.tool: {:?} is not SERVICE/TOOL",
+                    step.tool
+                )));
+            };
+            validate_name(service).map_err(|e| Invalid(format!("{field}.tool: {}", e.0)))?;
+            if tool.is_empty()
+                || !tools
+                    .iter()
+                    .any(|p| p.service == service && crate::vocab::glob(&p.glob, tool))
+            {
+                return Err(Invalid(format!(
+                    "{field}.tool: {:?} is not among the tools the server exposes",
+                    step.tool
+                )));
+            }
+            for p in step.arguments.values().filter_map(parameter) {
+                if !self.input.contains_key(p) {
+                    return Err(Invalid(format!(
+                        "{field}.arguments: \"${{{p}}}\" names no parameter of the composite's input"
+                    )));
+                }
+            }
+            if step
+                .timeout_ms
+                .is_some_and(|t| t == 0 || t > MAX_STEP_TIMEOUT_MS)
+            {
+                return Err(Invalid(format!(
+                    "{field}.timeout_ms: 1 to {MAX_STEP_TIMEOUT_MS}"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A tool's new name and description on one virtual server.
@@ -162,6 +326,21 @@ impl Definition {
                 description: rename.description.clone(),
             });
         }
+        if self.composites.len() > MAX_COMPOSITES {
+            return Err(Invalid(format!(
+                "composites: {} of them, at most {MAX_COMPOSITES}",
+                self.composites.len()
+            )));
+        }
+        for (i, composite) in self.composites.iter().enumerate() {
+            composite.check(i, &tools)?;
+            if !taken.insert(composite.name.clone()) {
+                return Err(Invalid(format!(
+                    "composites[{i}].name: {:?} is another tool's name here too",
+                    composite.name
+                )));
+            }
+        }
         Ok(VirtualServer {
             definition: self.clone(),
             view: Arc::new(View {
@@ -207,6 +386,59 @@ mod tests {
         assert!(!allow.tool("user-service", "listUsers"));
         assert!(!allow.tool("files", "read_file"));
         assert!(!allow.prompt("shopping-service", "recommend_for_user"));
+    }
+
+    #[test]
+    fn composites_are_checked_and_their_steps_take_the_parameters() {
+        let server = definition(json!({
+            "name": "crm", "tools": ["user-service/*", "shopping-service/getUserOrders"],
+            "composites": [{"name": "overview", "input": {"userId": {"type": "string"}},
+                "steps": [
+                    {"name": "profile", "tool": "user-service/getUserById",
+                     "arguments": {"id": "${userId}", "verbose": true}, "required": true},
+                    {"name": "orders", "tool": "shopping-service/getUserOrders",
+                     "arguments": {"userId": "${userId}"}, "timeout_ms": 500}
+                ]}]
+        }))
+        .compile()
+        .expect("compiles");
+        let composite = &server.definition.composites[0];
+        assert_eq!(composite.required(), ["userId"]);
+        let input = json!({"userId": "42"})
+            .as_object()
+            .cloned()
+            .expect("object");
+        assert_eq!(
+            serde_json::Value::Object(composite.steps[0].arguments_from(&input)),
+            json!({"id": "42", "verbose": true})
+        );
+        assert_eq!(
+            composite.steps[1].target(),
+            ("shopping-service", "getUserOrders")
+        );
+        let refused = |v: serde_json::Value| definition(v).compile().expect_err("refused").0;
+        let base = |steps: serde_json::Value| {
+            json!({"name": "x", "tools": ["s/*"],
+            "composites": [{"name": "c", "input": {"a": {}}, "steps": steps}]})
+        };
+        assert!(refused(base(json!([]))).contains("steps: 1 to"));
+        assert!(refused(base(json!([{"name": "s", "tool": "other/t"}]))).contains("not among"));
+        assert!(
+            refused(base(
+                json!([{"name": "s", "tool": "s/t", "arguments": {"x": "${b}"}}])
+            ))
+            .contains("names no parameter")
+        );
+        assert!(
+            refused(base(
+                json!([{"name": "s", "tool": "s/t"}, {"name": "s", "tool": "s/u"}])
+            ))
+            .contains("unique")
+        );
+        assert!(
+            refused(base(json!([{"name": "s", "tool": "s/t", "timeout_ms": 0}])))
+                .contains("timeout_ms")
+        );
     }
 
     #[test]

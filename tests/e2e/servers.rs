@@ -458,3 +458,232 @@ fn the_readme_virtual_server_example_loads_and_compiles() {
     );
     assert_eq!(shop.tool_search, Some(gateway::search::Mode::Auto));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composite_runs_its_steps_at_once_and_reports_each_in_its_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    let step = |name: &str, tool: &str, extra: Value| {
+        let mut s = json!({"name": name, "tool": format!("crm/{tool}")});
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            s[k] = v;
+        }
+        s
+    };
+    config.virtual_servers = vec![
+        serde_json::from_value(json!({
+            "name": "desk",
+            "tools": ["crm/*"],
+            "composites": [
+                {"name": "overview", "description": "A customer at a glance.",
+                 "input": {"userId": {"type": "string"}},
+                 "steps": [step("profile", "profile", json!({"arguments": {"id": "${userId}"}, "required": true})),
+                           step("orders", "orders", json!({"arguments": {"userId": "${userId}", "limit": 3}}))]},
+                {"name": "partial",
+                 "steps": [step("profile", "profile", json!({"required": true})),
+                           step("notes", "failNotes", json!({}))]},
+                {"name": "broken",
+                 "steps": [step("profile", "profile", json!({})),
+                           step("core", "failCore", json!({"required": true}))]},
+                {"name": "late",
+                 "steps": [step("profile", "profile", json!({})),
+                           step("stuck", "hangOne", json!({"timeout_ms": 300}))]},
+                {"name": "stalled",
+                 "steps": [step("a", "hangOne", json!({})), step("b", "hangTwo", json!({}))]}
+            ]
+        }))
+        .expect("definition"),
+    ];
+    let gw = start_gateway(config).await;
+    let crm = fixture::Fixture::new(
+        "crm",
+        &[
+            "profile",
+            "orders",
+            "failNotes",
+            "failCore",
+            "hangOne",
+            "hangTwo",
+        ],
+    );
+    let cancelled = Arc::clone(&crm.cancelled);
+    let up = serve_fixture(crm).await;
+    assert_eq!(register(&gw, "crm", &up.mcp_url()).await.0, 201);
+    let call = |name: &str, arguments: Value| {
+        let gw = &gw;
+        let name = name.to_string();
+        async move {
+            rpc_on(
+                gw,
+                "desk",
+                TOKEN,
+                "tools/call",
+                json!({"name": name, "arguments": arguments}),
+            )
+            .await
+        }
+    };
+
+    // Listed with its parameters and an output schema made of its steps'.
+    let listing = rpc_on(&gw, "desk", TOKEN, "tools/list", json!({})).await;
+    let overview = listing["result"]["tools"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "overview"))
+        .cloned()
+        .unwrap_or_else(|| panic!("overview not listed: {listing}"));
+    assert_eq!(overview["inputSchema"]["required"], json!(["userId"]));
+    assert_eq!(
+        overview["outputSchema"]["properties"]["steps"]["required"],
+        json!(["profile", "orders"])
+    );
+    // Not on /mcp.
+    assert!(!tool_names(&gw).await.contains(&"overview".to_string()));
+
+    // Every step succeeds: each result in its place, arguments mapped.
+    let reply = call("overview", json!({"userId": "7"})).await;
+    let steps = &reply["result"]["structuredContent"]["steps"];
+    assert_ne!(reply["result"]["isError"], true, "{reply}");
+    assert_eq!(steps["profile"]["ok"], true, "{reply}");
+    assert_eq!(steps["profile"]["result"]["arguments"], json!({"id": "7"}));
+    assert_eq!(
+        steps["orders"]["result"]["arguments"],
+        json!({"userId": "7", "limit": 3})
+    );
+    // A parameter it needs, missing: said so, nothing called.
+    let reply = call("overview", json!({})).await;
+    assert_eq!(reply["result"]["isError"], true, "{reply}");
+    assert!(
+        reply.to_string().contains("missing argument(s): userId"),
+        "{reply}"
+    );
+    // An optional step fails: a partial result, not an error.
+    let reply = call("partial", json!({})).await;
+    let steps = &reply["result"]["structuredContent"]["steps"];
+    assert_ne!(reply["result"]["isError"], true, "{reply}");
+    assert_eq!(steps["profile"]["ok"], true);
+    assert_eq!(steps["notes"]["ok"], false);
+    assert!(
+        steps["notes"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("failed on purpose")),
+        "{reply}"
+    );
+    // A required step fails: the composite is an error, the rest still reported.
+    let reply = call("broken", json!({})).await;
+    assert_eq!(reply["result"]["isError"], true, "{reply}");
+    assert_eq!(
+        reply["result"]["structuredContent"]["steps"]["profile"]["ok"],
+        true
+    );
+    // A hanging step times out (and is cancelled upstream) while the others return.
+    let reply = call("late", json!({})).await;
+    let steps = &reply["result"]["structuredContent"]["steps"];
+    assert_eq!(steps["profile"]["ok"], true, "{reply}");
+    assert_eq!(steps["stuck"]["error"], "timed out after 300 ms", "{reply}");
+    wait_until(
+        "the timed-out step cancelled upstream",
+        Duration::from_secs(10),
+        || {
+            let cancelled = Arc::clone(&cancelled);
+            async move { cancelled.load(Ordering::SeqCst) >= 1 }
+        },
+    )
+    .await;
+
+    // A client's cancel reaches every step.
+    let before = cancelled.load(Ordering::SeqCst);
+    let client = service_kit::client::connect(
+        &format!("{}/servers/desk/mcp", gw.base()),
+        &service_kit::client::ClientOptions {
+            client_name: "canceller".into(),
+            bearer: Some(TOKEN.into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("session");
+    let handle = client
+        .peer()
+        .send_request_with_option(
+            rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(
+                rmcp::model::CallToolRequestParams::new("stalled"),
+            )),
+            rmcp::service::PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("sent");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handle.cancel(Some("enough".into())).await.expect("cancel");
+    wait_until(
+        "both stalled steps cancelled upstream",
+        Duration::from_secs(10),
+        || {
+            let cancelled = Arc::clone(&cancelled);
+            async move { cancelled.load(Ordering::SeqCst) >= before + 2 }
+        },
+    )
+    .await;
+    let _ = client.cancel().await;
+
+    // Each step is a call of its own in the call log, under the real tool's name.
+    wait_until(
+        "the steps in the call log",
+        Duration::from_secs(10),
+        || async {
+            let logged: Value = http()
+                .get(format!("{}/calls?tool=profile", gw.base()))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .expect("GET /calls")
+                .json()
+                .await
+                .expect("JSON");
+            logged["count"].as_u64().unwrap_or(0) >= 4
+        },
+    )
+    .await;
+    gw.stop().await;
+    up.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stacks_get_customer_overview_gathers_a_customer_from_both_services() {
+    let customers: gateway::servers::Definition =
+        serde_json::from_str(include_str!("../../docs/customers-server.json")).expect("definition");
+    let stack = Stack::start_with(|c| c.virtual_servers = vec![customers]).await;
+    let reply = rpc_on(
+        &stack.gateway,
+        "customers",
+        TOKEN,
+        "tools/call",
+        json!({"name": "getCustomerOverview", "arguments": {"userId": "456"}}),
+    )
+    .await;
+    assert_ne!(reply["result"]["isError"], true, "{reply}");
+    let steps = &reply["result"]["structuredContent"]["steps"];
+    assert_eq!(steps["profile"]["ok"], true, "{reply}");
+    assert!(
+        steps["profile"]["result"]
+            .to_string()
+            .contains("Mateo Martin"),
+        "{reply}"
+    );
+    assert_eq!(steps["orders"]["ok"], true, "{reply}");
+    assert_eq!(steps["recommendations"]["ok"], true, "{reply}");
+    // An unknown customer: the required profile fails, so the overview is an error.
+    let reply = rpc_on(
+        &stack.gateway,
+        "customers",
+        TOKEN,
+        "tools/call",
+        json!({"name": "getCustomerOverview", "arguments": {"userId": "no-such-user"}}),
+    )
+    .await;
+    assert_eq!(reply["result"]["isError"], true, "{reply}");
+    assert_eq!(
+        reply["result"]["structuredContent"]["steps"]["profile"]["ok"],
+        false
+    );
+    stack.stop().await;
+}

@@ -66,7 +66,8 @@ impl Modify for Bearer {
         health::Breaker, Source, ToolView, Stats, HealthBody, Upstreams, ServiceSummary,
         CallView, CallList, Outcome, ToolStats, StatsBody, ResourceMetadata, ImportRequestBody,
         ImportReport, ImportedServer, SkippedEntry, VirtualServerEntry, VirtualServerList,
-        RemovedServer, crate::servers::Definition, crate::servers::Rename
+        RemovedServer, crate::servers::Definition, crate::servers::Rename,
+        crate::servers::Composite, crate::servers::Step
     )),
     modifiers(&Bearer)
 )]
