@@ -33,9 +33,30 @@ pub fn inline(schema: &Map<String, Value>) -> Inlined {
     if !schema.values().any(has_ref) && !schema.get("$ref").is_some_and(Value::is_string) {
         return Inlined::Unchanged;
     }
+    // Identifiers change what a reference means, and copies would repeat them.
+    let whole = Value::Object(schema.clone());
+    for keyword in [
+        "$id",
+        "$anchor",
+        "$dynamicRef",
+        "$dynamicAnchor",
+        "$recursiveRef",
+    ] {
+        if names_keyword(&whole, keyword, true) {
+            return Inlined::Kept(format!(
+                "it uses {keyword}, whose meaning inlining could change"
+            ));
+        }
+    }
+    // Before 2019-09 the keywords beside a `$ref` are ignored; since, they apply too.
+    let siblings_apply = schema
+        .get("$schema")
+        .and_then(Value::as_str)
+        .is_none_or(|s| s.contains("2019-09") || s.contains("2020-12"));
     let defs = Defs {
         defs: schema.get("$defs").and_then(Value::as_object),
         definitions: schema.get("definitions").and_then(Value::as_object),
+        siblings_apply,
     };
     let root: Map<String, Value> = schema
         .iter()
@@ -45,9 +66,9 @@ pub fn inline(schema: &Map<String, Value>) -> Inlined {
     let mut budget = MAX_INLINED_BYTES;
     match resolve(&Value::Object(root), &defs, &mut Vec::new(), &mut budget) {
         Ok(Value::Object(out)) => Inlined::SelfContained(out),
-        Ok(_) => Inlined::Kept(
-            "the schema's reference names something other than an object schema".into(),
-        ),
+        Ok(_) => {
+            Inlined::Kept("its root reference names something other than an object schema".into())
+        }
         Err(why) => Inlined::Kept(why),
     }
 }
@@ -55,6 +76,9 @@ pub fn inline(schema: &Map<String, Value>) -> Inlined {
 struct Defs<'a> {
     defs: Option<&'a Map<String, Value>>,
     definitions: Option<&'a Map<String, Value>>,
+    /// Keywords beside a `$ref` apply (2019-09 and later, and MCP's default 2020-12 when
+    /// no `$schema` says otherwise).
+    siblings_apply: bool,
 }
 
 impl Defs<'_> {
@@ -71,24 +95,44 @@ impl Defs<'_> {
         };
         // JSON Pointer escapes (RFC 6901).
         let name = name.replace("~1", "/").replace("~0", "~");
-        table
+        let target = table
             .and_then(|t| t.get(&name))
-            .ok_or_else(|| format!("reference {reference:?} names no definition"))
+            .ok_or_else(|| format!("reference {reference:?} names no definition"))?;
+        if !target.is_object() && !target.is_boolean() {
+            return Err(format!(
+                "reference {reference:?} names something that is not a schema"
+            ));
+        }
+        Ok(target)
     }
 }
 
+/// Keywords whose values are data, not schemas: never read for references.
+const DATA: [&str; 4] = ["enum", "const", "default", "examples"];
+
 fn has_ref(value: &Value) -> bool {
+    names_keyword(value, "$ref", false)
+}
+
+/// Whether `keyword` is a member (string-valued, unless `anywhere`) somewhere in the
+/// schema positions of `value`.
+fn names_keyword(value: &Value, keyword: &str, anywhere: bool) -> bool {
     match value {
         Value::Object(map) => {
-            map.get("$ref").is_some_and(Value::is_string) || map.values().any(has_ref)
+            map.get(keyword).is_some_and(|v| anywhere || v.is_string())
+                || map
+                    .iter()
+                    .filter(|(k, _)| !DATA.contains(&k.as_str()))
+                    .any(|(_, v)| names_keyword(v, keyword, anywhere))
         }
-        Value::Array(items) => items.iter().any(has_ref),
+        Value::Array(items) => items.iter().any(|v| names_keyword(v, keyword, anywhere)),
         _ => false,
     }
 }
 
 /// `value` with every reference replaced, `stack` the references being expanded (a
-/// repeat is recursion), `budget` the bytes the inlined form may still take.
+/// repeat is recursion), `budget` the bytes the inlined form may still take (every
+/// key, bracket and value is charged, and each expansion before it is made).
 fn resolve(
     value: &Value,
     defs: &Defs<'_>,
@@ -106,39 +150,46 @@ fn resolve(
                 if stack.len() >= MAX_DEPTH {
                     return Err(format!("references nest deeper than {MAX_DEPTH}"));
                 }
+                charge(budget, 16)?;
                 let target = defs.find(reference)?;
                 stack.push(reference.clone());
                 let expanded = resolve(target, defs, stack, budget)?;
                 stack.pop();
-                // Keywords beside `$ref` apply too (2020-12): kept beside the target's
-                // own in an `allOf`, unless there are none.
-                let siblings: Map<String, Value> = map
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != "$ref")
-                    .map(|(k, v)| Ok((k.clone(), resolve(v, defs, stack, budget)?)))
-                    .collect::<Result<_, String>>()?;
+                if !defs.siblings_apply {
+                    return Ok(expanded);
+                }
+                // Keywords beside `$ref` apply too: kept beside the target in an
+                // `allOf`, unless there are none.
+                let mut siblings = Map::new();
+                for (k, v) in map.iter().filter(|(k, _)| k.as_str() != "$ref") {
+                    charge(budget, k.len() + 4)?;
+                    siblings.insert(k.clone(), member(k, v, defs, stack, budget)?);
+                }
                 if siblings.is_empty() {
                     return Ok(expanded);
                 }
-                let mut both = siblings;
-                both.insert("allOf".into(), Value::Array(vec![expanded]));
-                return Ok(Value::Object(both));
+                siblings.insert("allOf".into(), Value::Array(vec![expanded]));
+                return Ok(Value::Object(siblings));
             }
+            charge(budget, 2)?;
             let mut out = Map::new();
             for (k, v) in map {
-                out.insert(k.clone(), resolve(v, defs, stack, budget)?);
+                charge(budget, k.len() + 4)?;
+                out.insert(k.clone(), member(k, v, defs, stack, budget)?);
             }
-            charge(budget, 2 + out.len() * 4)?;
             Ok(Value::Object(out))
         }
-        Value::Array(items) => Ok(Value::Array(
-            items
-                .iter()
-                .map(|v| resolve(v, defs, stack, budget))
-                .collect::<Result<_, _>>()?,
-        )),
-        Value::String(s) => {
-            charge(budget, s.len() + 2)?;
+        Value::Array(items) => {
+            charge(budget, 2 + items.len())?;
+            Ok(Value::Array(
+                items
+                    .iter()
+                    .map(|v| resolve(v, defs, stack, budget))
+                    .collect::<Result<_, _>>()?,
+            ))
+        }
+        Value::String(text) => {
+            charge(budget, text.len() + 2)?;
             Ok(value.clone())
         }
         other => {
@@ -146,6 +197,22 @@ fn resolve(
             Ok(other.clone())
         }
     }
+}
+
+/// A member of a schema object: data keywords as they are (charged whole), the rest
+/// resolved.
+fn member(
+    key: &str,
+    value: &Value,
+    defs: &Defs<'_>,
+    stack: &mut Vec<String>,
+    budget: &mut usize,
+) -> Result<Value, String> {
+    if DATA.contains(&key) {
+        charge(budget, serde_json::to_string(value).map_or(0, |t| t.len()))?;
+        return Ok(value.clone());
+    }
+    resolve(value, defs, stack, budget)
 }
 
 fn charge(budget: &mut usize, bytes: usize) -> Result<(), String> {
@@ -259,5 +326,70 @@ mod tests {
         }
         let bomb = object(json!({"properties": {"x": {"$ref": "#/$defs/l20"}}, "$defs": defs}));
         assert!(matches!(inline(&bomb), Inlined::Kept(w) if w.contains("exceed")));
+        // Arrays and long keys are charged too (each level doubles the copies).
+        let mut defs = Map::new();
+        defs.insert("l0".into(), json!({"anyOf": [true, true, true]}));
+        for i in 1..=30 {
+            let below = format!("#/$defs/l{}", i - 1);
+            defs.insert(
+                format!("l{i}"),
+                json!({"anyOf": [{"$ref": below}, {"$ref": below}]}),
+            );
+        }
+        let arrays = object(json!({"properties": {"x": {"$ref": "#/$defs/l30"}}, "$defs": defs}));
+        assert!(matches!(inline(&arrays), Inlined::Kept(w) if w.contains("exceed")));
+        let key = "k".repeat(60_000);
+        let mut defs = Map::new();
+        defs.insert("l0".into(), json!({"properties": {key: {}}}));
+        for i in 1..=13 {
+            let below = format!("#/$defs/l{}", i - 1);
+            defs.insert(
+                format!("l{i}"),
+                json!({"allOf": [{"$ref": below}, {"$ref": below}]}),
+            );
+        }
+        let keys = object(json!({"properties": {"x": {"$ref": "#/$defs/l13"}}, "$defs": defs}));
+        assert!(matches!(inline(&keys), Inlined::Kept(w) if w.contains("exceed")));
+        // A definition that is not a schema.
+        let data = object(json!({"properties": {"a": {"$ref": "#/$defs/d"}}, "$defs": {"d": [1]}}));
+        assert!(matches!(inline(&data), Inlined::Kept(w) if w.contains("not a schema")));
+    }
+
+    #[test]
+    fn data_identifiers_and_dialects_are_respected() {
+        // A `$ref` inside data is data.
+        let schema = object(json!({
+            "properties": {"a": {"const": {"$ref": "#/$defs/x"}}, "b": {"$ref": "#/$defs/x"}},
+            "$defs": {"x": {"type": "string"}}
+        }));
+        let Inlined::SelfContained(out) = inline(&schema) else {
+            panic!("not inlined")
+        };
+        assert_eq!(
+            out["properties"]["a"],
+            json!({"const": {"$ref": "#/$defs/x"}})
+        );
+        assert_eq!(out["properties"]["b"], json!({"type": "string"}));
+        // Identifiers: kept as written.
+        for keyword in ["$id", "$anchor", "$dynamicRef"] {
+            let schema = object(json!({
+                "properties": {"a": {"$ref": "#/$defs/x"}},
+                "$defs": {"x": {keyword: "x", "type": "string"}}
+            }));
+            assert!(
+                matches!(inline(&schema), Inlined::Kept(w) if w.contains(keyword)),
+                "{keyword}"
+            );
+        }
+        // draft-07: keywords beside `$ref` are ignored, so they are dropped, not added.
+        let draft7 = object(json!({
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "properties": {"a": {"$ref": "#/definitions/x", "minLength": 3}},
+            "definitions": {"x": {"type": "string"}}
+        }));
+        let Inlined::SelfContained(out) = inline(&draft7) else {
+            panic!("not inlined")
+        };
+        assert_eq!(out["properties"]["a"], json!({"type": "string"}));
     }
 }
