@@ -2356,10 +2356,11 @@ async fn in_session(
             && let Some(response) = endpoint.passthrough.resume(&id, last)
         {
             return response;
-        } else if parts.method == Method::DELETE {
-            endpoint.passthrough.end(&id);
         }
     }
+    // A DELETE ends the session once rmcp has ended it (it may refuse, 400 or 405): only
+    // then is it forgotten here (its owner, endpoint and place in the session caps).
+    let deleting = parts.method == Method::DELETE;
     let legacy = match &fast {
         Some(f) => !f.resumable(),
         None => endpoint
@@ -2370,15 +2371,20 @@ async fn in_session(
             .contains_key(id.as_str()),
     };
     let request = Request::from_parts(parts, posted.into_body());
-    if legacy {
-        return into_axum(endpoint.legacy.handle(request).await).await;
+    let response = if legacy {
+        into_axum(endpoint.legacy.handle(request).await).await
+    } else {
+        // Resumable streams: note which stream a POST rides on and when one is resumed.
+        let sessions = &endpoint.sessions;
+        sse_resume::tracked(&endpoint.streams.resumptions, request, |r| async move {
+            into_axum(sessions.handle(r).await).await
+        })
+        .await
+    };
+    if deleting && response.status().is_success() {
+        endpoint.passthrough.end(&id);
     }
-    // Resumable streams: note which stream a POST rides on and when one is resumed.
-    let sessions = &endpoint.sessions;
-    sse_resume::tracked(&endpoint.streams.resumptions, request, |r| async move {
-        into_axum(sessions.handle(r).await).await
-    })
-    .await
+    response
 }
 
 /// The scopes a JSON-RPC method needs beyond a valid token: all of them, or (for

@@ -1242,3 +1242,48 @@ async fn only_the_calls_own_messages_reach_the_client() {
     up.stop().await;
     gw.stop().await;
 }
+
+/// A DELETE that rmcp refuses (an unknown protocol version) once made the gateway forget
+/// the session's owner while the session lived on: another credential could then use it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_delete_leaves_the_session_its_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = gateway_with_roles(&dir, |c| {
+        c.credentials.push(credential("other", &["list", "call"]));
+    })
+    .await;
+    let id = open_session(&gw, TOKEN, json!({})).await;
+    let refused = http()
+        .delete(gw.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("mcp-session-id", &id)
+        .header("mcp-protocol-version", "bogus")
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(!refused.status().is_success(), "{}", refused.status());
+    // Still the owner's: another credential is refused, the owner is served.
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let headers = [
+        ("mcp-session-id", id.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let (status, body) = post_raw(&gw, &credential_token("other"), list, &headers).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("session_owner_mismatch"), "{body}");
+    let (status, body) = post_raw(&gw, TOKEN, list, &headers).await;
+    assert_eq!(status, 200, "{body}");
+    // A DELETE rmcp accepts ends it.
+    let ended = http()
+        .delete(gw.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("mcp-session-id", &id)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(ended.status().is_success(), "{}", ended.status());
+    let (status, _) = post_raw(&gw, TOKEN, list, &headers).await;
+    assert_eq!(status, 404);
+    gw.stop().await;
+}
