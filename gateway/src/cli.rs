@@ -682,14 +682,15 @@ fn servers_table(body: &Value) -> String {
         .into_iter()
         .flatten()
         .map(|s| {
-            let renamed = s["rename"].as_object().map_or(0, |r| r.len());
+            let d = &s["definition"];
+            let renamed = d["rename"].as_object().map_or(0, |r| r.len());
             vec![
                 text(&s["name"]),
                 text(&s["endpoint"]),
-                shorten(&list(&s["tools"]), 50),
+                shorten(&list(&d["tools"]), 50),
                 s["toolCount"].as_u64().unwrap_or(0).to_string(),
                 renamed.to_string(),
-                s["tool_search"].as_str().unwrap_or("default").to_string(),
+                d["tool_search"].as_str().unwrap_or("default").to_string(),
                 if s["configured"] == true {
                     "config"
                 } else {

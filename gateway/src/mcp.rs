@@ -1345,7 +1345,7 @@ impl ServerHandler for GatewayHandler {
                         .iter()
                         .map(|t| match catalog.lookup(&t.name) {
                             Lookup::Found(r) => {
-                                crate::proxy::shown(t, r, allow.as_deref()).into_owned()
+                                crate::proxy::shown(&catalog, t, r, allow.as_deref()).into_owned()
                             }
                             _ => t.clone(),
                         })

@@ -129,13 +129,7 @@ pub fn find(
     match target {
         Target::Tool(name) => {
             // A virtual server's new name for a tool: that tool, by its qualified name.
-            let renamed = allow
-                .and_then(|a| a.view())
-                .and_then(|v| v.renamed(name))
-                .map(|(service, original)| match service {
-                    Some(service) => crate::catalog::qualify(service, original),
-                    None => original.to_string(),
-                });
+            let renamed = allow.and_then(|a| renamed_target(&catalog, a, name));
             let lookup = catalog.lookup(renamed.as_deref().unwrap_or(name));
             let lookup = as_allowed(lookup, allow, tool_visible);
             found("tool", name, lookup).map(planned)
@@ -442,21 +436,57 @@ fn endpoint_of(allow: Option<&Allow>) -> Option<&str> {
     allow.and_then(|a| a.view()).map(|v| v.server.as_str())
 }
 
+/// The tool a virtual server's new name `name` stands for, by its qualified name: the
+/// rename's own service, or the first service of the view's tool patterns that offers
+/// a tool so named. `None` when `name` is no new name, or when another tool the caller
+/// sees already has that name (the rename is then ignored, so a call never reaches a
+/// tool other than the one listed under the name).
+fn renamed_target(catalog: &Catalog, allow: &Allow, name: &str) -> Option<String> {
+    let view = allow.view()?;
+    let (service, original) = view.renamed(name)?;
+    let service = match service {
+        Some(s) => s.to_string(),
+        None => view
+            .tools
+            .iter()
+            .filter(|p| crate::vocab::glob(&p.glob, original))
+            .find(|p| catalog.tools_of(&p.service).any(|(_, o)| o == original))?
+            .service
+            .clone(),
+    };
+    if collides(catalog, allow, name, &service, original) {
+        return None;
+    }
+    Some(crate::catalog::qualify(&service, original))
+}
+
+/// Another tool than `service`'s `original` is listed to the caller as `name`.
+fn collides(catalog: &Catalog, allow: &Allow, name: &str, service: &str, original: &str) -> bool {
+    matches!(catalog.lookup(name), Lookup::Found(r)
+        if tool_visible(allow, r) && !(&*r.service.name == service && &*r.original == original))
+}
+
 /// `tool` (the catalog's, reached by `route`) as the caller's endpoint shows it: under
-/// a virtual server's new name and description, if it gave the tool any.
+/// a virtual server's new name and description, if it gave the tool any (a new name
+/// another visible tool already has is not used).
 pub fn shown<'a>(
+    catalog: &Catalog,
     tool: &'a rmcp::model::Tool,
     route: &Route,
     allow: Option<&Allow>,
 ) -> std::borrow::Cow<'a, rmcp::model::Tool> {
-    let renamed = allow
-        .and_then(|a| a.view())
-        .and_then(|v| v.rename_of(&route.service.name, &route.original));
+    let renamed = allow.and_then(|a| {
+        a.view()
+            .and_then(|v| v.rename_of(&route.service.name, &route.original))
+            .map(|r| (a, r))
+    });
     match renamed {
         None => std::borrow::Cow::Borrowed(tool),
-        Some(r) => {
+        Some((allow, r)) => {
             let mut tool = tool.clone();
-            if let Some(name) = &r.name {
+            if let Some(name) = &r.name
+                && !collides(catalog, allow, name, &route.service.name, &route.original)
+            {
                 tool.name = name.clone().into();
             }
             if let Some(description) = &r.description {
@@ -484,7 +514,7 @@ pub fn search_tools(
             let Lookup::Found(route) = catalog.lookup(&tools.get(i)?.name) else {
                 return None;
             };
-            let tool = shown(tools.get(i)?, route, allow);
+            let tool = shown(catalog, tools.get(i)?, route, allow);
             let name = if crate::search::META.contains(&tool.name.as_ref()) {
                 crate::catalog::qualify(&route.service.name, &route.original)
             } else {
@@ -518,7 +548,7 @@ pub fn describe_tools(
                 .tools_of(&planned.service.name)
                 .find(|(_, original)| *original == &*planned.original)
                 .and_then(|(tool, _)| match catalog.lookup(&tool.name) {
-                    Lookup::Found(route) => Some(shown(tool, route, allow).into_owned()),
+                    Lookup::Found(route) => Some(shown(catalog, tool, route, allow).into_owned()),
                     _ => None,
                 }),
             _ => None,

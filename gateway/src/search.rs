@@ -44,7 +44,7 @@ const DESCRIBED_SERVICES: usize = 20;
 const TOPICS: usize = 5;
 
 /// Whether `tools/list` offers the meta-tools instead of the catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Always the catalog.

@@ -51,7 +51,6 @@ pub struct Definition {
     /// Tool search on this endpoint (`off`, `on`, `auto`, `refuse`); the gateway's
     /// `tool_search` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
     pub tool_search: Option<Mode>,
     /// Tools of its own whose call runs several of its tools at once and returns one
     /// structured result.
@@ -146,9 +145,11 @@ impl Composite {
 
     fn check(&self, index: usize, tools: &[Pattern]) -> Result<(), Invalid> {
         let field = format!("composites[{index}]");
-        if !crate::vocab::valid_tool_name(&self.name) {
+        if !crate::vocab::valid_tool_name(&self.name)
+            || crate::search::META.contains(&self.name.as_str())
+        {
             return Err(Invalid(format!(
-                "{field}.name: {:?} is not a tool name clients accept (^[a-zA-Z0-9_-]{{1,64}}$)",
+                "{field}.name: {:?} is not a tool name clients accept (^[a-zA-Z0-9_-]{{1,64}}$) or is a meta-tool of tool search",
                 self.name
             )));
         }
@@ -299,6 +300,11 @@ impl Definition {
                 )));
             }
             if let Some(name) = &rename.name {
+                if crate::search::META.contains(&name.as_str()) {
+                    return Err(Invalid(format!(
+                        "{field}.name: {name:?} is a meta-tool of tool search"
+                    )));
+                }
                 if !crate::vocab::valid_tool_name(name) {
                     return Err(Invalid(format!(
                         "{field}.name: {name:?} is not a tool name clients accept (^[a-zA-Z0-9_-]{{1,64}}$)"

@@ -278,6 +278,9 @@ impl View {
     }
 }
 
+/// The longest glob a pattern may have.
+pub const MAX_GLOB: usize = 256;
+
 /// `service/glob`: what of `service` a view shows (`*` any run of characters, `?` one).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pattern {
@@ -296,6 +299,11 @@ impl Pattern {
         validate_name(service)?;
         if glob.is_empty() {
             return Err(Invalid(format!("{text:?} names no tool after the '/'")));
+        }
+        if glob.len() > MAX_GLOB {
+            return Err(Invalid(format!(
+                "the glob after the '/' is longer than {MAX_GLOB} bytes"
+            )));
         }
         Ok(Self {
             service: service.to_string(),

@@ -294,7 +294,9 @@ async fn virtual_servers_defined_at_run_time_are_checked_stored_and_announced() 
         c.virtual_servers = vec![shop()];
         let mut only = credential("shop-only", &["list", "call"]);
         only.virtual_servers = Some(vec!["shop".into()]);
-        c.credentials = vec![only];
+        let mut operator = credential("shop-operator", &["list", "call", "operate"]);
+        operator.virtual_servers = Some(vec!["shop".into()]);
+        c.credentials = vec![only, operator];
     })
     .await;
     let gw = &stack.gateway;
@@ -401,6 +403,75 @@ async fn virtual_servers_defined_at_run_time_are_checked_stored_and_announced() 
     assert_eq!(listed["servers"][0]["name"], "people");
     assert_eq!(listed["servers"][1]["configured"], true);
 
+    // A new name another tool of the view already has is not used: the call reaches the
+    // tool listed under the name.
+    let (status, body) = admin(
+        gw,
+        Method::POST,
+        "/virtual-servers",
+        Some(json!({
+            "name": "clash", "tools": ["shopping-service/*"],
+            "rename": {"listCategories": {"name": "getBasket"}}
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let listing = rpc_on(gw, "clash", TOKEN, "tools/list", json!({})).await;
+    let listed = names(&listing);
+    assert_eq!(
+        listed.iter().filter(|n| *n == "getBasket").count(),
+        1,
+        "{listed:?}"
+    );
+    assert!(listed.contains(&"listCategories".to_string()), "{listed:?}");
+    let basket = rpc_on(
+        gw,
+        "clash",
+        TOKEN,
+        "tools/call",
+        json!({"name": "getBasket", "arguments": {"userId": "456"}}),
+    )
+    .await;
+    let categories = rpc_on(
+        gw,
+        "clash",
+        TOKEN,
+        "tools/call",
+        json!({"name": "listCategories", "arguments": {}}),
+    )
+    .await;
+    assert_ne!(basket["result"], categories["result"], "{basket}");
+    // Meta-tools' names are not for renames.
+    let (status, body) = admin(
+        gw,
+        Method::POST,
+        "/virtual-servers",
+        Some(json!({
+            "name": "meta", "tools": ["shopping-service/*"],
+            "rename": {"getBasket": {"name": "search_tools"}}
+        })),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, _) = admin(gw, Method::DELETE, "/virtual-servers/clash", None).await;
+    assert_eq!(status, 200);
+    // A credential limited to virtual servers may not change them, operator or not.
+    let (status, body) = {
+        let resp = http()
+            .post(format!("{}/virtual-servers", gw.base()))
+            .bearer_auth(credential_token("shop-operator"))
+            .json(&json!({"name": "shop2", "tools": ["billing/*"]}))
+            .send()
+            .await
+            .expect("POST");
+        (
+            resp.status().as_u16(),
+            resp.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    };
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "limited_credential", "{body}");
+
     // Stored: back after a restart; removed: gone.
     let store = stack.store();
     let Stack {
@@ -415,7 +486,10 @@ async fn virtual_servers_defined_at_run_time_are_checked_stored_and_announced() 
     let gw = start_gateway(config).await;
     let (status, body) = admin(&gw, Method::GET, "/virtual-servers/people", None).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["tools"], json!(["user-service/getUserById"]));
+    assert_eq!(
+        body["definition"]["tools"],
+        json!(["user-service/getUserById"])
+    );
     let (status, _) = admin(&gw, Method::DELETE, "/virtual-servers/people", None).await;
     assert_eq!(status, 200);
     let (status, _) = admin(&gw, Method::GET, "/virtual-servers/people", None).await;

@@ -728,6 +728,7 @@ fn server_entry(
         })
         .count();
     VirtualServerEntry {
+        name: server.definition.name.clone(),
         endpoint: format!("/servers/{}/mcp", server.definition.name),
         definition: server.definition.clone(),
         configured,
@@ -808,12 +809,17 @@ pub async fn virtual_server(
         (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
         (status = 422, description = "A bad name, pattern or rename, or too many virtual servers", body = ErrorBody),
         (status = 429, description = "Over a rate limit", body = ErrorBody),
+        (status = 500, description = "The definition could not be stored (nothing changed)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn define_virtual_server(
     State(registry): State<Arc<Registry>>,
+    Extension(identity): Extension<Identity>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if let Some(refusal) = limited_to_servers(&identity) {
+        return refusal;
+    }
     let body = match body {
         Ok(b) => b,
         Err(rejected) => return body_refused(rejected),
@@ -862,12 +868,17 @@ pub async fn define_virtual_server(
         (status = 404, description = "No such virtual server", body = ErrorBody),
         (status = 409, description = "Defined in the configuration", body = ErrorBody),
         (status = 429, description = "Over a rate limit", body = ErrorBody),
+        (status = 500, description = "The removal could not be stored (nothing changed)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 pub async fn remove_virtual_server(
     State(registry): State<Arc<Registry>>,
+    Extension(identity): Extension<Identity>,
     name: Result<Path<String>, PathRejection>,
 ) -> Response {
+    if let Some(refusal) = limited_to_servers(&identity) {
+        return refusal;
+    }
     let name = match name {
         Ok(Path(name)) => name,
         Err(e) => return bad_request("path", e.body_text()),
@@ -876,6 +887,25 @@ pub async fn remove_virtual_server(
         Ok(()) => Json(RemovedServer { removed: name }).into_response(),
         Err(e) => server_refusal(e),
     }
+}
+
+/// A credential limited to some virtual servers may not change any (it could widen
+/// its own view).
+fn limited_to_servers(identity: &Identity) -> Option<Response> {
+    identity
+        .allow
+        .as_ref()
+        .filter(|a| !a.endpoint(None))
+        .map(|_| {
+            error(
+                StatusCode::FORBIDDEN,
+                "limited_credential",
+                format!(
+                    "credential \"{}\" is limited to virtual servers and may not define or remove them",
+                    identity.name
+                ),
+            )
+        })
 }
 
 fn server_refusal(e: crate::registry::ServerError) -> Response {

@@ -67,7 +67,7 @@ impl Modify for Bearer {
         CallView, CallList, Outcome, ToolStats, StatsBody, ResourceMetadata, ImportRequestBody,
         ImportReport, ImportedServer, SkippedEntry, VirtualServerEntry, VirtualServerList,
         RemovedServer, crate::servers::Definition, crate::servers::Rename,
-        crate::servers::Composite, crate::servers::Step
+        crate::servers::Composite, crate::servers::Step, crate::search::Mode
     )),
     modifiers(&Bearer)
 )]

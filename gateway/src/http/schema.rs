@@ -256,7 +256,8 @@ pub struct ImportRequestBody {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualServerEntry {
-    #[serde(flatten)]
+    pub name: String,
+    /// As configured or registered.
     pub definition: crate::servers::Definition,
     /// `/servers/{name}/mcp`.
     pub endpoint: String,
