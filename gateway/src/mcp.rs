@@ -1493,8 +1493,8 @@ impl ServerHandler for GatewayHandler {
         self.counted("resources/templates/list", async {
             let catalog = self.registry.catalog();
             let allow = allow_of(&context);
-            let templates = visible(catalog.templates(), allow.as_deref(), |a, (s, _)| {
-                a.service(&s.name)
+            let templates = visible(catalog.templates(), allow.as_deref(), |a, (s, t)| {
+                a.resource(&s.name, &t.uri_template)
             });
             let (items, next) = page(
                 &templates,
@@ -2226,7 +2226,7 @@ fn narrow_listen(registry: &Registry, allow: &Allow, bytes: &[u8]) -> Option<byt
     uris.retain(|uri| {
         uri.as_str()
             .and_then(|u| catalog.subscribe_route(u))
-            .is_some_and(|(service, _)| allow.service(&service.name))
+            .is_some_and(|(service, uri)| allow.resource(&service.name, &uri))
     });
     (uris.len() != before).then(|| serde_json::to_vec(&body).ok().map(Into::into))?
 }

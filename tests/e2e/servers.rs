@@ -183,6 +183,23 @@ async fn a_virtual_server_shows_its_subset_under_its_names_in_both_eras() {
         "{prompts:?}"
     );
 
+    // No resource patterns: no resources, no templates (though its services have both).
+    let resources = rpc_on(gw, "shop", TOKEN, "resources/list", json!({})).await;
+    assert_eq!(resources["result"]["resources"], json!([]), "{resources}");
+    let templates = rpc_on(gw, "shop", TOKEN, "resources/templates/list", json!({})).await;
+    assert_eq!(
+        templates["result"]["resourceTemplates"],
+        json!([]),
+        "{templates}"
+    );
+    let on_mcp = rpc(gw, "resources/templates/list", json!({})).await.1;
+    assert!(
+        on_mcp["result"]["resourceTemplates"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "{on_mcp}"
+    );
+
     // A 2026-07-28 request: the same subset.
     let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                       "io.modelcontextprotocol/clientCapabilities": {},
