@@ -80,7 +80,26 @@ async function showServices() {
   });
   $("#services tbody").replaceChildren(...rows);
   $("#services-empty").hidden = rows.length > 0;
+  await showVirtualServers();
   stamp("#services-updated");
+}
+
+async function showVirtualServers() {
+  const body = await api("/virtual-servers");
+  const rows = body.servers.map((v) => {
+    const d = v.definition;
+    const exposes = [...new Set([...(d.tools || []), ...(d.prompts || []), ...(d.resources || [])])];
+    const composites = (d.composites || []).map((c) => c.name);
+    return el("tr", { "data-virtual-server": v.name },
+      el("td", { class: "name" }, v.name),
+      el("td", {}, el("code", {}, v.endpoint)),
+      el("td", { class: "patterns" }, exposes.join(", ")),
+      el("td", { class: "tool-count" }, String(v.toolCount)),
+      el("td", { class: "composites" }, composites.join(", ") || "-"),
+      el("td", {}, d.tool_search || "default"));
+  });
+  $("#virtual-servers tbody").replaceChildren(...rows);
+  $("#virtual-servers-empty").hidden = rows.length > 0;
 }
 
 async function loadTools() {

@@ -100,6 +100,10 @@ async fn an_operator_watches_and_drives_the_gateway_from_the_dashboard() {
         args: vec!["--stdio".into(), "--revision".into(), "2025".into()],
         ..Default::default()
     }];
+    config.virtual_servers = vec![
+        serde_json::from_str(include_str!("../../docs/customers-server.json"))
+            .expect("the stack's virtual server"),
+    ];
     let gw = start_gateway(config).await;
     let shopping = start_shopping(Some(&gw)).await;
     let mut user = procs::service("user-service", procs::free_port(), gw.addr.port(), true).await;
@@ -130,6 +134,21 @@ async fn an_operator_watches_and_drives_the_gateway_from_the_dashboard() {
         let css = format!("tr[data-service=\"{service}\"] .state");
         wait_text(&c, &css, service, |t| t == "healthy").await;
     }
+    // The virtual servers, with what they expose and their composites.
+    wait_text(
+        &c,
+        "tr[data-virtual-server=\"customers\"] .composites",
+        "the customers virtual server",
+        |t| t == "getCustomerOverview",
+    )
+    .await;
+    wait_text(
+        &c,
+        "tr[data-virtual-server=\"customers\"] .tool-count",
+        "its tools",
+        |t| t.parse::<u32>().is_ok_and(|n| n >= 16),
+    )
+    .await;
     // The stdio server's row shows its process: command, pid, uptime, restarts, memory.
     wait_text(
         &c,
