@@ -458,6 +458,42 @@ async fn virtual_servers_defined_at_run_time_are_checked_stored_and_announced() 
     )
     .await;
     assert_ne!(basket["result"], categories["result"], "{basket}");
+    // A virtual server's own tool search, over its own subset.
+    let (status, body) = admin(
+        gw,
+        Method::POST,
+        "/virtual-servers",
+        Some(json!({
+            "name": "finder", "tools": ["user-service/*"], "tool_search": "on"
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let listing = rpc_on(gw, "finder", TOKEN, "tools/list", json!({})).await;
+    assert_eq!(
+        names(&listing),
+        ["call_tool", "describe_tools", "search_tools"]
+    );
+    let found = rpc_on(
+        gw,
+        "finder",
+        TOKEN,
+        "tools/call",
+        json!({"name": "search_tools", "arguments": {"query": "basket of a user"}}),
+    )
+    .await;
+    let results = found["result"]["structuredContent"]["results"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!results.is_empty(), "{found}");
+    assert!(
+        results.iter().all(|r| r["service"] == "user-service"),
+        "{found}"
+    );
+    // /mcp keeps the gateway's setting (auto, below its threshold): the catalog.
+    assert!(tool_names(gw).await.contains(&"getBasket".to_string()));
+
     // Meta-tools' names are not for renames.
     let (status, body) = admin(
         gw,
