@@ -415,6 +415,11 @@ async fn virtual_servers_defined_at_run_time_are_checked_stored_and_announced() 
     )
     .await;
     assert_eq!(status, 403, "{body}");
+    let services = services(gw).await;
+    assert_eq!(
+        services["virtualServers"][0]["name"], "people",
+        "{services}"
+    );
     let (_, listed) = admin(gw, Method::GET, "/virtual-servers", None).await;
     assert_eq!(listed["count"], 2, "{listed}");
     assert_eq!(listed["servers"][0]["name"], "people");

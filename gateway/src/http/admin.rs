@@ -543,7 +543,7 @@ pub async fn service(
 }
 
 /// `GET|POST /services`: every registered service with URL, state and tools, and its
-/// call statistics (from the call log, when it is on).
+/// call statistics (from the call log, when it is on); and the virtual servers.
 #[utoipa::path(method(get, post), path = "/services", tag = "registry",
     responses(
         (status = 200, description = "Every service", body = ServiceList),
@@ -568,9 +568,15 @@ pub async fn services(State(registry): State<Arc<Registry>>) -> Response {
                 ServiceLine { entry, stats }
             })
             .collect();
+        let virtual_servers = listed
+            .virtual_servers()
+            .iter()
+            .map(|(s, configured)| server_entry(&listed, s, *configured))
+            .collect();
         serde_json::to_vec(&ServiceList {
             count: services.len(),
             services,
+            virtual_servers,
         })
     })
     .await;

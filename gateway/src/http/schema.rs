@@ -119,6 +119,9 @@ pub struct ServiceLine {
 pub struct ServiceList {
     pub count: usize,
     pub services: Vec<ServiceLine>,
+    /// The virtual servers, as `GET /virtual-servers` shows them.
+    #[serde(rename = "virtualServers")]
+    pub virtual_servers: Vec<VirtualServerEntry>,
 }
 
 /// Counts of `/health`.
