@@ -2019,6 +2019,20 @@ pub async fn virtual_entry(
     axum::extract::Path(name): axum::extract::Path<String>,
     mut request: Request,
 ) -> Response {
+    // A credential limited to other virtual servers learns nothing of this name.
+    if let Some(identity) = request.extensions().get::<Identity>()
+        && let Some(allow) = identity.allow.as_deref()
+        && !allow.endpoint(Some(&name))
+    {
+        return crate::refusal::error(
+            StatusCode::FORBIDDEN,
+            "endpoint_not_allowed",
+            format!(
+                "credential \"{}\" may not use the virtual server {name:?}",
+                identity.name
+            ),
+        );
+    }
     let Some(server) = endpoint.registry.virtual_server(&name) else {
         return crate::jsonrpc::error_response(
             StatusCode::NOT_FOUND,

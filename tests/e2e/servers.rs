@@ -287,6 +287,16 @@ async fn a_virtual_server_shows_its_subset_under_its_names_in_both_eras() {
     assert_eq!(body["error"], "endpoint_not_allowed", "{body}");
     let mine = rpc_on(gw, "shop", &only, "tools/list", json!({})).await;
     assert_eq!(names(&mine), listed);
+    // To a credential limited to other virtual servers, an unknown one is refused like
+    // any other (403): it learns nothing of which names exist.
+    let (status, body) = post_to(
+        gw,
+        "/servers/nope/mcp",
+        &only,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
     // An unknown virtual server: 404, a JSON-RPC error.
     let (status, body) = post_to(
         gw,
