@@ -318,7 +318,16 @@ impl GatewayHandler {
                 ))]),
             ));
         }
-        let span = tracing::info_span!(parent: &caller_of(&context).span, "composite", tool = %composite.name);
+        // The composite's own entry in the call log, under its virtual server; its
+        // steps' entries carry the same request id.
+        let caller = caller_of(&context);
+        let ticket = self.registry.observer().start(
+            &caller,
+            &Arc::from(format!("servers/{}", server.definition.name)),
+            &composite.name,
+            || serde_json::to_string(&input).ok(),
+        );
+        let span = tracing::info_span!(parent: &caller.span, "composite", tool = %composite.name);
         let catalog = self.registry.catalog();
         let steps = composite.steps.iter().map(|step| {
             let (service, tool) = step.target();
@@ -364,11 +373,22 @@ impl GatewayHandler {
             entries.insert(step.name.clone(), entry);
         }
         let value = json!({ "steps": entries });
-        Ok(CallToolResponse::Complete(if failed_required {
+        let result = if failed_required {
             rmcp::model::CallToolResult::structured_error(value)
         } else {
             rmcp::model::CallToolResult::structured(value)
-        }))
+        };
+        let (outcome, error) = if failed_required {
+            (
+                Outcome::ToolError,
+                Some("a required step failed".to_string()),
+            )
+        } else {
+            (Outcome::Ok, None)
+        };
+        let recorded = json_text(ticket.wants_result(), &result);
+        ticket.finish(outcome, error, recorded);
+        Ok(CallToolResponse::Complete(result))
     }
 
     /// A `tools/call` of a catalog tool: planned by the policy core (lookup,

@@ -785,6 +785,37 @@ async fn a_composite_runs_its_steps_at_once_and_reports_each_in_its_place() {
         },
     )
     .await;
+    // The composite has its entry too, under its virtual server, and its steps share its
+    // request id.
+    let calls: Value = http()
+        .get(format!("{}/calls?limit=500", gw.base()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET /calls")
+        .json()
+        .await
+        .expect("JSON");
+    let calls = calls["calls"].as_array().cloned().unwrap_or_default();
+    let composite = calls
+        .iter()
+        .find(|c| c["tool"] == "overview")
+        .unwrap_or_else(|| panic!("no overview entry: {calls:?}"));
+    assert_eq!(composite["service"], "servers/desk", "{composite}");
+    assert_eq!(composite["outcome"], "ok", "{composite}");
+    let request = &composite["requestId"];
+    let mut steps: Vec<&str> = calls
+        .iter()
+        .filter(|c| &c["requestId"] == request && c["tool"] != "overview")
+        .filter_map(|c| c["tool"].as_str())
+        .collect();
+    steps.sort_unstable();
+    assert_eq!(steps, ["orders", "profile"], "{calls:?}");
+    let broken = calls
+        .iter()
+        .find(|c| c["tool"] == "broken")
+        .expect("broken");
+    assert_eq!(broken["outcome"], "tool_error", "{broken}");
     gw.stop().await;
     up.stop().await;
 }
