@@ -26,7 +26,7 @@ const MAX_NAME: usize = 64;
 
 /// `tool`'s input and output schemas with their references inlined; what kept one as
 /// written, if anything did.
-fn inline_schemas(tool: &mut Tool) -> Option<String> {
+pub(crate) fn inline_schemas(tool: &mut Tool) -> Option<String> {
     use crate::schema::{Inlined, inline};
     let mut note = None;
     match inline(&tool.input_schema) {

@@ -1373,6 +1373,20 @@ impl ServerHandler for GatewayHandler {
                 ),
                 _ => tools,
             };
+            // Self-contained schemas on a virtual server that asks for them.
+            let tools = match allow.as_deref().and_then(|a| a.view()) {
+                Some(view) if self.registry.inline_on(&view.server) => std::borrow::Cow::Owned(
+                    tools
+                        .iter()
+                        .map(|t| {
+                            let mut t = t.clone();
+                            crate::catalog::inline_schemas(&mut t);
+                            t
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                _ => tools,
+            };
             // A virtual server's composite tools.
             let composites =
                 crate::proxy::composite_tools(&self.registry, &catalog, allow.as_deref());

@@ -847,16 +847,23 @@ impl Registry {
     /// Tool search on the endpoint of the virtual server `server` (its own mode, the
     /// gateway's thresholds), or on `/mcp` (`None`).
     pub fn tool_search_on(&self, server: Option<&str>) -> crate::search::Settings {
-        let mode = server
-            .and_then(|s| self.virtual_server(s))
-            .and_then(|s| s.definition.tool_search);
-        match mode {
-            Some(mode) => crate::search::Settings {
-                mode,
-                ..self.search
-            },
-            None => self.search,
+        let Some(server) = server.and_then(|s| self.virtual_server(s)) else {
+            return self.search;
+        };
+        crate::search::Settings {
+            mode: server.definition.tool_search.unwrap_or(self.search.mode),
+            max_tools: server.definition.max_tools.unwrap_or(self.search.max_tools),
+            ..self.search
         }
+    }
+
+    /// Whether tools' schemas are served inlined on `server`'s endpoint but the catalog
+    /// (built for `/mcp`) does not have them so.
+    pub fn inline_on(&self, server: &str) -> bool {
+        !self.inline_schema_refs
+            && self
+                .virtual_server(server)
+                .is_some_and(|s| s.definition.inline_schema_refs == Some(true))
     }
 
     /// Counts a call in flight until the guard drops.

@@ -52,6 +52,14 @@ pub struct Definition {
     /// `tool_search` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_search: Option<Mode>,
+    /// Tool search's `auto` (and `refuse`) threshold on this endpoint, in tools; the
+    /// gateway's `tool_search_max_tools` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tools: Option<usize>,
+    /// Serve self-contained schemas here (`$ref`s inlined), whatever the gateway's
+    /// `inline_schema_refs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline_schema_refs: Option<bool>,
     /// Tools of its own whose call runs several of its tools at once and returns one
     /// structured result.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -96,15 +96,61 @@ async fn references_are_inlined_for_clients_that_reject_them_and_recursive_ones_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn references_stay_as_written_by_default() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    // A virtual server that asks for self-contained schemas, and whose tool search
+    // engages past one tool.
+    config.virtual_servers = vec![
+        serde_json::from_value(json!({"name": "strict", "tools": ["plain/*"],
+                                      "inline_schema_refs": true}))
+        .expect("definition"),
+        serde_json::from_value(json!({"name": "small", "tools": ["plain/*"],
+                                      "tool_search": "auto", "max_tools": 1}))
+        .expect("definition"),
+    ];
+    let gw = start_gateway(config).await;
     let schema = json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/a"}},
                         "$defs": {"a": {"type": "string"}}});
     let up = serve_fixture(
-        fixture::Fixture::new("plain", &["refs"]).with_schema("refs", schema.clone()),
+        fixture::Fixture::new("plain", &["refs", "other"]).with_schema("refs", schema.clone()),
     )
     .await;
     assert_eq!(register(&gw, "plain", &up.mcp_url()).await.0, 201);
     assert_eq!(listed(&gw, "refs").await["inputSchema"], schema);
+    // On the virtual server that asks for them: inlined.
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let strict: Value = http()
+        .post(format!("{}/servers/strict/mcp", gw.base()))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("JSON");
+    let refs = strict["result"]["tools"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "refs"))
+        .unwrap_or_else(|| panic!("{strict}"));
+    assert_eq!(
+        refs["inputSchema"],
+        json!({"type": "object", "properties": {"a": {"type": "string"}}})
+    );
+    // Its own threshold: two tools are past one, so search mode there, not on /mcp.
+    let small: Value = http()
+        .post(format!("{}/servers/small/mcp", gw.base()))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        small["result"]["tools"][0]["name"], "search_tools",
+        "{small}"
+    );
     gw.stop().await;
     up.stop().await;
 }
