@@ -338,7 +338,8 @@ pub fn is_meta_tool(registry: &Registry, allow: Option<&Allow>, name: &str) -> b
 }
 
 /// The composite tool `name` of the virtual server whose endpoint the caller is on:
-/// the server, and the composite's position in its definition.
+/// the server, and the composite's position in its definition. A composite whose name a
+/// tool the caller sees already has is not there (that tool is).
 pub fn composite(
     registry: &Registry,
     allow: Option<&Allow>,
@@ -350,7 +351,15 @@ pub fn composite(
         .composites
         .iter()
         .position(|c| c.name == name)?;
+    if shadowed(&registry.catalog(), allow?, name) {
+        return None;
+    }
     Some((server, index))
+}
+
+/// A tool of the catalog the caller sees is listed as `name`.
+fn shadowed(catalog: &Catalog, allow: &Allow, name: &str) -> bool {
+    matches!(catalog.lookup(name), Lookup::Found(r) if tool_visible(allow, r))
 }
 
 /// The composite tools of the virtual server whose endpoint the caller is on, as
@@ -368,6 +377,7 @@ pub fn composite_tools(
         .definition
         .composites
         .iter()
+        .filter(|c| !allow.is_some_and(|a| shadowed(catalog, a, &c.name)))
         .filter_map(|c| {
             let steps: serde_json::Map<String, Value> = c
                 .steps

@@ -631,7 +631,8 @@ async fn a_composite_runs_its_steps_at_once_and_reports_each_in_its_place() {
                  "steps": [step("profile", "profile", json!({})),
                            step("stuck", "hangOne", json!({"timeout_ms": 300}))]},
                 {"name": "stalled",
-                 "steps": [step("a", "hangOne", json!({})), step("b", "hangTwo", json!({}))]}
+                 "steps": [step("a", "hangOne", json!({})), step("b", "hangTwo", json!({}))]},
+                {"name": "orders", "steps": [step("p", "profile", json!({}))]}
             ]
         }))
         .expect("definition"),
@@ -680,6 +681,13 @@ async fn a_composite_runs_its_steps_at_once_and_reports_each_in_its_place() {
     );
     // Not on /mcp.
     assert!(!tool_names(&gw).await.contains(&"overview".to_string()));
+    // A composite named like a tool the caller sees is not there: the tool is.
+    assert_eq!(names(&listing).iter().filter(|n| *n == "orders").count(), 1);
+    let reply = call("orders", json!({})).await;
+    assert_eq!(
+        reply["result"]["structuredContent"]["tool"], "orders",
+        "{reply}"
+    );
 
     // Every step succeeds: each result in its place, arguments mapped.
     let reply = call("overview", json!({"userId": "7"})).await;
