@@ -121,6 +121,22 @@ pub struct GatewayHandler {
     rounds: Option<Arc<Rounds>>,
 }
 
+/// The gateway's instructions, with those of each service the caller sees (all, when
+/// `allow` is `None`).
+fn instructions(catalog: &crate::catalog::Catalog, allow: Option<&Allow>) -> String {
+    let mut text = String::from(
+        "MCP federation gateway: the tools, prompts and resources of every registered \
+         service in one place. A name offered by several services is qualified as \
+         <service>__<name>.",
+    );
+    for (service, own) in catalog.instructions() {
+        if allow.is_none_or(|a| a.service(service)) {
+            text.push_str(&format!("\n\n## {service}\n{own}"));
+        }
+    }
+    text
+}
+
 /// What one composite step came to: its result (structured, else its content), or why
 /// it failed.
 fn step_outcome(
@@ -1250,20 +1266,38 @@ impl ServerHandler for GatewayHandler {
                     .collect(),
             );
         }
-        let mut instructions = String::from(
-            "MCP federation gateway: the tools, prompts and resources of every registered \
-             service in one place. A name offered by several services is qualified as \
-             <service>__<name>.",
-        );
-        for (service, text) in catalog.instructions() {
-            instructions.push_str(&format!("\n\n## {service}\n{text}"));
-        }
         InitializeResult::new(caps)
             .with_server_info(Implementation::new(
                 "mcp-gateway",
                 env!("CARGO_PKG_VERSION"),
             ))
-            .with_instructions(instructions)
+            .with_instructions(instructions(&catalog, None))
+    }
+
+    async fn initialize(
+        &self,
+        request: rmcp::model::InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        context.peer.set_peer_info(request.clone());
+        let mut result = self.negotiate_initialize(&request)?;
+        // On a virtual server, only the instructions of the services it shows.
+        let catalog = self.registry.catalog();
+        result.instructions = Some(instructions(&catalog, allow_of(&context).as_deref()));
+        Ok(result)
+    }
+
+    async fn discover(
+        &self,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::DiscoverResult, ErrorData> {
+        let mut info = self.get_info();
+        let catalog = self.registry.catalog();
+        info.instructions = Some(instructions(&catalog, allow_of(&context).as_deref()));
+        Ok(rmcp::model::DiscoverResult::from_server_info(
+            self.supported_protocol_versions().into_owned(),
+            info,
+        ))
     }
 
     async fn get_task(

@@ -397,6 +397,16 @@ async fn virtual_servers_defined_at_run_time_are_checked_stored_and_announced() 
     .await
     .expect("session");
     assert_eq!(client.peer().list_all_tools().await.expect("list").len(), 4);
+    // Its instructions are those of the services it shows.
+    let instructions = client
+        .peer()
+        .peer_info()
+        .and_then(|i| i.instructions.clone())
+        .unwrap_or_default();
+    assert!(
+        instructions.contains("## user-service") && !instructions.contains("## shopping-service"),
+        "{instructions}"
+    );
     let (status, body) = admin(
         gw,
         Method::POST,
