@@ -414,6 +414,11 @@ async fn a_stdio_server_is_spoken_to_in_its_newest_revision_and_each_question_re
         Some("2025-11-25"),
         "{old_service}"
     );
+    // It answered the probe with no revision in common: probed, then started again at
+    // once, which is neither a restart nor an exit to report.
+    let process = &old_service["instances"][0]["process"];
+    assert_eq!(process["restarts"], 0, "{old_service}");
+    assert!(process["lastExit"].is_null(), "{old_service}");
     let deaf_service = service(&gw, "deaf").await;
     assert_eq!(
         revision(&deaf_service).as_deref(),

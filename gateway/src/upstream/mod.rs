@@ -925,6 +925,10 @@ impl Instance {
                 true,
             ),
         };
+        if retry {
+            // Another child follows at once: this one's end is not the last exit.
+            process.quiet(&child);
+        }
         process.kill().await;
         let status = child.wait().await;
         let why = format!("{why} (the process: {status})");

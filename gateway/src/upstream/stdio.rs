@@ -182,6 +182,9 @@ struct ProcessState {
     last_exit: Option<String>,
     /// Whether a child has been started since the last operator start.
     started_once: bool,
+    /// A child stopped on purpose to start another at once (a probe that found no
+    /// revision in common): its end is not the process's last exit.
+    quiet: Option<Arc<Child>>,
 }
 
 /// What `/services` shows of a stdio instance's process.
@@ -312,7 +315,11 @@ impl Process {
     /// Records how the child `child` ended (its task calls this after the reap).
     pub fn exited(&self, child: &Arc<Child>, status: &str) {
         let mut state = self.lock();
-        state.last_exit = Some(status.to_string());
+        if state.quiet.as_ref().is_some_and(|q| Arc::ptr_eq(q, child)) {
+            state.quiet = None;
+        } else {
+            state.last_exit = Some(status.to_string());
+        }
         // By identity, not pid: a reaped child's pid may already be another's.
         if state.child.as_ref().is_some_and(|c| Arc::ptr_eq(c, child)) {
             state.child = None;
@@ -324,6 +331,12 @@ impl Process {
         {
             state.stopping = None;
         }
+    }
+
+    /// `child` is being stopped to start another at once: its end is not recorded as
+    /// the process's last exit.
+    pub fn quiet(&self, child: &Arc<Child>) {
+        self.lock().quiet = Some(Arc::clone(child));
     }
 
     /// Parks the process (an operator's stop): no child starts until [`Self::unpark`].
