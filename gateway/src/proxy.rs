@@ -456,18 +456,26 @@ fn renamed_target(catalog: &Catalog, allow: &Allow, name: &str) -> Option<String
     let (service, original) = view.renamed(name)?;
     let service = match service {
         Some(s) => s.to_string(),
-        None => view
-            .tools
-            .iter()
-            .filter(|p| crate::vocab::glob(&p.glob, original))
-            .find(|p| catalog.tools_of(&p.service).any(|(_, o)| o == original))?
-            .service
-            .clone(),
+        None => first_offering(catalog, view, original)?.to_string(),
     };
     if collides(catalog, allow, name, &service, original) {
         return None;
     }
     Some(crate::catalog::qualify(&service, original))
+}
+
+/// The first service of `view`'s tool patterns that offers a tool named `original`:
+/// the one a rename that names no service renames.
+fn first_offering<'a>(
+    catalog: &Catalog,
+    view: &'a crate::vocab::View,
+    original: &str,
+) -> Option<&'a str> {
+    view.tools
+        .iter()
+        .filter(|p| crate::vocab::glob(&p.glob, original))
+        .find(|p| catalog.tools_of(&p.service).any(|(_, o)| o == original))
+        .map(|p| p.service.as_str())
 }
 
 /// Another tool than `service`'s `original` is listed to the caller as `name`.
@@ -486,9 +494,15 @@ pub fn shown<'a>(
     allow: Option<&Allow>,
 ) -> std::borrow::Cow<'a, rmcp::model::Tool> {
     let renamed = allow.and_then(|a| {
-        a.view()
-            .and_then(|v| v.rename_of(&route.service.name, &route.original))
-            .map(|r| (a, r))
+        let view = a.view()?;
+        let r = view.rename_of(&route.service.name, &route.original)?;
+        // A rename that names no service is of one tool only, the one calls reach.
+        if r.service.is_none()
+            && first_offering(catalog, view, &route.original) != Some(&*route.service.name)
+        {
+            return None;
+        }
+        Some((a, r))
     });
     match renamed {
         None => std::borrow::Cow::Borrowed(tool),

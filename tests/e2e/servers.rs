@@ -878,3 +878,42 @@ async fn the_stacks_get_customer_overview_gathers_a_customer_from_both_services(
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_that_names_no_service_renames_one_tool_the_one_it_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.virtual_servers = vec![
+        serde_json::from_value(json!({"name": "both", "tools": ["alpha/*", "beta/*"],
+                                      "rename": {"getThing": {"name": "thing"}}}))
+        .expect("definition"),
+    ];
+    let gw = start_gateway(config).await;
+    let alpha = start_fixture("alpha", &["getThing"]).await;
+    let beta = start_fixture("beta", &["getThing"]).await;
+    assert_eq!(register(&gw, "alpha", &alpha.mcp_url()).await.0, 201);
+    assert_eq!(register(&gw, "beta", &beta.mcp_url()).await.0, 201);
+    let listing = rpc_on(&gw, "both", TOKEN, "tools/list", json!({})).await;
+    let listed = names(&listing);
+    assert_eq!(
+        listed.iter().filter(|n| *n == "thing").count(),
+        1,
+        "{listed:?}"
+    );
+    assert!(listed.contains(&"beta__getThing".to_string()), "{listed:?}");
+    let reply = rpc_on(
+        &gw,
+        "both",
+        TOKEN,
+        "tools/call",
+        json!({"name": "thing", "arguments": {}}),
+    )
+    .await;
+    assert_eq!(
+        reply["result"]["structuredContent"]["server"], "alpha",
+        "{reply}"
+    );
+    gw.stop().await;
+    alpha.stop().await;
+    beta.stop().await;
+}
