@@ -1387,50 +1387,7 @@ impl ServerHandler for GatewayHandler {
                 result.next_cursor = next;
                 return Ok(result);
             }
-            let tools = visible(
-                catalog.tools(),
-                allow.as_deref(),
-                |a, t| matches!(catalog.lookup(&t.name), Lookup::Found(r) if tool_visible(a, r)),
-            );
-            // A virtual server's new names and descriptions.
-            let tools = match allow.as_deref().and_then(|a| a.view()) {
-                Some(view) if !view.renames.is_empty() => std::borrow::Cow::Owned(
-                    tools
-                        .iter()
-                        .map(|t| match catalog.lookup(&t.name) {
-                            Lookup::Found(r) => {
-                                crate::proxy::shown(&catalog, t, r, allow.as_deref()).into_owned()
-                            }
-                            _ => t.clone(),
-                        })
-                        .collect::<Vec<_>>(),
-                ),
-                _ => tools,
-            };
-            // Self-contained schemas on a virtual server that asks for them.
-            let tools = match allow.as_deref().and_then(|a| a.view()) {
-                Some(view) if self.registry.inline_on(&view.server) => std::borrow::Cow::Owned(
-                    tools
-                        .iter()
-                        .map(|t| {
-                            let mut t = t.clone();
-                            crate::catalog::inline_schemas(&mut t);
-                            t
-                        })
-                        .collect::<Vec<_>>(),
-                ),
-                _ => tools,
-            };
-            // A virtual server's composite tools.
-            let composites =
-                crate::proxy::composite_tools(&self.registry, &catalog, allow.as_deref());
-            let tools = if composites.is_empty() {
-                tools
-            } else {
-                let mut all = tools.into_owned();
-                all.extend(composites);
-                std::borrow::Cow::Owned(all)
-            };
+            let tools = crate::proxy::listed_tools(&self.registry, &catalog, allow.as_deref());
             let (tools, next) = page(
                 &tools,
                 request.and_then(|r| r.cursor).as_deref(),
@@ -2088,18 +2045,8 @@ pub async fn virtual_entry(
     mut request: Request,
 ) -> Response {
     // A credential limited to other virtual servers learns nothing of this name.
-    if let Some(identity) = request.extensions().get::<Identity>()
-        && let Some(allow) = identity.allow.as_deref()
-        && !allow.endpoint(Some(&name))
-    {
-        return crate::refusal::error(
-            StatusCode::FORBIDDEN,
-            "endpoint_not_allowed",
-            format!(
-                "credential \"{}\" may not use the virtual server {name:?}",
-                identity.name
-            ),
-        );
+    if let Some(refusal) = endpoint_refusal(request.extensions().get::<Identity>(), Some(&name)) {
+        return refusal;
     }
     let Some(server) = endpoint.registry.virtual_server(&name) else {
         return crate::jsonrpc::error_response(
@@ -2119,6 +2066,30 @@ pub async fn virtual_entry(
     entry(State(endpoint), request).await
 }
 
+/// 403 when `who` is limited to virtual servers and `server` (`None`: `/mcp`) is not
+/// one of them.
+fn endpoint_refusal(who: Option<&Identity>, server: Option<&str>) -> Option<Response> {
+    let who = who?;
+    if who.allow.as_deref().is_none_or(|a| a.endpoint(server)) {
+        return None;
+    }
+    let message = match server {
+        Some(s) => format!(
+            "credential \"{}\" may not use the virtual server {s:?}",
+            who.name
+        ),
+        None => format!(
+            "credential \"{}\" is limited to virtual servers (/servers/{{name}}/mcp), not /mcp",
+            who.name
+        ),
+    };
+    Some(crate::refusal::error(
+        StatusCode::FORBIDDEN,
+        "endpoint_not_allowed",
+        &message,
+    ))
+}
+
 pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) -> Response {
     let identity = request.extensions().get::<Identity>().cloned();
     let server = request
@@ -2126,17 +2097,8 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         .get::<OnServer>()
         .map(|s| Arc::clone(&s.0));
     // A credential limited to some virtual servers uses their endpoints only.
-    if let Some(allow) = identity.as_ref().and_then(|i| i.allow.as_deref())
-        && !allow.endpoint(server.as_deref())
-    {
-        let name = identity.as_ref().map_or("", |i| &*i.name);
-        let message = match &server {
-            Some(s) => format!("credential \"{name}\" may not use the virtual server {s:?}"),
-            None => format!(
-                "credential \"{name}\" is limited to virtual servers (/servers/{{name}}/mcp), not /mcp"
-            ),
-        };
-        return crate::refusal::error(StatusCode::FORBIDDEN, "endpoint_not_allowed", &message);
+    if let Some(refusal) = endpoint_refusal(identity.as_ref(), server.as_deref()) {
+        return refusal;
     }
     let caller = Caller {
         identity: identity

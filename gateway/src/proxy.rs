@@ -436,6 +436,44 @@ pub fn composite_tools(
         .collect()
 }
 
+/// The catalog's tools as the caller's endpoint lists them: those it may see; on a
+/// virtual server, under their new names and descriptions, with self-contained schemas
+/// if it asks for them, and followed by its composite tools (one copy at most).
+pub fn listed_tools<'a>(
+    registry: &Registry,
+    catalog: &'a Catalog,
+    allow: Option<&Allow>,
+) -> std::borrow::Cow<'a, [rmcp::model::Tool]> {
+    let tools = visible(
+        catalog.tools(),
+        allow,
+        |a, t| matches!(catalog.lookup(&t.name), Lookup::Found(r) if tool_visible(a, r)),
+    );
+    let Some(view) = allow.and_then(|a| a.view()) else {
+        return tools;
+    };
+    let inline = registry.inline_on(&view.server);
+    let composites = composite_tools(registry, catalog, allow);
+    if view.renames.is_empty() && !inline && composites.is_empty() {
+        return tools;
+    }
+    let mut listed: Vec<rmcp::model::Tool> = tools
+        .iter()
+        .map(|t| {
+            let mut t = match catalog.lookup(&t.name) {
+                Lookup::Found(r) => shown(catalog, t, r, allow).into_owned(),
+                _ => t.clone(),
+            };
+            if inline {
+                crate::catalog::inline_schemas(&mut t);
+            }
+            t
+        })
+        .collect();
+    listed.extend(composites);
+    std::borrow::Cow::Owned(listed)
+}
+
 /// A tool only the typed path answers: a meta-tool of tool search, or a composite.
 pub fn typed_only(registry: &Registry, allow: Option<&Allow>, name: &str) -> bool {
     is_meta_tool(registry, allow, name) || composite(registry, allow, name).is_some()
