@@ -34,8 +34,14 @@ pub struct Config {
     /// Accept the well-known default token while listening on a non-loopback address
     /// (otherwise start-up stops: anyone who read the README holds every scope).
     pub insecure_default_token: bool,
-    /// Path of the embedded registration store (SQLite). Created if missing.
+    /// Where registrations live: the path of the embedded SQLite file (created if
+    /// missing), or a PostgreSQL URL (`postgres://user:password@host:5432/db`) shared by
+    /// every replica of a cluster.
     pub store: PathBuf,
+    /// The secret every replica of a cluster shares (at least 16 characters): it
+    /// encrypts upstream credentials and stdio commands at rest in a PostgreSQL store.
+    /// Required with one; unused with the SQLite file.
+    pub cluster_key: Option<Secret>,
     /// Host names accepted in `Host`/`Origin` besides loopback (`*` accepts any).
     #[serde(deserialize_with = "list_or_csv")]
     pub allowed_hosts: Vec<String>,
@@ -105,8 +111,11 @@ pub struct Config {
     /// Export OpenTelemetry traces over OTLP/HTTP (JSON) to this collector
     /// (`http://collector:4318`); off when unset.
     pub otlp_endpoint: Option<String>,
-    /// Record every tool call in the store (`GET /calls`, `GET /stats`).
+    /// Record every tool call (`GET /calls`, `GET /stats`).
     pub call_log: bool,
+    /// The SQLite file the call log is written to; unset: the store's file, or with a
+    /// PostgreSQL store `gateway-calls.db` (the call log is each replica's own).
+    pub call_log_store: Option<PathBuf>,
     /// The call log keeps at most this many calls...
     pub call_log_max_rows: usize,
     /// ...and none older than this, in milliseconds.
@@ -297,6 +306,8 @@ impl Default for Config {
             token: service_kit::DEFAULT_TOKEN.into(),
             insecure_default_token: false,
             store: PathBuf::from("gateway.db"),
+            cluster_key: None,
+            call_log_store: None,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             upstreams: Vec::new(),
@@ -518,6 +529,21 @@ impl Config {
         Ok(config)
     }
 
+    /// The store's PostgreSQL URL, when it is one (else `store` is a SQLite file).
+    pub fn store_url(&self) -> Option<&str> {
+        let s = self.store.to_str()?;
+        (s.starts_with("postgres://") || s.starts_with("postgresql://")).then_some(s)
+    }
+
+    /// The SQLite file the call log is written to (see `call_log_store`).
+    pub fn call_log_file(&self) -> PathBuf {
+        match (&self.call_log_store, self.store_url()) {
+            (Some(path), _) => path.clone(),
+            (None, Some(_)) => PathBuf::from("gateway-calls.db"),
+            (None, None) => self.store.clone(),
+        }
+    }
+
     /// Checks values serde cannot: non-empty token, parseable address, positive timeouts.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.token.trim().is_empty() {
@@ -529,6 +555,20 @@ impl Config {
             .any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(bad("token", "must not contain whitespace"));
+        }
+        if self.store_url().is_some() {
+            match self.cluster_key.as_ref().map(|k| k.expose().trim()) {
+                None | Some("") => {
+                    return Err(bad(
+                        "cluster_key",
+                        "must be set when the store is PostgreSQL: it encrypts upstream credentials in the shared store, and every replica needs the same one (GATEWAY_CLUSTER_KEY)",
+                    ));
+                }
+                Some(key) if key.chars().count() < 16 => {
+                    return Err(bad("cluster_key", "must be at least 16 characters"));
+                }
+                Some(_) => {}
+            }
         }
         match self.listen.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
@@ -854,6 +894,28 @@ impl Config {
     }
 }
 
+/// A secret of the configuration: shown as `[redacted]` by `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself (for the one place that uses it).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// Command-line values that override every other source when present.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Overrides {
@@ -919,6 +981,31 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:3001");
         assert_eq!(c.token, "mcp-token-123");
         c.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn a_postgres_store_needs_a_cluster_key_of_some_length_and_hides_it() {
+        let mut c = Config {
+            store: "postgres://gw:pw@db:5432/gateway".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.store_url(), Some("postgres://gw:pw@db:5432/gateway"));
+        assert_eq!(c.call_log_file(), PathBuf::from("gateway-calls.db"));
+        let e = c.validate().expect_err("no key");
+        assert_eq!(e.key, "cluster_key");
+        assert!(e.to_string().contains("GATEWAY_CLUSTER_KEY"), "{e}");
+        c.cluster_key = Some(Secret::new("short"));
+        assert!(c.validate().expect_err("short").to_string().contains("16"));
+        c.cluster_key = Some(Secret::new("sixteen chars ok!"));
+        c.validate().expect("valid");
+        assert!(
+            !format!("{c:?}").contains("sixteen"),
+            "the key stays out of Debug"
+        );
+        // A file store needs none, and its call log is that file.
+        let file = Config::default();
+        assert_eq!(file.store_url(), None);
+        assert_eq!(file.call_log_file(), file.store);
     }
 
     #[test]

@@ -26,7 +26,10 @@
 //! proxy        the policy core of every proxied request: plan, start, refusals, errors
 //! registry     the set of upstreams, registration, persistence, change events
 //! catalog      the merged, immutable tool table and the naming rule
-//! store        the embedded SQLite registration store
+//! store/       where registrations live: the SQLite file, or PostgreSQL shared by replicas
+//!   postgres     the cluster's store: pool, migrations, NOTIFY/LISTEN, heartbeats
+//!   sqlite       the embedded file (WAL, full fsync), the default
+//!   cipher       secrets sealed at rest with the cluster key (ChaCha20-Poly1305)
 //! config       figment: defaults, TOML, environment, CLI overrides; validation
 //! jwt          JWT verification (HS256, RS256, ES256; JWKS file or URL)
 //! upstream/    backends: services and their instances; sessions, supervisor,
@@ -108,7 +111,7 @@ pub async fn run(
     let upstreams_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
     let sessions_stop = CancellationToken::new();
-    let registry = registry::Registry::start(&config, upstreams_stop.clone())?;
+    let registry = registry::Registry::start(&config, upstreams_stop.clone()).await?;
     let endpoint = mcp::McpEndpoint::new(
         std::sync::Arc::clone(&registry),
         &config,

@@ -24,7 +24,7 @@ use crate::{
     catalog::Catalog,
     config::Config,
     servers::{Definition, VirtualServer},
-    store::{Store, StoredInstance},
+    store::{Store, StoreError, StoredInstance, postgres::Event},
     upstream::{
         self, Instance, Listener, Origin, Service, ServiceView, Source, guard::Refusal,
         secret::UpstreamAuth,
@@ -184,7 +184,7 @@ pub enum ServerError {
     Configured(String),
     NotFound(String),
     TooMany,
-    Store(String),
+    Store(StoreError),
 }
 
 impl std::fmt::Display for ServerError {
@@ -209,10 +209,51 @@ impl std::fmt::Display for ServerError {
     }
 }
 
+/// A replica's view of its cluster (`/health`, `gateway cluster`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterView {
+    /// This replica's id.
+    pub replica: String,
+    /// Whether the store answers (while it does not, calls are served from memory and
+    /// registrations get 503).
+    pub store_available: bool,
+    /// The replicas heard from in the last 10 s, oldest first (read every 2 s).
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// One live replica.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaView {
+    pub id: String,
+    /// The address it listens on, as configured.
+    pub address: String,
+    pub host: String,
+    pub started_at_ms: i64,
+    pub seen_at_ms: i64,
+    /// Whether it is the replica answering.
+    pub current: bool,
+}
+
 pub struct Registry {
     services: Mutex<BTreeMap<String, Arc<Service>>>,
     catalog: ArcSwap<Catalog>,
-    store: Arc<Store>,
+    store: Store,
+    /// What each registered instance's stored row said when it was started (its
+    /// [`StoredInstance::stamp`]), by service and URL: a replica reading the store again
+    /// restarts only the instances whose rows changed.
+    stamps: Mutex<std::collections::HashMap<(String, String), u64>>,
+    /// Service names the configuration defines (the store does not change them).
+    configured_names: std::collections::BTreeSet<String>,
+    /// This process's id in the cluster, and when it started.
+    replica: String,
+    started_ms: i64,
+    /// Whether the store answered the last heartbeat (a PostgreSQL store may be down).
+    store_ready: std::sync::atomic::AtomicBool,
+    /// The live replicas as the last heartbeat read them (`/health` reads this, never
+    /// the store).
+    peers: Mutex<Vec<crate::store::Replica>>,
     options: upstream::Options,
     shutdown: CancellationToken,
     /// Connected client sessions (by the gateway's session number), told about list
@@ -347,15 +388,23 @@ impl Registry {
     /// Opens the store and starts every persisted and configured upstream. Start-up never
     /// waits for a backend: unreachable ones are listed with their last-known tools and
     /// retried in the background.
-    pub fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
-        let store = Arc::new(Store::open(&config.store)?);
+    pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
+        let replica = uuid::Uuid::new_v4().to_string();
+        let store = Store::open(
+            &config.store,
+            config.cluster_key.as_ref().map(|k| k.expose()),
+            &replica,
+        )?;
         let (log, calls, log_writer) = if config.call_log {
             let retention = crate::observe::calllog::Retention {
                 max_rows: config.call_log_max_rows,
                 max_age: Duration::from_millis(config.call_log_max_age_ms),
             };
-            let (tx, log, writer) =
-                crate::observe::calllog::start(&config.store, retention, shutdown.clone())?;
+            let (tx, log, writer) = crate::observe::calllog::start(
+                &config.call_log_file(),
+                retention,
+                shutdown.clone(),
+            )?;
             (Some(tx), Some(log), Some(writer))
         } else {
             (None, None, None)
@@ -363,7 +412,13 @@ impl Registry {
         let registry = Arc::new(Self {
             services: Mutex::new(BTreeMap::new()),
             catalog: ArcSwap::from_pointee(Catalog::default()),
-            store: Arc::clone(&store),
+            store: store.clone(),
+            stamps: Mutex::new(std::collections::HashMap::new()),
+            configured_names: config.upstreams.iter().map(|u| u.name.clone()).collect(),
+            replica,
+            started_ms: now_ms(),
+            store_ready: std::sync::atomic::AtomicBool::new(store.cluster().is_none()),
+            peers: Mutex::new(Vec::new()),
             options: config.upstream_options(),
             shutdown,
             clients: Arc::new(Mutex::new(std::collections::HashMap::new())),
@@ -393,61 +448,7 @@ impl Registry {
                 .map(|d| d.name.clone())
                 .collect(),
         });
-        registry.restore_virtual_servers(config)?;
-        // The configuration wins over the store: a stored registration of a name the
-        // configuration defines is left aside (and said so), not merged.
-        let configured_names: std::collections::BTreeSet<&str> =
-            config.upstreams.iter().map(|u| u.name.as_str()).collect();
-        let mut restored: BTreeMap<String, Vec<StoredInstance>> = BTreeMap::new();
-        for s in store.load()? {
-            if configured_names.contains(s.name.as_str()) {
-                tracing::warn!(service = %s.name, url = %s.url,
-                    "a stored registration is ignored: the configuration defines this service");
-                continue;
-            }
-            // Decisions fail closed: a program taken off allowed_commands since it was
-            // registered does not run again (the registration stays stored).
-            if let Some(command) = &s.command
-                && (!config.allowed_commands.contains(&command.command)
-                    || command.validate().is_err())
-            {
-                tracing::warn!(service = %s.name, command = %command.command,
-                    "a stored stdio server is not started: its program is not in allowed_commands");
-                continue;
-            }
-            restored.entry(s.name.clone()).or_default().push(s);
-        }
-        for (name, stored) in &restored {
-            let timeout = stored
-                .iter()
-                .rev()
-                .find_map(|s| s.call_timeout_ms)
-                .map(Duration::from_millis);
-            let service = Service::new(name, &registry.options, timeout);
-            let instances = stored
-                .iter()
-                .map(|s| {
-                    tracing::info!(service = %name, url = %s.url, tools = s.tools.len(),
-                        "restoring registration from store");
-                    Instance::new(
-                        name,
-                        &s.url,
-                        s.weight,
-                        Origin {
-                            source: Source::Registered,
-                            registered_at_ms: s.registered_at_ms.max(0) as u64,
-                            owner: s.owner.as_deref().map(Arc::from),
-                            auth: s.auth.clone(),
-                            command: s.command.clone(),
-                        },
-                        bounded(name, s.tools.clone(), registry.options.list_bounds.items),
-                        registry.options.clone(),
-                        &registry.shutdown,
-                    )
-                })
-                .collect();
-            registry.add_service(service, instances);
-        }
+        registry.restore_configured_servers(config)?;
         let mut configured: BTreeMap<&str, Vec<&crate::config::UpstreamSpec>> = BTreeMap::new();
         for spec in &config.upstreams {
             configured.entry(spec.name.as_str()).or_default().push(spec);
@@ -491,8 +492,280 @@ impl Registry {
             }
             registry.add_service(service, instances);
         }
+        match store.cluster() {
+            // The file is here: what it holds is served from the first request on.
+            None => registry.sync_all().await?,
+            // The shared store may be down: the replica serves its configured upstreams
+            // and joins the cluster when the store answers.
+            Some(_) => {
+                tokio::spawn(Arc::clone(&registry).join_cluster(config.listen.clone()));
+            }
+        }
         registry.rebuild();
         Ok(registry)
+    }
+
+    /// Reads the store again and applies every service and virtual server it holds:
+    /// at start-up, and whenever a replica may have missed notifications.
+    async fn sync_all(self: &Arc<Self>) -> Result<(), StoreError> {
+        let stored = self.store.load().await?;
+        let servers = self.store.virtual_servers().await?;
+        let _serial = self.register_lock.lock().await;
+        let mut by_name: BTreeMap<String, Vec<StoredInstance>> = BTreeMap::new();
+        for s in stored {
+            by_name.entry(s.name.clone()).or_default().push(s);
+        }
+        let local: Vec<String> = self.lock().keys().cloned().collect();
+        for name in local {
+            by_name.entry(name).or_default();
+        }
+        let mut changed = false;
+        for (name, rows) in by_name {
+            changed |= self.apply_stored(&name, rows);
+        }
+        let servers_changed = self.apply_servers(servers);
+        if changed {
+            self.rebuild();
+        }
+        if servers_changed {
+            self.announce_all();
+        }
+        Ok(())
+    }
+
+    /// Reads service `name` again from the store and applies it (another replica
+    /// changed it).
+    async fn sync_service(self: &Arc<Self>, name: &str) -> Result<(), StoreError> {
+        let rows = self.store.load_service(name).await?;
+        let _serial = self.register_lock.lock().await;
+        if self.apply_stored(name, rows) {
+            self.rebuild();
+        }
+        Ok(())
+    }
+
+    /// Makes service `name`'s registered instances what the store's `rows` say: an
+    /// instance whose row is unchanged keeps running, a new or changed row starts one
+    /// (with the row's last-known tools), an instance without a row is closed. A name
+    /// the configuration defines is the configuration's; a stdio command off
+    /// `allowed_commands` does not start (decisions fail closed; the row stays). Whether
+    /// anything changed. The caller holds the registration lock and rebuilds.
+    fn apply_stored(self: &Arc<Self>, name: &str, rows: Vec<StoredInstance>) -> bool {
+        if self.configured_names.contains(name) {
+            if !rows.is_empty() {
+                tracing::warn!(service = %name,
+                    "a stored registration is ignored: the configuration defines this service");
+            }
+            return false;
+        }
+        let rows: Vec<StoredInstance> = rows
+            .into_iter()
+            .filter(|s| match &s.command {
+                Some(command)
+                    if !self.allowed_commands.contains(&command.command)
+                        || command.validate().is_err() =>
+                {
+                    tracing::warn!(service = %s.name, command = %command.command,
+                        "a stored stdio server is not started: its program is not in allowed_commands");
+                    false
+                }
+                _ => true,
+            })
+            .collect();
+        let existing = self.lock().get(name).cloned();
+        let current = existing.as_ref().map(|s| s.instances()).unwrap_or_default();
+        let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = Vec::with_capacity(rows.len());
+        let mut started = Vec::new();
+        for row in &rows {
+            let stamp = row.stamp();
+            let key = (name.to_string(), row.url.clone());
+            let same = current
+                .iter()
+                .find(|i| *i.url == *row.url && stamps.get(&key) == Some(&stamp));
+            match same {
+                Some(i) => next.push(Arc::clone(i)),
+                None => {
+                    tracing::info!(service = %name, url = %row.url, tools = row.tools.len(),
+                        "starting a registration from the store");
+                    let instance = Instance::new(
+                        name,
+                        &row.url,
+                        row.weight,
+                        Origin {
+                            source: Source::Registered,
+                            registered_at_ms: row.registered_at_ms.max(0) as u64,
+                            owner: row.owner.as_deref().map(Arc::from),
+                            auth: row.auth.clone(),
+                            command: row.command.clone(),
+                        },
+                        bounded(name, row.tools.clone(), self.options.list_bounds.items),
+                        self.options.clone(),
+                        &self.shutdown,
+                    );
+                    stamps.insert(key, stamp);
+                    started.push(Arc::clone(&instance));
+                    next.push(instance);
+                }
+            }
+        }
+        let gone: Vec<Arc<Instance>> = current
+            .iter()
+            .filter(|i| !next.iter().any(|n| Arc::ptr_eq(n, i)))
+            .cloned()
+            .collect();
+        if started.is_empty() && gone.is_empty() {
+            return false;
+        }
+        for i in &gone {
+            if !next.iter().any(|n| n.url == i.url) {
+                stamps.remove(&(name.to_string(), i.url.to_string()));
+            }
+        }
+        drop(stamps);
+        let timeout = rows
+            .iter()
+            .rev()
+            .find_map(|s| s.call_timeout_ms)
+            .map(Duration::from_millis);
+        {
+            let mut services = self.lock();
+            if next.is_empty() {
+                services.remove(name);
+            } else {
+                let service = services
+                    .entry(name.to_string())
+                    .or_insert_with(|| Service::new(name, &self.options, timeout))
+                    .clone();
+                if let Some(t) = timeout {
+                    service.set_call_timeout(t);
+                }
+                service.set_instances(next);
+            }
+        }
+        for i in started {
+            tokio::spawn(i.supervise(self.listener()));
+        }
+        for i in gone {
+            tokio::spawn(async move { i.close().await });
+        }
+        true
+    }
+
+    /// Joins the cluster of a shared store: waits for the store (saying so, and
+    /// retrying, while it is down), reads it, then follows the other replicas' changes
+    /// and heartbeats until shutdown.
+    async fn join_cluster(self: Arc<Self>, listen: String) {
+        let Some(pg) = self.store.cluster().cloned() else {
+            return;
+        };
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match pg.ready().await {
+                Ok(()) => break,
+                Err(e) if e.unavailable() => {
+                    tracing::warn!("{e}; serving the configured upstreams, retrying in {delay:?}");
+                }
+                Err(e) => {
+                    // A wrong key or a newer schema: this replica must not write here.
+                    tracing::error!("{e}; this replica stays out of the cluster");
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        tracing::info!(store = %pg.display(), replica = %self.replica, "joined the cluster's store");
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+        tokio::spawn({
+            let (this, pg) = (Arc::clone(&self), Arc::clone(&pg));
+            async move {
+                let mut said = false;
+                loop {
+                    let beat = match pg.heartbeat(&listen, &host, this.started_ms).await {
+                        Ok(()) => pg.replicas().await,
+                        Err(e) => Err(e),
+                    };
+                    match beat {
+                        Ok(peers) => {
+                            if said {
+                                tracing::info!(store = %pg.display(), "the store answers again");
+                            }
+                            said = false;
+                            this.store_ready.store(true, Ordering::Relaxed);
+                            *this.peers.lock().unwrap_or_else(|p| p.into_inner()) = peers;
+                        }
+                        Err(e) => {
+                            if !said {
+                                tracing::warn!("heartbeat not recorded: {e}");
+                            }
+                            said = true;
+                            this.store_ready.store(false, Ordering::Relaxed);
+                        }
+                    }
+                    tokio::select! {
+                        _ = this.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(crate::store::postgres::HEARTBEAT) => {}
+                    }
+                }
+                pg.leave().await;
+            }
+        });
+        let mut events = pg.listen(self.shutdown.clone());
+        let mut pending_resync = false;
+        loop {
+            let event = if pending_resync {
+                // A read failed (the store went away meanwhile): try again shortly.
+                tokio::select! {
+                    e = events.recv() => e,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => Some(Event::Resync),
+                }
+            } else {
+                events.recv().await
+            };
+            let Some(event) = event else { return };
+            let done = match &event {
+                Event::Resync => self.sync_all().await,
+                Event::Change(crate::store::Change::Service(name)) => self.sync_service(name).await,
+                Event::Change(crate::store::Change::Server(_)) => self.sync_servers().await,
+            };
+            match done {
+                Ok(()) => {
+                    if matches!(event, Event::Resync) {
+                        pending_resync = false;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("applying the cluster's changes: {e}; reading everything again");
+                    pending_resync = true;
+                }
+            }
+        }
+    }
+
+    /// This replica's id and the live replicas of its cluster, as the last heartbeat
+    /// read them (`None` with a SQLite store).
+    pub fn cluster(&self) -> Option<ClusterView> {
+        self.store.cluster()?;
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Some(ClusterView {
+            replica: self.replica.clone(),
+            store_available: self.store_ready.load(Ordering::Relaxed),
+            replicas: peers
+                .into_iter()
+                .map(|r| ReplicaView {
+                    current: r.id == self.replica,
+                    id: r.id,
+                    address: r.address,
+                    host: r.host,
+                    started_at_ms: r.started_ms,
+                    seen_at_ms: r.seen_ms,
+                })
+                .collect(),
+        })
     }
 
     fn listener(self: &Arc<Self>) -> Arc<dyn Listener> {
@@ -521,14 +794,14 @@ impl Registry {
             return;
         }
         if instance.source == Source::Registered {
-            let store = Arc::clone(&self.store);
+            let store = self.store.clone();
             let (name, url, tools) = (
                 service.to_string(),
                 instance.url.to_string(),
                 instance.tools(),
             );
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = store.update_tools(&name, &url, &tools) {
+            tokio::spawn(async move {
+                if let Err(e) = store.update_tools(&name, &url, &tools).await {
                     tracing::warn!("{e}");
                 }
             });
@@ -721,9 +994,9 @@ impl Registry {
         &self.limits
     }
 
-    /// The configured virtual servers, then the stored ones the configuration does not
-    /// define (one that no longer compiles is left aside, and said so).
-    fn restore_virtual_servers(&self, config: &Config) -> anyhow::Result<()> {
+    /// The configured virtual servers (a definition that does not compile stops
+    /// start-up).
+    fn restore_configured_servers(&self, config: &Config) -> anyhow::Result<()> {
         let mut servers = self.servers_mut();
         for definition in &config.virtual_servers {
             let server = definition
@@ -731,7 +1004,15 @@ impl Registry {
                 .map_err(|e| anyhow::anyhow!("virtual server {}: {}", definition.name, e.0))?;
             servers.insert(definition.name.clone(), Arc::new(server));
         }
-        for (name, text) in self.store.virtual_servers()? {
+        Ok(())
+    }
+
+    /// Makes the run-time virtual servers what the store holds (the configured ones stay;
+    /// a stored one that no longer compiles is left aside, and said so); whether any
+    /// changed.
+    fn apply_servers(&self, stored: Vec<(String, String)>) -> bool {
+        let mut wanted: BTreeMap<String, VirtualServer> = BTreeMap::new();
+        for (name, text) in stored {
             if self.configured_servers.contains(&name) {
                 tracing::warn!(server = %name,
                     "a stored virtual server is ignored: the configuration defines it");
@@ -742,12 +1023,37 @@ impl Registry {
                 .and_then(|d| d.compile().map_err(|e| e.0));
             match compiled {
                 Ok(server) => {
-                    servers.insert(name, Arc::new(server));
+                    wanted.insert(name, server);
                 }
                 Err(why) => {
                     tracing::warn!(server = %name, "a stored virtual server is left aside: {why}")
                 }
             }
+        }
+        let mut servers = self.servers_mut();
+        let before = servers.len();
+        servers.retain(|name, s| {
+            self.configured_servers.contains(name)
+                || wanted
+                    .get(name)
+                    .is_some_and(|w| w.definition == s.definition)
+        });
+        let mut changed = servers.len() != before;
+        for (name, server) in wanted {
+            if let std::collections::btree_map::Entry::Vacant(e) = servers.entry(name) {
+                e.insert(Arc::new(server));
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Reads the virtual servers again (another replica changed one).
+    async fn sync_servers(&self) -> Result<(), StoreError> {
+        let stored = self.store.virtual_servers().await?;
+        let _serial = self.register_lock.lock().await;
+        if self.apply_servers(stored) {
+            self.announce_all();
         }
         Ok(())
     }
@@ -782,7 +1088,7 @@ impl Registry {
 
     /// Defines (or redefines) a virtual server at run time, stored before it is live:
     /// whether it is new. Its clients hear that every list changed.
-    pub fn define_virtual_server(&self, definition: Definition) -> Result<bool, ServerError> {
+    pub async fn define_virtual_server(&self, definition: Definition) -> Result<bool, ServerError> {
         let server = definition
             .compile()
             .map_err(|e| ServerError::Invalid(e.0))?;
@@ -790,39 +1096,35 @@ impl Registry {
         if self.configured_servers.contains(&name) {
             return Err(ServerError::Configured(name));
         }
-        let created = {
-            let mut servers = self.servers_mut();
-            let created = !servers.contains_key(&name);
-            if created && servers.len() >= crate::servers::MAX_SERVERS {
-                return Err(ServerError::TooMany);
-            }
-            let text = serde_json::to_string(&definition)
-                .map_err(|e| ServerError::Store(e.to_string()))?;
-            self.store
-                .put_virtual_server(&name, &text)
-                .map_err(|e| ServerError::Store(e.to_string()))?;
-            servers.insert(name, Arc::new(server));
-            created
-        };
+        let _serial = self.register_lock.lock().await;
+        let created = !self.servers().contains_key(&name);
+        if created && self.servers().len() >= crate::servers::MAX_SERVERS {
+            return Err(ServerError::TooMany);
+        }
+        let text = serde_json::to_string(&definition).expect("a definition serializes");
+        self.store
+            .put_virtual_server(&name, &text)
+            .await
+            .map_err(ServerError::Store)?;
+        self.servers_mut().insert(name, Arc::new(server));
         self.announce_all();
         Ok(created)
     }
 
     /// Removes a run-time virtual server (stored first).
-    pub fn remove_virtual_server(&self, name: &str) -> Result<(), ServerError> {
+    pub async fn remove_virtual_server(&self, name: &str) -> Result<(), ServerError> {
         if self.configured_servers.contains(name) {
             return Err(ServerError::Configured(name.to_string()));
         }
-        {
-            let mut servers = self.servers_mut();
-            if !servers.contains_key(name) {
-                return Err(ServerError::NotFound(name.to_string()));
-            }
-            self.store
-                .remove_virtual_server(name)
-                .map_err(|e| ServerError::Store(e.to_string()))?;
-            servers.remove(name);
+        let _serial = self.register_lock.lock().await;
+        if !self.servers().contains_key(name) {
+            return Err(ServerError::NotFound(name.to_string()));
         }
+        self.store
+            .remove_virtual_server(name)
+            .await
+            .map_err(ServerError::Store)?;
+        self.servers_mut().remove(name);
         self.announce_all();
         Ok(())
     }
@@ -1018,23 +1320,17 @@ impl Registry {
             auth: reg.auth,
             command: reg.command.clone(),
         };
-        let store = Arc::clone(&self.store);
         let replace = reg.replace;
-        let saved = tokio::task::spawn_blocking(move || {
-            store.upsert(&stored, replace)?;
-            store.release(&stored.name)
-        })
-        .await;
-        match saved {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                instance.close().await;
-                return Err(e.into());
+        if let Err(e) = self.store.register(&stored, replace).await {
+            instance.close().await;
+            return Err(e.into());
+        }
+        {
+            let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+            if replace {
+                stamps.retain(|(n, _), _| *n != reg.name);
             }
-            Err(e) => {
-                instance.close().await;
-                return Err(RegisterError::Internal(format!("store task failed: {e}")));
-            }
+            stamps.insert((reg.name.clone(), url.clone()), stored.stamp());
         }
         let (service, new_service, removed, refreshed) = {
             let mut services = self.lock();
@@ -1162,10 +1458,9 @@ impl Registry {
         if self.lock().contains_key(name) {
             return Ok(None);
         }
-        let (store, name) = (Arc::clone(&self.store), name.to_string());
-        tokio::task::spawn_blocking(move || store.reservation(&name, now_ms()))
+        self.store
+            .reservation(name, now_ms())
             .await
-            .map_err(|e| RegisterError::Internal(format!("store task failed: {e}")))?
             .map_err(RegisterError::from)
     }
 
@@ -1268,24 +1563,18 @@ impl Registry {
         if kept.is_empty() {
             // The whole service goes: its name stays reserved for its owner a while, so
             // nobody else claims it while the service restarts.
-            let store = Arc::clone(&self.store);
-            let n = name.to_string();
-            let owner = gone
-                .iter()
-                .find_map(|i| i.owner.as_deref().map(String::from));
+            let owner = gone.iter().find_map(|i| i.owner.as_deref());
             let until = now_ms().saturating_add(self.reservation_ms);
-            tokio::task::spawn_blocking(move || {
-                store.remove_reserving(&n, owner.as_deref(), until)
-            })
-            .await
-            .map_err(|e| UnregisterError::Internal(format!("store task failed: {e}")))??;
+            self.store.remove_reserving(name, owner, until).await?;
         } else {
             for i in gone.iter().filter(|i| i.source == Source::Registered) {
-                let store = Arc::clone(&self.store);
-                let (n, u) = (name.to_string(), i.url.to_string());
-                tokio::task::spawn_blocking(move || store.remove(&n, Some(&u)))
-                    .await
-                    .map_err(|e| UnregisterError::Internal(format!("store task failed: {e}")))??;
+                self.store.remove(name, &i.url).await?;
+            }
+        }
+        {
+            let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+            for i in &gone {
+                stamps.remove(&(name.to_string(), i.url.to_string()));
             }
         }
         {

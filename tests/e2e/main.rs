@@ -9,6 +9,7 @@ mod attacks;
 mod auth;
 mod bridge;
 mod cli;
+mod cluster;
 mod compose;
 mod dashboard;
 mod definitions;

@@ -5,6 +5,7 @@
 
 pub mod fixture;
 pub mod hostile;
+pub mod postgres;
 pub mod procs;
 
 use std::{

@@ -161,6 +161,15 @@ fn register_refusal(refused: RegisterError) -> (StatusCode, &'static str, String
             "upstream_unreachable",
             e.to_string(),
         ),
+        RegisterError::Store(e) if e.unavailable() => {
+            tracing::warn!("{e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the registration store is unavailable; nothing was changed: retry later"
+                    .to_string(),
+            )
+        }
         e @ RegisterError::Store(_) => {
             tracing::error!("{e}");
             (
@@ -401,6 +410,14 @@ async fn unregister_reply(
         }
         Err(UnregisterError::NotOwner(why)) => error(StatusCode::FORBIDDEN, "not_owner", why),
         Err(UnregisterError::Configured(why)) => error(StatusCode::CONFLICT, "configured", why),
+        Err(UnregisterError::Store(e)) if e.unavailable() => {
+            tracing::warn!("{e}");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the registration store is unavailable; nothing was changed: retry later",
+            )
+        }
         Err(e) => {
             tracing::error!("{e}");
             error(
@@ -713,6 +730,7 @@ pub async fn health(State(registry): State<Arc<Registry>>) -> Response {
         },
         tools: registry.catalog().tools().len(),
         services,
+        cluster: registry.cluster(),
     })
     .into_response()
 }
@@ -841,7 +859,7 @@ pub async fn define_virtual_server(
         }
     };
     let name = definition.name.clone();
-    match registry.define_virtual_server(definition) {
+    match registry.define_virtual_server(definition).await {
         Ok(created) => {
             let status = if created {
                 StatusCode::CREATED
@@ -889,7 +907,7 @@ pub async fn remove_virtual_server(
         Ok(Path(name)) => name,
         Err(e) => return bad_request("path", e.body_text()),
     };
-    match registry.remove_virtual_server(&name) {
+    match registry.remove_virtual_server(&name).await {
         Ok(()) => Json(RemovedServer { removed: name }).into_response(),
         Err(e) => server_refusal(e),
     }
@@ -921,6 +939,10 @@ fn server_refusal(e: crate::registry::ServerError) -> Response {
         ServerError::TooMany => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_servers"),
         ServerError::Configured(_) => (StatusCode::CONFLICT, "configured"),
         ServerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        ServerError::Store(why) if why.unavailable() => {
+            tracing::warn!("virtual server not saved: {why}");
+            (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+        }
         ServerError::Store(why) => {
             tracing::error!("virtual server not saved: {why}");
             (StatusCode::INTERNAL_SERVER_ERROR, "store_failed")

@@ -144,6 +144,9 @@ pub struct HealthBody {
     pub services: Vec<ServiceSummary>,
     /// Tools in the merged table.
     pub tools: usize,
+    /// With a PostgreSQL store: this replica and the cluster's live replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::registry::ClusterView>,
 }
 
 /// One call of the call log.

@@ -3,8 +3,7 @@
 //! a half-written record. It stores what was registered and the last-known tool
 //! definitions, which the gateway keeps listing while a service is down.
 //!
-//! Only the registry talks to the store. Calls are synchronous and short; async callers
-//! run them on the blocking pool.
+//! Calls are synchronous and short; `Store` runs them on the blocking pool.
 //!
 //! Invariant: an acknowledged registration is on disk (WAL, `synchronous=FULL`) before
 //! it is acknowledged.
@@ -14,52 +13,14 @@ use std::{path::Path, sync::Mutex};
 use rmcp::model::Tool;
 use rusqlite::{Connection, params};
 
-use crate::upstream::{secret::UpstreamAuth, stdio::Command};
+use super::{StoreError, StoredInstance};
 
-/// One persisted registration: an instance of a service.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredInstance {
-    pub name: String,
-    pub url: String,
-    pub weight: u32,
-    /// Per-service call deadline given at registration, if any.
-    pub call_timeout_ms: Option<u64>,
-    /// Last tool definitions read from the instance, exactly as it sent them.
-    pub tools: Vec<Tool>,
-    /// Unix time (ms) of the registration.
-    pub registered_at_ms: i64,
-    /// The identity that registered it (`None` in stores from before owners).
-    pub owner: Option<String>,
-    /// The gateway's credential towards the instance.
-    pub auth: Option<UpstreamAuth>,
-    /// A stdio server's command (its env may hold secrets, like `auth`).
-    pub command: Option<Command>,
-}
-
-/// Errors of the store; the message names the file and the operation.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("registration store {path}: {source}")]
-    Sqlite {
-        path: String,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("registration store {path}: stored tools of {name:?} are unreadable: {source}")]
-    Corrupt {
-        path: String,
-        name: String,
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-pub struct Store {
+pub struct Sqlite {
     path: String,
     conn: Mutex<Connection>,
 }
 
-impl Store {
+impl Sqlite {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let display = path.display().to_string();
@@ -377,6 +338,7 @@ fn restrict_permissions(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::secret::UpstreamAuth;
 
     fn tool(name: &str) -> Tool {
         serde_json::from_value(serde_json::json!({
@@ -406,7 +368,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("gw.db");
         {
-            let store = Store::open(&path).expect("open");
+            let store = Sqlite::open(&path).expect("open");
             store
                 .upsert(&instance("a", "http://h:1/mcp", "t1", 1), false)
                 .expect("insert");
@@ -421,7 +383,7 @@ mod tests {
             slow.weight = 3;
             store.upsert(&slow, false).expect("b");
         }
-        let store = Store::open(&path).expect("reopen");
+        let store = Sqlite::open(&path).expect("reopen");
         let all = store.load().expect("load");
         assert_eq!(all.len(), 3);
         assert_eq!(all[0].tools, vec![tool("t2")]);
@@ -452,7 +414,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("gw.db");
-        let store = Store::open(&path).expect("open");
+        let store = Sqlite::open(&path).expect("open");
         let mut i = instance("a", "http://h:1/mcp", "t", 1);
         i.auth = Some(UpstreamAuth::bearer("upstream-secret"));
         store.upsert(&i, false).expect("insert");
@@ -479,7 +441,7 @@ mod tests {
             )
             .expect("old schema");
         }
-        let store = Store::open(&path).expect("upgrade");
+        let store = Sqlite::open(&path).expect("upgrade");
         let all = store.load().expect("load");
         assert_eq!(
             (all[0].owner.as_deref(), all[0].auth.as_ref()),
@@ -490,7 +452,7 @@ mod tests {
         i.auth = Some(UpstreamAuth::bearer("tok-1"));
         store.upsert(&i, false).expect("insert");
         drop(store);
-        let all = Store::open(&path).expect("reopen").load().expect("load");
+        let all = Sqlite::open(&path).expect("reopen").load().expect("load");
         let new = all.iter().find(|i| i.name == "new").expect("new");
         assert_eq!(new.owner.as_deref(), Some("ci-bot"));
         assert_eq!(new.auth, Some(UpstreamAuth::bearer("tok-1")));

@@ -1,0 +1,392 @@
+//! Replicas on one PostgreSQL store (#15): a change made on one replica is live on the
+//! others (and their clients hear `list_changed`); secrets are sealed at rest; a store
+//! outage keeps calls serving, refuses registrations with 503 and loses nothing; a
+//! replica started while the store is down joins when it is back; a replica with
+//! another cluster's key stays out. A real PostgreSQL, started by the test.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use crate::support::{postgres::Postgres, *};
+
+const KEY: &str = "a test cluster key, 32 chars ok";
+
+fn replica_config(url: &str, dir: &std::path::Path, n: usize) -> gateway::Config {
+    gateway::Config {
+        cluster_key: Some(gateway::config::Secret::new(KEY)),
+        call_log_store: Some(dir.join(format!("calls-{n}.db"))),
+        ..gateway_config(std::path::Path::new(url))
+    }
+}
+
+async fn health(gw: &impl Target) -> Value {
+    http()
+        .get(format!("{}/health", gw.base_url()))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("health JSON")
+}
+
+async fn live_replicas(gw: &impl Target) -> usize {
+    health(gw).await["cluster"]["replicas"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// `/services` as the set of (service, instance URL, weight) it lists.
+async fn instances(gw: &impl Target) -> Vec<(String, String, u64)> {
+    let mut out: Vec<(String, String, u64)> = services(gw).await["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .flat_map(|s| {
+            s["instances"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| {
+                    (
+                        s["name"].as_str().unwrap_or_default().to_string(),
+                        i["url"].as_str().unwrap_or_default().to_string(),
+                        i["weight"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A 2025-era session client that counts `tools/list_changed`.
+#[derive(Clone, Default)]
+struct Counting(Arc<AtomicUsize>);
+
+impl rmcp::ClientHandler for Counting {
+    async fn on_tool_list_changed(
+        &self,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_replica_is_live_on_every_replica() {
+    let pg = Postgres::start();
+    let url = pg.database("changes");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gws = Vec::new();
+    for n in 0..3 {
+        gws.push(start_gateway(replica_config(&url, dir.path(), n)).await);
+    }
+    for gw in &gws {
+        wait_until(
+            "every replica to see three",
+            Duration::from_secs(15),
+            || async { live_replicas(gw).await == 3 },
+        )
+        .await;
+    }
+    let h = health(&gws[1]).await;
+    assert_eq!(h["cluster"]["storeAvailable"], true, "{h}");
+    let current: Vec<&Value> = h["cluster"]["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .filter(|r| r["current"] == true)
+        .collect();
+    assert_eq!(current.len(), 1, "{h}");
+    assert_eq!(current[0]["id"], h["cluster"]["replica"], "{h}");
+
+    // A client of replica 2 hears that the tools changed when replica 0 registers.
+    let counting = Counting::default();
+    let heard = Arc::clone(&counting.0);
+    let client = service_kit::client::connect_with(
+        &gws[2].mcp_url(),
+        &service_kit::client::ClientOptions {
+            client_name: "watcher".into(),
+            bearer: Some(TOKEN.into()),
+            ..Default::default()
+        },
+        counting,
+    )
+    .await
+    .expect("session");
+
+    let fixture = start_fixture("weather", &["forecast"]).await;
+    let (status, body) = register_with(
+        &gws[0],
+        json!({"name": "weather", "url": fixture.mcp_url(),
+               "auth": {"bearer": "upstream-secret-123"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let registered = Instant::now();
+    for gw in &gws[1..] {
+        wait_until(
+            "the registration on every replica",
+            Duration::from_secs(5),
+            || async { tool_names(gw).await.contains(&"forecast".to_string()) },
+        )
+        .await;
+    }
+    println!(
+        "registration visible on both other replicas after {:?}",
+        registered.elapsed()
+    );
+    let r = call(&gws[2], "forecast", json!({"id": "1"})).await;
+    assert_eq!(r["result"]["structuredContent"]["server"], "weather", "{r}");
+    wait_until(
+        "replica 2's client to hear list_changed",
+        Duration::from_secs(5),
+        || async { heard.load(Ordering::SeqCst) >= 1 },
+    )
+    .await;
+    // /services is the same on every replica.
+    let seen = instances(&gws[0]).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    for gw in &gws[1..] {
+        assert_eq!(instances(gw).await, seen);
+    }
+
+    // Secrets are sealed at rest: the credential is not in the store's row.
+    let auth = pg.sql(
+        "changes",
+        "SELECT auth FROM instances WHERE name = 'weather'",
+    );
+    assert!(auth.starts_with("v1."), "{auth}");
+    assert!(!auth.contains("upstream-secret"), "{auth}");
+
+    // A refresh on replica 1 (another weight) reaches replica 0 and 2.
+    let (status, body) = register_with(
+        &gws[1],
+        json!({"name": "weather", "url": fixture.mcp_url(), "weight": 3,
+               "auth": {"bearer": "upstream-secret-123"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for gw in [&gws[0], &gws[2]] {
+        wait_until(
+            "the refresh on every replica",
+            Duration::from_secs(5),
+            || async { instances(gw).await.first().map(|i| i.2) == Some(3) },
+        )
+        .await;
+    }
+    // The refreshed instance still carries its credential on the other replicas (the
+    // fixture answers whatever it is given; the call must still work).
+    let r = call(&gws[0], "forecast", json!({"id": "2"})).await;
+    assert_eq!(r["result"]["structuredContent"]["server"], "weather", "{r}");
+
+    // A virtual server defined on replica 2 is served by replica 0.
+    let resp = http()
+        .post(format!("{}/virtual-servers", gws[2].base()))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "sky", "tools": ["weather/*"]}))
+        .send()
+        .await
+        .expect("define");
+    assert_eq!(
+        resp.status().as_u16(),
+        201,
+        "{}",
+        resp.text().await.unwrap_or_default()
+    );
+    wait_until(
+        "the virtual server on replica 0",
+        Duration::from_secs(5),
+        || async {
+            http()
+                .get(format!("{}/virtual-servers/sky", gws[0].base()))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().as_u16() == 200)
+        },
+    )
+    .await;
+
+    // An unregistration on replica 2 removes it everywhere.
+    let resp = http()
+        .delete(format!("{}/services/weather", gws[2].base()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("unregister");
+    assert_eq!(resp.status().as_u16(), 200);
+    for gw in &gws[..2] {
+        wait_until(
+            "the unregistration on every replica",
+            Duration::from_secs(5),
+            || async { !tool_names(gw).await.contains(&"forecast".to_string()) },
+        )
+        .await;
+    }
+
+    // A replica that stops leaves the list of live replicas.
+    let last = gws.pop().expect("three");
+    drop(client);
+    last.stop().await;
+    wait_until("two live replicas", Duration::from_secs(15), || async {
+        live_replicas(&gws[0]).await == 2
+    })
+    .await;
+    for gw in gws {
+        gw.stop().await;
+    }
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_keeps_calls_serving_refuses_registrations_and_loses_nothing() {
+    let pg = Postgres::start();
+    let url = pg.database("outage");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = start_gateway(replica_config(&url, dir.path(), 0)).await;
+    let b = start_gateway(replica_config(&url, dir.path(), 1)).await;
+    wait_until("two replicas", Duration::from_secs(15), || async {
+        live_replicas(&a).await == 2 && live_replicas(&b).await == 2
+    })
+    .await;
+    let kept = start_fixture("kept", &["keepMe"]).await;
+    let (status, body) = register(&a, "kept", &kept.mcp_url()).await;
+    assert_eq!(status, 201, "{body}");
+    wait_until("kept on b", Duration::from_secs(5), || async {
+        tool_names(&b).await.contains(&"keepMe".to_string())
+    })
+    .await;
+
+    pg.stop();
+    // Calls keep being served from memory, on both replicas.
+    for gw in [&a, &b] {
+        for i in 0..5 {
+            let r = call(gw, "keepMe", json!({"id": i.to_string()})).await;
+            assert_eq!(r["result"]["structuredContent"]["server"], "kept", "{r}");
+        }
+    }
+    // A registration gets a clear 503 and changes nothing.
+    let late = start_fixture("late", &["lateTool"]).await;
+    let (status, body) = register(&b, "late", &late.mcp_url()).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "store_unavailable", "{body}");
+    assert!(!tool_names(&b).await.contains(&"lateTool".to_string()));
+    let resp = http()
+        .delete(format!("{}/services/kept", a.base()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("unregister");
+    assert_eq!(resp.status().as_u16(), 503);
+    assert!(tool_names(&a).await.contains(&"keepMe".to_string()));
+    wait_until(
+        "b's health to say the store is down",
+        Duration::from_secs(10),
+        || async { health(&b).await["cluster"]["storeAvailable"] == false },
+    )
+    .await;
+
+    // A replica that starts now serves, says the store is down, and keeps retrying.
+    let c = start_gateway(replica_config(&url, dir.path(), 2)).await;
+    let h = health(&c).await;
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["cluster"]["storeAvailable"], false, "{h}");
+    let (status, body) = register(&c, "late", &late.mcp_url()).await;
+    assert_eq!(status, 503, "{body}");
+
+    pg.start_server();
+    // Back: the new replica joins and reads what was registered; a registration is
+    // accepted again and reaches every replica (their listeners reconnected).
+    wait_until("c to read the store", Duration::from_secs(20), || async {
+        tool_names(&c).await.contains(&"keepMe".to_string())
+    })
+    .await;
+    let mut accepted = None;
+    for _ in 0..50 {
+        let (status, body) = register(&b, "late", &late.mcp_url()).await;
+        if status == 201 {
+            accepted = Some(body);
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(accepted.is_some(), "the store never came back for b");
+    for gw in [&a, &c] {
+        wait_until("late on every replica", Duration::from_secs(10), || async {
+            tool_names(gw).await.contains(&"lateTool".to_string())
+        })
+        .await;
+    }
+    for gw in [a, b, c] {
+        gw.stop().await;
+    }
+    // Every acknowledged registration is in the store: a fresh replica has both.
+    let fresh = start_gateway(replica_config(&url, dir.path(), 3)).await;
+    wait_until(
+        "a fresh replica to read both",
+        Duration::from_secs(20),
+        || async {
+            let names = tool_names(&fresh).await;
+            names.contains(&"keepMe".to_string()) && names.contains(&"lateTool".to_string())
+        },
+    )
+    .await;
+    fresh.stop().await;
+    kept.stop().await;
+    late.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_another_clusters_key_stays_out_of_the_store() {
+    let pg = Postgres::start();
+    let url = pg.database("keys");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = start_gateway(replica_config(&url, dir.path(), 0)).await;
+    wait_until("a to join", Duration::from_secs(15), || async {
+        live_replicas(&a).await == 1
+    })
+    .await;
+    let fixture = start_fixture("sealed", &["sealedTool"]).await;
+    let (status, body) = register_with(
+        &a,
+        json!({"name": "sealed", "url": fixture.mcp_url(), "auth": {"bearer": "s3cret-value"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    let stranger = start_gateway(gateway::Config {
+        cluster_key: Some(gateway::config::Secret::new(
+            "another cluster's key, long enough",
+        )),
+        ..replica_config(&url, dir.path(), 1)
+    })
+    .await;
+    // It never joins: it reads nothing and writes nothing there.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !tool_names(&stranger)
+            .await
+            .contains(&"sealedTool".to_string())
+    );
+    let other = start_fixture("other", &["otherTool"]).await;
+    let (status, body) = register(&stranger, "other", &other.mcp_url()).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(live_replicas(&a).await, 1);
+    assert_eq!(pg.sql("keys", "SELECT count(*) FROM instances"), "1");
+    for gw in [a, stranger] {
+        gw.stop().await;
+    }
+    fixture.stop().await;
+    other.stop().await;
+}
