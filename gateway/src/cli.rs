@@ -43,6 +43,9 @@ pub enum Command {
     Services,
     /// Virtual servers: name, endpoint, what they expose, tools now, tool search.
     Servers,
+    /// The live replicas of the gateway's cluster (a PostgreSQL store), and whether the
+    /// store answers.
+    Cluster,
     /// Every tool in the merged table, with its service.
     Tools {
         /// Only tools whose name or description contains this (any case).
@@ -315,6 +318,13 @@ pub async fn run(remote: Remote, command: Command) -> Result<String, Failure> {
                 return Ok(json_out(&body));
             }
             Ok(services_table(&body))
+        }
+        Command::Cluster => {
+            let body = client.get("/health").await?;
+            if json {
+                return Ok(json_out(&body["cluster"]));
+            }
+            Ok(cluster_table(&body))
         }
         Command::Servers => {
             let body = client.get("/virtual-servers").await?;
@@ -705,6 +715,41 @@ fn servers_table(body: &Value) -> String {
             "SERVER", "ENDPOINT", "TOOLS", "NOW", "RENAMED", "SEARCH", "SOURCE",
         ],
         rows,
+    )
+}
+
+/// The replicas of a `/health` answer's `cluster`, or why there are none.
+fn cluster_table(body: &Value) -> String {
+    let cluster = &body["cluster"];
+    if cluster.is_null() {
+        return "this gateway is not a replica of a cluster: its store is a SQLite file (set store to a postgres:// URL to share one)\n".into();
+    }
+    let rows = cluster["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                format!(
+                    "{}{}",
+                    text(&r["id"]),
+                    if r["current"] == true { " *" } else { "" }
+                ),
+                text(&r["host"]),
+                text(&r["address"]),
+                format_time(r["startedAtMs"].as_i64().unwrap_or(0)),
+                format_time(r["seenAtMs"].as_i64().unwrap_or(0)),
+            ]
+        })
+        .collect();
+    let store = if cluster["storeAvailable"] == true {
+        "the store answers"
+    } else {
+        "the store is UNAVAILABLE: calls are served from memory, registrations get 503"
+    };
+    format!(
+        "{}{store}; * marks the replica that answered\n",
+        table(&["REPLICA", "HOST", "LISTEN", "STARTED", "LAST SEEN"], rows)
     )
 }
 

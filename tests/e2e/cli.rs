@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::support::*;
 
 /// Runs the gateway binary with `args` against `gw`; (exit status, stdout, stderr).
-async fn gateway_cli(gw: &impl Target, token: &str, args: &[&str]) -> (i32, String, String) {
+pub async fn gateway_cli(gw: &impl Target, token: &str, args: &[&str]) -> (i32, String, String) {
     let out = tokio::process::Command::new(procs::binary("gateway"))
         .args(args)
         .args(["--url", &gw.base_url(), "--token", token])

@@ -108,6 +108,15 @@ async fn a_change_on_one_replica_is_live_on_every_replica() {
         .collect();
     assert_eq!(current.len(), 1, "{h}");
     assert_eq!(current[0]["id"], h["cluster"]["replica"], "{h}");
+    // `gateway cluster` shows the same three, the one that answered marked.
+    let (code, out, err) = crate::cli::gateway_cli(&gws[1], TOKEN, &["cluster"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let me = h["cluster"]["replica"].as_str().expect("id");
+    assert!(out.contains(&format!("{me} *")), "{out}");
+    assert!(out.contains("the store answers"), "{out}");
+    for r in h["cluster"]["replicas"].as_array().expect("replicas") {
+        assert!(out.contains(r["id"].as_str().expect("id")), "{out}");
+    }
 
     // A client of replica 2 hears that the tools changed when replica 0 registers.
     let counting = Counting::default();
