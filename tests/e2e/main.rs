@@ -13,6 +13,7 @@ mod cluster;
 mod compose;
 mod dashboard;
 mod definitions;
+mod deploy;
 mod docs;
 mod faults;
 mod federation;
