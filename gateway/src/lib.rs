@@ -24,6 +24,7 @@
 //! passthrough  the raw JSON codec: tools/call and tools/list past rmcp's typed pipeline
 //! mrtr         multi round-trip requests: parked calls, sealed requestState
 //! proxy        the policy core of every proxied request: plan, start, refusals, errors
+//! sessions     a cluster's MCP sessions: rows in the shared store, adopted by any replica
 //! registry     the set of upstreams, registration, persistence, change events
 //! catalog      the merged, immutable tool table and the naming rule
 //! store/       where registrations live: the SQLite file, or PostgreSQL shared by replicas
@@ -89,6 +90,7 @@ pub mod registry;
 mod schema;
 pub mod search;
 pub mod servers;
+mod sessions;
 mod store;
 mod trim;
 pub mod upstream;
@@ -118,6 +120,11 @@ pub async fn run(
         sessions_stop.clone(),
     );
     tokio::spawn(endpoint.clone().expire_idle(
+        config.session_idle_timeout(),
+        std::time::Duration::from_millis(config.session_init_timeout_ms),
+        sessions_stop.clone(),
+    ));
+    tokio::spawn(endpoint.clone().follow_cluster(
         config.session_idle_timeout(),
         std::time::Duration::from_millis(config.session_init_timeout_ms),
         sessions_stop.clone(),

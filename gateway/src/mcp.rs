@@ -1817,6 +1817,8 @@ pub struct McpEndpoint {
     max_body_bytes: usize,
     max_sessions_per_credential: usize,
     max_sessions: usize,
+    /// A cluster's shared sessions (a PostgreSQL store): rows any replica adopts.
+    shared: Option<Arc<crate::sessions::Shared>>,
 }
 
 impl McpEndpoint {
@@ -1833,30 +1835,97 @@ impl McpEndpoint {
     fn session_cap(&self, identity: Option<&Identity>) -> Option<Response> {
         let owner = identity.map_or("anonymous", |i| &*i.name);
         if self.passthrough.sessions_of(owner) >= self.max_sessions_per_credential {
-            return Some(crate::refusal::error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_sessions",
-                format!(
-                    "credential \"{owner}\" already holds {} open sessions (max_sessions_per_credential); end some (DELETE /mcp) or let them expire",
-                    self.max_sessions_per_credential
-                ),
-            ));
+            return Some(self.owner_cap(owner));
         }
         if self.passthrough.session_count() >= self.max_sessions {
-            let mut refusal = crate::refusal::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_sessions",
-                format!(
-                    "the gateway holds {} open sessions (max_sessions); try again later",
-                    self.max_sessions
-                ),
-            );
-            refusal
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return Some(refusal);
+            return Some(self.total_cap());
         }
         None
+    }
+
+    /// 429: `owner` holds `max_sessions_per_credential` sessions.
+    fn owner_cap(&self, owner: &str) -> Response {
+        crate::refusal::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+            format!(
+                "credential \"{owner}\" already holds {} open sessions (max_sessions_per_credential); end some (DELETE /mcp) or let them expire",
+                self.max_sessions_per_credential
+            ),
+        )
+    }
+
+    /// 503: the gateway (or its cluster) holds `max_sessions` sessions.
+    fn total_cap(&self) -> Response {
+        let mut refusal = crate::refusal::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_sessions",
+            format!(
+                "the gateway holds {} open sessions (max_sessions); try again later",
+                self.max_sessions
+            ),
+        );
+        refusal
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        refusal
+    }
+
+    /// This replica's copy of session `id` is closed (rmcp's and the pass-through
+    /// path's); in a cluster the session may go on elsewhere.
+    async fn close_local(&self, id: &str) {
+        let session_id: rmcp::transport::streamable_http_server::session::SessionId = id.into();
+        for manager in [&self.streams.sessions, &self.legacy_sessions] {
+            use rmcp::transport::streamable_http_server::session::SessionManager;
+            let _ = manager.close_session(&session_id).await;
+        }
+        self.passthrough.end(id);
+        if let Some(shared) = &self.shared {
+            shared.forget(id);
+        }
+        crate::trim::session_ended();
+    }
+
+    /// A cluster's sessions, until `stop`: writes this replica's uses and confirmations
+    /// and ends idle sessions (every `idle.min(pending) / 10`, 1 to 30 s), and closes the
+    /// copies of sessions other replicas ended.
+    pub async fn follow_cluster(
+        self,
+        idle: std::time::Duration,
+        pending: std::time::Duration,
+        stop: CancellationToken,
+    ) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let mut ended = self.registry.watch_sessions_ended();
+        let every = (idle.min(pending) / 10).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(30),
+        );
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => match shared.sweep(idle, pending).await {
+                    Ok(ids) => {
+                        for id in ids {
+                            self.close_local(&id).await;
+                            tracing::debug!(session = %id, "a shared session expired");
+                        }
+                    }
+                    Err(e) => tracing::debug!("shared sessions not swept: {e}"),
+                },
+                ids = ended.recv() => match ids {
+                    Ok(ids) => {
+                        for id in ids.iter() {
+                            self.close_local(id).await;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
     }
 
     /// Closes sessions unused for longer than `idle` (or never confirmed with
@@ -1878,14 +1947,7 @@ impl McpEndpoint {
             }
             self.limits.prune();
             for id in self.passthrough.idle_sessions(idle, pending) {
-                let session_id: rmcp::transport::streamable_http_server::session::SessionId =
-                    id.as_str().into();
-                for manager in [&self.streams.sessions, &self.legacy_sessions] {
-                    use rmcp::transport::streamable_http_server::session::SessionManager;
-                    let _ = manager.close_session(&session_id).await;
-                }
-                self.passthrough.end(&id);
-                crate::trim::session_ended();
+                self.close_local(&id).await;
                 tracing::debug!(session = %id, "closed an idle session");
             }
         }
@@ -1911,7 +1973,7 @@ impl McpEndpoint {
         shutdown: CancellationToken,
     ) -> Self {
         let (max_body_bytes, page_size) = (config.max_body_bytes, config.list_page_size);
-        let base = origin_policy(
+        let mut base = origin_policy(
             host_policy(
                 StreamableHttpServerConfig::default()
                     .with_cancellation_token(shutdown)
@@ -1920,6 +1982,14 @@ impl McpEndpoint {
             ),
             &config.allowed_origins,
         );
+        // A cluster's sessions: rmcp restores a copy of one another replica opened from
+        // the parameters `adopt` read from its row.
+        let shared = registry
+            .cluster_store()
+            .map(|pg| crate::sessions::Shared::new(Arc::clone(pg)));
+        if let Some(shared) = &shared {
+            base.session_store = Some(Arc::new(crate::sessions::RestoreFrom(Arc::clone(shared))));
+        }
         let registry_limits = &Arc::clone(registry.limits());
         let shared_registry = Arc::clone(&registry);
         let passthrough = Arc::new(Passthrough::new(
@@ -1983,6 +2053,7 @@ impl McpEndpoint {
             max_body_bytes,
             max_sessions_per_credential: config.max_sessions_per_credential,
             max_sessions: config.max_sessions,
+            shared,
         }
     }
 }
@@ -2133,6 +2204,11 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
             let error = crate::limits::rate_limited(&format!("credential \"{}\"", who.name), wait);
             return crate::refusal::too_many_requests(&error.message, wait);
         }
+        if let Some(id) = &session
+            && let Some(refusal) = adopt(&endpoint, id).await
+        {
+            return refusal;
+        }
         return match session {
             Some(id) => match owner_refusal(&endpoint, &id, identity.as_ref(), server.as_deref()) {
                 Some(refusal) => refusal,
@@ -2199,8 +2275,16 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         return refusal;
     }
     if let Some(id) = session {
+        if let Some(refusal) = adopt(&endpoint, &id).await {
+            return refusal;
+        }
         if let Some(refusal) = owner_refusal(&endpoint, &id, identity.as_ref(), server.as_deref()) {
             return refusal;
+        }
+        if let Some(shared) = &endpoint.shared
+            && parsed.method() == Some("notifications/initialized")
+        {
+            shared.confirmed(&id);
         }
         endpoint.passthrough.touch(&id);
         let posted = Posted::Json {
@@ -2275,6 +2359,47 @@ fn narrow_listen(registry: &Registry, allow: &Allow, bytes: &[u8]) -> Option<byt
     (uris.len() != before).then(|| serde_json::to_vec(&body).ok().map(Into::into))?
 }
 
+/// In a cluster, a session this replica has not met: adopted from its row in the shared
+/// store (then checked like one opened here), unknown (rmcp answers 404 as for any
+/// ended session), or 503 when the store cannot say. Elsewhere, nothing.
+async fn adopt(endpoint: &McpEndpoint, id: &str) -> Option<Response> {
+    let shared = endpoint.shared.as_ref()?;
+    if endpoint.passthrough.owner(id).is_some() {
+        shared.used(id);
+        return None;
+    }
+    match shared.adopt(id).await {
+        Ok(Some(adopted)) => {
+            let init = serde_json::to_string(&*adopted.init).unwrap_or_default();
+            endpoint
+                .passthrough
+                .adopt(id, &init, adopted.owner, adopted.server);
+            shared.used(id);
+            None
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(session = %id, "a session of the cluster could not be read: {e}");
+            Some(store_unavailable(
+                "this session is kept in the cluster's store, which does not answer; retry shortly",
+            ))
+        }
+    }
+}
+
+/// 503 (retry in 2 s): the cluster's store, which keeps sessions, does not answer.
+fn store_unavailable(message: &str) -> Response {
+    let mut refusal = crate::refusal::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        message,
+    );
+    refusal
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    refusal
+}
+
 /// 403 when session `id` was opened by another credential than `who` (a session id is
 /// no proof of identity).
 fn owner_refusal(
@@ -2337,9 +2462,49 @@ async fn initialize(
         .headers()
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
     {
         let owner = identity.map_or_else(|| Arc::from("anonymous"), |i| Arc::clone(&i.name));
-        endpoint.passthrough.bind(id, owner, server);
+        endpoint
+            .passthrough
+            .bind(&id, Arc::clone(&owner), server.clone());
+        // In a cluster the session is the cluster's: its row, within the cluster's caps,
+        // before the client hears of it; else it is closed again.
+        if let Some(shared) = &endpoint.shared {
+            let init = parsed
+                .message()
+                .and_then(|e| e.params)
+                .map_or("{}", |p| p.get());
+            let caps = (endpoint.max_sessions_per_credential, endpoint.max_sessions);
+            let refused = match shared
+                .open(&id, &owner, server.as_deref(), init, caps)
+                .await
+            {
+                Ok(()) => None,
+                Err(crate::sessions::Refused::Cap(crate::store::postgres::SessionCap::Owner(
+                    _,
+                ))) => Some(endpoint.owner_cap(&owner)),
+                Err(crate::sessions::Refused::Cap(_)) => Some(endpoint.total_cap()),
+                Err(crate::sessions::Refused::TooLarge) => Some(crate::refusal::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "initialize_too_large",
+                    format!(
+                        "initialize parameters over {} bytes cannot be shared by the cluster's replicas",
+                        crate::sessions::MAX_INIT_BYTES
+                    ),
+                )),
+                Err(crate::sessions::Refused::Store(e)) => {
+                    tracing::warn!("a session could not be opened: {e}");
+                    Some(store_unavailable(
+                        "sessions are kept in the cluster's store, which does not answer; retry shortly",
+                    ))
+                }
+            };
+            if let Some(refusal) = refused {
+                endpoint.close_local(&id).await;
+                return refusal;
+            }
+        }
     }
     response
 }
@@ -2381,8 +2546,12 @@ async fn in_session(
             &endpoint.legacy_sessions
         };
         let alive = manager.sessions.read().await.contains_key(id.as_str());
+        let adopted = endpoint.shared.as_ref().is_some_and(|s| s.is_adopted(&id));
         if !alive {
-            endpoint.passthrough.end(&id);
+            // An adopted session's copy is restored by rmcp below, from its row.
+            if !adopted {
+                endpoint.passthrough.end(&id);
+            }
         } else if let Posted::Json { parsed, .. } = &posted {
             if let Some(envelope) = parsed.message()
                 && let Some(response) = endpoint
@@ -2405,14 +2574,27 @@ async fn in_session(
     // A DELETE ends the session once rmcp has ended it (it may refuse, 400 or 405): only
     // then is it forgotten here (its owner, endpoint and place in the session caps).
     let deleting = parts.method == Method::DELETE;
+    // A cluster's session ends for every replica before this one's copy does.
+    if deleting
+        && let Some(shared) = &endpoint.shared
+        && let Err(e) = shared.end(&id).await
+    {
+        tracing::warn!(session = %id, "a session could not be ended: {e}");
+        return store_unavailable(
+            "this session is kept in the cluster's store, which does not answer; nothing was ended: retry shortly",
+        );
+    }
     let legacy = match &fast {
         Some(f) => !f.resumable(),
-        None => endpoint
-            .legacy_sessions
-            .sessions
-            .read()
-            .await
-            .contains_key(id.as_str()),
+        None => match endpoint.shared.as_ref().and_then(|s| s.legacy(&id)) {
+            Some(legacy) => legacy,
+            None => endpoint
+                .legacy_sessions
+                .sessions
+                .read()
+                .await
+                .contains_key(id.as_str()),
+        },
     };
     let request = Request::from_parts(parts, posted.into_body());
     let response = if legacy {
@@ -2427,6 +2609,9 @@ async fn in_session(
     };
     if deleting && response.status().is_success() {
         endpoint.passthrough.end(&id);
+        if let Some(shared) = &endpoint.shared {
+            shared.forget(&id);
+        }
     }
     response
 }

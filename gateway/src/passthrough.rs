@@ -366,13 +366,6 @@ impl Passthrough {
     /// After rmcp answered an `initialize` (`body`) with `response`: remembers the new
     /// session if its calls may take this path.
     pub fn initialized(&self, envelope: &Envelope, response: &Response) {
-        #[derive(Deserialize)]
-        struct Params {
-            #[serde(rename = "protocolVersion")]
-            protocol_version: String,
-            #[serde(default)]
-            capabilities: serde_json::Map<String, serde_json::Value>,
-        }
         if response.status() != StatusCode::OK {
             return;
         }
@@ -383,48 +376,25 @@ impl Passthrough {
         else {
             return;
         };
-        let Some(Ok(params)) = envelope
-            .params
-            .map(|p| serde_json::from_str::<Params>(p.get()))
-        else {
-            return;
-        };
-        let version = params.protocol_version;
-        if !SESSION_VERSIONS.contains(&version.as_str()) {
-            return;
+        if let Some(session) = envelope.params.and_then(|p| fast_session(p.get())) {
+            self.sessions.insert(id.to_string(), session);
         }
-        // What the typed path would declare for the client: its sampling, elicitation and
-        // roots as rmcp reads them (a `null` is not declared, unknown members dropped).
-        let Ok(capabilities) = serde_json::from_value::<rmcp::model::ClientCapabilities>(
-            serde_json::Value::Object(params.capabilities),
-        ) else {
-            return;
-        };
-        let mut declared = rmcp::model::ClientCapabilities::default();
-        (declared.sampling, declared.elicitation, declared.roots) = (
-            capabilities.sampling,
-            capabilities.elicitation,
-            capabilities.roots,
-        );
-        let declared = if declared == Default::default() {
-            None
-        } else {
-            match serde_json::to_string(&declared) {
-                // Copied into every call's `_meta`: a large one stays with the typed path.
-                Ok(text) if text.len() <= MAX_DECLARED_BYTES => Some(Arc::from(text)),
-                _ => return,
+    }
+
+    /// A session another replica opened (a cluster's, [`crate::sessions`]): known here
+    /// as if opened here, its client's `initialize` parameters `init` (JSON) read the
+    /// same way, confirmed (its own replica saw to that).
+    pub fn adopt(&self, id: &str, init: &str, owner: Arc<str>, server: Option<Arc<str>>) {
+        self.bind(id, owner, server);
+        self.confirm(id);
+        match fast_session(init) {
+            Some(session) => {
+                self.sessions.insert(id.to_string(), session);
             }
-        };
-        let resumable = version.as_str() >= RESUMABLE_SINCE;
-        self.sessions.insert(
-            id.to_string(),
-            FastSession {
-                version: version.into(),
-                resumable,
-                level: None,
-                declared,
-            },
-        );
+            None => {
+                self.sessions.remove(id);
+            }
+        }
     }
 
     /// Allowed `Host` and `Origin`, by the same lists rmcp checks; `false` when in doubt.
@@ -1334,6 +1304,51 @@ fn cancelled(client_id: &str) -> String {
             None,
         )),
     )
+}
+
+/// The pass-through path's record of a session whose client sent `params` (its
+/// `initialize` parameters, JSON), if its calls may take this path.
+fn fast_session(params: &str) -> Option<FastSession> {
+    #[derive(Deserialize)]
+    struct Params {
+        #[serde(rename = "protocolVersion")]
+        protocol_version: String,
+        #[serde(default)]
+        capabilities: serde_json::Map<String, serde_json::Value>,
+    }
+    let params = serde_json::from_str::<Params>(params).ok()?;
+    let version = params.protocol_version;
+    if !SESSION_VERSIONS.contains(&version.as_str()) {
+        return None;
+    }
+    // What the typed path would declare for the client: its sampling, elicitation and
+    // roots as rmcp reads them (a `null` is not declared, unknown members dropped).
+    let capabilities = serde_json::from_value::<rmcp::model::ClientCapabilities>(
+        serde_json::Value::Object(params.capabilities),
+    )
+    .ok()?;
+    let mut declared = rmcp::model::ClientCapabilities::default();
+    (declared.sampling, declared.elicitation, declared.roots) = (
+        capabilities.sampling,
+        capabilities.elicitation,
+        capabilities.roots,
+    );
+    let declared = if declared == Default::default() {
+        None
+    } else {
+        match serde_json::to_string(&declared) {
+            // Copied into every call's `_meta`: a large one stays with the typed path.
+            Ok(text) if text.len() <= MAX_DECLARED_BYTES => Some(Arc::from(text)),
+            _ => return None,
+        }
+    };
+    let resumable = version.as_str() >= RESUMABLE_SINCE;
+    Some(FastSession {
+        version: version.into(),
+        resumable,
+        level: None,
+        declared,
+    })
 }
 
 #[cfg(test)]

@@ -254,6 +254,8 @@ pub struct Registry {
     /// The live replicas as the last heartbeat read them (`/health` reads this, never
     /// the store).
     peers: Mutex<Vec<crate::store::Replica>>,
+    /// Shared MCP sessions another replica ended: the endpoint closes its copies.
+    sessions_ended: tokio::sync::broadcast::Sender<Arc<Vec<String>>>,
     options: upstream::Options,
     shutdown: CancellationToken,
     /// Connected client sessions (by the gateway's session number), told about list
@@ -419,6 +421,7 @@ impl Registry {
             started_ms: now_ms(),
             store_ready: std::sync::atomic::AtomicBool::new(store.cluster().is_none()),
             peers: Mutex::new(Vec::new()),
+            sessions_ended: tokio::sync::broadcast::channel(256).0,
             options: config.upstream_options(),
             shutdown,
             clients: Arc::new(Mutex::new(std::collections::HashMap::new())),
@@ -731,6 +734,10 @@ impl Registry {
                 Event::Resync => self.sync_all().await,
                 Event::Change(crate::store::Change::Service(name)) => self.sync_service(name).await,
                 Event::Change(crate::store::Change::Server(_)) => self.sync_servers().await,
+                Event::Change(crate::store::Change::SessionsEnded(ids)) => {
+                    let _ = self.sessions_ended.send(Arc::new(ids.clone()));
+                    Ok(())
+                }
             };
             match done {
                 Ok(()) => {
@@ -744,6 +751,16 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// The cluster's shared store, when this gateway is a replica of one.
+    pub fn cluster_store(&self) -> Option<&Arc<crate::store::postgres::Postgres>> {
+        self.store.cluster()
+    }
+
+    /// Shared MCP sessions other replicas end from now on.
+    pub fn watch_sessions_ended(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<String>>> {
+        self.sessions_ended.subscribe()
     }
 
     /// This replica's id and the live replicas of its cluster, as the last heartbeat

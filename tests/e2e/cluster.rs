@@ -399,3 +399,213 @@ async fn a_replica_with_another_clusters_key_stays_out_of_the_store() {
     fixture.stop().await;
     other.stop().await;
 }
+
+/// One POST of a 2025-era session client to `base` (with `session`): the status, the
+/// session id the answer names, and the JSON-RPC answer (JSON, or the SSE event that
+/// carries it).
+async fn post(
+    base: &str,
+    token: &str,
+    session: Option<&str>,
+    body: Value,
+) -> (u16, Option<String>, Value) {
+    let mut req = http()
+        .post(format!("{base}/mcp"))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&body);
+    if let Some(id) = session {
+        req = req.header("mcp-session-id", id);
+    }
+    let resp = req.send().await.expect("POST /mcp");
+    let status = resp.status().as_u16();
+    let id = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let text = resp.text().await.unwrap_or_default();
+    let answer = serde_json::from_str(&text).unwrap_or_else(|_| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .find(|m| m.get("id").is_some())
+            .unwrap_or(Value::Null)
+    });
+    (status, id, answer)
+}
+
+async fn delete_session(base: &str, token: &str, session: &str) -> u16 {
+    http()
+        .delete(format!("{base}/mcp"))
+        .bearer_auth(token)
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .expect("DELETE /mcp")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_opened_on_one_replica_goes_on_through_every_other() {
+    let pg = Postgres::start();
+    let url = pg.database("sessions");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let configure = |n| {
+        let mut c = replica_config(&url, dir.path(), n);
+        c.credentials = vec![
+            credential("alice", &["list", "call"]),
+            credential("mallory", &["list", "call"]),
+        ];
+        c.max_sessions_per_credential = 3;
+        c
+    };
+    let gws = [
+        start_gateway(configure(0)).await,
+        start_gateway(configure(1)).await,
+        start_gateway(configure(2)).await,
+    ];
+    for gw in &gws {
+        wait_until("three replicas", Duration::from_secs(15), || async {
+            live_replicas(gw).await == 3
+        })
+        .await;
+    }
+    let fixture = start_fixture("echoes", &["echoTool"]).await;
+    assert_eq!(register(&gws[0], "echoes", &fixture.mcp_url()).await.0, 201);
+    for gw in &gws {
+        wait_until("echoes everywhere", Duration::from_secs(5), || async {
+            tool_names(gw).await.contains(&"echoTool".to_string())
+        })
+        .await;
+    }
+    let alice = credential_token("alice");
+    let base = |i: usize| gws[i % 3].base();
+
+    // initialize on replica 0; everything after it goes round the three.
+    let (status, id, answer) = post(
+        &base(0),
+        &alice,
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "round-robin", "version": "1"}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let id = id.expect("a session id");
+    let (status, _, _) = post(
+        &base(1),
+        &alice,
+        Some(&id),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    for n in 0..9 {
+        let (status, _, answer) = post(
+            &base(n + 2),
+            &alice,
+            Some(&id),
+            json!({"jsonrpc": "2.0", "id": 10 + n, "method": "tools/call",
+                   "params": {"name": "echoTool", "arguments": {"id": n.to_string()}}}),
+        )
+        .await;
+        assert_eq!(status, 200, "replica {}: {answer}", (n + 2) % 3);
+        assert_eq!(
+            answer["result"]["structuredContent"]["server"],
+            "echoes",
+            "replica {}: {answer}",
+            (n + 2) % 3
+        );
+        let (status, _, answer) = post(
+            &base(n + 1),
+            &alice,
+            Some(&id),
+            json!({"jsonrpc": "2.0", "id": 100 + n, "method": "tools/list"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            answer["result"]["tools"]
+                .as_array()
+                .is_some_and(|t| !t.is_empty()),
+            "{answer}"
+        );
+    }
+    // A session id is no proof of identity, on any replica.
+    for i in 0..3 {
+        let (status, _, answer) = post(
+            &base(i),
+            &credential_token("mallory"),
+            Some(&id),
+            json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}),
+        )
+        .await;
+        assert_eq!(status, 403, "replica {i}: {answer}");
+    }
+    // An id no replica opened is unknown everywhere.
+    let (status, _, _) = post(
+        &base(2),
+        &alice,
+        Some("not-a-session"),
+        json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // The per-credential cap counts the cluster's sessions, wherever they were opened.
+    let mut opened = vec![id.clone()];
+    for i in 1..3 {
+        let (status, more, answer) = post(
+            &base(i),
+            &alice,
+            None,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "more", "version": "1"}}}),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        opened.push(more.expect("id"));
+    }
+    let (status, _, _) = post(
+        &base(0),
+        &alice,
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "one-too-many", "version": "1"}}}),
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert_eq!(pg.sql("sessions", "SELECT count(*) FROM mcp_sessions"), "3");
+
+    // DELETE on replica 2 ends it on every replica.
+    let status = delete_session(&base(2), &alice, &id).await;
+    assert!((200..300).contains(&status), "{status}");
+    for i in 0..3 {
+        wait_until(
+            "the session to be gone everywhere",
+            Duration::from_secs(5),
+            || async {
+                post(
+                    &base(i),
+                    &alice,
+                    Some(&id),
+                    json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"}),
+                )
+                .await
+                .0 == 404
+            },
+        )
+        .await;
+    }
+    assert_eq!(pg.sql("sessions", "SELECT count(*) FROM mcp_sessions"), "2");
+    for gw in gws {
+        gw.stop().await;
+    }
+    fixture.stop().await;
+}

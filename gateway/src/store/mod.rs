@@ -4,7 +4,9 @@
 //! file (the default: one gateway, no server to run) or PostgreSQL, shared by the
 //! replicas of a cluster, which also carries their change notifications and heartbeats.
 //!
-//! Only the registry talks to the store, and never on a call's path.
+//! The registry talks to it for registrations; with PostgreSQL, `sessions` also does
+//! for a cluster's MCP sessions (at `initialize`, once per session a replica adopts, and
+//! in batches for their use). Never on a call's path.
 //!
 //! Invariant: a change is durable (and, in PostgreSQL, announced to every replica in the
 //! same transaction) before the registry acknowledges it; a failed write changes nothing.
@@ -71,6 +73,9 @@ pub enum Change {
     Service(String),
     /// A virtual server's definition.
     Server(String),
+    /// These shared MCP sessions ended (a DELETE, or expiry): replicas close their
+    /// copies.
+    SessionsEnded(Vec<String>),
 }
 
 /// A live replica of the cluster, as its heartbeats say.

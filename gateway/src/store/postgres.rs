@@ -33,11 +33,20 @@ pub const LIVE_MS: i64 = 10_000;
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// The schema's migrations, in order; each runs once, in a transaction, under an
 /// advisory lock (replicas starting together migrate once).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "sessions",
+        include_str!("../../migrations/postgres/0002_sessions.sql"),
+    ),
+];
+/// Session ids per notification (a payload stays under PostgreSQL's 8000 bytes).
+const IDS_PER_NOTICE: usize = 100;
 /// The advisory lock migrations hold (any constant the cluster agrees on).
 const MIGRATION_LOCK: i64 = 0x6d63_7066_6564; // "mcpfed"
 /// What the cluster table's key check seals.
@@ -57,6 +66,26 @@ pub enum Event {
 struct Notice {
     from: String,
     change: Change,
+}
+
+/// One shared MCP session's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    pub id: String,
+    pub owner: String,
+    /// The virtual server whose endpoint opened it (`None`: `/mcp`).
+    pub server: Option<String>,
+    /// The client's `initialize` parameters (JSON), replayed to adopt the session.
+    pub init: String,
+}
+
+/// Why a session was not opened in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCap {
+    /// The owner holds this many already (`max_sessions_per_credential`).
+    Owner(usize),
+    /// The cluster holds this many already (`max_sessions`).
+    Total(usize),
 }
 
 pub struct Postgres {
@@ -592,6 +621,141 @@ impl Postgres {
                 .execute("DELETE FROM replicas WHERE id = $1", &[&self.replica])
                 .await;
         }
+    }
+
+    /// Opens a shared session within the cluster's caps: the owner's sessions are
+    /// counted under a lock of the owner's (exact), all sessions without one (a burst
+    /// of initializes may pass `max_total` by as many as run at once).
+    pub async fn open_session(
+        &self,
+        row: &SessionRow,
+        max_per_owner: usize,
+        max_total: usize,
+    ) -> Result<Result<(), SessionCap>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.err(e))?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 7262))",
+            &[&row.owner],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        let counts = tx
+            .query_one(
+                "SELECT count(*) FILTER (WHERE owner = $1), count(*) FROM mcp_sessions",
+                &[&row.owner],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let (mine, all): (i64, i64) = (counts.get(0), counts.get(1));
+        if mine as usize >= max_per_owner {
+            return Ok(Err(SessionCap::Owner(mine as usize)));
+        }
+        if all as usize >= max_total {
+            return Ok(Err(SessionCap::Total(all as usize)));
+        }
+        tx.execute(
+            "INSERT INTO mcp_sessions (id, owner, server, init) VALUES ($1, $2, $3, $4)",
+            &[&row.id, &row.owner, &row.server, &row.init],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(Ok(()))
+    }
+
+    /// The shared session `id`, if it has not ended.
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT id, owner, server, init FROM mcp_sessions WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|r| SessionRow {
+            id: r.get(0),
+            owner: r.get(1),
+            server: r.get(2),
+            init: r.get(3),
+        }))
+    }
+
+    /// Ends shared sessions (a DELETE, or expiry), telling every replica in the same
+    /// transaction; those that were still there.
+    pub async fn end_sessions(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.err(e))?;
+        let ended: Vec<String> = tx
+            .query(
+                "DELETE FROM mcp_sessions WHERE id = ANY($1) RETURNING id",
+                &[&ids],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for chunk in ended.chunks(IDS_PER_NOTICE) {
+            self.notify(&tx, Change::SessionsEnded(chunk.to_vec()))
+                .await?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(ended)
+    }
+
+    /// Records that sessions were used (and which were confirmed with
+    /// `notifications/initialized`), then ends those unused for `idle_ms` and those
+    /// never confirmed within `pending_ms`, by the database's clock; the sessions
+    /// ended.
+    pub async fn sweep_sessions(
+        &self,
+        used: &[String],
+        confirmed: &[String],
+        idle_ms: i64,
+        pending_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        if !used.is_empty() {
+            client
+                .execute(
+                    "UPDATE mcp_sessions SET last_used_ms = gateway_now_ms() WHERE id = ANY($1)",
+                    &[&used],
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        if !confirmed.is_empty() {
+            client
+                .execute(
+                    "UPDATE mcp_sessions SET confirmed = true WHERE id = ANY($1)",
+                    &[&confirmed],
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        drop(client);
+        let expired: Vec<String> = self
+            .client()
+            .await?
+            .query(
+                "SELECT id FROM mcp_sessions
+                 WHERE last_used_ms < gateway_now_ms() - $1
+                    OR (NOT confirmed AND created_ms < gateway_now_ms() - $2)
+                 LIMIT 1000",
+                &[&idle_ms, &pending_ms],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        self.end_sessions(&expired).await
     }
 
     /// Listens for other replicas' changes until `stop`: a connection of its own,
