@@ -609,3 +609,263 @@ async fn a_session_opened_on_one_replica_goes_on_through_every_other() {
     }
     fixture.stop().await;
 }
+
+/// HAProxy with the repo's own configuration in front of `replicas` (2 or 3), on a free
+/// loopback port; killed when dropped.
+async fn load_balancer(replicas: &[String]) -> (tokio::process::Child, String) {
+    let binary = crate::deploy::haproxy()
+        .expect("haproxy is needed by the cluster tests: apt-get install haproxy (.ci/run does)");
+    let listen = format!("127.0.0.1:{}", procs::free_port());
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .args(["-db", "-f", crate::deploy::HAPROXY_CFG_PATH])
+        .env("LB_LISTEN", &listen)
+        .env_remove("GATEWAY_3")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (n, addr) in replicas.iter().enumerate() {
+        command.env(format!("GATEWAY_{}", n + 1), addr);
+    }
+    let child = command.spawn().expect("start haproxy");
+    let base = format!("http://{listen}");
+    wait_until("haproxy to answer", Duration::from_secs(20), || async {
+        matches!(http().get(format!("{base}/health")).send().await, Ok(r) if r.status().is_success())
+    })
+    .await;
+    (child, base)
+}
+
+/// How many tool calls replica `gw` logged.
+async fn calls_served(gw: &impl Target) -> usize {
+    let body: Value = http()
+        .get(format!("{}/calls?limit=1000", gw.base_url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("/calls")
+        .json()
+        .await
+        .expect("calls JSON");
+    body["calls"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_load_balancer_a_whole_rmcp_session_uses_every_replica() {
+    let pg = Postgres::start();
+    let url = pg.database("balanced");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gws = Vec::new();
+    for n in 0..3 {
+        gws.push(start_gateway(replica_config(&url, dir.path(), n)).await);
+    }
+    for gw in &gws {
+        wait_until("three replicas", Duration::from_secs(15), || async {
+            live_replicas(gw).await == 3
+        })
+        .await;
+    }
+    let addrs: Vec<String> = gws.iter().map(|g| g.addr.to_string()).collect();
+    let (_lb, lb) = load_balancer(&addrs).await;
+    let lb_target = procs::Url(lb.clone());
+
+    // Registered through the balancer (one replica), listed through it (any other).
+    let fixture = start_fixture("balanced", &["balancedTool"]).await;
+    assert_eq!(
+        register(&lb_target, "balanced", &fixture.mcp_url()).await.0,
+        201
+    );
+    for gw in &gws {
+        wait_until(
+            "the registration on every replica",
+            Duration::from_secs(5),
+            || async { tool_names(gw).await.contains(&"balancedTool".to_string()) },
+        )
+        .await;
+    }
+
+    // rmcp's client, a 2025-11-25 session with its GET stream, never re-initializing by
+    // itself: each request goes to the next replica.
+    let client = service_kit::client::connect(
+        &format!("{lb}/mcp"),
+        &service_kit::client::ClientOptions {
+            client_name: "balanced-client".into(),
+            bearer: Some(TOKEN.into()),
+            reinit_on_expired_session: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("a session through the load balancer");
+    for round in 0..4 {
+        let tools = client.list_all_tools().await.expect("tools/list");
+        assert!(
+            tools.iter().any(|t| t.name == "balancedTool"),
+            "round {round}"
+        );
+        for n in 0..3 {
+            let result = client
+                .call_tool(
+                    rmcp::model::CallToolRequestParams::new("balancedTool").with_arguments(
+                        json!({"id": format!("{round}-{n}")})
+                            .as_object()
+                            .cloned()
+                            .expect("object"),
+                    ),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("call {round}-{n}: {e}"));
+            assert_eq!(
+                result
+                    .structured_content
+                    .as_ref()
+                    .map(|s| s["server"].clone()),
+                Some(json!("balanced")),
+                "call {round}-{n}"
+            );
+        }
+    }
+    let served: Vec<usize> = futures::future::join_all(gws.iter().map(calls_served)).await;
+    assert_eq!(served.iter().sum::<usize>(), 12, "{served:?}");
+    assert!(
+        served.iter().all(|n| *n >= 2),
+        "every replica served calls of the session: {served:?}"
+    );
+    let _ = client.cancel().await;
+    for gw in gws {
+        gw.stop().await;
+    }
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_loses_only_the_calls_it_was_running() {
+    let pg = Postgres::start();
+    let url = pg.database("killed");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut replicas = Vec::new();
+    for n in 0..3 {
+        let port = procs::free_port();
+        replicas.push(
+            procs::gateway(
+                port,
+                std::path::Path::new(&url),
+                &[
+                    ("GATEWAY_CLUSTER_KEY", KEY.to_string()),
+                    (
+                        "GATEWAY_CALL_LOG_STORE",
+                        dir.path()
+                            .join(format!("calls-{n}.db"))
+                            .display()
+                            .to_string(),
+                    ),
+                ],
+            )
+            .await,
+        );
+    }
+    for r in &replicas {
+        let target = procs::Url(r.base());
+        wait_until("three replicas", Duration::from_secs(20), || async {
+            live_replicas(&target).await == 3
+        })
+        .await;
+    }
+    let addrs: Vec<String> = replicas.iter().map(|r| r.addr.to_string()).collect();
+    let (_lb, lb) = load_balancer(&addrs).await;
+    let fixture = start_fixture("steady", &["steadyTool"]).await;
+    assert_eq!(
+        register(&procs::Url(lb.clone()), "steady", &fixture.mcp_url())
+            .await
+            .0,
+        201
+    );
+    for r in &replicas {
+        let target = procs::Url(r.base());
+        wait_until("steady everywhere", Duration::from_secs(5), || async {
+            tool_names(&target)
+                .await
+                .contains(&"steadyTool".to_string())
+        })
+        .await;
+    }
+
+    // Four clients, each in its own session, call in a loop (bounded: 80 calls each).
+    const CLIENTS: usize = 4;
+    const CALLS: usize = 80;
+    let killed_at = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let mut workers = Vec::new();
+    for c in 0..CLIENTS {
+        let (lb, killed_at) = (lb.clone(), Arc::clone(&killed_at));
+        workers.push(tokio::spawn(async move {
+            let (status, id, answer) = post(
+                &lb,
+                TOKEN,
+                None,
+                json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": {"name": format!("worker-{c}"), "version": "1"}}}),
+            )
+            .await;
+            assert_eq!(status, 200, "{answer}");
+            let id = id.expect("session");
+            post(
+                &lb,
+                TOKEN,
+                Some(&id),
+                json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            )
+            .await;
+            // (whether the kill had happened when the call started, the error if any)
+            let mut outcomes = Vec::new();
+            for n in 0..CALLS {
+                let after = killed_at
+                    .get()
+                    .is_some_and(|t| t.elapsed() > Duration::from_secs(1));
+                let (status, _, answer) = post(
+                    &lb,
+                    TOKEN,
+                    Some(&id),
+                    json!({"jsonrpc": "2.0", "id": 10 + n, "method": "tools/call",
+                           "params": {"name": "steadyTool", "arguments": {"id": n.to_string()}}}),
+                )
+                .await;
+                let ok =
+                    status == 200 && answer["result"]["structuredContent"]["server"] == "steady";
+                outcomes.push((after, (!ok).then(|| format!("{status} {answer}"))));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            outcomes
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut victim = replicas.pop().expect("three");
+    victim.kill9().await;
+    let _ = killed_at.set(Instant::now());
+    let mut errors_at_kill = Vec::new();
+    let mut errors_after = Vec::new();
+    let mut total = 0;
+    for w in workers {
+        for (after, error) in w.await.expect("worker") {
+            total += 1;
+            if let Some(e) = error {
+                if after {
+                    errors_after.push(e);
+                } else {
+                    errors_at_kill.push(e);
+                }
+            }
+        }
+    }
+    println!(
+        "kill -9 of one of three replicas under {CLIENTS} session clients: {total} calls, {} failed around the kill, {} failed later",
+        errors_at_kill.len(),
+        errors_after.len()
+    );
+    // Only calls in flight on the killed replica may fail: one per client at most.
+    assert!(errors_at_kill.len() <= CLIENTS, "{errors_at_kill:?}");
+    // Afterwards the sessions go on through the other replicas, none lost.
+    assert!(errors_after.is_empty(), "{errors_after:?}");
+    fixture.stop().await;
+}

@@ -21,7 +21,8 @@ use crate::support::{http, procs, serve_router, wait_until};
 const HA_COMPOSE: &str = include_str!("../../docker-compose.ha.yml");
 const COMPOSE: &str = include_str!("../../docker-compose.yml");
 const HAPROXY_CFG: &str = include_str!("../../deploy/haproxy/haproxy.cfg");
-const HAPROXY_CFG_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy/haproxy.cfg");
+pub const HAPROXY_CFG_PATH: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy/haproxy.cfg");
 const KUBERNETES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes");
 const DOCKERFILE: &str = include_str!("../../Dockerfile");
 const README: &str = include_str!("../../README.md");
@@ -680,7 +681,7 @@ fn haproxy_cfg_round_robins_over_env_addresses_without_stickiness() {
 }
 
 /// The haproxy binary: `HAPROXY`, else on PATH (or in /usr/sbin, where Debian puts it).
-fn haproxy() -> Option<PathBuf> {
+pub fn haproxy() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("HAPROXY") {
         return Some(p.into());
     }
