@@ -699,6 +699,7 @@ impl Registry {
                             }
                             said = false;
                             this.store_ready.store(true, Ordering::Relaxed);
+                            this.limits.share_among(peers.len());
                             *this.peers.lock().unwrap_or_else(|p| p.into_inner()) = peers;
                         }
                         Err(e) => {

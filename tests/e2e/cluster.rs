@@ -276,6 +276,29 @@ async fn a_store_outage_keeps_calls_serving_refuses_registrations_and_loses_noth
     })
     .await;
 
+    // A steady load through both replicas for the whole outage: every call succeeds.
+    let loading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let load = {
+        let (targets, loading) = (
+            [procs::Url(a.base()), procs::Url(b.base())],
+            Arc::clone(&loading),
+        );
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            let mut n = 0usize;
+            while loading.load(Ordering::Relaxed) && n < 2_000 {
+                let r = call(&targets[n % 2], "keepMe", json!({"id": n.to_string()})).await;
+                if r["result"]["structuredContent"]["server"] == "kept" {
+                    ok += 1;
+                } else {
+                    failed.push(r);
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (ok, failed)
+        })
+    };
     pg.stop();
     // Calls keep being served from memory, on both replicas.
     for gw in [&a, &b] {
@@ -337,6 +360,14 @@ async fn a_store_outage_keeps_calls_serving_refuses_registrations_and_loses_noth
         })
         .await;
     }
+    loading.store(false, Ordering::Relaxed);
+    let (ok, failed) = load.await.expect("load");
+    println!(
+        "calls through the outage and the recovery: {ok} succeeded, {} failed",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(ok > 50, "{ok}");
     for gw in [a, b, c] {
         gw.stop().await;
     }
@@ -868,4 +899,86 @@ async fn a_replica_killed_under_load_loses_only_the_calls_it_was_running() {
     // Afterwards the sessions go on through the other replicas, none lost.
     assert!(errors_after.is_empty(), "{errors_after:?}");
     fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_rate_limit_holds_for_the_cluster_not_per_replica() {
+    const RATE: u32 = 20;
+    let pg = Postgres::start();
+    let url = pg.database("limits");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gws = Vec::new();
+    for n in 0..3 {
+        let mut c = replica_config(&url, dir.path(), n);
+        c.rate_limit_per_credential = RATE;
+        gws.push(start_gateway(c).await);
+    }
+    for gw in &gws {
+        wait_until("three replicas", Duration::from_secs(15), || async {
+            live_replicas(gw).await == 3
+        })
+        .await;
+    }
+    // Every replica shares the limit once its heartbeat has counted three (and the
+    // buckets it started with are spent or refilled by then).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let addrs: Vec<String> = gws.iter().map(|g| g.addr.to_string()).collect();
+    let (_lb, lb) = load_balancer(&addrs).await;
+
+    // Eight clients hammer tools/list through the balancer for three seconds.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let until = started + Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (lb, accepted, refused) = (lb.clone(), Arc::clone(&accepted), Arc::clone(&refused));
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                let (status, _, answer) = post(
+                    &lb,
+                    TOKEN,
+                    None,
+                    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+                )
+                .await;
+                if status == 200 && answer.get("result").is_some() {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                } else if answer["error"]["code"] == -32004 || status == 429 {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    panic!("{status} {answer}");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("hammer");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (accepted, refused) = (
+        accepted.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+    );
+    let rate = f64::from(RATE);
+    // Each replica's bucket holds its share (7) at the start: 21 in all, then refills at
+    // the configured rate across the cluster. Per-replica buckets would accept three
+    // times as much.
+    let burst = 3.0 * f64::from(RATE.div_ceil(3));
+    let most = rate * elapsed * 1.25 + burst + 3.0;
+    println!(
+        "rate limit {RATE}/s through three replicas: {accepted} accepted, {refused} refused in {elapsed:.2} s (at most {most:.0} allowed)"
+    );
+    assert!(refused > 0, "the hammer never reached the limit");
+    assert!(
+        (accepted as f64) <= most,
+        "{accepted} accepted in {elapsed:.2} s"
+    );
+    assert!(
+        (accepted as f64) >= rate * elapsed * 0.5,
+        "{accepted} accepted in {elapsed:.2} s"
+    );
+    for gw in gws {
+        gw.stop().await;
+    }
 }
