@@ -129,7 +129,9 @@ fn harness() -> &'static Harness {
             };
             let shutdown = tokio_util::sync::CancellationToken::new();
             let registry =
-                gateway::registry::Registry::start(&config, shutdown.clone()).expect("registry");
+                gateway::registry::Registry::start(&config, shutdown.clone())
+                    .await
+                    .expect("registry");
             let endpoint = gateway::mcp::McpEndpoint::new(
                 std::sync::Arc::clone(&registry),
                 &config,
