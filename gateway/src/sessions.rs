@@ -30,7 +30,7 @@ use crate::store::{
 
 /// The largest `initialize` parameters a shared session carries (they are replayed by
 /// every replica that adopts it).
-pub const MAX_INIT_BYTES: usize = 64 * 1024;
+pub const MAX_INIT_BYTES: usize = 16 * 1024;
 
 /// A session this replica adopted or opened: what rmcp needs to restore its copy.
 #[derive(Clone)]
