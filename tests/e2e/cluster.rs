@@ -982,3 +982,106 @@ async fn a_credentials_rate_limit_holds_for_the_cluster_not_per_replica() {
         gw.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_sessions_expire_for_the_cluster_and_are_never_adopted_unchecked() {
+    let pg = Postgres::start();
+    let url = pg.database("expiry");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let configure = |n| {
+        let mut c = replica_config(&url, dir.path(), n);
+        c.session_idle_timeout_ms = 3_000;
+        c
+    };
+    let a = start_gateway(configure(0)).await;
+    let b = start_gateway(configure(1)).await;
+    wait_until("two replicas", Duration::from_secs(15), || async {
+        live_replicas(&a).await == 2 && live_replicas(&b).await == 2
+    })
+    .await;
+    let init = |name: &str| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": name, "version": "1"}}})
+    };
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+
+    // A session used only through b stays alive for a, which never served it since.
+    let (_, busy, _) = post(&a.base(), TOKEN, None, init("busy")).await;
+    let busy = busy.expect("id");
+    post(&a.base(), TOKEN, Some(&busy), initialized.clone()).await;
+    // A session nobody uses expires for both.
+    let (_, idle, _) = post(&b.base(), TOKEN, None, init("idle")).await;
+    let idle = idle.expect("id");
+    post(&b.base(), TOKEN, Some(&idle), initialized.clone()).await;
+    assert_eq!(
+        post(&a.base(), TOKEN, Some(&idle), list.clone()).await.0,
+        200
+    );
+    for _ in 0..14 {
+        assert_eq!(
+            post(&b.base(), TOKEN, Some(&busy), list.clone()).await.0,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        post(&a.base(), TOKEN, Some(&busy), list.clone()).await.0,
+        200
+    );
+    for gw in [&a, &b] {
+        assert_eq!(
+            post(&gw.base(), TOKEN, Some(&idle), list.clone()).await.0,
+            404
+        );
+    }
+    assert_eq!(
+        pg.sql(
+            "expiry",
+            &format!("SELECT count(*) FROM mcp_sessions WHERE id = '{idle}'")
+        ),
+        "0"
+    );
+
+    // initialize parameters too large to share: refused, nothing stored or kept.
+    let before = pg.sql("expiry", "SELECT count(*) FROM mcp_sessions");
+    let (status, id, answer) = post(&a.base(), TOKEN, None, init(&"x".repeat(20_000))).await;
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(
+        pg.sql("expiry", "SELECT count(*) FROM mcp_sessions"),
+        before
+    );
+    if let Some(id) = id {
+        assert_eq!(post(&a.base(), TOKEN, Some(&id), list.clone()).await.0, 404);
+    }
+
+    // The store down: a session a replica has not met is refused with 503 (it cannot
+    // check the owner), not adopted and not called unknown; one it holds goes on.
+    let (_, fresh, _) = post(&a.base(), TOKEN, None, init("fresh")).await;
+    let fresh = fresh.expect("id");
+    post(&a.base(), TOKEN, Some(&fresh), initialized).await;
+    pg.stop();
+    let (status, _, answer) = post(&b.base(), TOKEN, Some(&fresh), list.clone()).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(
+        post(&a.base(), TOKEN, Some(&fresh), list.clone()).await.0,
+        200
+    );
+    assert_eq!(
+        post(&b.base(), TOKEN, Some(&busy), list.clone()).await.0,
+        200
+    );
+    // ...and a new session cannot be opened without its row.
+    assert_eq!(post(&a.base(), TOKEN, None, init("late")).await.0, 503);
+    pg.start_server();
+    wait_until(
+        "b to adopt the session once the store is back",
+        Duration::from_secs(20),
+        || async { post(&b.base(), TOKEN, Some(&fresh), list.clone()).await.0 == 200 },
+    )
+    .await;
+    for gw in [a, b] {
+        gw.stop().await;
+    }
+}
