@@ -1081,6 +1081,18 @@ async fn shared_sessions_expire_for_the_cluster_and_are_never_adopted_unchecked(
         || async { post(&b.base(), TOKEN, Some(&fresh), list.clone()).await.0 == 200 },
     )
     .await;
+    // A session whose end a replica missed (its row deleted with no notification): the
+    // next sweep after it is used there ends it there too.
+    pg.sql(
+        "expiry",
+        &format!("DELETE FROM mcp_sessions WHERE id = '{fresh}'"),
+    );
+    wait_until(
+        "the missed end to be noticed",
+        Duration::from_secs(10),
+        || async { post(&b.base(), TOKEN, Some(&fresh), list.clone()).await.0 == 404 },
+    )
+    .await;
     for gw in [a, b] {
         gw.stop().await;
     }

@@ -712,7 +712,7 @@ impl Postgres {
     /// Records that sessions were used (and which were confirmed with
     /// `notifications/initialized`), then ends those unused for `idle_ms` and those
     /// never confirmed within `pending_ms`, by the database's clock; the sessions
-    /// ended.
+    /// ended, and the used ones that had ended already.
     pub async fn sweep_sessions(
         &self,
         used: &[String],
@@ -721,14 +721,22 @@ impl Postgres {
         pending_ms: i64,
     ) -> Result<Vec<String>, StoreError> {
         let client = self.client().await?;
+        // A session used here whose row is gone ended while this replica was not
+        // listening (a missed notification): it is ended here too.
+        let mut gone: Vec<String> = Vec::new();
         if !used.is_empty() {
-            client
-                .execute(
-                    "UPDATE mcp_sessions SET last_used_ms = gateway_now_ms() WHERE id = ANY($1)",
+            let kept: std::collections::HashSet<String> = client
+                .query(
+                    "UPDATE mcp_sessions SET last_used_ms = gateway_now_ms() WHERE id = ANY($1)
+                     RETURNING id",
                     &[&used],
                 )
                 .await
-                .map_err(|e| self.err(e))?;
+                .map_err(|e| self.err(e))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            gone.extend(used.iter().filter(|id| !kept.contains(*id)).cloned());
         }
         if !confirmed.is_empty() {
             client
@@ -755,7 +763,9 @@ impl Postgres {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        self.end_sessions(&expired).await
+        let mut ended = self.end_sessions(&expired).await?;
+        ended.extend(gone);
+        Ok(ended)
     }
 
     /// Listens for other replicas' changes until `stop`: a connection of its own,
