@@ -68,19 +68,6 @@ async fn instances(gw: &impl Target) -> Vec<(String, String, u64)> {
     out
 }
 
-/// A 2025-era session client that counts `tools/list_changed`.
-#[derive(Clone, Default)]
-struct Counting(Arc<AtomicUsize>);
-
-impl rmcp::ClientHandler for Counting {
-    async fn on_tool_list_changed(
-        &self,
-        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
-    ) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_on_one_replica_is_live_on_every_replica() {
     let pg = Postgres::start();

@@ -598,21 +598,6 @@ async fn a_session_client_is_asked_a_modern_backends_questions_on_its_session() 
     gw.stop().await;
 }
 
-/// A 2025-era client that counts the `tools/list_changed` notifications it gets.
-#[derive(Clone, Default)]
-struct Counting {
-    changed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl rmcp::ClientHandler for Counting {
-    async fn on_tool_list_changed(
-        &self,
-        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
-    ) {
-        self.changed.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modern_backends_list_change_reaches_the_gateways_clients() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -621,7 +606,7 @@ async fn a_modern_backends_list_change_reaches_the_gateways_clients() {
     assert_eq!(register(&gw, "conformance", &url).await.0, 201);
     assert_eq!(negotiated(&gw, "conformance").await, "2026-07-28");
     let handler = Counting::default();
-    let changed = handler.changed.clone();
+    let changed = handler.0.clone();
     let client = session_with(&gw, "counting", handler).await;
     let before = client.peer().list_all_tools().await.expect("tools");
     assert!(!before.iter().any(|t| t.name == "test_trigger_added_tool"));

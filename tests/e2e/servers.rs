@@ -6,10 +6,7 @@
 //! changed.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
@@ -74,19 +71,6 @@ async fn admin(
     let resp = request.send().await.expect("admin request");
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-/// A 2025-era session client that counts `tools/list_changed`.
-#[derive(Clone, Default)]
-struct Counting(Arc<AtomicUsize>);
-
-impl rmcp::ClientHandler for Counting {
-    async fn on_tool_list_changed(
-        &self,
-        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
-    ) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
 }
 
 fn shop() -> gateway::servers::Definition {

@@ -21,6 +21,20 @@ use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "mcp-token-123";
 
+/// A 2025-era session client (an rmcp `ClientHandler`) that counts the
+/// `tools/list_changed` notifications it gets.
+#[derive(Clone, Default)]
+pub struct Counting(pub std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl rmcp::ClientHandler for Counting {
+    async fn on_tool_list_changed(
+        &self,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// The Bearer token a demo service started by the test support accepts on `/mcp`
 /// (`shopping-service` or `user-service`): its own, not the gateway's [`TOKEN`], so the
 /// gateway can only reach it with the credential the service registered.
