@@ -858,6 +858,7 @@ impl Config {
             connect_timeout: self.connect_timeout(),
             call_timeout: self.call_timeout(),
             health_interval: self.health_interval(),
+            pings: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
             policy: crate::upstream::health::Policy {
                 failure_threshold: self.breaker_failures,
                 cooldown: Duration::from_millis(self.breaker_cooldown_ms),

@@ -718,6 +718,7 @@ impl Registry {
                 pg.leave().await;
             }
         });
+        tokio::spawn(Arc::clone(&self).check_health(Arc::clone(&pg)));
         let mut events = pg.listen(self.shutdown.clone());
         let mut pending_resync = false;
         loop {
@@ -739,6 +740,9 @@ impl Registry {
                     let _ = self.sessions_ended.send(Arc::new(ids.clone()));
                     Ok(())
                 }
+                Event::Change(crate::store::Change::Health(service)) => {
+                    self.follow_health(&pg, service).await
+                }
             };
             match done {
                 Ok(()) => {
@@ -752,6 +756,75 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// In a cluster, until shutdown: pings upstreams only while this replica is the
+    /// cluster's health checker (or cannot hear the cluster, when every replica checks
+    /// for itself), and as the checker writes every instance's state that changed, so
+    /// the other replicas follow it. Stdio servers are each replica's own: left out.
+    async fn check_health(self: Arc<Self>, pg: Arc<crate::store::postgres::Postgres>) {
+        let mut published: std::collections::HashMap<(String, String), upstream::health::State> =
+            std::collections::HashMap::new();
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(crate::store::postgres::HEARTBEAT) => {}
+            }
+            let checker = pg.is_checker();
+            self.options
+                .pings
+                .store(checker || !pg.is_listening(), Ordering::Relaxed);
+            if !checker {
+                published.clear();
+                continue;
+            }
+            let services: Vec<Arc<Service>> = self.lock().values().cloned().collect();
+            for service in services {
+                let mut changed = Vec::new();
+                let mut states = Vec::new();
+                for i in service.instances().iter() {
+                    if i.url.starts_with("stdio:") {
+                        continue;
+                    }
+                    let state = i.state();
+                    let key = (service.name.to_string(), i.url.to_string());
+                    if published.get(&key) != Some(&state) {
+                        changed.push((
+                            i.url.to_string(),
+                            state.as_str().to_string(),
+                            i.last_error(),
+                        ));
+                        states.push((key, state));
+                    }
+                }
+                if changed.is_empty() {
+                    continue;
+                }
+                match pg.publish_health(&service.name, &changed).await {
+                    Ok(()) => published.extend(states),
+                    Err(e) => tracing::debug!("upstream health not shared: {e}"),
+                }
+            }
+        }
+    }
+
+    /// The health checker's verdicts on `service`'s instances, applied here (a replica
+    /// that is not the checker; the checker's own notices are not news to it).
+    async fn follow_health(
+        &self,
+        pg: &crate::store::postgres::Postgres,
+        service: &str,
+    ) -> Result<(), StoreError> {
+        let rows = pg.health_of(service).await?;
+        let Some(local) = self.upstream(service) else {
+            return Ok(());
+        };
+        for row in rows {
+            if let Some(i) = local.instances().iter().find(|i| *i.url == *row.url) {
+                i.agree(&row.state, row.why.as_deref());
+            }
+        }
+        Ok(())
     }
 
     /// The cluster's shared store, when this gateway is a replica of one.

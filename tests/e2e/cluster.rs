@@ -1084,3 +1084,56 @@ async fn shared_sessions_expire_for_the_cluster_and_are_never_adopted_unchecked(
         gw.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_checks_the_upstreams_health_and_every_replica_follows_it() {
+    let pg = Postgres::start();
+    let url = pg.database("health");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gws = Vec::new();
+    for n in 0..3 {
+        gws.push(start_gateway(replica_config(&url, dir.path(), n)).await);
+    }
+    for gw in &gws {
+        wait_until("three replicas", Duration::from_secs(15), || async {
+            live_replicas(gw).await == 3
+        })
+        .await;
+    }
+    let fixture = fixture::Fixture::new("pinged", &["pingedTool"]);
+    let requests = Arc::clone(&fixture.authorizations);
+    let backend = serve_fixture(fixture).await;
+    assert_eq!(register(&gws[0], "pinged", &backend.mcp_url()).await.0, 201);
+    for gw in &gws {
+        wait_until(
+            "pinged healthy everywhere",
+            Duration::from_secs(10),
+            || async { service_state(gw, "pinged").await.as_deref() == Some("healthy") },
+        )
+        .await;
+    }
+    // Settled: one replica holds the checker's lock and the others stopped pinging.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = requests.lock().expect("requests").len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = requests.lock().expect("requests").len() - before;
+    // health_interval is 500 ms: one replica pinging makes about 6 requests in 3 s,
+    // three would make about 18.
+    println!("requests the backend got in 3 s from three idle replicas: {seen}");
+    assert!((2..=9).contains(&seen), "{seen} requests in 3 s");
+
+    // The backend goes away: the checker finds it down, and every replica says so,
+    // though no call went to it.
+    backend.stop().await;
+    for gw in &gws {
+        wait_until(
+            "every replica to agree it is down",
+            Duration::from_secs(10),
+            || async { service_state(gw, "pinged").await.as_deref() == Some("down") },
+        )
+        .await;
+    }
+    for gw in gws {
+        gw.stop().await;
+    }
+}

@@ -76,6 +76,8 @@ pub enum Change {
     /// These shared MCP sessions ended (a DELETE, or expiry): replicas close their
     /// copies.
     SessionsEnded(Vec<String>),
+    /// The health checker wrote new states for a service's instances.
+    Health(String),
 }
 
 /// A live replica of the cluster, as its heartbeats say.

@@ -44,7 +44,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "sessions",
         include_str!("../../migrations/postgres/0002_sessions.sql"),
     ),
+    (
+        3,
+        "health",
+        include_str!("../../migrations/postgres/0003_health.sql"),
+    ),
 ];
+/// The advisory lock the cluster's health checker holds on its listening connection
+/// (released with the connection: another replica takes over within a heartbeat).
+const HEALTH_LOCK: i64 = 0x6d63_7066_6868; // "mcpfhh"
 /// Session ids per notification (a payload stays under PostgreSQL's 8000 bytes).
 const IDS_PER_NOTICE: usize = 100;
 /// The advisory lock migrations hold (any constant the cluster agrees on).
@@ -101,6 +109,18 @@ pub struct Postgres {
     joined: std::sync::atomic::AtomicBool,
     /// Why the store refused this replica for good (a wrong key, a newer schema).
     refused: std::sync::Mutex<Option<String>>,
+    /// Whether this replica is the cluster's health checker (holds [`HEALTH_LOCK`]).
+    checker: std::sync::atomic::AtomicBool,
+    /// Whether its listening connection is up (else it hears no verdicts).
+    listening: std::sync::atomic::AtomicBool,
+}
+
+/// An upstream instance's state as the cluster's health checker last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthRow {
+    pub url: String,
+    pub state: String,
+    pub why: Option<String>,
 }
 
 /// `url` with its password replaced, for logs and errors.
@@ -154,6 +174,8 @@ impl Postgres {
             replica: replica.to_string(),
             joined: std::sync::atomic::AtomicBool::new(false),
             refused: std::sync::Mutex::new(None),
+            checker: std::sync::atomic::AtomicBool::new(false),
+            listening: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -768,6 +790,62 @@ impl Postgres {
         Ok(ended)
     }
 
+    /// Whether this replica is the cluster's health checker now.
+    pub fn is_checker(&self) -> bool {
+        self.checker.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether this replica hears the cluster's changes now (its listening connection
+    /// is up).
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes the states of `service`'s instances (URL, state, why) that changed, and
+    /// tells the other replicas.
+    pub async fn publish_health(
+        &self,
+        service: &str,
+        states: &[(String, String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.err(e))?;
+        for (url, state, why) in states {
+            tx.execute(
+                "INSERT INTO upstream_health (service, url, state, why) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (service, url) DO UPDATE SET state = excluded.state,
+                   why = excluded.why, at_ms = gateway_now_ms()",
+                &[&service, url, state, why],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        self.notify(&tx, Change::Health(service.to_string()))
+            .await?;
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// The states the health checker last wrote for `service`'s instances.
+    pub async fn health_of(&self, service: &str) -> Result<Vec<HealthRow>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT url, state, why FROM upstream_health WHERE service = $1",
+                &[&service],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| HealthRow {
+                url: r.get(0),
+                state: r.get(1),
+                why: r.get(2),
+            })
+            .collect())
+    }
+
     /// Listens for other replicas' changes until `stop`: a connection of its own,
     /// reconnected with backoff whenever it drops; each (re)connection is followed by
     /// [`Event::Resync`].
@@ -842,10 +920,30 @@ impl Postgres {
             return Ok(());
         }
         let mut overflowed = false;
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        // The health checker's lock is this connection's: it goes with the connection.
+        let _checker = ResetOnDrop(&self.checker);
+        self.listening
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let _listening = ResetOnDrop(&self.listening);
         loop {
             let payload = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 p = nrx.recv() => p,
+                _ = tick.tick() => {
+                    if !self.is_checker() {
+                        let got = client
+                            .query_one("SELECT pg_try_advisory_lock($1)", &[&HEALTH_LOCK])
+                            .await
+                            .map_err(|e| (true, e.to_string()))?;
+                        if got.get::<_, bool>(0) {
+                            tracing::info!(store = %self.display,
+                                "this replica checks the upstreams' health for the cluster");
+                            self.checker.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    continue;
+                }
             };
             let Some(payload) = payload else {
                 return Err((true, "the listening connection closed".into()));
@@ -869,6 +967,14 @@ impl Postgres {
                 Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
             }
         }
+    }
+}
+
+struct ResetOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

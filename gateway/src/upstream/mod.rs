@@ -92,6 +92,10 @@ pub struct Options {
     pub connect_timeout: Duration,
     pub call_timeout: Duration,
     pub health_interval: Duration,
+    /// Whether this gateway pings its upstreams every `health_interval`: in a cluster
+    /// only its health checker does (the others follow its verdicts, [`Instance::agree`]),
+    /// and every replica while it cannot hear the cluster.
+    pub pings: Arc<std::sync::atomic::AtomicBool>,
     pub policy: Policy,
     pub strategy: Strategy,
     /// Largest JSON answer or SSE message an upstream may send for one request.
@@ -1270,8 +1274,37 @@ impl Instance {
                 self.relist(&session, &*listener).await;
                 continue;
             }
-            self.ping(&session).await;
+            if self.options.pings.load(Ordering::Relaxed) {
+                self.ping(&session).await;
+            }
         }
+    }
+
+    /// The cluster's health checker's verdict on this instance, for a replica that does
+    /// not ping: found down, the session is dropped (the supervisor reconnects with
+    /// backoff); found up while this replica has no session, the supervisor tries now.
+    /// A stdio server is each replica's own child: no verdict applies to it.
+    pub fn agree(&self, state: &str, why: Option<&str>) {
+        if self.process.is_some() {
+            return;
+        }
+        match state {
+            "down" => {
+                if let Some(session) = self.session.load_full() {
+                    self.lost(
+                        &session,
+                        &format!("the cluster's health check: {}", why.unwrap_or("down")),
+                    );
+                }
+            }
+            "healthy" | "degraded" if self.session.load().is_none() => self.wake.notify_one(),
+            _ => {}
+        }
+    }
+
+    /// The last error the health saw, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.health().snapshot().last_error
     }
 
     /// Follows (or stops following) `uri`'s updates on the listen stream; false when
