@@ -28,9 +28,6 @@ CACHE="${MCP_CLIENTS_CACHE:-$HOME/.cache/mcp-clients}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/debug"
 TOKEN="clients-token-0123456789"
-PY_SDK2="mcp==2.3.0"
-PY_FASTMCP="fastmcp==4.2.3"
-PY_SDK1="mcp==1.30.0"
 TS_SDK="@modelcontextprotocol/sdk@1.32.2"
 
 # Cells expected to fail today, with the reason (era|client:mode|cell).
@@ -44,6 +41,8 @@ die() {
 }
 # shellcheck source=lib/node.sh
 source "$ROOT/scripts/lib/node.sh"
+# shellcheck source=lib/python.sh
+source "$ROOT/scripts/lib/python.sh"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/clients.XXXXXX")"
 PIDS=()
@@ -56,21 +55,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-venv() {
-    local dir="$CACHE/venv-$1"
-    shift
-    if [[ ! -f "$dir/.ready" ]] || [[ "$(cat "$dir/.ready")" != "$*" ]]; then
-        log "installing $* into $dir"
-        rm -rf "$dir"
-        python3 -m venv "$dir"
-        "$dir/bin/pip" install --quiet "$@"
-        echo "$*" >"$dir/.ready"
-    fi
-    echo "$dir/bin/python"
-}
-
 ensure_node
-SDK2_PY="$(venv sdk2 "$PY_SDK2" "$PY_FASTMCP" | tail -1)"
+SDK2_PY="$(sdk2_venv | tail -1)"
 SDK1_PY="$(venv sdk1 "$PY_SDK1" | tail -1)"
 TS_DIR="$CACHE/ts-sdk"
 if [[ ! -f "$TS_DIR/.ready" ]] || [[ "$(cat "$TS_DIR/.ready")" != "$TS_SDK" ]]; then
