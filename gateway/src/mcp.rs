@@ -2019,9 +2019,21 @@ impl McpEndpoint {
             sessions: Arc::new(modern_manager),
             resumptions: Arc::default(),
         });
+        // A replica of a cluster never closes a client's stream for it to resume: the
+        // `Last-Event-ID` could reach another replica, which does not hold the call (the
+        // gateway resumes the backend's stream itself and keeps the client's open).
         let modern = {
             let (factory, streams) = (factory.clone(), Arc::clone(&streams));
-            move || factory().map(|h| h.resumable(Arc::clone(&streams)))
+            let clustered = shared.is_some();
+            move || {
+                factory().map(|h| {
+                    if clustered {
+                        h
+                    } else {
+                        h.resumable(Arc::clone(&streams))
+                    }
+                })
+            }
         };
         let sessions =
             StreamableHttpService::new(modern, Arc::clone(&streams.sessions), base.clone());
@@ -2480,7 +2492,12 @@ async fn initialize(
                 .open(&id, &owner, server.as_deref(), init, caps)
                 .await
             {
-                Ok(()) => None,
+                // Its `notifications/initialized` may reach another replica: the cluster's
+                // sweep, not this copy's timer, ends it if it never comes.
+                Ok(()) => {
+                    endpoint.passthrough.confirm(&id);
+                    None
+                }
                 Err(crate::sessions::Refused::Cap(crate::store::postgres::SessionCap::Owner(
                     _,
                 ))) => Some(endpoint.owner_cap(&owner)),

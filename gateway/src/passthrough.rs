@@ -142,6 +142,9 @@ pub struct Passthrough {
     /// Calls in flight on this path in a session, by (session, client's id as JSON).
     calls: DashMap<(String, String), CancellationToken>,
     parked: DashMap<u64, Parked>,
+    /// A replica of a cluster: a client's stream is never closed for it to resume (its
+    /// `Last-Event-ID` could reach another replica, which does not hold the call).
+    clustered: bool,
 }
 
 struct Pages {
@@ -226,6 +229,7 @@ impl Passthrough {
         allowed_origins: &[String],
     ) -> Self {
         Self {
+            clustered: registry.cluster_store().is_some(),
             registry,
             page_size: page_size.max(1),
             pages: ArcSwapOption::empty(),
@@ -869,7 +873,9 @@ impl Passthrough {
                         let bytes = sse_data(&answer_message(&live.client_id, &a));
                         return Some((Ok::<_, Infallible>(bytes), (pt, None, VecDeque::new())));
                     }
-                    Ok(Event::Closed(retry)) if live.resumable() && !live.capable => {
+                    Ok(Event::Closed(retry))
+                        if live.resumable() && !live.capable && !pt.clustered =>
+                    {
                         return Some((Ok(pt.park(live, retry)), (pt, None, VecDeque::new())));
                     }
                     // The client cannot resume: the call goes on, as the backend's does.

@@ -1137,3 +1137,146 @@ async fn one_replica_checks_the_upstreams_health_and_every_replica_follows_it() 
         gw.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_keeps_a_clients_stream_open_where_a_lone_gateway_would_let_it_resume() {
+    let pg = Postgres::start();
+    let url = pg.database("streams");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = start_gateway(replica_config(&url, dir.path(), 0)).await;
+    let b = start_gateway(replica_config(&url, dir.path(), 1)).await;
+    wait_until("two replicas", Duration::from_secs(15), || async {
+        live_replicas(&a).await == 2 && live_replicas(&b).await == 2
+    })
+    .await;
+    // The conformance fixture's test_reconnection closes the call's stream mid-call
+    // (SEP-1699); a lone gateway passes the close on to a client that can resume.
+    let (stop, task) = crate::transparency::conformance_backend(&a, "conf").await;
+    wait_until("conf on b", Duration::from_secs(5), || async {
+        tool_names(&b)
+            .await
+            .contains(&"test_reconnection".to_string())
+    })
+    .await;
+    let (_, session, _) = post(
+        &a.base(),
+        TOKEN,
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "streams", "version": "1"}}}),
+    )
+    .await;
+    let session = session.expect("id");
+    post(
+        &a.base(),
+        TOKEN,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    // Both paths (a plain call takes the pass-through one; `_meta` the typed one), on
+    // either replica: the answer comes on the POST's own stream, never left for a
+    // Last-Event-ID that the balancer could send to the other replica.
+    for (n, gw) in [&b, &a, &b, &a].into_iter().enumerate() {
+        let mut params = json!({"name": "test_reconnection", "arguments": {}});
+        if n >= 2 {
+            params["_meta"] = json!({"progressToken": n});
+        }
+        let (status, _, answer) = tokio::time::timeout(
+            Duration::from_secs(20),
+            post(
+                &gw.base(),
+                TOKEN,
+                Some(&session),
+                json!({"jsonrpc": "2.0", "id": 10 + n, "method": "tools/call", "params": params}),
+            ),
+        )
+        .await
+        .expect("the answer in time");
+        assert_eq!(status, 200);
+        assert!(
+            answer
+                .to_string()
+                .contains(crate::transparency::RECONNECTED),
+            "call {n}: {answer}"
+        );
+    }
+    stop.cancel();
+    let _ = task.await;
+    for gw in [a, b] {
+        gw.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_confirmed_through_another_replica_keeps_its_stream_on_the_first() {
+    let pg = Postgres::start();
+    let url = pg.database("confirm");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let configure = |n| {
+        let mut c = replica_config(&url, dir.path(), n);
+        c.session_init_timeout_ms = 2_000;
+        c
+    };
+    let a = start_gateway(configure(0)).await;
+    let b = start_gateway(configure(1)).await;
+    wait_until("two replicas", Duration::from_secs(15), || async {
+        live_replicas(&a).await == 2 && live_replicas(&b).await == 2
+    })
+    .await;
+    let init = |name: &str| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": name, "version": "1"}}})
+    };
+    // initialize on a, notifications/initialized on b (as a round robin sends them),
+    // then the client's GET stream on a.
+    let (_, id, _) = post(&a.base(), TOKEN, None, init("confirmed-elsewhere")).await;
+    let id = id.expect("id");
+    post(
+        &b.base(),
+        TOKEN,
+        Some(&id),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    let mut stream = http_no_timeout()
+        .get(a.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &id)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .expect("GET stream");
+    assert_eq!(stream.status(), 200);
+    // Past session_init_timeout_ms and a few sweeps: a's copy was confirmed through b, so
+    // the stream is still open.
+    let ended = tokio::time::timeout(Duration::from_secs(6), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(
+        ended.is_err(),
+        "a closed the session's stream though b confirmed it"
+    );
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    assert_eq!(post(&a.base(), TOKEN, Some(&id), list.clone()).await.0, 200);
+
+    // A session never confirmed anywhere is ended for both by the cluster's sweep.
+    let (_, never, _) = post(&b.base(), TOKEN, None, init("never-confirmed")).await;
+    let never = never.expect("id");
+    for gw in [&a, &b] {
+        wait_until(
+            "the unconfirmed session to end",
+            Duration::from_secs(10),
+            || async { post(&gw.base(), TOKEN, Some(&never), list.clone()).await.0 == 404 },
+        )
+        .await;
+    }
+    drop(stream);
+    for gw in [a, b] {
+        gw.stop().await;
+    }
+}

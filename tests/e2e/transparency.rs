@@ -118,7 +118,7 @@ impl ClientHandler for Rooted {
 }
 
 /// The official suite's fixture server, registered under `name`.
-async fn conformance_backend(
+pub async fn conformance_backend(
     gateway: &Running,
     name: &str,
 ) -> (
@@ -540,7 +540,7 @@ fn sse_events(body: &str) -> Vec<(Option<String>, Option<String>, String)> {
         .collect()
 }
 
-const RECONNECTED: &str = "Reconnection test completed successfully";
+pub const RECONNECTED: &str = "Reconnection test completed successfully";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_closing_a_calls_stream_mid_call_is_passed_on_to_a_client_that_can_resume() {
