@@ -114,7 +114,8 @@ pub struct Config {
     /// Record every tool call (`GET /calls`, `GET /stats`).
     pub call_log: bool,
     /// The SQLite file the call log is written to; unset: the store's file, or with a
-    /// PostgreSQL store `gateway-calls.db` (the call log is each replica's own).
+    /// PostgreSQL store that database (table `calls_log`, shared by every replica). Set
+    /// with a PostgreSQL store, each replica keeps its own log in this file.
     pub call_log_store: Option<PathBuf>,
     /// The call log keeps at most this many calls...
     pub call_log_max_rows: usize,
@@ -535,12 +536,17 @@ impl Config {
         (s.starts_with("postgres://") || s.starts_with("postgresql://")).then_some(s)
     }
 
-    /// The SQLite file the call log is written to (see `call_log_store`).
-    pub fn call_log_file(&self) -> PathBuf {
+    /// Where the call log is written (see `call_log_store`); `replica` marks this
+    /// replica's calls in a cluster's shared log.
+    pub fn call_log_place(&self, replica: &str) -> crate::observe::calllog::Place {
+        use crate::observe::calllog::Place;
         match (&self.call_log_store, self.store_url()) {
-            (Some(path), _) => path.clone(),
-            (None, Some(_)) => PathBuf::from("gateway-calls.db"),
-            (None, None) => self.store.clone(),
+            (Some(path), _) => Place::File(path.clone()),
+            (None, Some(url)) => Place::Postgres {
+                url: url.to_string(),
+                replica: replica.to_string(),
+            },
+            (None, None) => Place::File(self.store.clone()),
         }
     }
 
@@ -986,12 +992,25 @@ mod tests {
 
     #[test]
     fn a_postgres_store_needs_a_cluster_key_of_some_length_and_hides_it() {
+        use crate::observe::calllog::Place;
         let mut c = Config {
             store: "postgres://gw:pw@db:5432/gateway".into(),
             ..Config::default()
         };
         assert_eq!(c.store_url(), Some("postgres://gw:pw@db:5432/gateway"));
-        assert_eq!(c.call_log_file(), PathBuf::from("gateway-calls.db"));
+        assert_eq!(
+            c.call_log_place("r1"),
+            Place::Postgres {
+                url: "postgres://gw:pw@db:5432/gateway".into(),
+                replica: "r1".into()
+            },
+            "the cluster's call log is the store's"
+        );
+        let own = Config {
+            call_log_store: Some("calls.db".into()),
+            ..c.clone()
+        };
+        assert_eq!(own.call_log_place("r1"), Place::File("calls.db".into()));
         let e = c.validate().expect_err("no key");
         assert_eq!(e.key, "cluster_key");
         assert!(e.to_string().contains("GATEWAY_CLUSTER_KEY"), "{e}");
@@ -1006,7 +1025,7 @@ mod tests {
         // A file store needs none, and its call log is that file.
         let file = Config::default();
         assert_eq!(file.store_url(), None);
-        assert_eq!(file.call_log_file(), file.store);
+        assert_eq!(file.call_log_place("r1"), Place::File(file.store.clone()));
     }
 
     #[test]

@@ -46,8 +46,10 @@
 //!   secret       upstream credentials: headers, redaction
 //!   stdio        stdio servers the gateway runs: child processes, restart budget,
 //!                stderr ring
-//! observe/     metrics (Prometheus) and the call log (SQLite, written off the call path)
+//! observe/     metrics (Prometheus) and the call log (SQLite, or the cluster's
+//!              PostgreSQL; written off the call path)
 //!   calllog      the call log's writer, retention and queries
+//!     postgres   a cluster's shared call log: its own pool, table, writer and queries
 //!   metrics      a Prometheus registry per gateway
 //!   traces       W3C trace context in and out; OpenTelemetry export
 //! refusal      HTTP refusals (JSON body; 401/403/429 headers) and the RFC 9728 metadata URL

@@ -403,7 +403,7 @@ impl Registry {
                 max_age: Duration::from_millis(config.call_log_max_age_ms),
             };
             let (tx, log, writer) = crate::observe::calllog::start(
-                &config.call_log_file(),
+                config.call_log_place(&replica),
                 retention,
                 shutdown.clone(),
             )?;

@@ -1085,6 +1085,185 @@ async fn shared_sessions_expire_for_the_cluster_and_are_never_adopted_unchecked(
     }
 }
 
+/// `path` on `gw` with the test token: status and JSON body (`null` when not JSON).
+async fn get_json(gw: &impl Target, path: &str) -> (u16, Value) {
+    let resp = http()
+        .get(format!("{}{path}", gw.base_url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Service `logged`'s calls in `gw`'s `/calls`, counted by the replica each names;
+/// `None` while the call log cannot be read.
+async fn logged_by_replica(gw: &impl Target) -> Option<std::collections::BTreeMap<String, usize>> {
+    let (status, body) = get_json(gw, "/calls?service=logged&limit=1000").await;
+    if status != 200 {
+        return None;
+    }
+    let mut by = std::collections::BTreeMap::new();
+    for c in body["calls"].as_array()? {
+        let replica = c["replica"].as_str().unwrap_or("(none)").to_string();
+        *by.entry(replica).or_insert(0) += 1;
+    }
+    Some(by)
+}
+
+/// Calls `logMe` `n` times through `gw`; each must succeed (the call log, whatever its
+/// database is doing, is never on a call's path).
+async fn call_logged(gw: &impl Target, n: usize) {
+    for i in 0..n {
+        let r = call(gw, "logMe", json!({"id": i.to_string()})).await;
+        assert_eq!(r["result"]["structuredContent"]["server"], "logged", "{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_log_is_the_clusters_and_outlives_a_store_outage() {
+    let pg = Postgres::start();
+    let url = pg.database("calllog");
+    // No call_log_store: the call log is the store's, shared by both replicas.
+    let config = || gateway::Config {
+        cluster_key: Some(gateway::config::Secret::new(KEY)),
+        ..gateway_config(std::path::Path::new(&url))
+    };
+    let a = start_gateway(config()).await;
+    let b = start_gateway(config()).await;
+    wait_until("two replicas", Duration::from_secs(15), || async {
+        live_replicas(&a).await == 2 && live_replicas(&b).await == 2
+    })
+    .await;
+    let id = |h: Value| h["cluster"]["replica"].as_str().expect("id").to_string();
+    let (ida, idb) = (id(health(&a).await), id(health(&b).await));
+    assert_ne!(ida, idb);
+    let fixture = start_fixture("logged", &["logMe"]).await;
+    let (status, body) = register(&a, "logged", &fixture.mcp_url()).await;
+    assert_eq!(status, 201, "{body}");
+    wait_until("logMe on b", Duration::from_secs(5), || async {
+        tool_names(&b).await.contains(&"logMe".to_string())
+    })
+    .await;
+
+    // Three calls through a, two through b: either replica's /calls lists all five,
+    // each with the replica that served it.
+    call_logged(&a, 3).await;
+    call_logged(&b, 2).await;
+    let expect = |na: usize, nb: usize| {
+        std::collections::BTreeMap::from([(ida.clone(), na), (idb.clone(), nb)])
+    };
+    for gw in [&a, &b] {
+        wait_until(
+            "both replicas' calls in each one's /calls",
+            Duration::from_secs(10),
+            || async { logged_by_replica(gw).await == Some(expect(3, 2)) },
+        )
+        .await;
+    }
+    assert_eq!(pg.sql("calllog", "SELECT count(*) FROM calls_log"), "5");
+
+    // /stats on either counts all five, with the SQLite log's percentiles (nearest
+    // rank over the durations /calls shows).
+    let (_, calls) = get_json(&a, "/calls?service=logged").await;
+    let mut durations: Vec<f64> = calls["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .map(|c| c["durationMs"].as_f64().expect("durationMs"))
+        .collect();
+    durations.sort_by(f64::total_cmp);
+    let rank = |p: f64| {
+        let n = durations.len();
+        let v = durations[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+        (v * 1000.0).round() / 1000.0
+    };
+    for gw in [&a, &b] {
+        let (status, stats) = get_json(gw, "/stats").await;
+        assert_eq!(status, 200, "{stats}");
+        let s = &stats["services"]["logged"];
+        assert_eq!(
+            (s["calls"].as_u64(), s["errors"].as_u64()),
+            (Some(5), Some(0)),
+            "{stats}"
+        );
+        for (key, p) in [("p50Ms", 0.5), ("p95Ms", 0.95)] {
+            let got = s[key].as_f64().unwrap_or_else(|| panic!("{key}: {stats}"));
+            assert!(
+                (got - rank(p)).abs() < 1e-9,
+                "{key} {got} vs {}: {stats}",
+                rank(p)
+            );
+        }
+        let tool = stats["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .find(|t| t["tool"] == "logMe")
+            .unwrap_or_else(|| panic!("logMe: {stats}"));
+        assert_eq!(tool["calls"], 5, "{stats}");
+    }
+    // Filters and order work on the shared log too.
+    let (_, two) = get_json(&b, "/calls?service=logged&tool=logMe&limit=2").await;
+    assert_eq!(two["count"], 2, "{two}");
+    let at: Vec<i64> = calls["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .map(|c| c["at"].as_i64().expect("at"))
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] >= w[1]), "newest first: {calls}");
+    let oldest = at.last().expect("a call");
+    let (_, since) = get_json(&b, &format!("/calls?since={oldest}")).await;
+    assert_eq!(since["count"], 5, "{since}");
+    let (_, until) = get_json(&b, &format!("/calls?until={oldest}")).await;
+    assert_eq!(until["count"], 0, "{until}");
+    let (_, ok) = get_json(&b, "/calls?outcome=ok").await;
+    assert_eq!(ok["count"], 5, "{ok}");
+    let (status, bad) = get_json(&b, "/calls?outcome=bogus").await;
+    assert_eq!(status, 400, "{bad}");
+
+    // The database stops: calls go on at once; /calls says it cannot read (no wait).
+    pg.stop();
+    call_logged(&a, 2).await;
+    call_logged(&b, 3).await;
+    // Long enough for both writers to try, fail and hold their records.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let started = Instant::now();
+    let (status, body) = get_json(&a, "/calls").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (500, Some("call_log_failed")),
+        "{body}"
+    );
+    // Not held for the pool's waits (3 s each) nor the HTTP client's 20 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Back: what was held during the outage is written, and new calls are logged again.
+    pg.start_server();
+    call_logged(&a, 1).await;
+    call_logged(&b, 1).await;
+    for gw in [&a, &b] {
+        wait_until(
+            "the outage's and the later calls in the shared log",
+            Duration::from_secs(30),
+            || async { logged_by_replica(gw).await == Some(expect(6, 6)) },
+        )
+        .await;
+        let (_, stats) = get_json(gw, "/stats").await;
+        assert_eq!(stats["services"]["logged"]["calls"], 12, "{stats}");
+    }
+    for gw in [a, b] {
+        gw.stop().await;
+    }
+    fixture.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_checks_the_upstreams_health_and_every_replica_follows_it() {
     let pg = Postgres::start();

@@ -301,7 +301,7 @@ fn ha_compose_runs_replicas_on_one_postgres_store_behind_haproxy() {
             g["ports"].is_null(),
             "{r}: reached through the load balancer only"
         );
-        // Its own call log (gateway-calls.db in the working directory) outlives it.
+        // Its working directory (a call_log_store, when one is set) outlives it.
         assert_eq!(g["volumes"], json!([format!("{r}-data:/data")]), "{r}");
         assert!(c["volumes"].get(format!("{r}-data")).is_some(), "{r}");
         assert!(

@@ -33,7 +33,7 @@ use super::{
     },
 };
 use crate::import::{ImportError, ImportReport, Importer};
-use crate::observe::calllog::{Filter, Stats};
+use crate::observe::calllog::{AllStats, Filter};
 use crate::registry::ServiceEntry;
 use crate::vocab::Invalid;
 use crate::{
@@ -607,20 +607,13 @@ pub async fn services(State(registry): State<Arc<Registry>>) -> Response {
     }
 }
 
-type AllStats = (
-    std::collections::BTreeMap<String, Stats>,
-    std::collections::BTreeMap<(String, String), Stats>,
-);
-
-/// The call log's statistics, read on the blocking pool; `None` when the log is off.
+/// The call log's statistics (SQLite: read on the blocking pool); `None` when the log
+/// is off.
 async fn call_stats(registry: &Arc<Registry>) -> Result<Option<AllStats>, String> {
     let Some(log) = registry.calls().cloned() else {
         return Ok(None);
     };
-    tokio::task::spawn_blocking(move || log.stats())
-        .await
-        .map_err(|e| e.to_string())?
-        .map(Some)
+    log.stats().await.map(Some)
 }
 
 fn call_log_off() -> Response {
@@ -694,13 +687,12 @@ pub async fn calls(
     let Some(log) = registry.calls().cloned() else {
         return call_log_off();
     };
-    match tokio::task::spawn_blocking(move || log.query(&filter)).await {
-        Ok(Ok(calls)) => Json(json!({ "count": calls.len(), "calls": calls })).into_response(),
-        Ok(Err(why)) if why.starts_with("unknown outcome") => {
+    match log.query(filter).await {
+        Ok(calls) => Json(json!({ "count": calls.len(), "calls": calls })).into_response(),
+        Err(why) if why.starts_with("unknown outcome") => {
             error(StatusCode::BAD_REQUEST, "invalid_query", why)
         }
-        Ok(Err(why)) => error(StatusCode::INTERNAL_SERVER_ERROR, "call_log_failed", why),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(why) => error(StatusCode::INTERNAL_SERVER_ERROR, "call_log_failed", why),
     }
 }
 

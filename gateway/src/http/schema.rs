@@ -164,6 +164,10 @@ pub struct CallView {
     pub upstream_ms: f64,
     pub outcome: Outcome,
     pub error: Option<String>,
+    /// In a cluster's shared call log (a PostgreSQL store without `call_log_store`): the
+    /// id of the replica that served the call (its `/health` `cluster.replica`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     /// With `call_log_payloads`: the arguments (redacted).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]

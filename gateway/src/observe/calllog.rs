@@ -1,15 +1,25 @@
-//! The call log: every tool call recorded in the embedded store (the registration
-//! store's SQLite file, its own table and connection), written by one task in batches,
-//! off the calls' path, and kept within `call_log_max_rows` and `call_log_max_age_ms`.
-//! Queried by `GET /calls` and summed up by `GET /stats` (and in `/services`).
+//! The call log: every tool call recorded, written by one task in batches, off the
+//! calls' path, and kept within `call_log_max_rows` and `call_log_max_age_ms`. Queried
+//! by `GET /calls` and summed up by `GET /stats` (and in `/services`).
+//!
+//! Two places ([`Place`]): the embedded store (the registration store's SQLite file, or
+//! `call_log_store`; its own table and connection), the default; or, with a PostgreSQL
+//! store and no `call_log_store`, that database (table `calls_log`, [`postgres`]),
+//! shared by every replica of the cluster, each row marked with the replica that served
+//! the call, so `/calls` and `/stats` on any replica show the whole cluster.
 //!
 //! Invariant: the call log is written off the call path by one task, bounded in queue
 //! and retention; a full queue drops records, never blocks a call.
 
+mod postgres;
+
 use std::{
     collections::BTreeMap,
-    path::Path,
-    sync::{Arc, Mutex},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -32,18 +42,41 @@ const LINGER: Duration = Duration::from_millis(100);
 
 /// The calls' end of the queue.
 #[derive(Clone)]
-pub struct Sender(mpsc::Sender<CallRecord>);
+pub struct Sender {
+    tx: mpsc::Sender<CallRecord>,
+    /// Records dropped on a full queue (the writer reports them after a store outage).
+    dropped: Arc<AtomicU64>,
+}
 
 impl Sender {
     pub(super) fn send(&self, record: CallRecord, metrics: &Metrics) {
-        if self.0.try_send(record).is_err() {
+        if self.tx.try_send(record).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             metrics.log_dropped();
         }
     }
 }
 
-/// The readers' end: queries over the same file.
-pub struct CallLog {
+/// Where the call log is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A SQLite file: the store's, or `call_log_store`.
+    File(PathBuf),
+    /// The cluster's PostgreSQL store (its URL), shared by every replica; `replica` is
+    /// this replica's id, recorded with each of its calls.
+    Postgres { url: String, replica: String },
+}
+
+/// The readers' end: queries over the same file, or the same database.
+pub struct CallLog(Backend);
+
+enum Backend {
+    Sqlite(Arc<Sqlite>),
+    Postgres(Arc<postgres::Pg>),
+}
+
+/// The SQLite call log's reader.
+struct Sqlite {
     conn: Mutex<Connection>,
     path: String,
 }
@@ -83,26 +116,42 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Opens the log in the store file at `path` and starts its writer, which stops (after
-/// writing what is queued) when `stop` is cancelled.
+/// Opens the log at `place` and starts its writer, which stops (after writing what is
+/// queued) when `stop` is cancelled. A PostgreSQL log is connected on first use: start-up
+/// never waits for the database.
 pub fn start(
-    path: &Path,
+    place: Place,
     retention: Retention,
     stop: CancellationToken,
 ) -> anyhow::Result<(Sender, Arc<CallLog>, tokio::task::JoinHandle<()>)> {
-    let display = path.display().to_string();
-    let reader = open(path).map_err(|e| anyhow::anyhow!("call log in {display}: {e}"))?;
-    let writer = open(path).map_err(|e| anyhow::anyhow!("call log in {display}: {e}"))?;
     let (tx, rx) = mpsc::channel(QUEUE);
-    let writing = tokio::spawn(write(writer, rx, retention, stop));
-    Ok((
-        Sender(tx),
-        Arc::new(CallLog {
-            conn: Mutex::new(reader),
-            path: display,
-        }),
-        writing,
-    ))
+    let dropped = Arc::new(AtomicU64::new(0));
+    let (log, writing) = match place {
+        Place::File(path) => {
+            let path: &Path = &path;
+            let display = path.display().to_string();
+            let reader = open(path).map_err(|e| anyhow::anyhow!("call log in {display}: {e}"))?;
+            let writer = open(path).map_err(|e| anyhow::anyhow!("call log in {display}: {e}"))?;
+            let writing = tokio::spawn(write(writer, rx, retention, stop));
+            let log = Backend::Sqlite(Arc::new(Sqlite {
+                conn: Mutex::new(reader),
+                path: display,
+            }));
+            (log, writing)
+        }
+        Place::Postgres { url, replica } => {
+            let pg = Arc::new(postgres::Pg::new(&url, &replica)?);
+            let writing = tokio::spawn(postgres::write(
+                Arc::clone(&pg),
+                rx,
+                retention,
+                stop,
+                Arc::clone(&dropped),
+            ));
+            (Backend::Postgres(pg), writing)
+        }
+    };
+    Ok((Sender { tx, dropped }, Arc::new(CallLog(log)), writing))
 }
 
 async fn write(
@@ -246,13 +295,13 @@ pub struct Stats {
     pub last_used_ms: Option<i64>,
 }
 
-impl CallLog {
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// What `/stats` answers: per service, and per (service, tool).
+pub type AllStats = (BTreeMap<String, Stats>, BTreeMap<(String, String), Stats>);
 
-    /// The calls matching `f`, newest first.
-    pub fn query(&self, f: &Filter) -> Result<Vec<Value>, String> {
+impl CallLog {
+    /// The calls matching `f`, newest first (an unknown outcome is an error starting
+    /// "unknown outcome").
+    pub async fn query(&self, f: Filter) -> Result<Vec<Value>, String> {
         if let Some(o) = &f.outcome
             && Outcome::parse(o).is_none()
         {
@@ -262,6 +311,86 @@ impl CallLog {
                 all.join(", ")
             ));
         }
+        match &self.0 {
+            Backend::Sqlite(log) => {
+                let log = Arc::clone(log);
+                tokio::task::spawn_blocking(move || log.query(&f))
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+            Backend::Postgres(pg) => pg.query(&f).await,
+        }
+    }
+
+    /// Per service, and per (service, tool), over the retained log.
+    pub async fn stats(&self) -> Result<AllStats, String> {
+        match &self.0 {
+            Backend::Sqlite(log) => {
+                let log = Arc::clone(log);
+                tokio::task::spawn_blocking(move || log.stats())
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+            Backend::Postgres(pg) => pg.stats().await,
+        }
+    }
+}
+
+/// One row of the log as `/calls` shows it; `arguments` and `result` are JSON text
+/// (kept as a string when they are not JSON), `replica` only in a cluster's log.
+struct Row {
+    at: i64,
+    request_id: Option<String>,
+    identity: String,
+    service: String,
+    instance: Option<String>,
+    tool: String,
+    duration_ms: f64,
+    upstream_ms: f64,
+    outcome: String,
+    error: Option<String>,
+    arguments: Option<String>,
+    result: Option<String>,
+    replica: Option<String>,
+}
+
+impl Row {
+    fn into_json(self) -> Value {
+        let json = |t: Option<String>| {
+            t.map(|t| serde_json::from_str::<Value>(&t).unwrap_or(Value::String(t)))
+        };
+        let mut call = serde_json::json!({
+            "at": self.at,
+            "requestId": self.request_id,
+            "identity": self.identity,
+            "service": self.service,
+            "instance": self.instance,
+            "tool": self.tool,
+            "durationMs": self.duration_ms,
+            "upstreamMs": self.upstream_ms,
+            "outcome": self.outcome,
+            "error": self.error,
+        });
+        if let Some(r) = self.replica {
+            call["replica"] = Value::String(r);
+        }
+        if let Some(a) = json(self.arguments) {
+            call["arguments"] = a;
+        }
+        if let Some(res) = json(self.result) {
+            call["result"] = res;
+        }
+        call
+    }
+}
+
+impl Sqlite {
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The calls matching `f` (its outcome checked by `CallLog::query`), newest first.
+    fn query(&self, f: &Filter) -> Result<Vec<Value>, String> {
         let mut sql = String::from(
             "SELECT at_ms, request_id, identity, service, instance, tool, duration_ms,
                     upstream_ms, outcome, error, arguments, result FROM calls WHERE 1=1",
@@ -293,38 +422,29 @@ impl CallLog {
         let rows = stmt
             .query_map(params_from_iter(args), |r| {
                 let text = |i| r.get::<_, Option<String>>(i);
-                let json = |t: Option<String>| {
-                    t.map(|t| serde_json::from_str::<Value>(&t).unwrap_or(Value::String(t)))
-                };
-                let mut call = serde_json::json!({
-                    "at": r.get::<_, i64>(0)?,
-                    "requestId": text(1)?,
-                    "identity": r.get::<_, String>(2)?,
-                    "service": r.get::<_, String>(3)?,
-                    "instance": text(4)?,
-                    "tool": r.get::<_, String>(5)?,
-                    "durationMs": r.get::<_, f64>(6)?,
-                    "upstreamMs": r.get::<_, f64>(7)?,
-                    "outcome": r.get::<_, String>(8)?,
-                    "error": text(9)?,
-                });
-                if let Some(a) = json(text(10)?) {
-                    call["arguments"] = a;
+                Ok(Row {
+                    at: r.get(0)?,
+                    request_id: text(1)?,
+                    identity: r.get(2)?,
+                    service: r.get(3)?,
+                    instance: text(4)?,
+                    tool: r.get(5)?,
+                    duration_ms: r.get(6)?,
+                    upstream_ms: r.get(7)?,
+                    outcome: r.get(8)?,
+                    error: text(9)?,
+                    arguments: text(10)?,
+                    result: text(11)?,
+                    replica: None,
                 }
-                if let Some(res) = json(text(11)?) {
-                    call["result"] = res;
-                }
-                Ok(call)
+                .into_json())
             })
             .map_err(|e| self.failed(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.failed(e))
     }
 
     /// Per service, and per (service, tool), over the retained log.
-    #[allow(clippy::type_complexity)]
-    pub fn stats(
-        &self,
-    ) -> Result<(BTreeMap<String, Stats>, BTreeMap<(String, String), Stats>), String> {
+    fn stats(&self) -> Result<AllStats, String> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare("SELECT service, tool, duration_ms, outcome, at_ms FROM calls")
@@ -377,26 +497,36 @@ impl Acc {
         self.last = Some(self.last.map_or(at, |l| l.max(at)));
     }
 
+    /// Percentiles by nearest rank: the value at position ceil(p * n) of the sorted
+    /// durations (PostgreSQL's `percentile_disc` is the same definition).
     fn done(mut self) -> Stats {
         self.durations.sort_by(f64::total_cmp);
         let n = self.durations.len();
         let pct = |p: f64| {
             (n > 0).then(|| {
                 let rank = ((p * n as f64).ceil() as usize).clamp(1, n);
-                (self.durations[rank - 1] * 1000.0).round() / 1000.0
+                self.durations[rank - 1]
             })
         };
+        Stats::new(n as u64, self.errors, pct(0.50), pct(0.95), self.last)
+    }
+}
+
+impl Stats {
+    /// From the counts; percentiles rounded to the microsecond.
+    fn new(calls: u64, errors: u64, p50: Option<f64>, p95: Option<f64>, last: Option<i64>) -> Self {
+        let round = |v: f64| (v * 1000.0).round() / 1000.0;
         Stats {
-            calls: n as u64,
-            errors: self.errors,
-            error_rate: if n == 0 {
+            calls,
+            errors,
+            error_rate: if calls == 0 {
                 0.0
             } else {
-                self.errors as f64 / n as f64
+                errors as f64 / calls as f64
             },
-            p50_ms: pct(0.50),
-            p95_ms: pct(0.95),
-            last_used_ms: self.last,
+            p50_ms: p50.map(round),
+            p95_ms: p95.map(round),
+            last_used_ms: last,
         }
     }
 }
