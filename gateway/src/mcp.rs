@@ -1998,11 +1998,22 @@ impl McpEndpoint {
             &config.allowed_hosts,
             &config.allowed_origins,
         ));
-        let rounds = Arc::new(Rounds::new(crate::mrtr::Limits {
-            timeout: std::time::Duration::from_millis(config.input_timeout_ms),
-            max: config.max_waiting_calls,
-            max_per_credential: config.max_waiting_calls_per_credential,
-        }));
+        // A cluster's replicas seal alike: a `requestState` or task id one handed out
+        // opens on every other (a parked call still lives on the replica that parked it).
+        let sealing = shared.as_ref().and_then(|_| {
+            config
+                .cluster_key
+                .as_ref()
+                .map(|k| crate::store::cipher::derive(k.expose(), b"requestState and task ids"))
+        });
+        let rounds = Arc::new(Rounds::new(
+            crate::mrtr::Limits {
+                timeout: std::time::Duration::from_millis(config.input_timeout_ms),
+                max: config.max_waiting_calls,
+                max_per_credential: config.max_waiting_calls_per_credential,
+            },
+            sealing,
+        ));
         let factory = {
             let passthrough = Arc::clone(&passthrough);
             move || {

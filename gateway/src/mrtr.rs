@@ -240,9 +240,14 @@ fn not_ours() -> ErrorData {
 }
 
 impl Rounds {
-    pub fn new(limits: Limits) -> Self {
-        let mut key = [0u8; 32];
-        rand::fill(&mut key);
+    /// With `key` (a cluster's, the same on every replica: a `requestState` or task id
+    /// any replica sealed opens on every other), else a key drawn now.
+    pub fn new(limits: Limits, key: Option<[u8; 32]>) -> Self {
+        let key = key.unwrap_or_else(|| {
+            let mut key = [0u8; 32];
+            rand::fill(&mut key);
+            key
+        });
         Self {
             codec: RequestStateCodec::new(key.to_vec()),
             limits,
@@ -380,7 +385,7 @@ impl Rounds {
     ) -> Result<ServerResult, ErrorData> {
         let call = self.lock_parked().get(&state.c).cloned().ok_or_else(|| {
             ErrorData::invalid_params(
-                "the call this requestState continues is over (answered, cancelled, or it waited longer than input_timeout_ms)",
+                "the call this requestState continues is not here: it is over (answered, cancelled, or it waited longer than input_timeout_ms), or, in a cluster, it waits on the replica that asked (a call to a 2025-era backend is held where it started)",
                 None,
             )
         })?;
@@ -714,11 +719,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_state_opens_only_for_its_binding_and_before_its_timeout() {
-        let rounds = Rounds::new(Limits {
-            timeout: Duration::from_millis(50),
-            max: 4,
-            max_per_credential: 4,
-        });
+        let rounds = Rounds::new(
+            Limits {
+                timeout: Duration::from_millis(50),
+                max: 4,
+                max_per_credential: 4,
+            },
+            None,
+        );
         let sealed = rounds
             .seal(&State::Parked { c: 1, r: 1 }, b"alice")
             .expect("seal");
@@ -727,20 +735,33 @@ mod tests {
             Ok(Opened::Parked(Parked { c: 1, r: 1 }))
         ));
         assert!(rounds.open(b"bob", &sealed).is_err());
-        // Another process (another key) cannot open it.
-        let other = Rounds::new(rounds.limits);
+        // Another process (another key) cannot open it; a replica of one cluster (the
+        // same derived key) can.
+        let other = Rounds::new(rounds.limits, None);
         assert!(other.open(b"alice", &sealed).is_err());
+        let key = crate::store::cipher::derive("a cluster key, long", b"requestState");
+        let (one, two) = (
+            Rounds::new(rounds.limits, Some(key)),
+            Rounds::new(rounds.limits, Some(key)),
+        );
+        let sealed_by_one = one
+            .seal(&State::Parked { c: 1, r: 1 }, b"alice")
+            .expect("seal");
+        assert!(two.open(b"alice", &sealed_by_one).is_ok());
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(rounds.open(b"alice", &sealed).is_err());
     }
 
     #[test]
     fn a_backends_own_state_travels_sealed_inside_the_gateways() {
-        let rounds = Rounds::new(Limits {
-            timeout: Duration::from_secs(60),
-            max: 4,
-            max_per_credential: 4,
-        });
+        let rounds = Rounds::new(
+            Limits {
+                timeout: Duration::from_secs(60),
+                max: 4,
+                max_per_credential: 4,
+            },
+            None,
+        );
         let theirs = InputRequiredResult::new(None, Some("backend-state".into()));
         let ours = rounds
             .seal_upstream(b"alice", "affinity-1", theirs)

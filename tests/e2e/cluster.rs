@@ -1471,3 +1471,41 @@ async fn a_session_confirmed_through_another_replica_keeps_its_stream_on_the_fir
         gw.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_clients_retry_may_reach_any_replica() {
+    use crate::rounds::{call_tool, fixture_with, only_question, state_of};
+    let pg = Postgres::start();
+    let url = pg.database("rounds");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = start_gateway(replica_config(&url, dir.path(), 0)).await;
+    let b = start_gateway(replica_config(&url, dir.path(), 1)).await;
+    wait_until("two replicas", Duration::from_secs(15), || async {
+        live_replicas(&a).await == 2 && live_replicas(&b).await == 2
+    })
+    .await;
+    // A 2026-07-28 backend answers input_required itself; its state travels sealed in
+    // the gateway's, which any replica of the cluster opens.
+    let (backend, stop) = fixture_with(Default::default()).await;
+    assert_eq!(register(&a, "conformance", &backend).await.0, 201);
+    let tool = "test_input_required_result_request_state";
+    wait_until("the tool on b", Duration::from_secs(5), || async {
+        tool_names(&b).await.contains(&tool.to_string())
+    })
+    .await;
+    let elicitation = json!({"elicitation": {}});
+    let first = call_tool(&a, TOKEN, tool, json!({}), json!({}), elicitation.clone()).await;
+    let (key, _) = only_question(&first);
+    let retry = json!({"inputResponses": {key: {"action": "accept", "content": {"ok": true}}},
+                       "requestState": state_of(&first)});
+    let done = call_tool(&b, TOKEN, tool, json!({}), retry, elicitation).await;
+    assert!(
+        done["result"]["content"].is_array(),
+        "the retry through b: {done}"
+    );
+    assert_ne!(done["result"]["resultType"], "input_required", "{done}");
+    stop.cancel();
+    for gw in [a, b] {
+        gw.stop().await;
+    }
+}

@@ -18,7 +18,7 @@ async fn conformance_fixture() -> (String, tokio_util::sync::CancellationToken) 
 
 /// The conformance fixture with `config` (the default: a 2026-07-28 backend, which
 /// answers `input_required` itself).
-async fn fixture_with(
+pub async fn fixture_with(
     config: conformance::fixture::Config,
 ) -> (String, tokio_util::sync::CancellationToken) {
     let (addr, stop) = start_conformance_fixture(config).await;
@@ -28,7 +28,7 @@ async fn fixture_with(
 /// A 2026-07-28 `method` request naming `name` (the `Mcp-Name` header), with the
 /// client's `capabilities` in its `_meta`, sent with `token`: the status and the
 /// JSON-RPC message that answered it.
-async fn modern(
+pub async fn modern(
     gw: &Running,
     token: &str,
     method: &str,
@@ -67,7 +67,7 @@ async fn modern(
 }
 
 /// `tools/call` of `tool` with `arguments` (plus `extra` params: a retry's answers).
-async fn call_tool(
+pub async fn call_tool(
     gw: &Running,
     token: &str,
     tool: &str,
@@ -85,7 +85,7 @@ async fn call_tool(
 }
 
 /// The one question of an `input_required` answer: its key and request.
-fn only_question(answer: &Value) -> (String, Value) {
+pub fn only_question(answer: &Value) -> (String, Value) {
     let result = &answer["result"];
     assert_eq!(result["resultType"], "input_required", "{answer}");
     let requests = result["inputRequests"].as_object().expect("inputRequests");
@@ -94,7 +94,7 @@ fn only_question(answer: &Value) -> (String, Value) {
     (key.clone(), request.clone())
 }
 
-fn state_of(answer: &Value) -> String {
+pub fn state_of(answer: &Value) -> String {
     answer["result"]["requestState"]
         .as_str()
         .unwrap_or_else(|| panic!("no requestState: {answer}"))

@@ -11,6 +11,27 @@ use ring::{aead, hkdf, rand::SecureRandom as _};
 /// What every sealed value starts with (the format's version).
 const PREFIX: &str = "v1.";
 
+/// A 32-byte key for `purpose`, derived from the cluster's `secret` (HKDF-SHA256, the
+/// same salt as [`Cipher`], another info string): what every replica must seal alike and
+/// open alike (a 2026-07-28 client's `requestState`, task ids) without sharing the
+/// store's key.
+pub fn derive(secret: &str, purpose: &[u8]) -> [u8; 32] {
+    struct Len;
+    impl hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"mcp-federation cluster_key v1");
+    let prk = salt.extract(secret.as_bytes());
+    let info: &[&[u8]] = &[purpose];
+    let mut key = [0u8; 32];
+    prk.expand(info, Len)
+        .and_then(|okm| okm.fill(&mut key))
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    key
+}
+
 pub struct Cipher {
     key: aead::LessSafeKey,
     rng: ring::rand::SystemRandom,
@@ -70,6 +91,14 @@ impl Cipher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_keys_differ_by_purpose_and_secret_and_repeat_for_both() {
+        let a = derive("a cluster key of some length", b"requestState");
+        assert_eq!(a, derive("a cluster key of some length", b"requestState"));
+        assert_ne!(a, derive("a cluster key of some length", b"tasks"));
+        assert_ne!(a, derive("another cluster key entirely", b"requestState"));
+    }
 
     #[test]
     fn a_value_opens_only_with_its_key_and_its_context() {
