@@ -264,11 +264,15 @@ async fn a_store_outage_keeps_calls_serving_refuses_registrations_and_loses_noth
     .await;
 
     // A steady load through both replicas for the whole outage: every call succeeds.
+    // (calls made so far: the test waits for the load to make progress in each phase
+    // rather than assuming a speed.)
     let loading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let made = Arc::new(AtomicUsize::new(0));
     let load = {
-        let (targets, loading) = (
+        let (targets, loading, made) = (
             [procs::Url(a.base()), procs::Url(b.base())],
             Arc::clone(&loading),
+            Arc::clone(&made),
         );
         tokio::spawn(async move {
             let (mut ok, mut failed) = (0usize, Vec::new());
@@ -281,12 +285,22 @@ async fn a_store_outage_keeps_calls_serving_refuses_registrations_and_loses_noth
                     failed.push(r);
                 }
                 n += 1;
+                made.store(n, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             (ok, failed)
         })
     };
+    let progress = |what: &'static str, made: Arc<AtomicUsize>| async move {
+        let from = made.load(Ordering::Relaxed);
+        wait_until(what, Duration::from_secs(30), || async {
+            made.load(Ordering::Relaxed) >= from + 10
+        })
+        .await;
+    };
+    progress("the load to run before the outage", Arc::clone(&made)).await;
     pg.stop();
+    progress("the load to run through the outage", Arc::clone(&made)).await;
     // Calls keep being served from memory, on both replicas.
     for gw in [&a, &b] {
         for i in 0..5 {
@@ -324,6 +338,7 @@ async fn a_store_outage_keeps_calls_serving_refuses_registrations_and_loses_noth
     assert_eq!(status, 503, "{body}");
 
     pg.start_server();
+    progress("the load to run through the recovery", Arc::clone(&made)).await;
     // Back: the new replica joins and reads what was registered; a registration is
     // accepted again and reaches every replica (their listeners reconnected).
     wait_until("c to read the store", Duration::from_secs(20), || async {
@@ -354,7 +369,7 @@ async fn a_store_outage_keeps_calls_serving_refuses_registrations_and_loses_noth
         failed.len()
     );
     assert!(failed.is_empty(), "{failed:?}");
-    assert!(ok > 50, "{ok}");
+    assert!(ok >= 30, "{ok}");
     for gw in [a, b, c] {
         gw.stop().await;
     }
