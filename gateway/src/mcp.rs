@@ -2602,16 +2602,6 @@ async fn in_session(
     // A DELETE ends the session once rmcp has ended it (it may refuse, 400 or 405): only
     // then is it forgotten here (its owner, endpoint and place in the session caps).
     let deleting = parts.method == Method::DELETE;
-    // A cluster's session ends for every replica before this one's copy does.
-    if deleting
-        && let Some(shared) = &endpoint.shared
-        && let Err(e) = shared.end(&id).await
-    {
-        tracing::warn!(session = %id, "a session could not be ended: {e}");
-        return store_unavailable(
-            "this session is kept in the cluster's store, which does not answer; nothing was ended: retry shortly",
-        );
-    }
     let legacy = match &fast {
         Some(f) => !f.resumable(),
         None => match endpoint.shared.as_ref().and_then(|s| s.legacy(&id)) {
@@ -2639,6 +2629,15 @@ async fn in_session(
         endpoint.passthrough.end(&id);
         if let Some(shared) = &endpoint.shared {
             shared.forget(&id);
+            // A cluster's session ends for every replica: its row goes (and the others
+            // hear it). Until that is recorded the session goes on elsewhere, and its
+            // owner is told to send the DELETE again.
+            if let Err(e) = shared.end(&id).await {
+                tracing::warn!(session = %id, "a session's end could not be recorded: {e}");
+                return store_unavailable(
+                    "the session's end could not be recorded in the cluster's store, which does not answer; send the DELETE again shortly",
+                );
+            }
         }
     }
     response

@@ -616,6 +616,33 @@ async fn a_session_opened_on_one_replica_goes_on_through_every_other() {
     assert_eq!(status, 429);
     assert_eq!(pg.sql("sessions", "SELECT count(*) FROM mcp_sessions"), "3");
 
+    // A DELETE rmcp refuses (a bogus protocol version) ends nothing, anywhere.
+    let refused = http()
+        .delete(format!("{}/mcp", base(1)))
+        .bearer_auth(&alice)
+        .header("mcp-session-id", &id)
+        .header("mcp-protocol-version", "bogus")
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(!refused.status().is_success(), "{}", refused.status());
+    assert_eq!(
+        pg.sql(
+            "sessions",
+            &format!("SELECT count(*) FROM mcp_sessions WHERE id = '{id}'")
+        ),
+        "1"
+    );
+    for i in 0..3 {
+        let (status, _, answer) = post(
+            &base(i),
+            &alice,
+            Some(&id),
+            json!({"jsonrpc": "2.0", "id": 6, "method": "tools/list"}),
+        )
+        .await;
+        assert_eq!(status, 200, "replica {i} after a refused DELETE: {answer}");
+    }
     // DELETE on replica 2 ends it on every replica.
     let status = delete_session(&base(2), &alice, &id).await;
     assert!((200..300).contains(&status), "{status}");
