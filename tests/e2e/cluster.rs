@@ -26,6 +26,64 @@ fn replica_config(url: &str, dir: &std::path::Path, n: usize) -> gateway::Config
     }
 }
 
+/// A real PostgreSQL with database `db`, for replicas to share.
+struct Cluster {
+    pg: Postgres,
+    url: String,
+    /// The replicas' call-log files.
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new(db: &str) -> Self {
+        let pg = Postgres::start();
+        let url = pg.database(db);
+        Self {
+            pg,
+            url,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Replica `n`'s configuration.
+    fn config(&self, n: usize) -> gateway::Config {
+        replica_config(&self.url, self.dir.path(), n)
+    }
+
+    /// `n` in-process replicas (each configuration changed by `tune`), once every one
+    /// counts them all live.
+    async fn replicas(&self, n: usize, tune: impl Fn(&mut gateway::Config)) -> Vec<Running> {
+        let mut gws = Vec::new();
+        for i in 0..n {
+            let mut config = self.config(i);
+            tune(&mut config);
+            gws.push(start_gateway(config).await);
+        }
+        for gw in &gws {
+            wait_until(
+                "every replica to count them all",
+                Duration::from_secs(15),
+                || async { live_replicas(gw).await == n },
+            )
+            .await;
+        }
+        gws
+    }
+
+    /// Two replicas, as [`Self::replicas`].
+    async fn pair(&self, tune: impl Fn(&mut gateway::Config)) -> (Running, Running) {
+        let mut gws = self.replicas(2, tune).await.into_iter();
+        (gws.next().expect("a"), gws.next().expect("b"))
+    }
+}
+
+/// A 2025-11-25 `initialize` from client `name`.
+fn initialize(name: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": name, "version": "1"}}})
+}
+
 async fn health(gw: &impl Target) -> Value {
     http()
         .get(format!("{}/health", gw.base_url()))
@@ -70,21 +128,8 @@ async fn instances(gw: &impl Target) -> Vec<(String, String, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_on_one_replica_is_live_on_every_replica() {
-    let pg = Postgres::start();
-    let url = pg.database("changes");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut gws = Vec::new();
-    for n in 0..3 {
-        gws.push(start_gateway(replica_config(&url, dir.path(), n)).await);
-    }
-    for gw in &gws {
-        wait_until(
-            "every replica to see three",
-            Duration::from_secs(15),
-            || async { live_replicas(gw).await == 3 },
-        )
-        .await;
-    }
+    let cl = Cluster::new("changes");
+    let mut gws = cl.replicas(3, |_| {}).await;
     let h = health(&gws[1]).await;
     assert_eq!(h["cluster"]["storeAvailable"], true, "{h}");
     let current: Vec<&Value> = h["cluster"]["replicas"]
@@ -157,7 +202,7 @@ async fn a_change_on_one_replica_is_live_on_every_replica() {
     }
 
     // Secrets are sealed at rest: the credential is not in the store's row.
-    let auth = pg.sql(
+    let auth = cl.pg.sql(
         "changes",
         "SELECT auth FROM instances WHERE name = 'weather'",
     );
@@ -246,15 +291,8 @@ async fn a_change_on_one_replica_is_live_on_every_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_outage_keeps_calls_serving_refuses_registrations_and_loses_nothing() {
-    let pg = Postgres::start();
-    let url = pg.database("outage");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let a = start_gateway(replica_config(&url, dir.path(), 0)).await;
-    let b = start_gateway(replica_config(&url, dir.path(), 1)).await;
-    wait_until("two replicas", Duration::from_secs(15), || async {
-        live_replicas(&a).await == 2 && live_replicas(&b).await == 2
-    })
-    .await;
+    let cl = Cluster::new("outage");
+    let (a, b) = cl.pair(|_| {}).await;
     let kept = start_fixture("kept", &["keepMe"]).await;
     let (status, body) = register(&a, "kept", &kept.mcp_url()).await;
     assert_eq!(status, 201, "{body}");
@@ -299,7 +337,7 @@ async fn a_store_outage_keeps_calls_serving_refuses_registrations_and_loses_noth
         .await;
     };
     progress("the load to run before the outage", Arc::clone(&made)).await;
-    pg.stop();
+    cl.pg.stop();
     progress("the load to run through the outage", Arc::clone(&made)).await;
     // Calls keep being served from memory, on both replicas.
     for gw in [&a, &b] {
@@ -330,14 +368,14 @@ async fn a_store_outage_keeps_calls_serving_refuses_registrations_and_loses_noth
     .await;
 
     // A replica that starts now serves, says the store is down, and keeps retrying.
-    let c = start_gateway(replica_config(&url, dir.path(), 2)).await;
+    let c = start_gateway(cl.config(2)).await;
     let h = health(&c).await;
     assert_eq!(h["status"], "ok", "{h}");
     assert_eq!(h["cluster"]["storeAvailable"], false, "{h}");
     let (status, body) = register(&c, "late", &late.mcp_url()).await;
     assert_eq!(status, 503, "{body}");
 
-    pg.start_server();
+    cl.pg.start_server();
     progress("the load to run through the recovery", Arc::clone(&made)).await;
     // Back: the new replica joins and reads what was registered; a registration is
     // accepted again and reaches every replica (their listeners reconnected).
@@ -374,7 +412,7 @@ async fn a_store_outage_keeps_calls_serving_refuses_registrations_and_loses_noth
         gw.stop().await;
     }
     // Every acknowledged registration is in the store: a fresh replica has both.
-    let fresh = start_gateway(replica_config(&url, dir.path(), 3)).await;
+    let fresh = start_gateway(cl.config(3)).await;
     wait_until(
         "a fresh replica to read both",
         Duration::from_secs(20),
@@ -391,14 +429,8 @@ async fn a_store_outage_keeps_calls_serving_refuses_registrations_and_loses_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_with_another_clusters_key_stays_out_of_the_store() {
-    let pg = Postgres::start();
-    let url = pg.database("keys");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let a = start_gateway(replica_config(&url, dir.path(), 0)).await;
-    wait_until("a to join", Duration::from_secs(15), || async {
-        live_replicas(&a).await == 1
-    })
-    .await;
+    let cl = Cluster::new("keys");
+    let a = cl.replicas(1, |_| {}).await.pop().expect("a");
     let fixture = start_fixture("sealed", &["sealedTool"]).await;
     let (status, body) = register_with(
         &a,
@@ -411,7 +443,7 @@ async fn a_replica_with_another_clusters_key_stays_out_of_the_store() {
         cluster_key: Some(gateway::config::Secret::new(
             "another cluster's key, long enough",
         )),
-        ..replica_config(&url, dir.path(), 1)
+        ..cl.config(1)
     })
     .await;
     // It never joins: it reads nothing and writes nothing there.
@@ -425,7 +457,7 @@ async fn a_replica_with_another_clusters_key_stays_out_of_the_store() {
     let (status, body) = register(&stranger, "other", &other.mcp_url()).await;
     assert_eq!(status, 500, "{body}");
     assert_eq!(live_replicas(&a).await, 1);
-    assert_eq!(pg.sql("keys", "SELECT count(*) FROM instances"), "1");
+    assert_eq!(cl.pg.sql("keys", "SELECT count(*) FROM instances"), "1");
     for gw in [a, stranger] {
         gw.stop().await;
     }
@@ -484,29 +516,16 @@ async fn delete_session(base: &str, token: &str, session: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_opened_on_one_replica_goes_on_through_every_other() {
-    let pg = Postgres::start();
-    let url = pg.database("sessions");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let configure = |n| {
-        let mut c = replica_config(&url, dir.path(), n);
-        c.credentials = vec![
-            credential("alice", &["list", "call"]),
-            credential("mallory", &["list", "call"]),
-        ];
-        c.max_sessions_per_credential = 3;
-        c
-    };
-    let gws = [
-        start_gateway(configure(0)).await,
-        start_gateway(configure(1)).await,
-        start_gateway(configure(2)).await,
-    ];
-    for gw in &gws {
-        wait_until("three replicas", Duration::from_secs(15), || async {
-            live_replicas(gw).await == 3
+    let cl = Cluster::new("sessions");
+    let gws = cl
+        .replicas(3, |c| {
+            c.credentials = vec![
+                credential("alice", &["list", "call"]),
+                credential("mallory", &["list", "call"]),
+            ];
+            c.max_sessions_per_credential = 3;
         })
         .await;
-    }
     let fixture = start_fixture("echoes", &["echoTool"]).await;
     assert_eq!(register(&gws[0], "echoes", &fixture.mcp_url()).await.0, 201);
     for gw in &gws {
@@ -519,15 +538,7 @@ async fn a_session_opened_on_one_replica_goes_on_through_every_other() {
     let base = |i: usize| gws[i % 3].base();
 
     // initialize on replica 0; everything after it goes round the three.
-    let (status, id, answer) = post(
-        &base(0),
-        &alice,
-        None,
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "round-robin", "version": "1"}}}),
-    )
-    .await;
+    let (status, id, answer) = post(&base(0), &alice, None, initialize("round-robin")).await;
     assert_eq!(status, 200, "{answer}");
     let id = id.expect("a session id");
     let (status, _, _) = post(
@@ -592,29 +603,16 @@ async fn a_session_opened_on_one_replica_goes_on_through_every_other() {
     // The per-credential cap counts the cluster's sessions, wherever they were opened.
     let mut opened = vec![id.clone()];
     for i in 1..3 {
-        let (status, more, answer) = post(
-            &base(i),
-            &alice,
-            None,
-            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {},
-                "clientInfo": {"name": "more", "version": "1"}}}),
-        )
-        .await;
+        let (status, more, answer) = post(&base(i), &alice, None, initialize("more")).await;
         assert_eq!(status, 200, "{answer}");
         opened.push(more.expect("id"));
     }
-    let (status, _, _) = post(
-        &base(0),
-        &alice,
-        None,
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "one-too-many", "version": "1"}}}),
-    )
-    .await;
+    let (status, _, _) = post(&base(0), &alice, None, initialize("one-too-many")).await;
     assert_eq!(status, 429);
-    assert_eq!(pg.sql("sessions", "SELECT count(*) FROM mcp_sessions"), "3");
+    assert_eq!(
+        cl.pg.sql("sessions", "SELECT count(*) FROM mcp_sessions"),
+        "3"
+    );
 
     // A DELETE rmcp refuses (a bogus protocol version) ends nothing, anywhere.
     let refused = http()
@@ -627,7 +625,7 @@ async fn a_session_opened_on_one_replica_goes_on_through_every_other() {
         .expect("DELETE");
     assert!(!refused.status().is_success(), "{}", refused.status());
     assert_eq!(
-        pg.sql(
+        cl.pg.sql(
             "sessions",
             &format!("SELECT count(*) FROM mcp_sessions WHERE id = '{id}'")
         ),
@@ -663,7 +661,10 @@ async fn a_session_opened_on_one_replica_goes_on_through_every_other() {
         )
         .await;
     }
-    assert_eq!(pg.sql("sessions", "SELECT count(*) FROM mcp_sessions"), "2");
+    assert_eq!(
+        cl.pg.sql("sessions", "SELECT count(*) FROM mcp_sessions"),
+        "2"
+    );
     for gw in gws {
         gw.stop().await;
     }
@@ -713,19 +714,8 @@ async fn calls_served(gw: &impl Target) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_the_load_balancer_a_whole_rmcp_session_uses_every_replica() {
-    let pg = Postgres::start();
-    let url = pg.database("balanced");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut gws = Vec::new();
-    for n in 0..3 {
-        gws.push(start_gateway(replica_config(&url, dir.path(), n)).await);
-    }
-    for gw in &gws {
-        wait_until("three replicas", Duration::from_secs(15), || async {
-            live_replicas(gw).await == 3
-        })
-        .await;
-    }
+    let cl = Cluster::new("balanced");
+    let gws = cl.replicas(3, |_| {}).await;
     let addrs: Vec<String> = gws.iter().map(|g| g.addr.to_string()).collect();
     let (_lb, lb) = load_balancer(&addrs).await;
     let lb_target = procs::Url(lb.clone());
@@ -871,15 +861,8 @@ async fn a_replica_killed_under_load_loses_only_the_calls_it_was_running() {
     for c in 0..CLIENTS {
         let (lb, killed_at) = (lb.clone(), Arc::clone(&killed_at));
         workers.push(tokio::spawn(async move {
-            let (status, id, answer) = post(
-                &lb,
-                TOKEN,
-                None,
-                json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                    "protocolVersion": "2025-11-25", "capabilities": {},
-                    "clientInfo": {"name": format!("worker-{c}"), "version": "1"}}}),
-            )
-            .await;
+            let (status, id, answer) =
+                post(&lb, TOKEN, None, initialize(&format!("worker-{c}"))).await;
             assert_eq!(status, 200, "{answer}");
             let id = id.expect("session");
             post(
@@ -945,21 +928,8 @@ async fn a_replica_killed_under_load_loses_only_the_calls_it_was_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credentials_rate_limit_holds_for_the_cluster_not_per_replica() {
     const RATE: u32 = 20;
-    let pg = Postgres::start();
-    let url = pg.database("limits");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut gws = Vec::new();
-    for n in 0..3 {
-        let mut c = replica_config(&url, dir.path(), n);
-        c.rate_limit_per_credential = RATE;
-        gws.push(start_gateway(c).await);
-    }
-    for gw in &gws {
-        wait_until("three replicas", Duration::from_secs(15), || async {
-            live_replicas(gw).await == 3
-        })
-        .await;
-    }
+    let cl = Cluster::new("limits");
+    let gws = cl.replicas(3, |c| c.rate_limit_per_credential = RATE).await;
     // Every replica shares the limit once its heartbeat has counted three (and the
     // buckets it started with are spent or refilled by then).
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1026,25 +996,9 @@ async fn a_credentials_rate_limit_holds_for_the_cluster_not_per_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_sessions_expire_for_the_cluster_and_are_never_adopted_unchecked() {
-    let pg = Postgres::start();
-    let url = pg.database("expiry");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let configure = |n| {
-        let mut c = replica_config(&url, dir.path(), n);
-        c.session_idle_timeout_ms = 3_000;
-        c
-    };
-    let a = start_gateway(configure(0)).await;
-    let b = start_gateway(configure(1)).await;
-    wait_until("two replicas", Duration::from_secs(15), || async {
-        live_replicas(&a).await == 2 && live_replicas(&b).await == 2
-    })
-    .await;
-    let init = |name: &str| {
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": name, "version": "1"}}})
-    };
+    let cl = Cluster::new("expiry");
+    let (a, b) = cl.pair(|c| c.session_idle_timeout_ms = 3_000).await;
+    let init = initialize;
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
 
@@ -1078,7 +1032,7 @@ async fn shared_sessions_expire_for_the_cluster_and_are_never_adopted_unchecked(
         );
     }
     assert_eq!(
-        pg.sql(
+        cl.pg.sql(
             "expiry",
             &format!("SELECT count(*) FROM mcp_sessions WHERE id = '{idle}'")
         ),
@@ -1086,11 +1040,11 @@ async fn shared_sessions_expire_for_the_cluster_and_are_never_adopted_unchecked(
     );
 
     // initialize parameters too large to share: refused, nothing stored or kept.
-    let before = pg.sql("expiry", "SELECT count(*) FROM mcp_sessions");
+    let before = cl.pg.sql("expiry", "SELECT count(*) FROM mcp_sessions");
     let (status, id, answer) = post(&a.base(), TOKEN, None, init(&"x".repeat(20_000))).await;
     assert_eq!(status, 413, "{answer}");
     assert_eq!(
-        pg.sql("expiry", "SELECT count(*) FROM mcp_sessions"),
+        cl.pg.sql("expiry", "SELECT count(*) FROM mcp_sessions"),
         before
     );
     if let Some(id) = id {
@@ -1102,7 +1056,7 @@ async fn shared_sessions_expire_for_the_cluster_and_are_never_adopted_unchecked(
     let (_, fresh, _) = post(&a.base(), TOKEN, None, init("fresh")).await;
     let fresh = fresh.expect("id");
     post(&a.base(), TOKEN, Some(&fresh), initialized).await;
-    pg.stop();
+    cl.pg.stop();
     let (status, _, answer) = post(&b.base(), TOKEN, Some(&fresh), list.clone()).await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(
@@ -1115,7 +1069,7 @@ async fn shared_sessions_expire_for_the_cluster_and_are_never_adopted_unchecked(
     );
     // ...and a new session cannot be opened without its row.
     assert_eq!(post(&a.base(), TOKEN, None, init("late")).await.0, 503);
-    pg.start_server();
+    cl.pg.start_server();
     wait_until(
         "b to adopt the session once the store is back",
         Duration::from_secs(20),
@@ -1124,7 +1078,7 @@ async fn shared_sessions_expire_for_the_cluster_and_are_never_adopted_unchecked(
     .await;
     // A session whose end a replica missed (its row deleted with no notification): the
     // next sweep after it is used there ends it there too.
-    pg.sql(
+    cl.pg.sql(
         "expiry",
         &format!("DELETE FROM mcp_sessions WHERE id = '{fresh}'"),
     );
@@ -1320,19 +1274,8 @@ async fn the_call_log_is_the_clusters_and_outlives_a_store_outage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_checks_the_upstreams_health_and_every_replica_follows_it() {
-    let pg = Postgres::start();
-    let url = pg.database("health");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut gws = Vec::new();
-    for n in 0..3 {
-        gws.push(start_gateway(replica_config(&url, dir.path(), n)).await);
-    }
-    for gw in &gws {
-        wait_until("three replicas", Duration::from_secs(15), || async {
-            live_replicas(gw).await == 3
-        })
-        .await;
-    }
+    let cl = Cluster::new("health");
+    let gws = cl.replicas(3, |_| {}).await;
     let fixture = fixture::Fixture::new("pinged", &["pingedTool"]);
     let requests = Arc::clone(&fixture.authorizations);
     let backend = serve_fixture(fixture).await;
@@ -1373,15 +1316,8 @@ async fn one_replica_checks_the_upstreams_health_and_every_replica_follows_it() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_keeps_a_clients_stream_open_where_a_lone_gateway_would_let_it_resume() {
-    let pg = Postgres::start();
-    let url = pg.database("streams");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let a = start_gateway(replica_config(&url, dir.path(), 0)).await;
-    let b = start_gateway(replica_config(&url, dir.path(), 1)).await;
-    wait_until("two replicas", Duration::from_secs(15), || async {
-        live_replicas(&a).await == 2 && live_replicas(&b).await == 2
-    })
-    .await;
+    let cl = Cluster::new("streams");
+    let (a, b) = cl.pair(|_| {}).await;
     // The conformance fixture's test_reconnection closes the call's stream mid-call
     // (SEP-1699); a lone gateway passes the close on to a client that can resume.
     let (stop, task) = crate::transparency::conformance_backend(&a, "conf").await;
@@ -1391,15 +1327,7 @@ async fn a_replica_keeps_a_clients_stream_open_where_a_lone_gateway_would_let_it
             .contains(&"test_reconnection".to_string())
     })
     .await;
-    let (_, session, _) = post(
-        &a.base(),
-        TOKEN,
-        None,
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "streams", "version": "1"}}}),
-    )
-    .await;
+    let (_, session, _) = post(&a.base(), TOKEN, None, initialize("streams")).await;
     let session = session.expect("id");
     post(
         &a.base(),
@@ -1444,25 +1372,9 @@ async fn a_replica_keeps_a_clients_stream_open_where_a_lone_gateway_would_let_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_confirmed_through_another_replica_keeps_its_stream_on_the_first() {
-    let pg = Postgres::start();
-    let url = pg.database("confirm");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let configure = |n| {
-        let mut c = replica_config(&url, dir.path(), n);
-        c.session_init_timeout_ms = 2_000;
-        c
-    };
-    let a = start_gateway(configure(0)).await;
-    let b = start_gateway(configure(1)).await;
-    wait_until("two replicas", Duration::from_secs(15), || async {
-        live_replicas(&a).await == 2 && live_replicas(&b).await == 2
-    })
-    .await;
-    let init = |name: &str| {
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": name, "version": "1"}}})
-    };
+    let cl = Cluster::new("confirm");
+    let (a, b) = cl.pair(|c| c.session_init_timeout_ms = 2_000).await;
+    let init = initialize;
     // initialize on a, notifications/initialized on b (as a round robin sends them),
     // then the client's GET stream on a.
     let (_, id, _) = post(&a.base(), TOKEN, None, init("confirmed-elsewhere")).await;
@@ -1517,15 +1429,8 @@ async fn a_session_confirmed_through_another_replica_keeps_its_stream_on_the_fir
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modern_clients_retry_may_reach_any_replica() {
     use crate::rounds::{call_tool, fixture_with, only_question, state_of};
-    let pg = Postgres::start();
-    let url = pg.database("rounds");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let a = start_gateway(replica_config(&url, dir.path(), 0)).await;
-    let b = start_gateway(replica_config(&url, dir.path(), 1)).await;
-    wait_until("two replicas", Duration::from_secs(15), || async {
-        live_replicas(&a).await == 2 && live_replicas(&b).await == 2
-    })
-    .await;
+    let cl = Cluster::new("rounds");
+    let (a, b) = cl.pair(|_| {}).await;
     // A 2026-07-28 backend answers input_required itself; its state travels sealed in
     // the gateway's, which any replica of the cluster opens.
     let (backend, stop) = fixture_with(Default::default()).await;
