@@ -24,11 +24,15 @@
 //!   listing (2,000 tools), and `search_tools` latency over 10,000 tools.
 //! - [`stdio`]: a stdio upstream: shopping-service's stdio handler called over its
 //!   pipe by a lean line client, and through the gateway (which runs it) with `wrk`.
+//! - [`cluster`]: replicas on one PostgreSQL store (#15): per-call cost against the
+//!   SQLite store, registration propagation between replicas, and wrk through HAProxy
+//!   to one replica and to two.
 //!
 //! Load only ever targets 127.0.0.1, and every loop is bounded in count and time.
 
 mod callgrind;
 mod client;
+mod cluster;
 mod load;
 mod procs;
 mod report;
@@ -158,6 +162,41 @@ enum Command {
         #[arg(long)]
         varied: bool,
     },
+    /// Replicas on one PostgreSQL store (#15), against a throwaway PostgreSQL on
+    /// loopback: per-call cost of the PostgreSQL store against the SQLite store (wrk, 1
+    /// and 16 connections, side by side), registration on replica A heard as
+    /// `tools/list_changed` by a client of replica B (N cycles), and wrk at 16 and 64
+    /// connections through HAProxy (deploy/haproxy/haproxy.cfg) to one replica, then two.
+    Cluster {
+        /// Each part briefly: one-second wrk runs without warm-up, one round, five
+        /// cycles (smoke run; numbers are not meaningful).
+        #[arg(long)]
+        quick: bool,
+        /// Where to write the markdown results (the JSON goes beside it, as .json).
+        #[arg(long, default_value = "bench-results/cluster.md")]
+        out: PathBuf,
+        /// Seconds each measured wrk run lasts (default 5, 1 with --quick).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Seconds of the unrecorded wrk run before each measured one (default 1, 0
+        /// with --quick).
+        #[arg(long)]
+        warmup: Option<u64>,
+        /// Side-by-side rounds of the store and balancer parts, alternating their
+        /// order (default 2, 1 with --quick).
+        #[arg(long)]
+        rounds: Option<u32>,
+        /// Register/unregister cycles of the propagation part (default 100, 5 with
+        /// --quick).
+        #[arg(long)]
+        iterations: Option<u32>,
+        /// Run only these parts (comma-separated).
+        #[arg(long, value_delimiter = ',', value_enum)]
+        only: Vec<cluster::Part>,
+        /// The HAProxy configuration (default: the repository's deploy/haproxy/haproxy.cfg).
+        #[arg(long)]
+        haproxy_cfg: Option<PathBuf>,
+    },
     /// Tool search at catalog sizes agents cannot hold: `tools/list` of a 2,000-tool
     /// catalog in search mode against the full listing, and `search_tools` latency over
     /// a 10,000-tool catalog (the first search, which builds the index, and the rest).
@@ -250,6 +289,30 @@ async fn main() {
             varied,
         } => roles::serve_fixtures(listen, tools, name, varied).await,
         Command::Search { quick, out } => search_command(quick, out).await,
+        Command::Cluster {
+            quick,
+            out,
+            seconds,
+            warmup,
+            rounds,
+            iterations,
+            only,
+            haproxy_cfg,
+        } => {
+            let defaults = wrk::Params::new(quick);
+            let opts = cluster::Options {
+                quick,
+                params: wrk::Params {
+                    warmup_secs: warmup.unwrap_or(defaults.warmup_secs),
+                    measure_secs: seconds.unwrap_or(defaults.measure_secs).max(1),
+                },
+                rounds: rounds.unwrap_or(if quick { 1 } else { 2 }).max(1),
+                iterations: iterations.unwrap_or(if quick { 5 } else { 100 }).max(1),
+                only,
+                haproxy_cfg: haproxy_cfg.unwrap_or_else(cluster::default_haproxy_cfg),
+            };
+            cluster_command(opts, out).await
+        }
     };
     if let Err(e) = result {
         eprintln!("mcp-bench: {e:#}");
@@ -288,6 +351,23 @@ async fn search_command(quick: bool, out: PathBuf) -> anyhow::Result<()> {
         &out,
         "Tool search: listing size and search latency",
         search::markdown(&section),
+        &section,
+    )
+}
+
+/// `mcp-bench cluster`: measures, then writes the markdown report and the JSON beside it.
+async fn cluster_command(opts: cluster::Options, out: PathBuf) -> anyhow::Result<()> {
+    let load_at_start = report::load_average();
+    let scratch = tempfile::Builder::new()
+        .prefix("mcp-bench-cluster-")
+        .tempdir()?;
+    let section = cluster::measure(&opts, scratch.path()).await?;
+    write_report(
+        opts.quick,
+        load_at_start,
+        &out,
+        "Replicas on PostgreSQL (#15)",
+        cluster::markdown(&section),
         &section,
     )
 }
