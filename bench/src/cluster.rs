@@ -1064,7 +1064,7 @@ impl Postgres {
                 ticks += f.utime + f.stime;
             }
         }
-        Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+        Duration::from_secs_f64(ticks as f64 / crate::procs::clock_ticks_per_second() as f64)
     }
 }
 
@@ -1129,20 +1129,6 @@ fn stat_fields(stat: &str) -> Option<StatFields> {
         stime: f.get(12)?.parse().ok()?,
         cutime: f.get(13)?.parse().ok()?,
         cstime: f.get(14)?.parse().ok()?,
-    })
-}
-
-/// `getconf CLK_TCK`, asked once (100 unless configured otherwise).
-fn clock_ticks() -> u64 {
-    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .filter(|t| *t > 0)
-            .unwrap_or(100)
     })
 }
 

@@ -199,7 +199,7 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 }
 
 /// `getconf CLK_TCK` (100 on Linux unless configured otherwise), asked once.
-fn clock_ticks_per_second() -> u64 {
+pub fn clock_ticks_per_second() -> u64 {
     static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {
         Command::new("getconf")
