@@ -153,17 +153,7 @@ async fn a_change_on_one_replica_is_live_on_every_replica() {
     // A client of replica 2 hears that the tools changed when replica 0 registers.
     let counting = Counting::default();
     let heard = Arc::clone(&counting.0);
-    let client = service_kit::client::connect_with(
-        &gws[2].mcp_url(),
-        &service_kit::client::ClientOptions {
-            client_name: "watcher".into(),
-            bearer: Some(TOKEN.into()),
-            ..Default::default()
-        },
-        counting,
-    )
-    .await
-    .expect("session");
+    let client = session_with(&gws[2].mcp_url(), "watcher", counting).await;
 
     let fixture = start_fixture("weather", &["forecast"]).await;
     let (status, body) = register_with(

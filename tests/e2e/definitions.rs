@@ -117,17 +117,7 @@ async fn references_stay_as_written_by_default() {
     assert_eq!(register(&gw, "plain", &up.mcp_url()).await.0, 201);
     assert_eq!(listed(&gw, "refs").await["inputSchema"], schema);
     // On the virtual server that asks for them: inlined.
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
-    let strict: Value = http()
-        .post(format!("{}/servers/strict/mcp", gw.base()))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("POST")
-        .json()
-        .await
-        .expect("JSON");
+    let strict = crate::servers::rpc_on(&gw, "strict", TOKEN, "tools/list", json!({})).await;
     let refs = strict["result"]["tools"]
         .as_array()
         .and_then(|t| t.iter().find(|t| t["name"] == "refs"))
@@ -137,16 +127,7 @@ async fn references_stay_as_written_by_default() {
         json!({"type": "object", "properties": {"a": {"type": "string"}}})
     );
     // Its own threshold: two tools are past one, so search mode there, not on /mcp.
-    let small: Value = http()
-        .post(format!("{}/servers/small/mcp", gw.base()))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("POST")
-        .json()
-        .await
-        .expect("JSON");
+    let small = crate::servers::rpc_on(&gw, "small", TOKEN, "tools/list", json!({})).await;
     assert_eq!(
         small["result"]["tools"][0]["name"], "search_tools",
         "{small}"

@@ -512,25 +512,6 @@ async fn a_modern_backends_own_question_travels_sealed_and_its_retry_reaches_tha
     gw.stop().await;
 }
 
-/// A 2025-era session with the gateway, its messages handled by `handler`.
-async fn session_with<H: rmcp::ClientHandler + Clone>(
-    gw: &Running,
-    name: &str,
-    handler: H,
-) -> rmcp::service::RunningService<rmcp::RoleClient, H> {
-    service_kit::client::connect_with(
-        &gw.mcp_url(),
-        &service_kit::client::ClientOptions {
-            client_name: name.into(),
-            bearer: Some(TOKEN.into()),
-            ..Default::default()
-        },
-        handler,
-    )
-    .await
-    .expect("a 2025-era session with the gateway")
-}
-
 /// A 2025-era client that declares elicitation and answers every question with a name.
 #[derive(Clone, Default)]
 struct Answering {
@@ -569,7 +550,7 @@ async fn a_session_client_is_asked_a_modern_backends_questions_on_its_session() 
     // session; its answer goes back as inputResponses, and the call completes.
     let handler = Answering::default();
     let asked = handler.asked.clone();
-    let client = session_with(&gw, "answering", handler).await;
+    let client = session_with(&gw.mcp_url(), "answering", handler).await;
     let result = client
         .peer()
         .call_tool(call.clone())
@@ -607,7 +588,7 @@ async fn a_modern_backends_list_change_reaches_the_gateways_clients() {
     assert_eq!(negotiated(&gw, "conformance").await, "2026-07-28");
     let handler = Counting::default();
     let changed = handler.0.clone();
-    let client = session_with(&gw, "counting", handler).await;
+    let client = session_with(&gw.mcp_url(), "counting", handler).await;
     let before = client.peer().list_all_tools().await.expect("tools");
     assert!(!before.iter().any(|t| t.name == "test_trigger_added_tool"));
     // The backend announces the change on the gateway's listen stream only (2026-07-28
@@ -790,7 +771,7 @@ async fn an_older_clients_input_responses_never_reach_a_modern_backend() {
     assert_eq!(register(&gw, "conformance", &url).await.0, 201);
     let handler = Answering::default();
     let asked = handler.asked.clone();
-    let client = session_with(&gw, "answering", handler).await;
+    let client = session_with(&gw.mcp_url(), "answering", handler).await;
     // A 2025-era client slips the 2026-07-28 members into its call: the backend would
     // take the answer as given. The gateway drops them; the backend asks, and the
     // client's real answer (Ada) completes the call.

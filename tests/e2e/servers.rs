@@ -37,7 +37,7 @@ async fn post_to(gw: &Running, path: &str, token: &str, body: Value) -> (u16, Va
     (status, value)
 }
 
-async fn rpc_on(gw: &Running, server: &str, token: &str, method: &str, params: Value) -> Value {
+pub async fn rpc_on(gw: &Running, server: &str, token: &str, method: &str, params: Value) -> Value {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
     post_to(gw, &format!("/servers/{server}/mcp"), token, body)
         .await
@@ -369,17 +369,12 @@ async fn virtual_servers_defined_at_run_time_are_checked_stored_and_announced() 
     assert_eq!(body["toolCount"], 4, "{body}");
     let counting = Counting::default();
     let changed = Arc::clone(&counting.0);
-    let client = service_kit::client::connect_with(
+    let client = session_with(
         &format!("{}/servers/people/mcp", gw.base()),
-        &service_kit::client::ClientOptions {
-            client_name: "watcher".into(),
-            bearer: Some(TOKEN.into()),
-            ..Default::default()
-        },
+        "watcher",
         counting,
     )
-    .await
-    .expect("session");
+    .await;
     assert_eq!(client.peer().list_all_tools().await.expect("list").len(), 4);
     // Its instructions are those of the services it shows.
     let instructions = client

@@ -21,6 +21,26 @@ use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "mcp-token-123";
 
+/// A 2025-era session of rmcp's client, with `handler`, at `mcp_url` (with the
+/// gateway's token).
+pub async fn session_with<H: rmcp::ClientHandler + Clone>(
+    mcp_url: &str,
+    name: &str,
+    handler: H,
+) -> rmcp::service::RunningService<rmcp::RoleClient, H> {
+    service_kit::client::connect_with(
+        mcp_url,
+        &ClientOptions {
+            client_name: name.into(),
+            bearer: Some(TOKEN.into()),
+            ..ClientOptions::default()
+        },
+        handler,
+    )
+    .await
+    .expect("a 2025-era session with the gateway")
+}
+
 /// A 2025-era session client (an rmcp `ClientHandler`) that counts the
 /// `tools/list_changed` notifications it gets.
 #[derive(Clone, Default)]
