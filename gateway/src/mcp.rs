@@ -2393,10 +2393,9 @@ async fn adopt(endpoint: &McpEndpoint, id: &str) -> Option<Response> {
     }
     match shared.adopt(id).await {
         Ok(Some(adopted)) => {
-            let init = serde_json::to_string(&*adopted.init).unwrap_or_default();
             endpoint
                 .passthrough
-                .adopt(id, &init, adopted.owner, adopted.server);
+                .adopt(id, &adopted.init_text, adopted.owner, adopted.server);
             shared.used(id);
             None
         }
@@ -2604,8 +2603,10 @@ async fn in_session(
     let deleting = parts.method == Method::DELETE;
     let legacy = match &fast {
         Some(f) => !f.resumable(),
-        None => match endpoint.shared.as_ref().and_then(|s| s.legacy(&id)) {
-            Some(legacy) => legacy,
+        // An adopted session rmcp has not restored yet: by the revision its client asked
+        // for, as at its `initialize`.
+        None => match endpoint.shared.as_ref().and_then(|s| s.revision(&id)) {
+            Some(revision) => revision.as_str() < PRIMING_SINCE,
             None => endpoint
                 .legacy_sessions
                 .sessions

@@ -36,6 +36,8 @@ pub const MAX_INIT_BYTES: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct Adopted {
     pub init: Arc<InitializeRequestParams>,
+    /// The same, as the client sent them (the row's text).
+    pub init_text: Arc<str>,
     /// The owner and endpoint the row names.
     pub owner: Arc<str>,
     pub server: Option<Arc<str>>,
@@ -104,6 +106,7 @@ impl Shared {
         };
         let adopted = Adopted {
             init: Arc::new(init),
+            init_text: Arc::from(row.init),
             owner: Arc::from(row.owner),
             server: row.server.map(Arc::from),
         };
@@ -111,12 +114,11 @@ impl Shared {
         Ok(Some(adopted))
     }
 
-    /// Whether adopted session `id` belongs with the service of clients before
-    /// 2025-11-25 (no SSE priming), by the revision its client asked for.
-    pub fn legacy(&self, id: &str) -> Option<bool> {
+    /// The protocol revision adopted session `id`'s client asked for.
+    pub fn revision(&self, id: &str) -> Option<String> {
         self.adopted
             .get(id)
-            .map(|a| a.init.protocol_version.as_str() < "2025-11-25")
+            .map(|a| a.init.protocol_version.as_str().to_string())
     }
 
     /// Whether session `id` was adopted here (rmcp may not hold its copy yet).

@@ -11,8 +11,8 @@ use ring::{aead, hkdf, rand::SecureRandom as _};
 /// What every sealed value starts with (the format's version).
 const PREFIX: &str = "v1.";
 
-/// A 32-byte key for `purpose`, derived from the cluster's `secret` (HKDF-SHA256, the
-/// same salt as [`Cipher`], another info string): what every replica must seal alike and
+/// A 32-byte key for `purpose`, derived from the cluster's `secret` (HKDF-SHA256 from
+/// the same [`prk`] as [`Cipher`], another info string): what every replica must seal alike and
 /// open alike (a 2026-07-28 client's `requestState`, task ids) without sharing the
 /// store's key.
 pub fn derive(secret: &str, purpose: &[u8]) -> [u8; 32] {
@@ -22,14 +22,19 @@ pub fn derive(secret: &str, purpose: &[u8]) -> [u8; 32] {
             32
         }
     }
-    let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"mcp-federation cluster_key v1");
-    let prk = salt.extract(secret.as_bytes());
     let info: &[&[u8]] = &[purpose];
     let mut key = [0u8; 32];
-    prk.expand(info, Len)
+    prk(secret)
+        .expand(info, Len)
         .and_then(|okm| okm.fill(&mut key))
         .expect("32 bytes is a valid HKDF-SHA256 output length");
     key
+}
+
+/// HKDF-SHA256's pseudorandom key of the cluster's `secret`, which every key derived
+/// from it starts from.
+fn prk(secret: &str) -> hkdf::Prk {
+    hkdf::Salt::new(hkdf::HKDF_SHA256, b"mcp-federation cluster_key v1").extract(secret.as_bytes())
 }
 
 pub struct Cipher {
@@ -40,8 +45,7 @@ pub struct Cipher {
 impl Cipher {
     /// The cipher of `secret` (the configuration's `cluster_key`).
     pub fn new(secret: &str) -> Self {
-        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"mcp-federation cluster_key v1");
-        let prk = salt.extract(secret.as_bytes());
+        let prk = prk(secret);
         let info: &[&[u8]] = &[b"store secrets"];
         let okm = prk
             .expand(info, &aead::CHACHA20_POLY1305)
