@@ -54,6 +54,8 @@ use crate::{
     },
     refusal::{MetadataUrl, insufficient_scope},
     registry::{Changed, Registry, Subscriber},
+    sessions::Tagged,
+    store::{Change, StoreError},
     upstream::{BoxFuture, CallError, ClientLink, Downstream, PrivateSessions, Service, Sink, Via},
     vocab::{Allow, Identity, Scopes},
 };
@@ -69,7 +71,17 @@ pub struct SessionState {
     key: std::sync::OnceLock<(Arc<Passthrough>, String)>,
     level: std::sync::Mutex<Option<LoggingLevel>>,
     private: std::sync::OnceLock<Option<PrivateSessions>>,
+    /// A cluster's replica: the session copies its handlers hold, which this one joins
+    /// when its key is known, and its client (to subscribe it where another replica
+    /// says).
+    held: Option<Arc<Held>>,
+    peer: std::sync::OnceLock<rmcp::Peer<RoleServer>>,
 }
+
+/// The shared sessions whose copies a cluster's replica holds, by `Mcp-Session-Id`:
+/// what another replica changes of one (level, subscriptions) is applied to its copy
+/// here.
+type Held = dashmap::DashMap<String, std::sync::Weak<SessionState>>;
 
 impl Drop for SessionState {
     fn drop(&mut self) {
@@ -78,6 +90,9 @@ impl Drop for SessionState {
         if let Some((passthrough, key)) = self.key.get() {
             passthrough.end(key);
             crate::trim::session_ended();
+            if let Some(held) = &self.held {
+                held.remove_if(key, |_, weak| weak.strong_count() == 0);
+            }
         }
         self.registry.remove_client(self.id);
         let emptied = self.registry.forget_session(self.id);
@@ -93,6 +108,63 @@ impl Drop for SessionState {
             });
         }
     }
+}
+
+impl SessionState {
+    /// Applies what the session's row says its client set (on another replica, or
+    /// before this replica adopted it): the level, and the subscriptions, made here as
+    /// the row lists them, and (`prune`: the row was read just now) ended here when it
+    /// no longer does. A row read earlier (at adoption) only adds: a subscription this
+    /// copy made since is newer than it.
+    async fn follow(&self, settings: crate::sessions::SessionSettings, prune: bool) {
+        *self.level.lock().unwrap_or_else(|p| p.into_inner()) = settings.level;
+        if let Some((passthrough, key)) = self.key.get() {
+            passthrough.set_level(key, settings.level);
+        }
+        let Some(peer) = self.peer.get() else {
+            return;
+        };
+        let held = self.registry.subscriptions_of(self.id);
+        for uri in settings.subscriptions.iter().filter(|u| !held.contains(u)) {
+            // The replica that accepted it checked the client's allow-list.
+            let subscriber = Subscriber::Session(peer.clone());
+            if let Err(e) = subscribe_as(&self.registry, self.id, uri, subscriber, None).await {
+                tracing::debug!(%uri, "a shared session's subscription not made here: {}", e.message);
+            }
+        }
+        for uri in held
+            .iter()
+            .filter(|u| prune && !settings.subscriptions.contains(u))
+        {
+            if self.registry.unsubscribe(uri, self.id) {
+                unsubscribe_upstream(&self.registry, uri).await;
+            }
+        }
+    }
+}
+
+/// Subscribes client session (or listen stream) `session` to `uri`'s updates: the first
+/// subscriber of a URI subscribes upstream, where `subscribe_route` says.
+async fn subscribe_as(
+    registry: &Registry,
+    session: u64,
+    uri: &str,
+    subscriber: Subscriber,
+    allow: Option<&Allow>,
+) -> Result<(), ErrorData> {
+    let Planned {
+        service, original, ..
+    } = crate::proxy::find(registry, allow, Target::Subscription(uri))?;
+    if registry.subscribe(uri, session, subscriber) {
+        let upstream = ClientRequest::SubscribeRequest(SubscribeRequest::new(
+            SubscribeRequestParams::new(original.to_string()),
+        ));
+        if let Err(e) = service.request_plain(upstream).await {
+            registry.unsubscribe(uri, session);
+            return Err(call_error(e));
+        }
+    }
+    Ok(())
 }
 
 async fn unsubscribe_upstream(registry: &Registry, uri: &str) {
@@ -119,6 +191,8 @@ pub struct GatewayHandler {
     passthrough: Option<Arc<Passthrough>>,
     /// The calls of 2026-07-28 requests, which may take several rounds.
     rounds: Option<Arc<Rounds>>,
+    /// A cluster's shared sessions (a replica's handler only).
+    shared: Option<Arc<crate::sessions::Shared>>,
 }
 
 /// The gateway's instructions, with those of each service the caller sees (all, when
@@ -196,6 +270,8 @@ impl GatewayHandler {
             key: std::sync::OnceLock::new(),
             level: std::sync::Mutex::new(None),
             private: std::sync::OnceLock::new(),
+            held: None,
+            peer: std::sync::OnceLock::new(),
         });
         Self {
             registry,
@@ -204,7 +280,18 @@ impl GatewayHandler {
             streams: None,
             passthrough: None,
             rounds: None,
+            shared: None,
         }
+    }
+
+    /// A cluster's replica's handler: what its session's client sets is written to the
+    /// session's row, and its copy joins `held`.
+    fn in_cluster(mut self, shared: Arc<crate::sessions::Shared>, held: Arc<Held>) -> Self {
+        if let Some(state) = Arc::get_mut(&mut self.session) {
+            state.held = Some(held);
+        }
+        self.shared = Some(shared);
+        self
     }
 
     /// A handler whose 2026-07-28 requests' calls are driven in rounds, so a backend
@@ -686,27 +773,21 @@ impl GatewayHandler {
         }
     }
 
-    /// Subscribes this session (or listen stream) to `uri`'s updates: the first
-    /// subscriber of a URI subscribes upstream, where `subscribe_route` says.
-    async fn subscribe_as(
+    /// Writes what this session's client set to its row, so every replica serving the
+    /// session holds it (a cluster's replica only).
+    async fn share(
         &self,
-        uri: &str,
-        subscriber: Subscriber,
-        allow: Option<&Allow>,
+        write: impl AsyncFnOnce(&crate::sessions::Shared, &str) -> Result<(), StoreError>,
     ) -> Result<(), ErrorData> {
-        let Planned {
-            service, original, ..
-        } = crate::proxy::find(&self.registry, allow, Target::Subscription(uri))?;
-        if self.registry.subscribe(uri, self.session.id, subscriber) {
-            let upstream = ClientRequest::SubscribeRequest(SubscribeRequest::new(
-                SubscribeRequestParams::new(original.to_string()),
-            ));
-            if let Err(e) = service.request_plain(upstream).await {
-                self.registry.unsubscribe(uri, self.session.id);
-                return Err(call_error(e));
-            }
-        }
-        Ok(())
+        let (Some(shared), Some((_, key))) = (&self.shared, self.session.key.get()) else {
+            return Ok(());
+        };
+        write(shared, key).await.map_err(|e| {
+            ErrorData::internal_error(
+                format!("applied on this replica only: the cluster's store did not take it ({e}); send it again"),
+                None,
+            )
+        })
     }
 
     /// The rounds of a 2026-07-28 request (see `mrtr`); none for older clients.
@@ -1585,7 +1666,16 @@ impl ServerHandler for GatewayHandler {
     ) -> Result<(), ErrorData> {
         self.counted("resources/subscribe", async {
             let subscriber = Subscriber::Session(context.peer.clone());
-            self.subscribe_as(&request.uri, subscriber, allow_of(&context).as_deref())
+            let allow = allow_of(&context);
+            subscribe_as(
+                &self.registry,
+                self.session.id,
+                &request.uri,
+                subscriber,
+                allow.as_deref(),
+            )
+            .await?;
+            self.share(async |shared, key| shared.set_subscription(key, &request.uri, true).await)
                 .await
         })
         .await
@@ -1600,7 +1690,8 @@ impl ServerHandler for GatewayHandler {
             if self.registry.unsubscribe(&request.uri, self.session.id) {
                 unsubscribe_upstream(&self.registry, &request.uri).await;
             }
-            Ok(())
+            self.share(async |shared, key| shared.set_subscription(key, &request.uri, false).await)
+                .await
         })
         .await
     }
@@ -1647,7 +1738,8 @@ impl ServerHandler for GatewayHandler {
     ) -> Result<(), ErrorData> {
         self.counted("logging/setLevel", async {
             *self.session.level.lock().unwrap_or_else(|p| p.into_inner()) = Some(request.level);
-            Ok(())
+            self.share(async |shared, key| shared.set_level(key, request.level).await)
+                .await
         })
         .await
     }
@@ -1665,6 +1757,21 @@ impl ServerHandler for GatewayHandler {
                 .session
                 .key
                 .set((Arc::clone(passthrough), key.to_string()));
+            let _ = self.session.peer.set(context.peer.clone());
+            if let (Some(held), Some(shared)) = (&self.session.held, &self.shared) {
+                held.insert(key.to_string(), Arc::downgrade(&self.session));
+                // A copy restored here (the session was opened on another replica): what
+                // its client set there holds here too.
+                let restored = context
+                    .extensions
+                    .get::<rmcp::transport::streamable_http_server::session::SessionRestoreMarker>()
+                    .is_some();
+                if restored && let Some(settings) = shared.adopted_settings(key) {
+                    *self.session.level.lock().unwrap_or_else(|p| p.into_inner()) = settings.level;
+                    let session = Arc::clone(&self.session);
+                    tokio::spawn(async move { session.follow(settings, false).await });
+                }
+            }
         }
         self.registry.add_client(self.session.id, context.peer);
     }
@@ -1701,7 +1808,15 @@ impl ServerHandler for GatewayHandler {
         let allow = allow_of(context.request_context());
         for uri in &uris {
             let subscriber = Subscriber::Listen(context.sink().clone());
-            if let Err(e) = self.subscribe_as(uri, subscriber, allow.as_deref()).await {
+            if let Err(e) = subscribe_as(
+                &self.registry,
+                self.session.id,
+                uri,
+                subscriber,
+                allow.as_deref(),
+            )
+            .await
+            {
                 tracing::debug!(%uri, "subscriptions/listen: upstream subscribe failed: {}", e.message);
             }
         }
@@ -1804,12 +1919,12 @@ fn rename_contents(c: &mut ResourceContents, original: &str, public: &str) {
 pub struct McpEndpoint {
     /// Sessions of clients at protocol 2025-11-25 or later: SSE streams open with a
     /// priming event (an id and empty data) so they can be resumed.
-    sessions: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
+    sessions: Arc<StreamableHttpService<GatewayHandler, Tagged>>,
     streams: Arc<Streams>,
     /// Sessions of older clients, which choke on an event with empty data: no priming.
-    legacy: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
+    legacy: Arc<StreamableHttpService<GatewayHandler, Tagged>>,
     legacy_sessions: Arc<LocalSessionManager>,
-    sessionless: Arc<StreamableHttpService<GatewayHandler, LocalSessionManager>>,
+    sessionless: Arc<StreamableHttpService<GatewayHandler, Tagged>>,
     /// `tools/call` past rmcp's typed pipeline, when nothing about the call needs it.
     passthrough: Arc<Passthrough>,
     limits: Arc<crate::limits::Limits>,
@@ -1819,6 +1934,8 @@ pub struct McpEndpoint {
     max_sessions: usize,
     /// A cluster's shared sessions (a PostgreSQL store): rows any replica adopts.
     shared: Option<Arc<crate::sessions::Shared>>,
+    /// The copies of shared sessions this replica's handlers hold.
+    held: Arc<Held>,
 }
 
 impl McpEndpoint {
@@ -1898,7 +2015,7 @@ impl McpEndpoint {
         let Some(shared) = self.shared.clone() else {
             return;
         };
-        let mut ended = self.registry.watch_sessions_ended();
+        let mut news = self.registry.watch_sessions();
         let every = (idle.min(pending) / 10).clamp(
             std::time::Duration::from_secs(1),
             std::time::Duration::from_secs(30),
@@ -1906,25 +2023,83 @@ impl McpEndpoint {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(every) => match shared.sweep(idle, pending).await {
-                    Ok(ids) => {
-                        for id in ids {
-                            self.close_local(&id).await;
-                            tracing::debug!(session = %id, "a shared session expired");
+                _ = tokio::time::sleep(every) => {
+                    match shared.sweep(idle, pending).await {
+                        Ok(ids) => {
+                            for id in ids {
+                                self.close_local(&id).await;
+                                tracing::debug!(session = %id, "a shared session expired");
+                            }
                         }
+                        Err(e) => tracing::debug!("shared sessions not swept: {e}"),
                     }
-                    Err(e) => tracing::debug!("shared sessions not swept: {e}"),
-                },
-                ids = ended.recv() => match ids {
-                    Ok(ids) => {
+                    // Answers whose notification this replica missed.
+                    self.take_answers(&shared).await;
+                }
+                change = news.recv() => match change {
+                    Ok(Change::SessionsEnded(ids)) => {
                         for id in ids.iter() {
                             self.close_local(id).await;
                         }
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Ok(Change::Answers(_)) => self.take_answers(&shared).await,
+                    Ok(Change::Session(id)) => self.follow_session(&shared, &id).await,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        self.take_answers(&shared).await;
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
             }
+        }
+    }
+
+    /// Passes the answers other replicas relayed here to the sessions' copies.
+    async fn take_answers(&self, shared: &crate::sessions::Shared) {
+        use rmcp::transport::streamable_http_server::session::SessionManager;
+        let answers = match shared.take_answers().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!("relayed answers not read: {e}");
+                return;
+            }
+        };
+        for (session, body) in answers {
+            let Ok(message) = serde_json::from_str::<rmcp::model::ClientJsonRpcMessage>(&body)
+            else {
+                continue;
+            };
+            let id: rmcp::transport::streamable_http_server::session::SessionId =
+                session.as_str().into();
+            for manager in [&self.streams.sessions, &self.legacy_sessions] {
+                if matches!(manager.has_session(&id).await, Ok(true)) {
+                    if let Err(e) = manager.accept_message(&id, message).await {
+                        tracing::debug!(%session, "a relayed answer not taken: {e}");
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Applies what another replica changed of session `id` (its level, its
+    /// subscriptions) to the copies here.
+    async fn follow_session(&self, shared: &crate::sessions::Shared, id: &str) {
+        let state = self.held.get(id).and_then(|w| w.upgrade());
+        if state.is_none() && self.passthrough.owner(id).is_none() {
+            return;
+        }
+        let settings = match shared.settings(id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(session = %id, "a shared session's settings not read: {e}");
+                return;
+            }
+        };
+        self.passthrough.set_level(id, settings.level);
+        if let Some(state) = state {
+            state.follow(settings, true).await;
         }
     }
 
@@ -2014,12 +2189,18 @@ impl McpEndpoint {
             },
             sealing,
         ));
+        let held: Arc<Held> = Arc::default();
         let factory = {
-            let passthrough = Arc::clone(&passthrough);
+            let (passthrough, shared, held) =
+                (Arc::clone(&passthrough), shared.clone(), Arc::clone(&held));
             move || {
-                Ok(GatewayHandler::new(Arc::clone(&registry), page_size)
+                let handler = GatewayHandler::new(Arc::clone(&registry), page_size)
                     .with_passthrough(Arc::clone(&passthrough))
-                    .with_rounds(Arc::clone(&rounds)))
+                    .with_rounds(Arc::clone(&rounds));
+                Ok(match &shared {
+                    Some(shared) => handler.in_cluster(Arc::clone(shared), Arc::clone(&held)),
+                    None => handler,
+                })
             }
         };
         // Idle sessions are closed by `expire_idle`, which also sees the pass-through
@@ -2046,20 +2227,22 @@ impl McpEndpoint {
                 })
             }
         };
-        let sessions =
-            StreamableHttpService::new(modern, Arc::clone(&streams.sessions), base.clone());
+        let tagged = |manager: &Arc<LocalSessionManager>| {
+            Arc::new(Tagged::new(Arc::clone(manager), shared.as_ref()))
+        };
+        let sessions = StreamableHttpService::new(modern, tagged(&streams.sessions), base.clone());
         let mut legacy_manager = LocalSessionManager::default();
         legacy_manager.session_config.sse_retry = None;
         legacy_manager.session_config.keep_alive = None;
         let legacy_sessions = Arc::new(legacy_manager);
         let legacy = StreamableHttpService::new(
             factory.clone(),
-            Arc::clone(&legacy_sessions),
+            tagged(&legacy_sessions),
             base.clone().with_sse_retry(None),
         );
         let sessionless = StreamableHttpService::new(
             factory,
-            Arc::new(LocalSessionManager::default()),
+            Arc::new(Tagged::new(Arc::default(), None)),
             base.with_legacy_session_mode(false)
                 .with_json_response(true)
                 .with_sse_retry(None),
@@ -2077,6 +2260,7 @@ impl McpEndpoint {
             max_sessions_per_credential: config.max_sessions_per_credential,
             max_sessions: config.max_sessions,
             shared,
+            held,
         }
     }
 }
@@ -2396,6 +2580,7 @@ async fn adopt(endpoint: &McpEndpoint, id: &str) -> Option<Response> {
             endpoint
                 .passthrough
                 .adopt(id, &adopted.init_text, adopted.owner, adopted.server);
+            endpoint.passthrough.set_level(id, adopted.state.level);
             shared.used(id);
             None
         }

@@ -401,6 +401,14 @@ impl Passthrough {
         }
     }
 
+    /// Session `id`'s log level (its client's `logging/setLevel`, here or, in a
+    /// cluster, on another replica).
+    pub fn set_level(&self, id: &str, level: Option<LoggingLevel>) {
+        if let Some(mut session) = self.sessions.get_mut(id) {
+            session.level = level;
+        }
+    }
+
     /// Allowed `Host` and `Origin`, by the same lists rmcp checks; `false` when in doubt.
     fn trusted(&self, headers: &HeaderMap) -> bool {
         self.origins.trusted(headers)
@@ -483,11 +491,7 @@ impl Passthrough {
                     .params
                     .and_then(|p| serde_json::from_str::<Level>(p.get()).ok());
                 match level {
-                    Some(Level { level }) => {
-                        if let Some(mut session) = self.sessions.get_mut(session_id) {
-                            session.level = Some(level);
-                        }
-                    }
+                    Some(Level { level }) => self.set_level(session_id, Some(level)),
                     None => self.forget(session_id),
                 }
                 return None;

@@ -254,8 +254,10 @@ pub struct Registry {
     /// The live replicas as the last heartbeat read them (`/health` reads this, never
     /// the store).
     peers: Mutex<Vec<crate::store::Replica>>,
-    /// Shared MCP sessions another replica ended: the endpoint closes its copies.
-    sessions_ended: tokio::sync::broadcast::Sender<Arc<Vec<String>>>,
+    /// What other replicas did to shared MCP sessions (ended them, changed their
+    /// level or subscriptions, relayed their clients' answers here): the endpoint
+    /// follows it.
+    session_news: tokio::sync::broadcast::Sender<crate::store::Change>,
     options: upstream::Options,
     shutdown: CancellationToken,
     /// Connected client sessions (by the gateway's session number), told about list
@@ -421,7 +423,7 @@ impl Registry {
             started_ms: now_ms(),
             store_ready: std::sync::atomic::AtomicBool::new(store.cluster().is_none()),
             peers: Mutex::new(Vec::new()),
-            sessions_ended: tokio::sync::broadcast::channel(256).0,
+            session_news: tokio::sync::broadcast::channel(256).0,
             options: config.upstream_options(),
             shutdown,
             clients: Arc::new(Mutex::new(std::collections::HashMap::new())),
@@ -736,8 +738,17 @@ impl Registry {
                 Event::Resync => self.sync_all().await,
                 Event::Change(crate::store::Change::Service(name)) => self.sync_service(name).await,
                 Event::Change(crate::store::Change::Server(_)) => self.sync_servers().await,
-                Event::Change(crate::store::Change::SessionsEnded(ids)) => {
-                    let _ = self.sessions_ended.send(Arc::new(ids.clone()));
+                Event::Change(
+                    change @ (crate::store::Change::SessionsEnded(_)
+                    | crate::store::Change::Session(_)),
+                ) => {
+                    let _ = self.session_news.send(change.clone());
+                    Ok(())
+                }
+                Event::Change(change @ crate::store::Change::Answers(to)) => {
+                    if *to == self.replica {
+                        let _ = self.session_news.send(change.clone());
+                    }
                     Ok(())
                 }
                 Event::Change(crate::store::Change::Health(service)) => {
@@ -832,9 +843,11 @@ impl Registry {
         self.store.cluster()
     }
 
-    /// Shared MCP sessions other replicas end from now on.
-    pub fn watch_sessions_ended(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<String>>> {
-        self.sessions_ended.subscribe()
+    /// What other replicas do to shared MCP sessions from now on: sessions ended
+    /// (`SessionsEnded`), a session's level or subscriptions changed (`Session`), and
+    /// clients' answers waiting for this replica (`Answers`).
+    pub fn watch_sessions(&self) -> tokio::sync::broadcast::Receiver<crate::store::Change> {
+        self.session_news.subscribe()
     }
 
     /// This replica's id and the live replicas of its cluster, as the last heartbeat
@@ -985,6 +998,15 @@ impl Registry {
             subs.remove(uri);
         }
         emptied
+    }
+
+    /// The URIs a client session is subscribed to.
+    pub fn subscriptions_of(&self, session: u64) -> Vec<String> {
+        self.subs()
+            .iter()
+            .filter(|(_, list)| list.iter().any(|(id, _)| *id == session))
+            .map(|(uri, _)| uri.clone())
+            .collect()
     }
 
     /// Forgets every subscription of a session that ended; returns the URIs nobody

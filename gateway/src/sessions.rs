@@ -7,7 +7,10 @@
 //! replaying `initialize` under the same id. Use and confirmation are written in
 //! batches; every replica sweeps the sessions idle for `session_idle_timeout_ms` (or
 //! never confirmed) by the database's clock, and an ended session (DELETE, expiry) is
-//! announced so every replica closes its copy.
+//! announced so every replica closes its copy. What the client sets later (its log
+//! level, its resource subscriptions) is the row's too, announced to every copy; and
+//! its answers to what a replica asked it reach that replica whichever one they are
+//! posted to ([`Tagged`]).
 //!
 //! Invariant: a session id is served only while its row exists, and only to its owner on
 //! its endpoint; a session this replica cannot check (store down) is refused with 503,
@@ -16,10 +19,16 @@
 use std::{sync::Arc, time::Duration};
 
 use dashmap::{DashMap, DashSet};
+use futures::{Stream, StreamExt as _};
 use rmcp::{
-    model::InitializeRequestParams,
-    transport::streamable_http_server::session::store::{
-        SessionState, SessionStore, SessionStoreError,
+    model::{
+        ClientJsonRpcMessage, InitializeRequestParams, JsonRpcMessage, LoggingLevel,
+        NumberOrString, ServerJsonRpcMessage,
+    },
+    transport::streamable_http_server::session::{
+        EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
+        local::{LocalSessionManager, LocalSessionManagerError},
+        store::{SessionState, SessionStore, SessionStoreError},
     },
 };
 
@@ -41,6 +50,29 @@ pub struct Adopted {
     /// The owner and endpoint the row names.
     pub owner: Arc<str>,
     pub server: Option<Arc<str>>,
+    /// What the client set after `initialize`, as the row had it when adopted.
+    pub state: SessionSettings,
+}
+
+/// What a session's client set after `initialize` that every replica serving it holds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionSettings {
+    /// `logging/setLevel`.
+    pub level: Option<LoggingLevel>,
+    /// `resources/subscribe`, by public URI.
+    pub subscriptions: Vec<String>,
+}
+
+impl SessionSettings {
+    fn of(row: &SessionRow) -> Self {
+        Self {
+            level: row
+                .level
+                .as_deref()
+                .and_then(|l| serde_json::from_value(serde_json::Value::from(l)).ok()),
+            subscriptions: row.subscriptions.clone(),
+        }
+    }
 }
 
 pub struct Shared {
@@ -85,6 +117,8 @@ impl Shared {
             owner: owner.to_string(),
             server: server.map(String::from),
             init: init.to_string(),
+            level: None,
+            subscriptions: Vec::new(),
         };
         match self.pg.open_session(&row, caps.0, caps.1).await {
             Ok(Ok(())) => Ok(()),
@@ -106,12 +140,51 @@ impl Shared {
         };
         let adopted = Adopted {
             init: Arc::new(init),
+            state: SessionSettings::of(&row),
             init_text: Arc::from(row.init),
             owner: Arc::from(row.owner),
             server: row.server.map(Arc::from),
         };
         self.adopted.insert(id.to_string(), adopted.clone());
         Ok(Some(adopted))
+    }
+
+    /// What session `id`'s client set, as its row says now (`None`: the session ended).
+    pub async fn settings(&self, id: &str) -> Result<Option<SessionSettings>, StoreError> {
+        Ok(self.pg.session(id).await?.as_ref().map(SessionSettings::of))
+    }
+
+    /// What adopted session `id`'s client had set when this replica adopted it.
+    pub fn adopted_settings(&self, id: &str) -> Option<SessionSettings> {
+        self.adopted.get(id).map(|a| a.state.clone())
+    }
+
+    /// Session `id`'s client set its log level: every replica serving it hears.
+    pub async fn set_level(&self, id: &str, level: LoggingLevel) -> Result<(), StoreError> {
+        let level = serde_json::to_value(level).expect("a level serializes");
+        self.pg
+            .set_session_level(id, level.as_str().unwrap_or_default())
+            .await
+            .map(|_| ())
+    }
+
+    /// Session `id`'s client subscribed to `uri` (or unsubscribed): every replica
+    /// serving it hears.
+    pub async fn set_subscription(
+        &self,
+        id: &str,
+        uri: &str,
+        subscribed: bool,
+    ) -> Result<(), StoreError> {
+        self.pg
+            .set_session_subscription(id, uri, subscribed)
+            .await
+            .map(|_| ())
+    }
+
+    /// The answers other replicas hold for this one: (session, JSON-RPC message).
+    pub async fn take_answers(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.pg.take_answers().await
     }
 
     /// The protocol revision adopted session `id`'s client asked for.
@@ -207,5 +280,203 @@ impl SessionStore for RestoreFrom {
 
     async fn delete(&self, _: &str) -> Result<(), SessionStoreError> {
         Ok(())
+    }
+}
+
+/// rmcp's session manager for a cluster's replica: the requests it sends a client
+/// (sampling, elicitation, roots, during a call or on the session's stream) carry the
+/// replica's id in their JSON-RPC id (`<replica>:<n>`), so the client's answer, posted
+/// to whichever replica the load balancer picks, is passed to the replica that asked:
+/// its own locally, another's through the store ([`Postgres::relay_answer`], taken by
+/// that replica as soon as it hears). Outside a cluster it is rmcp's manager unchanged.
+pub struct Tagged {
+    pub inner: Arc<LocalSessionManager>,
+    cluster: Option<(Arc<Shared>, Arc<str>)>,
+}
+
+/// Why the tagged manager failed: rmcp's own reasons, or the store's when an answer
+/// could not be relayed.
+#[derive(Debug, thiserror::Error)]
+pub enum TaggedError {
+    #[error(transparent)]
+    Local(#[from] LocalSessionManagerError),
+    #[error("the answer could not be passed to the replica that asked: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl Tagged {
+    pub fn new(inner: Arc<LocalSessionManager>, shared: Option<&Arc<Shared>>) -> Self {
+        let cluster = shared.map(|s| (Arc::clone(s), Arc::from(s.pg.replica())));
+        Self { inner, cluster }
+    }
+
+    /// `message` with a request's id tagged with this replica's id.
+    fn tag(replica: Option<&Arc<str>>, mut message: ServerSseMessage) -> ServerSseMessage {
+        if let (Some(replica), Some(inner)) = (replica, &message.message)
+            && let JsonRpcMessage::Request(request) = &**inner
+        {
+            let mut request = request.clone();
+            request.id = NumberOrString::String(format!("{replica}:{}", request.id).into());
+            message.message = Some(Arc::new(JsonRpcMessage::Request(request)));
+        }
+        message
+    }
+
+    fn tagged<S: Stream<Item = ServerSseMessage>>(
+        &self,
+        stream: S,
+    ) -> impl Stream<Item = ServerSseMessage> + use<S> {
+        let replica = self.cluster.as_ref().map(|(_, r)| Arc::clone(r));
+        stream.map(move |m| Self::tag(replica.as_ref(), m))
+    }
+}
+
+/// The replica a tagged id names and the id it sent (`None`: not a tagged id).
+fn untag(id: &NumberOrString) -> Option<(&str, i64)> {
+    let NumberOrString::String(id) = id else {
+        return None;
+    };
+    let (replica, n) = id.rsplit_once(':')?;
+    let n = n.parse().ok()?;
+    (!replica.is_empty()).then_some((replica, n))
+}
+
+impl SessionManager for Tagged {
+    type Error = TaggedError;
+    type Transport = <LocalSessionManager as SessionManager>::Transport;
+
+    async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
+        Ok(self.inner.create_session().await?)
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        Ok(self.inner.initialize_session(id, message).await?)
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
+        Ok(self.inner.has_session(id).await?)
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        Ok(self.inner.close_session(id).await?)
+    }
+
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        Ok(self.tagged(self.inner.create_stream(id, message).await?))
+    }
+
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        mut message: ClientJsonRpcMessage,
+    ) -> Result<(), Self::Error> {
+        if let Some((shared, me)) = &self.cluster {
+            let slot = match &mut message {
+                JsonRpcMessage::Response(r) => Some(&mut r.id),
+                JsonRpcMessage::Error(e) => e.id.as_mut(),
+                _ => None,
+            };
+            if let Some(slot) = slot
+                && let Some((replica, n)) = untag(slot)
+            {
+                let replica = replica.to_string();
+                *slot = NumberOrString::Number(n);
+                if replica != **me {
+                    let body = serde_json::to_string(&message).expect("a message serializes");
+                    if !shared.pg.relay_answer(&replica, id, &body).await? {
+                        tracing::debug!(session = %id, %replica,
+                            "a client's answer for a replica that is gone is dropped");
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Ok(self.inner.accept_message(id, message).await?)
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        Ok(self.tagged(self.inner.create_standalone_stream(id).await?))
+    }
+
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        Ok(self.tagged(self.inner.resume(id, last_event_id).await?))
+    }
+
+    async fn restore_session(
+        &self,
+        id: SessionId,
+    ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
+        Ok(self.inner.restore_session(id).await?)
+    }
+
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        self.inner.event_store()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tagged_id_names_its_replica_and_the_id_it_sent() {
+        let tagged = NumberOrString::String("0b1c-2d:17".into());
+        assert_eq!(untag(&tagged), Some(("0b1c-2d", 17)));
+        for plain in [
+            NumberOrString::Number(17),
+            NumberOrString::String("17".into()),
+            NumberOrString::String(":17".into()),
+            NumberOrString::String("a:b".into()),
+        ] {
+            assert_eq!(untag(&plain), None, "{plain:?}");
+        }
+    }
+
+    #[test]
+    fn only_requests_are_tagged_and_only_in_a_cluster() {
+        let request: ServerJsonRpcMessage = serde_json::from_value(serde_json::json!(
+            {"jsonrpc": "2.0", "id": 3, "method": "roots/list"}
+        ))
+        .expect("a request");
+        let response: ServerJsonRpcMessage = serde_json::from_value(serde_json::json!(
+            {"jsonrpc": "2.0", "id": 3, "result": {}}
+        ))
+        .expect("a response");
+        let sse = |m: &ServerJsonRpcMessage| {
+            let mut e = ServerSseMessage::default();
+            e.message = Some(Arc::new(m.clone()));
+            e
+        };
+        let id_of = |e: ServerSseMessage| {
+            serde_json::to_value(&*e.message.expect("a message")).expect("json")["id"].clone()
+        };
+        let me: Arc<str> = Arc::from("replica-a");
+        assert_eq!(
+            id_of(Tagged::tag(Some(&me), sse(&request))),
+            serde_json::json!("replica-a:3")
+        );
+        assert_eq!(
+            id_of(Tagged::tag(Some(&me), sse(&response))),
+            serde_json::json!(3)
+        );
+        assert_eq!(
+            id_of(Tagged::tag(None, sse(&request))),
+            serde_json::json!(3)
+        );
     }
 }

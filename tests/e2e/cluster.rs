@@ -1446,3 +1446,255 @@ async fn a_modern_clients_retry_may_reach_any_replica() {
         gw.stop().await;
     }
 }
+
+/// A streaming POST of session `session` on `gw` (its answer read as it comes).
+async fn post_streaming(gw: &impl Target, session: &str, body: Value) -> reqwest::Response {
+    http_no_timeout()
+        .post(format!("{}/mcp", gw.base_url()))
+        .bearer_auth(TOKEN)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("mcp-session-id", session)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /mcp")
+}
+
+/// The JSON-RPC messages in `seen`: an SSE stream's events, or one plain JSON answer.
+fn events(seen: &str) -> Vec<Value> {
+    if let Ok(one) = serde_json::from_str::<Value>(seen) {
+        return vec![one];
+    }
+    seen.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .collect()
+}
+
+/// A 2025-11-25 session opened on `gw` by a client declaring `capabilities`, confirmed.
+async fn session_on(gw: &impl Target, name: &str, capabilities: Value) -> String {
+    let mut init = initialize(name);
+    init["params"]["capabilities"] = capabilities;
+    let (status, id, answer) = post(&gw.base_url(), TOKEN, None, init).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = id.expect("a session id");
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(
+        post(&gw.base_url(), TOKEN, Some(&id), initialized).await.0,
+        202
+    );
+    id
+}
+
+/// What a 2025-era backend asks a client during a call (sampling here) is answered
+/// through whichever replica the client's answer reaches: the request's id names the
+/// replica that asked, and another replica passes the answer on to it. Then an rmcp
+/// client with a sampling handler, through HAProxy's round robin (each call's POST and
+/// its answer's POST on different replicas).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_backend_asks_during_a_call_is_answered_through_any_replica() {
+    let cl = Cluster::new("asks");
+    let (a, b) = cl.pair(|_| {}).await;
+    let (stop, task) = crate::transparency::conformance_backend(&a, "conf").await;
+    wait_until("conf on b", Duration::from_secs(5), || async {
+        tool_names(&b).await.contains(&"test_sampling".to_string())
+    })
+    .await;
+    let a_id = health(&a).await["cluster"]["replica"]
+        .as_str()
+        .expect("a's replica id")
+        .to_string();
+    let session = session_on(&a, "asked", json!({"sampling": {}})).await;
+    // Answered on b, then on a itself.
+    for (n, answering) in [(5, &b), (6, &a)] {
+        let call = json!({"jsonrpc": "2.0", "id": n, "method": "tools/call",
+            "params": {"name": "test_sampling", "arguments": {"prompt": "2+2?"}}});
+        let mut stream = post_streaming(&a, &session, call).await;
+        assert_eq!(stream.status(), 200);
+        let mut seen = String::new();
+        read_until(&mut stream, &mut seen, "sampling/createMessage").await;
+        let asked = events(&seen)
+            .into_iter()
+            .find(|m| m["method"] == "sampling/createMessage")
+            .expect("the backend's question");
+        let id = asked["id"].as_str().expect("a string id").to_string();
+        assert!(id.starts_with(&format!("{a_id}:")), "{id} names a");
+        let from = if std::ptr::eq(answering, &b) {
+            "b"
+        } else {
+            "a"
+        };
+        let answer = json!({"jsonrpc": "2.0", "id": id, "result": {
+            "role": "assistant", "model": "test-model", "stopReason": "endTurn",
+            "content": {"type": "text", "text": format!("from {from}")}}});
+        let (status, _, body) = post(&answering.base_url(), TOKEN, Some(&session), answer).await;
+        assert_eq!(status, 202, "the answer accepted by {from}: {body}");
+        read_until(&mut stream, &mut seen, &format!("\"id\":{n}")).await;
+        let result = events(&seen)
+            .into_iter()
+            .find(|m| m["id"] == n)
+            .expect("the call's answer");
+        assert_eq!(
+            result["result"]["content"][0]["text"],
+            format!("LLM response: from {from}"),
+            "{result}"
+        );
+    }
+
+    // The rmcp client through the balancer.
+    let addrs = [a.addr.to_string(), b.addr.to_string()];
+    let (_lb, lb) = load_balancer(&addrs).await;
+    let probe = crate::transparency::Probe {
+        name: "balanced".into(),
+        ..Default::default()
+    };
+    let client = session_with(&format!("{lb}/mcp"), "balanced", probe.clone()).await;
+    for n in 0..4 {
+        let params = rmcp::model::CallToolRequestParams::new("test_sampling").with_arguments(
+            json!({"prompt": format!("question {n}")})
+                .as_object()
+                .cloned()
+                .expect("object"),
+        );
+        let result = tokio::time::timeout(Duration::from_secs(20), client.call_tool(params))
+            .await
+            .unwrap_or_else(|_| panic!("call {n} unanswered: the client's answer was lost"))
+            .unwrap_or_else(|e| panic!("call {n}: {e}"));
+        let text = serde_json::to_value(&result.content).expect("content")[0]["text"].clone();
+        assert_eq!(text, "LLM response: answer from balanced", "call {n}");
+    }
+    assert_eq!(probe.sampled.load(Ordering::SeqCst), 4);
+    let _ = client.cancel().await;
+    stop.cancel();
+    let _ = task.await;
+    for gw in [a, b] {
+        gw.stop().await;
+    }
+}
+
+/// The log messages in the answer of call `n` of `test_tool_with_logging` in `session`.
+async fn logged(gw: &impl Target, session: &str, n: u64) -> usize {
+    let call = json!({"jsonrpc": "2.0", "id": n, "method": "tools/call",
+        "params": {"name": "test_tool_with_logging", "arguments": {}}});
+    let text = post_streaming(gw, session, call)
+        .await
+        .text()
+        .await
+        .expect("the call's answer");
+    let all = events(&text);
+    assert!(all.iter().any(|m| m["id"] == n), "answered: {text}");
+    all.iter()
+        .filter(|m| m["method"] == "notifications/message")
+        .count()
+}
+
+/// A session's log level and resource subscriptions, set through one replica, hold on
+/// every replica serving it: the client's GET stream on a third hears the updates of
+/// what it subscribed to through the second, a call on the first is filtered at the
+/// level set on the second, and an unsubscription through the third ends every
+/// replica's upstream subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_level_and_subscriptions_hold_on_every_replica() {
+    let cl = Cluster::new("settings");
+    let gws = cl.replicas(3, |_| {}).await;
+    let (a, b, c) = (&gws[0], &gws[1], &gws[2]);
+    let watcher = fixture::Fixture::new("watcher", &["touch"]).watching("fixture://watched");
+    let up = serve_fixture(watcher.clone()).await;
+    assert_eq!(register(a, "watcher", &up.mcp_url()).await.0, 201);
+    let (stop, task) = crate::transparency::conformance_backend(a, "conf").await;
+    for gw in [b, c] {
+        wait_until(
+            "both services everywhere",
+            Duration::from_secs(5),
+            || async {
+                let names = tool_names(gw).await;
+                names.contains(&"touch".to_string())
+                    && names.contains(&"test_tool_with_logging".to_string())
+            },
+        )
+        .await;
+    }
+    let session = session_on(a, "settings", json!({})).await;
+    let mut stream = http_no_timeout()
+        .get(c.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .expect("GET stream on c");
+    assert_eq!(stream.status(), 200);
+
+    let subscribe = json!({"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe",
+        "params": {"uri": "fixture://watched"}});
+    let (status, _, answer) = post(&b.base_url(), TOKEN, Some(&session), subscribe).await;
+    assert_eq!((status, answer.get("error")), (200, None), "{answer}");
+    // Every replica holding a copy subscribes upstream on its own connection.
+    wait_until(
+        "a, b and c subscribed upstream",
+        Duration::from_secs(10),
+        || {
+            let n = watcher.subscribed().len();
+            async move { n == 3 }
+        },
+    )
+    .await;
+    let touch = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "touch", "arguments": {"uri": "fixture://watched"}}});
+    assert_eq!(
+        post(&a.base_url(), TOKEN, Some(&session), touch).await.0,
+        200
+    );
+    let mut seen = String::new();
+    read_until(&mut stream, &mut seen, "notifications/resources/updated").await;
+    assert!(seen.contains("fixture://watched"), "{seen}");
+
+    // The fixture logs at `info`: relayed at `info`, not once `warning` is set on b.
+    let level = |level: &str| {
+        json!({"jsonrpc": "2.0", "id": 4, "method": "logging/setLevel",
+        "params": {"level": level}})
+    };
+    assert_eq!(
+        post(&b.base_url(), TOKEN, Some(&session), level("info"))
+            .await
+            .0,
+        200
+    );
+    assert!(logged(a, &session, 10).await > 0, "info relayed at info");
+    assert_eq!(
+        post(&b.base_url(), TOKEN, Some(&session), level("warning"))
+            .await
+            .0,
+        200
+    );
+    let n = AtomicUsize::new(11);
+    wait_until(
+        "a to filter at b's level",
+        Duration::from_secs(5),
+        || async { logged(a, &session, n.fetch_add(1, Ordering::Relaxed) as u64).await == 0 },
+    )
+    .await;
+
+    let unsubscribe = json!({"jsonrpc": "2.0", "id": 5, "method": "resources/unsubscribe",
+        "params": {"uri": "fixture://watched"}});
+    let (status, _, answer) = post(&c.base_url(), TOKEN, Some(&session), unsubscribe).await;
+    assert_eq!((status, answer.get("error")), (200, None), "{answer}");
+    wait_until(
+        "every upstream subscription ended",
+        Duration::from_secs(10),
+        || {
+            let n = watcher.subscribed().len();
+            async move { n == 0 }
+        },
+    )
+    .await;
+    drop(stream);
+    stop.cancel();
+    let _ = task.await;
+    up.stop().await;
+    for gw in gws {
+        gw.stop().await;
+    }
+}

@@ -29,11 +29,11 @@ use crate::support::{fixture, *};
 
 /// A client that answers sampling with its own name and records what reaches it.
 #[derive(Clone, Default)]
-struct Probe {
-    name: String,
-    sampled: Arc<AtomicUsize>,
-    progress: Arc<Mutex<Vec<ProgressToken>>>,
-    tools_changed: Arc<AtomicUsize>,
+pub struct Probe {
+    pub name: String,
+    pub sampled: Arc<AtomicUsize>,
+    pub progress: Arc<Mutex<Vec<ProgressToken>>>,
+    pub tools_changed: Arc<AtomicUsize>,
 }
 
 impl ClientHandler for Probe {

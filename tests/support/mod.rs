@@ -521,3 +521,17 @@ pub fn legacy_fixture() -> conformance::fixture::Config {
         ..Default::default()
     }
 }
+
+/// Reads `resp`'s body into `seen` until it contains `needle`; fails the test when the
+/// stream ends or errs first, or when 10 s pass without it.
+pub async fn read_until(resp: &mut reqwest::Response, seen: &mut String, needle: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains(needle) {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no {needle} within 10 s; the stream so far: {seen}"))
+            .unwrap_or_else(|e| panic!("the stream failed before {needle}: {e}; so far: {seen}"))
+            .unwrap_or_else(|| panic!("the stream ended before {needle}; so far: {seen}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}

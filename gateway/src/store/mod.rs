@@ -78,6 +78,11 @@ pub enum Change {
     SessionsEnded(Vec<String>),
     /// The health checker wrote new states for a service's instances.
     Health(String),
+    /// A client's answers wait in the store for the replica with this id, which asked.
+    Answers(String),
+    /// A shared session's log level or resource subscriptions changed: replicas holding
+    /// a copy read its row again.
+    Session(String),
 }
 
 /// A live replica of the cluster, as its heartbeats say.

@@ -29,6 +29,9 @@ const POOL_SIZE: usize = 8;
 const WAIT: Duration = Duration::from_secs(3);
 /// A replica is live while its last heartbeat is this recent.
 pub const LIVE_MS: i64 = 10_000;
+/// How long a client's answer waits for the replica that asked (it is taken within
+/// milliseconds by a live one).
+const ANSWERS_KEPT_MS: i64 = 60_000;
 /// How often a replica heartbeats.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// The schema's migrations, in order; each runs once, in a transaction, under an
@@ -48,6 +51,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         3,
         "health",
         include_str!("../../migrations/postgres/0003_health.sql"),
+    ),
+    (
+        4,
+        "session state",
+        include_str!("../../migrations/postgres/0004_session_state.sql"),
     ),
 ];
 /// The advisory lock the cluster's health checker holds on its listening connection
@@ -85,6 +93,10 @@ pub struct SessionRow {
     pub server: Option<String>,
     /// The client's `initialize` parameters (JSON), replayed to adopt the session.
     pub init: String,
+    /// The level the client set (`logging/setLevel`), as the protocol spells it.
+    pub level: Option<String>,
+    /// The resource URIs the client subscribed to (`resources/subscribe`).
+    pub subscriptions: Vec<String>,
 }
 
 /// Why a session was not opened in the store.
@@ -692,7 +704,8 @@ impl Postgres {
             .client()
             .await?
             .query_opt(
-                "SELECT id, owner, server, init FROM mcp_sessions WHERE id = $1",
+                "SELECT id, owner, server, init, level, subscriptions FROM mcp_sessions
+                 WHERE id = $1",
                 &[&id],
             )
             .await
@@ -702,7 +715,105 @@ impl Postgres {
             owner: r.get(1),
             server: r.get(2),
             init: r.get(3),
+            level: r.get(4),
+            subscriptions: r.get(5),
         }))
+    }
+
+    /// Sets a shared session's log level, telling every replica; false when its row
+    /// is gone.
+    pub async fn set_session_level(&self, id: &str, level: &str) -> Result<bool, StoreError> {
+        self.change_session(
+            id,
+            "UPDATE mcp_sessions SET level = $2 WHERE id = $1",
+            level,
+        )
+        .await
+    }
+
+    /// Adds (or removes) a resource subscription of a shared session, telling every
+    /// replica; false when its row is gone.
+    pub async fn set_session_subscription(
+        &self,
+        id: &str,
+        uri: &str,
+        subscribed: bool,
+    ) -> Result<bool, StoreError> {
+        let sql = if subscribed {
+            "UPDATE mcp_sessions
+             SET subscriptions = array_append(array_remove(subscriptions, $2), $2)
+             WHERE id = $1"
+        } else {
+            "UPDATE mcp_sessions SET subscriptions = array_remove(subscriptions, $2)
+             WHERE id = $1"
+        };
+        self.change_session(id, sql, uri).await
+    }
+
+    async fn change_session(&self, id: &str, sql: &str, value: &str) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.err(e))?;
+        let changed = tx
+            .execute(sql, &[&id, &value])
+            .await
+            .map_err(|e| self.err(e))?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        self.notify(&tx, Change::Session(id.to_string())).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    /// Holds a client's answer (`body`, one JSON-RPC message) to a request replica
+    /// `to` sent session `session`, and tells that replica; false (nothing held) when
+    /// `to` is not a live replica.
+    pub async fn relay_answer(
+        &self,
+        to: &str,
+        session: &str,
+        body: &str,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.err(e))?;
+        let held = tx
+            .execute(
+                "INSERT INTO mcp_answers (replica, session, body)
+                 SELECT $1, $2, $3 WHERE EXISTS
+                   (SELECT 1 FROM replicas WHERE id = $1 AND seen_ms > $4)",
+                &[&to, &session, &body, &(crate::vocab::now_ms() - LIVE_MS)],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        if held == 0 {
+            return Ok(false);
+        }
+        self.notify(&tx, Change::Answers(to.to_string())).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    /// Takes the answers held for this replica, oldest first: (session, body).
+    pub async fn take_answers(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut rows: Vec<(i64, String, String)> = self
+            .client()
+            .await?
+            .query(
+                "DELETE FROM mcp_answers WHERE replica = $1 RETURNING id, session, body",
+                &[&self.replica],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        rows.sort_by_key(|r| r.0);
+        Ok(rows.into_iter().map(|(_, s, b)| (s, b)).collect())
+    }
+
+    /// This replica's id.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// Ends shared sessions (a DELETE, or expiry), telling every replica in the same
@@ -785,6 +896,15 @@ impl Postgres {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        // Answers for a replica that died before it took them.
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM mcp_answers WHERE created_ms < gateway_now_ms() - $1",
+                &[&ANSWERS_KEPT_MS],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
         let mut ended = self.end_sessions(&expired).await?;
         ended.extend(gone);
         Ok(ended)
