@@ -42,6 +42,11 @@ pub struct Config {
     /// encrypts upstream credentials and stdio commands at rest in a PostgreSQL store.
     /// Required with one; unused with the SQLite file.
     pub cluster_key: Option<Secret>,
+    /// Where the other replicas of a cluster reach this one (`host:port`, plain HTTP): a
+    /// client's stream resumed (`Last-Event-ID`) through another replica is passed to
+    /// the one holding it. Unset: the address it listens on, with an unspecified IP
+    /// (`0.0.0.0`, `::`) replaced by its host name (`HOSTNAME`).
+    pub cluster_address: Option<String>,
     /// Host names accepted in `Host`/`Origin` besides loopback (`*` accepts any).
     #[serde(deserialize_with = "list_or_csv")]
     pub allowed_hosts: Vec<String>,
@@ -308,6 +313,7 @@ impl Default for Config {
             insecure_default_token: false,
             store: PathBuf::from("gateway.db"),
             cluster_key: None,
+            cluster_address: None,
             call_log_store: None,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
@@ -574,6 +580,12 @@ impl Config {
                     return Err(bad("cluster_key", "must be at least 16 characters"));
                 }
                 Some(_) => {}
+            }
+        }
+        if let Some(address) = &self.cluster_address {
+            match address.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => return Err(bad("cluster_address", "must be host:port")),
             }
         }
         match self.listen.rsplit_once(':') {

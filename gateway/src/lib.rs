@@ -103,6 +103,22 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
+/// Where the other replicas of a cluster reach this one: `cluster_address`, else the
+/// address it listens on (an unspecified IP replaced by the host name).
+fn cluster_address(config: &Config, bound: Option<std::net::SocketAddr>) -> String {
+    if let Some(address) = &config.cluster_address {
+        return address.clone();
+    }
+    match bound {
+        Some(addr) if addr.ip().is_unspecified() => {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+            format!("{host}:{}", addr.port())
+        }
+        Some(addr) => addr.to_string(),
+        None => config.listen.clone(),
+    }
+}
+
 /// Serves the gateway on `listener` until `shutdown` is cancelled.
 pub async fn run(
     config: Config,
@@ -115,7 +131,8 @@ pub async fn run(
     let upstreams_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
     let sessions_stop = CancellationToken::new();
-    let registry = registry::Registry::start(&config, upstreams_stop.clone()).await?;
+    let address = cluster_address(&config, listener.local_addr().ok());
+    let registry = registry::Registry::start(&config, address, upstreams_stop.clone()).await?;
     let endpoint = mcp::McpEndpoint::new(
         std::sync::Arc::clone(&registry),
         &config,

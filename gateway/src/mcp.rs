@@ -1936,6 +1936,9 @@ pub struct McpEndpoint {
     shared: Option<Arc<crate::sessions::Shared>>,
     /// The copies of shared sessions this replica's handlers hold.
     held: Arc<Held>,
+    /// Passes a resumed stream to the replica holding it (plain HTTP, no timeout: it
+    /// carries a stream).
+    relay: reqwest::Client,
 }
 
 impl McpEndpoint {
@@ -2261,6 +2264,11 @@ impl McpEndpoint {
             max_sessions: config.max_sessions,
             shared,
             held,
+            relay: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(3))
+                .no_proxy()
+                .build()
+                .expect("a plain HTTP client builds"),
         }
     }
 }
@@ -2410,6 +2418,11 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         {
             let error = crate::limits::rate_limited(&format!("credential \"{}\"", who.name), wait);
             return crate::refusal::too_many_requests(&error.message, wait);
+        }
+        if session.is_some()
+            && let Some(response) = resume_elsewhere(&endpoint, &mut request).await
+        {
+            return response;
         }
         if let Some(id) = &session
             && let Some(refusal) = adopt(&endpoint, id).await
@@ -2592,6 +2605,100 @@ async fn adopt(endpoint: &McpEndpoint, id: &str) -> Option<Response> {
             ))
         }
     }
+}
+
+/// Marks a request one replica passed to another (never passed on again).
+const RELAYED: &str = "x-mcp-gateway-relayed";
+
+/// A GET resuming a stream (`Last-Event-ID`) in a cluster: the event id names the
+/// replica holding the stream ([`crate::sessions::Tagged`]). This replica's own: the
+/// id is given back as rmcp wrote it and the request goes on here. Another live
+/// replica's: the request is passed to it and its answer streamed back. A replica no
+/// longer live: its streams went with it; a session's own stream (GET) starts afresh
+/// here, a call's stream is refused (410): its call was lost with the replica.
+async fn resume_elsewhere(endpoint: &McpEndpoint, request: &mut Request) -> Option<Response> {
+    endpoint.shared.as_ref()?;
+    let last = request.headers().get("last-event-id")?.to_str().ok()?;
+    let (event, replica) = crate::sessions::untag_event(last)?;
+    let (event, replica) = (event.to_string(), replica.to_string());
+    if replica == endpoint.registry.replica() {
+        let event = HeaderValue::from_str(&event).ok()?;
+        request.headers_mut().insert("last-event-id", event);
+        return None;
+    }
+    let address = endpoint.registry.replica_address(&replica);
+    let relayed = request.headers().contains_key(RELAYED);
+    match address {
+        Some(address) if !relayed => {
+            let path = request
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/mcp".to_string(), |p| p.to_string());
+            Some(relay_resumption(endpoint, &path, request.headers().clone(), &address).await)
+        }
+        _ if !event.contains('/') => {
+            request.headers_mut().remove("last-event-id");
+            None
+        }
+        _ => Some(crate::refusal::error(
+            StatusCode::GONE,
+            "stream_gone",
+            "the gateway replica that held this stream has left the cluster, and the call it answered with it: send the request again",
+        )),
+    }
+}
+
+/// Passes a resumption GET to the replica at `address` and streams its answer back.
+async fn relay_resumption(
+    endpoint: &McpEndpoint,
+    path: &str,
+    headers: http::HeaderMap,
+    address: &str,
+) -> Response {
+    let mut forwarded = endpoint
+        .relay
+        .get(format!("http://{address}{path}"))
+        .header(RELAYED, "1");
+    for (name, value) in &headers {
+        if name != header::CONNECTION && name != header::CONTENT_LENGTH {
+            forwarded = forwarded.header(name, value);
+        }
+    }
+    let answer = match forwarded.send().await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(%address, "a resumed stream could not be passed to its replica: {e}");
+            return crate::refusal::error(
+                StatusCode::BAD_GATEWAY,
+                "replica_unreachable",
+                "the gateway replica holding this stream does not answer; retry shortly",
+            );
+        }
+    };
+    let mut response = Response::builder().status(answer.status().as_u16());
+    for name in [
+        header::CONTENT_TYPE,
+        header::CACHE_CONTROL,
+        header::WWW_AUTHENTICATE,
+        header::RETRY_AFTER,
+    ]
+    .into_iter()
+    .chain([http::HeaderName::from_static("mcp-session-id")])
+    {
+        if let Some(value) = answer.headers().get(&name) {
+            response = response.header(name, value.as_bytes());
+        }
+    }
+    let body = futures::stream::unfold(answer, |mut answer| async move {
+        match answer.chunk().await {
+            Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(chunk), answer)),
+            Ok(None) => None,
+            Err(e) => Some((Err(std::io::Error::other(e)), answer)),
+        }
+    });
+    response
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
 }
 
 /// 503 (retry in 2 s): the cluster's store, which keeps sessions, does not answer.

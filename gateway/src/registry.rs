@@ -227,7 +227,7 @@ pub struct ClusterView {
 #[serde(rename_all = "camelCase")]
 pub struct ReplicaView {
     pub id: String,
-    /// The address it listens on, as configured.
+    /// Where the other replicas reach it (`cluster_address`, else its listen address).
     pub address: String,
     pub host: String,
     pub started_at_ms: i64,
@@ -392,7 +392,12 @@ impl Registry {
     /// Opens the store and starts every persisted and configured upstream. Start-up never
     /// waits for a backend: unreachable ones are listed with their last-known tools and
     /// retried in the background.
-    pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
+    /// `address`: where the other replicas of a cluster reach this one.
+    pub async fn start(
+        config: &Config,
+        address: String,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
         let replica = uuid::Uuid::new_v4().to_string();
         let store = Store::open(
             &config.store,
@@ -503,7 +508,7 @@ impl Registry {
             // The shared store may be down: the replica serves its configured upstreams
             // and joins the cluster when the store answers.
             Some(_) => {
-                tokio::spawn(Arc::clone(&registry).join_cluster(config.listen.clone()));
+                tokio::spawn(Arc::clone(&registry).join_cluster(address));
             }
         }
         registry.rebuild();
@@ -660,7 +665,7 @@ impl Registry {
     /// Joins the cluster of a shared store: waits for the store (saying so, and
     /// retrying, while it is down), reads it, then follows the other replicas' changes
     /// and heartbeats until shutdown.
-    async fn join_cluster(self: Arc<Self>, listen: String) {
+    async fn join_cluster(self: Arc<Self>, address: String) {
         let Some(pg) = self.store.cluster().cloned() else {
             return;
         };
@@ -690,7 +695,7 @@ impl Registry {
             async move {
                 let mut said = false;
                 loop {
-                    let beat = match pg.heartbeat(&listen, &host, this.started_ms).await {
+                    let beat = match pg.heartbeat(&address, &host, this.started_ms).await {
                         Ok(()) => pg.replicas().await,
                         Err(e) => Err(e),
                     };
@@ -836,6 +841,17 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    /// Where live replica `id` is reached (`host:port`), as its heartbeat says.
+    pub fn replica_address(&self, id: &str) -> Option<String> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.iter().find(|r| r.id == id).map(|r| r.address.clone())
+    }
+
+    /// This replica's id (a cluster's; a lone gateway's too, unused).
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// The cluster's shared store, when this gateway is a replica of one.

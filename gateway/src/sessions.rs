@@ -310,9 +310,15 @@ impl Tagged {
         Self { inner, cluster }
     }
 
-    /// `message` with a request's id tagged with this replica's id.
+    /// `message` with a request's id, and its event id, tagged with this replica's id.
     fn tag(replica: Option<&Arc<str>>, mut message: ServerSseMessage) -> ServerSseMessage {
-        if let (Some(replica), Some(inner)) = (replica, &message.message)
+        let Some(replica) = replica else {
+            return message;
+        };
+        if let Some(event) = &mut message.event_id {
+            *event = format!("{event}{EVENT_TAG}{replica}");
+        }
+        if let Some(inner) = &message.message
             && let JsonRpcMessage::Request(request) = &**inner
         {
             let mut request = request.clone();
@@ -329,6 +335,16 @@ impl Tagged {
         let replica = self.cluster.as_ref().map(|(_, r)| Arc::clone(r));
         stream.map(move |m| Self::tag(replica.as_ref(), m))
     }
+}
+
+/// What separates an SSE event's id (rmcp's) from the replica that sent it.
+const EVENT_TAG: char = '@';
+
+/// The event id a replica sent and the replica (`None`: not a tagged event id): a
+/// `Last-Event-ID` names the replica holding the stream to resume.
+pub fn untag_event(id: &str) -> Option<(&str, &str)> {
+    let (event, replica) = id.rsplit_once(EVENT_TAG)?;
+    (!event.is_empty() && !replica.is_empty()).then_some((event, replica))
 }
 
 /// The replica a tagged id names and the id it sent (`None`: not a tagged id).
@@ -470,6 +486,13 @@ mod tests {
             id_of(Tagged::tag(Some(&me), sse(&request))),
             serde_json::json!("replica-a:3")
         );
+        let mut event = sse(&response);
+        event.event_id = Some("0/4".into());
+        let tagged = Tagged::tag(Some(&me), event.clone());
+        assert_eq!(tagged.event_id.as_deref(), Some("0/4@replica-a"));
+        assert_eq!(untag_event("0/4@replica-a"), Some(("0/4", "replica-a")));
+        assert_eq!(untag_event("0/4"), None);
+        assert_eq!(Tagged::tag(None, event).event_id.as_deref(), Some("0/4"));
         assert_eq!(
             id_of(Tagged::tag(Some(&me), sse(&response))),
             serde_json::json!(3)

@@ -1698,3 +1698,162 @@ async fn a_sessions_level_and_subscriptions_hold_on_every_replica() {
         gw.stop().await;
     }
 }
+
+/// The id of the first SSE event in `seen` whose data contains `needle`.
+fn event_id_of(seen: &str, needle: &str) -> String {
+    let event = seen
+        .split("\n\n")
+        .find(|e| {
+            e.lines()
+                .any(|l| l.starts_with("data:") && l.contains(needle))
+        })
+        .unwrap_or_else(|| panic!("no event with {needle} in {seen}"));
+    event
+        .lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .map(|id| id.trim().to_string())
+        .unwrap_or_else(|| panic!("the event with {needle} has no id: {seen}"))
+}
+
+/// The ids of the `list_changed` events in `seen`.
+fn list_changed_ids(seen: &str) -> Vec<String> {
+    seen.split("\n\n")
+        .filter(|e| e.contains("list_changed"))
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("id:")))
+        .map(|id| id.trim().to_string())
+        .collect()
+}
+
+/// A GET resuming a stream (`Last-Event-ID`) may reach any replica: the event id names
+/// the replica holding the stream, which gets the request and replays what the client
+/// missed, for the session's own stream (a list change announced while it was away) and
+/// for a call's stream (dropped while the backend waited for the client's answer, then
+/// resumed, and answered, through the other replica). Once that replica has left, a call's stream is gone
+/// (410) and the session's own stream starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_resumes_through_any_replica() {
+    let cl = Cluster::new("resume");
+    let (a, b) = cl.pair(|_| {}).await;
+    let (stop, task) = crate::transparency::conformance_backend(&a, "conf").await;
+    wait_until("conf on b", Duration::from_secs(5), || async {
+        tool_names(&b).await.contains(&"test_sampling".to_string())
+    })
+    .await;
+    let a_id = health(&a).await["cluster"]["replica"]
+        .as_str()
+        .expect("a's replica id")
+        .to_string();
+    let session = session_on(&a, "resumer", json!({"sampling": {}})).await;
+    let get = |gw: &Running, last: Option<&str>| {
+        let mut req = http_no_timeout()
+            .get(gw.mcp_url())
+            .bearer_auth(TOKEN)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-11-25");
+        if let Some(last) = last {
+            req = req.header("last-event-id", last);
+        }
+        req.send()
+    };
+
+    // The session's own stream, on a: a list change, then the client goes away.
+    let mut stream = get(&a, None).await.expect("GET on a");
+    assert_eq!(stream.status(), 200);
+    let one = start_fixture("one", &["oneTool"]).await;
+    assert_eq!(register(&a, "one", &one.mcp_url()).await.0, 201);
+    let mut seen = String::new();
+    read_until(&mut stream, &mut seen, "list_changed").await;
+    let last = event_id_of(&seen, "list_changed");
+    assert!(
+        last.ends_with(&format!("@{a_id}")),
+        "{last} names a: {seen}"
+    );
+    drop(stream);
+    // Announced while it was away (registered through b; a hears and tells the session).
+    let two = start_fixture("two", &["twoTool"]).await;
+    assert_eq!(register(&b, "two", &two.mcp_url()).await.0, 201);
+    wait_until("twoTool on a", Duration::from_secs(5), || async {
+        tool_names(&a).await.contains(&"twoTool".to_string())
+    })
+    .await;
+    let mut resumed = get(&b, Some(&last)).await.expect("GET on b");
+    assert_eq!(resumed.status(), 200);
+    // rmcp replays from the event named (it again) on: the change missed comes next.
+    let mut replay = String::new();
+    let missed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let ids = list_changed_ids(&replay);
+            if let Some(id) = ids.into_iter().find(|id| *id != last) {
+                return id;
+            }
+            match resumed.chunk().await {
+                Ok(Some(chunk)) => replay.push_str(&String::from_utf8_lossy(&chunk)),
+                other => panic!("the resumed stream ended ({other:?}): {replay}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the change missed was not replayed: {replay}"));
+    assert!(
+        missed.ends_with(&format!("@{a_id}")),
+        "replayed by a: {missed}"
+    );
+    drop(resumed);
+
+    // A call's stream on a, dropped while the backend waits for the client's answer.
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "test_sampling", "arguments": {"prompt": "resume?"}}});
+    let mut stream = post_streaming(&a, &session, call).await;
+    let mut seen = String::new();
+    read_until(&mut stream, &mut seen, "sampling/createMessage").await;
+    let asked = event_id_of(&seen, "sampling/createMessage");
+    let question = events(&seen)
+        .into_iter()
+        .find(|m| m["method"] == "sampling/createMessage")
+        .expect("the question");
+    drop(stream);
+    // Resumed through b (the question replayed), then answered through b.
+    let mut resumed = get(&b, Some(&asked)).await.expect("GET on b");
+    assert_eq!(resumed.status(), 200);
+    let mut replay = String::new();
+    read_until(&mut resumed, &mut replay, "sampling/createMessage").await;
+    let answer = json!({"jsonrpc": "2.0", "id": question["id"], "result": {
+        "role": "assistant", "model": "m", "stopReason": "endTurn",
+        "content": {"type": "text", "text": "resumed"}}});
+    assert_eq!(
+        post(&b.base_url(), TOKEN, Some(&session), answer).await.0,
+        202
+    );
+    read_until(&mut resumed, &mut replay, "\"id\":7").await;
+    let result = events(&replay)
+        .into_iter()
+        .find(|m| m["id"] == 7)
+        .expect("the call's answer");
+    assert_eq!(
+        result["result"]["content"][0]["text"],
+        "LLM response: resumed"
+    );
+    drop(resumed);
+
+    // a leaves: its streams are gone.
+    a.stop().await;
+    wait_until("b to see a gone", Duration::from_secs(10), || async {
+        live_replicas(&b).await == 1
+    })
+    .await;
+    let gone = get(&b, Some(&asked)).await.expect("GET on b");
+    assert_eq!(gone.status(), 410);
+    let fresh = get(&b, Some(&last)).await.expect("GET on b");
+    assert_eq!(
+        fresh.status(),
+        200,
+        "the session's own stream starts afresh"
+    );
+    drop(fresh);
+    stop.cancel();
+    let _ = task.await;
+    one.stop().await;
+    two.stop().await;
+    b.stop().await;
+}

@@ -937,12 +937,31 @@ fn kubernetes_files() -> BTreeMap<String, Vec<Value>> {
     files
 }
 
-/// A container's environment, each value resolved (a literal, or the Secret's value).
+/// What a pod's IP (`fieldRef: status.podIP`) stands for in these checks.
+const POD_IP: &str = "10.1.2.3";
+
+/// A container's environment, each value resolved (a literal, the Secret's value, the
+/// pod's IP), `$(NAME)` expanded from the entries before it as Kubernetes does.
 fn container_env(
     container: &Value,
     secrets: &BTreeMap<String, &Value>,
     what: &str,
 ) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in container_env_raw(container, secrets, what) {
+        let expanded = env
+            .iter()
+            .fold(value, |v, (k, x)| v.replace(&format!("$({k})"), x));
+        env.insert(name, expanded);
+    }
+    env
+}
+
+fn container_env_raw(
+    container: &Value,
+    secrets: &BTreeMap<String, &Value>,
+    what: &str,
+) -> Vec<(String, String)> {
     container["env"]
         .as_array()
         .unwrap_or_else(|| panic!("{what}: env"))
@@ -951,6 +970,8 @@ fn container_env(
             let name = str_of(&e["name"], "env name").to_string();
             let value = if let Some(v) = e["value"].as_str() {
                 v.to_string()
+            } else if e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP" {
+                POD_IP.to_string()
             } else {
                 let r = &e["valueFrom"]["secretKeyRef"];
                 let secret = secrets
@@ -1095,7 +1116,9 @@ fn kubernetes_manifests_agree_with_the_code() {
             "gateway: {name} from the Secret"
         );
     }
-    let env = container_env(gw, &secrets, "gateway");
+    let mut env = container_env(gw, &secrets, "gateway");
+    // POD_IP only feeds GATEWAY_CLUSTER_ADDRESS.
+    assert_eq!(env.remove("POD_IP").as_deref(), Some(POD_IP));
     for key in env.keys() {
         assert!(
             gateway_reads(key),
@@ -1103,6 +1126,11 @@ fn kubernetes_manifests_agree_with_the_code() {
         );
     }
     assert_eq!(env["GATEWAY_LISTEN"], format!("0.0.0.0:{port}"));
+    assert_eq!(
+        env["GATEWAY_CLUSTER_ADDRESS"],
+        format!("{POD_IP}:{port}"),
+        "the other replicas reach a pod at its own IP, on the port it listens on"
+    );
     assert!(
         !env.contains_key("GATEWAY_INSECURE_DEFAULT_TOKEN"),
         "the token comes from the Secret"
