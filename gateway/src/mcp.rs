@@ -2184,14 +2184,18 @@ impl McpEndpoint {
                 .as_ref()
                 .map(|k| crate::store::cipher::derive(k.expose(), b"requestState and task ids"))
         });
-        let rounds = Arc::new(Rounds::new(
+        let rounds = Rounds::new(
             crate::mrtr::Limits {
                 timeout: std::time::Duration::from_millis(config.input_timeout_ms),
                 max: config.max_waiting_calls,
                 max_per_credential: config.max_waiting_calls_per_credential,
             },
             sealing,
-        ));
+        );
+        let rounds = Arc::new(match &shared {
+            Some(_) => rounds.in_cluster(registry.replica()),
+            None => rounds,
+        });
         let held: Arc<Held> = Arc::default();
         let factory = {
             let (passthrough, shared, held) =
@@ -2494,6 +2498,11 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
     {
         return refusal;
     }
+    if session.is_none()
+        && let Some(response) = continue_elsewhere(&endpoint, &parts, &bytes, &parsed).await
+    {
+        return response;
+    }
     if let Some(id) = session {
         if let Some(refusal) = adopt(&endpoint, &id).await {
             return refusal;
@@ -2634,7 +2643,17 @@ async fn resume_elsewhere(endpoint: &McpEndpoint, request: &mut Request) -> Opti
                 .uri()
                 .path_and_query()
                 .map_or_else(|| "/mcp".to_string(), |p| p.to_string());
-            Some(relay_resumption(endpoint, &path, request.headers().clone(), &address).await)
+            Some(
+                relay(
+                    endpoint,
+                    Method::GET,
+                    &path,
+                    request.headers(),
+                    None,
+                    &address,
+                )
+                .await,
+            )
         }
         _ if !event.contains('/') => {
             request.headers_mut().remove("last-event-id");
@@ -2648,36 +2667,88 @@ async fn resume_elsewhere(endpoint: &McpEndpoint, request: &mut Request) -> Opti
     }
 }
 
-/// Passes a resumption GET to the replica at `address` and streams its answer back.
-async fn relay_resumption(
+/// A 2026-07-28 client's retry of a call parked on another replica of the cluster (a
+/// 2025-era backend asked it mid-call, and its `requestState` names where the call
+/// waits): passed to that replica, which continues the call, and its answer streamed
+/// back. `None`: the retry is this replica's (or no live replica holds the call: opening
+/// the state here says so).
+async fn continue_elsewhere(
     endpoint: &McpEndpoint,
+    parts: &http::request::Parts,
+    body: &bytes::Bytes,
+    parsed: &Parsed<'_>,
+) -> Option<Response> {
+    endpoint.shared.as_ref()?;
+    let params = parsed.message()?.params?;
+    if !params.get().contains("\"requestState\"") || parts.headers.contains_key(RELAYED) {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Retry<'a> {
+        #[serde(rename = "requestState", borrow)]
+        request_state: Option<std::borrow::Cow<'a, str>>,
+    }
+    let retry: Retry<'_> = serde_json::from_str(params.get()).ok()?;
+    let state = retry.request_state?;
+    let replica = crate::mrtr::parked_on(&state)?;
+    if replica == endpoint.registry.replica() {
+        return None;
+    }
+    let address = endpoint.registry.replica_address(replica)?;
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/mcp".to_string(), |p| p.to_string());
+    Some(
+        relay(
+            endpoint,
+            Method::POST,
+            &path,
+            &parts.headers,
+            Some(body.clone()),
+            &address,
+        )
+        .await,
+    )
+}
+
+/// Passes a request to the replica at `address` (the one holding what it continues) and
+/// streams its answer back.
+async fn relay(
+    endpoint: &McpEndpoint,
+    method: Method,
     path: &str,
-    headers: http::HeaderMap,
+    headers: &http::HeaderMap,
+    body: Option<bytes::Bytes>,
     address: &str,
 ) -> Response {
     let mut forwarded = endpoint
         .relay
-        .get(format!("http://{address}{path}"))
+        .request(method, format!("http://{address}{path}"))
         .header(RELAYED, "1");
-    for (name, value) in &headers {
+    for (name, value) in headers {
         if name != header::CONNECTION && name != header::CONTENT_LENGTH {
             forwarded = forwarded.header(name, value);
         }
     }
+    if let Some(body) = body {
+        forwarded = forwarded.body(body);
+    }
     let answer = match forwarded.send().await {
         Ok(a) => a,
         Err(e) => {
-            tracing::warn!(%address, "a resumed stream could not be passed to its replica: {e}");
+            tracing::warn!(%address, "a request could not be passed to the replica holding what it continues: {e}");
             return crate::refusal::error(
                 StatusCode::BAD_GATEWAY,
                 "replica_unreachable",
-                "the gateway replica holding this stream does not answer; retry shortly",
+                "the gateway replica holding what this request continues does not answer; retry shortly",
             );
         }
     };
     let mut response = Response::builder().status(answer.status().as_u16());
     for name in [
         header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
         header::CACHE_CONTROL,
         header::WWW_AUTHENTICATE,
         header::RETRY_AFTER,

@@ -16,8 +16,10 @@
 //! one replayed by another credential or for another request, or one past
 //! `input_timeout_ms` does not open. A parked call that nobody continues within
 //! `input_timeout_ms` is cancelled: the backend's requests get an error and the call
-//! `notifications/cancelled`. A call lives in one gateway process; a retry that lands on
-//! another replica is refused with a clear error.
+//! `notifications/cancelled`. A call lives in one gateway process: in a cluster its
+//! `requestState` names the replica holding it (`<replica>~<sealed>`), and a retry that
+//! reaches another replica is passed there (`mcp.rs`); one whose replica has left is
+//! refused with a clear error.
 //!
 //! Invariant: a requestState is sealed by the gateway and bound to its caller, method,
 //! target and service registration; a state that does not open is refused, never
@@ -74,6 +76,21 @@ pub struct Rounds {
     limits: Limits,
     next: AtomicU64,
     parked: Mutex<HashMap<u64, Arc<Call>>>,
+    /// A cluster's replica: its id, prefixed to the `requestState` of a call parked here
+    /// (`<replica>~<sealed>`), so a retry reaching another replica is passed here.
+    replica: Option<String>,
+}
+
+/// What separates the replica holding a parked call from its sealed `requestState`.
+const PARKED_ON: char = '~';
+
+/// The replica a `requestState` says holds its parked call (`None`: any replica opens
+/// it). Read before it is opened, to route the retry: the replica named opens it.
+pub fn parked_on(state: &str) -> Option<&str> {
+    state
+        .split_once(PARKED_ON)
+        .map(|(replica, _)| replica)
+        .filter(|r| !r.is_empty())
 }
 
 /// One upstream call driven by its client's rounds.
@@ -253,7 +270,14 @@ impl Rounds {
             limits,
             next: AtomicU64::new(1),
             parked: Mutex::new(HashMap::new()),
+            replica: None,
         }
+    }
+
+    /// The rounds of replica `replica` of a cluster (see the field).
+    pub fn in_cluster(mut self, replica: &str) -> Self {
+        self.replica = Some(replica.to_string());
+        self
     }
 
     fn lock_parked(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Call>>> {
@@ -301,6 +325,18 @@ impl Rounds {
     /// Opens a client's `requestState`: one this gateway sealed for `binding`, within
     /// `input_timeout_ms`, or refused.
     pub fn open(&self, binding: &[u8], state: &str) -> Result<Opened, ErrorData> {
+        let state = match state.split_once(PARKED_ON) {
+            Some((replica, sealed)) if Some(replica) == self.replica.as_deref() => sealed,
+            Some((replica, _)) => {
+                return Err(ErrorData::invalid_params(
+                    format!(
+                        "the call this requestState continues was held by gateway replica {replica}, which has left the cluster: it is lost; send the request again without requestState"
+                    ),
+                    None,
+                ));
+            }
+            None => state,
+        };
         let state: State = self.codec.open_json_with(state, binding).map_err(|e| {
             tracing::debug!("requestState refused: {e}");
             not_ours()
@@ -544,13 +580,16 @@ impl Rounds {
     ) -> Result<InputRequiredResult, ErrorData> {
         let requests = std::mem::take(&mut live.questions);
         let round = call.round.fetch_add(1, Ordering::AcqRel) + 1;
-        let state = self.seal(
+        let mut state = self.seal(
             &State::Parked {
                 c: call.id,
                 r: round,
             },
             &call.binding,
         )?;
+        if let Some(replica) = &self.replica {
+            state = format!("{replica}{PARKED_ON}{state}");
+        }
         {
             let mut parked = self.lock_parked();
             let mine = parked.values().filter(|c| c.owner == call.owner).count();
@@ -715,6 +754,34 @@ mod tests {
             binding("alice:5", "tools/call", "t", None),
             binding("alice", "5:tools/call", "t", None)
         );
+    }
+
+    #[test]
+    fn a_state_parked_on_a_replica_opens_there_only() {
+        let limits = Limits {
+            timeout: Duration::from_secs(5),
+            max: 4,
+            max_per_credential: 4,
+        };
+        let key = Some([7u8; 32]);
+        let (a, b) = (
+            Rounds::new(limits, key).in_cluster("replica-a"),
+            Rounds::new(limits, key).in_cluster("replica-b"),
+        );
+        let sealed = a
+            .seal(&State::Parked { c: 1, r: 1 }, b"alice")
+            .expect("seal");
+        let state = format!("replica-a{PARKED_ON}{sealed}");
+        assert_eq!(parked_on(&state), Some("replica-a"));
+        assert_eq!(parked_on(&sealed), None);
+        assert!(matches!(
+            a.open(b"alice", &state),
+            Ok(Opened::Parked(Parked { c: 1, r: 1 }))
+        ));
+        match b.open(b"alice", &state) {
+            Err(refused) => assert!(refused.message.contains("replica-a"), "{}", refused.message),
+            Ok(_) => panic!("a state parked on replica-a opened on replica-b"),
+        }
     }
 
     #[tokio::test]

@@ -1441,6 +1441,37 @@ async fn a_modern_clients_retry_may_reach_any_replica() {
         "the retry through b: {done}"
     );
     assert_ne!(done["result"]["resultType"], "input_required", "{done}");
+
+    // A 2025-era backend asks mid-call: the call is parked on a, its requestState names
+    // a, and the retry through b is passed to a, which continues the call.
+    let (legacy, legacy_stop) = fixture_with(legacy_fixture()).await;
+    assert_eq!(register(&a, "legacy", &legacy).await.0, 201);
+    wait_until("legacy on b", Duration::from_secs(5), || async {
+        tool_names(&b)
+            .await
+            .contains(&"legacy__test_sampling".to_string())
+    })
+    .await;
+    let a_id = health(&a).await["cluster"]["replica"]
+        .as_str()
+        .expect("a's replica id")
+        .to_string();
+    let sampling = json!({"sampling": {}});
+    let tool = "legacy__test_sampling";
+    let args = json!({"prompt": "parked?"});
+    let first = call_tool(&a, TOKEN, tool, args.clone(), json!({}), sampling.clone()).await;
+    let (key, _) = only_question(&first);
+    let state = state_of(&first);
+    assert!(state.starts_with(&format!("{a_id}~")), "{state} names a");
+    let answer = json!({"role": "assistant", "model": "m", "stopReason": "endTurn",
+        "content": {"type": "text", "text": "through b"}});
+    let retry = json!({"inputResponses": {key: answer}, "requestState": state});
+    let done = call_tool(&b, TOKEN, tool, args, retry, sampling).await;
+    assert_eq!(
+        done["result"]["content"][0]["text"], "LLM response: through b",
+        "the parked call continued on a: {done}"
+    );
+    legacy_stop.cancel();
     stop.cancel();
     for gw in [a, b] {
         gw.stop().await;
