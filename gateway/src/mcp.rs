@@ -2989,7 +2989,13 @@ async fn in_session(
         })
         .await
     };
+    let mut response = response;
     if deleting && response.status().is_success() {
+        // rmcp says 202; the SDKs' clients expect 200 or 204 (the official Python SDK
+        // logs any other answer as a failed termination).
+        if response.status() == StatusCode::ACCEPTED {
+            *response.status_mut() = StatusCode::OK;
+        }
         endpoint.passthrough.end(&id);
         if let Some(shared) = &endpoint.shared {
             shared.forget(&id);
