@@ -576,3 +576,62 @@ async fn a_2026_request_opts_in_to_log_messages_and_its_headers_must_match() {
     stop.cancel();
     gw.stop().await;
 }
+
+/// A 2026-07-28 backend's health is probed with `server/discover` (that revision has no
+/// `ping`, which such servers refuse, -32601, and log every interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_backends_health_is_probed_with_server_discover_not_ping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.health_interval_ms = 100;
+    let gw = start_gateway(config).await;
+    // The conformance fixture (2026-07-28 too), every JSON-RPC method it is sent noted.
+    let methods: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let router = conformance::fixture::router(&Default::default(), stop.clone())
+        .expect("the fixture's router")
+        .layer(axum::middleware::from_fn({
+            let methods = std::sync::Arc::clone(&methods);
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let methods = std::sync::Arc::clone(&methods);
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let bytes = axum::body::to_bytes(body, 1 << 20)
+                        .await
+                        .unwrap_or_default();
+                    if let Ok(message) = serde_json::from_slice::<Value>(&bytes)
+                        && let Some(method) = message["method"].as_str()
+                    {
+                        methods.lock().expect("lock").push(method.to_string());
+                    }
+                    let request = axum::extract::Request::from_parts(parts, bytes.into());
+                    next.run(request).await
+                }
+            }
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(service_kit::serve::serve(listener, router, stop.clone()));
+    assert_eq!(register(&gw, "modern", &url).await.0, 201);
+    let probes = || {
+        methods
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|m| *m == "server/discover")
+            .count()
+    };
+    let at_registration = probes();
+    wait_until("health probes", Duration::from_secs(10), || {
+        let n = probes();
+        async move { n >= at_registration + 3 }
+    })
+    .await;
+    let seen = methods.lock().expect("lock").clone();
+    assert!(!seen.iter().any(|m| m == "ping"), "{seen:?}");
+    stop.cancel();
+    let _ = server.await;
+    gw.stop().await;
+}

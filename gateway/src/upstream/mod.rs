@@ -1497,12 +1497,24 @@ impl Instance {
     }
 
     async fn ping(&self, session: &Arc<Session>) {
-        let ping = session
-            .peer()
-            .send_request(ClientRequest::PingRequest(PingRequest {
+        // A 2026-07-28 session is probed with `server/discover` (its servers may not
+        // answer `ping`, and log the -32601 every interval).
+        let modern = self
+            .revision
+            .load()
+            .as_deref()
+            .is_some_and(|r| is_modern(r));
+        let request = if modern {
+            ClientRequest::DiscoverRequest(rmcp::model::DiscoverRequest::new(
+                rmcp::model::DiscoverRequestParams::default(),
+            ))
+        } else {
+            ClientRequest::PingRequest(PingRequest {
                 method: Default::default(),
                 extensions: Default::default(),
-            }));
+            })
+        };
+        let ping = session.peer().send_request(request);
         match tokio::time::timeout(self.options.connect_timeout, ping).await {
             Ok(Ok(_)) => self.update_health(|h| h.ping_ok(Instant::now())),
             Ok(Err(e)) => match classify(e) {
