@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Issue #15, with real processes: the official Python SDK runs a whole session while the
 # load balancer alternates replicas.
 #
@@ -6,17 +7,27 @@
 # authentication; as root it runs as the `postgres` user, like tests/support/postgres.rs),
 # three gateway replicas on that store with one cluster key and a call log each, HAProxy
 # with the repo's own deploy/haproxy/haproxy.cfg in front of them (round robin, no
-# stickiness), and shopping-service and user-service registering through the load
-# balancer. Then scripts/clients/cluster.py runs one client session of the official
-# Python SDK 2.x through the load balancer in each mode, `legacy` (2025-11-25, a session
-# with Mcp-Session-Id) and `auto` (server/discover, 2026-07-28): tools, 9 calls of
+# stickiness) (scripts/lib/cluster.sh, shared with scripts/conformance.sh), shopping-service
+# and user-service registering through the load balancer, and the conformance fixture
+# registered through it twice: conf2025 (--revision 2025) and conf2026 (--revision 2026).
+# Then scripts/clients/cluster.py runs one client session of the official Python SDK 2.x
+# through the load balancer in each mode, `legacy` (2025-11-25, a session with
+# Mcp-Session-Id) and `auto` (server/discover, 2026-07-28): tools, 9 calls of
 # getProductById, getUserById, 3 personalized recommendations (shopping-service asks
-# user-service through the load balancer in its own session), prompts, resources.
+# user-service through the load balancer in its own session), prompts, resources; then,
+# with sampling, elicitation and roots callbacks declared, 4 calls each of the fixture's
+# test_sampling, test_elicitation and test_input_required_result_list_roots, whose
+# results must carry the callbacks' answers (legacy: conf2025's, asking within the call;
+# auto: conf2026's, answering input_required), and in auto mode test_tool_with_logging
+# at the levels warning (no log message) and info (all of them).
 #
 # After each mode every replica's call log (GET /calls, asked of each replica directly)
 # must hold the mode's calls, all of them, and each replica some: the session was served
-# by all three. Prints a table (mode, cell, result) and the calls per replica; exits 1 when
-# a cell fails, 2 when the cluster could not be started.
+# by all three. The client's answers must have crossed replicas: in legacy mode relayed
+# through the store to the replica that asked (PostgreSQL's count of mcp_answers rows),
+# in auto mode each sampling and elicitation call answered input_required by one replica
+# and completed by another (the call logs). Prints a table (mode, cell, result) and the
+# calls per replica; exits 1 when a cell fails, 2 when the cluster could not be started.
 #
 # Needs PostgreSQL's server binaries and haproxy (.ci/run installs both); installs the
 # pinned Python SDK (PyPI) when missing, in the same cached venv as scripts/clients.sh.
@@ -31,13 +42,18 @@ TOKEN="cluster-token-0123456789"
 CLUSTER_KEY="cluster-script-key-0123456789"
 REPLICAS=3
 MODES=(legacy auto)
-# The tool calls one session of cluster.py makes (the client's), and the ones
+# The tool calls one session of cluster.py makes (the client's) as the call logs count
+# them: 13 of the demo services, then the fixture's 3 tools that ask the client, 4 calls
+# each (in auto mode each call is logged twice: its first round, answered input_required,
+# and its retry), and in auto mode test_tool_with_logging 6 times. And the ones
 # shopping-service makes for them (getUserPreferences, once per recommendation).
-CLIENT_CALLS=13
+ASKING_CALLS=$((3 * 4))
+declare -A CLIENT_CALLS=([legacy]=$((13 + ASKING_CALLS)) [auto]=$((13 + 2 * ASKING_CALLS + 6)))
 SERVICE_CALLS=3
-CELLS=10
+# The cells cluster.py reports per mode (the logging cells in auto mode only).
+declare -A CELLS=([legacy]=13 [auto]=15)
 # The cells this script adds per mode, from the call logs and the store.
-SCRIPT_CELLS=4
+SCRIPT_CELLS=5
 
 log() { printf '== %s\n' "$*"; }
 die() {
@@ -49,8 +65,17 @@ source "$ROOT/scripts/lib/python.sh"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/cluster.XXXXXX")"
 PIDS=()
-PG_DATA=""
-pg() { "$@"; }
+# shellcheck disable=SC2317 # invoked by lib/cluster.sh
+cluster_spawn() {
+    local logfile="$2"
+    shift 2
+    "$@" >"$logfile" 2>&1 &
+    PIDS+=($!)
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# shellcheck source=lib/cluster.sh
+source "$ROOT/scripts/lib/cluster.sh"
+# shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
     local status=$?
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -61,9 +86,7 @@ cleanup() {
         kill -9 "$pid" 2>/dev/null || true
     done
     wait 2>/dev/null || true
-    if [[ -n "$PG_DATA" && -f "$PG_DATA/postmaster.pid" ]]; then
-        pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate -w -t 20 stop >/dev/null 2>&1 || true
-    fi
+    pg_stop
     if [[ "$status" -ne 0 ]]; then
         for f in "$WORK"/*.log "$WORK"/pg/server.log; do
             [[ -s "$f" ]] || continue
@@ -78,87 +101,22 @@ trap cleanup EXIT
 trap "exit 130" INT
 trap "exit 143" TERM
 
-# wait_until WHAT SECONDS COMMAND...: runs COMMAND every 0.2 s until it succeeds; dies
-# after SECONDS.
-wait_until() {
-    local what="$1" seconds="$2"
-    shift 2
-    local deadline=$((SECONDS + seconds))
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || die "timed out after ${seconds} s waiting for $what"
-        sleep 0.2
-    done
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 now_ms() { python3 -c 'import time; print(int(time.time()*1000))'; }
-# json EXPR: evaluates EXPR (Python, with `d` the JSON read from stdin).
-json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 # --- what it needs
 SDK2_PY="$(sdk2_venv | tail -1)"
-HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"
-[[ -x "$HAPROXY" ]] || die "haproxy is needed: apt-get install haproxy (.ci/run does)"
-if command -v initdb >/dev/null 2>&1; then
-    PG_BIN="$(dirname "$(readlink -f "$(command -v initdb)")")"
-else
-    PG_BIN="$(find /usr/lib/postgresql -path '*/bin/initdb' 2>/dev/null | sort -V | tail -1 | xargs -r dirname)"
-fi
-[[ -n "$PG_BIN" && -x "$PG_BIN/initdb" ]] || die "PostgreSQL's initdb is needed: apt-get install postgresql (.ci/run does)"
+cluster_tools
 
 log "building"
-(cd "$ROOT" && cargo build --quiet --locked -p gateway -p shopping-service -p user-service --bins)
+(cd "$ROOT" && cargo build --quiet --locked -p gateway -p shopping-service -p user-service -p conformance --bins)
 
-# --- PostgreSQL
-pg_port="$(free_port)"
-mkdir -p "$WORK/pg"
-if [[ "$(id -u)" -eq 0 ]]; then
-    # PostgreSQL refuses to run as root: its directory is the postgres user's.
-    chmod 711 "$WORK"
-    chown -R postgres: "$WORK/pg"
-    pg() { runuser -u postgres -- "$@"; }
-fi
-PG_DATA="$WORK/pg/data"
-log "PostgreSQL ($PG_BIN) on 127.0.0.1:$pg_port"
-pg "$PG_BIN/initdb" -D "$PG_DATA" -U gateway --auth=trust -E UTF8 --no-sync >"$WORK/initdb.log" 2>&1 ||
-    die "initdb failed: $(cat "$WORK/initdb.log")"
-pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$WORK/pg/server.log" -w -t 30 \
-    -o "-p $pg_port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$WORK/pg -c fsync=off -c max_connections=200" \
-    start >/dev/null || die "PostgreSQL did not start: $(cat "$WORK/pg/server.log")"
-"$PG_BIN/createdb" -h 127.0.0.1 -p "$pg_port" -U gateway cluster || die "createdb failed"
-STORE="postgres://gateway:secret@127.0.0.1:${pg_port}/cluster"
-
-# --- three gateway replicas on that store
-GW=()
-for n in $(seq 1 "$REPLICAS"); do
-    port="$(free_port)"
-    MCP_BEARER_TOKEN="$TOKEN" GATEWAY_STORE="$STORE" GATEWAY_CLUSTER_KEY="$CLUSTER_KEY" \
-        GATEWAY_CALL_LOG_STORE="$WORK/calls-$n.db" \
-        "$BIN/gateway" --listen "127.0.0.1:$port" >"$WORK/gateway-$n.log" 2>&1 &
-    PIDS+=($!)
-    GW+=("127.0.0.1:$port")
-done
-log "gateway replicas on ${GW[*]}"
-live_replicas() {
-    [[ "$(curl -fsS --max-time 2 "http://$1/health" | json 'len(d["cluster"]["replicas"])')" == "$REPLICAS" ]]
-}
-for gw in "${GW[@]}"; do
-    wait_until "$gw's /health to list $REPLICAS replicas" 60 live_replicas "$gw"
-done
-
-# --- HAProxy, the repo's configuration
-lb_addr="127.0.0.1:$(free_port)"
-LB="http://$lb_addr"
-log "HAProxy (deploy/haproxy/haproxy.cfg) on $lb_addr"
-LB_LISTEN="$lb_addr" GATEWAY_1="${GW[0]}" GATEWAY_2="${GW[1]}" GATEWAY_3="${GW[2]}" \
-    "$HAPROXY" -db -f "$ROOT/deploy/haproxy/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
-PIDS+=($!)
-# Ready when the balancer's /health has been answered by every replica (their ids).
-: >"$WORK/seen-replicas"
-lb_reaches_all() {
-    curl -fsS --max-time 2 "$LB/health" | json 'd["cluster"]["replica"]' >>"$WORK/seen-replicas"
-    [[ "$(sort -u "$WORK/seen-replicas" | wc -l)" -ge "$REPLICAS" ]]
-}
-wait_until "the load balancer to reach all $REPLICAS replicas" 30 lb_reaches_all
+# --- PostgreSQL, three gateway replicas on it (a call log each, with arguments and
+# results: a 2026-07-28 call's rounds are paired by their arguments), HAProxy in front
+pg_start "$WORK"
+STORE="$(pg_createdb cluster)"
+replicas_start "$REPLICAS" "$STORE" "$CLUSTER_KEY" "$WORK" \
+    MCP_BEARER_TOKEN="$TOKEN" GATEWAY_CALL_LOG_STORE="$WORK/calls-%n.db" GATEWAY_CALL_LOG_PAYLOADS=true
+haproxy_start "$WORK"
 
 # --- the demo services, registering through the load balancer
 shop_port="$(free_port)"
@@ -170,15 +128,37 @@ PIDS+=($!)
 MCP_BEARER_TOKEN="$TOKEN" GATEWAY_URL="$LB" USER_SERVICE_LISTEN="127.0.0.1:$user_port" \
     "$BIN/user-service" >"$WORK/user-service.log" 2>&1 &
 PIDS+=($!)
-# A sessionless tools/list asked of one replica directly.
-lists_both() {
+# lists HOST:PORT REGEX: whether the tool names (sorted, space-separated) of a sessionless
+# tools/list asked of that replica directly match REGEX.
+# shellcheck disable=SC2317 # invoked by wait_until
+lists() {
     curl -fsS --max-time 5 -X POST "http://$1/mcp" -H "Authorization: Bearer $TOKEN" \
         -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
         -d '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' >"$WORK/tools-$1.json" &&
-        [[ "$(json '" ".join(t["name"] for t in d["result"]["tools"])' <"$WORK/tools-$1.json")" =~ getProductById.*getUserById|getUserById.*getProductById ]]
+        [[ "$(json '" ".join(sorted(t["name"] for t in d["result"]["tools"]))' <"$WORK/tools-$1.json")" =~ $2 ]]
 }
 for gw in "${GW[@]}"; do
-    wait_until "$gw to list getProductById and getUserById" 60 lists_both "$gw"
+    wait_until "$gw to list getProductById and getUserById" 60 lists "$gw" 'getProductById.*getUserById'
+done
+
+# --- the conformance fixture, both revisions, registered through the load balancer:
+# conf2025 (--revision 2025: asks within the call, in a session) for the legacy mode,
+# conf2026 (--revision 2026: answers a 2026-07-28 request with input_required) for auto.
+# Their tools collide, so the gateway names them conf2025__test_* and conf2026__test_*.
+for rev in 2025 2026; do
+    port="$(free_port)"
+    cluster_spawn "conf$rev" "$WORK/conf$rev.log" "$BIN/conformance-fixture" --listen "127.0.0.1:$port" --revision "$rev"
+    wait_until "conformance-fixture --revision $rev on 127.0.0.1:$port" 30 \
+        curl -fsS --max-time 2 "http://127.0.0.1:$port/health"
+    code="$(curl -sS -o "$WORK/register-conf$rev.json" -w '%{http_code}' --max-time 30 -X POST "$LB/register" \
+        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+        -d "{\"name\":\"conf$rev\",\"url\":\"http://127.0.0.1:$port/mcp\"}")" || code=000
+    [[ "$code" == 200 || "$code" == 201 ]] ||
+        die "registering conf$rev through the load balancer answered $code: $(cat "$WORK/register-conf$rev.json" 2>/dev/null)"
+    log "conformance-fixture --revision $rev on 127.0.0.1:$port, registered through $LB as conf$rev"
+done
+for gw in "${GW[@]}"; do
+    wait_until "$gw to list both fixtures' tools" 60 lists "$gw" 'conf2025__test_sampling.*conf2026__test_sampling'
 done
 
 # --- the client sessions, one per mode
@@ -195,22 +175,27 @@ logged_all() {
         client=$((client + c))
         service=$((service + s))
     done
-    ((client >= CLIENT_CALLS && service >= SERVICE_CALLS))
+    ((client >= CLIENT_CALLS[$mode] && service >= SERVICE_CALLS))
 }
 # sessions NAME: the ids of the sessions in the store whose client is NAME (clientInfo).
 sessions() {
-    "$PG_BIN/psql" -h 127.0.0.1 -p "$pg_port" -U gateway -d cluster -At -c \
-        "SELECT id FROM mcp_sessions WHERE init::json->'clientInfo'->>'name' = '$1' ORDER BY id"
+    psql_at cluster "SELECT id FROM mcp_sessions WHERE init::json->'clientInfo'->>'name' = '$1' ORDER BY id"
 }
 # cell MODE NAME OK(1|0) DETAIL: one of this script's cells, as cluster.py prints its own.
 cell() {
     python3 -c 'import json,sys; print(json.dumps({"client": "sdk2:" + sys.argv[1], "cell": sys.argv[2], "ok": sys.argv[3] == "1", "detail": sys.argv[4]}))' "$@"
+}
+# answers_relayed: the rows ever written to mcp_answers (a client's answer relayed to the
+# replica that asked).
+answers_relayed() {
+    psql_at cluster "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname = 'mcp_answers'"
 }
 declare -A SERVED
 shop_session=""
 for mode in "${MODES[@]}"; do
     log "mode $mode: the Python SDK 2.x ($PY_SDK2) through $LB"
     since="$(now_ms)"
+    relayed_before="$(answers_relayed)"
     results="$WORK/results-$mode.jsonl"
     timeout 180 "$SDK2_PY" "$ROOT/scripts/clients/cluster.py" "$mode" "$LB/mcp" "$TOKEN" \
         >"$results" 2>"$WORK/client-$mode.log" || true
@@ -232,8 +217,8 @@ for mode in "${MODES[@]}"; do
         line+="replica $n: $c+$s  "
     done
     log "mode $mode: calls logged (client's+shopping-service's) ${line}"
-    cell "$mode" "the client's calls, all logged" "$([[ $total_client -eq $CLIENT_CALLS ]] && echo 1 || echo 0)" \
-        "$total_client of $CLIENT_CALLS" >>"$results"
+    cell "$mode" "the client's calls, all logged" "$([[ $total_client -eq ${CLIENT_CALLS[$mode]} ]] && echo 1 || echo 0)" \
+        "$total_client of ${CLIENT_CALLS[$mode]}" >>"$results"
     cell "$mode" "every replica served the session" "$([[ $replicas_used -eq $REPLICAS ]] && echo 1 || echo 0)" \
         "$replicas_used of $REPLICAS replicas" >>"$results"
     # shopping-service's client session, opened at its first recommendation, serves all
@@ -250,13 +235,55 @@ for mode in "${MODES[@]}"; do
     rows="$(sessions "cluster-py-$mode" | xargs)"
     cell "$mode" "$([[ $mode == legacy ]] && echo "its DELETE ended the session in the store" || echo "no session in the store")" \
         "$([[ -z "$rows" ]] && echo 1 || echo 0)" "${rows:+left in the store: $rows}" >>"$results"
+    # Where the fixture's questions were answered.
+    if [[ $mode == legacy ]]; then
+        # Round robin puts each answer on another replica than the call that asked, which
+        # relays it through the store (an mcp_answers row, taken by the asking replica).
+        # PostgreSQL's statistics count the rows once the writer reports them (within a
+        # second or so of its going idle).
+        deadline=$((SECONDS + 10))
+        until (($(answers_relayed) - relayed_before >= ASKING_CALLS)) || ((SECONDS >= deadline)); do sleep 0.5; done
+        relayed=$(($(answers_relayed) - relayed_before))
+        left="$(psql_at cluster "SELECT count(*) FROM mcp_answers")"
+        cell "$mode" "answers relayed between replicas via the store" \
+            "$([[ $relayed -ge $((ASKING_CALLS / 2)) && $left -eq 0 ]] && echo 1 || echo 0)" \
+            "$relayed of the $ASKING_CALLS answers relayed, $left left in the store" >>"$results"
+    else
+        # Each call that asked: its first round (answered input_required) and its retry
+        # (inputResponses, the gateway's sealed requestState) logged by two replicas.
+        for n in $(seq 1 "$REPLICAS"); do
+            curl -fsS --max-time 5 -H "Authorization: Bearer $TOKEN" "http://${GW[n - 1]}/calls?limit=1000&since=$since" |
+                json "'\\n'.join(json.dumps(dict(c, replica=$n)) for c in d['calls'])"
+        done >"$WORK/calls-$mode.jsonl"
+        read -r ok detail < <(python3 - "$WORK/calls-$mode.jsonl" "$((ASKING_CALLS * 2 / 3))" <<'PY'
+import json, sys
+path, expected = sys.argv[1], int(sys.argv[2])
+rounds = {}
+for line in open(path):
+    if line.strip():
+        c = json.loads(line)
+        if c["tool"].endswith(("__test_sampling", "__test_elicitation")):
+            key = (c["tool"], json.dumps(c.get("arguments"), sort_keys=True))
+            rounds.setdefault(key, []).append(c)
+crossed = 0
+for calls in rounds.values():
+    calls.sort(key=lambda c: c["at"])
+    kinds = [(c.get("result") or {}).get("resultType") for c in calls]
+    crossed += kinds == ["input_required", "complete"] and calls[0]["replica"] != calls[1]["replica"]
+print(int(len(rounds) == expected and crossed == expected),
+      f"{crossed} of the {expected} calls of test_sampling and test_elicitation: input_required on one replica, completed on another"
+      + ("" if len(rounds) == expected else f" ({len(rounds)} calls in the logs)"))
+PY
+        )
+        cell "$mode" "input_required on one replica, retry on another" "$ok" "$detail" >>"$results"
+    fi
 done
 
 # --- the table, and the verdict
 status=0
 printf '\n%-7s %-50s %s\n' mode cell result
 for mode in "${MODES[@]}"; do
-    python3 - "$mode" "$((CELLS + SCRIPT_CELLS))" "$WORK/results-$mode.jsonl" <<'PY' || status=1
+    python3 - "$mode" "$((CELLS[$mode] + SCRIPT_CELLS))" "$WORK/results-$mode.jsonl" <<'PY' || status=1
 import json, sys
 mode, expected, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rows = [json.loads(line) for line in open(path) if line.strip()]
@@ -269,7 +296,7 @@ if len(rows) < expected:
     print(f"mode {mode}: only {len(rows)} cells reported ({expected} expected)")
 sys.exit(1 if failed or len(rows) < expected else 0)
 PY
-    if [[ "$(wc -l <"$WORK/results-$mode.jsonl")" -lt $((CELLS + SCRIPT_CELLS)) ]]; then
+    if [[ "$(wc -l <"$WORK/results-$mode.jsonl")" -lt $((CELLS[$mode] + SCRIPT_CELLS)) ]]; then
         echo "the client's errors (mode $mode):"
         tail -40 "$WORK/client-$mode.log"
     fi
