@@ -111,12 +111,25 @@ fn cluster_address(config: &Config, bound: Option<std::net::SocketAddr>) -> Stri
     }
     match bound {
         Some(addr) if addr.ip().is_unspecified() => {
-            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .or_else(host_name)
+                .unwrap_or_else(|| "localhost".into());
             format!("{host}:{}", addr.port())
         }
         Some(addr) => addr.to_string(),
         None => config.listen.clone(),
     }
+}
+
+/// The machine's host name (Linux's, as `hostname` prints it), where `HOSTNAME` is not
+/// set (systemd does not).
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 /// Serves the gateway on `listener` until `shutdown` is cancelled.

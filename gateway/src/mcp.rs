@@ -55,7 +55,7 @@ use crate::{
     refusal::{MetadataUrl, insufficient_scope},
     registry::{Changed, Registry, Subscriber},
     sessions::Tagged,
-    store::{Change, StoreError},
+    store::{Change, StoreError, postgres::Event},
     upstream::{BoxFuture, CallError, ClientLink, Downstream, PrivateSessions, Service, Sink, Via},
     vocab::{Allow, Identity, Scopes},
 };
@@ -76,7 +76,13 @@ pub struct SessionState {
     /// says).
     held: Option<Arc<Held>>,
     peer: std::sync::OnceLock<rmcp::Peer<RoleServer>>,
+    /// Held while the row's settings are applied (one change at a time).
+    following: tokio::sync::Mutex<()>,
 }
+
+/// Most resources one client session follows (`resources/subscribe`); past it, the
+/// subscription is refused.
+const MAX_SUBSCRIPTIONS_PER_SESSION: usize = 1024;
 
 /// The shared sessions whose copies a cluster's replica holds, by `Mcp-Session-Id`:
 /// what another replica changes of one (level, subscriptions) is applied to its copy
@@ -117,6 +123,7 @@ impl SessionState {
     /// no longer does. A row read earlier (at adoption) only adds: a subscription this
     /// copy made since is newer than it.
     async fn follow(&self, settings: crate::sessions::SessionSettings, prune: bool) {
+        let _one_at_a_time = self.following.lock().await;
         *self.level.lock().unwrap_or_else(|p| p.into_inner()) = settings.level;
         if let Some((passthrough, key)) = self.key.get() {
             passthrough.set_level(key, settings.level);
@@ -125,7 +132,11 @@ impl SessionState {
             return;
         };
         let held = self.registry.subscriptions_of(self.id);
-        for uri in settings.subscriptions.iter().filter(|u| !held.contains(u)) {
+        let wanted = settings
+            .subscriptions
+            .iter()
+            .take(MAX_SUBSCRIPTIONS_PER_SESSION);
+        for uri in wanted.filter(|u| !held.contains(u)) {
             // The replica that accepted it checked the client's allow-list.
             let subscriber = Subscriber::Session(peer.clone());
             if let Err(e) = subscribe_as(&self.registry, self.id, uri, subscriber, None).await {
@@ -272,6 +283,7 @@ impl GatewayHandler {
             private: std::sync::OnceLock::new(),
             held: None,
             peer: std::sync::OnceLock::new(),
+            following: tokio::sync::Mutex::new(()),
         });
         Self {
             registry,
@@ -770,6 +782,22 @@ impl GatewayHandler {
                 }
                 Err(_) => return answer,
             }
+        }
+    }
+
+    /// This handler's session is `key` (its client `peer`): the pass-through path's
+    /// session forgets it when it ends, and (a cluster's replica) its copy joins `held`,
+    /// where what other replicas change of it is applied.
+    fn know(&self, key: &str, peer: &rmcp::Peer<RoleServer>) {
+        if let Some(passthrough) = &self.passthrough {
+            let _ = self
+                .session
+                .key
+                .set((Arc::clone(passthrough), key.to_string()));
+        }
+        let _ = self.session.peer.set(peer.clone());
+        if let Some(held) = &self.session.held {
+            held.insert(key.to_string(), Arc::downgrade(&self.session));
         }
     }
 
@@ -1361,6 +1389,13 @@ impl ServerHandler for GatewayHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
         context.peer.set_peer_info(request.clone());
+        // A cluster's replica knows its copy by id from the start: the client's later
+        // requests (its `notifications/initialized` too) may all reach other replicas.
+        if self.shared.is_some()
+            && let Some(crate::sessions::SessionKey(key)) = context.extensions.get()
+        {
+            self.know(key, &context.peer);
+        }
         let mut result = self.negotiate_initialize(&request)?;
         // On a virtual server, only the instructions of the services it shows.
         let catalog = self.registry.catalog();
@@ -1667,6 +1702,13 @@ impl ServerHandler for GatewayHandler {
         self.counted("resources/subscribe", async {
             let subscriber = Subscriber::Session(context.peer.clone());
             let allow = allow_of(&context);
+            let held = self.registry.subscriptions_of(self.session.id);
+            if held.len() >= MAX_SUBSCRIPTIONS_PER_SESSION && !held.contains(&request.uri) {
+                return Err(ErrorData::invalid_params(
+                    format!("a session follows at most {MAX_SUBSCRIPTIONS_PER_SESSION} resources: unsubscribe from some first"),
+                    None,
+                ));
+            }
             subscribe_as(
                 &self.registry,
                 self.session.id,
@@ -1753,13 +1795,8 @@ impl ServerHandler for GatewayHandler {
                 .and_then(|v| v.to_str().ok())
         {
             passthrough.confirm(key);
-            let _ = self
-                .session
-                .key
-                .set((Arc::clone(passthrough), key.to_string()));
-            let _ = self.session.peer.set(context.peer.clone());
-            if let (Some(held), Some(shared)) = (&self.session.held, &self.shared) {
-                held.insert(key.to_string(), Arc::downgrade(&self.session));
+            self.know(key, &context.peer);
+            if let Some(shared) = &self.shared {
                 // A copy restored here (the session was opened on another replica): what
                 // its client set there holds here too.
                 let restored = context
@@ -2039,17 +2076,22 @@ impl McpEndpoint {
                     // Answers whose notification this replica missed.
                     self.take_answers(&shared).await;
                 }
-                change = news.recv() => match change {
-                    Ok(Change::SessionsEnded(ids)) => {
+                event = news.recv() => match event {
+                    Ok(Event::Change(Change::SessionsEnded(ids))) => {
                         for id in ids.iter() {
                             self.close_local(id).await;
                         }
                     }
-                    Ok(Change::Answers(_)) => self.take_answers(&shared).await,
-                    Ok(Change::Session(id)) => self.follow_session(&shared, &id).await,
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    Ok(Event::Change(Change::Answers(_))) => self.take_answers(&shared).await,
+                    Ok(Event::Change(Change::Session(id))) => self.follow_session(&shared, id),
+                    Ok(Event::Change(_)) => {}
+                    // Notifications may have been missed: every copy's settings read again.
+                    Ok(Event::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         self.take_answers(&shared).await;
+                        let held: Vec<String> = self.held.iter().map(|e| e.key().clone()).collect();
+                        for id in held {
+                            self.follow_session(&shared, id);
+                        }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
@@ -2086,24 +2128,28 @@ impl McpEndpoint {
     }
 
     /// Applies what another replica changed of session `id` (its level, its
-    /// subscriptions) to the copies here.
-    async fn follow_session(&self, shared: &crate::sessions::Shared, id: &str) {
-        let state = self.held.get(id).and_then(|w| w.upgrade());
-        if state.is_none() && self.passthrough.owner(id).is_none() {
+    /// subscriptions) to the copies here, in a task of its own (subscribing upstream
+    /// may take a while; the session loop goes on).
+    fn follow_session(&self, shared: &Arc<crate::sessions::Shared>, id: String) {
+        let state = self.held.get(&id).and_then(|w| w.upgrade());
+        if state.is_none() && self.passthrough.owner(&id).is_none() {
             return;
         }
-        let settings = match shared.settings(id).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::debug!(session = %id, "a shared session's settings not read: {e}");
-                return;
+        let (shared, passthrough) = (Arc::clone(shared), Arc::clone(&self.passthrough));
+        tokio::spawn(async move {
+            let settings = match shared.settings(&id).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(session = %id, "a shared session's settings not read: {e}");
+                    return;
+                }
+            };
+            passthrough.set_level(&id, settings.level);
+            if let Some(state) = state {
+                state.follow(settings, true).await;
             }
-        };
-        self.passthrough.set_level(id, settings.level);
-        if let Some(state) = state {
-            state.follow(settings, true).await;
-        }
+        });
     }
 
     /// Closes sessions unused for longer than `idle` (or never confirmed with
@@ -2438,8 +2484,13 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
                 Some(refusal) => refusal,
                 None => {
                     endpoint.passthrough.touch(&id);
+                    // A new GET stream of a cluster's session: its first event (rmcp's
+                    // priming, added past the session manager) names this replica too.
+                    let fresh = endpoint.shared.is_some()
+                        && request.method() == Method::GET
+                        && !request.headers().contains_key("last-event-id");
                     let (parts, body) = request.into_parts();
-                    in_session(
+                    let response = in_session(
                         &endpoint,
                         parts,
                         Posted::Other(body),
@@ -2447,7 +2498,12 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
                         allow.as_deref(),
                         &caller,
                     )
-                    .await
+                    .await;
+                    if fresh {
+                        tag_priming(response, endpoint.registry.replica())
+                    } else {
+                        response
+                    }
                 }
             },
             None => into_axum(endpoint.sessions.handle(request).await).await,
@@ -2616,6 +2672,51 @@ async fn adopt(endpoint: &McpEndpoint, id: &str) -> Option<Response> {
     }
 }
 
+/// A session's new GET stream with its priming event's id (rmcp's `0`) tagged with
+/// `replica`, as `sessions::Tagged` tags every other event: a client that lost the
+/// stream before any other event resumes where the stream is.
+fn tag_priming(response: Response, replica: &str) -> Response {
+    let sse = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream"));
+    if !sse {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let (plain, tagged) = ("\nid: 0\n", format!("\nid: 0@{replica}\n"));
+    let mut first = true;
+    let body = futures::StreamExt::map(body.into_data_stream(), move |chunk| match chunk {
+        Ok(bytes) if std::mem::take(&mut first) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let at = text.find(plain).filter(|at| !text[..*at].contains("\n\n"));
+            Ok(match at {
+                Some(at) => bytes::Bytes::from(format!(
+                    "{}{tagged}{}",
+                    &text[..at],
+                    &text[at + plain.len()..]
+                )),
+                None => bytes,
+            })
+        }
+        other => other,
+    });
+    Response::from_parts(parts, Body::from_stream(body))
+}
+
+/// Headers of one HTTP hop (RFC 9110 7.6.1, and those older proxies use).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Marks a request one replica passed to another (never passed on again).
 const RELAYED: &str = "x-mcp-gateway-relayed";
 
@@ -2628,7 +2729,13 @@ const RELAYED: &str = "x-mcp-gateway-relayed";
 async fn resume_elsewhere(endpoint: &McpEndpoint, request: &mut Request) -> Option<Response> {
     endpoint.shared.as_ref()?;
     let last = request.headers().get("last-event-id")?.to_str().ok()?;
-    let (event, replica) = crate::sessions::untag_event(last)?;
+    let Some((event, replica)) = crate::sessions::untag_event(last) else {
+        // An id no replica named (a lone gateway's, from before it joined): whose stream
+        // it was cannot be told, so the stream starts afresh here rather than replay
+        // another stream's events.
+        request.headers_mut().remove("last-event-id");
+        return None;
+    };
     let (event, replica) = (event.to_string(), replica.to_string());
     if replica == endpoint.registry.replica() {
         let event = HeaderValue::from_str(&event).ok()?;
@@ -2726,8 +2833,18 @@ async fn relay(
         .relay
         .request(method, format!("http://{address}{path}"))
         .header(RELAYED, "1");
+    // Hop-by-hop headers (RFC 9110 7.6.1), and those the client's `Connection` names,
+    // stay on this hop; the rest goes on unchanged (`Host`, `Authorization` too).
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
     for (name, value) in headers {
-        if name != header::CONNECTION && name != header::CONTENT_LENGTH {
+        let hop = HOP_BY_HOP.contains(&name.as_str()) || named.iter().any(|n| n == name.as_str());
+        if !hop && name != header::CONTENT_LENGTH {
             forwarded = forwarded.header(name, value);
         }
     }

@@ -141,8 +141,14 @@ impl Kind {
 #[serde(untagged)]
 enum State {
     /// A call the gateway holds open (a 2025-era backend asked mid-call), and the round
-    /// this state was issued for.
-    Parked { c: u64, r: u64 },
+    /// this state was issued for; in a cluster, the replica holding it (the prefix that
+    /// routes the retry is not sealed: this is what is trusted).
+    Parked {
+        c: u64,
+        r: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        p: Option<String>,
+    },
     /// A 2026-07-28 backend's own `input_required`: the retry goes back to it, to the
     /// instance `a` picks (rendezvous affinity), with the backend's own state `u`.
     Upstream {
@@ -325,24 +331,34 @@ impl Rounds {
     /// Opens a client's `requestState`: one this gateway sealed for `binding`, within
     /// `input_timeout_ms`, or refused.
     pub fn open(&self, binding: &[u8], state: &str) -> Result<Opened, ErrorData> {
-        let state = match state.split_once(PARKED_ON) {
-            Some((replica, sealed)) if Some(replica) == self.replica.as_deref() => sealed,
-            Some((replica, _)) => {
-                return Err(ErrorData::invalid_params(
-                    format!(
-                        "the call this requestState continues was held by gateway replica {replica}, which has left the cluster: it is lost; send the request again without requestState"
-                    ),
-                    None,
-                ));
-            }
-            None => state,
+        let gone = |replica: &str| {
+            ErrorData::invalid_params(
+                format!(
+                    "the call this requestState continues was held by gateway replica {replica}, which has left the cluster: it is lost; send the request again without requestState"
+                ),
+                None,
+            )
+        };
+        // A lone gateway prefixes nothing: such a state is simply not its own.
+        let state = match (&self.replica, state.split_once(PARKED_ON)) {
+            (Some(me), Some((replica, sealed))) if replica == me => sealed,
+            (Some(_), Some((replica, _))) => return Err(gone(replica)),
+            _ => state,
         };
         let state: State = self.codec.open_json_with(state, binding).map_err(|e| {
             tracing::debug!("requestState refused: {e}");
             not_ours()
         })?;
         Ok(match state {
-            State::Parked { c, r } => Opened::Parked(Parked { c, r }),
+            State::Parked { c, r, p } => {
+                if p != self.replica {
+                    return Err(match p {
+                        Some(p) => gone(&p),
+                        None => not_ours(),
+                    });
+                }
+                Opened::Parked(Parked { c, r })
+            }
             State::Upstream { a, u } => Opened::Upstream {
                 affinity: a,
                 state: u,
@@ -584,6 +600,7 @@ impl Rounds {
             &State::Parked {
                 c: call.id,
                 r: round,
+                p: self.replica.clone(),
             },
             &call.binding,
         )?;
@@ -768,9 +785,12 @@ mod tests {
             Rounds::new(limits, key).in_cluster("replica-a"),
             Rounds::new(limits, key).in_cluster("replica-b"),
         );
-        let sealed = a
-            .seal(&State::Parked { c: 1, r: 1 }, b"alice")
-            .expect("seal");
+        let parked = |p: &str| State::Parked {
+            c: 1,
+            r: 1,
+            p: Some(p.into()),
+        };
+        let sealed = a.seal(&parked("replica-a"), b"alice").expect("seal");
         let state = format!("replica-a{PARKED_ON}{sealed}");
         assert_eq!(parked_on(&state), Some("replica-a"));
         assert_eq!(parked_on(&sealed), None);
@@ -781,6 +801,16 @@ mod tests {
         match b.open(b"alice", &state) {
             Err(refused) => assert!(refused.message.contains("replica-a"), "{}", refused.message),
             Ok(_) => panic!("a state parked on replica-a opened on replica-b"),
+        }
+        // The routing prefix is not what is trusted: a's state relabelled as b's does
+        // not open on b (where a parked call 1 may wait too).
+        let relabelled = format!("replica-b{PARKED_ON}{sealed}");
+        assert!(b.open(b"alice", &relabelled).is_err());
+        // A lone gateway (no prefix of its own) finds such a state simply not its own.
+        let lone = Rounds::new(limits, key);
+        match lone.open(b"alice", &state) {
+            Err(refused) => assert!(!refused.message.contains("replica"), "{}", refused.message),
+            Ok(_) => panic!("a cluster's state opened on a lone gateway"),
         }
     }
 
@@ -795,7 +825,14 @@ mod tests {
             None,
         );
         let sealed = rounds
-            .seal(&State::Parked { c: 1, r: 1 }, b"alice")
+            .seal(
+                &State::Parked {
+                    c: 1,
+                    r: 1,
+                    p: None,
+                },
+                b"alice",
+            )
             .expect("seal");
         assert!(matches!(
             rounds.open(b"alice", &sealed),
@@ -812,7 +849,14 @@ mod tests {
             Rounds::new(rounds.limits, Some(key)),
         );
         let sealed_by_one = one
-            .seal(&State::Parked { c: 1, r: 1 }, b"alice")
+            .seal(
+                &State::Parked {
+                    c: 1,
+                    r: 1,
+                    p: None,
+                },
+                b"alice",
+            )
             .expect("seal");
         assert!(two.open(b"alice", &sealed_by_one).is_ok());
         tokio::time::sleep(Duration::from_millis(120)).await;

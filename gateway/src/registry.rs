@@ -257,7 +257,7 @@ pub struct Registry {
     /// What other replicas did to shared MCP sessions (ended them, changed their
     /// level or subscriptions, relayed their clients' answers here): the endpoint
     /// follows it.
-    session_news: tokio::sync::broadcast::Sender<crate::store::Change>,
+    session_news: tokio::sync::broadcast::Sender<Event>,
     options: upstream::Options,
     shutdown: CancellationToken,
     /// Connected client sessions (by the gateway's session number), told about list
@@ -740,19 +740,21 @@ impl Registry {
             };
             let Some(event) = event else { return };
             let done = match &event {
-                Event::Resync => self.sync_all().await,
+                Event::Resync => {
+                    let _ = self.session_news.send(Event::Resync);
+                    self.sync_all().await
+                }
                 Event::Change(crate::store::Change::Service(name)) => self.sync_service(name).await,
                 Event::Change(crate::store::Change::Server(_)) => self.sync_servers().await,
                 Event::Change(
-                    change @ (crate::store::Change::SessionsEnded(_)
-                    | crate::store::Change::Session(_)),
+                    crate::store::Change::SessionsEnded(_) | crate::store::Change::Session(_),
                 ) => {
-                    let _ = self.session_news.send(change.clone());
+                    let _ = self.session_news.send(event.clone());
                     Ok(())
                 }
-                Event::Change(change @ crate::store::Change::Answers(to)) => {
+                Event::Change(crate::store::Change::Answers(to)) => {
                     if *to == self.replica {
-                        let _ = self.session_news.send(change.clone());
+                        let _ = self.session_news.send(event.clone());
                     }
                     Ok(())
                 }
@@ -861,8 +863,9 @@ impl Registry {
 
     /// What other replicas do to shared MCP sessions from now on: sessions ended
     /// (`SessionsEnded`), a session's level or subscriptions changed (`Session`), and
-    /// clients' answers waiting for this replica (`Answers`).
-    pub fn watch_sessions(&self) -> tokio::sync::broadcast::Receiver<crate::store::Change> {
+    /// clients' answers waiting for this replica (`Answers`); `Resync` when some may
+    /// have been missed.
+    pub fn watch_sessions(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.session_news.subscribe()
     }
 

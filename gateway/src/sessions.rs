@@ -23,7 +23,7 @@ use futures::{Stream, StreamExt as _};
 use rmcp::{
     model::{
         ClientJsonRpcMessage, InitializeRequestParams, JsonRpcMessage, LoggingLevel,
-        NumberOrString, ServerJsonRpcMessage,
+        NumberOrString, ServerJsonRpcMessage, ServerNotification,
     },
     transport::streamable_http_server::session::{
         EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
@@ -294,6 +294,11 @@ pub struct Tagged {
     cluster: Option<(Arc<Shared>, Arc<str>)>,
 }
 
+/// The `Mcp-Session-Id` of the session an `initialize` opens (or restores), in the
+/// request's extensions.
+#[derive(Clone, Debug)]
+pub struct SessionKey(pub SessionId);
+
 /// Why the tagged manager failed: rmcp's own reasons, or the store's when an answer
 /// could not be relayed.
 #[derive(Debug, thiserror::Error)]
@@ -318,12 +323,30 @@ impl Tagged {
         if let Some(event) = &mut message.event_id {
             *event = format!("{event}{EVENT_TAG}{replica}");
         }
-        if let Some(inner) = &message.message
-            && let JsonRpcMessage::Request(request) = &**inner
-        {
-            let mut request = request.clone();
-            request.id = NumberOrString::String(format!("{replica}:{}", request.id).into());
-            message.message = Some(Arc::new(JsonRpcMessage::Request(request)));
+        let tagged = |id: &NumberOrString| NumberOrString::String(format!("{replica}:{id}").into());
+        let retagged = match message.message.as_deref() {
+            Some(JsonRpcMessage::Request(request)) => {
+                let mut request = request.clone();
+                request.id = tagged(&request.id);
+                Some(JsonRpcMessage::Request(request))
+            }
+            // The server's cancellation of a request it sent names it as the client saw it.
+            Some(JsonRpcMessage::Notification(n)) => match &n.notification {
+                ServerNotification::CancelledNotification(c) => {
+                    c.params.request_id.as_ref().map(|id| {
+                        let mut n = n.clone();
+                        if let ServerNotification::CancelledNotification(c) = &mut n.notification {
+                            c.params.request_id = Some(tagged(id));
+                        }
+                        JsonRpcMessage::Notification(n)
+                    })
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(retagged) = retagged {
+            message.message = Some(Arc::new(retagged));
         }
         message
     }
@@ -368,8 +391,11 @@ impl SessionManager for Tagged {
     async fn initialize_session(
         &self,
         id: &SessionId,
-        message: ClientJsonRpcMessage,
+        mut message: ClientJsonRpcMessage,
     ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        // The handler learns its session's id from its first message (rmcp tells it
+        // only with later requests' headers, which may all reach other replicas).
+        message.insert_extension(SessionKey(Arc::clone(id)));
         Ok(self.inner.initialize_session(id, message).await?)
     }
 

@@ -1288,3 +1288,42 @@ async fn a_refused_delete_leaves_the_session_its_owner() {
     assert_eq!(status, 404);
     gw.stop().await;
 }
+
+/// A session cannot make the gateway follow unbounded resources: any URI routes to the
+/// only backend taking subscriptions, so without a bound one session could grow its
+/// subscription list (and, in a cluster, its row) without end. The 1025th distinct URI
+/// is refused by name; one already followed is still accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_follows_at_most_1024_resources() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let watcher = fixture::Fixture::new("watcher", &["touch"]).watching("fixture://watched");
+    let up = serve_fixture(watcher.clone()).await;
+    assert_eq!(register(&gw, "watcher", &up.mcp_url()).await.0, 201);
+    let id = open_session(&gw, TOKEN, json!({})).await;
+    let headers = [
+        ("mcp-session-id", id.as_str()),
+        ("mcp-protocol-version", "2025-06-18"),
+    ];
+    let subscribe = |n: usize| {
+        json!({"jsonrpc": "2.0", "id": n, "method": "resources/subscribe",
+               "params": {"uri": format!("fixture://r{n}")}})
+        .to_string()
+    };
+    for n in 0..1024 {
+        let (status, body) = post_raw(&gw, TOKEN, &subscribe(n), &headers).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(!body.contains("\"error\""), "subscription {n}: {body}");
+    }
+    let (status, body) = post_raw(&gw, TOKEN, &subscribe(1024), &headers).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("-32602") && body.contains("1024"),
+        "the 1025th refused by name: {body}"
+    );
+    let (_, body) = post_raw(&gw, TOKEN, &subscribe(7), &headers).await;
+    assert!(!body.contains("\"error\""), "one already followed: {body}");
+    assert_eq!(watcher.subscribed().len(), 1024);
+    up.stop().await;
+    gw.stop().await;
+}

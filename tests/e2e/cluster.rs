@@ -1505,14 +1505,27 @@ fn events(seen: &str) -> Vec<Value> {
 
 /// A 2025-11-25 session opened on `gw` by a client declaring `capabilities`, confirmed.
 async fn session_on(gw: &impl Target, name: &str, capabilities: Value) -> String {
+    session_across(gw, gw, name, capabilities).await
+}
+
+/// A 2025-11-25 session opened on `open` and confirmed (`notifications/initialized`) on
+/// `confirm`, as a round robin may send them.
+async fn session_across(
+    open: &impl Target,
+    confirm: &impl Target,
+    name: &str,
+    capabilities: Value,
+) -> String {
     let mut init = initialize(name);
     init["params"]["capabilities"] = capabilities;
-    let (status, id, answer) = post(&gw.base_url(), TOKEN, None, init).await;
+    let (status, id, answer) = post(&open.base_url(), TOKEN, None, init).await;
     assert_eq!(status, 200, "{answer}");
     let id = id.expect("a session id");
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     assert_eq!(
-        post(&gw.base_url(), TOKEN, Some(&id), initialized).await.0,
+        post(&confirm.base_url(), TOKEN, Some(&id), initialized)
+            .await
+            .0,
         202
     );
     id
@@ -1722,6 +1735,56 @@ async fn a_sessions_level_and_subscriptions_hold_on_every_replica() {
     )
     .await;
     drop(stream);
+
+    // A session confirmed elsewhere than where it was opened: the replica that opened
+    // it (and never heard `notifications/initialized`) writes what its client sets
+    // there, and follows what is set elsewhere.
+    let session = session_across(a, b, "confirmed-on-b", json!({})).await;
+    let mut stream = http_no_timeout()
+        .get(c.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .expect("GET stream on c");
+    assert_eq!(stream.status(), 200);
+    let subscribe = json!({"jsonrpc": "2.0", "id": 6, "method": "resources/subscribe",
+        "params": {"uri": "fixture://watched"}});
+    let (status, _, answer) = post(&a.base_url(), TOKEN, Some(&session), subscribe).await;
+    assert_eq!((status, answer.get("error")), (200, None), "{answer}");
+    wait_until(
+        "a, b and c subscribed upstream for the second session",
+        Duration::from_secs(10),
+        || {
+            let n = watcher.subscribed().len();
+            async move { n == 3 }
+        },
+    )
+    .await;
+    let touch = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "touch", "arguments": {"uri": "fixture://watched"}}});
+    assert_eq!(
+        post(&b.base_url(), TOKEN, Some(&session), touch).await.0,
+        200
+    );
+    let mut seen = String::new();
+    read_until(&mut stream, &mut seen, "notifications/resources/updated").await;
+    let unsubscribe = json!({"jsonrpc": "2.0", "id": 8, "method": "resources/unsubscribe",
+        "params": {"uri": "fixture://watched"}});
+    let (status, _, answer) = post(&b.base_url(), TOKEN, Some(&session), unsubscribe).await;
+    assert_eq!((status, answer.get("error")), (200, None), "{answer}");
+    wait_until(
+        "a followed b's unsubscription",
+        Duration::from_secs(10),
+        || {
+            let n = watcher.subscribed().len();
+            async move { n == 0 }
+        },
+    )
+    .await;
+    drop(stream);
     stop.cancel();
     let _ = task.await;
     up.stop().await;
@@ -1788,11 +1851,24 @@ async fn a_stream_resumes_through_any_replica() {
         req.send()
     };
 
-    // The session's own stream, on a: a list change, then the client goes away.
+    // The session's own stream, on a: the client goes away after its first event
+    // (rmcp's priming), and a list change is announced meanwhile.
     let mut stream = get(&a, None).await.expect("GET on a");
     assert_eq!(stream.status(), 200);
+    let mut seen = String::new();
+    read_until(&mut stream, &mut seen, "\n\n").await;
+    let priming = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .map(|id| id.trim().to_string())
+        .unwrap_or_else(|| panic!("the priming event has an id: {seen}"));
+    assert_eq!(priming, format!("0@{a_id}"), "the priming event names a");
+    drop(stream);
     let one = start_fixture("one", &["oneTool"]).await;
     assert_eq!(register(&a, "one", &one.mcp_url()).await.0, 201);
+    // Resumed through b: a replays the change.
+    let mut stream = get(&b, Some(&priming)).await.expect("GET on b");
+    assert_eq!(stream.status(), 200);
     let mut seen = String::new();
     read_until(&mut stream, &mut seen, "list_changed").await;
     let last = event_id_of(&seen, "list_changed");
