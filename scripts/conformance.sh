@@ -93,6 +93,7 @@ ACCEPT=(
     "tools-call-with-progress/tools-call-with-progress=the fixture's result echoes the progress token it received, which is the gateway's own upstream token (each client's token is mapped back on its notifications)"
     "server-stateless/sep-2575-server-identifies-in-result-meta=the server the client talks to is the gateway, which names itself (mcp-gateway) in _meta, not its backend"
     "input-required-result-tampered-state/sep-2322-reject-tampered-state=the gateway seals its own requestState around the backend's, so it refuses a tampered one itself, with its own message (-32602 either way)"
+    "server-session-lifecycle/server-session-delete-accepted=the gateway answers a session's DELETE 200 where the fixture's rmcp answers 202 (the official Python SDK logs 202 as a failed termination; it accepts 200 and 204)"
 )
 
 PIDS=()
