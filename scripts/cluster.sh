@@ -18,15 +18,16 @@
 # with sampling, elicitation and roots callbacks declared, 4 calls each of the fixture's
 # test_sampling, test_elicitation and test_input_required_result_list_roots, whose
 # results must carry the callbacks' answers (legacy: conf2025's, asking within the call;
-# auto: conf2026's, answering input_required), and in auto mode test_tool_with_logging
-# at the levels warning (no log message) and info (all of them).
+# auto: conf2026's, answering input_required, then conf2025's, whose calls the gateway
+# parks on the replica that asked and passes the retries to), and in auto mode
+# test_tool_with_logging at the levels warning (no log message) and info (all of them).
 #
 # After each mode every replica's call log (GET /calls, asked of each replica directly)
 # must hold the mode's calls, all of them, and each replica some: the session was served
 # by all three. The client's answers must have crossed replicas: in legacy mode relayed
 # through the store to the replica that asked (PostgreSQL's count of mcp_answers rows),
-# in auto mode each sampling and elicitation call answered input_required by one replica
-# and completed by another (the call logs). Prints a table (mode, cell, result) and the
+# in auto mode each of conf2026's sampling and elicitation calls answered input_required
+# by one replica and completed by another (the call logs). Prints a table (mode, cell, result) and the
 # calls per replica; exits 1 when a cell fails, 2 when the cluster could not be started.
 #
 # Needs PostgreSQL's server binaries and haproxy (.ci/run installs both); installs the
@@ -43,15 +44,16 @@ CLUSTER_KEY="cluster-script-key-0123456789"
 REPLICAS=3
 MODES=(legacy auto)
 # The tool calls one session of cluster.py makes (the client's) as the call logs count
-# them: 13 of the demo services, then the fixture's 3 tools that ask the client, 4 calls
-# each (in auto mode each call is logged twice: its first round, answered input_required,
-# and its retry), and in auto mode test_tool_with_logging 6 times. And the ones
+# them: 13 of the demo services, then a fixture's 3 tools that ask the client, 4 calls
+# each: conf2025's in legacy mode; in auto mode conf2026's (each call logged twice: its
+# first round, answered input_required, and its retry) and conf2025's (each logged once,
+# by the replica where it waited), and test_tool_with_logging 6 times. And the ones
 # shopping-service makes for them (getUserPreferences, once per recommendation).
 ASKING_CALLS=$((3 * 4))
-declare -A CLIENT_CALLS=([legacy]=$((13 + ASKING_CALLS)) [auto]=$((13 + 2 * ASKING_CALLS + 6)))
+declare -A CLIENT_CALLS=([legacy]=$((13 + ASKING_CALLS)) [auto]=$((13 + 2 * ASKING_CALLS + ASKING_CALLS + 6)))
 SERVICE_CALLS=3
 # The cells cluster.py reports per mode (the logging cells in auto mode only).
-declare -A CELLS=([legacy]=13 [auto]=15)
+declare -A CELLS=([legacy]=13 [auto]=18)
 # The cells this script adds per mode, from the call logs and the store.
 SCRIPT_CELLS=5
 
@@ -262,7 +264,7 @@ rounds = {}
 for line in open(path):
     if line.strip():
         c = json.loads(line)
-        if c["tool"].endswith(("__test_sampling", "__test_elicitation")):
+        if c["tool"] in ("conf2026__test_sampling", "conf2026__test_elicitation"):
             key = (c["tool"], json.dumps(c.get("arguments"), sort_keys=True))
             rounds.setdefault(key, []).append(c)
 crossed = 0
@@ -271,7 +273,7 @@ for calls in rounds.values():
     kinds = [(c.get("result") or {}).get("resultType") for c in calls]
     crossed += kinds == ["input_required", "complete"] and calls[0]["replica"] != calls[1]["replica"]
 print(int(len(rounds) == expected and crossed == expected),
-      f"{crossed} of the {expected} calls of test_sampling and test_elicitation: input_required on one replica, completed on another"
+      f"{crossed} of the {expected} calls of conf2026 test_sampling and test_elicitation: input_required on one replica, completed on another"
       + ("" if len(rounds) == expected else f" ({len(rounds)} calls in the logs)"))
 PY
         )

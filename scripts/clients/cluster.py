@@ -21,10 +21,13 @@ that call, and each call must have asked once. In `legacy` mode they are conf202
 the call's stream with the id `<replica id>:<n>` of the replica running the call, and the
 client's answer, posted through the load balancer, lands on another replica, which relays
 it (cluster.sh counts the relays in the store); the questions must come from more than
-one replica. In `auto` mode they are conf2026's (a 2026-07-28 backend answering
-input_required): the SDK answers the embedded questions and retries with inputResponses
-and the gateway's sealed requestState, the retry reaching another replica (cluster.sh
-checks that in the call logs).
+one replica. In `auto` mode the gateway answers input_required and the SDK answers the
+embedded questions and retries with inputResponses and the gateway's sealed
+requestState, the retry reaching another replica than the first round (round robin):
+conf2026's (a 2026-07-28 backend answering input_required itself: any replica serves
+the retry, cluster.sh checks in the call logs that another did), then conf2025's (the
+call to the 2025-era backend waits, parked, on the replica that asked, which the retry is
+passed to).
 
 In `auto` mode, test_tool_with_logging (three log messages at info) is called 3 times
 with the level warning in each request's _meta (2026-07-28 has no logging/setLevel),
@@ -56,13 +59,12 @@ RECOMMENDED_FOR = ["456", "7", "321"]
 TOOLS = {"getProductById", "getUserById", "getPersonalizedRecommendations"}
 PROMPTS = {"recommend_for_user", "summarise_order_history", "summarise_user", "find_users"}
 RESOURCE = "ecommerce://products/categories"
-# The fixture each mode asks through (registered by cluster.sh), and its tools.
-FIXTURE = {"legacy": "conf2025", "auto": "conf2026"}[MODE]
-SAMPLING_TOOL = f"{FIXTURE}__test_sampling"
-ELICITATION_TOOL = f"{FIXTURE}__test_elicitation"
-ROOTS_TOOL = f"{FIXTURE}__test_input_required_result_list_roots"
-LOGGING_TOOL = f"{FIXTURE}__test_tool_with_logging"
-TOOLS |= {SAMPLING_TOOL, ELICITATION_TOOL, ROOTS_TOOL, LOGGING_TOOL}
+# The fixtures (registered by cluster.sh) whose tools that ask the client each mode
+# calls, in order, and the fixture test_tool_with_logging is called on.
+ASKING_FIXTURES = {"legacy": ["conf2025"], "auto": ["conf2026", "conf2025"]}[MODE]
+LOGGING_TOOL = f"{ASKING_FIXTURES[0]}__test_tool_with_logging"
+ASKING_TOOLS = ("test_sampling", "test_elicitation", "test_input_required_result_list_roots")
+TOOLS |= {f"{f}__{t}" for f in ASKING_FIXTURES for t in ASKING_TOOLS} | {LOGGING_TOOL}
 # How many times each asking tool is called (the answers land on other replicas).
 ASKING_CALLS = 4
 # test_tool_with_logging's calls at each level, and its log messages per call (at info).
@@ -336,18 +338,19 @@ async def session():
         await cell("get prompt", get_prompt)
         await cell("list resources, templates", resources)
         await cell("read resource", read_resource)
-        await cell(
-            f"test_sampling x{ASKING_CALLS}, the client's answers",
-            asking("sampling", SAMPLING_TOOL, lambda n: {"prompt": f"prompt {n} ({MODE})"}),
-        )
-        await cell(
-            f"test_elicitation x{ASKING_CALLS}, the client's answers",
-            asking("elicitation", ELICITATION_TOOL, lambda n: {"message": f"message {n} ({MODE})"}),
-        )
-        await cell(
-            f"list_roots tool x{ASKING_CALLS}, the client's roots",
-            asking("roots", ROOTS_TOOL, lambda n: {}),
-        )
+        for fixture in ASKING_FIXTURES:
+            await cell(
+                f"{fixture} test_sampling x{ASKING_CALLS}, the client's answers",
+                asking("sampling", f"{fixture}__test_sampling", lambda n, f=fixture: {"prompt": f"prompt {n} ({f})"}),
+            )
+            await cell(
+                f"{fixture} test_elicitation x{ASKING_CALLS}, the client's answers",
+                asking("elicitation", f"{fixture}__test_elicitation", lambda n, f=fixture: {"message": f"message {n} ({f})"}),
+            )
+            await cell(
+                f"{fixture} list_roots tool x{ASKING_CALLS}, the client's roots",
+                asking("roots", f"{fixture}__test_input_required_result_list_roots", lambda n: {}),
+            )
         if LOGGING:
             how = "logging/setLevel" if MODE == "legacy" else "_meta logLevel"
             await cell(f"{how} warning: info logs not delivered", logging_at("warning", 0))
