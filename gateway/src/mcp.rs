@@ -3054,12 +3054,13 @@ async fn in_session(
         };
         let alive = manager.sessions.read().await.contains_key(id.as_str());
         let adopted = endpoint.shared.as_ref().is_some_and(|s| s.is_adopted(&id));
-        if !alive {
-            // An adopted session's copy is restored by rmcp below, from its row.
-            if !adopted {
-                endpoint.passthrough.end(&id);
-            }
+        if !alive && !adopted {
+            endpoint.passthrough.end(&id);
         } else if let Posted::Json { parsed, .. } = &posted {
+            // An adopted session whose copy rmcp has not restored yet is served here as
+            // well (its row was read): rmcp restores it, from the row, for the first
+            // request this path does not carry, and a call carried here gets its log
+            // messages on its own stream as on the replica that opened the session.
             if let Some(envelope) = parsed.message()
                 && let Some(response) = endpoint
                     .passthrough
@@ -3068,7 +3069,8 @@ async fn in_session(
             {
                 return response;
             }
-        } else if parts.method == Method::GET
+        } else if alive
+            && parts.method == Method::GET
             && let Some(last) = parts
                 .headers
                 .get("last-event-id")

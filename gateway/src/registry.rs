@@ -752,6 +752,15 @@ impl Registry {
                     let _ = self.session_news.send(event.clone());
                     Ok(())
                 }
+                Event::Change(crate::store::Change::Relist(service)) => {
+                    let service = self.lock().get(service).cloned();
+                    if let Some(service) = service {
+                        for instance in service.instances().iter() {
+                            instance.request_relist();
+                        }
+                    }
+                    Ok(())
+                }
                 Event::Change(crate::store::Change::Answers(to)) => {
                     if *to == self.replica {
                         let _ = self.session_news.send(event.clone());
@@ -915,6 +924,19 @@ impl Registry {
             .is_some_and(|s| s.instances().iter().any(|i| Arc::ptr_eq(i, instance)));
         if !current {
             return;
+        }
+        if let Some(pg) = self.store.cluster() {
+            // The backend may have told only this replica's session (its list_changed
+            // goes to the session that caused it): the others list it again.
+            let (pg, change) = (
+                Arc::clone(pg),
+                crate::store::Change::Relist(service.to_string()),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = pg.announce(change).await {
+                    tracing::debug!("a backend's list change not announced: {e}");
+                }
+            });
         }
         if instance.source == Source::Registered {
             let store = self.store.clone();

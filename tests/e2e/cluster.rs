@@ -1549,6 +1549,13 @@ async fn what_a_backend_asks_during_a_call_is_answered_through_any_replica() {
         .as_str()
         .expect("a's replica id")
         .to_string();
+    // A session's first request on a replica that has not served it yet gets its log
+    // messages on its own stream, as on the replica that opened it.
+    let plain = session_on(&a, "first-on-b", json!({})).await;
+    assert!(
+        logged(&b, &plain, 3).await > 0,
+        "log messages of the first call on b"
+    );
     let session = session_on(&a, "asked", json!({"sampling": {}})).await;
     // Answered on b, then on a itself.
     for (n, answering) in [(5, &b), (6, &a)] {
@@ -1963,4 +1970,48 @@ async fn a_stream_resumes_through_any_replica() {
     one.stop().await;
     two.stop().await;
     b.stop().await;
+}
+
+/// A backend's `list_changed` reaches only the upstream session it was sent on (one
+/// replica's): that replica tells the others, which list the backend again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_list_change_heard_by_one_replica_reaches_every_replica() {
+    let cl = Cluster::new("relist");
+    let (a, b) = cl.pair(|_| {}).await;
+    let (stop, task) = crate::transparency::conformance_backend(&a, "conf").await;
+    wait_until("conf on b", Duration::from_secs(5), || async {
+        tool_names(&b)
+            .await
+            .contains(&"test_trigger_tool_change".to_string())
+    })
+    .await;
+    assert!(
+        !tool_names(&b)
+            .await
+            .contains(&"test_trigger_added_tool".to_string())
+    );
+    let (status, body) = rpc(
+        &a,
+        "tools/call",
+        json!({"name": "test_trigger_tool_change", "arguments": {}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for gw in [&a, &b] {
+        wait_until(
+            "the added tool on both",
+            Duration::from_secs(10),
+            || async {
+                tool_names(gw)
+                    .await
+                    .contains(&"test_trigger_added_tool".to_string())
+            },
+        )
+        .await;
+    }
+    stop.cancel();
+    let _ = task.await;
+    for gw in [a, b] {
+        gw.stop().await;
+    }
 }

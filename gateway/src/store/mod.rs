@@ -83,6 +83,9 @@ pub enum Change {
     /// A shared session's log level or resource subscriptions changed: replicas holding
     /// a copy read its row again.
     Session(String),
+    /// A service's backend told one replica its lists changed (`list_changed` reaches
+    /// only the upstream session it was sent on): every replica lists it again.
+    Relist(String),
 }
 
 /// A live replica of the cluster, as its heartbeats say.

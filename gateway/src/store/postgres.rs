@@ -793,6 +793,20 @@ impl Postgres {
         Ok(true)
     }
 
+    /// Tells every other replica `change`, outside any write (what it announces is not
+    /// in the store: a backend's lists, read by each replica itself).
+    pub async fn announce(&self, change: Change) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "SELECT pg_notify($1, $2)",
+                &[&CHANNEL, &self.notice(change)],
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     /// Takes the answers held for this replica, oldest first: (session, body).
     pub async fn take_answers(&self) -> Result<Vec<(String, String)>, StoreError> {
         let mut rows: Vec<(i64, String, String)> = self
