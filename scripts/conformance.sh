@@ -25,7 +25,6 @@
 #                                    one PostgreSQL store (scripts/lib/cluster.sh), the
 #                                    suite through the load balancer too
 #              gateway-cluster-2025@R  the same with the fixture --revision 2025
-#                                    (R = 2026-07-28 only, for now: see CLUSTER_LEGS)
 #            then (at 2026-07-28, in front of the 2026 and 2025 fixtures over HTTP and the
 #            2026 one over stdio) shopping-service and user-service registered beside the
 #            fixture and the MCP Inspector CLI listing and calling, over HTTP and over
@@ -286,10 +285,8 @@ source "$ROOT/scripts/lib/cluster.sh"
 CLUSTER_REPLICAS=3
 CLUSTER_KEY="conformance-cluster-key-0123456789"
 CLUSTER_RUNS=0
-# The cluster legs' runs, LEG@REVISION. Not yet cluster-2025@2025-11-25: there a
-# session's first request on a replica that adopts it gets none of the backend's log
-# messages (tools-call-with-logging fails), a gateway bug, not a cluster limitation.
-CLUSTER_LEGS=(cluster-2026@2025-11-25 cluster-2026@2026-07-28 cluster-2025@2026-07-28)
+# The cluster legs' runs, LEG@REVISION.
+CLUSTER_LEGS=(cluster-2026@2025-11-25 cluster-2026@2026-07-28 cluster-2025@2025-11-25 cluster-2025@2026-07-28)
 
 # wait_http NAME URL [SECONDS]: until URL answers 2xx, process NAME dies, or time runs out.
 wait_http() {
