@@ -34,7 +34,8 @@ use rmcp::{
     },
     service::{NotificationContext, RequestContext, SubscriptionContext},
     transport::streamable_http_server::{
-        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+        StreamableHttpServerConfig, StreamableHttpService,
+        session::{ServerSseMessage, local::LocalSessionManager},
     },
 };
 use serde_json::json;
@@ -204,6 +205,8 @@ pub struct GatewayHandler {
     rounds: Option<Arc<Rounds>>,
     /// A cluster's shared sessions (a replica's handler only).
     shared: Option<Arc<crate::sessions::Shared>>,
+    /// The streams of a session's requests in flight.
+    calls: Option<Arc<crate::sessions::CallStreams>>,
 }
 
 /// The gateway's instructions, with those of each service the caller sees (all, when
@@ -293,7 +296,14 @@ impl GatewayHandler {
             passthrough: None,
             rounds: None,
             shared: None,
+            calls: None,
         }
+    }
+
+    /// A handler whose requests' own streams are found in `calls`.
+    fn with_call_streams(mut self, calls: Arc<crate::sessions::CallStreams>) -> Self {
+        self.calls = Some(calls);
+        self
     }
 
     /// A cluster's replica's handler: what its session's client sets is written to the
@@ -672,11 +682,19 @@ impl GatewayHandler {
                 *self.session.level.lock().unwrap_or_else(|p| p.into_inner()),
             )
         };
+        let parts = context.extensions.get::<http::request::Parts>();
+        // The request's own stream, for what rmcp would send on the session's GET
+        // stream (see `sessions::CallStreams`).
+        let aside = self.calls.as_ref().and_then(|calls| {
+            let session = parts?.headers.get("mcp-session-id")?.to_str().ok()?;
+            calls.of(session, &context.id)
+        });
         Downstream {
             sink: Sink::Stream(Box::new(RequestStream {
                 peer: &context.peer,
-                parts: context.extensions.get::<http::request::Parts>(),
+                parts,
                 streams: self.streams.as_deref(),
+                aside,
             })),
             ct: &context.ct,
             progress_token: context.meta.get_progress_token(),
@@ -1202,6 +1220,8 @@ struct RequestStream<'a> {
     peer: &'a rmcp::Peer<RoleServer>,
     parts: Option<&'a http::request::Parts>,
     streams: Option<&'a Streams>,
+    /// The request's own SSE stream, while it is open (a session's POST).
+    aside: Option<tokio::sync::mpsc::Sender<ServerSseMessage>>,
 }
 
 impl ClientLink for RequestStream<'_> {
@@ -1210,7 +1230,18 @@ impl ClientLink for RequestStream<'_> {
     }
 
     fn log(&self, params: rmcp::model::LoggingMessageNotificationParam) -> BoxFuture<'_, ()> {
-        self.peer.log(params)
+        let Some(aside) = &self.aside else {
+            return self.peer.log(params);
+        };
+        Box::pin(async move {
+            let message = rmcp::model::ServerJsonRpcMessage::notification(
+                ServerNotification::LoggingMessageNotification(
+                    rmcp::model::LoggingMessageNotification::new(params),
+                ),
+            );
+            // The stream closed meanwhile: the client has gone, as for rmcp's own.
+            let _ = aside.send(ServerSseMessage::from_message(message)).await;
+        })
     }
 
     fn ask(
@@ -2243,13 +2274,19 @@ impl McpEndpoint {
             None => rounds,
         });
         let held: Arc<Held> = Arc::default();
+        let calls: Arc<crate::sessions::CallStreams> = Arc::default();
         let factory = {
-            let (passthrough, shared, held) =
-                (Arc::clone(&passthrough), shared.clone(), Arc::clone(&held));
+            let (passthrough, shared, held, calls) = (
+                Arc::clone(&passthrough),
+                shared.clone(),
+                Arc::clone(&held),
+                Arc::clone(&calls),
+            );
             move || {
                 let handler = GatewayHandler::new(Arc::clone(&registry), page_size)
                     .with_passthrough(Arc::clone(&passthrough))
-                    .with_rounds(Arc::clone(&rounds));
+                    .with_rounds(Arc::clone(&rounds))
+                    .with_call_streams(Arc::clone(&calls));
                 Ok(match &shared {
                     Some(shared) => handler.in_cluster(Arc::clone(shared), Arc::clone(&held)),
                     None => handler,
@@ -2281,7 +2318,11 @@ impl McpEndpoint {
             }
         };
         let tagged = |manager: &Arc<LocalSessionManager>| {
-            Arc::new(Tagged::new(Arc::clone(manager), shared.as_ref()))
+            Arc::new(Tagged::new(
+                Arc::clone(manager),
+                shared.as_ref(),
+                Arc::clone(&calls),
+            ))
         };
         let sessions = StreamableHttpService::new(modern, tagged(&streams.sessions), base.clone());
         let mut legacy_manager = LocalSessionManager::default();
@@ -2295,7 +2336,7 @@ impl McpEndpoint {
         );
         let sessionless = StreamableHttpService::new(
             factory,
-            Arc::new(Tagged::new(Arc::default(), None)),
+            Arc::new(Tagged::new(Arc::default(), None, Arc::default())),
             base.with_legacy_session_mode(false)
                 .with_json_response(true)
                 .with_sse_retry(None),

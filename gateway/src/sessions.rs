@@ -292,6 +292,50 @@ impl SessionStore for RestoreFrom {
 pub struct Tagged {
     pub inner: Arc<LocalSessionManager>,
     cluster: Option<(Arc<Shared>, Arc<str>)>,
+    calls: Arc<CallStreams>,
+}
+
+/// The streams of the requests in flight (POSTs answered with SSE), by session and
+/// JSON-RPC id: what the typed path sends about a request that rmcp would put on the
+/// session's GET stream (a backend's log messages during a call; rmcp routes only
+/// progress by request) goes on the request's own stream through here, as the protocol
+/// wants and as the pass-through path does. Without a GET stream (or with it on another
+/// replica of a cluster) those messages were lost.
+#[derive(Default)]
+pub struct CallStreams {
+    open: DashMap<(String, String), tokio::sync::mpsc::Sender<ServerSseMessage>>,
+}
+
+/// Messages one request's stream holds for its client beside rmcp's.
+const ASIDE_CAPACITY: usize = 64;
+
+impl CallStreams {
+    /// The stream of request `request` (its JSON-RPC id) in session `session`, while
+    /// it is open.
+    pub fn of(
+        &self,
+        session: &str,
+        request: &NumberOrString,
+    ) -> Option<tokio::sync::mpsc::Sender<ServerSseMessage>> {
+        let key = (session.to_string(), request_key(request));
+        self.open.get(&key).map(|tx| tx.clone())
+    }
+}
+
+fn request_key(id: &NumberOrString) -> String {
+    serde_json::to_string(id).expect("an id serializes")
+}
+
+/// Takes a request's stream out of [`CallStreams`] when it ends.
+struct Unregister {
+    calls: Arc<CallStreams>,
+    key: (String, String),
+}
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        self.calls.open.remove(&self.key);
+    }
 }
 
 /// The `Mcp-Session-Id` of the session an `initialize` opens (or restores), in the
@@ -310,9 +354,17 @@ pub enum TaggedError {
 }
 
 impl Tagged {
-    pub fn new(inner: Arc<LocalSessionManager>, shared: Option<&Arc<Shared>>) -> Self {
+    pub fn new(
+        inner: Arc<LocalSessionManager>,
+        shared: Option<&Arc<Shared>>,
+        calls: Arc<CallStreams>,
+    ) -> Self {
         let cluster = shared.map(|s| (Arc::clone(s), Arc::from(s.pg.replica())));
-        Self { inner, cluster }
+        Self {
+            inner,
+            cluster,
+            calls,
+        }
     }
 
     /// `message` with a request's id, and its event id, tagged with this replica's id.
@@ -370,6 +422,69 @@ pub fn untag_event(id: &str) -> Option<(&str, &str)> {
     (!event.is_empty() && !replica.is_empty()).then_some((event, replica))
 }
 
+/// rmcp's stream of a request, with what was sent aside for it ([`CallStreams`]): an
+/// aside message goes first whenever both have one (one sent before the request's
+/// answer comes before it), and the stream ends with rmcp's, after what is left aside.
+struct WithAside<S> {
+    inner: std::pin::Pin<Box<S>>,
+    aside: Option<(tokio::sync::mpsc::Receiver<ServerSseMessage>, Unregister)>,
+    /// rmcp's message, held while an aside one goes first.
+    held: Option<ServerSseMessage>,
+    ended: bool,
+}
+
+impl<S: Stream<Item = ServerSseMessage>> Stream for WithAside<S> {
+    type Item = ServerSseMessage;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ServerSseMessage>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Some((rx, _)) = &mut this.aside
+            && let Poll::Ready(Some(m)) = rx.poll_recv(cx)
+        {
+            return Poll::Ready(Some(m));
+        }
+        if let Some(m) = this.held.take() {
+            return Poll::Ready(Some(m));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(m)) => match this.aside.as_mut().map(|(rx, _)| rx.try_recv()) {
+                Some(Ok(early)) => {
+                    this.held = Some(m);
+                    Poll::Ready(Some(early))
+                }
+                _ => Poll::Ready(Some(m)),
+            },
+            Poll::Ready(None) => {
+                this.ended = true;
+                match this.aside.as_mut().map(|(rx, _)| rx.try_recv()) {
+                    Some(Ok(left)) => Poll::Ready(Some(left)),
+                    _ => Poll::Ready(None),
+                }
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+fn with_aside<S>(
+    inner: S,
+    aside: Option<(tokio::sync::mpsc::Receiver<ServerSseMessage>, Unregister)>,
+) -> WithAside<S> {
+    WithAside {
+        inner: Box::pin(inner),
+        aside,
+        held: None,
+        ended: false,
+    }
+}
+
 /// The replica a tagged id names and the id it sent (`None`: not a tagged id).
 fn untag(id: &NumberOrString) -> Option<(&str, i64)> {
     let NumberOrString::String(id) = id else {
@@ -412,7 +527,23 @@ impl SessionManager for Tagged {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        Ok(self.tagged(self.inner.create_stream(id, message).await?))
+        let request = match &message {
+            JsonRpcMessage::Request(r) => Some(request_key(&r.id)),
+            _ => None,
+        };
+        // Registered before rmcp sees the request: the handler may send at once.
+        let aside = request.map(|request| {
+            let (tx, rx) = tokio::sync::mpsc::channel(ASIDE_CAPACITY);
+            let key = (id.to_string(), request);
+            self.calls.open.insert(key.clone(), tx);
+            let unregister = Unregister {
+                calls: Arc::clone(&self.calls),
+                key,
+            };
+            (rx, unregister)
+        });
+        let inner = self.inner.create_stream(id, message).await?;
+        Ok(self.tagged(with_aside(inner, aside)))
     }
 
     async fn accept_message(

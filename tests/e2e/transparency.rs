@@ -1052,6 +1052,9 @@ async fn a_log_level_keeps_a_session_on_the_pass_through_path_and_filters_its_me
         (json!({}), "warning", true, false),
         (json!({}), "info", true, true),
         (json!({"sampling": {}}), "warning", false, false),
+        // The typed path's log messages come on the call's own stream as well (rmcp
+        // would send them on the session's GET stream).
+        (json!({"sampling": {}}), "info", false, true),
     ] {
         let session = raw_session_with(&gateway, capabilities.clone()).await;
         let r = raw_post(
