@@ -118,12 +118,12 @@ live_replicas() {
     [[ "$(curl -fsS --max-time 2 "http://$1/health" | json 'len(d["cluster"]["replicas"])')" == "$2" ]]
 }
 
-# haproxy_start LOGDIR: HAProxy with deploy/haproxy/haproxy.cfg in front of GW (up to
-# three), on a free loopback port (LB); its log in LOGDIR/haproxy.log. Waits until its
-# /health has been answered by every replica (their ids).
+# haproxy_start LOGDIR [HOST:PORT]: HAProxy with deploy/haproxy/haproxy.cfg in front of
+# GW (up to three), on HOST:PORT (default: a free loopback port) (LB); its log in
+# LOGDIR/haproxy.log. Waits until its /health has been answered by every replica (their
+# ids).
 haproxy_start() {
-    local logdir="$1" addr
-    addr="127.0.0.1:$(free_port)"
+    local logdir="$1" addr="${2:-127.0.0.1:$(free_port)}"
     LB="http://$addr"
     log "HAProxy (deploy/haproxy/haproxy.cfg) on $addr"
     cluster_spawn haproxy "$logdir/haproxy.log" \
