@@ -34,9 +34,13 @@ fn harness() -> &'static Harness {
         let router = runtime.block_on(async {
             // Never cancelled: the harness lives as long as the process.
             let shutdown = tokio_util::sync::CancellationToken::new();
-            let registry = gateway::registry::Registry::start(&config, shutdown.clone())
-                .await
-                .expect("registry");
+            let registry = gateway::registry::Registry::start(
+                &config,
+                config.listen.clone(),
+                shutdown.clone(),
+            )
+            .await
+            .expect("registry");
             let endpoint =
                 gateway::mcp::McpEndpoint::new(std::sync::Arc::clone(&registry), &config, shutdown);
             gateway::http::router(registry, endpoint, &config)

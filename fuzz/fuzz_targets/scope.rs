@@ -129,7 +129,7 @@ fn harness() -> &'static Harness {
             };
             let shutdown = tokio_util::sync::CancellationToken::new();
             let registry =
-                gateway::registry::Registry::start(&config, shutdown.clone())
+                gateway::registry::Registry::start(&config, config.listen.clone(), shutdown.clone())
                     .await
                     .expect("registry");
             let endpoint = gateway::mcp::McpEndpoint::new(
