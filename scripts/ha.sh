@@ -41,35 +41,12 @@ die() {
 }
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ha.XXXXXX")"
 PIDS=()
-# shellcheck disable=SC2317 # invoked by lib/cluster.sh
-cluster_spawn() {
-    local logfile="$2"
-    shift 2
-    "$@" >"$logfile" 2>&1 &
-    PIDS+=($!)
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 # shellcheck source=lib/cluster.sh
 source "$ROOT/scripts/lib/cluster.sh"
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
     local status=$?
-    for pid in "${PIDS[@]}" $(jobs -p); do kill "$pid" 2>/dev/null || true; done
-    local deadline=$((SECONDS + 10))
-    for pid in "${PIDS[@]}"; do
-        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    pg_stop
-    if [[ "$status" -ne 0 && "$status" -ne 130 ]]; then
-        for f in "$WORK"/*.log "$WORK"/pg/server.log; do
-            [[ -s "$f" ]] || continue
-            echo "--- last lines of $(basename "$f")"
-            tail -n 25 "$f"
-        done
-    fi
-    rm -rf "$WORK"
+    cluster_cleanup "$status"
     exit "$status"
 }
 trap cleanup EXIT

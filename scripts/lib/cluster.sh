@@ -13,6 +13,46 @@
 # Every wait is bounded.
 # shellcheck shell=bash
 
+# For callers that keep their processes in PIDS and their files in WORK (cluster.sh,
+# ha.sh): a free loopback port, cluster_spawn, and cluster_cleanup STATUS for their EXIT
+# trap; a caller with its own (conformance.sh) defines them before sourcing this.
+if ! declare -F free_port >/dev/null; then
+    free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+fi
+if ! declare -F cluster_spawn >/dev/null; then
+    cluster_spawn() {
+        local logfile="$2"
+        shift 2
+        "$@" >"$logfile" 2>&1 &
+        PIDS+=($!)
+    }
+fi
+
+# cluster_cleanup STATUS: stops the caller's processes (PIDS, and its background jobs;
+# a gateway drains its calls before it exits: 10 s, then SIGKILL) and PostgreSQL, prints
+# the last lines of every log in WORK when STATUS is a failure (not an interrupt, 130),
+# and deletes WORK.
+cluster_cleanup() {
+    local status="$1" pid f
+    # shellcheck disable=SC2046 # one job id a word
+    for pid in "${PIDS[@]}" $(jobs -p); do kill "$pid" 2>/dev/null || true; done
+    local deadline=$((SECONDS + 10))
+    for pid in "${PIDS[@]}"; do
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    pg_stop
+    if [[ "$status" -ne 0 && "$status" -ne 130 ]]; then
+        for f in "$WORK"/*.log "$WORK"/pg/server.log; do
+            [[ -s "$f" ]] || continue
+            echo "--- last lines of $(basename "$f")"
+            tail -n 25 "$f"
+        done
+    fi
+    rm -rf "$WORK"
+}
+
 PG_BIN=""
 PG_DATA=""
 PG_PORT=""

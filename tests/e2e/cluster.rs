@@ -1492,6 +1492,46 @@ async fn post_streaming(gw: &impl Target, session: &str, body: Value) -> reqwest
         .expect("POST /mcp")
 }
 
+/// Session `session`'s GET stream on `gw`, resuming after `last` if given.
+async fn session_stream(gw: &impl Target, session: &str, last: Option<&str>) -> reqwest::Response {
+    let mut req = http_no_timeout()
+        .get(format!("{}/mcp", gw.base_url()))
+        .bearer_auth(TOKEN)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-11-25");
+    if let Some(last) = last {
+        req = req.header("last-event-id", last);
+    }
+    req.send().await.expect("GET /mcp")
+}
+
+/// `resources/subscribe` (or unsubscribe) of `uri` in `session` through `gw`, answered
+/// without an error.
+async fn follow_resource(gw: &impl Target, session: &str, uri: &str, subscribe: bool) {
+    let method = if subscribe {
+        "resources/subscribe"
+    } else {
+        "resources/unsubscribe"
+    };
+    let body = json!({"jsonrpc": "2.0", "id": 2, "method": method, "params": {"uri": uri}});
+    let (status, _, answer) = post(&gw.base_url(), TOKEN, Some(session), body).await;
+    assert_eq!(
+        (status, answer.get("error")),
+        (200, None),
+        "{method}: {answer}"
+    );
+}
+
+/// Waits until `watcher` counts `n` upstream subscriptions.
+async fn subscribed_upstream(watcher: &fixture::Fixture, n: usize, what: &str) {
+    wait_until(what, Duration::from_secs(10), || {
+        let now = watcher.subscribed().len();
+        async move { now == n }
+    })
+    .await;
+}
+
 /// The JSON-RPC messages in `seen`: an SSE stream's events, or one plain JSON answer.
 fn events(seen: &str) -> Vec<Value> {
     if let Ok(one) = serde_json::from_str::<Value>(seen) {
@@ -1667,31 +1707,12 @@ async fn a_sessions_level_and_subscriptions_hold_on_every_replica() {
         .await;
     }
     let session = session_on(a, "settings", json!({})).await;
-    let mut stream = http_no_timeout()
-        .get(c.mcp_url())
-        .bearer_auth(TOKEN)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .expect("GET stream on c");
+    let mut stream = session_stream(c, &session, None).await;
     assert_eq!(stream.status(), 200);
 
-    let subscribe = json!({"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe",
-        "params": {"uri": "fixture://watched"}});
-    let (status, _, answer) = post(&b.base_url(), TOKEN, Some(&session), subscribe).await;
-    assert_eq!((status, answer.get("error")), (200, None), "{answer}");
+    follow_resource(b, &session, "fixture://watched", true).await;
     // Every replica holding a copy subscribes upstream on its own connection.
-    wait_until(
-        "a, b and c subscribed upstream",
-        Duration::from_secs(10),
-        || {
-            let n = watcher.subscribed().len();
-            async move { n == 3 }
-        },
-    )
-    .await;
+    subscribed_upstream(&watcher, 3, "a, b and c subscribed upstream").await;
     let touch = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
         "params": {"name": "touch", "arguments": {"uri": "fixture://watched"}}});
     assert_eq!(
@@ -1728,46 +1749,21 @@ async fn a_sessions_level_and_subscriptions_hold_on_every_replica() {
     )
     .await;
 
-    let unsubscribe = json!({"jsonrpc": "2.0", "id": 5, "method": "resources/unsubscribe",
-        "params": {"uri": "fixture://watched"}});
-    let (status, _, answer) = post(&c.base_url(), TOKEN, Some(&session), unsubscribe).await;
-    assert_eq!((status, answer.get("error")), (200, None), "{answer}");
-    wait_until(
-        "every upstream subscription ended",
-        Duration::from_secs(10),
-        || {
-            let n = watcher.subscribed().len();
-            async move { n == 0 }
-        },
-    )
-    .await;
+    follow_resource(c, &session, "fixture://watched", false).await;
+    subscribed_upstream(&watcher, 0, "every upstream subscription ended").await;
     drop(stream);
 
     // A session confirmed elsewhere than where it was opened: the replica that opened
     // it (and never heard `notifications/initialized`) writes what its client sets
     // there, and follows what is set elsewhere.
     let session = session_across(a, b, "confirmed-on-b", json!({})).await;
-    let mut stream = http_no_timeout()
-        .get(c.mcp_url())
-        .bearer_auth(TOKEN)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .expect("GET stream on c");
+    let mut stream = session_stream(c, &session, None).await;
     assert_eq!(stream.status(), 200);
-    let subscribe = json!({"jsonrpc": "2.0", "id": 6, "method": "resources/subscribe",
-        "params": {"uri": "fixture://watched"}});
-    let (status, _, answer) = post(&a.base_url(), TOKEN, Some(&session), subscribe).await;
-    assert_eq!((status, answer.get("error")), (200, None), "{answer}");
-    wait_until(
+    follow_resource(a, &session, "fixture://watched", true).await;
+    subscribed_upstream(
+        &watcher,
+        3,
         "a, b and c subscribed upstream for the second session",
-        Duration::from_secs(10),
-        || {
-            let n = watcher.subscribed().len();
-            async move { n == 3 }
-        },
     )
     .await;
     let touch = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
@@ -1778,19 +1774,8 @@ async fn a_sessions_level_and_subscriptions_hold_on_every_replica() {
     );
     let mut seen = String::new();
     read_until(&mut stream, &mut seen, "notifications/resources/updated").await;
-    let unsubscribe = json!({"jsonrpc": "2.0", "id": 8, "method": "resources/unsubscribe",
-        "params": {"uri": "fixture://watched"}});
-    let (status, _, answer) = post(&b.base_url(), TOKEN, Some(&session), unsubscribe).await;
-    assert_eq!((status, answer.get("error")), (200, None), "{answer}");
-    wait_until(
-        "a followed b's unsubscription",
-        Duration::from_secs(10),
-        || {
-            let n = watcher.subscribed().len();
-            async move { n == 0 }
-        },
-    )
-    .await;
+    follow_resource(b, &session, "fixture://watched", false).await;
+    subscribed_upstream(&watcher, 0, "a followed b's unsubscription").await;
     drop(stream);
     stop.cancel();
     let _ = task.await;
@@ -1845,22 +1830,10 @@ async fn a_stream_resumes_through_any_replica() {
         .expect("a's replica id")
         .to_string();
     let session = session_on(&a, "resumer", json!({"sampling": {}})).await;
-    let get = |gw: &Running, last: Option<&str>| {
-        let mut req = http_no_timeout()
-            .get(gw.mcp_url())
-            .bearer_auth(TOKEN)
-            .header("accept", "text/event-stream")
-            .header("mcp-session-id", &session)
-            .header("mcp-protocol-version", "2025-11-25");
-        if let Some(last) = last {
-            req = req.header("last-event-id", last);
-        }
-        req.send()
-    };
 
     // The session's own stream, on a: the client goes away after its first event
     // (rmcp's priming), and a list change is announced meanwhile.
-    let mut stream = get(&a, None).await.expect("GET on a");
+    let mut stream = session_stream(&a, &session, None).await;
     assert_eq!(stream.status(), 200);
     let mut seen = String::new();
     read_until(&mut stream, &mut seen, "\n\n").await;
@@ -1874,7 +1847,7 @@ async fn a_stream_resumes_through_any_replica() {
     let one = start_fixture("one", &["oneTool"]).await;
     assert_eq!(register(&a, "one", &one.mcp_url()).await.0, 201);
     // Resumed through b: a replays the change.
-    let mut stream = get(&b, Some(&priming)).await.expect("GET on b");
+    let mut stream = session_stream(&b, &session, Some(&priming)).await;
     assert_eq!(stream.status(), 200);
     let mut seen = String::new();
     read_until(&mut stream, &mut seen, "list_changed").await;
@@ -1891,7 +1864,7 @@ async fn a_stream_resumes_through_any_replica() {
         tool_names(&a).await.contains(&"twoTool".to_string())
     })
     .await;
-    let mut resumed = get(&b, Some(&last)).await.expect("GET on b");
+    let mut resumed = session_stream(&b, &session, Some(&last)).await;
     assert_eq!(resumed.status(), 200);
     // rmcp replays from the event named (it again) on: the change missed comes next.
     let mut replay = String::new();
@@ -1928,7 +1901,7 @@ async fn a_stream_resumes_through_any_replica() {
         .expect("the question");
     drop(stream);
     // Resumed through b (the question replayed), then answered through b.
-    let mut resumed = get(&b, Some(&asked)).await.expect("GET on b");
+    let mut resumed = session_stream(&b, &session, Some(&asked)).await;
     assert_eq!(resumed.status(), 200);
     let mut replay = String::new();
     read_until(&mut resumed, &mut replay, "sampling/createMessage").await;
@@ -1956,9 +1929,9 @@ async fn a_stream_resumes_through_any_replica() {
         live_replicas(&b).await == 1
     })
     .await;
-    let gone = get(&b, Some(&asked)).await.expect("GET on b");
+    let gone = session_stream(&b, &session, Some(&asked)).await;
     assert_eq!(gone.status(), 410);
-    let fresh = get(&b, Some(&last)).await.expect("GET on b");
+    let fresh = session_stream(&b, &session, Some(&last)).await;
     assert_eq!(
         fresh.status(),
         200,
