@@ -69,15 +69,7 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/cluster.XXXXXX")"
 PIDS=()
 # shellcheck source=lib/cluster.sh
 source "$ROOT/scripts/lib/cluster.sh"
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-    local status=$?
-    cluster_cleanup "$status"
-    exit "$status"
-}
-trap cleanup EXIT
-trap "exit 130" INT
-trap "exit 143" TERM
+cluster_exit_traps
 
 now_ms() { python3 -c 'import time; print(int(time.time()*1000))'; }
 

@@ -43,15 +43,7 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/ha.XXXXXX")"
 PIDS=()
 # shellcheck source=lib/cluster.sh
 source "$ROOT/scripts/lib/cluster.sh"
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-    local status=$?
-    cluster_cleanup "$status"
-    exit "$status"
-}
-trap cleanup EXIT
-trap "exit 130" INT
-trap "exit 143" TERM
+cluster_exit_traps
 
 cluster_tools
 log "building"

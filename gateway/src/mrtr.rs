@@ -773,6 +773,15 @@ mod tests {
         );
     }
 
+    /// Call 1's first round, parked by a lone gateway.
+    fn parked_here() -> State {
+        State::Parked {
+            c: 1,
+            r: 1,
+            p: None,
+        }
+    }
+
     #[test]
     fn a_state_parked_on_a_replica_opens_there_only() {
         let limits = Limits {
@@ -824,16 +833,7 @@ mod tests {
             },
             None,
         );
-        let sealed = rounds
-            .seal(
-                &State::Parked {
-                    c: 1,
-                    r: 1,
-                    p: None,
-                },
-                b"alice",
-            )
-            .expect("seal");
+        let sealed = rounds.seal(&parked_here(), b"alice").expect("seal");
         assert!(matches!(
             rounds.open(b"alice", &sealed),
             Ok(Opened::Parked(Parked { c: 1, r: 1 }))
@@ -848,16 +848,7 @@ mod tests {
             Rounds::new(rounds.limits, Some(key)),
             Rounds::new(rounds.limits, Some(key)),
         );
-        let sealed_by_one = one
-            .seal(
-                &State::Parked {
-                    c: 1,
-                    r: 1,
-                    p: None,
-                },
-                b"alice",
-            )
-            .expect("seal");
+        let sealed_by_one = one.seal(&parked_here(), b"alice").expect("seal");
         assert!(two.open(b"alice", &sealed_by_one).is_ok());
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(rounds.open(b"alice", &sealed).is_err());

@@ -53,6 +53,19 @@ cluster_cleanup() {
     rm -rf "$WORK"
 }
 
+# cluster_exit_traps: on exit (or INT, TERM), cluster_cleanup with the exit status.
+cluster_exit_traps() {
+    trap 'cluster_on_exit' EXIT
+    trap "exit 130" INT
+    trap "exit 143" TERM
+}
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cluster_on_exit() {
+    local status=$?
+    cluster_cleanup "$status"
+    exit "$status"
+}
+
 PG_BIN=""
 PG_DATA=""
 PG_PORT=""

@@ -75,6 +75,34 @@ impl Cluster {
         let mut gws = self.replicas(2, tune).await.into_iter();
         (gws.next().expect("a"), gws.next().expect("b"))
     }
+
+    /// Two replicas with the 2025 conformance fixture registered through the first as
+    /// `conf`, once the second lists its `tool`; the fixture's stop and task.
+    async fn pair_with_fixture(
+        &self,
+        tool: &str,
+    ) -> (
+        Running,
+        Running,
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (a, b) = self.pair(|_| {}).await;
+        let (stop, task) = crate::transparency::conformance_backend(&a, "conf").await;
+        wait_until("the fixture on b", Duration::from_secs(5), || async {
+            tool_names(&b).await.contains(&tool.to_string())
+        })
+        .await;
+        (a, b, stop, task)
+    }
+}
+
+/// Replica `gw`'s id, as its `/health` says.
+async fn replica_id(gw: &impl Target) -> String {
+    health(gw).await["cluster"]["replica"]
+        .as_str()
+        .expect("a replica id")
+        .to_string()
 }
 
 /// A 2025-11-25 `initialize` from client `name`.
@@ -1307,16 +1335,9 @@ async fn one_replica_checks_the_upstreams_health_and_every_replica_follows_it() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_keeps_a_clients_stream_open_where_a_lone_gateway_would_let_it_resume() {
     let cl = Cluster::new("streams");
-    let (a, b) = cl.pair(|_| {}).await;
     // The conformance fixture's test_reconnection closes the call's stream mid-call
     // (SEP-1699); a lone gateway passes the close on to a client that can resume.
-    let (stop, task) = crate::transparency::conformance_backend(&a, "conf").await;
-    wait_until("conf on b", Duration::from_secs(5), || async {
-        tool_names(&b)
-            .await
-            .contains(&"test_reconnection".to_string())
-    })
-    .await;
+    let (a, b, stop, task) = cl.pair_with_fixture("test_reconnection").await;
     let (_, session, _) = post(&a.base(), TOKEN, None, initialize("streams")).await;
     let session = session.expect("id");
     post(
@@ -1452,10 +1473,7 @@ async fn a_modern_clients_retry_may_reach_any_replica() {
             .contains(&"legacy__test_sampling".to_string())
     })
     .await;
-    let a_id = health(&a).await["cluster"]["replica"]
-        .as_str()
-        .expect("a's replica id")
-        .to_string();
+    let a_id = replica_id(&a).await;
     let sampling = json!({"sampling": {}});
     let tool = "legacy__test_sampling";
     let args = json!({"prompt": "parked?"});
@@ -1579,16 +1597,8 @@ async fn session_across(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_backend_asks_during_a_call_is_answered_through_any_replica() {
     let cl = Cluster::new("asks");
-    let (a, b) = cl.pair(|_| {}).await;
-    let (stop, task) = crate::transparency::conformance_backend(&a, "conf").await;
-    wait_until("conf on b", Duration::from_secs(5), || async {
-        tool_names(&b).await.contains(&"test_sampling".to_string())
-    })
-    .await;
-    let a_id = health(&a).await["cluster"]["replica"]
-        .as_str()
-        .expect("a's replica id")
-        .to_string();
+    let (a, b, stop, task) = cl.pair_with_fixture("test_sampling").await;
+    let a_id = replica_id(&a).await;
     // A session's first request on a replica that has not served it yet gets its log
     // messages on its own stream, as on the replica that opened it.
     let plain = session_on(&a, "first-on-b", json!({})).await;
@@ -1819,16 +1829,8 @@ fn list_changed_ids(seen: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_resumes_through_any_replica() {
     let cl = Cluster::new("resume");
-    let (a, b) = cl.pair(|_| {}).await;
-    let (stop, task) = crate::transparency::conformance_backend(&a, "conf").await;
-    wait_until("conf on b", Duration::from_secs(5), || async {
-        tool_names(&b).await.contains(&"test_sampling".to_string())
-    })
-    .await;
-    let a_id = health(&a).await["cluster"]["replica"]
-        .as_str()
-        .expect("a's replica id")
-        .to_string();
+    let (a, b, stop, task) = cl.pair_with_fixture("test_sampling").await;
+    let a_id = replica_id(&a).await;
     let session = session_on(&a, "resumer", json!({"sampling": {}})).await;
 
     // The session's own stream, on a: the client goes away after its first event
@@ -1950,14 +1952,7 @@ async fn a_stream_resumes_through_any_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backends_list_change_heard_by_one_replica_reaches_every_replica() {
     let cl = Cluster::new("relist");
-    let (a, b) = cl.pair(|_| {}).await;
-    let (stop, task) = crate::transparency::conformance_backend(&a, "conf").await;
-    wait_until("conf on b", Duration::from_secs(5), || async {
-        tool_names(&b)
-            .await
-            .contains(&"test_trigger_tool_change".to_string())
-    })
-    .await;
+    let (a, b, stop, task) = cl.pair_with_fixture("test_trigger_tool_change").await;
     assert!(
         !tool_names(&b)
             .await
