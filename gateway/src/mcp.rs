@@ -2006,7 +2006,7 @@ pub struct McpEndpoint {
     held: Arc<Held>,
     /// Passes a resumed stream to the replica holding it (plain HTTP, no timeout: it
     /// carries a stream).
-    relay: reqwest::Client,
+    relay: Option<reqwest::Client>,
 }
 
 impl McpEndpoint {
@@ -2274,6 +2274,15 @@ impl McpEndpoint {
             None => rounds,
         });
         let held: Arc<Held> = Arc::default();
+        // A cluster's replica passes some requests to another (`relay`).
+        let relay = shared.as_ref().map(|_| {
+            service_kit::client::ensure_tls_provider();
+            reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(3))
+                .no_proxy()
+                .build()
+                .expect("a plain HTTP client builds")
+        });
         let calls: Arc<crate::sessions::CallStreams> = Arc::default();
         let factory = {
             let (passthrough, shared, held, calls) = (
@@ -2355,11 +2364,7 @@ impl McpEndpoint {
             max_sessions: config.max_sessions,
             shared,
             held,
-            relay: reqwest::Client::builder()
-                .connect_timeout(std::time::Duration::from_secs(3))
-                .no_proxy()
-                .build()
-                .expect("a plain HTTP client builds"),
+            relay,
         }
     }
 }
@@ -2870,8 +2875,11 @@ async fn relay(
     body: Option<bytes::Bytes>,
     address: &str,
 ) -> Response {
-    let mut forwarded = endpoint
-        .relay
+    // Only a cluster's replica relays, and each has its client.
+    let Some(client) = &endpoint.relay else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let mut forwarded = client
         .request(method, format!("http://{address}{path}"))
         .header(RELAYED, "1");
     // Hop-by-hop headers (RFC 9110 7.6.1), and those the client's `Connection` names,
