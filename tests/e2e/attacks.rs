@@ -1253,15 +1253,8 @@ async fn a_refused_delete_leaves_the_session_its_owner() {
     })
     .await;
     let id = open_session(&gw, TOKEN, json!({})).await;
-    let refused = http()
-        .delete(gw.mcp_url())
-        .bearer_auth(TOKEN)
-        .header("mcp-session-id", &id)
-        .header("mcp-protocol-version", "bogus")
-        .send()
-        .await
-        .expect("DELETE");
-    assert!(!refused.status().is_success(), "{}", refused.status());
+    let refused = end_session(&gw.base_url(), TOKEN, &id, Some("bogus")).await;
+    assert!(!(200..300).contains(&refused), "{refused}");
     // Still the owner's: another credential is refused, the owner is served.
     let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
     let headers = [
@@ -1275,15 +1268,8 @@ async fn a_refused_delete_leaves_the_session_its_owner() {
     assert_eq!(status, 200, "{body}");
     // A DELETE rmcp accepts ends it: 200 (rmcp's 202 is a failure to the official
     // Python SDK, which accepts 200 and 204).
-    let ended = http()
-        .delete(gw.mcp_url())
-        .bearer_auth(TOKEN)
-        .header("mcp-session-id", &id)
-        .header("mcp-protocol-version", "2025-06-18")
-        .send()
-        .await
-        .expect("DELETE");
-    assert_eq!(ended.status().as_u16(), 200);
+    let ended = end_session(&gw.base_url(), TOKEN, &id, Some("2025-06-18")).await;
+    assert_eq!(ended, 200);
     let (status, _) = post_raw(&gw, TOKEN, list, &headers).await;
     assert_eq!(status, 404);
     gw.stop().await;

@@ -318,14 +318,8 @@ async fn a_session_is_refused_to_any_credential_but_the_one_that_opened_it() {
         let body: serde_json::Value = r.json().await.expect("JSON");
         assert_eq!(body["error"], "session_owner_mismatch", "{who}: {body}");
     }
-    let r = http()
-        .delete(gw.mcp_url())
-        .bearer_auth(token("mallory"))
-        .header("mcp-session-id", &session)
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(r.status().as_u16(), 403, "mallory cannot end it either");
+    let status = end_session(&gw.base_url(), &token("mallory"), &session, None).await;
+    assert_eq!(status, 403, "mallory cannot end it either");
     let r = post_as(&gw, &token("alice"), Some(&session), list).await;
     assert_eq!(r.status().as_u16(), 200, "the owner carries on");
     gw.stop().await;
@@ -697,15 +691,8 @@ async fn a_credential_holds_at_most_its_share_of_sessions() {
     let other = format!("{}-token-0123456789", "other");
     assert_eq!(open(other).await.status().as_u16(), 200);
     // Ending one makes room.
-    let r = http()
-        .delete(gw.mcp_url())
-        .bearer_auth(TOKEN)
-        .header("mcp-session-id", &first_id)
-        .header("mcp-protocol-version", "2025-06-18")
-        .send()
-        .await
-        .expect("delete");
-    assert!(r.status().is_success());
+    let status = end_session(&gw.base_url(), TOKEN, &first_id, Some("2025-06-18")).await;
+    assert!((200..300).contains(&status), "{status}");
     assert_eq!(open(TOKEN.into()).await.status().as_u16(), 200);
     gw.stop().await;
 }

@@ -519,19 +519,6 @@ async fn post(
     (status, id, answer)
 }
 
-async fn delete_session(base: &str, token: &str, session: &str) -> u16 {
-    http()
-        .delete(format!("{base}/mcp"))
-        .bearer_auth(token)
-        .header("mcp-session-id", session)
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .expect("DELETE /mcp")
-        .status()
-        .as_u16()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_opened_on_one_replica_goes_on_through_every_other() {
     let cl = Cluster::new("sessions");
@@ -633,15 +620,8 @@ async fn a_session_opened_on_one_replica_goes_on_through_every_other() {
     );
 
     // A DELETE rmcp refuses (a bogus protocol version) ends nothing, anywhere.
-    let refused = http()
-        .delete(format!("{}/mcp", base(1)))
-        .bearer_auth(&alice)
-        .header("mcp-session-id", &id)
-        .header("mcp-protocol-version", "bogus")
-        .send()
-        .await
-        .expect("DELETE");
-    assert!(!refused.status().is_success(), "{}", refused.status());
+    let refused = end_session(&base(1), &alice, &id, Some("bogus")).await;
+    assert!(!(200..300).contains(&refused), "{refused}");
     assert_eq!(
         cl.pg.sql(
             "sessions",
@@ -660,7 +640,7 @@ async fn a_session_opened_on_one_replica_goes_on_through_every_other() {
         assert_eq!(status, 200, "replica {i} after a refused DELETE: {answer}");
     }
     // DELETE on replica 2 ends it on every replica.
-    let status = delete_session(&base(2), &alice, &id).await;
+    let status = end_session(&base(2), &alice, &id, Some("2025-11-25")).await;
     assert!((200..300).contains(&status), "{status}");
     for i in 0..3 {
         wait_until(

@@ -535,3 +535,17 @@ pub async fn read_until(resp: &mut reqwest::Response, seen: &mut String, needle:
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
 }
+
+/// `DELETE /mcp` of session `session` at `base` (a gateway's base URL) with `token`,
+/// naming protocol revision `version` (`None`: no `Mcp-Protocol-Version` header): the
+/// status.
+pub async fn end_session(base: &str, token: &str, session: &str, version: Option<&str>) -> u16 {
+    let mut req = http()
+        .delete(format!("{base}/mcp"))
+        .bearer_auth(token)
+        .header("mcp-session-id", session);
+    if let Some(version) = version {
+        req = req.header("mcp-protocol-version", version);
+    }
+    req.send().await.expect("DELETE /mcp").status().as_u16()
+}
