@@ -2094,19 +2094,15 @@ impl McpEndpoint {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(every) => {
-                    match shared.sweep(idle, pending).await {
-                        Ok(ids) => {
-                            for id in ids {
-                                self.close_local(&id).await;
-                                tracing::debug!(session = %id, "a shared session expired");
-                            }
+                _ = tokio::time::sleep(every) => match shared.sweep(idle, pending).await {
+                    Ok(ids) => {
+                        for id in ids {
+                            self.close_local(&id).await;
+                            tracing::debug!(session = %id, "a shared session expired");
                         }
-                        Err(e) => tracing::debug!("shared sessions not swept: {e}"),
                     }
-                    // Answers whose notification this replica missed.
-                    self.take_answers(&shared).await;
-                }
+                    Err(e) => tracing::debug!("shared sessions not swept: {e}"),
+                },
                 event = news.recv() => match event {
                     Ok(Event::Change(Change::SessionsEnded(ids))) => {
                         for id in ids.iter() {
