@@ -365,6 +365,154 @@ async fn every_call_is_in_the_call_log_with_who_what_how_long_and_how_it_ended()
     backend.stop().await;
 }
 
+/// The points of `series` (an array of `{at, calls, errors, ...}`).
+fn points(series: &Value) -> &Vec<Value> {
+    series
+        .as_array()
+        .unwrap_or_else(|| panic!("points: {series}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_time_series_count_every_call_in_its_minute_and_refuse_bad_windows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("gw.db");
+    let gw = start_gateway(gateway_config(&store)).await;
+    let backend = serve_fixture(Fixture::new("charted", &["okTool", "failTool"])).await;
+    let (status, _) = register(&gw, "charted", &backend.mcp_url()).await;
+    assert_eq!(status, 201);
+    // 7 that succeed and 3 that fail, on both call paths.
+    for (i, (tool, meta)) in std::iter::repeat_n(("okTool", false), 5)
+        .chain([("okTool", true), ("okTool", true)])
+        .chain([("failTool", false), ("failTool", true), ("failTool", false)])
+        .enumerate()
+    {
+        logged_call(&gw, TOKEN, tool, meta, &format!("c-{i}")).await;
+    }
+    wait_until("10 calls in the log", Duration::from_secs(10), || async {
+        get_json(&gw, "/calls").await.1["count"] == 10
+    })
+    .await;
+    let (_, calls) = get_json(&gw, "/calls").await;
+    // What each minute should hold, from the log's own times.
+    let mut expected: std::collections::BTreeMap<i64, (u64, u64)> = Default::default();
+    for c in calls["calls"].as_array().expect("calls") {
+        let minute = c["at"].as_i64().expect("at") / 60_000 * 60_000;
+        let e = expected.entry(minute).or_default();
+        e.0 += 1;
+        e.1 += u64::from(c["outcome"] != "ok");
+    }
+
+    let (status, stats) = get_json(&gw, "/stats?window=15m&step=1m").await;
+    assert_eq!(status, 200, "{stats}");
+    let series = &stats["series"];
+    assert_eq!(
+        (
+            series["window"].as_str(),
+            series["step"].as_str(),
+            series["stepMs"].as_i64()
+        ),
+        (Some("15m"), Some("1m"), Some(60_000)),
+        "{series}"
+    );
+    let gateway = points(&series["gateway"]);
+    assert_eq!(gateway.len(), 15, "{series}");
+    assert_eq!(series["from"], gateway[0]["at"]);
+    assert_eq!(
+        series["to"].as_i64(),
+        gateway[14]["at"].as_i64().map(|a| a + 60_000)
+    );
+    for p in gateway {
+        let at = p["at"].as_i64().expect("at");
+        let (calls, errors) = expected.get(&at).copied().unwrap_or_default();
+        assert_eq!(
+            (p["calls"].as_u64(), p["errors"].as_u64()),
+            (Some(calls), Some(errors)),
+            "the point at {at}: {series}"
+        );
+        if calls > 0 {
+            let (p50, p95) = (p["p50Ms"].as_f64(), p["p95Ms"].as_f64());
+            assert!(p50.is_some_and(|p50| p50 > 0.0 && p95 >= Some(p50)), "{p}");
+            assert_eq!(p["errorRate"].as_f64(), Some(errors as f64 / calls as f64));
+            assert_eq!(p["callsPerMinute"].as_f64(), Some(calls as f64));
+        } else {
+            assert!(p["p50Ms"].is_null(), "{p}");
+        }
+    }
+    assert_eq!(
+        &series["services"]["charted"], &series["gateway"],
+        "{series}"
+    );
+    assert_eq!(series["tools"], json!([]), "no tool asked for");
+
+    // A tool's own series; another service's is empty.
+    let (_, one) = get_json(&gw, "/stats?window=15m&tool=failTool").await;
+    let tools = one["series"]["tools"].as_array().expect("tools");
+    assert_eq!(tools.len(), 1, "{one}");
+    assert_eq!(tools[0]["service"], "charted");
+    let failed = points(&tools[0]["points"]);
+    let sum =
+        |ps: &Vec<Value>, field: &str| ps.iter().filter_map(|p| p[field].as_u64()).sum::<u64>();
+    assert_eq!(
+        (sum(failed, "calls"), sum(failed, "errors")),
+        (3, 3),
+        "{one}"
+    );
+    let (_, other) = get_json(&gw, "/stats?window=15m&service=nobody").await;
+    assert_eq!(
+        sum(points(&other["series"]["gateway"]), "calls"),
+        0,
+        "{other}"
+    );
+    assert_eq!(other["series"]["services"], json!({}));
+
+    // Default steps keep a chart near 150 points at most.
+    for (query, n) in [("window=1h", 60), ("window=24h", 144), ("step=5m", 12)] {
+        let (status, body) = get_json(&gw, &format!("/stats?{query}")).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(points(&body["series"]["gateway"]).len(), n, "{query}");
+        assert_eq!(
+            sum(points(&body["series"]["gateway"]), "calls"),
+            10,
+            "{query}"
+        );
+    }
+    // Without a window there is no series, as before.
+    assert!(get_json(&gw, "/stats").await.1.get("series").is_none());
+
+    // Bad values are refused with the parameter named, and change nothing.
+    for (query, named) in [
+        ("window=2x", "window"),
+        ("window=25h", "window"),
+        ("window=0m", "window"),
+        ("window=1h&step=7m", "step"),
+        ("window=15m&step=1h", "step"),
+        ("window=1h&step=30s", "step"),
+        ("colour=red", "colour"),
+        ("tool=okTool", "window"),
+    ] {
+        let (status, body) = get_json(&gw, &format!("/stats?{query}")).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_query")),
+            "{query}: {body}"
+        );
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{query}: {message}");
+    }
+
+    // The aggregates are kept in the store: a restart keeps the series.
+    gw.stop().await;
+    let gw = start_gateway(gateway_config(&store)).await;
+    let (_, again) = get_json(&gw, "/stats?window=15m&step=1m").await;
+    assert_eq!(
+        sum(points(&again["series"]["gateway"]), "calls"),
+        10,
+        "{again}"
+    );
+    gw.stop().await;
+    backend.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_log_line_of_a_request_carries_its_id_which_the_client_gets_back() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -33,7 +33,7 @@ use super::{
     },
 };
 use crate::import::{ImportError, ImportReport, Importer};
-use crate::observe::calllog::{AllStats, Filter};
+use crate::observe::calllog::{AllStats, Filter, series::SeriesQuery};
 use crate::registry::ServiceEntry;
 use crate::vocab::Invalid;
 use crate::{
@@ -624,21 +624,51 @@ fn call_log_off() -> Response {
     )
 }
 
-/// `GET /stats`: per service and per tool, over the retained call log: calls, errors,
-/// error rate, p50 and p95 latency, last use.
+/// `GET /stats?window=&step=&service=&tool=`: per service and per tool, over the
+/// retained call log: calls, errors, error rate, p50 and p95 latency, last use; with a
+/// `window` (or `step`), also the time series of the gateway, of each service and of
+/// `tool`, from the per-minute aggregates (see `observe::calllog::series`).
 #[utoipa::path(get, path = "/stats", tag = "observe",
+    params(SeriesQuery),
     responses(
         (status = 200, description = "Statistics", body = StatsBody),
-        (status = 400, description = "A repeated Host/Origin header", body = ErrorBody),
+        (status = 400, description = "A bad window, step or parameter (named in the message), or a repeated Host/Origin header", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "Scope, Host or Origin", body = ErrorBody),
         (status = 404, description = "The call log is off", body = ErrorBody),
         (status = 429, description = "Over a rate limit", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn stats(State(registry): State<Arc<Registry>>) -> Response {
-    match call_stats(&registry).await {
-        Ok(Some((services, by_tool))) => {
+pub async fn stats(
+    State(registry): State<Arc<Registry>>,
+    query: Result<Query<SeriesQuery>, QueryRejection>,
+) -> Response {
+    let bad = |why: String| error(StatusCode::BAD_REQUEST, "invalid_query", why);
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(e) => {
+            return bad(format!(
+                "{}; parameters are window, step, service and tool",
+                e.body_text()
+            ));
+        }
+    };
+    let span = match query.span() {
+        Ok(span) => span,
+        Err(why) => return bad(why),
+    };
+    let Some(log) = registry.calls().cloned() else {
+        return call_log_off();
+    };
+    let series = match span {
+        Some(span) => match log.series(span, query).await {
+            Ok(series) => Some(series),
+            Err(why) => return error(StatusCode::INTERNAL_SERVER_ERROR, "call_log_failed", why),
+        },
+        None => None,
+    };
+    match log.stats().await {
+        Ok((services, by_tool)) => {
             let tools = by_tool
                 .into_iter()
                 .map(|((service, tool), stats)| ToolStats {
@@ -647,9 +677,13 @@ pub async fn stats(State(registry): State<Arc<Registry>>) -> Response {
                     stats,
                 })
                 .collect();
-            Json(StatsBody { services, tools }).into_response()
+            Json(StatsBody {
+                services,
+                tools,
+                series,
+            })
+            .into_response()
         }
-        Ok(None) => call_log_off(),
         Err(why) => error(StatusCode::INTERNAL_SERVER_ERROR, "call_log_failed", why),
     }
 }

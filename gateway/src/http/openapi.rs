@@ -17,7 +17,13 @@ use utoipa::{
 use super::schema::*;
 use crate::{
     import::{ImportReport, ImportedServer, SkippedEntry},
-    observe::{Outcome, calllog::Stats},
+    observe::{
+        Outcome,
+        calllog::{
+            Stats,
+            series::{Point, Series, ToolSeries},
+        },
+    },
     registry::{ServiceEntry, ServiceSummary, ToolView},
     upstream::{InstanceView, ServiceView, Source, health},
 };
@@ -64,7 +70,7 @@ impl Modify for Bearer {
         ErrorBody, RegisterRequest, UpstreamAuthBody, Registered, Unregistered, ServiceLine,
         ServiceList, ServiceEntry, ServiceView, InstanceView, health::Snapshot, health::State,
         health::Breaker, Source, ToolView, Stats, HealthBody, Upstreams, ServiceSummary,
-        CallView, CallList, Outcome, ToolStats, StatsBody, ResourceMetadata, ImportRequestBody,
+        CallView, CallList, Outcome, ToolStats, StatsBody, Series, Point, ToolSeries, ResourceMetadata, ImportRequestBody,
         ImportReport, ImportedServer, SkippedEntry, VirtualServerEntry, VirtualServerList,
         RemovedServer, crate::servers::Definition, crate::servers::Rename,
         crate::servers::Composite, crate::servers::Step, crate::search::Mode

@@ -199,6 +199,9 @@ pub struct ToolStats {
 pub struct StatsBody {
     pub services: BTreeMap<String, Stats>,
     pub tools: Vec<ToolStats>,
+    /// With `window` or `step`: the time series.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series: Option<crate::observe::calllog::series::Series>,
 }
 
 /// RFC 9728 protected-resource metadata.

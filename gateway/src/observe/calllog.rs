@@ -12,6 +12,7 @@
 //! and retention; a full queue drops records, never blocks a call.
 
 mod postgres;
+pub mod series;
 
 use std::{
     collections::BTreeMap,
@@ -109,9 +110,19 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
             error TEXT,
             arguments TEXT,
             result TEXT
-        ) STRICT;",
-        // No secondary index: each one costs every insert, while the table is small
-        // (call_log_max_rows) and read newest-first by id.
+        ) STRICT;
+        CREATE TABLE IF NOT EXISTS calls_minute (
+            minute INTEGER NOT NULL,
+            service TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            bucket INTEGER NOT NULL,
+            calls INTEGER NOT NULL,
+            errors INTEGER NOT NULL,
+            PRIMARY KEY (minute, service, tool, bucket)
+        ) STRICT, WITHOUT ROWID;",
+        // No secondary index on calls: each one costs every insert, while the table is
+        // small (call_log_max_rows) and read newest-first by id. calls_minute is read by
+        // its key's first column (series::Span::first_minute).
     )?;
     Ok(conn)
 }
@@ -252,6 +263,15 @@ fn insert(conn: &mut Connection, records: &[CallRecord]) -> rusqlite::Result<()>
                 r.result,
             ])?;
         }
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO calls_minute (minute, service, tool, bucket, calls, errors)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (minute, service, tool, bucket) DO UPDATE
+             SET calls = calls + excluded.calls, errors = errors + excluded.errors",
+        )?;
+        for ((minute, service, tool, bucket), (calls, errors)) in series::minutes(records) {
+            upsert.execute(params![minute, service, tool, bucket, calls, errors])?;
+        }
     }
     tx.commit()
 }
@@ -262,6 +282,10 @@ fn prune(conn: &Connection, retention: Retention) -> rusqlite::Result<()> {
     conn.execute(
         "DELETE FROM calls WHERE id <= (SELECT MAX(id) FROM calls) - ?1",
         [retention.max_rows as i64],
+    )?;
+    conn.execute(
+        "DELETE FROM calls_minute WHERE minute < ?1",
+        [series::oldest_kept(super::now_ms())],
     )?;
     Ok(())
 }
@@ -333,6 +357,27 @@ impl CallLog {
             }
             Backend::Postgres(pg) => pg.stats().await,
         }
+    }
+
+    /// The time series of `span` ending now, for `q`'s service and tool.
+    pub async fn series(
+        &self,
+        span: series::Span,
+        q: series::SeriesQuery,
+    ) -> Result<series::Series, String> {
+        let now = super::now_ms();
+        let from = span.first_minute(now);
+        let cells = match &self.0 {
+            Backend::Sqlite(log) => {
+                let log = Arc::clone(log);
+                let service = q.service.clone();
+                tokio::task::spawn_blocking(move || log.cells(from, service.as_deref()))
+                    .await
+                    .map_err(|e| e.to_string())??
+            }
+            Backend::Postgres(pg) => pg.cells(from, q.service.as_deref()).await?,
+        };
+        Ok(series::build(&span, now, &cells, q.tool.as_deref()))
     }
 }
 
@@ -475,6 +520,30 @@ impl Sqlite {
             by_service.into_iter().map(|(k, a)| (k, a.done())).collect(),
             by_tool.into_iter().map(|(k, a)| (k, a.done())).collect(),
         ))
+    }
+
+    /// The per-minute aggregates from minute `from` on (of `service` only, when given).
+    fn cells(&self, from: i64, service: Option<&str>) -> Result<Vec<series::Cell>, String> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT minute, service, tool, bucket, calls, errors FROM calls_minute
+                 WHERE minute >= ?1 AND (?2 IS NULL OR service = ?2)",
+            )
+            .map_err(|e| self.failed(e))?;
+        let rows = stmt
+            .query_map(params![from, service], |r| {
+                Ok(series::Cell {
+                    minute: r.get(0)?,
+                    service: r.get(1)?,
+                    tool: r.get(2)?,
+                    bucket: r.get(3)?,
+                    calls: r.get(4)?,
+                    errors: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.failed(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.failed(e))
     }
 
     fn failed(&self, e: rusqlite::Error) -> String {

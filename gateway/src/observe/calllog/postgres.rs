@@ -72,7 +72,34 @@ const SCHEMA: &str = "SELECT pg_advisory_xact_lock(120273854948204);
     );
     -- Age pruning, since/until, and /calls newest first. No other index: each one costs
     -- every insert.
-    CREATE INDEX IF NOT EXISTS calls_log_at_ms ON calls_log (at_ms);";
+    CREATE INDEX IF NOT EXISTS calls_log_at_ms ON calls_log (at_ms);
+    -- The time series' per-minute aggregates (series.rs), summed by every replica.
+    CREATE TABLE IF NOT EXISTS calls_minute (
+        minute BIGINT NOT NULL,
+        service TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        bucket INTEGER NOT NULL,
+        calls BIGINT NOT NULL,
+        errors BIGINT NOT NULL,
+        PRIMARY KEY (minute, service, tool, bucket)
+    );";
+
+/// A batch's aggregates added in: the rows come in key order (`series::minutes`), so
+/// replicas adding to the same rows lock them in one order.
+const UPSERT_MINUTES: &str =
+    "INSERT INTO calls_minute (minute, service, tool, bucket, calls, errors)
+     SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::INTEGER[], $5::BIGINT[],
+       $6::BIGINT[])
+     ON CONFLICT (minute, service, tool, bucket) DO UPDATE
+     SET calls = calls_minute.calls + EXCLUDED.calls,
+         errors = calls_minute.errors + EXCLUDED.errors";
+
+/// Aggregates older than `$1` (minutes), by the replica holding the pruning try-lock.
+const PRUNE_MINUTES: &str = "DELETE FROM calls_minute
+     WHERE (SELECT pg_try_advisory_xact_lock(120273854948204)) AND minute < $1";
+
+const CELLS: &str = "SELECT minute, service, tool, bucket, calls, errors FROM calls_minute
+     WHERE minute >= $1 AND ($2::TEXT IS NULL OR service = $2)";
 
 const INSERT: &str = "INSERT INTO calls_log (replica, at_ms, request_id, identity, service,
        instance, tool, duration_ms, upstream_ms, outcome, error, arguments, result)
@@ -233,6 +260,7 @@ impl Pg {
                 for chunk in chunks(records) {
                     self.insert(&tx, &insert, chunk).await?;
                 }
+                add_minutes(&tx, records).await?;
                 tx.commit().await
             }
             .await;
@@ -244,9 +272,15 @@ impl Pg {
         if let Some(retention) = prune {
             let oldest = super::super::now_ms() - retention.max_age.as_millis() as i64;
             let keep = i64::try_from(retention.max_rows).unwrap_or(i64::MAX);
-            if let Err(e) = client.execute(PRUNE, &[&oldest, &keep]).await {
-                self.noticed(&e);
-                tracing::warn!(store = %self.display, "call log: pruning: {}", why(&e));
+            let minute = super::series::oldest_kept(super::super::now_ms());
+            for (statement, params) in [
+                (PRUNE, &[&oldest as &(dyn ToSql + Sync), &keep][..]),
+                (PRUNE_MINUTES, &[&minute as &(dyn ToSql + Sync)][..]),
+            ] {
+                if let Err(e) = client.execute(statement, params).await {
+                    self.noticed(&e);
+                    tracing::warn!(store = %self.display, "call log: pruning: {}", why(&e));
+                }
             }
         }
         Ok(())
@@ -424,6 +458,60 @@ impl Pg {
         }
         Ok((by_service, by_tool))
     }
+
+    /// The per-minute aggregates from minute `from` on (of `service` only, when given).
+    pub(super) async fn cells(
+        &self,
+        from: i64,
+        service: Option<&str>,
+    ) -> Result<Vec<super::series::Cell>, String> {
+        let client = self.reader().await?;
+        let rows = client.query(CELLS, &[&from, &service]).await.map_err(|e| {
+            self.noticed(&e);
+            self.read_failed(why(&e))
+        })?;
+        rows.iter()
+            .map(|r| {
+                Ok(super::series::Cell {
+                    minute: r.try_get(0)?,
+                    service: r.try_get(1)?,
+                    tool: r.try_get(2)?,
+                    bucket: r.try_get(3)?,
+                    calls: r.try_get(4)?,
+                    errors: r.try_get(5)?,
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(|e| self.read_failed(why(&e)))
+    }
+}
+
+/// `records`' per-minute aggregates added to `calls_minute`, in the transaction `tx`.
+async fn add_minutes(
+    tx: &deadpool_postgres::Transaction<'_>,
+    records: &[CallRecord],
+) -> Result<u64, tokio_postgres::Error> {
+    let sums = super::series::minutes(records);
+    let mut minute = Vec::with_capacity(sums.len());
+    let mut service = Vec::with_capacity(sums.len());
+    let mut tool = Vec::with_capacity(sums.len());
+    let mut bucket = Vec::with_capacity(sums.len());
+    let mut calls = Vec::with_capacity(sums.len());
+    let mut errors = Vec::with_capacity(sums.len());
+    for ((m, s, t, b), (c, e)) in sums {
+        minute.push(m);
+        service.push(text(s));
+        tool.push(text(t));
+        bucket.push(b);
+        calls.push(c);
+        errors.push(e);
+    }
+    let upsert = tx.prepare_cached(UPSERT_MINUTES).await?;
+    tx.execute(
+        &upsert,
+        &[&minute, &service, &tool, &bucket, &calls, &errors],
+    )
+    .await
 }
 
 /// `records` cut where their text passes [`CHUNK_BYTES`] (each chunk at least one).
