@@ -1209,6 +1209,22 @@ async fn the_call_log_is_the_clusters_and_outlives_a_store_outage() {
             .find(|t| t["tool"] == "logMe")
             .unwrap_or_else(|| panic!("logMe: {stats}"));
         assert_eq!(tool["calls"], 5, "{stats}");
+        // The time series add up both replicas' calls (calls_minute, summed by each
+        // replica's writer).
+        let (status, charted) = get_json(gw, "/stats?window=15m&tool=logMe").await;
+        assert_eq!(status, 200, "{charted}");
+        let total = |points: &Value| -> u64 {
+            points
+                .as_array()
+                .unwrap_or_else(|| panic!("points: {charted}"))
+                .iter()
+                .filter_map(|p| p["calls"].as_u64())
+                .sum()
+        };
+        let series = &charted["series"];
+        assert_eq!(total(&series["gateway"]), 5, "{charted}");
+        assert_eq!(total(&series["services"]["logged"]), 5, "{charted}");
+        assert_eq!(total(&series["tools"][0]["points"]), 5, "{charted}");
     }
     // Filters and order work on the shared log too.
     let (_, two) = get_json(&b, "/calls?service=logged&tool=logMe&limit=2").await;
