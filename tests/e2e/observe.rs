@@ -748,3 +748,86 @@ async fn traces_go_to_the_collector_and_their_context_to_the_backend() {
     backend.stop().await;
     otel.stop().await;
 }
+
+/// The gateway binary run under `script`, which gives it a pseudo-terminal as stdout,
+/// with `NO_COLOR` as given (removed for `None`): what it wrote up to its start-up line.
+async fn gateway_on_a_terminal(dir: &std::path::Path, no_color: Option<&str>) -> String {
+    use tokio::io::AsyncReadExt;
+    let store = dir.join("tty.db");
+    let command = format!(
+        "exec {} --listen 127.0.0.1:0 --store {}",
+        procs::binary("gateway").display(),
+        store.display()
+    );
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qfec", &command, "/dev/null"])
+        .env("RUST_LOG", "info")
+        .env("MCP_BEARER_TOKEN", TOKEN)
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GATEWAY_") {
+            cmd.env_remove(k);
+        }
+    }
+    if let Some(v) = no_color {
+        cmd.env("NO_COLOR", v);
+    }
+    let mut child = cmd
+        .spawn()
+        .expect("run script (util-linux) to give the gateway a terminal");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("gateway listening") {
+            let n = stdout.read(&mut chunk).await.expect("read the terminal");
+            assert!(
+                n > 0,
+                "the gateway stopped: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .unwrap_or_else(|_| panic!("no start-up line within 20 s"));
+    let _ = child.kill().await;
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_are_coloured_only_on_a_terminal_and_never_with_no_color() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // `gateway > gateway.log`: plain text.
+    let path = dir.path().join("gateway.log");
+    let file = std::fs::File::create(&path).expect("log file");
+    let port = procs::free_port();
+    let mut gw = procs::gateway_logging(
+        port,
+        &dir.path().join("gw.db"),
+        &[("RUST_LOG", "info".into())],
+        Some(file),
+    )
+    .await;
+    assert_eq!(gw.terminate().await, Some(0));
+    let log = std::fs::read_to_string(&path).expect("read the log");
+    assert!(
+        log.contains("gateway listening") && log.contains("shutdown signal received"),
+        "{log}"
+    );
+    assert!(!log.contains('\x1b'), "escape codes in a log file: {log:?}");
+
+    // On a terminal: colour, unless NO_COLOR is set to something.
+    for (no_color, coloured) in [(None, true), (Some(""), true), (Some("1"), false)] {
+        let out = gateway_on_a_terminal(dir.path(), no_color).await;
+        assert_eq!(
+            out.contains("\x1b["),
+            coloured,
+            "NO_COLOR={no_color:?}: {out:?}"
+        );
+    }
+}

@@ -48,7 +48,12 @@ pub fn init(json: bool, otlp_endpoint: Option<&str>) -> anyhow::Result<Tracing> 
     let logs = if json {
         fmt::layer().json().boxed()
     } else {
-        fmt::layer().boxed()
+        // Colours only on a terminal, and never with NO_COLOR.
+        fmt::layer()
+            .with_ansi(service_kit::logging::colours(
+                service_kit::logging::Output::Stdout,
+            ))
+            .boxed()
     };
     let (traces, provider) = match otlp_endpoint {
         Some(endpoint) => {
