@@ -1,6 +1,7 @@
 // The gateway's dashboard: plain JavaScript over the gateway's own API (/services,
-// /calls, /stats, /mcp), with the token the operator signs in with, kept in
-// sessionStorage (this browser tab's session only). No build step.
+// /calls, /stats, /health, /mcp), with the token the operator signs in with, kept in
+// sessionStorage (this browser tab's session only). No build step, no library: the
+// charts are SVG drawn here.
 "use strict";
 
 const TOKEN_KEY = "mcp-gateway-token";
@@ -43,6 +44,94 @@ function ago(at) {
   return s < 60 ? `${s} s ago` : `${Math.round(s / 60)} min ago`;
 }
 function stamp(id) { $(id).textContent = `updated ${new Date().toLocaleTimeString()}`; }
+function clock(at, withDate) {
+  const d = new Date(at);
+  const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return withDate ? `${d.toLocaleDateString([], { month: "short", day: "numeric" })} ${hm}` : hm;
+}
+function percent(v) { return `${(v * 100).toFixed(v && v < 0.1 ? 1 : 0)}%`; }
+
+// ---- charts (SVG) ------------------------------------------------------------------
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  for (const c of children) node.append(c);
+  return node;
+}
+
+// The windows the trends page offers, each with the step of its points.
+const WINDOWS = { "15m": { step: "1m", label: "15 minutes" }, "1h": { step: "1m", label: "hour" },
+  "24h": { step: "10m", label: "24 hours" } };
+
+// A line chart of `points` (a /stats series), one line per entry of `lines`
+// ({key, label, cls}), from 0 to the largest value. Every point with a value is a circle
+// carrying its time and value (data-at, data-value) and a tooltip.
+function lineChart(name, title, points, lines, format) {
+  const W = 640, H = 190, L = 58, R = 14, T = 12, B = 28;
+  const values = lines.flatMap((l) => points.map((p) => p[l.key])).filter((v) => v != null);
+  const max = Math.max(0, ...values) || (name === "errors" ? 0.01 : 1);
+  const x = (i) => L + (points.length < 2 ? 0 : (i * (W - L - R)) / (points.length - 1));
+  const y = (v) => T + (H - T - B) * (1 - v / max);
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "plot", role: "img",
+    "aria-label": title, "data-points": points.length });
+  for (const f of [0, 0.5, 1]) {
+    root.append(svg("line", { x1: L, x2: W - R, y1: y(max * f), y2: y(max * f), class: "grid" }),
+      svg("text", { x: L - 6, y: y(max * f) + 4, class: "axis", "text-anchor": "end" }, format(max * f)));
+  }
+  const long = points.length > 1 && points[points.length - 1].at - points[0].at > 6 * 3600e3;
+  for (const i of new Set([0, Math.floor((points.length - 1) / 2), points.length - 1])) {
+    if (!points[i]) continue;
+    root.append(svg("text", { x: x(i), y: H - 8, class: "axis",
+      "text-anchor": i === 0 ? "start" : i === points.length - 1 ? "end" : "middle" }, clock(points[i].at, long)));
+  }
+  for (const line of lines) {
+    let d = "";
+    let drawing = false;
+    points.forEach((p, i) => {
+      const v = p[line.key];
+      if (v == null) { drawing = false; return; }
+      d += `${drawing ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
+      drawing = true;
+    });
+    root.append(svg("path", { d, class: `line ${line.cls}` }));
+    points.forEach((p, i) => {
+      const v = p[line.key];
+      if (v == null) return;
+      root.append(svg("circle", { cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 2.6,
+        class: `point ${line.cls}`, "data-at": p.at, "data-value": v },
+        svg("title", {}, `${clock(p.at, long)}: ${line.label} ${format(v)}`)));
+    });
+  }
+  const legend = lines.length > 1
+    ? lines.map((l) => el("span", { class: `key ${l.cls}` }, l.label)) : [];
+  return el("figure", { class: "chart", "data-chart": name },
+    el("figcaption", {}, title, ...legend), root);
+}
+
+// A service's last hour at a glance: one bar per minute, its errors in red over it.
+function sparkline(points) {
+  const W = 120, H = 26;
+  const max = Math.max(1, ...points.map((p) => p.calls));
+  const w = W / Math.max(1, points.length);
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "spark", "data-points": points.length });
+  const calls = points.reduce((n, p) => n + p.calls, 0);
+  const errors = points.reduce((n, p) => n + p.errors, 0);
+  root.append(svg("title", {}, `last hour: ${calls} calls, ${errors} errors`));
+  root.append(svg("line", { x1: 0, x2: W, y1: H - 0.5, y2: H - 0.5, class: "base" }));
+  points.forEach((p, i) => {
+    const h = (p.calls / max) * (H - 2);
+    const e = (p.errors / max) * (H - 2);
+    root.append(svg("rect", { x: (i * w).toFixed(2), y: (H - h).toFixed(2), width: Math.max(0.5, w - 0.4).toFixed(2),
+      height: h.toFixed(2), class: "calls", "data-calls": p.calls, "data-errors": p.errors }));
+    if (p.errors) {
+      root.append(svg("rect", { x: (i * w).toFixed(2), y: (H - e).toFixed(2),
+        width: Math.max(0.5, w - 0.4).toFixed(2), height: e.toFixed(2), class: "errors" }));
+    }
+  });
+  return root;
+}
 
 // ---- pages -------------------------------------------------------------------------
 
@@ -61,12 +150,15 @@ function processLine(p) {
 }
 
 async function showServices() {
-  const body = await api("/services");
+  const [body, trend] = await Promise.all([api("/services"),
+    api("/stats?window=1h&step=1m").catch(() => null)]);
+  const hour = trend && trend.series;
+  const quiet = hour ? hour.gateway.map((p) => ({ ...p, calls: 0, errors: 0 })) : [];
   const rows = body.services.map((s) => {
     const stats = s.stats || {};
     const lastCheck = Math.max(0, ...s.instances.map((i) => i.lastCheckMs || i.sinceMs || 0));
     return el("tr", { "data-service": s.name },
-      el("td", { class: "name" }, s.name),
+      el("td", { class: "name" }, el("a", { href: `#/trends?service=${encodeURIComponent(s.name)}` }, s.name)),
       el("td", {}, el("span", { class: `state ${s.state}` }, s.state)),
       el("td", { class: "instances" }, ...s.instances.map((i) =>
         el("div", {}, `${i.url} · ${i.state}${i.lastError ? " · " + i.lastError : ""}`,
@@ -76,12 +168,93 @@ async function showServices() {
       el("td", {}, String(s.toolCount)),
       el("td", {}, String(stats.calls ?? 0)),
       el("td", {}, stats.calls ? `${(stats.errorRate * 100).toFixed(1)}%` : "-"),
-      el("td", {}, ms(stats.p95Ms)));
+      el("td", {}, ms(stats.p95Ms)),
+      el("td", { class: "trend" }, hour ? sparkline(hour.services[s.name] || quiet) : "-"));
   });
   $("#services tbody").replaceChildren(...rows);
   $("#services-empty").hidden = rows.length > 0;
   await showVirtualServers();
+  await showReplicas();
   stamp("#services-updated");
+}
+
+// With a PostgreSQL store: the cluster's live replicas (from /health).
+async function showReplicas() {
+  const health = await fetch("/health").then((r) => r.json()).catch(() => ({}));
+  const cluster = health.cluster;
+  $("#replicas-part").hidden = !cluster;
+  if (!cluster) return;
+  $("#store-state").textContent = cluster.storeAvailable ? "store reachable" : "store unreachable: calls go on, registrations wait";
+  $("#replicas tbody").replaceChildren(...cluster.replicas.map((r) => el("tr", { "data-replica": r.id },
+    el("td", { class: "name" }, r.id, r.current ? el("small", { class: "muted" }, " (this page)") : ""),
+    el("td", {}, el("code", {}, r.address)),
+    el("td", {}, r.host),
+    el("td", {}, new Date(r.startedAtMs).toLocaleString()),
+    el("td", {}, ago(r.seenAtMs)))));
+}
+
+// Trends: calls per minute, error rate and latency over a window, for the gateway, a
+// service or a tool (the URL says which: #/trends?window=1h&service=&tool=).
+async function showTrends(params) {
+  const win = WINDOWS[params.get("window")] ? params.get("window") : "1h";
+  const service = params.get("service") || "";
+  const tool = params.get("tool") || "";
+  const query = new URLSearchParams({ window: win, step: WINDOWS[win].step });
+  if (service) query.set("service", service);
+  if (tool) query.set("tool", tool);
+  const [stats, tools] = await Promise.all([api(`/stats?${query}`),
+    toolsCache.length ? toolsCache : loadTools()]);
+  const series = stats.series;
+  fillSelect("#trend-window", null, win);
+  fillSelect("#trend-service", [...new Set(tools.map((t) => t.service))].sort(), service);
+  fillSelect("#trend-tool", tools.filter((t) => !service || t.service === service)
+    .map((t) => t.name).sort(), tool);
+  const quiet = series.gateway.map((p) => ({ ...p, calls: 0, errors: 0, errorRate: 0,
+    callsPerMinute: 0, p50Ms: null, p95Ms: null }));
+  let points = series.gateway;
+  let scope = service ? `service ${service}` : "every service";
+  if (tool) {
+    const found = series.tools.find((t) => !service || t.service === service);
+    points = found ? found.points : quiet;
+    scope = `tool ${tool}${found ? ` (${found.service})` : ""}`;
+  } else if (service) {
+    points = series.services[service] || quiet;
+  }
+  const calls = points.reduce((n, p) => n + p.calls, 0);
+  const errors = points.reduce((n, p) => n + p.errors, 0);
+  $("#trends-scope").textContent = `${scope}: ${calls} call${calls === 1 ? "" : "s"}, ` +
+    `${errors} error${errors === 1 ? "" : "s"} in the last ${WINDOWS[win].label}, ` +
+    `one point per ${series.step}`;
+  $("#charts").replaceChildren(
+    lineChart("calls", "Calls per minute", points,
+      [{ key: "callsPerMinute", label: "calls/min", cls: "calls" }], (v) => `${+v.toFixed(1)}`),
+    lineChart("errors", "Error rate", points,
+      [{ key: "errorRate", label: "errors", cls: "errors" }], percent),
+    lineChart("latency", "Latency", points,
+      [{ key: "p50Ms", label: "p50", cls: "p50" }, { key: "p95Ms", label: "p95", cls: "p95" }], ms));
+  stamp("#trends-updated");
+}
+
+// Keeps a select's options (a first "every ..." option, then `values`) and its value.
+function fillSelect(css, values, value) {
+  const select = $(css);
+  if (values) {
+    const first = select.options[0];
+    const wanted = [first.value, ...values];
+    const have = [...select.options].map((o) => o.value);
+    if (wanted.join("\n") !== have.join("\n")) {
+      select.replaceChildren(first, ...values.map((v) => el("option", { value: v }, v)));
+    }
+  }
+  select.value = value;
+}
+
+function trendsChanged(event) {
+  const form = new FormData($("#trends-filter"));
+  if (event.target.id === "trend-service") form.set("tool", "");
+  const query = new URLSearchParams();
+  for (const [k, v] of form.entries()) if (v) query.set(k, v);
+  location.hash = `#/trends?${query}`;
 }
 
 async function showVirtualServers() {
@@ -119,7 +292,9 @@ async function showTools() {
     el("div", {}, t.description || ""),
     el("details", {}, el("summary", {}, "Input schema"),
       el("pre", {}, JSON.stringify((defs[t.name] || {}).inputSchema || {}, null, 2))),
-    el("a", { href: `#/playground?tool=${encodeURIComponent(t.name)}` }, "Try it"))));
+    el("div", { class: "links" },
+      el("a", { href: `#/playground?tool=${encodeURIComponent(t.name)}` }, "Try it"),
+      el("a", { href: `#/trends?service=${encodeURIComponent(t.service)}&tool=${encodeURIComponent(t.name)}` }, "Trends")))));
 }
 
 let definitions = null;
@@ -146,6 +321,9 @@ async function showCalls() {
   const query = new URLSearchParams({ limit: "50" });
   for (const [k, v] of form.entries()) if (v) query.set(k, v);
   const body = await api(`/calls?${query}`);
+  // A cluster's shared log names the replica that served each call.
+  const clustered = body.calls.some((c) => c.replica);
+  $("#calls th.replica").hidden = !clustered;
   $("#calls tbody").replaceChildren(...body.calls.map((c) => el("tr", { "data-tool": c.tool },
     el("td", {}, new Date(c.at).toLocaleTimeString()),
     el("td", {}, c.identity),
@@ -153,6 +331,7 @@ async function showCalls() {
     el("td", { class: "tool-name" }, c.tool),
     el("td", {}, el("span", { class: `outcome ${c.outcome}` }, c.outcome)),
     el("td", {}, ms(c.durationMs)),
+    el("td", { class: "replica", hidden: !clustered }, c.replica || ""),
     el("td", {}, c.error || ""))));
   stamp("#calls-updated");
 }
@@ -240,8 +419,9 @@ async function callTool() {
 
 // ---- navigation --------------------------------------------------------------------
 
-const PAGES = { services: showServices, tools: showTools, calls: showCalls, playground: showPlayground };
-const REFRESHING = new Set(["services", "calls"]);
+const PAGES = { services: showServices, trends: showTrends, tools: showTools, calls: showCalls,
+  playground: showPlayground };
+const REFRESHING = new Set(["services", "trends", "calls"]);
 
 function route() {
   clearInterval(timer);
@@ -292,6 +472,7 @@ $("#sign-in-form").addEventListener("submit", async (event) => {
 $("#sign-out").addEventListener("click", () => signOut());
 $("#tool-search").addEventListener("input", () => showTools());
 $("#calls-filter").addEventListener("input", () => showCalls());
+$("#trends-filter").addEventListener("change", trendsChanged);
 $("#tool-select").addEventListener("change", () => {
   location.hash = `#/playground?tool=${encodeURIComponent($("#tool-select").value)}`;
 });

@@ -1,13 +1,15 @@
 //! The dashboard at `/ui`, in headless Chromium driven over WebDriver (Debian's
 //! `chromium` and `chromium-driver`; `.ci/run` installs them): sign in, see both demo
 //! services healthy, call a tool from the playground, find the call in the recent calls,
-//! stop a service and see it go down. The screenshot in the README is taken here
-//! (`UPDATE_SCREENSHOT=1` writes it to `docs/dashboard.png`).
+//! see the traffic and an error spike drawn on the trends page's charts and in the
+//! services' sparklines, stop a service and see it go down. The screenshots in the
+//! README are taken here (`UPDATE_SCREENSHOT=1` writes them to `docs/dashboard.png` and
+//! `docs/trends.png`).
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, process::Stdio, time::Duration};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::*;
 
@@ -85,6 +87,76 @@ async fn wait_text(c: &Client, css: &str, what: &str, ok: impl Fn(&str) -> bool)
             "{what}: `{css}` still reads {last:?}"
         );
         tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// The circles of the chart `chart` of class `cls`, as (data-at, data-value), read in one
+/// script (the page redraws every 2 s).
+async fn chart_points(c: &Client, chart: &str, cls: &str) -> Vec<(i64, f64)> {
+    let script = format!(
+        "return [...document.querySelectorAll('figure[data-chart=\"{chart}\"] circle.point.{cls}')]\
+           .map(c => [Number(c.dataset.at), Number(c.dataset.value)]);"
+    );
+    let found = c.execute(&script, vec![]).await.expect("run a script");
+    serde_json::from_value(found).expect("pairs of numbers")
+}
+
+/// Waits until the chart `chart` (points of class `cls`) satisfies `ok`.
+async fn wait_chart(
+    c: &Client,
+    chart: &str,
+    cls: &str,
+    what: &str,
+    ok: impl Fn(&[(i64, f64)]) -> bool,
+) -> Vec<(i64, f64)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let points = chart_points(c, chart, cls).await;
+        if ok(&points) {
+            return points;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: the {chart} chart drew {points:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Calls and failed calls per minute (its start, Unix ms), from the gateway's /calls.
+async fn calls_per_minute(gw: &impl Target) -> BTreeMap<i64, (u64, u64)> {
+    let calls: Value = http()
+        .get(format!("{}/calls?limit=1000", gw.base_url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET /calls")
+        .json()
+        .await
+        .expect("JSON");
+    let mut minutes: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    for call in calls["calls"].as_array().expect("calls") {
+        let m = minutes
+            .entry(call["at"].as_i64().expect("at") / 60_000 * 60_000)
+            .or_default();
+        m.0 += 1;
+        m.1 += u64::from(call["outcome"] != "ok");
+    }
+    minutes
+}
+
+fn save_screenshot(png: &[u8], name: &str) {
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot"
+    );
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&target).expect("target dir");
+    std::fs::write(target.join(name), png).expect("write screenshot");
+    if std::env::var_os("UPDATE_SCREENSHOT").is_some() {
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs");
+        std::fs::create_dir_all(&docs).expect("docs dir");
+        std::fs::write(docs.join(name), png).expect("write docs screenshot");
     }
 }
 
@@ -207,7 +279,126 @@ async fn an_operator_watches_and_drives_the_gateway_from_the_dashboard() {
     })
     .await;
 
-    // The services page, for the README.
+    // Traffic with an error spike: 6 lookups that succeed, then 4 calls of a tool that
+    // fails (the fixture's test_error_handling answers isError).
+    for id in ["1", "2", "3", "4", "5", "6"] {
+        let (status, body) = rpc(
+            &gw,
+            "tools/call",
+            json!({"name": "getProductById", "arguments": {"id": id}}),
+        )
+        .await;
+        assert!(status == 200 && body["result"]["isError"] != true, "{body}");
+    }
+    for _ in 0..4 {
+        let (status, body) = rpc(
+            &gw,
+            "tools/call",
+            json!({"name": "test_error_handling", "arguments": {}}),
+        )
+        .await;
+        assert!(status == 200 && body["result"]["isError"] == true, "{body}");
+    }
+    wait_until("11 calls in the log", Duration::from_secs(10), || async {
+        calls_per_minute(&gw)
+            .await
+            .values()
+            .map(|m| m.0)
+            .sum::<u64>()
+            == 11
+    })
+    .await;
+    let expected = calls_per_minute(&gw).await;
+
+    // The trends page charts them: 15 points of a minute, each minute's calls and error
+    // rate as the log has them, the spike where the errors were.
+    c.goto(&format!("{ui}#/trends?window=15m"))
+        .await
+        .expect("trends");
+    let calls = wait_chart(&c, "calls", "calls", "the calls per minute", |p| {
+        p.len() == 15 && p.iter().map(|(_, v)| v).sum::<f64>() == 11.0
+    })
+    .await;
+    for (at, value) in &calls {
+        let (n, _) = expected.get(at).copied().unwrap_or_default();
+        assert_eq!(*value, n as f64, "calls at {at}: {calls:?} vs {expected:?}");
+    }
+    let errors = chart_points(&c, "errors", "errors").await;
+    assert_eq!(errors.len(), 15, "{errors:?}");
+    for (at, value) in &errors {
+        let rate = match expected.get(at) {
+            Some((n, e)) if *n > 0 => *e as f64 / *n as f64,
+            _ => 0.0,
+        };
+        assert!(
+            (value - rate).abs() < 1e-9,
+            "error rate at {at}: {errors:?} vs {expected:?}"
+        );
+    }
+    let spike = errors.iter().map(|(_, v)| *v).fold(0.0, f64::max);
+    assert!(spike > 0.0, "an error spike: {errors:?}");
+    let latency = chart_points(&c, "latency", "p95").await;
+    assert_eq!(
+        latency.len(),
+        expected.len(),
+        "a p95 per minute with calls: {latency:?}"
+    );
+    assert!(latency.iter().all(|(_, v)| *v > 0.0), "{latency:?}");
+    wait_text(&c, "#trends-scope", "the totals", |t| {
+        t.contains("every service: 11 calls, 4 errors")
+    })
+    .await;
+
+    // One tool's charts, chosen from the page's own selects: every call of it failed.
+    c.find(Locator::Css("#trend-service"))
+        .await
+        .expect("service select")
+        .select_by_value("fixture")
+        .await
+        .expect("choose fixture");
+    wait_text(&c, "#trends-scope", "the fixture's totals", |t| {
+        t.contains("service fixture: 4 calls, 4 errors")
+    })
+    .await;
+    c.find(Locator::Css("#trend-tool"))
+        .await
+        .expect("tool select")
+        .select_by_value("test_error_handling")
+        .await
+        .expect("choose the tool");
+    wait_text(&c, "#trends-scope", "the tool's totals", |t| {
+        t.contains("tool test_error_handling (fixture): 4 calls, 4 errors")
+    })
+    .await;
+    wait_chart(&c, "errors", "errors", "the tool's error rate", |p| {
+        p.len() == 15
+            && p.iter().any(|(_, v)| *v == 1.0)
+            && p.iter().all(|(at, v)| {
+                *v == if expected.get(at).is_some_and(|m| m.1 > 0) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+    })
+    .await;
+    // The other windows: an hour of minutes, a day of 10-minute points.
+    for (window, points) in [("1h", 60), ("24h", 144)] {
+        c.find(Locator::Css("#trend-window"))
+            .await
+            .expect("window select")
+            .select_by_value(window)
+            .await
+            .expect("choose a window");
+        wait_chart(&c, "calls", "calls", window, |p| p.len() == points).await;
+    }
+    c.goto(&format!("{ui}#/trends?window=1h"))
+        .await
+        .expect("trends");
+    wait_chart(&c, "calls", "calls", "the hour", |p| p.len() == 60).await;
+    save_screenshot(&c.screenshot().await.expect("screenshot"), "trends.png");
+
+    // The services page, for the README: each service's last hour as a sparkline.
     c.goto(&format!("{ui}#/services")).await.expect("services");
     wait_text(
         &c,
@@ -216,19 +407,20 @@ async fn an_operator_watches_and_drives_the_gateway_from_the_dashboard() {
         |t| t.contains("healthy") && t.contains("0.0%"),
     )
     .await;
-    let png = c.screenshot().await.expect("screenshot");
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 10_000,
-        "a real screenshot"
+    let spark = c
+        .execute(
+            "const bars = [...document.querySelectorAll('tr[data-service=\"fixture\"] svg.spark rect.calls')];\
+             return [bars.length, bars.reduce((n, b) => n + Number(b.dataset.errors), 0)];",
+            vec![],
+        )
+        .await
+        .expect("read the sparkline");
+    assert_eq!(
+        spark,
+        json!([60, 4]),
+        "the fixture's sparkline: bars and errors"
     );
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
-    std::fs::create_dir_all(&target).expect("target dir");
-    std::fs::write(target.join("dashboard.png"), &png).expect("write screenshot");
-    if std::env::var_os("UPDATE_SCREENSHOT").is_some() {
-        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs");
-        std::fs::create_dir_all(&docs).expect("docs dir");
-        std::fs::write(docs.join("dashboard.png"), &png).expect("write docs screenshot");
-    }
+    save_screenshot(&c.screenshot().await.expect("screenshot"), "dashboard.png");
 
     // A service that dies turns down on the page by itself.
     user.kill9().await;
