@@ -50,6 +50,7 @@
 //!              PostgreSQL; written off the call path)
 //!   calllog      the call log's writer, retention and queries
 //!     postgres   a cluster's shared call log: its own pool, table, writer and queries
+//!     series     per-minute aggregates and the time series of /stats?window=&step=
 //!   metrics      a Prometheus registry per gateway
 //!   traces       W3C trace context in and out; OpenTelemetry export
 //! refusal      HTTP refusals (JSON body; 401/403/429 headers) and the RFC 9728 metadata URL
