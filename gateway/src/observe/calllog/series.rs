@@ -117,11 +117,12 @@ fn minutes_of(param: &str, text: &str) -> Result<i64, String> {
             "{param}: {text:?} is not a duration in whole minutes or hours; write e.g. 1m, 15m, 1h or 24h"
         )
     };
-    let (digits, unit) = text.split_at(text.len().saturating_sub(1));
-    let per = match unit {
-        "m" => 1,
-        "h" => 60,
-        _ => return Err(bad()),
+    let (digits, per) = if let Some(digits) = text.strip_suffix('m') {
+        (digits, 1)
+    } else if let Some(digits) = text.strip_suffix('h') {
+        (digits, 60)
+    } else {
+        return Err(bad());
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 6 {
         return Err(bad());
@@ -385,6 +386,9 @@ mod tests {
             (Some("1.5h"), None, "window"),
             (Some(""), None, "window"),
             (Some("99999999999h"), None, "window"),
+            (Some("1é"), None, "window"),
+            (Some("é"), None, "window"),
+            (Some("1h"), Some("5\u{1F600}"), "step"),
             (Some("1h"), Some("7m"), "step"),
             (Some("1h"), Some("2h"), "step"),
             (Some("1h"), Some("30s"), "step"),
