@@ -27,7 +27,7 @@ fn replica_config(url: &str, dir: &std::path::Path, n: usize) -> gateway::Config
 }
 
 /// A real PostgreSQL with database `db`, for replicas to share.
-struct Cluster {
+pub(crate) struct Cluster {
     pg: Postgres,
     url: String,
     /// The replicas' call-log files.
@@ -35,7 +35,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new(db: &str) -> Self {
+    pub(crate) fn new(db: &str) -> Self {
         let pg = Postgres::start();
         let url = pg.database(db);
         Self {
@@ -71,7 +71,7 @@ impl Cluster {
     }
 
     /// Two replicas, as [`Self::replicas`].
-    async fn pair(&self, tune: impl Fn(&mut gateway::Config)) -> (Running, Running) {
+    pub(crate) async fn pair(&self, tune: impl Fn(&mut gateway::Config)) -> (Running, Running) {
         let mut gws = self.replicas(2, tune).await.into_iter();
         (gws.next().expect("a"), gws.next().expect("b"))
     }
@@ -98,7 +98,7 @@ impl Cluster {
 }
 
 /// Replica `gw`'s id, as its `/health` says.
-async fn replica_id(gw: &impl Target) -> String {
+pub(crate) async fn replica_id(gw: &impl Target) -> String {
     health(gw).await["cluster"]["replica"]
         .as_str()
         .expect("a replica id")

@@ -160,6 +160,28 @@ fn save_screenshot(png: &[u8], name: &str) {
     }
 }
 
+/// Opens `ui`, is refused with a wrong token, then signs in with the right one.
+async fn sign_in(c: &Client, ui: &str) {
+    c.goto(ui).await.expect("open /ui");
+    let token = c.find(Locator::Css("#token")).await.expect("token field");
+    token.send_keys("not-the-token").await.expect("type");
+    c.find(Locator::Css("#sign-in"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    wait_text(c, "#sign-in-error", "a refusal", |t| t.contains("401")).await;
+    token.clear().await.expect("clear");
+    token.send_keys(TOKEN).await.expect("type");
+    c.find(Locator::Css("#sign-in"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_watches_and_drives_the_gateway_from_the_dashboard() {
     let driver = chromedriver().await;
@@ -184,24 +206,7 @@ async fn an_operator_watches_and_drives_the_gateway_from_the_dashboard() {
     let ui = format!("{}/ui", gw.base());
 
     // Sign in: a wrong token is refused and said so; the right one opens the services.
-    c.goto(&ui).await.expect("open /ui");
-    let token = c.find(Locator::Css("#token")).await.expect("token field");
-    token.send_keys("not-the-token").await.expect("type");
-    c.find(Locator::Css("#sign-in"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
-    wait_text(&c, "#sign-in-error", "a refusal", |t| t.contains("401")).await;
-    token.clear().await.expect("clear");
-    token.send_keys(TOKEN).await.expect("type");
-    c.find(Locator::Css("#sign-in"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
+    sign_in(&c, &ui).await;
     for service in ["shopping-service", "user-service", "fixture"] {
         let css = format!("tr[data-service=\"{service}\"] .state");
         wait_text(&c, &css, service, |t| t == "healthy").await;
@@ -442,4 +447,52 @@ async fn an_operator_watches_and_drives_the_gateway_from_the_dashboard() {
     c.close().await.expect("close the browser");
     shopping.stop().await;
     gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clusters_dashboard_lists_its_replicas_and_the_replica_that_served_each_call() {
+    let driver = chromedriver().await;
+    // Two replicas on one PostgreSQL, sharing the call log.
+    let cluster = crate::cluster::Cluster::new("dashboard");
+    let (a, b) = cluster.pair(|c| c.call_log_store = None).await;
+    let (id_a, id_b) = (
+        crate::cluster::replica_id(&a).await,
+        crate::cluster::replica_id(&b).await,
+    );
+    let shopping = start_shopping(Some(&a)).await;
+    wait_for_services(&b, &["shopping-service"]).await;
+    let (status, body) = rpc(
+        &b,
+        "tools/call",
+        json!({"name": "getProductById", "arguments": {"id": "7"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let c = browser(&driver).await;
+    let ui = format!("{}/ui", a.base());
+    sign_in(&c, &ui).await;
+    let mine = format!("tr[data-replica=\"{id_a}\"]");
+    wait_text(&c, &mine, "this replica's row", |t| {
+        t.contains("(this page)")
+    })
+    .await;
+    let other = format!("tr[data-replica=\"{id_b}\"]");
+    let row = wait_text(&c, &other, "the other replica's row", |t| !t.is_empty()).await;
+    assert!(!row.contains("(this page)"), "{row}");
+    wait_text(&c, "#store-state", "the store", |t| t == "store reachable").await;
+
+    // The call made through b, in a's recent calls, with b as its replica.
+    c.goto(&format!("{ui}#/calls")).await.expect("calls");
+    wait_text(
+        &c,
+        "tr[data-tool=\"getProductById\"] td.replica",
+        "the serving replica",
+        |t| t == id_b,
+    )
+    .await;
+    c.close().await.expect("close the browser");
+    shopping.stop().await;
+    a.stop().await;
+    b.stop().await;
 }
