@@ -202,8 +202,16 @@ async function showTrends(params) {
   const query = new URLSearchParams({ window: win, step: WINDOWS[win].step });
   if (service) query.set("service", service);
   if (tool) query.set("tool", tool);
-  const [stats, tools] = await Promise.all([api(`/stats?${query}`),
-    toolsCache.length ? toolsCache : loadTools()]);
+  let stats, tools;
+  try {
+    [stats, tools] = await Promise.all([api(`/stats?${query}`),
+      toolsCache.length ? toolsCache : loadTools()]);
+  } catch (e) {
+    // The call log off (404) or unreadable: say so rather than show stale charts.
+    $("#trends-scope").textContent = `No trends: ${e.message}`;
+    $("#charts").replaceChildren();
+    throw e;
+  }
   const series = stats.series;
   fillSelect("#trend-window", null, win);
   fillSelect("#trend-service", [...new Set(tools.map((t) => t.service))].sort(), service);

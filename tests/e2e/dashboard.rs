@@ -496,3 +496,25 @@ async fn a_clusters_dashboard_lists_its_replicas_and_the_replica_that_served_eac
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_call_log_the_trends_page_says_why_it_has_no_charts() {
+    let driver = chromedriver().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.call_log = false;
+    let gw = start_gateway(config).await;
+    let c = browser(&driver).await;
+    let ui = format!("{}/ui", gw.base());
+    sign_in(&c, &ui).await;
+    c.goto(&format!("{ui}#/trends?window=15m"))
+        .await
+        .expect("trends");
+    wait_text(&c, "#trends-scope", "the reason", |t| {
+        t.contains("No trends") && t.contains("call log is off")
+    })
+    .await;
+    assert!(chart_points(&c, "calls", "calls").await.is_empty());
+    c.close().await.expect("close the browser");
+    gw.stop().await;
+}
