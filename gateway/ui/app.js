@@ -195,8 +195,8 @@ async function showReplicas() {
 
 // Trends: calls per minute, error rate and latency over a window, for the gateway, a
 // service or a tool (the URL says which: #/trends?window=1h&service=&tool=).
-async function showTrends(params) {
-  const win = WINDOWS[params.get("window")] ? params.get("window") : "1h";
+async function showTrends(params, ctx = { first: true, current: () => true }) {
+  const win = Object.hasOwn(WINDOWS, params.get("window") || "") ? params.get("window") : "1h";
   const service = params.get("service") || "";
   const tool = params.get("tool") || "";
   const query = new URLSearchParams({ window: win, step: WINDOWS[win].step });
@@ -204,17 +204,23 @@ async function showTrends(params) {
   if (tool) query.set("tool", tool);
   let stats, tools;
   try {
+    // The tools (for the selects) are read again each time the page is opened.
     [stats, tools] = await Promise.all([api(`/stats?${query}`),
-      toolsCache.length ? toolsCache : loadTools()]);
+      ctx.first || !toolsCache.length ? loadTools() : toolsCache]);
   } catch (e) {
+    if (!ctx.current()) return;
     // The call log off (404) or unreadable: say so rather than show stale charts.
     $("#trends-scope").textContent = `No trends: ${e.message}`;
     $("#charts").replaceChildren();
     throw e;
   }
+  if (!ctx.current()) return;
   const series = stats.series;
   fillSelect("#trend-window", null, win);
-  fillSelect("#trend-service", [...new Set(tools.map((t) => t.service))].sort(), service);
+  // Services with tools, and those with calls in the window (virtual servers' composites,
+  // services since removed).
+  fillSelect("#trend-service",
+    [...new Set([...tools.map((t) => t.service), ...Object.keys(series.services)])].sort(), service);
   fillSelect("#trend-tool", tools.filter((t) => !service || t.service === service)
     .map((t) => t.name).sort(), tool);
   const quiet = series.gateway.map((p) => ({ ...p, calls: 0, errors: 0, errorRate: 0,
@@ -243,10 +249,12 @@ async function showTrends(params) {
   stamp("#trends-updated");
 }
 
-// Keeps a select's options (a first "every ..." option, then `values`) and its value.
+// Keeps a select's options (a first "every ..." option, then `values`, and `value` if
+// they lack it, so the URL's choice is never dropped) and its value.
 function fillSelect(css, values, value) {
   const select = $(css);
   if (values) {
+    if (value && !values.includes(value)) values = [...values, value];
     const first = select.options[0];
     const wanted = [first.value, ...values];
     const have = [...select.options].map((o) => o.value);
@@ -429,18 +437,30 @@ async function callTool() {
 
 const PAGES = { services: showServices, trends: showTrends, tools: showTools, calls: showCalls,
   playground: showPlayground };
-const REFRESHING = new Set(["services", "trends", "calls"]);
+// How often a page refreshes itself (ms); the trends' points are a minute or more apart.
+const REFRESHING = { services: REFRESH_MS, trends: 10000, calls: REFRESH_MS };
 
+// Each route is a generation: a page's answer that lands after the next route began is
+// dropped (ctx.current()), and a page refreshes only after its last refresh finished.
+let generation = 0;
 function route() {
-  clearInterval(timer);
+  clearTimeout(timer);
+  const mine = ++generation;
   if (!token()) { show("sign-in"); return; }
   const [path, query] = (location.hash.slice(2) || "services").split("?");
   const page = PAGES[path] ? path : "services";
   show(page);
   const params = new URLSearchParams(query || "");
-  const run = () => PAGES[page](params).catch((e) => console.warn(e));
-  run();
-  if (REFRESHING.has(page)) timer = setInterval(run, REFRESH_MS);
+  const every = REFRESHING[page];
+  const run = async (first) => {
+    try {
+      await PAGES[page](params, { first, current: () => mine === generation });
+    } catch (e) {
+      console.warn(e);
+    }
+    if (every && mine === generation) timer = setTimeout(() => run(false), every);
+  };
+  run(true);
 }
 
 function show(page) {

@@ -387,15 +387,24 @@ async fn an_operator_watches_and_drives_the_gateway_from_the_dashboard() {
             })
     })
     .await;
-    // The other windows: an hour of minutes, a day of 10-minute points.
-    for (window, points) in [("1h", 60), ("24h", 144)] {
+    // The other windows, keeping the tool: an hour of minutes, a day of 10-minute points.
+    for (window, points, label) in [("1h", 60, "hour"), ("24h", 144, "24 hours")] {
         c.find(Locator::Css("#trend-window"))
             .await
             .expect("window select")
             .select_by_value(window)
             .await
             .expect("choose a window");
-        wait_chart(&c, "calls", "calls", window, |p| p.len() == points).await;
+        wait_chart(&c, "calls", "calls", window, |p| {
+            p.len() == points && p.iter().any(|(_, v)| *v > 0.0)
+        })
+        .await;
+        wait_text(&c, "#trends-scope", "the tool's totals", |t| {
+            t.contains(&format!(
+                "tool test_error_handling (fixture): 4 calls, 4 errors in the last {label}"
+            ))
+        })
+        .await;
     }
     c.goto(&format!("{ui}#/trends?window=1h"))
         .await

@@ -476,8 +476,15 @@ async fn stats_time_series_count_every_call_in_its_minute_and_refuse_bad_windows
             "{query}"
         );
     }
-    // Without a window there is no series, as before.
-    assert!(get_json(&gw, "/stats").await.1.get("series").is_none());
+    // Without a window there is no series, as before; with one, only the series (the
+    // totals read the whole log).
+    let (_, totals) = get_json(&gw, "/stats").await;
+    assert!(totals.get("series").is_none(), "{totals}");
+    assert_eq!(totals["services"]["charted"]["calls"], 10, "{totals}");
+    assert!(
+        stats.get("services").is_none() && stats.get("tools").is_none(),
+        "{stats}"
+    );
 
     // Bad values are refused with the parameter named, and change nothing.
     for (query, named) in [

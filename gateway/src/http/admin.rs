@@ -626,7 +626,7 @@ fn call_log_off() -> Response {
 
 /// `GET /stats?window=&step=&service=&tool=`: per service and per tool, over the
 /// retained call log: calls, errors, error rate, p50 and p95 latency, last use; with a
-/// `window` (or `step`), also the time series of the gateway, of each service and of
+/// `window` (or `step`), instead the time series of the gateway, of each service and of
 /// `tool`, from the per-minute aggregates (see `observe::calllog::series`).
 #[utoipa::path(get, path = "/stats", tag = "observe",
     params(SeriesQuery),
@@ -660,13 +660,17 @@ pub async fn stats(
     let Some(log) = registry.calls().cloned() else {
         return call_log_off();
     };
-    let series = match span {
-        Some(span) => match log.series(span, query).await {
-            Ok(series) => Some(series),
-            Err(why) => return error(StatusCode::INTERNAL_SERVER_ERROR, "call_log_failed", why),
-        },
-        None => None,
-    };
+    if let Some(span) = span {
+        return match log.series(span, query).await {
+            Ok(series) => Json(StatsBody {
+                services: None,
+                tools: None,
+                series: Some(series),
+            })
+            .into_response(),
+            Err(why) => error(StatusCode::INTERNAL_SERVER_ERROR, "call_log_failed", why),
+        };
+    }
     match log.stats().await {
         Ok((services, by_tool)) => {
             let tools = by_tool
@@ -678,9 +682,9 @@ pub async fn stats(
                 })
                 .collect();
             Json(StatsBody {
-                services,
-                tools,
-                series,
+                services: Some(services),
+                tools: Some(tools),
+                series: None,
             })
             .into_response()
         }

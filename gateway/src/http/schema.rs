@@ -197,9 +197,14 @@ pub struct ToolStats {
 /// `GET /stats`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatsBody {
-    pub services: BTreeMap<String, Stats>,
-    pub tools: Vec<ToolStats>,
-    /// With `window` or `step`: the time series.
+    /// Without `window` and `step`: per service, over the retained log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub services: Option<BTreeMap<String, Stats>>,
+    /// Without `window` and `step`: per tool, over the retained log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<ToolStats>>,
+    /// With `window` or `step`: the time series (and nothing else: the totals above
+    /// read the whole log, which a chart refreshing every few seconds should not).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub series: Option<crate::observe::calllog::series::Series>,
 }

@@ -366,18 +366,69 @@ impl CallLog {
         q: series::SeriesQuery,
     ) -> Result<series::Series, String> {
         let now = super::now_ms();
-        let from = span.first_minute(now);
-        let cells = match &self.0 {
+        let read = span.read(now, q.service.as_deref(), None);
+        let tool = q.tool.as_deref().map(|t| series::Read {
+            tool: Some(t),
+            ..read.clone()
+        });
+        let (all, of_tool) = match &self.0 {
             Backend::Sqlite(log) => {
                 let log = Arc::clone(log);
-                let service = q.service.clone();
-                tokio::task::spawn_blocking(move || log.cells(from, service.as_deref()))
-                    .await
-                    .map_err(|e| e.to_string())??
+                let (read, tool) = (own(&read), tool.as_ref().map(own));
+                tokio::task::spawn_blocking(move || {
+                    let all = log.cells(&read.borrowed())?;
+                    let of_tool = tool.map(|t| log.cells(&t.borrowed())).transpose()?;
+                    Ok::<_, String>((all, of_tool))
+                })
+                .await
+                .map_err(|e| e.to_string())??
             }
-            Backend::Postgres(pg) => pg.cells(from, q.service.as_deref()).await?,
+            Backend::Postgres(pg) => {
+                let all = pg.cells(&read).await?;
+                let of_tool = match &tool {
+                    Some(t) => Some(pg.cells(t).await?),
+                    None => None,
+                };
+                (all, of_tool)
+            }
         };
-        Ok(series::build(&span, now, &cells, q.tool.as_deref()))
+        Ok(series::build(
+            &span,
+            now,
+            &all,
+            q.tool.as_deref().zip(of_tool.as_deref()),
+        ))
+    }
+}
+
+/// A [`series::Read`] that owns its names, to cross into the blocking pool.
+struct OwnedRead {
+    first: i64,
+    end: i64,
+    step: i64,
+    service: Option<String>,
+    tool: Option<String>,
+}
+
+fn own(r: &series::Read<'_>) -> OwnedRead {
+    OwnedRead {
+        first: r.first,
+        end: r.end,
+        step: r.step,
+        service: r.service.map(String::from),
+        tool: r.tool.map(String::from),
+    }
+}
+
+impl OwnedRead {
+    fn borrowed(&self) -> series::Read<'_> {
+        series::Read {
+            first: self.first,
+            end: self.end,
+            step: self.step,
+            service: self.service.as_deref(),
+            tool: self.tool.as_deref(),
+        }
     }
 }
 
@@ -522,24 +573,26 @@ impl Sqlite {
         ))
     }
 
-    /// The per-minute aggregates from minute `from` on (of `service` only, when given).
-    fn cells(&self, from: i64, service: Option<&str>) -> Result<Vec<series::Cell>, String> {
+    /// The aggregates `r` asks for, summed per point, service and bucket.
+    fn cells(&self, r: &series::Read<'_>) -> Result<Vec<series::Cell>, String> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT minute, service, tool, bucket, calls, errors FROM calls_minute
-                 WHERE minute >= ?1 AND (?2 IS NULL OR service = ?2)",
+                "SELECT (minute - ?1) / ?3 AS point, service, bucket, SUM(calls), SUM(errors)
+                 FROM calls_minute
+                 WHERE minute >= ?1 AND minute < ?2
+                   AND (?4 IS NULL OR service = ?4) AND (?5 IS NULL OR tool = ?5)
+                 GROUP BY point, service, bucket",
             )
             .map_err(|e| self.failed(e))?;
         let rows = stmt
-            .query_map(params![from, service], |r| {
+            .query_map(params![r.first, r.end, r.step, r.service, r.tool], |row| {
                 Ok(series::Cell {
-                    minute: r.get(0)?,
-                    service: r.get(1)?,
-                    tool: r.get(2)?,
-                    bucket: r.get(3)?,
-                    calls: r.get(4)?,
-                    errors: r.get(5)?,
+                    point: row.get(0)?,
+                    service: row.get(1)?,
+                    bucket: row.get(2)?,
+                    calls: row.get(3)?,
+                    errors: row.get(4)?,
                 })
             })
             .map_err(|e| self.failed(e))?;
@@ -860,6 +913,82 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn minutes_are_summed_per_point_and_kept_25_hours() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = open(&dir.path().join("log.db")).expect("open");
+        let now = crate::vocab::now_ms();
+        let record = |ago_minutes: i64, tool: &str, outcome| CallRecord {
+            at_ms: now - ago_minutes * 60_000,
+            request_id: None,
+            identity: Arc::from("i"),
+            service: Arc::from("s"),
+            instance: None,
+            tool: Arc::from(tool),
+            duration_ms: 2.0,
+            upstream_ms: 1.0,
+            outcome,
+            error: None,
+            arguments: None,
+            result: None,
+        };
+        let records = [
+            record(26 * 60, "t", Outcome::Ok), // past the 25 hours kept
+            record(20, "t", Outcome::Ok),
+            record(0, "t", Outcome::Ok),
+            record(0, "t", Outcome::Timeout),
+            record(0, "u", Outcome::Ok),
+        ];
+        // Two batches: the second adds to the rows of the first.
+        insert(&mut conn, &records).expect("insert");
+        insert(&mut conn, &records[2..3]).expect("insert");
+        let minutes = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT SUM(calls) FROM calls_minute", [], |r| r.get(0))
+                .expect("count")
+        };
+        assert_eq!(minutes(&conn), 6);
+        let retention = Retention {
+            max_rows: 1000,
+            max_age: Duration::from_secs(30 * 24 * 3600),
+        };
+        prune(&conn, retention).expect("prune");
+        assert_eq!(minutes(&conn), 5, "the minute 26 hours ago is gone");
+
+        let log = Sqlite {
+            conn: Mutex::new(conn),
+            path: "log.db".into(),
+        };
+        let span = series::SeriesQuery {
+            window: Some("1h".into()),
+            step: Some("5m".into()),
+            ..Default::default()
+        }
+        .span()
+        .expect("span")
+        .expect("a span");
+        let read = span.read(now, None, None);
+        let all = log.cells(&read).expect("cells");
+        // Two points with calls; this minute's calls summed by the database into one row
+        // per service and bucket.
+        let last = read.end / read.step - read.first / read.step - 1;
+        let now_cells: Vec<_> = all.iter().filter(|c| c.point == last).collect();
+        assert_eq!(now_cells.len(), 1, "{all:?}");
+        assert_eq!((now_cells[0].calls, now_cells[0].errors), (4, 1));
+        let only_u = log
+            .cells(&series::Read {
+                tool: Some("u"),
+                ..read.clone()
+            })
+            .expect("cells");
+        assert_eq!(only_u.iter().map(|c| c.calls).sum::<i64>(), 1, "{only_u:?}");
+        let built = series::build(&span, now, &all, Some(("u", &only_u)));
+        assert_eq!(built.gateway.iter().map(|p| p.calls).sum::<u64>(), 5);
+        assert_eq!(
+            built.tools[0].points.iter().map(|p| p.calls).sum::<u64>(),
+            1
+        );
+    }
 
     #[test]
     fn redaction_reaches_every_depth_and_any_case() {

@@ -84,12 +84,14 @@ const SCHEMA: &str = "SELECT pg_advisory_xact_lock(120273854948204);
         PRIMARY KEY (minute, service, tool, bucket)
     );";
 
-/// A batch's aggregates added in: the rows come in key order (`series::minutes`), so
-/// replicas adding to the same rows lock them in one order.
+/// A batch's aggregates added in: the rows come in key order (`series::minutes`) and are
+/// inserted in that order (`ORDER BY` the arrays' ordinality), so replicas adding to the
+/// same rows lock them in one order.
 const UPSERT_MINUTES: &str =
     "INSERT INTO calls_minute (minute, service, tool, bucket, calls, errors)
-     SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::INTEGER[], $5::BIGINT[],
-       $6::BIGINT[])
+     SELECT m, s, t, b, c, e FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::INTEGER[],
+       $5::BIGINT[], $6::BIGINT[]) WITH ORDINALITY AS u(m, s, t, b, c, e, n)
+     ORDER BY n
      ON CONFLICT (minute, service, tool, bucket) DO UPDATE
      SET calls = calls_minute.calls + EXCLUDED.calls,
          errors = calls_minute.errors + EXCLUDED.errors";
@@ -98,8 +100,13 @@ const UPSERT_MINUTES: &str =
 const PRUNE_MINUTES: &str = "DELETE FROM calls_minute
      WHERE (SELECT pg_try_advisory_xact_lock(120273854948204)) AND minute < $1";
 
-const CELLS: &str = "SELECT minute, service, tool, bucket, calls, errors FROM calls_minute
-     WHERE minute >= $1 AND ($2::TEXT IS NULL OR service = $2)";
+/// A span's aggregates summed per point, service and bucket (`series::Read`).
+const CELLS: &str = "SELECT (minute - $1) / $3 AS point, service, bucket,
+       SUM(calls)::BIGINT, SUM(errors)::BIGINT
+     FROM calls_minute
+     WHERE minute >= $1 AND minute < $2
+       AND ($4::TEXT IS NULL OR service = $4) AND ($5::TEXT IS NULL OR tool = $5)
+     GROUP BY point, service, bucket";
 
 const INSERT: &str = "INSERT INTO calls_log (replica, at_ms, request_id, identity, service,
        instance, tool, duration_ms, upstream_ms, outcome, error, arguments, result)
@@ -459,26 +466,27 @@ impl Pg {
         Ok((by_service, by_tool))
     }
 
-    /// The per-minute aggregates from minute `from` on (of `service` only, when given).
+    /// The aggregates `r` asks for, summed per point, service and bucket.
     pub(super) async fn cells(
         &self,
-        from: i64,
-        service: Option<&str>,
+        r: &super::series::Read<'_>,
     ) -> Result<Vec<super::series::Cell>, String> {
         let client = self.reader().await?;
-        let rows = client.query(CELLS, &[&from, &service]).await.map_err(|e| {
-            self.noticed(&e);
-            self.read_failed(why(&e))
-        })?;
+        let rows = client
+            .query(CELLS, &[&r.first, &r.end, &r.step, &r.service, &r.tool])
+            .await
+            .map_err(|e| {
+                self.noticed(&e);
+                self.read_failed(why(&e))
+            })?;
         rows.iter()
-            .map(|r| {
+            .map(|row| {
                 Ok(super::series::Cell {
-                    minute: r.try_get(0)?,
-                    service: r.try_get(1)?,
-                    tool: r.try_get(2)?,
-                    bucket: r.try_get(3)?,
-                    calls: r.try_get(4)?,
-                    errors: r.try_get(5)?,
+                    point: row.try_get(0)?,
+                    service: row.try_get(1)?,
+                    bucket: row.try_get(2)?,
+                    calls: row.try_get(3)?,
+                    errors: row.try_get(4)?,
                 })
             })
             .collect::<Result<_, tokio_postgres::Error>>()

@@ -6,12 +6,15 @@
 //! cannot be read from it, and reading it whole for every refresh of a chart costs a scan
 //! of every retained row. The aggregates cost the writer one upsert per (minute, service,
 //! tool, latency bucket) seen in a batch, in the batch's own transaction (nothing on a
-//! call's path), and a chart reads at most a few rows per minute shown. In a cluster the
-//! upserts add up in the shared table, so every replica charts the whole cluster.
+//! call's path), and the database sums a chart's rows per point, service and bucket, so a
+//! read returns at most points × services × buckets rows however busy the gateway was. In
+//! a cluster the upserts add up in the shared table, so every replica charts the whole
+//! cluster.
 //!
 //! Latency is kept as a histogram of log-spaced buckets, four per doubling from 10 µs:
-//! p50 and p95 are read from it to within 9% (the bucket's geometric middle), where
-//! `/stats` without a window gives exact percentiles over the retained log.
+//! p50 and p95 are read from it to within about 9% (the bucket's geometric middle; calls
+//! under 12 µs or over 37 minutes fall in the end buckets), where `/stats` without a
+//! window gives exact percentiles over the retained log.
 //!
 //! Invariant: aggregates are written only by the call-log writer, kept [`KEEP_MINUTES`],
 //! and read only for a window of at most [`MAX_WINDOW_MS`].
@@ -189,21 +192,46 @@ impl Span {
         now_ms.div_euclid(self.step_ms) * self.step_ms - (self.points - 1) * self.step_ms
     }
 
-    /// The first minute read.
-    pub fn first_minute(&self, now_ms: i64) -> i64 {
-        self.first(now_ms).div_euclid(MINUTE_MS)
+    /// What to read for the span ending with the point holding `now_ms`.
+    pub fn read<'a>(
+        &self,
+        now_ms: i64,
+        service: Option<&'a str>,
+        tool: Option<&'a str>,
+    ) -> Read<'a> {
+        let first = self.first(now_ms).div_euclid(MINUTE_MS);
+        let step = self.step_ms / MINUTE_MS;
+        Read {
+            first,
+            end: first + self.points * step,
+            step,
+            service,
+            tool,
+        }
     }
 }
 
-/// One aggregate read back.
+/// The aggregates of one point, service and latency bucket, summed by the database
+/// (`point` counts steps from the span's first; rows are at most points × services ×
+/// buckets, whatever the traffic).
 #[derive(Debug, Clone)]
 pub struct Cell {
-    pub minute: i64,
+    pub point: i64,
     pub service: String,
-    pub tool: String,
     pub bucket: i32,
     pub calls: i64,
     pub errors: i64,
+}
+
+/// What a span reads: its minutes, `[first, end)`, summed per `step` minutes, of
+/// `service` only and `tool` only when given.
+#[derive(Debug, Clone)]
+pub struct Read<'a> {
+    pub first: i64,
+    pub end: i64,
+    pub step: i64,
+    pub service: Option<&'a str>,
+    pub tool: Option<&'a str>,
 }
 
 /// One point of a series.
@@ -218,7 +246,7 @@ pub struct Point {
     pub error_rate: f64,
     /// calls / the step in minutes.
     pub calls_per_minute: f64,
-    /// From the latency histogram (to within 9%); null without calls.
+    /// From the latency histogram (to within about 9%); null without calls.
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
 }
@@ -281,7 +309,11 @@ impl Acc {
         None
     }
 
-    fn point(&self, at: i64, step_ms: i64) -> Point {
+    /// The point starting `at`; its rate per minute over the step, or for the point in
+    /// progress over the minutes it has run (at least one), so it does not dip.
+    fn point(&self, at: i64, step_ms: i64, now_ms: i64) -> Point {
+        let minutes =
+            ((now_ms - at) as f64 / MINUTE_MS as f64).clamp(1.0, (step_ms / MINUTE_MS) as f64);
         Point {
             at,
             calls: self.calls,
@@ -291,46 +323,41 @@ impl Acc {
             } else {
                 self.errors as f64 / self.calls as f64
             },
-            calls_per_minute: self.calls as f64 * MINUTE_MS as f64 / step_ms as f64,
+            calls_per_minute: self.calls as f64 / minutes,
             p50_ms: self.percentile(0.50),
             p95_ms: self.percentile(0.95),
         }
     }
 }
 
-/// The series of `span` ending now (`now_ms`) from `cells` (those of minutes before
-/// the span are ignored); `tool` adds that tool's series.
-pub fn build(span: &Span, now_ms: i64, cells: &[Cell], tool: Option<&str>) -> Series {
+/// The series of `span` ending now (`now_ms`) from `all` cells, and from `tool`'s own
+/// when a tool's series was asked for (cells outside the span are ignored).
+pub fn build(span: &Span, now_ms: i64, all: &[Cell], tool: Option<(&str, &[Cell])>) -> Series {
     let first = span.first(now_ms);
     let n = span.points as usize;
+    let slot = |cell: &Cell| usize::try_from(cell.point).ok().filter(|i| *i < n);
     let mut gateway = vec![Acc::default(); n];
     let mut services: BTreeMap<&str, Vec<Acc>> = BTreeMap::new();
-    let mut tools: BTreeMap<(&str, &str), Vec<Acc>> = BTreeMap::new();
-    for cell in cells {
-        let at = cell.minute * MINUTE_MS;
-        if at < first {
-            continue;
-        }
-        let i = ((at - first) / span.step_ms) as usize;
-        if i >= n {
-            continue;
-        }
+    for cell in all {
+        let Some(i) = slot(cell) else { continue };
         gateway[i].add(cell);
         services
             .entry(&cell.service)
             .or_insert_with(|| vec![Acc::default(); n])[i]
             .add(cell);
-        if tool == Some(cell.tool.as_str()) {
-            tools
-                .entry((&cell.service, &cell.tool))
-                .or_insert_with(|| vec![Acc::default(); n])[i]
-                .add(cell);
-        }
+    }
+    let mut tools: BTreeMap<&str, Vec<Acc>> = BTreeMap::new();
+    for cell in tool.map_or(&[][..], |(_, cells)| cells) {
+        let Some(i) = slot(cell) else { continue };
+        tools
+            .entry(&cell.service)
+            .or_insert_with(|| vec![Acc::default(); n])[i]
+            .add(cell);
     }
     let points = |accs: &[Acc]| -> Vec<Point> {
         accs.iter()
             .enumerate()
-            .map(|(i, a)| a.point(first + i as i64 * span.step_ms, span.step_ms))
+            .map(|(i, a)| a.point(first + i as i64 * span.step_ms, span.step_ms, now_ms))
             .collect()
     };
     Series {
@@ -346,9 +373,9 @@ pub fn build(span: &Span, now_ms: i64, cells: &[Cell], tool: Option<&str>) -> Se
             .collect(),
         tools: tools
             .iter()
-            .map(|((s, t), accs)| ToolSeries {
+            .map(|(s, accs)| ToolSeries {
                 service: s.to_string(),
-                tool: t.to_string(),
+                tool: tool.map(|(t, _)| t.to_string()).unwrap_or_default(),
                 points: points(accs),
             })
             .collect(),
@@ -403,7 +430,7 @@ mod tests {
     }
 
     #[test]
-    fn buckets_are_log_spaced_and_read_back_within_nine_percent() {
+    fn buckets_are_log_spaced_and_read_back_within_about_nine_percent() {
         assert_eq!(bucket(0.0), 0);
         assert_eq!(bucket(f64::NAN), 0);
         assert_eq!(bucket(1e12), BUCKETS - 1);
@@ -414,37 +441,48 @@ mod tests {
     }
 
     #[test]
-    fn points_sum_the_minutes_they_cover() {
+    fn points_sum_the_cells_they_cover() {
         let span = query(Some("10m"), Some("5m")).span().unwrap().unwrap();
         let now = 1_000 * MINUTE_MS + 30_000; // minute 1000, half way
-        let first = span.first(now);
-        assert_eq!(first, 995 * MINUTE_MS);
-        let cell = |minute, service: &str, tool: &str, bucket, calls, errors| Cell {
-            minute,
+        assert_eq!(span.first(now), 995 * MINUTE_MS);
+        let read = span.read(now, None, None);
+        assert_eq!((read.first, read.end, read.step), (995, 1005, 5));
+        let cell = |point, service: &str, bucket, calls, errors| Cell {
+            point,
             service: service.into(),
-            tool: tool.into(),
             bucket,
             calls,
             errors,
         };
-        let cells = [
-            cell(990, "a", "t", 10, 50, 0), // before the window
-            cell(995, "a", "t", 10, 3, 1),
-            cell(999, "a", "u", 20, 1, 0),
-            cell(1000, "b", "t", 30, 4, 4),
+        let all = [
+            cell(-1, "a", 10, 50, 0), // before the window
+            cell(0, "a", 10, 3, 1),
+            cell(0, "a", 20, 1, 0),
+            cell(1, "b", 30, 4, 4),
+            cell(2, "b", 30, 9, 0), // after it
         ];
-        let s = build(&span, now, &cells, Some("t"));
+        let tool = [cell(0, "a", 10, 3, 1), cell(1, "b", 30, 4, 4)];
+        let s = build(&span, now, &all, Some(("t", &tool)));
         assert_eq!(s.gateway.len(), 2);
         assert_eq!((s.gateway[0].calls, s.gateway[0].errors), (4, 1));
         assert_eq!((s.gateway[1].calls, s.gateway[1].errors), (4, 4));
         assert_eq!(s.gateway[1].error_rate, 1.0);
+        // A past point's rate is over its 5 minutes; the one in progress over the one
+        // minute it has run (at least one), not the whole step.
         assert_eq!(s.gateway[0].calls_per_minute, 0.8);
+        assert_eq!(s.gateway[1].calls_per_minute, 4.0);
         assert_eq!(s.gateway[0].p50_ms, Some(bucket_ms(10)));
         assert_eq!(s.gateway[0].p95_ms, Some(bucket_ms(20)));
         assert_eq!(s.services["a"][1].calls, 0);
         assert_eq!(s.services["b"][1].calls, 4);
         assert_eq!(s.tools.len(), 2, "t is served by a and b");
+        assert_eq!(
+            (s.tools[0].service.as_str(), s.tools[0].tool.as_str()),
+            ("a", "t")
+        );
         assert_eq!(s.tools[0].points[0].calls, 3);
         assert_eq!((s.from, s.to), (995 * MINUTE_MS, 1005 * MINUTE_MS));
+        let later = build(&span, now + 3 * MINUTE_MS, &all, None);
+        assert_eq!(later.gateway[1].calls_per_minute, 4.0 / 3.5);
     }
 }
