@@ -1091,18 +1091,6 @@ async fn shared_sessions_expire_for_the_cluster_and_are_never_adopted_unchecked(
     }
 }
 
-/// `path` on `gw` with the test token: status and JSON body (`null` when not JSON).
-async fn get_json(gw: &impl Target, path: &str) -> (u16, Value) {
-    let resp = http()
-        .get(format!("{}{path}", gw.base_url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 /// Service `logged`'s calls in `gw`'s `/calls`, counted by the replica each names;
 /// `None` while the call log cannot be read.
 async fn logged_by_replica(gw: &impl Target) -> Option<std::collections::BTreeMap<String, usize>> {

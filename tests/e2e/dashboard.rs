@@ -9,7 +9,7 @@
 use std::{collections::BTreeMap, path::PathBuf, process::Stdio, time::Duration};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::*;
 
@@ -123,17 +123,20 @@ async fn wait_chart(
     }
 }
 
+/// Chooses `value` in the select `css`.
+async fn choose(c: &Client, css: &str, value: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .select_by_value(value)
+        .await
+        .unwrap_or_else(|e| panic!("{css}: choose {value}: {e}"));
+}
+
 /// Calls and failed calls per minute (its start, Unix ms), from the gateway's /calls.
 async fn calls_per_minute(gw: &impl Target) -> BTreeMap<i64, (u64, u64)> {
-    let calls: Value = http()
-        .get(format!("{}/calls?limit=1000", gw.base_url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("GET /calls")
-        .json()
-        .await
-        .expect("JSON");
+    let (status, calls) = get_json(gw, "/calls?limit=1000").await;
+    assert_eq!(status, 200, "{calls}");
     let mut minutes: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
     for call in calls["calls"].as_array().expect("calls") {
         let m = minutes
@@ -160,7 +163,9 @@ fn save_screenshot(png: &[u8], name: &str) {
     }
 }
 
-/// Opens `ui`, is refused with a wrong token, then signs in with the right one.
+/// Opens `ui`, is refused with a wrong token, then signs in with the right one and waits
+/// for the services page it opens (navigating before the token is kept would land on the
+/// sign-in page, then on the services page).
 async fn sign_in(c: &Client, ui: &str) {
     c.goto(ui).await.expect("open /ui");
     let token = c.find(Locator::Css("#token")).await.expect("token field");
@@ -180,6 +185,10 @@ async fn sign_in(c: &Client, ui: &str) {
         .click()
         .await
         .expect("click");
+    wait_text(c, "#services-updated", "the services page", |t| {
+        t.starts_with("updated")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,22 +364,12 @@ async fn an_operator_watches_and_drives_the_gateway_from_the_dashboard() {
     .await;
 
     // One tool's charts, chosen from the page's own selects: every call of it failed.
-    c.find(Locator::Css("#trend-service"))
-        .await
-        .expect("service select")
-        .select_by_value("fixture")
-        .await
-        .expect("choose fixture");
+    choose(&c, "#trend-service", "fixture").await;
     wait_text(&c, "#trends-scope", "the fixture's totals", |t| {
         t.contains("service fixture: 4 calls, 4 errors")
     })
     .await;
-    c.find(Locator::Css("#trend-tool"))
-        .await
-        .expect("tool select")
-        .select_by_value("test_error_handling")
-        .await
-        .expect("choose the tool");
+    choose(&c, "#trend-tool", "test_error_handling").await;
     wait_text(&c, "#trends-scope", "the tool's totals", |t| {
         t.contains("tool test_error_handling (fixture): 4 calls, 4 errors")
     })
@@ -389,12 +388,7 @@ async fn an_operator_watches_and_drives_the_gateway_from_the_dashboard() {
     .await;
     // The other windows, keeping the tool: an hour of minutes, a day of 10-minute points.
     for (window, points, label) in [("1h", 60, "hour"), ("24h", 144, "24 hours")] {
-        c.find(Locator::Css("#trend-window"))
-            .await
-            .expect("window select")
-            .select_by_value(window)
-            .await
-            .expect("choose a window");
+        choose(&c, "#trend-window", window).await;
         wait_chart(&c, "calls", "calls", window, |p| {
             p.len() == points && p.iter().any(|(_, v)| *v > 0.0)
         })

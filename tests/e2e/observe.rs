@@ -15,12 +15,6 @@ async fn get_as(gw: &impl Target, token: &str, path: &str) -> reqwest::Response 
         .expect("GET")
 }
 
-async fn get_json(gw: &impl Target, path: &str) -> (u16, Value) {
-    let r = get_as(gw, TOKEN, path).await;
-    let status = r.status().as_u16();
-    (status, r.json().await.expect("JSON"))
-}
-
 /// The value of the sample `name{labels...}` in a text exposition (labels in any order).
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().find_map(|line| {

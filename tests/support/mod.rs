@@ -335,17 +335,23 @@ where
     }
 }
 
-/// `GET /services` as JSON.
-pub async fn services(gateway: &impl Target) -> Value {
-    http()
-        .get(format!("{}/services", gateway.base_url()))
+/// `path` on `gateway` with the test token: status and JSON body (`null` when not JSON).
+pub async fn get_json(gateway: &impl Target, path: &str) -> (u16, Value) {
+    let resp = http()
+        .get(format!("{}{path}", gateway.base_url()))
         .bearer_auth(TOKEN)
         .send()
         .await
-        .expect("GET /services")
-        .json()
-        .await
-        .expect("services JSON")
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// `GET /services` as JSON.
+pub async fn services(gateway: &impl Target) -> Value {
+    let (status, body) = get_json(gateway, "/services").await;
+    assert_eq!(status, 200, "GET /services: {body}");
+    body
 }
 
 /// The state of `name` in `/services`, if listed.
