@@ -122,7 +122,7 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
         ) STRICT, WITHOUT ROWID;",
         // No secondary index on calls: each one costs every insert, while the table is
         // small (call_log_max_rows) and read newest-first by id. calls_minute is read by
-        // its key's first column (series::Span::first_minute).
+        // its key's first column (a range of minutes, series::Span::read).
     )?;
     Ok(conn)
 }
@@ -367,17 +367,16 @@ impl CallLog {
     ) -> Result<series::Series, String> {
         let now = super::now_ms();
         let read = span.read(now, q.service.as_deref(), None);
-        let tool = q.tool.as_deref().map(|t| series::Read {
-            tool: Some(t),
+        let tool = q.tool.as_ref().map(|t| series::Read {
+            tool: Some(t.clone()),
             ..read.clone()
         });
         let (all, of_tool) = match &self.0 {
             Backend::Sqlite(log) => {
                 let log = Arc::clone(log);
-                let (read, tool) = (own(&read), tool.as_ref().map(own));
                 tokio::task::spawn_blocking(move || {
-                    let all = log.cells(&read.borrowed())?;
-                    let of_tool = tool.map(|t| log.cells(&t.borrowed())).transpose()?;
+                    let all = log.cells(&read)?;
+                    let of_tool = tool.map(|t| log.cells(&t)).transpose()?;
                     Ok::<_, String>((all, of_tool))
                 })
                 .await
@@ -398,37 +397,6 @@ impl CallLog {
             &all,
             q.tool.as_deref().zip(of_tool.as_deref()),
         ))
-    }
-}
-
-/// A [`series::Read`] that owns its names, to cross into the blocking pool.
-struct OwnedRead {
-    first: i64,
-    end: i64,
-    step: i64,
-    service: Option<String>,
-    tool: Option<String>,
-}
-
-fn own(r: &series::Read<'_>) -> OwnedRead {
-    OwnedRead {
-        first: r.first,
-        end: r.end,
-        step: r.step,
-        service: r.service.map(String::from),
-        tool: r.tool.map(String::from),
-    }
-}
-
-impl OwnedRead {
-    fn borrowed(&self) -> series::Read<'_> {
-        series::Read {
-            first: self.first,
-            end: self.end,
-            step: self.step,
-            service: self.service.as_deref(),
-            tool: self.tool.as_deref(),
-        }
     }
 }
 
@@ -574,7 +542,7 @@ impl Sqlite {
     }
 
     /// The aggregates `r` asks for, summed per point, service and bucket.
-    fn cells(&self, r: &series::Read<'_>) -> Result<Vec<series::Cell>, String> {
+    fn cells(&self, r: &series::Read) -> Result<Vec<series::Cell>, String> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
@@ -977,7 +945,7 @@ mod tests {
         assert_eq!((now_cells[0].calls, now_cells[0].errors), (4, 1));
         let only_u = log
             .cells(&series::Read {
-                tool: Some("u"),
+                tool: Some("u".into()),
                 ..read.clone()
             })
             .expect("cells");

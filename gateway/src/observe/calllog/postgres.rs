@@ -469,7 +469,7 @@ impl Pg {
     /// The aggregates `r` asks for, summed per point, service and bucket.
     pub(super) async fn cells(
         &self,
-        r: &super::series::Read<'_>,
+        r: &super::series::Read,
     ) -> Result<Vec<super::series::Cell>, String> {
         let client = self.reader().await?;
         let rows = client

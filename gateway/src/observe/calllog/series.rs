@@ -193,20 +193,15 @@ impl Span {
     }
 
     /// What to read for the span ending with the point holding `now_ms`.
-    pub fn read<'a>(
-        &self,
-        now_ms: i64,
-        service: Option<&'a str>,
-        tool: Option<&'a str>,
-    ) -> Read<'a> {
+    pub fn read(&self, now_ms: i64, service: Option<&str>, tool: Option<&str>) -> Read {
         let first = self.first(now_ms).div_euclid(MINUTE_MS);
         let step = self.step_ms / MINUTE_MS;
         Read {
             first,
             end: first + self.points * step,
             step,
-            service,
-            tool,
+            service: service.map(String::from),
+            tool: tool.map(String::from),
         }
     }
 }
@@ -226,12 +221,12 @@ pub struct Cell {
 /// What a span reads: its minutes, `[first, end)`, summed per `step` minutes, of
 /// `service` only and `tool` only when given.
 #[derive(Debug, Clone)]
-pub struct Read<'a> {
+pub struct Read {
     pub first: i64,
     pub end: i64,
     pub step: i64,
-    pub service: Option<&'a str>,
-    pub tool: Option<&'a str>,
+    pub service: Option<String>,
+    pub tool: Option<String>,
 }
 
 /// One point of a series.
