@@ -123,6 +123,16 @@ async fn wait_chart(
     }
 }
 
+/// Clicks the element `css`.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
 /// Chooses `value` in the select `css`.
 async fn choose(c: &Client, css: &str, value: &str) {
     c.find(Locator::Css(css))
@@ -170,21 +180,11 @@ async fn sign_in(c: &Client, ui: &str) {
     c.goto(ui).await.expect("open /ui");
     let token = c.find(Locator::Css("#token")).await.expect("token field");
     token.send_keys("not-the-token").await.expect("type");
-    c.find(Locator::Css("#sign-in"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
+    click(c, "#sign-in").await;
     wait_text(c, "#sign-in-error", "a refusal", |t| t.contains("401")).await;
     token.clear().await.expect("clear");
     token.send_keys(TOKEN).await.expect("type");
-    c.find(Locator::Css("#sign-in"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
+    click(c, "#sign-in").await;
     wait_text(c, "#services-updated", "the services page", |t| {
         t.starts_with("updated")
     })
@@ -259,12 +259,7 @@ async fn an_operator_watches_and_drives_the_gateway_from_the_dashboard() {
         .await
         .expect("an id field from the schema");
     id.send_keys("123").await.expect("type");
-    c.find(Locator::Css("#call-button"))
-        .await
-        .expect("call")
-        .click()
-        .await
-        .expect("click");
+    click(&c, "#call-button").await;
     let result = wait_text(&c, "#result", "the result", |t| t.contains("\"123\"")).await;
     assert!(!result.starts_with("Error"), "{result}");
 
