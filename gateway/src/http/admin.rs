@@ -616,6 +616,20 @@ async fn call_stats(registry: &Arc<Registry>) -> Result<Option<AllStats>, String
     log.stats().await.map(Some)
 }
 
+/// 400 `invalid_query`: a query string that cannot be read, with what it may hold.
+fn invalid_query(rejection: QueryRejection, accepted: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+        format!("{}; {accepted}", rejection.body_text()),
+    )
+}
+
+/// 500 `call_log_failed`: the call log could not be read.
+fn call_log_failed(why: String) -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, "call_log_failed", why)
+}
+
 fn call_log_off() -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -643,19 +657,13 @@ pub async fn stats(
     State(registry): State<Arc<Registry>>,
     query: Result<Query<SeriesQuery>, QueryRejection>,
 ) -> Response {
-    let bad = |why: String| error(StatusCode::BAD_REQUEST, "invalid_query", why);
     let query = match query {
         Ok(Query(query)) => query,
-        Err(e) => {
-            return bad(format!(
-                "{}; parameters are window, step, service and tool",
-                e.body_text()
-            ));
-        }
+        Err(e) => return invalid_query(e, "parameters are window, step, service and tool"),
     };
     let span = match query.span() {
         Ok(span) => span,
-        Err(why) => return bad(why),
+        Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_query", why),
     };
     let Some(log) = registry.calls().cloned() else {
         return call_log_off();
@@ -668,7 +676,7 @@ pub async fn stats(
                 series: Some(series),
             })
             .into_response(),
-            Err(why) => error(StatusCode::INTERNAL_SERVER_ERROR, "call_log_failed", why),
+            Err(why) => call_log_failed(why),
         };
     }
     match log.stats().await {
@@ -688,7 +696,7 @@ pub async fn stats(
             })
             .into_response()
         }
-        Err(why) => error(StatusCode::INTERNAL_SERVER_ERROR, "call_log_failed", why),
+        Err(why) => call_log_failed(why),
     }
 }
 
@@ -712,13 +720,9 @@ pub async fn calls(
     let filter = match query {
         Ok(Query(filter)) => filter,
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!(
-                    "{}; filters are service, tool, identity, outcome, since and until (Unix ms) and limit",
-                    e.body_text()
-                ),
+            return invalid_query(
+                e,
+                "filters are service, tool, identity, outcome, since and until (Unix ms) and limit",
             );
         }
     };
@@ -730,7 +734,7 @@ pub async fn calls(
         Err(why) if why.starts_with("unknown outcome") => {
             error(StatusCode::BAD_REQUEST, "invalid_query", why)
         }
-        Err(why) => error(StatusCode::INTERNAL_SERVER_ERROR, "call_log_failed", why),
+        Err(why) => call_log_failed(why),
     }
 }
 

@@ -366,7 +366,7 @@ impl CallLog {
         q: series::SeriesQuery,
     ) -> Result<series::Series, String> {
         let now = super::now_ms();
-        let read = span.read(now, q.service.as_deref(), None);
+        let read = span.read(now, q.service.as_deref());
         let tool = q.tool.as_ref().map(|t| series::Read {
             tool: Some(t.clone()),
             ..read.clone()
@@ -602,6 +602,15 @@ impl Acc {
     }
 }
 
+/// errors / calls; 0 without calls.
+fn error_rate(calls: u64, errors: u64) -> f64 {
+    if calls == 0 {
+        0.0
+    } else {
+        errors as f64 / calls as f64
+    }
+}
+
 impl Stats {
     /// From the counts; percentiles rounded to the microsecond.
     fn new(calls: u64, errors: u64, p50: Option<f64>, p95: Option<f64>, last: Option<i64>) -> Self {
@@ -609,11 +618,7 @@ impl Stats {
         Stats {
             calls,
             errors,
-            error_rate: if calls == 0 {
-                0.0
-            } else {
-                errors as f64 / calls as f64
-            },
+            error_rate: error_rate(calls, errors),
             p50_ms: p50.map(round),
             p95_ms: p95.map(round),
             last_used_ms: last,
@@ -935,7 +940,7 @@ mod tests {
         .span()
         .expect("span")
         .expect("a span");
-        let read = span.read(now, None, None);
+        let read = span.read(now, None);
         let all = log.cells(&read).expect("cells");
         // Two points with calls; this minute's calls summed by the database into one row
         // per service and bucket.

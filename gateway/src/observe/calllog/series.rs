@@ -192,8 +192,9 @@ impl Span {
         now_ms.div_euclid(self.step_ms) * self.step_ms - (self.points - 1) * self.step_ms
     }
 
-    /// What to read for the span ending with the point holding `now_ms`.
-    pub fn read(&self, now_ms: i64, service: Option<&str>, tool: Option<&str>) -> Read {
+    /// What to read for the span ending with the point holding `now_ms` (of `service`
+    /// only, when given; a tool's read is this one with its `tool` set).
+    pub fn read(&self, now_ms: i64, service: Option<&str>) -> Read {
         let first = self.first(now_ms).div_euclid(MINUTE_MS);
         let step = self.step_ms / MINUTE_MS;
         Read {
@@ -201,7 +202,7 @@ impl Span {
             end: first + self.points * step,
             step,
             service: service.map(String::from),
-            tool: tool.map(String::from),
+            tool: None,
         }
     }
 }
@@ -313,11 +314,7 @@ impl Acc {
             at,
             calls: self.calls,
             errors: self.errors,
-            error_rate: if self.calls == 0 {
-                0.0
-            } else {
-                self.errors as f64 / self.calls as f64
-            },
+            error_rate: super::error_rate(self.calls, self.errors),
             calls_per_minute: self.calls as f64 / minutes,
             p50_ms: self.percentile(0.50),
             p95_ms: self.percentile(0.95),
@@ -440,7 +437,7 @@ mod tests {
         let span = query(Some("10m"), Some("5m")).span().unwrap().unwrap();
         let now = 1_000 * MINUTE_MS + 30_000; // minute 1000, half way
         assert_eq!(span.first(now), 995 * MINUTE_MS);
-        let read = span.read(now, None, None);
+        let read = span.read(now, None);
         assert_eq!((read.first, read.end, read.step), (995, 1005, 5));
         let cell = |point, service: &str, bucket, calls, errors| Cell {
             point,
