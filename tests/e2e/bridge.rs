@@ -33,11 +33,7 @@ impl Bridge {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("GATEWAY_") {
-                cmd.env_remove(k);
-            }
-        }
+        procs::without_gateway_settings(cmd.as_std_mut());
         for (k, v) in envs {
             cmd.env(k, v);
         }

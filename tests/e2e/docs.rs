@@ -178,11 +178,7 @@ fn run_gateway_until_exit(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>,
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("GATEWAY_") {
-            cmd.env_remove(k);
-        }
-    }
+    procs::without_gateway_settings(&mut cmd);
     for (k, v) in envs {
         cmd.env(k, v);
     }

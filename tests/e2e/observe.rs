@@ -771,11 +771,7 @@ async fn gateway_on_a_terminal(dir: &std::path::Path, no_color: Option<&str>) ->
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("GATEWAY_") {
-            cmd.env_remove(k);
-        }
-    }
+    procs::without_gateway_settings(cmd.as_std_mut());
     if let Some(v) = no_color {
         cmd.env("NO_COLOR", v);
     }

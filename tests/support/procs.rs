@@ -42,6 +42,16 @@ fn build_binaries() {
     });
 }
 
+/// Keeps the `GATEWAY_*` settings of the test's own environment from `cmd`: a child
+/// gateway is configured by what its test says only.
+pub fn without_gateway_settings(cmd: &mut std::process::Command) {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GATEWAY_") {
+            cmd.env_remove(k);
+        }
+    }
+}
+
 /// `target/<profile>/<name>`, next to this test binary's `deps/` directory.
 pub fn binary(name: &str) -> PathBuf {
     build_binaries();
@@ -161,11 +171,7 @@ async fn start_logging(
             None => Stdio::inherit(),
         })
         .kill_on_drop(true);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("GATEWAY_") {
-            cmd.env_remove(k);
-        }
-    }
+    without_gateway_settings(cmd.as_std_mut());
     for (k, v) in envs {
         cmd.env(k, v);
     }
