@@ -29,6 +29,12 @@ pub fn colours(output: Output) -> bool {
     terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// The filter of every process's log lines: `RUST_LOG`, else `info` (rmcp's own at
+/// `warn`).
+pub fn filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"))
+}
+
 /// Installs the global subscriber, writing to stdout. Calling it twice is harmless (the
 /// second call is a no-op), which keeps in-process test set-ups simple.
 pub fn init(json: bool) {
@@ -37,10 +43,8 @@ pub fn init(json: bool) {
 
 /// [`init`], writing to `output`, in colour only as [`colours`] says.
 pub fn init_to(json: bool, output: Output) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
     let builder = fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_target(true)
         .with_ansi(colours(output));
     let _ = match (output, json) {

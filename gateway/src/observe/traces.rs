@@ -17,7 +17,7 @@ use opentelemetry::{
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::Targets, fmt, layer::SubscriberExt, util::SubscriberInitExt,
+    Layer, filter::Targets, fmt, layer::SubscriberExt, util::SubscriberInitExt,
 };
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -43,8 +43,7 @@ impl Drop for Tracing {
 pub fn init(json: bool, otlp_endpoint: Option<&str>) -> anyhow::Result<Tracing> {
     // The OTLP exporter builds its own HTTP client.
     service_kit::client::ensure_tls_provider();
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
+    let filter = service_kit::logging::filter();
     let logs = if json {
         fmt::layer().json().boxed()
     } else {
