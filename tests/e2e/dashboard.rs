@@ -6,7 +6,7 @@
 //! README are taken here (`UPDATE_SCREENSHOT=1` writes them to `docs/dashboard.png` and
 //! `docs/trends.png`).
 
-use std::{collections::BTreeMap, path::PathBuf, process::Stdio, time::Duration};
+use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
@@ -141,21 +141,6 @@ async fn choose(c: &Client, css: &str, value: &str) {
         .select_by_value(value)
         .await
         .unwrap_or_else(|e| panic!("{css}: choose {value}: {e}"));
-}
-
-/// Calls and failed calls per minute (its start, Unix ms), from the gateway's /calls.
-async fn calls_per_minute(gw: &impl Target) -> BTreeMap<i64, (u64, u64)> {
-    let (status, calls) = get_json(gw, "/calls?limit=1000").await;
-    assert_eq!(status, 200, "{calls}");
-    let mut minutes: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
-    for call in calls["calls"].as_array().expect("calls") {
-        let m = minutes
-            .entry(call["at"].as_i64().expect("at") / 60_000 * 60_000)
-            .or_default();
-        m.0 += 1;
-        m.1 += u64::from(call["outcome"] != "ok");
-    }
-    minutes
 }
 
 fn save_screenshot(png: &[u8], name: &str) {

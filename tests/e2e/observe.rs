@@ -386,15 +386,8 @@ async fn stats_time_series_count_every_call_in_its_minute_and_refuse_bad_windows
         get_json(&gw, "/calls").await.1["count"] == 10
     })
     .await;
-    let (_, calls) = get_json(&gw, "/calls").await;
     // What each minute should hold, from the log's own times.
-    let mut expected: std::collections::BTreeMap<i64, (u64, u64)> = Default::default();
-    for c in calls["calls"].as_array().expect("calls") {
-        let minute = c["at"].as_i64().expect("at") / 60_000 * 60_000;
-        let e = expected.entry(minute).or_default();
-        e.0 += 1;
-        e.1 += u64::from(c["outcome"] != "ok");
-    }
+    let expected = calls_per_minute(&gw).await;
 
     let (status, stats) = get_json(&gw, "/stats?window=15m&step=1m").await;
     assert_eq!(status, 200, "{stats}");

@@ -347,6 +347,22 @@ pub async fn get_json(gateway: &impl Target, path: &str) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Calls and failed calls (any outcome but ok) per minute (its start, Unix ms), from the
+/// gateway's /calls (its newest 1000).
+pub async fn calls_per_minute(gw: &impl Target) -> std::collections::BTreeMap<i64, (u64, u64)> {
+    let (status, calls) = get_json(gw, "/calls?limit=1000").await;
+    assert_eq!(status, 200, "{calls}");
+    let mut minutes: std::collections::BTreeMap<i64, (u64, u64)> = Default::default();
+    for call in calls["calls"].as_array().expect("calls") {
+        let m = minutes
+            .entry(call["at"].as_i64().expect("at") / 60_000 * 60_000)
+            .or_default();
+        m.0 += 1;
+        m.1 += u64::from(call["outcome"] != "ok");
+    }
+    minutes
+}
+
 /// `GET /services` as JSON.
 pub async fn services(gateway: &impl Target) -> Value {
     let (status, body) = get_json(gateway, "/services").await;
