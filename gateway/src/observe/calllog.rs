@@ -592,14 +592,15 @@ impl Acc {
     fn done(mut self) -> Stats {
         self.durations.sort_by(f64::total_cmp);
         let n = self.durations.len();
-        let pct = |p: f64| {
-            (n > 0).then(|| {
-                let rank = ((p * n as f64).ceil() as usize).clamp(1, n);
-                self.durations[rank - 1]
-            })
-        };
+        let pct = |p: f64| (n > 0).then(|| self.durations[nearest_rank(p, n as u64) as usize - 1]);
         Stats::new(n as u64, self.errors, pct(0.50), pct(0.95), self.last)
     }
+}
+
+/// The 1-based position of the `p` percentile among `n` sorted values, by nearest rank:
+/// ceil(p * n), at least 1 (PostgreSQL's `percentile_disc` is the same definition).
+fn nearest_rank(p: f64, n: u64) -> u64 {
+    ((p * n as f64).ceil() as u64).clamp(1, n.max(1))
 }
 
 /// errors / calls; 0 without calls.

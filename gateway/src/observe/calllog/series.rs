@@ -240,7 +240,8 @@ pub struct Point {
     pub errors: u64,
     /// errors / calls; 0 without calls.
     pub error_rate: f64,
-    /// calls / the step in minutes.
+    /// calls / the step in minutes; for the point in progress, / the minutes it has run
+    /// (at least one).
     pub calls_per_minute: f64,
     /// From the latency histogram (to within about 9%); null without calls.
     pub p50_ms: Option<f64>,
@@ -294,7 +295,7 @@ impl Acc {
         if self.calls == 0 {
             return None;
         }
-        let rank = ((p * self.calls as f64).ceil() as u64).clamp(1, self.calls);
+        let rank = super::nearest_rank(p, self.calls);
         let mut seen = 0;
         for (bucket, n) in &self.latency {
             seen += n;
