@@ -828,12 +828,17 @@ impl GatewayHandler {
         let (Some(shared), Some((_, key))) = (&self.shared, self.session.key.get()) else {
             return Ok(());
         };
+        // Answered once the other live replicas' copies took it (up to a second): a
+        // request that follows the answer to any of them sees it.
+        let followers = crate::sessions::Followers::of(&self.registry);
         write(shared, key).await.map_err(|e| {
             ErrorData::internal_error(
                 format!("applied on this replica only: the cluster's store did not take it ({e}); send it again"),
                 None,
             )
-        })
+        })?;
+        followers.wait(key).await;
+        Ok(())
     }
 
     /// The rounds of a 2026-07-28 request (see `mrtr`); none for older clients.
@@ -2108,16 +2113,22 @@ impl McpEndpoint {
                         for id in ids.iter() {
                             self.close_local(id).await;
                         }
+                        // The replica that ended them by a DELETE answers once told.
+                        if let Err(e) = shared.followed(ids).await {
+                            tracing::debug!("ended sessions' closing not announced: {e}");
+                        }
                     }
                     Ok(Event::Change(Change::Answers(_))) => self.take_answers(&shared).await,
-                    Ok(Event::Change(Change::Session(id))) => self.follow_session(&shared, id),
+                    Ok(Event::Change(Change::Session(id))) => {
+                        self.follow_session(&shared, id, true);
+                    }
                     Ok(Event::Change(_)) => {}
                     // Notifications may have been missed: every copy's settings read again.
                     Ok(Event::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         self.take_answers(&shared).await;
                         let held: Vec<String> = self.held.iter().map(|e| e.key().clone()).collect();
                         for id in held {
-                            self.follow_session(&shared, id);
+                            self.follow_session(&shared, id, false);
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -2156,25 +2167,30 @@ impl McpEndpoint {
 
     /// Applies what another replica changed of session `id` (its level, its
     /// subscriptions) to the copies here, in a task of its own (subscribing upstream
-    /// may take a while; the session loop goes on).
-    fn follow_session(&self, shared: &Arc<crate::sessions::Shared>, id: String) {
+    /// may take a while; the session loop goes on); then, if `announce`, says so (a
+    /// replica holding no copy at once): the replica that made the change answers its
+    /// client once every replica has.
+    fn follow_session(&self, shared: &Arc<crate::sessions::Shared>, id: String, announce: bool) {
         let state = self.held.get(&id).and_then(|w| w.upgrade());
-        if state.is_none() && self.passthrough.owner(&id).is_none() {
-            return;
-        }
+        let held = state.is_some() || self.passthrough.owner(&id).is_some();
         let (shared, passthrough) = (Arc::clone(shared), Arc::clone(&self.passthrough));
         tokio::spawn(async move {
-            let settings = match shared.settings(&id).await {
-                Ok(Some(s)) => s,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::debug!(session = %id, "a shared session's settings not read: {e}");
-                    return;
+            if held {
+                match shared.settings(&id).await {
+                    Ok(Some(settings)) => {
+                        passthrough.set_level(&id, settings.level);
+                        if let Some(state) = state {
+                            state.follow(settings, true).await;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(session = %id, "a shared session's settings not read: {e}");
+                    }
                 }
-            };
-            passthrough.set_level(&id, settings.level);
-            if let Some(state) = state {
-                state.follow(settings, true).await;
+            }
+            if announce && let Err(e) = shared.followed(vec![id]).await {
+                tracing::debug!("a session's change not announced as followed: {e}");
             }
         });
     }
@@ -3166,7 +3182,10 @@ async fn in_session(
             // A cluster's session ends for every replica: its row goes (and the others
             // hear it). Until that is recorded the session goes on elsewhere, and its
             // owner is told to send the DELETE again.
-            if let Err(e) = shared.end(&id).await {
+            // The answer waits (up to a second) for the other live replicas to close
+            // their copies: a request that follows it to any of them gets the 404.
+            let followers = crate::sessions::Followers::of(&endpoint.registry);
+            if let Err(e) = shared.end(&id, followers).await {
                 tracing::warn!(session = %id, "a session's end could not be recorded: {e}");
                 return store_unavailable(
                     "the session's end could not be recorded in the cluster's store, which does not answer; send the DELETE again shortly",

@@ -747,7 +747,9 @@ impl Registry {
                 Event::Change(crate::store::Change::Service(name)) => self.sync_service(name).await,
                 Event::Change(crate::store::Change::Server(_)) => self.sync_servers().await,
                 Event::Change(
-                    crate::store::Change::SessionsEnded(_) | crate::store::Change::Session(_),
+                    crate::store::Change::SessionsEnded(_)
+                    | crate::store::Change::Followed { .. }
+                    | crate::store::Change::Session(_),
                 ) => {
                     let _ = self.session_news.send(event.clone());
                     Ok(())
@@ -871,9 +873,9 @@ impl Registry {
     }
 
     /// What other replicas do to shared MCP sessions from now on: sessions ended
-    /// (`SessionsEnded`), a session's level or subscriptions changed (`Session`), and
-    /// clients' answers waiting for this replica (`Answers`); `Resync` when some may
-    /// have been missed.
+    /// (`SessionsEnded`), a session's level or subscriptions changed (`Session`), a
+    /// replica followed such a change (`Followed`), clients' answers waiting for this
+    /// replica (`Answers`); `Resync` when some may have been missed.
     pub fn watch_sessions(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.session_news.subscribe()
     }

@@ -82,6 +82,57 @@ pub struct Shared {
     confirmed: DashSet<String>,
 }
 
+/// How long a change of a shared session (its DELETE, level or subscriptions) waits for
+/// the other live replicas to follow it before it is answered anyway (SECURITY.md).
+pub const FOLLOW_WAIT: Duration = Duration::from_secs(1);
+
+/// The other live replicas, which are to follow a change of a session before the
+/// client hears it done: a request that follows the answer to any of them then sees
+/// the session as changed (a DELETE's 404, the new level). Taken before the change is
+/// written, so that no replica's word is missed.
+pub struct Followers {
+    news: tokio::sync::broadcast::Receiver<crate::store::postgres::Event>,
+    peers: Vec<String>,
+}
+
+impl Followers {
+    /// This replica's peers, as its last heartbeat read them.
+    pub fn of(registry: &crate::registry::Registry) -> Self {
+        let news = registry.watch_sessions();
+        let peers = registry
+            .cluster()
+            .map(|c| c.replicas.into_iter().filter(|r| !r.current).map(|r| r.id))
+            .into_iter()
+            .flatten()
+            .collect();
+        Self { news, peers }
+    }
+
+    /// Waits up to [`FOLLOW_WAIT`] for every peer to say it followed session `id`'s
+    /// change. Those that did not (down, or their notifications lag) follow when they
+    /// hear of it, or at their next sweep or resync.
+    pub async fn wait(mut self, id: &str) {
+        use crate::store::{Change, postgres::Event};
+        use tokio::sync::broadcast::error::RecvError;
+        let deadline = tokio::time::Instant::now() + FOLLOW_WAIT;
+        while !self.peers.is_empty() {
+            match tokio::time::timeout_at(deadline, self.news.recv()).await {
+                Err(_) | Ok(Err(RecvError::Closed)) => break,
+                Ok(Ok(Event::Change(Change::Followed { replica, ids })))
+                    if ids.iter().any(|i| i == id) =>
+                {
+                    self.peers.retain(|p| *p != replica);
+                }
+                Ok(Ok(_) | Err(RecvError::Lagged(_))) => {}
+            }
+        }
+        if !self.peers.is_empty() {
+            tracing::warn!(session = %id, late = ?self.peers,
+                "replicas did not follow a change of a session in time; they follow it when they hear of it");
+        }
+    }
+}
+
 /// Why `initialize` could not open a shared session.
 pub enum Refused {
     Cap(SessionCap),
@@ -216,9 +267,23 @@ impl Shared {
         self.confirmed.insert(id.to_string());
     }
 
-    /// Ends session `id` for the whole cluster (its DELETE).
-    pub async fn end(&self, id: &str) -> Result<(), StoreError> {
-        self.pg.end_sessions(&[id.to_string()]).await.map(|_| ())
+    /// Ends session `id` for the whole cluster (its DELETE), then waits for the other
+    /// live replicas to close their copies ([`Followers::wait`]).
+    pub async fn end(&self, id: &str, followers: Followers) -> Result<(), StoreError> {
+        // Ended already (expired, or another DELETE): that one waited.
+        if !self.pg.end_sessions(&[id.to_string()]).await?.is_empty() {
+            followers.wait(id).await;
+        }
+        Ok(())
+    }
+
+    /// Tells the other replicas this one followed what changed of sessions `ids`
+    /// (closed its copies of ended ones, applied a level or subscriptions).
+    pub async fn followed(&self, ids: Vec<String>) -> Result<(), StoreError> {
+        let replica = self.pg.replica().to_string();
+        self.pg
+            .announce(crate::store::Change::Followed { replica, ids })
+            .await
     }
 
     /// Writes the uses and confirmations seen since the last time, then ends the
@@ -605,6 +670,57 @@ impl SessionManager for Tagged {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A change is answered once every peer said it followed this session's change, and
+    /// not on another session's word; a silent peer holds it [`FOLLOW_WAIT`], no more.
+    #[tokio::test(start_paused = true)]
+    async fn a_change_waits_for_every_peer_to_follow_it_and_no_longer_than_its_bound() {
+        use crate::store::{Change, postgres::Event};
+        let followed = |replica: &str, id: &str| {
+            Event::Change(Change::Followed {
+                replica: replica.into(),
+                ids: vec!["other".into(), id.into()],
+            })
+        };
+        let (tx, news) = tokio::sync::broadcast::channel(16);
+        let peers = vec!["b".to_string(), "c".to_string()];
+        let start = tokio::time::Instant::now();
+        let mut waiting = tokio::spawn(Followers { news, peers }.wait("s1"));
+        for event in [
+            followed("b", "s1"),
+            followed("c", "s2"),
+            Event::Change(Change::SessionsEnded(vec!["s1".into()])),
+            Event::Resync,
+        ] {
+            tx.send(event).expect("a receiver");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert!(!waiting.is_finished(), "answered before c followed");
+        }
+        tx.send(followed("c", "s1")).expect("a receiver");
+        (&mut waiting).await.expect("the wait ends");
+        assert!(start.elapsed() < FOLLOW_WAIT, "{:?}", start.elapsed());
+
+        // c never says it: answered at the bound.
+        let start = tokio::time::Instant::now();
+        let news = tx.subscribe();
+        let waiting = Followers {
+            news,
+            peers: vec!["b".into(), "c".into()],
+        }
+        .wait("s3");
+        tx.send(followed("b", "s3")).expect("a receiver");
+        waiting.await;
+        assert_eq!(start.elapsed(), FOLLOW_WAIT);
+        // No peers (a lone replica, or the only one alive): at once.
+        let start = tokio::time::Instant::now();
+        Followers {
+            news: tx.subscribe(),
+            peers: Vec::new(),
+        }
+        .wait("s4")
+        .await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
 
     #[test]
     fn a_tagged_id_names_its_replica_and_the_id_it_sent() {

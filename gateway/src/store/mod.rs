@@ -76,6 +76,10 @@ pub enum Change {
     /// These shared MCP sessions ended (a DELETE, or expiry): replicas close their
     /// copies.
     SessionsEnded(Vec<String>),
+    /// Replica `replica` followed what changed of these sessions (closed its copies of
+    /// ended ones, applied a new level or subscriptions): the replica that made the
+    /// change answers its client once every live replica has.
+    Followed { replica: String, ids: Vec<String> },
     /// The health checker wrote new states for a service's instances.
     Health(String),
     /// A client's answers wait in the store for the replica with this id, which asked.
