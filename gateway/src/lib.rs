@@ -192,7 +192,10 @@ pub async fn run(
             sessions_stop.cancel();
         }
     });
-    let router = http::router(std::sync::Arc::clone(&registry), endpoint, &config);
+    let router = http::service(
+        http::router(std::sync::Arc::clone(&registry), endpoint, &config),
+        &config,
+    );
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, store = %config.store.display(), "gateway listening; MCP at /mcp");
     }

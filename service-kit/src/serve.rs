@@ -57,14 +57,29 @@ pub async fn serve(
     serve_with(listener, router, shutdown, Limits::default()).await
 }
 
-/// [`serve`] within `limits`. Each request carries the client's address
-/// (`ConnectInfo<SocketAddr>`).
-pub async fn serve_with(
+/// [`serve`] within `limits`, of any service taking axum's requests: a router, or a
+/// router inside layers composed around it (one future for the stack, where each
+/// `Router::layer` boxes the route's future again). Each request carries the client's
+/// address (`ConnectInfo<SocketAddr>`).
+pub async fn serve_with<S, B>(
     listener: TcpListener,
-    router: Router,
+    router: S,
     shutdown: CancellationToken,
     limits: Limits,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tower::Service<
+            http::Request<Body>,
+            Response = http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let connections = TaskTracker::new();
     let mut builder = hyper::server::conn::http1::Builder::new();

@@ -1,4 +1,4 @@
-//! Bearer-token authentication as a tower layer (an axum `from_fn` middleware): every
+//! Bearer-token authentication as a tower layer (`http::Gate`, deciding at once): every
 //! protected route gets the same check, compared in constant time against every
 //! configured credential. The request carries the matching [`Identity`] on; a route that
 //! needs a scope the credential lacks gets 403 `insufficient_scope`. A missing or wrong
@@ -10,11 +10,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    extract::{Request, State},
-    middleware::Next,
-    response::Response,
-};
+use axum::{extract::Request, response::Response};
 use http::header;
 use service_kit::auth::bearer;
 use subtle::ConstantTimeEq;
@@ -179,19 +175,16 @@ fn route_scope(method: &http::Method, path: &str) -> Option<Scopes> {
     None
 }
 
-/// Rejects the request unless it carries `Authorization: Bearer <token>` of a known
-/// credential with the scope the route needs; passes its [`Identity`] on.
-pub async fn require_bearer(
-    State(auth): State<Auth>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// The refusal of a request unless it carries `Authorization: Bearer <token>` of a known
+/// credential with the scope the route needs; otherwise `None`, and the request carries
+/// its [`Identity`] on.
+pub fn require_bearer(auth: &Auth, request: &mut Request) -> Option<Response> {
     let client = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
     if let Some(wait) = client.and_then(|ip| auth.failures.blocked(ip)) {
-        return failed_too_often(wait);
+        return Some(failed_too_often(wait));
     }
     let header = request.headers().get(header::AUTHORIZATION);
     let verdict = match header {
@@ -227,7 +220,7 @@ pub async fn require_bearer(
             if let Some(needed) = route_scope(request.method(), request.uri().path())
                 && !identity.scopes.contains(needed)
             {
-                return insufficient_scope(&identity, needed, &metadata());
+                return Some(insufficient_scope(&identity, needed, &metadata()));
             }
             // `/mcp` answers its own rate limiting, in JSON-RPC.
             if !crate::vocab::is_mcp_path(request.uri().path())
@@ -238,19 +231,19 @@ pub async fn require_bearer(
                     identity.name,
                     crate::limits::retry_ms(wait)
                 );
-                return too_many_requests(&message, wait);
+                return Some(too_many_requests(&message, wait));
             }
             request.extensions_mut().insert(identity);
             request
                 .extensions_mut()
                 .insert(MetadataUrl(auth.metadata.clone()));
-            next.run(request).await
+            None
         }
         Err((code, message)) => {
             if let Some(wait) = client.and_then(|ip| auth.failures.failed(ip)) {
-                return failed_too_often(wait);
+                return Some(failed_too_often(wait));
             }
-            unauthorized(code, message, &metadata())
+            Some(unauthorized(code, message, &metadata()))
         }
     }
 }
