@@ -598,7 +598,7 @@ impl Bridge {
             }
             Ok::<_, std::io::Error>(chunk)
         });
-        let mut stream = sse_stream::SseStream::from_bytes_stream(bytes);
+        let mut stream = crate::sse::events(bytes);
         loop {
             let next = tokio::select! {
                 n = stream.next() => n,

@@ -58,6 +58,7 @@
 //! trim         returning ended sessions' memory to the system (glibc malloc_trim)
 //! origins      the Host and Origin allow-lists (DNS-rebinding protection), every route
 //! jsonrpc      the envelope of a POSTed message, read once (authorization reads it)
+//! sse          server-sent events from byte chunks (sse-stream's rules, lines by memchr)
 //! servers      virtual servers: definitions (subsets by service and glob, renames) checked
 //!              and compiled to the view the policy core applies
 //! search       tool search: BM25 over a catalog's tools, the meta-tools and their arguments
@@ -94,6 +95,7 @@ mod schema;
 pub mod search;
 pub mod servers;
 mod sessions;
+mod sse;
 mod store;
 mod trim;
 pub mod upstream;

@@ -26,6 +26,7 @@ use std::{
     time::Duration,
 };
 
+use crate::sse::Sse;
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt, stream::BoxStream};
 use http::{HeaderValue, StatusCode, header};
@@ -35,7 +36,6 @@ use hyper_util::rt::TokioIo;
 use rmcp::model::{CancelledNotificationParam, NumberOrString, ProgressToken, RequestId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use sse_stream::{Sse, SseStream};
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{
@@ -572,7 +572,7 @@ impl Cap {
             Ok(chunk)
         });
         let reset = Arc::clone(self);
-        SseStream::from_bytes_stream(bytes)
+        crate::sse::events(bytes)
             .inspect(move |event| {
                 if event.is_ok() {
                     reset.pending.store(0, Ordering::Relaxed);
