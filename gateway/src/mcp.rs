@@ -2484,6 +2484,9 @@ fn endpoint_refusal(who: Option<&Identity>, server: Option<&str>) -> Option<Resp
     ))
 }
 
+/// The large steps below are awaited boxed: axum moves the handler's future several
+/// times before it first runs, and a future holds its largest step inline (the session
+/// path's was ~10 KiB, ~11k instructions of copying per call).
 pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) -> Response {
     let identity = request.extensions().get::<Identity>().cloned();
     let server = request
@@ -2548,14 +2551,14 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
                         && request.method() == Method::GET
                         && !request.headers().contains_key("last-event-id");
                     let (parts, body) = request.into_parts();
-                    let response = in_session(
+                    let response = Box::pin(in_session(
                         &endpoint,
                         parts,
                         Posted::Other(body),
                         id,
                         allow.as_deref(),
                         &caller,
-                    )
+                    ))
                     .await;
                     if fresh {
                         tag_priming(response, endpoint.registry.replica())
@@ -2564,7 +2567,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
                     }
                 }
             },
-            None => into_axum(endpoint.sessions.handle(request).await).await,
+            None => into_axum(Box::pin(endpoint.sessions.handle(request)).await).await,
         };
     }
     // The body is read once and its envelope with it; every step below uses that.
@@ -2634,25 +2637,36 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
             bytes: &bytes,
             parsed: &parsed,
         };
-        return in_session(&endpoint, parts, posted, id, allow.as_deref(), &caller).await;
+        return Box::pin(in_session(
+            &endpoint,
+            parts,
+            posted,
+            id,
+            allow.as_deref(),
+            &caller,
+        ))
+        .await;
     }
     if let Some(envelope) = parsed.message()
-        && let Some(response) = endpoint
-            .passthrough
-            .sessionless_post(&parts.headers, envelope, &caller, allow.as_deref())
-            .await
+        && let Some(response) = Box::pin(endpoint.passthrough.sessionless_post(
+            &parts.headers,
+            envelope,
+            &caller,
+            allow.as_deref(),
+        ))
+        .await
     {
         return response;
     }
     if parsed.method() == Some("initialize") {
-        return initialize(
+        return Box::pin(initialize(
             &endpoint,
             server.clone(),
             parts,
             &bytes,
             &parsed,
             identity.as_ref(),
-        )
+        ))
         .await;
     }
     // A plain JSON-RPC post: answer in JSON whatever the client's tooling sent.
@@ -2682,7 +2696,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         _ => bytes,
     };
     let request = Request::from_parts(parts, Body::from(bytes));
-    into_axum(endpoint.sessionless.handle(request).await).await
+    into_axum(Box::pin(endpoint.sessionless.handle(request)).await).await
 }
 
 /// A `subscriptions/listen` body without the resources `allow` does not let its
@@ -3123,10 +3137,12 @@ async fn in_session(
             // request this path does not carry, and a call carried here gets its log
             // messages on its own stream as on the replica that opened the session.
             if let Some(envelope) = parsed.message()
-                && let Some(response) = endpoint
-                    .passthrough
-                    .session_post(&mut parts, envelope, &id, fast, caller, allow)
-                    .await
+                && let Some(response) = Box::pin(
+                    endpoint
+                        .passthrough
+                        .session_post(&mut parts, envelope, &id, fast, caller, allow),
+                )
+                .await
             {
                 return response;
             }
@@ -3160,13 +3176,15 @@ async fn in_session(
     };
     let request = Request::from_parts(parts, posted.into_body());
     let response = if legacy {
-        into_axum(endpoint.legacy.handle(request).await).await
+        into_axum(Box::pin(endpoint.legacy.handle(request)).await).await
     } else {
         // Resumable streams: note which stream a POST rides on and when one is resumed.
         let sessions = &endpoint.sessions;
-        sse_resume::tracked(&endpoint.streams.resumptions, request, |r| async move {
-            into_axum(sessions.handle(r).await).await
-        })
+        Box::pin(sse_resume::tracked(
+            &endpoint.streams.resumptions,
+            request,
+            |r| async move { into_axum(sessions.handle(r).await).await },
+        ))
         .await
     };
     let mut response = response;
@@ -3179,13 +3197,13 @@ async fn in_session(
         endpoint.passthrough.end(&id);
         if let Some(shared) = &endpoint.shared {
             shared.forget(&id);
-            // A cluster's session ends for every replica: its row goes (and the others
-            // hear it). Until that is recorded the session goes on elsewhere, and its
-            // owner is told to send the DELETE again.
-            // The answer waits (up to a second) for the other live replicas to close
-            // their copies: a request that follows it to any of them gets the 404.
+            // A cluster's session ends for every replica: its row goes, and the answer
+            // waits (up to a second) for the other live replicas to close their copies,
+            // so that a request following it to any of them gets the 404. Until the end
+            // is recorded the session goes on elsewhere, and its owner is told to send
+            // the DELETE again.
             let followers = crate::sessions::Followers::of(&endpoint.registry);
-            if let Err(e) = shared.end(&id, followers).await {
+            if let Err(e) = Box::pin(shared.end(&id, followers)).await {
                 tracing::warn!(session = %id, "a session's end could not be recorded: {e}");
                 return store_unavailable(
                     "the session's end could not be recorded in the cluster's store, which does not answer; send the DELETE again shortly",

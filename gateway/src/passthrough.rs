@@ -716,15 +716,21 @@ impl Passthrough {
             (false, Some(t)) => format!(r#","_meta":{{{t}}}"#),
             (false, None) => String::new(),
         };
-        let body = match params.arguments {
-            Some(args) => format!(
-                r#"{{"jsonrpc":"2.0","id":"{upstream_id}","method":"tools/call","params":{{"name":{name},"arguments":{}{meta}}}}}"#,
-                args.get()
-            ),
-            None => format!(
-                r#"{{"jsonrpc":"2.0","id":"{upstream_id}","method":"tools/call","params":{{"name":{name}{meta}}}}}"#
-            ),
-        };
+        // Appended piece by piece: `format!` cost ~2k instructions here, per call.
+        let args = params.arguments.map(|a| a.get());
+        let mut body = String::with_capacity(
+            80 + upstream_id.len() + name.len() + args.map_or(0, str::len) + meta.len(),
+        );
+        body.push_str(r#"{"jsonrpc":"2.0","id":""#);
+        body.push_str(&upstream_id);
+        body.push_str(r#"","method":"tools/call","params":{"name":"#);
+        body.push_str(&name);
+        if let Some(args) = args {
+            body.push_str(r#","arguments":"#);
+            body.push_str(args);
+        }
+        body.push_str(&meta);
+        body.push_str("}}");
         Some(Ok(Call {
             client_id: id.to_string(),
             service: Arc::clone(&route.service),
