@@ -8,14 +8,14 @@
 
 use std::sync::OnceLock;
 
-use axum::{Router, body::Body};
+use axum::body::Body;
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
 
 struct Harness {
     runtime: tokio::runtime::Runtime,
-    router: Router,
+    router: gateway::http::App,
 }
 
 fn harness() -> &'static Harness {
@@ -43,7 +43,7 @@ fn harness() -> &'static Harness {
             .expect("registry");
             let endpoint =
                 gateway::mcp::McpEndpoint::new(std::sync::Arc::clone(&registry), &config, shutdown);
-            gateway::http::router(registry, endpoint, &config)
+            gateway::http::app(gateway::http::router(registry, endpoint, &config), &config)
         });
         Harness { runtime, router }
     })

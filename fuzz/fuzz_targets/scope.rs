@@ -25,7 +25,7 @@ static CALLS: AtomicUsize = AtomicUsize::new(0);
 
 struct Harness {
     runtime: tokio::runtime::Runtime,
-    router: Router,
+    router: gateway::http::App,
     session: String,
 }
 
@@ -137,7 +137,10 @@ fn harness() -> &'static Harness {
                 &config,
                 shutdown,
             );
-            let router = gateway::http::router(std::sync::Arc::clone(&registry), endpoint, &config);
+            let router = gateway::http::app(
+                gateway::http::router(std::sync::Arc::clone(&registry), endpoint, &config),
+                &config,
+            );
             // Wait for the upstream's tool in the catalog (the target must be routable).
             for _ in 0..500 {
                 if !registry.catalog().tools().is_empty() {

@@ -823,7 +823,11 @@ impl GatewayHandler {
     /// session holds it (a cluster's replica only).
     async fn share(
         &self,
-        write: impl AsyncFnOnce(&crate::sessions::Shared, &str) -> Result<(), StoreError>,
+        write: impl AsyncFnOnce(
+            &crate::sessions::Shared,
+            &str,
+            crate::store::Ack,
+        ) -> Result<(), StoreError>,
     ) -> Result<(), ErrorData> {
         let (Some(shared), Some((_, key))) = (&self.shared, self.session.key.get()) else {
             return Ok(());
@@ -831,7 +835,7 @@ impl GatewayHandler {
         // Answered once the other live replicas' copies took it (up to a second): a
         // request that follows the answer to any of them sees it.
         let followers = crate::sessions::Followers::of(&self.registry);
-        write(shared, key).await.map_err(|e| {
+        write(shared, key, followers.ack()).await.map_err(|e| {
             ErrorData::internal_error(
                 format!("applied on this replica only: the cluster's store did not take it ({e}); send it again"),
                 None,
@@ -1753,8 +1757,10 @@ impl ServerHandler for GatewayHandler {
                 allow.as_deref(),
             )
             .await?;
-            self.share(async |shared, key| shared.set_subscription(key, &request.uri, true).await)
-                .await
+            self.share(async |shared, key, ack| {
+                shared.set_subscription(key, &request.uri, true, ack).await
+            })
+            .await
         })
         .await
     }
@@ -1768,8 +1774,10 @@ impl ServerHandler for GatewayHandler {
             if self.registry.unsubscribe(&request.uri, self.session.id) {
                 unsubscribe_upstream(&self.registry, &request.uri).await;
             }
-            self.share(async |shared, key| shared.set_subscription(key, &request.uri, false).await)
-                .await
+            self.share(async |shared, key, ack| {
+                shared.set_subscription(key, &request.uri, false, ack).await
+            })
+            .await
         })
         .await
     }
@@ -1816,7 +1824,7 @@ impl ServerHandler for GatewayHandler {
     ) -> Result<(), ErrorData> {
         self.counted("logging/setLevel", async {
             *self.session.level.lock().unwrap_or_else(|p| p.into_inner()) = Some(request.level);
-            self.share(async |shared, key| shared.set_level(key, request.level).await)
+            self.share(async |shared, key, ack| shared.set_level(key, request.level, ack).await)
                 .await
         })
         .await
@@ -2080,8 +2088,9 @@ impl McpEndpoint {
     }
 
     /// A cluster's sessions, until `stop`: writes this replica's uses and confirmations
-    /// and ends idle sessions (every `idle.min(pending) / 10`, 1 to 30 s), and closes the
-    /// copies of sessions other replicas ended.
+    /// and ends idle sessions (every `idle.min(pending) / 10`, 1 to 30 s), closes the
+    /// copies of sessions other replicas ended and applies what they changed of the
+    /// others, saying so to the replica that waits for it (the change's `Ack`).
     pub async fn follow_cluster(
         self,
         idle: std::time::Duration,
@@ -2109,18 +2118,18 @@ impl McpEndpoint {
                     Err(e) => tracing::debug!("shared sessions not swept: {e}"),
                 },
                 event = news.recv() => match event {
-                    Ok(Event::Change(Change::SessionsEnded(ids))) => {
+                    Ok(Event::Change(Change::SessionsEnded { ids, ack })) => {
                         for id in ids.iter() {
                             self.close_local(id).await;
                         }
-                        // The replica that ended them by a DELETE answers once told.
-                        if let Err(e) = shared.followed(ids).await {
-                            tracing::debug!("ended sessions' closing not announced: {e}");
+                        // The replica that ended it by a DELETE answers once told.
+                        if let Some(ack) = ack {
+                            announce_followed(&shared, ack);
                         }
                     }
                     Ok(Event::Change(Change::Answers(_))) => self.take_answers(&shared).await,
-                    Ok(Event::Change(Change::Session(id))) => {
-                        self.follow_session(&shared, id, true);
+                    Ok(Event::Change(Change::Session { id, ack })) => {
+                        self.follow_session(&shared, id, Some(ack));
                     }
                     Ok(Event::Change(_)) => {}
                     // Notifications may have been missed: every copy's settings read again.
@@ -2128,7 +2137,7 @@ impl McpEndpoint {
                         self.take_answers(&shared).await;
                         let held: Vec<String> = self.held.iter().map(|e| e.key().clone()).collect();
                         for id in held {
-                            self.follow_session(&shared, id, false);
+                            self.follow_session(&shared, id, None);
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -2167,10 +2176,15 @@ impl McpEndpoint {
 
     /// Applies what another replica changed of session `id` (its level, its
     /// subscriptions) to the copies here, in a task of its own (subscribing upstream
-    /// may take a while; the session loop goes on); then, if `announce`, says so (a
-    /// replica holding no copy at once): the replica that made the change answers its
-    /// client once every replica has.
-    fn follow_session(&self, shared: &Arc<crate::sessions::Shared>, id: String, announce: bool) {
+    /// may take a while; the session loop goes on); then, given the change's `ack`,
+    /// says so (a replica holding no copy at once): the replica that made the change
+    /// answers its client once every replica has.
+    fn follow_session(
+        &self,
+        shared: &Arc<crate::sessions::Shared>,
+        id: String,
+        ack: Option<crate::store::Ack>,
+    ) {
         let state = self.held.get(&id).and_then(|w| w.upgrade());
         let held = state.is_some() || self.passthrough.owner(&id).is_some();
         let (shared, passthrough) = (Arc::clone(shared), Arc::clone(&self.passthrough));
@@ -2189,8 +2203,10 @@ impl McpEndpoint {
                     }
                 }
             }
-            if announce && let Err(e) = shared.followed(vec![id]).await {
-                tracing::debug!("a session's change not announced as followed: {e}");
+            if let Some(ack) = ack
+                && let Err(e) = shared.followed(ack).await
+            {
+                tracing::debug!(session = %id, "a session's change not announced as followed: {e}");
             }
         });
     }
@@ -3212,6 +3228,18 @@ async fn in_session(
         }
     }
     response
+}
+
+/// Tells the replica waiting for it that this one followed the change `ack` names, in a
+/// task of its own (the store may be slow to lend a connection; the session loop goes
+/// on).
+fn announce_followed(shared: &Arc<crate::sessions::Shared>, ack: crate::store::Ack) {
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        if let Err(e) = shared.followed(ack).await {
+            tracing::debug!("an ended session's closing not announced: {e}");
+        }
+    });
 }
 
 /// The scopes a JSON-RPC method needs beyond a valid token: all of them, or (for

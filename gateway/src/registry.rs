@@ -746,10 +746,16 @@ impl Registry {
                 }
                 Event::Change(crate::store::Change::Service(name)) => self.sync_service(name).await,
                 Event::Change(crate::store::Change::Server(_)) => self.sync_servers().await,
+                // Only the replica waiting for a change hears who followed it.
+                Event::Change(crate::store::Change::Followed { ack, .. })
+                    if ack.to != self.replica =>
+                {
+                    Ok(())
+                }
                 Event::Change(
-                    crate::store::Change::SessionsEnded(_)
+                    crate::store::Change::SessionsEnded { .. }
                     | crate::store::Change::Followed { .. }
-                    | crate::store::Change::Session(_),
+                    | crate::store::Change::Session { .. },
                 ) => {
                     let _ = self.session_news.send(event.clone());
                     Ok(())

@@ -33,7 +33,7 @@ use rmcp::{
 };
 
 use crate::store::{
-    StoreError,
+    Ack, StoreError,
     postgres::{Postgres, SessionCap, SessionRow},
 };
 
@@ -89,14 +89,15 @@ pub const FOLLOW_WAIT: Duration = Duration::from_secs(1);
 /// The other live replicas, which are to follow a change of a session before the
 /// client hears it done: a request that follows the answer to any of them then sees
 /// the session as changed (a DELETE's 404, the new level). Taken before the change is
-/// written, so that no replica's word is missed.
+/// written, so that no replica's word is missed; the change carries [`Self::ack`].
 pub struct Followers {
     news: tokio::sync::broadcast::Receiver<crate::store::postgres::Event>,
     peers: Vec<String>,
+    ack: Ack,
 }
 
 impl Followers {
-    /// This replica's peers, as its last heartbeat read them.
+    /// This replica's peers, as its last heartbeat read them, and a fresh token.
     pub fn of(registry: &crate::registry::Registry) -> Self {
         let news = registry.watch_sessions();
         let peers = registry
@@ -105,12 +106,22 @@ impl Followers {
             .into_iter()
             .flatten()
             .collect();
-        Self { news, peers }
+        let ack = Ack {
+            to: registry.replica().to_string(),
+            token: rand::random(),
+        };
+        Self { news, peers, ack }
     }
 
-    /// Waits up to [`FOLLOW_WAIT`] for every peer to say it followed session `id`'s
-    /// change. Those that did not (down, or their notifications lag) follow when they
-    /// hear of it, or at their next sweep or resync.
+    /// What the change carries for the replicas to say they followed it.
+    pub fn ack(&self) -> Ack {
+        self.ack.clone()
+    }
+
+    /// Waits up to [`FOLLOW_WAIT`] for every peer to say it followed this change
+    /// (session `id`'s, named in the log). Those that did not (down, or their
+    /// notifications lag) follow when they hear of it: an ended session at once, or
+    /// at their next sweep; a level or subscriptions at their next resync.
     pub async fn wait(mut self, id: &str) {
         use crate::store::{Change, postgres::Event};
         use tokio::sync::broadcast::error::RecvError;
@@ -118,10 +129,8 @@ impl Followers {
         while !self.peers.is_empty() {
             match tokio::time::timeout_at(deadline, self.news.recv()).await {
                 Err(_) | Ok(Err(RecvError::Closed)) => break,
-                Ok(Ok(Event::Change(Change::Followed { replica, ids })))
-                    if ids.iter().any(|i| i == id) =>
-                {
-                    self.peers.retain(|p| *p != replica);
+                Ok(Ok(Event::Change(Change::Followed { by, ack }))) if ack == self.ack => {
+                    self.peers.retain(|p| *p != by);
                 }
                 Ok(Ok(_) | Err(RecvError::Lagged(_))) => {}
             }
@@ -211,10 +220,15 @@ impl Shared {
     }
 
     /// Session `id`'s client set its log level: every replica serving it hears.
-    pub async fn set_level(&self, id: &str, level: LoggingLevel) -> Result<(), StoreError> {
+    pub async fn set_level(
+        &self,
+        id: &str,
+        level: LoggingLevel,
+        ack: Ack,
+    ) -> Result<(), StoreError> {
         let level = serde_json::to_value(level).expect("a level serializes");
         self.pg
-            .set_session_level(id, level.as_str().unwrap_or_default())
+            .set_session_level(id, level.as_str().unwrap_or_default(), ack)
             .await
             .map(|_| ())
     }
@@ -226,9 +240,10 @@ impl Shared {
         id: &str,
         uri: &str,
         subscribed: bool,
+        ack: Ack,
     ) -> Result<(), StoreError> {
         self.pg
-            .set_session_subscription(id, uri, subscribed)
+            .set_session_subscription(id, uri, subscribed, ack)
             .await
             .map(|_| ())
     }
@@ -270,19 +285,24 @@ impl Shared {
     /// Ends session `id` for the whole cluster (its DELETE), then waits for the other
     /// live replicas to close their copies ([`Followers::wait`]).
     pub async fn end(&self, id: &str, followers: Followers) -> Result<(), StoreError> {
-        // Ended already (expired, or another DELETE): that one waited.
-        if !self.pg.end_sessions(&[id.to_string()]).await?.is_empty() {
+        let ended = self
+            .pg
+            .end_sessions(&[id.to_string()], Some(followers.ack()))
+            .await?;
+        // Nothing to wait for when the row was gone already (expired, or ended by a
+        // DELETE through another replica, whose ending the replicas follow alike).
+        if !ended.is_empty() {
             followers.wait(id).await;
         }
         Ok(())
     }
 
-    /// Tells the other replicas this one followed what changed of sessions `ids`
-    /// (closed its copies of ended ones, applied a level or subscriptions).
-    pub async fn followed(&self, ids: Vec<String>) -> Result<(), StoreError> {
-        let replica = self.pg.replica().to_string();
+    /// Tells the replica waiting for it that this one followed the change `ack` names
+    /// (closed its copies of an ended session, applied a level or subscriptions).
+    pub async fn followed(&self, ack: Ack) -> Result<(), StoreError> {
+        let by = self.pg.replica().to_string();
         self.pg
-            .announce(crate::store::Change::Followed { replica, ids })
+            .announce(crate::store::Change::Followed { by, ack })
             .await
     }
 
@@ -676,49 +696,70 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_change_waits_for_every_peer_to_follow_it_and_no_longer_than_its_bound() {
         use crate::store::{Change, postgres::Event};
-        let followed = |replica: &str, id: &str| {
+        let ack = |token: u64| Ack {
+            to: "a".into(),
+            token,
+        };
+        let followed = |by: &str, token: u64| {
             Event::Change(Change::Followed {
-                replica: replica.into(),
-                ids: vec!["other".into(), id.into()],
+                by: by.into(),
+                ack: ack(token),
             })
         };
-        let (tx, news) = tokio::sync::broadcast::channel(16);
-        let peers = vec!["b".to_string(), "c".to_string()];
+        let (tx, _) = tokio::sync::broadcast::channel(16);
+        let peers = || vec!["b".to_string(), "c".to_string()];
         let start = tokio::time::Instant::now();
-        let mut waiting = tokio::spawn(Followers { news, peers }.wait("s1"));
+        let followers = Followers {
+            news: tx.subscribe(),
+            peers: peers(),
+            ack: ack(1),
+        };
+        let mut waiting = tokio::spawn(followers.wait("s1"));
         for event in [
-            followed("b", "s1"),
-            followed("c", "s2"),
-            Event::Change(Change::SessionsEnded(vec!["s1".into()])),
+            followed("b", 1),
+            // Another change's word (an earlier one of the same session, a concurrent
+            // one, another replica's) is not this one's.
+            followed("c", 2),
+            Event::Change(Change::Followed {
+                by: "c".into(),
+                ack: Ack {
+                    to: "z".into(),
+                    token: 1,
+                },
+            }),
+            Event::Change(Change::SessionsEnded {
+                ids: vec!["s1".into()],
+                ack: Some(ack(1)),
+            }),
             Event::Resync,
         ] {
             tx.send(event).expect("a receiver");
             tokio::time::sleep(Duration::from_millis(10)).await;
             assert!(!waiting.is_finished(), "answered before c followed");
         }
-        tx.send(followed("c", "s1")).expect("a receiver");
+        tx.send(followed("c", 1)).expect("a receiver");
         (&mut waiting).await.expect("the wait ends");
         assert!(start.elapsed() < FOLLOW_WAIT, "{:?}", start.elapsed());
 
         // c never says it: answered at the bound.
         let start = tokio::time::Instant::now();
-        let news = tx.subscribe();
-        let waiting = Followers {
-            news,
-            peers: vec!["b".into(), "c".into()],
-        }
-        .wait("s3");
-        tx.send(followed("b", "s3")).expect("a receiver");
+        let followers = Followers {
+            news: tx.subscribe(),
+            peers: peers(),
+            ack: ack(3),
+        };
+        let waiting = followers.wait("s3");
+        tx.send(followed("b", 3)).expect("a receiver");
         waiting.await;
         assert_eq!(start.elapsed(), FOLLOW_WAIT);
         // No peers (a lone replica, or the only one alive): at once.
         let start = tokio::time::Instant::now();
-        Followers {
+        let followers = Followers {
             news: tx.subscribe(),
             peers: Vec::new(),
-        }
-        .wait("s4")
-        .await;
+            ack: ack(4),
+        };
+        followers.wait("s4").await;
         assert_eq!(start.elapsed(), Duration::ZERO);
     }
 

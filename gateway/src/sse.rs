@@ -86,6 +86,10 @@ struct Parser {
 impl Parser {
     /// Reads one chunk: its complete lines now, the rest kept for the next.
     fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Error> {
+        // An empty chunk changes nothing (not even what a CR before it left pending).
+        if bytes.is_empty() {
+            return Ok(());
+        }
         if std::mem::take(&mut self.after_cr)
             && let Some(rest) = bytes.strip_prefix(b"\n")
         {
@@ -226,9 +230,6 @@ mod tests {
                 }
             }
             for parts in cuts {
-                // sse-stream reads the first byte of the chunk after a CR: it panics on
-                // an empty one (ours reads it as nothing).
-                let parts: Vec<&[u8]> = parts.into_iter().filter(|p| !p.is_empty()).collect();
                 let ours = read(events(chunks(&parts)));
                 let theirs = read(sse_stream::SseStream::from_bytes_stream(chunks(&parts)));
                 assert_eq!(ours, theirs, "{input:?} in {parts:?}");

@@ -148,8 +148,8 @@ pub fn service(
 + 'static {
     // Outermost first: a client's request id is kept only when it is short and plain;
     // the request gets an id (the client's, or a new UUID), every log line of the
-    // request carries it, and the response returns it. Then every route: one Host and
-    // one Origin, both allowed (DNS rebinding); the body limit.
+    // request carries it, and the response returns it. Then every route: the body
+    // limit; one Host and one Origin, both allowed (DNS rebinding).
     let origins = crate::origins::Origins::new(&config.allowed_hosts, &config.allowed_origins);
     let origins = Arc::new(origins);
     tower::ServiceBuilder::new()
@@ -183,6 +183,20 @@ fn plain_request_id(mut request: axum::extract::Request) -> axum::extract::Reque
         request.headers_mut().remove(REQUEST_ID);
     }
     request
+}
+
+/// [`service`] boxed, answering with axum's body: for a harness that holds the whole
+/// gateway in a field of its own (the fuzz targets). `lib.rs` serves the unboxed one.
+pub type App = tower::util::BoxCloneSyncService<
+    axum::extract::Request,
+    axum::response::Response,
+    std::convert::Infallible,
+>;
+
+/// [`App`] of `router` inside the layers of [`service`].
+pub fn app(router: Router, config: &crate::Config) -> App {
+    use tower::ServiceExt as _;
+    App::new(service(router, config).map_response(|r| r.map(axum::body::Body::new)))
 }
 
 /// A layer that answers a request itself or passes it on, deciding at once: `check`

@@ -74,22 +74,31 @@ pub enum Change {
     /// A virtual server's definition.
     Server(String),
     /// These shared MCP sessions ended (a DELETE, or expiry): replicas close their
-    /// copies.
-    SessionsEnded(Vec<String>),
-    /// Replica `replica` followed what changed of these sessions (closed its copies of
-    /// ended ones, applied a new level or subscriptions): the replica that made the
-    /// change answers its client once every live replica has.
-    Followed { replica: String, ids: Vec<String> },
+    /// copies, and say so when `ack` asks (a DELETE's replica waits for it).
+    SessionsEnded { ids: Vec<String>, ack: Option<Ack> },
+    /// Replica `by` followed the change `ack` names (closed its copies of an ended
+    /// session, applied a new level or subscriptions): the replica that made the change
+    /// answers its client once every live replica has.
+    Followed { by: String, ack: Ack },
     /// The health checker wrote new states for a service's instances.
     Health(String),
     /// A client's answers wait in the store for the replica with this id, which asked.
     Answers(String),
     /// A shared session's log level or resource subscriptions changed: replicas holding
-    /// a copy read its row again.
-    Session(String),
+    /// a copy read its row again, then say so (the replica that made the change waits).
+    Session { id: String, ack: Ack },
     /// A service's backend told one replica its lists changed (`list_changed` reaches
     /// only the upstream session it was sent on): every replica lists it again.
     Relist(String),
+}
+
+/// Names one change of a shared session for the replicas that follow it: the replica
+/// waiting for them (`to`) and a token of its own for the change, so that a word about
+/// an earlier or another change is never taken for this one's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ack {
+    pub to: String,
+    pub token: u64,
 }
 
 /// A live replica of the cluster, as its heartbeats say.

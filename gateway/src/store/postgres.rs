@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use super::{Change, Replica, StoreError, StoredInstance, cipher::Cipher};
+use super::{Ack, Change, Replica, StoreError, StoredInstance, cipher::Cipher};
 
 /// The channel every replica listens on.
 pub const CHANNEL: &str = "mcp_gateway";
@@ -722,11 +722,17 @@ impl Postgres {
 
     /// Sets a shared session's log level, telling every replica; false when its row
     /// is gone.
-    pub async fn set_session_level(&self, id: &str, level: &str) -> Result<bool, StoreError> {
+    pub async fn set_session_level(
+        &self,
+        id: &str,
+        level: &str,
+        ack: Ack,
+    ) -> Result<bool, StoreError> {
         self.change_session(
             id,
             "UPDATE mcp_sessions SET level = $2 WHERE id = $1",
             level,
+            ack,
         )
         .await
     }
@@ -738,6 +744,7 @@ impl Postgres {
         id: &str,
         uri: &str,
         subscribed: bool,
+        ack: Ack,
     ) -> Result<bool, StoreError> {
         let sql = if subscribed {
             "UPDATE mcp_sessions
@@ -747,10 +754,16 @@ impl Postgres {
             "UPDATE mcp_sessions SET subscriptions = array_remove(subscriptions, $2)
              WHERE id = $1"
         };
-        self.change_session(id, sql, uri).await
+        self.change_session(id, sql, uri, ack).await
     }
 
-    async fn change_session(&self, id: &str, sql: &str, value: &str) -> Result<bool, StoreError> {
+    async fn change_session(
+        &self,
+        id: &str,
+        sql: &str,
+        value: &str,
+        ack: Ack,
+    ) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.err(e))?;
         let changed = tx
@@ -760,7 +773,8 @@ impl Postgres {
         if changed == 0 {
             return Ok(false);
         }
-        self.notify(&tx, Change::Session(id.to_string())).await?;
+        let id = id.to_string();
+        self.notify(&tx, Change::Session { id, ack }).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(true)
     }
@@ -830,9 +844,14 @@ impl Postgres {
         &self.replica
     }
 
-    /// Ends shared sessions (a DELETE, or expiry), telling every replica in the same
-    /// transaction; those that were still there.
-    pub async fn end_sessions(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+    /// Ends shared sessions (a DELETE, with the `ack` its replica waits for; or
+    /// expiry), telling every replica in the same transaction; those that were still
+    /// there.
+    pub async fn end_sessions(
+        &self,
+        ids: &[String],
+        ack: Option<Ack>,
+    ) -> Result<Vec<String>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -849,8 +868,8 @@ impl Postgres {
             .map(|r| r.get(0))
             .collect();
         for chunk in ended.chunks(IDS_PER_NOTICE) {
-            self.notify(&tx, Change::SessionsEnded(chunk.to_vec()))
-                .await?;
+            let (ids, ack) = (chunk.to_vec(), ack.clone());
+            self.notify(&tx, Change::SessionsEnded { ids, ack }).await?;
         }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(ended)
@@ -919,7 +938,7 @@ impl Postgres {
             )
             .await
             .map_err(|e| self.err(e))?;
-        let mut ended = self.end_sessions(&expired).await?;
+        let mut ended = self.end_sessions(&expired, None).await?;
         ended.extend(gone);
         Ok(ended)
     }
