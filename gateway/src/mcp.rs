@@ -827,7 +827,7 @@ impl GatewayHandler {
             &crate::sessions::Shared,
             &str,
             crate::store::Ack,
-        ) -> Result<(), StoreError>,
+        ) -> Result<bool, StoreError>,
     ) -> Result<(), ErrorData> {
         let (Some(shared), Some((_, key))) = (&self.shared, self.session.key.get()) else {
             return Ok(());
@@ -835,13 +835,16 @@ impl GatewayHandler {
         // Answered once the other live replicas' copies took it (up to a second): a
         // request that follows the answer to any of them sees it.
         let followers = crate::sessions::Followers::of(&self.registry);
-        write(shared, key, followers.ack()).await.map_err(|e| {
+        let announced = write(shared, key, followers.ack()).await.map_err(|e| {
             ErrorData::internal_error(
                 format!("applied on this replica only: the cluster's store did not take it ({e}); send it again"),
                 None,
             )
         })?;
-        followers.wait(key).await;
+        // A session whose row is gone (ended meanwhile) was announced to nobody.
+        if announced {
+            followers.wait(key).await;
+        }
         Ok(())
     }
 

@@ -219,18 +219,18 @@ impl Shared {
         self.adopted.get(id).map(|a| a.state.clone())
     }
 
-    /// Session `id`'s client set its log level: every replica serving it hears.
+    /// Session `id`'s client set its log level: every replica serving it hears (false
+    /// when its row is gone: nobody does).
     pub async fn set_level(
         &self,
         id: &str,
         level: LoggingLevel,
         ack: Ack,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let level = serde_json::to_value(level).expect("a level serializes");
         self.pg
             .set_session_level(id, level.as_str().unwrap_or_default(), ack)
             .await
-            .map(|_| ())
     }
 
     /// Session `id`'s client subscribed to `uri` (or unsubscribed): every replica
@@ -241,11 +241,10 @@ impl Shared {
         uri: &str,
         subscribed: bool,
         ack: Ack,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.pg
             .set_session_subscription(id, uri, subscribed, ack)
             .await
-            .map(|_| ())
     }
 
     /// The answers other replicas hold for this one: (session, JSON-RPC message).
@@ -691,8 +690,8 @@ impl SessionManager for Tagged {
 mod tests {
     use super::*;
 
-    /// A change is answered once every peer said it followed this session's change, and
-    /// not on another session's word; a silent peer holds it [`FOLLOW_WAIT`], no more.
+    /// A change is answered once every peer said it followed this very change, and not
+    /// on the word about another one; a silent peer holds it [`FOLLOW_WAIT`], no more.
     #[tokio::test(start_paused = true)]
     async fn a_change_waits_for_every_peer_to_follow_it_and_no_longer_than_its_bound() {
         use crate::store::{Change, postgres::Event};
