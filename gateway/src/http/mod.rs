@@ -49,6 +49,9 @@ use tower_http::{
 
 use crate::{mcp::McpEndpoint, registry::Registry};
 
+/// Every route, with the Bearer check on the protected ones, but without the layers
+/// every request passes (request id, trace, body limit, Host/Origin): serve it inside
+/// [`service`] (or [`app`]), never alone.
 pub fn router(registry: Arc<Registry>, mcp: McpEndpoint, config: &crate::Config) -> Router {
     let metadata = metadata::Metadata {
         public_url: config.public_url.as_deref().map(Arc::from),
