@@ -67,6 +67,15 @@ where
     }
 }
 
+/// Sets a field an event carries at most once: `twice` when it has it already.
+fn once<T>(field: &mut Option<T>, value: T, twice: Error) -> Result<(), Error> {
+    if field.is_some() {
+        return Err(twice);
+    }
+    *field = Some(value);
+    Ok(())
+}
+
 /// A field's value as text.
 fn text(value: &[u8]) -> Result<&str, Error> {
     std::str::from_utf8(value).map_err(Error::Utf8Parse)
@@ -145,22 +154,16 @@ impl Parser {
                 }
             }
             b"event" => {
-                let name = text(value)?;
+                let name = text(value)?.to_owned();
                 let event = self.current.get_or_insert_default();
-                if event.event.is_some() {
-                    return Err(Error::DuplicatedEventLine);
-                }
-                event.event = Some(name.to_owned());
+                once(&mut event.event, name, Error::DuplicatedEventLine)?;
             }
             // An id holding NUL is ignored (the WHATWG rule).
             b"id" if memchr::memchr(0, value).is_some() => {}
             b"id" => {
-                let id = text(value)?;
+                let id = text(value)?.to_owned();
                 let event = self.current.get_or_insert_default();
-                if event.id.is_some() {
-                    return Err(Error::DuplicatedIdLine);
-                }
-                event.id = Some(id.to_owned());
+                once(&mut event.id, id, Error::DuplicatedIdLine)?;
             }
             b"retry" => {
                 let ms = text(value)?
@@ -168,10 +171,7 @@ impl Parser {
                     .parse::<u64>()
                     .map_err(Error::IntParse)?;
                 let event = self.current.get_or_insert_default();
-                if event.retry.is_some() {
-                    return Err(Error::DuplicatedRetry);
-                }
-                event.retry = Some(ms);
+                once(&mut event.retry, ms, Error::DuplicatedRetry)?;
             }
             // A comment.
             b"" => {}
