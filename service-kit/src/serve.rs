@@ -63,7 +63,7 @@ pub async fn serve(
 /// address (`ConnectInfo<SocketAddr>`).
 pub async fn serve_with<S, B>(
     listener: TcpListener,
-    router: S,
+    service: S,
     shutdown: CancellationToken,
     limits: Limits,
 ) -> std::io::Result<()>
@@ -112,7 +112,7 @@ where
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!("cannot set TCP_NODELAY: {e}");
         }
-        let router = router.clone();
+        let app = service.clone();
         let body_timeout = limits.body_read_timeout;
         let service =
             hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
@@ -121,7 +121,7 @@ where
                 request
                     .extensions_mut()
                     .insert(ConnectInfo::<SocketAddr>(remote));
-                router.clone().oneshot(request)
+                app.clone().oneshot(request)
             });
         let connection = builder.serve_connection(TokioIo::new(tcp), service);
         let stop = shutdown.clone();
