@@ -54,8 +54,8 @@ use std::{
 use arc_swap::ArcSwapOption;
 use axum::{body::Body, response::Response};
 use bytes::Bytes;
-use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use memchr::memmem;
 use rmcp::model::LoggingLevel;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -71,7 +71,7 @@ use crate::{
         CallError, Service,
         raw::{Answer, Event, Exchange, next_request_id},
     },
-    vocab::Allow,
+    vocab::{Allow, FastDashMap},
 };
 
 /// The first revision whose clients resume SSE streams (priming events, SEP-1699).
@@ -122,26 +122,26 @@ pub struct Passthrough {
     pages: ArcSwapOption<Pages>,
     /// Allowed `Host` and `Origin` values.
     origins: crate::origins::Origins,
-    sessions: DashMap<String, FastSession>,
+    sessions: FastDashMap<String, FastSession>,
     /// Every session's owner: the credential that opened it (a session id is no proof
     /// of identity).
-    owners: DashMap<String, Arc<str>>,
+    owners: FastDashMap<String, Arc<str>>,
     /// The virtual server of each session opened on one's endpoint: it is that
     /// endpoint's alone.
-    servers: DashMap<String, Arc<str>>,
+    servers: FastDashMap<String, Arc<str>>,
     /// When each session was last used (ms since `epoch`), for idle expiry: rmcp's own
     /// idle timer does not see the calls this path answers.
-    activity: DashMap<String, u64>,
+    activity: FastDashMap<String, u64>,
     /// Open sessions per credential.
-    per_owner: DashMap<Arc<str>, usize>,
+    per_owner: FastDashMap<Arc<str>, usize>,
     /// Sessions whose client has not sent `notifications/initialized` yet, with when
     /// they were opened (ms since `epoch`): they are closed `session_init_timeout_ms`
     /// after that, whatever else they send.
-    pending: DashMap<String, u64>,
+    pending: FastDashMap<String, u64>,
     epoch: std::time::Instant,
     /// Calls in flight on this path in a session, by (session, client's id as JSON).
-    calls: DashMap<(String, String), CancellationToken>,
-    parked: DashMap<u64, Parked>,
+    calls: FastDashMap<(String, String), CancellationToken>,
+    parked: FastDashMap<u64, Parked>,
     /// A replica of a cluster: a client's stream is never closed for it to resume (its
     /// `Last-Event-ID` could reach another replica, which does not hold the call).
     clustered: bool,
@@ -234,15 +234,15 @@ impl Passthrough {
             page_size: page_size.max(1),
             pages: ArcSwapOption::empty(),
             origins: crate::origins::Origins::new(allowed_hosts, allowed_origins),
-            sessions: DashMap::new(),
-            owners: DashMap::new(),
-            servers: DashMap::new(),
-            activity: DashMap::new(),
-            per_owner: DashMap::new(),
-            pending: DashMap::new(),
+            sessions: FastDashMap::default(),
+            owners: FastDashMap::default(),
+            servers: FastDashMap::default(),
+            activity: FastDashMap::default(),
+            per_owner: FastDashMap::default(),
+            pending: FastDashMap::default(),
             epoch: std::time::Instant::now(),
-            calls: DashMap::new(),
-            parked: DashMap::new(),
+            calls: FastDashMap::default(),
+            parked: FastDashMap::default(),
         }
     }
 
@@ -375,7 +375,7 @@ impl Passthrough {
         }
         let Some(id) = response
             .headers()
-            .get("mcp-session-id")
+            .get(crate::vocab::MCP_SESSION_ID)
             .and_then(|v| v.to_str().ok())
         else {
             return;
@@ -433,7 +433,9 @@ impl Passthrough {
         if !self.trusted(headers) {
             return None;
         }
-        let version = headers.get("mcp-protocol-version").map(|v| v.to_str());
+        let version = headers
+            .get(crate::vocab::MCP_PROTOCOL_VERSION)
+            .map(|v| v.to_str());
         let version_ok = match (session, version) {
             // The session's own version, as rmcp demands.
             (Some(fast), Some(Ok(v))) => v == &*fast.version,
@@ -1213,8 +1215,10 @@ fn classify(answer: &Answer) -> (Outcome, Option<String>) {
 /// quotes are escaped, so an unescaped `"isError"` is a member name. (One nested in the
 /// result's own data would count too; tools rarely name a member so.)
 fn says_is_error(result: &str) -> bool {
-    result.match_indices("\"isError\"").any(|(at, key)| {
-        result[at + key.len()..]
+    const KEY: &[u8] = b"\"isError\"";
+    // memchr's SIMD search: the result is all of the tool's output.
+    memmem::find_iter(result.as_bytes(), KEY).any(|at| {
+        result[at + KEY.len()..]
             .trim_start()
             .strip_prefix(':')
             .is_some_and(|rest| rest.trim_start().starts_with("true"))
@@ -1238,7 +1242,8 @@ fn translate(result: &str) -> Translated<'_> {
     if let Some(rest) = result.strip_prefix(COMPLETE) {
         return Translated::Trimmed(rest);
     }
-    if !result.contains("input_required") {
+    // memchr's SIMD search: the answer is all of the tool's output.
+    if memmem::find(result.as_bytes(), b"input_required").is_none() {
         return Translated::Result(result);
     }
     // Only a result that is one, however it is spaced (a member of that name deeper
