@@ -45,7 +45,7 @@ use std::{
     collections::VecDeque,
     convert::Infallible,
     sync::{
-        Arc,
+        Arc, LazyLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -1216,8 +1216,10 @@ fn classify(answer: &Answer) -> (Outcome, Option<String>) {
 /// result's own data would count too; tools rarely name a member so.)
 fn says_is_error(result: &str) -> bool {
     const KEY: &[u8] = b"\"isError\"";
-    // memchr's SIMD search: the result is all of the tool's output.
-    memmem::find_iter(result.as_bytes(), KEY).any(|at| {
+    // memchr's SIMD search (the result is all of the tool's output), its searcher built
+    // once.
+    static FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(KEY));
+    FINDER.find_iter(result.as_bytes()).any(|at| {
         result[at + KEY.len()..]
             .trim_start()
             .strip_prefix(':')
@@ -1242,8 +1244,10 @@ fn translate(result: &str) -> Translated<'_> {
     if let Some(rest) = result.strip_prefix(COMPLETE) {
         return Translated::Trimmed(rest);
     }
-    // memchr's SIMD search: the answer is all of the tool's output.
-    if memmem::find(result.as_bytes(), b"input_required").is_none() {
+    // memchr's SIMD search (the answer is all of the tool's output), built once.
+    static FINDER: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"input_required"));
+    if FINDER.find(result.as_bytes()).is_none() {
         return Translated::Result(result);
     }
     // Only a result that is one, however it is spaced (a member of that name deeper
