@@ -700,28 +700,18 @@ impl Passthrough {
                 params.arguments.map(|a| a.get().to_string())
             });
         let traceparent = crate::observe::traces::traceparent(&span);
-        // Trace context in `_meta` too (SEP-414), so the backend's spans join the trace.
-        let trace = traceparent
-            .as_deref()
-            .map(|t| format!(r#""traceparent":"{t}""#));
-        let meta = match (modern, trace) {
-            // What the typed path's request would declare: the gateway as the client,
-            // what the client declared of sampling, elicitation and roots, and the
-            // client's log level (every message, as an older client gets, until it sets
-            // one).
-            (true, trace) => format!(
-                r#","_meta":{{{MODERN_META}{},{LOG_LEVEL}"{}"{}}}"#,
-                declared.unwrap_or("{}"),
-                level_name(level.unwrap_or(LoggingLevel::Debug)),
-                trace.map(|t| format!(",{t}")).unwrap_or_default()
-            ),
-            (false, Some(t)) => format!(r#","_meta":{{{t}}}"#),
-            (false, None) => String::new(),
-        };
         // Appended piece by piece: `format!` cost ~2k instructions here, per call.
         let args = params.arguments.map(|a| a.get());
         let mut body = String::with_capacity(
-            80 + upstream_id.len() + name.len() + args.map_or(0, str::len) + meta.len(),
+            80 + upstream_id.len()
+                + name.len()
+                + args.map_or(0, str::len)
+                + if modern {
+                    MODERN_META.len() + LOG_LEVEL.len() + declared.map_or(2, str::len) + 32
+                } else {
+                    0
+                }
+                + traceparent.as_ref().map_or(0, |t| t.len() + 32),
         );
         body.push_str(r#"{"jsonrpc":"2.0","id":""#);
         body.push_str(&upstream_id);
@@ -731,7 +721,32 @@ impl Passthrough {
             body.push_str(r#","arguments":"#);
             body.push_str(args);
         }
-        body.push_str(&meta);
+        // What the typed path's request would declare, for a 2026-07-28 backend: the
+        // gateway as the client, what the client declared of sampling, elicitation and
+        // roots, and the client's log level (every message, as an older client gets,
+        // until it sets one). The trace context in `_meta` too (SEP-414), so the
+        // backend's spans join the trace.
+        if modern || traceparent.is_some() {
+            body.push_str(r#","_meta":{"#);
+            if modern {
+                body.push_str(MODERN_META);
+                body.push_str(declared.unwrap_or("{}"));
+                body.push(',');
+                body.push_str(LOG_LEVEL);
+                body.push('"');
+                body.push_str(level_name(level.unwrap_or(LoggingLevel::Debug)));
+                body.push('"');
+            }
+            if let Some(t) = traceparent.as_deref() {
+                if modern {
+                    body.push(',');
+                }
+                body.push_str(r#""traceparent":""#);
+                body.push_str(t);
+                body.push('"');
+            }
+            body.push('}');
+        }
         body.push_str("}}");
         Some(Ok(Call {
             client_id: id.to_string(),
