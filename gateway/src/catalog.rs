@@ -19,10 +19,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
 
-use crate::{
-    upstream::{Service, balance::fnv1a},
-    vocab::FastMap,
-};
+use crate::upstream::{Service, balance::fnv1a};
 
 pub use crate::vocab::SEPARATOR;
 const MAX_NAME: usize = 64;
@@ -81,12 +78,12 @@ pub struct Merged<T> {
     /// Where each item comes from (parallel to `items`).
     origins: Vec<Origin>,
     /// Public key → index in `items`.
-    index: FastMap<String, usize>,
+    index: HashMap<String, usize>,
     /// Public and qualified keys → where they lead.
-    routes: FastMap<String, Route>,
-    ambiguous: FastMap<String, Vec<String>>,
+    routes: HashMap<String, Route>,
+    ambiguous: HashMap<String, Vec<String>>,
     /// Service name → indices of its items in `items`.
-    by_service: FastMap<Arc<str>, Vec<usize>>,
+    by_service: HashMap<Arc<str>, Vec<usize>>,
 }
 
 /// An item's public key and its name at its service.
@@ -100,10 +97,10 @@ impl<T> Default for Merged<T> {
         Self {
             items: Vec::new(),
             origins: Vec::new(),
-            index: FastMap::default(),
-            routes: FastMap::default(),
-            ambiguous: FastMap::default(),
-            by_service: FastMap::default(),
+            index: HashMap::new(),
+            routes: HashMap::new(),
+            ambiguous: HashMap::new(),
+            by_service: HashMap::new(),
         }
     }
 }

@@ -9,7 +9,10 @@
 //! Invariant: a message from a backend reaches only the call that caused it; one whose
 //! call never claims it is dropped after a few seconds.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use rmcp::{
     ErrorData,
@@ -20,8 +23,6 @@ use rmcp::{
     service::InboundStreamOrigin,
 };
 use tokio::sync::{mpsc, oneshot};
-
-use crate::vocab::FastMap;
 
 /// A message for the downstream call that caused it.
 pub enum RelayMsg {
@@ -47,11 +48,11 @@ pub(super) enum Early {
 /// The calls in flight on one upstream session that want messages relayed.
 #[derive(Default)]
 pub struct Relays {
-    by_id: Mutex<FastMap<RequestId, mpsc::Sender<RelayMsg>>>,
-    by_token: Mutex<FastMap<ProgressToken, RequestId>>,
+    by_id: Mutex<HashMap<RequestId, mpsc::Sender<RelayMsg>>>,
+    by_token: Mutex<HashMap<ProgressToken, RequestId>>,
     /// Calls whose client declared none of sampling, elicitation and roots: a request
     /// that came outside any stream (a stdio server's) is never theirs.
-    mute: Mutex<std::collections::HashSet<RequestId, crate::vocab::Hasher>>,
+    mute: Mutex<std::collections::HashSet<RequestId>>,
     /// Messages that beat their call's registration (a fast backend answers before
     /// `send` returns); claimed by `register`, dropped after a few seconds.
     early: Mutex<Vec<(Early, RelayMsg, std::time::Instant)>>,
@@ -79,16 +80,14 @@ impl Drop for RelayGuard {
 }
 
 impl Relays {
-    fn lock_ids(&self) -> std::sync::MutexGuard<'_, FastMap<RequestId, mpsc::Sender<RelayMsg>>> {
+    fn lock_ids(&self) -> std::sync::MutexGuard<'_, HashMap<RequestId, mpsc::Sender<RelayMsg>>> {
         self.by_id.lock().unwrap_or_else(|p| p.into_inner())
     }
-    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, FastMap<ProgressToken, RequestId>> {
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, RequestId>> {
         self.by_token.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_mute(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashSet<RequestId, crate::vocab::Hasher>> {
+    fn lock_mute(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<RequestId>> {
         self.mute.lock().unwrap_or_else(|p| p.into_inner())
     }
 
