@@ -185,6 +185,9 @@ struct ProcessState {
     /// A child stopped on purpose to start another at once (a probe that found no
     /// revision in common): its end is not the process's last exit.
     quiet: Option<Arc<Child>>,
+    /// The child whose end `last_exit` records, and what `last_exit` said before: a
+    /// child may end on its own (its session dropped) before it is marked quiet.
+    recorded: Option<(Arc<Child>, Option<String>)>,
 }
 
 /// What `/services` shows of a stdio instance's process.
@@ -318,7 +321,8 @@ impl Process {
         if state.quiet.as_ref().is_some_and(|q| Arc::ptr_eq(q, child)) {
             state.quiet = None;
         } else {
-            state.last_exit = Some(status.to_string());
+            let before = state.last_exit.replace(status.to_string());
+            state.recorded = Some((Arc::clone(child), before));
         }
         // By identity, not pid: a reaped child's pid may already be another's.
         if state.child.as_ref().is_some_and(|c| Arc::ptr_eq(c, child)) {
@@ -334,9 +338,16 @@ impl Process {
     }
 
     /// `child` is being stopped to start another at once: its end is not recorded as
-    /// the process's last exit.
+    /// the process's last exit (and is taken back if it already was).
     pub fn quiet(&self, child: &Arc<Child>) {
-        self.lock().quiet = Some(Arc::clone(child));
+        let mut state = self.lock();
+        match state.recorded.take() {
+            Some((ended, before)) if Arc::ptr_eq(&ended, child) => state.last_exit = before,
+            recorded => {
+                state.recorded = recorded;
+                state.quiet = Some(Arc::clone(child));
+            }
+        }
     }
 
     /// Parks the process (an operator's stop): no child starts until [`Self::unpark`].
@@ -764,6 +775,40 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(!alive(), "grandchild {grandchild} survived the stop");
+    }
+
+    #[tokio::test]
+    async fn a_quiet_child_leaves_no_last_exit_whether_it_ended_before_or_after() {
+        // Each child exits with its own code: 10, 11, 12.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let count = dir.path().join("n");
+        let p = Process::new(sh(&format!(
+            "n=$(cat {count:?} 2>/dev/null || echo 0); echo $((n+1)) > {count:?}; exit $((n+10))"
+        )));
+        let run = |quiet_first: bool| {
+            let s = p.spawn("t").expect("spawn");
+            let p = &p;
+            async move {
+                if quiet_first {
+                    p.quiet(&s.child);
+                }
+                let status = s.child.wait().await;
+                p.exited(&s.child, &status);
+                s.child
+            }
+        };
+        // Marked quiet before it ends: its end is not recorded.
+        run(true).await;
+        assert_eq!(p.view().last_exit, None);
+        // An end that is recorded stays recorded.
+        run(false).await;
+        assert_eq!(p.view().last_exit.as_deref(), Some("exit code 11"));
+        // Ended (its session dropped) before it was marked quiet: the record is taken
+        // back, and the earlier one stands.
+        let child = run(false).await;
+        assert_eq!(p.view().last_exit.as_deref(), Some("exit code 12"));
+        p.quiet(&child);
+        assert_eq!(p.view().last_exit.as_deref(), Some("exit code 11"));
     }
 
     #[tokio::test]
