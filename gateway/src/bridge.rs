@@ -842,40 +842,7 @@ fn standard_headers(value: &Value) -> Vec<(&'static str, String)> {
         .pointer(&format!("/params/{key}"))
         .and_then(Value::as_str)
     {
-        out.push(("Mcp-Name", header_value(name)));
-    }
-    out
-}
-
-/// `value` as a header value: as it is, or `=?base64?...?=` when it cannot travel bare
-/// (SEP-2243).
-fn header_value(value: &str) -> String {
-    let padded = value.starts_with([' ', '\t']) || value.ends_with([' ', '\t']);
-    let unprintable = value.chars().any(|c| !(' '..='~').contains(&c));
-    let looks_encoded = value.starts_with("=?base64?") && value.ends_with("?=");
-    let bare = value.is_empty() || !(padded || unprintable || looks_encoded);
-    if bare {
-        return value.to_string();
-    }
-    format!("=?base64?{}?=", base64(value.as_bytes()))
-}
-
-/// Standard base64 with padding (RFC 4648, 4).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
+        out.push(("Mcp-Name", vocab::header_value(name)));
     }
     out
 }
@@ -1070,11 +1037,8 @@ mod tests {
 
     #[test]
     fn names_that_cannot_travel_bare_are_base64() {
-        assert_eq!(header_value("getUser"), "getUser");
-        assert_eq!(header_value("ünï"), "=?base64?w7xuw68=?=");
-        assert_eq!(header_value(" a"), "=?base64?IGE=?=");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64(b"fo"), "Zm8=");
+        let h = standard_headers(&json!({"method": "tools/call", "params": {"name": " t"}}));
+        assert_eq!(h[1], ("Mcp-Name", "=?base64?IHQ=?=".into()));
         let h = standard_headers(&json!({"method": "tools/call", "params": {"name": "t"}}));
         assert_eq!(
             h,

@@ -19,7 +19,10 @@ use std::{collections::HashMap, sync::Arc};
 
 use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
 
-use crate::upstream::{Service, balance::fnv1a};
+use crate::{
+    upstream::{Service, balance::fnv1a},
+    vocab::ParamHeaders,
+};
 
 pub use crate::vocab::SEPARATOR;
 const MAX_NAME: usize = 64;
@@ -58,9 +61,9 @@ pub struct Route {
     pub original: Arc<str>,
     /// The tool declares itself read-only or idempotent: a failed call may be repeated.
     pub retry_safe: bool,
-    /// Some argument travels in an `Mcp-Param-*` header too (an `x-mcp-header`
-    /// annotation in the input schema, SEP-2243): rmcp's client adds those.
-    pub param_headers: bool,
+    /// The arguments that travel in `Mcp-Param-*` headers too (`x-mcp-header`
+    /// annotations in the input schema, SEP-2243), if any.
+    pub param_headers: Option<Arc<ParamHeaders>>,
 }
 
 /// What a name resolves to.
@@ -116,21 +119,9 @@ struct Naming<T> {
     /// The `n`th alternative to a qualified name that is already taken.
     variant: fn(&str, usize) -> String,
     retry_safe: fn(&T) -> bool,
-    param_headers: fn(&T) -> bool,
+    param_headers: fn(&T) -> Option<Arc<ParamHeaders>>,
     /// `key` lies in `service`'s qualified namespace (so no other service may hold it).
     in_namespace_of: fn(&str, &str) -> bool,
-}
-
-/// Whether `key` is a member name anywhere in `object` (nested objects and arrays too).
-fn names_key(object: &serde_json::Map<String, serde_json::Value>, key: &str) -> bool {
-    fn walk(value: &serde_json::Value, key: &str) -> bool {
-        match value {
-            serde_json::Value::Object(map) => names_key(map, key),
-            serde_json::Value::Array(items) => items.iter().any(|v| walk(v, key)),
-            _ => false,
-        }
-    }
-    object.contains_key(key) || object.values().any(|v| walk(v, key))
 }
 
 /// Who stands behind a service, for the naming rule: its owner, and when it first
@@ -452,7 +443,7 @@ impl Catalog {
                             a.read_only_hint == Some(true) || a.idempotent_hint == Some(true)
                         })
                     },
-                    param_headers: |t| names_key(&t.input_schema, "x-mcp-header"),
+                    param_headers: |t| ParamHeaders::of(&t.input_schema).map(Arc::new),
                 },
             ),
             prompts: Merged::build(
@@ -465,7 +456,7 @@ impl Catalog {
                     in_namespace_of: in_namespace,
                     variant: name_variant,
                     retry_safe: |_| true,
-                    param_headers: |_| false,
+                    param_headers: |_| None,
                 },
             ),
             resources: Merged::build(
@@ -482,7 +473,7 @@ impl Catalog {
                     },
                     variant: |uri, n| format!("{uri}~{n}"),
                     retry_safe: |_| true,
-                    param_headers: |_| false,
+                    param_headers: |_| None,
                 },
             ),
             templates,

@@ -55,7 +55,7 @@ use arc_swap::ArcSwapOption;
 use axum::{body::Body, response::Response};
 use bytes::Bytes;
 use dashmap::DashMap;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use rmcp::model::LoggingLevel;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -205,6 +205,8 @@ struct Call {
     span: tracing::Span,
     traceparent: Option<HeaderValue>,
     mcp_name: Option<HeaderValue>,
+    /// Its `Mcp-Param-*` headers (2026-07-28).
+    param_headers: Vec<(HeaderName, HeaderValue)>,
     min_log_level: Option<LoggingLevel>,
     /// The client declared sampling, elicitation or roots: a backend's questions
     /// (`input_required`) are the typed path's to ask it.
@@ -666,16 +668,22 @@ impl Passthrough {
             Err(refusal) => return Some(Err(self.refusal(id, refusal))),
         };
         // A service whose instances speak one revision: the request is built for it. A
-        // 2026-07-28 one gets that revision's `_meta` and headers; a tool whose arguments
-        // also travel in `Mcp-Param-*` headers is left to rmcp's client, which adds them.
-        // A stdio server's one session is rmcp's (its stdin and stdout): typed path.
+        // 2026-07-28 one gets that revision's `_meta` and headers, `Mcp-Param-*` ones
+        // included. A stdio server's one session is rmcp's (its stdin and stdout): typed
+        // path.
         if route.service.stdio() {
             return None;
         }
         let modern = route.service.era()?;
-        if modern && route.param_headers {
-            return None;
-        }
+        let param_headers = match &route.param_headers {
+            Some(annotated) if modern => {
+                let args = params.arguments.map_or(Ok(Default::default()), |a| {
+                    serde_json::from_str::<serde_json::Map<_, _>>(a.get())
+                });
+                annotated.headers(&args.ok()?)
+            }
+            _ => Vec::new(),
+        };
         // A client that declared sampling, elicitation or roots, with a backend of the
         // older revision: that backend asks its questions as requests on the client's
         // own upstream session, which the typed path keeps and relays.
@@ -741,6 +749,7 @@ impl Passthrough {
             span,
             traceparent: traceparent.and_then(|t| HeaderValue::from_str(&t).ok()),
             mcp_name,
+            param_headers,
             min_log_level: level,
             capable: declared.is_some(),
         }))
@@ -771,6 +780,7 @@ impl Passthrough {
                 body: call.body.clone(),
                 traceparent: call.traceparent.clone(),
                 mcp_name: call.mcp_name.clone(),
+                param_headers: call.param_headers.clone(),
                 min_log_level: call.min_log_level,
             },
             affinity,

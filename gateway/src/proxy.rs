@@ -19,7 +19,7 @@ use crate::{
     observe::{CallTicket, Caller},
     registry::Registry,
     upstream::{CallError, Service},
-    vocab::Allow,
+    vocab::{Allow, ParamHeaders},
 };
 
 /// What a proxied request names.
@@ -52,8 +52,8 @@ pub struct Planned {
     pub original: Arc<str>,
     /// The request may go to another instance after a failure that proves it never ran.
     pub retry_safe: bool,
-    /// A tool whose arguments also travel in `Mcp-Param-*` headers (2026-07-28).
-    pub param_headers: bool,
+    /// A tool's arguments that also travel in `Mcp-Param-*` headers (2026-07-28).
+    pub param_headers: Option<Arc<ParamHeaders>>,
 }
 
 /// Why a request goes nowhere. A name hidden from the caller by its allow-list is
@@ -183,7 +183,7 @@ fn by_uri(route: Option<(Arc<Service>, String)>, allow: Option<&Allow>) -> Optio
             service,
             original: Arc::from(original),
             retry_safe: true,
-            param_headers: false,
+            param_headers: None,
         })
 }
 
@@ -207,7 +207,7 @@ fn planned(route: &Route) -> Planned {
         service: Arc::clone(&route.service),
         original: Arc::clone(&route.original),
         retry_safe: route.retry_safe,
-        param_headers: route.param_headers,
+        param_headers: route.param_headers.clone(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The gateway's shared vocabulary, with no I/O: who is asking (identity, scopes,
 //! allow-lists), the JSON-RPC error codes of every refusal, the naming and URL rules of
-//! services, and the clock. Invariant: a leaf, used by every floor, using none.
+//! services, SEP-2243's header values, and the clock. Invariant: a leaf, used by every floor, using none.
 
 use std::{
     sync::Arc,
@@ -416,6 +416,87 @@ pub fn normalize_url(raw: &str) -> Result<String, Invalid> {
     Ok(url.to_string())
 }
 
+/// `value` as an HTTP header value (SEP-2243): as it is, or `=?base64?...?=` when it
+/// cannot travel bare (space or tab at either end, a character outside printable ASCII,
+/// or a value that already looks wrapped).
+pub fn header_value(value: &str) -> String {
+    use base64::Engine as _;
+    let padded = value.starts_with([' ', '\t']) || value.ends_with([' ', '\t']);
+    let unprintable = value.chars().any(|c| !(' '..='~').contains(&c));
+    let looks_wrapped = value.starts_with("=?base64?") && value.ends_with("?=");
+    if value.is_empty() || !(padded || unprintable || looks_wrapped) {
+        return value.to_string();
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+    format!("=?base64?{encoded}?=")
+}
+
+/// The arguments of a tool that travel in `Mcp-Param-*` headers too (SEP-2243): each
+/// `x-mcp-header` annotation of a property reached from the input schema's root through
+/// `properties` alone, as the property's path and the header's name.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParamHeaders(Vec<(Vec<String>, http::HeaderName)>);
+
+impl ParamHeaders {
+    /// The annotations of `schema`, if it has any that name a header. One whose name is
+    /// not an HTTP token, or repeats another's (in any case), is left out.
+    pub fn of(schema: &serde_json::Map<String, serde_json::Value>) -> Option<Self> {
+        fn walk(
+            properties: Option<&serde_json::Value>,
+            path: &mut Vec<String>,
+            out: &mut Vec<(Vec<String>, http::HeaderName)>,
+        ) {
+            let Some(serde_json::Value::Object(properties)) = properties else {
+                return;
+            };
+            for (name, schema) in properties {
+                path.push(name.clone());
+                let header = schema
+                    .get("x-mcp-header")
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|h| !h.is_empty())
+                    .and_then(|h| http::HeaderName::try_from(format!("mcp-param-{h}")).ok());
+                if let Some(header) = header
+                    && out.iter().all(|(_, h)| *h != header)
+                {
+                    out.push((path.clone(), header));
+                }
+                walk(schema.get("properties"), path, out);
+                path.pop();
+            }
+        }
+        let mut out = Vec::new();
+        walk(schema.get("properties"), &mut Vec::new(), &mut out);
+        (!out.is_empty()).then_some(Self(out))
+    }
+
+    /// The headers for a call with `arguments`: one for each annotated argument present
+    /// with a string, number or boolean value.
+    pub fn headers(
+        &self,
+        arguments: &serde_json::Map<String, serde_json::Value>,
+    ) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        use serde_json::Value;
+        self.0
+            .iter()
+            .filter_map(|(path, header)| {
+                let (first, rest) = path.split_first()?;
+                let value = rest
+                    .iter()
+                    .try_fold(arguments.get(first)?, |v, key| v.get(key))?;
+                let text = match value {
+                    Value::String(s) => header_value(s),
+                    Value::Bool(b) => b.to_string(),
+                    Value::Number(n) => n.to_string(),
+                    _ => return None,
+                };
+                let value = http::HeaderValue::try_from(text).ok()?;
+                Some((header.clone(), value))
+            })
+            .collect()
+    }
+}
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -442,5 +523,67 @@ mod view_tests {
         assert!(!glob("a*b*c", "aXXbYY"));
         // Many stars over a long text stay linear.
         assert!(!glob(&"*a".repeat(50), &"a".repeat(49)));
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::{ParamHeaders, header_value};
+    use serde_json::json;
+
+    #[test]
+    fn values_that_cannot_travel_bare_are_base64() {
+        assert_eq!(header_value("getUser"), "getUser");
+        assert_eq!(header_value(""), "");
+        assert_eq!(header_value("ünï"), "=?base64?w7xuw68=?=");
+        assert_eq!(header_value(" a"), "=?base64?IGE=?=");
+        assert_eq!(header_value("a\t"), "=?base64?YQk=?=");
+        assert_eq!(header_value("=?base64?x?="), "=?base64?PT9iYXNlNjQ/eD89?=");
+    }
+
+    #[test]
+    fn annotated_arguments_become_param_headers() {
+        let schema = json!({"type": "object", "properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"},
+            "count": {"type": "integer", "x-mcp-header": "Count"},
+            "dry": {"type": "boolean", "x-mcp-header": "Dry"},
+            "again": {"type": "string", "x-mcp-header": "region"},
+            "bad": {"type": "string", "x-mcp-header": "not a token"},
+            "empty": {"type": "string", "x-mcp-header": ""},
+            "list": {"type": "array", "items": {"type": "string", "x-mcp-header": "Item"}},
+            "where": {"type": "object", "properties": {
+                "city": {"type": "string", "x-mcp-header": "City"}}}
+        }});
+        let headers = ParamHeaders::of(schema.as_object().unwrap()).expect("annotated");
+        let args = |v: serde_json::Value| v.as_object().cloned().unwrap();
+        let sent = headers.headers(&args(json!({
+            "region": "eu-west", "count": 3, "dry": true, "again": "x", "bad": "y",
+            "list": ["a"], "where": {"city": "Zürich"}
+        })));
+        let sent: Vec<(String, String)> = sent
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        let expected = [
+            ("mcp-param-region", "eu-west"),
+            ("mcp-param-count", "3"),
+            ("mcp-param-dry", "true"),
+            ("mcp-param-city", "=?base64?WsO8cmljaA==?="),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(sent, expected);
+        // An argument left out, or not a primitive, sends no header.
+        assert!(headers.headers(&args(json!({"where": {}}))).is_empty());
+        assert!(
+            headers
+                .headers(&args(json!({"region": {"a": 1}})))
+                .is_empty()
+        );
+        // A schema with no annotation has none.
+        let plain = json!({"type": "object", "properties": {"a": {"type": "string"}}});
+        assert_eq!(ParamHeaders::of(plain.as_object().unwrap()), None);
     }
 }

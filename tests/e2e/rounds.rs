@@ -746,19 +746,52 @@ async fn the_pass_through_path_speaks_2026_to_a_modern_backend() {
     );
     assert_eq!(passthrough_served(&gw, "tools/call").await, before + 2);
 
-    // A tool whose argument travels in an Mcp-Param header stays on the typed path,
-    // whose client adds the header the backend checks.
-    let (_, body) = rpc(
-        &gw,
-        "tools/call",
-        json!({"name": "test_custom_header", "arguments": {"region": "eu-west"}}),
-    )
-    .await;
+    stop.cancel();
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tools_param_headers_reach_a_modern_backend_on_either_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.tool_search = gateway::search::Mode::On;
+    let gw = start_gateway(config).await;
+    let (url, stop) = fixture_with(Default::default()).await;
+    assert_eq!(register(&gw, "conformance", &url).await.0, 201);
+    assert_eq!(negotiated(&gw, "conformance").await, "2026-07-28");
+    // The backend checks that `region` travels in the Mcp-Param-Region header too, and
+    // refuses the call (-32020) when it does not.
+    let region = json!({"name": "test_custom_header", "arguments": {"region": "eu-west"}});
+    let before = passthrough_served(&gw, "tools/call").await;
+    let (status, body) = rpc(&gw, "tools/call", region.clone()).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["result"]["content"][0]["text"], "Region: eu-west",
         "{body}"
     );
-    assert_eq!(passthrough_served(&gw, "tools/call").await, before + 2);
+    assert_eq!(
+        passthrough_served(&gw, "tools/call").await,
+        before + 1,
+        "written by the pass-through path"
+    );
+    // Through tool search's call_tool, from a client that declared elicitation: the
+    // typed path, on an upstream session opened for those capabilities, which never
+    // listed the tools itself. A value that cannot travel bare goes as base64.
+    let client = session_with(&gw.mcp_url(), "answering", Answering::default()).await;
+    for (region, expected) in [("us-east", "Region: us-east"), ("Zürich", "Region: Zürich")] {
+        let call = serde_json::from_value(json!({"name": "call_tool", "arguments": {
+            "name": "test_custom_header", "arguments": {"region": region}}}))
+        .expect("params");
+        let result = client.peer().call_tool(call).await.expect("the call");
+        let text = serde_json::to_value(&result).expect("json").to_string();
+        assert!(text.contains(expected), "{text}");
+    }
+    assert_eq!(
+        passthrough_served(&gw, "tools/call").await,
+        before + 1,
+        "the typed path served those"
+    );
+    let _ = client.cancel().await;
     stop.cancel();
     gw.stop().await;
 }

@@ -426,6 +426,8 @@ pub struct Instance {
     /// Bumped each time a new session is installed.
     generation: watch::Sender<u64>,
     tools: ArcSwap<Vec<Tool>>,
+    /// Those of `tools` whose arguments travel in `Mcp-Param-*` headers too.
+    params: resume::ParamTable,
     /// When the tools were last read from the backend (0: only known from the store).
     tools_at_ms: AtomicU64,
     in_flight: AtomicUsize,
@@ -525,6 +527,7 @@ impl Instance {
             dirty: AtomicBool::new(true),
             session: ArcSwapOption::empty(),
             generation: watch::Sender::new(0),
+            params: Arc::new(ArcSwap::from_pointee(resume::param_table(&tools))),
             tools: ArcSwap::from_pointee(tools),
             tools_at_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -610,6 +613,7 @@ impl Instance {
             Arc::clone(&target),
             self.options.max_response_bytes,
             oversized(&self.service, self.options.max_response_bytes),
+            Arc::clone(&self.params),
         );
         (http, target)
     }
@@ -630,20 +634,11 @@ impl Instance {
             relays,
             raw: Some(raw),
         };
-        let session = service_kit::client::connect_via(&self.url, &options, handler, http)
+        // The `Mcp-Param-*` headers of its calls come from the instance's tool list
+        // (`resume::ParamTable`): it need not list them again.
+        service_kit::client::connect_via(&self.url, &options, handler, http)
             .await
-            .map_err(|e| service_kit::client::without_response_body(&format!("{e:#}")))?;
-        if session_is_modern(&session) {
-            // rmcp's client learns which arguments travel as `Mcp-Param-*` headers
-            // (SEP-2243) from the tool list it read on this connection.
-            list_tools(
-                &session,
-                self.options.list_bounds,
-                self.options.connect_timeout,
-            )
-            .await?;
-        }
-        Ok(session)
+            .map_err(|e| service_kit::client::without_response_body(&format!("{e:#}")))
     }
 
     /// Reads prompts, resources and templates, as far as the backend declared them.
@@ -790,6 +785,13 @@ impl Instance {
         self.install(session).await
     }
 
+    /// Keeps `tools` as the instance's tool list, read from the backend now.
+    fn store_tools(&self, tools: Vec<Tool>) {
+        self.params.store(Arc::new(resume::param_table(&tools)));
+        self.tools.store(Arc::new(tools));
+        self.tools_at_ms.store(now_ms(), Ordering::Release);
+    }
+
     /// Reads a new session's lists and makes it the instance's.
     async fn install(self: &Arc<Self>, session: Session) -> Result<Vec<Tool>, String> {
         if let Some((_, why)) = self.parked() {
@@ -805,8 +807,7 @@ impl Instance {
         .await?;
         let extras = self.read_extras(&session).await?;
         self.extras.store(Arc::new(extras));
-        self.tools.store(Arc::new(tools.clone()));
-        self.tools_at_ms.store(now_ms(), Ordering::Release);
+        self.store_tools(tools.clone());
         let revision = session
             .peer()
             .peer_info()
@@ -1489,8 +1490,7 @@ impl Instance {
             }
             Err(e) => tracing::debug!(service = %self.service, "re-reading lists: {e}"),
         }
-        self.tools.store(Arc::new(tools));
-        self.tools_at_ms.store(now_ms(), Ordering::Release);
+        self.store_tools(tools);
         if changed {
             listener.tools_changed(&self.service, self);
         }

@@ -294,6 +294,8 @@ pub struct Outgoing {
     /// For a 2026-07-28 instance: the `Mcp-Name` of the call (its `Mcp-Method` is
     /// `tools/call`); that revision's requests carry both.
     pub mcp_name: Option<HeaderValue>,
+    /// Its `Mcp-Param-*` headers (SEP-2243), for a 2026-07-28 instance.
+    pub param_headers: Vec<(http::HeaderName, HeaderValue)>,
     /// The client's log level: log messages below it are not passed on.
     pub min_log_level: Option<rmcp::model::LoggingLevel>,
 }
@@ -325,6 +327,7 @@ pub struct Exchange {
     cap: Arc<Cap>,
     traceparent: Option<HeaderValue>,
     mcp_name: Option<HeaderValue>,
+    param_headers: Vec<(http::HeaderName, HeaderValue)>,
     /// The client's log level, as `level_rank` orders it.
     min_level: Option<u8>,
     /// Answers to the backend's requests in flight (see [`MAX_SERVER_REQUESTS_PER_CALL`]).
@@ -381,6 +384,7 @@ impl Instance {
             cap: Cap::new(self.options.max_response_bytes),
             traceparent: out.traceparent,
             mcp_name: out.mcp_name,
+            param_headers: out.param_headers,
             min_level: out.min_log_level.map(super::level_rank),
             answering: Arc::new(tokio::sync::Semaphore::new(MAX_SERVER_REQUESTS_PER_CALL)),
         };
@@ -627,6 +631,9 @@ impl Exchange {
         if let Some(name) = &self.mcp_name {
             headers.insert("mcp-method", TOOLS_CALL);
             headers.insert("mcp-name", name.clone());
+        }
+        for (name, value) in &self.param_headers {
+            headers.insert(name, value.clone());
         }
         self.target.session_headers(&self.session, headers);
         let (mut link, reused) = self.target.link().await?;

@@ -44,6 +44,7 @@ use super::{
     raw::RawTarget,
     relay::{RelayMsg, Relays},
 };
+use crate::vocab::ParamHeaders;
 
 /// How many ended streams are remembered per upstream session. rmcp resumes a stream a
 /// `retry` interval after it ended, while newer calls end theirs meanwhile.
@@ -63,6 +64,28 @@ pub struct WatchedHttp {
     max_json: usize,
     /// What a request whose answer is too large gets instead.
     too_large: Arc<rmcp::ErrorData>,
+    /// The instance's tools whose arguments travel in `Mcp-Param-*` headers too.
+    params: ParamTable,
+}
+
+/// A backend's tools (by their names there) whose arguments also travel in
+/// `Mcp-Param-*` headers (SEP-2243), kept with the instance's tool list. rmcp's client
+/// adds those headers only for tools whose list it saw on the same connection, and not
+/// always then (a list answered on an SSE stream that ends first skips its cache): the
+/// gateway adds what rmcp left out.
+pub type ParamTable = Arc<arc_swap::ArcSwap<HashMap<String, Arc<ParamHeaders>>>>;
+
+/// `tools`' entries for a [`ParamTable`].
+pub fn param_table(tools: &[rmcp::model::Tool]) -> HashMap<String, Arc<ParamHeaders>> {
+    tools
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t.name.to_string(),
+                Arc::new(ParamHeaders::of(&t.input_schema)?),
+            ))
+        })
+        .collect()
 }
 
 /// rmcp's own bound on a JSON response body.
@@ -82,6 +105,7 @@ impl WatchedHttp {
         raw: Arc<RawTarget>,
         max_json: usize,
         too_large: rmcp::ErrorData,
+        params: ParamTable,
     ) -> Self {
         Self {
             inner,
@@ -90,6 +114,27 @@ impl WatchedHttp {
             raw,
             max_json,
             too_large: Arc::new(too_large),
+            params,
+        }
+    }
+
+    /// The `Mcp-Param-*` headers of a 2026-07-28 tool call (rmcp set its `Mcp-Method`)
+    /// whose tool has some, when rmcp added none.
+    fn param_headers(
+        &self,
+        message: &ClientJsonRpcMessage,
+        headers: &mut HashMap<HeaderName, HeaderValue>,
+    ) {
+        if let ClientJsonRpcMessage::Request(r) = message
+            && let rmcp::model::ClientRequest::CallToolRequest(call) = &r.request
+            // By a `HeaderName`: a `str` key hashes differently.
+            && headers.contains_key(&HeaderName::from_static("mcp-method"))
+            && !headers.keys().any(|h| h.as_str().starts_with("mcp-param-"))
+            && let Some(annotated) = self.params.load().get(call.params.name.as_ref())
+        {
+            let none = serde_json::Map::new();
+            let arguments = call.params.arguments.as_ref().unwrap_or(&none);
+            headers.extend(annotated.headers(arguments));
         }
     }
 
@@ -209,6 +254,7 @@ impl StreamableHttpClient for WatchedHttp {
     ) -> Result<StreamableHttpPostResponse, Error> {
         let request = request_id(&message);
         trace_header(&message, &mut custom_headers);
+        self.param_headers(&message, &mut custom_headers);
         let response = self
             .inner
             .post_message(uri, message, session_id, auth_header, custom_headers)
@@ -227,6 +273,7 @@ impl StreamableHttpClient for WatchedHttp {
     ) -> Result<StreamableHttpPostResponse, Error> {
         let request = request_id(&message);
         trace_header(&message, &mut custom_headers);
+        self.param_headers(&message, &mut custom_headers);
         let response = self
             .inner
             .post_message_with_max_sse_event_size(
