@@ -136,6 +136,9 @@ pub struct Run {
     pub cpu_us_per_call: BTreeMap<String, f64>,
     /// Voluntary + involuntary context switches of all threads per request, by role.
     pub ctx_switches_per_call: BTreeMap<String, f64>,
+    /// The involuntary part of those: a runnable thread preempted (on 2 cores, by wrk and
+    /// the other server), not one that went to sleep waiting.
+    pub involuntary_per_call: BTreeMap<String, f64>,
 }
 
 /// One target measured with one kind of session.
@@ -258,6 +261,7 @@ impl Section {
             }
             let cpu: fn(&Run) -> &BTreeMap<String, f64> = |r| &r.cpu_us_per_call;
             let ctx: fn(&Run) -> &BTreeMap<String, f64> = |r| &r.ctx_switches_per_call;
+            let preempted: fn(&Run) -> &BTreeMap<String, f64> = |r| &r.involuntary_per_call;
             notes.push(format!(
                 "{kind}: CPU µs per call by connections: backend direct {}; through the gateway: \
                  gateway {}, backend {}",
@@ -271,6 +275,13 @@ impl Section {
                 by_connections(&k.direct, ctx, "backend"),
                 by_connections(&k.gateway, ctx, "gateway"),
                 by_connections(&k.gateway, ctx, "backend"),
+            ));
+            notes.push(format!(
+                "{kind}: of those, involuntary (preempted while runnable): backend direct {}; \
+                 through the gateway: gateway {}, backend {}",
+                by_connections(&k.direct, preempted, "backend"),
+                by_connections(&k.gateway, preempted, "gateway"),
+                by_connections(&k.gateway, preempted, "backend"),
             ));
         }
         report::Section {
@@ -638,8 +649,8 @@ async fn measured(
     Ok(to_run(&out, c, threads, &side.procs, &before, &after))
 }
 
-/// CPU time and context switches of each process, in order.
-fn sample(procs: &[(&'static str, u32)]) -> Result<Vec<(Duration, u64)>> {
+/// CPU time and context switches (all, involuntary) of each process, in order.
+fn sample(procs: &[(&'static str, u32)]) -> Result<Vec<(Duration, Switches)>> {
     procs
         .iter()
         .map(|(_, pid)| Ok((procs::cpu_time(*pid)?, ctx_switches(*pid)?)))
@@ -651,8 +662,8 @@ fn to_run(
     connections: u32,
     threads: u32,
     roles: &[(&'static str, u32)],
-    before: &[(Duration, u64)],
-    after: &[(Duration, u64)],
+    before: &[(Duration, Switches)],
+    after: &[(Duration, Switches)],
 ) -> Run {
     let requests = out.requests;
     let seconds = out.duration_us / 1e6;
@@ -696,6 +707,7 @@ fn to_run(
     let calls = requests.max(1) as f64;
     let mut cpu_us_per_call = BTreeMap::new();
     let mut ctx_switches_per_call = BTreeMap::new();
+    let mut involuntary_per_call = BTreeMap::new();
     for (((role, _), (cpu0, ctx0)), (cpu1, ctx1)) in roles.iter().zip(before).zip(after) {
         cpu_us_per_call.insert(
             (*role).to_string(),
@@ -703,7 +715,11 @@ fn to_run(
         );
         ctx_switches_per_call.insert(
             (*role).to_string(),
-            ctx1.saturating_sub(*ctx0) as f64 / calls,
+            ctx1.all.saturating_sub(ctx0.all) as f64 / calls,
+        );
+        involuntary_per_call.insert(
+            (*role).to_string(),
+            ctx1.involuntary.saturating_sub(ctx0.involuntary) as f64 / calls,
         );
     }
     Run {
@@ -721,33 +737,48 @@ fn to_run(
         content_type: out.content_type.clone(),
         cpu_us_per_call,
         ctx_switches_per_call,
+        involuntary_per_call,
     }
 }
 
-/// Voluntary plus involuntary context switches of every thread of `pid` (threads that
-/// exited are not counted: `/proc` keeps no trace of them).
-pub fn ctx_switches(pid: u32) -> Result<u64> {
+/// Context switches of a process, summed over its threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Switches {
+    /// Voluntary plus involuntary.
+    pub all: u64,
+    pub involuntary: u64,
+}
+
+/// The context switches of every thread of `pid` (threads that exited are not counted:
+/// `/proc` keeps no trace of them).
+pub fn ctx_switches(pid: u32) -> Result<Switches> {
     let dir = format!("/proc/{pid}/task");
-    let mut total = 0;
+    let mut total = Switches::default();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
         let Ok(entry) = entry else { continue };
         // A thread may end between the listing and the read.
         if let Ok(status) = std::fs::read_to_string(entry.path().join("status")) {
-            total += parse_ctx_switches(&status);
+            let thread = parse_ctx_switches(&status);
+            total.all += thread.all;
+            total.involuntary += thread.involuntary;
         }
     }
     Ok(total)
 }
 
-fn parse_ctx_switches(status: &str) -> u64 {
-    status
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("voluntary_ctxt_switches:")
-                .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
-        })
-        .filter_map(|v| v.trim().parse::<u64>().ok())
-        .sum()
+fn parse_ctx_switches(status: &str) -> Switches {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let involuntary = field("nonvoluntary_ctxt_switches:");
+    Switches {
+        all: field("voluntary_ctxt_switches:") + involuntary,
+        involuntary,
+    }
 }
 
 /// Sessions opened for wrk, all of one kind on one endpoint.
@@ -1151,8 +1182,14 @@ mod tests {
     #[test]
     fn context_switches_are_summed() {
         let status = "Name:\tx\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n";
-        assert_eq!(parse_ctx_switches(status), 127);
-        assert!(ctx_switches(std::process::id()).expect("own threads") > 0);
+        assert_eq!(
+            parse_ctx_switches(status),
+            Switches {
+                all: 127,
+                involuntary: 7
+            }
+        );
+        assert!(ctx_switches(std::process::id()).expect("own threads").all > 0);
     }
 
     #[test]
@@ -1305,13 +1342,20 @@ mod tests {
             first_bad: String::new(),
         };
         let roles = [("gateway", 1)];
-        let s = [(Duration::ZERO, 0)];
-        let e = [(Duration::from_millis(100), 2000)];
+        let s = [(Duration::ZERO, Switches::default())];
+        let e = [(
+            Duration::from_millis(100),
+            Switches {
+                all: 2000,
+                involuntary: 500,
+            },
+        )];
         // 16 connections busy: 32,000/s at 500 µs.
         let ok = to_run(&out(32_000, 500.0), 16, 2, &roles, &s, &e);
         assert_eq!(ok.errors, 0, "{:?}", ok.error_detail);
         assert!((ok.cpu_us_per_call["gateway"] - 3.125).abs() < 1e-9);
         assert!((ok.ctx_switches_per_call["gateway"] - 0.0625).abs() < 1e-9);
+        assert!((ok.involuntary_per_call["gateway"] - 0.015625).abs() < 1e-9);
         // One connection's worth of work from 16: the rest were stuck.
         let stuck = to_run(&out(2_000, 500.0), 16, 2, &roles, &s, &e);
         assert_eq!(stuck.errors, 1);

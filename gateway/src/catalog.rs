@@ -21,7 +21,7 @@ use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
 
 use crate::{
     upstream::{Service, balance::fnv1a},
-    vocab::ParamHeaders,
+    vocab::{FastMap, ParamHeaders},
 };
 
 pub use crate::vocab::SEPARATOR;
@@ -81,12 +81,12 @@ pub struct Merged<T> {
     /// Where each item comes from (parallel to `items`).
     origins: Vec<Origin>,
     /// Public key → index in `items`.
-    index: HashMap<String, usize>,
+    index: FastMap<String, usize>,
     /// Public and qualified keys → where they lead.
-    routes: HashMap<String, Route>,
-    ambiguous: HashMap<String, Vec<String>>,
+    routes: FastMap<String, Route>,
+    ambiguous: FastMap<String, Vec<String>>,
     /// Service name → indices of its items in `items`.
-    by_service: HashMap<Arc<str>, Vec<usize>>,
+    by_service: FastMap<Arc<str>, Vec<usize>>,
 }
 
 /// An item's public key and its name at its service.
@@ -100,10 +100,10 @@ impl<T> Default for Merged<T> {
         Self {
             items: Vec::new(),
             origins: Vec::new(),
-            index: HashMap::new(),
-            routes: HashMap::new(),
-            ambiguous: HashMap::new(),
-            by_service: HashMap::new(),
+            index: FastMap::default(),
+            routes: FastMap::default(),
+            ambiguous: FastMap::default(),
+            by_service: FastMap::default(),
         }
     }
 }

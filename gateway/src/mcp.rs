@@ -88,7 +88,7 @@ const MAX_SUBSCRIPTIONS_PER_SESSION: usize = 1024;
 /// The shared sessions whose copies a cluster's replica holds, by `Mcp-Session-Id`:
 /// what another replica changes of one (level, subscriptions) is applied to its copy
 /// here.
-type Held = dashmap::DashMap<String, std::sync::Weak<SessionState>>;
+type Held = crate::vocab::FastDashMap<String, std::sync::Weak<SessionState>>;
 
 impl Drop for SessionState {
     fn drop(&mut self) {
@@ -686,7 +686,11 @@ impl GatewayHandler {
         // The request's own stream, for what rmcp would send on the session's GET
         // stream (see `sessions::CallStreams`).
         let aside = self.calls.as_ref().and_then(|calls| {
-            let session = parts?.headers.get("mcp-session-id")?.to_str().ok()?;
+            let session = parts?
+                .headers
+                .get(crate::vocab::MCP_SESSION_ID)?
+                .to_str()
+                .ok()?;
             calls.of(session, &context.id)
         });
         Downstream {
@@ -740,7 +744,7 @@ impl GatewayHandler {
         let affinity = match context
             .extensions
             .get::<http::request::Parts>()
-            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|p| p.headers.get(crate::vocab::MCP_SESSION_ID))
             .and_then(|v| v.to_str().ok())
         {
             Some(session) => Some(session),
@@ -1838,7 +1842,7 @@ impl ServerHandler for GatewayHandler {
             && let Some(key) = context
                 .extensions
                 .get::<http::request::Parts>()
-                .and_then(|p| p.headers.get("mcp-session-id"))
+                .and_then(|p| p.headers.get(crate::vocab::MCP_SESSION_ID))
                 .and_then(|v| v.to_str().ok())
         {
             passthrough.confirm(key);
@@ -2539,7 +2543,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
     let allow = identity.as_ref().and_then(|i| i.allow.clone());
     let session = request
         .headers()
-        .get("mcp-session-id")
+        .get(crate::vocab::MCP_SESSION_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if request.method() != Method::POST {
@@ -2568,7 +2572,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
                     // priming, added past the session manager) names this replica too.
                     let fresh = endpoint.shared.is_some()
                         && request.method() == Method::GET
-                        && !request.headers().contains_key("last-event-id");
+                        && !request.headers().contains_key(crate::vocab::LAST_EVENT_ID);
                     let (parts, body) = request.into_parts();
                     let response = Box::pin(in_session(
                         &endpoint,
@@ -2819,7 +2823,11 @@ const RELAYED: &str = "x-mcp-gateway-relayed";
 /// here, a call's stream is refused (410): its call was lost with the replica.
 async fn resume_elsewhere(endpoint: &McpEndpoint, request: &mut Request) -> Option<Response> {
     endpoint.shared.as_ref()?;
-    let last = request.headers().get("last-event-id")?.to_str().ok()?;
+    let last = request
+        .headers()
+        .get(crate::vocab::LAST_EVENT_ID)?
+        .to_str()
+        .ok()?;
     let Some((event, replica)) = crate::sessions::untag_event(last) else {
         // An id no replica named (a lone gateway's, from before it joined): whose stream
         // it was cannot be told, so the stream starts afresh here rather than replay
@@ -3056,7 +3064,7 @@ async fn initialize(
     }
     if let Some(id) = response
         .headers()
-        .get("mcp-session-id")
+        .get(crate::vocab::MCP_SESSION_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
     {
@@ -3169,7 +3177,7 @@ async fn in_session(
             && parts.method == Method::GET
             && let Some(last) = parts
                 .headers
-                .get("last-event-id")
+                .get(crate::vocab::LAST_EVENT_ID)
                 .and_then(|v| v.to_str().ok())
             && let Some(response) = endpoint.passthrough.resume(&id, last)
         {

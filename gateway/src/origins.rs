@@ -65,22 +65,24 @@ impl Origins {
     /// Judges a request's headers. A same-origin `Origin` (the page came from this very
     /// `Host`, as the dashboard does) is allowed whenever the `Host` is.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Refused> {
-        for name in [header::HOST, header::ORIGIN] {
-            if headers.get_all(&name).iter().nth(1).is_some() {
-                return Err(Refused::Repeated(if name == header::HOST {
-                    "Host"
-                } else {
-                    "Origin"
-                }));
+        // Each header is looked up once: its first value, and whether there is a second.
+        let only = |name: header::HeaderName, shown: &'static str| {
+            let mut values = headers.get_all(name).into_iter();
+            let first = values.next();
+            match values.next() {
+                Some(_) => Err(Refused::Repeated(shown)),
+                None => Ok(first),
             }
-        }
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        };
+        let host = only(header::HOST, "Host")?;
+        let origin = only(header::ORIGIN, "Origin")?;
+        let host = host.and_then(|v| v.to_str().ok());
         if let Some(allowed) = &self.hosts
             && !host.is_some_and(|h| host_allowed(h, allowed))
         {
             return Err(Refused::Host);
         }
-        let Some(origin) = headers.get(header::ORIGIN) else {
+        let Some(origin) = origin else {
             return Ok(());
         };
         let Ok(origin) = origin.to_str() else {

@@ -45,7 +45,7 @@ use std::{
     collections::VecDeque,
     convert::Infallible,
     sync::{
-        Arc,
+        Arc, LazyLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -54,8 +54,8 @@ use std::{
 use arc_swap::ArcSwapOption;
 use axum::{body::Body, response::Response};
 use bytes::Bytes;
-use dashmap::DashMap;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use memchr::memmem;
 use rmcp::model::LoggingLevel;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -71,7 +71,7 @@ use crate::{
         CallError, Service,
         raw::{Answer, Event, Exchange, next_request_id},
     },
-    vocab::Allow,
+    vocab::{Allow, FastDashMap},
 };
 
 /// The first revision whose clients resume SSE streams (priming events, SEP-1699).
@@ -122,26 +122,26 @@ pub struct Passthrough {
     pages: ArcSwapOption<Pages>,
     /// Allowed `Host` and `Origin` values.
     origins: crate::origins::Origins,
-    sessions: DashMap<String, FastSession>,
+    sessions: FastDashMap<String, FastSession>,
     /// Every session's owner: the credential that opened it (a session id is no proof
     /// of identity).
-    owners: DashMap<String, Arc<str>>,
+    owners: FastDashMap<String, Arc<str>>,
     /// The virtual server of each session opened on one's endpoint: it is that
     /// endpoint's alone.
-    servers: DashMap<String, Arc<str>>,
+    servers: FastDashMap<String, Arc<str>>,
     /// When each session was last used (ms since `epoch`), for idle expiry: rmcp's own
     /// idle timer does not see the calls this path answers.
-    activity: DashMap<String, u64>,
+    activity: FastDashMap<String, u64>,
     /// Open sessions per credential.
-    per_owner: DashMap<Arc<str>, usize>,
+    per_owner: FastDashMap<Arc<str>, usize>,
     /// Sessions whose client has not sent `notifications/initialized` yet, with when
     /// they were opened (ms since `epoch`): they are closed `session_init_timeout_ms`
     /// after that, whatever else they send.
-    pending: DashMap<String, u64>,
+    pending: FastDashMap<String, u64>,
     epoch: std::time::Instant,
     /// Calls in flight on this path in a session, by (session, client's id as JSON).
-    calls: DashMap<(String, String), CancellationToken>,
-    parked: DashMap<u64, Parked>,
+    calls: FastDashMap<(String, String), CancellationToken>,
+    parked: FastDashMap<u64, Parked>,
     /// A replica of a cluster: a client's stream is never closed for it to resume (its
     /// `Last-Event-ID` could reach another replica, which does not hold the call).
     clustered: bool,
@@ -236,15 +236,15 @@ impl Passthrough {
             page_size: page_size.max(1),
             pages: ArcSwapOption::empty(),
             origins: crate::origins::Origins::new(allowed_hosts, allowed_origins),
-            sessions: DashMap::new(),
-            owners: DashMap::new(),
-            servers: DashMap::new(),
-            activity: DashMap::new(),
-            per_owner: DashMap::new(),
-            pending: DashMap::new(),
+            sessions: FastDashMap::default(),
+            owners: FastDashMap::default(),
+            servers: FastDashMap::default(),
+            activity: FastDashMap::default(),
+            per_owner: FastDashMap::default(),
+            pending: FastDashMap::default(),
             epoch: std::time::Instant::now(),
-            calls: DashMap::new(),
-            parked: DashMap::new(),
+            calls: FastDashMap::default(),
+            parked: FastDashMap::default(),
         }
     }
 
@@ -377,7 +377,7 @@ impl Passthrough {
         }
         let Some(id) = response
             .headers()
-            .get("mcp-session-id")
+            .get(crate::vocab::MCP_SESSION_ID)
             .and_then(|v| v.to_str().ok())
         else {
             return;
@@ -435,7 +435,9 @@ impl Passthrough {
         if !self.trusted(headers) {
             return None;
         }
-        let version = headers.get("mcp-protocol-version").map(|v| v.to_str());
+        let version = headers
+            .get(crate::vocab::MCP_PROTOCOL_VERSION)
+            .map(|v| v.to_str());
         let version_ok = match (session, version) {
             // The session's own version, as rmcp demands.
             (Some(fast), Some(Ok(v))) => v == &*fast.version,
@@ -706,28 +708,18 @@ impl Passthrough {
                 params.arguments.map(|a| a.get().to_string())
             });
         let traceparent = crate::observe::traces::traceparent(&span);
-        // Trace context in `_meta` too (SEP-414), so the backend's spans join the trace.
-        let trace = traceparent
-            .as_deref()
-            .map(|t| format!(r#""traceparent":"{t}""#));
-        let meta = match (modern, trace) {
-            // What the typed path's request would declare: the gateway as the client,
-            // what the client declared of sampling, elicitation and roots, and the
-            // client's log level (every message, as an older client gets, until it sets
-            // one).
-            (true, trace) => format!(
-                r#","_meta":{{{MODERN_META}{},{LOG_LEVEL}"{}"{}}}"#,
-                declared.unwrap_or("{}"),
-                level_name(level.unwrap_or(LoggingLevel::Debug)),
-                trace.map(|t| format!(",{t}")).unwrap_or_default()
-            ),
-            (false, Some(t)) => format!(r#","_meta":{{{t}}}"#),
-            (false, None) => String::new(),
-        };
         // Appended piece by piece: `format!` cost ~2k instructions here, per call.
         let args = params.arguments.map(|a| a.get());
         let mut body = String::with_capacity(
-            80 + upstream_id.len() + name.len() + args.map_or(0, str::len) + meta.len(),
+            80 + upstream_id.len()
+                + name.len()
+                + args.map_or(0, str::len)
+                + if modern {
+                    MODERN_META.len() + LOG_LEVEL.len() + declared.map_or(2, str::len) + 32
+                } else {
+                    0
+                }
+                + traceparent.as_ref().map_or(0, |t| t.len() + 32),
         );
         body.push_str(r#"{"jsonrpc":"2.0","id":""#);
         body.push_str(&upstream_id);
@@ -737,7 +729,32 @@ impl Passthrough {
             body.push_str(r#","arguments":"#);
             body.push_str(args);
         }
-        body.push_str(&meta);
+        // What the typed path's request would declare, for a 2026-07-28 backend: the
+        // gateway as the client, what the client declared of sampling, elicitation and
+        // roots, and the client's log level (every message, as an older client gets,
+        // until it sets one). The trace context in `_meta` too (SEP-414), so the
+        // backend's spans join the trace.
+        if modern || traceparent.is_some() {
+            body.push_str(r#","_meta":{"#);
+            if modern {
+                body.push_str(MODERN_META);
+                body.push_str(declared.unwrap_or("{}"));
+                body.push(',');
+                body.push_str(LOG_LEVEL);
+                body.push('"');
+                body.push_str(level_name(level.unwrap_or(LoggingLevel::Debug)));
+                body.push('"');
+            }
+            if let Some(t) = traceparent.as_deref() {
+                if modern {
+                    body.push(',');
+                }
+                body.push_str(r#""traceparent":""#);
+                body.push_str(t);
+                body.push('"');
+            }
+            body.push('}');
+        }
         body.push_str("}}");
         Some(Ok(Call {
             client_id: id.to_string(),
@@ -1223,8 +1240,12 @@ fn classify(answer: &Answer) -> (Outcome, Option<String>) {
 /// quotes are escaped, so an unescaped `"isError"` is a member name. (One nested in the
 /// result's own data would count too; tools rarely name a member so.)
 fn says_is_error(result: &str) -> bool {
-    result.match_indices("\"isError\"").any(|(at, key)| {
-        result[at + key.len()..]
+    const KEY: &[u8] = b"\"isError\"";
+    // memchr's SIMD search (the result is all of the tool's output), its searcher built
+    // once.
+    static FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(KEY));
+    FINDER.find_iter(result.as_bytes()).any(|at| {
+        result[at + KEY.len()..]
             .trim_start()
             .strip_prefix(':')
             .is_some_and(|rest| rest.trim_start().starts_with("true"))
@@ -1248,7 +1269,10 @@ fn translate(result: &str) -> Translated<'_> {
     if let Some(rest) = result.strip_prefix(COMPLETE) {
         return Translated::Trimmed(rest);
     }
-    if !result.contains("input_required") {
+    // memchr's SIMD search (the answer is all of the tool's output), built once.
+    static FINDER: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"input_required"));
+    if FINDER.find(result.as_bytes()).is_none() {
         return Translated::Result(result);
     }
     // Only a result that is one, however it is spaced (a member of that name deeper

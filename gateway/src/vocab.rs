@@ -1,11 +1,33 @@
 //! The gateway's shared vocabulary, with no I/O: who is asking (identity, scopes,
 //! allow-lists), the JSON-RPC error codes of every refusal, the naming and URL rules of
-//! services, SEP-2243's header values, and the clock. Invariant: a leaf, used by every floor, using none.
+//! services, SEP-2243's header values, the clock, and the hasher of the maps a call looks
+//! into. Invariant: a leaf, used by every floor, using none.
 
 use std::{
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
+
+/// Header names read on every request, made once: a name given as `&str` is parsed and
+/// checked again at each lookup.
+pub const MCP_SESSION_ID: http::HeaderName = http::HeaderName::from_static("mcp-session-id");
+pub const MCP_PROTOCOL_VERSION: http::HeaderName =
+    http::HeaderName::from_static("mcp-protocol-version");
+pub const LAST_EVENT_ID: http::HeaderName = http::HeaderName::from_static("last-event-id");
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
+/// The hasher of the maps every call looks into: the session table, the calls in flight,
+/// the catalog's names, the relays, the metrics' handles. foldhash is several times
+/// cheaper than the standard SipHash on short keys and is seeded at random per map, so
+/// its buckets cannot be predicted from outside. These maps' keys are ids the gateway
+/// made or names whose number is capped (`max_list_items` per service); SECURITY.md.
+pub type Hasher = foldhash::fast::RandomState;
+
+/// A `HashMap` with [`Hasher`].
+pub type FastMap<K, V> = std::collections::HashMap<K, V, Hasher>;
+
+/// A `DashMap` with [`Hasher`].
+pub type FastDashMap<K, V> = dashmap::DashMap<K, V, Hasher>;
 
 /// What is wrong with an input (a name, a URL, a scope, a token, a registration), as one
 /// sentence for whoever sent it: the error of every validation in the gateway.

@@ -10,7 +10,7 @@
 //! Invariant: labels come from bounded sets (methods, outcomes, registered services), so
 //! a client cannot grow the registry.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -19,6 +19,7 @@ use prometheus_client::{
 };
 
 use super::{CallRecord, Outcome};
+use crate::vocab::FastDashMap;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
@@ -123,6 +124,22 @@ pub struct Metrics {
     stdio_restarts: Family<ProcessLabels, Gauge>,
     stdio_cpu: Family<ProcessLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     stdio_rss: Family<ProcessLabels, Gauge>,
+    /// The counters of `requests`, by method (as in [`METHODS`]) and ok/error, and of
+    /// `passthrough` (`tools/list`, `tools/call`), taken from their families on first use:
+    /// a family finds its series by hashing the labels under a lock, on every call.
+    request_handles: [[OnceLock<Counter>; 2]; METHODS.len()],
+    passthrough_handles: [OnceLock<Counter>; 2],
+    /// Each called tool's series, found with one probe of the cheap hasher. As bounded
+    /// as the families they come from (registered services and tools).
+    tool_handles: FastDashMap<(Arc<str>, Arc<str>), Arc<ToolHandles>>,
+}
+
+/// One tool's series: its counter per outcome (filled on first use) and its service's
+/// histograms.
+struct ToolHandles {
+    calls: [OnceLock<Counter>; Outcome::ALL.len()],
+    call_seconds: Histogram,
+    upstream_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -152,6 +169,9 @@ impl Metrics {
             stdio_restarts: Family::default(),
             stdio_cpu: Family::default(),
             stdio_rss: Family::default(),
+            request_handles: Default::default(),
+            passthrough_handles: Default::default(),
+            tool_handles: FastDashMap::default(),
         };
         registry.register(
             "requests",
@@ -231,23 +251,41 @@ impl Metrics {
 
     /// One MCP request of `method` answered (`ok`: without a JSON-RPC error).
     pub fn request(&self, method: &str, ok: bool) {
-        let method = METHODS
+        let at = METHODS
             .iter()
-            .find(|m| **m == method)
-            .copied()
-            .unwrap_or("other");
-        self.requests
-            .get_or_create(&MethodLabels {
-                method,
-                outcome: if ok { "ok" } else { "error" },
+            .position(|m| *m == method)
+            .unwrap_or(METHODS.len() - 1);
+        let outcome = if ok { "ok" } else { "error" };
+        self.request_handles[at][usize::from(!ok)]
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&MethodLabels {
+                        method: METHODS[at],
+                        outcome,
+                    })
+                    .clone()
             })
             .inc();
     }
 
     /// One request (`tools/call` or `tools/list`) answered by the pass-through path.
     pub fn passthrough_request(&self, method: &'static str) {
-        self.passthrough
-            .get_or_create(&PassthroughLabels { method })
+        let at = match method {
+            "tools/list" => 0,
+            "tools/call" => 1,
+            _ => {
+                self.passthrough
+                    .get_or_create(&PassthroughLabels { method })
+                    .inc();
+                return;
+            }
+        };
+        self.passthrough_handles[at]
+            .get_or_init(|| {
+                self.passthrough
+                    .get_or_create(&PassthroughLabels { method })
+                    .clone()
+            })
             .inc();
     }
 
@@ -259,22 +297,38 @@ impl Metrics {
                 Outcome::Error | Outcome::Timeout | Outcome::Unavailable | Outcome::CircuitOpen
             ),
         );
-        self.calls
-            .get_or_create(&CallLabels {
-                service: Arc::clone(&r.service),
-                tool: Arc::clone(&r.tool),
-                outcome: r.outcome.as_str(),
+        let key = (Arc::clone(&r.service), Arc::clone(&r.tool));
+        let handles = match self.tool_handles.get(&key) {
+            Some(h) => Arc::clone(&h),
+            None => {
+                let service = ServiceLabels {
+                    service: Arc::clone(&r.service),
+                };
+                let made = Arc::new(ToolHandles {
+                    calls: Default::default(),
+                    call_seconds: self.call_seconds.get_or_create(&service).clone(),
+                    upstream_seconds: self.upstream_seconds.get_or_create(&service).clone(),
+                });
+                Arc::clone(self.tool_handles.entry(key).or_insert(made).value())
+            }
+        };
+        let at = Outcome::ALL
+            .iter()
+            .position(|o| *o == r.outcome)
+            .unwrap_or_default();
+        handles.calls[at]
+            .get_or_init(|| {
+                self.calls
+                    .get_or_create(&CallLabels {
+                        service: Arc::clone(&r.service),
+                        tool: Arc::clone(&r.tool),
+                        outcome: r.outcome.as_str(),
+                    })
+                    .clone()
             })
             .inc();
-        let service = ServiceLabels {
-            service: Arc::clone(&r.service),
-        };
-        self.call_seconds
-            .get_or_create(&service)
-            .observe(r.duration_ms / 1000.0);
-        self.upstream_seconds
-            .get_or_create(&service)
-            .observe(r.upstream_ms / 1000.0);
+        handles.call_seconds.observe(r.duration_ms / 1000.0);
+        handles.upstream_seconds.observe(r.upstream_ms / 1000.0);
     }
 
     pub(super) fn log_dropped(&self) {

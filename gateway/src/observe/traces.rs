@@ -109,7 +109,7 @@ pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
             self.0.keys().map(http::HeaderName::as_str).collect()
         }
     }
-    if !enabled() || !headers.contains_key("traceparent") {
+    if !enabled() || !headers.contains_key(crate::vocab::TRACEPARENT) {
         return;
     }
     let parent = TraceContextPropagator::new().extract(&Headers(headers));

@@ -9,10 +9,7 @@
 //! Invariant: a message from a backend reaches only the call that caused it; one whose
 //! call never claims it is dropped after a few seconds.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use rmcp::{
     ErrorData,
@@ -23,6 +20,8 @@ use rmcp::{
     service::InboundStreamOrigin,
 };
 use tokio::sync::{mpsc, oneshot};
+
+use crate::vocab::FastMap;
 
 /// A message for the downstream call that caused it.
 pub enum RelayMsg {
@@ -48,11 +47,11 @@ pub(super) enum Early {
 /// The calls in flight on one upstream session that want messages relayed.
 #[derive(Default)]
 pub struct Relays {
-    by_id: Mutex<HashMap<RequestId, mpsc::Sender<RelayMsg>>>,
-    by_token: Mutex<HashMap<ProgressToken, RequestId>>,
+    by_id: Mutex<FastMap<RequestId, mpsc::Sender<RelayMsg>>>,
+    by_token: Mutex<FastMap<ProgressToken, RequestId>>,
     /// Calls whose client declared none of sampling, elicitation and roots: a request
     /// that came outside any stream (a stdio server's) is never theirs.
-    mute: Mutex<std::collections::HashSet<RequestId>>,
+    mute: Mutex<std::collections::HashSet<RequestId, crate::vocab::Hasher>>,
     /// Messages that beat their call's registration (a fast backend answers before
     /// `send` returns); claimed by `register`, dropped after a few seconds.
     early: Mutex<Vec<(Early, RelayMsg, std::time::Instant)>>,
@@ -80,14 +79,16 @@ impl Drop for RelayGuard {
 }
 
 impl Relays {
-    fn lock_ids(&self) -> std::sync::MutexGuard<'_, HashMap<RequestId, mpsc::Sender<RelayMsg>>> {
+    fn lock_ids(&self) -> std::sync::MutexGuard<'_, FastMap<RequestId, mpsc::Sender<RelayMsg>>> {
         self.by_id.lock().unwrap_or_else(|p| p.into_inner())
     }
-    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, RequestId>> {
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, FastMap<ProgressToken, RequestId>> {
         self.by_token.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_mute(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<RequestId>> {
+    fn lock_mute(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashSet<RequestId, crate::vocab::Hasher>> {
         self.mute.lock().unwrap_or_else(|p| p.into_inner())
     }
 
