@@ -842,7 +842,7 @@ fn standard_headers(value: &Value) -> Vec<(&'static str, String)> {
         .pointer(&format!("/params/{key}"))
         .and_then(Value::as_str)
     {
-        out.push(("Mcp-Name", vocab::header_value(name)));
+        out.push(("Mcp-Name", vocab::header_value(name).into_owned()));
     }
     out
 }

@@ -443,7 +443,14 @@ impl Catalog {
                             a.read_only_hint == Some(true) || a.idempotent_hint == Some(true)
                         })
                     },
-                    param_headers: |t| ParamHeaders::of(&t.input_schema).map(Arc::new),
+                    // The instance left out a tool whose annotations break the rules
+                    // (`upstream::screen_tools`).
+                    param_headers: |t| {
+                        ParamHeaders::of(&t.input_schema)
+                            .ok()
+                            .flatten()
+                            .map(Arc::new)
+                    },
                 },
             ),
             prompts: Merged::build(

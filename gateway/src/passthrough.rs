@@ -693,7 +693,8 @@ impl Passthrough {
             return None;
         }
         let mcp_name = if modern {
-            Some(HeaderValue::from_str(&route.original).ok()?)
+            // As SEP-2243 has it: base64 when it cannot travel bare.
+            Some(HeaderValue::from_str(&crate::vocab::header_value(&route.original)).ok()?)
         } else {
             None
         };

@@ -441,55 +441,40 @@ pub fn normalize_url(raw: &str) -> Result<String, Invalid> {
 /// `value` as an HTTP header value (SEP-2243): as it is, or `=?base64?...?=` when it
 /// cannot travel bare (space or tab at either end, a character outside printable ASCII,
 /// or a value that already looks wrapped).
-pub fn header_value(value: &str) -> String {
+pub fn header_value(value: &str) -> std::borrow::Cow<'_, str> {
     use base64::Engine as _;
     let padded = value.starts_with([' ', '\t']) || value.ends_with([' ', '\t']);
-    let unprintable = value.chars().any(|c| !(' '..='~').contains(&c));
+    let unprintable = value.bytes().any(|c| !(b' '..=b'~').contains(&c));
     let looks_wrapped = value.starts_with("=?base64?") && value.ends_with("?=");
     if value.is_empty() || !(padded || unprintable || looks_wrapped) {
-        return value.to_string();
+        return std::borrow::Cow::Borrowed(value);
     }
     let encoded = base64::engine::general_purpose::STANDARD.encode(value);
-    format!("=?base64?{encoded}?=")
+    std::borrow::Cow::Owned(format!("=?base64?{encoded}?="))
 }
+
+/// The most arguments of one tool that travel in `Mcp-Param-*` headers; a tool that
+/// annotates more is left out.
+pub const MAX_PARAM_HEADERS: usize = 32;
 
 /// The arguments of a tool that travel in `Mcp-Param-*` headers too (SEP-2243): each
 /// `x-mcp-header` annotation of a property reached from the input schema's root through
 /// `properties` alone, as the property's path and the header's name.
 #[derive(Debug, PartialEq, Eq)]
-pub struct ParamHeaders(Vec<(Vec<String>, http::HeaderName)>);
+pub struct ParamHeaders(Vec<(Vec<Arc<str>>, http::HeaderName)>);
 
 impl ParamHeaders {
-    /// The annotations of `schema`, if it has any that name a header. One whose name is
-    /// not an HTTP token, or repeats another's (in any case), is left out.
-    pub fn of(schema: &serde_json::Map<String, serde_json::Value>) -> Option<Self> {
-        fn walk(
-            properties: Option<&serde_json::Value>,
-            path: &mut Vec<String>,
-            out: &mut Vec<(Vec<String>, http::HeaderName)>,
-        ) {
-            let Some(serde_json::Value::Object(properties)) = properties else {
-                return;
-            };
-            for (name, schema) in properties {
-                path.push(name.clone());
-                let header = schema
-                    .get("x-mcp-header")
-                    .and_then(serde_json::Value::as_str)
-                    .filter(|h| !h.is_empty())
-                    .and_then(|h| http::HeaderName::try_from(format!("mcp-param-{h}")).ok());
-                if let Some(header) = header
-                    && out.iter().all(|(_, h)| *h != header)
-                {
-                    out.push((path.clone(), header));
-                }
-                walk(schema.get("properties"), path, out);
-                path.pop();
-            }
-        }
+    /// The annotations of `schema`: `None` if it has none, an error if they break
+    /// SEP-2243's rules (a client leaves such a tool out). Each must sit on a property
+    /// reached through `properties` alone, of type string, integer or boolean, and name
+    /// an HTTP token no other annotation names (in any case); at most
+    /// [`MAX_PARAM_HEADERS`]. Its cost is linear in the schema's size.
+    pub fn of(
+        schema: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Option<Self>, Invalid> {
         let mut out = Vec::new();
-        walk(schema.get("properties"), &mut Vec::new(), &mut out);
-        (!out.is_empty()).then_some(Self(out))
+        scan(schema, true, &mut Vec::new(), &mut out)?;
+        Ok((!out.is_empty()).then_some(Self(out)))
     }
 
     /// The headers for a call with `arguments`: one for each annotated argument present
@@ -505,18 +490,104 @@ impl ParamHeaders {
                 let (first, rest) = path.split_first()?;
                 let value = rest
                     .iter()
-                    .try_fold(arguments.get(first)?, |v, key| v.get(key))?;
-                let text = match value {
-                    Value::String(s) => header_value(s),
-                    Value::Bool(b) => b.to_string(),
-                    Value::Number(n) => n.to_string(),
+                    .try_fold(arguments.get(&**first)?, |v, key| v.get(&**key))?;
+                let value = match value {
+                    Value::String(s) => http::HeaderValue::from_str(&header_value(s)),
+                    Value::Bool(b) => http::HeaderValue::from_str(&b.to_string()),
+                    Value::Number(n) => http::HeaderValue::from_str(&n.to_string()),
                     _ => return None,
                 };
-                let value = http::HeaderValue::try_from(text).ok()?;
-                Some((header.clone(), value))
+                Some((header.clone(), value.ok()?))
             })
             .collect()
     }
+}
+
+type Annotations = Vec<(Vec<Arc<str>>, http::HeaderName)>;
+
+/// [`ParamHeaders::of`]'s walk of one schema object: `on_chain` when it is the root or a
+/// property reached from it through `properties` alone; `path`, that property's.
+fn scan(
+    schema: &serde_json::Map<String, serde_json::Value>,
+    on_chain: bool,
+    path: &mut Vec<Arc<str>>,
+    out: &mut Annotations,
+) -> Result<(), Invalid> {
+    use serde_json::Value;
+    // A subschema, or a list of them, off the chain.
+    fn off(value: &Value, path: &mut Vec<Arc<str>>, out: &mut Annotations) -> Result<(), Invalid> {
+        match value {
+            Value::Object(schema) => scan(schema, false, path, out),
+            Value::Array(items) => items.iter().try_for_each(|item| off(item, path, out)),
+            _ => Ok(()),
+        }
+    }
+    for (key, value) in schema {
+        match key.as_str() {
+            "x-mcp-header" => {
+                let at = path.join(".");
+                if !on_chain || path.is_empty() {
+                    return Err(Invalid(format!(
+                        "x-mcp-header must annotate a property reached through `properties` \
+                         alone{}",
+                        if at.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (near `{at}`)")
+                        }
+                    )));
+                }
+                let header = value
+                    .as_str()
+                    .filter(|h| !h.is_empty())
+                    .and_then(|h| http::HeaderName::try_from(format!("mcp-param-{h}")).ok())
+                    .ok_or_else(|| {
+                        Invalid(format!(
+                            "property `{at}`: x-mcp-header must be an HTTP token"
+                        ))
+                    })?;
+                if !matches!(
+                    schema.get("type").and_then(Value::as_str),
+                    Some("string" | "integer" | "boolean")
+                ) {
+                    return Err(Invalid(format!(
+                        "property `{at}`: x-mcp-header needs type string, integer or boolean"
+                    )));
+                }
+                if out.iter().any(|(_, h)| *h == header) {
+                    return Err(Invalid(format!(
+                        "property `{at}`: x-mcp-header {header} is named twice"
+                    )));
+                }
+                if out.len() == MAX_PARAM_HEADERS {
+                    return Err(Invalid(format!(
+                        "more than {MAX_PARAM_HEADERS} x-mcp-header annotations"
+                    )));
+                }
+                out.push((path.clone(), header));
+            }
+            "properties" => {
+                let Value::Object(properties) = value else {
+                    continue;
+                };
+                for (name, property) in properties {
+                    match property {
+                        Value::Object(property) => {
+                            path.push(Arc::from(name.as_str()));
+                            let scanned = scan(property, on_chain, path, out);
+                            path.pop();
+                            scanned?;
+                        }
+                        other => off(other, path, out)?,
+                    }
+                }
+            }
+            // Instance data, not subschemas.
+            "default" | "const" | "enum" | "examples" => {}
+            _ => off(value, path, out)?,
+        }
+    }
+    Ok(())
 }
 
 /// Unix time in milliseconds.
@@ -569,18 +640,17 @@ mod header_tests {
             "region": {"type": "string", "x-mcp-header": "Region"},
             "count": {"type": "integer", "x-mcp-header": "Count"},
             "dry": {"type": "boolean", "x-mcp-header": "Dry"},
-            "again": {"type": "string", "x-mcp-header": "region"},
-            "bad": {"type": "string", "x-mcp-header": "not a token"},
-            "empty": {"type": "string", "x-mcp-header": ""},
-            "list": {"type": "array", "items": {"type": "string", "x-mcp-header": "Item"}},
+            "plain": {"type": "string", "default": {"x-mcp-header": "NotASchema"}},
             "where": {"type": "object", "properties": {
                 "city": {"type": "string", "x-mcp-header": "City"}}}
         }});
-        let headers = ParamHeaders::of(schema.as_object().unwrap()).expect("annotated");
+        let headers = ParamHeaders::of(schema.as_object().unwrap())
+            .expect("valid")
+            .expect("annotated");
         let args = |v: serde_json::Value| v.as_object().cloned().unwrap();
         let sent = headers.headers(&args(json!({
-            "region": "eu-west", "count": 3, "dry": true, "again": "x", "bad": "y",
-            "list": ["a"], "where": {"city": "Zürich"}
+            "region": "eu-west", "count": 3, "dry": true, "plain": "x",
+            "where": {"city": "Zürich"}
         })));
         let sent: Vec<(String, String)> = sent
             .iter()
@@ -606,6 +676,42 @@ mod header_tests {
         );
         // A schema with no annotation has none.
         let plain = json!({"type": "object", "properties": {"a": {"type": "string"}}});
-        assert_eq!(ParamHeaders::of(plain.as_object().unwrap()), None);
+        assert_eq!(ParamHeaders::of(plain.as_object().unwrap()), Ok(None));
+    }
+
+    #[test]
+    fn annotations_that_break_the_rules_leave_the_tool_out() {
+        let string = |h: serde_json::Value| json!({"type": "string", "x-mcp-header": h});
+        let broken = [
+            json!({"x-mcp-header": "Root", "properties": {}}),
+            json!({"properties": {"a": string(json!("A")), "b": string(json!("a"))}}),
+            json!({"properties": {"a": string(json!("not a token"))}}),
+            json!({"properties": {"a": string(json!(""))}}),
+            json!({"properties": {"a": string(json!(7))}}),
+            json!({"properties": {"a": {"type": "object", "x-mcp-header": "A"}}}),
+            json!({"properties": {"a": {"type": "array",
+                                        "items": string(json!("Item"))}}}),
+            json!({"$defs": {"a": string(json!("A"))},
+                   "properties": {"a": {"$ref": "#/$defs/a"}}}),
+            json!({"properties": {"a": {"anyOf": [string(json!("A"))]}}}),
+        ];
+        for schema in broken {
+            assert!(
+                ParamHeaders::of(schema.as_object().unwrap()).is_err(),
+                "{schema}"
+            );
+        }
+        // A bound on how many: a registrant's schema cannot make every call carry
+        // thousands of headers.
+        let many = |n: usize| {
+            let properties: serde_json::Map<String, serde_json::Value> = (0..n)
+                .map(|i| (format!("p{i}"), string(json!(format!("H{i}")))))
+                .collect();
+            json!({"properties": properties})
+        };
+        let at_bound = many(super::MAX_PARAM_HEADERS);
+        assert!(ParamHeaders::of(at_bound.as_object().unwrap()).is_ok_and(|h| h.is_some()));
+        let over = many(super::MAX_PARAM_HEADERS + 1);
+        assert!(ParamHeaders::of(over.as_object().unwrap()).is_err());
     }
 }

@@ -31,6 +31,7 @@ pub mod secret;
 pub mod stdio;
 
 use std::{
+    collections::HashMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -54,6 +55,8 @@ use rmcp::{
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+
+use crate::vocab::ParamHeaders;
 
 use self::{
     balance::{Candidate, Strategy},
@@ -178,6 +181,32 @@ where
             Some(next) => cursor = Some(next),
         }
     }
+}
+
+/// `tools` without those whose `x-mcp-header` annotations break SEP-2243's rules (a
+/// client leaves them out; see [`ParamHeaders::of`]), and the table of those whose
+/// arguments travel in `Mcp-Param-*` headers.
+fn screen_tools(
+    service: &str,
+    tools: Vec<Tool>,
+) -> (Vec<Tool>, HashMap<String, Arc<ParamHeaders>>) {
+    let mut params = HashMap::new();
+    let tools = tools
+        .into_iter()
+        .filter(|t| match ParamHeaders::of(&t.input_schema) {
+            Ok(annotated) => {
+                if let Some(annotated) = annotated {
+                    params.insert(t.name.to_string(), Arc::new(annotated));
+                }
+                true
+            }
+            Err(why) => {
+                tracing::warn!(service, tool = %t.name, "tool left out: {why}");
+                false
+            }
+        })
+        .collect();
+    (tools, params)
 }
 
 /// Every tool of an upstream session, within `bounds`.
@@ -512,6 +541,7 @@ impl Instance {
                 None
             }
         });
+        let (tools, params) = screen_tools(service, tools);
         Arc::new(Self {
             id: instance_id(url),
             url: url.into(),
@@ -527,7 +557,7 @@ impl Instance {
             dirty: AtomicBool::new(true),
             session: ArcSwapOption::empty(),
             generation: watch::Sender::new(0),
-            params: Arc::new(ArcSwap::from_pointee(resume::param_table(&tools))),
+            params: Arc::new(ArcSwap::from_pointee(params)),
             tools: ArcSwap::from_pointee(tools),
             tools_at_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -785,11 +815,15 @@ impl Instance {
         self.install(session).await
     }
 
-    /// Keeps `tools` as the instance's tool list, read from the backend now.
-    fn store_tools(&self, tools: Vec<Tool>) {
-        self.params.store(Arc::new(resume::param_table(&tools)));
-        self.tools.store(Arc::new(tools));
+    /// Keeps `tools` as the instance's tool list, read from the backend now (without
+    /// the ones [`screen_tools`] leaves out), and returns it.
+    fn store_tools(&self, tools: Vec<Tool>) -> Arc<Vec<Tool>> {
+        let (tools, params) = screen_tools(&self.service, tools);
+        let tools = Arc::new(tools);
+        self.params.store(Arc::new(params));
+        self.tools.store(Arc::clone(&tools));
         self.tools_at_ms.store(now_ms(), Ordering::Release);
+        tools
     }
 
     /// Reads a new session's lists and makes it the instance's.
@@ -807,7 +841,7 @@ impl Instance {
         .await?;
         let extras = self.read_extras(&session).await?;
         self.extras.store(Arc::new(extras));
-        self.store_tools(tools.clone());
+        let tools = self.store_tools(tools);
         let revision = session
             .peer()
             .peer_info()
@@ -821,7 +855,7 @@ impl Instance {
         self.session.store(Some(Arc::new(session)));
         self.generation.send_modify(|g| *g += 1);
         self.update_health(Health::success);
-        Ok(tools)
+        Ok(tools.to_vec())
     }
 
     /// Starts a stdio server's child and opens the gateway's one session with it over
@@ -1477,7 +1511,8 @@ impl Instance {
                 return;
             }
         };
-        let mut changed = **self.tools.load() != tools;
+        let tools_before = self.tools.load_full();
+        let mut changed = false;
         match self.read_extras(session).await {
             Ok(extras) => {
                 let before = self.extras.load();
@@ -1490,7 +1525,7 @@ impl Instance {
             }
             Err(e) => tracing::debug!(service = %self.service, "re-reading lists: {e}"),
         }
-        self.store_tools(tools);
+        changed |= *tools_before != *self.store_tools(tools);
         if changed {
             listener.tools_changed(&self.service, self);
         }
@@ -2306,6 +2341,28 @@ mod tests {
     use super::*;
 
     /// An MCP server with no tools: enough for an instance to hold a session.
+
+    #[test]
+    fn a_tool_whose_header_annotations_break_the_rules_is_left_out() {
+        let tool = |name: &str, header: &str| {
+            let schema = serde_json::json!({"type": "object", "properties": {
+                "region": {"type": "string", "x-mcp-header": header}}});
+            Tool::new(
+                name.to_string(),
+                "t",
+                Arc::new(schema.as_object().cloned().unwrap()),
+            )
+        };
+        let plain = Tool::new("plain", "t", Arc::new(serde_json::Map::new()));
+        let (kept, params) = screen_tools(
+            "s",
+            vec![tool("good", "Region"), tool("bad", "no token"), plain],
+        );
+        let kept: Vec<&str> = kept.iter().map(|t| t.name.as_ref()).collect();
+        assert_eq!(kept, ["good", "plain"]);
+        assert_eq!(params.keys().collect::<Vec<_>>(), ["good"]);
+    }
+
     #[derive(Clone)]
     struct Empty;
 

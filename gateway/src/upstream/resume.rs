@@ -75,19 +75,6 @@ pub struct WatchedHttp {
 /// gateway adds what rmcp left out.
 pub type ParamTable = Arc<arc_swap::ArcSwap<HashMap<String, Arc<ParamHeaders>>>>;
 
-/// `tools`' entries for a [`ParamTable`].
-pub fn param_table(tools: &[rmcp::model::Tool]) -> HashMap<String, Arc<ParamHeaders>> {
-    tools
-        .iter()
-        .filter_map(|t| {
-            Some((
-                t.name.to_string(),
-                Arc::new(ParamHeaders::of(&t.input_schema)?),
-            ))
-        })
-        .collect()
-}
-
 /// rmcp's own bound on a JSON response body.
 const RMCP_JSON_LIMIT: usize = 16 * 1024 * 1024;
 
@@ -118,8 +105,9 @@ impl WatchedHttp {
         }
     }
 
-    /// The `Mcp-Param-*` headers of a 2026-07-28 tool call (rmcp set its `Mcp-Method`)
-    /// whose tool has some, when rmcp added none.
+    /// The `Mcp-Param-*` headers of a 2026-07-28 tool call (rmcp set its `Mcp-Method`),
+    /// from the instance's table alone: rmcp's own may be missing, or out of date after
+    /// the backend changed its tools (its cache only ever adds).
     fn param_headers(
         &self,
         message: &ClientJsonRpcMessage,
@@ -129,12 +117,13 @@ impl WatchedHttp {
             && let rmcp::model::ClientRequest::CallToolRequest(call) = &r.request
             // By a `HeaderName`: a `str` key hashes differently.
             && headers.contains_key(&HeaderName::from_static("mcp-method"))
-            && !headers.keys().any(|h| h.as_str().starts_with("mcp-param-"))
-            && let Some(annotated) = self.params.load().get(call.params.name.as_ref())
         {
-            let none = serde_json::Map::new();
-            let arguments = call.params.arguments.as_ref().unwrap_or(&none);
-            headers.extend(annotated.headers(arguments));
+            headers.retain(|h, _| !h.as_str().starts_with("mcp-param-"));
+            if let Some(annotated) = self.params.load().get(call.params.name.as_ref()) {
+                let none = serde_json::Map::new();
+                let arguments = call.params.arguments.as_ref().unwrap_or(&none);
+                headers.extend(annotated.headers(arguments));
+            }
         }
     }
 

@@ -302,6 +302,7 @@ impl Process {
         let spawned = spawn(&self.command, service, &self.stderr).map_err(|e| {
             let why = format!("cannot start {}: {e}", self.command.command);
             state.last_exit = Some(why.clone());
+            state.recorded = None;
             why
         });
         if counted {
