@@ -105,28 +105,6 @@ impl WatchedHttp {
         }
     }
 
-    /// The `Mcp-Param-*` headers of a 2026-07-28 tool call (rmcp set its `Mcp-Method`),
-    /// from the instance's table alone: rmcp's own may be missing, or out of date after
-    /// the backend changed its tools (its cache only ever adds).
-    fn param_headers(
-        &self,
-        message: &ClientJsonRpcMessage,
-        headers: &mut HashMap<HeaderName, HeaderValue>,
-    ) {
-        if let ClientJsonRpcMessage::Request(r) = message
-            && let rmcp::model::ClientRequest::CallToolRequest(call) = &r.request
-            // By a `HeaderName`: a `str` key hashes differently.
-            && headers.contains_key(&HeaderName::from_static("mcp-method"))
-        {
-            headers.retain(|h, _| !h.as_str().starts_with("mcp-param-"));
-            if let Some(annotated) = self.params.load().get(call.params.name.as_ref()) {
-                let none = serde_json::Map::new();
-                let arguments = call.params.arguments.as_ref().unwrap_or(&none);
-                headers.extend(annotated.headers(arguments));
-            }
-        }
-    }
-
     fn watch(&self, stream: SseStream, request: RequestId) -> SseStream {
         Box::pin(Watched {
             inner: stream,
@@ -243,7 +221,7 @@ impl StreamableHttpClient for WatchedHttp {
     ) -> Result<StreamableHttpPostResponse, Error> {
         let request = request_id(&message);
         trace_header(&message, &mut custom_headers);
-        self.param_headers(&message, &mut custom_headers);
+        param_headers(&self.params.load(), &message, &mut custom_headers);
         let response = self
             .inner
             .post_message(uri, message, session_id, auth_header, custom_headers)
@@ -262,7 +240,7 @@ impl StreamableHttpClient for WatchedHttp {
     ) -> Result<StreamableHttpPostResponse, Error> {
         let request = request_id(&message);
         trace_header(&message, &mut custom_headers);
-        self.param_headers(&message, &mut custom_headers);
+        param_headers(&self.params.load(), &message, &mut custom_headers);
         let response = self
             .inner
             .post_message_with_max_sse_event_size(
@@ -327,6 +305,28 @@ impl StreamableHttpClient for WatchedHttp {
             )
             .await?;
         Ok(self.rewatch(stream, cut))
+    }
+}
+
+/// The `Mcp-Param-*` headers of a 2026-07-28 tool call (rmcp set its `Mcp-Method`),
+/// from the instance's `table` alone: rmcp's own may be missing, or out of date after
+/// the backend changed its tools (its cache only ever adds).
+fn param_headers(
+    table: &HashMap<String, Arc<ParamHeaders>>,
+    message: &ClientJsonRpcMessage,
+    headers: &mut HashMap<HeaderName, HeaderValue>,
+) {
+    if let ClientJsonRpcMessage::Request(r) = message
+        && let rmcp::model::ClientRequest::CallToolRequest(call) = &r.request
+        // By a `HeaderName`: a `str` key hashes differently.
+        && headers.contains_key(&HeaderName::from_static("mcp-method"))
+    {
+        headers.retain(|h, _| !h.as_str().starts_with("mcp-param-"));
+        if let Some(annotated) = table.get(call.params.name.as_ref()) {
+            let none = serde_json::Map::new();
+            let arguments = call.params.arguments.as_ref().unwrap_or(&none);
+            headers.extend(annotated.headers(arguments));
+        }
     }
 }
 
@@ -428,4 +428,46 @@ pub(crate) fn json_len(message: &impl serde::Serialize) -> usize {
     let mut count = Count(0);
     let _ = serde_json::to_writer(&mut count, message);
     count.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_modern_calls_param_headers_come_from_the_table_alone() {
+        let schema =
+            json!({"properties": {"region": {"type": "string", "x-mcp-header": "Region"}}});
+        let annotated = ParamHeaders::of(schema.as_object().unwrap())
+            .unwrap()
+            .unwrap();
+        let table = HashMap::from([("t".to_string(), Arc::new(annotated))]);
+        let call = |name: &str| -> ClientJsonRpcMessage {
+            serde_json::from_value(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": name, "arguments": {"region": "eu"}}}))
+            .unwrap()
+        };
+        let name = |n: &'static str| HeaderName::from_static(n);
+        let value = |v: &'static str| HeaderValue::from_static(v);
+        // rmcp's stale set (an annotation the backend renamed since) is replaced.
+        let mut headers = HashMap::from([
+            (name("mcp-method"), value("tools/call")),
+            (name("mcp-param-old"), value("eu")),
+        ]);
+        param_headers(&table, &call("t"), &mut headers);
+        assert_eq!(headers.get(&name("mcp-param-region")), Some(&value("eu")));
+        assert!(!headers.contains_key(&name("mcp-param-old")));
+        // A tool the table does not name carries none.
+        let mut headers = HashMap::from([
+            (name("mcp-method"), value("tools/call")),
+            (name("mcp-param-old"), value("eu")),
+        ]);
+        param_headers(&table, &call("other"), &mut headers);
+        assert_eq!(headers.len(), 1);
+        // A 2025-11-25 session's request (no Mcp-Method) is left as it is.
+        let mut headers = HashMap::new();
+        param_headers(&table, &call("t"), &mut headers);
+        assert!(headers.is_empty());
+    }
 }
