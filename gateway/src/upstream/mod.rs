@@ -2340,8 +2340,6 @@ mod tests {
 
     use super::*;
 
-    /// An MCP server with no tools: enough for an instance to hold a session.
-
     #[test]
     fn a_tool_whose_header_annotations_break_the_rules_is_left_out() {
         let tool = |name: &str, header: &str| {
@@ -2363,6 +2361,7 @@ mod tests {
         assert_eq!(params.keys().collect::<Vec<_>>(), ["good"]);
     }
 
+    /// An MCP server with no tools: enough for an instance to hold a session.
     #[derive(Clone)]
     struct Empty;
 
