@@ -525,15 +525,16 @@ fn scan(
     for (key, value) in schema {
         match key.as_str() {
             "x-mcp-header" => {
-                let at = path.join(".");
+                // Where it is, for the error only.
+                let at = || path.join(".");
                 if !on_chain || path.is_empty() {
                     return Err(Invalid(format!(
                         "x-mcp-header must annotate a property reached through `properties` \
                          alone{}",
-                        if at.is_empty() {
+                        if path.is_empty() {
                             String::new()
                         } else {
-                            format!(" (near `{at}`)")
+                            format!(" (near `{}`)", at())
                         }
                     )));
                 }
@@ -543,7 +544,8 @@ fn scan(
                     .and_then(|h| http::HeaderName::try_from(format!("mcp-param-{h}")).ok())
                     .ok_or_else(|| {
                         Invalid(format!(
-                            "property `{at}`: x-mcp-header must be an HTTP token"
+                            "property `{}`: x-mcp-header must be an HTTP token",
+                            at()
                         ))
                     })?;
                 if !matches!(
@@ -551,12 +553,14 @@ fn scan(
                     Some("string" | "integer" | "boolean")
                 ) {
                     return Err(Invalid(format!(
-                        "property `{at}`: x-mcp-header needs type string, integer or boolean"
+                        "property `{}`: x-mcp-header needs type string, integer or boolean",
+                        at()
                     )));
                 }
                 if out.iter().any(|(_, h)| *h == header) {
                     return Err(Invalid(format!(
-                        "property `{at}`: x-mcp-header {header} is named twice"
+                        "property `{}`: x-mcp-header {header} is named twice",
+                        at()
                     )));
                 }
                 if out.len() == MAX_PARAM_HEADERS {

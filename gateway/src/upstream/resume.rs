@@ -71,8 +71,8 @@ pub struct WatchedHttp {
 /// A backend's tools (by their names there) whose arguments also travel in
 /// `Mcp-Param-*` headers (SEP-2243), kept with the instance's tool list. rmcp's client
 /// adds those headers only for tools whose list it saw on the same connection, and not
-/// always then (a list answered on an SSE stream that ends first skips its cache): the
-/// gateway adds what rmcp left out.
+/// always then (a list answered on an SSE stream that ends first skips its cache), and
+/// never forgets one: the gateway's table alone decides them (see [`param_headers`]).
 pub type ParamTable = Arc<arc_swap::ArcSwap<HashMap<String, Arc<ParamHeaders>>>>;
 
 /// rmcp's own bound on a JSON response body.
