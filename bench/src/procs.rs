@@ -179,23 +179,52 @@ impl Drop for ChildGuard {
 
 /// CPU time (user + system, all threads) process `pid` has used so far.
 pub fn cpu_time(pid: u32) -> Result<Duration> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let ticks = parse_cpu_ticks(&stat).with_context(|| format!("no utime/stime in {path}"))?;
-    Ok(Duration::from_secs_f64(
-        ticks as f64 / clock_ticks_per_second() as f64,
-    ))
+    Ok(cpu_split(pid)?.total())
 }
 
-/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line, in clock ticks. The
+/// CPU time a process has used so far, in user mode and in the kernel (all threads).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Cpu {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl Cpu {
+    pub fn total(self) -> Duration {
+        self.user + self.system
+    }
+
+    /// What was used between `earlier` and `self`.
+    pub fn since(self, earlier: Cpu) -> Cpu {
+        Cpu {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+/// [`Cpu`] of process `pid` so far.
+pub fn cpu_split(pid: u32) -> Result<Cpu> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let (user, system) =
+        parse_cpu_ticks(&stat).with_context(|| format!("no utime/stime in {path}"))?;
+    let tick = |t: u64| Duration::from_secs_f64(t as f64 / clock_ticks_per_second() as f64);
+    Ok(Cpu {
+        user: tick(user),
+        system: tick(system),
+    })
+}
+
+/// utime and stime (fields 14 and 15) of a `/proc/PID/stat` line, in clock ticks. The
 /// command name (field 2) may hold spaces and parentheses: fields are counted after the
 /// last `)`.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+fn parse_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// `getconf CLK_TCK` (100 on Linux unless configured otherwise), asked once.
@@ -254,7 +283,7 @@ mod tests {
     #[test]
     fn cpu_ticks_are_counted_after_the_command_name() {
         let stat = "4242 (mcp (bench) x) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 3 0";
-        assert_eq!(parse_cpu_ticks(stat), Some(325));
+        assert_eq!(parse_cpu_ticks(stat), Some((250, 75)));
         assert!(cpu_time(std::process::id()).is_ok());
     }
 

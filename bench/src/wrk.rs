@@ -134,6 +134,8 @@ pub struct Run {
     pub content_type: String,
     /// CPU time per completed request, by role ("gateway", "backend"), in µs.
     pub cpu_us_per_call: BTreeMap<String, f64>,
+    /// The part of that CPU time spent in the kernel (system time), in µs.
+    pub system_us_per_call: BTreeMap<String, f64>,
     /// Voluntary + involuntary context switches of all threads per request, by role.
     pub ctx_switches_per_call: BTreeMap<String, f64>,
     /// The involuntary part of those: a runnable thread preempted (on 2 cores, by wrk and
@@ -260,6 +262,14 @@ impl Section {
                 }
             }
             let cpu: fn(&Run) -> &BTreeMap<String, f64> = |r| &r.cpu_us_per_call;
+            let system: fn(&Run) -> &BTreeMap<String, f64> = |r| &r.system_us_per_call;
+            notes.push(format!(
+                "{kind}: of that CPU, in the kernel (system time): backend direct {}; through \
+                 the gateway: gateway {}, backend {}",
+                by_connections(&k.direct, system, "backend"),
+                by_connections(&k.gateway, system, "gateway"),
+                by_connections(&k.gateway, system, "backend"),
+            ));
             let ctx: fn(&Run) -> &BTreeMap<String, f64> = |r| &r.ctx_switches_per_call;
             let preempted: fn(&Run) -> &BTreeMap<String, f64> = |r| &r.involuntary_per_call;
             notes.push(format!(
@@ -650,10 +660,10 @@ async fn measured(
 }
 
 /// CPU time and context switches (all, involuntary) of each process, in order.
-fn sample(procs: &[(&'static str, u32)]) -> Result<Vec<(Duration, Switches)>> {
+fn sample(procs: &[(&'static str, u32)]) -> Result<Vec<(procs::Cpu, Switches)>> {
     procs
         .iter()
-        .map(|(_, pid)| Ok((procs::cpu_time(*pid)?, ctx_switches(*pid)?)))
+        .map(|(_, pid)| Ok((procs::cpu_split(*pid)?, ctx_switches(*pid)?)))
         .collect()
 }
 
@@ -662,8 +672,8 @@ fn to_run(
     connections: u32,
     threads: u32,
     roles: &[(&'static str, u32)],
-    before: &[(Duration, Switches)],
-    after: &[(Duration, Switches)],
+    before: &[(procs::Cpu, Switches)],
+    after: &[(procs::Cpu, Switches)],
 ) -> Run {
     let requests = out.requests;
     let seconds = out.duration_us / 1e6;
@@ -706,13 +716,16 @@ fn to_run(
     }
     let calls = requests.max(1) as f64;
     let mut cpu_us_per_call = BTreeMap::new();
+    let mut system_us_per_call = BTreeMap::new();
     let mut ctx_switches_per_call = BTreeMap::new();
     let mut involuntary_per_call = BTreeMap::new();
     for (((role, _), (cpu0, ctx0)), (cpu1, ctx1)) in roles.iter().zip(before).zip(after) {
+        let used = cpu1.since(*cpu0);
         cpu_us_per_call.insert(
             (*role).to_string(),
-            cpu1.saturating_sub(*cpu0).as_secs_f64() * 1e6 / calls,
+            used.total().as_secs_f64() * 1e6 / calls,
         );
+        system_us_per_call.insert((*role).to_string(), used.system.as_secs_f64() * 1e6 / calls);
         ctx_switches_per_call.insert(
             (*role).to_string(),
             ctx1.all.saturating_sub(ctx0.all) as f64 / calls,
@@ -736,6 +749,7 @@ fn to_run(
         error_detail: (!problems.is_empty()).then(|| problems.join("; ")),
         content_type: out.content_type.clone(),
         cpu_us_per_call,
+        system_us_per_call,
         ctx_switches_per_call,
         involuntary_per_call,
     }
@@ -1342,9 +1356,12 @@ mod tests {
             first_bad: String::new(),
         };
         let roles = [("gateway", 1)];
-        let s = [(Duration::ZERO, Switches::default())];
+        let s = [(procs::Cpu::default(), Switches::default())];
         let e = [(
-            Duration::from_millis(100),
+            procs::Cpu {
+                user: Duration::from_millis(60),
+                system: Duration::from_millis(40),
+            },
             Switches {
                 all: 2000,
                 involuntary: 500,
@@ -1354,6 +1371,7 @@ mod tests {
         let ok = to_run(&out(32_000, 500.0), 16, 2, &roles, &s, &e);
         assert_eq!(ok.errors, 0, "{:?}", ok.error_detail);
         assert!((ok.cpu_us_per_call["gateway"] - 3.125).abs() < 1e-9);
+        assert!((ok.system_us_per_call["gateway"] - 1.25).abs() < 1e-9);
         assert!((ok.ctx_switches_per_call["gateway"] - 0.0625).abs() < 1e-9);
         assert!((ok.involuntary_per_call["gateway"] - 0.015625).abs() < 1e-9);
         // One connection's worth of work from 16: the rest were stuck.

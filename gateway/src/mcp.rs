@@ -2973,7 +2973,7 @@ async fn relay(
         header::RETRY_AFTER,
     ]
     .into_iter()
-    .chain([http::HeaderName::from_static("mcp-session-id")])
+    .chain([crate::vocab::MCP_SESSION_ID])
     {
         if let Some(value) = answer.headers().get(&name) {
             response = response.header(name, value.as_bytes());

@@ -92,6 +92,11 @@ const HOLD_FOR: Duration = Duration::from_secs(2);
 /// What a call of a client that can be asked holds of the backend's messages until the
 /// answer (see `Live::gather`): at most this many bytes; later messages are dropped.
 const MAX_HELD_BYTES: usize = 1 << 20;
+/// The answers' header values, made once: a `&str` is checked and copied into a new
+/// allocation on every response.
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 /// How long a closed stream waits for its client after the call's own deadline.
 const PARK_GRACE: Duration = Duration::from_secs(5);
 
@@ -623,7 +628,7 @@ impl Passthrough {
         Some(
             Response::builder()
                 .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_TYPE, APPLICATION_JSON)
                 .body(Body::new(body))
                 .expect("static response parts"),
         )
@@ -927,8 +932,8 @@ impl Passthrough {
         });
         Response::builder()
             .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "text/event-stream")
-            .header(header::CACHE_CONTROL, "no-cache")
+            .header(header::CONTENT_TYPE, EVENT_STREAM)
+            .header(header::CACHE_CONTROL, NO_CACHE)
             .body(Body::from_stream(events))
             .expect("static response parts")
     }
@@ -1185,8 +1190,8 @@ fn messages_response(held: Vec<String>, last: String) -> Response {
     }
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
+        .header(header::CONTENT_TYPE, EVENT_STREAM)
+        .header(header::CACHE_CONTROL, NO_CACHE)
         .body(Body::new(Pieces(body)))
         .expect("static response parts")
 }
@@ -1194,7 +1199,7 @@ fn messages_response(held: Vec<String>, last: String) -> Response {
 fn json_response(message: String) -> Response {
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, APPLICATION_JSON)
         .body(Body::from(message))
         .expect("static response parts")
 }

@@ -15,6 +15,9 @@ pub const MCP_PROTOCOL_VERSION: http::HeaderName =
     http::HeaderName::from_static("mcp-protocol-version");
 pub const LAST_EVENT_ID: http::HeaderName = http::HeaderName::from_static("last-event-id");
 pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+/// A 2026-07-28 request's method and name, as headers (SEP-2243).
+pub const MCP_METHOD: http::HeaderName = http::HeaderName::from_static("mcp-method");
+pub const MCP_NAME: http::HeaderName = http::HeaderName::from_static("mcp-name");
 
 /// The hasher of the maps every call looks into: the session table, the calls in flight,
 /// the catalog's names, the relays, the metrics' handles. foldhash is several times

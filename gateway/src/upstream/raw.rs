@@ -44,8 +44,7 @@ use super::{
     relay::{RelayGuard, RelayMsg},
 };
 
-const SESSION_HEADER: &str = "mcp-session-id";
-const VERSION_HEADER: &str = "mcp-protocol-version";
+use crate::vocab::{MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, TRACEPARENT};
 /// How often one call follows the backend to a resumed stream.
 const MAX_RESUMES: u32 = 8;
 /// Requests of the backend's (made of the client during a call) answered at once for one
@@ -211,10 +210,10 @@ impl RawTarget {
             headers.insert(name.clone(), value.clone());
         }
         if let Some(id) = self.session_id.get() {
-            headers.insert(SESSION_HEADER, id.clone());
+            headers.insert(MCP_SESSION_ID, id.clone());
         }
         if let Some(v) = self.version(session) {
-            headers.insert(VERSION_HEADER, v.clone());
+            headers.insert(MCP_PROTOCOL_VERSION, v.clone());
         }
     }
 
@@ -337,7 +336,7 @@ pub struct Exchange {
     /// The client's log level, as `level_rank` orders it.
     min_level: Option<u8>,
     /// Answers to the backend's requests in flight (see [`MAX_SERVER_REQUESTS_PER_CALL`]).
-    answering: Arc<tokio::sync::Semaphore>,
+    answering: OnceLock<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Instance {
@@ -392,7 +391,7 @@ impl Instance {
             mcp_name: out.mcp_name,
             param_headers: out.param_headers,
             min_level: out.min_log_level.map(super::level_rank),
-            answering: Arc::new(tokio::sync::Semaphore::new(MAX_SERVER_REQUESTS_PER_CALL)),
+            answering: OnceLock::new(),
         };
         let sent = match tokio::time::timeout_at(deadline, exchange.send(out.body)).await {
             Ok(r) => r,
@@ -615,6 +614,10 @@ impl Stream for Driven {
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const ACCEPT_BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
 const TOOLS_CALL: HeaderValue = HeaderValue::from_static("tools/call");
+/// The most headers a call's request carries besides its `Mcp-Param-*` ones: `Host`,
+/// `Content-Type`, `Accept`, `traceparent`, `Mcp-Method`, `Mcp-Name`, the credential,
+/// the session id and the protocol version.
+const REQUEST_HEADERS: usize = 9;
 
 impl Exchange {
     async fn send(&mut self, body: Bytes) -> Result<(), Failure> {
@@ -628,15 +631,18 @@ impl Exchange {
             .body(Full::new(body))
             .map_err(|e| Failure::NotDelivered(e.to_string()))?;
         let headers = request.headers_mut();
+        // Room for every header below at once: grown one at a time, the map reallocates
+        // and rehashes twice per call.
+        headers.reserve(REQUEST_HEADERS + self.param_headers.len());
         headers.insert(header::HOST, host.clone());
         headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
         headers.insert(header::ACCEPT, ACCEPT_BOTH);
         if let Some(traceparent) = &self.traceparent {
-            headers.insert("traceparent", traceparent.clone());
+            headers.insert(TRACEPARENT, traceparent.clone());
         }
         if let Some(name) = &self.mcp_name {
-            headers.insert("mcp-method", TOOLS_CALL);
-            headers.insert("mcp-name", name.clone());
+            headers.insert(MCP_METHOD, TOOLS_CALL);
+            headers.insert(MCP_NAME, name.clone());
         }
         for (name, value) in &self.param_headers {
             headers.insert(name, value.clone());
@@ -955,7 +961,10 @@ impl Exchange {
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, "application/json, text/event-stream");
         let request = self.target.with_session(rb, &self.session).body(body);
-        let Ok(permit) = Arc::clone(&self.answering).try_acquire_owned() else {
+        let answering = self
+            .answering
+            .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(MAX_SERVER_REQUESTS_PER_CALL)));
+        let Ok(permit) = Arc::clone(answering).try_acquire_owned() else {
             tracing::debug!(service = %self.instance.service, %method,
                 "a request of the backend's left unanswered: too many at once for one call");
             return;

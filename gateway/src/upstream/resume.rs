@@ -319,7 +319,7 @@ fn param_headers(
     if let ClientJsonRpcMessage::Request(r) = message
         && let rmcp::model::ClientRequest::CallToolRequest(call) = &r.request
         // By a `HeaderName`: a `str` key hashes differently.
-        && headers.contains_key(&HeaderName::from_static("mcp-method"))
+        && headers.contains_key(&crate::vocab::MCP_METHOD)
     {
         headers.retain(|h, _| !h.as_str().starts_with("mcp-param-"));
         if let Some(annotated) = table.get(call.params.name.as_ref()) {
