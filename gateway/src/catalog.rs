@@ -64,6 +64,32 @@ pub struct Route {
     /// The arguments that travel in `Mcp-Param-*` headers too (`x-mcp-header`
     /// annotations in the input schema, SEP-2243), if any.
     pub param_headers: Option<Arc<ParamHeaders>>,
+    /// `original` as a JSON string, and as an `Mcp-Name` header value (base64 when it
+    /// cannot travel bare, SEP-2243; `None` if it cannot be one at all): what the
+    /// pass-through path writes into every call, made once per catalog.
+    pub json_name: Arc<str>,
+    pub name_header: Option<http::HeaderValue>,
+}
+
+/// A name (or URI) at the upstream, with the forms the pass-through path writes of it
+/// into every request: made once per catalog, not per call.
+pub struct WireName {
+    pub original: Arc<str>,
+    /// As a JSON string.
+    pub json: Arc<str>,
+    /// As an `Mcp-Name` value: base64 when it cannot travel bare (SEP-2243).
+    pub header: Option<http::HeaderValue>,
+}
+
+impl WireName {
+    pub fn of(original: &str) -> Self {
+        WireName {
+            original: Arc::from(original),
+            // A `str` always serializes.
+            json: Arc::from(serde_json::to_string(original).unwrap_or_default()),
+            header: http::HeaderValue::from_str(&crate::vocab::header_value(original)).ok(),
+        }
+    }
 }
 
 /// What a name resolves to.
@@ -228,11 +254,14 @@ impl<T: Clone> Merged<T> {
         for (s, (service, items)) in sources.iter().enumerate() {
             for (t, slot) in items.iter().zip(&slots[s]) {
                 let original = (naming.key)(t);
+                let name = WireName::of(original);
                 let route = Route {
                     service: Arc::clone(service),
-                    original: Arc::from(original),
+                    original: name.original,
                     retry_safe: (naming.retry_safe)(t),
                     param_headers: (naming.param_headers)(t),
+                    json_name: name.json,
+                    name_header: name.header,
                 };
                 let public = match slot {
                     Slot::Twice => continue,
@@ -749,6 +778,23 @@ mod tests {
     fn colliding_uris_qualify_reversibly() {
         let q = qualify_uri("svc", "test://static-text?a=b");
         assert_eq!(q, "mcp-gateway://svc/test%3A%2F%2Fstatic-text%3Fa%3Db");
+    }
+
+    #[test]
+    fn a_name_is_written_once_as_json_and_as_a_header() {
+        let plain = WireName::of("getProductById");
+        assert_eq!(&*plain.json, r#""getProductById""#);
+        assert_eq!(plain.header.unwrap(), "getProductById");
+        let odd = WireName::of(" say \"hi\"\n");
+        assert_eq!(&*odd.original, " say \"hi\"\n");
+        assert_eq!(&*odd.json, r#"" say \"hi\"\n""#);
+        // A leading space cannot travel bare: base64, as SEP-2243 writes it.
+        let header = odd.header.unwrap();
+        assert_eq!(header, crate::vocab::header_value(" say \"hi\"\n").as_ref());
+        assert!(
+            header.to_str().unwrap().starts_with("=?base64?"),
+            "{header:?}"
+        );
     }
 
     #[test]

@@ -699,12 +699,12 @@ impl Passthrough {
         }
         let mcp_name = if modern {
             // As SEP-2243 has it: base64 when it cannot travel bare.
-            Some(HeaderValue::from_str(&crate::vocab::header_value(&route.original)).ok()?)
+            Some(route.name_header.clone()?)
         } else {
             None
         };
         let upstream_id = next_request_id();
-        let name = serde_json::to_string(&*route.original).ok()?;
+        let name = &*route.json_name;
         // Last: a token taken here is a call this path makes.
         if let Err(refusal) = crate::proxy::admit(&self.registry, &route, &params.name) {
             return Some(Err(self.refusal(id, refusal)));
@@ -730,7 +730,7 @@ impl Passthrough {
         body.push_str(r#"{"jsonrpc":"2.0","id":""#);
         body.push_str(&upstream_id);
         body.push_str(r#"","method":"tools/call","params":{"name":"#);
-        body.push_str(&name);
+        body.push_str(name);
         if let Some(args) = args {
             body.push_str(r#","arguments":"#);
             body.push_str(args);

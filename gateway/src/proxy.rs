@@ -54,6 +54,9 @@ pub struct Planned {
     pub retry_safe: bool,
     /// A tool's arguments that also travel in `Mcp-Param-*` headers (2026-07-28).
     pub param_headers: Option<Arc<ParamHeaders>>,
+    /// `original` as a JSON string and as an `Mcp-Name` value ([`Route`]'s).
+    pub json_name: Arc<str>,
+    pub name_header: Option<http::HeaderValue>,
 }
 
 /// Why a request goes nowhere. A name hidden from the caller by its allow-list is
@@ -179,11 +182,16 @@ pub fn admit(registry: &Registry, planned: &Planned, public: &str) -> Result<(),
 fn by_uri(route: Option<(Arc<Service>, String)>, allow: Option<&Allow>) -> Option<Planned> {
     route
         .filter(|(s, uri)| allow.is_none_or(|a| a.resource(&s.name, uri)))
-        .map(|(service, original)| Planned {
-            service,
-            original: Arc::from(original),
-            retry_safe: true,
-            param_headers: None,
+        .map(|(service, uri)| {
+            let name = crate::catalog::WireName::of(&uri);
+            Planned {
+                service,
+                original: name.original,
+                retry_safe: true,
+                param_headers: None,
+                json_name: name.json,
+                name_header: name.header,
+            }
         })
 }
 
@@ -208,6 +216,8 @@ fn planned(route: &Route) -> Planned {
         original: Arc::clone(&route.original),
         retry_safe: route.retry_safe,
         param_headers: route.param_headers.clone(),
+        json_name: Arc::clone(&route.json_name),
+        name_header: route.name_header.clone(),
     }
 }
 
