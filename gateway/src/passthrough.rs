@@ -216,6 +216,9 @@ struct Call {
     /// The client declared sampling, elicitation or roots: a backend's questions
     /// (`input_required`) are the typed path's to ask it.
     capable: bool,
+    /// The backend speaks 2026-07-28: it has no session, so whatever it says of the call
+    /// comes on the call's own stream and nothing is relayed from elsewhere.
+    modern: bool,
 }
 
 /// The `_meta` members a 2026-07-28 request on this path carries (see `route`).
@@ -775,6 +778,7 @@ impl Passthrough {
             param_headers,
             min_log_level: level,
             capable: declared.is_some(),
+            modern,
         }))
     }
 
@@ -808,7 +812,10 @@ impl Passthrough {
             },
             affinity,
             call.retry_safe,
-            streamed.is_some(),
+            // A relay (a channel and a place in the service's relay tables) for each call
+            // of a session: only an older backend can send what belongs to it elsewhere
+            // (its session's GET stream).
+            streamed.is_some() && !call.modern,
         );
         let opened = match &streamed {
             Some(s) => tokio::select! {
