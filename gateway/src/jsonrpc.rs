@@ -20,11 +20,11 @@ use serde_json::value::RawValue;
 /// left unparsed.
 #[derive(Debug, Deserialize)]
 pub struct Envelope<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_str")]
     pub jsonrpc: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_str")]
     pub method: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub params: Option<&'a RawValue>,
@@ -32,6 +32,18 @@ pub struct Envelope<'a> {
     result: Option<&'a RawValue>,
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
+}
+
+/// An optional string member, borrowed from the text when it has no escapes. serde
+/// borrows a `Cow<str>` member but not an `Option<Cow<str>>` one, which it always copies
+/// into a new `String` (two allocations per request for `jsonrpc` and `method`).
+pub fn optional_str<'de: 'a, 'a, D>(d: D) -> Result<Option<Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'a>>::deserialize(d)?.map(|b| b.0))
 }
 
 /// What a POSTed body is.
@@ -134,6 +146,37 @@ pub fn error_body(
 #[cfg(test)]
 mod tests {
     use super::Parsed;
+
+    #[test]
+    fn string_members_are_borrowed_unless_escaped() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#;
+        let Parsed::Message(m) = Parsed::of(body) else {
+            panic!("a message");
+        };
+        assert!(matches!(m.jsonrpc, Some(std::borrow::Cow::Borrowed("2.0"))));
+        assert!(matches!(
+            m.method,
+            Some(std::borrow::Cow::Borrowed("tools/call"))
+        ));
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools\/call"}"#;
+        let Parsed::Message(m) = Parsed::of(body) else {
+            panic!("a message");
+        };
+        assert_eq!(m.method.as_deref(), Some("tools/call"));
+        // Null is absent; any other type, or a member given twice, is not a message.
+        let Parsed::Message(m) = Parsed::of(br#"{"jsonrpc":"2.0","id":1,"method":null}"#) else {
+            panic!("a message");
+        };
+        assert!(m.method.is_none());
+        assert!(matches!(
+            Parsed::of(br#"{"jsonrpc":"2.0","id":1,"method":7}"#),
+            Parsed::Invalid(_)
+        ));
+        assert!(matches!(
+            Parsed::of(br#"{"jsonrpc":"2.0","id":1,"method":"a","method":"b"}"#),
+            Parsed::Invalid(_)
+        ));
+    }
 
     #[test]
     fn a_message_is_read_with_its_members() {

@@ -2237,15 +2237,23 @@ impl Service {
     ) -> Result<(Arc<Instance>, Admission), CallError> {
         let now = Instant::now();
         let instances = self.instances();
-        let candidates: Vec<Arc<Instance>> = instances
-            .iter()
-            .filter(|i| !tried.iter().any(|t| Arc::ptr_eq(t, i)) && i.available(now))
-            .cloned()
-            .collect();
-        if candidates.is_empty() {
-            return Err(self.unavailable(&instances, now));
-        }
-        let picked = &candidates[balance::pick(self.strategy, &candidates, affinity, &self.turn)];
+        let usable =
+            |i: &Arc<Instance>| !tried.iter().any(|t| Arc::ptr_eq(t, i)) && i.available(now);
+        // One instance, the common case: no list of candidates to build.
+        let picked = if let [only] = &instances[..] {
+            if !usable(only) {
+                return Err(self.unavailable(&instances, now));
+            }
+            Arc::clone(only)
+        } else {
+            let candidates: Vec<Arc<Instance>> =
+                instances.iter().filter(|i| usable(i)).cloned().collect();
+            if candidates.is_empty() {
+                return Err(self.unavailable(&instances, now));
+            }
+            let i = balance::pick(self.strategy, &candidates, affinity, &self.turn);
+            Arc::clone(&candidates[i])
+        };
         let admission = if picked.dirty.load(Ordering::Acquire) {
             picked.health().admit(now)
         } else {
@@ -2256,7 +2264,7 @@ impl Service {
                 service: self.name.to_string(),
                 retry_in_ms: d.as_millis() as u64,
             }),
-            a => Ok((Arc::clone(picked), a)),
+            a => Ok((picked, a)),
         }
     }
 

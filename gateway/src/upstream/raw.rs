@@ -263,12 +263,16 @@ fn error_for(body: &[u8], id: &str) -> bool {
 pub fn next_request_id() -> Arc<str> {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     // itoa, not `format!`: this is on every call's path (`format!` cost ~500 instructions).
+    // Written on the stack and copied once into the `Arc`: a `String` first would be a
+    // second allocation.
     let mut digits = itoa::Buffer::new();
-    let n = digits.format(NEXT.fetch_add(1, Ordering::Relaxed));
-    let mut id = String::with_capacity(3 + n.len());
-    id.push_str("gw-");
-    id.push_str(n);
-    id.into()
+    let n = digits
+        .format(NEXT.fetch_add(1, Ordering::Relaxed))
+        .as_bytes();
+    let mut id = [0u8; 3 + 20];
+    id[..3].copy_from_slice(b"gw-");
+    id[3..3 + n.len()].copy_from_slice(n);
+    Arc::from(std::str::from_utf8(&id[..3 + n.len()]).unwrap_or("gw-"))
 }
 
 /// What the backend sent on the call's stream.
@@ -416,7 +420,7 @@ struct Probe<'a> {
     /// Read only for a log message's level (anything else in it is the client's).
     #[serde(borrow)]
     params: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "crate::jsonrpc::optional_str")]
     method: Option<Cow<'a, str>>,
     #[serde(borrow)]
     result: Option<&'a RawValue>,
@@ -1074,7 +1078,21 @@ fn is_our_id(raw: &str, ours: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_our_id;
+    use super::{is_our_id, next_request_id};
+
+    #[test]
+    fn request_ids_are_gw_and_a_new_number() {
+        let (a, b) = (next_request_id(), next_request_id());
+        for id in [&a, &b] {
+            let n = id.strip_prefix("gw-").expect("gw- prefix");
+            assert!(
+                !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()),
+                "{id}"
+            );
+        }
+        let number = |id: &str| id[3..].parse::<u64>().expect("a number");
+        assert!(number(&b) > number(&a), "{a} {b}");
+    }
 
     #[test]
     fn ids_match_as_json_strings_only() {
