@@ -144,8 +144,8 @@ pub struct Passthrough {
     /// after that, whatever else they send.
     pending: FastDashMap<String, u64>,
     epoch: std::time::Instant,
-    /// Calls in flight on this path in a session, by (session, client's id as JSON).
-    calls: FastDashMap<(String, String), CancellationToken>,
+    /// Calls in flight on this path in a session, by [`call_key`].
+    calls: FastDashMap<String, CancellationToken>,
     parked: FastDashMap<u64, Parked>,
     /// A replica of a cluster: a client's stream is never closed for it to resume (its
     /// `Last-Event-ID` could reach another replica, which does not hold the call).
@@ -511,7 +511,7 @@ impl Passthrough {
             Carry::Cancel => {
                 let params = envelope.params?;
                 let cancel = serde_json::from_str::<CancelParams>(params.get()).ok()?;
-                let key = (session_id.to_string(), cancel.request_id?.get().to_string());
+                let key = call_key(session_id, cancel.request_id?.get());
                 if let Some((_, token)) = self.calls.remove(&key) {
                     token.cancel();
                 }
@@ -529,7 +529,7 @@ impl Passthrough {
             Ok(call) => call,
             Err(refusal) => return Some(self.carried(json_response(refusal))),
         };
-        let key = (session_id.to_string(), call.client_id.clone());
+        let key = call_key(session_id, &call.client_id);
         let cancel = CancellationToken::new();
         self.calls.insert(key.clone(), cancel.clone());
         let slot = CallSlot {
@@ -1121,7 +1121,18 @@ impl Live {
 /// Unregisters a session call's cancellation token when the call ends.
 struct CallSlot {
     passthrough: Arc<Passthrough>,
-    key: (String, String),
+    key: String,
+}
+
+/// A call's key among the calls in flight: its session's id, a line feed, and the
+/// client's id as JSON. A session id is a header value, which holds no line feed, so no
+/// two (session, id) pairs share a key.
+fn call_key(session: &str, client_id: &str) -> String {
+    let mut key = String::with_capacity(session.len() + 1 + client_id.len());
+    key.push_str(session);
+    key.push('\n');
+    key.push_str(client_id);
+    key
 }
 
 impl Drop for CallSlot {
