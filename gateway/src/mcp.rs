@@ -1846,6 +1846,8 @@ impl ServerHandler for GatewayHandler {
                 .and_then(|v| v.to_str().ok())
         {
             passthrough.confirm(key);
+            // A session restored from its `initialize` parameters has its copy now.
+            passthrough.woke(key);
             self.know(key, &context.peer);
             if let Some(shared) = &self.shared {
                 // A copy restored here (the session was opened on another replica): what
@@ -2033,8 +2035,9 @@ impl McpEndpoint {
     /// The Prometheus text exposition, with the live gauges.
     pub async fn metrics(&self) -> String {
         let mut now = self.registry.metrics_snapshot();
-        now.sessions = self.streams.sessions.sessions.read().await.len()
-            + self.legacy_sessions.sessions.read().await.len();
+        // Every session this replica serves, with or without rmcp's copy.
+        now.sessions = self.passthrough.session_count();
+        now.dormant_sessions = self.passthrough.dormant_count();
         self.registry.observer().metrics.render(now)
     }
 
@@ -2277,9 +2280,6 @@ impl McpEndpoint {
         let shared = registry
             .cluster_store()
             .map(|pg| crate::sessions::Shared::new(Arc::clone(pg)));
-        if let Some(shared) = &shared {
-            base.session_store = Some(Arc::new(crate::sessions::RestoreFrom(Arc::clone(shared))));
-        }
         let registry_limits = &Arc::clone(registry.limits());
         let shared_registry = Arc::clone(&registry);
         let passthrough = Arc::new(Passthrough::new(
@@ -2288,6 +2288,12 @@ impl McpEndpoint {
             &config.allowed_hosts,
             &config.allowed_origins,
         ));
+        // Else a session that went without rmcp's copy after `initialize`: rmcp restores
+        // one from the parameters the pass-through path kept.
+        base.session_store = Some(match &shared {
+            Some(shared) => Arc::new(crate::sessions::RestoreFrom(Arc::clone(shared))),
+            None => Arc::new(crate::passthrough::Restore(Arc::clone(&passthrough))),
+        });
         // A cluster's replicas seal alike: a `requestState` or task id one handed out
         // opens on every other (a parked call still lives on the replica that parked it).
         let sealing = shared.as_ref().and_then(|_| {
@@ -3072,13 +3078,26 @@ async fn initialize(
         endpoint
             .passthrough
             .bind(&id, Arc::clone(&owner), server.clone());
+        // A session that needs nothing of rmcp's copy yet goes without it (its channels
+        // and task are most of an idle session's memory): rmcp restores it for the first
+        // request that needs it, from the parameters kept here.
+        let init = parsed
+            .message()
+            .and_then(|e| e.params)
+            .map_or("{}", |p| p.get());
+        if let Some(resumable) = endpoint.passthrough.hibernates(&id, init) {
+            endpoint.passthrough.hibernate(&id, init, resumable);
+            let manager = if resumable {
+                &endpoint.streams.sessions
+            } else {
+                &endpoint.legacy_sessions
+            };
+            use rmcp::transport::streamable_http_server::session::SessionManager;
+            let _ = manager.close_session(&id.as_str().into()).await;
+        }
         // In a cluster the session is the cluster's: its row, within the cluster's caps,
         // before the client hears of it; else it is closed again.
         if let Some(shared) = &endpoint.shared {
-            let init = parsed
-                .message()
-                .and_then(|e| e.params)
-                .map_or("{}", |p| p.get());
             let caps = (endpoint.max_sessions_per_credential, endpoint.max_sessions);
             let refused = match shared
                 .open(&id, &owner, server.as_deref(), init, caps)
@@ -3148,6 +3167,7 @@ async fn in_session(
     caller: &Caller,
 ) -> Response {
     let fast = endpoint.passthrough.session(&id);
+    let dormant = endpoint.passthrough.dormant(&id);
     if let Some(fast) = &fast {
         let manager = if fast.resumable() {
             &endpoint.streams.sessions
@@ -3156,24 +3176,37 @@ async fn in_session(
         };
         let alive = manager.sessions.read().await.contains_key(id.as_str());
         let adopted = endpoint.shared.as_ref().is_some_and(|s| s.is_adopted(&id));
-        if !alive && !adopted {
+        if !alive && !adopted && dormant.is_none() {
             endpoint.passthrough.end(&id);
         } else if let Posted::Json { parsed, .. } = &posted {
             // An adopted session whose copy rmcp has not restored yet is served here as
-            // well (its row was read): rmcp restores it, from the row, for the first
+            // well (its row was read), and so is one that went without its copy after
+            // `initialize` (`Passthrough::hibernate`): rmcp restores it for the first
             // request this path does not carry, and a call carried here gets its log
             // messages on its own stream as on the replica that opened the session.
-            if let Some(envelope) = parsed.message()
-                && let Some(response) = Box::pin(
+            if let Some(envelope) = parsed.message() {
+                if let Some(response) = Box::pin(
                     endpoint
                         .passthrough
                         .session_post(&mut parts, envelope, &id, fast, caller, allow),
                 )
                 .await
-            {
-                return response;
+                {
+                    return response;
+                }
+                // Without rmcp's copy, the notifications this path follows are
+                // acknowledged here: nothing else would be done with them.
+                if !alive
+                    && dormant.is_some()
+                    && let Some(response) =
+                        endpoint
+                            .passthrough
+                            .noted(&parts.headers, envelope, &id, fast)
+                {
+                    return response;
+                }
             }
-        } else if alive
+        } else if (alive || dormant.is_some())
             && parts.method == Method::GET
             && let Some(last) = parts
                 .headers
@@ -3187,11 +3220,12 @@ async fn in_session(
     // A DELETE ends the session once rmcp has ended it (it may refuse, 400 or 405): only
     // then is it forgotten here (its owner, endpoint and place in the session caps).
     let deleting = parts.method == Method::DELETE;
-    let legacy = match &fast {
-        Some(f) => !f.resumable(),
+    let legacy = match (&fast, dormant) {
+        (Some(f), _) => !f.resumable(),
+        (None, Some(resumable)) => !resumable,
         // An adopted session rmcp has not restored yet: by the revision its client asked
         // for, as at its `initialize`.
-        None => match endpoint.shared.as_ref().and_then(|s| s.revision(&id)) {
+        (None, None) => match endpoint.shared.as_ref().and_then(|s| s.revision(&id)) {
             Some(revision) => revision.as_str() < PRIMING_SINCE,
             None => endpoint
                 .legacy_sessions

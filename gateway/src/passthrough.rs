@@ -56,7 +56,12 @@ use axum::{body::Body, response::Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use memchr::memmem;
-use rmcp::model::LoggingLevel;
+use rmcp::{
+    model::LoggingLevel,
+    transport::streamable_http_server::session::store::{
+        SessionState, SessionStore, SessionStoreError,
+    },
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
@@ -147,10 +152,24 @@ pub struct Passthrough {
     /// Calls in flight on this path in a session, by [`call_key`].
     calls: FastDashMap<String, CancellationToken>,
     parked: FastDashMap<u64, Parked>,
+    /// Sessions without rmcp's copy (see [`Self::hibernate`]), with what rmcp needs to
+    /// make one.
+    dormant: FastDashMap<String, Dormant>,
     /// A replica of a cluster: a client's stream is never closed for it to resume (its
     /// `Last-Event-ID` could reach another replica, which does not hold the call).
     clustered: bool,
 }
+
+/// A session rmcp holds no copy of: its client's `initialize` parameters (JSON), which
+/// rmcp replays to restore one ([`Restore`]), and which of rmcp's services it belongs to.
+struct Dormant {
+    init: Arc<str>,
+    resumable: bool,
+}
+
+/// The most a session's `initialize` parameters may take as JSON for it to hibernate
+/// (the same bound as a cluster's shared sessions: each is held until the session ends).
+pub const MAX_DORMANT_INIT_BYTES: usize = crate::sessions::MAX_INIT_BYTES;
 
 struct Pages {
     /// Held so its address cannot be reused by a later catalog while compared.
@@ -253,6 +272,7 @@ impl Passthrough {
             epoch: std::time::Instant::now(),
             calls: FastDashMap::default(),
             parked: FastDashMap::default(),
+            dormant: FastDashMap::default(),
         }
     }
 
@@ -365,6 +385,7 @@ impl Passthrough {
         self.servers.remove(id);
         self.activity.remove(id);
         self.pending.remove(id);
+        self.dormant.remove(id);
     }
 
     /// Gives back the room of maps that once held many more entries than now.
@@ -375,6 +396,51 @@ impl Passthrough {
         self.pending.shrink_to_fit();
         self.calls.shrink_to_fit();
         self.parked.shrink_to_fit();
+        self.dormant.shrink_to_fit();
+    }
+
+    /// Session `id`, just opened, may go without rmcp's copy until a request needs it:
+    /// `Some(resumable)` (which of rmcp's services held it) when this path follows it
+    /// and nothing in it needs rmcp's session before then. Its client declared no
+    /// sampling, elicitation or roots (whose requests go on the session's stream), its
+    /// `initialize` parameters `init` are small, and the gateway is not a cluster's
+    /// replica (another replica's changes to a session reach its copy here).
+    pub fn hibernates(&self, id: &str, init: &str) -> Option<bool> {
+        let fast = self.sessions.get(id)?;
+        (!self.clustered && fast.declared.is_none() && init.len() <= MAX_DORMANT_INIT_BYTES)
+            .then_some(fast.resumable)
+    }
+
+    /// Session `id` goes on without rmcp's copy (its caller closes that copy): the
+    /// calls this path carries and the notifications it notes are all it takes until a
+    /// request needs rmcp, which then restores a copy from `init` ([`Restore`]). An idle
+    /// session costs this module's tables, not rmcp's session (its channels and task).
+    pub fn hibernate(&self, id: &str, init: &str, resumable: bool) {
+        self.dormant.insert(
+            id.to_string(),
+            Dormant {
+                init: Arc::from(init),
+                resumable,
+            },
+        );
+    }
+
+    /// `Some(resumable)` while rmcp holds no copy of session `id` (it went without one
+    /// and no request restored it yet).
+    pub fn dormant(&self, id: &str) -> Option<bool> {
+        self.dormant.get(id).map(|d| d.resumable)
+    }
+
+    /// rmcp restored its copy of session `id` (its handler heard the replayed
+    /// `notifications/initialized`, after rmcp made the copy findable): from now on the
+    /// session is rmcp's as any other, and ends with its copy.
+    pub fn woke(&self, id: &str) {
+        self.dormant.remove(id);
+    }
+
+    /// How many sessions rmcp holds no copy of.
+    pub fn dormant_count(&self) -> usize {
+        self.dormant.len()
     }
 
     /// After rmcp answered an `initialize` (`body`) with `response`: remembers the new
@@ -434,7 +500,6 @@ impl Passthrough {
         envelope: &Envelope<'_>,
         session: Option<&FastSession>,
     ) -> Option<Carry> {
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let method = envelope.method.as_deref()?;
         if session.is_some() && method == "notifications/cancelled" {
             return Some(Carry::Cancel);
@@ -465,17 +530,47 @@ impl Passthrough {
             "logging/setLevel" if session.is_some() && envelope.id.is_some() => {
                 Some(Carry::SetLevel)
             }
-            "tools/call" => {
-                // In a session, the media types rmcp would demand.
-                let accepts = header(header::ACCEPT.as_str()).is_some_and(|a| {
-                    a.contains("application/json") && a.contains("text/event-stream")
-                });
-                let json = header(header::CONTENT_TYPE.as_str())
-                    .is_some_and(|c| c.trim_start().starts_with("application/json"));
-                (session.is_none() || (accepts && json)).then_some(Carry::Call)
-            }
+            "tools/call" => (session.is_none() || session_media(headers)).then_some(Carry::Call),
             _ => None,
         }
+    }
+
+    /// A notification in session `id` that this path follows (`notifications/initialized`,
+    /// which confirms the session, and `notifications/cancelled`, which
+    /// [`Self::session_post`] passed on), acknowledged as rmcp would (202, no body), for
+    /// a session rmcp holds no copy of ([`Self::hibernate`]): nothing else would be done
+    /// with it. Anything else, or what rmcp might refuse, is rmcp's, which restores its
+    /// copy for it.
+    pub fn noted(
+        &self,
+        headers: &HeaderMap,
+        envelope: &Envelope<'_>,
+        id: &str,
+        fast: &FastSession,
+    ) -> Option<Response> {
+        let plain = envelope.id.is_none()
+            && envelope.jsonrpc.as_deref() == Some("2.0")
+            && envelope
+                .params
+                .is_none_or(|p| p.get().trim_start().starts_with('{'));
+        let version_ok = match headers.get(crate::vocab::MCP_PROTOCOL_VERSION) {
+            None => true,
+            Some(v) => v.to_str().is_ok_and(|v| v == &*fast.version),
+        };
+        if !plain || !version_ok || !self.trusted(headers) || !session_media(headers) {
+            return None;
+        }
+        match envelope.method.as_deref()? {
+            "notifications/initialized" => self.confirm(id),
+            "notifications/cancelled" => {}
+            _ => return None,
+        }
+        Some(
+            Response::builder()
+                .status(StatusCode::ACCEPTED)
+                .body(Body::empty())
+                .expect("static response parts"),
+        )
     }
 
     /// A POST in session `session_id`, body read: answered here when it is a call this
@@ -1192,6 +1287,16 @@ enum Gathered {
     Streaming(Vec<String>),
 }
 
+/// The media types rmcp demands of a POST in a session: JSON, answered in JSON or SSE.
+fn session_media(headers: &HeaderMap) -> bool {
+    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let accepts = header(header::ACCEPT)
+        .is_some_and(|a| a.contains("application/json") && a.contains("text/event-stream"));
+    let json = header(header::CONTENT_TYPE)
+        .is_some_and(|c| c.trim_start().starts_with("application/json"));
+    accepts && json
+}
+
 /// Whether the backend's answer asks the client for input (`input_required`).
 fn asks_input(answer: &Answer) -> bool {
     matches!(answer.payload(), Some(("result", text)) if matches!(translate(text), Translated::Refused(_)))
@@ -1423,6 +1528,32 @@ fn fast_session(params: &str) -> Option<FastSession> {
         level: None,
         declared,
     })
+}
+
+/// rmcp's restore of a session that went without its copy ([`Passthrough::hibernate`]):
+/// the parameters its client sent to `initialize`, replayed by rmcp under the same id
+/// (with `notifications/initialized`) for the first request that needs the copy. Nothing
+/// is written through it: the pass-through path keeps the session's record.
+pub struct Restore(pub Arc<Passthrough>);
+
+#[async_trait::async_trait]
+impl SessionStore for Restore {
+    async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
+        let Some(init) = self.0.dormant.get(session_id).map(|d| Arc::clone(&d.init)) else {
+            return Ok(None);
+        };
+        serde_json::from_str(&init)
+            .map(|params| Some(SessionState::new(params)))
+            .map_err(|e| SessionStoreError::from(format!("a dormant session's parameters: {e}")))
+    }
+
+    async fn store(&self, _: &str, _: &SessionState) -> Result<(), SessionStoreError> {
+        Ok(())
+    }
+
+    async fn delete(&self, _: &str) -> Result<(), SessionStoreError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1126,6 +1126,7 @@ impl Registry {
             services: services.len(),
             tools: self.catalog().tools().len(),
             sessions: 0,
+            dormant_sessions: 0,
             in_flight: self.in_flight(),
         }
     }

@@ -1127,3 +1127,126 @@ async fn idle_sessions_expire_and_busy_ones_do_not_whatever_path_their_calls_tak
     echo.stop().await;
     gateway.stop().await;
 }
+
+/// A session whose client declared nothing goes without rmcp's session (its channels
+/// and task, most of an idle session's memory) from `initialize` on: the calls the
+/// pass-through path carries and the notifications it follows need none. The first
+/// request that needs rmcp's copy (here `ping`, a GET stream) finds it restored, for
+/// either of rmcp's services (2025-06-18 and 2025-11-25 sessions); a DELETE ends a
+/// session with or without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_session_holds_no_rmcp_session_until_a_request_needs_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let echo = start_fixture("echo", &["echoTool"]).await;
+    register(&gateway, "echo", &echo.mcp_url()).await;
+    let dormant = || async { metric(&gateway, "mcp_gateway_dormant_sessions").await };
+    let open = || async { metric(&gateway, "mcp_gateway_open_sessions").await };
+    let call = json!({"jsonrpc":"2.0","id":3,"method":"tools/call",
+                      "params":{"name":"echoTool","arguments":{}}});
+    let url = gateway.mcp_url();
+    let delete = |session: String| {
+        let url = url.clone();
+        async move {
+            http()
+                .delete(url)
+                .bearer_auth(TOKEN)
+                .header("mcp-session-id", session)
+                .send()
+                .await
+                .expect("DELETE")
+                .status()
+        }
+    };
+    for version in ["2025-06-18", "2025-11-25"] {
+        let session = raw_session(&gateway, version).await;
+        assert_eq!(open().await, Some(1.0), "{version}");
+        assert_eq!(dormant().await, Some(1.0), "{version}: no rmcp session yet");
+        let (carried, r) = served_by_passthrough(&gateway, "tools/call", async {
+            raw_post(&gateway, &session, version, call.clone()).await
+        })
+        .await;
+        assert_eq!(r.status(), 200, "{version}");
+        let text = r.text().await.expect("body");
+        assert!(text.contains(r#""result""#), "{version}: {text}");
+        assert_eq!(carried, 1, "{version}: the call took the pass-through path");
+        assert_eq!(
+            dormant().await,
+            Some(1.0),
+            "{version}: a carried call needs none"
+        );
+        // A request only rmcp answers: its copy is restored for it.
+        let r = raw_post(
+            &gateway,
+            &session,
+            version,
+            json!({"jsonrpc":"2.0","id":"p-1","method":"ping"}),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{version}");
+        let text = r.text().await.expect("body");
+        assert!(
+            text.contains(r#""id":"p-1""#) && text.contains(r#""result":{}"#),
+            "{version}: {text}"
+        );
+        assert_eq!(dormant().await, Some(0.0), "{version}: restored");
+        assert_eq!(open().await, Some(1.0), "{version}: the same session");
+        // The restored session serves rmcp's requests and the carried calls alike.
+        let r = raw_post(
+            &gateway,
+            &session,
+            version,
+            json!({"jsonrpc":"2.0","id":4,"method":"logging/setLevel","params":{"level":"error"}}),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{version}");
+        assert!(r.text().await.expect("body").contains(r#""id":4"#));
+        let r = raw_post(&gateway, &session, version, call.clone()).await;
+        assert_eq!(r.status(), 200, "{version}");
+        assert_eq!(delete(session.clone()).await, 200, "{version}");
+        let r = raw_post(&gateway, &session, version, call.clone()).await;
+        assert_eq!(r.status(), 404, "{version}: ended");
+        assert_eq!(open().await, Some(0.0), "{version}");
+    }
+    // A GET stream needs rmcp's session: restored for it.
+    let session = raw_session(&gateway, "2025-06-18").await;
+    assert_eq!(dormant().await, Some(1.0));
+    let stream = http()
+        .get(gateway.mcp_url())
+        .bearer_auth(TOKEN)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .expect("content type")
+            .starts_with("text/event-stream")
+    );
+    assert_eq!(dormant().await, Some(0.0), "restored for its GET stream");
+    drop(stream);
+    assert_eq!(delete(session).await, 200);
+    // Ended without ever being restored: nothing of it is left, and it stays ended.
+    let session = raw_session(&gateway, "2025-11-25").await;
+    assert_eq!(dormant().await, Some(1.0));
+    assert_eq!(delete(session.clone()).await, 200);
+    assert_eq!((open().await, dormant().await), (Some(0.0), Some(0.0)));
+    let r = raw_post(
+        &gateway,
+        &session,
+        "2025-11-25",
+        json!({"jsonrpc":"2.0","id":"p-2","method":"ping"}),
+    )
+    .await;
+    assert_eq!(r.status(), 404, "an ended session is not restored");
+    // A client that declared sampling keeps rmcp's session from the start (the
+    // backends' requests for it go on that session's streams).
+    let _typed = raw_session_with(&gateway, json!({"sampling": {}})).await;
+    assert_eq!((open().await, dormant().await), (Some(1.0), Some(0.0)));
+    echo.stop().await;
+    gateway.stop().await;
+}

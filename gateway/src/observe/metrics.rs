@@ -101,6 +101,8 @@ pub struct Snapshot {
     pub services: usize,
     pub tools: usize,
     pub sessions: usize,
+    /// Of them, those held without rmcp's session (see `Passthrough::hibernate`).
+    pub dormant_sessions: usize,
     pub in_flight: usize,
     /// Every stdio instance's process.
     pub processes: Vec<ProcessSample>,
@@ -119,6 +121,7 @@ pub struct Metrics {
     instances: Gauge,
     tools: Gauge,
     sessions: Gauge,
+    dormant_sessions: Gauge,
     in_flight: Gauge,
     stdio_running: Family<ProcessLabels, Gauge>,
     stdio_restarts: Family<ProcessLabels, Gauge>,
@@ -164,6 +167,7 @@ impl Metrics {
             instances: Gauge::default(),
             tools: Gauge::default(),
             sessions: Gauge::default(),
+            dormant_sessions: Gauge::default(),
             in_flight: Gauge::default(),
             stdio_running: Family::default(),
             stdio_restarts: Family::default(),
@@ -219,6 +223,11 @@ impl Metrics {
             "open_sessions",
             "Open client MCP sessions",
             m.sessions.clone(),
+        );
+        registry.register(
+            "dormant_sessions",
+            "Open client MCP sessions held without a session task until a request needs one",
+            m.dormant_sessions.clone(),
         );
         registry.register(
             "in_flight_calls",
@@ -356,6 +365,7 @@ impl Metrics {
         self.instances.set(now.instances.len() as i64);
         self.tools.set(now.tools as i64);
         self.sessions.set(now.sessions as i64);
+        self.dormant_sessions.set(now.dormant_sessions as i64);
         self.in_flight.set(now.in_flight as i64);
         for family in [&self.stdio_running, &self.stdio_restarts, &self.stdio_rss] {
             family.clear();
