@@ -2014,6 +2014,8 @@ pub struct McpEndpoint {
     /// Sessions of older clients, which choke on an event with empty data: no priming.
     legacy: Arc<StreamableHttpService<GatewayHandler, Tagged>>,
     legacy_sessions: Arc<LocalSessionManager>,
+    /// The session managers of `sessions` and of `legacy`.
+    managers: (Arc<Tagged>, Arc<Tagged>),
     sessionless: Arc<StreamableHttpService<GatewayHandler, Tagged>>,
     /// `tools/call` past rmcp's typed pipeline, when nothing about the call needs it.
     passthrough: Arc<Passthrough>,
@@ -2256,6 +2258,10 @@ impl McpEndpoint {
     }
 }
 
+/// How long `initialize` waits for the copy of a session that goes on without it to end
+/// (`Tagged::retire`; it takes about a millisecond).
+const RETIRE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The first protocol revision whose clients expect SSE priming events.
 const PRIMING_SINCE: &str = "2025-11-25";
 
@@ -2367,6 +2373,10 @@ impl McpEndpoint {
                 })
             }
         };
+        let mut legacy_manager = LocalSessionManager::default();
+        legacy_manager.session_config.sse_retry = None;
+        legacy_manager.session_config.keep_alive = None;
+        let legacy_sessions = Arc::new(legacy_manager);
         let tagged = |manager: &Arc<LocalSessionManager>| {
             Arc::new(Tagged::new(
                 Arc::clone(manager),
@@ -2374,14 +2384,11 @@ impl McpEndpoint {
                 Arc::clone(&calls),
             ))
         };
-        let sessions = StreamableHttpService::new(modern, tagged(&streams.sessions), base.clone());
-        let mut legacy_manager = LocalSessionManager::default();
-        legacy_manager.session_config.sse_retry = None;
-        legacy_manager.session_config.keep_alive = None;
-        let legacy_sessions = Arc::new(legacy_manager);
+        let managers = (tagged(&streams.sessions), tagged(&legacy_sessions));
+        let sessions = StreamableHttpService::new(modern, Arc::clone(&managers.0), base.clone());
         let legacy = StreamableHttpService::new(
             factory.clone(),
-            tagged(&legacy_sessions),
+            Arc::clone(&managers.1),
             base.clone().with_sse_retry(None),
         );
         let sessionless = StreamableHttpService::new(
@@ -2396,6 +2403,7 @@ impl McpEndpoint {
             streams,
             legacy: Arc::new(legacy),
             legacy_sessions,
+            managers,
             sessionless: Arc::new(sessionless),
             passthrough,
             limits: Arc::clone(registry_limits),
@@ -3088,12 +3096,15 @@ async fn initialize(
         if let Some(resumable) = endpoint.passthrough.hibernates(&id, init) {
             endpoint.passthrough.hibernate(&id, init, resumable);
             let manager = if resumable {
-                &endpoint.streams.sessions
+                &endpoint.managers.0
             } else {
-                &endpoint.legacy_sessions
+                &endpoint.managers.1
             };
-            use rmcp::transport::streamable_http_server::session::SessionManager;
-            let _ = manager.close_session(&id.as_str().into()).await;
+            // Before the client hears of the session, so no copy is restored before the
+            // first is gone for good.
+            if !manager.retire(&id.as_str().into(), RETIRE_WITHIN).await {
+                tracing::warn!(session = %id, "rmcp's copy of a session did not end within {} s of its close", RETIRE_WITHIN.as_secs());
+            }
         }
         // In a cluster the session is the cluster's: its row, within the cluster's caps,
         // before the client hears of it; else it is closed again.

@@ -377,6 +377,9 @@ pub struct Tagged {
     pub inner: Arc<LocalSessionManager>,
     cluster: Option<(Arc<Shared>, Arc<str>)>,
     calls: Arc<CallStreams>,
+    /// Sessions whose copy [`Self::retire`] closes, each with who waits for its worker's
+    /// last act.
+    retiring: DashMap<String, tokio::sync::oneshot::Sender<()>>,
 }
 
 /// The streams of the requests in flight (POSTs answered with SSE), by session and
@@ -448,7 +451,21 @@ impl Tagged {
             inner,
             cluster,
             calls,
+            retiring: DashMap::new(),
         }
+    }
+
+    /// Closes rmcp's copy of session `id`, which goes on without it
+    /// (`Passthrough::hibernate`), and waits, at most `limit`, for the copy's worker to
+    /// end: its last act is to close the session by id, which would close a copy rmcp
+    /// restored in its place by then. `false`: the worker did not end within `limit`.
+    pub async fn retire(&self, id: &SessionId, limit: Duration) -> bool {
+        let (tx, ended) = tokio::sync::oneshot::channel();
+        self.retiring.insert(id.to_string(), tx);
+        let _ = self.inner.close_session(id).await;
+        let ended = tokio::time::timeout(limit, ended).await.is_ok();
+        self.retiring.remove(id.as_ref());
+        ended
     }
 
     /// `message` with a request's id, and its event id, tagged with this replica's id.
@@ -603,7 +620,12 @@ impl SessionManager for Tagged {
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
-        Ok(self.inner.close_session(id).await?)
+        let closed = self.inner.close_session(id).await;
+        // A retired copy's worker, ending (see `retire`).
+        if let Some((_, ended)) = self.retiring.remove(id.as_ref()) {
+            let _ = ended.send(());
+        }
+        Ok(closed?)
     }
 
     async fn create_stream(

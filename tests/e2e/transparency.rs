@@ -1250,3 +1250,41 @@ async fn a_plain_session_holds_no_rmcp_session_until_a_request_needs_one() {
     echo.stop().await;
     gateway.stop().await;
 }
+
+/// A session restored right after its `initialize` stays restored: rmcp's first copy,
+/// closed when the session went without it, is gone for good before the client hears the
+/// session's id (its worker's last act, closing the session by id, once closed the copy
+/// restored in its place). Many sessions at once, each restored at once, then used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_restored_at_once_after_initialize_stay_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway(gateway_config(&dir.path().join("gw.db"))).await;
+    let ping = |id: u32| json!({"jsonrpc":"2.0","id": id,"method":"ping"});
+    let sessions = futures::future::join_all((0..40).map(|i| {
+        let gateway = &gateway;
+        async move {
+            let version = if i % 2 == 0 {
+                "2025-06-18"
+            } else {
+                "2025-11-25"
+            };
+            let session = raw_session(gateway, version).await;
+            let first = raw_post(gateway, &session, version, ping(1)).await.status();
+            (session, version, first)
+        }
+    }))
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (session, version, first) in sessions {
+        assert_eq!(first, 200, "{version}: restored for its first ping");
+        let again = raw_post(&gateway, &session, version, ping(2))
+            .await
+            .status();
+        assert_eq!(again, 200, "{version}: still open after its restore");
+    }
+    assert_eq!(
+        metric(&gateway, "mcp_gateway_dormant_sessions").await,
+        Some(0.0)
+    );
+    gateway.stop().await;
+}
