@@ -3247,6 +3247,12 @@ async fn in_session(
         },
     };
     let request = Request::from_parts(parts, posted.into_body());
+    // A session without rmcp's copy: one request at a time reaches rmcp until the copy
+    // is restored (see `Passthrough::waking`).
+    let _waking = match dormant {
+        Some(_) => Some(endpoint.passthrough.waking(&id).await),
+        None => None,
+    };
     let response = if legacy {
         into_axum(Box::pin(endpoint.legacy.handle(request)).await).await
     } else {

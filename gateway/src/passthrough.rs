@@ -155,6 +155,9 @@ pub struct Passthrough {
     /// Sessions without rmcp's copy (see [`Self::hibernate`]), with what rmcp needs to
     /// make one.
     dormant: FastDashMap<String, Dormant>,
+    /// Held while a request goes to rmcp for a session without its copy ([`Self::waking`]),
+    /// one of them per session id's hash.
+    waking: [tokio::sync::Mutex<()>; WAKING_LOCKS],
     /// A replica of a cluster: a client's stream is never closed for it to resume (its
     /// `Last-Event-ID` could reach another replica, which does not hold the call).
     clustered: bool,
@@ -166,6 +169,10 @@ struct Dormant {
     init: Arc<str>,
     resumable: bool,
 }
+
+/// Locks that order the requests reaching rmcp for sessions without a copy (see
+/// `Passthrough::waking`): sessions share one when their ids' hashes meet.
+const WAKING_LOCKS: usize = 64;
 
 /// The most a session's `initialize` parameters may take as JSON for it to hibernate
 /// (the same bound as a cluster's shared sessions: each is held until the session ends).
@@ -273,6 +280,7 @@ impl Passthrough {
             calls: FastDashMap::default(),
             parked: FastDashMap::default(),
             dormant: FastDashMap::default(),
+            waking: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
         }
     }
 
@@ -436,6 +444,18 @@ impl Passthrough {
     /// session is rmcp's as any other, and ends with its copy.
     pub fn woke(&self, id: &str) {
         self.dormant.remove(id);
+    }
+
+    /// To be held while a request of session `id`, which has no copy, goes to rmcp
+    /// (until rmcp's answer begins): rmcp restores the copy for the first, and a second
+    /// that reached rmcp once the copy was findable but before rmcp replayed its
+    /// `initialize` would be taken as the session's first message, and end it. Those
+    /// that follow find the copy restored.
+    pub async fn waking(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let hash = id
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        self.waking[hash % WAKING_LOCKS].lock().await
     }
 
     /// How many sessions rmcp holds no copy of.

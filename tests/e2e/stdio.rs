@@ -89,6 +89,14 @@ async fn get(gateway: &impl crate::support::Target, path: &str) -> (u16, Value) 
     (status, resp.json().await.expect("JSON"))
 }
 
+/// The header read timeout of a gateway that takes 200 requests at once: each opens a
+/// connection of its own from this test's process, which on two busy cores (a debug
+/// build, other tests beside it) may send its request's head more than the default 10 s
+/// after connecting; the gateway then closes the connection unanswered
+/// (`IncompleteMessage`), as it should for a slow client. These tests are not about
+/// slow clients (`attacks.rs` is).
+const CONCURRENT_HEAD_WAIT_MS: u64 = 120_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stdio_server_is_listed_called_read_and_back_after_kill_9_while_others_see_no_error() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -323,6 +331,7 @@ async fn two_hundred_concurrent_requests_over_one_child_each_get_their_own_answe
     let (command, args) = fixture();
     let mut config = gateway_config(&dir.path().join("gw.db"));
     config.upstreams = vec![stdio_upstream("fx", &command, &args)];
+    config.header_read_timeout_ms = CONCURRENT_HEAD_WAIT_MS;
     let gw = start_gateway(config).await;
     wait_for_services(&gw, &["fx"]).await;
     let target = crate::support::procs::Url(gw.base());
@@ -772,6 +781,7 @@ async fn the_demo_services_run_over_stdio_behind_the_gateway_with_resources_prom
     };
     let mut config = gateway_config(&dir.path().join("gw.db"));
     config.upstreams = vec![demo("shopping-service"), demo("user-service")];
+    config.header_read_timeout_ms = CONCURRENT_HEAD_WAIT_MS;
     let gw = crate::support::start_gateway_on(listener, config);
     wait_for_services(&gw, &["shopping-service", "user-service"]).await;
 
