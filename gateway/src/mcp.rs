@@ -2622,10 +2622,9 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.trim_start().starts_with("application/json"));
     if !labelled_json && !matches!(parsed, Parsed::NotJson(_)) {
-        parts.headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        parts
+            .headers
+            .insert(header::CONTENT_TYPE, crate::vocab::APPLICATION_JSON);
     }
     // Over the credential's rate limit: a JSON-RPC error for a request (it has an id to
     // answer), 429 for anything else.
@@ -2713,16 +2712,10 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json") && v.contains("text/event-stream"));
     if !accept_ok {
-        h.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("application/json, text/event-stream"),
-        );
+        h.insert(header::ACCEPT, crate::vocab::ACCEPT_BOTH);
     }
     if !h.contains_key(header::CONTENT_TYPE) {
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        h.insert(header::CONTENT_TYPE, crate::vocab::APPLICATION_JSON);
     }
     // A limited credential follows only the resources it sees: the rest of its
     // `subscriptions/listen` is dropped before rmcp acknowledges what it accepts.
@@ -3460,10 +3453,9 @@ where
     } else {
         crate::vocab::INVALID_REQUEST
     };
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, crate::vocab::APPLICATION_JSON);
     parts.headers.remove(header::CONTENT_LENGTH);
     let body = crate::jsonrpc::error_body(serde_json::Value::Null, code, message);
     Response::from_parts(parts, Body::from(body.to_string()))

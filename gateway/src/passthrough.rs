@@ -76,7 +76,7 @@ use crate::{
         CallError, Service,
         raw::{Answer, Event, Exchange, next_request_id},
     },
-    vocab::{Allow, FastDashMap},
+    vocab::{APPLICATION_JSON, Allow, EVENT_STREAM, FastDashMap},
 };
 
 /// The first revision whose clients resume SSE streams (priming events, SEP-1699).
@@ -97,10 +97,7 @@ const HOLD_FOR: Duration = Duration::from_secs(2);
 /// What a call of a client that can be asked holds of the backend's messages until the
 /// answer (see `Live::gather`): at most this many bytes; later messages are dropped.
 const MAX_HELD_BYTES: usize = 1 << 20;
-/// The answers' header values, made once: a `&str` is checked and copied into a new
-/// allocation on every response.
-const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
-const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+/// An SSE answer's `Cache-Control`, made once (as `vocab`'s media types).
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 /// How long a closed stream waits for its client after the call's own deadline.
 const PARK_GRACE: Duration = Duration::from_secs(5);
@@ -389,6 +386,9 @@ impl Passthrough {
         self.sessions.remove(id);
         if let Some((_, owner)) = self.owners.remove(id) {
             self.release(&owner);
+            // Its memory is free (a session without rmcp's copy has nothing else to
+            // drop, whose end would say so).
+            crate::trim::session_ended();
         }
         self.servers.remove(id);
         self.activity.remove(id);

@@ -18,6 +18,13 @@ pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("tracepa
 /// A 2026-07-28 request's method and name, as headers (SEP-2243).
 pub const MCP_METHOD: http::HeaderName = http::HeaderName::from_static("mcp-method");
 pub const MCP_NAME: http::HeaderName = http::HeaderName::from_static("mcp-name");
+/// Media types as header values, made once (a `&str` value is checked and copied into a
+/// new allocation every time it is set).
+pub const APPLICATION_JSON: http::HeaderValue = http::HeaderValue::from_static("application/json");
+pub const EVENT_STREAM: http::HeaderValue = http::HeaderValue::from_static("text/event-stream");
+/// What a streamable-HTTP client accepts: JSON or SSE.
+pub const ACCEPT_BOTH: http::HeaderValue =
+    http::HeaderValue::from_static("application/json, text/event-stream");
 
 /// The hasher of the maps every call looks into: the session table, the calls in flight,
 /// the catalog's names, the relays, the metrics' handles. foldhash is several times

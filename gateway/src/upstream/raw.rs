@@ -27,6 +27,7 @@ use std::{
 };
 
 use crate::sse::Sse;
+use crate::vocab::{ACCEPT_BOTH, APPLICATION_JSON};
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt, stream::BoxStream};
 use http::{HeaderValue, StatusCode, header};
@@ -615,8 +616,6 @@ impl Stream for Driven {
         Poll::Ready(item)
     }
 }
-const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
-const ACCEPT_BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
 const TOOLS_CALL: HeaderValue = HeaderValue::from_static("tools/call");
 /// The most headers a call's request carries besides its `Mcp-Param-*` ones: `Host`,
 /// `Content-Type`, `Accept`, `traceparent`, `Mcp-Method`, `Mcp-Name`, the credential,
