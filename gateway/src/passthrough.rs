@@ -3,7 +3,10 @@
 //! also answers a session's `GET` that resumes a stream it closed (`Last-Event-ID:
 //! fp/<n>`), notes `logging/setLevel` (the session leaves this path) and
 //! `notifications/cancelled` (the backend is told), and keeps every session's owner,
-//! activity and confirmation for the endpoint's caps and expiry.
+//! activity and confirmation for the endpoint's caps and expiry. A session that needs
+//! nothing of rmcp's copy goes without one until a request does
+//! ([`Passthrough::hibernate`]); rmcp then restores it from the client's `initialize`
+//! parameters kept here ([`Restore`]).
 //!
 //! Routing a call needs its `id`, its tool `name` and nothing else; the arguments and
 //! the result are the client's and the backend's business. So when a call is one this
