@@ -2013,9 +2013,8 @@ pub struct McpEndpoint {
     streams: Arc<Streams>,
     /// Sessions of older clients, which choke on an event with empty data: no priming.
     legacy: Arc<StreamableHttpService<GatewayHandler, Tagged>>,
-    legacy_sessions: Arc<LocalSessionManager>,
-    /// The session managers of `sessions` and of `legacy`.
-    managers: (Arc<Tagged>, Arc<Tagged>),
+    /// The session managers of `sessions` and of `legacy` ([`Self::manager`]).
+    managers: [Arc<Tagged>; 2],
     sessionless: Arc<StreamableHttpService<GatewayHandler, Tagged>>,
     /// `tools/call` past rmcp's typed pipeline, when nothing about the call needs it.
     passthrough: Arc<Passthrough>,
@@ -2034,8 +2033,19 @@ pub struct McpEndpoint {
 }
 
 impl McpEndpoint {
+    /// The session manager of sessions that resume their streams (2025-11-25 and
+    /// later), or of older ones.
+    fn manager(&self, resumable: bool) -> &Tagged {
+        &self.managers[usize::from(!resumable)]
+    }
+
+    /// rmcp's session maps, of both managers.
+    fn session_maps(&self) -> [&Arc<LocalSessionManager>; 2] {
+        [&self.managers[0].inner, &self.managers[1].inner]
+    }
+
     /// The Prometheus text exposition, with the live gauges.
-    pub async fn metrics(&self) -> String {
+    pub fn metrics(&self) -> String {
         let mut now = self.registry.metrics_snapshot();
         // Every session this replica serves, with or without rmcp's copy.
         now.sessions = self.passthrough.session_count();
@@ -2088,15 +2098,15 @@ impl McpEndpoint {
     /// path's); in a cluster the session may go on elsewhere.
     async fn close_local(&self, id: &str) {
         let session_id: rmcp::transport::streamable_http_server::session::SessionId = id.into();
-        for manager in [&self.streams.sessions, &self.legacy_sessions] {
+        for manager in self.session_maps() {
             use rmcp::transport::streamable_http_server::session::SessionManager;
             let _ = manager.close_session(&session_id).await;
         }
+        // Tells the memory trimmer too.
         self.passthrough.end(id);
         if let Some(shared) = &self.shared {
             shared.forget(id);
         }
-        crate::trim::session_ended();
     }
 
     /// A cluster's sessions, until `stop`: writes this replica's uses and confirmations
@@ -2175,7 +2185,7 @@ impl McpEndpoint {
             };
             let id: rmcp::transport::streamable_http_server::session::SessionId =
                 session.as_str().into();
-            for manager in [&self.streams.sessions, &self.legacy_sessions] {
+            for manager in self.session_maps() {
                 if matches!(manager.has_session(&id).await, Ok(true)) {
                     if let Err(e) = manager.accept_message(&id, message).await {
                         tracing::debug!(%session, "a relayed answer not taken: {e}");
@@ -2251,7 +2261,7 @@ impl McpEndpoint {
     /// Gives back the room of session maps (rmcp's and ours) that once held many more
     /// sessions than now; called before memory is returned to the system.
     pub async fn shrink(&self) {
-        for manager in [&self.streams.sessions, &self.legacy_sessions] {
+        for manager in self.session_maps() {
             manager.sessions.write().await.shrink_to_fit();
         }
         self.passthrough.shrink();
@@ -2376,19 +2386,17 @@ impl McpEndpoint {
         let mut legacy_manager = LocalSessionManager::default();
         legacy_manager.session_config.sse_retry = None;
         legacy_manager.session_config.keep_alive = None;
-        let legacy_sessions = Arc::new(legacy_manager);
-        let tagged = |manager: &Arc<LocalSessionManager>| {
-            Arc::new(Tagged::new(
-                Arc::clone(manager),
-                shared.as_ref(),
-                Arc::clone(&calls),
-            ))
+        let tagged = |manager: Arc<LocalSessionManager>| {
+            Arc::new(Tagged::new(manager, shared.as_ref(), Arc::clone(&calls)))
         };
-        let managers = (tagged(&streams.sessions), tagged(&legacy_sessions));
-        let sessions = StreamableHttpService::new(modern, Arc::clone(&managers.0), base.clone());
+        let managers = [
+            tagged(Arc::clone(&streams.sessions)),
+            tagged(Arc::new(legacy_manager)),
+        ];
+        let sessions = StreamableHttpService::new(modern, Arc::clone(&managers[0]), base.clone());
         let legacy = StreamableHttpService::new(
             factory.clone(),
-            Arc::clone(&managers.1),
+            Arc::clone(&managers[1]),
             base.clone().with_sse_retry(None),
         );
         let sessionless = StreamableHttpService::new(
@@ -2402,7 +2410,6 @@ impl McpEndpoint {
             sessions: Arc::new(sessions),
             streams,
             legacy: Arc::new(legacy),
-            legacy_sessions,
             managers,
             sessionless: Arc::new(sessionless),
             passthrough,
@@ -3088,11 +3095,7 @@ async fn initialize(
             .map_or("{}", |p| p.get());
         if let Some(resumable) = endpoint.passthrough.hibernates(&id, init) {
             endpoint.passthrough.hibernate(&id, init, resumable);
-            let manager = if resumable {
-                &endpoint.managers.0
-            } else {
-                &endpoint.managers.1
-            };
+            let manager = endpoint.manager(resumable);
             // Before the client hears of the session, so no copy is restored before the
             // first is gone for good.
             if !manager.retire(&id.as_str().into(), RETIRE_WITHIN).await {
@@ -3172,14 +3175,13 @@ async fn in_session(
 ) -> Response {
     let fast = endpoint.passthrough.session(&id);
     let dormant = endpoint.passthrough.dormant(&id);
+    // Whether rmcp holds no copy of the session yet, and restores one for this request.
+    let mut restores = dormant.is_some();
     if let Some(fast) = &fast {
-        let manager = if fast.resumable() {
-            &endpoint.streams.sessions
-        } else {
-            &endpoint.legacy_sessions
-        };
+        let manager = &endpoint.manager(fast.resumable()).inner;
         let alive = manager.sessions.read().await.contains_key(id.as_str());
         let adopted = endpoint.shared.as_ref().is_some_and(|s| s.is_adopted(&id));
+        restores |= adopted && !alive;
         if !alive && !adopted && dormant.is_none() {
             endpoint.passthrough.end(&id);
         } else if let Posted::Json { parsed, .. } = &posted {
@@ -3232,7 +3234,8 @@ async fn in_session(
         (None, None) => match endpoint.shared.as_ref().and_then(|s| s.revision(&id)) {
             Some(revision) => revision.as_str() < PRIMING_SINCE,
             None => endpoint
-                .legacy_sessions
+                .manager(false)
+                .inner
                 .sessions
                 .read()
                 .await
@@ -3240,11 +3243,13 @@ async fn in_session(
         },
     };
     let request = Request::from_parts(parts, posted.into_body());
-    // A session without rmcp's copy: one request at a time reaches rmcp until the copy
-    // is restored (see `Passthrough::waking`).
-    let _waking = match dormant {
-        Some(_) => Some(endpoint.passthrough.waking(&id).await),
-        None => None,
+    // A session without rmcp's copy (gone after `initialize`, or adopted from the
+    // cluster's store): one request at a time reaches rmcp until the copy is restored
+    // (see `Passthrough::waking`).
+    let _waking = if restores {
+        Some(endpoint.passthrough.waking(&id).await)
+    } else {
+        None
     };
     let response = if legacy {
         into_axum(Box::pin(endpoint.legacy.handle(request)).await).await

@@ -343,7 +343,7 @@ pub async fn metrics(
             http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        mcp.metrics().await,
+        mcp.metrics(),
     )
         .into_response()
 }
