@@ -33,10 +33,17 @@ struct Cli {
     user_service_token: Option<String>,
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli).await {
+    // Its workers give freed memory back when the gateway's trimmer asks.
+    let runtime = match service_kit::alloc::runtime().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mcp-federation: cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
         eprintln!("mcp-federation: {e:#}");
         std::process::exit(1);
     }

@@ -210,8 +210,20 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // The gateway's role runs as the gateway binary does: its workers give freed memory
+    // back when its trimmer asks.
+    let runtime = match service_kit::alloc::runtime().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mcp-bench: cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(run());
+}
+
+async fn run() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run {

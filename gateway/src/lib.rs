@@ -55,7 +55,7 @@
 //!   traces       W3C trace context in and out; OpenTelemetry export
 //! refusal      HTTP refusals (JSON body; 401/403/429 headers) and the RFC 9728 metadata URL
 //! limits       rate limits per credential and per tool (governor token buckets)
-//! trim         returning ended sessions' memory to the system (glibc malloc_trim)
+//! trim         returning ended sessions' memory to the system (after closes pause)
 //! origins      the Host and Origin allow-lists (DNS-rebinding protection), every route
 //! jsonrpc      the envelope of a POSTed message, read once (authorization reads it)
 //! sse          server-sent events from byte chunks (sse-stream's rules, lines by memchr)

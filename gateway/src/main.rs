@@ -141,9 +141,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = service_kit::alloc::runtime()
         .worker_threads(config.workers())
-        .enable_all()
         .build()
         .unwrap_or_else(|e| {
             eprintln!("gateway: cannot start: {e}");

@@ -1,10 +1,11 @@
 //! Giving the memory of ended sessions back to the system.
 //!
-//! A session costs about 60 KiB while open. When sessions end, the heap does get that
-//! memory back, but glibc keeps the freed pages in its arenas (it only returns the top of
-//! an arena on its own), so the gateway's resident size would stay at its peak for good.
-//! `malloc_trim(0)` walks every arena and returns the free pages. It is called here on a
-//! blocking thread, once session closes have paused for [`QUIET`] (and at least every
+//! When sessions end, the allocator gets their memory back, but it gives free pages back
+//! to the system only while the process is busy (mimalloc purges them lazily, when a
+//! thread allocates), so a gateway gone quiet after a burst of sessions would keep its
+//! peak resident size. Here the session maps give back their spare room and
+//! [`service_kit::alloc::release_free_memory`] returns the free pages, on a blocking
+//! thread, once session closes have paused for [`QUIET`] (and at least every
 //! [`AT_MOST`] while they go on), never on the call path.
 //!
 //! Invariant: trimming only returns freed memory and spare capacity; it never removes an
@@ -61,31 +62,13 @@ where
         let ended = now - seen;
         seen = now;
         shrink().await;
-        let released = tokio::task::spawn_blocking(release_free_memory)
-            .await
-            .unwrap_or(false);
-        tracing::debug!(
-            sessions = ended,
-            released,
-            "returned freed memory to the system"
-        );
+        let runtime = tokio::runtime::Handle::current();
+        let _ = tokio::task::spawn_blocking(move || {
+            service_kit::alloc::release_free_memory(Some(&runtime));
+        })
+        .await;
+        tracing::debug!(sessions = ended, "returned freed memory to the system");
     }
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)] // the one FFI call of the workspace; see the SAFETY note
-fn release_free_memory() -> bool {
-    unsafe extern "C" {
-        fn malloc_trim(pad: usize) -> std::os::raw::c_int;
-    }
-    // SAFETY: malloc_trim is glibc's, takes a plain size and has no preconditions; it
-    // only releases pages that are free and locks each arena while doing so.
-    unsafe { malloc_trim(0) != 0 }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_free_memory() -> bool {
-    false
 }
 
 #[cfg(test)]

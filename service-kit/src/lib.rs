@@ -1,6 +1,8 @@
 //! Shared plumbing for the three processes of the stack (gateway, shopping-service,
 //! user-service). Nothing here knows about products, users or the catalog.
 //!
+//! - [`alloc`]: the global allocator (mimalloc) of every process that links this crate,
+//!   and giving free memory back to the system.
 //! - [`serve`]: bind and serve an axum router with `TCP_NODELAY` on every accepted
 //!   socket and graceful shutdown driven by a [`CancellationToken`]; [`serve::main`],
 //!   the body of a service binary's `main`.
@@ -28,6 +30,7 @@
 //! - [`prng`]: [`prng::SplitMix64`], the fully specified generator the demo services
 //!   build their deterministic data sets from.
 
+pub mod alloc;
 pub mod auth;
 pub mod client;
 pub mod logging;
