@@ -67,6 +67,9 @@ pub enum Call {
         expect_tools: usize,
         all_pages: bool,
     },
+    /// `ping`: on the gateway, a request only rmcp's copy of the session answers (a
+    /// session without one gets it restored, as an SDK client's GET stream does).
+    Ping,
 }
 
 impl Call {
@@ -91,6 +94,7 @@ impl Call {
                     serde_json::Value::from(c)
                 ),
             },
+            Call::Ping => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#),
         }
     }
 }

@@ -259,6 +259,26 @@ pub async fn open_clients(
     .await
 }
 
+/// [`open_clients`] in session mode, each session then sending `call` once (a `ping`
+/// makes the gateway hold rmcp's copy of the session, as an SDK client's GET stream does).
+pub async fn open_clients_then(
+    http: &reqwest::Client,
+    endpoint: &Endpoint,
+    call: Call,
+    count: usize,
+    workers: usize,
+) -> Result<Vec<McpClient>> {
+    open_with(http, endpoint, count, workers, move |http, endpoint| {
+        let call = call.clone();
+        async move {
+            let mut client = McpClient::connect(&http, &endpoint, Mode::Session).await?;
+            client.call(&call).await?;
+            Ok(client)
+        }
+    })
+    .await
+}
+
 async fn open_with<F, Fut>(
     http: &reqwest::Client,
     endpoint: &Endpoint,

@@ -92,6 +92,8 @@ struct Params {
     setup_sessions: u64,
     setup_limit: Duration,
     idle_steps: [usize; 2],
+    /// Sessions opened holding rmcp's copy (about 95 KiB each).
+    held_sessions: usize,
     settle: Duration,
     callgrind_calls: [u64; 2],
 }
@@ -109,6 +111,7 @@ impl Params {
                 setup_sessions: 100,
                 setup_limit: Duration::from_secs(2),
                 idle_steps: [100, 200],
+                held_sessions: 100,
                 settle: Duration::from_millis(300),
                 callgrind_calls: [0, 0],
             }
@@ -123,6 +126,7 @@ impl Params {
                 setup_sessions: 5_000,
                 setup_limit: Duration::from_secs(5),
                 idle_steps: [1_000, 10_000],
+                held_sessions: 2_000,
                 settle: Duration::from_secs(1),
                 callgrind_calls: [500, 1_500],
             }
@@ -727,17 +731,30 @@ async fn memory_scenarios(
             "memory: {close_errors} session DELETEs failed (sessions may linger)"
         ));
     }
+    // Sessions holding rmcp's copy (the SDKs' clients, which open a GET stream at once;
+    // here a `ping` restores the copy): what they cost, and whether it comes back.
+    let held_n = p.held_sessions;
+    let held = load::open_clients_then(http, &via, Call::Ping, held_n, OPENERS).await?;
+    tokio::time::sleep(p.settle).await;
+    let at_held = rss(&gw)?;
+    close_errors += load::close_all(held, OPENERS).await;
+    tokio::time::sleep(p.settle).await;
+    let closed_held = rss(&gw)?;
+    let per_held = at_held.saturating_sub(closed_2) as f64 / held_n as f64;
     let per_session = at_large.saturating_sub(idle) as f64 / large as f64;
     let growth_per_session = closed_2.saturating_sub(closed_1) as f64 * 1024.0 / large as f64;
     notes.push(format!(
         "memory: RSS idle {:.1} MiB, {small} sessions {:.1} MiB, {large} sessions {:.1} MiB, \
          after closing {:.1} MiB, after a second open/close cycle of {large} {:.1} MiB \
-         ({growth_per_session:.0} bytes per session per cycle)",
+         ({growth_per_session:.0} bytes per session per cycle); {held_n} sessions \
+         holding rmcp's copy {:.1} MiB, after closing them {:.1} MiB",
         mib(idle),
         mib(at_small),
         mib(at_large),
         mib(closed_1),
-        mib(closed_2)
+        mib(closed_2),
+        mib(at_held),
+        mib(closed_held)
     ));
     let rows = vec![
         Row {
@@ -788,6 +805,26 @@ async fn memory_scenarios(
             via: mib(closed_2),
             unit: Unit::MiB,
             target: Target::RatioAtMost(1.05),
+            errors: 0,
+        },
+        Row {
+            scenario: format!(
+                "gateway RSS per session holding rmcp's copy (ping after initialize) at {held_n}"
+            ),
+            direct: None,
+            via: per_held,
+            unit: Unit::KiB,
+            target: Target::None,
+            errors: 0,
+        },
+        Row {
+            scenario: format!(
+                "gateway RSS after closing the {held_n} sessions holding rmcp's copy vs idle"
+            ),
+            direct: Some(mib(idle)),
+            via: mib(closed_held),
+            unit: Unit::MiB,
+            target: Target::RatioAtMost(1.25),
             errors: 0,
         },
     ];
