@@ -37,6 +37,8 @@ const SCENARIOS: &[&str] = &[
     "gateway RSS per idle session",
     "gateway RSS after closing",
     "gateway RSS after a 2nd open/close cycle",
+    "gateway RSS per session holding rmcp's copy (ping after initialize) at 100",
+    "gateway RSS after closing the 100 sessions holding rmcp's copy",
 ];
 
 /// The rows of the wrk reference section, for each kind of session ("wrk plain: ...",
