@@ -80,7 +80,6 @@ pub const EXIT_GRACE: Duration = Duration::from_secs(5);
 pub const ORDERED_TIMEOUT: Duration = Duration::from_secs(30);
 /// Resumptions of one request's stream that closed before its response.
 const RESUMPTIONS: usize = 3;
-const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 
 /// Runs the bridge on the process's stdin and stdout until stdin closes; the exit
 /// status (0 after EOF).
@@ -374,7 +373,7 @@ impl Bridge {
         let mut rb = self
             .http
             .request(method, &self.endpoint)
-            .header(reqwest::header::ACCEPT, ACCEPT_BOTH);
+            .header(reqwest::header::ACCEPT, crate::vocab::ACCEPT_BOTH);
         if !self.token.is_empty() {
             rb = rb.bearer_auth(&self.token);
         }
@@ -394,7 +393,10 @@ impl Bridge {
     fn post(&self, body: &Bytes, value: &Value, with_session: bool) -> reqwest::RequestBuilder {
         let mut rb = self
             .request(reqwest::Method::POST, with_session)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                crate::vocab::APPLICATION_JSON,
+            )
             .body(body.clone());
         let negotiated =
             with_session && self.session.lock().expect("session lock").version.is_some();

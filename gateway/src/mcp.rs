@@ -2623,12 +2623,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
     let parsed = Parsed::of(&bytes);
     // The body is JSON whatever the client's tooling called it (`curl -d` says
     // application/x-www-form-urlencoded): rmcp reads it as what it is.
-    let labelled_json = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.trim_start().starts_with("application/json"));
-    if !labelled_json && !matches!(parsed, Parsed::NotJson(_)) {
+    if !crate::vocab::labelled_json(&parts.headers) && !matches!(parsed, Parsed::NotJson(_)) {
         parts
             .headers
             .insert(header::CONTENT_TYPE, crate::vocab::APPLICATION_JSON);
@@ -2714,11 +2709,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
     }
     // A plain JSON-RPC post: answer in JSON whatever the client's tooling sent.
     let h = &mut parts.headers;
-    let accept_ok = h
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json") && v.contains("text/event-stream"));
-    if !accept_ok {
+    if !crate::vocab::accepts_json_and_sse(h) {
         h.insert(header::ACCEPT, crate::vocab::ACCEPT_BOTH);
     }
     if !h.contains_key(header::CONTENT_TYPE) {

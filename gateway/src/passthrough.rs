@@ -1312,12 +1312,7 @@ enum Gathered {
 
 /// The media types rmcp demands of a POST in a session: JSON, answered in JSON or SSE.
 fn session_media(headers: &HeaderMap) -> bool {
-    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let accepts = header(header::ACCEPT)
-        .is_some_and(|a| a.contains("application/json") && a.contains("text/event-stream"));
-    let json = header(header::CONTENT_TYPE)
-        .is_some_and(|c| c.trim_start().starts_with("application/json"));
-    accepts && json
+    crate::vocab::accepts_json_and_sse(headers) && crate::vocab::labelled_json(headers)
 }
 
 /// Whether the backend's answer asks the client for input (`input_required`).

@@ -26,6 +26,22 @@ pub const EVENT_STREAM: http::HeaderValue = http::HeaderValue::from_static("text
 pub const ACCEPT_BOTH: http::HeaderValue =
     http::HeaderValue::from_static("application/json, text/event-stream");
 
+/// A request's `Accept` names both JSON and SSE, as the streamable HTTP transport wants.
+pub fn accepts_json_and_sse(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json") && a.contains("text/event-stream"))
+}
+
+/// A request's `Content-Type` says JSON.
+pub fn labelled_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.trim_start().starts_with("application/json"))
+}
+
 /// The hasher of the maps every call looks into: the session table, the calls in flight,
 /// the catalog's names, the relays, the metrics' handles. foldhash is several times
 /// cheaper than the standard SipHash on short keys and is seeded at random per map, so

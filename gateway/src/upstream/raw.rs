@@ -961,8 +961,8 @@ impl Exchange {
             .target
             .http
             .post(url)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, "application/json, text/event-stream");
+            .header(header::CONTENT_TYPE, APPLICATION_JSON)
+            .header(header::ACCEPT, ACCEPT_BOTH);
         let request = self.target.with_session(rb, &self.session).body(body);
         let answering = self
             .answering
