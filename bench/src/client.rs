@@ -52,8 +52,15 @@ pub struct Endpoint {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Session,
+    /// A session whose client declares sampling, elicitation and roots and then sets the
+    /// log level (`logging/setLevel` info): what agent hosts with callbacks open.
+    Capable,
     Sessionless,
 }
+
+/// The capabilities a [`Mode::Capable`] client declares.
+pub const CAPABLE_CAPABILITIES: &str =
+    r#"{"sampling":{},"elicitation":{},"roots":{"listChanged":true}}"#;
 
 /// What a request asks for; the body is rendered per request (fresh id).
 #[derive(Clone, Debug)]
@@ -113,8 +120,8 @@ impl McpClient {
     /// (`initialize`, then `notifications/initialized`).
     pub async fn connect(http: &reqwest::Client, endpoint: &Endpoint, mode: Mode) -> Result<Self> {
         let mut client = Self::new(http, endpoint)?;
-        if mode == Mode::Session {
-            client.initialize().await?;
+        if mode != Mode::Sessionless {
+            client.initialize(mode == Mode::Capable).await?;
         }
         Ok(client)
     }
@@ -142,9 +149,10 @@ impl McpClient {
         })
     }
 
-    async fn initialize(&mut self) -> Result<()> {
+    async fn initialize(&mut self, capable: bool) -> Result<()> {
+        let capabilities = if capable { CAPABLE_CAPABILITIES } else { "{}" };
         let body = format!(
-            r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{PROTOCOL_VERSION}","capabilities":{{}},"clientInfo":{{"name":"mcp-bench","version":"{}"}}}}}}"#,
+            r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{PROTOCOL_VERSION}","capabilities":{capabilities},"clientInfo":{{"name":"mcp-bench","version":"{}"}}}}}}"#,
             env!("CARGO_PKG_VERSION")
         );
         let resp = self.post(body).await.context("initialize")?;
@@ -173,6 +181,23 @@ impl McpClient {
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
             bail!("notifications/initialized answered HTTP {status}: {text}");
+        }
+        if capable {
+            // A JSON-RPC error (a server without the logging capability) leaves the
+            // session as it is; anything else fails it.
+            let id = self.next_id;
+            self.next_id += 1;
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"logging/setLevel","params":{{"level":"info"}}}}"#
+            );
+            let resp = self.post(body).await.context("logging/setLevel")?;
+            let reply = read_reply(resp).await.context("logging/setLevel")?;
+            if reply.id != Some(id) {
+                bail!(
+                    "logging/setLevel: answer carries id {:?}, expected {id}",
+                    reply.id
+                );
+            }
         }
         Ok(())
     }

@@ -160,7 +160,7 @@ pub async fn run(opts: Options) -> Result<()> {
     gw.register_shop(&http, &shop.session_url).await?;
     let direct = |mode| Endpoint {
         url: match mode {
-            Mode::Session => shop.session_url.clone(),
+            Mode::Session | Mode::Capable => shop.session_url.clone(),
             Mode::Sessionless => shop.stateless_url.clone(),
         },
         bearer: Some(SHOP_TOKEN.into()),
@@ -323,8 +323,9 @@ pub async fn run(opts: Options) -> Result<()> {
         let cg_dir = out_dir(&opts.out).join("callgrind");
         std::fs::create_dir_all(&cg_dir)
             .with_context(|| format!("creating {}", cg_dir.display()))?;
-        let (row, more) = callgrind_scenario(dir.path(), &cg_dir, &shop.session_url, &p).await?;
-        rows.push(row);
+        let (more_rows, more) =
+            callgrind_scenario(dir.path(), &cg_dir, &shop.session_url, &p).await?;
+        rows.extend(more_rows);
         notes.extend(more);
     }
     drop(shop);
@@ -833,78 +834,82 @@ async fn memory_scenarios(
 }
 
 /// Instructions per proxied call in the gateway process and per direct call in the
-/// backend process, each from two callgrind runs of different lengths.
+/// backend process, each from two callgrind runs of different lengths, for a plain
+/// session and for a capable one ([`Mode::Capable`]).
 async fn callgrind_scenario(
     dir: &Path,
     cg_dir: &Path,
     shop_url: &str,
     p: &Params,
-) -> Result<(Row, Vec<String>)> {
+) -> Result<(Vec<Row>, Vec<String>)> {
     let call = Call::tool("getProductById", r#"{"id":"123"}"#);
-    let mut gateway = Vec::new();
-    let mut backend = Vec::new();
-    for n in p.callgrind_calls {
-        let profile = cg_dir.join(format!("gateway-{n}.out"));
-        let mut gw = Gateway::start(
-            dir,
-            &format!("gateway-callgrind-{n}"),
-            // No health pings during the run: only calls should differ between runs.
-            vec![("GATEWAY_HEALTH_INTERVAL_MS".into(), "3600000".into())],
-            Some(callgrind::valgrind_args(&profile)),
-        )
-        .await?;
-        // A client of its own, so its pooled connections close before the gateway stops.
-        let http = client::http_client(4)?;
-        gw.register_shop(&http, shop_url).await?;
-        fixed_calls(&http, &gw.endpoint(), &call, n).await?;
-        drop(http);
-        gw.guard
-            .stop(Duration::from_secs(180))
-            .context("stopping the gateway under callgrind")?;
-        gateway.push((n, callgrind::read_total(&profile)?));
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    for (mode, kind) in [(Mode::Session, "plain"), (Mode::Capable, "capable")] {
+        let mut gateway = Vec::new();
+        let mut backend = Vec::new();
+        for n in p.callgrind_calls {
+            let profile = cg_dir.join(format!("gateway-{kind}-{n}.out"));
+            let mut gw = Gateway::start(
+                dir,
+                &format!("gateway-callgrind-{kind}-{n}"),
+                // No health pings during the run: only calls should differ between runs.
+                vec![("GATEWAY_HEALTH_INTERVAL_MS".into(), "3600000".into())],
+                Some(callgrind::valgrind_args(&profile)),
+            )
+            .await?;
+            // A client of its own, so its pooled connections close before the gateway stops.
+            let http = client::http_client(4)?;
+            gw.register_shop(&http, shop_url).await?;
+            fixed_calls(&http, &gw.endpoint(), mode, &call, n).await?;
+            drop(http);
+            gw.guard
+                .stop(Duration::from_secs(180))
+                .context("stopping the gateway under callgrind")?;
+            gateway.push((n, callgrind::read_total(&profile)?));
 
-        let profile = cg_dir.join(format!("backend-{n}.out"));
-        let shop = Shop::start(dir, false, Some(callgrind::valgrind_args(&profile))).await?;
-        let http = client::http_client(4)?;
-        let endpoint = Endpoint {
-            url: shop.session_url.clone(),
-            bearer: Some(SHOP_TOKEN.into()),
-        };
-        fixed_calls(&http, &endpoint, &call, n).await?;
-        drop(http);
-        let mut shop = shop;
-        shop.guard
-            .stop(Duration::from_secs(180))
-            .context("stopping shopping-service under callgrind")?;
-        backend.push((n, callgrind::read_total(&profile)?));
-    }
-    let gw_ir = callgrind::per_call(gateway[0], gateway[1])?;
-    let be_ir = callgrind::per_call(backend[0], backend[1])?;
-    let mut notes = vec![format!(
-        "callgrind: gateway {:?}, backend {:?} (calls, total Ir); profiles in {}",
-        gateway,
-        backend,
-        cg_dir.display()
-    )];
-    let long = cg_dir.join(format!("gateway-{}.out", p.callgrind_calls[1]));
-    for inclusive in [false, true] {
-        match callgrind::annotate(&long, inclusive) {
-            Ok(path) => notes.push(format!("callgrind_annotate: {}", path.display())),
-            Err(e) => notes.push(format!("callgrind_annotate failed: {e:#}")),
+            let profile = cg_dir.join(format!("backend-{kind}-{n}.out"));
+            let shop = Shop::start(dir, false, Some(callgrind::valgrind_args(&profile))).await?;
+            let http = client::http_client(4)?;
+            let endpoint = Endpoint {
+                url: shop.session_url.clone(),
+                bearer: Some(SHOP_TOKEN.into()),
+            };
+            fixed_calls(&http, &endpoint, mode, &call, n).await?;
+            drop(http);
+            let mut shop = shop;
+            shop.guard
+                .stop(Duration::from_secs(180))
+                .context("stopping shopping-service under callgrind")?;
+            backend.push((n, callgrind::read_total(&profile)?));
         }
-    }
-    Ok((
-        Row {
-            scenario: "instructions per tools/call (callgrind): backend server side vs gateway"
-                .into(),
+        let gw_ir = callgrind::per_call(gateway[0], gateway[1])?;
+        let be_ir = callgrind::per_call(backend[0], backend[1])?;
+        notes.push(format!(
+            "callgrind, {kind} sessions: gateway {:?}, backend {:?} (calls, total Ir); profiles in {}",
+            gateway,
+            backend,
+            cg_dir.display()
+        ));
+        let long = cg_dir.join(format!("gateway-{kind}-{}.out", p.callgrind_calls[1]));
+        for inclusive in [false, true] {
+            match callgrind::annotate(&long, inclusive) {
+                Ok(path) => notes.push(format!("callgrind_annotate: {}", path.display())),
+                Err(e) => notes.push(format!("callgrind_annotate failed: {e:#}")),
+            }
+        }
+        rows.push(Row {
+            scenario: format!(
+                "instructions per tools/call (callgrind), {kind} session: backend server side vs gateway"
+            ),
             direct: Some(be_ir),
             via: gw_ir,
             unit: Unit::Instructions,
-            target: Target::None,
+            target: Target::ValueAtMost(100_000.0),
             errors: 0,
-        },
-        notes,
-    ))
+        });
+    }
+    Ok((rows, notes))
 }
 
 /// Exactly `n` sequential calls on a fresh session; any failure fails the run (the
@@ -912,10 +917,11 @@ async fn callgrind_scenario(
 async fn fixed_calls(
     http: &reqwest::Client,
     endpoint: &Endpoint,
+    mode: Mode,
     call: &Call,
     n: u64,
 ) -> Result<()> {
-    let mut client = McpClient::connect(http, endpoint, Mode::Session).await?;
+    let mut client = McpClient::connect(http, endpoint, mode).await?;
     for i in 0..n {
         client
             .call(call)

@@ -98,7 +98,7 @@ impl Kind {
     fn capabilities(self) -> &'static str {
         match self {
             Kind::Plain => "{}",
-            Kind::Capable => r#"{"sampling":{},"elicitation":{},"roots":{"listChanged":true}}"#,
+            Kind::Capable => client::CAPABLE_CAPABILITIES,
         }
     }
 }
