@@ -44,7 +44,7 @@ use axum::{
 };
 use http::StatusCode;
 use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     trace::TraceLayer,
 };
 
@@ -210,7 +210,7 @@ pub fn service(
     let origins = Arc::new(origins);
     tower::ServiceBuilder::new()
         .map_request(plain_request_id)
-        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, NewRequestId))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
@@ -218,6 +218,19 @@ pub fn service(
             front(&origins, request)
         }))
         .service(router)
+}
+
+/// A request's id when its client sent none: a UUID v4, as tower-http's `MakeRequestUuid`
+/// makes, written into a buffer rather than through `fmt` and parsed back.
+#[derive(Clone, Copy)]
+struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _request: &http::Request<B>) -> Option<RequestId> {
+        let mut text = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        http::HeaderValue::from_str(id).ok().map(RequestId::new)
+    }
 }
 
 /// The longest client request id kept (a longer one is replaced by a fresh one).
