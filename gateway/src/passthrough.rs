@@ -918,31 +918,36 @@ impl Passthrough {
         let guard = self.registry.call_started();
         let mut ticket = call.ticket;
         ticket.upstream_starts();
-        let affinity = streamed.as_ref().map(|s| s.session.as_str());
-        let open = call.service.open_raw(
-            Arc::clone(&call.upstream_id),
-            crate::upstream::raw::Outgoing {
-                body: call.body.clone(),
-                traceparent: call.traceparent.clone(),
-                mcp_name: call.mcp_name.clone(),
-                param_headers: call.param_headers.clone(),
-                min_log_level: call.min_log_level,
-            },
-            affinity,
-            call.retry_safe,
-            // A relay (a channel and a place in the service's relay tables) for each call
-            // of a session: only an older backend can send what belongs to it elsewhere
-            // (its session's GET stream).
-            streamed.is_some() && !call.modern,
-        );
-        let opened = match &streamed {
-            Some(s) => tokio::select! {
-                r = open => r,
-                _ = s.cancel.cancelled() => {
-                    return Some(self.carried(json_response(cancelled(&call.client_id))));
-                }
-            },
-            None => open.await,
+        // Pinned where it is, in a block that ends its borrows: the future is ~3 KiB, and
+        // `select!` or `.await` would otherwise copy it once more.
+        let opened = {
+            let affinity = streamed.as_ref().map(|s| s.session.as_str());
+            let open = call.service.open_raw(
+                Arc::clone(&call.upstream_id),
+                crate::upstream::raw::Outgoing {
+                    body: call.body.clone(),
+                    traceparent: call.traceparent.clone(),
+                    mcp_name: call.mcp_name.clone(),
+                    param_headers: call.param_headers.clone(),
+                    min_log_level: call.min_log_level,
+                },
+                affinity,
+                call.retry_safe,
+                // A relay (a channel and a place in the service's relay tables) for each call
+                // of a session: only an older backend can send what belongs to it elsewhere
+                // (its session's GET stream).
+                streamed.is_some() && !call.modern,
+            );
+            tokio::pin!(open);
+            match &streamed {
+                Some(s) => tokio::select! {
+                    r = &mut open => r,
+                    _ = s.cancel.cancelled() => {
+                        return Some(self.carried(json_response(cancelled(&call.client_id))));
+                    }
+                },
+                None => open.await,
+            }
         };
         let (exchange, first) = match opened {
             Ok(pair) => pair,
