@@ -2753,7 +2753,9 @@ async fn adopt(endpoint: &McpEndpoint, id: &str) -> Option<Response> {
         shared.used(id);
         return None;
     }
-    match shared.adopt(id).await {
+    // Boxed: every session POST awaits this function inline, and the store's lookup is
+    // most of its size (~1.7 KiB, copied with `entry`'s future on each request).
+    match Box::pin(shared.adopt(id)).await {
         Ok(Some(adopted)) => {
             endpoint
                 .passthrough
