@@ -1055,7 +1055,7 @@ impl Postgres {
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
                 continue;
             };
-            let Some(f) = stat_fields(&stat) else {
+            let Some(f) = procs::stat_fields(&stat) else {
                 continue;
             };
             if pid == master {
@@ -1108,28 +1108,6 @@ fn postgres_bin() -> Result<PathBuf> {
     versions.pop().map(|(_, p)| p).context(
         "PostgreSQL's initdb is not installed (apt-get install postgresql): the cluster benchmark starts its own server",
     )
-}
-
-/// The fields of a `/proc/PID/stat` line the server's CPU needs.
-struct StatFields {
-    ppid: u32,
-    utime: u64,
-    stime: u64,
-    cutime: u64,
-    cstime: u64,
-}
-
-/// Fields are counted after the command name's last `)` (the name may hold spaces).
-fn stat_fields(stat: &str) -> Option<StatFields> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(StatFields {
-        ppid: f.get(1)?.parse().ok()?,
-        utime: f.get(11)?.parse().ok()?,
-        stime: f.get(12)?.parse().ok()?,
-        cutime: f.get(13)?.parse().ok()?,
-        cstime: f.get(14)?.parse().ok()?,
-    })
 }
 
 /// The section as markdown: a table per part (one per round), then the notes.
@@ -1357,15 +1335,6 @@ mod tests {
         assert_eq!(Latencies::quantile(&samples, 1.0), Some(100));
         assert_eq!(Latencies::quantile(&samples, 0.0), Some(1));
         assert_eq!(Latencies::quantile(&[], 0.5), None);
-    }
-
-    #[test]
-    fn stat_fields_are_read_after_the_command_name() {
-        let stat =
-            "4242 (postgres: gateway x) S 17 4242 4242 0 -1 4194560 900 0 0 0 250 75 30 12 20 0";
-        let f = stat_fields(stat).expect("fields");
-        assert_eq!(f.ppid, 17);
-        assert_eq!((f.utime, f.stime, f.cutime, f.cstime), (250, 75, 30, 12));
     }
 
     #[test]

@@ -207,24 +207,37 @@ impl Cpu {
 pub fn cpu_split(pid: u32) -> Result<Cpu> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let (user, system) =
-        parse_cpu_ticks(&stat).with_context(|| format!("no utime/stime in {path}"))?;
+    let f = stat_fields(&stat).with_context(|| format!("no utime/stime in {path}"))?;
     let tick = |t: u64| Duration::from_secs_f64(t as f64 / clock_ticks_per_second() as f64);
     Ok(Cpu {
-        user: tick(user),
-        system: tick(system),
+        user: tick(f.utime),
+        system: tick(f.stime),
     })
 }
 
-/// utime and stime (fields 14 and 15) of a `/proc/PID/stat` line, in clock ticks. The
-/// command name (field 2) may hold spaces and parentheses: fields are counted after the
-/// last `)`.
-fn parse_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
+/// The fields of a `/proc/PID/stat` line the bench reads (fields 4, 14 to 17), in clock
+/// ticks for the times.
+pub struct StatFields {
+    pub ppid: u32,
+    pub utime: u64,
+    pub stime: u64,
+    /// Of its children that were waited for.
+    pub cutime: u64,
+    pub cstime: u64,
+}
+
+/// [`StatFields`] of a `/proc/PID/stat` line. The command name (field 2) may hold spaces
+/// and parentheses: fields are counted after the last `)`.
+pub fn stat_fields(stat: &str) -> Option<StatFields> {
     let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime, stime))
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(StatFields {
+        ppid: f.get(1)?.parse().ok()?,
+        utime: f.get(11)?.parse().ok()?,
+        stime: f.get(12)?.parse().ok()?,
+        cutime: f.get(13)?.parse().ok()?,
+        cstime: f.get(14)?.parse().ok()?,
+    })
 }
 
 /// `getconf CLK_TCK` (100 on Linux unless configured otherwise), asked once.
@@ -281,9 +294,16 @@ mod tests {
     }
 
     #[test]
-    fn cpu_ticks_are_counted_after_the_command_name() {
-        let stat = "4242 (mcp (bench) x) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 3 0";
-        assert_eq!(parse_cpu_ticks(stat), Some((250, 75)));
+    fn stat_fields_are_counted_after_the_command_name() {
+        let stat =
+            "4242 (mcp (bench) x) S 17 4242 4242 0 -1 4194560 900 0 0 0 250 75 30 12 20 0 3 0";
+        let f = stat_fields(stat).expect("fields");
+        assert_eq!(f.ppid, 17);
+        assert_eq!((f.utime, f.stime, f.cutime, f.cstime), (250, 75, 30, 12));
+        assert!(
+            stat_fields("4242 (x) S 1 2").is_none(),
+            "a short line has no times"
+        );
         assert!(cpu_time(std::process::id()).is_ok());
     }
 
