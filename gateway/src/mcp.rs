@@ -2547,7 +2547,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
             .map_or_else(|| Arc::from("anonymous"), |i| Arc::clone(&i.name)),
         request_id: request
             .headers()
-            .get(&crate::refusal::REQUEST_ID_HEADER)
+            .get(&crate::refusal::REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .map(Arc::from),
         arrived: std::time::Instant::now(),

@@ -14,11 +14,10 @@ use serde_json::json;
 
 use crate::vocab::{Identity, Scopes};
 
-/// The header a request's id travels in, both ways.
-pub const REQUEST_ID: &str = "x-request-id";
-/// [`REQUEST_ID`] as a header name: a lookup by name hashes it, where one by `&str`
-/// first parses and lowercases the text (~500 instructions).
-pub const REQUEST_ID_HEADER: http::HeaderName = http::HeaderName::from_static(REQUEST_ID);
+/// The header a request's id travels in, both ways. A `HeaderName`: a lookup by name
+/// hashes it, where one by `&str` first parses and lowercases the text (~500
+/// instructions).
+pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// A JSON error body: `{"error": code, "message": text}`.
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {

@@ -25,7 +25,7 @@
 
 /// The header carrying each request's id (the client's, or one the gateway makes), also
 /// set on the response and on every log line of the request.
-pub use crate::refusal::{REQUEST_ID, REQUEST_ID_HEADER};
+pub use crate::refusal::REQUEST_ID;
 
 pub mod admin;
 pub mod auth;
@@ -210,9 +210,9 @@ pub fn service(
     let origins = Arc::new(origins);
     tower::ServiceBuilder::new()
         .map_request(plain_request_id)
-        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, NewRequestId))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(Gate(move |request: &mut axum::extract::Request| {
             front(&origins, request)
@@ -239,7 +239,7 @@ pub const MAX_REQUEST_ID: usize = 128;
 /// Drops a client's `X-Request-Id` that is long, repeated or not plain visible ASCII, so
 /// the gateway makes its own: the id is echoed, logged and stored.
 fn plain_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
-    let mut ids = request.headers().get_all(&REQUEST_ID_HEADER).iter();
+    let mut ids = request.headers().get_all(&REQUEST_ID).iter();
     let keep = match (ids.next(), ids.next()) {
         (None, _) => true,
         (Some(id), None) => {
@@ -249,7 +249,7 @@ fn plain_request_id(mut request: axum::extract::Request) -> axum::extract::Reque
         (Some(_), Some(_)) => false,
     };
     if !keep {
-        request.headers_mut().remove(&REQUEST_ID_HEADER);
+        request.headers_mut().remove(&REQUEST_ID);
     }
     request
 }
@@ -366,7 +366,7 @@ fn front(
 fn request_span(request: &http::Request<axum::body::Body>) -> tracing::Span {
     let id = request
         .headers()
-        .get(&REQUEST_ID_HEADER)
+        .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let span = tracing::info_span!(
