@@ -247,37 +247,31 @@ async fn gather(rx: &mut mpsc::Receiver<CallRecord>, batch: &mut Vec<CallRecord>
 /// statement's bindings when it goes back to the cache).
 const ROWS_PER_INSERT: [usize; 2] = [8, 1];
 
-/// The `INSERT` of `rows` records, for [`ROWS_PER_INSERT`]'s sizes, made once.
-fn insert_sql(rows: usize) -> &'static str {
-    static SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
-        ROWS_PER_INSERT
-            .iter()
-            .map(|&rows| {
-                let values = vec!["(?,?,?,?,?,?,?,?,?,?,?,?)"; rows].join(",");
-                format!(
-                    "INSERT INTO calls (at_ms, request_id, identity, service, instance, tool,
-                       duration_ms, upstream_ms, outcome, error, arguments, result)
-                     VALUES {values}"
-                )
-            })
-            .collect()
-    });
-    let at = ROWS_PER_INSERT
+/// The `INSERT` of each of [`ROWS_PER_INSERT`]'s sizes, with its size, made once.
+static INSERTS: LazyLock<Vec<(usize, String)>> = LazyLock::new(|| {
+    ROWS_PER_INSERT
         .iter()
-        .position(|&n| n == rows)
-        .expect("a size of ROWS_PER_INSERT");
-    &SQL[at]
-}
+        .map(|&rows| {
+            let values = vec!["(?,?,?,?,?,?,?,?,?,?,?,?)"; rows].join(",");
+            let sql = format!(
+                "INSERT INTO calls (at_ms, request_id, identity, service, instance, tool,
+                   duration_ms, upstream_ms, outcome, error, arguments, result)
+                 VALUES {values}"
+            );
+            (rows, sql)
+        })
+        .collect()
+});
 
 fn insert(conn: &mut Connection, records: &[CallRecord]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut rest = records;
-        for rows in ROWS_PER_INSERT {
+        for &(rows, ref sql) in INSERTS.iter() {
             if rest.len() < rows {
                 continue;
             }
-            let mut stmt = tx.prepare_cached(insert_sql(rows))?;
+            let mut stmt = tx.prepare_cached(sql)?;
             while rest.len() >= rows {
                 let (chunk, more) = rest.split_at(rows);
                 let mut at = 0;
