@@ -448,7 +448,11 @@ impl GatewayHandler {
         let caller = caller_of(&context);
         let ticket = self.registry.observer().start(
             &caller,
-            &Arc::from(format!("servers/{}", server.definition.name)),
+            &Arc::from(format!(
+                "{}{}",
+                crate::servers::COMPOSITE_SERVICE,
+                server.definition.name
+            )),
             &composite.name,
             || serde_json::to_string(&input).ok(),
         );

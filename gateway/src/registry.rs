@@ -975,10 +975,41 @@ impl Registry {
         };
         drop(prev);
         self.catalog.store(Arc::new(next));
+        self.prune_metrics();
         if changed.tools || changed.prompts || changed.resources {
             let _ = self.changes.send(changed);
             self.notify_clients(changed);
         }
+    }
+
+    /// Drops the metric series of tools no longer callable by the name they were called
+    /// by: a service's that left, a virtual server's composite that went, a name that
+    /// leads elsewhere now (or nowhere) and that no virtual server gives a tool of that
+    /// service.
+    fn prune_metrics(&self) {
+        let catalog = self.catalog.load();
+        let servers = self.servers().clone();
+        let services = self.lock();
+        let composite = crate::servers::composite_server;
+        self.observer.metrics.retain_tools(
+            |service| match composite(service) {
+                Some(server) => servers.contains_key(server),
+                None => services.contains_key(service),
+            },
+            |service, tool| match composite(service) {
+                Some(server) => servers
+                    .get(server)
+                    .is_some_and(|s| s.definition.composites.iter().any(|c| c.name == tool)),
+                None => {
+                    matches!(catalog.lookup(tool), crate::catalog::Lookup::Found(r) if &*r.service.name == service)
+                        || servers.values().any(|s| {
+                            s.view
+                                .renamed(tool)
+                                .is_some_and(|(of, _)| of.is_none_or(|of| of == service))
+                        })
+                }
+            },
+        );
     }
 
     /// List changes from now on.
@@ -1295,6 +1326,7 @@ impl Registry {
     /// Every list may have changed (a virtual server's definition did): told to every
     /// client.
     fn announce_all(&self) {
+        self.prune_metrics();
         let changed = Changed {
             tools: true,
             prompts: true,

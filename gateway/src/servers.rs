@@ -26,6 +26,14 @@ pub const MAX_RENAMES: usize = 256;
 pub const MAX_DESCRIPTION: usize = 4096;
 /// Virtual servers one gateway may have.
 pub const MAX_SERVERS: usize = 256;
+/// The service a composite's own call is logged and counted under: this, then the
+/// virtual server's name.
+pub const COMPOSITE_SERVICE: &str = "servers/";
+
+/// The virtual server whose composites are logged under `service`, if it is such a name.
+pub fn composite_server(service: &str) -> Option<&str> {
+    service.strip_prefix(COMPOSITE_SERVICE)
+}
 
 /// A virtual server as configured or registered.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]

@@ -180,6 +180,123 @@ async fn metrics_count_calls_by_tool_and_outcome_and_read_the_live_state() {
     gw.stop().await;
 }
 
+/// `service`'s series in a text exposition: the call counters and the histograms.
+fn series_of(text: &str, service: &str) -> Vec<String> {
+    let label = format!("service=\"{service}\"");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.contains(&label))
+        .filter(|l| !l.starts_with("mcp_gateway_instance_state"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_keep_series_only_of_what_is_registered_now() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    // A virtual server that shows `keepTool` renamed: a name the catalog does not have.
+    config.virtual_servers = vec![
+        serde_json::from_value(json!({
+            "name": "view",
+            "tools": ["keep/*"],
+            "rename": {"keepTool": {"name": "kept"}}
+        }))
+        .expect("definition"),
+    ];
+    let gw = start_gateway(config).await;
+    let keep = start_fixture("keep", &["keepTool"]).await;
+    let (status, body) = register(&gw, "keep", &keep.mcp_url()).await;
+    assert_eq!(status, 201, "{body}");
+    let r = call_with(&gw, "keepTool", json!({}), false).await;
+    assert!(r["result"].is_object(), "{r}");
+    let r = crate::servers::rpc_on(
+        &gw,
+        "view",
+        TOKEN,
+        "tools/call",
+        json!({"name": "kept", "arguments": {}}),
+    )
+    .await;
+    assert!(r["result"].is_object(), "{r}");
+
+    // Services come and go (a registrant churning names): each leaves no series behind.
+    let delete = |name: String| {
+        let url = format!("{}/services/{name}", gw.base());
+        async move {
+            let r = http()
+                .delete(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .expect("DELETE");
+            assert_eq!(r.status().as_u16(), 200, "DELETE {name}");
+        }
+    };
+    for i in 0..3 {
+        let name = format!("churn{i}");
+        let backend = start_fixture(&name, &[&format!("churnTool{i}")]).await;
+        let (status, body) = register(&gw, &name, &backend.mcp_url()).await;
+        assert_eq!(status, 201, "{body}");
+        for meta in [false, true] {
+            let r = call_with(&gw, &format!("churnTool{i}"), json!({}), meta).await;
+            assert!(r["result"].is_object(), "{r}");
+        }
+        let text = get_as(&gw, TOKEN, "/metrics")
+            .await
+            .text()
+            .await
+            .expect("text");
+        assert_eq!(
+            sample(
+                &text,
+                "mcp_gateway_tool_calls_total",
+                &[("service", &name), ("outcome", "ok")]
+            ),
+            Some(2.0),
+            "{text}"
+        );
+        delete(name.clone()).await;
+        backend.stop().await;
+        let text = get_as(&gw, TOKEN, "/metrics")
+            .await
+            .text()
+            .await
+            .expect("text");
+        assert_eq!(series_of(&text, &name), Vec::<String>::new(), "{text}");
+    }
+
+    // What is still registered keeps its series through every change of the catalog,
+    // the renamed tool's too.
+    let text = get_as(&gw, TOKEN, "/metrics")
+        .await
+        .text()
+        .await
+        .expect("text");
+    for tool in ["keepTool", "kept"] {
+        assert_eq!(
+            sample(
+                &text,
+                "mcp_gateway_tool_calls_total",
+                &[("service", "keep"), ("tool", tool), ("outcome", "ok")]
+            ),
+            Some(1.0),
+            "{tool}: {text}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "mcp_gateway_tool_call_duration_seconds_count",
+            &[("service", "keep")]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(!text.contains("churn"), "{text}");
+    gw.stop().await;
+    keep.stop().await;
+}
+
 /// A text argument that carries a header line and a query string with secrets in them.
 const NOTE: &str =
     "retry with Authorization: Bearer bearer-s3cret\nthen GET /cb?access_token=query-s3cret&page=2";

@@ -4,11 +4,13 @@
 //! registry size) are read from the live state at each scrape.
 //!
 //! Labels are bounded: MCP methods from a fixed list, services and tools only as
-//! registered (an unknown tool is never a label), outcomes from [`Outcome::ALL`]; no
-//! session or request ids.
+//! registered (an unknown tool is never a label) and only while they are
+//! ([`Metrics::retain_tools`]), outcomes from [`Outcome::ALL`]; no session or request
+//! ids.
 //!
-//! Invariant: labels come from bounded sets (methods, outcomes, registered services), so
-//! a client cannot grow the registry.
+//! Invariant: labels come from bounded sets (methods, outcomes, what is registered now),
+//! so neither a client nor a registrant's or upstream's churn of names grows the
+//! registry.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -132,8 +134,8 @@ pub struct Metrics {
     /// a family finds its series by hashing the labels under a lock, on every call.
     request_handles: [[OnceLock<Counter>; 2]; METHODS.len()],
     passthrough_handles: [OnceLock<Counter>; 2],
-    /// Each called tool's series, found with one probe of the cheap hasher. As bounded
-    /// as the families they come from (registered services and tools).
+    /// Each called tool's series, found with one probe of the cheap hasher: those of
+    /// the tools registered now ([`Self::retain_tools`]).
     tool_handles: FastDashMap<(Arc<str>, Arc<str>), Arc<ToolHandles>>,
 }
 
@@ -318,15 +320,17 @@ impl Metrics {
                     call_seconds: self.call_seconds.get_or_create(&service).clone(),
                     upstream_seconds: self.upstream_seconds.get_or_create(&service).clone(),
                 });
-                Arc::clone(self.tool_handles.entry(key).or_insert(made).value())
+                Arc::clone(self.tool_handles.entry(key.clone()).or_insert(made).value())
             }
         };
         let at = Outcome::ALL
             .iter()
             .position(|o| *o == r.outcome)
             .unwrap_or_default();
+        let mut made = false;
         handles.calls[at]
             .get_or_init(|| {
+                made = true;
                 self.calls
                     .get_or_create(&CallLabels {
                         service: Arc::clone(&r.service),
@@ -336,8 +340,55 @@ impl Metrics {
                     .clone()
             })
             .inc();
+        // A series made after [`Self::retain_tools`] dropped the tool's handles (the tool
+        // went while this call was in flight) would be nobody's to remove: removed here
+        // when they are gone now, or there when they go later.
+        if made && !self.tool_handles.contains_key(&key) {
+            self.forget_tool(&r.service, &r.tool);
+        }
         handles.call_seconds.observe(r.duration_ms / 1000.0);
         handles.upstream_seconds.observe(r.upstream_ms / 1000.0);
+    }
+
+    /// Drops the series of every tool that is gone: its service's (`keep_service`
+    /// false: deregistered, or a virtual server removed) or the tool's alone
+    /// (`keep_tool(service, tool)` false: the upstream no longer lists it, the name now
+    /// leads elsewhere). Called whenever the catalog or the virtual servers change, so
+    /// the series stay those of what is registered now (and of calls that were in flight
+    /// when their tool went, until the next change): a registrant's or an upstream's
+    /// churn of names cannot grow the registry.
+    pub fn retain_tools(
+        &self,
+        keep_service: impl Fn(&str) -> bool,
+        keep_tool: impl Fn(&str, &str) -> bool,
+    ) {
+        let mut gone = Vec::new();
+        self.tool_handles.retain(|(service, tool), _| {
+            let kept = keep_service(service) && keep_tool(service, tool);
+            if !kept {
+                gone.push((Arc::clone(service), Arc::clone(tool)));
+            }
+            kept
+        });
+        for (service, tool) in gone {
+            self.forget_tool(&service, &tool);
+            if !keep_service(&service) {
+                let service = ServiceLabels { service };
+                self.call_seconds.remove(&service);
+                self.upstream_seconds.remove(&service);
+            }
+        }
+    }
+
+    /// Removes `tool`'s counters, one per outcome.
+    fn forget_tool(&self, service: &Arc<str>, tool: &Arc<str>) {
+        for outcome in Outcome::ALL {
+            self.calls.remove(&CallLabels {
+                service: Arc::clone(service),
+                tool: Arc::clone(tool),
+                outcome: outcome.as_str(),
+            });
+        }
     }
 
     pub(super) fn log_dropped(&self) {
