@@ -312,9 +312,22 @@ fn insert(conn: &mut Connection, records: &[CallRecord]) -> rusqlite::Result<()>
     tx.commit()
 }
 
+/// Deletes the calls older than `?1` (ms) that come first in the table. Rows are in the
+/// order calls ended (`id`) and carry when they started (`at_ms`), so the old ones are
+/// first: those before the first young one go, found by walking from the start and
+/// stopping there (`calls` has no index on `at_ms`, which would cost every insert; a
+/// `WHERE at_ms < ?1` read the whole table at every pruning, up to `call_log_max_rows`
+/// rows, some milliseconds of a core each time). An old row behind a younger one (a long
+/// call that ended after a later one started) goes once the rows before it have gone:
+/// the age kept is passed by at most the longest call.
+const PRUNE_BY_AGE: &str = "DELETE FROM calls WHERE id < coalesce(
+        (SELECT id FROM calls WHERE at_ms >= ?1 ORDER BY id LIMIT 1),
+        (SELECT max(id) + 1 FROM calls)
+    )";
+
 fn prune(conn: &Connection, retention: Retention) -> rusqlite::Result<()> {
     let oldest = super::now_ms() - retention.max_age.as_millis() as i64;
-    conn.execute("DELETE FROM calls WHERE at_ms < ?1", [oldest])?;
+    conn.prepare_cached(PRUNE_BY_AGE)?.execute([oldest])?;
     conn.execute(
         "DELETE FROM calls WHERE id <= (SELECT MAX(id) FROM calls) - ?1",
         [retention.max_rows as i64],
@@ -1001,6 +1014,64 @@ mod tests {
             .query_row("SELECT SUM(calls) FROM calls_minute", [], |r| r.get(0))
             .expect("count");
         assert_eq!(minutes, 153);
+    }
+
+    #[test]
+    fn pruning_by_age_deletes_the_old_rows_in_front_without_reading_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = open(&dir.path().join("log.db")).expect("open");
+        let record = |at_ms: i64| CallRecord {
+            at_ms,
+            request_id: None,
+            identity: Arc::from("i"),
+            service: Arc::from("s"),
+            instance: None,
+            tool: Arc::from("t"),
+            duration_ms: 2.0,
+            upstream_ms: 1.0,
+            outcome: Outcome::Ok,
+            error: None,
+            arguments: None,
+            result: None,
+        };
+        let ids = |conn: &Connection| -> Vec<i64> {
+            let mut stmt = conn
+                .prepare("SELECT at_ms FROM calls ORDER BY id")
+                .expect("select");
+            stmt.query_map([], |r| r.get(0))
+                .expect("query")
+                .map(|r| r.expect("row"))
+                .collect()
+        };
+        let prune_older_than = |conn: &Connection, oldest: i64| -> i32 {
+            let mut stmt = conn.prepare(PRUNE_BY_AGE).expect("prepare");
+            stmt.execute([oldest]).expect("prune");
+            stmt.get_status(rusqlite::StatementStatus::FullscanStep)
+        };
+        // In the order the calls ended: two old, a young one, an old one that ended after
+        // it (a long call), then many young ones.
+        let mut records: Vec<_> = [1, 2, 50, 3].into_iter().map(record).collect();
+        records.extend((0..5000).map(|i| record(100 + i)));
+        insert(&mut conn, &records).expect("insert");
+
+        let steps = prune_older_than(&conn, 10);
+        let kept = ids(&conn);
+        assert_eq!(kept[..3], [50, 3, 100], "the two old rows in front went");
+        assert_eq!(kept.len(), 5002);
+        assert!(
+            steps < 10,
+            "pruning stopped at the first young row, not read the table: {steps} steps"
+        );
+        // Nothing old in front: nothing goes, and nothing more is read.
+        let steps = prune_older_than(&conn, 10);
+        assert_eq!(ids(&conn).len(), 5002);
+        assert!(steps < 10, "{steps} steps");
+        // Once the young row before it is old too, the late old row goes with it.
+        prune_older_than(&conn, 60);
+        assert_eq!(ids(&conn)[..2], [100, 101]);
+        // Everything old: everything goes.
+        prune_older_than(&conn, i64::MAX);
+        assert_eq!(ids(&conn), Vec::<i64>::new());
     }
 
     #[test]
