@@ -443,9 +443,13 @@ impl GatewayHandler {
                 ))]),
             ));
         }
-        // The composite's own entry in the call log, under its virtual server; its
-        // steps' entries carry the same request id.
-        let caller = caller_of(&context);
+        // The composite's own entry in the call log, under its virtual server (its
+        // request is counted by `call_tool`, as answered); its steps' entries carry the
+        // same request id.
+        let caller = Caller {
+            counted: true,
+            ..caller_of(&context)
+        };
         let ticket = self.registry.observer().start(
             &caller,
             &Arc::from(format!(
@@ -474,6 +478,7 @@ impl GatewayHandler {
                 parts.extensions.remove::<crate::proxy::Admitted>();
                 if let Some(caller) = parts.extensions.get_mut::<Caller>() {
                     caller.span = span.clone();
+                    caller.counted = true;
                 }
             }
             let deadline = step.timeout_ms.map(std::time::Duration::from_millis);
@@ -544,7 +549,9 @@ impl GatewayHandler {
             Ok(planned) => planned,
             Err(refusal) => {
                 let refused = Err(refusal.error());
-                self.count("tools/call", &refused);
+                if !caller_of(&context).counted {
+                    self.count("tools/call", &refused);
+                }
                 return refused;
             }
         };
@@ -2556,6 +2563,7 @@ pub async fn entry(State(endpoint): State<McpEndpoint>, mut request: Request) ->
             .map(Arc::from),
         arrived: std::time::Instant::now(),
         span: tracing::Span::current(),
+        counted: false,
     };
     request.extensions_mut().insert(caller.clone());
     // A same-origin request (the dashboard at /ui) is not a cross-origin one: the Host

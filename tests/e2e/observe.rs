@@ -297,6 +297,71 @@ async fn metrics_keep_series_only_of_what_is_registered_now() {
     keep.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composite_is_one_request_and_each_of_its_steps_a_tool_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = gateway_config(&dir.path().join("gw.db"));
+    config.virtual_servers = vec![
+        serde_json::from_value(json!({
+            "name": "desk",
+            "tools": ["crm/*"],
+            "composites": [{"name": "both", "steps": [
+                {"name": "a", "tool": "crm/first"},
+                {"name": "b", "tool": "crm/second"},
+                {"name": "c", "tool": "crm/failThird"}
+            ]}]
+        }))
+        .expect("definition"),
+    ];
+    let gw = start_gateway(config).await;
+    let crm = start_fixture("crm", &["first", "second", "failThird"]).await;
+    let (status, body) = register(&gw, "crm", &crm.mcp_url()).await;
+    assert_eq!(status, 201, "{body}");
+    let r = crate::servers::rpc_on(
+        &gw,
+        "desk",
+        TOKEN,
+        "tools/call",
+        json!({"name": "both", "arguments": {}}),
+    )
+    .await;
+    assert_eq!(
+        r["result"]["structuredContent"]["steps"]["b"]["ok"], true,
+        "{r}"
+    );
+
+    let text = get_as(&gw, TOKEN, "/metrics")
+        .await
+        .text()
+        .await
+        .expect("text");
+    let requests = |outcome| {
+        sample(
+            &text,
+            "mcp_gateway_requests_total",
+            &[("method", "tools/call"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(
+        (requests("ok"), requests("error")),
+        (Some(1.0), None),
+        "one request, the composite's: {text}"
+    );
+    let calls = |service, tool, outcome| {
+        sample(
+            &text,
+            "mcp_gateway_tool_calls_total",
+            &[("service", service), ("tool", tool), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(calls("servers/desk", "both", "ok"), Some(1.0), "{text}");
+    assert_eq!(calls("crm", "first", "ok"), Some(1.0), "{text}");
+    assert_eq!(calls("crm", "second", "ok"), Some(1.0), "{text}");
+    assert_eq!(calls("crm", "failThird", "tool_error"), Some(1.0), "{text}");
+    gw.stop().await;
+    crm.stop().await;
+}
+
 /// A text argument that carries a header line and a query string with secrets in them.
 const NOTE: &str =
     "retry with Authorization: Bearer bearer-s3cret\nthen GET /cb?access_token=query-s3cret&page=2";

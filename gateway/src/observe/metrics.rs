@@ -300,14 +300,18 @@ impl Metrics {
             .inc();
     }
 
-    pub(super) fn call(&self, r: &CallRecord) {
-        self.request(
-            "tools/call",
-            !matches!(
-                r.outcome,
-                Outcome::Error | Outcome::Timeout | Outcome::Unavailable | Outcome::CircuitOpen
-            ),
-        );
+    /// A finished tool call; `request`: also a client's `tools/call` request (what is
+    /// called for a composite is not: see `Caller::counted`).
+    pub(super) fn call(&self, r: &CallRecord, request: bool) {
+        if request {
+            self.request(
+                "tools/call",
+                !matches!(
+                    r.outcome,
+                    Outcome::Error | Outcome::Timeout | Outcome::Unavailable | Outcome::CircuitOpen
+                ),
+            );
+        }
         let key = (Arc::clone(&r.service), Arc::clone(&r.tool));
         let handles = match self.tool_handles.get(&key) {
             Some(h) => Arc::clone(&h),

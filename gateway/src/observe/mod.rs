@@ -83,6 +83,9 @@ pub struct Caller {
     pub arrived: Instant,
     /// The request's span (its id; with traces, the parent of the call's upstream span).
     pub span: tracing::Span,
+    /// The client's request is counted elsewhere (a composite's, once, when answered):
+    /// calls made for it (the composite's own entry, its steps) are tool calls only.
+    pub counted: bool,
 }
 
 impl Caller {
@@ -92,6 +95,7 @@ impl Caller {
             request_id: None,
             arrived: Instant::now(),
             span: tracing::Span::none(),
+            counted: false,
         }
     }
 }
@@ -166,8 +170,9 @@ impl Observer {
         }
     }
 
-    fn record(&self, record: CallRecord) {
-        self.metrics.call(&record);
+    /// `request`: the call was a client's request (counted as one).
+    fn record(&self, record: CallRecord, request: bool) {
+        self.metrics.call(&record, request);
         if let Some(log) = &self.log {
             log.send(record, &self.metrics);
         }
@@ -247,7 +252,7 @@ impl CallTicket {
                 .filter(|_| self.observer.payloads)
                 .map(|r| calllog::redact(&r, &self.observer.redact)),
         };
-        self.observer.record(record);
+        self.observer.record(record, !self.caller.counted);
     }
 }
 
