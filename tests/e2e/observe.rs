@@ -180,6 +180,22 @@ async fn metrics_count_calls_by_tool_and_outcome_and_read_the_live_state() {
     gw.stop().await;
 }
 
+/// A gateway whose configuration defines the virtual server `definition`.
+async fn gateway_with_server(dir: &std::path::Path, definition: Value) -> Running {
+    let mut config = gateway_config(&dir.join("gw.db"));
+    config.virtual_servers = vec![serde_json::from_value(definition).expect("definition")];
+    start_gateway(config).await
+}
+
+/// `GET /metrics`, as the operator.
+async fn metrics(gw: &impl Target) -> String {
+    get_as(gw, TOKEN, "/metrics")
+        .await
+        .text()
+        .await
+        .expect("text")
+}
+
 /// `service`'s series in a text exposition: the call counters and the histograms.
 fn series_of(text: &str, service: &str) -> Vec<String> {
     let label = format!("service=\"{service}\"");
@@ -193,17 +209,12 @@ fn series_of(text: &str, service: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_keep_series_only_of_what_is_registered_now() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = gateway_config(&dir.path().join("gw.db"));
     // A virtual server that shows `keepTool` renamed: a name the catalog does not have.
-    config.virtual_servers = vec![
-        serde_json::from_value(json!({
-            "name": "view",
-            "tools": ["keep/*"],
-            "rename": {"keepTool": {"name": "kept"}}
-        }))
-        .expect("definition"),
-    ];
-    let gw = start_gateway(config).await;
+    let gw = gateway_with_server(
+        dir.path(),
+        json!({"name": "view", "tools": ["keep/*"], "rename": {"keepTool": {"name": "kept"}}}),
+    )
+    .await;
     let keep = start_fixture("keep", &["keepTool"]).await;
     let (status, body) = register(&gw, "keep", &keep.mcp_url()).await;
     assert_eq!(status, 201, "{body}");
@@ -241,11 +252,7 @@ async fn metrics_keep_series_only_of_what_is_registered_now() {
             let r = call_with(&gw, &format!("churnTool{i}"), json!({}), meta).await;
             assert!(r["result"].is_object(), "{r}");
         }
-        let text = get_as(&gw, TOKEN, "/metrics")
-            .await
-            .text()
-            .await
-            .expect("text");
+        let text = metrics(&gw).await;
         assert_eq!(
             sample(
                 &text,
@@ -257,21 +264,13 @@ async fn metrics_keep_series_only_of_what_is_registered_now() {
         );
         delete(name.clone()).await;
         backend.stop().await;
-        let text = get_as(&gw, TOKEN, "/metrics")
-            .await
-            .text()
-            .await
-            .expect("text");
+        let text = metrics(&gw).await;
         assert_eq!(series_of(&text, &name), Vec::<String>::new(), "{text}");
     }
 
     // What is still registered keeps its series through every change of the catalog,
     // the renamed tool's too.
-    let text = get_as(&gw, TOKEN, "/metrics")
-        .await
-        .text()
-        .await
-        .expect("text");
+    let text = metrics(&gw).await;
     for tool in ["keepTool", "kept"] {
         assert_eq!(
             sample(
@@ -300,9 +299,9 @@ async fn metrics_keep_series_only_of_what_is_registered_now() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_composite_is_one_request_and_each_of_its_steps_a_tool_call() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = gateway_config(&dir.path().join("gw.db"));
-    config.virtual_servers = vec![
-        serde_json::from_value(json!({
+    let gw = gateway_with_server(
+        dir.path(),
+        json!({
             "name": "desk",
             "tools": ["crm/*"],
             "composites": [{"name": "both", "steps": [
@@ -310,10 +309,9 @@ async fn a_composite_is_one_request_and_each_of_its_steps_a_tool_call() {
                 {"name": "b", "tool": "crm/second"},
                 {"name": "c", "tool": "crm/failThird"}
             ]}]
-        }))
-        .expect("definition"),
-    ];
-    let gw = start_gateway(config).await;
+        }),
+    )
+    .await;
     let crm = start_fixture("crm", &["first", "second", "failThird"]).await;
     let (status, body) = register(&gw, "crm", &crm.mcp_url()).await;
     assert_eq!(status, 201, "{body}");
@@ -330,11 +328,7 @@ async fn a_composite_is_one_request_and_each_of_its_steps_a_tool_call() {
         "{r}"
     );
 
-    let text = get_as(&gw, TOKEN, "/metrics")
-        .await
-        .text()
-        .await
-        .expect("text");
+    let text = metrics(&gw).await;
     let requests = |outcome| {
         sample(
             &text,
