@@ -43,6 +43,8 @@ use crate::{
 
 /// The protocol revision of the sessions wrk drives.
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
+/// The revision of the requests without a session ([`Kind::Stateless`]).
+const STATELESS_VERSION: &str = "2026-07-28";
 /// The measured request: `getProductById` is listed under its own name through the
 /// gateway (no other service offers it), as the other scenarios call it.
 const TOOL: &str = "getProductById";
@@ -85,6 +87,9 @@ impl Params {
 pub enum Kind {
     Plain,
     Capable,
+    /// No session: requests of the 2026-07-28 (stateless) revision, each with its
+    /// protocol metadata in `_meta`, as the official Python SDK 2.x sends by default.
+    Stateless,
 }
 
 impl Kind {
@@ -92,12 +97,13 @@ impl Kind {
         match self {
             Kind::Plain => "plain",
             Kind::Capable => "capable",
+            Kind::Stateless => "stateless",
         }
     }
 
     fn capabilities(self) -> &'static str {
         match self {
-            Kind::Plain => "{}",
+            Kind::Plain | Kind::Stateless => "{}",
             Kind::Capable => client::CAPABLE_CAPABILITIES,
         }
     }
@@ -215,8 +221,10 @@ impl Section {
             "The same `tools/call {TOOL}` driven by `wrk` ({}), a lean C client, beside the \
              project's own client (the main table of `mcp-bench run`). Sessions at protocol {}: *plain* (no client \
              capabilities) and *capable* (sampling, elicitation and roots declared, then \
-             `logging/setLevel` info). Latency: `wrk -t1 -c1`; throughput: `-t{THREADS_UNDER_LOAD}` \
-             at {} and {} connections, one session per connection; {} s measured{}. CPU and context switches per call from `/proc` before and after each \
+             `logging/setLevel` info); and *stateless*, no session: requests of the {STATELESS_VERSION} \
+             revision with their protocol metadata in `_meta` and the `Mcp-Method` and `Mcp-Name` \
+             headers, as the official Python SDK 2.x sends by default. Latency: `wrk -t1 -c1`; throughput: `-t{THREADS_UNDER_LOAD}` \
+             at {} and {} connections, one session per connection (none for stateless); {} s measured{}. CPU and context switches per call from `/proc` before and after each \
              run; \"backend direct vs gateway\" compares the gateway's cost per proxied call \
              with what the backend itself spends per call when called directly.",
             self.wrk_version,
@@ -510,7 +518,7 @@ pub async fn measure(
     };
     let most = THROUGHPUT_CONNECTIONS[1] as usize;
     let mut script_n = 0u64;
-    for kind in [Kind::Plain, Kind::Capable] {
+    for kind in [Kind::Plain, Kind::Capable, Kind::Stateless] {
         eprintln!("mcp-bench: wrk reference, {} sessions", kind.name());
         let mut opened = Vec::new();
         let mut results = Vec::new();
@@ -538,7 +546,8 @@ pub async fn measure(
             let threads = if c == 1 { 1 } else { THREADS_UNDER_LOAD };
             for (i, side) in [&direct, &gateway].into_iter().enumerate() {
                 let sessions = &opened[i];
-                let ids = &sessions.ids[..c as usize];
+                // Stateless requests have none.
+                let ids = &sessions.ids[..sessions.ids.len().min(c as usize)];
                 let script = || {
                     script_n += 1;
                     let path = scratch.join(format!(
@@ -811,6 +820,14 @@ async fn open_sessions(
     kind: Kind,
     count: usize,
 ) -> Result<Sessions> {
+    if kind == Kind::Stateless {
+        return Ok(Sessions {
+            ids: Vec::new(),
+            protocol_version: STATELESS_VERSION.into(),
+            probe_content_type: probe(http, endpoint, None).await?,
+            set_level: None,
+        });
+    }
     let mut opened: Vec<(String, String, Option<String>)> = Vec::with_capacity(count);
     while opened.len() < count {
         let mut batch = tokio::task::JoinSet::new();
@@ -830,7 +847,7 @@ async fn open_sessions(
     if let Some((_, _, other)) = opened.iter().find(|(_, _, l)| *l != set_level) {
         bail!("logging/setLevel answered differently on two sessions: {set_level:?} and {other:?}");
     }
-    let probe_content_type = probe(http, endpoint, &opened[0].0, &protocol_version).await?;
+    let probe_content_type = probe(http, endpoint, Some((&opened[0].0, &protocol_version))).await?;
     Ok(Sessions {
         ids: opened.into_iter().map(|(id, _, _)| id).collect(),
         protocol_version,
@@ -859,6 +876,19 @@ fn request(
             .header("MCP-Protocol-Version", version);
     }
     req
+}
+
+/// A request of the stateless revision: its version and the `Mcp-Method` and
+/// `Mcp-Name` headers (SEP-2243) beside the body.
+fn stateless_request(
+    http: &reqwest::Client,
+    endpoint: &Endpoint,
+    body: String,
+) -> reqwest::RequestBuilder {
+    request(http, endpoint, None, body)
+        .header("MCP-Protocol-Version", STATELESS_VERSION)
+        .header("Mcp-Method", "tools/call")
+        .header("Mcp-Name", TOOL)
 }
 
 /// initialize, notifications/initialized and, for a capable session, logging/setLevel:
@@ -928,18 +958,19 @@ async fn open_session(
     Ok((id, version, set_level))
 }
 
-/// One `tools/call` on the session from Rust: it must succeed; returns the answer's
-/// Content-Type (without parameters).
+/// One `tools/call` from Rust, on the session (id, version) or, without one, of the
+/// stateless revision: it must succeed; returns the answer's Content-Type (without
+/// parameters).
 async fn probe(
     http: &reqwest::Client,
     endpoint: &Endpoint,
-    session: &str,
-    version: &str,
+    session: Option<(&str, &str)>,
 ) -> Result<String> {
-    let resp = request(http, endpoint, Some((session, version)), call_body("2"))
-        .send()
-        .await
-        .context("probe tools/call")?;
+    let req = match session {
+        Some(session) => request(http, endpoint, Some(session), call_body("2", false)),
+        None => stateless_request(http, endpoint, call_body("2", true)),
+    };
+    let resp = req.send().await.context("probe tools/call")?;
     let content_type = resp
         .headers()
         .get(CONTENT_TYPE)
@@ -979,16 +1010,28 @@ async fn close_sessions(http: &reqwest::Client, endpoint: &Endpoint, s: &Session
     failed
 }
 
-/// The measured request with JSON-RPC id `id` (a decimal number).
-fn call_body(id: &str) -> String {
+/// The measured request with JSON-RPC id `id` (a decimal number); `stateless`: with the
+/// stateless revision's protocol metadata in `_meta`.
+fn call_body(id: &str, stateless: bool) -> String {
+    let meta = if stateless { STATELESS_META } else { "" };
     format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{TOOL}","arguments":{ARGUMENTS}}}}}"#
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{TOOL}","arguments":{ARGUMENTS}{meta}}}}}"#
     )
 }
+
+/// The `_meta` member of every stateless request (what a client of that revision
+/// declares per request: no capabilities).
+const STATELESS_META: &str = concat!(
+    r#","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","#,
+    r#""io.modelcontextprotocol/clientInfo":{"name":"mcp-bench-wrk","version":"1"},"#,
+    r#""io.modelcontextprotocol/clientCapabilities":{}}"#
+);
 
 struct LuaSpec<'a> {
     endpoint: &'a Endpoint,
     protocol_version: &'a str,
+    /// Empty: stateless requests (with the `Mcp-Method` and `Mcp-Name` headers and the
+    /// protocol metadata in `_meta`).
     sessions: &'a [String],
     threads: u32,
     /// JSON-RPC ids of this run start above this (no id is used twice in a session).
@@ -1033,8 +1076,17 @@ fn lua_script(spec: &LuaSpec<'_>) -> String {
             )
         },
     );
+    let stateless = spec.sessions.is_empty();
+    let stateless_headers = if stateless {
+        format!(
+            "wrk.headers[\"Mcp-Method\"] = \"tools/call\"\nwrk.headers[\"Mcp-Name\"] = {}",
+            lua_str(TOOL)
+        )
+    } else {
+        "-- in a session: no Mcp-Method or Mcp-Name headers".to_string()
+    };
     let (head, tail) = {
-        let body = call_body("\u{0}");
+        let body = call_body("\u{0}", stateless);
         let (h, t) = body.split_once('\u{0}').unwrap_or((&body, ""));
         (lua_str(h), lua_str(t))
     };
@@ -1045,6 +1097,7 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
 wrk.headers["MCP-Protocol-Version"] = {version}
 {auth}
+{stateless_headers}
 
 local sessions = {{ {sessions} }}
 local nthreads = {threads}
@@ -1079,7 +1132,7 @@ end
 
 function request()
   n = n + 1
-  wrk.headers["Mcp-Session-Id"] = mine[(n % #mine) + 1]
+  if #mine > 0 then wrk.headers["Mcp-Session-Id"] = mine[(n % #mine) + 1] end
   local id = string.format("%.0f", id_base + n * nthreads + tid)
   return wrk.format(nil, nil, nil, body_head .. id .. body_tail)
 end
@@ -1234,9 +1287,30 @@ mod tests {
         assert!(text.contains(r#"wrk.headers["MCP-Protocol-Version"] = "2025-11-25""#));
         assert!(text.contains(r#"local body_head = "{\"jsonrpc\":\"2.0\",\"id\":""#));
         // The body the script builds is the JSON-RPC call.
-        let v: serde_json::Value = serde_json::from_str(&call_body("7000000001")).expect("JSON");
+        let v: serde_json::Value =
+            serde_json::from_str(&call_body("7000000001", false)).expect("JSON");
         assert_eq!(v["params"]["name"], TOOL);
         assert_eq!(v["id"], 7_000_000_001u64);
+        assert!(!text.contains(r#"wrk.headers["Mcp-Method"]"#), "{text}");
+
+        // Stateless: no session, the revision's headers, its metadata in the body.
+        let text = lua_script(&LuaSpec {
+            endpoint: &endpoint,
+            protocol_version: STATELESS_VERSION,
+            sessions: &[],
+            threads: 2,
+            id_base: 7_000_000_000,
+        });
+        assert!(text.contains("local sessions = {  }"), "{text}");
+        assert!(text.contains(r#"wrk.headers["Mcp-Method"] = "tools/call""#));
+        assert!(text.contains(r#"wrk.headers["Mcp-Name"] = "getProductById""#));
+        assert!(text.contains(r#"wrk.headers["MCP-Protocol-Version"] = "2026-07-28""#));
+        let v: serde_json::Value = serde_json::from_str(&call_body("8", true)).expect("JSON");
+        assert_eq!(
+            v["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+            "2026-07-28"
+        );
+        assert_eq!(v["params"]["arguments"]["id"], "123");
     }
 
     /// The script against a server that answers in turn a result, a JSON-RPC error and

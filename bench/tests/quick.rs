@@ -42,7 +42,7 @@ const SCENARIOS: &[&str] = &[
 ];
 
 /// The rows of the wrk reference section, for each kind of session ("wrk plain: ...",
-/// "wrk capable: ..."), required when wrk is installed.
+/// "wrk capable: ...", "wrk stateless: ..."), required when wrk is installed.
 const WRK_SCENARIOS: &[&str] = &[
     "tools/call p50, 1 connection",
     "tools/call p99, 1 connection",
@@ -127,7 +127,7 @@ fn quick_run_reports_every_scenario_with_numbers_and_no_errors() {
                         && l.ends_with("Errors: 0.")),
             "{table}"
         );
-        for kind in ["plain", "capable"] {
+        for kind in ["plain", "capable", "stateless"] {
             wanted.extend(WRK_SCENARIOS.iter().map(|s| format!("wrk {kind}: {s}")));
         }
         let json = out.with_extension("json");
@@ -136,7 +136,7 @@ fn quick_run_reports_every_scenario_with_numbers_and_no_errors() {
                 .expect("the JSON results parse");
         assert_eq!(
             json["wrk"]["kinds"].as_array().map(Vec::len),
-            Some(2),
+            Some(3),
             "{json}"
         );
     }
