@@ -242,8 +242,13 @@ impl Section {
         let mut notes = self.notes.clone();
         for k in &self.kinds {
             let kind = k.kind.name();
+            let what = if k.kind == Kind::Stateless {
+                "requests"
+            } else {
+                "sessions"
+            };
             lines.push(format!(
-                "{kind} sessions: answers are `{}` direct and `{}` through the gateway.",
+                "{kind} {what}: answers are `{}` direct and `{}` through the gateway.",
                 k.direct.probe_content_type, k.gateway.probe_content_type
             ));
             rows.extend(kind_rows(k));
@@ -1308,7 +1313,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&call_body("8", true)).expect("JSON");
         assert_eq!(
             v["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
-            "2026-07-28"
+            STATELESS_VERSION
         );
         assert_eq!(v["params"]["arguments"]["id"], "123");
     }
