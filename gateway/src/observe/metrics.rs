@@ -366,17 +366,19 @@ impl Metrics {
         keep_service: impl Fn(&str) -> bool,
         keep_tool: impl Fn(&str, &str) -> bool,
     ) {
+        // Each tool gone, and whether its service is.
         let mut gone = Vec::new();
         self.tool_handles.retain(|(service, tool), _| {
-            let kept = keep_service(service) && keep_tool(service, tool);
+            let service_kept = keep_service(service);
+            let kept = service_kept && keep_tool(service, tool);
             if !kept {
-                gone.push((Arc::clone(service), Arc::clone(tool)));
+                gone.push((Arc::clone(service), Arc::clone(tool), service_kept));
             }
             kept
         });
-        for (service, tool) in gone {
+        for (service, tool, service_kept) in gone {
             self.forget_tool(&service, &tool);
-            if !keep_service(&service) {
+            if !service_kept {
                 let service = ServiceLabels { service };
                 self.call_seconds.remove(&service);
                 self.upstream_seconds.remove(&service);
